@@ -1,0 +1,1 @@
+"""Citizen accounts, login sessions and (next) the OpenID Connect provider."""

@@ -1,0 +1,114 @@
+"""Validation of the pivot identity and of emails, with French messages per form field.
+
+Formats are FranceConnect's (DESIGN.md §3): ``birthdate`` ``YYYY-MM-DD``; ``gender``
+``male``/``female``; ``birthplace`` a 5-character INSEE commune code, empty when born abroad;
+``birthcountry`` a 5-digit INSEE country code, France = ``99100``.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from datetime import date
+
+from email_validator import EmailNotValidError, validate_email
+
+FRANCE = "99100"
+GENDERS = {"male": "Masculin", "female": "Féminin"}
+
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+# Department part: 01–19, 21–95, 2A/2B (Corsica); overseas 971–978, 984–989.
+_COMMUNE = re.compile(r"^(?:(?:0[1-9]|1\d|[3-8]\d|9[0-5]|2[1-9]|2[AB])\d{3}|9[78]\d{3})$")
+_COUNTRY = re.compile(r"^99\d{3}$")
+_NAME = re.compile(r"^[^\W\d_]+(?:[ '\-][^\W\d_]+)*$")
+MAX_NAME = 100
+OLDEST_BIRTH_YEAR = 1900
+
+
+def normalize_email(raw: str) -> str:
+    """Return the email lowercased and checked; raise ValueError with a French message."""
+    candidate = (raw or "").strip()
+    if not candidate:
+        raise ValueError("Indiquez votre adresse e-mail.")
+    if len(candidate) > 254:
+        raise ValueError("Cette adresse e-mail est trop longue.")
+    try:
+        result = validate_email(candidate, check_deliverability=False)
+    except EmailNotValidError:
+        raise ValueError("Cette adresse e-mail n'est pas valide. Exemple : prenom.nom@exemple.fr") from None
+    return result.normalized.lower()
+
+
+def _clean_name(raw: str) -> str:
+    text = unicodedata.normalize("NFC", raw or "").replace("\u2019", "'")
+    return " ".join(text.split())
+
+
+def _name_problem(value: str, label: str) -> str | None:
+    if not value:
+        return f"Indiquez votre {label}."
+    if len(value) > MAX_NAME:
+        return f"Votre {label} ne doit pas dépasser {MAX_NAME} caractères."
+    if not _NAME.match(value):
+        return f"Votre {label} ne peut contenir que des lettres, des espaces, des tirets et des apostrophes."
+    return None
+
+
+def parse_birthdate(raw: str, *, today: date | None = None) -> date:
+    raw = (raw or "").strip()
+    if not raw:
+        raise ValueError("Indiquez votre date de naissance.")
+    if not _DATE.match(raw):
+        raise ValueError("La date de naissance doit être au format AAAA-MM-JJ, par exemple 1984-07-31.")
+    try:
+        value = date.fromisoformat(raw)
+    except ValueError:
+        raise ValueError("Cette date de naissance n'existe pas dans le calendrier.") from None
+    if value > (today or date.today()):
+        raise ValueError("La date de naissance ne peut pas être dans le futur.")
+    if value.year < OLDEST_BIRTH_YEAR:
+        raise ValueError(f"La date de naissance doit être postérieure à {OLDEST_BIRTH_YEAR}.")
+    return value
+
+
+def validate_identity(form: dict[str, str]) -> tuple[dict[str, object], dict[str, str]]:
+    """Check the identity fields of ``form``; return (clean values, errors by field name)."""
+    errors: dict[str, str] = {}
+    clean: dict[str, object] = {}
+
+    for field, label in (("given_name", "prénom (ou vos prénoms)"), ("family_name", "nom de naissance")):
+        value = _clean_name(form.get(field, ""))
+        if problem := _name_problem(value, label):
+            errors[field] = problem
+        clean[field] = value
+
+    usage = _clean_name(form.get("preferred_username", ""))
+    if usage and (problem := _name_problem(usage, "nom d'usage")):
+        errors["preferred_username"] = problem
+    clean["preferred_username"] = usage or None
+
+    try:
+        clean["birthdate"] = parse_birthdate(form.get("birthdate", ""))
+    except ValueError as exc:
+        errors["birthdate"] = str(exc)
+
+    gender = (form.get("gender") or "").strip()
+    if gender not in GENDERS:
+        errors["gender"] = "Choisissez « Féminin » ou « Masculin », comme sur votre acte de naissance."
+    clean["gender"] = gender
+
+    country = (form.get("birthcountry") or "").strip()
+    if not _COUNTRY.match(country) or country == "99000":
+        errors["birthcountry"] = "Le pays de naissance doit être un code INSEE à 5 chiffres commençant par 99 (France : 99100)."
+    clean["birthcountry"] = country
+
+    place = (form.get("birthplace") or "").strip().upper()
+    if country == FRANCE:
+        if not place:
+            errors["birthplace"] = "Indiquez le code INSEE de votre commune de naissance (5 caractères, par exemple 75056 pour Paris)."
+        elif not _COMMUNE.match(place) or place.endswith("000"):
+            errors["birthplace"] = "Ce code de commune INSEE n'est pas valide : 5 caractères, par exemple 69123 (Lyon) ou 2A004 (Ajaccio)."
+    elif place and "birthcountry" not in errors:
+        errors["birthplace"] = "Laissez la commune de naissance vide si vous êtes né(e) hors de France."
+    clean["birthplace"] = place if country == FRANCE else ""
+    return clean, errors

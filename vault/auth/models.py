@@ -1,0 +1,115 @@
+"""Tables of the auth domain and their schemas (SQLModel pattern: Base → Create → table → Public)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+
+from sqlalchemy import Column, ForeignKey, LargeBinary
+from sqlmodel import Field, SQLModel
+
+from vault.db import utcnow
+
+
+class IdentityBase(SQLModel):
+    """The pivot identity, with FranceConnect's claim names and formats (DESIGN.md §3)."""
+
+    given_name: str = Field(max_length=200)  # first names, space separated
+    family_name: str = Field(max_length=200)
+    birthdate: date
+    gender: str = Field(max_length=6)  # "male" | "female"
+    birthplace: str = Field(default="", max_length=5)  # INSEE commune code; "" when born abroad
+    birthcountry: str = Field(max_length=5)  # INSEE country code; France = 99100
+    preferred_username: str | None = Field(default=None, max_length=200)  # usage name
+
+
+class CitizenCreate(IdentityBase):
+    email: str
+    password: str
+
+
+class Citizen(IdentityBase, table=True):
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    email: str = Field(max_length=254, unique=True, index=True)  # stored lowercased
+    email_verified_at: datetime | None = None
+    password_hash: str = Field(max_length=255)
+    # TOTP seed wrapped by vault.crypto (context: b"totp:" + id); set while enrolling, enabled once confirmed.
+    totp_secret: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+    totp_enabled_at: datetime | None = None
+    totp_last_step: int | None = None  # the last accepted time step: a code is never accepted twice
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    last_login_at: datetime | None = None
+
+
+class CitizenPublic(IdentityBase):
+    id: uuid.UUID
+    email: str
+    email_verified: bool
+    totp_enabled: bool
+    created_at: datetime
+
+    @classmethod
+    def of(cls, citizen: Citizen) -> CitizenPublic:
+        return cls(
+            **citizen.model_dump(include=set(IdentityBase.model_fields) | {"id", "email", "created_at"}),
+            email_verified=citizen.email_verified_at is not None,
+            totp_enabled=citizen.totp_enabled_at is not None,
+        )
+
+
+def _citizen_fk() -> Column:
+    return Column(ForeignKey("citizen.id", ondelete="CASCADE"), nullable=False, index=True)
+
+
+class LoginSession(SQLModel, table=True):
+    """A browser session. The cookie holds a random token; the row is keyed by its SHA-256."""
+
+    __tablename__ = "login_session"
+
+    id: str = Field(primary_key=True, max_length=64)
+    citizen_id: uuid.UUID = Field(sa_column=_citizen_fk())
+    created_at: datetime = Field(default_factory=utcnow)
+    last_seen_at: datetime = Field(default_factory=utcnow)
+    auth_time: datetime = Field(default_factory=utcnow)
+    amr: str = Field(default="pwd", max_length=50)  # space separated: pwd, otp, mfa
+    mfa_pending: bool = False  # password checked, waiting for the TOTP code
+    user_agent: str = Field(default="", max_length=200)
+
+
+class EmailToken(SQLModel, table=True):
+    """A single-use link sent by mail (email verification, password reset); keyed by SHA-256."""
+
+    __tablename__ = "email_token"
+
+    id: str = Field(primary_key=True, max_length=64)
+    citizen_id: uuid.UUID = Field(sa_column=_citizen_fk())
+    purpose: str = Field(max_length=20)  # "verify_email" | "reset_password"
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime
+    used_at: datetime | None = None
+
+
+class RecoveryCode(SQLModel, table=True):
+    """A TOTP recovery code (high entropy, so a SHA-256 is enough); single use."""
+
+    __tablename__ = "recovery_code"
+
+    id: int | None = Field(default=None, primary_key=True)
+    citizen_id: uuid.UUID = Field(sa_column=_citizen_fk())
+    code_hash: str = Field(max_length=64)
+    used_at: datetime | None = None
+
+
+class LoginThrottle(SQLModel, table=True):
+    """Failed-login counters, per account (SHA-256 of the email, so unknown emails count too) and per client address.
+
+    Kept in the database so that every replica sees the same counters.
+    """
+
+    __tablename__ = "login_throttle"
+
+    key: str = Field(primary_key=True, max_length=80)
+    failures: int = 0
+    last_failure_at: datetime = Field(default_factory=utcnow)
+    locked_until: datetime | None = None

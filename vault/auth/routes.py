@@ -1,0 +1,403 @@
+"""Account pages (HTML forms) and ``/api/v1/me``. Thin: parse, call the service, shape the answer."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from urllib.parse import quote
+
+import segno
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import RedirectResponse
+from sqlmodel import Session
+from starlette.responses import Response
+
+from vault.auth.exceptions import AuthError, EmailNotVerified, InvalidInput, InvalidLink, TooManyLoginAttempts
+from vault.auth.models import CitizenPublic
+from vault.auth.service import AccountService, CurrentSession
+from vault.db import get_session
+from vault.mail import MailError
+from vault.web.pages import (
+    PageError,
+    clear_cookie,
+    client_address,
+    get_cookie,
+    message_page,
+    read_form,
+    render,
+    rotate_csrf,
+    set_cookie,
+)
+
+router = APIRouter()
+api = APIRouter(prefix="/api/v1", tags=["account"])
+
+DB = Annotated[Session, Depends(get_session, scope="function")]
+Form = Annotated[dict[str, str], Depends(read_form)]
+SESSION_COOKIE = "session"
+
+# Notices shown after a redirect: only these fixed texts, never text taken from the URL.
+NOTICES = {
+    "email_verified": "Votre adresse e-mail est confirmée. Vous pouvez maintenant vous connecter.",
+    "logged_out": "Vous êtes déconnecté(e).",
+    "logged_out_everywhere": "Vous êtes déconnecté(e) de tous vos appareils.",
+    "password_reset": "Votre mot de passe a été changé. Par sécurité, tous vos appareils ont été déconnectés : connectez-vous avec le nouveau mot de passe.",
+    "totp_disabled": "La double authentification est désactivée.",
+    "session_expired": "Votre session a expiré. Connectez-vous de nouveau.",
+}
+MAIL_SENT = (
+    "Si un compte correspond à cette adresse, un e-mail vient de lui être envoyé. "
+    "Pensez à regarder dans les courriers indésirables."
+)
+MAIL_FAILED = "Nous n'avons pas pu envoyer l'e-mail pour le moment. Rien n'a été enregistré : réessayez dans quelques minutes."
+
+
+def accounts(request: Request) -> AccountService:
+    return request.app.state.accounts
+
+
+Accounts = Annotated[AccountService, Depends(accounts)]
+
+
+class LoginRequired(Exception):
+    """The page needs a logged-in citizen; answered by a redirect to the login page."""
+
+    def __init__(self, next_path: str) -> None:
+        super().__init__(next_path)
+        self.next_path = next_path
+
+
+def current_session(request: Request, session: DB, service: Accounts) -> CurrentSession | None:
+    current = service.resolve_session(session=session, token=get_cookie(request, SESSION_COOKIE))
+    request.state.current = current
+    return current
+
+
+def require_citizen(request: Request, current: Annotated[CurrentSession | None, Depends(current_session)]) -> CurrentSession:
+    if current is None:
+        raise LoginRequired(request.url.path)
+    return current
+
+
+Current = Annotated[CurrentSession | None, Depends(current_session)]
+Citizen = Annotated[CurrentSession, Depends(require_citizen)]
+
+
+def safe_next(value: str | None) -> str:
+    """Only a local path: never an absolute URL, ``//host`` or a backslash trick (no open redirect)."""
+    if value and value.startswith("/") and not value.startswith("//") and "\\" not in value and len(value) < 2000:
+        return value
+    return "/account"
+
+
+def redirect(url: str) -> RedirectResponse:
+    return RedirectResponse(url, status_code=303)
+
+
+def _values(form: dict[str, str]) -> dict[str, str]:
+    """Form values echoed back into the page: never a password or a code."""
+    return {k: v for k, v in form.items() if k not in ("password", "otp", "token")}
+
+
+# ---- home ----------------------------------------------------------------------------------------
+
+
+@router.get("/", include_in_schema=False)
+def home(request: Request, current: Current) -> Response:
+    return render(request, "home.html", {"notice": NOTICES.get(request.query_params.get("notice", ""))})
+
+
+# ---- registration and email verification -----------------------------------------------------------
+
+
+@router.get("/register", include_in_schema=False)
+def register_page(request: Request, current: Current) -> Response:
+    return render(request, "register.html", {"title": "Créer un compte"})
+
+
+@router.post("/register", include_in_schema=False)
+def register(request: Request, form: Form, session: DB, service: Accounts) -> Response:
+    try:
+        service.register(session=session, form=form)
+    except InvalidInput as exc:
+        session.rollback()
+        return render(request, "register.html", {"title": "Créer un compte", "errors": exc.errors,
+                                                 "values": _values(form)}, status=400)
+    except MailError:
+        session.rollback()
+        raise PageError(503, MAIL_FAILED) from None
+    return message_page(
+        request,
+        title="Vérifiez votre boîte mail",
+        message="Nous venons d'envoyer un e-mail à l'adresse indiquée. Ouvrez le lien qu'il contient pour "
+                "activer votre compte. Pensez à regarder dans les courriers indésirables.",
+    )
+
+
+@router.get("/verify-email", include_in_schema=False)
+def verify_email_page(request: Request, session: DB, service: Accounts, token: str = "") -> Response:
+    # GET only shows a button: mail scanners that open links must not consume them.
+    try:
+        service.check_link(session=session, token=token, purpose="verify_email")
+    except InvalidLink as exc:
+        return message_page(request, title="Lien expiré", message=exc.message, status=400,
+                            link=("/verify-email/resend", "Recevoir un nouveau lien"))
+    return render(request, "confirm_link.html", {"title": "Confirmer mon adresse e-mail", "token": token,
+                                                  "action": "/verify-email", "submit": "Confirmer mon adresse e-mail"})
+
+
+@router.post("/verify-email", include_in_schema=False)
+def verify_email(request: Request, form: Form, session: DB, service: Accounts) -> Response:
+    try:
+        service.verify_email(session=session, token=form.get("token", ""))
+    except InvalidLink as exc:
+        return message_page(request, title="Lien expiré", message=exc.message, status=400,
+                            link=("/verify-email/resend", "Recevoir un nouveau lien"))
+    return redirect("/login?notice=email_verified")
+
+
+def _email_form(request: Request, *, which: str, errors: dict | None = None, values: dict | None = None,
+                status: int = 200) -> Response:
+    if which == "resend":
+        ctx = {"title": "Recevoir un nouveau lien de confirmation", "action": "/verify-email/resend",
+               "intro": "Indiquez l'adresse e-mail de votre compte : nous vous enverrons un nouveau lien.",
+               "submit": "Envoyer le lien"}
+    else:
+        ctx = {"title": "Mot de passe oublié", "action": "/password/forgot",
+               "intro": "Indiquez l'adresse e-mail de votre compte : nous vous enverrons un lien pour choisir "
+                        "un nouveau mot de passe. Il sera valable 30 minutes.",
+               "submit": "Envoyer le lien"}
+    return render(request, "email_form.html", {**ctx, "errors": errors or {}, "values": values or {}}, status=status)
+
+
+@router.get("/verify-email/resend", include_in_schema=False)
+def resend_page(request: Request, current: Current) -> Response:
+    return _email_form(request, which="resend")
+
+
+@router.post("/verify-email/resend", include_in_schema=False)
+def resend(request: Request, form: Form, session: DB, service: Accounts) -> Response:
+    try:
+        service.resend_verification(session=session, email=form.get("email", ""))
+    except InvalidInput as exc:
+        return _email_form(request, which="resend", errors=exc.errors, values=_values(form), status=400)
+    except MailError:
+        session.rollback()
+        raise PageError(503, MAIL_FAILED) from None
+    return message_page(request, title="Vérifiez votre boîte mail", message=MAIL_SENT)
+
+
+# ---- password reset ------------------------------------------------------------------------------
+
+
+@router.get("/password/forgot", include_in_schema=False)
+def forgot_page(request: Request, current: Current) -> Response:
+    return _email_form(request, which="forgot")
+
+
+@router.post("/password/forgot", include_in_schema=False)
+def forgot(request: Request, form: Form, session: DB, service: Accounts) -> Response:
+    try:
+        service.request_password_reset(session=session, email=form.get("email", ""))
+    except InvalidInput as exc:
+        return _email_form(request, which="forgot", errors=exc.errors, values=_values(form), status=400)
+    except MailError:
+        session.rollback()
+        raise PageError(503, MAIL_FAILED) from None
+    return message_page(request, title="Vérifiez votre boîte mail", message=MAIL_SENT)
+
+
+def _reset_expired(request: Request, message: str) -> Response:
+    return message_page(request, title="Lien expiré", message=message, status=400,
+                        link=("/password/forgot", "Demander un nouveau lien"))
+
+
+@router.get("/password/reset", include_in_schema=False)
+def reset_page(request: Request, session: DB, service: Accounts, token: str = "") -> Response:
+    try:
+        service.check_link(session=session, token=token, purpose="reset_password")
+    except InvalidLink as exc:
+        return _reset_expired(request, exc.message)
+    return render(request, "password_reset.html", {"title": "Choisir un nouveau mot de passe", "token": token})
+
+
+@router.post("/password/reset", include_in_schema=False)
+def reset(request: Request, form: Form, session: DB, service: Accounts) -> Response:
+    token = form.get("token", "")
+    try:
+        service.reset_password(session=session, token=token, password=form.get("password", ""))
+    except InvalidLink as exc:
+        return _reset_expired(request, exc.message)
+    except InvalidInput as exc:
+        session.rollback()
+        return render(request, "password_reset.html", {"title": "Choisir un nouveau mot de passe", "token": token,
+                                                       "errors": exc.errors}, status=400)
+    response = redirect("/login?notice=password_reset")
+    clear_cookie(response, request.app.state.settings, SESSION_COOKIE)
+    return response
+
+
+# ---- login / logout --------------------------------------------------------------------------------
+
+
+def _login_page(request: Request, *, failure: str | None = None, errors: dict | None = None,
+                values: dict | None = None, status: int = 200) -> Response:
+    return render(request, "login.html", {
+        "title": "Se connecter", "failure": failure, "errors": errors or {}, "values": values or {},
+        "notice": NOTICES.get(request.query_params.get("notice", "")),
+        "next": safe_next(request.query_params.get("next") or (values or {}).get("next")),
+    }, status=status)
+
+
+@router.get("/login", include_in_schema=False)
+def login_page(request: Request, current: Current) -> Response:
+    return _login_page(request)
+
+
+def _logged_in(request: Request, token: str, next_path: str) -> Response:
+    response = redirect(safe_next(next_path))
+    set_cookie(response, request.app.state.settings, SESSION_COOKIE, token)
+    rotate_csrf(request, response)
+    return response
+
+
+@router.post("/login", include_in_schema=False)
+def login(request: Request, form: Form, session: DB, service: Accounts) -> Response:
+    values = _values(form)
+    if not form.get("email") or not form.get("password"):
+        errors = {k: m for k, m in (("email", "Indiquez votre adresse e-mail."),
+                                    ("password", "Indiquez votre mot de passe.")) if not form.get(k)}
+        return _login_page(request, errors=errors, values=values, status=400)
+    # The old session (if any) ends here: a login always opens a new session id.
+    service.logout(session=session, token=get_cookie(request, SESSION_COOKIE))
+    try:
+        result = service.login(session=session, email=form["email"], password=form["password"], otp=form.get("otp"),
+                               address=client_address(request), user_agent=request.headers.get("user-agent", ""))
+    except TooManyLoginAttempts as exc:
+        response = _login_page(request, failure=exc.message, values=values, status=429)
+        response.headers["Retry-After"] = str(exc.retry_after)
+        return response
+    except EmailNotVerified as exc:
+        return _login_page(request, failure=exc.message, values=values, status=403)
+    except AuthError as exc:  # wrong credentials or wrong OTP: failures are recorded, then committed
+        return _login_page(request, failure=exc.message, values=values, status=401)
+    next_path = form.get("next", "")
+    if result.mfa_pending:
+        response = redirect("/login/otp" + (f"?next={quote(next_path)}" if next_path == safe_next(next_path) else ""))
+        set_cookie(response, request.app.state.settings, SESSION_COOKIE, result.token)
+        return response
+    return _logged_in(request, result.token, next_path)
+
+
+@router.get("/login/otp", include_in_schema=False)
+def otp_page(request: Request) -> Response:
+    if not get_cookie(request, SESSION_COOKIE):
+        return redirect("/login")
+    return render(request, "login_otp.html", {"title": "Code de vérification",
+                                              "next": safe_next(request.query_params.get("next"))})
+
+
+@router.post("/login/otp", include_in_schema=False)
+def login_otp(request: Request, form: Form, session: DB, service: Accounts) -> Response:
+    pending = get_cookie(request, SESSION_COOKIE) or ""
+    try:
+        result = service.complete_mfa(session=session, pending_token=pending, otp=form.get("otp", ""),
+                                      address=client_address(request),
+                                      user_agent=request.headers.get("user-agent", ""))
+    except InvalidLink as exc:
+        return _login_page(request, failure=exc.message, status=400)
+    except TooManyLoginAttempts as exc:
+        response = render(request, "login_otp.html", {"title": "Code de vérification", "failure": exc.message},
+                          status=429)
+        response.headers["Retry-After"] = str(exc.retry_after)
+        return response
+    except AuthError as exc:
+        return render(request, "login_otp.html", {"title": "Code de vérification", "failure": exc.message,
+                                                  "errors": {"otp": exc.message}}, status=401)
+    return _logged_in(request, result.token, form.get("next", ""))
+
+
+@router.post("/logout", include_in_schema=False)
+def logout(request: Request, form: Form, session: DB, service: Accounts) -> Response:
+    service.logout(session=session, token=get_cookie(request, SESSION_COOKIE))
+    response = redirect("/?notice=logged_out")
+    clear_cookie(response, request.app.state.settings, SESSION_COOKIE)
+    rotate_csrf(request, response)
+    return response
+
+
+@router.post("/logout/everywhere", include_in_schema=False)
+def logout_everywhere(request: Request, form: Form, session: DB, service: Accounts, current: Citizen) -> Response:
+    service.logout_everywhere(session=session, citizen_id=current.citizen.id)
+    response = redirect("/?notice=logged_out_everywhere")
+    clear_cookie(response, request.app.state.settings, SESSION_COOKIE)
+    rotate_csrf(request, response)
+    return response
+
+
+# ---- account and TOTP ------------------------------------------------------------------------------
+
+
+@router.get("/account", include_in_schema=False)
+def account(request: Request, session: DB, service: Accounts, current: Citizen) -> Response:
+    return render(request, "account.html", {
+        "title": "Mon compte",
+        "sessions": service.list_sessions(session=session, citizen_id=current.citizen.id),
+        "recovery_left": service.remaining_recovery_codes(session=session, citizen_id=current.citizen.id),
+        "notice": NOTICES.get(request.query_params.get("notice", "")),
+    })
+
+
+def _totp_page(request: Request, service: AccountService, session: Session, current: CurrentSession, *,
+               errors: dict | None = None, status: int = 200) -> Response:
+    ctx: dict = {"title": "Double authentification", "errors": errors or {}}
+    if current.citizen.totp_enabled_at is None:
+        pending = service.pending_totp(citizen=current.citizen)
+        secret, uri = pending or service.begin_totp(session=session, citizen=current.citizen)
+        ctx.update(secret=secret, qr_data_uri=segno.make(uri, error="m").svg_data_uri(scale=5, border=2))
+    return render(request, "totp.html", ctx, status=status)
+
+
+@router.get("/account/totp", include_in_schema=False)
+def totp_page(request: Request, session: DB, service: Accounts, current: Citizen) -> Response:
+    return _totp_page(request, service, session, current)
+
+
+@router.post("/account/totp", include_in_schema=False)
+def totp_confirm(request: Request, form: Form, session: DB, service: Accounts, current: Citizen) -> Response:
+    try:
+        codes = service.confirm_totp(session=session, citizen=current.citizen, code=form.get("otp", ""))
+    except InvalidInput as exc:
+        return _totp_page(request, service, session, current, errors=exc.errors, status=400)
+    return render(request, "totp.html", {"title": "Double authentification", "recovery_codes": codes})
+
+
+@router.post("/account/totp/recovery-codes", include_in_schema=False)
+def totp_new_codes(request: Request, form: Form, session: DB, service: Accounts, current: Citizen) -> Response:
+    if current.citizen.totp_enabled_at is None:
+        return redirect("/account/totp")
+    codes = service.regenerate_recovery_codes(session=session, citizen=current.citizen)
+    return render(request, "totp.html", {"title": "Double authentification", "recovery_codes": codes})
+
+
+@router.post("/account/totp/disable", include_in_schema=False)
+def totp_disable(request: Request, form: Form, session: DB, service: Accounts, current: Citizen) -> Response:
+    try:
+        service.disable_totp(session=session, citizen=current.citizen, password=form.get("password", ""))
+    except InvalidInput as exc:
+        return render(request, "totp.html", {"title": "Double authentification", "errors": exc.errors}, status=400)
+    return redirect("/account?notice=totp_disabled")
+
+
+# ---- API -----------------------------------------------------------------------------------------------
+
+
+@api.get("/me", response_model=CitizenPublic, responses={401: {"description": "Not logged in"}})
+def me(current: Current) -> CitizenPublic:
+    """The logged-in citizen's account (session cookie)."""
+    if current is None:
+        raise ApiUnauthenticated()
+    return CitizenPublic.of(current.citizen)
+
+
+class ApiUnauthenticated(Exception):
+    """An API route needs a logged-in citizen."""

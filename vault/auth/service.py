@@ -1,0 +1,526 @@
+"""Citizen accounts: registration, email links, login with throttling, sessions, TOTP.
+
+No HTTP here: routes parse and call these functions; the request's unit of work commits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+import pyotp
+from sqlalchemy import delete, func, update
+from sqlmodel import Session, select
+
+from vault import crypto
+from vault.auth.exceptions import (
+    EmailNotVerified,
+    InvalidCredentials,
+    InvalidInput,
+    InvalidLink,
+    InvalidOtp,
+    TooManyLoginAttempts,
+)
+from vault.auth.identity import normalize_email, validate_identity
+from vault.auth.models import Citizen, EmailToken, LoginSession, LoginThrottle, RecoveryCode
+from vault.auth.passwords import Hasher, password_problem
+from vault.db import utcnow
+from vault.mail import Mailer, compose
+from vault.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+Purpose = Literal["verify_email", "reset_password"]
+MFA_PENDING_MINUTES = 5
+RECOVERY_CODES = 10
+_RECOVERY_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"  # no 0/o, 1/l/i: read aloud at a counter
+TOTP_ISSUER_FALLBACK = "Citizen Vault"
+# Growing lock after the free failures: 30 s, 1 min, 2 min… capped at one hour.
+_FIRST_LOCK_SECONDS = 30
+_MAX_LOCK_SECONDS = 3600
+_THROTTLE_MEMORY = timedelta(hours=24)
+
+
+def token_hash(token: str) -> str:
+    """Rows store the SHA-256 of a bearer token, never the token: a database leak opens nothing."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_token() -> tuple[str, str]:
+    token = secrets.token_urlsafe(32)
+    return token, token_hash(token)
+
+
+@dataclass(frozen=True)
+class LoginResult:
+    token: str  # the cookie value
+    mfa_pending: bool
+    citizen_id: uuid.UUID
+
+
+@dataclass(frozen=True)
+class CurrentSession:
+    session: LoginSession
+    citizen: Citizen
+    token: str
+
+
+class AccountService:
+    """Accounts and sessions. Holds configuration only; every method takes the DB session."""
+
+    def __init__(self, *, settings: Settings, hasher: Hasher, mailer: Mailer, keys: crypto.KeyProvider) -> None:
+        self.settings = settings
+        self.hasher = hasher
+        self.mailer = mailer
+        self.keys = keys
+
+    # ---- registration and email links ---------------------------------------------------------
+
+    def register(self, *, session: Session, form: dict[str, str]) -> None:
+        """Create an unverified account and mail its verification link.
+
+        An email already registered gets the same answer on the page (no account enumeration);
+        its owner receives a mail saying so, with the way to log in or reset the password.
+        Raises InvalidInput with every field problem at once; nothing is written then.
+        """
+        errors: dict[str, str] = {}
+        try:
+            email = normalize_email(form.get("email", ""))
+        except ValueError as exc:
+            errors["email"], email = str(exc), ""
+        password = form.get("password", "")
+        identity, identity_errors = validate_identity(form)
+        errors.update(identity_errors)
+        if problem := password_problem(password, email=email):
+            errors["password"] = problem
+        if errors:
+            raise InvalidInput(errors)
+
+        password_hash = self.hasher.hash(password)  # also for an existing email: same timing
+        existing = session.exec(select(Citizen).where(Citizen.email == email)).first()
+        if existing is not None:
+            self._mail(
+                to=email,
+                subject="Une inscription a été tentée avec votre adresse",
+                body=(
+                    "Bonjour,\n\nQuelqu'un (peut-être vous) a voulu créer un compte avec cette adresse e-mail, "
+                    "mais un compte existe déjà.\n\n"
+                    f"Pour vous connecter : {self.settings.issuer}/login\n"
+                    f"Mot de passe oublié : {self.settings.issuer}/password/forgot\n\n"
+                    "Si ce n'était pas vous, vous pouvez ignorer ce message : votre compte n'a pas changé.\n"
+                ),
+            )
+            logger.info("registration attempted for an existing account", extra={"citizen_id": str(existing.id)})
+            return
+        citizen = Citizen(email=email, password_hash=password_hash, **identity)
+        session.add(citizen)
+        session.flush()
+        self._send_verification(session=session, citizen=citizen)
+        logger.info("citizen registered", extra={"citizen_id": str(citizen.id)})
+
+    def create_citizen(self, *, session: Session, form: dict[str, str], verified: bool) -> Citizen:
+        """Operator path (``vault citizen create``): same validation, refuses an existing email."""
+        errors: dict[str, str] = {}
+        try:
+            email = normalize_email(form.get("email", ""))
+        except ValueError as exc:
+            errors["email"], email = str(exc), ""
+        identity, identity_errors = validate_identity(form)
+        errors.update(identity_errors)
+        if problem := password_problem(form.get("password", ""), email=email):
+            errors["password"] = problem
+        if email and session.exec(select(Citizen.id).where(Citizen.email == email)).first() is not None:
+            errors["email"] = "Un compte existe déjà avec cette adresse e-mail."
+        if errors:
+            raise InvalidInput(errors)
+        citizen = Citizen(
+            email=email,
+            password_hash=self.hasher.hash(form["password"]),
+            email_verified_at=utcnow() if verified else None,
+            **identity,
+        )
+        session.add(citizen)
+        session.flush()
+        return citizen
+
+    def _send_verification(self, *, session: Session, citizen: Citizen) -> None:
+        token = self._issue_link(session=session, citizen=citizen, purpose="verify_email",
+                                 ttl=timedelta(hours=self.settings.email_verification_hours))
+        self._mail(
+            to=citizen.email,
+            subject="Confirmez votre adresse e-mail",
+            body=(
+                f"Bonjour {citizen.given_name.split(' ')[0]},\n\n"
+                "Pour terminer la création de votre compte, ouvrez ce lien :\n\n"
+                f"{self.settings.issuer}/verify-email?token={token}\n\n"
+                f"Ce lien est valable {self.settings.email_verification_hours} heures et ne sert qu'une fois.\n"
+                "Si vous n'avez pas créé de compte, ignorez ce message.\n"
+            ),
+        )
+
+    def resend_verification(self, *, session: Session, email: str) -> None:
+        """Send a new link if the account exists and is unverified; say nothing either way."""
+        try:
+            normalized = normalize_email(email)
+        except ValueError as exc:
+            raise InvalidInput({"email": str(exc)}) from None
+        citizen = session.exec(select(Citizen).where(Citizen.email == normalized)).first()
+        if citizen is not None and citizen.email_verified_at is None:
+            self._send_verification(session=session, citizen=citizen)
+
+    def verify_email(self, *, session: Session, token: str) -> Citizen:
+        link = self._consume_link(session=session, token=token, purpose="verify_email")
+        citizen = session.get(Citizen, link.citizen_id)
+        assert citizen is not None  # cascade: a link never outlives its citizen
+        if citizen.email_verified_at is None:
+            citizen.email_verified_at = utcnow()
+            citizen.updated_at = utcnow()
+        logger.info("email verified", extra={"citizen_id": str(citizen.id)})
+        return citizen
+
+    def request_password_reset(self, *, session: Session, email: str) -> None:
+        """Mail a reset link valid 30 minutes if the account exists; the same answer otherwise."""
+        try:
+            normalized = normalize_email(email)
+        except ValueError as exc:
+            raise InvalidInput({"email": str(exc)}) from None
+        citizen = session.exec(select(Citizen).where(Citizen.email == normalized)).first()
+        if citizen is None:
+            return
+        token = self._issue_link(session=session, citizen=citizen, purpose="reset_password",
+                                 ttl=timedelta(minutes=self.settings.password_reset_minutes))
+        self._mail(
+            to=citizen.email,
+            subject="Réinitialisation de votre mot de passe",
+            body=(
+                "Bonjour,\n\nVous avez demandé à changer votre mot de passe. Ouvrez ce lien :\n\n"
+                f"{self.settings.issuer}/password/reset?token={token}\n\n"
+                f"Ce lien est valable {self.settings.password_reset_minutes} minutes et ne sert qu'une fois.\n"
+                "Si vous n'avez rien demandé, ignorez ce message : votre mot de passe ne change pas.\n"
+            ),
+        )
+
+    def check_link(self, *, session: Session, token: str, purpose: Purpose) -> None:
+        """Raise InvalidLink unless the link can still be used (for showing its form)."""
+        self._find_link(session=session, token=token, purpose=purpose)
+
+    def reset_password(self, *, session: Session, token: str, password: str) -> Citizen:
+        """Set a new password from a reset link, then close every session of the account."""
+        link = self._find_link(session=session, token=token, purpose="reset_password")
+        citizen = session.get(Citizen, link.citizen_id)
+        assert citizen is not None
+        if problem := password_problem(password, email=citizen.email):
+            raise InvalidInput({"password": problem})
+        self._consume_link(session=session, token=token, purpose="reset_password")
+        # Any other reset link of this account dies too.
+        session.exec(
+            update(EmailToken)
+            .where(EmailToken.citizen_id == citizen.id, EmailToken.purpose == "reset_password",
+                   EmailToken.used_at.is_(None))  # type: ignore[union-attr]
+            .values(used_at=utcnow())
+        )
+        citizen.password_hash = self.hasher.hash(password)
+        # Receiving the link proves control of the mailbox.
+        citizen.email_verified_at = citizen.email_verified_at or utcnow()
+        citizen.updated_at = utcnow()
+        self.logout_everywhere(session=session, citizen_id=citizen.id)
+        self._clear_throttle(session=session, key=self._account_key(citizen.email))
+        logger.info("password reset", extra={"citizen_id": str(citizen.id)})
+        return citizen
+
+    def _issue_link(self, *, session: Session, citizen: Citizen, purpose: Purpose, ttl: timedelta) -> str:
+        token, digest = new_token()
+        session.add(EmailToken(id=digest, citizen_id=citizen.id, purpose=purpose, expires_at=utcnow() + ttl))
+        return token
+
+    def _find_link(self, *, session: Session, token: str, purpose: Purpose) -> EmailToken:
+        if not token or len(token) > 200:
+            raise InvalidLink()
+        link = session.get(EmailToken, token_hash(token))
+        if link is None or link.purpose != purpose or link.used_at is not None or link.expires_at <= utcnow():
+            raise InvalidLink()
+        return link
+
+    def _consume_link(self, *, session: Session, token: str, purpose: Purpose) -> EmailToken:
+        """Mark a link used, atomically: of two concurrent requests only one succeeds."""
+        link = self._find_link(session=session, token=token, purpose=purpose)
+        result = session.exec(
+            update(EmailToken)
+            .where(EmailToken.id == link.id, EmailToken.used_at.is_(None))  # type: ignore[union-attr]
+            .values(used_at=utcnow())
+        )
+        if result.rowcount != 1:
+            raise InvalidLink()
+        return link
+
+    def _mail(self, *, to: str, subject: str, body: str) -> None:
+        signature = f"\n-- \n{self.settings.city_name}\n"
+        self.mailer.send(compose(self.settings, to=to, subject=subject, body=body + signature))
+
+    # ---- login and throttling ------------------------------------------------------------------
+
+    @staticmethod
+    def _account_key(email: str) -> str:
+        return "account:" + hashlib.sha256(email.encode()).hexdigest()[:64]
+
+    @staticmethod
+    def _address_key(address: str) -> str:
+        return "address:" + address[:64]
+
+    def _locked_for(self, *, session: Session, keys: list[str]) -> int:
+        now = utcnow()
+        seconds = 0
+        for key in keys:
+            row = session.get(LoginThrottle, key)
+            if row is not None and row.locked_until is not None and row.locked_until > now:
+                seconds = max(seconds, int((row.locked_until - now).total_seconds()) + 1)
+        return seconds
+
+    def _record_failure(self, *, session: Session, key: str, free: int) -> None:
+        now = utcnow()
+        row = session.get(LoginThrottle, key)
+        if row is None:
+            row = LoginThrottle(key=key, failures=0)
+            session.add(row)
+        elif now - row.last_failure_at > _THROTTLE_MEMORY:
+            row.failures = 0
+        row.failures += 1
+        row.last_failure_at = now
+        if row.failures >= free:
+            delay = min(_MAX_LOCK_SECONDS, _FIRST_LOCK_SECONDS * 2 ** (row.failures - free))
+            row.locked_until = now + timedelta(seconds=delay)
+
+    def _clear_throttle(self, *, session: Session, key: str) -> None:
+        session.exec(delete(LoginThrottle).where(LoginThrottle.key == key))  # type: ignore[arg-type]
+
+    def login(self, *, session: Session, email: str, password: str, otp: str | None, address: str,
+              user_agent: str) -> LoginResult:
+        """Check the credentials (RFC 9106 argon2id) and open a session.
+
+        Unknown email, wrong password, malformed email: the same InvalidCredentials after the
+        same work. While an account or address is locked, the same TooManyLoginAttempts, even
+        with the right password. Failures are recorded by the caller's unit of work, which must
+        commit even though this raises: see ``record_login_failure``.
+        """
+        try:
+            normalized = normalize_email(email)
+        except ValueError:
+            normalized = (email or "").strip().lower()[:254]
+        keys = [self._account_key(normalized), self._address_key(address)]
+        if retry_after := self._locked_for(session=session, keys=keys):
+            raise TooManyLoginAttempts(retry_after)
+        citizen = session.exec(select(Citizen).where(Citizen.email == normalized)).first() if normalized else None
+        password_ok = self.hasher.verify(citizen.password_hash if citizen else None, password or "")
+        if not password_ok or citizen is None:
+            self.record_login_failure(session=session, email=normalized, address=address)
+            logger.info("login failed", extra={"reason": "bad_credentials"})
+            raise InvalidCredentials()
+        if citizen.email_verified_at is None:
+            raise EmailNotVerified()
+        if self.hasher.needs_rehash(citizen.password_hash):
+            citizen.password_hash = self.hasher.hash(password)
+        amr = "pwd"
+        if citizen.totp_enabled_at is not None:
+            if not otp:
+                token = self._open_session(session=session, citizen=citizen, amr="pwd", user_agent=user_agent,
+                                           mfa_pending=True)
+                return LoginResult(token=token, mfa_pending=True, citizen_id=citizen.id)
+            self._check_second_factor(session=session, citizen=citizen, code=otp, address=address)
+            amr = "pwd otp mfa"
+        self._clear_throttle(session=session, key=keys[0])
+        citizen.last_login_at = utcnow()
+        token = self._open_session(session=session, citizen=citizen, amr=amr, user_agent=user_agent)
+        logger.info("login", extra={"citizen_id": str(citizen.id), "amr": amr})
+        return LoginResult(token=token, mfa_pending=False, citizen_id=citizen.id)
+
+    def record_login_failure(self, *, session: Session, email: str, address: str) -> None:
+        self._record_failure(session=session, key=self._account_key(email),
+                             free=self.settings.login_free_failures_per_account)
+        self._record_failure(session=session, key=self._address_key(address),
+                             free=self.settings.login_free_failures_per_address)
+
+    def complete_mfa(self, *, session: Session, pending_token: str, otp: str, address: str,
+                     user_agent: str) -> LoginResult:
+        """Second step: the TOTP (or a recovery code) upgrades a pending session into a new one."""
+        pending = session.get(LoginSession, token_hash(pending_token)) if pending_token else None
+        if (pending is None or not pending.mfa_pending
+                or utcnow() - pending.created_at > timedelta(minutes=MFA_PENDING_MINUTES)):
+            raise InvalidLink("Votre connexion a expiré. Saisissez de nouveau votre adresse e-mail et votre mot de passe.")
+        citizen = session.get(Citizen, pending.citizen_id)
+        assert citizen is not None
+        keys = [self._account_key(citizen.email), self._address_key(address)]
+        if retry_after := self._locked_for(session=session, keys=keys):
+            raise TooManyLoginAttempts(retry_after)
+        self._check_second_factor(session=session, citizen=citizen, code=otp, address=address)
+        session.delete(pending)
+        self._clear_throttle(session=session, key=keys[0])
+        citizen.last_login_at = utcnow()
+        token = self._open_session(session=session, citizen=citizen, amr="pwd otp mfa", user_agent=user_agent)
+        logger.info("login", extra={"citizen_id": str(citizen.id), "amr": "pwd otp mfa"})
+        return LoginResult(token=token, mfa_pending=False, citizen_id=citizen.id)
+
+    def _check_second_factor(self, *, session: Session, citizen: Citizen, code: str, address: str) -> None:
+        if self._accept_totp(citizen=citizen, code=code) or self._use_recovery_code(session=session,
+                                                                                    citizen=citizen, code=code):
+            return
+        self.record_login_failure(session=session, email=citizen.email, address=address)
+        logger.info("login failed", extra={"reason": "bad_otp", "citizen_id": str(citizen.id)})
+        raise InvalidOtp()
+
+    # ---- sessions ----------------------------------------------------------------------------
+
+    def _open_session(self, *, session: Session, citizen: Citizen, amr: str, user_agent: str,
+                      mfa_pending: bool = False) -> str:
+        """Always a new session id at login (no fixation); the token only ever lives in the cookie."""
+        token, digest = new_token()
+        now = utcnow()
+        session.add(LoginSession(id=digest, citizen_id=citizen.id, created_at=now, last_seen_at=now, auth_time=now,
+                                 amr=amr, mfa_pending=mfa_pending, user_agent=(user_agent or "")[:200]))
+        return token
+
+    def resolve_session(self, *, session: Session, token: str | None) -> CurrentSession | None:
+        """Return the live session for a cookie, or None (unknown, pending MFA, idle or too old)."""
+        if not token or len(token) > 200:
+            return None
+        row = session.get(LoginSession, token_hash(token))
+        if row is None or row.mfa_pending:
+            return None
+        now = utcnow()
+        idle = timedelta(minutes=self.settings.session_idle_minutes)
+        absolute = timedelta(hours=self.settings.session_absolute_hours)
+        if now - row.last_seen_at > idle or now - row.created_at > absolute:
+            session.delete(row)
+            return None
+        if now - row.last_seen_at > timedelta(seconds=60):  # one write a minute, not one a request
+            row.last_seen_at = now
+        citizen = session.get(Citizen, row.citizen_id)
+        if citizen is None:
+            return None
+        return CurrentSession(session=row, citizen=citizen, token=token)
+
+    def logout(self, *, session: Session, token: str | None) -> None:
+        if token and len(token) <= 200:
+            session.exec(delete(LoginSession).where(LoginSession.id == token_hash(token)))  # type: ignore[arg-type]
+
+    def logout_everywhere(self, *, session: Session, citizen_id: uuid.UUID) -> int:
+        result = session.exec(delete(LoginSession).where(LoginSession.citizen_id == citizen_id))  # type: ignore[arg-type]
+        logger.info("all sessions closed", extra={"citizen_id": str(citizen_id), "count": result.rowcount})
+        return result.rowcount
+
+    def list_sessions(self, *, session: Session, citizen_id: uuid.UUID) -> list[LoginSession]:
+        return list(session.exec(
+            select(LoginSession)
+            .where(LoginSession.citizen_id == citizen_id, LoginSession.mfa_pending == False)  # noqa: E712
+            .order_by(LoginSession.last_seen_at.desc())  # type: ignore[attr-defined]
+        ))
+
+    # ---- TOTP (RFC 6238) and recovery codes ----------------------------------------------------
+
+    def _totp_context(self, citizen: Citizen) -> bytes:
+        return b"totp:" + citizen.id.bytes
+
+    def begin_totp(self, *, session: Session, citizen: Citizen) -> tuple[str, str]:
+        """Store a new (not yet active) seed, wrapped by the KEK; return (secret, otpauth URI)."""
+        if citizen.totp_enabled_at is not None:
+            raise InvalidInput({"otp": "La double authentification est déjà activée."})
+        secret = pyotp.random_base32()
+        citizen.totp_secret = crypto.wrap(self.keys, secret.encode(), context=self._totp_context(citizen))
+        citizen.totp_last_step = None
+        return secret, self._provisioning_uri(citizen, secret)
+
+    def pending_totp(self, *, citizen: Citizen) -> tuple[str, str] | None:
+        """The seed being enrolled (to show the QR code again), or None."""
+        if citizen.totp_secret is None or citizen.totp_enabled_at is not None:
+            return None
+        secret = self._totp_seed(citizen)
+        return secret, self._provisioning_uri(citizen, secret)
+
+    def _provisioning_uri(self, citizen: Citizen, secret: str) -> str:
+        issuer = self.settings.city_name or TOTP_ISSUER_FALLBACK
+        return pyotp.TOTP(secret).provisioning_uri(name=citizen.email, issuer_name=issuer)
+
+    def confirm_totp(self, *, session: Session, citizen: Citizen, code: str) -> list[str]:
+        """Activate TOTP once the citizen typed a valid code; return new recovery codes (shown once)."""
+        if citizen.totp_secret is None or citizen.totp_enabled_at is not None:
+            raise InvalidInput({"otp": "Commencez par afficher le QR code, puis saisissez le code de l'application."})
+        if not self._accept_totp(citizen=citizen, code=code, enrolling=True):
+            raise InvalidInput({"otp": InvalidOtp.message})
+        citizen.totp_enabled_at = utcnow()
+        citizen.updated_at = utcnow()
+        logger.info("totp enabled", extra={"citizen_id": str(citizen.id)})
+        return self.regenerate_recovery_codes(session=session, citizen=citizen)
+
+    def disable_totp(self, *, session: Session, citizen: Citizen, password: str) -> None:
+        if not self.hasher.verify(citizen.password_hash, password or ""):
+            raise InvalidInput({"password": "Mot de passe incorrect."})
+        citizen.totp_secret = None
+        citizen.totp_enabled_at = None
+        citizen.totp_last_step = None
+        citizen.updated_at = utcnow()
+        session.exec(delete(RecoveryCode).where(RecoveryCode.citizen_id == citizen.id))  # type: ignore[arg-type]
+        logger.info("totp disabled", extra={"citizen_id": str(citizen.id)})
+
+    def regenerate_recovery_codes(self, *, session: Session, citizen: Citizen) -> list[str]:
+        session.exec(delete(RecoveryCode).where(RecoveryCode.citizen_id == citizen.id))  # type: ignore[arg-type]
+        codes = []
+        for _ in range(RECOVERY_CODES):
+            raw = "".join(secrets.choice(_RECOVERY_ALPHABET) for _ in range(12))
+            codes.append(f"{raw[:4]}-{raw[4:8]}-{raw[8:]}")
+            session.add(RecoveryCode(citizen_id=citizen.id, code_hash=_recovery_hash(raw)))
+        return codes
+
+    def remaining_recovery_codes(self, *, session: Session, citizen_id: uuid.UUID) -> int:
+        return session.exec(
+            select(func.count()).select_from(RecoveryCode)
+            .where(RecoveryCode.citizen_id == citizen_id, RecoveryCode.used_at.is_(None))  # type: ignore[union-attr]
+        ).one()
+
+    def _totp_seed(self, citizen: Citizen) -> str:
+        assert citizen.totp_secret is not None
+        return crypto.unwrap(self.keys, citizen.totp_secret, context=self._totp_context(citizen)).decode()
+
+    def _accept_totp(self, *, citizen: Citizen, code: str, enrolling: bool = False) -> bool:
+        """RFC 6238 with ±1 step of clock drift; a step already used is refused (no replay)."""
+        digits = "".join((code or "").split())
+        if citizen.totp_secret is None or (citizen.totp_enabled_at is None and not enrolling):
+            return False
+        if len(digits) != 6 or not digits.isdigit():
+            return False
+        totp = pyotp.TOTP(self._totp_seed(citizen))
+        now_step = totp.timecode(datetime.now(UTC))
+        for step in (now_step - 1, now_step, now_step + 1):
+            if secrets.compare_digest(totp.generate_otp(step), digits):
+                if citizen.totp_last_step is not None and step <= citizen.totp_last_step:
+                    return False
+                citizen.totp_last_step = step
+                return True
+        return False
+
+    def _use_recovery_code(self, *, session: Session, citizen: Citizen, code: str) -> bool:
+        raw = "".join(ch for ch in (code or "").lower() if ch.isalnum())
+        if len(raw) != 12:
+            return False
+        result = session.exec(
+            update(RecoveryCode)
+            .where(RecoveryCode.citizen_id == citizen.id, RecoveryCode.code_hash == _recovery_hash(raw),
+                   RecoveryCode.used_at.is_(None))  # type: ignore[union-attr]
+            .values(used_at=utcnow())
+        )
+        if result.rowcount == 1:
+            logger.info("recovery code used", extra={"citizen_id": str(citizen.id)})
+            return True
+        return False
+
+    # ---- queries for the operator CLI ------------------------------------------------------------
+
+    def list_citizens(self, *, session: Session, limit: int = 100, offset: int = 0) -> list[Citizen]:
+        return list(session.exec(select(Citizen).order_by(Citizen.created_at).offset(offset).limit(limit)))
+
+
+def _recovery_hash(raw: str) -> str:
+    return hashlib.sha256(b"recovery:" + raw.encode()).hexdigest()

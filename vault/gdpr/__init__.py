@@ -1,0 +1,1 @@
+"""GDPR: data-subject requests, export, erasure, retention, audit log (issue 5)."""

@@ -1,0 +1,168 @@
+"""Settings: the only module that reads environment variables (DESIGN.md §8).
+
+Development runs on embedded defaults (SQLite, filesystem blobs, a generated keyring, antivirus
+off). The production profile (``VAULT_ENV=production``) refuses each of those defaults unless the
+operator names it explicitly, so a forgotten variable never ships a development setup.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+logger = logging.getLogger(__name__)
+
+DEV_ISSUER = "http://127.0.0.1:8000"
+
+
+class ConfigError(Exception):
+    """The configuration cannot run; the message says which variable and what to do."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="VAULT_", extra="ignore", frozen=True)
+
+    env: Literal["development", "production"] = "development"
+    issuer: str = DEV_ISSUER
+    data_dir: Path = Path("./var")
+    database_url: str | None = None
+
+    storage_backend: Literal["fs", "s3"] = "fs"
+    s3_endpoint_url: str | None = None
+    s3_bucket: str | None = None
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
+
+    antivirus: Literal["clamd", "off"] = "off"
+    clamd_address: str | None = None
+
+    key_provider: Literal["local", "aws-kms"] = "local"
+    keyring_file: Path | None = None
+    kms_key_id: str | None = None
+    kms_endpoint_url: str | None = None
+
+    smtp_url: SecretStr | None = None
+    mail_from: str = "Citizen Vault <no-reply@localhost>"
+
+    city_name: str = "Votre commune"
+    city_logo_url: str | None = None
+    theme_color: str = Field(default="#1d4f91", pattern=r"^#[0-9a-fA-F]{6}$")
+
+    # Accounts and sessions (DESIGN.md §3; issue "Foundation").
+    session_idle_minutes: int = Field(default=30, ge=1, le=24 * 60)
+    session_absolute_hours: int = Field(default=12, ge=1, le=24 * 30)
+    password_reset_minutes: int = Field(default=30, ge=5, le=24 * 60)
+    email_verification_hours: int = Field(default=48, ge=1, le=24 * 30)
+    login_free_failures_per_account: int = Field(default=5, ge=1)
+    # A city hall's counter PCs share one public address: the per-address budget is larger.
+    login_free_failures_per_address: int = Field(default=50, ge=1)
+    # Argon2id cost (RFC 9106 second recommended option by default). Lower only in tests.
+    argon2_time_cost: int = Field(default=3, ge=1)
+    argon2_memory_kib: int = Field(default=64 * 1024, ge=8 * 1024)
+    # Proxies whose X-Forwarded-For is trusted for the client address (comma-separated IPs).
+    trusted_proxies: str = ""
+
+    @field_validator("issuer")
+    @classmethod
+    def _issuer_is_a_base_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("VAULT_ISSUER must be an absolute http(s) URL, e.g. https://vault.example.fr")
+        if parts.query or parts.fragment:
+            raise ValueError("VAULT_ISSUER must not have a query or a fragment")
+        return value.rstrip("/")
+
+    # ---- derived values -------------------------------------------------------------------
+
+    @property
+    def is_production(self) -> bool:
+        return self.env == "production"
+
+    @property
+    def https(self) -> bool:
+        return self.issuer.startswith("https://")
+
+    @cached_property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'vault.sqlite3').resolve()}"
+
+    @cached_property
+    def effective_keyring_file(self) -> Path:
+        return self.keyring_file or self.data_dir / "keyring.json"
+
+    @property
+    def outbox_dir(self) -> Path:
+        return self.data_dir / "outbox"
+
+    # ---- the production profile ------------------------------------------------------------
+
+    def check(self) -> list[str]:
+        """Validate the whole configuration; return warnings, raise ConfigError when it cannot run.
+
+        In production every development default must be named explicitly: a variable left unset
+        is refused, a development value set on purpose is accepted with a warning.
+        """
+        errors: list[str] = []
+        warnings: list[str] = []
+        explicit = self.model_fields_set
+
+        if self.is_production:
+            if "issuer" not in explicit or not self.https:
+                errors.append("VAULT_ISSUER must be set to the public HTTPS address of the service")
+            if "database_url" not in explicit:
+                errors.append("VAULT_DATABASE_URL must be set (PostgreSQL); SQLite is a development default")
+            if "storage_backend" not in explicit:
+                errors.append("VAULT_STORAGE_BACKEND must be set (s3); the filesystem store is a development default")
+            if "antivirus" not in explicit:
+                errors.append("VAULT_ANTIVIRUS must be set (clamd); antivirus off is a development default")
+            if self.key_provider == "local" and "keyring_file" not in explicit:
+                errors.append(
+                    "VAULT_KEYRING_FILE must name an existing keyring (or use VAULT_KEY_PROVIDER=aws-kms); "
+                    "a generated keyring is a development default"
+                )
+            if self.key_provider == "local" and "keyring_file" in explicit and not self.effective_keyring_file.is_file():
+                errors.append(f"VAULT_KEYRING_FILE={self.effective_keyring_file} does not exist")
+            if "data_dir" not in explicit and (self.storage_backend == "fs" or not self.smtp_url):
+                errors.append("VAULT_DATA_DIR must be set when files are kept on disk (fs store or mail outbox)")
+            if self.database_url and self.database_url.startswith("sqlite"):
+                warnings.append("production runs on SQLite, named explicitly: one replica only")
+            if self.storage_backend == "fs":
+                warnings.append("production stores documents on the local filesystem, named explicitly")
+            if self.antivirus == "off":
+                warnings.append("production runs WITHOUT antivirus, named explicitly")
+            if not self.smtp_url:
+                warnings.append("VAULT_SMTP_URL is not set: mail is written to the outbox folder, not sent")
+
+        if self.storage_backend == "s3" and not self.s3_bucket:
+            errors.append("VAULT_S3_BUCKET must be set with VAULT_STORAGE_BACKEND=s3")
+        if self.antivirus == "clamd" and not self.clamd_address:
+            errors.append("VAULT_CLAMD_ADDRESS must be set with VAULT_ANTIVIRUS=clamd (tcp://host:port or unix:///path)")
+        if self.clamd_address and not self.clamd_address.startswith(("tcp://", "unix://")):
+            errors.append("VAULT_CLAMD_ADDRESS must look like tcp://host:port or unix:///path")
+        if self.key_provider == "aws-kms" and not self.kms_key_id:
+            errors.append("VAULT_KMS_KEY_ID must be set with VAULT_KEY_PROVIDER=aws-kms")
+        if self.smtp_url and urlsplit(self.smtp_url.get_secret_value()).scheme not in ("smtp", "smtps", "smtp+starttls"):
+            errors.append("VAULT_SMTP_URL must start with smtp://, smtp+starttls:// or smtps://")
+
+        if not self.is_production:
+            if self.antivirus == "off":
+                warnings.append("antivirus is OFF (development): documents are not scanned")
+            if self.storage_backend == "fs":
+                warnings.append("documents are stored on the local filesystem (development only)")
+        if errors:
+            raise ConfigError("; ".join(errors))
+        return warnings
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the environment (and explicit overrides, used by tests and the CLI)."""
+    return Settings(**overrides)  # type: ignore[arg-type]

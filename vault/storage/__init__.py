@@ -1,0 +1,1 @@
+"""Documents: models, upload/download pipeline, blob stores, antivirus (issue 4)."""

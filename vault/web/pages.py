@@ -1,0 +1,187 @@
+"""Page helpers shared by every HTML route: rendering, language, CSRF, form parsing, cookies."""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import secrets
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
+
+from fastapi import Request
+from fastapi.templating import Jinja2Templates
+from starlette.responses import HTMLResponse, Response
+
+from vault.settings import Settings
+from vault.web.i18n import LANGUAGES, translator
+
+TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+
+MAX_FORM_BYTES = 64 * 1024
+MAX_FIELDS = 40
+MAX_FIELD_CHARS = 1000
+CSRF_FIELD = "csrf_token"
+
+
+class PageError(Exception):
+    """Answer with a page saying ``message`` (French) and ``status``; nothing was changed."""
+
+    def __init__(self, status: int, message: str, *, title: str = "Impossible de continuer") -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.title = title
+
+
+# ---- cookies -------------------------------------------------------------------------------------
+
+
+def cookie_name(settings: Settings, base: str) -> str:
+    # The __Host- prefix pins the cookie to this exact host, HTTPS, path / (no subdomain injection).
+    return f"__Host-{base}" if settings.https else base
+
+
+def set_cookie(response: Response, settings: Settings, base: str, value: str, *, max_age: int | None = None,
+               samesite: str = "lax") -> None:
+    response.set_cookie(cookie_name(settings, base), value, max_age=max_age, path="/", secure=settings.https,
+                        httponly=True, samesite=samesite)  # type: ignore[arg-type]
+
+
+def clear_cookie(response: Response, settings: Settings, base: str) -> None:
+    response.delete_cookie(cookie_name(settings, base), path="/", secure=settings.https, httponly=True)
+
+
+def get_cookie(request: Request, base: str) -> str | None:
+    return request.cookies.get(cookie_name(request.app.state.settings, base))
+
+
+# ---- language ------------------------------------------------------------------------------------
+
+
+def language(request: Request) -> str:
+    """French unless the citizen chose English (``?lang=en`` sets a cookie) or only asks for English."""
+    chosen = request.query_params.get("lang") or request.cookies.get("lang")
+    if chosen in LANGUAGES:
+        return chosen
+    accept = request.headers.get("accept-language", "").lower()
+    if accept.startswith("en") and "fr" not in accept:
+        return "en"
+    return "fr"
+
+
+# ---- CSRF (double submit; the cookie is __Host- prefixed on HTTPS) ------------------------------------
+
+
+def csrf_token(request: Request) -> str:
+    """The token to put in forms; created on first use and sent back as a cookie by ``render``."""
+    token = getattr(request.state, "csrf_token", None) or get_cookie(request, "csrf")
+    if not token or len(token) != 43:
+        token = secrets.token_urlsafe(32)
+        request.state.new_csrf_token = token
+    request.state.csrf_token = token
+    return token
+
+
+def rotate_csrf(request: Request, response: Response) -> None:
+    """A new CSRF token at login and logout: a token planted before login is worthless after."""
+    token = secrets.token_urlsafe(32)
+    request.state.csrf_token = token
+    set_cookie(response, request.app.state.settings, "csrf", token, samesite="strict")
+
+
+async def read_form(request: Request) -> dict[str, str]:
+    """Parse a small form (urlencoded or multipart without files) and check its CSRF token.
+
+    Raises PageError: 415 for another body type, 413 past 64 KiB, 400 for a malformed body or an
+    over-long field, 403 for a missing or wrong CSRF token.
+    """
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > MAX_FORM_BYTES):
+        raise PageError(413, "Le formulaire envoyé est trop volumineux.")
+    fields: list[tuple[str, str]]
+    if content_type == "application/x-www-form-urlencoded":
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_FORM_BYTES:
+                raise PageError(413, "Le formulaire envoyé est trop volumineux.")
+        try:
+            fields = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False,
+                               max_num_fields=MAX_FIELDS)
+        except (UnicodeDecodeError, ValueError):
+            raise PageError(400, "Le formulaire envoyé est illisible. Rechargez la page et recommencez.") from None
+    elif content_type == "multipart/form-data":
+        try:
+            parsed = await request.form(max_files=0, max_fields=MAX_FIELDS, max_part_size=MAX_FIELD_CHARS * 4)
+        except Exception:  # starlette raises its own HTTPException/MultiPartException on bad bodies
+            raise PageError(400, "Le formulaire envoyé est illisible. Rechargez la page et recommencez.") from None
+        fields = [(k, v) for k, v in parsed.multi_items() if isinstance(v, str)]
+    else:
+        raise PageError(415, "Cette adresse attend un formulaire.")
+    form: dict[str, str] = {}
+    for key, value in fields:
+        if len(value) > MAX_FIELD_CHARS:
+            raise PageError(400, "Un des champs est trop long.")
+        if "\x00" in value:
+            raise PageError(400, "Un des champs contient un caractère interdit.")
+        form.setdefault(key, value)
+    cookie = get_cookie(request, "csrf") or ""
+    sent = form.pop(CSRF_FIELD, "")
+    if not cookie or not sent or not hmac.compare_digest(cookie.encode(), sent.encode()):
+        raise PageError(
+            403,
+            "Ce formulaire a expiré ou ne vient pas de ce site. Rechargez la page, puis recommencez.",
+            title="Formulaire expiré",
+        )
+    return form
+
+
+# ---- client address ------------------------------------------------------------------------------
+
+
+def client_address(request: Request) -> str:
+    """The peer's address; X-Forwarded-For is believed only from a configured trusted proxy."""
+    peer = request.client.host if request.client else "unknown"
+    trusted = {p.strip() for p in request.app.state.settings.trusted_proxies.split(",") if p.strip()}
+    if peer in trusted:
+        forwarded = [p.strip() for p in request.headers.get("x-forwarded-for", "").split(",") if p.strip()]
+        for hop in reversed(forwarded):
+            if hop not in trusted:
+                try:
+                    return str(ipaddress.ip_address(hop))
+                except ValueError:
+                    break
+    return peer
+
+
+# ---- rendering -----------------------------------------------------------------------------------
+
+
+def render(request: Request, template: str, context: dict[str, Any] | None = None, *, status: int = 200) -> HTMLResponse:
+    settings: Settings = request.app.state.settings
+    lang = language(request)
+    ctx = {
+        "request": request,
+        "settings": settings,
+        "lang": lang,
+        "_": translator(lang),
+        "csrf_token": csrf_token(request),
+        "current": getattr(request.state, "current", None),
+        "errors": {},
+        "values": {},
+    }
+    ctx.update(context or {})
+    response = TEMPLATES.TemplateResponse(request, template, ctx, status_code=status)
+    if new := getattr(request.state, "new_csrf_token", None):
+        set_cookie(response, settings, "csrf", new, samesite="strict")
+    if request.query_params.get("lang") in LANGUAGES:
+        response.set_cookie("lang", lang, max_age=365 * 24 * 3600, path="/", samesite="lax",
+                            secure=settings.https)
+    return response
+
+
+def message_page(request: Request, *, title: str, message: str, status: int = 200,
+                 link: tuple[str, str] | None = None) -> HTMLResponse:
+    return render(request, "message.html", {"title": title, "message": message, "link": link}, status=status)
