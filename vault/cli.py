@@ -162,7 +162,7 @@ def citizen_create(
     form = {"email": email, "password": password, "given_name": given_name, "family_name": family_name,
             "birthdate": birthdate, "gender": gender, "birthplace": birthplace, "birthcountry": birthcountry,
             "preferred_username": preferred_username}
-    with Session(engine) as session:
+    with Session(engine, expire_on_commit=False) as session:
         try:
             citizen = service.create_citizen(session=session, form=form, verified=verified)
         except InvalidInput as exc:
@@ -192,7 +192,7 @@ def citizen_list(
     settings = settings_or_exit(as_json)
     engine, service = _services(settings)
     _require_schema(engine, as_json)
-    with Session(engine) as session:
+    with Session(engine, expire_on_commit=False) as session:
         citizens = [CitizenPublic.of(c) for c in service.list_citizens(session=session, limit=limit, offset=offset)]
     if as_json:
         typer.echo(json.dumps([json.loads(c.model_dump_json()) for c in citizens], ensure_ascii=False))
@@ -216,7 +216,7 @@ def demo_seed(as_json: JsonFlag = False) -> None:
     engine, service = _services(settings)
     _require_schema(engine, as_json)
     password = "-".join(secrets.token_urlsafe(6) for _ in range(4))
-    with Session(engine) as session:
+    with Session(engine, expire_on_commit=False) as session:
         citizen = session.exec(select(Citizen).where(Citizen.email == DEMO_CITIZEN["email"])).first()
         if citizen is None:
             citizen = service.create_citizen(session=session, form={**DEMO_CITIZEN, "password": password},

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import Engine, event, text
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 from sqlmodel import Session, create_engine
 from starlette.requests import Request
 
@@ -68,6 +68,9 @@ def get_session(request: Request) -> Iterator[Session]:
         try:
             yield session
             session.commit()
+        except (OperationalError, InterfaceError) as exc:
+            session.rollback()
+            raise DatabaseUnavailable(type(exc).__name__) from None
         except BaseException:
             session.rollback()
             raise

@@ -30,13 +30,39 @@ def password_problem(password: str, *, email: str = "") -> str | None:
     if len(password) > MAX_LENGTH:
         return f"Le mot de passe ne doit pas dépasser {MAX_LENGTH} caractères."
     lowered = password.lower()
-    if lowered in common_passwords():
-        return "Ce mot de passe fait partie des plus utilisés : il serait deviné facilement. Choisissez-en un autre."
-    if email and lowered == email.lower():
+    if email and (lowered == email.lower() or lowered == email.lower().split("@")[0]):
         return "Le mot de passe ne doit pas être votre adresse e-mail."
-    if len(set(password)) < 4:
-        return "Ce mot de passe est trop répétitif : il serait deviné facilement."
+    if _guessable(lowered):
+        return (
+            "Ce mot de passe est trop facile à deviner (mot de passe très courant, suite ou répétition). "
+            "Choisissez-en un autre, par exemple une phrase de quelques mots."
+        )
     return None
+
+
+_SEQUENCES = ("0123456789", "abcdefghijklmnopqrstuvwxyz", "qwertyuiop", "azertyuiop", "asdfghjkl", "qsdfghjklm",
+              "zxcvbnm", "wxcvbn")
+
+
+def _guessable(lowered: str) -> bool:
+    """A common password (also with digits or symbols around it), a keyboard or alphabet run, a repetition."""
+    common = common_passwords()
+    if lowered in common:
+        return True
+    core = lowered.strip("0123456789!?.*@#$%&_-+= ")
+    if len(core) >= 4 and core in common:
+        return True  # "motdepasse2024!" is "motdepasse" with decorations
+    if len(set(lowered)) < 4:
+        return True
+    for size in range(1, len(lowered) // 2 + 1):
+        if len(lowered) % size == 0 and lowered == lowered[:size] * (len(lowered) // size):
+            return True  # "passwordpassword", "abcabcabcabc"
+    compact = lowered.replace(" ", "")
+    for run in _SEQUENCES:
+        doubled = run * 3
+        if compact in doubled or compact in doubled[::-1]:
+            return True  # "123456789012", "abcdefghijkl", "azertyuiopaz"
+    return False
 
 
 class Hasher:

@@ -1,0 +1,443 @@
+"""A citizen registers, verifies the email, logs in, enables TOTP, logs out, resets the password —
+and every bad input on the way gets a clear French answer with nothing half-created."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+import pyotp
+import pytest
+from sqlalchemy import func, update
+from sqlmodel import Session, select
+
+from tests.support import IDENTITY, PASSWORD, Browser, Outbox, verified_citizen
+from vault.auth.models import Citizen, EmailToken, LoginSession, LoginThrottle
+from vault.db import utcnow
+
+
+def count_citizens(engine) -> int:  # noqa: ANN001
+    with Session(engine) as session:
+        return session.exec(select(func.count()).select_from(Citizen)).one()
+
+
+# ---- the happy path ------------------------------------------------------------------------------
+
+
+def test_register_verify_login_logout(browser: Browser, outbox: Outbox) -> None:
+    page = browser.register("jeanne@example.org")
+    assert page.status_code == 200
+    assert "Vérifiez votre boîte mail" in page.text
+
+    mail = outbox.last("jeanne@example.org")
+    assert mail.subject == "Confirmez votre adresse e-mail"
+    assert "Jeanne" in mail.body
+
+    # Not verified yet: the right password is answered with the reason, not with a session.
+    refused = browser.login("jeanne@example.org")
+    assert refused.status_code == 403
+    assert "pas encore confirmée" in refused.text
+
+    # Opening the link only shows a button (mail scanners must not consume it); the button confirms.
+    confirm_page = browser.get(mail.path())
+    assert confirm_page.status_code == 200 and "Confirmer mon adresse e-mail" in confirm_page.text
+    token = mail.path().split("token=")[1]
+    confirmed = browser.submit(mail.path(), {"token": token}, action="/verify-email")
+    assert confirmed.status_code == 303 and confirmed.headers["location"] == "/login?notice=email_verified"
+    assert "adresse e-mail est confirmée" in browser.get(confirmed.headers["location"]).text
+
+    logged_in = browser.login("jeanne@example.org")
+    assert logged_in.status_code == 303 and logged_in.headers["location"] == "/account"
+    account = browser.get("/account")
+    assert account.status_code == 200
+    assert "Jeanne Marie" in account.text and "Martin" in account.text and "17/05/1990" in account.text
+
+    me = browser.get("/api/v1/me").json()
+    assert me["email"] == "jeanne@example.org"
+    assert me["given_name"] == "Jeanne Marie" and me["birthplace"] == "69123" and me["birthcountry"] == "99100"
+    assert me["email_verified"] is True and me["totp_enabled"] is False
+    assert "password_hash" not in me and "totp_secret" not in me
+
+    out = browser.submit("/account", {}, action="/logout")
+    assert out.status_code == 303
+    assert browser.get("/account").headers["location"] == "/login?next=/account"
+    assert browser.get("/api/v1/me").status_code == 401
+
+
+def test_verification_link_works_once(browser: Browser, outbox: Outbox) -> None:
+    browser.register("once@example.org")
+    path = outbox.last("once@example.org").path()
+    token = path.split("token=")[1]
+    assert browser.submit(path, {"token": token}, action="/verify-email").status_code == 303
+    again = browser.get(path)
+    assert again.status_code == 400 and "n'est plus valable" in again.text
+    forged = browser.get("/verify-email?token=not-a-real-token")
+    assert forged.status_code == 400
+
+
+def test_resend_verification_link(browser: Browser, outbox: Outbox) -> None:
+    browser.register("late@example.org")
+    answer = browser.submit("/verify-email/resend", {"email": "late@example.org"})
+    assert answer.status_code == 200 and "Si un compte correspond" in answer.text
+    assert len(outbox.to("late@example.org")) == 2
+    unknown = browser.submit("/verify-email/resend", {"email": "nobody@example.org"})
+    assert unknown.status_code == 200 and unknown.text.count("Si un compte correspond") == 1
+    assert outbox.to("nobody@example.org") == []
+
+
+# ---- registration: bad input ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("birthdate", "2023-02-30", "n'existe pas dans le calendrier"),
+        ("birthdate", "17/05/1990", "format AAAA-MM-JJ"),
+        ("birthdate", "2999-01-01", "dans le futur"),
+        ("birthplace", "00000", "code de commune INSEE n'est pas valide"),
+        ("birthplace", "7505", "code de commune INSEE n'est pas valide"),
+        ("birthplace", "", "Indiquez le code INSEE de votre commune"),
+        ("birthcountry", "12345", "code INSEE à 5 chiffres commençant par 99"),
+        ("birthcountry", "France", "code INSEE à 5 chiffres commençant par 99"),
+        ("gender", "other", "Choisissez « Féminin » ou « Masculin »"),
+        ("given_name", "", "Indiquez votre prénom"),
+        ("family_name", "Martin2", "que des lettres"),
+        ("family_name", "x" * 101, "ne doit pas dépasser 100 caractères"),
+        ("email", "not-an-email", "adresse e-mail n'est pas valide"),
+        ("password", "short pass", "au moins 12 caractères"),
+        ("password", "123456789012", "trop facile à deviner"),
+        ("password", "passwordpassword", "trop facile à deviner"),
+        ("password", "1qaz2wsx3edc", "trop facile à deviner"),
+        ("password", "Motdepasse2024!", "trop facile à deviner"),
+        ("password", "bad@example.org", "ne doit pas être votre adresse e-mail"),
+    ],
+)
+def test_registration_rejects_bad_fields(browser: Browser, outbox: Outbox, engine, field: str, value: str,
+                                         message: str) -> None:
+    form = {"email": "bad@example.org", "password": PASSWORD, **IDENTITY, field: value}
+    page = browser.submit("/register", form)
+    assert page.status_code == 400
+    assert message in page.text
+    assert f'href="#{field}"' in page.text  # the error summary links to the field
+    assert 'aria-invalid="true"' in page.text or field == "gender"
+    assert count_citizens(engine) == 0
+    assert outbox.all() == []
+    if field != "password":
+        assert PASSWORD not in page.text  # a password is never echoed back into the page
+
+
+def test_birthplace_must_be_empty_when_born_abroad(browser: Browser, engine) -> None:
+    page = browser.register("abroad@example.org", birthcountry="99134", birthplace="75056")
+    assert page.status_code == 400 and "Laissez la commune de naissance vide" in page.text
+    assert browser.register("abroad@example.org", birthcountry="99134", birthplace="").status_code == 200
+    assert count_citizens(engine) == 1
+
+
+def test_corsican_birthplace_accepted(browser: Browser, engine) -> None:
+    assert browser.register("ajaccio@example.org", birthplace="2a004").status_code == 200
+    with Session(engine) as session:
+        assert session.exec(select(Citizen.birthplace)).one() == "2A004"
+
+
+def test_email_already_used_gives_the_same_answer(browser: Browser, outbox: Outbox, engine) -> None:
+    first = browser.register("taken@example.org")
+    second = browser.register("TAKEN@example.org", given_name="Autre")
+    assert first.status_code == second.status_code == 200
+    assert "Vérifiez votre boîte mail" in second.text
+    assert count_citizens(engine) == 1
+    warning = outbox.last("taken@example.org")
+    assert warning.subject == "Une inscription a été tentée avec votre adresse"
+    assert "/password/forgot" in warning.body
+
+
+# ---- login: errors and throttling -----------------------------------------------------------------------
+
+
+def test_unknown_email_and_wrong_password_answer_the_same(browser: Browser, outbox: Outbox) -> None:
+    verified_citizen(browser, outbox, "known@example.org")
+    wrong = browser.login("known@example.org", "not the right password")
+    unknown = browser.login("unknown@example.org", "not the right password")
+    assert wrong.status_code == unknown.status_code == 401
+    for page in (wrong, unknown):
+        assert "Adresse e-mail ou mot de passe incorrect." in page.text
+    assert "session" not in browser.cookies
+
+
+def test_login_empty_fields(browser: Browser) -> None:
+    page = browser.submit("/login", {"email": "", "password": ""})
+    assert page.status_code == 400
+    assert "Indiquez votre adresse e-mail." in page.text and "Indiquez votre mot de passe." in page.text
+
+
+def test_account_is_locked_after_five_failures_with_growing_delay(browser: Browser, outbox: Outbox,
+                                                                   engine) -> None:
+    verified_citizen(browser, outbox, "target@example.org")
+    for _ in range(5):
+        assert browser.login("target@example.org", "guess guess guess").status_code == 401
+    locked = browser.login("target@example.org")  # the right password, still refused
+    assert locked.status_code == 429
+    assert "Trop de tentatives" in locked.text
+    assert 0 < int(locked.headers["retry-after"]) <= 30
+
+    # Once the delay is over, one more failure locks for longer (60 s).
+    with Session(engine) as session:
+        session.exec(update(LoginThrottle).values(locked_until=utcnow() - timedelta(seconds=1)))
+        session.commit()
+    assert browser.login("target@example.org", "guess guess guess").status_code == 401
+    relocked = browser.login("target@example.org")
+    assert relocked.status_code == 429 and 30 < int(relocked.headers["retry-after"]) <= 60
+
+
+def test_unknown_email_is_locked_too(browser: Browser) -> None:
+    for _ in range(5):
+        assert browser.login("ghost@example.org", "guess guess guess").status_code == 401
+    locked = browser.login("ghost@example.org", "guess guess guess")
+    assert locked.status_code == 429 and "Trop de tentatives" in locked.text
+
+
+def test_successful_login_resets_the_account_counter(browser: Browser, outbox: Outbox) -> None:
+    verified_citizen(browser, outbox, "forgetful@example.org")
+    for _ in range(4):
+        browser.login("forgetful@example.org", "guess guess guess")
+    assert browser.login("forgetful@example.org").status_code == 303
+    for _ in range(4):
+        assert browser.login("forgetful@example.org", "guess guess guess").status_code == 401
+    assert browser.login("forgetful@example.org").status_code == 303
+
+
+# ---- sessions -----------------------------------------------------------------------------------------
+
+
+def test_session_cookie_flags_and_new_id_at_login(browser: Browser, outbox: Outbox) -> None:
+    verified_citizen(browser, outbox, "cookie@example.org")
+    first = browser.login("cookie@example.org")
+    header = first.headers["set-cookie"]
+    assert "session=" in header and "HttpOnly" in header and "SameSite=lax" in header
+    assert "Secure" not in header  # plain HTTP issuer in development
+    old = browser.cookies["session"]
+    browser.login("cookie@example.org")
+    assert browser.cookies["session"] != old
+    # The old id is dead: reusing it is being logged out.
+    stale = Browser(browser.app)
+    stale.cookies.set("session", old)
+    assert stale.get("/account").status_code == 303
+
+
+def test_https_issuer_uses_host_prefixed_secure_cookies_and_hsts(settings, engine, outbox: Outbox) -> None:
+    from vault.app import create_app
+
+    app = create_app(settings.model_copy(update={"issuer": "https://vault.example.fr"}), engine=engine)
+    with Browser(app, base_url="https://testserver") as browser:
+        home = browser.get("/")
+        assert "__Host-csrf=" in home.headers["set-cookie"] and "Secure" in home.headers["set-cookie"]
+        assert home.headers["strict-transport-security"].startswith("max-age=")
+        verified_citizen(browser, outbox, "secure@example.org")
+        login = browser.login("secure@example.org")
+        assert login.status_code == 303
+        cookie = [c for c in login.headers.get_list("set-cookie") if c.startswith("__Host-session=")][0]
+        assert "Secure" in cookie and "HttpOnly" in cookie and "Path=/" in cookie and "Domain" not in cookie
+        assert browser.get("/account").status_code == 200
+
+
+def test_idle_and_absolute_timeouts(browser: Browser, outbox: Outbox, engine) -> None:
+    verified_citizen(browser, outbox, "idle@example.org")
+    browser.login("idle@example.org")
+    assert browser.get("/account").status_code == 200
+    with Session(engine) as session:
+        session.exec(update(LoginSession).values(last_seen_at=utcnow() - timedelta(minutes=31)))
+        session.commit()
+    assert browser.get("/account").status_code == 303
+
+    browser.login("idle@example.org")
+    with Session(engine) as session:
+        session.exec(update(LoginSession).values(created_at=utcnow() - timedelta(hours=12, minutes=1)))
+        session.commit()
+    assert browser.get("/account").status_code == 303
+
+
+def test_log_out_everywhere(app, outbox: Outbox) -> None:  # noqa: ANN001
+    with Browser(app) as phone, Browser(app) as laptop:
+        verified_citizen(phone, outbox, "everywhere@example.org")
+        phone.login("everywhere@example.org")
+        laptop.login("everywhere@example.org")
+        account = laptop.get("/account")
+        assert account.text.count("<tr><td>") == 2  # both devices listed
+        out = laptop.submit("/account", {}, action="/logout/everywhere")
+        assert out.status_code == 303 and out.headers["location"] == "/?notice=logged_out_everywhere"
+        assert phone.get("/account").status_code == 303
+        assert laptop.get("/account").status_code == 303
+
+
+# ---- password reset ------------------------------------------------------------------------------------
+
+
+def test_password_reset_flow(app, browser: Browser, outbox: Outbox, engine) -> None:  # noqa: ANN001
+    verified_citizen(browser, outbox, "reset@example.org")
+    with Browser(app) as other_device:
+        other_device.login("reset@example.org")
+        assert other_device.get("/account").status_code == 200
+
+        page = browser.submit("/password/forgot", {"email": "reset@example.org"})
+        assert page.status_code == 200 and "Si un compte correspond" in page.text
+        mail = outbox.last("reset@example.org")
+        assert mail.subject == "Réinitialisation de votre mot de passe" and "30 minutes" in mail.body
+        path = mail.path()
+        token = path.split("token=")[1]
+
+        weak = browser.submit(path, {"token": token, "password": "court"}, action="/password/reset")
+        assert weak.status_code == 400 and "au moins 12 caractères" in weak.text
+
+        done = browser.submit(path, {"token": token, "password": "une toute nouvelle phrase"},
+                              action="/password/reset")
+        assert done.status_code == 303 and done.headers["location"] == "/login?notice=password_reset"
+        # Every session died with the old password.
+        assert other_device.get("/account").status_code == 303
+
+    assert browser.login("reset@example.org").status_code == 401
+    assert browser.login("reset@example.org", "une toute nouvelle phrase").status_code == 303
+
+    reused = browser.get(path)
+    assert reused.status_code == 400 and "n'est plus valable" in reused.text
+    assert browser.post("/password/reset", data={"token": token, "password": "encore une autre phrase",
+                                                 "csrf_token": browser.form_token("/login")}).status_code == 400
+
+
+def test_password_reset_link_expires_after_30_minutes(browser: Browser, outbox: Outbox, engine) -> None:
+    verified_citizen(browser, outbox, "slow@example.org")
+    browser.submit("/password/forgot", {"email": "slow@example.org"})
+    path = outbox.last("slow@example.org").path()
+    with Session(engine) as session:
+        link = session.exec(select(EmailToken).where(EmailToken.purpose == "reset_password")).one()
+        assert timedelta(minutes=29) < link.expires_at - link.created_at <= timedelta(minutes=30)
+        link.expires_at = utcnow() - timedelta(seconds=1)
+        session.add(link)
+        session.commit()
+    expired = browser.get(path)
+    assert expired.status_code == 400 and "a expiré" in expired.text
+
+
+def test_password_reset_for_unknown_email_sends_nothing(browser: Browser, outbox: Outbox) -> None:
+    page = browser.submit("/password/forgot", {"email": "nobody@example.org"})
+    assert page.status_code == 200 and "Si un compte correspond" in page.text
+    assert outbox.all() == []
+    invalid = browser.submit("/password/forgot", {"email": "not an email"})
+    assert invalid.status_code == 400 and "n'est pas valide" in invalid.text
+
+
+# ---- TOTP -------------------------------------------------------------------------------------------
+
+
+def enable_totp(browser: Browser) -> tuple[pyotp.TOTP, list[str]]:
+    import re
+
+    page = browser.get("/account/totp")
+    assert page.status_code == 200 and "data:image/svg+xml" in page.text
+    secret = re.search(r'<code class="secret">([A-Z2-7]+)</code>', page.text).group(1)
+    totp = pyotp.TOTP(secret)
+    wrong = browser.submit("/account/totp", {"otp": "000000" if totp.now() != "000000" else "111111"})
+    assert wrong.status_code == 400 and "incorrect" in wrong.text
+    done = browser.submit("/account/totp", {"otp": totp.now()})
+    assert done.status_code == 200 and "codes de secours" in done.text
+    codes = re.findall(r"<code>([a-z2-9]{4}-[a-z2-9]{4}-[a-z2-9]{4})</code>", done.text)
+    assert len(codes) == 10
+    return totp, codes
+
+
+def test_totp_enrolment_and_login(browser: Browser, outbox: Outbox) -> None:
+    verified_citizen(browser, outbox, "totp@example.org")
+    browser.login("totp@example.org")
+    totp, _codes = enable_totp(browser)
+    assert "La double authentification est activée." in browser.get("/account").text
+    browser.submit("/account", {}, action="/logout")
+
+    step = browser.login("totp@example.org")
+    assert step.status_code == 303 and step.headers["location"] == "/login/otp"
+    assert browser.get("/account").status_code == 303  # half logged in is not logged in
+    wrong = browser.submit("/login/otp", {"otp": "12345"})
+    assert wrong.status_code == 401 and "incorrect" in wrong.text
+    # The enrolment used the current time step: the next one (within the drift window) logs in.
+    code = totp.at(time.time() + 30)
+    ok = browser.submit("/login/otp", {"otp": code})
+    assert ok.status_code == 303 and ok.headers["location"] == "/account"
+    assert browser.get("/api/v1/me").json()["totp_enabled"] is True
+
+    # The same code never works twice (RFC 6238 §5.2).
+    browser.submit("/account", {}, action="/logout")
+    browser.login("totp@example.org")
+    replay = browser.submit("/login/otp", {"otp": code})
+    assert replay.status_code == 401
+
+
+def test_totp_recovery_codes_work_once(browser: Browser, outbox: Outbox) -> None:
+    verified_citizen(browser, outbox, "lostphone@example.org")
+    browser.login("lostphone@example.org")
+    _totp, codes = enable_totp(browser)
+    browser.submit("/account", {}, action="/logout")
+
+    # A code may be typed with capitals and spaces, and in the same form as the password.
+    typed = codes[0].upper().replace("-", " ")
+    ok = browser.login("lostphone@example.org", otp=typed)
+    assert ok.status_code == 303 and ok.headers["location"] == "/account"
+    assert "Codes de secours restants : 9" in browser.get("/account").text
+    browser.submit("/account", {}, action="/logout")
+    assert browser.login("lostphone@example.org", otp=codes[0]).status_code == 401
+
+
+def test_disable_totp_needs_the_password(browser: Browser, outbox: Outbox) -> None:
+    verified_citizen(browser, outbox, "off@example.org")
+    browser.login("off@example.org")
+    enable_totp(browser)
+    refused = browser.submit("/account/totp", {"password": "wrong password!!"}, action="/account/totp/disable")
+    assert refused.status_code == 400 and "Mot de passe incorrect" in refused.text
+    ok = browser.submit("/account/totp", {"password": PASSWORD}, action="/account/totp/disable")
+    assert ok.status_code == 303
+    browser.submit("/account", {}, action="/logout")
+    assert browser.login("off@example.org").headers["location"] == "/account"
+
+
+def test_totp_seed_is_stored_wrapped(browser: Browser, outbox: Outbox, engine) -> None:
+    verified_citizen(browser, outbox, "wrapped@example.org")
+    browser.login("wrapped@example.org")
+    totp, _ = enable_totp(browser)
+    with Session(engine) as session:
+        stored = session.exec(select(Citizen.totp_secret)).one()
+    assert stored is not None and totp.secret.encode() not in stored
+
+
+# ---- CSRF and malformed requests -------------------------------------------------------------------------
+
+
+def test_forms_refuse_a_missing_or_wrong_csrf_token(browser: Browser, outbox: Outbox, engine) -> None:
+    form = {"email": "csrf@example.org", "password": PASSWORD, **IDENTITY}
+    browser.get("/register")  # the browser has a CSRF cookie
+    missing = browser.post("/register", data=form)
+    assert missing.status_code == 403 and "Formulaire expiré" in missing.text
+    wrong = browser.post("/register", data={**form, "csrf_token": "x" * 43})
+    assert wrong.status_code == 403
+    assert count_citizens(engine) == 0 and outbox.all() == []
+
+    # A token from another browser is worthless with this browser's cookie.
+    with Browser(browser.app) as attacker:
+        stolen = attacker.form_token("/register")
+    assert browser.post("/register", data={**form, "csrf_token": stolen}).status_code == 403
+
+
+def test_malformed_bodies(browser: Browser) -> None:
+    token = browser.form_token("/login")
+    as_json = browser.post("/login", json={"email": "a@example.org", "password": "x", "csrf_token": token})
+    assert as_json.status_code == 415 and "attend un formulaire" in as_json.text
+    huge = browser.post("/login", data={"email": "a@example.org", "password": "x" * 70_000, "csrf_token": token})
+    assert huge.status_code == 413
+    long_field = browser.post("/login", data={"email": "a" * 2000, "password": "x", "csrf_token": token})
+    assert long_field.status_code == 400 and "trop long" in long_field.text
+    not_utf8 = browser.post("/login", content=b"email=%FF%FE&csrf_token=" + token.encode(),
+                            headers={"content-type": "application/x-www-form-urlencoded"})
+    assert not_utf8.status_code == 400
+
+
+def test_login_next_is_never_an_open_redirect(browser: Browser, outbox: Outbox) -> None:
+    verified_citizen(browser, outbox, "next@example.org")
+    for target in ("https://evil.example", "//evil.example", "/\\evil.example"):
+        answer = browser.login("next@example.org", next=target)
+        assert answer.headers["location"] == "/account"
+    assert browser.login("next@example.org", next="/account/totp").headers["location"] == "/account/totp"

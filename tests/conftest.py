@@ -1,0 +1,116 @@
+"""Test fixtures: real services (PostgreSQL, clamd, SeaweedFS) started on loopback for the session.
+
+Every test that uses ``app``/``browser`` runs twice: on SQLite and on PostgreSQL. The schema is
+created once per database by the migrations (as in production) and emptied after each test.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlmodel import SQLModel
+
+from tests.services import ClamdService, PostgresService, S3Service, start_clamd, start_postgres, start_seaweedfs
+from tests.support import Browser, Outbox
+from vault.app import create_app
+from vault.db import make_engine
+from vault.migrations import upgrade
+from vault.settings import Settings
+
+# The suite must not pick up an operator's configuration.
+for _name in [n for n in os.environ if n.startswith("VAULT_")]:
+    del os.environ[_name]
+
+
+@pytest.fixture(scope="session")
+def services_dir() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="vault-tests-"))
+    os.chmod(path, 0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres(services_dir: Path) -> Iterator[PostgresService]:
+    service = start_postgres(services_dir / "postgres")
+    yield service
+    service.stop()
+
+
+@pytest.fixture(scope="session")
+def clamd(services_dir: Path) -> Iterator[ClamdService]:
+    service = start_clamd(services_dir / "clamd")
+    yield service
+    service.stop()
+
+
+@pytest.fixture(scope="session")
+def s3(services_dir: Path) -> Iterator[S3Service]:
+    service = start_seaweedfs(services_dir / "seaweedfs")
+    yield service
+    service.stop()
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, services_dir: Path) -> str:
+    """A migrated database of each kind, shared by the session's tests (emptied between tests)."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{services_dir / 'vault-tests.sqlite3'}"
+    else:
+        url = request.getfixturevalue("postgres").create_database("vault_tests")
+    upgrade(url)
+    return url
+
+
+def make_settings(data_dir: Path, database_url: str, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "data_dir": data_dir,
+        "database_url": database_url,
+        # Cheap argon2 in tests only; production keeps RFC 9106's parameters.
+        "argon2_time_cost": 1,
+        "argon2_memory_kib": 8 * 1024,
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "var"
+
+
+@pytest.fixture
+def settings(data_dir: Path, database_url: str) -> Settings:
+    return make_settings(data_dir, database_url)
+
+
+@pytest.fixture
+def engine(database_url: str):  # noqa: ANN201
+    engine = make_engine(database_url)
+    yield engine
+    with engine.begin() as conn:
+        for table in reversed(SQLModel.metadata.sorted_tables):
+            conn.execute(text(f'DELETE FROM "{table.name}"'))
+    engine.dispose()
+
+
+@pytest.fixture
+def app(settings: Settings, engine):  # noqa: ANN001, ANN201
+    return create_app(settings, engine=engine)
+
+
+@pytest.fixture
+def browser(app) -> Iterator[Browser]:  # noqa: ANN001
+    with Browser(app) as browser:
+        yield browser
+
+
+@pytest.fixture
+def outbox(settings: Settings) -> Outbox:
+    return Outbox(settings.outbox_dir)

@@ -1,0 +1,116 @@
+"""Test helpers: a browser that fills the pages' forms (with their CSRF token), the mail outbox,
+and factories for test data."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import html
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from fastapi.testclient import TestClient
+
+CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+LINK = re.compile(r"(https?://\S+)")
+
+IDENTITY = {
+    "given_name": "Jeanne Marie",
+    "family_name": "Martin",
+    "birthdate": "1990-05-17",
+    "gender": "female",
+    "birthplace": "69123",
+    "birthcountry": "99100",
+}
+PASSWORD = "un chat vert mange des prunes"
+
+
+class Page(httpx.Response):
+    """A response whose ``text`` reads as a person reads it (HTML entities decoded)."""
+
+    @property
+    def text(self) -> str:
+        return html.unescape(super().text)
+
+
+class Browser(TestClient):
+    """A citizen's browser: keeps cookies, reads the CSRF token of the last form page."""
+
+    def __init__(self, app: Any, base_url: str = "http://testserver") -> None:
+        super().__init__(app, base_url=base_url, follow_redirects=False)
+
+    def request(self, *args: Any, **kwargs: Any) -> httpx.Response:  # type: ignore[override]
+        response = super().request(*args, **kwargs)
+        response.__class__ = Page
+        return response
+
+    def form_token(self, path: str) -> str:
+        page = self.get(path)
+        assert page.status_code == 200, (path, page.status_code, page.text[:500])
+        match = CSRF.search(page.text)
+        assert match, f"no CSRF token in {path}"
+        return html.unescape(match.group(1))
+
+    def submit(self, page: str, data: dict[str, str], action: str | None = None) -> httpx.Response:
+        """Open ``page``, then post ``data`` with the page's CSRF token to ``action`` (default: same path)."""
+        token = self.form_token(page)
+        return self.post(action or page.split("?")[0], data={**data, "csrf_token": token})
+
+    def register(self, email_address: str, password: str = PASSWORD, **identity: str) -> httpx.Response:
+        return self.submit("/register", {"email": email_address, "password": password, **IDENTITY, **identity})
+
+    def login(self, email_address: str, password: str = PASSWORD, **extra: str) -> httpx.Response:
+        return self.submit("/login", {"email": email_address, "password": password, **extra})
+
+
+@dataclass
+class Mail:
+    to: str
+    subject: str
+    body: str
+
+    def link(self) -> str:
+        match = LINK.search(self.body)
+        assert match, self.body
+        return match.group(1)
+
+    def path(self) -> str:
+        """The link without scheme and host, to follow it with the test browser."""
+        return re.sub(r"^https?://[^/]+", "", self.link())
+
+
+class Outbox:
+    """The development outbox folder: each file is one mail."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def all(self) -> list[Mail]:
+        if not self.folder.exists():
+            return []
+        mails = []
+        for path in sorted(self.folder.glob("*.eml"), key=lambda p: p.stat().st_mtime_ns):
+            message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+            body = message.get_body(preferencelist=("plain",)).get_content()  # type: ignore[union-attr]
+            mails.append(Mail(to=str(message["To"]), subject=str(message["Subject"]), body=body))
+        return mails
+
+    def to(self, address: str) -> list[Mail]:
+        return [m for m in self.all() if m.to == address]
+
+    def last(self, address: str) -> Mail:
+        mails = self.to(address)
+        assert mails, f"no mail to {address}"
+        return mails[-1]
+
+
+def verified_citizen(browser: Browser, outbox: Outbox, address: str, password: str = PASSWORD) -> None:
+    """Register ``address`` through the pages and confirm it from the mailed link."""
+    assert browser.register(address, password).status_code == 200
+    link = outbox.last(address).path()
+    token = link.split("token=", 1)[1]
+    response = browser.submit(link, {"token": token}, action="/verify-email")
+    assert response.status_code == 303, response.text[:500]

@@ -1,0 +1,121 @@
+"""The `vault` command, run as an operator runs it (a real process)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+VAULT = [sys.executable, "-m", "vault.cli"]
+
+
+def run(args: list[str], env: dict[str, str], stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*VAULT, *args], input=stdin, capture_output=True, text=True, env=env, timeout=120)
+
+
+@pytest.fixture
+def env(database_url: str, tmp_path: Path, engine) -> dict[str, str]:  # noqa: ANN001
+    return {**os.environ, "VAULT_DATABASE_URL": database_url, "VAULT_DATA_DIR": str(tmp_path / "var"),
+            "VAULT_ARGON2_MEMORY_KIB": "8192", "VAULT_ARGON2_TIME_COST": "1"}
+
+
+IDENTITY_ARGS = ["--given-name", "Paul Louis", "--family-name", "Durand", "--birthdate", "1975-11-02",
+                 "--gender", "male", "--birthplace", "33063", "--birthcountry", "99100"]
+
+
+def test_citizen_create_and_list_print_json_only(env: dict[str, str]) -> None:
+    created = run(["citizen", "create", "--email", "Paul@Example.org", *IDENTITY_ARGS, "--password-stdin",
+                   "--verified", "--json"], env, stdin="une phrase de passe solide\n")
+    assert created.returncode == 0, created.stderr
+    body = json.loads(created.stdout)
+    assert body["email"] == "paul@example.org" and body["email_verified"] is True
+    assert body["given_name"] == "Paul Louis" and "password" not in body
+
+    listed = run(["citizen", "list", "--json"], env)
+    assert listed.returncode == 0
+    assert [c["email"] for c in json.loads(listed.stdout)] == ["paul@example.org"]
+
+
+def test_citizen_create_generates_a_password_when_none_is_given(env: dict[str, str]) -> None:
+    created = run(["citizen", "create", "--email", "gen@example.org", *IDENTITY_ARGS, "--json"], env)
+    assert created.returncode == 0, created.stderr
+    assert len(json.loads(created.stdout)["password"]) >= 20
+
+
+def test_citizen_create_refuses_bad_input_and_duplicates(env: dict[str, str]) -> None:
+    bad = run(["citizen", "create", "--email", "x@example.org", "--given-name", "X", "--family-name", "Y",
+               "--birthdate", "2001-02-29", "--gender", "f", "--password-stdin", "--json"], env, stdin="short\n")
+    assert bad.returncode == 2
+    error = json.loads(bad.stdout)
+    assert error["error"] == "invalid_input"
+    assert set(error["fields"]) == {"birthdate", "gender", "password", "birthplace"}
+
+    args = ["citizen", "create", "--email", "dup@example.org", *IDENTITY_ARGS, "--json"]
+    assert run(args, env).returncode == 0
+    duplicate = run(args, env)
+    assert duplicate.returncode == 2 and "existe déjà" in json.loads(duplicate.stdout)["fields"]["email"]
+    assert len(json.loads(run(["citizen", "list", "--json"], env).stdout)) == 1
+
+
+def test_commands_refuse_an_unmigrated_database(tmp_path: Path) -> None:
+    env = {**os.environ, "VAULT_DATA_DIR": str(tmp_path)}
+    answer = run(["citizen", "list", "--json"], env)
+    assert answer.returncode == 2 and json.loads(answer.stdout)["error"] == "migrations_pending"
+
+
+def test_production_profile_refuses_to_serve_on_defaults(tmp_path: Path) -> None:
+    env = {**os.environ, "VAULT_ENV": "production", "VAULT_DATA_DIR": str(tmp_path)}
+    answer = run(["serve", "--port", "1"], env)
+    assert answer.returncode == 2
+    for variable in ("VAULT_ISSUER", "VAULT_DATABASE_URL", "VAULT_STORAGE_BACKEND", "VAULT_ANTIVIRUS",
+                     "VAULT_KEYRING_FILE"):
+        assert variable in answer.stderr
+    assert not (tmp_path / "keyring.json").exists()
+    assert run(["demo", "seed", "--json"], env).returncode == 2
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_serve_on_embedded_defaults(tmp_path: Path) -> None:
+    """Command 1 in small: migrate, seed the demo citizen, serve; the home page and /readyz answer."""
+    env = {**os.environ, "VAULT_DATA_DIR": str(tmp_path / "var")}
+    assert run(["db", "upgrade"], env).returncode == 0
+    seeded = run(["demo", "seed", "--json"], env)
+    credentials = json.loads(seeded.stdout)
+    port = free_port()
+    server = subprocess.Popen([*VAULT, "serve", "--port", str(port)], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(100):
+            try:
+                ready = httpx.get(f"{base}/readyz")
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        assert ready.status_code == 200
+        assert "Votre espace citoyen" in httpx.get(f"{base}/").text
+        with httpx.Client(base_url=base) as browser:
+            page = browser.get("/login")
+            token = page.text.split('name="csrf_token" value="')[1].split('"')[0]
+            login = browser.post("/login", data={"email": credentials["email"], "password": credentials["password"],
+                                                 "csrf_token": token})
+            assert login.status_code == 303 and login.headers["location"] == "/account"
+    finally:
+        server.terminate()
+        output, _ = server.communicate(timeout=20)
+    # JSON logs, with a request id, and never the password.
+    lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    assert any(entry.get("path") == "/login" and entry.get("request_id") for entry in lines)
+    assert credentials["password"] not in output

@@ -1,0 +1,100 @@
+"""The production profile refuses every development default unless it is named explicitly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vault.settings import ConfigError, Settings
+
+
+@pytest.fixture
+def keyring(tmp_path: Path) -> Path:
+    path = tmp_path / "keyring.json"
+    path.write_text('{"active": 1, "keys": [{"version": 1, "key": "' + "A" * 43 + '="}]}')
+    return path
+
+
+def production(keyring: Path, tmp_path: Path, **changes: object) -> Settings:
+    values: dict[str, object] = {
+        "env": "production",
+        "issuer": "https://vault.ville.example.fr",
+        "data_dir": tmp_path,
+        "database_url": "postgresql+psycopg://vault@db/vault",
+        "storage_backend": "s3",
+        "s3_bucket": "vault",
+        "antivirus": "clamd",
+        "clamd_address": "tcp://clamd:3310",
+        "keyring_file": keyring,
+        "smtp_url": "smtp+starttls://mail.example.fr:587",
+    }
+    for key, value in changes.items():
+        if value is None:
+            values.pop(key, None)
+        else:
+            values[key] = value
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+def test_complete_production_configuration_starts(keyring: Path, tmp_path: Path) -> None:
+    assert production(keyring, tmp_path).check() == []
+
+
+@pytest.mark.parametrize(
+    ("missing", "variable"),
+    [
+        ("issuer", "VAULT_ISSUER"),
+        ("database_url", "VAULT_DATABASE_URL"),
+        ("storage_backend", "VAULT_STORAGE_BACKEND"),
+        ("antivirus", "VAULT_ANTIVIRUS"),
+        ("keyring_file", "VAULT_KEYRING_FILE"),
+    ],
+)
+def test_each_development_default_is_refused(keyring: Path, tmp_path: Path, missing: str, variable: str) -> None:
+    with pytest.raises(ConfigError, match=variable):
+        production(keyring, tmp_path, **{missing: None}).check()
+
+
+def test_plain_http_issuer_is_refused_in_production(keyring: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="HTTPS"):
+        production(keyring, tmp_path, issuer="http://vault.ville.example.fr").check()
+
+
+def test_missing_keyring_file_is_refused(keyring: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        production(keyring, tmp_path, keyring_file=tmp_path / "nope.json").check()
+
+
+def test_development_values_named_explicitly_are_accepted_with_warnings(keyring: Path, tmp_path: Path) -> None:
+    warnings = production(keyring, tmp_path, database_url="sqlite:////srv/vault.db", storage_backend="fs",
+                          antivirus="off", clamd_address=None).check()
+    assert any("SQLite" in w for w in warnings)
+    assert any("filesystem" in w for w in warnings)
+    assert any("WITHOUT antivirus" in w for w in warnings)
+
+
+def test_development_runs_on_defaults_with_visible_warnings(tmp_path: Path) -> None:
+    warnings = Settings(data_dir=tmp_path).check()
+    assert any("antivirus is OFF" in w for w in warnings)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"antivirus": "clamd", "clamd_address": None}, "VAULT_CLAMD_ADDRESS must be set"),
+        ({"clamd_address": "clamd:3310"}, "tcp://host:port"),
+        ({"storage_backend": "s3", "s3_bucket": None}, "VAULT_S3_BUCKET"),
+        ({"smtp_url": "http://mail"}, "VAULT_SMTP_URL"),
+        ({"key_provider": "aws-kms", "kms_key_id": None}, "VAULT_KMS_KEY_ID"),
+    ],
+)
+def test_inconsistent_settings_are_refused(keyring: Path, tmp_path: Path, changes: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        production(keyring, tmp_path, **changes).check()
+
+
+@pytest.mark.parametrize("issuer", ["vault.example.fr", "ftp://vault.example.fr", "https://vault.example.fr/?a=1"])
+def test_malformed_issuer_is_refused(issuer: str) -> None:
+    with pytest.raises(ValueError, match="VAULT_ISSUER"):
+        Settings(issuer=issuer)
