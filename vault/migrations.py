@@ -18,7 +18,7 @@ from vault.db import ensure_sqlite_folder
 def alembic_dir() -> Path:
     """The ``alembic/`` folder: beside the package in a checkout, or in the working directory."""
     for candidate in (Path(vault.__file__).resolve().parent.parent / "alembic", Path.cwd() / "alembic"):
-        if (candidate / "env.py").is_file():
+        if (candidate / "env.py").is_file() and (candidate / "versions").is_dir():
             return candidate
     raise FileNotFoundError("alembic/ folder not found: run vault from the project folder (or /app in the image)")
 

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs, then runs it. The suite starts its own PostgreSQL, clamd and
+# SeaweedFS (S3) on free loopback ports and stops them afterwards: no service needs to be running.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+
+need_debs=()
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_debs+=(postgresql)
+command -v clamd >/dev/null 2>&1 || [ -x /usr/sbin/clamd ] || need_debs+=(clamav-daemon)
+if [ ${#need_debs[@]} -gt 0 ]; then
+  echo "installing Debian packages: ${need_debs[*]}"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  # The packages' own services are not used (the tests start private instances): don't start them.
+  made_policy=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+    $SUDO chmod +x /usr/sbin/policy-rc.d
+    made_policy=1
+  fi
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_debs[@]}" >/dev/null
+  [ -z "$made_policy" ] || $SUDO rm -f /usr/sbin/policy-rc.d
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+  "$PYTHON" -m venv "$VENV"
+fi
+"$VENV/bin/python" -m pip install --quiet --upgrade pip
+"$VENV/bin/python" -m pip install --quiet -e ".[test]"
+
+exec "$VENV/bin/python" -m pytest "$@"
