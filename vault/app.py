@@ -22,6 +22,8 @@ from vault.db import DatabaseUnavailable, make_engine, ping
 from vault.mail import make_mailer
 from vault.migrations import schema_is_current
 from vault.settings import Settings, load_settings
+from vault.storage.antivirus import ClamdScanner, ScannerUnavailable
+from vault.storage.blobs import BlobStoreUnavailable, make_blob_store
 from vault.web.middleware import RequestContextMiddleware
 from vault.web.pages import PageError, message_page
 
@@ -43,6 +45,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.state.settings = settings
     app.state.engine = engine or make_engine(settings.effective_database_url)
     app.state.keys = crypto.load_key_provider(settings)
+    app.state.blob_store = make_blob_store(settings)
+    app.state.scanner = ClamdScanner(settings.clamd_address) if settings.antivirus == "clamd" else None
     app.state.accounts = AccountService(
         settings=settings,
         hasher=Hasher(time_cost=settings.argon2_time_cost, memory_kib=settings.argon2_memory_kib),
@@ -77,13 +81,27 @@ def _add_operational_routes(app: FastAPI) -> None:
 
     @app.get("/readyz", tags=["operations"], responses={503: {"description": "A dependency is not ready"}})
     def readyz() -> JSONResponse:
-        """The service can serve requests: the database answers and its schema is up to date."""
+        """The service can serve requests: the database answers at the latest migration, the object
+        store answers, and clamd answers (when the antivirus is on)."""
         checks: dict[str, str] = {}
         try:
             ping(app.state.engine)
             checks["database"] = "ok" if schema_is_current(app.state.engine) else "migrations pending"
         except DatabaseUnavailable:
             checks["database"] = "unavailable"
+        try:
+            app.state.blob_store.check()
+            checks["object_store"] = "ok"
+        except BlobStoreUnavailable as exc:
+            logger.warning("object store not ready", extra={"error": str(exc)})
+            checks["object_store"] = "unavailable"
+        if app.state.scanner is not None:
+            try:
+                app.state.scanner.ping()
+                checks["antivirus"] = "ok"
+            except ScannerUnavailable as exc:
+                logger.warning("clamd not ready", extra={"error": str(exc)})
+                checks["antivirus"] = "unavailable"
         ready = all(v == "ok" for v in checks.values())
         return JSONResponse({"status": "ok" if ready else "unavailable", "checks": checks},
                             status_code=200 if ready else 503)
