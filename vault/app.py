@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote
 
@@ -83,25 +84,27 @@ def _add_operational_routes(app: FastAPI) -> None:
     def readyz() -> JSONResponse:
         """The service can serve requests: the database answers at the latest migration, the object
         store answers, and clamd answers (when the antivirus is on)."""
-        checks: dict[str, str] = {}
-        try:
+        def database() -> str:
             ping(app.state.engine)
-            checks["database"] = "ok" if schema_is_current(app.state.engine) else "migrations pending"
-        except DatabaseUnavailable:
-            checks["database"] = "unavailable"
-        try:
+            return "ok" if schema_is_current(app.state.engine) else "migrations pending"
+
+        def object_store() -> str:
             app.state.blob_store.check()
-            checks["object_store"] = "ok"
-        except BlobStoreUnavailable as exc:
-            logger.warning("object store not ready", extra={"error": str(exc)})
-            checks["object_store"] = "unavailable"
+            return "ok"
+
+        probes: dict[str, tuple[Callable[[], str], type[Exception]]] = {
+            "database": (database, DatabaseUnavailable),
+            "object_store": (object_store, BlobStoreUnavailable),
+        }
         if app.state.scanner is not None:
+            probes["antivirus"] = (lambda: app.state.scanner.ping() or "ok", ScannerUnavailable)
+        checks: dict[str, str] = {}
+        for name, (probe, failure) in probes.items():
             try:
-                app.state.scanner.ping()
-                checks["antivirus"] = "ok"
-            except ScannerUnavailable as exc:
-                logger.warning("clamd not ready", extra={"error": str(exc)})
-                checks["antivirus"] = "unavailable"
+                checks[name] = probe()
+            except failure as exc:
+                logger.warning("dependency not ready", extra={"dependency": name, "error": str(exc)})
+                checks[name] = "unavailable"
         ready = all(v == "ok" for v in checks.values())
         return JSONResponse({"status": "ok" if ready else "unavailable", "checks": checks},
                             status_code=200 if ready else 503)

@@ -155,35 +155,46 @@ def verify_email(request: Request, form: Form, session: DB, service: Accounts) -
     return redirect("/login?notice=email_verified")
 
 
-def _email_form(request: Request, *, which: str, errors: dict | None = None, values: dict | None = None,
+# Two pages ask only for an email and mail a link; they answer the same whether an account exists.
+EMAIL_FORMS = {
+    "/verify-email/resend": {
+        "title": "Recevoir un nouveau lien de confirmation",
+        "intro": "Indiquez l'adresse e-mail de votre compte : nous vous enverrons un nouveau lien.",
+    },
+    "/password/forgot": {
+        "title": "Mot de passe oublié",
+        "intro": "Indiquez l'adresse e-mail de votre compte : nous vous enverrons un lien pour choisir "
+                 "un nouveau mot de passe. Il sera valable 30 minutes.",
+    },
+}
+
+
+def _email_form(request: Request, *, errors: dict | None = None, values: dict | None = None,
                 status: int = 200) -> Response:
-    if which == "resend":
-        ctx = {"title": "Recevoir un nouveau lien de confirmation", "action": "/verify-email/resend",
-               "intro": "Indiquez l'adresse e-mail de votre compte : nous vous enverrons un nouveau lien.",
-               "submit": "Envoyer le lien"}
-    else:
-        ctx = {"title": "Mot de passe oublié", "action": "/password/forgot",
-               "intro": "Indiquez l'adresse e-mail de votre compte : nous vous enverrons un lien pour choisir "
-                        "un nouveau mot de passe. Il sera valable 30 minutes.",
-               "submit": "Envoyer le lien"}
-    return render(request, "email_form.html", {**ctx, "errors": errors or {}, "values": values or {}}, status=status)
+    action = request.url.path
+    return render(request, "email_form.html", {**EMAIL_FORMS[action], "action": action, "submit": "Envoyer le lien",
+                                               "errors": errors or {}, "values": values or {}}, status=status)
 
 
-@router.get("/verify-email/resend", include_in_schema=False)
-def resend_page(request: Request, current: Current) -> Response:
-    return _email_form(request, which="resend")
-
-
-@router.post("/verify-email/resend", include_in_schema=False)
-def resend(request: Request, form: Form, session: DB, service: Accounts) -> Response:
+def _email_form_post(request: Request, form: dict[str, str], session: Session, send) -> Response:  # noqa: ANN001
     try:
-        service.resend_verification(session=session, email=form.get("email", ""))
+        send(session=session, email=form.get("email", ""))
     except InvalidInput as exc:
-        return _email_form(request, which="resend", errors=exc.errors, values=_values(form), status=400)
+        return _email_form(request, errors=exc.errors, values=_values(form), status=400)
     except MailError:
         session.rollback()
         raise PageError(503, MAIL_FAILED) from None
     return message_page(request, title="Vérifiez votre boîte mail", message=MAIL_SENT)
+
+
+@router.get("/verify-email/resend", include_in_schema=False)
+def resend_page(request: Request, current: Current) -> Response:
+    return _email_form(request)
+
+
+@router.post("/verify-email/resend", include_in_schema=False)
+def resend(request: Request, form: Form, session: DB, service: Accounts) -> Response:
+    return _email_form_post(request, form, session, service.resend_verification)
 
 
 # ---- password reset ------------------------------------------------------------------------------
@@ -191,19 +202,12 @@ def resend(request: Request, form: Form, session: DB, service: Accounts) -> Resp
 
 @router.get("/password/forgot", include_in_schema=False)
 def forgot_page(request: Request, current: Current) -> Response:
-    return _email_form(request, which="forgot")
+    return _email_form(request)
 
 
 @router.post("/password/forgot", include_in_schema=False)
 def forgot(request: Request, form: Form, session: DB, service: Accounts) -> Response:
-    try:
-        service.request_password_reset(session=session, email=form.get("email", ""))
-    except InvalidInput as exc:
-        return _email_form(request, which="forgot", errors=exc.errors, values=_values(form), status=400)
-    except MailError:
-        session.rollback()
-        raise PageError(503, MAIL_FAILED) from None
-    return message_page(request, title="Vérifiez votre boîte mail", message=MAIL_SENT)
+    return _email_form_post(request, form, session, service.request_password_reset)
 
 
 def _reset_expired(request: Request, message: str) -> Response:

@@ -163,13 +163,18 @@ class AccountService:
             ),
         )
 
-    def resend_verification(self, *, session: Session, email: str) -> None:
-        """Send a new link if the account exists and is unverified; say nothing either way."""
+    @staticmethod
+    def _find_by_email(*, session: Session, email: str) -> Citizen | None:
+        """The account of a typed email, or None; InvalidInput when it is not an email at all."""
         try:
             normalized = normalize_email(email)
         except ValueError as exc:
             raise InvalidInput({"email": str(exc)}) from None
-        citizen = session.exec(select(Citizen).where(Citizen.email == normalized)).first()
+        return session.exec(select(Citizen).where(Citizen.email == normalized)).first()
+
+    def resend_verification(self, *, session: Session, email: str) -> None:
+        """Send a new link if the account exists and is unverified; say nothing either way."""
+        citizen = self._find_by_email(session=session, email=email)
         if citizen is not None and citizen.email_verified_at is None:
             self._send_verification(session=session, citizen=citizen)
 
@@ -185,11 +190,7 @@ class AccountService:
 
     def request_password_reset(self, *, session: Session, email: str) -> None:
         """Mail a reset link valid 30 minutes if the account exists; the same answer otherwise."""
-        try:
-            normalized = normalize_email(email)
-        except ValueError as exc:
-            raise InvalidInput({"email": str(exc)}) from None
-        citizen = session.exec(select(Citizen).where(Citizen.email == normalized)).first()
+        citizen = self._find_by_email(session=session, email=email)
         if citizen is None:
             return
         token = self._issue_link(session=session, citizen=citizen, purpose="reset_password",
