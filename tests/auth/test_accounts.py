@@ -441,3 +441,15 @@ def test_login_next_is_never_an_open_redirect(browser: Browser, outbox: Outbox) 
         answer = browser.login("next@example.org", next=target)
         assert answer.headers["location"] == "/account"
     assert browser.login("next@example.org", next="/account/totp").headers["location"] == "/account/totp"
+
+
+def test_one_address_trying_many_accounts_is_locked(settings, engine, outbox: Outbox) -> None:  # noqa: ANN001
+    from vault.app import create_app
+
+    app = create_app(settings.model_copy(update={"login_free_failures_per_address": 3}), engine=engine)
+    with Browser(app) as browser:
+        verified_citizen(browser, outbox, "victim@example.org")
+        for n in range(3):
+            assert browser.login(f"spray{n}@example.org", "guess guess guess").status_code == 401
+        locked = browser.login("victim@example.org")  # another account, same address
+        assert locked.status_code == 429 and "Trop de tentatives" in locked.text
