@@ -92,7 +92,8 @@ def test_resend_verification_link(browser: Browser, outbox: Outbox) -> None:
     ("field", "value", "message"),
     [
         ("birthdate", "2023-02-30", "n'existe pas dans le calendrier"),
-        ("birthdate", "17/05/1990", "format AAAA-MM-JJ"),
+        ("birthdate", "17/05/90", "format JJ/MM/AAAA"),
+        ("birthdate", "31/02/1990", "n'existe pas dans le calendrier"),
         ("birthdate", "2999-01-01", "dans le futur"),
         ("birthplace", "00000", "code de commune INSEE n'est pas valide"),
         ("birthplace", "7505", "code de commune INSEE n'est pas valide"),
@@ -131,6 +132,12 @@ def test_birthplace_must_be_empty_when_born_abroad(browser: Browser, engine) -> 
     assert page.status_code == 400 and "Laissez la commune de naissance vide" in page.text
     assert browser.register("abroad@example.org", birthcountry="99134", birthplace="").status_code == 200
     assert count_citizens(engine) == 1
+
+
+def test_birthdate_as_people_write_it(browser: Browser, engine) -> None:
+    assert browser.register("date@example.org", birthdate="7/5/1990").status_code == 200
+    with Session(engine) as session:
+        assert session.exec(select(Citizen.birthdate)).one().isoformat() == "1990-05-07"
 
 
 def test_corsican_birthplace_accepted(browser: Browser, engine) -> None:

@@ -17,6 +17,7 @@ FRANCE = "99100"
 GENDERS = {"male": "Masculin", "female": "Féminin"}
 
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_DATE_FR = re.compile(r"^(\d{1,2})[/. -](\d{1,2})[/. -](\d{4})$")
 # Department part: 01–19, 21–95, 2A/2B (Corsica); overseas 971–978, 984–989.
 _COMMUNE = re.compile(r"^(?:(?:0[1-9]|1\d|[3-8]\d|9[0-5]|2[1-9]|2[AB])\d{3}|9[78]\d{3})$")
 _COUNTRY = re.compile(r"^99\d{3}$")
@@ -55,11 +56,15 @@ def _name_problem(value: str, label: str) -> str | None:
 
 
 def parse_birthdate(raw: str, *, today: date | None = None) -> date:
+    """Accept ``AAAA-MM-JJ`` (the claim's format) and ``JJ/MM/AAAA`` (how people in France write it)."""
     raw = (raw or "").strip()
     if not raw:
         raise ValueError("Indiquez votre date de naissance.")
+    if match := _DATE_FR.match(raw):
+        day, month, year = match.groups()
+        raw = f"{year}-{int(month):02d}-{int(day):02d}"
     if not _DATE.match(raw):
-        raise ValueError("La date de naissance doit être au format AAAA-MM-JJ, par exemple 1984-07-31.")
+        raise ValueError("La date de naissance doit être au format JJ/MM/AAAA, par exemple 31/07/1984.")
     try:
         value = date.fromisoformat(raw)
     except ValueError:

@@ -72,6 +72,72 @@ EN: dict[str, str] = {
     "Formulaire expiré": "Form expired",
     "Impossible de continuer": "Cannot continue",
     "Page introuvable": "Page not found",
+    "Appareils connectés à votre compte": "Devices logged in to your account",
+    "Dans l'application, scannez ce QR code :": "In the app, scan this QR code:",
+    "Inconnu": "Unknown",
+    "Indiquez l'adresse e-mail de votre compte : nous vous enverrons un lien pour choisir un nouveau mot de passe. Il sera valable 30 minutes.":
+        "Enter your account's email address: we will send you a link to choose a new password. It is valid for 30 minutes.",
+    "Indiquez l'adresse e-mail de votre compte : nous vous enverrons un nouveau lien.":
+        "Enter your account's email address: we will send you a new link.",
+    "Indiquez votre identité telle qu'elle figure sur votre acte de naissance. Tous les champs sont obligatoires sauf mention contraire.":
+        "Enter your identity as it appears on your birth certificate. All fields are required unless marked optional.",
+    "Installez une application d'authentification sur votre téléphone (par exemple FreeOTP, Aegis ou Google Authenticator).":
+        "Install an authenticator app on your phone (for example FreeOTP, Aegis or Google Authenticator).",
+    "La double authentification est désactivée.": "Two-step verification is off.",
+    "Mot de passe oublié": "Forgotten password",
+    "Ou saisissez cette clé à la main :": "Or type this key by hand:",
+    "Ouvrez votre application d'authentification et saisissez le code à 6 chiffres affiché pour ce site.":
+        "Open your authenticator app and enter the 6-digit code it shows for this site.",
+    "Protégez votre compte avec un code à usage unique, donné par une application sur votre téléphone.":
+        "Protect your account with a one-time code given by an app on your phone.",
+    "QR code à scanner avec votre application d'authentification": "QR code to scan with your authenticator app",
+    "Recevoir un nouveau lien de confirmation": "Get a new confirmation link",
+    "Saisissez le code à 6 chiffres affiché par l'application :": "Enter the 6-digit code shown by the app:",
+    "Voici vos codes de secours. Chacun ne sert qu'une fois, si vous n'avez plus votre téléphone. Notez-les ou imprimez-les maintenant : ils ne seront plus affichés.":
+        "Here are your recovery codes. Each works once, if you no longer have your phone. Write them down or print them now: they will not be shown again.",
+    "Votre adresse e-mail est confirmée. Vous pouvez maintenant vous connecter.":
+        "Your email address is confirmed. You can now log in.",
+    "Votre mot de passe a été changé. Par sécurité, tous vos appareils ont été déconnectés : connectez-vous avec le nouveau mot de passe.":
+        "Your password has been changed. For your safety, all your devices have been logged out: log in with the new password.",
+    "Votre session a expiré. Connectez-vous de nouveau.": "Your session has expired. Please log in again.",
+    "Vous êtes déconnecté(e) de tous vos appareils.": "You are logged out of all your devices.",
+    "Vous êtes déconnecté(e).": "You are logged out.",
+    "Envoyer le lien": "Send the link",
+    "Vérifiez votre boîte mail": "Check your mailbox",
+    "Lien expiré": "Link expired",
+    "Confirmer mon adresse e-mail": "Confirm my email address",
+    "Recevoir un nouveau lien": "Get a new link",
+    "Demander un nouveau lien": "Ask for a new link",
+    "Tous vos prénoms, séparés par des espaces, dans l'ordre de l'état civil.":
+        "All your first names, separated by spaces, in the order of the civil register.",
+    "Par exemple le nom d'époux ou d'épouse.": "For example your spouse's name.",
+    "Jour/mois/année, par exemple 31/07/1984.": "Day/month/year, for example 31/07/1984.",
+    "France : 99100. Pour un autre pays, le code INSEE à 5 chiffres commençant par 99.":
+        "France: 99100. For another country, the 5-digit INSEE code starting with 99.",
+    "Seulement si vous êtes né(e) en France : 5 caractères, par exemple 75056 pour Paris. À laisser vide si vous êtes né(e) à l'étranger.":
+        "Only if you were born in France: 5 characters, for example 75056 for Paris. Leave empty if you were born abroad.",
+    "Nous y enverrons un lien pour la confirmer.": "We will send a link there to confirm it.",
+    "Au moins 12 caractères. Une phrase facile à retenir convient très bien, par exemple « quatre chats verts au marché ».":
+        "At least 12 characters. An easy-to-remember phrase works very well, for example “four green cats at the market”.",
+    "Au moins 12 caractères. Une phrase facile à retenir convient très bien.":
+        "At least 12 characters. An easy-to-remember phrase works very well.",
+    "Vous avez perdu votre téléphone ? Saisissez un de vos codes de secours.":
+        "Lost your phone? Enter one of your recovery codes.",
+    "Nous venons d'envoyer un e-mail à l'adresse indiquée. Ouvrez le lien qu'il contient pour activer votre compte. Pensez à regarder dans les courriers indésirables.":
+        "We have just sent an email to the address you gave. Open the link in it to activate your account. Remember to check your spam folder.",
+    "Si un compte correspond à cette adresse, un e-mail vient de lui être envoyé. Pensez à regarder dans les courriers indésirables.":
+        "If an account matches this address, an email has just been sent to it. Remember to check your spam folder.",
+    "Cette page n'existe pas ou n'existe plus.": "This page does not exist or no longer exists.",
+    "Ce formulaire a expiré ou ne vient pas de ce site. Rechargez la page, puis recommencez.":
+        "This form has expired or does not come from this site. Reload the page, then try again.",
+    "Trop de tentatives de connexion. Par sécurité, réessayez dans quelques minutes.":
+        "Too many login attempts. For your safety, try again in a few minutes.",
+    "Le code de vérification est incorrect ou a expiré. Saisissez le code affiché maintenant par votre application.":
+        "The verification code is wrong or has expired. Enter the code your app shows now.",
+    "Votre adresse e-mail n'est pas encore confirmée. Ouvrez le lien reçu par e-mail, ou demandez un nouveau lien.":
+        "Your email address is not confirmed yet. Open the link you received by email, or ask for a new link.",
+    "Ce lien n'est plus valable : il a expiré ou a déjà été utilisé. Vous pouvez en demander un nouveau.":
+        "This link is no longer valid: it has expired or has already been used. You can ask for a new one.",
 }
 
 

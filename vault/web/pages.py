@@ -60,14 +60,9 @@ def get_cookie(request: Request, base: str) -> str | None:
 
 
 def language(request: Request) -> str:
-    """French unless the citizen chose English (``?lang=en`` sets a cookie) or only asks for English."""
+    """French unless the citizen chose English (the header's link: ``?lang=en``, then a cookie)."""
     chosen = request.query_params.get("lang") or request.cookies.get("lang")
-    if chosen in LANGUAGES:
-        return chosen
-    accept = request.headers.get("accept-language", "").lower()
-    if accept.startswith("en") and "fr" not in accept:
-        return "en"
-    return "fr"
+    return chosen if chosen in LANGUAGES else "fr"
 
 
 # ---- CSRF (double submit; the cookie is __Host- prefixed on HTTPS) ------------------------------------
