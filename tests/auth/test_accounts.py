@@ -339,7 +339,7 @@ def enable_totp(browser: Browser) -> tuple[pyotp.TOTP, list[str]]:
 
     page = browser.get("/account/totp")
     assert page.status_code == 200 and "data:image/svg+xml" in page.text
-    secret = re.search(r'<code class="secret">([A-Z2-7]+)</code>', page.text).group(1)
+    secret = re.search(r'<code class="secret">([A-Z2-7 ]+)</code>', page.text).group(1).replace(" ", "")
     totp = pyotp.TOTP(secret)
     wrong = browser.submit("/account/totp", {"otp": "000000" if totp.now() != "000000" else "111111"})
     assert wrong.status_code == 400 and "incorrect" in wrong.text

@@ -25,7 +25,7 @@ def template_sentences() -> set[str]:
             if call.node.name == "field":  # field(name, label, ..., hint=...)
                 found.add(call.args[1].value)
                 found.update(kw.value.value for kw in call.kwargs
-                             if kw.key == "hint" and isinstance(kw.value, nodes.Const))
+                             if kw.key in ("hint", "optional_note") and isinstance(kw.value, nodes.Const))
     return found
 
 

@@ -103,6 +103,7 @@ EN: dict[str, str] = {
     "Vous êtes déconnecté(e) de tous vos appareils.": "You are logged out of all your devices.",
     "Vous êtes déconnecté(e).": "You are logged out.",
     "Envoyer le lien": "Send the link",
+    "seulement si vous êtes né(e) en France": "only if you were born in France",
     "Vérifiez votre boîte mail": "Check your mailbox",
     "Lien expiré": "Link expired",
     "Confirmer mon adresse e-mail": "Confirm my email address",
