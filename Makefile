@@ -6,6 +6,8 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
+# The issuer (links in mail, later the OIDC issuer) follows HOST/PORT unless set explicitly.
+export VAULT_ISSUER ?= http://$(HOST):$(PORT)
 
 .PHONY: run test venv clean
 
