@@ -114,3 +114,39 @@ def verified_citizen(browser: Browser, outbox: Outbox, address: str, password: s
     token = link.split("token=", 1)[1]
     response = browser.submit(link, {"token": token}, action="/verify-email")
     assert response.status_code == 303, response.text[:500]
+
+
+# ---- OpenID Connect ----------------------------------------------------------------------------------
+
+RP_CALLBACK = "https://rp.example.org/callback"
+RP_LOGGED_OUT = "https://rp.example.org/bye"
+
+
+@dataclass
+class App:
+    client_id: str
+    secret: str | None
+
+
+def register_app(engine: Any, *, scope: str = "openid profile birth email", auth_method: str = "client_secret_post",
+                 sector: str | None = None, **options: Any) -> App:
+    """Register an app through the service, as `vault client create` does."""
+    from sqlmodel import Session
+
+    from vault.auth.clients import create_client
+
+    values = {"name": "Inscriptions scolaires", "redirect_uris": [RP_CALLBACK],
+              "post_logout_redirect_uris": [RP_LOGGED_OUT], "userinfo_signed": False, "id_token_alg": "ES256",
+              "require_nonce": True, "allow_refresh": False, "jwks_json": None, "production": False}
+    values.update(options)
+    with Session(engine) as session:
+        registration = create_client(session=session, scope=scope, auth_method=auth_method, sector=sector,
+                                     **values)
+        session.commit()
+        return App(client_id=registration.client.client_id, secret=registration.secret)
+
+
+def query_of(location: str) -> dict[str, str]:
+    from urllib.parse import parse_qsl, urlsplit
+
+    return dict(parse_qsl(urlsplit(location).query))

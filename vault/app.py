@@ -16,7 +16,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import RedirectResponse, Response
 
 from vault import __version__, crypto
+from vault.auth import oidc_routes
 from vault.auth import routes as auth_routes
+from vault.auth.adapter import BodyError
+from vault.auth.keys import KeyStore
+from vault.auth.oidc import OpenIDService
 from vault.auth.passwords import Hasher
 from vault.auth.service import AccountService
 from vault.db import DatabaseUnavailable, make_engine, ping
@@ -48,6 +52,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.state.keys = crypto.load_key_provider(settings)
     app.state.blob_store = make_blob_store(settings)
     app.state.scanner = ClamdScanner(settings.clamd_address) if settings.antivirus == "clamd" else None
+    app.state.oidc = OpenIDService(settings=settings, keystore=KeyStore(app.state.keys))
     app.state.accounts = AccountService(
         settings=settings,
         hasher=Hasher(time_cost=settings.argon2_time_cost, memory_kib=settings.argon2_memory_kib),
@@ -59,6 +64,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.include_router(auth_routes.router)
     app.include_router(auth_routes.api)
+    app.include_router(oidc_routes.router)
     _add_operational_routes(app)
     _add_error_handlers(app)
     return app
@@ -129,6 +135,14 @@ def _add_error_handlers(app: FastAPI) -> None:
         if _wants_json(request):
             return JSONResponse({"error": "invalid_request", "detail": exc.message}, status_code=exc.status)
         return message_page(request, title=exc.title, message=exc.message, status=exc.status)
+
+    @app.exception_handler(BodyError)
+    async def oauth_body_error(request: Request, exc: BodyError) -> Response:
+        if request.url.path in ("/authorize", "/logout"):
+            return message_page(request, title="Impossible de continuer", message="La demande envoyée n'est pas valide.",
+                                status=exc.status)
+        return JSONResponse({"error": "invalid_request", "error_description": exc.description},
+                            status_code=exc.status, headers={"Cache-Control": "no-store"})
 
     @app.exception_handler(auth_routes.LoginRequired)
     async def login_required(request: Request, exc: auth_routes.LoginRequired) -> Response:

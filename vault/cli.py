@@ -17,7 +17,11 @@ app = typer.Typer(help="Citizen Vault: the city's identity provider and document
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 citizen_app = typer.Typer(help="Citizen accounts.", no_args_is_help=True)
 demo_app = typer.Typer(help="Demonstration data (development only).", no_args_is_help=True)
+client_app = typer.Typer(help="Apps (OpenID Connect clients).", no_args_is_help=True)
+keys_app = typer.Typer(help="Token signing keys.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+app.add_typer(client_app, name="client")
+app.add_typer(keys_app, name="keys")
 app.add_typer(citizen_app, name="citizen")
 app.add_typer(demo_app, name="demo")
 
@@ -71,6 +75,18 @@ def _services(settings: Settings):  # noqa: ANN202
     service = AccountService(settings=settings, keys=keys, mailer=make_mailer(settings),
                              hasher=Hasher(time_cost=settings.argon2_time_cost, memory_kib=settings.argon2_memory_kib))
     return engine, service
+
+
+def _keystore(settings: Settings):  # noqa: ANN202
+    from vault import crypto
+    from vault.auth.keys import KeyStore
+    from vault.db import make_engine
+
+    try:
+        keys = crypto.load_key_provider(settings)
+    except crypto.KeyProviderError as exc:
+        fail(str(exc), as_json=False, code="config_error")
+    return make_engine(settings.effective_database_url), KeyStore(keys)
 
 
 def _require_schema(engine, as_json: bool) -> None:  # noqa: ANN001
@@ -127,6 +143,12 @@ def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")]
     except SQLAlchemyError as exc:
         fail(f"migration failed: {type(exc).__name__}: {exc.args[0] if exc.args else ''}", as_json=False,
              code="migration_failed")
+    if revision == "head":
+        # Signing keys and service secrets exist before any replica serves (no first-request race).
+        engine, keystore = _keystore(settings)
+        with Session(engine) as session:
+            keystore.ensure(session)
+            session.commit()
     typer.echo(f"database at revision {revision}", err=True)
 
 
@@ -202,6 +224,125 @@ def citizen_list(
         typer.echo(f"{c.id}  {c.email}  {c.given_name} {c.family_name}  ({flags})")
 
 
+# ---- apps (OpenID Connect clients) ---------------------------------------------------------------------
+
+
+def _print_client(body: dict, as_json: bool, secret: str | None = None) -> None:
+    if secret is not None:
+        body = {**body, "client_secret": secret}
+    if as_json:
+        typer.echo(json.dumps(body, ensure_ascii=False))
+        return
+    typer.echo(f"{body['client_id']}  {body['name']}  ({body['auth_method']}{', disabled' if body.get('disabled') else ''})")
+    if secret is not None:
+        typer.echo(f"client_secret (shown once, store it now): {secret}")
+
+
+@client_app.command("create")
+def client_create(
+    name: Annotated[str, typer.Option(help="The app's name, shown to citizens on the consent page.")],
+    redirect_uri: Annotated[list[str], typer.Option(help="Registered redirect URI (repeatable), exact match.")],
+    post_logout_redirect_uri: Annotated[list[str] | None, typer.Option(help="Allowed after logout (repeatable).")] = None,
+    scope: Annotated[str, typer.Option(help="Scopes the app may ask for.")] = "openid profile email",
+    auth_method: Annotated[str, typer.Option(help="client_secret_post|client_secret_basic|private_key_jwt|none")] = "client_secret_basic",
+    sector: Annotated[str | None, typer.Option(help="Pairwise sector: apps sharing it get the same sub.")] = None,
+    userinfo_signed: Annotated[bool, typer.Option("--userinfo-signed", help="Userinfo as a signed JWT.")] = False,
+    id_token_alg: Annotated[str, typer.Option(help="ES256 or RS256.")] = "ES256",
+    nonce_optional: Annotated[bool, typer.Option("--nonce-optional", help="Accept requests without nonce.")] = False,
+    refresh_tokens: Annotated[bool, typer.Option("--refresh-tokens", help="Allow the refresh_token grant.")] = False,
+    jwks: Annotated[str | None, typer.Option(help="File with the app's public JWK Set (private_key_jwt).")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Register an app; prints its client_id and client_secret (the secret is shown once, stored hashed)."""
+    from pathlib import Path
+
+    from vault.auth.clients import ClientError, client_public, create_client
+
+    settings = settings_or_exit(as_json)
+    jwks_json = None
+    if jwks:
+        try:
+            jwks_json = Path(jwks).read_text(encoding="utf-8")
+        except OSError as exc:
+            fail(f"cannot read --jwks {jwks}: {exc.strerror}", as_json=as_json, code="invalid_input")
+    engine, _ = _keystore(settings)
+    _require_schema(engine, as_json)
+    with Session(engine, expire_on_commit=False) as session:
+        try:
+            registration = create_client(
+                session=session, name=name, redirect_uris=redirect_uri, post_logout_redirect_uris=post_logout_redirect_uri or [],
+                scope=scope, auth_method=auth_method, sector=sector, userinfo_signed=userinfo_signed,
+                id_token_alg=id_token_alg, require_nonce=not nonce_optional, allow_refresh=refresh_tokens,
+                jwks_json=jwks_json, production=settings.is_production)
+        except ClientError as exc:
+            fail("the app was not registered", as_json=as_json, code="invalid_input", fields=exc.fields)
+        session.commit()
+        _print_client(client_public(registration.client), as_json, registration.secret)
+
+
+@client_app.command("list")
+def client_list(as_json: JsonFlag = False) -> None:
+    """List registered apps."""
+    from vault.auth.clients import client_public, list_clients
+
+    settings = settings_or_exit(as_json)
+    engine, _ = _keystore(settings)
+    _require_schema(engine, as_json)
+    with Session(engine) as session:
+        clients = [client_public(c) for c in list_clients(session=session)]
+    if as_json:
+        typer.echo(json.dumps(clients, ensure_ascii=False))
+        return
+    for body in clients:
+        _print_client(body, False)
+
+
+def _client_change(client_id: str, as_json: bool, change) -> None:  # noqa: ANN001
+    from vault.auth.clients import ClientError, ClientNotFound
+
+    settings = settings_or_exit(as_json)
+    engine, _ = _keystore(settings)
+    _require_schema(engine, as_json)
+    with Session(engine, expire_on_commit=False) as session:
+        try:
+            output = change(session)
+        except ClientNotFound:
+            fail(f"no app with client_id {client_id}", as_json=as_json, code="not_found")
+        except ClientError as exc:
+            fail(str(exc), as_json=as_json, code="invalid_input", fields=exc.fields)
+        session.commit()
+    typer.echo(json.dumps(output, ensure_ascii=False) if as_json else "\n".join(f"{k}: {v}" for k, v in output.items()))
+
+
+@client_app.command("rotate-secret")
+def client_rotate_secret(client_id: str, as_json: JsonFlag = False) -> None:
+    """Give the app a new secret (shown once); the old one stops working at once."""
+    from vault.auth.clients import rotate_secret
+
+    _client_change(client_id, as_json, lambda s: {"client_id": client_id,
+                                                   "client_secret": rotate_secret(session=s, client_id=client_id)})
+
+
+@client_app.command("disable")
+def client_disable(client_id: str, as_json: JsonFlag = False) -> None:
+    """Stop the app: no more logins through it, its tokens are revoked."""
+    from vault.auth.clients import client_public, disable_client
+
+    _client_change(client_id, as_json, lambda s: client_public(disable_client(session=s, client_id=client_id)))
+
+
+@keys_app.command("rotate")
+def keys_rotate(as_json: JsonFlag = False) -> None:
+    """New signing keys; the retired public keys stay in /jwks until the tokens they signed expire."""
+    settings = settings_or_exit(as_json)
+    engine, keystore = _keystore(settings)
+    _require_schema(engine, as_json)
+    with Session(engine) as session:
+        kids = keystore.rotate(session)
+        session.commit()
+    typer.echo(json.dumps({"active": kids}) if as_json else "active signing keys: " + ", ".join(kids))
+
+
 # ---- demo ----------------------------------------------------------------------------------------
 
 
@@ -224,7 +365,9 @@ def demo_seed(as_json: JsonFlag = False) -> None:
         else:
             citizen.password_hash = service.hasher.hash(password)
         session.commit()
-    credentials = {"email": DEMO_CITIZEN["email"], "password": password, "url": f"{settings.issuer}/login"}
+    _seed_demo_client(engine, settings)
+    credentials = {"email": DEMO_CITIZEN["email"], "password": password, "url": f"{settings.issuer}/login",
+                   "demo_app": f"{settings.issuer}/demo"}
     if as_json:
         typer.echo(json.dumps(credentials))
     else:
@@ -232,6 +375,25 @@ def demo_seed(as_json: JsonFlag = False) -> None:
         typer.echo(f"  email:    {credentials['email']}")
         typer.echo(f"  password: {credentials['password']}")
         typer.echo(f"  log in at {credentials['url']}")
+        typer.echo(f"Demo app (plays a city app, OpenID Connect): {credentials['demo_app']}")
+
+
+DEMO_CLIENT_ID = "demo-app"
+
+
+def _seed_demo_client(engine, settings: Settings) -> None:  # noqa: ANN001
+    """The demo app served at /demo: a public client (PKCE) whose URIs follow the issuer."""
+    from vault.auth.models import OAuthClient
+
+    with Session(engine) as session:
+        client = session.get(OAuthClient, DEMO_CLIENT_ID) or OAuthClient(
+            client_id=DEMO_CLIENT_ID, name="Démonstration (application de la ville)", auth_method="none",
+            scope="openid profile birth email", sector=DEMO_CLIENT_ID, redirect_uris=[], allow_refresh=True)
+        client.redirect_uris = [f"{settings.issuer}/demo/callback"]
+        client.post_logout_redirect_uris = [f"{settings.issuer}/demo"]
+        client.disabled_at = None
+        session.add(client)
+        session.commit()
 
 
 def main() -> None:

@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     # Argon2id cost (RFC 9106 second recommended option by default). Lower only in tests.
     argon2_time_cost: int = Field(default=3, ge=1)
     argon2_memory_kib: int = Field(default=64 * 1024, ge=8 * 1024)
+    # OpenID Connect provider.
+    access_token_seconds: int = Field(default=600, ge=60, le=3600)
+    refresh_token_days: int = Field(default=30, ge=1, le=365)
     # Proxies whose X-Forwarded-For is trusted for the client address (comma-separated IPs).
     trusted_proxies: str = ""
 

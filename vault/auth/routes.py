@@ -34,6 +34,7 @@ api = APIRouter(prefix="/api/v1", tags=["account"])
 DB = Annotated[Session, Depends(get_session, scope="function")]
 Form = Annotated[dict[str, str], Depends(read_form)]
 SESSION_COOKIE = "session"
+PENDING_PREFIX = "/authorize/continue/"
 
 # Notices shown after a redirect: only these fixed texts, never text taken from the URL.
 NOTICES = {
@@ -243,18 +244,23 @@ def reset(request: Request, form: Form, session: DB, service: Accounts) -> Respo
 # ---- login / logout --------------------------------------------------------------------------------
 
 
-def _login_page(request: Request, *, failure: str | None = None, errors: dict | None = None,
+def _login_page(request: Request, session: Session, *, failure: str | None = None, errors: dict | None = None,
                 values: dict | None = None, status: int = 200) -> Response:
+    next_path = safe_next(request.query_params.get("next") or (values or {}).get("next"))
+    app_name = None
+    if next_path.startswith(PENDING_PREFIX):  # logging in for an app: say which one
+        app_name = request.app.state.oidc.pending_client_name(db=session, pending_id=next_path[len(PENDING_PREFIX):])
+    if values is None and (hint := request.query_params.get("login_hint")):
+        values = {"email": hint[:254]}
     return render(request, "login.html", {
         "title": "Se connecter", "failure": failure, "errors": errors or {}, "values": values or {},
-        "notice": NOTICES.get(request.query_params.get("notice", "")),
-        "next": safe_next(request.query_params.get("next") or (values or {}).get("next")),
+        "notice": NOTICES.get(request.query_params.get("notice", "")), "next": next_path, "app_name": app_name,
     }, status=status)
 
 
 @router.get("/login", include_in_schema=False)
-def login_page(request: Request, current: Current) -> Response:
-    return _login_page(request)
+def login_page(request: Request, session: DB, current: Current) -> Response:
+    return _login_page(request, session)
 
 
 def _logged_in(request: Request, token: str, next_path: str) -> Response:
@@ -270,20 +276,20 @@ def login(request: Request, form: Form, session: DB, service: Accounts) -> Respo
     if not form.get("email") or not form.get("password"):
         errors = {k: m for k, m in (("email", "Indiquez votre adresse e-mail."),
                                     ("password", "Indiquez votre mot de passe.")) if not form.get(k)}
-        return _login_page(request, errors=errors, values=values, status=400)
+        return _login_page(request, session, errors=errors, values=values, status=400)
     # The old session (if any) ends here: a login always opens a new session id.
     service.logout(session=session, token=get_cookie(request, SESSION_COOKIE))
     try:
         result = service.login(session=session, email=form["email"], password=form["password"], otp=form.get("otp"),
                                address=client_address(request), user_agent=request.headers.get("user-agent", ""))
     except TooManyLoginAttempts as exc:
-        response = _login_page(request, failure=exc.message, values=values, status=429)
+        response = _login_page(request, session, failure=exc.message, values=values, status=429)
         response.headers["Retry-After"] = str(exc.retry_after)
         return response
     except EmailNotVerified as exc:
-        return _login_page(request, failure=exc.message, values=values, status=403)
+        return _login_page(request, session, failure=exc.message, values=values, status=403)
     except AuthError as exc:  # wrong credentials or wrong OTP: failures are recorded, then committed
-        return _login_page(request, failure=exc.message, values=values, status=401)
+        return _login_page(request, session, failure=exc.message, values=values, status=401)
     next_path = form.get("next", "")
     if result.mfa_pending:
         response = redirect("/login/otp" + (f"?next={quote(next_path)}" if next_path == safe_next(next_path) else ""))
@@ -308,7 +314,7 @@ def login_otp(request: Request, form: Form, session: DB, service: Accounts) -> R
                                       address=client_address(request),
                                       user_agent=request.headers.get("user-agent", ""))
     except InvalidLink as exc:
-        return _login_page(request, failure=exc.message, status=400)
+        return _login_page(request, session, failure=exc.message, status=400)
     except TooManyLoginAttempts as exc:
         response = render(request, "login_otp.html", {"title": "Code de vérification", "failure": exc.message},
                           status=429)
@@ -318,15 +324,6 @@ def login_otp(request: Request, form: Form, session: DB, service: Accounts) -> R
         return render(request, "login_otp.html", {"title": "Code de vérification", "failure": exc.message,
                                                   "errors": {"otp": exc.message}}, status=401)
     return _logged_in(request, result.token, form.get("next", ""))
-
-
-@router.post("/logout", include_in_schema=False)
-def logout(request: Request, form: Form, session: DB, service: Accounts) -> Response:
-    service.logout(session=session, token=get_cookie(request, SESSION_COOKIE))
-    response = redirect("/?notice=logged_out")
-    clear_cookie(response, request.app.state.settings, SESSION_COOKIE)
-    rotate_csrf(request, response)
-    return response
 
 
 @router.post("/logout/everywhere", include_in_schema=False)

@@ -1,0 +1,110 @@
+"""The Starlette glue for authlib's server (authlib ships none): requests in, responses out.
+
+authlib's ``OAuth2Request`` is built from what the route already read (query and form), with the
+*public* URL (the issuer's), so that a TLS-terminating proxy does not make every request look
+insecure. The ``body=`` argument, deprecated in authlib, is not used: the payload carries the data.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+from authlib.oauth2.rfc6749 import OAuth2Payload, OAuth2Request
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+
+MAX_BODY = 64 * 1024
+
+
+class BodyError(Exception):
+    """The request body is not a form this endpoint accepts (size, type, encoding)."""
+
+    def __init__(self, status: int, description: str) -> None:
+        super().__init__(description)
+        self.status = status
+        self.description = description
+
+
+class VaultPayload(OAuth2Payload):
+    def __init__(self, items: list[tuple[str, str]]) -> None:
+        self._datalist: defaultdict[str, list] = defaultdict(list)
+        for key, value in items:
+            self._datalist[key].append(value)
+        self._data = {key: values[0] for key, values in self._datalist.items()}
+
+    @property
+    def data(self) -> dict[str, str]:
+        return self._data
+
+    @property
+    def datalist(self) -> defaultdict[str, list]:
+        return self._datalist
+
+
+class VaultOAuth2Request(OAuth2Request):
+    def __init__(self, *, method: str, uri: str, headers: dict[str, str], query: list[tuple[str, str]],
+                 form: list[tuple[str, str]]) -> None:
+        super().__init__(method=method, uri=uri, headers=headers)
+        self._args = dict(query)
+        self._form = dict(form)
+        # Authorization parameters come from the query (GET) or the form (POST), never mixed.
+        self.payload = VaultPayload(form if method == "POST" else query)
+        self.login = None  # the citizen's login session, set by the authorization route
+
+    @property
+    def args(self) -> dict[str, str]:
+        return self._args
+
+    @property
+    def form(self) -> dict[str, str]:
+        return self._form
+
+
+async def read_form_items(request: Request) -> list[tuple[str, str]]:
+    """The urlencoded body of a POST (OAuth endpoints take nothing else), bounded and strict."""
+    if request.method != "POST":
+        return []
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "application/x-www-form-urlencoded":
+        raise BodyError(400, "The body must be application/x-www-form-urlencoded.")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY:
+            raise BodyError(413, "The request body is too large.")
+    try:
+        return parse_qsl(body.decode("utf-8"), keep_blank_values=False, max_num_fields=100)
+    except (UnicodeDecodeError, ValueError):
+        raise BodyError(400, "The body is not valid UTF-8 form data.") from None
+
+
+def oauth_request(request: Request, issuer: str, form: list[tuple[str, str]],
+                  query: list[tuple[str, str]] | None = None) -> VaultOAuth2Request:
+    query = query if query is not None else list(request.query_params.multi_items())
+    uri = issuer + request.url.path + (f"?{urlencode(query)}" if query else "")
+    return VaultOAuth2Request(method=request.method, uri=uri, headers=dict(request.headers), query=query, form=form)
+
+
+def to_response(result: tuple[int, Any, list], *, issuer: str | None = None) -> Response:
+    """authlib's (status, body, headers) as a Starlette response. With ``issuer``, a redirect to
+    the client carries ``iss`` (RFC 9207 §2), errors included."""
+    status, body, headers = result
+    header_map = dict(headers or [])
+    location = header_map.pop("Location", None)
+    if location is not None:
+        if issuer:
+            separator = "&" if "?" in location else "?"
+            location = f"{location}{separator}{urlencode({'iss': issuer})}"
+        return RedirectResponse(location, status_code=303 if status == 302 else status, headers=header_map)
+    header_map.pop("Content-Type", None)
+    if isinstance(body, dict):
+        response: Response = JSONResponse(body, status_code=status, headers=header_map)
+    else:
+        response = Response(body if isinstance(body, (str, bytes)) else json.dumps(body), status_code=status,
+                            headers=header_map, media_type="application/json")
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Pragma"] = "no-cache"
+    return response

@@ -1,0 +1,64 @@
+"""Scopes and claims with FranceConnect's names and formats (DESIGN.md §3).
+
+One scope per claim, plus FranceConnect's groups. The consent page names each claim in plain French.
+"""
+
+from __future__ import annotations
+
+from vault.auth.models import Citizen
+
+CLAIMS = ("given_name", "family_name", "birthdate", "gender", "birthplace", "birthcountry",
+          "preferred_username", "email")
+
+SCOPE_GROUPS: dict[str, tuple[str, ...]] = {
+    "profile": ("given_name", "family_name", "birthdate", "gender", "preferred_username"),
+    "birth": ("birthplace", "birthcountry"),
+    "identite_pivot": ("given_name", "family_name", "birthdate", "gender", "birthplace", "birthcountry"),
+    "email": ("email",),
+    **{claim: (claim,) for claim in CLAIMS if claim != "email"},
+}
+# Scopes that grant access to an API rather than to claims (the document vault).
+API_SCOPES = {
+    "documents:read": "Consulter les justificatifs de votre coffre-fort",
+    "documents:write": "Déposer des justificatifs dans votre coffre-fort",
+}
+SCOPES_SUPPORTED = ["openid", *SCOPE_GROUPS, *API_SCOPES]
+
+CLAIM_LABELS = {
+    "given_name": "Vos prénoms",
+    "family_name": "Votre nom de naissance",
+    "preferred_username": "Votre nom d'usage",
+    "birthdate": "Votre date de naissance",
+    "gender": "Votre sexe",
+    "birthplace": "Votre commune de naissance",
+    "birthcountry": "Votre pays de naissance",
+    "email": "Votre adresse e-mail",
+}
+
+
+def claims_for_scope(scope: str) -> list[str]:
+    """The claims a scope string grants, in a stable order."""
+    wanted = {claim for s in scope.split() for claim in SCOPE_GROUPS.get(s, ())}
+    return [claim for claim in CLAIMS if claim in wanted]
+
+
+def describe_scope(scope: str) -> list[str]:
+    """Plain French lines for the consent page: what the app will receive or be able to do."""
+    lines = [CLAIM_LABELS[c] for c in claims_for_scope(scope)]
+    lines += [text for s, text in API_SCOPES.items() if s in scope.split()]
+    return lines
+
+
+def user_claims(citizen: Citizen, scope: str) -> dict[str, str]:
+    """The claim values for ``scope``, formatted as FranceConnect sends them."""
+    values = {
+        "given_name": citizen.given_name,
+        "family_name": citizen.family_name,
+        "birthdate": citizen.birthdate.isoformat(),
+        "gender": citizen.gender,
+        "birthplace": citizen.birthplace or "",
+        "birthcountry": citizen.birthcountry,
+        "preferred_username": citizen.preferred_username or "",
+        "email": citizen.email,
+    }
+    return {claim: values[claim] for claim in claims_for_scope(scope)}

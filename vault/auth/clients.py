@@ -1,0 +1,155 @@
+"""Apps (OpenID Connect clients): registration, listing, secret rotation, disabling."""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from joserfc import jwk
+from joserfc.errors import JoseError
+from sqlalchemy import update
+from sqlmodel import Session, select
+
+from vault.auth.claims import SCOPES_SUPPORTED
+from vault.auth.models import OAuthClient, OAuthToken
+from vault.auth.provider import AUTH_METHODS, token_hash
+from vault.db import utcnow
+
+logger = logging.getLogger(__name__)
+
+
+class ClientError(Exception):
+    """Invalid registration data; ``fields`` maps an option name to the problem."""
+
+    def __init__(self, fields: dict[str, str]) -> None:
+        super().__init__("; ".join(f"{k}: {v}" for k, v in fields.items()))
+        self.fields = fields
+
+
+class ClientNotFound(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Registration:
+    client: OAuthClient
+    secret: str | None  # shown once
+
+
+def _check_uri(uri: str, *, production: bool) -> str | None:
+    parts = urlsplit(uri)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        return f"{uri!r} is not an absolute http(s) URL"
+    if parts.fragment:
+        return f"{uri!r} must not have a fragment"
+    loopback = parts.hostname in ("localhost", "127.0.0.1", "::1")
+    if parts.scheme == "http" and production and not loopback:
+        return f"{uri!r} must use https"
+    return None
+
+
+def client_public(client: OAuthClient) -> dict:
+    return {
+        "client_id": client.client_id,
+        "name": client.name,
+        "redirect_uris": client.redirect_uris,
+        "post_logout_redirect_uris": client.post_logout_redirect_uris,
+        "scope": client.scope,
+        "auth_method": client.auth_method,
+        "sector": client.sector,
+        "id_token_signed_response_alg": client.id_token_alg,
+        "userinfo_signed_response_alg": client.id_token_alg if client.userinfo_signed else None,
+        "require_nonce": client.require_nonce,
+        "refresh_tokens": client.allow_refresh,
+        "created_at": client.created_at.isoformat(),
+        "disabled": client.disabled_at is not None,
+    }
+
+
+def create_client(*, session: Session, name: str, redirect_uris: list[str], post_logout_redirect_uris: list[str],
+                  scope: str, auth_method: str, sector: str | None, userinfo_signed: bool, id_token_alg: str,
+                  require_nonce: bool, allow_refresh: bool, jwks_json: str | None, production: bool) -> Registration:
+    errors: dict[str, str] = {}
+    if not name.strip() or len(name) > 200:
+        errors["name"] = "give the app's name (1 to 200 characters), shown to citizens on the consent page"
+    if not redirect_uris:
+        errors["redirect-uri"] = "at least one is required"
+    for option, uris in (("redirect-uri", redirect_uris), ("post-logout-redirect-uri", post_logout_redirect_uris)):
+        for uri in uris:
+            if problem := _check_uri(uri, production=production):
+                errors[option] = problem
+    scopes = scope.split()
+    unknown = [s for s in scopes if s not in SCOPES_SUPPORTED]
+    if "openid" not in scopes:
+        errors["scope"] = "must include openid"
+    elif unknown:
+        errors["scope"] = f"unknown scope(s): {', '.join(unknown)}; supported: {' '.join(SCOPES_SUPPORTED)}"
+    if auth_method not in AUTH_METHODS:
+        errors["auth-method"] = f"one of {', '.join(AUTH_METHODS)}"
+    if id_token_alg not in ("ES256", "RS256"):
+        errors["id-token-alg"] = "ES256 or RS256"
+    if sector is not None and (not sector.strip() or len(sector) > 200):
+        errors["sector"] = "1 to 200 characters"
+    jwks = None
+    if auth_method == "private_key_jwt":
+        try:
+            jwks = json.loads(jwks_json or "")
+            keyset = jwk.KeySet.import_key_set(jwks)
+            if not keyset.keys or any(key.is_private for key in keyset.keys):
+                raise ValueError
+        except (ValueError, TypeError, JoseError):
+            errors["jwks"] = "private_key_jwt needs --jwks with the app's PUBLIC keys (a JWK Set, JSON)"
+    if errors:
+        raise ClientError(errors)
+
+    client_id = secrets.token_urlsafe(24)
+    secret = None if auth_method in ("none", "private_key_jwt") else secrets.token_urlsafe(32)
+    client = OAuthClient(
+        client_id=client_id, name=name.strip(), secret_hash=token_hash(secret) if secret else None,
+        redirect_uris=list(dict.fromkeys(redirect_uris)),
+        post_logout_redirect_uris=list(dict.fromkeys(post_logout_redirect_uris)),
+        scope=" ".join(dict.fromkeys(scopes)), auth_method=auth_method, sector=(sector or client_id).strip(),
+        id_token_alg=id_token_alg, userinfo_signed=userinfo_signed, require_nonce=require_nonce,
+        allow_refresh=allow_refresh, jwks=jwks,
+    )
+    session.add(client)
+    session.flush()
+    logger.info("app registered", extra={"client_id": client_id})
+    return Registration(client=client, secret=secret)
+
+
+def list_clients(*, session: Session) -> list[OAuthClient]:
+    return list(session.exec(select(OAuthClient).order_by(OAuthClient.created_at)))  # type: ignore[arg-type]
+
+
+def _get(session: Session, client_id: str) -> OAuthClient:
+    client = session.get(OAuthClient, client_id)
+    if client is None:
+        raise ClientNotFound(client_id)
+    return client
+
+
+def rotate_secret(*, session: Session, client_id: str) -> str:
+    client = _get(session, client_id)
+    if client.secret_hash is None:
+        raise ClientError({"client": f"{client.auth_method} apps have no secret"})
+    secret = secrets.token_urlsafe(32)
+    client.secret_hash = token_hash(secret)
+    logger.info("app secret rotated", extra={"client_id": client_id})
+    return secret
+
+
+def disable_client(*, session: Session, client_id: str) -> OAuthClient:
+    """The app can no longer log anyone in, and every token it holds is revoked."""
+    client = _get(session, client_id)
+    client.disabled_at = client.disabled_at or utcnow()
+    session.exec(update(OAuthToken).where(OAuthToken.client_id == client_id,  # type: ignore[arg-type]
+                                          OAuthToken.revoked_at.is_(None))  # type: ignore[union-attr]
+                 .values(revoked_at=utcnow()))
+    logger.info("app disabled", extra={"client_id": client_id})
+    return client
+
+

@@ -1,0 +1,139 @@
+"""Token signing keys and service secrets, kept in the database so that replicas share them.
+
+Private keys are stored wrapped by vault.crypto (context ``signing-key:<kid>``). Rotation creates a
+new key per algorithm and retires the old one; a retired public key stays in the JWKS for
+``RETIRED_KEY_PUBLISHED`` so that tokens it signed can still be verified until they expire.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import os
+from datetime import timedelta
+from typing import Any
+
+from joserfc import jwk, jwt
+from joserfc.errors import JoseError
+from sqlmodel import Session, select
+
+from vault import crypto
+from vault.auth.models import ServerSecret, SigningKey
+from vault.db import utcnow
+
+logger = logging.getLogger(__name__)
+
+ALGORITHMS = ("ES256", "RS256")
+RSA_BITS = 3072
+# Longer than anything a key signs lives (ID tokens: 10 minutes; logout hints may be older).
+RETIRED_KEY_PUBLISHED = timedelta(days=7)
+
+
+class InvalidSignature(Exception):
+    """A JWT that was not signed by one of our keys (or is malformed)."""
+
+
+def _generate(alg: str) -> jwk.Key:
+    if alg == "ES256":
+        return jwk.ECKey.generate_key("P-256", private=True)
+    if alg == "RS256":
+        return jwk.RSAKey.generate_key(RSA_BITS, private=True)
+    raise ValueError(f"unsupported signing algorithm {alg}")
+
+
+class KeyStore:
+    def __init__(self, keys: crypto.KeyProvider) -> None:
+        self.keys = keys
+
+    # ---- signing keys ---------------------------------------------------------------------------
+
+    def _create(self, session: Session, alg: str) -> SigningKey:
+        key = _generate(alg)
+        kid = f"{alg.lower()}-{key.thumbprint()[:16]}"
+        private = json.dumps(key.as_dict(private=True)).encode()
+        public = key.as_dict(private=False) | {"kid": kid, "alg": alg, "use": "sig"}
+        row = SigningKey(kid=kid, alg=alg, public_jwk=public,
+                         private_key=crypto.wrap(self.keys, private, context=b"signing-key:" + kid.encode()))
+        session.add(row)
+        return row
+
+    def _active_row(self, session: Session, alg: str) -> SigningKey:
+        row = session.exec(
+            select(SigningKey).where(SigningKey.alg == alg, SigningKey.retired_at.is_(None))  # type: ignore[union-attr]
+            .order_by(SigningKey.created_at.desc())  # type: ignore[attr-defined]
+        ).first()
+        if row is not None:
+            return row
+        # First use (``vault db upgrade`` normally creates them). Two replicas racing here each
+        # create one: both are published and both verify, so no lock is needed.
+        row = self._create(session, alg)
+        session.flush()
+        return row
+
+    def _private(self, row: SigningKey) -> jwk.Key:
+        raw = crypto.unwrap(self.keys, row.private_key, context=b"signing-key:" + row.kid.encode())
+        return jwk.import_key(json.loads(raw))
+
+    def sign(self, session: Session, claims: dict[str, Any], *, alg: str = "ES256", typ: str = "JWT") -> str:
+        row = self._active_row(session, alg)
+        return jwt.encode({"alg": alg, "kid": row.kid, "typ": typ}, claims, self._private(row), algorithms=[alg])
+
+    def published(self, session: Session) -> list[SigningKey]:
+        """Keys in the JWKS: active ones and those retired recently enough."""
+        for alg in ALGORITHMS:
+            self._active_row(session, alg)
+        horizon = utcnow() - RETIRED_KEY_PUBLISHED
+        rows = session.exec(select(SigningKey).order_by(SigningKey.created_at)).all()  # type: ignore[arg-type]
+        return [r for r in rows if r.retired_at is None or r.retired_at > horizon]
+
+    def jwks(self, session: Session) -> dict[str, list[dict]]:
+        return {"keys": [row.public_jwk for row in self.published(session)]}
+
+    def verify(self, session: Session, token: str) -> tuple[dict, dict]:
+        """Check a JWT's signature against our published keys; return (header, claims).
+
+        Expiry is *not* checked here: an ``id_token_hint`` may be expired (OIDC RP-Initiated
+        Logout §2); callers check the claims they rely on.
+        """
+        keyset = jwk.KeySet([jwk.import_key(row.public_jwk) for row in self.published(session)])
+        try:
+            decoded = jwt.decode(token, keyset, algorithms=list(ALGORITHMS))
+        except (JoseError, ValueError, TypeError):
+            raise InvalidSignature() from None
+        return dict(decoded.header), dict(decoded.claims)
+
+    def rotate(self, session: Session) -> list[str]:
+        """New keys for every algorithm; the old ones retire (still published for a while)."""
+        now = utcnow()
+        for row in session.exec(select(SigningKey).where(SigningKey.retired_at.is_(None))).all():  # type: ignore[union-attr]
+            row.retired_at = now
+        kids = [self._create(session, alg).kid for alg in ALGORITHMS]
+        logger.info("signing keys rotated", extra={"kids": kids})
+        return kids
+
+    def ensure(self, session: Session) -> None:
+        """Create what is missing (keys of each algorithm, service secrets); run at ``db upgrade``."""
+        for alg in ALGORITHMS:
+            self._active_row(session, alg)
+        self.secret(session, "pairwise-sub")
+
+    # ---- service secrets ------------------------------------------------------------------------
+
+    def secret(self, session: Session, name: str) -> bytes:
+        """A random 256-bit service secret, created on first use, stored wrapped."""
+        row = session.get(ServerSecret, name)
+        if row is None:  # first use; ``vault db upgrade`` normally creates it before any replica serves
+            row = ServerSecret(name=name, value=crypto.wrap(self.keys, os.urandom(32),
+                                                            context=b"server-secret:" + name.encode()))
+            session.add(row)
+            session.flush()
+        return crypto.unwrap(self.keys, row.value, context=b"server-secret:" + name.encode())
+
+    def pairwise_sub(self, session: Session, *, sector: str, citizen_id: str) -> str:
+        """OIDC Core §8.1 pairwise identifier: a keyed hash of (sector, citizen), stable per sector,
+        unlinkable across sectors. Formatted like FranceConnect's (64 hex characters + ``v1``)."""
+        key = self.secret(session, "pairwise-sub")
+        digest = hmac.new(key, f"{sector}\x00{citizen_id}".encode(), hashlib.sha256).hexdigest()
+        return digest + "v1"

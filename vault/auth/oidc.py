@@ -1,0 +1,331 @@
+"""The OpenID Connect flows around authlib's server: the authorization decision (login, prompt,
+max_age, id_token_hint, consent), userinfo, RP-initiated logout, discovery, the citizen's apps.
+
+No HTTP here: routes turn the outcomes into pages and redirects.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urlencode
+
+from authlib.oauth2.rfc6749.errors import AccessDeniedError, InvalidRequestError, OAuth2Error
+from authlib.oidc.core.errors import ConsentRequiredError, LoginRequiredError
+from sqlalchemy import delete, update
+from sqlmodel import Session, select
+
+from vault.auth.adapter import VaultOAuth2Request
+from vault.auth.claims import SCOPES_SUPPORTED, describe_scope, user_claims
+from vault.auth.keys import InvalidSignature, KeyStore
+from vault.auth.models import Citizen, Consent, LoginSession, OAuthClient, OAuthToken, PendingAuthorization
+from vault.auth.provider import ACR_REACHED, AUTH_METHODS, Provider, scope_list, token_hash
+from vault.auth.service import CurrentSession
+from vault.db import utcnow
+from vault.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+PENDING_LIFETIME = timedelta(minutes=10)
+
+
+# ---- outcomes of the authorization endpoint -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ToClient:
+    """Answer the app: authlib's (status, body, headers), a redirect with a code or an error."""
+
+    result: tuple
+
+
+@dataclass(frozen=True)
+class NeedLogin:
+    pending_id: str
+    login_hint: str | None
+    lang: str | None
+    client_name: str
+
+
+@dataclass(frozen=True)
+class NeedConsent:
+    pending_id: str
+    client_name: str
+    lines: list[str]
+
+
+@dataclass(frozen=True)
+class BadRequest:
+    """An error that must not be redirected (unknown client, unregistered redirect_uri...)."""
+
+    description: str
+
+
+Outcome = ToClient | NeedLogin | NeedConsent | BadRequest
+
+
+class PendingExpired(Exception):
+    """The pending authorization is unknown or older than 10 minutes."""
+
+
+class LogoutError(Exception):
+    def __init__(self, description: str) -> None:
+        super().__init__(description)
+        self.description = description
+
+
+class BearerError(Exception):
+    """RFC 6750 §3.1: ``invalid_request`` (400), ``invalid_token`` (401), ``insufficient_scope`` (403)."""
+
+    def __init__(self, error: str, description: str, status: int) -> None:
+        super().__init__(description)
+        self.error = error
+        self.description = description
+        self.status = status
+
+
+@dataclass(frozen=True)
+class LogoutResult:
+    redirect_to: str | None  # the registered post_logout_redirect_uri (with state), or None
+    ended: bool
+
+
+class OpenIDService:
+    def __init__(self, *, settings: Settings, keystore: KeyStore) -> None:
+        self.settings = settings
+        self.keystore = keystore
+
+    def provider(self, db: Session) -> Provider:
+        return Provider(db=db, settings=self.settings, keystore=self.keystore)
+
+    # ---- authorization ------------------------------------------------------------------------------
+
+    def authorize(self, *, db: Session, request: VaultOAuth2Request, current: CurrentSession | None) -> Outcome:
+        """Validate an authorization request (authlib + our rules), remember it, then decide."""
+        provider = self.provider(db)
+        try:
+            provider.get_consent_grant(request, end_user=current.citizen if current else None)
+            max_age = request.payload.data.get("max_age")
+            if max_age is not None and not (max_age.isdigit() and len(max_age) < 10):
+                raise InvalidRequestError("'max_age' must be a non-negative integer.",
+                                          redirect_uri=request.payload.redirect_uri, state=request.payload.state)
+        except OAuth2Error as error:
+            if error.redirect_uri:
+                error.state = request.payload.state
+                return ToClient(error())
+            return BadRequest(error.description or error.error)
+        pending_id = secrets.token_urlsafe(24)
+        db.add(PendingAuthorization(id=token_hash(pending_id), client_id=request.payload.client_id,
+                                    params=dict(request.payload.data), expires_at=utcnow() + PENDING_LIFETIME))
+        return self._decide(db=db, provider=provider, pending_id=pending_id, params=dict(request.payload.data),
+                            started=utcnow(), current=current, decision=None)
+
+    def resume(self, *, db: Session, pending_id: str, current: CurrentSession | None,
+               decision: str | None = None) -> Outcome:
+        """Back from the login page or the consent page."""
+        row = db.get(PendingAuthorization, token_hash(pending_id)) if pending_id and len(pending_id) < 100 else None
+        if row is None or row.expires_at <= utcnow():
+            raise PendingExpired()
+        return self._decide(db=db, provider=self.provider(db), pending_id=pending_id, params=row.params,
+                            started=row.created_at, current=current, decision=decision)
+
+    def pending_client_name(self, *, db: Session, pending_id: str) -> str | None:
+        row = db.get(PendingAuthorization, token_hash(pending_id)) if pending_id and len(pending_id) < 100 else None
+        client = db.get(OAuthClient, row.client_id) if row else None
+        return client.name if client else None
+
+    def _decide(self, *, db: Session, provider: Provider, pending_id: str, params: dict[str, str], started: Any,
+                current: CurrentSession | None, decision: str | None) -> Outcome:
+        request = VaultOAuth2Request(method="POST", uri=f"{self.settings.issuer}/authorize", headers={}, query=[],
+                                     form=list(params.items()))
+        citizen = current.citizen if current else None
+        try:
+            grant = provider.get_consent_grant(request, end_user=citizen)
+        except OAuth2Error as error:  # the app was disabled meanwhile, for example
+            self._forget(db, pending_id)
+            return ToClient(error()) if error.redirect_uri else BadRequest(error.description or error.error)
+        client: OAuthClient = request.client.row
+        redirect = {"redirect_uri": params["redirect_uri"], "state": params.get("state")}
+        prompts = set(params.get("prompt", "").split())
+
+        def to_client_error(error: OAuth2Error) -> ToClient:
+            self._forget(db, pending_id)
+            return ToClient(error())
+
+        if "none" in prompts and len(prompts) > 1:
+            return to_client_error(InvalidRequestError("'prompt=none' cannot be combined.", **redirect))
+        if current is None or self._must_reauthenticate(db, params, client, current, started, prompts):
+            if "none" in prompts:
+                return to_client_error(LoginRequiredError(**redirect))
+            lang = next((tag[:2] for tag in params.get("ui_locales", "").split() if tag[:2] in ("fr", "en")), None)
+            return NeedLogin(pending_id=pending_id, login_hint=params.get("login_hint"), lang=lang,
+                             client_name=client.name)
+
+        scope = request.scope
+        consent = db.get(Consent, (citizen.id, client.client_id))
+        covered = consent is not None and set(scope_list(scope)) <= set(scope_list(consent.scope))
+        if decision == "deny":
+            logger.info("consent refused", extra={"client_id": client.client_id, "citizen_id": str(citizen.id)})
+            return to_client_error(AccessDeniedError(**redirect))
+        if decision != "allow" and (not covered or "consent" in prompts):
+            if "none" in prompts:
+                return to_client_error(ConsentRequiredError(**redirect))
+            return NeedConsent(pending_id=pending_id, client_name=client.name, lines=describe_scope(scope))
+        if decision == "allow":
+            granted = set(scope_list(scope)) | (set(scope_list(consent.scope)) if consent else set())
+            if consent is None:
+                db.add(Consent(citizen_id=citizen.id, client_id=client.client_id, scope=" ".join(sorted(granted))))
+            else:
+                consent.scope, consent.granted_at = " ".join(sorted(granted)), utcnow()
+            logger.info("consent given", extra={"client_id": client.client_id, "citizen_id": str(citizen.id)})
+
+        request.login = current.session
+        self._forget(db, pending_id)
+        result = provider.create_authorization_response(request, grant_user=citizen, grant=grant)
+        logger.info("authorization code issued", extra={"client_id": client.client_id})
+        return ToClient(result)
+
+    def _must_reauthenticate(self, db: Session, params: dict[str, str], client: OAuthClient,
+                             current: CurrentSession, started: Any, prompts: set[str]) -> bool:
+        auth_time = current.session.auth_time
+        if "login" in prompts and auth_time < started:
+            return True  # prompt=login: a login that happened after this request started
+        max_age = params.get("max_age")
+        if max_age is not None and (utcnow() - auth_time).total_seconds() > int(max_age):
+            return True
+        if hint := params.get("id_token_hint"):
+            try:
+                _, claims = self.keystore.verify(db, hint)
+            except InvalidSignature:
+                return True
+            if claims.get("sub") != self.keystore.pairwise_sub(db, sector=client.sector,
+                                                                citizen_id=str(current.citizen.id)):
+                return True  # the app expects another person than the one logged in here
+        return False
+
+    def _forget(self, db: Session, pending_id: str) -> None:
+        db.exec(delete(PendingAuthorization).where(PendingAuthorization.id == token_hash(pending_id)))  # type: ignore[arg-type]
+
+    # ---- userinfo (OIDC Core §5.3) ----------------------------------------------------------------------
+
+    def userinfo(self, *, db: Session, access_token: str | None) -> tuple[dict[str, Any] | str, OAuthClient]:
+        """Claims for the token's scope; a signed JWT (str) for apps registered for it."""
+        if not access_token:
+            raise BearerError("invalid_request", "Missing access token.", 400)
+        provider = self.provider(db)
+        token = provider.find_token(access_token)
+        if (token is None or token.row.access_token_hash != token_hash(access_token) or token.is_revoked()
+                or token.is_expired()):
+            raise BearerError("invalid_token", "The access token is invalid, expired or revoked.", 401)
+        if "openid" not in scope_list(token.row.scope):
+            raise BearerError("insufficient_scope", "The access token lacks the 'openid' scope.", 403)
+        client = db.get(OAuthClient, token.row.client_id)
+        citizen = db.get(Citizen, token.row.citizen_id)
+        if client is None or client.disabled_at is not None or citizen is None:
+            raise BearerError("invalid_token", "The access token is invalid, expired or revoked.", 401)
+        claims: dict[str, Any] = {"sub": provider.subject(client, citizen.id), **user_claims(citizen, token.row.scope)}
+        if client.userinfo_signed:
+            now = int(time.time())
+            signed = {**claims, "iss": self.settings.issuer, "aud": client.client_id, "iat": now, "exp": now + 600}
+            return self.keystore.sign(db, signed, alg=client.id_token_alg), client
+        return claims, client
+
+    # ---- RP-initiated logout (OIDC RP-Initiated Logout 1.0) -------------------------------------------------
+
+    def logout(self, *, db: Session, params: dict[str, str], current: CurrentSession | None) -> LogoutResult:
+        """End the citizen's session here. The post-logout redirect is honoured only if it is registered
+        for the app named by a valid ``id_token_hint`` (or ``client_id``): never an open redirect."""
+        hint = params.get("id_token_hint")
+        redirect_uri = params.get("post_logout_redirect_uri")
+        client: OAuthClient | None = None
+        claims: dict[str, Any] = {}
+        if hint:
+            try:
+                _, claims = self.keystore.verify(db, hint)
+            except InvalidSignature:
+                raise LogoutError("The id_token_hint was not issued by this provider.") from None
+            audience = claims.get("aud")
+            client = db.get(OAuthClient, audience if isinstance(audience, str) else (audience or [None])[0])
+        if params.get("client_id"):
+            named = db.get(OAuthClient, params["client_id"])
+            if named is None or (client is not None and named.client_id != client.client_id):
+                raise LogoutError("The client_id does not match the id_token_hint.")
+            client = named
+        if redirect_uri and (client is None or redirect_uri not in client.post_logout_redirect_uris):
+            raise LogoutError("The post_logout_redirect_uri is not registered for this client.")
+
+        ended = False
+        sid = claims.get("sid")
+        if current is not None and (not sid or sid == current.session.sid):
+            db.delete(current.session)
+            ended = True
+        elif sid:  # the session the app knows about, even if this browser is not the one logged in
+            ended = bool(db.exec(delete(LoginSession).where(LoginSession.sid == sid)).rowcount)  # type: ignore[arg-type]
+        if ended:
+            logger.info("logout", extra={"client_id": client.client_id if client else None})
+        target = None
+        if redirect_uri:
+            state = params.get("state")
+            target = redirect_uri + (("&" if "?" in redirect_uri else "?") + urlencode({"state": state}) if state else "")
+        return LogoutResult(redirect_to=target, ended=ended)
+
+    # ---- the citizen's apps ------------------------------------------------------------------------------
+
+    def apps_of(self, *, db: Session, citizen_id: Any) -> list[tuple[OAuthClient, Consent, list[str]]]:
+        rows = db.exec(select(Consent, OAuthClient).join(OAuthClient, OAuthClient.client_id == Consent.client_id)
+                       .where(Consent.citizen_id == citizen_id)
+                       .order_by(Consent.granted_at.desc())).all()  # type: ignore[attr-defined]
+        return [(client, consent, describe_scope(consent.scope)) for consent, client in rows]
+
+    def revoke_app(self, *, db: Session, citizen_id: Any, client_id: str) -> bool:
+        """Withdraw consent: the app's tokens for this citizen die with it."""
+        removed = db.exec(delete(Consent).where(Consent.citizen_id == citizen_id,  # type: ignore[arg-type]
+                                                Consent.client_id == client_id)).rowcount
+        db.exec(update(OAuthToken).where(OAuthToken.citizen_id == citizen_id, OAuthToken.client_id == client_id,
+                                         OAuthToken.revoked_at.is_(None))  # type: ignore[union-attr]
+                .values(revoked_at=utcnow()))
+        if removed:
+            logger.info("app access withdrawn", extra={"client_id": client_id, "citizen_id": str(citizen_id)})
+        return bool(removed)
+
+    # ---- discovery (OIDC Discovery 1.0 §3) ---------------------------------------------------------------
+
+    def discovery(self) -> dict[str, Any]:
+        issuer = self.settings.issuer
+        return {
+            "issuer": issuer,
+            "authorization_endpoint": f"{issuer}/authorize",
+            "token_endpoint": f"{issuer}/token",
+            "userinfo_endpoint": f"{issuer}/userinfo",
+            "jwks_uri": f"{issuer}/jwks",
+            "end_session_endpoint": f"{issuer}/logout",
+            "revocation_endpoint": f"{issuer}/revoke",
+            "introspection_endpoint": f"{issuer}/introspect",
+            "scopes_supported": SCOPES_SUPPORTED,
+            "response_types_supported": ["code"],
+            "response_modes_supported": ["query"],
+            "grant_types_supported": ["authorization_code", "refresh_token"],
+            "subject_types_supported": ["pairwise"],
+            "id_token_signing_alg_values_supported": ["ES256", "RS256"],
+            "userinfo_signing_alg_values_supported": ["ES256", "RS256"],
+            "token_endpoint_auth_methods_supported": list(AUTH_METHODS),
+            "token_endpoint_auth_signing_alg_values_supported": ["ES256", "RS256", "PS256"],
+            "revocation_endpoint_auth_methods_supported": list(AUTH_METHODS),
+            "introspection_endpoint_auth_methods_supported": list(AUTH_METHODS),
+            "code_challenge_methods_supported": ["S256"],
+            "claims_supported": ["sub", "iss", "auth_time", "acr", "amr", "sid", "given_name", "family_name",
+                                 "birthdate", "gender", "birthplace", "birthcountry", "preferred_username", "email"],
+            "acr_values_supported": [ACR_REACHED],
+            "claims_parameter_supported": False,
+            "request_parameter_supported": False,
+            "request_uri_parameter_supported": False,
+            "authorization_response_iss_parameter_supported": True,
+            "ui_locales_supported": ["fr", "en"],
+            "claims_locales_supported": ["fr"],
+            "frontchannel_logout_supported": False,
+            "backchannel_logout_supported": False,
+        }

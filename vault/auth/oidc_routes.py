@@ -1,0 +1,216 @@
+"""OpenID Connect endpoints (DESIGN.md §3, §8) and the citizen's "Mes applications" page.
+
+Thin: the adapter builds authlib's request, ``vault.auth.oidc`` decides, these shape the answer.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, RedirectResponse
+from starlette.responses import Response
+
+from vault.auth.adapter import oauth_request, read_form_items, to_response
+from vault.auth.oidc import (
+    BadRequest,
+    BearerError,
+    LogoutError,
+    NeedConsent,
+    NeedLogin,
+    OpenIDService,
+    Outcome,
+    PendingExpired,
+    ToClient,
+)
+from vault.auth.routes import DB, SESSION_COOKIE, Citizen, Current, Form, redirect
+from vault.web.pages import PageError, clear_cookie, get_cookie, message_page, render, rotate_csrf
+
+router = APIRouter(tags=["openid-connect"])
+
+OAuthForm = Annotated[list[tuple[str, str]], Depends(read_form_items)]
+
+INVALID_APP_REQUEST = (
+    "L'application qui vous a envoyé ici a fait une demande de connexion incorrecte. "
+    "Retournez sur son site et réessayez ; si cela recommence, prévenez le service concerné."
+)
+
+
+def oidc(request: Request) -> OpenIDService:
+    return request.app.state.oidc
+
+
+OIDC = Annotated[OpenIDService, Depends(oidc)]
+
+
+def _issuer(request: Request) -> str:
+    return request.app.state.settings.issuer
+
+
+# ---- discovery and keys -------------------------------------------------------------------------------
+
+
+@router.get("/.well-known/openid-configuration", summary="OpenID Provider metadata")
+def discovery(service: OIDC) -> JSONResponse:
+    return JSONResponse(service.discovery(), headers={"Cache-Control": "public, max-age=300"})
+
+
+@router.get("/jwks", summary="Public keys that verify ID tokens and signed userinfo")
+def jwks(db: DB, service: OIDC) -> JSONResponse:
+    return JSONResponse(service.keystore.jwks(db), headers={"Cache-Control": "public, max-age=300"})
+
+
+# ---- authorization ------------------------------------------------------------------------------------
+
+
+def _answer(request: Request, outcome: Outcome) -> Response:
+    if isinstance(outcome, ToClient):
+        return to_response(outcome.result, issuer=_issuer(request))
+    if isinstance(outcome, NeedLogin):
+        query = {"next": f"/authorize/continue/{outcome.pending_id}"}
+        if outcome.login_hint:
+            query["login_hint"] = outcome.login_hint[:254]
+        if outcome.lang:
+            query["lang"] = outcome.lang
+        return redirect("/login?" + urlencode(query))
+    if isinstance(outcome, NeedConsent):
+        return render(request, "consent.html", {"title": "Autoriser l'accès à vos informations",
+                                                "client_name": outcome.client_name, "lines": outcome.lines,
+                                                "pending_id": outcome.pending_id})
+    assert isinstance(outcome, BadRequest)
+    return render(request, "message.html", {"title": "Demande de connexion incorrecte", "message": INVALID_APP_REQUEST,
+                                            "technical": outcome.description}, status=400)
+
+
+@router.api_route("/authorize", methods=["GET", "POST"], summary="Authorization endpoint (code flow)")
+def authorize(request: Request, form: OAuthForm, db: DB, service: OIDC, current: Current) -> Response:
+    return _answer(request, service.authorize(db=db, request=oauth_request(request, _issuer(request), form),
+                                              current=current))
+
+
+@router.get("/authorize/continue/{pending_id}", include_in_schema=False)
+def authorize_continue(request: Request, pending_id: str, db: DB, service: OIDC, current: Current) -> Response:
+    try:
+        return _answer(request, service.resume(db=db, pending_id=pending_id, current=current))
+    except PendingExpired:
+        raise PageError(400, "Cette demande de connexion a expiré. Retournez sur le site de l'application et "
+                             "recommencez.", title="Demande expirée") from None
+
+
+@router.post("/authorize/continue/{pending_id}", include_in_schema=False)
+def authorize_decide(request: Request, pending_id: str, form: Form, db: DB, service: OIDC,
+                     current: Citizen) -> Response:
+    decision = form.get("decision")
+    if decision not in ("allow", "deny"):
+        raise PageError(400, "Choisissez « Autoriser » ou « Refuser ».")
+    try:
+        return _answer(request, service.resume(db=db, pending_id=pending_id, current=current, decision=decision))
+    except PendingExpired:
+        raise PageError(400, "Cette demande de connexion a expiré. Retournez sur le site de l'application et "
+                             "recommencez.", title="Demande expirée") from None
+
+
+# ---- token, revocation, introspection -----------------------------------------------------------------------
+
+
+@router.post("/token", summary="Token endpoint (authorization_code, refresh_token)")
+def token(request: Request, form: OAuthForm, db: DB, service: OIDC) -> Response:
+    provider = service.provider(db)
+    return to_response(provider.create_token_response(oauth_request(request, _issuer(request), form, query=[])))
+
+
+@router.post("/revoke", summary="Token revocation (RFC 7009)")
+def revoke(request: Request, form: OAuthForm, db: DB, service: OIDC) -> Response:
+    provider = service.provider(db)
+    return to_response(provider.create_endpoint_response("revocation",
+                                                         oauth_request(request, _issuer(request), form, query=[])))
+
+
+@router.post("/introspect", summary="Token introspection (RFC 7662)")
+def introspect(request: Request, form: OAuthForm, db: DB, service: OIDC) -> Response:
+    provider = service.provider(db)
+    return to_response(provider.create_endpoint_response("introspection",
+                                                         oauth_request(request, _issuer(request), form, query=[])))
+
+
+# ---- userinfo ---------------------------------------------------------------------------------------------
+
+
+async def userinfo_form(request: Request) -> list[tuple[str, str]]:
+    """A POST to userinfo may carry the token in a form body (RFC 6750 §2.2) or have no body."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if request.method == "POST" and content_type == "application/x-www-form-urlencoded":
+        return await read_form_items(request)
+    return []
+
+
+@router.api_route("/userinfo", methods=["GET", "POST"], summary="UserInfo endpoint (JSON, or a signed JWT)")
+def userinfo(request: Request, form: Annotated[list[tuple[str, str]], Depends(userinfo_form)], db: DB,
+             service: OIDC) -> Response:
+    header = request.headers.get("authorization", "")
+    from_header = header[7:].strip() if header[:7].lower() == "bearer " else None
+    from_body = dict(form).get("access_token")
+    try:
+        if from_header and from_body:
+            raise BearerError("invalid_request", "Send the access token in one place only.", 400)
+        body, _client = service.userinfo(db=db, access_token=from_header or from_body)
+    except BearerError as exc:
+        return JSONResponse({"error": exc.error, "error_description": exc.description}, status_code=exc.status,
+                            headers={"WWW-Authenticate": f'Bearer error="{exc.error}", '
+                                                         f'error_description="{exc.description}"'})
+    if isinstance(body, str):
+        return Response(body, media_type="application/jwt")
+    return JSONResponse(body)
+
+
+# ---- logout --------------------------------------------------------------------------------------------------
+
+
+def _csrf_ok(request: Request, sent: str | None) -> bool:
+    cookie = get_cookie(request, "csrf") or ""
+    return bool(cookie and sent and hmac.compare_digest(cookie.encode(), sent.encode()))
+
+
+@router.api_route("/logout", methods=["GET", "POST"], summary="Log out (RP-initiated logout and the site's button)")
+def logout(request: Request, form: OAuthForm, db: DB, service: OIDC, current: Current) -> Response:
+    params = dict(form) if request.method == "POST" else dict(request.query_params)
+    confirmed = request.method == "POST" and _csrf_ok(request, params.pop("csrf_token", None))
+    from_app = any(k in params for k in ("id_token_hint", "post_logout_redirect_uri", "client_id"))
+    if not from_app and request.method == "POST" and not confirmed:
+        raise PageError(403, "Ce formulaire a expiré ou ne vient pas de ce site. Rechargez la page, puis recommencez.",
+                        title="Formulaire expiré")
+    if current is not None and not confirmed and not params.get("id_token_hint"):
+        # Without proof that the app knows this session, ask (OIDC RP-Initiated Logout §2).
+        return render(request, "logout_confirm.html", {"title": "Se déconnecter ?", "params": params})
+    try:
+        result = service.logout(db=db, params=params, current=current)
+    except LogoutError as exc:
+        return render(request, "message.html", {"title": "Déconnexion impossible", "message": INVALID_APP_REQUEST,
+                                                "technical": exc.description}, status=400)
+    if result.redirect_to:
+        response: Response = RedirectResponse(result.redirect_to, status_code=303)
+    else:
+        response = redirect("/?notice=logged_out")
+    if result.ended or current is None:
+        clear_cookie(response, request.app.state.settings, SESSION_COOKIE)
+        rotate_csrf(request, response)
+    return response
+
+
+# ---- "Mes applications" ----------------------------------------------------------------------------------------
+
+
+@router.get("/account/apps", include_in_schema=False)
+def my_apps(request: Request, db: DB, service: OIDC, current: Citizen) -> Response:
+    notice = "L'accès de cette application a été retiré." if request.query_params.get("notice") == "revoked" else None
+    return render(request, "apps.html", {"title": "Mes applications", "notice": notice,
+                                         "apps": service.apps_of(db=db, citizen_id=current.citizen.id)})
+
+
+@router.post("/account/apps/revoke", include_in_schema=False)
+def revoke_app(request: Request, form: Form, db: DB, service: OIDC, current: Citizen) -> Response:
+    if not service.revoke_app(db=db, citizen_id=current.citizen.id, client_id=form.get("client_id", "")):
+        raise PageError(404, "Cette application n'a pas accès à votre compte.")
+    return redirect("/account/apps?notice=revoked")

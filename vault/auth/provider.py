@@ -1,0 +1,466 @@
+"""The OpenID Connect provider on authlib's server classes (DESIGN.md §3). Speaks OAuth, not HTTP:
+the Starlette glue lives in ``vault/auth/adapter.py``.
+
+authlib leaves gaps that are ours to close, each marked ``GAP`` below: atomic single-use codes
+and revocation on replay (authlib #757), ``redirect_uri`` mandatory (OIDC Core §3.1.2.1), PKCE
+``S256`` only, ``state`` mandatory (FranceConnect), per-client ``nonce`` requirement, refresh
+rotation with reuse detection (RFC 9700 §4.14.2), unknown scopes ignored rather than refused
+(OIDC Core §3.1.2.1), and the ID token's claims (pairwise ``sub``, ``acr``, ``amr``, ``sid``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import secrets
+import time
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from authlib.oauth2.rfc6749 import AuthorizationServer, ClientMixin, OAuth2Request, TokenMixin, grants
+from authlib.oauth2.rfc6749.errors import InvalidGrantError, InvalidRequestError, InvalidScopeError
+from authlib.oauth2.rfc7009 import RevocationEndpoint
+from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
+from authlib.oauth2.rfc7636 import CodeChallenge
+from authlib.oauth2.rfc7662 import IntrospectionEndpoint
+from authlib.oidc.core.grants import OpenIDCode
+from authlib.oidc.core.util import create_half_hash
+from joserfc import jwk
+from sqlalchemy import update
+from sqlmodel import Session, select
+
+from vault.auth.claims import SCOPES_SUPPORTED
+from vault.auth.keys import KeyStore
+from vault.auth.models import AuthorizationCode, Citizen, OAuthClient, OAuthToken
+from vault.db import utcnow
+from vault.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+CODE_LIFETIME = timedelta(seconds=60)
+ID_TOKEN_LIFETIME = 600
+AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt", "none")
+ACR_REACHED = "eidas1"  # self-declared identity, password (+ TOTP): eIDAS "low", never more
+
+
+def token_hash(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def scope_list(scope: str | None) -> list[str]:
+    return [s for s in (scope or "").split() if s]
+
+
+# ---- authlib's model interfaces over our rows --------------------------------------------------------
+
+
+class RegisteredClient(ClientMixin):
+    """An app, as authlib sees it."""
+
+    def __init__(self, row: OAuthClient) -> None:
+        self.row = row
+        self.client_id = row.client_id
+
+    def get_client_id(self) -> str:
+        return self.row.client_id
+
+    def get_default_redirect_uri(self) -> None:
+        return None  # GAP: OIDC requires redirect_uri in every request; never fall back
+
+    def get_allowed_scope(self, scope: str) -> str:
+        # GAP: unknown or unallowed scopes are ignored, not refused (OIDC Core §3.1.2.1).
+        allowed = set(self.row.scope.split())
+        return " ".join(s for s in dict.fromkeys(scope_list(scope)) if s in allowed)
+
+    def check_redirect_uri(self, redirect_uri: str) -> bool:
+        return redirect_uri in self.row.redirect_uris  # exact match, no prefix, no pattern
+
+    def check_client_secret(self, client_secret: str) -> bool:
+        if not self.row.secret_hash:
+            return False
+        return hmac.compare_digest(token_hash(client_secret), self.row.secret_hash)
+
+    def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
+        registered = self.row.auth_method
+        if registered == "private_key_jwt":
+            return method in ("private_key_jwt", PrivateKeyJWT.CLIENT_AUTH_METHOD)
+        return method == registered
+
+    def check_response_type(self, response_type: str) -> bool:
+        return response_type == "code"  # authorization code flow only
+
+    def check_grant_type(self, grant_type: str) -> bool:
+        return grant_type == "authorization_code" or (grant_type == "refresh_token" and self.row.allow_refresh)
+
+    @property
+    def is_public(self) -> bool:
+        return self.row.auth_method == "none"
+
+
+class IssuedToken(TokenMixin):
+    def __init__(self, row: OAuthToken, client: RegisteredClient | None = None) -> None:
+        self.row = row
+        self.client = client
+
+    def check_client(self, client: RegisteredClient) -> bool:
+        return client.get_client_id() == self.row.client_id
+
+    def get_scope(self) -> str:
+        return self.row.scope
+
+    def get_expires_in(self) -> int:
+        return max(0, int((self.row.access_expires_at - self.row.issued_at).total_seconds()))
+
+    def is_expired(self) -> bool:
+        return self.row.access_expires_at <= utcnow()
+
+    def is_revoked(self) -> bool:
+        return self.row.revoked_at is not None
+
+
+class StoredCode:
+    """authlib's AuthorizationCodeMixin (and the OIDC one) over an ``oauth_code`` row."""
+
+    def __init__(self, row: AuthorizationCode) -> None:
+        self.row = row
+        self.code_challenge = row.code_challenge
+        self.code_challenge_method = row.code_challenge_method
+
+    def get_redirect_uri(self) -> str:
+        return self.row.redirect_uri
+
+    def get_scope(self) -> str:
+        return self.row.scope
+
+    def get_nonce(self) -> str | None:
+        return self.row.nonce
+
+    def get_auth_time(self) -> int:
+        return int(self.row.auth_time.timestamp())
+
+    def get_acr(self) -> str:
+        return self.row.acr
+
+    def get_amr(self) -> list[str]:
+        return self.row.amr.split()
+
+
+# ---- grants and extensions -------------------------------------------------------------------------
+
+
+class CodeGrant(grants.AuthorizationCodeGrant):
+    TOKEN_ENDPOINT_AUTH_METHODS = list(AUTH_METHODS)
+    AUTHORIZATION_CODE_LENGTH = 43
+
+    @staticmethod
+    def validate_authorization_redirect_uri(request: OAuth2Request, client: RegisteredClient) -> str:
+        # GAP: mandatory and exact; an error here is never redirected (RFC 6749 §4.1.2.1).
+        redirect_uri = request.payload.redirect_uri
+        if not redirect_uri:
+            raise InvalidRequestError("Missing 'redirect_uri' in request.")
+        if not client.check_redirect_uri(redirect_uri):
+            raise InvalidRequestError("The 'redirect_uri' is not registered for this client.")
+        return redirect_uri
+
+    def validate_authorization_request(self) -> str:
+        redirect_uri = super().validate_authorization_request()
+        data = self.request.payload.data
+        if not data.get("state"):
+            raise InvalidRequestError("Missing 'state' in request.", redirect_uri=redirect_uri)
+        if "openid" not in scope_list(self.request.scope):
+            raise InvalidScopeError("The 'openid' scope is required.", redirect_uri=redirect_uri,
+                                    state=data.get("state"))
+        for name in ("nonce", "prompt", "max_age", "login_hint", "acr_values", "id_token_hint"):
+            if len(self.request.payload.datalist.get(name, [])) > 1:
+                raise InvalidRequestError(f"Multiple '{name}' in request.", redirect_uri=redirect_uri)
+        return redirect_uri
+
+    def save_authorization_code(self, code: str, request: OAuth2Request) -> None:
+        login = request.login  # type: ignore[attr-defined]  (set by the authorization route)
+        data = request.payload.data
+        self.server.db.add(AuthorizationCode(
+            id=token_hash(code),
+            client_id=request.client.get_client_id(),
+            citizen_id=request.user.id,
+            redirect_uri=request.payload.redirect_uri,
+            scope=request.scope,
+            nonce=data.get("nonce"),
+            code_challenge=data.get("code_challenge"),
+            code_challenge_method=data.get("code_challenge_method") if data.get("code_challenge") else None,
+            auth_time=login.auth_time,
+            acr=ACR_REACHED,
+            amr=login.amr,
+            sid=login.sid,
+            expires_at=utcnow() + CODE_LIFETIME,
+        ))
+
+    def query_authorization_code(self, code: str, client: RegisteredClient) -> StoredCode | None:
+        """GAP: consume the code atomically here (not after the token is saved); a replay fails
+        with invalid_grant and revokes every token issued from it (RFC 6749 §4.1.2)."""
+        db: Session = self.server.db
+        row = db.get(AuthorizationCode, token_hash(code)) if code else None
+        if row is None or row.client_id != client.get_client_id():
+            return None
+        now = utcnow()
+        consumed = db.exec(
+            update(AuthorizationCode)
+            .where(AuthorizationCode.id == row.id, AuthorizationCode.used_at.is_(None))  # type: ignore[union-attr]
+            .values(used_at=now)
+        ).rowcount
+        if consumed != 1:
+            revoked = self.server.revoke_where(OAuthToken.code_id == row.id)
+            logger.warning("authorization code replayed", extra={"client_id": row.client_id, "revoked": revoked})
+            return None
+        if row.expires_at <= now:
+            return None
+        return StoredCode(row)
+
+    def delete_authorization_code(self, authorization_code: StoredCode) -> None:
+        pass  # already consumed in query_authorization_code
+
+    def authenticate_user(self, authorization_code: StoredCode) -> Citizen | None:
+        return self.server.db.get(Citizen, authorization_code.row.citizen_id)
+
+
+class S256CodeChallenge(CodeChallenge):
+    """GAP: only S256 (no ``plain``), and required for public clients at the authorization step."""
+
+    DEFAULT_CODE_CHALLENGE_METHOD = "S256"
+    SUPPORTED_CODE_CHALLENGE_METHOD = ["S256"]
+
+    def validate_code_challenge(self, grant: CodeGrant, redirect_uri: str) -> None:
+        data = grant.request.payload.data
+        if data.get("code_challenge") and data.get("code_challenge_method") != "S256":
+            raise InvalidRequestError("Only 'code_challenge_method=S256' is supported.", redirect_uri=redirect_uri)
+        if grant.request.client.is_public and not data.get("code_challenge"):
+            raise InvalidRequestError("PKCE (S256) is required for public clients.", redirect_uri=redirect_uri)
+        super().validate_code_challenge(grant, redirect_uri)
+
+
+class VaultOpenIDCode(OpenIDCode):
+    """ID tokens with pairwise ``sub``, ``acr``, ``amr``, ``sid``; nonce required per client."""
+
+    def __call__(self, grant: CodeGrant) -> None:
+        # Prompt handling is the authorization route's (authlib only knows login_required).
+        grant.register_hook("after_create_token_response", self.process_token)
+        grant.register_hook("after_validate_authorization_request_payload", self.validate_openid_authorization_request)
+
+    def exists_nonce(self, nonce: str, request: OAuth2Request) -> bool:
+        return False  # replay of a nonce is the client's check (OIDC Core §3.1.3.7)
+
+    def validate_openid_authorization_request(self, grant: CodeGrant, redirect_uri: str) -> None:
+        nonce = grant.request.payload.data.get("nonce")
+        if not nonce and grant.request.client.row.require_nonce:
+            raise InvalidRequestError("Missing 'nonce' in request.", redirect_uri=redirect_uri)
+        if nonce and len(nonce) > 512:
+            raise InvalidRequestError("The 'nonce' is too long.", redirect_uri=redirect_uri)
+
+    def process_token(self, grant: CodeGrant, response: tuple) -> dict:
+        _, token, _ = response
+        if "openid" in scope_list(token.get("scope")):
+            token["id_token"] = grant.server.id_token(grant.request, token)
+        return token
+
+
+class RefreshGrant(grants.RefreshTokenGrant):
+    """GAP: rotation on every use; a spent refresh token used again revokes the whole grant."""
+
+    TOKEN_ENDPOINT_AUTH_METHODS = list(AUTH_METHODS)
+    INCLUDE_NEW_REFRESH_TOKEN = True
+
+    def authenticate_refresh_token(self, refresh_token: str) -> IssuedToken | None:
+        db: Session = self.server.db
+        row = db.exec(select(OAuthToken).where(OAuthToken.refresh_token_hash == token_hash(refresh_token))).first()
+        if row is None or row.revoked_at is not None:
+            return None
+        rotated = db.exec(
+            update(OAuthToken)
+            .where(OAuthToken.id == row.id, OAuthToken.refresh_rotated_at.is_(None))  # type: ignore[union-attr]
+            .values(refresh_rotated_at=utcnow())
+        ).rowcount
+        if rotated != 1:
+            revoked = self.server.revoke_where(OAuthToken.grant_id == row.grant_id)
+            logger.warning("refresh token reused: grant revoked", extra={"client_id": row.client_id, "revoked": revoked})
+            return None
+        if row.refresh_expires_at is None or row.refresh_expires_at <= utcnow():
+            return None
+        return IssuedToken(row)
+
+    def authenticate_user(self, refresh_token: IssuedToken) -> Citizen | None:
+        return self.server.db.get(Citizen, refresh_token.row.citizen_id)
+
+    def revoke_old_credential(self, refresh_token: IssuedToken) -> None:
+        pass  # marked rotated atomically in authenticate_refresh_token
+
+
+class PrivateKeyJWT(JWTBearerClientAssertion):
+    """``private_key_jwt`` client authentication (OIDC Core §9, RFC 7523)."""
+
+    CLIENT_AUTH_METHOD = "private_key_jwt"
+
+    def __init__(self, server: Provider) -> None:
+        super().__init__(validate_jti=False)  # assertions are short-lived; see docs/decisions
+        self.server = server
+
+    def get_audiences(self) -> list[str]:
+        issuer = self.server.settings.issuer
+        return [f"{issuer}/token", issuer]
+
+    def resolve_client_public_key(self, client: RegisteredClient) -> jwk.KeySet:
+        return jwk.KeySet.import_key_set(client.row.jwks or {"keys": []})
+
+
+class Revocation(RevocationEndpoint):
+    CLIENT_AUTH_METHODS = list(AUTH_METHODS)
+
+    def query_token(self, token_string: str, token_type_hint: str | None) -> IssuedToken | None:
+        return self.server.find_token(token_string)
+
+    def revoke_token(self, token: IssuedToken, request: OAuth2Request) -> None:
+        # Revoking either token of a grant ends the grant (RFC 7009 §2.1 allows it; it is the safe way).
+        self.server.revoke_where(OAuthToken.grant_id == token.row.grant_id)
+
+
+class Introspection(IntrospectionEndpoint):
+    CLIENT_AUTH_METHODS = list(AUTH_METHODS)
+
+    def query_token(self, token_string: str, token_type_hint: str | None) -> IssuedToken | None:
+        return self.server.find_token(token_string)
+
+    def check_permission(self, token: IssuedToken, client: RegisteredClient, request: OAuth2Request) -> bool:
+        return token.check_client(client)  # an app may only introspect its own tokens
+
+    def authenticate_token(self, request: OAuth2Request, client: RegisteredClient) -> IssuedToken | None:
+        self.check_params(request, client)
+        token = self.query_token(request.form["token"], request.form.get("token_type_hint"))
+        if token and self.check_permission(token, client, request):
+            return token
+        return None
+
+    def introspect_token(self, token: IssuedToken) -> dict[str, Any]:
+        row = token.row
+        client = self.server.db.get(OAuthClient, row.client_id)
+        return {
+            "active": True,
+            "client_id": row.client_id,
+            "scope": row.scope,
+            "token_type": "Bearer",
+            "sub": self.server.subject(client, row.citizen_id),
+            "iss": self.server.settings.issuer,
+            "aud": row.client_id,
+            "iat": int(row.issued_at.timestamp()),
+            "exp": int(row.access_expires_at.timestamp()),
+            "acr": row.acr,
+        }
+
+
+# ---- the server ----------------------------------------------------------------------------------
+
+
+class Provider(AuthorizationServer):
+    """One per request: bound to that request's database session (the unit of work commits)."""
+
+    def __init__(self, *, db: Session, settings: Settings, keystore: KeyStore) -> None:
+        super().__init__(scopes_supported=SCOPES_SUPPORTED)
+        self.db = db
+        self.settings = settings
+        self.keystore = keystore
+        self.register_token_generator("default", self._generate_token)
+        self.register_client_auth_method(PrivateKeyJWT.CLIENT_AUTH_METHOD, PrivateKeyJWT(self))
+        self.register_grant(CodeGrant, [VaultOpenIDCode(), S256CodeChallenge(required=True)])
+        self.register_grant(RefreshGrant)
+        self.register_endpoint(Revocation(self))
+        self.register_endpoint(Introspection(self))
+
+    # -- authlib hooks
+    def query_client(self, client_id: str) -> RegisteredClient | None:
+        row = self.db.get(OAuthClient, client_id) if client_id and len(client_id) <= 64 else None
+        if row is None or row.disabled_at is not None:
+            return None
+        return RegisteredClient(row)
+
+    def create_oauth2_request(self, request: OAuth2Request) -> OAuth2Request:
+        return request  # already built by vault.auth.adapter
+
+    def validate_requested_scope(self, scope: str) -> None:
+        pass  # GAP: unknown scopes are ignored (see RegisteredClient.get_allowed_scope)
+
+    def send_signal(self, name: str, *args: Any, **kwargs: Any) -> None:
+        if name == "after_revoke_token":
+            logger.info("token revoked", extra={"client_id": kwargs["client"].get_client_id()})
+
+    def handle_response(self, status: int, body: Any, headers: list) -> tuple:
+        return status, body, headers  # the adapter turns it into an HTTP response
+
+    def _generate_token(self, *, grant_type: str, client: RegisteredClient, user: Citizen | None = None,
+                        scope: str | None = None, expires_in: int | None = None,
+                        include_refresh_token: bool = True) -> dict[str, Any]:
+        token = {"token_type": "Bearer", "access_token": secrets.token_urlsafe(32),
+                 "expires_in": expires_in or self.settings.access_token_seconds, "scope": scope or ""}
+        if include_refresh_token and client.check_grant_type("refresh_token"):
+            token["refresh_token"] = secrets.token_urlsafe(32)
+        return token
+
+    def save_token(self, token: dict[str, Any], request: OAuth2Request) -> None:
+        now = utcnow()
+        origin = request.authorization_code or request.refresh_token
+        source = origin.row
+        refresh_expires = None
+        if token.get("refresh_token"):
+            if isinstance(origin, IssuedToken):  # rotation: same grant, same absolute end
+                refresh_expires = source.refresh_expires_at
+            else:
+                refresh_expires = now + timedelta(days=self.settings.refresh_token_days)
+        self.db.add(OAuthToken(
+            grant_id=source.grant_id if isinstance(origin, IssuedToken) else uuid.uuid4(),
+            client_id=request.client.get_client_id(),
+            citizen_id=request.user.id,
+            access_token_hash=token_hash(token["access_token"]),
+            refresh_token_hash=token_hash(token["refresh_token"]) if token.get("refresh_token") else None,
+            scope=token["scope"],
+            code_id=source.id if isinstance(origin, StoredCode) else None,
+            sid=source.sid, auth_time=source.auth_time, acr=source.acr, amr=source.amr,
+            issued_at=now,
+            access_expires_at=now + timedelta(seconds=token["expires_in"]),
+            refresh_expires_at=refresh_expires,
+        ))
+
+    # -- our helpers
+    def find_token(self, value: str) -> IssuedToken | None:
+        digest = token_hash(value or "")
+        row = self.db.exec(select(OAuthToken).where(
+            (OAuthToken.access_token_hash == digest) | (OAuthToken.refresh_token_hash == digest))).first()
+        return IssuedToken(row) if row else None
+
+    def revoke_where(self, condition: Any) -> int:
+        return self.db.exec(
+            update(OAuthToken).where(condition, OAuthToken.revoked_at.is_(None))  # type: ignore[union-attr]
+            .values(revoked_at=utcnow())
+        ).rowcount
+
+    def subject(self, client: OAuthClient, citizen_id: uuid.UUID) -> str:
+        return self.keystore.pairwise_sub(self.db, sector=client.sector, citizen_id=str(citizen_id))
+
+    def id_token(self, request: OAuth2Request, token: dict[str, Any]) -> str:
+        """OIDC Core §2 ID token: iss, sub (pairwise), aud, exp, iat, auth_time, nonce, acr, amr, sid, at_hash."""
+        code: StoredCode = request.authorization_code
+        client: OAuthClient = request.client.row
+        now = int(time.time())
+        claims: dict[str, Any] = {
+            "iss": self.settings.issuer,
+            "sub": self.subject(client, code.row.citizen_id),
+            "aud": client.client_id,
+            "iat": now,
+            "exp": now + ID_TOKEN_LIFETIME,
+            "auth_time": code.get_auth_time(),
+            "acr": code.get_acr(),
+            "amr": code.get_amr(),
+            "sid": code.row.sid,
+        }
+        if nonce := code.get_nonce():
+            claims["nonce"] = nonce
+        if at_hash := create_half_hash(token["access_token"], client.id_token_alg):
+            claims["at_hash"] = at_hash.decode()
+        return self.keystore.sign(self.db, claims, alg=client.id_token_alg)
