@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -45,7 +46,7 @@ class VaultPayload(OAuth2Payload):
 
 
 class VaultOAuth2Request(OAuth2Request):
-    def __init__(self, *, method: str, uri: str, headers: dict[str, str], query: list[tuple[str, str]],
+    def __init__(self, *, method: str, uri: str, headers: Mapping[str, str], query: list[tuple[str, str]],
                  form: list[tuple[str, str]]) -> None:
         super().__init__(method=method, uri=uri, headers=headers)
         self._args = dict(query)
@@ -85,7 +86,8 @@ def oauth_request(request: Request, issuer: str, form: list[tuple[str, str]],
                   query: list[tuple[str, str]] | None = None) -> VaultOAuth2Request:
     query = query if query is not None else list(request.query_params.multi_items())
     uri = issuer + request.url.path + (f"?{urlencode(query)}" if query else "")
-    return VaultOAuth2Request(method=request.method, uri=uri, headers=dict(request.headers), query=query, form=form)
+    # Starlette's headers stay case-insensitive (authlib reads "Authorization").
+    return VaultOAuth2Request(method=request.method, uri=uri, headers=request.headers, query=query, form=form)
 
 
 def to_response(result: tuple[int, Any, list], *, issuer: str | None = None) -> Response:

@@ -1,0 +1,517 @@
+"""The provider, module by module after the OpenID Foundation's Basic OP plan, plus the
+FranceConnect-style rules (pairwise sub, eIDAS acr, state/nonce/redirect_uri mandatory, PKCE S256)."""
+
+from __future__ import annotations
+
+import base64
+import time
+from datetime import timedelta
+
+import pytest
+from joserfc import jwt
+from sqlalchemy import update
+from sqlmodel import Session, select
+
+from tests.auth.oidc_support import authorize, exchange, pkce_pair, token_request, verify_id_token
+from tests.support import RP_CALLBACK, RP_LOGGED_OUT, App, Browser, Outbox, register_app, verified_citizen
+from vault.auth.models import AuthorizationCode
+
+EMAIL = "oidc@example.org"
+
+
+@pytest.fixture
+def citizen(browser: Browser, outbox: Outbox) -> str:
+    verified_citizen(browser, outbox, EMAIL)
+    return EMAIL
+
+
+@pytest.fixture
+def app_(engine) -> App:  # noqa: ANN001
+    return register_app(engine, allow_refresh=True)
+
+
+def logged_in_flow(browser: Browser, app: App, **kw):  # noqa: ANN003, ANN201
+    return authorize(browser, app, email=EMAIL, **kw)
+
+
+# ---- discovery and keys ----------------------------------------------------------------------------------
+
+
+def test_discovery_document(browser: Browser) -> None:
+    meta = browser.get("/.well-known/openid-configuration").json()
+    issuer = meta["issuer"]
+    assert issuer == "http://127.0.0.1:8000"
+    for name, path in (("authorization_endpoint", "/authorize"), ("token_endpoint", "/token"),
+                       ("userinfo_endpoint", "/userinfo"), ("jwks_uri", "/jwks"),
+                       ("end_session_endpoint", "/logout"), ("revocation_endpoint", "/revoke"),
+                       ("introspection_endpoint", "/introspect")):
+        assert meta[name] == issuer + path
+    assert meta["response_types_supported"] == ["code"]
+    assert meta["subject_types_supported"] == ["pairwise"]
+    assert meta["code_challenge_methods_supported"] == ["S256"]
+    assert {"identite_pivot", "profile", "birth", "email", "given_name", "birthcountry"} <= set(meta["scopes_supported"])
+    assert meta["authorization_response_iss_parameter_supported"] is True
+    assert "private_key_jwt" in meta["token_endpoint_auth_methods_supported"]
+
+
+def test_jwks_has_distinct_kids_and_no_private_parts(browser: Browser) -> None:
+    keys = browser.get("/jwks").json()["keys"]
+    kids = [k["kid"] for k in keys]
+    assert len(kids) == len(set(kids)) >= 2
+    assert {k["alg"] for k in keys} == {"ES256", "RS256"}
+    for key in keys:
+        assert not {"d", "p", "q", "dp", "dq", "qi"} & set(key)
+    rsa = next(k for k in keys if k["kty"] == "RSA")
+    assert len(base64.urlsafe_b64decode(rsa["n"] + "==")) * 8 == 3072
+
+
+# ---- the happy flow and the ID token -------------------------------------------------------------------
+
+
+def test_code_flow_and_id_token(browser: Browser, citizen: str, app_: App) -> None:
+    flow = logged_in_flow(browser, app_)
+    assert flow.steps == ["login", "consent"]
+    result = flow.result
+    assert result["state"] == flow.params["state"]
+    assert result["iss"] == "http://127.0.0.1:8000"  # RFC 9207
+    token = exchange(browser, flow)
+    assert token.status_code == 200, token.text
+    body = token.json()
+    assert body["token_type"] == "Bearer" and body["expires_in"] == 600
+    assert token.headers["cache-control"] == "no-store"
+    header, claims = verify_id_token(browser, body["id_token"])
+    assert header["alg"] == "ES256" and header["kid"] in {k["kid"] for k in browser.get("/jwks").json()["keys"]}
+    now = time.time()
+    assert claims["iss"] == "http://127.0.0.1:8000" and claims["aud"] == app_.client_id
+    assert now - 5 <= claims["iat"] <= now + 5 and claims["exp"] > claims["iat"]
+    assert claims["nonce"] == flow.params["nonce"]
+    assert claims["acr"] == "eidas1" and claims["amr"] == ["pwd"] and claims["sid"]
+    assert abs(claims["auth_time"] - now) < 10
+    assert len(claims["sub"]) == 66 and claims["sub"].endswith("v1")
+
+
+def test_consent_page_says_what_the_app_receives(browser: Browser, citizen: str, engine) -> None:  # noqa: ANN001
+    app = register_app(engine, scope="openid identite_pivot email")
+    flow = authorize(browser, app, email=EMAIL, consent=None, scope="openid identite_pivot email")
+    page = flow.response.text
+    for line in ("Inscriptions scolaires", "Vos prénoms", "Votre nom de naissance", "Votre date de naissance",
+                 "Votre sexe", "Votre commune de naissance", "Votre pays de naissance", "Votre adresse e-mail"):
+        assert line in page
+    assert 'name="decision" value="allow"' in page and 'name="decision" value="deny"' in page
+
+
+def test_consent_is_remembered_and_asked_again_for_more(browser: Browser, citizen: str, app_: App) -> None:
+    assert logged_in_flow(browser, app_).steps == ["login", "consent"]
+    assert authorize(browser, app_).steps == []  # logged in, consent remembered: straight back to the app
+    assert authorize(browser, app_, scope="openid email").steps == ["consent"]
+    assert authorize(browser, app_, scope="openid email profile").steps == []
+
+
+def test_consent_refused(browser: Browser, citizen: str, app_: App) -> None:
+    flow = logged_in_flow(browser, app_, consent="deny")
+    assert flow.result["error"] == "access_denied" and flow.result["state"] == flow.params["state"]
+
+
+# ---- userinfo ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tokens(browser: Browser, citizen: str, app_: App) -> dict:
+    flow = logged_in_flow(browser, app_, scope="openid profile birth email")
+    return exchange(browser, flow).json()
+
+
+def test_userinfo_get_post_header_post_body(browser: Browser, tokens: dict) -> None:
+    bearer = {"Authorization": f"Bearer {tokens['access_token']}"}
+    answers = [browser.get("/userinfo", headers=bearer), browser.post("/userinfo", headers=bearer),
+               browser.post("/userinfo", data={"access_token": tokens["access_token"]})]
+    for answer in answers:
+        assert answer.status_code == 200, answer.text
+    assert answers[0].json() == answers[1].json() == answers[2].json()
+    info = answers[0].json()
+    assert info == {"sub": info["sub"], "given_name": "Jeanne Marie", "family_name": "Martin",
+                    "birthdate": "1990-05-17", "gender": "female", "preferred_username": "",
+                    "birthplace": "69123", "birthcountry": "99100", "email": EMAIL}
+
+
+@pytest.mark.parametrize(("scope", "claims"), [
+    ("openid", set()),
+    ("openid email", {"email"}),
+    ("openid profile", {"given_name", "family_name", "birthdate", "gender", "preferred_username"}),
+    ("openid birth", {"birthplace", "birthcountry"}),
+    ("openid identite_pivot", {"given_name", "family_name", "birthdate", "gender", "birthplace", "birthcountry"}),
+    ("openid given_name birthcountry", {"given_name", "birthcountry"}),
+    ("email openid", {"email"}),  # scope order does not matter
+])
+def test_scopes_give_their_claims(browser: Browser, citizen: str, engine, scope: str, claims: set) -> None:  # noqa: ANN001
+    app = register_app(engine, scope="openid profile birth email identite_pivot given_name birthcountry")
+    flow = logged_in_flow(browser, app, scope=scope)
+    access = exchange(browser, flow).json()["access_token"]
+    info = browser.get("/userinfo", headers={"Authorization": f"Bearer {access}"}).json()
+    assert set(info) == {"sub"} | claims
+
+
+def test_userinfo_refuses_bad_tokens(browser: Browser, tokens: dict) -> None:
+    missing = browser.get("/userinfo")
+    assert missing.status_code == 400 and missing.json()["error"] == "invalid_request"
+    wrong = browser.get("/userinfo", headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401 and 'error="invalid_token"' in wrong.headers["www-authenticate"]
+    both = browser.post("/userinfo", headers={"Authorization": f"Bearer {tokens['access_token']}"},
+                        data={"access_token": tokens["access_token"]})
+    assert both.status_code == 400
+
+
+def test_signed_userinfo(browser: Browser, citizen: str, engine) -> None:  # noqa: ANN001
+    app = register_app(engine, userinfo_signed=True, id_token_alg="RS256")
+    flow = logged_in_flow(browser, app)
+    body = exchange(browser, flow).json()
+    header, _ = verify_id_token(browser, body["id_token"])
+    assert header["alg"] == "RS256"
+    answer = browser.get("/userinfo", headers={"Authorization": f"Bearer {body['access_token']}"})
+    assert answer.headers["content-type"] == "application/jwt"
+    _, claims = verify_id_token(browser, answer.text)
+    assert claims["iss"] == "http://127.0.0.1:8000" and claims["aud"] == app.client_id
+    assert claims["given_name"] == "Jeanne Marie"
+
+
+# ---- request parameters -----------------------------------------------------------------------------------
+
+
+def test_unknown_parameters_and_order_are_ignored(browser: Browser, citizen: str, app_: App) -> None:
+    flow = logged_in_flow(browser, app_, extra_parameter="whatever", claims_locales="fr", scope="profile openid")
+    assert "code" in flow.result
+
+
+def test_authorization_request_by_post(browser: Browser, citizen: str, app_: App) -> None:
+    flow = logged_in_flow(browser, app_, method="POST")
+    assert exchange(browser, flow).status_code == 200
+
+
+def test_login_hint_and_ui_locales(browser: Browser, citizen: str, app_: App) -> None:
+    flow = authorize(browser, app_, login_hint=EMAIL, ui_locales="en-GB fr")
+    login = browser.get(flow.location)
+    assert f'value="{EMAIL}"' in login.text
+    assert '<html lang="en">' in login.text and "Log in to continue to" in login.text
+
+
+def test_acr_is_the_level_reached_never_higher(browser: Browser, citizen: str, app_: App) -> None:
+    flow = logged_in_flow(browser, app_, acr_values="eidas2 eidas3")
+    _, claims = verify_id_token(browser, exchange(browser, flow).json()["id_token"])
+    assert claims["acr"] == "eidas1"
+
+
+@pytest.mark.parametrize(("missing", "error"), [("response_type", "unsupported_response_type"),
+                                                ("state", "invalid_request"), ("nonce", "invalid_request"),
+                                                ("scope", "invalid_scope")])
+def test_missing_parameters_are_redirected_errors(browser: Browser, app_: App, missing: str, error: str) -> None:
+    flow = authorize(browser, app_, **{missing: None})
+    assert flow.location.startswith(RP_CALLBACK)
+    assert flow.result["error"] == error and flow.result["iss"] == "http://127.0.0.1:8000"
+
+
+def test_nonce_may_be_optional_per_app(browser: Browser, citizen: str, engine) -> None:  # noqa: ANN001
+    app = register_app(engine, require_nonce=False)
+    flow = logged_in_flow(browser, app, nonce=None)
+    _, claims = verify_id_token(browser, exchange(browser, flow).json()["id_token"])
+    assert "nonce" not in claims
+
+
+@pytest.mark.parametrize("redirect_uri", ["https://evil.example/callback", RP_CALLBACK + "/extra", RP_CALLBACK + "?a=1",
+                                          None])
+def test_bad_redirect_uri_shows_a_page_and_never_redirects(browser: Browser, app_: App, redirect_uri) -> None:  # noqa: ANN001
+    flow = authorize(browser, app_, redirect_uri=redirect_uri)
+    assert flow.response.status_code == 400 and "location" not in flow.response.headers
+    assert "Demande de connexion incorrecte" in flow.response.text
+
+
+def test_unknown_client_shows_a_page(browser: Browser) -> None:
+    flow = authorize(browser, App(client_id="nobody", secret=None))
+    assert flow.response.status_code == 400 and "location" not in flow.response.headers
+
+
+# ---- prompt, max_age, id_token_hint -----------------------------------------------------------------------
+
+
+def test_prompt_login_reauthenticates(browser: Browser, citizen: str, app_: App) -> None:
+    first = logged_in_flow(browser, app_)
+    _, before = verify_id_token(browser, exchange(browser, first).json()["id_token"])
+    time.sleep(1.1)
+    again = logged_in_flow(browser, app_, prompt="login")
+    assert again.steps == ["login"]
+    _, after = verify_id_token(browser, exchange(browser, again).json()["id_token"])
+    assert after["auth_time"] > before["auth_time"]
+
+
+def test_prompt_none(browser: Browser, citizen: str, app_: App) -> None:
+    logged_out = authorize(browser, app_, prompt="none")
+    assert logged_out.result["error"] == "login_required" and logged_out.result["state"] == logged_out.params["state"]
+    browser.login(EMAIL)
+    no_consent = authorize(browser, app_, prompt="none")
+    assert no_consent.result["error"] == "consent_required"
+    logged_in_flow(browser, app_)  # consent given
+    silent = authorize(browser, app_, prompt="none")
+    assert "code" in silent.result and silent.steps == []
+    assert authorize(browser, app_, prompt="none login").result["error"] == "invalid_request"
+
+
+def test_max_age(browser: Browser, citizen: str, app_: App) -> None:
+    logged_in_flow(browser, app_)
+    assert authorize(browser, app_, max_age="10000").steps == []
+    time.sleep(1.1)
+    assert authorize(browser, app_, max_age="1", email=EMAIL).steps == ["login"]
+    assert authorize(browser, app_, max_age="-3").result["error"] == "invalid_request"
+
+
+def test_id_token_hint(browser: Browser, outbox: Outbox, citizen: str, app_: App) -> None:
+    flow = logged_in_flow(browser, app_)
+    id_token = exchange(browser, flow).json()["id_token"]
+    same = authorize(browser, app_, prompt="none", id_token_hint=id_token)
+    assert "code" in same.result
+    # Someone else is logged in on this browser now: the app's hint does not match.
+    verified_citizen(browser, outbox, "other@example.org")
+    browser.login("other@example.org")
+    other = authorize(browser, app_, prompt="none", id_token_hint=id_token)
+    assert other.result["error"] == "login_required"
+
+
+# ---- codes ----------------------------------------------------------------------------------------------
+
+
+def test_code_reuse_fails_and_revokes_the_tokens(browser: Browser, citizen: str, app_: App) -> None:
+    flow = logged_in_flow(browser, app_)
+    first = exchange(browser, flow).json()
+    bearer = {"Authorization": f"Bearer {first['access_token']}"}
+    assert browser.get("/userinfo", headers=bearer).status_code == 200
+    replay = exchange(browser, flow)
+    assert replay.status_code == 400 and replay.json()["error"] == "invalid_grant"
+    assert browser.get("/userinfo", headers=bearer).status_code == 401
+    refresh = token_request(browser, app_, grant_type="refresh_token", refresh_token=first["refresh_token"])
+    assert refresh.json()["error"] == "invalid_grant"
+
+
+def test_code_expires_after_60_seconds(browser: Browser, citizen: str, app_: App, engine) -> None:  # noqa: ANN001
+    from vault.db import utcnow
+
+    flow = logged_in_flow(browser, app_)
+    with Session(engine) as session:
+        row = session.exec(select(AuthorizationCode)).one()
+        assert timedelta(seconds=59) <= row.expires_at - row.created_at <= timedelta(seconds=60)
+        session.exec(update(AuthorizationCode).values(expires_at=utcnow() - timedelta(seconds=1)))
+        session.commit()
+    assert exchange(browser, flow).json()["error"] == "invalid_grant"
+
+
+def test_code_is_bound_to_client_and_redirect_uri(browser: Browser, citizen: str, app_: App, engine) -> None:  # noqa: ANN001
+    other = register_app(engine)
+    flow = logged_in_flow(browser, app_)
+    stolen = token_request(browser, other, grant_type="authorization_code", code=flow.result["code"],
+                           redirect_uri=RP_CALLBACK)
+    assert stolen.json()["error"] == "invalid_grant"
+    flow2 = authorize(browser, app_)
+    wrong_uri = exchange(browser, flow2, redirect_uri="https://rp.example.org/other")
+    assert wrong_uri.status_code == 400
+
+
+# ---- client authentication --------------------------------------------------------------------------------
+
+
+def test_client_secret_post_and_basic(browser: Browser, citizen: str, engine) -> None:  # noqa: ANN001
+    post_app = register_app(engine, auth_method="client_secret_post")
+    flow = logged_in_flow(browser, post_app)
+    wrong = browser.post("/token", data={"grant_type": "authorization_code", "code": flow.result["code"],
+                                         "redirect_uri": RP_CALLBACK, "client_id": post_app.client_id,
+                                         "client_secret": "wrong"})
+    assert wrong.status_code == 401 and wrong.json()["error"] == "invalid_client"
+
+    basic_app = register_app(engine, auth_method="client_secret_basic")
+    flow = authorize(browser, basic_app, email=EMAIL)
+    as_post = exchange(browser, flow)  # the app is registered for basic: post is refused
+    assert as_post.json()["error"] == "invalid_client"
+    flow = authorize(browser, basic_app)
+    ok = browser.post("/token", auth=(basic_app.client_id, basic_app.secret),
+                      data={"grant_type": "authorization_code", "code": flow.result["code"], "redirect_uri": RP_CALLBACK})
+    assert ok.status_code == 200, ok.text
+
+
+def test_private_key_jwt(browser: Browser, citizen: str, engine) -> None:  # noqa: ANN001
+    import json
+    import uuid
+
+    from joserfc import jwk
+
+    key = jwk.ECKey.generate_key("P-256", private=True)
+    public = {"keys": [key.as_dict(private=False) | {"kid": "rp-1", "use": "sig"}]}
+    app = register_app(engine, auth_method="private_key_jwt", jwks_json=json.dumps(public))
+    flow = logged_in_flow(browser, app)
+    now = int(time.time())
+    assertion = jwt.encode({"alg": "ES256", "kid": "rp-1"},
+                           {"iss": app.client_id, "sub": app.client_id, "aud": "http://127.0.0.1:8000/token",
+                            "jti": str(uuid.uuid4()), "iat": now, "exp": now + 60}, key)
+    answer = browser.post("/token", data={
+        "grant_type": "authorization_code", "code": flow.result["code"], "redirect_uri": RP_CALLBACK,
+        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        "client_assertion": assertion})
+    assert answer.status_code == 200, answer.text
+
+
+# ---- PKCE -------------------------------------------------------------------------------------------------
+
+
+def test_pkce_required_and_s256_only_for_public_apps(browser: Browser, citizen: str, engine) -> None:  # noqa: ANN001
+    public = register_app(engine, auth_method="none")
+    assert public.secret is None
+    assert authorize(browser, public).result["error"] == "invalid_request"
+    verifier, challenge = pkce_pair()
+    plain = authorize(browser, public, code_challenge=challenge, code_challenge_method="plain")
+    assert plain.result["error"] == "invalid_request"
+    flow = authorize(browser, public, email=EMAIL, code_challenge=challenge, code_challenge_method="S256")
+    wrong = exchange(browser, flow, code_verifier=pkce_pair()[0])
+    assert wrong.json()["error"] == "invalid_grant"
+    flow = authorize(browser, public, code_challenge=challenge, code_challenge_method="S256")
+    assert exchange(browser, flow).json()["error"] == "invalid_request"  # verifier missing
+    flow = authorize(browser, public, code_challenge=challenge, code_challenge_method="S256")
+    assert exchange(browser, flow, code_verifier=verifier).status_code == 200
+
+
+# ---- refresh tokens ---------------------------------------------------------------------------------------
+
+
+def test_refresh_rotates_and_reuse_revokes_the_grant(browser: Browser, tokens: dict, app_: App) -> None:
+    first = tokens["refresh_token"]
+    rotated = token_request(browser, app_, grant_type="refresh_token", refresh_token=first)
+    assert rotated.status_code == 200, rotated.text
+    new = rotated.json()
+    assert new["refresh_token"] != first and new["access_token"] != tokens["access_token"]
+    assert browser.get("/userinfo", headers={"Authorization": f"Bearer {new['access_token']}"}).status_code == 200
+    reuse = token_request(browser, app_, grant_type="refresh_token", refresh_token=first)
+    assert reuse.json()["error"] == "invalid_grant"
+    # The whole grant died: the newest tokens too.
+    assert browser.get("/userinfo", headers={"Authorization": f"Bearer {new['access_token']}"}).status_code == 401
+    assert token_request(browser, app_, grant_type="refresh_token",
+                         refresh_token=new["refresh_token"]).json()["error"] == "invalid_grant"
+
+
+def test_refresh_token_is_bound_to_its_client(browser: Browser, tokens: dict, engine) -> None:  # noqa: ANN001
+    thief = register_app(engine, allow_refresh=True)
+    stolen = token_request(browser, thief, grant_type="refresh_token", refresh_token=tokens["refresh_token"])
+    assert stolen.json()["error"] == "invalid_grant"
+
+
+def test_no_refresh_token_for_apps_not_allowed(browser: Browser, citizen: str, engine) -> None:  # noqa: ANN001
+    app = register_app(engine, allow_refresh=False)
+    body = exchange(browser, logged_in_flow(browser, app)).json()
+    assert "refresh_token" not in body
+
+
+# ---- pairwise sub -------------------------------------------------------------------------------------------
+
+
+def test_sub_is_pairwise_per_sector_and_stable(browser: Browser, citizen: str, engine) -> None:  # noqa: ANN001
+    school = register_app(engine, sector="education")
+    canteen = register_app(engine, sector="education")
+    portal = register_app(engine)
+
+    def sub(app: App) -> str:
+        flow = authorize(browser, app, email=EMAIL)
+        return verify_id_token(browser, exchange(browser, flow).json()["id_token"])[1]["sub"]
+
+    assert sub(school) == sub(canteen) == sub(school)
+    assert sub(portal) != sub(school)
+
+
+# ---- revocation and introspection ----------------------------------------------------------------------------
+
+
+def test_revocation_and_introspection(browser: Browser, tokens: dict, app_: App, engine) -> None:  # noqa: ANN001
+    def introspect(app: App, value: str) -> dict:
+        return browser.post("/introspect", data={"token": value, "client_id": app.client_id,
+                                                 "client_secret": app.secret}).json()
+
+    active = introspect(app_, tokens["access_token"])
+    assert active["active"] is True and active["client_id"] == app_.client_id and active["scope"]
+    assert active["sub"].endswith("v1")
+    other = register_app(engine)
+    assert introspect(other, tokens["access_token"]) == {"active": False}
+    revoked = browser.post("/revoke", data={"token": tokens["refresh_token"], "client_id": app_.client_id,
+                                            "client_secret": app_.secret})
+    assert revoked.status_code == 200
+    assert introspect(app_, tokens["access_token"]) == {"active": False}
+    assert browser.get("/userinfo", headers={"Authorization": f"Bearer {tokens['access_token']}"}).status_code == 401
+
+
+def test_token_endpoint_bad_requests(browser: Browser, app_: App) -> None:
+    as_json = browser.post("/token", json={"grant_type": "authorization_code"})
+    assert as_json.status_code == 400 and as_json.json()["error"] == "invalid_request"
+    unknown_grant = token_request(browser, app_, grant_type="password", username="a", password="b")
+    assert unknown_grant.json()["error"] == "unsupported_grant_type"
+    assert token_request(browser, app_, grant_type="authorization_code").json()["error"] == "invalid_request"
+
+
+# ---- logout -----------------------------------------------------------------------------------------------
+
+
+def test_rp_initiated_logout(browser: Browser, citizen: str, app_: App) -> None:
+    id_token = exchange(browser, logged_in_flow(browser, app_)).json()["id_token"]
+    refused = browser.get("/logout", params={"id_token_hint": id_token,
+                                             "post_logout_redirect_uri": "https://evil.example/"})
+    assert refused.status_code == 400 and "location" not in refused.headers
+    assert browser.get("/account").status_code == 200  # still logged in
+    out = browser.get("/logout", params={"id_token_hint": id_token, "post_logout_redirect_uri": RP_LOGGED_OUT,
+                                         "state": "bye42"})
+    assert out.status_code == 303 and out.headers["location"] == RP_LOGGED_OUT + "?state=bye42"
+    assert browser.get("/account").status_code == 303
+    assert authorize(browser, app_, prompt="none").result["error"] == "login_required"
+
+
+def test_logout_without_hint_asks_first(browser: Browser, citizen: str, app_: App) -> None:
+    browser.login(EMAIL)
+    page = browser.get("/logout", params={"post_logout_redirect_uri": RP_LOGGED_OUT, "client_id": app_.client_id})
+    assert page.status_code == 200 and "Se déconnecter ?" in page.text
+    assert browser.get("/account").status_code == 200
+    confirmed = browser.submit("/account", {"post_logout_redirect_uri": RP_LOGGED_OUT, "client_id": app_.client_id},
+                               action="/logout")
+    assert confirmed.headers["location"] == RP_LOGGED_OUT
+    assert browser.get("/account").status_code == 303
+
+
+def test_forged_id_token_hint_is_refused(browser: Browser, citizen: str, app_: App) -> None:
+    from joserfc import jwk
+
+    forged = jwt.encode({"alg": "ES256"}, {"aud": app_.client_id, "sub": "x"},
+                        jwk.ECKey.generate_key("P-256", private=True))
+    answer = browser.get("/logout", params={"id_token_hint": forged, "post_logout_redirect_uri": RP_LOGGED_OUT})
+    assert answer.status_code == 400 and "location" not in answer.headers
+
+
+# ---- "Mes applications" and disabled apps ----------------------------------------------------------------------
+
+
+def test_my_apps_lists_and_revokes(browser: Browser, tokens: dict, app_: App) -> None:
+    page = browser.get("/account/apps")
+    assert "Inscriptions scolaires" in page.text and "Votre adresse e-mail" in page.text
+    answer = browser.submit("/account/apps", {"client_id": app_.client_id}, action="/account/apps/revoke")
+    assert answer.headers["location"] == "/account/apps?notice=revoked"
+    assert "Aucune application" in browser.get("/account/apps").text
+    assert browser.get("/userinfo", headers={"Authorization": f"Bearer {tokens['access_token']}"}).status_code == 401
+    assert authorize(browser, app_).steps == ["consent"]
+
+
+def test_disabled_app_can_no_longer_log_in(browser: Browser, tokens: dict, app_: App, engine) -> None:  # noqa: ANN001
+    from vault.auth.clients import disable_client
+
+    with Session(engine) as session:
+        disable_client(session=session, client_id=app_.client_id)
+        session.commit()
+    assert authorize(browser, app_).response.status_code == 400
+    assert browser.get("/userinfo", headers={"Authorization": f"Bearer {tokens['access_token']}"}).status_code == 401
+
+
+def test_key_rotation_keeps_old_tokens_verifiable(browser: Browser, tokens: dict, app, engine) -> None:  # noqa: ANN001
+    header, _ = verify_id_token(browser, tokens["id_token"])
+    with Session(engine) as session:
+        new_kids = app.state.oidc.keystore.rotate(session)
+        session.commit()
+    kids = {k["kid"] for k in browser.get("/jwks").json()["keys"]}
+    assert header["kid"] in kids and set(new_kids) <= kids
+    verify_id_token(browser, tokens["id_token"])
+
