@@ -8,15 +8,28 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import text
 from sqlmodel import SQLModel
 
-from tests.services import ClamdService, PostgresService, S3Service, start_clamd, start_postgres, start_seaweedfs
+from tests.services import (
+    ClamdService,
+    PostgresService,
+    S3Service,
+    free_port,
+    start_clamd,
+    start_postgres,
+    start_seaweedfs,
+)
 from tests.support import Browser, Outbox
 from vault.app import create_app
 from vault.db import make_engine
@@ -114,3 +127,49 @@ def browser(app) -> Iterator[Browser]:  # noqa: ANN001
 @pytest.fixture
 def outbox(settings: Settings) -> Outbox:
     return Outbox(settings.outbox_dir)
+
+
+@dataclass
+class LiveServer:
+    """The service as an operator runs it: `vault serve` in its own process, on a free port."""
+
+    url: str
+    env: dict[str, str]
+
+    def vault(self, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "vault.cli", *args], input=stdin, capture_output=True,
+                              text=True, env=self.env, timeout=120, check=True)
+
+
+@pytest.fixture(scope="session")
+def live_server(services_dir: Path, postgres: PostgresService) -> Iterator[LiveServer]:
+    """A real server on PostgreSQL with the demo citizen and demo app seeded (`make run`'s steps)."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "VAULT_ISSUER": url, "VAULT_DATA_DIR": str(services_dir / "live"),
+           "VAULT_DATABASE_URL": postgres.create_database("vault_live"),
+           "VAULT_ARGON2_MEMORY_KIB": "8192", "VAULT_ARGON2_TIME_COST": "1"}
+    server = LiveServer(url=url, env=env)
+    server.vault("db", "upgrade")
+    log = open(services_dir / "live-server.log", "wb")  # noqa: SIM115
+    process = subprocess.Popen([sys.executable, "-m", "vault.cli", "serve", "--port", str(port)], env=env,
+                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError((services_dir / "live-server.log").read_text()[-3000:])
+            time.sleep(0.1)
+        yield server
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()

@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import RedirectResponse, Response
 
 from vault import __version__, crypto
-from vault.auth import oidc_routes
+from vault.auth import demo, oidc_routes
 from vault.auth import routes as auth_routes
 from vault.auth.adapter import BodyError
 from vault.auth.keys import KeyStore
@@ -65,6 +65,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.include_router(auth_routes.router)
     app.include_router(auth_routes.api)
     app.include_router(oidc_routes.router)
+    app.include_router(demo.router)
     _add_operational_routes(app)
     _add_error_handlers(app)
     return app

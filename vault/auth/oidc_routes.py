@@ -84,7 +84,8 @@ def _answer(request: Request, outcome: Outcome) -> Response:
                                             "technical": outcome.description}, status=400)
 
 
-@router.api_route("/authorize", methods=["GET", "POST"], summary="Authorization endpoint (code flow)")
+@router.get("/authorize", operation_id="authorize_get", summary="Authorization endpoint (code flow)")
+@router.post("/authorize", operation_id="authorize_post", summary="Authorization endpoint (code flow), by POST")
 def authorize(request: Request, form: OAuthForm, db: DB, service: OIDC, current: Current) -> Response:
     return _answer(request, service.authorize(db=db, request=oauth_request(request, _issuer(request), form),
                                               current=current))
@@ -146,7 +147,8 @@ async def userinfo_form(request: Request) -> list[tuple[str, str]]:
     return []
 
 
-@router.api_route("/userinfo", methods=["GET", "POST"], summary="UserInfo endpoint (JSON, or a signed JWT)")
+@router.get("/userinfo", operation_id="userinfo_get", summary="UserInfo endpoint (JSON, or a signed JWT)")
+@router.post("/userinfo", operation_id="userinfo_post", summary="UserInfo endpoint, by POST")
 def userinfo(request: Request, form: Annotated[list[tuple[str, str]], Depends(userinfo_form)], db: DB,
              service: OIDC) -> Response:
     header = request.headers.get("authorization", "")
@@ -173,7 +175,8 @@ def _csrf_ok(request: Request, sent: str | None) -> bool:
     return bool(cookie and sent and hmac.compare_digest(cookie.encode(), sent.encode()))
 
 
-@router.api_route("/logout", methods=["GET", "POST"], summary="Log out (RP-initiated logout and the site's button)")
+@router.get("/logout", operation_id="logout_get", summary="Log out (RP-initiated logout)")
+@router.post("/logout", operation_id="logout_post", summary="Log out (RP-initiated logout and the site's button)")
 def logout(request: Request, form: OAuthForm, db: DB, service: OIDC, current: Current) -> Response:
     params = dict(form) if request.method == "POST" else dict(request.query_params)
     confirmed = request.method == "POST" and _csrf_ok(request, params.pop("csrf_token", None))
