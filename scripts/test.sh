@@ -31,4 +31,9 @@ fi
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
 "$VENV/bin/python" -m pip install --quiet -e ".[test]"
 
+# Node's openid-client for the interoperability test (tests/interop), pinned by its package-lock.json.
+if [ -f tests/interop/package-lock.json ]; then
+  (cd tests/interop && npm ci --no-audit --no-fund --silent)
+fi
+
 exec "$VENV/bin/python" -m pytest "$@"

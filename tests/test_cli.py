@@ -119,3 +119,50 @@ def test_serve_on_embedded_defaults(tmp_path: Path) -> None:
     lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
     assert any(entry.get("path") == "/login" and entry.get("request_id") for entry in lines)
     assert credentials["password"] not in output
+
+
+def test_client_commands(env: dict[str, str], engine) -> None:  # noqa: ANN001
+    from sqlmodel import Session
+
+    from vault.auth.models import OAuthClient
+
+    created = run(["client", "create", "--name", "Portail des démarches", "--redirect-uri", "https://portail.example.fr/cb",
+                   "--redirect-uri", "https://portail.example.fr/cb2", "--post-logout-redirect-uri",
+                   "https://portail.example.fr/", "--scope", "openid identite_pivot email", "--auth-method",
+                   "client_secret_post", "--sector", "portail", "--userinfo-signed", "--json"], env)
+    assert created.returncode == 0, created.stderr
+    body = json.loads(created.stdout)
+    assert body["redirect_uris"] == ["https://portail.example.fr/cb", "https://portail.example.fr/cb2"]
+    assert body["userinfo_signed_response_alg"] == "ES256" and body["sector"] == "portail"
+    secret = body["client_secret"]
+    with Session(engine) as session:
+        stored = session.get(OAuthClient, body["client_id"])
+        assert stored.secret_hash and secret not in stored.secret_hash  # only a hash is kept
+
+    listed = json.loads(run(["client", "list", "--json"], env).stdout)
+    assert [c["client_id"] for c in listed] == [body["client_id"]] and "client_secret" not in listed[0]
+
+    rotated = json.loads(run(["client", "rotate-secret", body["client_id"], "--json"], env).stdout)
+    assert rotated["client_secret"] != secret
+    disabled = json.loads(run(["client", "disable", body["client_id"], "--json"], env).stdout)
+    assert disabled["disabled"] is True
+    missing = run(["client", "disable", "nope", "--json"], env)
+    assert missing.returncode == 2 and json.loads(missing.stdout)["error"] == "not_found"
+
+
+def test_client_create_refuses_bad_input(env: dict[str, str]) -> None:
+    bad = run(["client", "create", "--name", "", "--redirect-uri", "portail.example.fr/cb", "--scope", "profile",
+               "--auth-method", "implicit", "--json"], env)
+    assert bad.returncode == 2
+    fields = json.loads(bad.stdout)["fields"]
+    assert set(fields) == {"name", "redirect-uri", "scope", "auth-method"}
+    no_keys = run(["client", "create", "--name", "X", "--redirect-uri", "https://x.example.fr/cb",
+                   "--auth-method", "private_key_jwt", "--json"], env)
+    assert "jwks" in json.loads(no_keys.stdout)["fields"]
+    assert json.loads(run(["client", "list", "--json"], env).stdout) == []
+
+
+def test_keys_rotate(env: dict[str, str]) -> None:
+    first = json.loads(run(["keys", "rotate", "--json"], env).stdout)["active"]
+    second = json.loads(run(["keys", "rotate", "--json"], env).stdout)["active"]
+    assert len(first) == len(second) == 2 and not set(first) & set(second)

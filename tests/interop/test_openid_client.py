@@ -1,0 +1,64 @@
+"""Interoperability: Node's `openid-client` (v6, by panva) completes the whole flow against a running server.
+
+Discovery, authorization code + PKCE (S256), token, ID token validation, userinfo, refresh, revocation and
+RP-initiated logout, as `openid_client_flow.mjs` plays them (see that script). The npm dependencies are pinned
+in package.json/package-lock.json next to this file; scripts/test.sh installs them (`npm ci`), and this test
+does it too when node_modules is missing. No Node, no npm: the test fails, it does not skip.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SCRIPT = HERE / "openid_client_flow.mjs"
+STEPS = ("discovery", "authorize", "login", "consent", "token", "id_token", "userinfo", "refresh", "revocation",
+         "end_session")
+PASSWORD = "une phrase de passe pour node"
+
+
+def tool(name: str) -> str:
+    path = shutil.which(name)
+    assert path, f"`{name}` is not on PATH: the openid-client interoperability test needs Node.js 20+ and npm"
+    return path
+
+
+def ensure_node_modules() -> None:
+    if (HERE / "node_modules" / "openid-client" / "package.json").is_file():
+        return
+    installed = subprocess.run([tool("npm"), "ci", "--no-audit", "--no-fund", "--silent"], cwd=HERE,
+                               capture_output=True, text=True, timeout=300)
+    assert installed.returncode == 0, f"npm ci failed in {HERE}:\n{installed.stdout}\n{installed.stderr}"
+
+
+def test_node_openid_client_completes_the_whole_flow(live_server) -> None:  # noqa: ANN001
+    node = tool("node")
+    ensure_node_modules()
+    app = json.loads(live_server.vault(
+        "client", "create", "--name", "Node openid-client", "--redirect-uri", "http://127.0.0.1:9/cb",
+        "--post-logout-redirect-uri", "http://127.0.0.1:9/bye", "--scope", "openid profile birth email",
+        "--auth-method", "client_secret_basic", "--refresh-tokens", "--json").stdout)
+    citizen = json.loads(live_server.vault(
+        "citizen", "create", "--email", "node@example.org", "--given-name", "Anne Marie", "--family-name", "Node",
+        "--birthdate", "1988-03-04", "--gender", "female", "--birthplace", "31555", "--birthcountry", "99100",
+        "--password-stdin", "--verified", "--json", stdin=f"{PASSWORD}\n").stdout)
+
+    flow_input = {"issuer": live_server.url, "client_id": app["client_id"], "client_secret": app["client_secret"],
+                  "redirect_uri": "http://127.0.0.1:9/cb", "post_logout_redirect_uri": "http://127.0.0.1:9/bye",
+                  "email": citizen["email"], "password": PASSWORD}
+    run = subprocess.run([node, str(SCRIPT)], input=json.dumps(flow_input), capture_output=True, text=True,
+                         cwd=HERE, timeout=120)
+    report = f"exit {run.returncode}\n--- stdout ---\n{run.stdout}\n--- stderr ---\n{run.stderr}"
+    assert run.returncode == 0, report
+    lines = run.stdout.strip().splitlines()
+    assert len(lines) == 1, report
+    summary = json.loads(lines[0])
+    assert summary.get("ok") is True, report
+    assert {step: summary.get(step) for step in STEPS} == dict.fromkeys(STEPS, True), report
+    assert summary["sub"] and summary["acr"] == "eidas1", report
+    assert summary["userinfo_claims"] == {
+        "given_name": "Anne Marie", "family_name": "Node", "birthdate": "1988-03-04", "gender": "female",
+        "birthplace": "31555", "birthcountry": "99100", "email": "node@example.org"}, report
