@@ -9,6 +9,7 @@ VENV=${VENV:-.venv}
 need_debs=()
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_debs+=(postgresql)
 command -v clamd >/dev/null 2>&1 || [ -x /usr/sbin/clamd ] || need_debs+=(clamav-daemon)
+command -v npm >/dev/null 2>&1 || need_debs+=(nodejs npm)  # the openid-client interoperability test
 if [ ${#need_debs[@]} -gt 0 ]; then
   echo "installing Debian packages: ${need_debs[*]}"
   SUDO=""
