@@ -27,7 +27,10 @@ from vault.db import DatabaseUnavailable, make_engine, ping
 from vault.mail import make_mailer
 from vault.migrations import schema_is_current
 from vault.settings import Settings, load_settings
-from vault.storage.antivirus import ClamdScanner, ScannerUnavailable
+from vault.storage import routes as storage_routes
+from vault.storage.antivirus import ClamdScanner, NoScanner, ScannerUnavailable
+from vault.storage.exceptions import StorageError
+from vault.storage.service import DocumentService
 from vault.storage.blobs import BlobStoreUnavailable, make_blob_store
 from vault.web.middleware import RequestContextMiddleware
 from vault.web.pages import PageError, message_page
@@ -51,7 +54,9 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.state.engine = engine or make_engine(settings.effective_database_url)
     app.state.keys = crypto.load_key_provider(settings)
     app.state.blob_store = make_blob_store(settings)
-    app.state.scanner = ClamdScanner(settings.clamd_address) if settings.antivirus == "clamd" else None
+    app.state.scanner = ClamdScanner(settings.clamd_address) if settings.antivirus == "clamd" else NoScanner()
+    app.state.documents = DocumentService(settings=settings, keys=app.state.keys, store=app.state.blob_store,
+                                          scanner=app.state.scanner)
     app.state.oidc = OpenIDService(settings=settings, keystore=KeyStore(app.state.keys))
     app.state.accounts = AccountService(
         settings=settings,
@@ -66,6 +71,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.include_router(auth_routes.api)
     app.include_router(oidc_routes.router)
     app.include_router(demo.router)
+    app.include_router(storage_routes.api)
+    app.include_router(storage_routes.pages)
     _add_operational_routes(app)
     _add_error_handlers(app)
     return app
@@ -103,7 +110,7 @@ def _add_operational_routes(app: FastAPI) -> None:
             "database": (database, DatabaseUnavailable),
             "object_store": (object_store, BlobStoreUnavailable),
         }
-        if app.state.scanner is not None:
+        if settings.antivirus == "clamd":
             probes["antivirus"] = (lambda: app.state.scanner.ping() or "ok", ScannerUnavailable)
         checks: dict[str, str] = {}
         for name, (probe, failure) in probes.items():
@@ -144,6 +151,38 @@ def _add_error_handlers(app: FastAPI) -> None:
                                 status=exc.status)
         return JSONResponse({"error": "invalid_request", "error_description": exc.description},
                             status_code=exc.status, headers={"Cache-Control": "no-store"})
+
+    @app.exception_handler(StorageError)
+    async def storage_error(request: Request, exc: StorageError) -> Response:
+        if _wants_json(request):
+            body: dict = {"error": exc.code, "detail": exc.message}
+            if errors := getattr(exc, "errors", None):
+                body["fields"] = errors
+            return JSONResponse(body, status_code=exc.status)
+        return message_page(request, title="Impossible de continuer", message=exc.message, status=exc.status,
+                            link=("/documents", "Retour à mes justificatifs"))
+
+    @app.exception_handler(storage_routes.ApiAuthError)
+    async def api_auth_error(request: Request, exc: storage_routes.ApiAuthError) -> Response:
+        headers = {}
+        if exc.error in ("invalid_token", "insufficient_scope", "invalid_request"):
+            challenge = f'Bearer error="{exc.error}"' + (f', scope="{exc.scope}"' if exc.scope else "")
+            headers["WWW-Authenticate"] = challenge
+        return JSONResponse({"error": exc.error, "detail": exc.detail}, status_code=exc.status, headers=headers)
+
+    @app.exception_handler(ScannerUnavailable)
+    @app.exception_handler(BlobStoreUnavailable)
+    async def dependency_down(request: Request, exc: Exception) -> Response:
+        # Fail closed: nothing was kept. The cause goes to the log, not to the citizen.
+        logger.error("dependency unavailable", extra={"error": str(exc), "kind": type(exc).__name__})
+        what = "antivirus" if isinstance(exc, ScannerUnavailable) else "object_store"
+        if _wants_json(request):
+            return JSONResponse({"error": "unavailable", "detail": f"The {what.replace('_', ' ')} is unavailable; "
+                                 "nothing was kept. Try again later."}, status_code=503, headers={"Retry-After": "60"})
+        return message_page(request, title="Service momentanément indisponible",
+                            message="L'enregistrement des documents est momentanément indisponible. Rien n'a été "
+                                    "enregistré : réessayez dans quelques minutes.", status=503,
+                            link=("/documents", "Retour à mes justificatifs"))
 
     @app.exception_handler(auth_routes.LoginRequired)
     async def login_required(request: Request, exc: auth_routes.LoginRequired) -> Response:

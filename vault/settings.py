@@ -66,6 +66,11 @@ class Settings(BaseSettings):
     # Argon2id cost (RFC 9106 second recommended option by default). Lower only in tests.
     argon2_time_cost: int = Field(default=3, ge=1)
     argon2_memory_kib: int = Field(default=64 * 1024, ge=8 * 1024)
+    # Document vault. The file limit must stay below clamd's StreamMaxLength (else nothing is scanned).
+    max_file_mb: int = Field(default=50, ge=1, le=4096)
+    quota_mb: int = Field(default=500, ge=1)
+    quota_documents: int = Field(default=200, ge=1)
+
     # OpenID Connect provider.
     access_token_seconds: int = Field(default=600, ge=60, le=3600)
     refresh_token_days: int = Field(default=30, ge=1, le=365)

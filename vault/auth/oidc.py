@@ -212,22 +212,27 @@ class OpenIDService:
 
     # ---- userinfo (OIDC Core §5.3) ----------------------------------------------------------------------
 
-    def userinfo(self, *, db: Session, access_token: str | None) -> tuple[dict[str, Any] | str, OAuthClient]:
-        """Claims for the token's scope; a signed JWT (str) for apps registered for it."""
+    def bearer(self, *, db: Session, access_token: str | None) -> tuple[OAuthToken, OAuthClient, Citizen]:
+        """The live access token behind a bearer value (RFC 6750), its app and its citizen."""
         if not access_token:
             raise BearerError("invalid_request", "Missing access token.", 400)
-        provider = self.provider(db)
-        token = provider.find_token(access_token)
+        token = self.provider(db).find_token(access_token)
         if (token is None or token.row.access_token_hash != token_hash(access_token) or token.is_revoked()
                 or token.is_expired()):
             raise BearerError("invalid_token", "The access token is invalid, expired or revoked.", 401)
-        if "openid" not in scope_list(token.row.scope):
-            raise BearerError("insufficient_scope", "The access token lacks the 'openid' scope.", 403)
         client = db.get(OAuthClient, token.row.client_id)
         citizen = db.get(Citizen, token.row.citizen_id)
         if client is None or client.disabled_at is not None or citizen is None:
             raise BearerError("invalid_token", "The access token is invalid, expired or revoked.", 401)
-        claims: dict[str, Any] = {"sub": provider.subject(client, citizen.id), **user_claims(citizen, token.row.scope)}
+        return token.row, client, citizen
+
+    def userinfo(self, *, db: Session, access_token: str | None) -> tuple[dict[str, Any] | str, OAuthClient]:
+        """Claims for the token's scope; a signed JWT (str) for apps registered for it."""
+        token, client, citizen = self.bearer(db=db, access_token=access_token)
+        if "openid" not in scope_list(token.scope):
+            raise BearerError("insufficient_scope", "The access token lacks the 'openid' scope.", 403)
+        provider = self.provider(db)
+        claims: dict[str, Any] = {"sub": provider.subject(client, citizen.id), **user_claims(citizen, token.scope)}
         if client.userinfo_signed:
             now = int(time.time())
             signed = {**claims, "iss": self.settings.issuer, "aud": client.client_id, "iat": now, "exp": now + 600}

@@ -122,6 +122,16 @@ class LocalKeyring:
     def versions(self) -> list[int]:
         return sorted(self._keys)
 
+    def add_version(self) -> int:
+        """KEK rotation: a new random key becomes active; older versions stay to unwrap old data
+        until everything is re-wrapped (``vault keys rotate-kek`` does both)."""
+        version = max(self._keys) + 1
+        self._keys[version] = os.urandom(KEY_BYTES)
+        self._active = version
+        self._write()
+        logger.info("new KEK version", extra={"version": version})
+        return version
+
     def wrap(self, plaintext: bytes, *, context: bytes) -> bytes:
         version = self._active
         nonce = os.urandom(_NONCE_BYTES)

@@ -1,21 +1,54 @@
-"""Antivirus: clamd over TCP or a Unix socket (the INSTREAM scanner arrives with the document vault).
+"""Antivirus: clamd's INSTREAM over TCP or a Unix socket (DESIGN.md §4).
 
-Only the readiness probe lives here for now: ``/readyz`` must say when clamd does not answer,
-since uploads will fail closed without it.
+Why our own small client rather than the ``clamd`` package: that package (2014, unmaintained)
+sends a whole buffer at once (``instream(buff)``), so it cannot scan *while* a document is being
+encrypted and stored; it also maps an exceeded stream limit to a generic error. The protocol is
+small: ``zINSTREAM\\0``, then chunks each prefixed by their length (uint32 big endian), then a
+zero-length chunk; clamd answers ``stream: OK``, ``stream: <name> FOUND`` or ``... ERROR``.
+
+Fail closed: anything but ``stream: OK`` is not clean. Past ``StreamMaxLength`` clamd answers
+``INSTREAM size limit exceeded. ERROR`` and closes the socket; the service's own size limit stays
+below clamd's, and ``AlertExceedsMax yes`` is expected in clamd.conf, so nothing passes unscanned.
 """
 
 from __future__ import annotations
 
 import socket
+import struct
+from dataclasses import dataclass
+from typing import Protocol
 from urllib.parse import urlsplit
+
+_CHUNK = struct.Struct(">I")
+MAX_CHUNK = 1 << 20  # clamd's default StreamMaxChunk is larger; 1 MiB keeps memory flat
 
 
 class ScannerUnavailable(Exception):
-    """clamd does not answer (down, unreachable, or not speaking the protocol)."""
+    """clamd does not answer, or answered with an error (fail closed: nothing is kept)."""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    clean: bool
+    threat: str | None = None  # e.g. "Eicar-Test-Signature.UNOFFICIAL"
+
+
+class ScanSession(Protocol):
+    def feed(self, data: bytes) -> None: ...
+
+    def finish(self) -> Verdict: ...
+
+    def abort(self) -> None: ...
+
+
+class Scanner(Protocol):
+    def ping(self) -> None: ...
+
+    def start(self) -> ScanSession: ...
 
 
 class ClamdScanner:
-    def __init__(self, address: str, *, timeout: float = 5.0) -> None:
+    def __init__(self, address: str, *, timeout: float = 30.0) -> None:
         parts = urlsplit(address)
         if parts.scheme == "tcp" and parts.hostname and parts.port:
             self._family, self._target = socket.AF_INET, (parts.hostname, parts.port)
@@ -25,23 +58,108 @@ class ClamdScanner:
             raise ValueError(f"clamd address must be tcp://host:port or unix:///path, not {address!r}")
         self.timeout = timeout
 
-    def _command(self, command: bytes) -> bytes:
-        """One NUL-delimited command ("z" prefix) and its reply."""
+    def _connect(self) -> socket.socket:
+        conn = socket.socket(self._family, socket.SOCK_STREAM)
+        conn.settimeout(self.timeout)
         try:
-            with socket.socket(self._family, socket.SOCK_STREAM) as conn:
-                conn.settimeout(self.timeout)
-                conn.connect(self._target)
-                conn.sendall(b"z" + command + b"\0")
-                reply = bytearray()
-                while not reply.endswith(b"\0"):
-                    chunk = conn.recv(4096)
-                    if not chunk:
-                        break
-                    reply += chunk
+            conn.connect(self._target)
         except OSError as exc:
-            raise ScannerUnavailable(type(exc).__name__) from None
-        return bytes(reply).rstrip(b"\0")
+            conn.close()
+            raise ScannerUnavailable(f"clamd unreachable ({type(exc).__name__})") from None
+        return conn
 
     def ping(self) -> None:
-        if self._command(b"PING") != b"PONG":
+        with self._connect() as conn:
+            try:
+                conn.sendall(b"zPING\0")
+                reply = _read_reply(conn)
+            except OSError as exc:
+                raise ScannerUnavailable(type(exc).__name__) from None
+        if reply != "PONG":
             raise ScannerUnavailable("unexpected answer to PING")
+
+    def start(self) -> ClamdStream:
+        conn = self._connect()
+        try:
+            conn.sendall(b"zINSTREAM\0")
+        except OSError as exc:
+            conn.close()
+            raise ScannerUnavailable(type(exc).__name__) from None
+        return ClamdStream(conn)
+
+
+class ClamdStream:
+    """One INSTREAM scan, fed chunk by chunk while the upload goes on."""
+
+    def __init__(self, conn: socket.socket) -> None:
+        self._conn = conn
+        self._closed_early = False
+
+    def feed(self, data: bytes) -> None:
+        if self._closed_early:
+            return  # clamd already answered (limit exceeded): finish() reports it
+        view = memoryview(data)
+        try:
+            for offset in range(0, len(view), MAX_CHUNK):
+                piece = view[offset:offset + MAX_CHUNK]
+                self._conn.sendall(_CHUNK.pack(len(piece)))
+                self._conn.sendall(piece)
+        except (BrokenPipeError, ConnectionResetError):
+            self._closed_early = True  # clamd closes the socket past StreamMaxLength: read why
+        except OSError as exc:
+            self.abort()
+            raise ScannerUnavailable(type(exc).__name__) from None
+
+    def finish(self) -> Verdict:
+        try:
+            if not self._closed_early:
+                self._conn.sendall(_CHUNK.pack(0))
+            reply = _read_reply(self._conn)
+        except OSError as exc:
+            raise ScannerUnavailable(type(exc).__name__) from None
+        finally:
+            self._conn.close()
+        if reply == "stream: OK":
+            return Verdict(clean=True)
+        if reply.endswith(" FOUND"):
+            return Verdict(clean=False, threat=reply.removeprefix("stream: ").removesuffix(" FOUND").strip())
+        if "size limit exceeded" in reply:
+            raise ScannerUnavailable("the document is larger than what the antivirus scans")
+        raise ScannerUnavailable(f"clamd error: {reply[:200]}")
+
+    def abort(self) -> None:
+        try:
+            self._conn.close()
+        except OSError:
+            pass
+
+
+class NoScanner:
+    """``VAULT_ANTIVIRUS=off`` (development, with a visible warning): everything is "clean"."""
+
+    def ping(self) -> None:
+        pass
+
+    def start(self) -> NoScanSession:
+        return NoScanSession()
+
+
+class NoScanSession:
+    def feed(self, data: bytes) -> None:
+        pass
+
+    def finish(self) -> Verdict:
+        return Verdict(clean=True)
+
+    def abort(self) -> None:
+        pass
+
+
+def _read_reply(conn: socket.socket) -> str:
+    reply = bytearray()
+    while not reply.endswith(b"\0") and len(reply) < 4096:
+        chunk = conn.recv(4096)
+        if not chunk:
+            break
+        reply += chunk
+    return bytes(reply).rstrip(b"\0").decode("utf-8", "replace").strip()

@@ -1,30 +1,76 @@
 """Blob stores behind one interface: ``s3`` (boto3) and ``fs`` (a folder; development only).
 
-For now they only answer the readiness probe; the streaming upload and ranged reads arrive with
-the document vault. Backend errors are translated here: no botocore error reaches a route.
+Blobs are ciphertext only (vault.crypto's streaming format); keys are random ids, never names.
+Backend errors are translated here: no botocore or OS error reaches a route (Warehouse's habit).
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import tempfile
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
 from vault.settings import Settings
 
+logger = logging.getLogger(__name__)
+
+PART_SIZE = 8 * 1024 * 1024  # S3 multipart parts (≥ 5 MiB required; 8 MiB as the issue asks)
+
 
 class BlobStoreUnavailable(Exception):
-    """The object store does not answer, or the bucket/folder is missing or not writable."""
+    """The object store does not answer or refused the operation (fail closed: 503)."""
+
+
+class BlobNotFound(Exception):
+    """No such blob (never uploaded, or deleted)."""
+
+
+class BlobUpload(Protocol):
+    def write(self, data: bytes) -> None:
+        """Append bytes; parts leave as they fill (constant memory)."""
+
+    def complete(self) -> int:
+        """Make the blob visible; return its size. Before this, nothing is readable."""
+
+    def abort(self) -> None:
+        """Forget everything written so far (safe to call twice, or after a failure)."""
 
 
 class BlobStore(Protocol):
-    def check(self) -> None:
-        """Raise BlobStoreUnavailable unless the store can be used now."""
+    def check(self) -> None: ...
+
+    def start_upload(self, key: str) -> BlobUpload: ...
+
+    def size(self, key: str) -> int: ...
+
+    def read_range(self, key: str, offset: int, length: int) -> bytes: ...
+
+    def iter_blob(self, key: str, chunk_size: int = 1 << 20) -> Iterator[bytes]: ...
+
+    def delete(self, key: str) -> int:
+        """Delete every version of the blob; return how many versions were removed."""
+
+    def list_blobs(self) -> Iterator[tuple[str, datetime]]:
+        """Every blob key with its last modification time (for reconciliation)."""
+
+
+# ---- filesystem (development) --------------------------------------------------------------------------
 
 
 class FilesystemBlobStore:
+    """A folder of ciphertext files. Development and tests only: one machine, no versioning."""
+
     def __init__(self, root: Path) -> None:
         self.root = root
+
+    def _path(self, key: str) -> Path:
+        if not key or "/" in key or key.startswith("."):
+            raise BlobNotFound(key)
+        return self.root / key[:2] / key
 
     def check(self) -> None:
         try:
@@ -34,8 +80,98 @@ class FilesystemBlobStore:
         except OSError as exc:
             raise BlobStoreUnavailable(f"{type(exc).__name__} on the blob folder") from None
 
+    def start_upload(self, key: str) -> FilesystemUpload:
+        path = self._path(key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".upload-")
+        except OSError as exc:
+            raise BlobStoreUnavailable(type(exc).__name__) from None
+        return FilesystemUpload(os.fdopen(fd, "wb"), Path(tmp), path)
+
+    def size(self, key: str) -> int:
+        try:
+            return self._path(key).stat().st_size
+        except FileNotFoundError:
+            raise BlobNotFound(key) from None
+        except OSError as exc:
+            raise BlobStoreUnavailable(type(exc).__name__) from None
+
+    def read_range(self, key: str, offset: int, length: int) -> bytes:
+        try:
+            with self._path(key).open("rb") as fh:
+                fh.seek(offset)
+                return fh.read(length)
+        except FileNotFoundError:
+            raise BlobNotFound(key) from None
+        except OSError as exc:
+            raise BlobStoreUnavailable(type(exc).__name__) from None
+
+    def iter_blob(self, key: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+        try:
+            fh = self._path(key).open("rb")
+        except FileNotFoundError:
+            raise BlobNotFound(key) from None
+        with fh:
+            while chunk := fh.read(chunk_size):
+                yield chunk
+
+    def delete(self, key: str) -> int:
+        try:
+            self._path(key).unlink()
+            return 1
+        except FileNotFoundError:
+            return 0
+        except OSError as exc:
+            raise BlobStoreUnavailable(type(exc).__name__) from None
+
+    def list_blobs(self) -> Iterator[tuple[str, datetime]]:
+        if not self.root.exists():
+            return
+        for path in self.root.glob("*/*"):
+            if not path.name.startswith("."):
+                yield path.name, datetime.fromtimestamp(path.stat().st_mtime, UTC)
+
+
+class FilesystemUpload:
+    def __init__(self, fh, tmp: Path, final: Path) -> None:  # noqa: ANN001
+        self._fh, self._tmp, self._final = fh, tmp, final
+        self._size = 0
+
+    def write(self, data: bytes) -> None:
+        try:
+            self._fh.write(data)
+        except OSError as exc:
+            self.abort()
+            raise BlobStoreUnavailable(type(exc).__name__) from None
+        self._size += len(data)
+
+    def complete(self) -> int:
+        try:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            self._fh.close()
+            os.replace(self._tmp, self._final)
+        except OSError as exc:
+            self.abort()
+            raise BlobStoreUnavailable(type(exc).__name__) from None
+        return self._size
+
+    def abort(self) -> None:
+        try:
+            self._fh.close()
+        except OSError:
+            pass
+        self._tmp.unlink(missing_ok=True)
+
+
+# ---- S3 ------------------------------------------------------------------------------------------
+
 
 class S3BlobStore:
+    """Any S3: SeaweedFS, Ceph RGW, MinIO-like servers, a cloud S3. The bucket is created with
+    versioning on if it is missing; deletion removes every version and delete marker."""
+
     def __init__(self, settings: Settings) -> None:
         import boto3
         from botocore.config import Config
@@ -53,27 +189,165 @@ class S3BlobStore:
                 request_checksum_calculation="when_required",
                 response_checksum_validation="when_required",
                 connect_timeout=5,
-                read_timeout=30,
+                read_timeout=60,
                 retries={"max_attempts": 3, "mode": "standard"},
                 s3={"addressing_style": "path"},
+                max_pool_connections=32,
             ),
         )
+        self._bucket_ready = False
 
-    def check(self) -> None:
+    def _call(self, method: str, **kwargs):  # noqa: ANN003, ANN202
+        """One S3 call with errors translated at the boundary."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            self._client.head_bucket(Bucket=self.bucket)
+            return getattr(self._client, method)(**kwargs)
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
-            raise BlobStoreUnavailable(f"bucket {self.bucket!r}: {code or 'error'}") from None
+            if code in ("NoSuchKey", "404", "NotFound"):
+                raise BlobNotFound(kwargs.get("Key", "")) from None
+            raise BlobStoreUnavailable(f"{method}: {code or 'error'}") from None
         except BotoCoreError as exc:
-            raise BlobStoreUnavailable(type(exc).__name__) from None
+            raise BlobStoreUnavailable(f"{method}: {type(exc).__name__}") from None
+
+    def ensure_bucket(self) -> None:
+        if self._bucket_ready:
+            return
+        try:
+            self._call("head_bucket", Bucket=self.bucket)
+        except (BlobStoreUnavailable, BlobNotFound):
+            self._call("create_bucket", Bucket=self.bucket)
+            logger.info("bucket created", extra={"bucket": self.bucket})
+        self._call("put_bucket_versioning", Bucket=self.bucket, VersioningConfiguration={"Status": "Enabled"})
+        self._bucket_ready = True
+
+    def check(self) -> None:
+        try:
+            self._call("head_bucket", Bucket=self.bucket)
+        except BlobNotFound:
+            raise BlobStoreUnavailable(f"bucket {self.bucket!r} does not exist") from None
+
+    def start_upload(self, key: str) -> S3Upload:
+        self.ensure_bucket()
+        return S3Upload(self, key)
+
+    def size(self, key: str) -> int:
+        return int(self._call("head_object", Bucket=self.bucket, Key=key)["ContentLength"])
+
+    def read_range(self, key: str, offset: int, length: int) -> bytes:
+        if length <= 0:
+            return b""
+        answer = self._call("get_object", Bucket=self.bucket, Key=key, Range=f"bytes={offset}-{offset + length - 1}")
+        return self._read_body(answer["Body"])
+
+    def _read_body(self, body) -> bytes:  # noqa: ANN001
+        from botocore.exceptions import BotoCoreError
+
+        try:
+            return body.read()
+        except (BotoCoreError, OSError) as exc:
+            raise BlobStoreUnavailable(f"read: {type(exc).__name__}") from None
+
+    def iter_blob(self, key: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+        from botocore.exceptions import BotoCoreError
+
+        body = self._call("get_object", Bucket=self.bucket, Key=key)["Body"]
+        try:
+            yield from body.iter_chunks(chunk_size)
+        except (BotoCoreError, OSError) as exc:
+            raise BlobStoreUnavailable(f"read: {type(exc).__name__}") from None
+        finally:
+            body.close()
+
+    def delete(self, key: str) -> int:
+        removed = 0
+        marker: dict[str, str] = {}
+        while True:
+            page = self._call("list_object_versions", Bucket=self.bucket, Prefix=key, **marker)
+            targets = [{"Key": v["Key"], "VersionId": v["VersionId"]}
+                       for v in page.get("Versions", []) + page.get("DeleteMarkers", []) if v["Key"] == key]
+            if targets:
+                answer = self._call("delete_objects", Bucket=self.bucket, Delete={"Objects": targets, "Quiet": True})
+                if answer.get("Errors"):
+                    raise BlobStoreUnavailable(f"delete_objects: {answer['Errors'][0].get('Code')}")
+                removed += len(targets)
+            if not page.get("IsTruncated"):
+                return removed
+            marker = {"KeyMarker": page["NextKeyMarker"], "VersionIdMarker": page.get("NextVersionIdMarker", "")}
+
+    def list_blobs(self) -> Iterator[tuple[str, datetime]]:
+        token: dict[str, str] = {}
+        while True:
+            page = self._call("list_objects_v2", Bucket=self.bucket, **token)
+            for item in page.get("Contents", []):
+                yield item["Key"], item["LastModified"]
+            if not page.get("IsTruncated"):
+                return
+            token = {"ContinuationToken": page["NextContinuationToken"]}
+
+
+class S3Upload:
+    """Streams parts of ``PART_SIZE`` as they fill; a blob under one part is a single PUT."""
+
+    def __init__(self, store: S3BlobStore, key: str) -> None:
+        self._store, self._key = store, key
+        self._buffer = bytearray()
+        self._upload_id: str | None = None
+        self._parts: list[dict] = []
+        self._size = 0
+        self._done = False
+
+    def write(self, data: bytes) -> None:
+        self._buffer += data
+        self._size += len(data)
+        while len(self._buffer) >= PART_SIZE:
+            part = bytes(self._buffer[:PART_SIZE])
+            del self._buffer[:PART_SIZE]
+            self._send_part(part)
+
+    def _send_part(self, part: bytes) -> None:
+        store = self._store
+        try:
+            if self._upload_id is None:
+                self._upload_id = store._call("create_multipart_upload", Bucket=store.bucket, Key=self._key)["UploadId"]
+            number = len(self._parts) + 1
+            answer = store._call("upload_part", Bucket=store.bucket, Key=self._key, UploadId=self._upload_id,
+                                 PartNumber=number, Body=part)
+        except (BlobStoreUnavailable, BlobNotFound):
+            self.abort()
+            raise
+        self._parts.append({"PartNumber": number, "ETag": answer["ETag"]})
+
+    def complete(self) -> int:
+        store = self._store
+        try:
+            if self._upload_id is None:
+                store._call("put_object", Bucket=store.bucket, Key=self._key, Body=bytes(self._buffer))
+            else:
+                if self._buffer:
+                    self._send_part(bytes(self._buffer))
+                store._call("complete_multipart_upload", Bucket=store.bucket, Key=self._key, UploadId=self._upload_id,
+                            MultipartUpload={"Parts": self._parts})
+        except (BlobStoreUnavailable, BlobNotFound):
+            self.abort()
+            raise
+        self._buffer = bytearray()
+        self._done = True
+        return self._size
+
+    def abort(self) -> None:
+        self._buffer = bytearray()
+        if self._upload_id is not None and not self._done:
+            try:
+                self._store._call("abort_multipart_upload", Bucket=self._store.bucket, Key=self._key,
+                                  UploadId=self._upload_id)
+            except (BlobStoreUnavailable, BlobNotFound):
+                logger.warning("multipart upload not aborted; reconcile will remove it")
+            self._upload_id = None
 
 
 def make_blob_store(settings: Settings) -> BlobStore:
     if settings.storage_backend == "s3":
         return S3BlobStore(settings)
     return FilesystemBlobStore(settings.data_dir / "blobs")
-
-

@@ -1,0 +1,360 @@
+"""The document vault over HTTP with real clamd, SeaweedFS (S3) and the databases: upload, list,
+download, the encryption at rest, antivirus, limits, apps with tokens, faults — nothing half-kept."""
+
+from __future__ import annotations
+
+import io
+import os
+import uuid
+from datetime import timedelta
+
+import boto3
+import pytest
+from botocore.config import Config
+from pydantic import SecretStr
+from sqlmodel import Session, select
+
+from tests.auth.oidc_support import authorize, exchange
+from tests.services import ClamdService, S3Service, free_port
+from tests.support import Browser, Outbox, register_app, verified_citizen
+from vault.app import create_app
+from vault.crypto import DecryptionError
+from vault.storage.models import AccessLogEntry, Document
+
+EICAR = rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
+MARKER = b"CONFIDENTIEL-MARQUEUR-7d1e"
+
+
+def pdf(size: int = 3000, marker: bytes = MARKER) -> bytes:
+    body = b"%PDF-1.7\n" + marker + b"\n"
+    return body + os.urandom(max(0, size - len(body) - 6)) + b"\n%%EOF"
+
+
+@pytest.fixture
+def s3_client(s3: S3Service):  # noqa: ANN201
+    return boto3.client("s3", endpoint_url=s3.endpoint_url, region_name=s3.region, aws_access_key_id=s3.access_key,
+                        aws_secret_access_key=s3.secret_key,
+                        config=Config(request_checksum_calculation="when_required",
+                                      response_checksum_validation="when_required"))
+
+
+@pytest.fixture
+def bucket() -> str:
+    return f"vault-{uuid.uuid4().hex[:12]}"  # created by the service itself, with versioning
+
+
+@pytest.fixture
+def vault_settings(settings, s3: S3Service, clamd: ClamdService, bucket: str):  # noqa: ANN001, ANN201
+    return settings.model_copy(update={
+        "storage_backend": "s3", "s3_endpoint_url": s3.endpoint_url, "s3_bucket": bucket, "s3_region": s3.region,
+        "s3_access_key_id": s3.access_key, "s3_secret_access_key": SecretStr(s3.secret_key),
+        "antivirus": "clamd", "clamd_address": clamd.address, "max_file_mb": 8, "quota_mb": 20, "quota_documents": 5})
+
+
+@pytest.fixture
+def vault_app(vault_settings, engine):  # noqa: ANN001, ANN201
+    return create_app(vault_settings, engine=engine)
+
+
+@pytest.fixture
+def citizen(vault_app, outbox: Outbox):  # noqa: ANN001, ANN201
+    with Browser(vault_app) as browser:
+        verified_citizen(browser, outbox, "docs@example.org")
+        assert browser.login("docs@example.org").status_code == 303
+        yield browser
+
+
+def upload(browser: Browser, content: bytes, filename: str = "avis.pdf", **fields: str):  # noqa: ANN201
+    return browser.post("/api/v1/documents", files={"file": (filename, io.BytesIO(content), "application/octet-stream")},
+                        data={"type": "tax_notice", **fields}, headers={"X-CSRF-Token": browser.cookies["csrf"]})
+
+
+def objects(s3_client, bucket: str) -> list[dict]:  # noqa: ANN001
+    try:
+        answer = s3_client.list_object_versions(Bucket=bucket)
+    except s3_client.exceptions.NoSuchBucket:
+        return []
+    return answer.get("Versions", []) + answer.get("DeleteMarkers", [])
+
+
+def pending_multipart(s3_client, bucket: str) -> list:  # noqa: ANN001
+    try:
+        return s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+    except s3_client.exceptions.NoSuchBucket:
+        return []
+
+
+def nothing_kept(engine, s3_client, bucket: str) -> None:  # noqa: ANN001
+    with Session(engine) as session:
+        assert session.exec(select(Document)).all() == []
+    assert objects(s3_client, bucket) == []
+    assert pending_multipart(s3_client, bucket) == []
+
+
+# ---- the round trip --------------------------------------------------------------------------------------
+
+
+def test_upload_list_download_identical_and_encrypted_at_rest(citizen: Browser, engine, s3_client, bucket) -> None:  # noqa: ANN001
+    content = pdf(3 * 1024 * 1024 + 123)  # several 1 MiB segments
+    created = upload(citizen, content, title="Avis 2025", valid_until="31/12/2026")
+    assert created.status_code == 201, created.text
+    body = created.json()
+    assert body["media_type"] == "application/pdf" and body["size"] == len(content)
+    assert body["title"] == "Avis 2025" and body["valid_until"] == "2026-12-31" and body["scan_result"] == "clean"
+    import hashlib
+
+    assert body["sha256"] == hashlib.sha256(content).hexdigest()
+    assert created.headers["location"] == f"/api/v1/documents/{body['id']}"
+
+    listed = citizen.get("/api/v1/documents").json()
+    assert listed["total"] == 1 and listed["items"][0]["id"] == body["id"]
+    assert citizen.get("/api/v1/documents?type=identity").json()["total"] == 0
+
+    download = citizen.get(f"/api/v1/documents/{body['id']}/content")
+    assert download.status_code == 200 and download.content == content
+    assert download.headers["content-type"] == "application/pdf"
+    assert download.headers["content-disposition"].startswith('attachment; filename="avis.pdf"')
+    assert download.headers["x-content-type-options"] == "nosniff"
+
+    stored = objects(s3_client, bucket)
+    assert len(stored) == 1
+    blob = s3_client.get_object(Bucket=bucket, Key=stored[0]["Key"])["Body"].read()
+    assert MARKER not in blob and content[:4096] not in blob
+    assert len(blob) > len(content)  # header + one tag per segment
+    with Session(engine) as session:
+        assert stored[0]["Key"] == session.exec(select(Document.blob_key)).one()  # a random key, not the name
+
+
+def test_ranged_download(citizen: Browser) -> None:
+    content = pdf(2 * 1024 * 1024 + 5000)
+    doc = upload(citizen, content).json()
+    url = f"/api/v1/documents/{doc['id']}/content"
+    for header, expected in (("bytes=0-99", content[:100]), ("bytes=-100", content[-100:]),
+                             ("bytes=1048000-1049999", content[1048000:1050000]), ("bytes=2097000-", content[2097000:])):
+        part = citizen.get(url, headers={"Range": header})
+        assert part.status_code == 206 and part.content == expected, header
+    assert part.headers["content-range"] == f"bytes 2097000-{len(content) - 1}/{len(content)}"
+    assert citizen.get(url, headers={"Range": f"bytes={len(content)}-"}).status_code == 416
+
+
+def test_change_and_delete(citizen: Browser, engine, s3_client, bucket) -> None:  # noqa: ANN001
+    doc = upload(citizen, pdf()).json()
+    csrf = {"X-CSRF-Token": citizen.cookies["csrf"]}
+    changed = citizen.patch(f"/api/v1/documents/{doc['id']}", json={"title": "Nouveau titre", "type": "income"},
+                            headers=csrf)
+    assert changed.status_code == 200 and changed.json()["title"] == "Nouveau titre"
+    bad = citizen.patch(f"/api/v1/documents/{doc['id']}", json={"type": "passport"}, headers=csrf)
+    assert bad.status_code == 422 and bad.json()["error"] == "invalid_input"
+    assert citizen.delete(f"/api/v1/documents/{doc['id']}").status_code == 403  # no CSRF header
+    assert citizen.delete(f"/api/v1/documents/{doc['id']}", headers=csrf).status_code == 204
+    assert citizen.get(f"/api/v1/documents/{doc['id']}").status_code == 404
+    nothing_kept(engine, s3_client, bucket)  # every version gone
+
+
+# ---- refusals: nothing is kept -------------------------------------------------------------------------------
+
+
+def test_eicar_is_refused_and_named(citizen: Browser, engine, s3_client, bucket) -> None:  # noqa: ANN001
+    answer = upload(citizen, b"%PDF-1.4\n" + EICAR + b"\n%%EOF" + os.urandom(9 * 1024 * 1024)[:0])
+    assert answer.status_code == 422 and answer.json()["error"] == "infected"
+    assert "Eicar-Test-Signature" in answer.json()["detail"]
+    nothing_kept(engine, s3_client, bucket)
+
+
+def test_eicar_in_a_large_file_is_refused(citizen: Browser, engine, s3_client, bucket) -> None:  # noqa: ANN001
+    content = pdf(6 * 1024 * 1024) + EICAR  # spans several multipart parts
+    answer = upload(citizen, content)
+    assert answer.status_code == 422 and answer.json()["error"] == "infected"
+    nothing_kept(engine, s3_client, bucket)
+
+
+@pytest.mark.parametrize(("content", "status", "error"), [
+    (b"MZ\x90\x00" + os.urandom(4000), 415, "unsupported_type"),  # a renamed executable
+    (b"", 422, "empty_file"),
+    (b"%PDF", 415, "unsupported_type"),  # too short to be anything
+    (b"<html><script>alert(1)</script></html>", 415, "unsupported_type"),
+])
+def test_bad_files_are_refused(citizen: Browser, engine, s3_client, bucket, content: bytes, status: int,  # noqa: ANN001
+                               error: str) -> None:
+    answer = upload(citizen, content, filename="releve.pdf")
+    assert answer.status_code == status and answer.json()["error"] == error
+    nothing_kept(engine, s3_client, bucket)
+
+
+def test_too_large_is_refused_while_reading(citizen: Browser, engine, s3_client, bucket) -> None:  # noqa: ANN001
+    answer = upload(citizen, pdf(9 * 1024 * 1024))  # the limit is 8 MB here
+    assert answer.status_code == 413 and answer.json()["error"] == "too_large"
+    nothing_kept(engine, s3_client, bucket)
+
+
+def test_quota(citizen: Browser, engine) -> None:  # noqa: ANN001
+    for _ in range(5):
+        assert upload(citizen, pdf()).status_code == 201
+    full = upload(citizen, pdf())
+    assert full.status_code == 413 and full.json()["error"] == "quota_exceeded"
+    with Session(engine) as session:
+        assert len(session.exec(select(Document)).all()) == 5
+
+
+def test_truncated_multipart_body(citizen: Browser, engine, s3_client, bucket) -> None:  # noqa: ANN001
+    boundary = "XyZ"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.pdf\"\r\n"
+            "Content-Type: application/pdf\r\n\r\n").encode() + pdf(200_000)  # no closing boundary
+    answer = citizen.post("/api/v1/documents", content=body,
+                          headers={"Content-Type": f"multipart/form-data; boundary={boundary}",
+                                   "X-CSRF-Token": citizen.cookies["csrf"]})
+    assert answer.status_code == 422 and "interrompu" in answer.json()["detail"]
+    nothing_kept(engine, s3_client, bucket)
+
+
+@pytest.mark.parametrize(("sent", "stored"), [
+    ("../../etc/passwd.pdf", "passwd.pdf"),
+    ("C:\\Users\\marie\\avis.pdf", "avis.pdf"),
+    ("fac\x00tu\x1bre\x7f.pdf", "facture.pdf"),
+    ("свидетельство о рождении.pdf", "свидетельство о рождении.pdf"),
+    ("a" * 500 + ".pdf", "a" * 251 + ".pdf"),  # 255 characters, the extension kept
+])
+def test_odd_filenames(citizen: Browser, sent: str, stored: str) -> None:
+    # Built by hand: HTTP clients escape control characters, an attacker does not.
+    body = (b'--B\r\nContent-Disposition: form-data; name="type"\r\n\r\nother\r\n'
+            b'--B\r\nContent-Disposition: form-data; name="file"; filename="' + sent.replace("\r\n", "").encode()
+            + b'"\r\nContent-Type: application/pdf\r\n\r\n' + pdf() + b"\r\n--B--\r\n")
+    created = citizen.post("/api/v1/documents", content=body, headers={
+        "Content-Type": "multipart/form-data; boundary=B", "X-CSRF-Token": citizen.cookies["csrf"]})
+    assert created.status_code == 201, created.text
+    assert created.json()["filename"] == stored
+    download = citizen.get(f"/api/v1/documents/{created.json()['id']}/content")
+    header = download.headers["content-disposition"]
+    assert header.isascii() and "\r" not in header and "\n" not in header and "/" not in header.split(";")[1]
+
+
+# ---- who may touch a document -------------------------------------------------------------------------------------
+
+
+def test_another_citizens_document_is_404(vault_app, citizen: Browser, outbox: Outbox) -> None:  # noqa: ANN001
+    doc = upload(citizen, pdf()).json()
+    with Browser(vault_app) as other:
+        verified_citizen(other, outbox, "other-docs@example.org")
+        other.login("other-docs@example.org")
+        for method, path in (("GET", ""), ("GET", "/content"), ("DELETE", "")):
+            answer = other.request(method, f"/api/v1/documents/{doc['id']}{path}",
+                                   headers={"X-CSRF-Token": other.cookies["csrf"]})
+            assert answer.status_code == 404
+    assert citizen.get(f"/api/v1/documents/{doc['id']}").status_code == 200
+
+
+def test_anonymous_is_refused(vault_app) -> None:  # noqa: ANN001
+    with Browser(vault_app) as anonymous:
+        assert anonymous.get("/api/v1/documents").status_code == 401
+
+
+def test_app_token_deposits_and_reads_with_scopes(citizen: Browser, engine) -> None:  # noqa: ANN001
+    app = register_app(engine, scope="openid profile documents:read documents:write", name="Portail des démarches")
+    flow = authorize(citizen, app, scope="openid documents:write documents:read")
+    token = exchange(citizen, flow).json()["access_token"]
+    bearer = {"Authorization": f"Bearer {token}"}
+    deposited = citizen.post("/api/v1/documents", content=pdf(), headers={
+        **bearer, "Content-Type": "application/pdf", "X-Document-Type": "proof_of_address",
+        "X-Document-Title": "Attestation%20de%20domicile", "Content-Disposition": 'attachment; filename="attestation.pdf"'})
+    assert deposited.status_code == 201, deposited.text
+    assert deposited.json()["source_name"] == "Portail des démarches"
+    assert citizen.get("/api/v1/documents", headers=bearer).json()["total"] == 1
+    # The citizen sees it, and sees who did what.
+    mine = citizen.get("/api/v1/documents").json()["items"][0]
+    assert mine["title"] == "Attestation de domicile" and mine["source"] == app.client_id
+    log = citizen.get("/api/v1/me/access-log").json()
+    assert [(e["action"], e["actor_name"]) for e in log] == [("list", "Portail des démarches"),
+                                                              ("deposit", "Portail des démarches")]
+    assert "Portail des démarches" in citizen.get("/account/access-log").text
+
+
+def test_token_without_the_scope_is_403(citizen: Browser, engine) -> None:  # noqa: ANN001
+    app = register_app(engine, scope="openid profile documents:read")
+    token = exchange(citizen, authorize(citizen, app, scope="openid documents:read")).json()["access_token"]
+    answer = citizen.post("/api/v1/documents", content=pdf(), headers={"Authorization": f"Bearer {token}",
+                                                                       "Content-Type": "application/pdf"})
+    assert answer.status_code == 403 and answer.json()["error"] == "insufficient_scope"
+    assert 'scope="documents:write"' in answer.headers["www-authenticate"]
+    plain = exchange(citizen, authorize(citizen, app, scope="openid profile")).json()["access_token"]
+    assert citizen.get("/api/v1/documents", headers={"Authorization": f"Bearer {plain}"}).status_code == 403
+
+
+# ---- faults ---------------------------------------------------------------------------------------------------
+
+
+def test_clamd_down_fails_closed(vault_settings, engine, outbox: Outbox, s3_client, bucket) -> None:  # noqa: ANN001
+    app = create_app(vault_settings.model_copy(update={"clamd_address": f"tcp://127.0.0.1:{free_port()}"}),
+                     engine=engine)
+    with Browser(app) as browser:
+        verified_citizen(browser, outbox, "noclamd@example.org")
+        browser.login("noclamd@example.org")
+        answer = upload(browser, pdf())
+    assert answer.status_code == 503 and answer.json()["error"] == "unavailable"
+    nothing_kept(engine, s3_client, bucket)
+
+
+def test_object_store_down_fails_closed(vault_settings, engine, outbox: Outbox) -> None:  # noqa: ANN001
+    app = create_app(vault_settings.model_copy(update={"s3_endpoint_url": f"http://127.0.0.1:{free_port()}"}),
+                     engine=engine)
+    with Browser(app) as browser:
+        verified_citizen(browser, outbox, "nos3@example.org")
+        browser.login("nos3@example.org")
+        answer = upload(browser, pdf())
+    assert answer.status_code == 503
+    with Session(engine) as session:
+        assert session.exec(select(Document)).all() == []
+
+
+def _tamper(s3_client, bucket: str, change) -> None:  # noqa: ANN001
+    key = objects(s3_client, bucket)[0]["Key"]
+    blob = bytearray(s3_client.get_object(Bucket=bucket, Key=key)["Body"].read())
+    s3_client.put_object(Bucket=bucket, Key=key, Body=bytes(change(blob)))
+
+
+def test_tampered_object_fails_before_any_byte(citizen: Browser, s3_client, bucket) -> None:  # noqa: ANN001
+    doc = upload(citizen, pdf(100_000)).json()
+
+    def flip(blob: bytearray) -> bytearray:
+        blob[500] ^= 1
+        return blob
+
+    _tamper(s3_client, bucket, flip)
+    answer = citizen.get(f"/api/v1/documents/{doc['id']}/content")
+    assert answer.status_code == 400 and "endommagé" in answer.json()["detail"]
+
+
+def test_truncated_object_aborts_the_download(citizen: Browser, s3_client, bucket) -> None:  # noqa: ANN001
+    doc = upload(citizen, pdf(3 * 1024 * 1024)).json()
+    _tamper(s3_client, bucket, lambda blob: blob[: 2 * 1024 * 1024])  # the last segment is gone
+    with pytest.raises(DecryptionError):  # the server aborts mid-stream: never a complete-looking file
+        citizen.get(f"/api/v1/documents/{doc['id']}/content")
+
+
+# ---- operations ---------------------------------------------------------------------------------------------------
+
+
+def test_kek_rotation_keeps_documents_readable(vault_app, citizen: Browser, engine) -> None:  # noqa: ANN001
+    from vault.storage.models import CitizenKey
+
+    content = pdf()
+    doc = upload(citizen, content).json()
+    keys = vault_app.state.keys
+    before = keys.active_version
+    keys.add_version()
+    with Session(engine) as session:
+        assert vault_app.state.documents.rewrap_all(session) == 1
+        assert session.exec(select(CitizenKey.kek_version)).one() == before + 1
+    assert citizen.get(f"/api/v1/documents/{doc['id']}/content").content == content
+
+
+def test_reconcile_removes_orphans(vault_app, citizen: Browser, engine, s3_client, bucket) -> None:  # noqa: ANN001
+    doc = upload(citizen, pdf()).json()
+    s3_client.put_object(Bucket=bucket, Key="0rphan" + uuid.uuid4().hex, Body=b"left by a crash")
+    service = vault_app.state.documents
+    with Session(engine) as session:
+        young = service.reconcile(session)
+        assert young["orphans_removed"] == [] and len(young["orphans_kept_recent"]) == 1
+        report = service.reconcile(session, min_age=timedelta(0))
+    assert len(report["orphans_removed"]) == 1 and report["documents_without_blob"] == []
+    assert len(objects(s3_client, bucket)) == 1
+    assert citizen.get(f"/api/v1/documents/{doc['id']}/content").status_code == 200

@@ -1,0 +1,70 @@
+"""Errors of the document vault. Each carries the data its answer needs."""
+
+from __future__ import annotations
+
+
+class StorageError(Exception):
+    code = "storage_error"
+    status = 400
+    message = "Le document n'a pas pu être enregistré."
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or self.message)
+        if message:
+            self.message = message
+
+
+class DocumentNotFound(StorageError):
+    """Unknown id, or another citizen's document (404, never 403)."""
+
+    code, status, message = "not_found", 404, "Ce document n'existe pas."
+
+
+class TooLarge(StorageError):
+    code, status = "too_large", 413
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"Le fichier dépasse la taille maximale de {limit // (1024 * 1024)} Mo.")
+        self.limit = limit
+
+
+class QuotaExceeded(StorageError):
+    code, status = "quota_exceeded", 413
+
+    def __init__(self, limit: int, used: int, kind: str = "bytes") -> None:
+        if kind == "count":
+            text = f"Votre coffre-fort contient déjà {used} documents, le maximum est {limit}. Supprimez-en un d'abord."
+        else:
+            text = (f"Votre coffre-fort est plein ({used // (1024 * 1024)} Mo utilisés sur {limit // (1024 * 1024)} Mo). "
+                    "Supprimez des documents pour faire de la place.")
+        super().__init__(text)
+        self.limit, self.used, self.kind = limit, used, kind
+
+
+class EmptyDocument(StorageError):
+    code, status, message = "empty_file", 422, "Le fichier est vide."
+
+
+class UnsupportedType(StorageError):
+    code, status = "unsupported_type", 415
+    message = "Ce type de fichier n'est pas accepté. Envoyez un PDF ou une photo (JPEG, PNG, WebP ou HEIC)."
+
+
+class DocumentInfected(StorageError):
+    code, status = "infected", 422
+
+    def __init__(self, threat: str) -> None:
+        super().__init__(f"Ce fichier contient un virus ({threat}). Il n'a pas été enregistré.")
+        self.threat = threat
+
+
+class InvalidDocumentInput(StorageError):
+    code, status = "invalid_input", 422
+
+    def __init__(self, errors: dict[str, str]) -> None:
+        super().__init__("; ".join(errors.values()))
+        self.errors = errors
+
+
+class InsufficientScope(StorageError):
+    code, status, message = "insufficient_scope", 403, "The access token lacks the scope this operation needs."

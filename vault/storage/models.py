@@ -1,0 +1,105 @@
+"""Tables of the document vault (DESIGN.md §4) and their schemas."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+
+from sqlalchemy import Column, ForeignKey, LargeBinary
+from sqlmodel import Field, SQLModel
+
+from vault.db import utcnow
+
+DOCUMENT_TYPES = {
+    "identity": "Pièce d'identité",
+    "proof_of_address": "Justificatif de domicile",
+    "tax_notice": "Avis d'imposition",
+    "family_record": "Livret de famille",
+    "income": "Justificatif de revenus",
+    "other": "Autre document",
+}
+MEDIA_TYPES = ("application/pdf", "image/jpeg", "image/png", "image/webp", "image/heic")
+
+
+def _citizen_fk(*, primary_key: bool = False) -> Column:
+    return Column(ForeignKey("citizen.id", ondelete="CASCADE"), nullable=False, index=not primary_key,
+                  primary_key=primary_key)
+
+
+class CitizenKey(SQLModel, table=True):
+    """The citizen's key, wrapped by the KEK (its version is inside the wrapped bytes too)."""
+
+    __tablename__ = "citizen_key"
+
+    citizen_id: uuid.UUID = Field(sa_column=_citizen_fk(primary_key=True))
+    wrapped: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    kek_version: int
+    created_at: datetime = Field(default_factory=utcnow)
+    rewrapped_at: datetime | None = None
+
+
+class DocumentBase(SQLModel):
+    type: str = Field(max_length=30)
+    title: str = Field(max_length=200)
+    valid_until: date | None = None
+
+
+class Document(DocumentBase, table=True):
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    owner_id: uuid.UUID = Field(sa_column=_citizen_fk())
+    filename: str = Field(max_length=255)
+    media_type: str = Field(max_length=50)  # sniffed from the bytes, never the client's word
+    size: int  # plaintext bytes
+    sha256: str = Field(max_length=64)  # of the plaintext
+    blob_key: str = Field(max_length=64, unique=True)  # random, never a name
+    ciphertext_size: int
+    wrapped_key: bytes = Field(sa_column=Column(LargeBinary, nullable=False))  # by the citizen key
+    scan_result: str = Field(max_length=20)  # "clean" | "not_scanned" (antivirus off, development)
+    source: str = Field(default="citizen", max_length=64)  # "citizen" or the depositing app's client_id
+    source_name: str | None = Field(default=None, max_length=200)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class DocumentPublic(DocumentBase):
+    id: uuid.UUID
+    filename: str
+    media_type: str
+    size: int
+    sha256: str
+    scan_result: str
+    source: str
+    source_name: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class DocumentUpdate(SQLModel):
+    type: str | None = None
+    title: str | None = None
+    valid_until: date | None = None
+
+
+class AccessLogEntry(SQLModel, table=True):
+    """Who other than the citizen read, deposited, changed or deleted their documents."""
+
+    __tablename__ = "access_log"
+
+    id: int | None = Field(default=None, primary_key=True)
+    citizen_id: uuid.UUID = Field(sa_column=_citizen_fk())
+    at: datetime = Field(default_factory=utcnow)
+    actor_kind: str = Field(max_length=10)  # "app" | "dpo" | "agent"
+    actor_id: str = Field(max_length=64)
+    actor_name: str = Field(max_length=200)
+    action: str = Field(max_length=20)  # "list" | "read" | "deposit" | "update" | "delete"
+    document_id: uuid.UUID | None = None
+    document_title: str | None = Field(default=None, max_length=200)
+
+
+class AccessLogPublic(SQLModel):
+    at: datetime
+    actor_kind: str
+    actor_name: str
+    action: str
+    document_id: uuid.UUID | None
+    document_title: str | None

@@ -1,0 +1,165 @@
+"""The upload pipeline (DESIGN.md §4): one pass, streamed, constant memory, no plaintext on disk.
+
+    plaintext chunks ─┬─▶ size limit, type sniffed from the first bytes, SHA-256
+                      ├─▶ clamd INSTREAM            (scanner thread)
+                      └─▶ streaming AEAD ─▶ parts ─▶ blob store multipart upload (uploader thread)
+
+Scanning and storing overlap instead of adding up. The blob becomes visible only after clamd's
+verdict is clean (the multipart upload is completed then, or aborted); clamd unreachable or
+erroring fails closed. Queues are bounded: a slow clamd or store slows the reader (back-pressure)
+instead of filling memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import queue
+import threading
+import uuid
+from dataclasses import dataclass
+
+from vault.crypto.streaming import StreamEncryptor
+from vault.storage.antivirus import Scanner, ScannerUnavailable, Verdict
+from vault.storage.blobs import BlobStore, BlobStoreUnavailable
+from vault.storage.exceptions import DocumentInfected, EmptyDocument, TooLarge, UnsupportedType
+
+SNIFF_BYTES = 16
+_STOP = object()
+
+
+def sniff(head: bytes) -> str | None:
+    """The media type from the file's first bytes (magic numbers), or None if not allowed."""
+    if head.startswith(b"%PDF-"):
+        return "application/pdf"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image/webp"
+    if head[4:8] == b"ftyp" and head[8:12] in (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1",
+                                                b"msf1"):
+        return "image/heic"
+    return None
+
+
+class _Worker(threading.Thread):
+    """Consumes a bounded queue; after a failure it keeps draining so the producer never blocks."""
+
+    def __init__(self, name: str, handle) -> None:  # noqa: ANN001
+        super().__init__(name=name, daemon=True)
+        self.queue: queue.Queue = queue.Queue(maxsize=8)
+        self.handle = handle
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        while True:
+            item = self.queue.get()
+            if item is _STOP:
+                return
+            if self.error is None:
+                try:
+                    self.handle(item)
+                except BaseException as exc:  # noqa: BLE001  (re-raised in the producer's thread)
+                    self.error = exc
+
+    def put(self, item: object) -> None:
+        self.queue.put(item)
+
+    def stop(self) -> None:
+        self.queue.put(_STOP)
+        self.join()
+
+
+@dataclass(frozen=True)
+class Stored:
+    media_type: str
+    size: int
+    sha256: str
+    ciphertext_size: int
+    verdict: Verdict
+
+
+class UploadPipeline:
+    """Feed it plaintext with ``feed`` (from one thread, in order), then ``finish`` or ``abort``."""
+
+    def __init__(self, *, store: BlobStore, scanner: Scanner, key: bytes, document_id: uuid.UUID, blob_key: str,
+                 max_size: int) -> None:
+        self.store, self.blob_key, self.max_size = store, blob_key, max_size
+        self._hash = hashlib.sha256()
+        self._size = 0
+        self._head = bytearray()
+        self._media_type: str | None = None
+        self._encryptor = StreamEncryptor(key, document_id.bytes)
+        self._scan = scanner.start()  # ScannerUnavailable: nothing started yet
+        try:
+            self._upload = store.start_upload(blob_key)
+        except BaseException:
+            self._scan.abort()
+            raise
+        self._scanner = _Worker("clamd-instream", self._scan.feed)
+        self._uploader = _Worker("blob-upload", self._upload.write)
+        self._scanner.start()
+        self._uploader.start()
+        self._finished = False
+
+    def _check_workers(self) -> None:
+        if (error := self._uploader.error) is not None:
+            raise BlobStoreUnavailable(f"upload failed ({type(error).__name__})")
+        if (error := self._scanner.error) is not None:
+            raise error if isinstance(error, ScannerUnavailable) else ScannerUnavailable(type(error).__name__)
+
+    def feed(self, data: bytes) -> None:
+        if not data:
+            return
+        self._size += len(data)
+        if self._size > self.max_size:
+            raise TooLarge(self.max_size)
+        if self._media_type is None:
+            self._head += data[:SNIFF_BYTES]
+            if len(self._head) >= SNIFF_BYTES:
+                self._media_type = self._sniff()
+        self._hash.update(data)
+        self._scanner.put(data)
+        if ciphertext := self._encryptor.update(data):
+            self._uploader.put(ciphertext)
+        self._check_workers()
+
+    def _sniff(self) -> str:
+        media_type = sniff(bytes(self._head))
+        if media_type is None:
+            raise UnsupportedType()
+        return media_type
+
+    def finish(self) -> Stored:
+        """Wait for clamd's verdict; complete the blob only if clean. Raises (and keeps nothing)
+        EmptyDocument, UnsupportedType, DocumentInfected, ScannerUnavailable, BlobStoreUnavailable."""
+        if self._size == 0:
+            raise EmptyDocument()
+        media_type = self._media_type or self._sniff()
+        self._uploader.put(self._encryptor.finalize())
+        self._scanner.stop()
+        self._uploader.stop()
+        self._check_workers()
+        verdict = self._scan.finish()
+        if not verdict.clean:
+            raise DocumentInfected(verdict.threat or "inconnu")
+        ciphertext_size = self._upload.complete()
+        self._finished = True
+        return Stored(media_type=media_type, size=self._size, sha256=self._hash.hexdigest(),
+                      ciphertext_size=ciphertext_size, verdict=verdict)
+
+    def abort(self) -> None:
+        """Drop everything: threads stopped, the multipart upload aborted, clamd's socket closed."""
+        for worker in (self._scanner, self._uploader):
+            if worker.is_alive():
+                worker.error = worker.error or RuntimeError("aborted")
+                worker.stop()
+        self._scan.abort()
+        if self._finished:
+            try:
+                self.store.delete(self.blob_key)
+            except BlobStoreUnavailable:
+                pass  # an orphan blob: `vault storage reconcile` removes it
+        else:
+            self._upload.abort()

@@ -1,0 +1,357 @@
+"""The document API (DESIGN.md §8) and the "Mes justificatifs" pages. Thin: authorize, stream,
+call the service, shape the answer."""
+
+from __future__ import annotations
+
+import hmac
+import uuid
+from collections.abc import Iterator
+from typing import Annotated
+from urllib.parse import quote, unquote
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse
+from sqlmodel import Session, SQLModel
+from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response, StreamingResponse
+
+from vault.auth.oidc import BearerError
+from vault.auth.provider import scope_list
+from vault.auth.routes import DB, Citizen, Current, Form, redirect
+from vault.crypto import DecryptionError
+from vault.storage.exceptions import InsufficientScope, InvalidDocumentInput, StorageError
+from vault.storage.models import DOCUMENT_TYPES, AccessLogPublic, Document, DocumentPublic
+from vault.storage.multipart import MultipartUpload
+from vault.storage.service import Actor, DocumentService, validate_meta
+from vault.web.pages import PageError, get_cookie, render
+
+api = APIRouter(prefix="/api/v1", tags=["documents"])
+pages = APIRouter(include_in_schema=False)
+
+RAW_HEADERS = {"type": "x-document-type", "title": "x-document-title", "valid_until": "x-document-valid-until"}
+
+
+def documents(request: Request) -> DocumentService:
+    return request.app.state.documents
+
+
+Documents = Annotated[DocumentService, Depends(documents)]
+
+
+class ApiAuthError(Exception):
+    def __init__(self, status: int, error: str, detail: str, scope: str | None = None) -> None:
+        super().__init__(detail)
+        self.status, self.error, self.detail, self.scope = status, error, detail, scope
+
+
+def _csrf_header_ok(request: Request) -> bool:
+    cookie = get_cookie(request, "csrf") or ""
+    sent = request.headers.get("x-csrf-token", "")
+    return bool(cookie and sent and hmac.compare_digest(cookie.encode(), sent.encode()))
+
+
+def api_actor(request: Request, db: DB, current: Current) -> Actor:
+    """An app with an access token from this provider (acting for the token's citizen), or the
+    citizen's own session (CSRF header required on unsafe methods)."""
+    header = request.headers.get("authorization", "")
+    if header[:7].lower() == "bearer ":
+        try:
+            token, client, citizen = request.app.state.oidc.bearer(db=db, access_token=header[7:].strip())
+        except BearerError as exc:
+            raise ApiAuthError(exc.status, exc.error, exc.description) from None
+        wanted = "documents:read" if request.method in ("GET", "HEAD") else "documents:write"
+        if wanted not in scope_list(token.scope):
+            raise ApiAuthError(403, "insufficient_scope", f"The access token lacks the '{wanted}' scope.", wanted)
+        return Actor(kind="app", citizen_id=citizen.id, actor_id=client.client_id, name=client.name,
+                     scopes=frozenset(scope_list(token.scope)))
+    if current is None:
+        raise ApiAuthError(401, "unauthenticated", "Log in (session cookie) or send an access token.")
+    if request.method not in ("GET", "HEAD") and not _csrf_header_ok(request):
+        raise ApiAuthError(403, "csrf", "Send the X-CSRF-Token header (the csrf cookie's value).")
+    return Actor(kind="citizen", citizen_id=current.citizen.id, actor_id=str(current.citizen.id),
+                 name="citizen")
+
+
+ApiActor = Annotated[Actor, Depends(api_actor)]
+
+
+def citizen_actor(current: Citizen) -> Actor:
+    return Actor(kind="citizen", citizen_id=current.citizen.id, actor_id=str(current.citizen.id), name="citizen")
+
+
+PageActor = Annotated[Actor, Depends(citizen_actor)]
+
+
+# ---- receiving a document (shared by the API and the page) ---------------------------------------------------
+
+
+async def receive_document(request: Request, db: Session, service: DocumentService, actor: Actor, *,
+                           csrf_cookie: str | None = None) -> Document:
+    """Stream the body through the pipeline. Multipart (a ``file`` part, fields ``type``, ``title``,
+    ``valid_until``) or a raw body (its Content-Type, fields in ``X-Document-*`` headers, the name in
+    ``Content-Disposition``). With ``csrf_cookie``, a ``csrf_token`` field must precede the file."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > service.max_size + 64 * 1024:
+        from vault.storage.exceptions import TooLarge
+
+        raise TooLarge(service.max_size)  # refused before reading a byte
+    content_type = request.headers.get("content-type", "")
+    multipart = content_type.split(";")[0].strip().lower() == "multipart/form-data"
+    pending = await run_in_threadpool(service.begin_upload, db, actor.citizen_id)
+    pipeline = pending.pipeline
+    try:
+        if multipart:
+            def check_csrf(filename: str | None, fields: dict[str, str]) -> None:
+                if csrf_cookie is not None and not hmac.compare_digest(
+                        csrf_cookie.encode(), fields.get("csrf_token", "").encode()):
+                    raise PageError(403, "Ce formulaire a expiré. Rechargez la page, puis recommencez.",
+                                    title="Formulaire expiré")
+
+            form = MultipartUpload(content_type, sink=pipeline.feed, on_file=check_csrf)
+            async for chunk in request.stream():
+                await run_in_threadpool(form.write, chunk)
+            await run_in_threadpool(form.close)
+            if not form.saw_file:
+                raise InvalidDocumentInput({"file": "Choisissez un fichier à ajouter."})
+            fields, filename = form.fields, form.filename
+        else:
+            if csrf_cookie is not None:
+                raise PageError(415, "Cette adresse attend un formulaire avec un fichier.")
+            fields = {name: unquote(request.headers[header]) for name, header in RAW_HEADERS.items()
+                      if header in request.headers}
+            filename = _filename_from_headers(request)
+            async for chunk in request.stream():
+                await run_in_threadpool(pipeline.feed, chunk)
+        meta = validate_meta(fields, filename=filename)
+        stored = await run_in_threadpool(pipeline.finish)
+    except BaseException:
+        await run_in_threadpool(pipeline.abort)
+        raise
+    return await run_in_threadpool(lambda: service.complete_upload(db, actor=actor, pending=pending,
+                                                                   stored=stored, meta=meta))
+
+
+def _filename_from_headers(request: Request) -> str | None:
+    from email.message import Message
+
+    disposition = request.headers.get("content-disposition")
+    if not disposition:
+        return None
+    message = Message()
+    message["content-disposition"] = disposition
+    return message.get_filename()
+
+
+def _public(document: Document) -> DocumentPublic:
+    return DocumentPublic.model_validate(document, from_attributes=True)
+
+
+# ---- API -----------------------------------------------------------------------------------------------------
+
+
+class DocumentList(SQLModel):
+    items: list[DocumentPublic]
+    total: int
+    limit: int
+    offset: int
+
+
+@api.post("/documents", status_code=201, response_model=DocumentPublic,
+          responses={413: {"description": "Too large or quota exceeded"}, 415: {"description": "Type not accepted"},
+                     422: {"description": "Empty, infected or invalid fields"}, 503: {"description": "Antivirus or store down"}},
+          summary="Add a document (multipart `file` + `type`, `title`, `valid_until`; or a raw body)")
+async def create_document(request: Request, db: DB, service: Documents, actor: ApiActor) -> JSONResponse:
+    document = await receive_document(request, db, service, actor)
+    return JSONResponse(_public(document).model_dump(mode="json"), status_code=201,
+                        headers={"Location": f"/api/v1/documents/{document.id}"})
+
+
+@api.get("/documents", response_model=DocumentList, summary="The citizen's documents, newest first")
+def list_documents(db: DB, service: Documents, actor: ApiActor,
+                   type: Annotated[str | None, Query(description=f"One of {', '.join(DOCUMENT_TYPES)}")] = None,
+                   limit: Annotated[int, Query(ge=1, le=200)] = 50,
+                   offset: Annotated[int, Query(ge=0)] = 0) -> DocumentList:
+    if type is not None and type not in DOCUMENT_TYPES:
+        raise InvalidDocumentInput({"type": f"Unknown type; one of {', '.join(DOCUMENT_TYPES)}."})
+    items, total = service.list(db, actor=actor, type=type, limit=limit, offset=offset)
+    return DocumentList(items=[_public(d) for d in items], total=total, limit=limit, offset=offset)
+
+
+@api.get("/documents/{document_id}", response_model=DocumentPublic)
+def get_document(document_id: uuid.UUID, db: DB, service: Documents, actor: ApiActor) -> DocumentPublic:
+    document = service.get(db, actor=actor, document_id=document_id)
+    service.log_access(db, actor, "read", document)
+    return _public(document)
+
+
+class DocumentPatch(SQLModel):
+    type: str | None = None
+    title: str | None = None
+    valid_until: str | None = None
+
+
+@api.patch("/documents/{document_id}", response_model=DocumentPublic, summary="Rename, change type or validity")
+def patch_document(document_id: uuid.UUID, changes: DocumentPatch, db: DB, service: Documents,
+                   actor: ApiActor) -> DocumentPublic:
+    return _public(service.update(db, actor=actor, document_id=document_id,
+                                  changes=changes.model_dump(exclude_unset=True)))
+
+
+@api.delete("/documents/{document_id}", status_code=204)
+def delete_document(document_id: uuid.UUID, db: DB, service: Documents, actor: ApiActor) -> Response:
+    blob_key = service.delete(db, actor=actor, document_id=document_id)
+    return Response(status_code=204, background=BackgroundTask(service.delete_blob_later, blob_key))
+
+
+def _disposition(filename: str) -> str:
+    ascii_name = "".join(ch if 32 <= ord(ch) < 127 and ch not in '"\\;' else "_" for ch in filename) or "document"
+    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename, safe='')}"
+
+
+def _parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """One ``bytes=`` range as [start, end); None for no (or an ignorable) Range; ValueError if unsatisfiable."""
+    if not header or not header.startswith("bytes=") or "," in header:
+        return None
+    first, _, last = header[6:].strip().partition("-")
+    if not first and not last:
+        return None
+    try:
+        if not first:
+            length = int(last)
+            start, end = max(0, size - length), size
+        else:
+            start = int(first)
+            end = min(size, int(last) + 1) if last else size
+    except ValueError:
+        return None
+    if start >= size or start >= end or start < 0:
+        raise ValueError("unsatisfiable")
+    return start, end
+
+
+def serve_content(request: Request, db: Session, service: DocumentService, actor: Actor,
+                  document_id: uuid.UUID) -> Response:
+    document = service.get(db, actor=actor, document_id=document_id)
+    key = service.document_key(db, document)
+    service.log_access(db, actor, "read", document)
+    headers = {"Content-Disposition": _disposition(document.filename), "Accept-Ranges": "bytes",
+               "ETag": f'"{document.sha256}"', "X-Content-Type-Options": "nosniff"}
+    try:
+        wanted = _parse_range(request.headers.get("range"), document.size)
+    except ValueError:
+        return Response(status_code=416, headers={"Content-Range": f"bytes */{document.size}"})
+    if wanted is None:
+        body, status, length = service.plaintext(document, key), 200, document.size
+    else:
+        start, end = wanted
+        body, status, length = service.plaintext_range(document, key, start, end), 206, end - start
+        headers["Content-Range"] = f"bytes {start}-{end - 1}/{document.size}"
+    headers["Content-Length"] = str(length)
+    # Authenticate the first segment before answering: a tampered object fails with an error page
+    # rather than a 200; a failure later aborts the connection (never a complete-looking file).
+    try:
+        first = next(body, b"")
+    except DecryptionError:
+        raise StorageError("Ce document est endommagé et ne peut pas être lu.") from None
+
+    def stream() -> Iterator[bytes]:
+        yield first
+        yield from body
+
+    return StreamingResponse(stream(), status_code=status, media_type=document.media_type, headers=headers)
+
+
+@api.get("/documents/{document_id}/content", summary="The document's bytes (streamed; Range supported)",
+         responses={206: {"description": "Partial content"}, 416: {"description": "Range not satisfiable"}})
+def document_content(request: Request, document_id: uuid.UUID, db: DB, service: Documents,
+                     actor: ApiActor) -> Response:
+    return serve_content(request, db, service, actor, document_id)
+
+
+@api.get("/me/access-log", response_model=list[AccessLogPublic], summary="Who else accessed my documents")
+def my_access_log(db: DB, service: Documents, current: Citizen) -> list[AccessLogPublic]:
+    return [AccessLogPublic.model_validate(e, from_attributes=True) for e in service.access_log(db, current.citizen.id)]
+
+
+# ---- pages: "Mes justificatifs" ----------------------------------------------------------------------------------
+
+
+def _documents_page(request: Request, db: Session, service: DocumentService, actor: Actor, *,
+                    errors: dict | None = None, status: int = 200, notice: str | None = None) -> Response:
+    from datetime import date
+
+    items, _ = service.list(db, actor=actor, limit=200)
+    count, used = service.usage(db, actor.citizen_id)
+    groups = {label: [d for d in items if d.type == kind] for kind, label in DOCUMENT_TYPES.items()}
+    return render(request, "documents.html", {
+        "title": "Mes justificatifs", "groups": {k: v for k, v in groups.items() if v}, "types": DOCUMENT_TYPES,
+        "errors": errors or {}, "today": date.today(), "notice": notice or NOTICES.get(request.query_params.get("notice", "")),
+        "used_mb": used / (1024 * 1024), "quota_mb": service.settings.quota_mb, "count": count,
+        "max_mb": service.settings.max_file_mb, "antivirus_off": service.settings.antivirus == "off",
+    }, status=status)
+
+
+NOTICES = {
+    "added": "Le document a été ajouté à votre coffre-fort.",
+    "deleted": "Le document a été supprimé.",
+    "updated": "Le document a été modifié.",
+}
+
+
+@pages.get("/documents")
+def documents_page(request: Request, db: DB, service: Documents, actor: PageActor) -> Response:
+    return _documents_page(request, db, service, actor)
+
+
+@pages.post("/documents")
+async def documents_upload(request: Request, db: DB, service: Documents, actor: PageActor) -> Response:
+    try:
+        await receive_document(request, db, service, actor, csrf_cookie=get_cookie(request, "csrf") or "")
+    except StorageError as exc:
+        errors = getattr(exc, "errors", None) or {"file": exc.message}
+        return await run_in_threadpool(lambda: _documents_page(request, db, service, actor, errors=errors,
+                                                               status=exc.status))
+    return redirect("/documents?notice=added")
+
+
+@pages.get("/documents/{document_id}")
+def document_page(request: Request, document_id: uuid.UUID, db: DB, service: Documents, actor: PageActor) -> Response:
+    document = service.get(db, actor=actor, document_id=document_id)
+    return render(request, "document.html", {"title": document.title, "document": document, "types": DOCUMENT_TYPES,
+                                             "confirm_delete": request.query_params.get("delete") == "1"})
+
+
+@pages.post("/documents/{document_id}")
+def document_edit(request: Request, document_id: uuid.UUID, form: Form, db: DB, service: Documents,
+                  actor: PageActor) -> Response:
+    try:
+        service.update(db, actor=actor, document_id=document_id,
+                       changes={k: form.get(k, "") for k in ("type", "title", "valid_until")})
+    except InvalidDocumentInput as exc:
+        db.rollback()
+        document = service.get(db, actor=actor, document_id=document_id)
+        return render(request, "document.html", {"title": document.title, "document": document,
+                                                 "types": DOCUMENT_TYPES, "errors": exc.errors}, status=422)
+    return redirect("/documents?notice=updated")
+
+
+@pages.post("/documents/{document_id}/delete")
+def document_delete(request: Request, document_id: uuid.UUID, form: Form, db: DB, service: Documents,
+                    actor: PageActor) -> Response:
+    blob_key = service.delete(db, actor=actor, document_id=document_id)
+    response = redirect("/documents?notice=deleted")
+    response.background = BackgroundTask(service.delete_blob_later, blob_key)
+    return response
+
+
+@pages.get("/documents/{document_id}/download")
+def document_download(request: Request, document_id: uuid.UUID, db: DB, service: Documents,
+                      actor: PageActor) -> Response:
+    return serve_content(request, db, service, actor, document_id)
+
+
+@pages.get("/account/access-log")
+def access_log_page(request: Request, db: DB, service: Documents, current: Citizen) -> Response:
+    return render(request, "access_log.html", {"title": "Qui a consulté mes documents",
+                                               "entries": service.access_log(db, current.citizen.id)})

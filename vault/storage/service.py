@@ -1,0 +1,299 @@
+"""The document vault's logic: keys, uploads, listing, reading, changes, deletion, the access log,
+KEK rotation and reconciliation. No HTTP here."""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import unicodedata
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+from sqlalchemy import func
+from sqlmodel import Session, select
+
+from vault import crypto
+from vault.auth.identity import parse_birthdate
+from vault.crypto.hierarchy import (
+    kek_version,
+    new_citizen_key,
+    new_document_key,
+    open_citizen_key,
+    open_document_key,
+    rewrap_citizen_key,
+)
+from vault.crypto.streaming import StreamDecryptor, decrypt_range
+from vault.db import utcnow
+from vault.settings import Settings
+from vault.storage.antivirus import Scanner
+from vault.storage.blobs import BlobStore, BlobStoreUnavailable
+from vault.storage.exceptions import DocumentNotFound, InvalidDocumentInput, QuotaExceeded
+from vault.storage.models import DOCUMENT_TYPES, AccessLogEntry, CitizenKey, Document
+from vault.storage.pipeline import Stored, UploadPipeline
+
+logger = logging.getLogger(__name__)
+
+ORPHAN_AGE = timedelta(hours=1)
+_EXTENSIONS = {"application/pdf": ".pdf", "image/jpeg": ".jpg", "image/png": ".png", "image/webp": ".webp",
+               "image/heic": ".heic"}
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who acts on a citizen's vault: the citizen (session), an app (access token), the DPO."""
+
+    kind: str  # "citizen" | "app" | "dpo"
+    citizen_id: uuid.UUID
+    actor_id: str
+    name: str
+    scopes: frozenset[str] = frozenset()
+
+    @property
+    def is_owner(self) -> bool:
+        return self.kind == "citizen"
+
+
+@dataclass
+class PendingUpload:
+    pipeline: UploadPipeline
+    document_id: uuid.UUID
+    wrapped_key: bytes
+    blob_key: str
+
+
+@dataclass(frozen=True)
+class DocumentMeta:
+    type: str
+    title: str
+    valid_until: date | None
+    filename: str
+
+
+def clean_filename(raw: str | None, media_type: str | None = None) -> str:
+    """A filename safe to store and to send back: no path, no control characters, NFC, ≤ 255."""
+    name = unicodedata.normalize("NFC", raw or "")
+    name = re.split(r"[/\\]", name)[-1]
+    name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C").strip().strip(".")
+    if len(name) > 255:
+        stem, dot, ext = name.rpartition(".")
+        name = (stem[: 255 - len(ext) - 1] + dot + ext) if dot and len(ext) <= 10 else name[:255]
+    return name or "document" + _EXTENSIONS.get(media_type or "", "")
+
+
+def validate_meta(fields: dict[str, str], *, filename: str | None) -> DocumentMeta:
+    errors: dict[str, str] = {}
+    kind = (fields.get("type") or "other").strip()
+    if kind not in DOCUMENT_TYPES:
+        errors["type"] = f"Type inconnu. Types possibles : {', '.join(DOCUMENT_TYPES)}."
+    title = " ".join("".join(ch for ch in (fields.get("title") or "") if unicodedata.category(ch)[0] != "C").split())
+    if not title:  # derived from the file's name when none is given, cut to fit
+        title = (clean_filename(filename).rsplit(".", 1)[0] or DOCUMENT_TYPES.get(kind, "Document"))[:200]
+    if len(title) > 200:
+        errors["title"] = "Le titre ne doit pas dépasser 200 caractères."
+    valid_until = None
+    if raw := (fields.get("valid_until") or "").strip():
+        try:
+            valid_until = parse_birthdate(raw, today=date(9999, 12, 31))
+        except ValueError:
+            errors["valid_until"] = "La date de validité doit être au format JJ/MM/AAAA ou AAAA-MM-JJ."
+    if errors:
+        raise InvalidDocumentInput(errors)
+    return DocumentMeta(type=kind, title=title, valid_until=valid_until, filename=clean_filename(filename))
+
+
+class DocumentService:
+    def __init__(self, *, settings: Settings, keys: crypto.KeyProvider, store: BlobStore, scanner: Scanner) -> None:
+        self.settings = settings
+        self.keys = keys
+        self.store = store
+        self.scanner = scanner
+
+    @property
+    def max_size(self) -> int:
+        return self.settings.max_file_mb * 1024 * 1024
+
+    # ---- keys ----------------------------------------------------------------------------------
+
+    def citizen_key(self, db: Session, citizen_id: uuid.UUID) -> bytes:
+        row = db.get(CitizenKey, citizen_id)
+        if row is None:
+            key, wrapped = new_citizen_key(self.keys, citizen_id)
+            db.add(CitizenKey(citizen_id=citizen_id, wrapped=wrapped, kek_version=kek_version(wrapped)))
+            db.flush()
+            return key
+        return open_citizen_key(self.keys, row.wrapped, citizen_id)
+
+    # ---- upload --------------------------------------------------------------------------------
+
+    def usage(self, db: Session, owner_id: uuid.UUID) -> tuple[int, int]:
+        count, total = db.exec(select(func.count(), func.coalesce(func.sum(Document.size), 0))
+                               .where(Document.owner_id == owner_id)).one()
+        return int(count), int(total)
+
+    def _check_quota(self, db: Session, owner_id: uuid.UUID, adding: int) -> None:
+        count, total = self.usage(db, owner_id)
+        if count >= self.settings.quota_documents:
+            raise QuotaExceeded(self.settings.quota_documents, count, kind="count")
+        limit = self.settings.quota_mb * 1024 * 1024
+        if total + adding > limit:
+            raise QuotaExceeded(limit, total)
+
+    def begin_upload(self, db: Session, owner_id: uuid.UUID) -> PendingUpload:
+        """Check the quota, make a document key, start the pipeline (clamd and the store answer)."""
+        self._check_quota(db, owner_id, adding=1)
+        document_id = uuid.uuid4()
+        key, wrapped = new_document_key(self.citizen_key(db, owner_id), document_id)
+        blob_key = secrets.token_hex(16)
+        pipeline = UploadPipeline(store=self.store, scanner=self.scanner, key=key, document_id=document_id,
+                                  blob_key=blob_key, max_size=self.max_size)
+        return PendingUpload(pipeline=pipeline, document_id=document_id, wrapped_key=wrapped, blob_key=blob_key)
+
+    def complete_upload(self, db: Session, *, actor: Actor, pending: PendingUpload, stored: Stored,
+                        meta: DocumentMeta) -> Document:
+        """Record a stored, clean blob. On a quota overflow the blob is deleted and nothing kept."""
+        try:
+            self._check_quota(db, actor.citizen_id, adding=stored.size)
+        except QuotaExceeded:
+            self._delete_blob(pending.blob_key)
+            raise
+        document = Document(
+            id=pending.document_id, owner_id=actor.citizen_id, type=meta.type, title=meta.title,
+            valid_until=meta.valid_until, filename=clean_filename(meta.filename, stored.media_type),
+            media_type=stored.media_type, size=stored.size, sha256=stored.sha256, blob_key=pending.blob_key,
+            ciphertext_size=stored.ciphertext_size, wrapped_key=pending.wrapped_key,
+            scan_result="clean" if self.settings.antivirus == "clamd" else "not_scanned",
+            source="citizen" if actor.is_owner else actor.actor_id,
+            source_name=None if actor.is_owner else actor.name,
+        )
+        db.add(document)
+        self.log_access(db, actor, "deposit", document)
+        logger.info("document stored", extra={"document_id": str(document.id), "citizen_id": str(actor.citizen_id),
+                                              "size": stored.size, "media_type": stored.media_type})
+        return document
+
+    # ---- reading and changing -------------------------------------------------------------------
+
+    def get(self, db: Session, *, actor: Actor, document_id: uuid.UUID) -> Document:
+        document = db.get(Document, document_id)
+        if document is None or document.owner_id != actor.citizen_id:
+            raise DocumentNotFound()  # another citizen's document: 404, never 403
+        return document
+
+    def list(self, db: Session, *, actor: Actor, type: str | None = None, limit: int = 50,
+             offset: int = 0) -> tuple[list[Document], int]:
+        query = select(Document).where(Document.owner_id == actor.citizen_id)
+        if type:
+            query = query.where(Document.type == type)
+        total = db.exec(select(func.count()).select_from(query.subquery())).one()
+        items = list(db.exec(query.order_by(Document.created_at.desc()).offset(offset).limit(limit)))  # type: ignore[attr-defined]
+        self.log_access(db, actor, "list", None)
+        return items, int(total)
+
+    def update(self, db: Session, *, actor: Actor, document_id: uuid.UUID, changes: dict[str, str]) -> Document:
+        document = self.get(db, actor=actor, document_id=document_id)
+        merged = {"type": document.type, "title": document.title,
+                  "valid_until": document.valid_until.isoformat() if document.valid_until else ""}
+        merged.update({k: v for k, v in changes.items() if v is not None})
+        meta = validate_meta(merged, filename=document.filename)
+        if not (changes.get("title") or "").strip() and "title" in changes:
+            raise InvalidDocumentInput({"title": "Le titre ne peut pas être vide."})
+        document.type, document.title, document.valid_until = meta.type, meta.title, meta.valid_until
+        document.updated_at = utcnow()
+        self.log_access(db, actor, "update", document)
+        return document
+
+    def delete(self, db: Session, *, actor: Actor, document_id: uuid.UUID) -> str:
+        """Delete the row; return the blob key, to delete *after* the commit (a row never points to
+        a missing blob; a blob left behind by a crash is an orphan that reconcile removes)."""
+        document = self.get(db, actor=actor, document_id=document_id)
+        self.log_access(db, actor, "delete", document)
+        db.delete(document)
+        logger.info("document deleted", extra={"document_id": str(document.id)})
+        return document.blob_key
+
+    def _delete_blob(self, blob_key: str) -> None:
+        try:
+            self.store.delete(blob_key)
+        except BlobStoreUnavailable:
+            logger.warning("blob not deleted; reconcile will remove it", extra={"blob_key": blob_key})
+
+    def delete_blob_later(self, blob_key: str) -> None:
+        self._delete_blob(blob_key)
+
+    def document_key(self, db: Session, document: Document) -> bytes:
+        return open_document_key(self.citizen_key(db, document.owner_id), document.wrapped_key, document.id)
+
+    def plaintext(self, document: Document, key: bytes) -> Iterator[bytes]:
+        """The whole document, released segment by segment once authenticated."""
+        decryptor = StreamDecryptor(key, document.id.bytes)
+        for chunk in self.store.iter_blob(document.blob_key):
+            if out := decryptor.update(chunk):
+                yield out
+        if tail := decryptor.finalize():
+            yield tail
+
+    def plaintext_range(self, document: Document, key: bytes, start: int, end: int) -> Iterator[bytes]:
+        """Bytes [start, end) fetching and authenticating only the segments they live in."""
+        yield from decrypt_range(key, document.id.bytes,
+                                 read=lambda offset, length: self.store.read_range(document.blob_key, offset, length),
+                                 ciphertext_size=document.ciphertext_size, start=start, end=end)
+
+    # ---- access log ------------------------------------------------------------------------------
+
+    def log_access(self, db: Session, actor: Actor, action: str, document: Document | None) -> None:
+        """Every access by someone other than the owner lands in the citizen's access log."""
+        if actor.is_owner:
+            return
+        db.add(AccessLogEntry(citizen_id=actor.citizen_id, actor_kind=actor.kind, actor_id=actor.actor_id,
+                              actor_name=actor.name, action=action,
+                              document_id=document.id if document else None,
+                              document_title=document.title if document else None))
+
+    def access_log(self, db: Session, citizen_id: uuid.UUID, limit: int = 200) -> list[AccessLogEntry]:
+        return list(db.exec(select(AccessLogEntry).where(AccessLogEntry.citizen_id == citizen_id)
+                            .order_by(AccessLogEntry.at.desc()).limit(limit)))  # type: ignore[attr-defined]
+
+    # ---- operations --------------------------------------------------------------------------------
+
+    def rewrap_all(self, db: Session, batch: int = 500) -> int:
+        """Re-wrap every citizen key under the active KEK (objects untouched). Resumable: keys
+        already under the active version are skipped."""
+        active = self.keys.active_version
+        done = 0
+        while True:
+            rows = db.exec(select(CitizenKey).where(CitizenKey.kek_version != active).limit(batch)).all()
+            if not rows:
+                return done
+            for row in rows:
+                row.wrapped = rewrap_citizen_key(self.keys, row.wrapped, row.citizen_id)
+                row.kek_version = active
+                row.rewrapped_at = utcnow()
+            db.commit()
+            done += len(rows)
+
+    def reconcile(self, db: Session, *, dry_run: bool = False, min_age: timedelta = ORPHAN_AGE) -> dict[str, list[str]]:
+        """Remove blobs without a row older than ``min_age`` (an hour: younger ones may belong to an
+        upload in progress); report rows whose blob is missing."""
+        known = set(db.exec(select(Document.blob_key)).all())
+        horizon = utcnow() - min_age
+        seen: set[str] = set()
+        removed: list[str] = []
+        young: list[str] = []
+        for key, modified in self.store.list_blobs():
+            seen.add(key)
+            if key in known:
+                continue
+            if modified > horizon:
+                young.append(key)
+                continue
+            if not dry_run:
+                self.store.delete(key)
+            removed.append(key)
+        missing = sorted(str(doc_id) for doc_id, key in db.exec(select(Document.id, Document.blob_key)).all()
+                         if key not in seen)
+        if removed or missing:
+            logger.warning("reconcile", extra={"orphans_removed": len(removed), "rows_without_blob": len(missing)})
+        return {"orphans_removed": removed, "orphans_kept_recent": young, "documents_without_blob": missing}
