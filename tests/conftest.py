@@ -25,8 +25,10 @@ from tests.services import (
     ClamdService,
     PostgresService,
     S3Service,
+    MotoService,
     free_port,
     start_clamd,
+    start_moto,
     start_postgres,
     start_seaweedfs,
 )
@@ -173,3 +175,10 @@ def live_server(services_dir: Path, postgres: PostgresService) -> Iterator[LiveS
         except subprocess.TimeoutExpired:
             process.kill()
         log.close()
+
+
+@pytest.fixture(scope="session")
+def kms(services_dir: Path) -> Iterator[MotoService]:
+    service = start_moto(services_dir / "moto")
+    yield service
+    service.stop()

@@ -47,6 +47,8 @@ from psycopg import sql
 from psycopg.rows import TupleRow
 
 __all__ = [
+    "MotoService",
+    "start_moto",
     "ClamdService",
     "PostgresService",
     "S3Service",
@@ -715,5 +717,43 @@ def start_seaweedfs(base_dir: Path) -> S3Service:
             region=_S3_REGION,
             _process=process,
         )
+
+    return _retry_on_port_collision(start_once)
+
+
+# ---- moto (a KMS-compatible server for the aws-kms key provider) ----------------------------------------
+
+
+@dataclass
+class MotoService:
+    endpoint_url: str
+    _process: _ManagedProcess = field(repr=False)
+
+    def stop(self) -> None:
+        self._process.stop()
+
+
+def start_moto(base_dir: Path) -> MotoService:
+    """moto in server mode: no KMS runs here, and moto speaks KMS's API (Encrypt/Decrypt with
+    encryption contexts), which is all the ``aws-kms`` provider uses."""
+    base_dir.mkdir(parents=True, exist_ok=True)
+
+    def start_once() -> MotoService:
+        port = free_port()
+        log_path = base_dir / "moto.log"
+        process = _ManagedProcess(
+            "moto", [sys.executable, "-m", "moto.server", "-H", _LOOPBACK, "-p", str(port)], log_path
+        )
+        url = f"http://{_LOOPBACK}:{port}"
+
+        def answers() -> bool:
+            try:
+                with urllib.request.urlopen(f"{url}/moto-api/", timeout=1):
+                    return True
+            except OSError:
+                return False
+
+        process.wait_until_ready(answers)
+        return MotoService(endpoint_url=url, _process=process)
 
     return _retry_on_port_collision(start_once)

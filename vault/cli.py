@@ -18,10 +18,12 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 citizen_app = typer.Typer(help="Citizen accounts.", no_args_is_help=True)
 demo_app = typer.Typer(help="Demonstration data (development only).", no_args_is_help=True)
 client_app = typer.Typer(help="Apps (OpenID Connect clients).", no_args_is_help=True)
-keys_app = typer.Typer(help="Token signing keys.", no_args_is_help=True)
+keys_app = typer.Typer(help="Token signing keys and the key-encryption key.", no_args_is_help=True)
+storage_app = typer.Typer(help="The document store.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(client_app, name="client")
 app.add_typer(keys_app, name="keys")
+app.add_typer(storage_app, name="storage")
 app.add_typer(citizen_app, name="citizen")
 app.add_typer(demo_app, name="demo")
 
@@ -341,6 +343,73 @@ def keys_rotate(as_json: JsonFlag = False) -> None:
         kids = keystore.rotate(session)
         session.commit()
     typer.echo(json.dumps({"active": kids}) if as_json else "active signing keys: " + ", ".join(kids))
+
+
+def _documents(settings: Settings):  # noqa: ANN202
+    from vault import crypto
+    from vault.db import make_engine
+    from vault.storage.antivirus import NoScanner
+    from vault.storage.blobs import make_blob_store
+    from vault.storage.service import DocumentService
+
+    try:
+        keys = crypto.load_key_provider(settings)
+    except crypto.KeyProviderError as exc:
+        fail(str(exc), as_json=False, code="config_error")
+    service = DocumentService(settings=settings, keys=keys, store=make_blob_store(settings), scanner=NoScanner())
+    return make_engine(settings.effective_database_url), service
+
+
+@keys_app.command("rotate-kek")
+def keys_rotate_kek(as_json: JsonFlag = False) -> None:
+    """A new key-encryption key; every citizen key is re-wrapped under it (documents untouched).
+    Resumable: run it again after an interruption, it finishes the job."""
+    from vault.crypto import LocalKeyring
+
+    settings = settings_or_exit(as_json)
+    engine, service = _documents(settings)
+    _require_schema(engine, as_json)
+    keys = service.keys
+    if isinstance(keys, LocalKeyring):
+        keys.add_version()
+    with Session(engine) as session:
+        count = service.rewrap_all(session)
+    # Service secrets, signing keys and TOTP seeds are wrapped by the KEK too.
+    _, keystore = _keystore(settings)
+    _, accounts = _services(settings)
+    with Session(engine) as session:
+        secrets_count = keystore.rewrap_all(session) + accounts.rewrap_totp_seeds(session=session)
+        session.commit()
+    output = {"kek_version": keys.active_version, "citizen_keys_rewrapped": count,
+              "service_keys_rewrapped": secrets_count}
+    typer.echo(json.dumps(output) if as_json else
+               f"KEK version {output['kek_version']}: {count} citizen keys and {secrets_count} service keys re-wrapped")
+
+
+@storage_app.command("reconcile")
+def storage_reconcile(dry_run: Annotated[bool, typer.Option("--dry-run", help="Report only.")] = False,
+                      as_json: JsonFlag = False) -> None:
+    """Remove blobs that no document row points to (older than an hour); report rows whose blob is missing."""
+    from vault.storage.blobs import BlobStoreUnavailable
+
+    settings = settings_or_exit(as_json)
+    engine, service = _documents(settings)
+    _require_schema(engine, as_json)
+    with Session(engine) as session:
+        try:
+            report = service.reconcile(session, dry_run=dry_run)
+        except BlobStoreUnavailable as exc:
+            fail(f"the object store is unavailable: {exc}", as_json=as_json, code="unavailable")
+    if as_json:
+        typer.echo(json.dumps(report))
+        return
+    verb = "would remove" if dry_run else "removed"
+    typer.echo(f"{verb} {len(report['orphans_removed'])} orphan blob(s); kept {len(report['orphans_kept_recent'])} "
+               f"younger than an hour")
+    for doc_id in report["documents_without_blob"]:
+        typer.echo(f"document {doc_id}: its blob is MISSING")
+    if report["documents_without_blob"]:
+        raise typer.Exit(1)
 
 
 # ---- demo ----------------------------------------------------------------------------------------

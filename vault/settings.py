@@ -47,6 +47,7 @@ class Settings(BaseSettings):
     keyring_file: Path | None = None
     kms_key_id: str | None = None
     kms_endpoint_url: str | None = None
+    kms_region: str = "eu-west-3"
 
     smtp_url: SecretStr | None = None
     mail_from: str = "Citizen Vault <no-reply@localhost>"

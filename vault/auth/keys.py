@@ -119,6 +119,21 @@ class KeyStore:
             self._active_row(session, alg)
         self.secret(session, "pairwise-sub")
 
+    def rewrap_all(self, session: Session) -> int:
+        """After a KEK rotation: signing keys and service secrets wrapped under the active KEK."""
+        count = 0
+        for row in session.exec(select(SigningKey)).all():
+            context = b"signing-key:" + row.kid.encode()
+            row.private_key = crypto.wrap(self.keys, crypto.unwrap(self.keys, row.private_key, context=context),
+                                          context=context)
+            count += 1
+        for secret in session.exec(select(ServerSecret)).all():
+            context = b"server-secret:" + secret.name.encode()
+            secret.value = crypto.wrap(self.keys, crypto.unwrap(self.keys, secret.value, context=context),
+                                       context=context)
+            count += 1
+        return count
+
     # ---- service secrets ------------------------------------------------------------------------
 
     def secret(self, session: Session, name: str) -> bytes:

@@ -517,6 +517,16 @@ class AccountService:
             return True
         return False
 
+    def rewrap_totp_seeds(self, *, session: Session) -> int:
+        """After a KEK rotation: every TOTP seed wrapped under the active KEK."""
+        count = 0
+        for citizen in session.exec(select(Citizen).where(Citizen.totp_secret.is_not(None))).all():  # type: ignore[union-attr]
+            context = self._totp_context(citizen)
+            citizen.totp_secret = crypto.wrap(self.keys, crypto.unwrap(self.keys, citizen.totp_secret, context=context),
+                                              context=context)
+            count += 1
+        return count
+
     # ---- queries for the operator CLI ------------------------------------------------------------
 
     def list_citizens(self, *, session: Session, limit: int = 100, offset: int = 0) -> list[Citizen]:

@@ -2,7 +2,7 @@
 
 ``local``: a keyring file of versioned 256-bit keys (development and small sites). The file is
 created on first run in development only; production must name an existing file.
-``aws-kms``: arrives with the document vault (issue 4); until then it is refused with a clear error.
+``aws-kms``: a KMS key (boto3); the KEK never leaves the KMS.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import struct
+import zlib
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
@@ -152,10 +153,67 @@ class LocalKeyring:
             raise DecryptionError() from None
 
 
+class AwsKmsProvider:
+    """The KEK is a KMS key (AWS KMS or any service speaking its API): it never leaves the KMS.
+    ``wrap`` is KMS Encrypt with an encryption context (KMS's associated data) naming what is
+    wrapped; ``unwrap`` is Decrypt, which finds the key from the ciphertext, so changing
+    ``VAULT_KMS_KEY_ID`` and running ``vault keys rotate-kek`` moves everything to the new key.
+
+    Credentials come from boto3's standard chain (instance role, AWS_* variables, profile).
+    """
+
+    def __init__(self, *, key_id: str, endpoint_url: str | None, region: str) -> None:
+        import boto3
+        from botocore.config import Config
+
+        self.key_id = key_id
+        self._client = boto3.client("kms", endpoint_url=endpoint_url, region_name=region,
+                                    config=Config(connect_timeout=5, read_timeout=10,
+                                                  retries={"max_attempts": 3, "mode": "standard"}))
+        # A stable "version" per key id: citizen keys wrapped under another key id get re-wrapped.
+        self._version = zlib.crc32(key_id.encode()) or 1
+
+    @property
+    def active_version(self) -> int:
+        return self._version
+
+    @staticmethod
+    def _context(context: bytes) -> dict[str, str]:
+        return {"vault": base64.b64encode(context).decode()}
+
+    def wrap(self, plaintext: bytes, *, context: bytes) -> bytes:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            blob = self._client.encrypt(KeyId=self.key_id, Plaintext=plaintext,
+                                        EncryptionContext=self._context(context))["CiphertextBlob"]
+        except (BotoCoreError, ClientError) as exc:
+            raise KeyProviderError(f"KMS encrypt failed ({type(exc).__name__})") from None
+        return _KMS_MAGIC + struct.pack(">I", self._version) + blob
+
+    def unwrap(self, wrapped: bytes, *, context: bytes) -> bytes:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        if not wrapped.startswith(_KMS_MAGIC) or len(wrapped) < 7:
+            raise DecryptionError()
+        try:
+            return self._client.decrypt(CiphertextBlob=wrapped[6:], EncryptionContext=self._context(context))["Plaintext"]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("InvalidCiphertextException", "IncorrectKeyException"):
+                raise DecryptionError() from None
+            raise KeyProviderError(f"KMS decrypt failed ({exc.response.get('Error', {}).get('Code')})") from None
+        except BotoCoreError as exc:
+            raise KeyProviderError(f"KMS unreachable ({type(exc).__name__})") from None
+
+
+_KMS_MAGIC = b"K1"
+
+
 def load_key_provider(settings: Settings, *, create: bool | None = None) -> KeyProvider:
     """Return the configured provider. The local keyring is generated only in development."""
     if settings.key_provider == "aws-kms":
-        raise KeyProviderError("the aws-kms key provider is not available yet in this version; use local")
+        return AwsKmsProvider(key_id=settings.kms_key_id or "", endpoint_url=settings.kms_endpoint_url,
+                              region=settings.kms_region)
     path = settings.effective_keyring_file
     if create is None:
         create = not settings.is_production

@@ -1,0 +1,79 @@
+"""The aws-kms key provider, against moto's KMS in server mode (no KMS runs here)."""
+
+from __future__ import annotations
+
+import uuid
+
+import boto3
+import pytest
+
+from tests.services import MotoService, free_port
+from vault.crypto import AwsKmsProvider, DecryptionError, KeyProviderError, load_key_provider
+from vault.crypto.hierarchy import new_citizen_key, open_citizen_key, rewrap_citizen_key
+from vault.settings import Settings
+
+
+def new_kms_key(kms: MotoService) -> str:
+    client = boto3.client("kms", endpoint_url=kms.endpoint_url, region_name="eu-west-3",
+                          aws_access_key_id="test", aws_secret_access_key="test")
+    return client.create_key(Description="vault KEK")["KeyMetadata"]["KeyId"]
+
+
+@pytest.fixture(autouse=True)
+def aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    # boto3's credential chain (what an instance role provides in production).
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+
+
+def provider(kms: MotoService, key_id: str) -> AwsKmsProvider:
+    settings = Settings(key_provider="aws-kms", kms_key_id=key_id, kms_endpoint_url=kms.endpoint_url)
+    keys = load_key_provider(settings)
+    assert isinstance(keys, AwsKmsProvider)
+    return keys
+
+
+def test_wrap_unwrap_bound_to_context(kms: MotoService) -> None:
+    keys = provider(kms, new_kms_key(kms))
+    wrapped = keys.wrap(b"a citizen key here", context=b"citizen-key:1")
+    assert b"a citizen key here" not in wrapped
+    assert keys.unwrap(wrapped, context=b"citizen-key:1") == b"a citizen key here"
+    with pytest.raises(DecryptionError):
+        keys.unwrap(wrapped, context=b"citizen-key:2")
+    with pytest.raises(DecryptionError):
+        keys.unwrap(wrapped[:-3] + b"xyz", context=b"citizen-key:1")
+
+
+def test_citizen_keys_move_to_a_new_kms_key(kms: MotoService) -> None:
+    citizen = uuid.uuid4()
+    old = provider(kms, new_kms_key(kms))
+    key, wrapped = new_citizen_key(old, citizen)
+    new = provider(kms, new_kms_key(kms))
+    assert new.active_version != old.active_version
+    rewrapped = rewrap_citizen_key(new, wrapped, citizen)  # KMS finds the old key from the ciphertext
+    assert open_citizen_key(new, rewrapped, citizen) == key
+    assert rewrapped[2:6] == new.active_version.to_bytes(4, "big")
+
+
+def test_unreachable_kms_is_a_clear_error() -> None:
+    keys = AwsKmsProvider(key_id="alias/vault", endpoint_url=f"http://127.0.0.1:{free_port()}", region="eu-west-3")
+    with pytest.raises(KeyProviderError, match="KMS"):
+        keys.wrap(b"x", context=b"c")
+
+
+def test_documents_with_the_kms_provider(kms: MotoService, settings, engine, outbox) -> None:  # noqa: ANN001
+    import io
+
+    from tests.support import Browser, verified_citizen
+    from vault.app import create_app
+
+    app = create_app(settings.model_copy(update={"key_provider": "aws-kms", "kms_key_id": new_kms_key(kms),
+                                                 "kms_endpoint_url": kms.endpoint_url}), engine=engine)
+    content = b"%PDF-1.7\n" + b"kms" * 1000
+    with Browser(app) as browser:
+        verified_citizen(browser, outbox, "kms@example.org")
+        browser.login("kms@example.org")
+        created = browser.post("/api/v1/documents", files={"file": ("a.pdf", io.BytesIO(content), "application/pdf")},
+                               headers={"X-CSRF-Token": browser.cookies["csrf"]})
+        assert created.status_code == 201, created.text
+        assert browser.get(f"/api/v1/documents/{created.json()['id']}/content").content == content
