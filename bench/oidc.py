@@ -105,12 +105,13 @@ def _signal_group(pgid: int, signum: int) -> None:
         pass
 
 
-def group_cpu_seconds(pgid: int | None) -> float:
-    """CPU time (user + system) of every live process of a process group, plus the children they
-    reaped: the server and its workers (or PostgreSQL and its backends)."""
-    if pgid is None:
+def tree_cpu_seconds(root: int | None) -> float:
+    """CPU time (user + system) of a server: the process ``root``, every live process in its process
+    group or descending from it (workers; PostgreSQL's backends, which leave the group), plus what
+    the children they reaped had used."""
+    if root is None:
         return 0.0
-    ticks = 0
+    procs: dict[int, tuple[int, int, int]] = {}  # pid -> (ppid, pgrp, ticks)
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
@@ -119,9 +120,19 @@ def group_cpu_seconds(pgid: int | None) -> float:
         except OSError:
             continue
         fields = stat[stat.rindex(")") + 2:].split()
-        if int(fields[2]) == pgid:  # field 5, pgrp
-            ticks += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
-    return ticks / os.sysconf("SC_CLK_TCK")
+        procs[int(entry.name)] = (int(fields[1]), int(fields[2]),
+                                  sum(int(x) for x in fields[11:15]))  # utime stime cutime cstime
+
+    def belongs(pid: int) -> bool:
+        for _ in range(64):
+            if pid == root or procs.get(pid, (0, 0, 0))[1] == root:
+                return True
+            if pid not in procs or pid <= 1:
+                return False
+            pid = procs[pid][0]
+        return False
+
+    return sum(ticks for pid, (_, _, ticks) in procs.items() if belongs(pid)) / os.sysconf("SC_CLK_TCK")
 
 
 def run_cli(args: list[str], env: dict[str, str], stdin: str | None = None) -> str:
@@ -180,8 +191,10 @@ class Target:
         self.token_endpoint = meta["token_endpoint"]
         self.jwks_uri = meta["jwks_uri"]
 
-    def cpu(self) -> float:
-        return sum(group_cpu_seconds(g) for g in self.cpu_groups)
+    def cpu(self) -> tuple[float, float]:
+        """CPU seconds so far: (the server's processes, PostgreSQL's when this server uses it)."""
+        server, *database = self.cpu_groups
+        return tree_cpu_seconds(server), sum(tree_cpu_seconds(g) for g in database)
 
 
 def start_citizen_vault(base: Path, pg_url: str, workers: int, emails: list[str]) -> Target:
@@ -365,7 +378,8 @@ class Phase:
     errors: Counter[str] = field(default_factory=Counter)
     seconds: float = 0.0
     latencies: list[float] = field(default_factory=list)
-    server_cpu: float = 0.0
+    server_cpu: float = 0.0  # the server's processes and PostgreSQL's
+    database_cpu: float = 0.0  # PostgreSQL's alone
     client_cpu: float = 0.0
 
     @property
@@ -407,7 +421,9 @@ def run_parallel(count: int, concurrency: int, job: Callable[[int, int], None], 
         while thread.is_alive():
             thread.join(0.2)
     phase.seconds += time.perf_counter() - wall_before
-    phase.server_cpu += target.cpu() - cpu_before
+    cpu_after = target.cpu()
+    phase.server_cpu += sum(cpu_after) - sum(cpu_before)
+    phase.database_cpu += cpu_after[1] - cpu_before[1]
     phase.client_cpu += time.process_time() - client_before
     if stopping.is_set():
         raise KeyboardInterrupt
@@ -604,9 +620,8 @@ def report(args: argparse.Namespace, targets: list[Target], results: dict[str, t
           f" concurrent clients (threads, httpx) for every provider; N = {args.flows} complete flows and"
           f" {args.exchanges} token exchanges per provider, after {args.concurrency} untimed warm-up flows; the"
           f" providers take turns in {args.rounds} rounds of each phase")
-    load_start, load_end = args.load_average
-    print(f"  load average (1 min) before the run {load_start:.2f}, after {load_end:.2f}: anything else running"
-          " on this machine takes CPU from the servers and skews these numbers")
+    print(f"  load average (1 min) before the run: {args.load_average:.2f} (anything else running on this machine"
+          " takes CPU from the servers and skews these numbers)")
     print(f"  citizen-vault: `vault serve --workers {args.workers}` (uvicorn), PostgreSQL, development profile"
           " (VAULT_ENV unset: the production profile refuses an http:// issuer, and this loopback bench has no HTTPS)")
     print(f"  {describe_node(node)}")
@@ -634,8 +649,8 @@ def report(args: argparse.Namespace, targets: list[Target], results: dict[str, t
         print(f"reference, {extra.name}: flows {rate_text(flows)} (ratio {results[ours.name][0].rate / flows:.2f}),"
               f" exchanges {rate_text(exchanges)} (ratio {results[ours.name][1].rate / exchanges:.2f})")
     print()
-    print("details per operation (latency p50/p95; server CPU = the server's processes, plus PostgreSQL's when it"
-          " uses it; client CPU = this script):")
+    print("details per operation (latency p50/p95; server CPU = the server's processes plus PostgreSQL's when it"
+          " uses it, PostgreSQL's share in brackets; client CPU = this script):")
     width = max(len(t.name) for t in targets)
     for target in targets:
         flows_phase, exchange_phase, info = results[target.name]
@@ -643,7 +658,8 @@ def report(args: argparse.Namespace, targets: list[Target], results: dict[str, t
             per = max(phase.done, 1)
             print(f"  {target.name:<{width}} {name:<8} {phase.done:>5} ok {sum(phase.errors.values()):>3} failed"
                   f" in {phase.seconds:5.1f} s  latency {pct(phase.latencies, 0.5):4.0f}/{pct(phase.latencies, 0.95):4.0f} ms"
-                  f"  server CPU {phase.server_cpu / per * 1000:5.1f} ms  client CPU {phase.client_cpu / per * 1000:4.1f} ms")
+                  f"  server CPU {phase.server_cpu / per * 1000:5.1f} ms (PostgreSQL {phase.database_cpu / per * 1000:4.1f})"
+                  f"  client CPU {phase.client_cpu / per * 1000:4.1f} ms")
         print(f"  {target.name:<{width}} pages: {' -> '.join(info.get('steps', []))}; {info['requests']} HTTP requests"
               f" per flow; ID token claims: {', '.join(info['id_token']['claims'])}")
     print()
@@ -733,7 +749,7 @@ def main() -> None:
             targets.append(target)
         py_argon2_ms = python_argon2_verify_ms(argon2_params)
         results = measure_all(targets, args.flows, args.exchanges, args.concurrency, args.rounds)
-        args.load_average = (load_start, os.getloadavg()[0])
+        args.load_average = load_start
         report(args, targets, results, argon2_params, py_argon2_ms)
         print(f"\n(total run time {time.monotonic() - started:.0f} s)")
     except KeyboardInterrupt:

@@ -166,3 +166,24 @@ def test_keys_rotate(env: dict[str, str]) -> None:
     first = json.loads(run(["keys", "rotate", "--json"], env).stdout)["active"]
     second = json.loads(run(["keys", "rotate", "--json"], env).stdout)["active"]
     assert len(first) == len(second) == 2 and not set(first) & set(second)
+
+
+def test_storage_reconcile_and_kek_rotation(env: dict[str, str], tmp_path: Path) -> None:
+    blobs = Path(env["VAULT_DATA_DIR"]) / "blobs" / "or"
+    blobs.mkdir(parents=True)
+    orphan = blobs / "orphan-left-by-a-crash"
+    orphan.write_bytes(b"x")
+    old = time.time() - 7200
+    os.utime(orphan, (old, old))
+    dry = json.loads(run(["storage", "reconcile", "--dry-run", "--json"], env).stdout)
+    assert dry["orphans_removed"] == ["orphan-left-by-a-crash"] and orphan.exists()
+    done = json.loads(run(["storage", "reconcile", "--json"], env).stdout)
+    assert done["orphans_removed"] == ["orphan-left-by-a-crash"] and not orphan.exists()
+
+    run(["db", "upgrade"], env)  # creates the signing keys and the pairwise secret (wrapped by the KEK)
+    rotated = run(["keys", "rotate-kek", "--json"], env)
+    assert rotated.returncode == 0, rotated.stderr
+    body = json.loads(rotated.stdout)
+    assert body["kek_version"] == 2 and body["service_keys_rewrapped"] >= 3
+    keyring = json.loads((Path(env["VAULT_DATA_DIR"]) / "keyring.json").read_text())
+    assert keyring["active"] == 2 and [k["version"] for k in keyring["keys"]] == [1, 2]

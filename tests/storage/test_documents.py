@@ -358,3 +358,55 @@ def test_reconcile_removes_orphans(vault_app, citizen: Browser, engine, s3_clien
     assert len(report["orphans_removed"]) == 1 and report["documents_without_blob"] == []
     assert len(objects(s3_client, bucket)) == 1
     assert citizen.get(f"/api/v1/documents/{doc['id']}/content").status_code == 200
+
+
+# ---- pages: "Mes justificatifs" (no JavaScript needed) -----------------------------------------------------------
+
+
+def page_upload(browser: Browser, content: bytes, filename: str = "facture.pdf", **fields: str):  # noqa: ANN201
+    token = browser.form_token("/documents")
+    return browser.post("/documents", data={"csrf_token": token, "type": "proof_of_address", **fields},
+                        files={"file": (filename, io.BytesIO(content), "application/pdf")})
+
+
+def test_documents_page_add_list_download_rename_delete(citizen: Browser, engine, s3_client, bucket) -> None:  # noqa: ANN001
+    from datetime import date
+
+    assert "Votre coffre-fort est vide" in citizen.get("/documents").text
+    soon = (date.today() + timedelta(days=10)).strftime("%d/%m/%Y")
+    added = page_upload(citizen, pdf(), title="Facture EDF janvier", valid_until=soon)
+    assert added.status_code == 303 and added.headers["location"] == "/documents?notice=added"
+    page = citizen.get("/documents").text
+    assert "Justificatif de domicile" in page and "Facture EDF janvier" in page
+    assert "expire dans 10 jour(s)" in page
+    with Session(engine) as session:
+        doc_id = session.exec(select(Document.id)).one()
+    download = citizen.get(f"/documents/{doc_id}/download")
+    assert download.status_code == 200 and download.content.startswith(b"%PDF")
+
+    renamed = citizen.submit(f"/documents/{doc_id}", {"title": "EDF", "type": "income", "valid_until": ""})
+    assert renamed.status_code == 303
+    assert "Justificatif de revenus" in citizen.get("/documents").text
+    confirm = citizen.get(f"/documents/{doc_id}?delete=1")
+    assert "Voulez-vous vraiment supprimer" in confirm.text
+    deleted = citizen.submit(f"/documents/{doc_id}?delete=1", {}, action=f"/documents/{doc_id}/delete")
+    assert deleted.headers["location"] == "/documents?notice=deleted"
+    assert "Le document a été supprimé." in citizen.get(deleted.headers["location"]).text
+    nothing_kept(engine, s3_client, bucket)
+
+
+def test_documents_page_explains_refusals(citizen: Browser, engine, s3_client, bucket) -> None:  # noqa: ANN001
+    infected = page_upload(citizen, b"%PDF-1.4\n" + EICAR)
+    assert infected.status_code == 422 and "contient un virus (Eicar-Test-Signature" in infected.text
+    wrong_type = page_upload(citizen, b"MZ" + os.urandom(100), filename="photo.jpg")
+    assert wrong_type.status_code == 415 and "Envoyez un PDF ou une photo" in wrong_type.text
+    bad_date = page_upload(citizen, pdf(), valid_until="31/02/2026")
+    assert bad_date.status_code == 422 and "date de validité" in bad_date.text
+    no_csrf = citizen.post("/documents", data={"type": "other"}, files={"file": ("a.pdf", io.BytesIO(pdf()), "application/pdf")})
+    assert no_csrf.status_code == 403
+    nothing_kept(engine, s3_client, bucket)
+
+
+def test_documents_page_needs_login(vault_app) -> None:  # noqa: ANN001
+    with Browser(vault_app) as anonymous:
+        assert anonymous.get("/documents").headers["location"] == "/login?next=/documents"
