@@ -410,3 +410,18 @@ def test_documents_page_explains_refusals(citizen: Browser, engine, s3_client, b
 def test_documents_page_needs_login(vault_app) -> None:  # noqa: ANN001
     with Browser(vault_app) as anonymous:
         assert anonymous.get("/documents").headers["location"] == "/login?next=/documents"
+
+
+def test_stored_objects_are_tinks_format_both_ways(vault_app, citizen: Browser, engine, s3_client, bucket) -> None:  # noqa: ANN001
+    from tests.crypto.test_streaming import tink_decrypt, tink_encrypt
+
+    content = pdf(1_500_000)  # two segments
+    doc = upload(citizen, content).json()
+    with Session(engine) as session:
+        row = session.get(Document, uuid.UUID(doc["id"]))
+        key = vault_app.state.documents.document_key(session, row)
+    stored = objects(s3_client, bucket)[0]["Key"]
+    blob = s3_client.get_object(Bucket=bucket, Key=stored)["Body"].read()
+    assert tink_decrypt(blob, key=key, ad=uuid.UUID(doc["id"]).bytes) == content  # Tink reads ours
+    s3_client.put_object(Bucket=bucket, Key=stored, Body=tink_encrypt(content, key=key, ad=uuid.UUID(doc["id"]).bytes))
+    assert citizen.get(f"/api/v1/documents/{doc['id']}/content").content == content  # we read Tink's

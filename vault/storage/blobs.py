@@ -57,6 +57,9 @@ class BlobStore(Protocol):
     def list_blobs(self) -> Iterator[tuple[str, datetime]]:
         """Every blob key with its last modification time (for reconciliation)."""
 
+    def abort_stale_uploads(self, older_than: datetime) -> int:
+        """Drop uploads started before ``older_than`` and never completed; return how many."""
+
 
 # ---- filesystem (development) --------------------------------------------------------------------------
 
@@ -124,6 +127,15 @@ class FilesystemBlobStore:
             return 0
         except OSError as exc:
             raise BlobStoreUnavailable(type(exc).__name__) from None
+
+    def abort_stale_uploads(self, older_than: datetime) -> int:
+        """Remove temporary files of uploads that never completed."""
+        aborted = 0
+        for path in self.root.glob("*/.upload-*") if self.root.exists() else ():
+            if datetime.fromtimestamp(path.stat().st_mtime, UTC) <= older_than:
+                path.unlink(missing_ok=True)
+                aborted += 1
+        return aborted
 
     def list_blobs(self) -> Iterator[tuple[str, datetime]]:
         if not self.root.exists():
@@ -275,6 +287,15 @@ class S3BlobStore:
             if not page.get("IsTruncated"):
                 return removed
             marker = {"KeyMarker": page["NextKeyMarker"], "VersionIdMarker": page.get("NextVersionIdMarker", "")}
+
+    def abort_stale_uploads(self, older_than: datetime) -> int:
+        """Abort multipart uploads left by a crash or a store outage (invisible, but they use space)."""
+        aborted = 0
+        for upload in self._call("list_multipart_uploads", Bucket=self.bucket).get("Uploads", []):
+            if upload["Initiated"] <= older_than:
+                self._call("abort_multipart_upload", Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+                aborted += 1
+        return aborted
 
     def list_blobs(self) -> Iterator[tuple[str, datetime]]:
         token: dict[str, str] = {}

@@ -274,7 +274,7 @@ class DocumentService:
             db.commit()
             done += len(rows)
 
-    def reconcile(self, db: Session, *, dry_run: bool = False, min_age: timedelta = ORPHAN_AGE) -> dict[str, list[str]]:
+    def reconcile(self, db: Session, *, dry_run: bool = False, min_age: timedelta = ORPHAN_AGE) -> dict:
         """Remove blobs without a row older than ``min_age`` (an hour: younger ones may belong to an
         upload in progress); report rows whose blob is missing."""
         known = set(db.exec(select(Document.blob_key)).all())
@@ -294,6 +294,9 @@ class DocumentService:
             removed.append(key)
         missing = sorted(str(doc_id) for doc_id, key in db.exec(select(Document.id, Document.blob_key)).all()
                          if key not in seen)
-        if removed or missing:
-            logger.warning("reconcile", extra={"orphans_removed": len(removed), "rows_without_blob": len(missing)})
-        return {"orphans_removed": removed, "orphans_kept_recent": young, "documents_without_blob": missing}
+        aborted = 0 if dry_run else self.store.abort_stale_uploads(horizon)
+        if removed or missing or aborted:
+            logger.warning("reconcile", extra={"orphans_removed": len(removed), "rows_without_blob": len(missing),
+                                               "uploads_aborted": aborted})
+        return {"orphans_removed": removed, "orphans_kept_recent": young, "documents_without_blob": missing,
+                "unfinished_uploads_aborted": aborted}
