@@ -1,0 +1,763 @@
+"""Citizen Vault's document storage path against its parts alone, on this machine.
+
+In one run, with the real server (`vault serve --workers 1`), clamd and SeaweedFS (S3) on loopback:
+
+1. throughput on the same 200 MB of random bytes (starting with ``%PDF-1.7``):
+   - the API: POST /api/v1/documents (raw body, streamed) until the 201, then
+     GET /api/v1/documents/{id}/content streamed to the end (SHA-256 checked);
+   - the baselines: clamd INSTREAM alone, S3 PUT alone (a multipart upload with the service's part
+     size, parts sent one after the other like the service), S3 GET alone (streamed);
+   - targets: upload >= 0.8 x min(clamd alone, PUT alone); download >= 0.8 x GET alone;
+2. the server's peak memory (VmRSS of the server process and its children, sampled every 50 ms)
+   while moving a 100 MB and a 1 GiB file (upload, then download): at most 200 MB above idle, and
+   the same for both sizes.
+
+Usage: .venv/bin/python bench/storage.py [--reps N] [--size-mb N] [--skip-memory] [--keep]
+See bench/README.md for what is measured and how.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import html
+import io
+import json
+import os
+import platform
+import random
+import re
+import shutil
+import signal
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import boto3  # noqa: E402
+import httpx  # noqa: E402
+from boto3.s3.transfer import TransferConfig  # noqa: E402
+from botocore.config import Config  # noqa: E402
+
+from tests.services import free_port, start_clamd, start_postgres, start_seaweedfs  # noqa: E402
+from vault.storage.antivirus import MAX_CHUNK as CLAMD_CHUNK  # noqa: E402  (the service's INSTREAM chunk)
+from vault.storage.blobs import PART_SIZE  # noqa: E402  (the service's multipart part size)
+
+MB = 1_000_000  # every "MB" printed is 10^6 bytes
+MiB = 1 << 20
+GiB = 1 << 30
+PDF_HEAD = b"%PDF-1.7\n"
+SEED = 20240601
+CLIENT_CHUNK = MiB  # what the HTTP client hands to the socket per write, and reads per GET chunk
+MEMORY_SIZES = (100 * MB, GiB)
+MEMORY_BUDGET = 200 * MB  # peak above idle, at most
+SAME_TOLERANCE = 50 * MB  # "the same for both sizes": 1 GiB's excess within this of 100 MB's
+RATIO_TARGET = 0.8
+SAMPLE_INTERVAL = 0.05
+BUCKET = "citizen-vault-bench"
+BASELINE_KEY = "bench-baseline/put-like-the-service"
+REFERENCE_KEY = "bench-baseline/upload-fileobj"
+EMAIL = "bench-storage@example.org"
+PASSWORD = "un chat vert mange des prunes au banc"
+REQUEST_TIMEOUT = httpx.Timeout(600.0, connect=10.0)
+
+SERVERS: list[Server] = []
+
+
+# ---- processes ---------------------------------------------------------------------------------------
+
+
+class Server:
+    """A process in its own process group (stopped with everything it started)."""
+
+    def __init__(self, name: str, args: list[str], *, env: dict[str, str], log: Path) -> None:
+        self.name, self.log = name, log
+        with log.open("wb") as out:
+            self.popen = subprocess.Popen(args, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out,
+                                          stderr=subprocess.STDOUT, start_new_session=True)
+        SERVERS.append(self)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            _signal_group(self.popen.pid, signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                _signal_group(self.popen.pid, signal.SIGKILL)
+                self.popen.wait()
+        _signal_group(self.popen.pid, signal.SIGKILL)
+
+    def tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    try:
+        os.killpg(pgid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def service_pgid(service: Any) -> int | None:
+    """The process group of a tests/services.py server (it runs in its own session)."""
+    popen = getattr(getattr(service, "_process", None), "_popen", None)
+    return popen.pid if popen is not None else None
+
+
+def group_cpu_seconds(pgid: int | None) -> float:
+    """CPU time (user + system) of the live processes of a process group, plus the children they reaped."""
+    if pgid is None:
+        return 0.0
+    ticks = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        if int(fields[2]) == pgid:
+            ticks += sum(int(x) for x in fields[11:15])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def tree_rss(pid: int) -> int:
+    """VmRSS (bytes) of a process and all its descendants."""
+    total, stack = 0, [pid]
+    while stack:
+        current = stack.pop()
+        try:
+            with open(f"/proc/{current}/status") as status:
+                for line in status:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) * 1024
+                        break
+            for task in os.listdir(f"/proc/{current}/task"):
+                with open(f"/proc/{current}/task/{task}/children") as children:
+                    stack.extend(int(c) for c in children.read().split())
+        except (FileNotFoundError, ProcessLookupError, ValueError):
+            continue
+    return total
+
+
+class RssSampler(threading.Thread):
+    """Samples tree_rss(pid) every SAMPLE_INTERVAL; ``window()`` returns the peak since ``start_window()``."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(name="rss-sampler", daemon=True)
+        self.pid = pid
+        self.stopping = threading.Event()
+        self.lock = threading.Lock()
+        self.peak = 0
+        self.samples: list[int] = []
+        self.last = tree_rss(pid)
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            value = tree_rss(self.pid)
+            with self.lock:
+                self.last = value
+                self.peak = max(self.peak, value)
+                self.samples.append(value)
+            self.stopping.wait(SAMPLE_INTERVAL)
+
+    def start_window(self) -> None:
+        with self.lock:
+            self.peak = self.last = tree_rss(self.pid)
+            self.samples = [self.last]
+
+    def window(self) -> tuple[int, int]:
+        """(peak, number of samples) since start_window(), including a final sample now."""
+        value = tree_rss(self.pid)
+        with self.lock:
+            self.peak = max(self.peak, value)
+            self.samples.append(value)
+            return self.peak, len(self.samples)
+
+    def idle(self, seconds: float) -> int:
+        """The median RSS over ``seconds`` of quiet."""
+        self.start_window()
+        time.sleep(seconds)
+        self.window()
+        with self.lock:
+            return int(statistics.median(self.samples))
+
+
+def run_cli(args: list[str], env: dict[str, str], stdin: str | None = None) -> str:
+    done = subprocess.run([sys.executable, "-m", "vault.cli", *args], cwd=ROOT, env=env, input=stdin,
+                          capture_output=True, text=True, timeout=300)
+    if done.returncode != 0:
+        raise RuntimeError(f"vault {' '.join(args[:2])} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    return done.stdout
+
+
+def tool_version(args: list[str]) -> str:
+    try:
+        out = subprocess.run(args, capture_output=True, text=True, timeout=20).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+    return out.splitlines()[0] if out else "?"
+
+
+# ---- data ------------------------------------------------------------------------------------------------
+
+
+def make_data(size: int) -> bytes:
+    """``size`` random bytes (seeded: the same every run) starting with a PDF header."""
+    return PDF_HEAD + random.Random(SEED).randbytes(size - len(PDF_HEAD))
+
+
+def chunks(data: bytes, total: int, chunk: int = CLIENT_CHUNK) -> Iterator[bytes]:
+    """``total`` bytes of ``data``, repeated as often as needed (the 1 GiB file cycles through the
+    200 MB buffer: nothing bigger than it is ever held), in pieces of at most ``chunk``."""
+    view = memoryview(data)
+    sent, offset = 0, 0
+    while sent < total:
+        n = min(chunk, total - sent, len(data) - offset)
+        yield bytes(view[offset:offset + n])
+        sent += n
+        offset = (offset + n) % len(data)
+
+
+def sha256_of(pieces: Iterator[bytes]) -> str:
+    digest = hashlib.sha256()
+    for piece in pieces:
+        digest.update(piece)
+    return digest.hexdigest()
+
+
+# ---- measurements --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Sample:
+    seconds: float
+    nbytes: int
+    cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds per party during the operation
+
+    @property
+    def mbps(self) -> float:
+        return self.nbytes / MB / self.seconds
+
+
+class Cpu:
+    """CPU seconds spent by each party: the server, clamd, SeaweedFS, PostgreSQL and this client."""
+
+    def __init__(self, groups: dict[str, int | None]) -> None:
+        self.groups = groups
+
+    def now(self) -> dict[str, float]:
+        out = {name: group_cpu_seconds(pgid) for name, pgid in self.groups.items()}
+        out["client"] = time.process_time()
+        return out
+
+    @staticmethod
+    def delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+        return {name: after[name] - before[name] for name in before}
+
+
+def timed(cpu: Cpu, nbytes: int, operation: Callable[[], None]) -> Sample:
+    before = cpu.now()
+    started = time.perf_counter()
+    operation()
+    seconds = time.perf_counter() - started
+    return Sample(seconds, nbytes, Cpu.delta(before, cpu.now()))
+
+
+def clamd_instream(host: str, port: int, pieces: Iterator[bytes]) -> str:
+    """One INSTREAM scan, as the service does it (chunks of at most CLAMD_CHUNK, 4-byte length prefix)."""
+    pack = struct.Struct(">I").pack
+    with socket.create_connection((host, port), timeout=120) as conn:
+        conn.sendall(b"zINSTREAM\0")
+        for piece in pieces:
+            view = memoryview(piece)
+            for offset in range(0, len(view), CLAMD_CHUNK):
+                part = view[offset:offset + CLAMD_CHUNK]
+                conn.sendall(pack(len(part)))
+                conn.sendall(part)
+        conn.sendall(pack(0))
+        reply = bytearray()
+        while not reply.endswith(b"\0"):
+            got = conn.recv(4096)
+            if not got:
+                break
+            reply += got
+    return bytes(reply).rstrip(b"\0").decode("utf-8", "replace").strip()
+
+
+def s3_client(s3: Any) -> Any:
+    return boto3.client(
+        "s3", endpoint_url=s3.endpoint_url, region_name=s3.region, aws_access_key_id=s3.access_key,
+        aws_secret_access_key=s3.secret_key,
+        config=Config(request_checksum_calculation="when_required", response_checksum_validation="when_required",
+                      connect_timeout=5, read_timeout=120, retries={"max_attempts": 3, "mode": "standard"},
+                      s3={"addressing_style": "path"}, max_pool_connections=32))
+
+
+def s3_put_like_the_service(client: Any, key: str, data: bytes) -> None:
+    """Multipart upload, PART_SIZE parts sent one after the other from one thread (as S3Upload does)."""
+    upload_id = client.create_multipart_upload(Bucket=BUCKET, Key=key)["UploadId"]
+    parts = []
+    try:
+        for number, offset in enumerate(range(0, len(data), PART_SIZE), start=1):
+            answer = client.upload_part(Bucket=BUCKET, Key=key, UploadId=upload_id, PartNumber=number,
+                                        Body=data[offset:offset + PART_SIZE])
+            parts.append({"PartNumber": number, "ETag": answer["ETag"]})
+        client.complete_multipart_upload(Bucket=BUCKET, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts})
+    except BaseException:
+        client.abort_multipart_upload(Bucket=BUCKET, Key=key, UploadId=upload_id)
+        raise
+
+
+def s3_get(client: Any, key: str) -> tuple[int, str]:
+    """Streamed GET (1 MiB chunks, as the service reads), hashed, discarded."""
+    body = client.get_object(Bucket=BUCKET, Key=key)["Body"]
+    digest, n = hashlib.sha256(), 0
+    try:
+        for piece in body.iter_chunks(CLIENT_CHUNK):
+            digest.update(piece)
+            n += len(piece)
+    finally:
+        body.close()
+    return n, digest.hexdigest()
+
+
+class Api:
+    """A logged-in citizen's browser session against the API."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.client = httpx.Client(base_url=base, timeout=REQUEST_TIMEOUT, follow_redirects=False)
+        self.csrf = ""
+        self.documents: list[str] = []
+
+    def login(self) -> None:
+        page = self.client.get("/login")
+        page.raise_for_status()
+        token = None
+        for tag in re.findall(r"<input\b[^>]*>", page.text):
+            attrs = dict(re.findall(r'([a-zA-Z_:-]+)\s*=\s*"([^"]*)"', tag))
+            if attrs.get("name") == "csrf_token":
+                token = html.unescape(attrs.get("value", ""))
+        if not token:
+            raise RuntimeError("no csrf_token field on /login")
+        answer = self.client.post("/login", data={"email": EMAIL, "password": PASSWORD, "csrf_token": token})
+        if answer.status_code not in (302, 303):
+            raise RuntimeError(f"login failed: HTTP {answer.status_code}")
+        self.csrf = self.client.cookies.get("csrf") or ""
+        if not self.csrf:
+            raise RuntimeError("no csrf cookie after login")
+
+    def upload(self, pieces: Iterator[bytes], size: int, name: str) -> dict[str, Any]:
+        answer = self.client.post("/api/v1/documents", content=pieces, headers={
+            "Content-Type": "application/pdf", "Content-Length": str(size), "X-CSRF-Token": self.csrf,
+            "Content-Disposition": f'attachment; filename="{name}"'})
+        if answer.status_code != 201:
+            raise RuntimeError(f"upload: HTTP {answer.status_code}: {answer.text[:300]}")
+        document = answer.json()
+        self.documents.append(document["id"])
+        return document
+
+    def download(self, document_id: str) -> tuple[int, str]:
+        digest, n = hashlib.sha256(), 0
+        with self.client.stream("GET", f"/api/v1/documents/{document_id}/content") as answer:
+            if answer.status_code != 200:
+                answer.read()
+                raise RuntimeError(f"download: HTTP {answer.status_code}: {answer.text[:300]}")
+            for piece in answer.iter_raw():
+                digest.update(piece)
+                n += len(piece)
+        return n, digest.hexdigest()
+
+    def delete(self, document_id: str) -> None:
+        answer = self.client.delete(f"/api/v1/documents/{document_id}", headers={"X-CSRF-Token": self.csrf})
+        if answer.status_code != 204:
+            raise RuntimeError(f"delete: HTTP {answer.status_code}: {answer.text[:300]}")
+        self.documents.remove(document_id)
+
+
+# ---- the run -----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Setup:
+    base: Path
+    clamd: Any
+    s3: Any
+    server: Server
+    api: Api
+    s3_client: Any
+    cpu: Cpu
+    max_stream: int
+
+
+def start_everything(base: Path, max_stream: int) -> Setup:
+    postgres = start_postgres(base / "postgres")
+    STOPPABLE.append(postgres)
+    clamd = start_clamd(base / "clamd", stream_max_bytes=max_stream)
+    STOPPABLE.append(clamd)
+    s3 = start_seaweedfs(base / "seaweedfs")
+    STOPPABLE.append(s3)
+    client = s3_client(s3)
+    # The bucket as the service would create it (S3BlobStore.ensure_bucket): versioning on. Made now so that
+    # /readyz (which checks the bucket) answers before the first upload and the baselines use the same bucket.
+    client.create_bucket(Bucket=BUCKET)
+    client.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    data_dir = base / "vault-data"
+    data_dir.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VAULT_")}
+    env.update(
+        VAULT_DATABASE_URL=postgres.create_database("vault_storage_bench"), VAULT_ISSUER=base_url,
+        VAULT_DATA_DIR=str(data_dir), VAULT_STORAGE_BACKEND="s3", VAULT_S3_ENDPOINT_URL=s3.endpoint_url,
+        VAULT_S3_BUCKET=BUCKET, VAULT_S3_REGION=s3.region, VAULT_S3_ACCESS_KEY_ID=s3.access_key,
+        VAULT_S3_SECRET_ACCESS_KEY=s3.secret_key, VAULT_ANTIVIRUS="clamd", VAULT_CLAMD_ADDRESS=clamd.address,
+        VAULT_MAX_FILE_MB=str(max_stream // MiB - 64), VAULT_QUOTA_MB="8192", VAULT_QUOTA_DOCUMENTS="1000",
+    )
+    run_cli(["db", "upgrade"], env)
+    run_cli(["citizen", "create", "--email", EMAIL, "--given-name", "Anne", "--family-name", "Bench",
+             "--birthdate", "1980-01-01", "--gender", "female", "--birthplace", "75056", "--birthcountry", "99100",
+             "--password-stdin", "--verified", "--json"], env, stdin=PASSWORD + "\n")
+    server = Server("citizen-vault", [sys.executable, "-m", "vault.cli", "serve", "--host", "127.0.0.1",
+                                      "--port", str(port), "--workers", "1"], env=env, log=base / "citizen-vault.log")
+    deadline = time.monotonic() + 90
+    while True:
+        if not server.alive():
+            raise RuntimeError(f"the server exited during startup:\n{server.tail()}")
+        try:
+            if httpx.get(base_url + "/readyz", timeout=5).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the server was not ready after 90 s:\n{server.tail()}")
+        time.sleep(0.2)
+    api = Api(base_url)
+    api.login()
+    cpu = Cpu({"server": server.pid, "clamd": service_pgid(clamd), "seaweedfs": service_pgid(s3),
+               "postgres": service_pgid(postgres)})
+    return Setup(base, clamd, s3, server, api, client, cpu, max_stream)
+
+
+STOPPABLE: list[Any] = []  # tests/services.py handles, stopped in reverse order
+
+
+def throughput(setup: Setup, data: bytes, reps: int) -> dict[str, list[Sample]]:
+    """One untimed warm-up round, then ``reps`` rounds; every round runs each operation once, in turn."""
+    size = len(data)
+    expected = hashlib.sha256(data).hexdigest()
+    host, port = setup.clamd.host, setup.clamd.port
+    client, api, cpu = setup.s3_client, setup.api, setup.cpu
+    results: dict[str, list[Sample]] = {name: [] for name in
+                                        ("clamd", "put", "get", "upload_fileobj", "api_upload", "api_download")}
+
+    def check(what: str, got: tuple[int, str]) -> None:
+        if got != (size, expected):
+            raise RuntimeError(f"{what}: got {got[0]} bytes with SHA-256 {got[1]}, expected {size} and {expected}")
+
+    for rnd in range(reps + 1):
+        label = "warm-up round" if rnd == 0 else f"round {rnd}/{reps}"
+        print(f"  {label} ...", flush=True)
+        round_samples: dict[str, Sample] = {}
+
+        def scan() -> None:
+            reply = clamd_instream(host, port, chunks(data, size))
+            if reply != "stream: OK":
+                raise RuntimeError(f"clamd answered {reply!r}")
+
+        round_samples["clamd"] = timed(cpu, size, scan)
+        round_samples["put"] = timed(cpu, size, lambda: s3_put_like_the_service(client, BASELINE_KEY, data))
+        round_samples["get"] = timed(cpu, size, lambda: check("S3 GET", s3_get(client, BASELINE_KEY)))
+        round_samples["upload_fileobj"] = timed(cpu, size, lambda: client.upload_fileobj(
+            io.BytesIO(data), BUCKET, REFERENCE_KEY, Config=TransferConfig()))
+        documents: list[dict[str, Any]] = []
+
+        def upload() -> None:
+            documents.append(api.upload(chunks(data, size), size, f"bench-{rnd}.pdf"))
+
+        round_samples["api_upload"] = timed(cpu, size, upload)
+        document = documents[0]
+        if document["size"] != size or document["sha256"] != expected or document["scan_result"] != "clean":
+            raise RuntimeError(f"the server stored something else: {document}")
+        round_samples["api_download"] = timed(cpu, size, lambda: check("API download", api.download(document["id"])))
+        api.delete(document["id"])  # the blob's deletion runs after the 204: let it finish before the next round
+        time.sleep(1.0)
+        if rnd > 0:
+            for name, sample in round_samples.items():
+                results[name].append(sample)
+        print("    " + "  ".join(f"{name} {s.mbps:.0f}" for name, s in round_samples.items()) + "  (MB/s)", flush=True)
+    return results
+
+
+@dataclass
+class MemoryResult:
+    size: int
+    before: int
+    peak_upload: int
+    peak_download: int
+    samples: int
+    upload: Sample
+    download: Sample
+
+    @property
+    def peak(self) -> int:
+        return max(self.peak_upload, self.peak_download)
+
+
+def memory(setup: Setup, data: bytes, sampler: RssSampler) -> tuple[int, list[MemoryResult], int]:
+    """Idle RSS, then each size moved through the API (upload then download) with its peak RSS."""
+    api, cpu = setup.api, setup.cpu
+    idle = sampler.idle(2.0)
+    results = []
+    for size in MEMORY_SIZES:
+        expected = sha256_of(chunks(data, size))  # untimed, before the transfer
+        before = sampler.idle(1.0)
+        documents: list[dict[str, Any]] = []
+        sampler.start_window()
+        up = timed(cpu, size, lambda: documents.append(api.upload(chunks(data, size), size, f"memory-{size}.pdf")))
+        peak_upload, n_up = sampler.window()
+        document = documents[0]
+        if document["size"] != size or document["sha256"] != expected:
+            raise RuntimeError(f"the server stored something else: {document}")
+        got: list[tuple[int, str]] = []
+        sampler.start_window()
+        down = timed(cpu, size, lambda: got.append(api.download(document["id"])))
+        peak_download, n_down = sampler.window()
+        if got[0] != (size, expected):
+            raise RuntimeError(f"download of {size} bytes: got {got[0]}, expected {size} bytes, {expected}")
+        results.append(MemoryResult(size, before, peak_upload, peak_download, n_up + n_down, up, down))
+        print(f"  {human(size)}: upload {up.mbps:.0f} MB/s, download {down.mbps:.0f} MB/s, peak RSS"
+              f" {peak_upload / MB:.0f} / {peak_download / MB:.0f} MB", flush=True)
+        api.delete(document["id"])
+        time.sleep(2.0)
+    after = sampler.idle(2.0)
+    return idle, results, after
+
+
+# ---- report -----------------------------------------------------------------------------------------------
+
+
+def human(size: int) -> str:
+    if size % GiB == 0:
+        return f"{size // GiB} GiB"
+    return f"{size / MB:.0f} MB"
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
+def best(samples: list[Sample]) -> Sample:
+    return max(samples, key=lambda s: s.mbps)
+
+
+def cpu_text(sample: Sample) -> str:
+    parts = [f"{name} {sample.cpu.get(name, 0.0):.2f}" for name in ("server", "clamd", "seaweedfs", "client")]
+    total = sum(sample.cpu.get(n, 0.0) for n in ("server", "clamd", "seaweedfs", "client", "postgres"))
+    return f"{sample.seconds:5.2f} s wall; CPU s: {', '.join(parts)} (all: {total:.2f} = {total / sample.seconds:.2f} cores)"
+
+
+def environment(setup: Setup) -> list[str]:
+    import boto3 as _boto3
+    import botocore
+    import uvicorn
+
+    weed = Path(sys.executable).parent / "weed"
+    loops = []
+    for module in ("uvloop", "httptools"):
+        try:
+            loops.append(f"{module} {__import__(module).__version__}")
+        except ImportError:
+            pass
+    cpu_model = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return [
+        f"machine: {os.cpu_count()} cores ({cpu_model}), {os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') / GiB:.0f}"
+        f" GiB RAM, {platform.system()} {platform.release()}; everything below shares these cores",
+        f"python {platform.python_version()}; uvicorn {uvicorn.__version__} ({', '.join(loops) or 'pure Python'});"
+        f" boto3 {_boto3.__version__} / botocore {botocore.__version__}; httpx {httpx.__version__}",
+        f"clamd: {tool_version(['clamd', '--version']) if shutil.which('clamd') else tool_version(['/usr/sbin/clamd', '--version'])}"
+        f" (one EICAR signature, StreamMaxLength {setup.max_stream:,} bytes);"
+        f" SeaweedFS: {tool_version([str(weed), 'version']) if weed.exists() else '?'}"
+        " (weed server -s3, one node, tests/services.py)",
+    ]
+
+
+def report(setup: Setup, args: argparse.Namespace, load_before: float, results: dict[str, list[Sample]] | None,
+           memory_results: tuple[int, list[MemoryResult], int] | None) -> None:
+    print()
+    print("Citizen Vault document storage: the API against its parts alone (MB = 10^6 bytes, MB/s = 10^6 bytes/s)")
+    for line in environment(setup):
+        print("  " + line)
+    print(f"  load average (1 min) before the run: {load_before:.2f}, now: {os.getloadavg()[0]:.2f}"
+          " (anything else running takes CPU from the servers)")
+    print("  server: `vault serve --workers 1` (uvicorn), VAULT_STORAGE_BACKEND=s3 (versioned bucket),"
+          " VAULT_ANTIVIRUS=clamd, PostgreSQL (tests/services.py), development profile, loopback only")
+    if results is not None:
+        size = args.size_mb * MB
+        clamd, put, get = best(results["clamd"]), best(results["put"]), best(results["get"])
+        up, down = best(results["api_upload"]), best(results["api_download"])
+        print()
+        print(f"throughput, {size:,} bytes of random data (starts with %PDF-1.7), best of {args.reps} rounds after one"
+              " untimed warm-up round; every round runs each line once, in this order:")
+        rows = [
+            ("clamd INSTREAM alone", "clamd", f"one connection, {CLAMD_CHUNK // MiB} MiB chunks (as the service), until"
+                                            " 'stream: OK'"),
+            ("S3 PUT alone", "put", f"multipart, {PART_SIZE // MiB} MiB parts sent one after the other (as the service),"
+                                  " until CompleteMultipartUpload"),
+            ("S3 GET alone", "get", "one streamed GET_object, 1 MiB chunks (as the service), SHA-256 of the bytes"),
+            ("(reference) S3 upload_fileobj", "upload_fileobj", "boto3 TransferConfig defaults: 8 MiB parts, 10 threads;"
+                                                   " not used in the targets"),
+            ("API upload", "api_upload", "POST /api/v1/documents, raw body streamed with Content-Length, until the 201"),
+            ("API download", "api_download", "GET /api/v1/documents/{id}/content streamed to the end, SHA-256 checked"),
+        ]
+        for label, name, note in rows:
+            runs = ", ".join(f"{s.mbps:.0f}" for s in results[name])
+            print(f"  {label:<31} {best(results[name]).mbps:7.1f} MB/s  (rounds: {runs})  {note}")
+        print("  where the CPU went in the best round (seconds; 'client' is this script; PostgreSQL is counted in"
+              " 'all'):")
+        for label, name, _ in rows:
+            print(f"    {label:<29} {cpu_text(best(results[name]))}")
+        floor = min(clamd.mbps, put.mbps)
+        up_ratio, down_ratio = up.mbps / floor, down.mbps / get.mbps
+        print(f"  upload / min(clamd alone, PUT alone) = {up.mbps:.1f} / {floor:.1f} = {up_ratio:.2f}"
+              f"   target >= {RATIO_TARGET}: {verdict(up_ratio >= RATIO_TARGET)}")
+        print(f"  upload / (time clamd alone + time PUT alone, i.e. no overlap) ="
+              f" {up.mbps:.1f} / {size / MB / (clamd.seconds + put.seconds):.1f}"
+              f" = {up.mbps * (clamd.seconds + put.seconds) / (size / MB):.2f}   (information: > 1 means some overlap)")
+        print(f"  download / GET alone = {down.mbps:.1f} / {get.mbps:.1f} = {down_ratio:.2f}"
+              f"   target >= {RATIO_TARGET}: {verdict(down_ratio >= RATIO_TARGET)}")
+    if memory_results is not None:
+        idle, rows_m, after = memory_results
+        print()
+        print(f"server memory: VmRSS of the server process (and children, if any) from /proc, sampled every"
+              f" {SAMPLE_INTERVAL * 1000:.0f} ms, while moving each file through the API (upload, then download of"
+              " the same document); measured before the throughput part, after a 1 MB warm-up transfer")
+        print(f"  idle: {idle / MB:.1f} MB (median over 2 s)")
+        excesses = []
+        for row in rows_m:
+            excess = row.peak - idle
+            excesses.append(excess)
+            print(f"  {human(row.size):>7}: peak {row.peak / MB:.1f} MB (upload {row.peak_upload / MB:.1f}, download"
+                  f" {row.peak_download / MB:.1f}; {row.samples} samples; idle just before {row.before / MB:.1f})"
+                  f" -> {excess / MB:+.1f} MB above idle   target <= {MEMORY_BUDGET / MB:.0f}:"
+                  f" {verdict(excess <= MEMORY_BUDGET)}   [upload {row.upload.mbps:.0f} MB/s, download"
+                  f" {row.download.mbps:.0f} MB/s]")
+        spread = excesses[-1] - excesses[0]
+        print(f"  the same for both sizes: {human(rows_m[-1].size)} minus {human(rows_m[0].size)} ="
+              f" {spread / MB:+.1f} MB   target within +/-{SAME_TOLERANCE / MB:.0f} MB"
+              f" (a quarter of the budget; memory growing with the size by 1 byte per 20 moved would exceed it):"
+              f" {verdict(abs(spread) <= SAME_TOLERANCE)}")
+        print(f"  idle after both: {after / MB:.1f} MB ({(after - idle) / MB:+.1f} MB)")
+    errors = [line for line in setup.server.log.read_text(errors="replace").splitlines()
+              if '"level": "error"' in line or '"level":"error"' in line or "Traceback" in line]
+    if errors:
+        print(f"\n! {len(errors)} error lines in the server's log ({setup.server.log}):")
+        for line in errors[:5]:
+            print(f"    {line[:300]}")
+
+
+# ---- main ---------------------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--reps", type=int, default=3, help="timed rounds of the throughput part (default 3, at most 5)")
+    parser.add_argument("--size-mb", type=int, default=200, help="file size for the throughput part, MB (default 200)")
+    parser.add_argument("--skip-memory", action="store_true", help="skip the 100 MB / 1 GiB memory part")
+    parser.add_argument("--skip-throughput", action="store_true", help="skip the throughput part")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs) afterwards")
+    args = parser.parse_args()
+    if not 1 <= args.reps <= 5:
+        parser.error("--reps must be between 1 and 5 (SeaweedFS here has 6.4 GB of volumes)")
+    if not 10 <= args.size_mb <= 1000:
+        parser.error("--size-mb must be between 10 and 1000")
+
+    def terminate(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, terminate)
+    base = Path(tempfile.mkdtemp(prefix="vault-storage-bench-"))
+    base.chmod(0o755)  # PostgreSQL may run as another account (when this runs as root)
+    started = time.monotonic()
+    load_before = os.getloadavg()[0]
+    sampler: RssSampler | None = None
+    try:
+        size = args.size_mb * MB
+        print(f"generating {size:,} random bytes ...", flush=True)
+        data = make_data(max(size, MEMORY_SIZES[0]))
+        print(f"starting PostgreSQL, clamd, SeaweedFS and the server (logs in {base}) ...", flush=True)
+        max_stream = max(GiB, size) + 128 * MiB  # clamd's limit; the service's VAULT_MAX_FILE_MB is 64 MiB below
+        setup = start_everything(base, max_stream)
+        print("warm-up: 1 MB through the API ...", flush=True)
+        small = data[:MB]
+        document = setup.api.upload(chunks(small, MB), MB, "warm-up.pdf")
+        if setup.api.download(document["id"]) != (MB, hashlib.sha256(small).hexdigest()):
+            raise RuntimeError("warm-up download differs")
+        setup.api.delete(document["id"])
+        time.sleep(1.0)
+        memory_results = None
+        if not args.skip_memory:
+            print("memory: 100 MB and 1 GiB through the API, sampling the server's RSS ...", flush=True)
+            sampler = RssSampler(setup.server.pid)
+            sampler.start()
+            memory_results = memory(setup, data, sampler)
+            sampler.stopping.set()
+            sampler.join()
+        results = None
+        if not args.skip_throughput:
+            print(f"throughput: {size:,} bytes, {args.reps} rounds after a warm-up round ...", flush=True)
+            results = throughput(setup, data[:size], args.reps)
+        report(setup, args, load_before, results, memory_results)
+        print(f"\n(total run time {time.monotonic() - started:.0f} s)")
+    except KeyboardInterrupt:
+        print("\ninterrupted: stopping everything", file=sys.stderr)
+        raise SystemExit(130) from None
+    finally:
+        if sampler is not None:
+            sampler.stopping.set()
+        for server in reversed(SERVERS):
+            server.stop()
+        for service in reversed(STOPPABLE):
+            try:
+                service.stop()
+            except Exception as exc:  # noqa: BLE001  (keep stopping the others)
+                print(f"could not stop {type(service).__name__}: {exc}", file=sys.stderr)
+        if args.keep:
+            print(f"logs kept in {base}", file=sys.stderr)
+        else:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
