@@ -46,6 +46,10 @@ def _generate(alg: str) -> jwk.Key:
 class KeyStore:
     def __init__(self, keys: crypto.KeyProvider) -> None:
         self.keys = keys
+        # Unwrapped keys are kept in this process's memory once opened (a KMS round trip and an
+        # AES unwrap per token would dominate the token endpoint); a rotation adds new kids.
+        self._private_cache: dict[str, jwk.Key] = {}
+        self._secret_cache: dict[str, bytes] = {}
 
     # ---- signing keys ---------------------------------------------------------------------------
 
@@ -73,8 +77,10 @@ class KeyStore:
         return row
 
     def _private(self, row: SigningKey) -> jwk.Key:
-        raw = crypto.unwrap(self.keys, row.private_key, context=b"signing-key:" + row.kid.encode())
-        return jwk.import_key(json.loads(raw))
+        if (key := self._private_cache.get(row.kid)) is None:
+            raw = crypto.unwrap(self.keys, row.private_key, context=b"signing-key:" + row.kid.encode())
+            key = self._private_cache[row.kid] = jwk.import_key(json.loads(raw))
+        return key
 
     def sign(self, session: Session, claims: dict[str, Any], *, alg: str = "ES256", typ: str = "JWT") -> str:
         row = self._active_row(session, alg)
@@ -138,13 +144,19 @@ class KeyStore:
 
     def secret(self, session: Session, name: str) -> bytes:
         """A random 256-bit service secret, created on first use, stored wrapped."""
+        if (cached := self._secret_cache.get(name)) is not None:
+            return cached
         row = session.get(ServerSecret, name)
         if row is None:  # first use; ``vault db upgrade`` normally creates it before any replica serves
             row = ServerSecret(name=name, value=crypto.wrap(self.keys, os.urandom(32),
                                                             context=b"server-secret:" + name.encode()))
             session.add(row)
             session.flush()
-        return crypto.unwrap(self.keys, row.value, context=b"server-secret:" + name.encode())
+        value = crypto.unwrap(self.keys, row.value, context=b"server-secret:" + name.encode())
+        if row in session.new:  # not committed yet: cache only what surely exists
+            return value
+        self._secret_cache[name] = value
+        return value
 
     def pairwise_sub(self, session: Session, *, sector: str, citizen_id: str) -> str:
         """OIDC Core §8.1 pairwise identifier: a keyed hash of (sector, citizen), stable per sector,
