@@ -17,6 +17,8 @@ from authlib.oauth2.rfc6749 import OAuth2Payload, OAuth2Request
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
+from vault.web.pages import BodyTooLarge, read_small_body
+
 MAX_BODY = 64 * 1024
 
 
@@ -71,11 +73,10 @@ async def read_form_items(request: Request) -> list[tuple[str, str]]:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != "application/x-www-form-urlencoded":
         raise BodyError(400, "The body must be application/x-www-form-urlencoded.")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY:
-            raise BodyError(413, "The request body is too large.")
+    try:
+        body = await read_small_body(request, MAX_BODY)
+    except BodyTooLarge:
+        raise BodyError(413, "The request body is too large.") from None
     try:
         return parse_qsl(body.decode("utf-8"), keep_blank_values=False, max_num_fields=100)
     except (UnicodeDecodeError, ValueError):

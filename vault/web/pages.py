@@ -85,6 +85,20 @@ def rotate_csrf(request: Request, response: Response) -> None:
     set_cookie(response, request.app.state.settings, "csrf", token, samesite="strict")
 
 
+class BodyTooLarge(Exception):
+    """The request body goes past the limit (reading stopped there)."""
+
+
+async def read_small_body(request: Request, limit: int) -> bytes:
+    """The whole body of a small request, reading no more than ``limit`` bytes."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise BodyTooLarge()
+    return bytes(body)
+
+
 async def read_form(request: Request) -> dict[str, str]:
     """Parse a small form (urlencoded or multipart without files) and check its CSRF token.
 
@@ -97,11 +111,10 @@ async def read_form(request: Request) -> dict[str, str]:
         raise PageError(413, "Le formulaire envoyé est trop volumineux.")
     fields: list[tuple[str, str]]
     if content_type == "application/x-www-form-urlencoded":
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_FORM_BYTES:
-                raise PageError(413, "Le formulaire envoyé est trop volumineux.")
+        try:
+            body = await read_small_body(request, MAX_FORM_BYTES)
+        except BodyTooLarge:
+            raise PageError(413, "Le formulaire envoyé est trop volumineux.") from None
         try:
             fields = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False,
                                max_num_fields=MAX_FIELDS)
