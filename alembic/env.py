@@ -5,6 +5,7 @@ from sqlalchemy import engine_from_config, pool
 from sqlmodel import SQLModel
 
 import vault.auth.models  # noqa: F401  (registers the tables on SQLModel.metadata)
+import vault.gdpr.models  # noqa: F401
 import vault.storage.models  # noqa: F401
 
 config = context.config

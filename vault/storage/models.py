@@ -46,7 +46,8 @@ class DocumentBase(SQLModel):
 
 class Document(DocumentBase, table=True):
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
-    owner_id: uuid.UUID = Field(sa_column=_citizen_fk())
+    owner_id: uuid.UUID | None = Field(  # NULL only for a document kept under legal hold after an erasure
+        default=None, sa_column=Column(ForeignKey("citizen.id", ondelete="CASCADE"), nullable=True, index=True))
     filename: str = Field(max_length=255)
     media_type: str = Field(max_length=50)  # sniffed from the bytes, never the client's word
     size: int  # plaintext bytes
@@ -57,6 +58,10 @@ class Document(DocumentBase, table=True):
     scan_result: str = Field(max_length=20)  # "clean" | "not_scanned" (antivirus off, development)
     source: str = Field(default="citizen", max_length=64)  # "citizen" or the depositing app's client_id
     source_name: str | None = Field(default=None, max_length=200)
+    # GDPR Art. 17(3)(b): a document the city must keep by law survives an erasure, its key then
+    # wrapped by the KEK (``held_key``) instead of the destroyed citizen key.
+    legal_hold: str | None = Field(default=None, max_length=500)
+    held_key: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 
