@@ -21,6 +21,8 @@ from vault.auth import routes as auth_routes
 from vault.auth.adapter import BodyError
 from vault.auth.keys import KeyStore
 from vault.auth.oidc import OpenIDService
+from vault.gdpr.service import GdprService
+from vault.gdpr.staff import StaffService
 from vault.auth.passwords import Hasher
 from vault.auth.service import AccountService
 from vault.db import DatabaseUnavailable, make_engine, ping
@@ -58,12 +60,15 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.state.documents = DocumentService(settings=settings, keys=app.state.keys, store=app.state.blob_store,
                                           scanner=app.state.scanner)
     app.state.oidc = OpenIDService(settings=settings, keystore=KeyStore(app.state.keys))
+    app.state.gdpr = GdprService(settings=settings, keys=app.state.keys, keystore=app.state.oidc.keystore,
+                                 documents=app.state.documents)
     app.state.accounts = AccountService(
         settings=settings,
         hasher=Hasher(time_cost=settings.argon2_time_cost, memory_kib=settings.argon2_memory_kib),
         mailer=make_mailer(settings),
         keys=app.state.keys,
     )
+    app.state.staff = StaffService(app.state.accounts)
 
     app.add_middleware(RequestContextMiddleware, settings=settings)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

@@ -20,10 +20,16 @@ demo_app = typer.Typer(help="Demonstration data (development only).", no_args_is
 client_app = typer.Typer(help="Apps (OpenID Connect clients).", no_args_is_help=True)
 keys_app = typer.Typer(help="Token signing keys and the key-encryption key.", no_args_is_help=True)
 storage_app = typer.Typer(help="The document store.", no_args_is_help=True)
+staff_app = typer.Typer(help="Staff accounts (DPO, administrators).", no_args_is_help=True)
+gdpr_app = typer.Typer(help="Data-subject requests: export and erasure.", no_args_is_help=True)
+audit_app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(client_app, name="client")
 app.add_typer(keys_app, name="keys")
 app.add_typer(storage_app, name="storage")
+app.add_typer(staff_app, name="staff")
+app.add_typer(gdpr_app, name="gdpr")
+app.add_typer(audit_app, name="audit")
 app.add_typer(citizen_app, name="citizen")
 app.add_typer(demo_app, name="demo")
 
@@ -414,6 +420,155 @@ def storage_reconcile(dry_run: Annotated[bool, typer.Option("--dry-run", help="R
     for doc_id in report["documents_without_blob"]:
         typer.echo(f"document {doc_id}: its blob is MISSING")
     if report["documents_without_blob"]:
+        raise typer.Exit(1)
+
+
+# ---- GDPR ----------------------------------------------------------------------------------------------
+
+CLI_ACTOR = ("system:cli", "opérateur (ligne de commande)")
+
+
+def _gdpr(settings: Settings):  # noqa: ANN202
+    from vault.auth.keys import KeyStore
+    from vault.gdpr.service import GdprService
+
+    engine, documents = _documents(settings)
+    return engine, GdprService(settings=settings, keys=documents.keys, keystore=KeyStore(documents.keys),
+                               documents=documents)
+
+
+def _citizen_id(value: str, as_json: bool):  # noqa: ANN202
+    import uuid
+
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        fail(f"--citizen must be a citizen id (see `vault citizen list`), not {value!r}", as_json=as_json,
+             code="invalid_input")
+
+
+@staff_app.command("create")
+def staff_create(
+    email: Annotated[str, typer.Option(help="The staff member's email.")],
+    role: Annotated[str, typer.Option(help="dpo or admin.")],
+    name: Annotated[str, typer.Option(help="Full name, shown in the register.")] = "",
+    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from standard input.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Create a staff account. TOTP is required: its secret and otpauth URI are printed once (scan it now)."""
+    from vault.auth.exceptions import InvalidInput
+    from vault.gdpr.staff import StaffService
+
+    settings = settings_or_exit(as_json)
+    password = sys.stdin.readline().rstrip("\r\n") if password_stdin else "-".join(secrets.token_urlsafe(6) for _ in range(4))
+    engine, accounts = _services(settings)
+    _require_schema(engine, as_json)
+    with Session(engine, expire_on_commit=False) as session:
+        try:
+            staff, secret, uri = StaffService(accounts).create(session, email=email, name=name or email, role=role,
+                                                               password=password)
+        except InvalidInput as exc:
+            fail("the staff account was not created", as_json=as_json, code="invalid_input", fields=exc.errors)
+        from vault.gdpr import audit
+
+        audit.record(session, actor=CLI_ACTOR[0], action="staff.created", target=f"staff:{staff.id}",
+                     details={"role": role})
+        session.commit()
+    output = {"id": str(staff.id), "email": staff.email, "role": staff.role, "totp_secret": secret, "otpauth_uri": uri}
+    if not password_stdin:
+        output["password"] = password
+    if as_json:
+        typer.echo(json.dumps(output))
+    else:
+        for key, value in output.items():
+            typer.echo(f"{key}: {value}")
+
+
+@gdpr_app.command("export")
+def gdpr_export(citizen: Annotated[str, typer.Option(help="The citizen's id.")],
+                out: Annotated[str, typer.Option(help="The ZIP file to write (created 0600, never half-written).")],
+                as_json: JsonFlag = False) -> None:
+    """Everything held about a citizen, as one ZIP (GDPR Art. 15 and 20)."""
+    import hashlib
+    import os
+    from pathlib import Path
+
+    from vault.gdpr.service import GdprError, Staff
+
+    settings = settings_or_exit(as_json)
+    citizen_id = _citizen_id(citizen, as_json)
+    engine, gdpr = _gdpr(settings)
+    _require_schema(engine, as_json)
+    target = Path(out)
+    tmp = target.with_name(f".{target.name}.part")
+    digest, size = hashlib.sha256(), 0
+    with Session(engine) as session:
+        try:
+            total = gdpr.export_size(session, citizen_id)
+            with typer.progressbar(length=max(total, 1), label="Export", file=sys.stderr, hidden=as_json) as bar:
+                chunks = gdpr.export(session, citizen_id=citizen_id, by=Staff(*CLI_ACTOR), progress=bar.update)
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with os.fdopen(fd, "wb") as fh:
+                    for chunk in chunks:
+                        fh.write(chunk)
+                        digest.update(chunk)
+                        size += len(chunk)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            os.replace(tmp, target)
+        except GdprError as exc:
+            tmp.unlink(missing_ok=True)
+            fail(exc.message, as_json=as_json, code=exc.code)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        session.commit()  # the audit entry
+    result = {"file": str(target), "bytes": size, "sha256": digest.hexdigest()}
+    typer.echo(json.dumps(result) if as_json else f"wrote {target} ({size} bytes, sha256 {result['sha256']})")
+
+
+@gdpr_app.command("erase")
+def gdpr_erase(citizen: Annotated[str, typer.Option(help="The citizen's id.")],
+               reason: Annotated[str, typer.Option(help="Why (recorded in the audit log).")],
+               as_json: JsonFlag = False) -> None:
+    """Erase a citizen (GDPR Art. 17) and print the signed erasure certificate. Run it again after
+    a failure: it finishes the job; once done it prints the first certificate."""
+    from vault.gdpr.service import GdprError, Staff
+    from vault.storage.blobs import BlobStoreUnavailable
+
+    settings = settings_or_exit(as_json)
+    citizen_id = _citizen_id(citizen, as_json)
+    engine, gdpr = _gdpr(settings)
+    _require_schema(engine, as_json)
+    with Session(engine) as session:
+        try:
+            certificate = gdpr.erase(session, citizen_id=citizen_id, reason=reason, by=Staff(*CLI_ACTOR))
+        except GdprError as exc:
+            fail(exc.message, as_json=as_json, code=exc.code)
+        except BlobStoreUnavailable as exc:
+            fail(f"the object store failed ({exc}); the erasure is half done: run the same command again",
+                 as_json=as_json, code="unavailable", exit_code=3)
+    typer.echo(json.dumps({"certificate": certificate}) if as_json else certificate)
+
+
+@audit_app.command("verify")
+def audit_verify(as_json: JsonFlag = False) -> None:
+    """Walk the hash chain: exit 0 if intact, 1 with the first bad entry otherwise."""
+    from vault.gdpr import audit
+
+    settings = settings_or_exit(as_json)
+    engine, _ = _keystore(settings)
+    _require_schema(engine, as_json)
+    with Session(engine) as session:
+        result = audit.verify(session)
+    if as_json:
+        typer.echo(json.dumps({"ok": result.ok, "entries": result.entries, "first_bad_id": result.first_bad_id,
+                               "problem": result.problem}))
+    elif result.ok:
+        typer.echo(f"audit log intact ({result.entries} entries)")
+    else:
+        typer.echo(f"audit log BROKEN at entry {result.first_bad_id}: {result.problem}", err=True)
+    if not result.ok:
         raise typer.Exit(1)
 
 

@@ -72,6 +72,10 @@ class Settings(BaseSettings):
     quota_mb: int = Field(default=500, ge=1)
     quota_documents: int = Field(default=200, ge=1)
 
+    # GDPR: accounts unused this long are erased (after a notice 30 days before); audit log retention.
+    retention_inactive_years: int = Field(default=3, ge=1, le=20)
+    audit_retention_days: int = Field(default=365, ge=30)
+
     # OpenID Connect provider.
     access_token_seconds: int = Field(default=600, ge=60, le=3600)
     refresh_token_days: int = Field(default=30, ge=1, le=365)

@@ -366,7 +366,7 @@ class AccountService:
         return LoginResult(token=token, mfa_pending=False, citizen_id=citizen.id)
 
     def _check_second_factor(self, *, session: Session, citizen: Citizen, code: str, address: str) -> None:
-        if self._accept_totp(citizen=citizen, code=code) or self._use_recovery_code(session=session,
+        if self.accept_totp(citizen=citizen, code=code) or self._use_recovery_code(session=session,
                                                                                     citizen=citizen, code=code):
             return
         self.record_login_failure(session=session, email=citizen.email, address=address)
@@ -422,7 +422,7 @@ class AccountService:
 
     # ---- TOTP (RFC 6238) and recovery codes ----------------------------------------------------
 
-    def _totp_context(self, citizen: Citizen) -> bytes:
+    def totp_context(self, citizen: Citizen) -> bytes:
         return b"totp:" + citizen.id.bytes
 
     def begin_totp(self, *, session: Session, citizen: Citizen) -> tuple[str, str]:
@@ -430,7 +430,7 @@ class AccountService:
         if citizen.totp_enabled_at is not None:
             raise InvalidInput({"otp": "La double authentification est déjà activée."})
         secret = pyotp.random_base32()
-        citizen.totp_secret = crypto.wrap(self.keys, secret.encode(), context=self._totp_context(citizen))
+        citizen.totp_secret = crypto.wrap(self.keys, secret.encode(), context=self.totp_context(citizen))
         citizen.totp_last_step = None
         return secret, self._provisioning_uri(citizen, secret)
 
@@ -438,7 +438,7 @@ class AccountService:
         """The seed being enrolled (to show the QR code again), or None."""
         if citizen.totp_secret is None or citizen.totp_enabled_at is not None:
             return None
-        secret = self._totp_seed(citizen)
+        secret = self.totp_seed(citizen)
         return secret, self._provisioning_uri(citizen, secret)
 
     def _provisioning_uri(self, citizen: Citizen, secret: str) -> str:
@@ -449,7 +449,7 @@ class AccountService:
         """Activate TOTP once the citizen typed a valid code; return new recovery codes (shown once)."""
         if citizen.totp_secret is None or citizen.totp_enabled_at is not None:
             raise InvalidInput({"otp": "Commencez par afficher le QR code, puis saisissez le code de l'application."})
-        if not self._accept_totp(citizen=citizen, code=code, enrolling=True):
+        if not self.accept_totp(citizen=citizen, code=code, enrolling=True):
             raise InvalidInput({"otp": InvalidOtp.message})
         citizen.totp_enabled_at = utcnow()
         citizen.updated_at = utcnow()
@@ -481,18 +481,19 @@ class AccountService:
             .where(RecoveryCode.citizen_id == citizen_id, RecoveryCode.used_at.is_(None))  # type: ignore[union-attr]
         ).one()
 
-    def _totp_seed(self, citizen: Citizen) -> str:
+    def totp_seed(self, citizen: Citizen) -> str:
         assert citizen.totp_secret is not None
-        return crypto.unwrap(self.keys, citizen.totp_secret, context=self._totp_context(citizen)).decode()
+        return crypto.unwrap(self.keys, citizen.totp_secret, context=self.totp_context(citizen)).decode()
 
-    def _accept_totp(self, *, citizen: Citizen, code: str, enrolling: bool = False) -> bool:
-        """RFC 6238 with ±1 step of clock drift; a step already used is refused (no replay)."""
+    def accept_totp(self, *, citizen: Citizen, code: str, enrolling: bool = False) -> bool:
+        """RFC 6238 with ±1 step of clock drift; a step already used is refused (no replay).
+        Works for any holder with ``id`` and the ``totp_*`` fields (citizens and staff)."""
         digits = "".join((code or "").split())
         if citizen.totp_secret is None or (citizen.totp_enabled_at is None and not enrolling):
             return False
         if len(digits) != 6 or not digits.isdigit():
             return False
-        totp = pyotp.TOTP(self._totp_seed(citizen))
+        totp = pyotp.TOTP(self.totp_seed(citizen))
         now_step = totp.timecode(datetime.now(UTC))
         for step in (now_step - 1, now_step, now_step + 1):
             if secrets.compare_digest(totp.generate_otp(step), digits):
@@ -521,7 +522,7 @@ class AccountService:
         """After a KEK rotation: every TOTP seed wrapped under the active KEK."""
         count = 0
         for citizen in session.exec(select(Citizen).where(Citizen.totp_secret.is_not(None))).all():  # type: ignore[union-attr]
-            context = self._totp_context(citizen)
+            context = self.totp_context(citizen)
             citizen.totp_secret = crypto.wrap(self.keys, crypto.unwrap(self.keys, citizen.totp_secret, context=context),
                                               context=context)
             count += 1

@@ -224,6 +224,9 @@ class DocumentService:
         self._delete_blob(blob_key)
 
     def document_key(self, db: Session, document: Document) -> bytes:
+        if document.held_key is not None:  # kept under legal hold after its owner's erasure
+            return crypto.unwrap(self.keys, document.held_key, context=b"legal-hold:" + document.id.bytes)
+        assert document.owner_id is not None
         return open_document_key(self.citizen_key(db, document.owner_id), document.wrapped_key, document.id)
 
     def plaintext(self, document: Document, key: bytes) -> Iterator[bytes]:

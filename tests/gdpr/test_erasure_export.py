@@ -1,0 +1,240 @@
+"""Export (Art. 15/20) and provable erasure (Art. 17), with real SeaweedFS, clamd and databases."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import uuid
+import zipfile
+
+import pytest
+from sqlalchemy import text, update
+from sqlmodel import Session, SQLModel, select
+
+from tests.auth.oidc_support import authorize, exchange, verify_id_token
+from tests.storage.test_documents import (  # noqa: F401  (fixtures)
+    bucket,
+    citizen,
+    objects,
+    pdf,
+    s3_client,
+    upload,
+    vault_app,
+    vault_settings,
+)
+from tests.support import PASSWORD, Browser, register_app
+from vault.crypto import DecryptionError
+from vault.crypto.streaming import StreamDecryptor
+from vault.gdpr import audit
+from vault.gdpr.models import AuditEntry
+from vault.gdpr.service import GdprError, Staff, SubjectErased, SubjectNotFound
+from vault.storage.models import Document
+
+DPO = Staff(actor="staff:test", label="DPO de test")
+EMAIL = "docs@example.org"  # the `citizen` fixture's
+
+
+def citizen_id(engine) -> uuid.UUID:  # noqa: ANN001
+    from vault.auth.models import Citizen
+
+    with Session(engine) as session:
+        return session.exec(select(Citizen.id).where(Citizen.email == EMAIL)).one()
+
+
+@pytest.fixture
+def filled(vault_app, citizen: Browser, engine) -> dict:  # noqa: ANN001, F811
+    """A citizen with two documents, one of them deposited by an app holding a token."""
+    first, second = pdf(50_000), pdf(1_200_000, marker=b"SECOND")
+    assert upload(citizen, first, filename="avis.pdf").status_code == 201
+    app = register_app(engine, scope="openid profile documents:write", name="Portail")
+    tokens = exchange(citizen, authorize(citizen, app, scope="openid profile documents:write")).json()
+    deposited = citizen.post("/api/v1/documents", content=second, headers={
+        "Authorization": f"Bearer {tokens['access_token']}", "Content-Type": "application/pdf"})
+    assert deposited.status_code == 201
+    return {"contents": [first, second], "app": app, "tokens": tokens, "id": citizen_id(engine)}
+
+
+def test_export_holds_everything_and_matches_the_bytes(vault_app, filled: dict, engine) -> None:  # noqa: ANN001
+    gdpr = vault_app.state.gdpr
+    with Session(engine) as session:
+        archive = b"".join(gdpr.export(session, citizen_id=filled["id"], by=DPO))
+        session.commit()
+    with zipfile.ZipFile(io.BytesIO(archive)) as zf:
+        names = zf.namelist()
+        for name in ("LISEZ-MOI.txt", "compte.json", "documents.json", "applications.json", "sessions.json",
+                     "journal-des-acces.json", "demandes.json"):
+            assert name in names
+        account = json.loads(zf.read("compte.json"))
+        assert account["email"] == EMAIL and account["identite"]["birthplace"] == "69123"
+        assert "password" not in json.dumps(account) and "totp_secret" not in json.dumps(account)
+        listed = json.loads(zf.read("documents.json"))
+        exported = {hashlib.sha256(zf.read(d["fichier"])).hexdigest() for d in listed}
+        assert exported == {hashlib.sha256(c).hexdigest() for c in filled["contents"]}
+        assert {d["sha256"] for d in listed} == exported
+        assert json.loads(zf.read("applications.json"))[0]["application"] == "Portail"
+        assert [e["action"] for e in json.loads(zf.read("journal-des-acces.json"))] == ["deposit"]
+        summary = zf.read("LISEZ-MOI.txt").decode()
+        assert "CNIL" in summary and "article 15" in summary and "Qui les reçoit" in summary
+    with Session(engine) as session:
+        assert session.exec(select(AuditEntry.action)).all()[-1] == "export"
+
+
+def test_erasure_leaves_nothing_readable(vault_app, filled: dict, citizen: Browser, engine, s3_client,  # noqa: ANN001, F811
+                                         bucket) -> None:  # noqa: F811
+    gdpr = vault_app.state.gdpr
+    cid = filled["id"]
+    copied = objects(s3_client, bucket)[0]
+    stolen = s3_client.get_object(Bucket=bucket, Key=copied["Key"])["Body"].read()  # a backup, say
+    with Session(engine) as session:
+        stolen_id = session.exec(select(Document.id).where(Document.blob_key == copied["Key"])).one()
+
+    with Session(engine) as session:
+        certificate = gdpr.erase(session, citizen_id=cid, reason="demande de la personne", by=DPO)
+
+    # No row in any table names the citizen (id, email, name).
+    needles = [str(cid), cid.hex, EMAIL, "Jeanne Marie", "Martin"]
+    with engine.connect() as conn:
+        for table in SQLModel.metadata.sorted_tables:
+            for row in conn.execute(table.select()):
+                flat = " ".join(str(v) for v in row)
+                for needle in needles:
+                    assert needle not in flat, (table.name, needle)
+    # No object version remains.
+    assert objects(s3_client, bucket) == []
+    # The citizen cannot log in; their tokens fail introspection.
+    assert citizen.login(EMAIL, PASSWORD).status_code == 401
+    app = filled["app"]
+    introspection = citizen.post("/introspect", data={"token": filled["tokens"]["access_token"],
+                                                      "client_id": app.client_id, "client_secret": app.secret})
+    assert introspection.json() == {"active": False}
+    # The copied object opens with nothing left: every key the database and keyring can still give.
+    with Session(engine) as session:
+        remaining = session.exec(select(Document)).all()
+        candidate_keys = [vault_app.state.documents.document_key(session, d) for d in remaining]
+    for key in candidate_keys:
+        with pytest.raises(DecryptionError):
+            StreamDecryptor(key, stolen_id.bytes).update(stolen)
+    # The certificate is a JWS that verifies against /jwks, and says what was destroyed and who received data.
+    header, claims = verify_id_token(citizen, certificate)
+    assert header["typ"] == "erasure-certificate+jwt" and claims["iss"] == "http://127.0.0.1:8000"
+    assert claims["destroyed"]["documents"] == 2 and claims["destroyed"]["citizen_key"] is True
+    assert claims["destroyed"]["object_versions"] >= 2
+    assert sorted(claims["destroyed"]["document_sha256"]) == sorted(
+        hashlib.sha256(c).hexdigest() for c in filled["contents"])
+    assert [r["name"] for r in claims["recipients_notified"]] == ["Portail"]
+    # Erasing twice returns the first certificate; exporting an erased citizen says when.
+    with Session(engine) as session:
+        assert gdpr.erase(session, citizen_id=cid, reason="encore", by=DPO) == certificate
+        with pytest.raises(SubjectErased) as erased:
+            list(gdpr.export(session, citizen_id=cid, by=DPO))
+        assert erased.value.status == 404
+        with pytest.raises(SubjectNotFound):
+            gdpr.erase(session, citizen_id=uuid.uuid4(), reason="x", by=DPO)
+
+
+def test_erasure_resumes_after_the_store_fails(vault_app, filled: dict, engine, s3_client, bucket) -> None:  # noqa: ANN001, F811
+    from vault.storage.blobs import BlobStoreUnavailable
+
+    gdpr = vault_app.state.gdpr
+    store = vault_app.state.documents.store
+    real_delete, calls = store.delete, []
+
+    def failing_delete(key: str) -> int:
+        calls.append(key)
+        if len(calls) == 2:
+            raise BlobStoreUnavailable("down")  # the store dies after the first object
+        return real_delete(key)
+
+    store.delete = failing_delete
+    with Session(engine) as session, pytest.raises(BlobStoreUnavailable):
+        gdpr.erase(session, citizen_id=filled["id"], reason="demande", by=DPO)
+    assert len(objects(s3_client, bucket)) >= 1  # half done
+    store.delete = real_delete
+    with Session(engine) as session:
+        certificate = gdpr.erase(session, citizen_id=filled["id"], reason="demande", by=DPO)
+    assert objects(s3_client, bucket) == []
+    assert verify_id_token_claims(vault_app, certificate)["destroyed"]["documents"] == 2
+
+
+def verify_id_token_claims(vault_app, token: str) -> dict:  # noqa: ANN001
+    with Browser(vault_app) as browser:
+        return verify_id_token(browser, token)[1]
+
+
+def test_legal_hold_keeps_a_document(vault_app, filled: dict, engine, s3_client, bucket) -> None:  # noqa: ANN001, F811
+    with Session(engine) as session:
+        held = session.exec(select(Document).where(Document.owner_id == filled["id"])).first()
+        held.legal_hold = "Pièce d'un dossier d'urbanisme (conservation légale)"
+        session.add(held)
+        session.commit()
+        held_id, held_sha = held.id, held.sha256
+    with Session(engine) as session:
+        certificate = vault_app.state.gdpr.erase(session, citizen_id=filled["id"], reason="demande", by=DPO)
+    claims = verify_id_token_claims(vault_app, certificate)
+    assert claims["kept_under_legal_hold"] == [{"document_id": str(held_id), "reason": held.legal_hold,
+                                                "sha256": held_sha}]
+    assert len(objects(s3_client, bucket)) == 1  # only the held document's object
+    with Session(engine) as session:
+        document = session.get(Document, held_id)
+        assert document.owner_id is None
+        key = vault_app.state.documents.document_key(session, document)
+        content = b"".join(vault_app.state.documents.plaintext(document, key))
+    assert hashlib.sha256(content).hexdigest() == held_sha  # still readable by the city, as the law requires
+
+
+def test_audit_log_is_tamper_evident(vault_app, filled: dict, engine) -> None:  # noqa: ANN001
+    with Session(engine) as session:
+        vault_app.state.gdpr.erase(session, citizen_id=filled["id"], reason="demande", by=DPO)
+        result = audit.verify(session)
+        assert result.ok and result.entries >= 2
+        entries = session.exec(select(AuditEntry).order_by(AuditEntry.id)).all()
+        # Nothing in it is a document's content, a password or a token.
+        dumped = json.dumps([e.model_dump(mode="json") for e in entries])
+        assert PASSWORD not in dumped and filled["tokens"]["access_token"] not in dumped
+        first_id = entries[0].id
+        session.exec(update(AuditEntry).where(AuditEntry.id == first_id).values(action="nothing.happened"))
+        session.commit()
+        broken = audit.verify(session)
+    assert not broken.ok and broken.first_bad_id == first_id and "edited" in broken.problem
+
+
+def test_audit_log_detects_deletion_and_reordering(vault_app, engine) -> None:  # noqa: ANN001
+    with Session(engine) as session:
+        for n in range(4):
+            audit.record(session, actor="system", action=f"test.{n}")
+        session.commit()
+        ids = session.exec(select(AuditEntry.id).order_by(AuditEntry.id)).all()
+        session.exec(text("DELETE FROM audit_log WHERE id = :id").bindparams(id=ids[1]))
+        session.commit()
+        assert audit.verify(session).first_bad_id == ids[2]
+
+
+def test_audit_details_refuse_secrets(engine) -> None:  # noqa: ANN001
+    with Session(engine) as session, pytest.raises(ValueError):
+        audit.record(session, actor="system", action="x", details={"password": "nope"})
+
+
+def test_register_deadlines(vault_app, filled: dict, engine) -> None:  # noqa: ANN001
+    from datetime import date
+
+    gdpr = vault_app.state.gdpr
+    with Session(engine) as session:
+        request = gdpr.open_request(session, kind="access", citizen_id=filled["id"], channel="counter", by=DPO,
+                                    received_on=date(2026, 1, 31), identity_check="carte d'identité vue au guichet")
+        assert request.due_on == date(2026, 2, 28)  # one calendar month (Art. 12(3))
+        with pytest.raises(GdprError, match="raison"):
+            gdpr.extend(session, request_id=request.id, reason=" ", told_on=date(2026, 2, 10), by=DPO)
+        gdpr.extend(session, request_id=request.id, reason="demande complexe", told_on=date(2026, 2, 10), by=DPO)
+        assert request.extended_to == date(2026, 4, 28)
+        with pytest.raises(GdprError, match="déjà"):
+            gdpr.extend(session, request_id=request.id, reason="encore", told_on=date(2026, 2, 11), by=DPO)
+        assert request in gdpr.list_requests(session, view="overdue")
+        with pytest.raises(GdprError, match="motivé"):
+            gdpr.close(session, request_id=request.id, status="refused", outcome="", by=DPO)
+        gdpr.close(session, request_id=request.id, status="refused", outcome="refus", refusal_reason="Demande abusive.",
+                   by=DPO)
+        assert "CNIL" in request.refusal_reason
+        csv_text = "".join(gdpr.register_csv(session))
+        assert "Jeanne Marie Martin" in csv_text and "refused" in csv_text
+        session.commit()

@@ -1,0 +1,438 @@
+"""Data-subject rights (DESIGN.md §5): the register of requests, export (Art. 15/20), erasure
+(Art. 17) with its certificate, rectification (Art. 16), retention. No HTTP here."""
+
+from __future__ import annotations
+
+import calendar
+import csv
+import io
+import json
+import logging
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import Any
+
+from sqlalchemy import delete, func, or_, update
+from sqlmodel import Session, select
+
+from vault import crypto
+from vault.auth.identity import validate_identity
+from vault.auth.keys import KeyStore
+from vault.auth.models import Citizen, Consent, LoginSession, OAuthClient, OAuthToken
+from vault.db import utcnow
+from vault.gdpr import audit
+from vault.gdpr.models import CHANNELS, REQUEST_KINDS, DataRequest, Tombstone
+from vault.gdpr.zipstream import stream_zip
+from vault.settings import Settings
+from vault.storage.models import AccessLogEntry, CitizenKey, Document
+from vault.storage.service import DocumentService
+
+logger = logging.getLogger(__name__)
+
+EXPORT_FORMAT_VERSION = 1
+
+
+class GdprError(Exception):
+    status = 400
+    code = "invalid_request"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class SubjectNotFound(GdprError):
+    status, code = 404, "not_found"
+
+
+class SubjectErased(GdprError):
+    """The citizen was erased: only the tombstone's date remains."""
+
+    status, code = 404, "erased"
+
+    def __init__(self, erased_at: Any) -> None:
+        super().__init__(f"Cette personne a été effacée le {erased_at:%d/%m/%Y}. Il ne reste que la trace de "
+                         "l'effacement (sans nom).")
+        self.erased_at = erased_at
+
+
+def add_months(day: date, months: int) -> date:
+    """Art. 12(3): "one month", "two further months" — calendar months, clamped to the month's end."""
+    month = day.month - 1 + months
+    year, month = day.year + month // 12, month % 12 + 1
+    return day.replace(year=year, month=month, day=min(day.day, calendar.monthrange(year, month)[1]))
+
+
+@dataclass(frozen=True)
+class Staff:
+    """Who acts in the register (for the audit log)."""
+
+    actor: str  # "staff:<id>" or "subject:<hash>" or "system"
+    label: str  # shown in the register
+
+
+SUMMARY = """Vos données personnelles – {city}
+{line}
+
+Ce fichier rassemble toutes les données que l'espace citoyen de {city} détient sur vous
+(article 15 du RGPD), dans des formats lisibles par d'autres logiciels (JSON, et vos documents
+tels que vous les avez déposés), dans l'esprit du droit à la portabilité (article 20).
+
+Contenu de l'archive
+- compte.json : votre compte et votre identité (état civil), sans votre mot de passe.
+- documents.json et le dossier documents/ : vos justificatifs, déchiffrés, avec leurs informations.
+- applications.json : les services de la commune auxquels vous avez donné accès, et ce qu'ils reçoivent.
+- sessions.json : les appareils connectés à votre compte.
+- journal-des-acces.json : qui, en dehors de vous, a consulté ou déposé vos documents.
+- demandes.json : vos demandes au délégué à la protection des données.
+
+Pourquoi nous traitons ces données (finalités)
+- Vous permettre de vous connecter une seule fois aux services en ligne de la commune.
+- Garder vos justificatifs chiffrés et les transmettre aux services de la commune, avec votre accord.
+- Répondre à vos demandes sur vos données.
+
+Qui les reçoit (destinataires)
+- Les services de la commune auxquels vous avez donné accès (voir applications.json), pour ce que
+  vous avez accepté de partager.
+- Personne d'autre. Les données sont hébergées pour la commune ; elles ne sont ni vendues ni cédées.
+
+Combien de temps nous les gardons (durées de conservation)
+- Votre compte : tant que vous l'utilisez ; après {inactive} ans sans connexion, il est supprimé,
+  après un e-mail de prévenance 30 jours avant.
+- Un justificatif : jusqu'à ce que vous le supprimiez, ou jusqu'à sa date de fin de validité.
+- Le journal de sécurité : un an.
+
+Vos droits
+Vous pouvez demander à voir vos données (accès), à les corriger (rectification), à les effacer
+(effacement), à en limiter l'usage ou à vous y opposer, en ligne (« Mon compte » → « Mes données »),
+au guichet de la mairie ou par courrier au délégué à la protection des données. La commune vous
+répond dans un délai d'un mois (qui peut être prolongé de deux mois pour une demande complexe ; on
+vous dit alors pourquoi).
+
+Si vous n'êtes pas satisfait(e) de notre réponse, vous pouvez adresser une réclamation à la CNIL
+(Commission nationale de l'informatique et des libertés) : www.cnil.fr/fr/plaintes, ou par
+courrier : CNIL, 3 place de Fontenoy, TSA 80715, 75334 Paris Cedex 07.
+
+Archive créée le {now:%d/%m/%Y à %H:%M} (UTC). Format : version {version}.
+"""
+
+
+class GdprService:
+    def __init__(self, *, settings: Settings, keys: crypto.KeyProvider, keystore: KeyStore,
+                 documents: DocumentService) -> None:
+        self.settings = settings
+        self.keys = keys
+        self.keystore = keystore
+        self.documents = documents
+
+    # ---- subjects -------------------------------------------------------------------------------
+
+    def subject(self, db: Session, citizen_id: uuid.UUID) -> str:
+        return audit.subject_of(self.keystore.secret(db, "subject-key"), citizen_id)
+
+    def find_citizen(self, db: Session, citizen_id: uuid.UUID) -> Citizen:
+        citizen = db.get(Citizen, citizen_id)
+        if citizen is not None:
+            return citizen
+        tombstone = db.get(Tombstone, self.subject(db, citizen_id))
+        if tombstone is not None:
+            raise SubjectErased(tombstone.erased_at)
+        raise SubjectNotFound("Aucun citoyen avec cet identifiant.")
+
+    # ---- the register -----------------------------------------------------------------------------
+
+    def open_request(self, db: Session, *, kind: str, citizen_id: uuid.UUID, channel: str, by: Staff,
+                     received_on: date | None = None, identity_check: str = "") -> DataRequest:
+        if kind not in REQUEST_KINDS:
+            raise GdprError(f"Type de demande inconnu ({', '.join(REQUEST_KINDS)}).")
+        if channel not in CHANNELS:
+            raise GdprError(f"Canal inconnu ({', '.join(CHANNELS)}).")
+        citizen = self.find_citizen(db, citizen_id)
+        received = received_on or date.today()
+        if received > date.today():
+            raise GdprError("La date de réception ne peut pas être dans le futur.")
+        request = DataRequest(kind=kind, citizen_id=citizen.id, subject=self.subject(db, citizen.id),
+                              requester_label=f"{citizen.given_name} {citizen.family_name} <{citizen.email}>",
+                              channel=channel, received_on=received, due_on=add_months(received, 1),
+                              identity_check=identity_check[:500],
+                              identity_checked_by=by.label if identity_check else None)
+        db.add(request)
+        db.flush()
+        audit.record(db, actor=by.actor, action="request.opened", target=f"request:{request.id}",
+                     details={"kind": kind, "channel": channel, "subject": request.subject})
+        return request
+
+    def get_request(self, db: Session, request_id: uuid.UUID) -> DataRequest:
+        request = db.get(DataRequest, request_id)
+        if request is None:
+            raise SubjectNotFound("Demande introuvable.")
+        return request
+
+    def list_requests(self, db: Session, *, view: str = "open") -> list[DataRequest]:
+        query = select(DataRequest)
+        today = date.today()
+        deadline = func.coalesce(DataRequest.extended_to, DataRequest.due_on)
+        open_ = DataRequest.status.in_(("received", "in_progress"))  # type: ignore[attr-defined]
+        if view == "overdue":
+            query = query.where(open_, deadline < today)
+        elif view == "week":
+            query = query.where(open_, deadline >= today, deadline <= today + timedelta(days=7))
+        elif view == "open":
+            query = query.where(open_)
+        return list(db.exec(query.order_by(deadline, DataRequest.received_on)))
+
+    def extend(self, db: Session, *, request_id: uuid.UUID, reason: str, told_on: date, by: Staff) -> DataRequest:
+        """Art. 12(3): two further months, with the reason told to the requester within the first month."""
+        request = self.get_request(db, request_id)
+        if request.extended_to is not None:
+            raise GdprError("Cette demande a déjà été prolongée (deux mois au plus).")
+        if not reason.strip():
+            raise GdprError("Indiquez la raison de la prolongation : elle doit être communiquée au demandeur.")
+        if told_on > request.due_on:
+            raise GdprError("Le demandeur doit être informé de la prolongation avant la fin du premier mois.")
+        request.extended_to = add_months(request.due_on, 2)
+        request.extension_reason, request.extension_told_on = reason.strip()[:1000], told_on
+        request.status = "in_progress"
+        audit.record(db, actor=by.actor, action="request.extended", target=f"request:{request.id}",
+                     details={"extended_to": request.extended_to.isoformat()})
+        return request
+
+    def close(self, db: Session, *, request_id: uuid.UUID, status: str, outcome: str, by: Staff,
+              refusal_reason: str = "") -> DataRequest:
+        request = self.get_request(db, request_id)
+        if status not in ("done", "refused"):
+            raise GdprError("Statut de clôture : done ou refused.")
+        if status == "refused" and not refusal_reason.strip():
+            raise GdprError("Un refus doit être motivé (et mentionner le droit de réclamation auprès de la CNIL).")
+        request.status, request.outcome, request.handled_by, request.closed_at = status, outcome, by.label, utcnow()
+        if status == "refused":
+            reason = refusal_reason.strip()
+            if "CNIL" not in reason:
+                reason += " Vous pouvez adresser une réclamation à la CNIL (www.cnil.fr)."
+            request.refusal_reason = reason
+        audit.record(db, actor=by.actor, action=f"request.{status}", target=f"request:{request.id}")
+        return request
+
+    def register_csv(self, db: Session) -> Iterator[str]:
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(["id", "type", "demandeur", "canal", "reçue le", "échéance", "prolongée jusqu'au",
+                         "motif de prolongation", "informé le", "vérification d'identité", "vérifiée par", "statut",
+                         "traitée par", "clôturée le", "issue", "motif de refus"])
+        for r in db.exec(select(DataRequest).order_by(DataRequest.received_on)):
+            writer.writerow([r.id, r.kind, r.requester_label, r.channel, r.received_on, r.due_on, r.extended_to or "",
+                             r.extension_reason or "", r.extension_told_on or "", r.identity_check,
+                             r.identity_checked_by or "", r.status, r.handled_by or "",
+                             r.closed_at.isoformat() if r.closed_at else "", r.outcome or "", r.refusal_reason or ""])
+            yield out.getvalue()
+            out.seek(0)
+            out.truncate()
+        yield out.getvalue()
+
+    # ---- rectification (Art. 16) --------------------------------------------------------------------
+
+    def rectify(self, db: Session, *, citizen_id: uuid.UUID, changes: dict[str, str], reason: str,
+                by: Staff) -> Citizen:
+        citizen = self.find_citizen(db, citizen_id)
+        if not reason.strip():
+            raise GdprError("Indiquez la raison de la rectification.")
+        current = {f: str(getattr(citizen, f) or "") for f in ("given_name", "family_name", "birthdate", "gender",
+                                                                   "birthplace", "birthcountry", "preferred_username")}
+        merged = {**current, **{k: v for k, v in changes.items() if k in current and v is not None}}
+        clean, errors = validate_identity(merged)
+        if errors:
+            raise GdprError(" ".join(errors.values()))
+        changed = sorted(k for k, v in clean.items() if str(v or "") != current[k])
+        for field in changed:
+            setattr(citizen, field, clean[field])
+        citizen.updated_at = utcnow()
+        # Which fields changed, never their values (the audit log holds no identity data).
+        audit.record(db, actor=by.actor, action="identity.rectified", target=f"subject:{self.subject(db, citizen.id)}",
+                     details={"fields": changed, "reason": reason.strip()[:300]})
+        return citizen
+
+    # ---- export (Art. 15, in the spirit of Art. 20) --------------------------------------------------------
+
+    def export_size(self, db: Session, citizen_id: uuid.UUID) -> int:
+        return int(db.exec(select(func.coalesce(func.sum(Document.size), 0))
+                           .where(Document.owner_id == citizen_id)).one())
+
+    def export(self, db: Session, *, citizen_id: uuid.UUID, by: Staff,
+               progress: Any = None) -> Iterator[bytes]:
+        """The ZIP, streamed in constant memory (documents decrypted segment by segment)."""
+        citizen = self.find_citizen(db, citizen_id)
+        subject = self.subject(db, citizen.id)
+        audit.record(db, actor=by.actor, action="export", target=f"subject:{subject}")
+        documents = list(db.exec(select(Document).where(Document.owner_id == citizen.id).order_by(Document.created_at)))
+        key_of = {d.id: self.documents.document_key(db, d) for d in documents}
+        parts = self._export_parts(db, citizen)
+
+        def jsonl(value: Any) -> list[bytes]:
+            return [json.dumps(value, ensure_ascii=False, indent=2, default=str).encode()]
+
+        def document_bytes(document: Document) -> Iterator[bytes]:
+            for chunk in self.documents.plaintext(document, key_of[document.id]):
+                if progress is not None:
+                    progress(len(chunk))
+                yield chunk
+
+        def entries() -> Iterator[tuple[str, Any, bool]]:
+            summary = SUMMARY.format(city=self.settings.city_name, line="=" * 60, now=utcnow(),
+                                     inactive=self.settings.retention_inactive_years, version=EXPORT_FORMAT_VERSION)
+            yield "LISEZ-MOI.txt", [summary.encode()], True
+            for name, value in parts.items():
+                yield name, jsonl(value), True
+            for document in documents:
+                yield f"documents/{document.id}-{document.filename}", document_bytes(document), False
+
+        return stream_zip(entries())
+
+    def _export_parts(self, db: Session, citizen: Citizen) -> dict[str, Any]:
+        documents = db.exec(select(Document).where(Document.owner_id == citizen.id).order_by(Document.created_at)).all()
+        consents = db.exec(select(Consent, OAuthClient).join(OAuthClient, OAuthClient.client_id == Consent.client_id)
+                           .where(Consent.citizen_id == citizen.id)).all()
+        from vault.auth.claims import claims_for_scope
+
+        return {
+            "compte.json": {
+                "format": EXPORT_FORMAT_VERSION,
+                "id": str(citizen.id), "email": citizen.email,
+                "email_verifie_le": citizen.email_verified_at, "cree_le": citizen.created_at,
+                "derniere_connexion": citizen.last_login_at,
+                "double_authentification": citizen.totp_enabled_at is not None,
+                "identite": {"given_name": citizen.given_name, "family_name": citizen.family_name,
+                             "preferred_username": citizen.preferred_username,
+                             "birthdate": citizen.birthdate.isoformat(), "gender": citizen.gender,
+                             "birthplace": citizen.birthplace, "birthcountry": citizen.birthcountry},
+            },
+            "documents.json": [{
+                "id": str(d.id), "fichier": f"documents/{d.id}-{d.filename}", "type": d.type, "titre": d.title,
+                "nom_du_fichier": d.filename, "type_media": d.media_type, "taille": d.size, "sha256": d.sha256,
+                "valable_jusqu_au": d.valid_until, "ajoute_le": d.created_at, "modifie_le": d.updated_at,
+                "depose_par": d.source_name or "vous", "analyse_antivirus": d.scan_result,
+                "conservation_legale": d.legal_hold} for d in documents],
+            "applications.json": [{
+                "application": client.name, "client_id": client.client_id, "autorise_le": consent.granted_at,
+                "scopes": consent.scope.split(), "informations_transmises": claims_for_scope(consent.scope)}
+                for consent, client in consents],
+            "sessions.json": [{"connecte_le": s.created_at, "derniere_activite": s.last_seen_at,
+                               "appareil": s.user_agent, "methodes": s.amr.split()}
+                              for s in db.exec(select(LoginSession).where(LoginSession.citizen_id == citizen.id))],
+            "journal-des-acces.json": [{"date": e.at, "service": e.actor_name, "type": e.actor_kind,
+                                        "action": e.action, "document": e.document_title}
+                                       for e in self.documents.access_log(db, citizen.id, limit=100_000)],
+            "demandes.json": [{"id": str(r.id), "type": r.kind, "canal": r.channel, "recue_le": r.received_on,
+                               "echeance": r.extended_to or r.due_on, "statut": r.status, "issue": r.outcome}
+                              for r in db.exec(select(DataRequest).where(DataRequest.citizen_id == citizen.id))],
+        }
+
+    # ---- erasure (Art. 17) --------------------------------------------------------------------------------
+
+    def erase(self, db: Session, *, citizen_id: uuid.UUID, reason: str, by: Staff,
+              request_id: uuid.UUID | None = None) -> str:
+        """Erase a citizen; return the erasure certificate (a JWS signed by the service's key).
+
+        Idempotent and resumable: each stage commits, and running it again after a failure (the
+        object store down, say) finishes the job; once done it returns the first certificate.
+        Order: sessions and tokens revoked → legal-hold documents re-keyed under the KEK → the
+        citizen key destroyed (crypto-shredding: every copy of every object is now unreadable,
+        backups included) → every version of every object deleted → rows deleted or anonymised →
+        tombstone and certificate.
+        """
+        subject = self.subject(db, citizen_id)
+        tombstone = db.get(Tombstone, subject)
+        if tombstone is not None and tombstone.completed_at is not None:
+            return tombstone.certificate or ""
+        citizen = db.get(Citizen, citizen_id)
+        if citizen is None and tombstone is None:
+            raise SubjectNotFound("Aucun citoyen avec cet identifiant.")
+        if not reason.strip():
+            raise GdprError("Indiquez le motif de l'effacement.")
+        if tombstone is None:
+            tombstone = Tombstone(subject=subject, request_id=request_id, counts={})
+            db.add(tombstone)
+            audit.record(db, actor=by.actor, action="erasure.started", target=f"subject:{subject}",
+                         details={"request": str(request_id) if request_id else None, "reason": reason.strip()[:300]})
+        counts: dict[str, Any] = dict(tombstone.counts)
+
+        if citizen is not None:
+            # 1. Nothing can act for the citizen any more.
+            counts["sessions"] = counts.get("sessions", 0) + db.exec(
+                delete(LoginSession).where(LoginSession.citizen_id == citizen.id)).rowcount  # type: ignore[arg-type]
+            counts["tokens_revoked"] = counts.get("tokens_revoked", 0) + db.exec(
+                update(OAuthToken).where(OAuthToken.citizen_id == citizen.id, OAuthToken.revoked_at.is_(None))  # type: ignore[union-attr]
+                .values(revoked_at=utcnow())).rowcount
+            # Art. 19: the apps that received the citizen's data are told in the certificate.
+            recipients = {c.client_id: c.name for c in db.exec(
+                select(OAuthClient).where(or_(
+                    OAuthClient.client_id.in_(select(Consent.client_id).where(Consent.citizen_id == citizen.id)),  # type: ignore[attr-defined]
+                    OAuthClient.client_id.in_(select(OAuthToken.client_id).where(OAuthToken.citizen_id == citizen.id)),  # type: ignore[attr-defined]
+                )))}
+            counts["recipients"] = sorted([{"client_id": k, "name": v} for k, v in recipients.items()],
+                                          key=lambda r: r["client_id"])
+            # 2. Legal hold: keep those documents, their key re-wrapped by the KEK.
+            held = db.exec(select(Document).where(Document.owner_id == citizen.id, Document.legal_hold.is_not(None))).all()  # type: ignore[union-attr]
+            for document in held:
+                key = self.documents.document_key(db, document)
+                document.held_key = crypto.wrap(self.keys, key, context=b"legal-hold:" + document.id.bytes)
+                document.owner_id = None
+            counts["kept_under_legal_hold"] = [{"document_id": str(d.id), "reason": d.legal_hold, "sha256": d.sha256}
+                                               for d in held]
+            to_delete = db.exec(select(Document).where(Document.owner_id == citizen.id)).all()
+            counts["documents"] = [{"sha256": d.sha256, "size": d.size} for d in to_delete]
+            counts["blob_keys"] = [d.blob_key for d in to_delete]
+            # 3. Crypto-shredding.
+            counts["citizen_key_destroyed"] = bool(db.exec(
+                delete(CitizenKey).where(CitizenKey.citizen_id == citizen.id)).rowcount)  # type: ignore[arg-type]
+            counts["access_log_entries"] = db.exec(select(func.count()).select_from(AccessLogEntry)
+                                                   .where(AccessLogEntry.citizen_id == citizen.id)).one()
+            counts["consents"] = db.exec(select(func.count()).select_from(Consent)
+                                         .where(Consent.citizen_id == citizen.id)).one()
+            # 4. Rows: the register keeps the requests (accountability) without naming the person.
+            db.exec(update(DataRequest).where(DataRequest.citizen_id == citizen.id)
+                    .values(requester_label=f"Personne effacée ({subject[:12]})", citizen_id=None))
+            db.exec(delete(Document).where(Document.owner_id == citizen.id))  # type: ignore[arg-type]
+            db.delete(citizen)  # cascades: tokens, codes, consents, access log, links, recovery codes
+            tombstone.counts = counts
+            db.commit()  # from here the citizen is gone; what remains is deleting objects
+
+        # 5. Every version of every object (resumable: deleting twice removes nothing more).
+        removed = 0
+        for blob_key in counts.get("blob_keys", []):
+            removed += self.documents.store.delete(blob_key)  # BlobStoreUnavailable: run it again later
+        counts["object_versions_deleted"] = counts.get("object_versions_deleted", 0) + removed
+        counts.pop("blob_keys", None)
+
+        erased_at = tombstone.erased_at
+        claims = {
+            "iss": self.settings.issuer, "iat": int(time.time()), "jti": str(uuid.uuid4()),
+            "typ": "erasure-certificate", "sub": subject, "request": str(tombstone.request_id or ""),
+            "erased_at": erased_at.isoformat(), "legal_basis": "RGPD article 17",
+            "destroyed": {
+                "login_sessions": counts.get("sessions", 0), "tokens_revoked": counts.get("tokens_revoked", 0),
+                "documents": len(counts.get("documents", [])),
+                "document_sha256": [d["sha256"] for d in counts.get("documents", [])],
+                "object_versions": counts["object_versions_deleted"],
+                "citizen_key": counts.get("citizen_key_destroyed", False),
+                "consents": counts.get("consents", 0), "access_log_entries": counts.get("access_log_entries", 0),
+            },
+            "kept_under_legal_hold": counts.get("kept_under_legal_hold", []),
+            "recipients_notified": counts.get("recipients", []),  # Art. 19
+        }
+        certificate = self.keystore.sign(db, claims, alg="ES256", typ="erasure-certificate+jwt")
+        tombstone.counts = {k: v for k, v in counts.items() if k != "documents"} | {
+            "documents": len(counts.get("documents", []))}
+        tombstone.certificate = certificate
+        tombstone.completed_at = utcnow()
+        audit.record(db, actor=by.actor, action="erasure.completed", target=f"subject:{subject}",
+                     details={"documents": len(counts.get("documents", [])),
+                              "object_versions": counts["object_versions_deleted"]})
+        db.commit()
+        logger.info("citizen erased", extra={"subject": subject})
+        return certificate
+
+    def tombstone(self, db: Session, citizen_id: uuid.UUID) -> Tombstone | None:
+        return db.get(Tombstone, self.subject(db, citizen_id))

@@ -1,0 +1,120 @@
+"""Staff accounts (the DPO, administrators): password + TOTP always, and a fresh re-authentication
+(less than 5 minutes old) before an export or an erasure."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+
+import pyotp
+from sqlmodel import Session, select
+
+from vault import crypto
+from vault.auth.exceptions import InvalidCredentials, InvalidInput, TooManyLoginAttempts
+from vault.auth.identity import normalize_email
+from vault.auth.passwords import password_problem
+from vault.auth.service import AccountService, new_token, token_hash
+from vault.db import utcnow
+from vault.gdpr.models import StaffAccount, StaffSession
+
+logger = logging.getLogger(__name__)
+
+REAUTH_WINDOW = timedelta(minutes=5)
+ROLES = ("dpo", "admin")
+
+
+@dataclass(frozen=True)
+class StaffCurrent:
+    session: StaffSession
+    staff: StaffAccount
+    token: str
+
+    @property
+    def recently_reauthenticated(self) -> bool:
+        at = self.session.reauth_at
+        return at is not None and utcnow() - at <= REAUTH_WINDOW
+
+
+class StaffService:
+    """Reuses the citizens' hasher, TOTP checks and throttling; sessions are separate."""
+
+    def __init__(self, accounts: AccountService) -> None:
+        self.accounts = accounts
+
+    def create(self, db: Session, *, email: str, name: str, role: str, password: str) -> tuple[StaffAccount, str, str]:
+        """Create a staff account with TOTP already on; return it, the TOTP secret and its otpauth URI."""
+        errors: dict[str, str] = {}
+        try:
+            email = normalize_email(email)
+        except ValueError as exc:
+            errors["email"] = str(exc)
+        if role not in ROLES:
+            errors["role"] = f"one of {', '.join(ROLES)}"
+        if not name.strip():
+            errors["name"] = "required"
+        if problem := password_problem(password, email=email):
+            errors["password"] = problem
+        if not errors.get("email") and db.exec(select(StaffAccount.id).where(StaffAccount.email == email)).first():
+            errors["email"] = "Un compte existe déjà avec cette adresse."
+        if errors:
+            raise InvalidInput(errors)
+        staff = StaffAccount(email=email, name=name.strip()[:200], role=role,
+                             password_hash=self.accounts.hasher.hash(password), totp_enabled_at=utcnow())
+        secret = pyotp.random_base32()
+        staff.totp_secret = crypto.wrap(self.accounts.keys, secret.encode(), context=self.accounts.totp_context(staff))
+        db.add(staff)
+        db.flush()
+        uri = pyotp.TOTP(secret).provisioning_uri(name=email, issuer_name=f"{self.accounts.settings.city_name} (DPO)")
+        logger.info("staff account created", extra={"staff_id": str(staff.id), "role": role})
+        return staff, secret, uri
+
+    def login(self, db: Session, *, email: str, password: str, otp: str, address: str) -> str:
+        """Password and TOTP in one step (staff have no way around the second factor)."""
+        try:
+            normalized = normalize_email(email)
+        except ValueError:
+            normalized = (email or "").strip().lower()[:254]
+        keys = [self.accounts._account_key("staff:" + normalized), self.accounts._address_key(address)]
+        if retry := self.accounts._locked_for(session=db, keys=keys):
+            raise TooManyLoginAttempts(retry)
+        staff = db.exec(select(StaffAccount).where(StaffAccount.email == normalized)).first() if normalized else None
+        ok = self.accounts.hasher.verify(staff.password_hash if staff else None, password or "")
+        if not ok or staff is None or staff.disabled_at is not None or not self.accounts.accept_totp(citizen=staff, code=otp):
+            self.accounts.record_login_failure(session=db, email="staff:" + normalized, address=address)
+            raise InvalidCredentials("Adresse e-mail, mot de passe ou code incorrect.")
+        token, digest = new_token()
+        now = utcnow()
+        db.add(StaffSession(id=digest, staff_id=staff.id, created_at=now, last_seen_at=now, mfa_done=True, reauth_at=now))
+        logger.info("staff login", extra={"staff_id": str(staff.id)})
+        return token
+
+    def resolve(self, db: Session, token: str | None) -> StaffCurrent | None:
+        if not token or len(token) > 200:
+            return None
+        session = db.get(StaffSession, token_hash(token))
+        if session is None or not session.mfa_done:
+            return None
+        now = utcnow()
+        settings = self.accounts.settings
+        if (now - session.last_seen_at > timedelta(minutes=settings.session_idle_minutes)
+                or now - session.created_at > timedelta(hours=settings.session_absolute_hours)):
+            db.delete(session)
+            return None
+        staff = db.get(StaffAccount, session.staff_id)
+        if staff is None or staff.disabled_at is not None:
+            return None
+        session.last_seen_at = now
+        return StaffCurrent(session=session, staff=staff, token=token)
+
+    def reauthenticate(self, db: Session, current: StaffCurrent, *, password: str, otp: str, address: str) -> None:
+        staff = current.staff
+        if not (self.accounts.hasher.verify(staff.password_hash, password or "")
+                and self.accounts.accept_totp(citizen=staff, code=otp)):
+            self.accounts.record_login_failure(session=db, email="staff:" + staff.email, address=address)
+            raise InvalidCredentials("Mot de passe ou code incorrect.")
+        current.session.reauth_at = utcnow()
+
+    def logout(self, db: Session, token: str | None) -> None:
+        if token and (session := db.get(StaffSession, token_hash(token))) is not None:
+            db.delete(session)
