@@ -21,7 +21,8 @@ from vault.auth import routes as auth_routes
 from vault.auth.adapter import BodyError
 from vault.auth.keys import KeyStore
 from vault.auth.oidc import OpenIDService
-from vault.gdpr.service import GdprService
+from vault.gdpr import routes as gdpr_routes
+from vault.gdpr.service import GdprError, GdprService
 from vault.gdpr.staff import StaffService
 from vault.auth.passwords import Hasher
 from vault.auth.service import AccountService
@@ -78,6 +79,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.include_router(demo.router)
     app.include_router(storage_routes.api)
     app.include_router(storage_routes.pages)
+    app.include_router(gdpr_routes.pages)
     _add_operational_routes(app)
     _add_error_handlers(app)
     return app
@@ -188,6 +190,17 @@ def _add_error_handlers(app: FastAPI) -> None:
                             message="L'enregistrement des documents est momentanément indisponible. Rien n'a été "
                                     "enregistré : réessayez dans quelques minutes.", status=503,
                             link=("/documents", "Retour à mes justificatifs"))
+
+    @app.exception_handler(gdpr_routes.NotStaff)
+    async def not_staff(request: Request, exc: Exception) -> Response:
+        return message_page(request, title="Page introuvable", message="Cette page n'existe pas ou n'existe plus.",
+                            status=404, link=("/", "Accueil"))
+
+    @app.exception_handler(GdprError)
+    async def gdpr_error(request: Request, exc: GdprError) -> Response:
+        if _wants_json(request):
+            return JSONResponse({"error": exc.code, "detail": exc.message}, status_code=exc.status)
+        return message_page(request, title="Impossible de continuer", message=exc.message, status=exc.status)
 
     @app.exception_handler(auth_routes.LoginRequired)
     async def login_required(request: Request, exc: auth_routes.LoginRequired) -> Response:

@@ -7,6 +7,7 @@ from pathlib import Path
 from jinja2 import Environment, nodes
 
 from vault.auth.routes import EMAIL_FORMS, NOTICES
+from vault.gdpr.models import REQUEST_KINDS, STATUSES
 from vault.storage.models import DOCUMENT_TYPES
 from vault.storage.routes import NOTICES as DOCUMENT_NOTICES
 from vault.web.i18n import EN
@@ -33,7 +34,7 @@ def template_sentences() -> set[str]:
 
 def test_every_template_sentence_has_an_english_translation() -> None:
     sentences = template_sentences() | set(NOTICES.values()) | set(DOCUMENT_TYPES.values())
-    sentences |= set(DOCUMENT_NOTICES.values())
+    sentences |= set(DOCUMENT_NOTICES.values()) | set(REQUEST_KINDS.values()) | set(STATUSES.values())
     sentences |= {text for form in EMAIL_FORMS.values() for text in form.values()}
     assert len(sentences) > 60
     missing = sorted(s for s in sentences if s not in EN)

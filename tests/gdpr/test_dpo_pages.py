@@ -1,0 +1,127 @@
+"""The DPO's pages and the citizen's "Mes données", driven as people drive them."""
+
+from __future__ import annotations
+
+import io
+import time
+import zipfile
+from datetime import timedelta
+
+import pyotp
+import pytest
+from sqlalchemy import update
+from sqlmodel import Session, select
+
+from tests.support import PASSWORD, Browser, Outbox, verified_citizen
+from vault.auth.models import Citizen
+from vault.db import utcnow
+from vault.gdpr import audit
+from vault.gdpr.models import DataRequest, StaffSession
+
+STAFF_PASSWORD = "la protection des données avant tout"
+
+
+@pytest.fixture
+def dpo(app, engine) -> tuple[Browser, pyotp.TOTP]:  # noqa: ANN001
+    with Session(engine) as session:
+        _, secret, uri = app.state.staff.create(session, email="dpo@ville.example.fr", name="Camille DPO", role="dpo",
+                                                password=STAFF_PASSWORD)
+        session.commit()
+    assert uri.startswith("otpauth://totp/")
+    totp = pyotp.TOTP(secret)
+    browser = Browser(app)
+    assert browser.submit("/dpo/login", {"email": "dpo@ville.example.fr", "password": STAFF_PASSWORD,
+                                         "otp": totp.now()}).status_code == 303
+    return browser, totp
+
+
+@pytest.fixture
+def someone(app, outbox: Outbox, engine):  # noqa: ANN001, ANN201
+    with Browser(app) as browser:
+        verified_citizen(browser, outbox, "someone@example.org")
+        browser.login("someone@example.org")
+        with Session(engine) as session:
+            citizen_id = session.exec(select(Citizen.id)).one()
+        yield browser, citizen_id
+
+
+def test_staff_login_needs_password_and_totp(app, engine) -> None:  # noqa: ANN001
+    with Session(engine) as session:
+        _, secret, _ = app.state.staff.create(session, email="admin@ville.example.fr", name="A", role="admin",
+                                              password=STAFF_PASSWORD)
+        session.commit()
+    with Browser(app) as browser:
+        no_code = browser.submit("/dpo/login", {"email": "admin@ville.example.fr", "password": STAFF_PASSWORD})
+        assert no_code.status_code == 401 and "incorrect" in no_code.text
+        wrong = browser.submit("/dpo/login", {"email": "admin@ville.example.fr", "password": "mauvais mot de passe",
+                                              "otp": pyotp.TOTP(secret).now()})
+        assert wrong.status_code == 401
+        assert browser.get("/dpo/").status_code == 404
+
+
+def test_the_staff_section_does_not_exist_for_citizens(someone) -> None:  # noqa: ANN001
+    browser, _ = someone
+    for path in ("/dpo/", "/dpo/requests.csv"):
+        assert browser.get(path).status_code == 404
+    assert browser.submit("/account", {"kind": "access"}, action="/dpo/requests").status_code == 404
+
+
+def test_register_open_extend_close_and_csv(dpo, someone, engine) -> None:  # noqa: ANN001
+    browser, _totp = dpo
+    _, citizen_id = someone
+    opened = browser.submit("/dpo/", {"kind": "rectification", "citizen_id": str(citizen_id), "channel": "mail",
+                                      "received_on": "01/01/2026", "identity_check": "copie de la carte d'identité"},
+                            action="/dpo/requests")
+    assert opened.status_code == 303
+    page = browser.get(opened.headers["location"]).text
+    assert "Jeanne Marie Martin" in page and "01/02/2026" in page  # due one month later
+    home = browser.get("/dpo/").text
+    assert "En retard (1)" in home
+    path = opened.headers["location"]
+    rectified = browser.submit(path, {"family_name": "Martin-Durand", "reason": "acte de mariage produit"},
+                               action=f"{path}/rectify")
+    assert rectified.status_code == 303
+    with Session(engine) as session:
+        assert session.get(Citizen, citizen_id).family_name == "Martin-Durand"
+        entry = session.exec(select(audit.AuditEntry).where(audit.AuditEntry.action == "identity.rectified")).one()
+        assert entry.details["fields"] == ["family_name"] and "Martin" not in str(entry.details)
+    browser.submit(path, {"reason": "pièces à vérifier", "told_on": "15/01/2026"}, action=f"{path}/extend")
+    assert "prolongée jusqu'au 01/04/2026" in browser.get(path).text
+    browser.submit(path, {"status": "done", "outcome": "nom corrigé"}, action=f"{path}/close")
+    csv_export = browser.get("/dpo/requests.csv")
+    assert csv_export.headers["content-type"].startswith("text/csv") and "nom corrigé" in csv_export.text
+    missing_csrf = browser.post(f"{path}/close", data={"status": "done", "outcome": "x"})
+    assert missing_csrf.status_code == 403
+
+
+def test_citizen_export_and_erasure_request_then_dpo_erases(app, dpo, someone, engine) -> None:  # noqa: ANN001
+    citizen, citizen_id = someone
+    archive = citizen.submit("/account/data", {}, action="/account/data/export")
+    assert archive.status_code == 200 and archive.headers["content-type"] == "application/zip"
+    with zipfile.ZipFile(io.BytesIO(archive.content)) as zf:
+        assert "compte.json" in zf.namelist()
+    asked = citizen.submit("/account/data", {"confirm": "yes"}, action="/account/data/erasure")
+    assert asked.headers["location"] == "/account/data?notice=erasure"
+    assert "Effacement (art. 17)" in citizen.get("/account/data").text
+    with Session(engine) as session:
+        kinds = sorted((r.kind, r.status, r.channel) for r in session.exec(select(DataRequest)))
+        request_id = session.exec(select(DataRequest.id).where(DataRequest.kind == "erasure")).one()
+    assert kinds == [("access", "done", "online"), ("erasure", "received", "online")]
+
+    browser, totp = dpo
+    path = f"/dpo/requests/{request_id}"
+    with Session(engine) as session:  # the login's re-authentication is now older than 5 minutes
+        session.exec(update(StaffSession).values(reauth_at=utcnow() - timedelta(minutes=6)))
+        session.commit()
+    refused = browser.submit(path, {"reason": "demande"}, action=f"{path}/erase")
+    assert refused.status_code == 403 and "moins de 5 minutes" in refused.text
+    assert browser.submit(path, {"password": STAFF_PASSWORD, "otp": totp.at(time.time() + 30), "next": path},
+                          action="/dpo/reauth").headers["location"] == path
+    erased = browser.submit(path, {"reason": "demande de la personne"}, action=f"{path}/erase")
+    assert erased.status_code == 303
+    page = browser.get(path).text
+    assert "Traitée" in page and "effacée le" in page and "Personne effacée" in page
+    assert citizen.login("someone@example.org", PASSWORD).status_code == 401
+    with Session(engine) as session:
+        assert session.get(Citizen, citizen_id) is None
+        assert audit.verify(session).ok

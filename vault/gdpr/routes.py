@@ -1,0 +1,240 @@
+"""The DPO's pages under ``/dpo/`` and the citizen's "Mes données". Thin: authorize, call the
+service, shape the page. Anyone but staff gets 404 under ``/dpo/`` (the section is not advertised)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from starlette.responses import Response, StreamingResponse
+
+from vault.auth.exceptions import AuthError
+from vault.auth.identity import parse_birthdate
+from vault.auth.routes import DB, Citizen, Form, redirect
+from vault.gdpr import audit
+from vault.gdpr.models import CHANNELS, REQUEST_KINDS, STATUSES, Tombstone
+from vault.gdpr.service import GdprError, GdprService, Staff
+from vault.gdpr.staff import StaffCurrent, StaffService
+from vault.web.pages import PageError, clear_cookie, client_address, get_cookie, render, rotate_csrf, set_cookie
+
+pages = APIRouter(include_in_schema=False)
+STAFF_COOKIE = "staff_session"
+
+
+class NotStaff(Exception):
+    """Answered 404: the staff section does not exist for anyone else."""
+
+
+def gdpr_service(request: Request) -> GdprService:
+    return request.app.state.gdpr
+
+
+def staff_service(request: Request) -> StaffService:
+    return request.app.state.staff
+
+
+Gdpr = Annotated[GdprService, Depends(gdpr_service)]
+StaffSvc = Annotated[StaffService, Depends(staff_service)]
+
+
+def current_staff(request: Request, db: DB, service: StaffSvc) -> StaffCurrent:
+    current = service.resolve(db, get_cookie(request, STAFF_COOKIE))
+    if current is None:
+        raise NotStaff()
+    request.state.staff = current
+    return current
+
+
+StaffUser = Annotated[StaffCurrent, Depends(current_staff)]
+
+
+def _by(current: StaffCurrent) -> Staff:
+    return Staff(actor=f"staff:{current.staff.id}", label=f"{current.staff.name} ({current.staff.role})")
+
+
+def _require_reauth(request: Request, current: StaffCurrent) -> None:
+    if not current.recently_reauthenticated:
+        raise PageError(403, "Cette action demande de confirmer votre mot de passe et votre code (il y a moins de "
+                             "5 minutes). Confirmez-les, puis recommencez.", title="Confirmation nécessaire")
+
+
+# ---- staff login ------------------------------------------------------------------------------------------
+
+
+@pages.get("/dpo/login")
+def dpo_login_page(request: Request) -> Response:
+    return render(request, "dpo/login.html", {"title": "Espace du délégué à la protection des données"})
+
+
+@pages.post("/dpo/login")
+def dpo_login(request: Request, form: Form, db: DB, service: StaffSvc) -> Response:
+    try:
+        token = service.login(db, email=form.get("email", ""), password=form.get("password", ""),
+                              otp=form.get("otp", ""), address=client_address(request))
+    except AuthError as exc:
+        return render(request, "dpo/login.html", {"title": "Espace du délégué à la protection des données",
+                                                  "failure": exc.message}, status=401)
+    response = redirect("/dpo/")
+    set_cookie(response, request.app.state.settings, STAFF_COOKIE, token, samesite="strict")
+    rotate_csrf(request, response)
+    return response
+
+
+@pages.post("/dpo/logout")
+def dpo_logout(request: Request, form: Form, db: DB, service: StaffSvc) -> Response:
+    service.logout(db, get_cookie(request, STAFF_COOKIE))
+    response = redirect("/dpo/login")
+    clear_cookie(response, request.app.state.settings, STAFF_COOKIE)
+    return response
+
+
+@pages.post("/dpo/reauth")
+def dpo_reauth(request: Request, form: Form, db: DB, service: StaffSvc, current: StaffUser) -> Response:
+    try:
+        service.reauthenticate(db, current, password=form.get("password", ""), otp=form.get("otp", ""),
+                               address=client_address(request))
+    except AuthError as exc:
+        raise PageError(401, exc.message, title="Confirmation refusée") from None
+    target = form.get("next", "/dpo/")
+    return redirect(target if target.startswith("/dpo/") else "/dpo/")
+
+
+# ---- the register ------------------------------------------------------------------------------------------
+
+
+@pages.get("/dpo/")
+def dpo_home(request: Request, db: DB, gdpr: Gdpr, current: StaffUser) -> Response:
+    return render(request, "dpo/home.html", {
+        "title": "Registre des demandes", "overdue": gdpr.list_requests(db, view="overdue"),
+        "week": gdpr.list_requests(db, view="week"), "all": gdpr.list_requests(db, view="all"),
+        "kinds": REQUEST_KINDS, "channels": CHANNELS, "statuses": STATUSES, "staff": current.staff,
+        "today": date.today()})
+
+
+@pages.get("/dpo/requests.csv")
+def dpo_csv(db: DB, gdpr: Gdpr, current: StaffUser) -> Response:
+    audit.record(db, actor=_by(current).actor, action="register.exported")
+    return StreamingResponse(gdpr.register_csv(db), media_type="text/csv; charset=utf-8",
+                             headers={"Content-Disposition": 'attachment; filename="registre-rgpd.csv"'})
+
+
+@pages.post("/dpo/requests")
+def dpo_open_request(request: Request, form: Form, db: DB, gdpr: Gdpr, current: StaffUser) -> Response:
+    try:
+        citizen_id = uuid.UUID(form.get("citizen_id", "").strip())
+        received = parse_birthdate(form["received_on"]) if form.get("received_on") else None
+    except (ValueError, KeyError):
+        raise PageError(400, "Identifiant du citoyen ou date de réception invalide.") from None
+    try:
+        created = gdpr.open_request(db, kind=form.get("kind", ""), citizen_id=citizen_id,
+                                    channel=form.get("channel", ""), by=_by(current), received_on=received,
+                                    identity_check=form.get("identity_check", ""))
+    except GdprError as exc:
+        raise PageError(exc.status, exc.message) from None
+    return redirect(f"/dpo/requests/{created.id}")
+
+
+@pages.get("/dpo/requests/{request_id}")
+def dpo_request(request: Request, request_id: uuid.UUID, db: DB, gdpr: Gdpr, current: StaffUser) -> Response:
+    try:
+        item = gdpr.get_request(db, request_id)
+    except GdprError as exc:
+        raise PageError(404, exc.message) from None
+    tombstone = db.get(Tombstone, item.subject)
+    return render(request, "dpo/request.html", {
+        "title": "Demande", "item": item, "kinds": REQUEST_KINDS, "channels": CHANNELS, "statuses": STATUSES,
+        "tombstone": tombstone, "reauth_ok": current.recently_reauthenticated, "staff": current.staff})
+
+
+@pages.post("/dpo/requests/{request_id}/{action}")
+def dpo_request_action(request: Request, request_id: uuid.UUID, action: str, form: Form, db: DB, gdpr: Gdpr,
+                       current: StaffUser) -> Response:
+    by = _by(current)
+    try:
+        item = gdpr.get_request(db, request_id)
+        if action == "extend":
+            gdpr.extend(db, request_id=request_id, reason=form.get("reason", ""),
+                        told_on=parse_birthdate(form.get("told_on", "") or date.today().isoformat()), by=by)
+        elif action == "close":
+            gdpr.close(db, request_id=request_id, status=form.get("status", ""), outcome=form.get("outcome", ""),
+                       refusal_reason=form.get("refusal_reason", ""), by=by)
+        elif action == "rectify":
+            if item.citizen_id is None:
+                raise GdprError("Cette personne a été effacée.")
+            gdpr.rectify(db, citizen_id=item.citizen_id, reason=form.get("reason", ""), by=by,
+                         changes={k: v for k, v in form.items() if k in ("given_name", "family_name", "birthdate",
+                                                                         "gender", "birthplace", "birthcountry",
+                                                                         "preferred_username") and v})
+        elif action == "erase":
+            _require_reauth(request, current)
+            if item.citizen_id is None:
+                raise GdprError("Cette personne a déjà été effacée.")
+            certificate = gdpr.erase(db, citizen_id=item.citizen_id, reason=form.get("reason", "") or "demande",
+                                     by=by, request_id=item.id)
+            gdpr.close(db, request_id=request_id, status="done", by=by,
+                       outcome=f"Effacement effectué ; certificat : {certificate[:24]}…")
+        else:
+            raise PageError(404, "Action inconnue.")
+    except ValueError:
+        raise PageError(400, "Une date n'est pas valide (JJ/MM/AAAA).") from None
+    except GdprError as exc:
+        raise PageError(exc.status, exc.message) from None
+    return redirect(f"/dpo/requests/{request_id}")
+
+
+@pages.get("/dpo/requests/{request_id}/export")
+def dpo_export(request: Request, request_id: uuid.UUID, db: DB, gdpr: Gdpr, current: StaffUser) -> Response:
+    _require_reauth(request, current)
+    try:
+        item = gdpr.get_request(db, request_id)
+        if item.citizen_id is None:
+            raise GdprError("Cette personne a été effacée.")
+        chunks = gdpr.export(db, citizen_id=item.citizen_id, by=_by(current))
+    except GdprError as exc:
+        raise PageError(exc.status, exc.message) from None
+    db.commit()  # the audit entry lands before the (long) download starts
+    return StreamingResponse(chunks, media_type="application/zip",
+                             headers={"Content-Disposition": f'attachment; filename="donnees-{request_id}.zip"'})
+
+
+# ---- the citizen: "Mes données" ------------------------------------------------------------------------------
+
+
+def _subject_by(gdpr: GdprService, db: DB, citizen_id: uuid.UUID) -> Staff:
+    return Staff(actor=f"subject:{gdpr.subject(db, citizen_id)}", label="la personne elle-même (en ligne)")
+
+
+@pages.get("/account/data")
+def my_data(request: Request, db: DB, gdpr: Gdpr, current: Citizen) -> Response:
+    pending = [r for r in gdpr.list_requests(db, view="open") if r.citizen_id == current.citizen.id]
+    return render(request, "my_data.html", {"title": "Mes données", "pending": pending, "kinds": REQUEST_KINDS,
+                                            "statuses": STATUSES,
+                                            "notice": "Votre demande d'effacement est enregistrée : le délégué à la "
+                                                      "protection des données vous répondra sous un mois."
+                                            if request.query_params.get("notice") == "erasure" else None})
+
+
+@pages.post("/account/data/export")
+def my_data_export(request: Request, form: Form, db: DB, gdpr: Gdpr, current: Citizen) -> Response:
+    by = _subject_by(gdpr, db, current.citizen.id)
+    item = gdpr.open_request(db, kind="access", citizen_id=current.citizen.id, channel="online", by=by,
+                             identity_check="connexion à l'espace citoyen")
+    chunks = gdpr.export(db, citizen_id=current.citizen.id, by=by)
+    gdpr.close(db, request_id=item.id, status="done", outcome="Archive téléchargée par la personne.", by=by)
+    db.commit()
+    return StreamingResponse(chunks, media_type="application/zip",
+                             headers={"Content-Disposition": 'attachment; filename="mes-donnees.zip"'})
+
+
+@pages.post("/account/data/erasure")
+def my_data_erasure(request: Request, form: Form, db: DB, gdpr: Gdpr, current: Citizen) -> Response:
+    if form.get("confirm") != "yes":
+        raise PageError(400, "Cochez la case pour confirmer votre demande d'effacement.")
+    pending = [r for r in gdpr.list_requests(db, view="open")
+               if r.citizen_id == current.citizen.id and r.kind == "erasure"]
+    if not pending:
+        gdpr.open_request(db, kind="erasure", citizen_id=current.citizen.id, channel="online",
+                          by=_subject_by(gdpr, db, current.citizen.id), identity_check="connexion à l'espace citoyen")
+    return redirect("/account/data?notice=erasure")
