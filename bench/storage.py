@@ -68,6 +68,7 @@ SAMPLE_INTERVAL = 0.05
 BUCKET = "citizen-vault-bench"
 BASELINE_KEY = "bench-baseline/put-like-the-service"
 REFERENCE_KEY = "bench-baseline/upload-fileobj"
+BOTH_KEY = "bench-baseline/put-next-to-clamd"
 EMAIL = "bench-storage@example.org"
 PASSWORD = "un chat vert mange des prunes au banc"
 REQUEST_TIMEOUT = httpx.Timeout(600.0, connect=10.0)
@@ -471,7 +472,7 @@ def start_everything(base: Path, max_stream: int) -> Setup:
 STOPPABLE: list[Any] = []  # tests/services.py handles, stopped in reverse order
 
 
-OPERATIONS = ("clamd", "put", "get", "upload_fileobj", "api_upload", "api_download")
+OPERATIONS = ("clamd", "put", "get", "upload_fileobj", "both", "api_upload", "api_download")
 READS_PER_ROUND = 3  # a 200 MB read takes a few tenths of a second: several per round steady the best-of
 
 
@@ -508,6 +509,20 @@ def throughput(setup: Setup, data: bytes, reps: int) -> dict[str, list[Sample]]:
         settle()
         samples["upload_fileobj"].append(timed(cpu, size, lambda: client.upload_fileobj(
             io.BytesIO(data), BUCKET, REFERENCE_KEY, Config=TransferConfig())))
+        settle()
+
+        def both() -> None:  # the two baselines at once, each at its own pace
+            scanned: list[float] = []
+            scanner = threading.Thread(target=scan, args=(scanned,), name="bench-clamd")
+            scanner.start()
+            try:
+                s3_put_like_the_service(client, BOTH_KEY, data)
+            finally:
+                scanner.join()
+            if not scanned:
+                raise RuntimeError("the clamd scan running next to the PUT failed")
+
+        samples["both"].append(timed(cpu, size, both))
         settle()
         documents: list[dict[str, Any]] = []
         samples["api_upload"].append(timed(cpu, size, lambda: documents.append(
@@ -659,6 +674,9 @@ def report(setup: Setup, args: argparse.Namespace, load_before: float, results: 
             ("S3 GET alone", "get", "one GetObject streamed in 1 MiB chunks (as the service), SHA-256 of the bytes"),
             ("(reference) S3 upload_fileobj", "upload_fileobj", "boto3 TransferConfig defaults (8 MiB parts,"
                                                                 " 10 threads); not used in the targets"),
+            ("(reference) clamd + PUT at once", "both", "the two lines above them at the same time, from two threads"
+                                                        " of this script, each at its own pace (no encryption, no HTTP"
+                                                        " hop); not used in the targets"),
             ("API upload", "api_upload", "POST /api/v1/documents, raw body streamed with Content-Length, until the"
                                          " 201 (clean verdict, blob completed, row committed)"),
             ("API download", "api_download", "GET /api/v1/documents/{id}/content streamed to the end, SHA-256"
@@ -700,6 +718,9 @@ def report(setup: Setup, args: argparse.Namespace, load_before: float, results: 
                   f" -> {excess / MB:+.1f} MB above idle   target <= {MEMORY_BUDGET / MB:.0f}:"
                   f" {verdict(excess <= MEMORY_BUDGET)}   [upload {row.upload.mbps:.0f} MB/s, download"
                   f" {row.download.mbps:.0f} MB/s]")
+        for row in rows_m:
+            print(f"    {human(row.size):>7} upload:   {cpu_text(row.upload)}")
+            print(f"    {human(row.size):>7} download: {cpu_text(row.download)}")
         spread = excesses[-1] - excesses[0]
         print(f"  the same for both sizes: {human(rows_m[-1].size)} minus {human(rows_m[0].size)} ="
               f" {spread / MB:+.1f} MB   target within +/-{SAME_TOLERANCE / MB:.0f} MB"
@@ -719,7 +740,7 @@ def report(setup: Setup, args: argparse.Namespace, load_before: float, results: 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--reps", type=int, default=5, help="timed rounds of the throughput part (default 5)")
+    parser.add_argument("--reps", type=int, default=4, help="timed rounds of the throughput part (default 4)")
     parser.add_argument("--size-mb", type=int, default=200, help="file size for the throughput part, MB (default 200)")
     parser.add_argument("--skip-memory", action="store_true", help="skip the 100 MB / 1 GiB memory part")
     parser.add_argument("--skip-throughput", action="store_true", help="skip the throughput part")
@@ -730,8 +751,8 @@ def main() -> None:
     if not 10 <= args.size_mb <= 1000:
         parser.error("--size-mb must be between 10 and 1000")
     # SeaweedFS (tests/services.py) has 100 volumes of 64 MB, and nothing deleted is reclaimed during a run:
-    # every round writes the file three times (PUT, upload_fileobj, API), the memory part 1.2 GB.
-    written = (args.reps + 1) * 3 * args.size_mb * MB + (0 if args.skip_memory else sum(MEMORY_SIZES) + MB)
+    # every round writes the file four times (PUT, upload_fileobj, PUT next to clamd, API), the memory part 1.2 GB.
+    written = (args.reps + 1) * 4 * args.size_mb * MB + (0 if args.skip_memory else sum(MEMORY_SIZES) + MB)
     if written > SEAWEEDFS_ROOM:
         parser.error(f"this would write {written / MB:.0f} MB to SeaweedFS, which holds about {SEAWEEDFS_ROOM / MB:.0f}"
                      " MB here: use fewer --reps or a smaller --size-mb")

@@ -138,19 +138,17 @@ def test_erasure_resumes_after_the_store_fails(vault_app, filled: dict, engine, 
 
     gdpr = vault_app.state.gdpr
     store = vault_app.state.documents.store
-    real_delete, calls = store.delete, []
+    real_delete_versions = store._delete_versions
 
-    def failing_delete(key: str) -> int:
-        calls.append(key)
-        if len(calls) == 2:
-            raise BlobStoreUnavailable("down")  # the store dies after the first object
-        return real_delete(key)
+    def dying(targets: list) -> int:
+        real_delete_versions(targets[:1])  # the store dies after the first object version
+        raise BlobStoreUnavailable("down")
 
-    store.delete = failing_delete
+    store._delete_versions = dying
     with Session(engine) as session, pytest.raises(BlobStoreUnavailable):
         gdpr.erase(session, citizen_id=filled["id"], reason="demande", by=DPO)
     assert len(objects(s3_client, bucket)) >= 1  # half done
-    store.delete = real_delete
+    store._delete_versions = real_delete_versions
     with Session(engine) as session:
         certificate = gdpr.erase(session, citizen_id=filled["id"], reason="demande", by=DPO)
     assert objects(s3_client, bucket) == []

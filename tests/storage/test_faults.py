@@ -47,6 +47,10 @@ class CuttableProxy:
                 continue
             upstream = socket.create_connection(self.target)
             with self._lock:
+                if self.cut_off:  # cut while this one was being set up
+                    client.close()
+                    upstream.close()
+                    continue
                 self._conns += [client, upstream]
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
@@ -65,8 +69,8 @@ class CuttableProxy:
                     pass
 
     def cut(self) -> None:
-        self.cut_off = True
         with self._lock:
+            self.cut_off = True
             for conn in self._conns:
                 try:
                     conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
