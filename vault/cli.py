@@ -23,6 +23,8 @@ storage_app = typer.Typer(help="The document store.", no_args_is_help=True)
 staff_app = typer.Typer(help="Staff accounts (DPO, administrators).", no_args_is_help=True)
 gdpr_app = typer.Typer(help="Data-subject requests: export and erasure.", no_args_is_help=True)
 audit_app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
+retention_app = typer.Typer(help="Retention: expired documents, unused accounts, old audit entries.",
+                            no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(client_app, name="client")
 app.add_typer(keys_app, name="keys")
@@ -30,6 +32,7 @@ app.add_typer(storage_app, name="storage")
 app.add_typer(staff_app, name="staff")
 app.add_typer(gdpr_app, name="gdpr")
 app.add_typer(audit_app, name="audit")
+app.add_typer(retention_app, name="retention")
 app.add_typer(citizen_app, name="citizen")
 app.add_typer(demo_app, name="demo")
 
@@ -549,6 +552,32 @@ def gdpr_erase(citizen: Annotated[str, typer.Option(help="The citizen's id.")],
             fail(f"the object store failed ({exc}); the erasure is half done: run the same command again",
                  as_json=as_json, code="unavailable", exit_code=3)
     typer.echo(json.dumps({"certificate": certificate}) if as_json else certificate)
+
+
+@retention_app.command("run")
+def retention_run(dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would go; change nothing.")] = False,
+                  as_json: JsonFlag = False) -> None:
+    """Notify, then delete expired documents and erase unused accounts; roll the audit log. Daily."""
+    from dataclasses import asdict
+
+    from vault.gdpr import retention
+    from vault.mail import make_mailer
+
+    settings = settings_or_exit(as_json)
+    engine, gdpr = _gdpr(settings)
+    _require_schema(engine, as_json)
+    with Session(engine) as session:
+        report = retention.run(session, gdpr=gdpr, mailer=make_mailer(settings), dry_run=dry_run)
+        session.commit()
+    body = asdict(report)
+    if as_json:
+        typer.echo(json.dumps(body))
+        return
+    prefix = "would " if dry_run else ""
+    typer.echo(f"documents: {prefix}notify {len(report.documents_noticed)}, {prefix}delete {len(report.documents_deleted)}")
+    typer.echo(f"accounts: {prefix}notify {len(report.accounts_noticed)}, {prefix}erase {len(report.accounts_erased)}")
+    if not dry_run:
+        typer.echo(f"audit entries purged: {report.audit_entries_purged}; housekeeping: {report.housekeeping}")
 
 
 @audit_app.command("verify")

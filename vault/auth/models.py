@@ -41,6 +41,7 @@ class Citizen(IdentityBase, table=True):
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
     last_login_at: datetime | None = None
+    retention_notice_at: datetime | None = None  # "your unused account will be deleted" mail sent
 
 
 class CitizenPublic(IdentityBase):

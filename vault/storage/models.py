@@ -62,6 +62,7 @@ class Document(DocumentBase, table=True):
     # wrapped by the KEK (``held_key``) instead of the destroyed citizen key.
     legal_hold: str | None = Field(default=None, max_length=500)
     held_key: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+    retention_notice_at: datetime | None = None  # "your expired document will be deleted" mail sent
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 
