@@ -49,7 +49,7 @@ import uuid
 import zipfile
 import zlib
 from collections import Counter, defaultdict, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -383,9 +383,12 @@ def seed(browser: Browser, pool: Pool, planned: list[Planned], label: str) -> tu
                 last_print[0] = now
                 print(f"    {label}: {len(done)}/{len(planned)} documents", flush=True)
 
+    # The first upload alone: it creates the citizen key, and concurrent first uploads race on that
+    # insert (citizen_key_pkey unique violation, HTTP 500; DocumentService.citizen_key).
+    one(planned[0])
     executor = ThreadPoolExecutor(max_workers=SEED_CONCURRENCY, thread_name_prefix="seed")
     try:
-        futures = [executor.submit(one, doc) for doc in planned]
+        futures = [executor.submit(one, doc) for doc in planned[1:]]
         finished, _ = wait(futures, return_when=FIRST_EXCEPTION)
         for future in finished:
             future.result()  # the first failure, if any

@@ -187,3 +187,49 @@ def test_storage_reconcile_and_kek_rotation(env: dict[str, str], tmp_path: Path)
     assert body["kek_version"] == 2 and body["service_keys_rewrapped"] >= 3
     keyring = json.loads((Path(env["VAULT_DATA_DIR"]) / "keyring.json").read_text())
     assert keyring["active"] == 2 and [k["version"] for k in keyring["keys"]] == [1, 2]
+
+
+def test_gdpr_commands(env: dict[str, str], tmp_path: Path) -> None:
+    import zipfile
+
+    staff = run(["staff", "create", "--email", "dpo@ville.example.fr", "--role", "dpo", "--name", "Camille",
+                 "--password-stdin", "--json"], env, stdin="la protection des données avant tout\n")
+    assert staff.returncode == 0, staff.stderr
+    assert json.loads(staff.stdout)["otpauth_uri"].startswith("otpauth://totp/")
+    bad_role = run(["staff", "create", "--email", "x@ville.example.fr", "--role", "king", "--json"], env)
+    assert bad_role.returncode == 2 and "role" in json.loads(bad_role.stdout)["fields"]
+
+    created = json.loads(run(["citizen", "create", "--email", "rgpd@example.org", *IDENTITY_ARGS, "--verified",
+                              "--json"], env).stdout)
+    out = tmp_path / "export.zip"
+    exported = run(["gdpr", "export", "--citizen", created["id"], "--out", str(out), "--json"], env)
+    assert exported.returncode == 0, exported.stderr
+    assert json.loads(exported.stdout)["file"] == str(out) and (out.stat().st_mode & 0o777) == 0o600
+    with zipfile.ZipFile(out) as zf:
+        assert json.loads(zf.read("compte.json"))["email"] == "rgpd@example.org"
+
+    erased = run(["gdpr", "erase", "--citizen", created["id"], "--reason", "demande au guichet", "--json"], env)
+    assert erased.returncode == 0, erased.stderr
+    certificate = json.loads(erased.stdout)["certificate"]
+    again = run(["gdpr", "erase", "--citizen", created["id"], "--reason", "bis", "--json"], env)
+    assert json.loads(again.stdout)["certificate"] == certificate  # the first certificate, again
+    after = run(["gdpr", "export", "--citizen", created["id"], "--out", str(tmp_path / "x.zip"), "--json"], env)
+    assert after.returncode == 2 and json.loads(after.stdout)["error"] == "erased"
+    assert not (tmp_path / "x.zip").exists() and not list(tmp_path.glob(".x.zip.part"))
+    unknown = run(["gdpr", "erase", "--citizen", "00000000-0000-0000-0000-000000000000", "--reason", "x", "--json"], env)
+    assert unknown.returncode == 2 and json.loads(unknown.stdout)["error"] == "not_found"
+    assert run(["gdpr", "erase", "--citizen", "not-an-id", "--reason", "x"], env).returncode == 2
+
+    verified = run(["audit", "verify", "--json"], env)
+    assert verified.returncode == 0 and json.loads(verified.stdout)["ok"] is True
+    assert json.loads(run(["retention", "run", "--dry-run", "--json"], env).stdout)["accounts_erased"] == []
+
+
+def test_audit_verify_fails_on_an_edited_entry(env: dict[str, str], engine) -> None:  # noqa: ANN001
+    from sqlalchemy import text
+
+    run(["staff", "create", "--email", "a@ville.example.fr", "--role", "admin", "--json"], env)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE audit_log SET action = 'rewritten'"))
+    broken = run(["audit", "verify"], env)
+    assert broken.returncode == 1 and "BROKEN" in broken.stderr
