@@ -72,11 +72,13 @@ class CuttableProxy:
         with self._lock:
             self.cut_off = True
             for conn in self._conns:
-                try:
-                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-                    conn.close()
-                except OSError:
-                    pass
+                # shutdown() before close(): closing alone does not wake a thread blocked in recv(),
+                # and the connection would stay open (a silent store, not a dead one).
+                for step in (lambda c: c.shutdown(socket.SHUT_RDWR), lambda c: c.close()):
+                    try:
+                        step(conn)
+                    except OSError:
+                        pass
             self._conns.clear()
 
     def restore(self) -> None:
@@ -195,3 +197,27 @@ def test_object_store_dying_mid_upload_is_503_and_leaves_nothing(server) -> None
     report = json.loads(server.vault("storage", "reconcile", "--older-than", "0", "--json"))
     assert report["documents_without_blob"] == []
     wait_until_nothing_left(server, client)
+
+
+def test_concurrent_first_uploads_share_one_citizen_key(server) -> None:  # noqa: ANN001
+    from concurrent.futures import ThreadPoolExecutor
+
+    server.vault("citizen", "create", "--email", "rush@example.org", "--given-name", "Rémi", "--family-name", "Presse",
+                 "--birthdate", "1992-02-02", "--gender", "male", "--birthplace", "13055", "--password-stdin",
+                 "--verified", stdin="une phrase pour les pannes\n")
+    client = httpx.Client(base_url=server.url, timeout=60)
+    page = client.get("/login")
+    token = html.unescape(re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1))
+    client.post("/login", data={"email": "rush@example.org", "password": "une phrase pour les pannes",
+                                "csrf_token": token})
+
+    def first_upload(_: int) -> int:
+        return client.post("/api/v1/documents", content=b"%PDF-1.7\n" + os.urandom(50_000),
+                           headers={"Content-Type": "application/pdf", "X-CSRF-Token": client.cookies["csrf"]}).status_code
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        assert list(pool.map(first_upload, range(4))) == [201, 201, 201, 201]
+    documents = client.get("/api/v1/documents").json()["items"]
+    assert len(documents) == 4
+    for document in documents:  # every one readable with the key that won
+        assert client.get(f"/api/v1/documents/{document['id']}/content").status_code == 200

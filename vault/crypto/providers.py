@@ -171,7 +171,7 @@ class AwsKmsProvider:
                                     config=Config(connect_timeout=5, read_timeout=10,
                                                   retries={"max_attempts": 3, "mode": "standard"}))
         # A stable "version" per key id: citizen keys wrapped under another key id get re-wrapped.
-        self._version = zlib.crc32(key_id.encode()) or 1
+        self._version = (zlib.crc32(key_id.encode()) & 0x7FFFFFFF) or 1  # fits a signed 32-bit column
 
     @property
     def active_version(self) -> int:

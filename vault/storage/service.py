@@ -118,12 +118,20 @@ class DocumentService:
     # ---- keys ----------------------------------------------------------------------------------
 
     def citizen_key(self, db: Session, citizen_id: uuid.UUID) -> bytes:
+        """The citizen's key, created on first use. Concurrent first uploads race here: the insert
+        does nothing on conflict and everyone reads the key that won."""
         row = db.get(CitizenKey, citizen_id)
         if row is None:
-            key, wrapped = new_citizen_key(self.keys, citizen_id)
-            db.add(CitizenKey(citizen_id=citizen_id, wrapped=wrapped, kek_version=kek_version(wrapped)))
-            db.flush()
-            return key
+            _, wrapped = new_citizen_key(self.keys, citizen_id)
+            dialect = db.get_bind().dialect.name
+            if dialect == "postgresql":
+                from sqlalchemy.dialects.postgresql import insert
+            else:
+                from sqlalchemy.dialects.sqlite import insert
+            db.exec(insert(CitizenKey).values(citizen_id=citizen_id, wrapped=wrapped, kek_version=kek_version(wrapped),
+                                              created_at=utcnow()).on_conflict_do_nothing())
+            row = db.exec(select(CitizenKey).where(CitizenKey.citizen_id == citizen_id)
+                          .execution_options(populate_existing=True)).one()
         return open_citizen_key(self.keys, row.wrapped, citizen_id)
 
     # ---- upload --------------------------------------------------------------------------------
