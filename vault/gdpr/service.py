@@ -273,8 +273,8 @@ class GdprService:
         def jsonl(value: Any) -> list[bytes]:
             return [json.dumps(value, ensure_ascii=False, indent=2, default=str).encode()]
 
-        def document_bytes(document: Document) -> Iterator[bytes]:
-            for chunk in self.documents.plaintext(document, key_of[document.id]):
+        def counted(chunks: Iterator[bytes]) -> Iterator[bytes]:
+            for chunk in chunks:
                 if progress is not None:
                     progress(len(chunk))
                 yield chunk
@@ -285,8 +285,8 @@ class GdprService:
             yield "LISEZ-MOI.txt", [summary.encode()], True
             for name, value in parts.items():
                 yield name, jsonl(value), True
-            for document in documents:
-                yield f"documents/{document.id}-{document.filename}", document_bytes(document), False
+            for document, plaintext in self.documents.plaintexts(documents, key_of):
+                yield f"documents/{document.id}-{document.filename}", counted(plaintext), False
 
         return stream_zip(entries())
 
