@@ -16,6 +16,7 @@ from vault.auth.identity import normalize_email
 from vault.auth.passwords import password_problem
 from vault.auth.service import AccountService, new_token, token_hash
 from vault.db import utcnow
+from vault.gdpr import audit
 from vault.gdpr.models import StaffAccount, StaffSession
 
 logger = logging.getLogger(__name__)
@@ -86,6 +87,7 @@ class StaffService:
         token, digest = new_token()
         now = utcnow()
         db.add(StaffSession(id=digest, staff_id=staff.id, created_at=now, last_seen_at=now, mfa_done=True, reauth_at=now))
+        audit.record(db, actor=f"staff:{staff.id}", action="staff.login")
         logger.info("staff login", extra={"staff_id": str(staff.id)})
         return token
 
@@ -114,6 +116,7 @@ class StaffService:
             self.accounts.record_login_failure(session=db, email="staff:" + staff.email, address=address)
             raise InvalidCredentials("Mot de passe ou code incorrect.")
         current.session.reauth_at = utcnow()
+        audit.record(db, actor=f"staff:{staff.id}", action="staff.reauthenticated")
 
     def logout(self, db: Session, token: str | None) -> None:
         if token and (session := db.get(StaffSession, token_hash(token))) is not None:

@@ -20,7 +20,7 @@ from vault.auth.oidc import BearerError
 from vault.auth.provider import scope_list
 from vault.auth.routes import DB, Citizen, Current, Form, redirect
 from vault.crypto import DecryptionError
-from vault.storage.exceptions import InsufficientScope, InvalidDocumentInput, StorageError
+from vault.storage.exceptions import InvalidDocumentInput, StorageError, TooLarge
 from vault.storage.models import DOCUMENT_TYPES, AccessLogPublic, Document, DocumentPublic
 from vault.storage.multipart import MultipartUpload
 from vault.storage.service import Actor, DocumentService, validate_meta
@@ -93,8 +93,6 @@ async def receive_document(request: Request, db: Session, service: DocumentServi
     ``Content-Disposition``). With ``csrf_cookie``, a ``csrf_token`` field must precede the file."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > service.max_size + 64 * 1024:
-        from vault.storage.exceptions import TooLarge
-
         raise TooLarge(service.max_size)  # refused before reading a byte
     content_type = request.headers.get("content-type", "")
     multipart = content_type.split(";")[0].strip().lower() == "multipart/form-data"
