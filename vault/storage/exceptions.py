@@ -65,6 +65,3 @@ class InvalidDocumentInput(StorageError):
         super().__init__("; ".join(errors.values()))
         self.errors = errors
 
-
-class InsufficientScope(StorageError):
-    code, status, message = "insufficient_scope", 403, "The access token lacks the scope this operation needs."
