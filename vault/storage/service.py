@@ -250,9 +250,10 @@ class DocumentService:
 
     def plaintexts(self, documents: list[Document], keys: dict[uuid.UUID, bytes],
                    depth: int = 16) -> Iterator[tuple[Document, Iterator[bytes]]]:
-        """Many documents in order, each as an iterator of authenticated plaintext. A reader thread
-        fetches ciphertext ahead (at most ``depth`` chunks of 1 MiB, across documents), so the
-        store's latency overlaps with decryption and whatever the caller does (an export's ZIP)."""
+        """Many documents in order, each as an iterator of authenticated plaintext. A worker thread
+        fetches and decrypts ahead (at most ``depth`` chunks, across documents), so the store's
+        latency and the decryption overlap with whatever the caller does (an export's ZIP and its
+        CRC, the HTTP response); only authenticated segments ever enter the queue."""
         chunks: queue.Queue = queue.Queue(maxsize=depth)
         stop = threading.Event()
         end = object()
@@ -266,36 +267,32 @@ class DocumentService:
                     continue
             return False
 
-        def reader() -> None:
+        def worker() -> None:
             try:
                 for document in documents:
+                    decryptor = StreamDecryptor(keys[document.id], document.id.bytes)
                     for chunk in self.store.iter_blob(document.blob_key):
-                        if not put(chunk):
+                        if (out := decryptor.update(chunk)) and not put(out):
                             return
+                    if (tail := decryptor.finalize()) and not put(tail):
+                        return
                     if not put(end):
                         return
-            except BaseException as exc:  # noqa: BLE001  (handed to the consumer)
+            except BaseException as exc:  # noqa: BLE001  (handed to the consumer, raised there)
                 put(exc)
 
-        thread = threading.Thread(target=reader, name="blob-readahead", daemon=True)
+        thread = threading.Thread(target=worker, name="blob-readahead", daemon=True)
         thread.start()
 
-        def one(document: Document) -> Iterator[bytes]:
-            decryptor = StreamDecryptor(keys[document.id], document.id.bytes)
-            while True:
-                item = chunks.get()
-                if item is end:
-                    break
+        def one() -> Iterator[bytes]:
+            while (item := chunks.get()) is not end:
                 if isinstance(item, BaseException):
                     raise item
-                if out := decryptor.update(item):
-                    yield out
-            if tail := decryptor.finalize():
-                yield tail
+                yield item
 
         try:
             for document in documents:
-                yield document, one(document)
+                yield document, one()
         finally:
             stop.set()
             thread.join(timeout=5)
