@@ -74,7 +74,8 @@ EMAIL = "bench-storage@example.org"
 PASSWORD = "un chat vert mange des prunes au banc"
 REQUEST_TIMEOUT = httpx.Timeout(600.0, connect=10.0)
 
-SERVERS: list[Server] = []
+SERVERS: list[Server] = []  # processes started here, stopped in main()'s finally
+STOPPABLE: list[Any] = []  # tests/services.py handles (PostgreSQL, clamd, SeaweedFS), stopped in reverse order
 
 
 # ---- processes ---------------------------------------------------------------------------------------
@@ -483,9 +484,6 @@ def start_everything(base: Path, max_stream: int) -> Setup:
     return Setup(base, clamd, s3, server, api, client, cpu, max_stream)
 
 
-STOPPABLE: list[Any] = []  # tests/services.py handles, stopped in reverse order
-
-
 OPERATIONS = ("clamd", "put", "get", "upload_fileobj", "both", "api_upload", "api_download")
 READS_PER_ROUND = 3  # a 200 MB read takes a few tenths of a second: several per round steady the best-of
 
@@ -719,7 +717,7 @@ def report(setup: Setup, args: argparse.Namespace, load_before: float, results: 
         print("  where the time and CPU went in each line's best run (CPU seconds per party; 'client' is this"
               " script; PostgreSQL is only in 'all'):")
         for label, name, _ in rows:
-            print(f"    {label:<30} {cpu_text(best(results[name]))}")
+            print(f"    {label:<32} {cpu_text(best(results[name]))}")
         floor = min(clamd.mbps, put.mbps)
         up_ratio, down_ratio = up.mbps / floor, down.mbps / get.mbps
         print(f"  upload / min(clamd alone, PUT alone) = {up.mbps:.1f} / {floor:.1f} = {up_ratio:.2f}"
