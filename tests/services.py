@@ -511,8 +511,10 @@ def start_clamd(
     (database_dir / "eicar.ndb").write_text(
         f"Eicar-Test-Signature:0:*:{_EICAR.hex()}\n", encoding="ascii"
     )
-    scratch_dir = base_dir / "clamd-tmp"
-    scratch_dir.mkdir(exist_ok=True)
+    # clamd spools each INSTREAM stream to its TemporaryDirectory before scanning it: that is the
+    # document in clear. It must live in memory (tmpfs), never on disk, as in production.
+    shm = Path("/dev/shm")
+    scratch_dir = Path(tempfile.mkdtemp(prefix="clamd-tmp-", dir=shm if shm.is_dir() else None))
     config_path = base_dir / "clamd.conf"
 
     def start_once() -> ClamdService:
@@ -544,6 +546,7 @@ def start_clamd(
             "clamd",
             [clamd, "--config-file", config_path],
             base_dir / "clamd.log",
+            cleanup_paths=lambda: [scratch_dir],
         )
 
         def answers_ping() -> bool:
