@@ -33,6 +33,9 @@ class BlobUpload(Protocol):
     def write(self, data: bytes) -> None:
         """Append bytes; parts leave as they fill (constant memory)."""
 
+    def flush(self) -> None:
+        """Send what is buffered, still invisible (the last part of a multipart upload)."""
+
     def complete(self) -> int:
         """Make the blob visible; return its size. Before this, nothing is readable."""
 
@@ -163,6 +166,9 @@ class FilesystemUpload:
             self.abort()
             raise BlobStoreUnavailable(type(exc).__name__) from None
         self._size += len(data)
+
+    def flush(self) -> None:
+        pass  # written as it comes; made visible by the rename in complete()
 
     def complete(self) -> int:
         try:
@@ -333,19 +339,34 @@ class S3Upload:
 
     def __init__(self, store: S3BlobStore, key: str) -> None:
         self._store, self._key = store, key
-        self._buffer = bytearray()
+        self._pieces: list[bytes] = []  # buffered, joined once per part (no copy per write)
+        self._buffered = 0
         self._upload_id: str | None = None
         self._parts: list[dict] = []
         self._size = 0
         self._done = False
 
+    def _joined(self) -> bytes:
+        joined = b"".join(self._pieces)
+        self._pieces = [joined] if joined else []
+        return joined
+
     def write(self, data: bytes) -> None:
-        self._buffer += data
+        self._pieces.append(data)
+        self._buffered += len(data)
         self._size += len(data)
-        while len(self._buffer) >= PART_SIZE:
-            part = bytes(self._buffer[:PART_SIZE])
-            del self._buffer[:PART_SIZE]
-            self._send_part(part)
+        if self._buffered >= PART_SIZE:
+            joined = memoryview(b"".join(self._pieces))
+            whole = len(joined) - len(joined) % PART_SIZE
+            rest = joined[whole:].tobytes()
+            self._pieces, self._buffered = ([rest] if rest else []), len(rest)
+            for offset in range(0, whole, PART_SIZE):
+                self._send_part(joined[offset:offset + PART_SIZE].tobytes())
+
+    def flush(self) -> None:
+        if self._upload_id is not None and self._buffered:
+            self._send_part(self._joined())
+            self._pieces, self._buffered = [], 0
 
     def _send_part(self, part: bytes) -> None:
         store = self._store
@@ -364,21 +385,20 @@ class S3Upload:
         store = self._store
         try:
             if self._upload_id is None:
-                store._call("put_object", Bucket=store.bucket, Key=self._key, Body=bytes(self._buffer))
+                store._call("put_object", Bucket=store.bucket, Key=self._key, Body=self._joined())
             else:
-                if self._buffer:
-                    self._send_part(bytes(self._buffer))
+                self.flush()
                 store._call("complete_multipart_upload", Bucket=store.bucket, Key=self._key, UploadId=self._upload_id,
                             MultipartUpload={"Parts": self._parts})
         except (BlobStoreUnavailable, BlobNotFound):
             self.abort()
             raise
-        self._buffer = bytearray()
+        self._pieces, self._buffered = [], 0
         self._done = True
         return self._size
 
     def abort(self) -> None:
-        self._buffer = bytearray()
+        self._pieces, self._buffered = [], 0
         if self._upload_id is not None and not self._done:
             try:
                 self._store._call("abort_multipart_upload", Bucket=self._store.bucket, Key=self._key,

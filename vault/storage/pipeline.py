@@ -44,18 +44,27 @@ def sniff(head: bytes) -> str | None:
 
 
 class _Worker(threading.Thread):
-    """Consumes a bounded queue; after a failure it keeps draining so the producer never blocks."""
+    """Consumes a bounded queue; after a failure it keeps draining so the producer never blocks.
+    At the end of the stream it runs ``last`` in its own thread (clamd's verdict, the store's last
+    part), so that both ends finish at the same time instead of one after the other."""
 
-    def __init__(self, name: str, handle) -> None:  # noqa: ANN001
+    def __init__(self, name: str, handle, last=None) -> None:  # noqa: ANN001
         super().__init__(name=name, daemon=True)
         self.queue: queue.Queue = queue.Queue(maxsize=8)
         self.handle = handle
+        self.last = last
+        self.result: object = None
         self.error: BaseException | None = None
 
     def run(self) -> None:
         while True:
             item = self.queue.get()
             if item is _STOP:
+                if self.error is None and self.last is not None:
+                    try:
+                        self.result = self.last()
+                    except BaseException as exc:  # noqa: BLE001
+                        self.error = exc
                 return
             if self.error is None:
                 try:
@@ -66,9 +75,10 @@ class _Worker(threading.Thread):
     def put(self, item: object) -> None:
         self.queue.put(item)
 
-    def stop(self) -> None:
+    def stop(self, *, wait: bool = True) -> None:
         self.queue.put(_STOP)
-        self.join()
+        if wait:
+            self.join()
 
 
 @dataclass(frozen=True)
@@ -97,8 +107,8 @@ class UploadPipeline:
         except BaseException:
             self._scan.abort()
             raise
-        self._scanner = _Worker("clamd-instream", self._scan.feed)
-        self._uploader = _Worker("blob-upload", self._upload.write)
+        self._scanner = _Worker("clamd-instream", self._scan.feed, last=self._scan.finish)
+        self._uploader = _Worker("blob-upload", self._upload.write, last=self._upload.flush)
         self._scanner.start()
         self._uploader.start()
         self._finished = False
@@ -138,10 +148,15 @@ class UploadPipeline:
             raise EmptyDocument()
         media_type = self._media_type or self._sniff()
         self._uploader.put(self._encryptor.finalize())
-        self._scanner.stop()
-        self._uploader.stop()
+        # clamd scans after the end of its stream: tell it now, and let the last part travel to
+        # the store while it scans. Nothing is visible in the store before complete().
+        self._scanner.stop(wait=False)
+        self._uploader.stop(wait=False)
+        self._scanner.join()
+        self._uploader.join()
         self._check_workers()
-        verdict = self._scan.finish()
+        verdict = self._scanner.result
+        assert isinstance(verdict, Verdict)
         if not verdict.clean:
             raise DocumentInfected(verdict.threat or "inconnu")
         ciphertext_size = self._upload.complete()
