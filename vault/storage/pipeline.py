@@ -2,25 +2,28 @@
 
     plaintext chunks ─┬─▶ size limit, type sniffed from the first bytes, SHA-256
                       ├─▶ clamd INSTREAM            (scanner thread)
-                      └─▶ streaming AEAD ─▶ parts ─▶ blob store multipart upload (uploader thread)
+                      └─▶ streaming AEAD ─▶ ciphertext spool ─▶ parts ─▶ multipart upload (uploader thread)
 
 Scanning and storing overlap instead of adding up. The blob becomes visible only after clamd's
 verdict is clean (the multipart upload is completed then, or aborted); clamd unreachable or
-erroring fails closed. Queues are bounded: a slow clamd or store slows the reader (back-pressure)
-instead of filling memory.
+erroring fails closed. Memory stays flat: clamd's queue is bounded (a slow clamd slows the reader),
+and ciphertext waiting for the store goes to an anonymous temporary file (ciphertext only), so
+clamd is never held back by the store — it scans only after the end of its stream.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import queue
+import tempfile
 import threading
 import uuid
 from dataclasses import dataclass
 
 from vault.crypto.streaming import StreamEncryptor
 from vault.storage.antivirus import Scanner, ScannerUnavailable, Verdict
-from vault.storage.blobs import BlobStore, BlobStoreUnavailable
+from vault.storage.blobs import PART_SIZE, BlobStore, BlobStoreUnavailable
 from vault.storage.exceptions import DocumentInfected, EmptyDocument, TooLarge, UnsupportedType
 
 SNIFF_BYTES = 16
@@ -81,6 +84,66 @@ class _Worker(threading.Thread):
             self.join()
 
 
+class _CiphertextSpool:
+    """Ciphertext waiting for the store, in an anonymous temporary file (ciphertext only: never
+    plaintext on disk). The producer never waits for the store, so clamd — which scans only after
+    the end of its stream — gets the document at its own pace while the store catches up."""
+
+    def __init__(self) -> None:
+        self._file = tempfile.TemporaryFile(prefix="vault-spool-")  # already unlinked; gone at close
+        self._cond = threading.Condition()
+        self._written = 0
+        self._read = 0
+        self._ended = False
+        self._cancelled = False
+
+    def put(self, data: bytes) -> None:
+        with self._cond:
+            os.pwrite(self._file.fileno(), data, self._written)
+            self._written += len(data)
+            self._cond.notify()
+
+    def end(self, *, cancelled: bool = False) -> None:
+        with self._cond:
+            self._ended = True
+            self._cancelled = self._cancelled or cancelled
+            self._cond.notify()
+
+    def get(self, limit: int) -> bytes | None:
+        """Up to ``limit`` bytes, waiting for them; None once everything was read (or cancelled)."""
+        with self._cond:
+            while self._read == self._written and not self._ended:
+                self._cond.wait()
+            if self._cancelled or self._read == self._written:
+                return None
+            length = min(limit, self._written - self._read)
+            offset = self._read
+            self._read += length
+        return os.pread(self._file.fileno(), length, offset)
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class _Uploader(threading.Thread):
+    """Sends the spool to the store as it fills; flushes the last part at the end (still invisible)."""
+
+    def __init__(self, spool: _CiphertextSpool, upload) -> None:  # noqa: ANN001
+        super().__init__(name="blob-upload", daemon=True)
+        self.spool, self.upload = spool, upload
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            while (data := self.spool.get(PART_SIZE)) is not None:
+                self.upload.write(data)
+            if not self.spool._cancelled:
+                self.upload.flush()
+        except BaseException as exc:  # noqa: BLE001  (re-raised in the producer's thread)
+            self.error = exc
+            self.spool.end(cancelled=True)
+
+
 @dataclass(frozen=True)
 class Stored:
     media_type: str
@@ -108,7 +171,8 @@ class UploadPipeline:
             self._scan.abort()
             raise
         self._scanner = _Worker("clamd-instream", self._scan.feed, last=self._scan.finish)
-        self._uploader = _Worker("blob-upload", self._upload.write, last=self._upload.flush)
+        self._spool = _CiphertextSpool()
+        self._uploader = _Uploader(self._spool, self._upload)
         self._scanner.start()
         self._uploader.start()
         self._finished = False
@@ -132,7 +196,7 @@ class UploadPipeline:
         self._hash.update(data)
         self._scanner.put(data)
         if ciphertext := self._encryptor.update(data):
-            self._uploader.put(ciphertext)
+            self._spool.put(ciphertext)
         self._check_workers()
 
     def _sniff(self) -> str:
@@ -147,13 +211,14 @@ class UploadPipeline:
         if self._size == 0:
             raise EmptyDocument()
         media_type = self._media_type or self._sniff()
-        self._uploader.put(self._encryptor.finalize())
-        # clamd scans after the end of its stream: tell it now, and let the last part travel to
-        # the store while it scans. Nothing is visible in the store before complete().
+        self._spool.put(self._encryptor.finalize())
+        self._spool.end()
+        # clamd scans after the end of its stream: it has it all now, and scans while the store
+        # catches up with the spool. Nothing is visible in the store before complete().
         self._scanner.stop(wait=False)
-        self._uploader.stop(wait=False)
         self._scanner.join()
         self._uploader.join()
+        self._spool.close()
         self._check_workers()
         verdict = self._scanner.result
         assert isinstance(verdict, Verdict)
@@ -166,10 +231,12 @@ class UploadPipeline:
 
     def abort(self) -> None:
         """Drop everything: threads stopped, the multipart upload aborted, clamd's socket closed."""
-        for worker in (self._scanner, self._uploader):
-            if worker.is_alive():
-                worker.error = worker.error or RuntimeError("aborted")
-                worker.stop()
+        if self._scanner.is_alive():
+            self._scanner.error = self._scanner.error or RuntimeError("aborted")
+            self._scanner.stop()
+        self._spool.end(cancelled=True)
+        self._uploader.join()
+        self._spool.close()
         self._scan.abort()
         if self._finished:
             try:
