@@ -285,7 +285,15 @@ class DocumentService:
         thread.start()
 
         def one() -> Iterator[bytes]:
-            while (item := chunks.get()) is not end:
+            while True:
+                try:
+                    item = chunks.get(timeout=0.5)
+                except queue.Empty:
+                    if stop.is_set() or not thread.is_alive():
+                        raise BlobStoreUnavailable("the read-ahead stopped") from None
+                    continue
+                if item is end:
+                    return
                 if isinstance(item, BaseException):
                     raise item
                 yield item
@@ -296,6 +304,15 @@ class DocumentService:
         finally:
             stop.set()
             thread.join(timeout=5)
+
+    def plaintext_ahead(self, document: Document, key: bytes) -> Iterator[bytes]:
+        """One document, fetched and decrypted ahead by a worker while the caller sends it."""
+        documents = self.plaintexts([document], {document.id: key})
+        try:
+            _, plaintext = next(documents)
+            yield from plaintext
+        finally:
+            documents.close()
 
     def plaintext_range(self, document: Document, key: bytes, start: int, end: int) -> Iterator[bytes]:
         """Bytes [start, end) fetching and authenticating only the segments they live in."""
