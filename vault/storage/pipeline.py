@@ -217,10 +217,12 @@ class UploadPipeline:
         # catches up with the spool. Nothing is visible in the store before complete().
         self._scanner.stop(wait=False)
         self._scanner.join()
+        verdict = self._scanner.result
+        if self._scanner.error is not None or not (isinstance(verdict, Verdict) and verdict.clean):
+            self._spool.end(cancelled=True)  # no need to finish sending what will be aborted
         self._uploader.join()
         self._spool.close()
         self._check_workers()
-        verdict = self._scanner.result
         assert isinstance(verdict, Verdict)
         if not verdict.clean:
             raise DocumentInfected(verdict.threat or "inconnu")
