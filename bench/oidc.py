@@ -41,6 +41,7 @@ from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from common import _signal_group, run_cli  # noqa: E402  (bench/common.py)
 
 import httpx  # noqa: E402
 
@@ -98,13 +99,6 @@ class Server:
             return ""
 
 
-def _signal_group(pgid: int, signum: int) -> None:
-    try:
-        os.killpg(pgid, signum)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
 def tree_cpu_seconds(root: int | None) -> float:
     """CPU time (user + system) of a server: the process ``root``, every live process in its process
     group or descending from it (workers; PostgreSQL's backends, which leave the group), plus what
@@ -133,14 +127,6 @@ def tree_cpu_seconds(root: int | None) -> float:
         return False
 
     return sum(ticks for pid, (_, _, ticks) in procs.items() if belongs(pid)) / os.sysconf("SC_CLK_TCK")
-
-
-def run_cli(args: list[str], env: dict[str, str], stdin: str | None = None) -> str:
-    done = subprocess.run([sys.executable, "-m", "vault.cli", *args], cwd=ROOT, env=env, input=stdin,
-                          capture_output=True, text=True, timeout=300)
-    if done.returncode != 0:
-        raise RuntimeError(f"vault {' '.join(args[:2])} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
-    return done.stdout
 
 
 def wait_http(server: Server, url: str, timeout: float = 90.0) -> None:
