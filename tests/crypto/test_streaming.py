@@ -26,6 +26,7 @@ from vault.crypto.streaming import (
     StreamDecryptor,
     StreamEncryptor,
     ciphertext_size,
+    decrypt_object,
     decrypt_range,
     decrypt_stream,
     encrypt_stream,
@@ -402,6 +403,73 @@ def test_an_object_ending_on_a_full_segment_fails_with_anything_appended() -> No
         released, error = decrypt_collecting(ciphertext + extra)
         assert type(error) is DecryptionError
         assert released == plaintext[:FIRST_PT]
+
+
+# ---- whole objects of known size, read sequentially (downloads, exports) ----------------------------------
+
+
+class PieceReader:
+    """A file-like ``read(n)`` that answers at most ``piece`` bytes per call, as a socket may."""
+
+    def __init__(self, data: bytes, piece: int | None = None) -> None:
+        self.file, self.piece, self.calls = io.BytesIO(data), piece, 0
+
+    def read(self, size: int) -> bytes:
+        self.calls += 1
+        return self.file.read(size if self.piece is None else min(size, self.piece))
+
+
+def decrypt_object_collecting(ciphertext: bytes, *, size: int, piece: int | None = None, key: bytes = KEY,
+                              ad: bytes = DOC) -> tuple[bytes, Exception | None]:
+    released = bytearray()
+    try:
+        for segment in decrypt_object(key, ad, read=PieceReader(ciphertext, piece).read, ciphertext_size=size):
+            released += segment
+    except Exception as exc:  # noqa: BLE001
+        return bytes(released), exc
+    return bytes(released), None
+
+
+@pytest.mark.parametrize("piece", [None, 65_536, 1000])
+@pytest.mark.parametrize("size", INTEROP_SIZES)
+def test_whole_objects_read_sequentially_decrypt_ours_and_tinks(size: int, piece: int | None) -> None:
+    plaintext = random.Random(size).randbytes(size)
+    for ciphertext in (encrypt(plaintext), tink_encrypt(plaintext)):
+        reader = PieceReader(ciphertext, piece)
+        segments = list(decrypt_object(KEY, DOC, read=reader.read, ciphertext_size=len(ciphertext)))
+        assert b"".join(segments) == plaintext
+        if piece is None:  # one read per segment, and one more to see that the object ends there
+            assert reader.calls == len(segments) + 1
+
+
+@pytest.mark.parametrize("piece", [None, 65_536])
+@pytest.mark.parametrize("damage", list(DAMAGES))
+def test_whole_object_damage_fails_and_releases_only_authentic_segments(damage: str, piece: int | None) -> None:
+    make, params, first_bad = DAMAGES[damage]
+    # Knowing the size, a segment that ends exactly where the copy was cut is authenticated as the
+    # non-final segment it is; the missing one after it fails.
+    first_bad = {"truncated at a segment boundary": 3, "truncated after the first segment": 1}.get(damage, first_bad)
+    # The size recorded when the object was written is the original one: the store's copy was damaged.
+    released, error = decrypt_object_collecting(make(), size=len(damage_ct()), piece=piece, **params)
+    assert type(error) is DecryptionError
+    assert DAMAGE_PT.startswith(released)
+    assert len(released) == segment_plaintext_offset(first_bad)
+
+
+def test_whole_object_fails_when_the_recorded_size_is_wrong() -> None:
+    ciphertext = damage_ct()
+    for size in (len(ciphertext) - 1, len(ciphertext) + 1, len(ciphertext) - SEGMENT_SIZE,
+                 len(ciphertext) + SEGMENT_SIZE):
+        released, error = decrypt_object_collecting(ciphertext, size=size)
+        assert type(error) is DecryptionError
+        assert DAMAGE_PT.startswith(released) and len(released) < len(DAMAGE_PT)
+
+
+def test_whole_object_impossible_size_fails_at_call_time() -> None:
+    with pytest.raises(DecryptionError):
+        decrypt_object(KEY, DOC, read=io.BytesIO(b"").read, ciphertext_size=HEADER_SIZE + TAG - 1)
+    with pytest.raises(ValueError):
+        decrypt_object(bytes(16), DOC, read=io.BytesIO(b"").read, ciphertext_size=HEADER_SIZE + TAG)
 
 
 # ---- ranged reads --------------------------------------------------------------------------------

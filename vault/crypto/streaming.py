@@ -26,7 +26,9 @@ Three ways in:
 
 * push style, for pipelines: :class:`StreamEncryptor`, :class:`StreamDecryptor`;
 * pull style, over an iterable of chunks: :func:`encrypt_stream`, :func:`decrypt_stream`;
-* random access: :func:`decrypt_range` fetches and decrypts only the segments a byte range needs.
+* random access: :func:`decrypt_range` fetches and decrypts only the segments a byte range needs;
+* whole objects of known size, read sequentially: :func:`decrypt_object` reads each segment with
+  one call and decrypts it where it landed (no re-buffering: the download and export path).
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ __all__ = [
     "StreamDecryptor",
     "StreamEncryptor",
     "ciphertext_size",
+    "decrypt_object",
     "decrypt_range",
     "decrypt_stream",
     "encrypt_stream",
@@ -502,5 +505,58 @@ def decrypt_range(
             lo, hi = max(start - base, 0), min(end - base, len(plaintext))
             if lo < hi:
                 yield plaintext if (lo, hi) == (0, len(plaintext)) else plaintext[lo:hi]
+
+    return generate()
+
+
+def decrypt_object(
+    key: bytes,
+    associated_data: bytes,
+    *,
+    read: Callable[[int], bytes],
+    ciphertext_size: int,
+) -> Iterator[bytes]:
+    """Decrypt a whole object read from the start, whose size is known (kept when it was written).
+
+    ``read(n)`` returns the next bytes of the object, at most ``n`` (a file's or an HTTP body's
+    ``read``); a shorter answer is followed up until ``n`` bytes or the end. Each segment is read
+    with its exact length and authenticated where it landed, with its index and, for the final
+    segment of an object of ``ciphertext_size`` bytes, the last-segment flag: a truncated or
+    extended object fails (after the final segment, the object must end). One segment of
+    ciphertext and one of plaintext are alive at a time.
+
+    Raises ``DecryptionError`` at once if ``ciphertext_size`` is impossible, and while iterating if
+    a segment fails to authenticate or the object is shorter or longer than ``ciphertext_size``.
+    """
+    key = _check_key(key)
+    associated_data = _check_associated_data(associated_data)
+    layout = _Layout.of(ciphertext_size)
+
+    def exactly(length: int) -> bytes:
+        data = read(length)
+        if len(data) == length:
+            return data
+        parts = [data]
+        got = len(data)
+        while data and got < length:
+            data = read(length - got)
+            parts.append(data)
+            got += len(data)
+        if got != length:
+            raise DecryptionError()  # the object ends early
+        return b"".join(parts)
+
+    def generate() -> Iterator[bytes]:
+        _, first = layout.span(0)
+        data = memoryview(exactly(HEADER_SIZE + first))
+        cipher, prefix = _open_header(key, associated_data, bytes(data[:HEADER_SIZE]))
+        final = layout.segments - 1
+        segment: memoryview | bytes = data[HEADER_SIZE:]
+        for index in range(layout.segments):
+            if index:
+                segment = exactly(layout.span(index)[1])
+            if index == final and read(1):
+                raise DecryptionError()  # bytes after the final segment
+            yield _open_segment(cipher, prefix, segment, index, index == final)
 
     return generate()

@@ -18,6 +18,7 @@ from vault.gdpr.models import CHANNELS, REQUEST_KINDS, STATUSES, Tombstone
 from vault.gdpr.service import GdprError, GdprService, Staff
 from vault.gdpr.staff import StaffCurrent, StaffService
 from vault.web.pages import PageError, clear_cookie, client_address, get_cookie, render, rotate_csrf, set_cookie
+from vault.web.relay import relay
 
 pages = APIRouter(include_in_schema=False)
 STAFF_COOKIE = "staff_session"
@@ -195,7 +196,7 @@ def dpo_export(request: Request, request_id: uuid.UUID, db: DB, gdpr: Gdpr, curr
     except GdprError as exc:
         raise PageError(exc.status, exc.message) from None
     db.commit()  # the audit entry lands before the (long) download starts
-    return StreamingResponse(chunks, media_type="application/zip",
+    return StreamingResponse(relay(chunks), media_type="application/zip",
                              headers={"Content-Disposition": f'attachment; filename="donnees-{request_id}.zip"'})
 
 
@@ -224,7 +225,7 @@ def my_data_export(request: Request, form: Form, db: DB, gdpr: Gdpr, current: Ci
     chunks = gdpr.export(db, citizen_id=current.citizen.id, by=by)
     gdpr.close(db, request_id=item.id, status="done", outcome="Archive téléchargée par la personne.", by=by)
     db.commit()
-    return StreamingResponse(chunks, media_type="application/zip",
+    return StreamingResponse(relay(chunks), media_type="application/zip",
                              headers={"Content-Disposition": 'attachment; filename="mes-donnees.zip"'})
 
 

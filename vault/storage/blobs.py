@@ -12,7 +12,7 @@ import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, Self
 
 from vault.settings import Settings
 
@@ -43,6 +43,17 @@ class BlobUpload(Protocol):
         """Forget everything written so far (safe to call twice, or after a failure)."""
 
 
+class BlobReader(Protocol):
+    def read(self, size: int) -> bytes:
+        """The next bytes, at most ``size``; ``b""`` at the end."""
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
 class BlobStore(Protocol):
     def check(self) -> None: ...
 
@@ -52,7 +63,8 @@ class BlobStore(Protocol):
 
     def read_range(self, key: str, offset: int, length: int) -> bytes: ...
 
-    def iter_blob(self, key: str, chunk_size: int = 1 << 20) -> Iterator[bytes]: ...
+    def open_blob(self, key: str) -> BlobReader:
+        """The blob's bytes from the start, read as they are needed (close it when done)."""
 
     def delete(self, key: str) -> int:
         """Delete every version of the blob; return how many versions were removed."""
@@ -116,14 +128,13 @@ class FilesystemBlobStore:
         except OSError as exc:
             raise BlobStoreUnavailable(type(exc).__name__) from None
 
-    def iter_blob(self, key: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+    def open_blob(self, key: str) -> FileReader:
         try:
-            fh = self._path(key).open("rb")
+            return FileReader(self._path(key).open("rb"))
         except FileNotFoundError:
             raise BlobNotFound(key) from None
-        with fh:
-            while chunk := fh.read(chunk_size):
-                yield chunk
+        except OSError as exc:
+            raise BlobStoreUnavailable(type(exc).__name__) from None
 
     def delete_many(self, keys: list[str]) -> int:
         return sum(self.delete(key) for key in keys)
@@ -152,6 +163,37 @@ class FilesystemBlobStore:
         for path in self.root.glob("*/*"):
             if not path.name.startswith("."):
                 yield path.name, datetime.fromtimestamp(path.stat().st_mtime, UTC)
+
+
+class _Reader:
+    """A blob being read; backend errors become BlobStoreUnavailable."""
+
+    _errors: tuple[type[BaseException], ...] = (OSError,)
+
+    def __init__(self, body) -> None:  # noqa: ANN001  (a file, or botocore's StreamingBody)
+        self._body = body
+
+    def read(self, size: int) -> bytes:
+        try:
+            return self._body.read(size)
+        except self._errors as exc:
+            raise BlobStoreUnavailable(f"read: {type(exc).__name__}") from None
+
+    def close(self) -> None:
+        try:
+            self._body.close()
+        except self._errors:
+            pass
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class FileReader(_Reader):
+    pass
 
 
 class FilesystemUpload:
@@ -190,6 +232,17 @@ class FilesystemUpload:
 
 
 # ---- S3 ------------------------------------------------------------------------------------------
+
+
+class S3Reader(_Reader):
+    """A GetObject body. ``read(n)`` hands over exactly what the socket delivered into one buffer
+    (urllib3 without content decoding, as botocore sets it): no re-chunking on the way."""
+
+    def __init__(self, body) -> None:  # noqa: ANN001
+        from botocore.exceptions import BotoCoreError
+
+        super().__init__(body)
+        self._errors = (BotoCoreError, OSError)
 
 
 class S3BlobStore:
@@ -273,16 +326,8 @@ class S3BlobStore:
         except (BotoCoreError, OSError) as exc:
             raise BlobStoreUnavailable(f"read: {type(exc).__name__}") from None
 
-    def iter_blob(self, key: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
-        from botocore.exceptions import BotoCoreError
-
-        body = self._call("get_object", Bucket=self.bucket, Key=key)["Body"]
-        try:
-            yield from body.iter_chunks(chunk_size)
-        except (BotoCoreError, OSError) as exc:
-            raise BlobStoreUnavailable(f"read: {type(exc).__name__}") from None
-        finally:
-            body.close()
+    def open_blob(self, key: str) -> S3Reader:
+        return S3Reader(self._call("get_object", Bucket=self.bucket, Key=key)["Body"])
 
     def _versions(self, key: str) -> list[dict[str, str]]:
         found: list[dict[str, str]] = []

@@ -25,6 +25,7 @@ from vault.storage.models import DOCUMENT_TYPES, AccessLogPublic, Document, Docu
 from vault.storage.multipart import MultipartUpload
 from vault.storage.service import Actor, DocumentService, validate_meta
 from vault.web.pages import PageError, get_cookie, render
+from vault.web.relay import relay
 
 api = APIRouter(prefix="/api/v1", tags=["documents"])
 pages = APIRouter(include_in_schema=False)
@@ -240,7 +241,7 @@ def serve_content(request: Request, db: Session, service: DocumentService, actor
     except ValueError:
         return Response(status_code=416, headers={"Content-Range": f"bytes */{document.size}"})
     if wanted is None:
-        body, status, length = service.plaintext_ahead(document, key), 200, document.size
+        body, status, length = service.plaintext(document, key), 200, document.size
     else:
         start, end = wanted
         body, status, length = service.plaintext_range(document, key, start, end), 206, end - start
@@ -254,10 +255,13 @@ def serve_content(request: Request, db: Session, service: DocumentService, actor
         raise StorageError("Ce document est endommagé et ne peut pas être lu.") from None
 
     def stream() -> Iterator[bytes]:
-        yield first
-        yield from body
+        try:
+            yield first
+            yield from body
+        finally:
+            body.close()
 
-    return StreamingResponse(stream(), status_code=status, media_type=document.media_type, headers=headers)
+    return StreamingResponse(relay(stream()), status_code=status, media_type=document.media_type, headers=headers)
 
 
 @api.get("/documents/{document_id}/content", summary="The document's bytes (streamed; Range supported)",

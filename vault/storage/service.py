@@ -27,7 +27,7 @@ from vault.crypto.hierarchy import (
     open_document_key,
     rewrap_citizen_key,
 )
-from vault.crypto.streaming import StreamDecryptor, decrypt_range
+from vault.crypto.streaming import decrypt_object, decrypt_range
 from vault.db import utcnow
 from vault.settings import Settings
 from vault.storage.antivirus import Scanner
@@ -240,18 +240,16 @@ class DocumentService:
         return open_document_key(self.citizen_key(db, document.owner_id), document.wrapped_key, document.id)
 
     def plaintext(self, document: Document, key: bytes) -> Iterator[bytes]:
-        """The whole document, released segment by segment once authenticated."""
-        decryptor = StreamDecryptor(key, document.id.bytes)
-        for chunk in self.store.iter_blob(document.blob_key):
-            if out := decryptor.update(chunk):
-                yield out
-        if tail := decryptor.finalize():
-            yield tail
+        """The whole document, one authenticated segment at a time (one GetObject, each segment
+        read with its exact length and decrypted where it landed)."""
+        with self.store.open_blob(document.blob_key) as blob:
+            yield from decrypt_object(key, document.id.bytes, read=blob.read,
+                                      ciphertext_size=document.ciphertext_size)
 
     def plaintexts(self, documents: list[Document], keys: dict[uuid.UUID, bytes],
                    depth: int = 16) -> Iterator[tuple[Document, Iterator[bytes]]]:
         """Many documents in order, each as an iterator of authenticated plaintext. A worker thread
-        fetches and decrypts ahead (at most ``depth`` chunks, across documents), so the store's
+        fetches and decrypts ahead (at most ``depth`` segments, across documents), so the store's
         latency and the decryption overlap with whatever the caller does (an export's ZIP and its
         CRC, the HTTP response); only authenticated segments ever enter the queue."""
         chunks: queue.Queue = queue.Queue(maxsize=depth)
@@ -270,12 +268,13 @@ class DocumentService:
         def worker() -> None:
             try:
                 for document in documents:
-                    decryptor = StreamDecryptor(keys[document.id], document.id.bytes)
-                    for chunk in self.store.iter_blob(document.blob_key):
-                        if (out := decryptor.update(chunk)) and not put(out):
-                            return
-                    if (tail := decryptor.finalize()) and not put(tail):
-                        return
+                    plaintext = self.plaintext(document, keys[document.id])
+                    try:
+                        for segment in plaintext:
+                            if not put(segment):
+                                return
+                    finally:
+                        plaintext.close()
                     if not put(end):
                         return
             except BaseException as exc:  # noqa: BLE001  (handed to the consumer, raised there)
@@ -304,15 +303,6 @@ class DocumentService:
         finally:
             stop.set()
             thread.join(timeout=5)
-
-    def plaintext_ahead(self, document: Document, key: bytes) -> Iterator[bytes]:
-        """One document, fetched and decrypted ahead by a worker while the caller sends it."""
-        documents = self.plaintexts([document], {document.id: key})
-        try:
-            _, plaintext = next(documents)
-            yield from plaintext
-        finally:
-            documents.close()
 
     def plaintext_range(self, document: Document, key: bytes, start: int, end: int) -> Iterator[bytes]:
         """Bytes [start, end) fetching and authenticating only the segments they live in."""
