@@ -183,12 +183,16 @@ def _add_error_handlers(app: FastAPI) -> None:
         # Fail closed: nothing was kept. The cause goes to the log, not to the citizen.
         logger.error("dependency unavailable", extra={"error": str(exc), "kind": type(exc).__name__})
         what = "antivirus" if isinstance(exc, ScannerUnavailable) else "object_store"
+        reading = request.method in ("GET", "HEAD") or request.url.path.endswith("/export")
         if _wants_json(request):
+            consequence = "try again later." if reading else "nothing was kept. Try again later."
             return JSONResponse({"error": "unavailable", "detail": f"The {what.replace('_', ' ')} is unavailable; "
-                                 "nothing was kept. Try again later."}, status_code=503, headers={"Retry-After": "60"})
-        return message_page(request, title="Service momentanément indisponible",
-                            message="L'enregistrement des documents est momentanément indisponible. Rien n'a été "
-                                    "enregistré : réessayez dans quelques minutes.", status=503,
+                                 + consequence}, status_code=503, headers={"Retry-After": "60"})
+        message = ("Vos documents sont momentanément inaccessibles. Ils ne sont pas perdus : réessayez dans "
+                   "quelques minutes." if reading else
+                   "L'enregistrement des documents est momentanément indisponible. Rien n'a été "
+                   "enregistré : réessayez dans quelques minutes.")
+        return message_page(request, title="Service momentanément indisponible", message=message, status=503,
                             link=("/documents", "Retour à mes justificatifs"))
 
     @app.exception_handler(gdpr_routes.NotStaff)

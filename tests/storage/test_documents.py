@@ -323,6 +323,17 @@ def test_tampered_object_fails_before_any_byte(citizen: Browser, s3_client, buck
     assert answer.status_code == 400 and "endommagé" in answer.json()["detail"]
 
 
+def test_a_document_whose_object_vanished_says_so(citizen: Browser, s3_client, bucket) -> None:  # noqa: ANN001
+    doc = upload(citizen, pdf(100_000)).json()
+    for version in s3_client.list_object_versions(Bucket=bucket).get("Versions", []):
+        s3_client.delete_object(Bucket=bucket, Key=version["Key"], VersionId=version["VersionId"])
+    answer = citizen.get(f"/api/v1/documents/{doc['id']}/content")
+    assert answer.status_code == 500 and answer.json()["error"] == "content_missing"
+    assert "introuvable" in answer.json()["detail"]
+    page = citizen.get(f"/documents/{doc['id']}/download")
+    assert page.status_code == 500 and "introuvable" in page.text
+
+
 def test_truncated_object_aborts_the_download(citizen: Browser, s3_client, bucket) -> None:  # noqa: ANN001
     doc = upload(citizen, pdf(3 * 1024 * 1024)).json()
     _tamper(s3_client, bucket, lambda blob: blob[: 2 * 1024 * 1024])  # the last segment is gone

@@ -199,6 +199,48 @@ def test_object_store_dying_mid_upload_is_503_and_leaves_nothing(server) -> None
     wait_until_nothing_left(server, client)
 
 
+def test_object_store_down_at_download_is_503_and_the_document_comes_back(server) -> None:  # noqa: ANN001
+    client = login(server.url)
+    content = b"".join(body(3 * 1024 * 1024))
+    document = client.post("/api/v1/documents", content=content, headers={
+        "Content-Type": "application/pdf", "X-CSRF-Token": client.cookies["csrf"]}).json()
+    server.proxy.cut()
+    try:
+        answer = client.get(f"/api/v1/documents/{document['id']}/content")
+        assert answer.status_code == 503 and answer.json()["error"] == "unavailable"
+        assert "nothing was kept" not in answer.json()["detail"]  # a read: nothing was at stake
+        page = client.get(f"/documents/{document['id']}/download")
+        assert page.status_code == 503 and "ne sont pas perdus" in page.text
+    finally:
+        server.proxy.restore()
+    again = client.get(f"/api/v1/documents/{document['id']}/content")  # pooled connections were cut too
+    assert again.status_code == 200 and again.content == content
+    client.delete(f"/api/v1/documents/{document['id']}", headers={"X-CSRF-Token": client.cookies["csrf"]})
+
+
+def test_object_store_dying_mid_download_aborts_it(server) -> None:  # noqa: ANN001
+    client = login(server.url)
+    size = 30 * 1024 * 1024
+    content = b"".join(body(size))
+    document = client.post("/api/v1/documents", content=content, headers={
+        "Content-Type": "application/pdf", "X-CSRF-Token": client.cookies["csrf"]}).json()
+    received = 0
+    try:
+        with pytest.raises(httpx.RemoteProtocolError):  # cut short: never a complete-looking file
+            with client.stream("GET", f"/api/v1/documents/{document['id']}/content") as answer:
+                assert answer.status_code == 200 and answer.headers["content-length"] == str(size)
+                for piece in answer.iter_raw(65536):
+                    if not received:
+                        server.proxy.cut()
+                    received += len(piece)
+    finally:
+        server.proxy.restore()
+    assert 0 < received < size
+    again = client.get(f"/api/v1/documents/{document['id']}/content")
+    assert again.status_code == 200 and again.content == content
+    client.delete(f"/api/v1/documents/{document['id']}", headers={"X-CSRF-Token": client.cookies["csrf"]})
+
+
 def test_concurrent_first_uploads_share_one_citizen_key(server) -> None:  # noqa: ANN001
     from concurrent.futures import ThreadPoolExecutor
 

@@ -20,6 +20,15 @@ class DocumentNotFound(StorageError):
     code, status, message = "not_found", 404, "Ce document n'existe pas."
 
 
+class ContentMissing(StorageError):
+    """The document's row exists but its object is gone from the store (``vault storage reconcile``
+    reports such rows): the server's fault, said plainly."""
+
+    code, status = "content_missing", 500
+    message = ("Le fichier de ce document est introuvable dans le stockage. Le service informatique de la "
+               "mairie a été prévenu ; vous pouvez le déposer à nouveau.")
+
+
 class TooLarge(StorageError):
     code, status = "too_large", 413
 

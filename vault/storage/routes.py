@@ -4,6 +4,7 @@ call the service, shape the answer."""
 from __future__ import annotations
 
 import hmac
+import logging
 import uuid
 from collections.abc import Iterator
 from typing import Annotated
@@ -20,7 +21,8 @@ from vault.auth.oidc import BearerError
 from vault.auth.provider import scope_list
 from vault.auth.routes import DB, Citizen, Current, Form, redirect
 from vault.crypto import DecryptionError
-from vault.storage.exceptions import InvalidDocumentInput, StorageError, TooLarge
+from vault.storage.blobs import BlobNotFound
+from vault.storage.exceptions import ContentMissing, InvalidDocumentInput, StorageError, TooLarge
 from vault.storage.models import DOCUMENT_TYPES, AccessLogPublic, Document, DocumentPublic
 from vault.storage.multipart import MultipartUpload
 from vault.storage.service import Actor, DocumentService, validate_meta
@@ -31,6 +33,8 @@ api = APIRouter(prefix="/api/v1", tags=["documents"])
 pages = APIRouter(include_in_schema=False)
 
 RAW_HEADERS = {"type": "x-document-type", "title": "x-document-title", "valid_until": "x-document-valid-until"}
+
+logger = logging.getLogger(__name__)
 
 
 def documents(request: Request) -> DocumentService:
@@ -252,7 +256,11 @@ def serve_content(request: Request, db: Session, service: DocumentService, actor
     try:
         first = next(body, b"")
     except DecryptionError:
+        logger.error("document failed authentication", extra={"document": str(document.id)})
         raise StorageError("Ce document est endommagé et ne peut pas être lu.") from None
+    except BlobNotFound:
+        logger.error("document without its object", extra={"document": str(document.id)})
+        raise ContentMissing() from None
 
     def stream() -> Iterator[bytes]:
         try:
