@@ -284,6 +284,23 @@ def list_versions(client: Any) -> list[tuple[str, str, bool]]:
     return out
 
 
+def s3_get_all_presigned(client: Any, http: urllib3.PoolManager, keys: list[str]) -> int:
+    """The service's own read path (S3BlobStore.open_blob): a presigned GetObject per object, sent by
+    urllib3, read in 1 MiB chunks and discarded. A reference line, not the target's baseline."""
+    n = 0
+    for key in keys:
+        url = client.generate_presigned_url("get_object", Params={"Bucket": BUCKET, "Key": key}, ExpiresIn=60)
+        answer = http.request("GET", url, preload_content=False, decode_content=False)
+        try:
+            if answer.status != 200:
+                raise RuntimeError(f"presigned GET: HTTP {answer.status}")
+            for piece in answer.stream(READ_CHUNK, decode_content=False):
+                n += len(piece)
+        finally:
+            answer.release_conn()
+    return n
+
+
 def s3_get_all(client: Any, keys: list[str]) -> int:
     """One GetObject after the other, each streamed in 1 MiB chunks and discarded (as the service reads)."""
     n = 0
@@ -585,6 +602,7 @@ class ExportResults:
     gets: list[Timed]
     exports: list[Timed]
     after: int
+    presigned: list[Timed]
 
 
 def export_part(setup: Setup, pool: Pool, rounds: int, sampler: RssSampler) -> ExportResults:
@@ -625,6 +643,8 @@ def export_part(setup: Setup, pool: Pool, rounds: int, sampler: RssSampler) -> E
 
         gets: list[Timed] = []
         exports: list[Timed] = []
+        presigned: list[Timed] = []
+        http = urllib3.PoolManager(retries=False)
         for rnd in range(1, rounds + 1):
             time.sleep(1.0)
             before, started = setup.cpu.now(), time.perf_counter()
@@ -632,6 +652,12 @@ def export_part(setup: Setup, pool: Pool, rounds: int, sampler: RssSampler) -> E
             gets.append(Timed(time.perf_counter() - started, got, Cpu.delta(before, setup.cpu.now())))
             if got != ciphertext:
                 raise RuntimeError(f"S3 GET: {got} bytes, listed {ciphertext}")
+            time.sleep(1.0)
+            before, started = setup.cpu.now(), time.perf_counter()
+            got = s3_get_all_presigned(setup.s3_client, http, keys)
+            presigned.append(Timed(time.perf_counter() - started, got, Cpu.delta(before, setup.cpu.now())))
+            if got != ciphertext:
+                raise RuntimeError(f"presigned S3 GET: {got} bytes, listed {ciphertext}")
             time.sleep(1.0)
             keeper = TailKeeper()
             sampler.start_window()
@@ -642,11 +668,13 @@ def export_part(setup: Setup, pool: Pool, rounds: int, sampler: RssSampler) -> E
             exports.append(t)
             # (not the first export's size: each export adds a request to demandes.json)
             check_central_directory(n, keeper.tail(), expected)
-            print(f"  round {rnd}/{rounds}: S3 GET {gets[-1].mbps:.1f} MB/s ({gets[-1].seconds:.1f} s), export"
+            print(f"  round {rnd}/{rounds}: S3 GET {gets[-1].mbps:.1f} MB/s ({gets[-1].seconds:.1f} s),"
+                  f" presigned {presigned[-1].mbps:.1f} MB/s, export"
                   f" {t.mbps:.1f} MB/s ({t.seconds:.1f} s), peak RSS {t.peak / MB:.1f} MB", flush=True)
         time.sleep(2.0)
         after = sampler.idle(2.0)
-        return ExportResults(seed_seconds, plaintext, ciphertext, idle, verify, check, zip_bytes, gets, exports, after)
+        return ExportResults(seed_seconds, plaintext, ciphertext, idle, verify, check, zip_bytes, gets, exports, after,
+                             presigned)
     finally:
         browser.close()
 
@@ -945,6 +973,11 @@ def report(setup: Setup, load_before: float, export: ExportResults | None, erase
         print(f"  (medians {med_exp:.1f} / {med_get:.1f} = {med_exp / med_get:.2f}; per round"
               f" {', '.join(f'{r:.2f}' for r in pair_ratios)}; in time: GET {best_get.seconds:.1f} s for"
               f" {e.ciphertext / MB:.0f} MB vs export {best_exp.seconds:.1f} s for {e.plaintext / MB:.0f} MB)")
+        best_pre = max(e.presigned, key=lambda t: t.mbps)
+        print(f"  (reference, not the target's baseline) S3 GET the way the service reads, a presigned GetObject per"
+              f" object sent by urllib3: best {best_pre.mbps:.1f} MB/s [" +
+              " ".join(f"{t.mbps:.0f}" for t in e.presigned) + f"]; {cpu_text(best_pre)};"
+              f" export / that = {best_exp.mbps / best_pre.mbps:.2f}")
         peak = max([e.verify.peak] + [t.peak for t in e.exports])
         print(f"  server memory: VmRSS of the server process and its children, every {SAMPLE_INTERVAL * 1000:.0f} ms"
               f" ({sum(t.samples for t in e.exports) + e.verify.samples} samples during the exports)")
