@@ -88,3 +88,36 @@ def test_a_slow_consumer_keeps_the_source_waiting() -> None:
 
     assert asyncio.run(slow()) <= 1 + 2 + 1
     assert source.closed.wait(5)
+
+
+def test_sources_beyond_the_limit_wait_for_a_free_slot_and_leave_none_taken(monkeypatch) -> None:  # noqa: ANN001
+    import vault.web.relay as module
+
+    slots = threading.BoundedSemaphore(1)
+    monkeypatch.setattr(module, "_running", slots)
+    monkeypatch.setattr(module, "_POLL", 0.05)
+    first, second, third = Source(1000), Source(10), Source(10)
+
+    async def scenario() -> None:
+        holding = relay(iter(first), depth=2)
+        await anext(holding)  # the first source runs and holds the only slot
+        waiting = relay(iter(second))
+        waiter = asyncio.create_task(anext(waiting))
+        await asyncio.sleep(0.3)
+        assert second.produced == 0 and not waiter.done()  # no slot yet
+        abandoned = relay(iter(third))
+        gone = asyncio.create_task(anext(abandoned))
+        await asyncio.sleep(0.1)
+        gone.cancel()  # its client leaves while it waits for a slot
+        with pytest.raises(asyncio.CancelledError):
+            await gone
+        await abandoned.aclose()
+        await holding.aclose()  # the first finishes: the second gets the slot
+        assert int.from_bytes(await asyncio.wait_for(waiter, 5), "big") == 0
+        assert [c async for c in waiting] == [i.to_bytes(4, "big") for i in range(1, 10)]
+
+    asyncio.run(scenario())
+    for source in (first, second):
+        assert source.closed.wait(5)
+    assert third.produced == 0  # never started: it waited for a slot, then its client was gone
+    assert slots.acquire(timeout=2)  # the slot came back: nothing leaked

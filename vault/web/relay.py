@@ -16,13 +16,13 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncIterator, Iterator
-from concurrent.futures import ThreadPoolExecutor
 
-MAX_THREADS = 64
+MAX_RUNNING = 64
 """Sources running at once per process; more wait their turn (each holds about ``depth`` chunks)."""
 
-_executor = ThreadPoolExecutor(max_workers=MAX_THREADS, thread_name_prefix="relay")
+_running = threading.BoundedSemaphore(MAX_RUNNING)
 _END = object()
+_POLL = 0.5  # seconds: how often a waiting thread checks whether its client went away
 
 
 async def relay(source: Iterator[bytes], *, depth: int = 4) -> AsyncIterator[bytes]:
@@ -38,24 +38,38 @@ async def relay(source: Iterator[bytes], *, depth: int = 4) -> AsyncIterator[byt
         except RuntimeError:  # the loop is closed: nobody is listening any more
             stop.set()
 
-    def work() -> None:
-        try:
+    def wait(semaphore: threading.Semaphore) -> bool:
+        """Take one unit of ``semaphore`` unless the consumer goes away first (then hold none)."""
+        while not semaphore.acquire(timeout=_POLL):
             if stop.is_set():
+                return False
+        if stop.is_set():
+            semaphore.release()
+            return False
+        return True
+
+    def work() -> None:
+        running = False
+        try:
+            running = wait(_running)
+            if not running:
                 return
             for chunk in source:
-                credits.acquire()
-                if stop.is_set():
+                if not wait(credits):
                     return
                 hand_over(chunk)
             hand_over(_END)
         except BaseException as exc:  # noqa: BLE001  (raised again in the event loop, in the response)
             hand_over(exc)
         finally:
+            if running:
+                _running.release()
             close = getattr(source, "close", None)
             if close is not None:
                 close()
 
-    _executor.submit(work)
+    # A daemon thread: a server shutting down never waits for a client that stopped reading.
+    threading.Thread(target=work, name="relay", daemon=True).start()
     try:
         while True:
             item = await ready.get()
