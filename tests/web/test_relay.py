@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -121,3 +122,71 @@ def test_sources_beyond_the_limit_wait_for_a_free_slot_and_leave_none_taken(monk
         assert source.closed.wait(5)
     assert third.produced == 0  # never started: it waited for a slot, then its client was gone
     assert slots.acquire(timeout=2)  # the slot came back: nothing leaked
+
+
+# ---- the other direction: a request body to a blocking consumer ----------------------------------------------
+
+
+class Body:
+    """An async request body of ``count`` pieces that records how far it was read."""
+
+    def __init__(self, count: int, piece: int = 65_536, fail_at: int | None = None) -> None:
+        self.count, self.piece, self.fail_at, self.read = count, piece, fail_at, 0
+
+    async def __aiter__(self):  # noqa: ANN204
+        for i in range(self.count):
+            if i == self.fail_at:
+                raise ConnectionResetError("the client went away")
+            self.read += 1
+            yield bytes([i % 256]) * self.piece
+            await asyncio.sleep(0)
+
+
+def test_a_body_reaches_the_consumer_whole_in_order_and_in_batches() -> None:
+    from vault.web.relay import consume_in_thread
+
+    body, taken, threads = Body(100), [], set()
+
+    def consume(data: bytes) -> None:
+        taken.append(data)
+        threads.add(threading.current_thread().name)
+
+    asyncio.run(consume_in_thread(aiter(body), consume, batch=1 << 20))
+    assert b"".join(taken) == b"".join(bytes([i % 256]) * 65_536 for i in range(100))
+    assert [len(t) for t in taken] == [1 << 20] * 6 + [4 * 65_536]  # 16 pieces per batch, the rest last
+    assert threads == {"body"}
+
+
+def test_a_failing_consumer_stops_the_reading() -> None:
+    from vault.web.relay import consume_in_thread
+
+    body = Body(10_000)
+    calls = []
+
+    def consume(data: bytes) -> None:
+        calls.append(len(data))
+        if len(calls) == 2:
+            raise ValueError("too large")
+
+    with pytest.raises(ValueError, match="too large"):
+        asyncio.run(consume_in_thread(aiter(body), consume, batch=1 << 20, depth=2))
+    assert len(calls) == 2
+    assert body.read < 10 * 16  # stopped within a few batches, not read to the end
+
+
+def test_a_body_that_breaks_stops_the_consumer_before_returning() -> None:
+    from vault.web.relay import consume_in_thread
+
+    body, calls = Body(1000, fail_at=100), []
+    busy = threading.Event()
+
+    def consume(data: bytes) -> None:
+        busy.set()
+        calls.append(len(data))
+
+    with pytest.raises(ConnectionResetError):
+        asyncio.run(consume_in_thread(aiter(body), consume, batch=1 << 20))
+    count = len(calls)
+    assert busy.is_set() and count <= 100 // 16
+    time.sleep(0.2)
+    assert len(calls) == count  # nothing is consumed once the error was raised: the caller may clean up

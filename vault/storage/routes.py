@@ -27,7 +27,7 @@ from vault.storage.models import DOCUMENT_TYPES, AccessLogPublic, Document, Docu
 from vault.storage.multipart import MultipartUpload
 from vault.storage.service import Actor, DocumentService, validate_meta
 from vault.web.pages import PageError, get_cookie, render
-from vault.web.relay import relay
+from vault.web.relay import consume_in_thread, relay
 
 api = APIRouter(prefix="/api/v1", tags=["documents"])
 pages = APIRouter(include_in_schema=False)
@@ -112,8 +112,7 @@ async def receive_document(request: Request, db: Session, service: DocumentServi
                                     title="Formulaire expiré")
 
             form = MultipartUpload(content_type, sink=pipeline.feed, on_file=check_csrf)
-            async for chunk in request.stream():
-                await run_in_threadpool(form.write, chunk)
+            await consume_in_thread(request.stream(), form.write)
             await run_in_threadpool(form.close)
             if not form.saw_file:
                 raise InvalidDocumentInput({"file": "Choisissez un fichier à ajouter."})
@@ -124,8 +123,7 @@ async def receive_document(request: Request, db: Session, service: DocumentServi
             fields = {name: unquote(request.headers[header]) for name, header in RAW_HEADERS.items()
                       if header in request.headers}
             filename = _filename_from_headers(request)
-            async for chunk in request.stream():
-                await run_in_threadpool(pipeline.feed, chunk)
+            await consume_in_thread(request.stream(), pipeline.feed)
         meta = validate_meta(fields, filename=filename)
         stored = await run_in_threadpool(pipeline.finish)
     except BaseException:

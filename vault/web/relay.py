@@ -1,4 +1,6 @@
-"""Streaming a blocking byte source (a document being decrypted, an export's ZIP) to the client.
+"""Streaming between the event loop and blocking code: a byte source (a document being
+decrypted, an export's ZIP) sent to the client by ``relay``; a request body handed to a blocking
+consumer (the upload pipeline) by ``consume_in_thread``.
 
 Starlette iterates a synchronous body by hopping to its thread pool for every chunk and back. Here
 one thread runs the whole source and hands each chunk straight to the event loop, which writes it
@@ -14,8 +16,9 @@ iterated it: an S3 body is released, a read-ahead worker stopped).
 from __future__ import annotations
 
 import asyncio
+import queue
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 MAX_RUNNING = 64
 """Sources running at once per process; more wait their turn (each holds about ``depth`` chunks)."""
@@ -82,3 +85,74 @@ async def relay(source: Iterator[bytes], *, depth: int = 4) -> AsyncIterator[byt
     finally:
         stop.set()
         credits.release()  # wake the thread if it waits for room, so that it sees the stop
+
+
+class _Closed:
+    pass
+
+
+async def consume_in_thread(chunks: AsyncIterator[bytes], consume: Callable[[bytes], None], *,
+                            batch: int = 1 << 20, depth: int = 8) -> None:
+    """The other direction: hand a request body to a blocking ``consume`` running in one thread.
+
+    Received pieces (often 64 KiB) are gathered into ``batch``-byte pieces, and the thread works on
+    one while the event loop receives the next: one hand-over per MiB instead of a thread-pool hop
+    per piece, and receiving overlaps with the work (hashing, encrypting, sending to clamd). At
+    most ``depth`` batches wait, so a slow consumer slows the sender (backpressure).
+
+    If ``consume`` raises, reading stops and the error is raised here. If reading fails (the client
+    went away), the thread is stopped first, so the caller may clean up what ``consume`` fed.
+    Returns once ``consume`` has taken everything.
+    """
+    loop = asyncio.get_running_loop()
+    pending: queue.SimpleQueue[bytes | _Closed] = queue.SimpleQueue()
+    room = asyncio.Semaphore(depth)
+    done: asyncio.Future[None] = loop.create_future()
+    failure: list[BaseException] = []
+    abandoned = threading.Event()
+
+    def settle() -> None:
+        if not done.done():
+            done.set_result(None)
+
+    def work() -> None:
+        try:
+            while not isinstance(item := pending.get(), _Closed):
+                if not failure and not abandoned.is_set():
+                    try:
+                        consume(item)
+                    except BaseException as exc:  # noqa: BLE001  (raised again in the event loop)
+                        failure.append(exc)
+                loop.call_soon_threadsafe(room.release)
+        finally:
+            loop.call_soon_threadsafe(settle)
+
+    threading.Thread(target=work, name="body", daemon=True).start()
+    gathered: list[bytes] = []
+    size = 0
+
+    async def send(data: bytes) -> None:
+        await room.acquire()
+        if failure:
+            raise failure[0]
+        pending.put(data)
+
+    try:
+        async for chunk in chunks:
+            if failure:
+                raise failure[0]
+            gathered.append(chunk)
+            size += len(chunk)
+            if size >= batch:
+                await send(b"".join(gathered))
+                gathered, size = [], 0
+        if gathered:
+            await send(b"".join(gathered))
+    except BaseException:
+        abandoned.set()  # what is still queued is not worth consuming
+        raise
+    finally:
+        pending.put(_Closed())
+        await asyncio.shield(done)  # the thread has stopped touching what it fed
+    if failure:
+        raise failure[0]
