@@ -178,15 +178,13 @@ def test_a_body_that_breaks_stops_the_consumer_before_returning() -> None:
     from vault.web.relay import consume_in_thread
 
     body, calls = Body(1000, fail_at=100), []
-    busy = threading.Event()
 
     def consume(data: bytes) -> None:
-        busy.set()
         calls.append(len(data))
 
     with pytest.raises(ConnectionResetError):
         asyncio.run(consume_in_thread(aiter(body), consume, batch=1 << 20))
     count = len(calls)
-    assert busy.is_set() and count <= 100 // 16
+    assert count <= 100 // 16  # at most what was received (a busy machine may not have started on it)
     time.sleep(0.2)
     assert len(calls) == count  # nothing is consumed once the error was raised: the caller may clean up
