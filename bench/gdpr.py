@@ -968,7 +968,7 @@ def report(setup: Setup, load_before: float, export: ExportResults | None, erase
         pair_ratios = [x.mbps / g.mbps for g, x in zip(e.gets, e.exports, strict=True)]
         print(f"    where the CPU went (best runs): S3 GET {cpu_text(best_get)}")
         print(f"    {'':<32}export {cpu_text(best_exp)}")
-        print(f"  export / S3 GET (best of each) = {best_exp.mbps:.1f} / {best_get.mbps:.1f} = {ratio:.2f}"
+        print(f"  export / S3 GET (best of each) = {best_exp.mbps:.1f} / {best_get.mbps:.1f} = {ratio:.3f}"
               f"   target >= {RATIO_TARGET}: {verdict(ratio >= RATIO_TARGET)}")
         print(f"  (medians {med_exp:.1f} / {med_get:.1f} = {med_exp / med_get:.2f}; per round"
               f" {', '.join(f'{r:.2f}' for r in pair_ratios)}; in time: GET {best_get.seconds:.1f} s for"

@@ -31,6 +31,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import struct
 import sys
 import tempfile
@@ -572,10 +573,16 @@ def report(setup: Setup, args: argparse.Namespace, load_before: float, results: 
             print(f"    {label:<32} {cpu_text(best(results[name]))}")
         floor = min(clamd.mbps, put.mbps)
         up_ratio, down_ratio = up.mbps / floor, down.mbps / get.mbps
-        print(f"  upload / min(clamd alone, PUT alone) = {up.mbps:.1f} / {floor:.1f} = {up_ratio:.2f}"
+        print(f"  upload / min(clamd alone, PUT alone) = {up.mbps:.1f} / {floor:.1f} = {up_ratio:.3f}"
               f"   target >= {RATIO_TARGET}: {verdict(up_ratio >= RATIO_TARGET)}")
-        print(f"  download / GET alone = {down.mbps:.1f} / {get.mbps:.1f} = {down_ratio:.2f}"
+        print(f"  download / GET alone = {down.mbps:.1f} / {get.mbps:.1f} = {down_ratio:.3f}"
               f"   target >= {RATIO_TARGET}: {verdict(down_ratio >= RATIO_TARGET)}")
+        median = {name: statistics.median(s.mbps for s in results[name]) for name in ("clamd", "put", "get",
+                                                                                       "api_upload", "api_download")}
+        print(f"  (medians, for the noise: upload {median['api_upload']:.1f} / "
+              f"{min(median['clamd'], median['put']):.1f} = {median['api_upload'] / min(median['clamd'], median['put']):.3f};"
+              f" download {median['api_download']:.1f} / {median['get']:.1f} ="
+              f" {median['api_download'] / median['get']:.3f})")
         serial = size / MB / (clamd.seconds + put.seconds)
         intake = clamd.seconds - after_end
         ceiling = size / MB / (max(put.seconds, intake) + after_end)
