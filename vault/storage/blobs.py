@@ -273,11 +273,13 @@ class S3BlobStore:
                 connect_timeout=5,
                 read_timeout=60,
                 retries={"max_attempts": 3, "mode": "standard"},
-                # No SHA-256 of every uploaded byte for the signature (botocore does it unless TLS *and*
-                # a checksum header are there): the objects are AES-GCM ciphertext, authenticated
-                # end to end, so a body altered on the way fails at the first read, and TLS protects
-                # it in transit. This is a third of the upload path's CPU on the server.
-                s3={"addressing_style": "path", "payload_signing_enabled": False},
+                # Over TLS, no SHA-256 of every uploaded byte for the signature (botocore computes it
+                # unless TLS *and* a checksum header are there): TLS protects the body in transit and
+                # the object is AES-GCM ciphertext, authenticated at every read. Over plain HTTP the
+                # payload stays signed, so that a body altered on the way is refused by the store
+                # instead of being found unreadable later.
+                s3={"addressing_style": "path",
+                    "payload_signing_enabled": not (settings.s3_endpoint_url or "https:").startswith("https:")},
                 max_pool_connections=32,
             ),
         )
