@@ -209,6 +209,66 @@ def s3_get(client: Any, key: str) -> tuple[int, str]:
     return n, digest.hexdigest()
 
 
+class SpliceHop:
+    """A TCP relay in front of SeaweedFS that moves bytes with os.splice (socket -> pipe -> socket):
+    they never enter user space. A GET through it measures what one extra hop costs on this machine
+    at the very least, whatever the service does (a reference line, not a target's baseline)."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        threading.Thread(target=self._accept, name="splice-accept", daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), name="splice", daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        read_end, write_end = os.pipe()
+        try:
+            while n := os.splice(source.fileno(), write_end, MiB):
+                while n:
+                    n -= os.splice(read_end, sink.fileno(), n)
+        except OSError:
+            pass
+        finally:
+            os.close(read_end)
+            os.close(write_end)
+            try:
+                sink.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+def s3_get_via_hop(client: Any, pool: urllib3.PoolManager, hop: SpliceHop, endpoint: str, key: str) -> tuple[int, str]:
+    """The same GetObject (presigned, so that urllib3 can send it through the hop), 1 MiB reads, hashed."""
+    url = client.generate_presigned_url("get_object", Params={"Bucket": BUCKET, "Key": key}, ExpiresIn=600)
+    authority = endpoint.removeprefix("http://")
+    answer = pool.request("GET", url.replace(authority, f"127.0.0.1:{hop.port}", 1), headers={"Host": authority},
+                          preload_content=False, decode_content=False)
+    try:
+        if answer.status != 200:
+            raise RuntimeError(f"GET through the hop: HTTP {answer.status}")
+        digest, n = hashlib.sha256(), 0
+        for piece in answer.stream(CLIENT_CHUNK, decode_content=False):
+            digest.update(piece)
+            n += len(piece)
+    finally:
+        answer.release_conn()
+    return n, digest.hexdigest()
+
+
 class Api:
     """A logged-in citizen's browser session against the API."""
 
@@ -337,7 +397,7 @@ def start_everything(base: Path, max_stream: int) -> Setup:
     return Setup(base, clamd, s3, server, api, client, cpu, max_stream)
 
 
-OPERATIONS = ("clamd", "put", "get", "upload_fileobj", "both", "api_upload", "api_download")
+OPERATIONS = ("clamd", "put", "get", "hop", "upload_fileobj", "both", "api_upload", "api_download")
 READS_PER_ROUND = 3  # a 200 MB read takes a few tenths of a second: several per round steady the best-of
 
 
@@ -349,6 +409,9 @@ def throughput(setup: Setup, data: bytes, reps: int) -> dict[str, list[Sample]]:
     host, port = setup.clamd.host, setup.clamd.port
     client, api, cpu = setup.s3_client, setup.api, setup.cpu
     results: dict[str, list[Sample]] = {name: [] for name in OPERATIONS}
+    host_port = setup.s3.endpoint_url.removeprefix("http://").rsplit(":", 1)
+    hop = SpliceHop((host_port[0], int(host_port[1])))
+    hop_pool = urllib3.PoolManager(retries=False)
 
     def check(what: str, got: tuple[int, str], expected: str) -> None:
         if got != (size, expected):
@@ -411,6 +474,8 @@ def throughput(setup: Setup, data: bytes, reps: int) -> dict[str, list[Sample]]:
         settle()
         for _ in range(READS_PER_ROUND):
             samples["get"].append(timed(cpu, size, lambda: check("S3 GET", s3_get(client, BASELINE_KEY), put_sha)))
+            samples["hop"].append(timed(cpu, size, lambda: check("S3 GET through the hop", s3_get_via_hop(
+                client, hop_pool, hop, setup.s3.endpoint_url, BASELINE_KEY), put_sha)))
             samples["api_download"].append(timed(cpu, size, lambda: check(
                 "API download", api.download(document["id"]), api_sha)))
         api.delete(document["id"])
@@ -420,6 +485,7 @@ def throughput(setup: Setup, data: bytes, reps: int) -> dict[str, list[Sample]]:
                 results[name].extend(values)
         print(f"  {label}: " + "  ".join(f"{name} {'/'.join(f'{s.mbps:.0f}' for s in values)}"
                                          for name, values in samples.items()) + "  (MB/s)", flush=True)
+    hop.close()
     return results
 
 
@@ -553,6 +619,9 @@ def report(setup: Setup, args: argparse.Namespace, load_before: float, results: 
             ("S3 PUT alone", "put", f"multipart, {PART_SIZE // MiB} MiB parts sent one after the other from one"
                                     " thread (as the service), until CompleteMultipartUpload"),
             ("S3 GET alone", "get", "one GetObject streamed in 1 MiB chunks (as the service), SHA-256 of the bytes"),
+            ("(reference) S3 GET, one hop", "hop", "the same GET (presigned, urllib3) through a relay that moves the"
+                                                   " bytes with os.splice, never in user space: the least one extra"
+                                                   " hop costs here; not used in the targets"),
             ("(reference) S3 upload_fileobj", "upload_fileobj", "boto3 TransferConfig defaults (8 MiB parts,"
                                                                 " 10 threads); not used in the targets"),
             ("(reference) clamd + PUT at once", "both", "the two lines above them at the same time, from two threads"
@@ -577,12 +646,16 @@ def report(setup: Setup, args: argparse.Namespace, load_before: float, results: 
               f"   target >= {RATIO_TARGET}: {verdict(up_ratio >= RATIO_TARGET)}")
         print(f"  download / GET alone = {down.mbps:.1f} / {get.mbps:.1f} = {down_ratio:.3f}"
               f"   target >= {RATIO_TARGET}: {verdict(down_ratio >= RATIO_TARGET)}")
-        median = {name: statistics.median(s.mbps for s in results[name]) for name in ("clamd", "put", "get",
+        median = {name: statistics.median(s.mbps for s in results[name]) for name in ("clamd", "put", "get", "hop",
                                                                                        "api_upload", "api_download")}
+        hop_best = best(results["hop"])
+        print(f"  for scale: one extra hop alone (zero-copy relay) = {hop_best.mbps:.1f} / {get.mbps:.1f} ="
+              f" {hop_best.mbps / get.mbps:.3f} of GET alone; the API download keeps {down.mbps / hop_best.mbps:.3f}"
+              " of that (it also authenticates the citizen, reads the database, decrypts and checks every segment)")
         print(f"  (medians, for the noise: upload {median['api_upload']:.1f} / "
               f"{min(median['clamd'], median['put']):.1f} = {median['api_upload'] / min(median['clamd'], median['put']):.3f};"
               f" download {median['api_download']:.1f} / {median['get']:.1f} ="
-              f" {median['api_download'] / median['get']:.3f})")
+              f" {median['api_download'] / median['get']:.3f}; one hop {median['hop'] / median['get']:.3f})")
         serial = size / MB / (clamd.seconds + put.seconds)
         intake = clamd.seconds - after_end
         ceiling = size / MB / (max(put.seconds, intake) + after_end)
