@@ -57,3 +57,37 @@ def test_forbidden_fields_are_redacted() -> None:
     record.token = "abc"
     entry = json.loads(JsonFormatter().format(record))
     assert entry["password"] == "[redacted]" and entry["token"] == "[redacted]"
+
+
+def test_http_clients_stay_quiet_even_at_debug(s3, tmp_path) -> None:  # noqa: ANN001
+    """At DEBUG, botocore and urllib3 would print S3 signatures and presigned URLs."""
+    import io
+
+    from pydantic import SecretStr
+
+    from vault.logs import configure_logging
+    from vault.settings import Settings
+    from vault.storage.blobs import S3BlobStore
+
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level, {name: logging.getLogger(name).level for name in ("botocore", "urllib3")}
+    try:
+        configure_logging("DEBUG")
+        captured = io.StringIO()
+        root.handlers[0].stream = captured
+        store = S3BlobStore(Settings(storage_backend="s3", s3_endpoint_url=s3.endpoint_url, s3_bucket="quiet-logs",
+                                     s3_region=s3.region, s3_access_key_id=s3.access_key,
+                                     s3_secret_access_key=SecretStr(s3.secret_key)))
+        upload = store.start_upload("object-1")
+        upload.write(b"ciphertext")
+        upload.complete()
+        with store.open_blob("object-1") as blob:
+            assert blob.read(100) == b"ciphertext"
+        logging.getLogger("vault.test").debug("our own debug lines still print")
+        text = captured.getvalue()
+        assert "our own debug lines still print" in text
+        assert "Signature" not in text and "X-Amz" not in text and s3.access_key not in text
+    finally:
+        root.handlers[:], root.level = saved[0], saved[1]
+        for name, level in saved[2].items():
+            logging.getLogger(name).setLevel(level)

@@ -47,6 +47,10 @@ def configure_logging(level: str = "INFO") -> None:
     # uvicorn's access log prints query strings (which may carry tokens): ours replaces it.
     logging.getLogger("uvicorn.access").disabled = True
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # HTTP clients print request lines and headers when verbose: S3 signatures, presigned URLs (a
+    # minute's read access to an object), KMS calls. They stay at WARNING even when we debug.
+    for name in ("botocore", "boto3", "urllib3", "s3transfer", "httpx", "httpcore"):
+        logging.getLogger(name).setLevel(max(root.level, logging.WARNING))
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True

@@ -25,8 +25,8 @@ class ContentMissing(StorageError):
     reports such rows): the server's fault, said plainly."""
 
     code, status = "content_missing", 500
-    message = ("Le fichier de ce document est introuvable dans le stockage. Le service informatique de la "
-               "mairie a été prévenu ; vous pouvez le déposer à nouveau.")
+    message = ("Le fichier de ce document est introuvable dans le stockage. Signalez-le à l'accueil de la "
+               "mairie ; vous pouvez aussi le déposer à nouveau.")
 
 
 class TooLarge(StorageError):
