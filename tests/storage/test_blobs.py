@@ -19,3 +19,30 @@ def test_upload_bodies_are_signed_unless_tls_protects_them(endpoint: str | None,
                         s3_access_key_id="key", s3_secret_access_key=SecretStr("secret"))
     store = S3BlobStore(settings)
     assert store._client.meta.config.s3["payload_signing_enabled"] is signed  # noqa: SLF001
+
+
+# ---- the filesystem store (development, `make run`): the same read path as S3 --------------------------------
+
+
+def test_filesystem_store_reads_like_s3(browser, outbox, data_dir) -> None:  # noqa: ANN001
+    from vault.crypto import DecryptionError
+    from tests.storage.test_documents import MARKER, pdf, upload
+    from tests.support import verified_citizen
+
+    verified_citizen(browser, outbox, "fichiers@example.org")
+    browser.login("fichiers@example.org")
+    content = pdf(3 * 1024 * 1024 + 123)
+    doc = upload(browser, content).json()
+    answer = browser.get(f"/api/v1/documents/{doc['id']}/content")
+    assert answer.status_code == 200 and answer.content == content
+    ranged = browser.get(f"/api/v1/documents/{doc['id']}/content", headers={"Range": "bytes=1048000-1049999"})
+    assert ranged.status_code == 206 and ranged.content == content[1048000:1050000]
+    blobs = [p for p in data_dir.rglob("*") if p.is_file() and p.stat().st_size > len(content)]
+    assert len(blobs) == 1 and MARKER not in blobs[0].read_bytes()  # ciphertext only on disk
+
+    blobs[0].write_bytes(blobs[0].read_bytes()[: 2 * 1024 * 1024])  # the last segments are gone
+    with pytest.raises(DecryptionError):  # cut short mid-stream, never a complete-looking file
+        browser.get(f"/api/v1/documents/{doc['id']}/content")
+    blobs[0].unlink()
+    gone = browser.get(f"/api/v1/documents/{doc['id']}/content")
+    assert gone.status_code == 500 and gone.json()["error"] == "content_missing"
