@@ -183,7 +183,7 @@ def _add_error_handlers(app: FastAPI) -> None:
         # Fail closed: nothing was kept. The cause goes to the log, not to the citizen.
         logger.error("dependency unavailable", extra={"error": str(exc), "kind": type(exc).__name__})
         what = "antivirus" if isinstance(exc, ScannerUnavailable) else "object_store"
-        reading = request.method in ("GET", "HEAD") or request.url.path.endswith("/export")
+        reading = request.method in ("GET", "HEAD")  # nothing was being stored: say the documents are safe
         if _wants_json(request):
             consequence = "try again later." if reading else "nothing was kept. Try again later."
             return JSONResponse({"error": "unavailable", "detail": f"The {what.replace('_', ' ')} is unavailable; "
