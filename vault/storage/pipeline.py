@@ -53,7 +53,7 @@ class _Worker(threading.Thread):
 
     def __init__(self, name: str, handle, last=None) -> None:  # noqa: ANN001
         super().__init__(name=name, daemon=True)
-        self.queue: queue.Queue = queue.Queue(maxsize=8)
+        self.queue: queue.Queue = queue.Queue(maxsize=4)  # items are 1 MiB batches
         self.handle = handle
         self.last = last
         self.result: object = None

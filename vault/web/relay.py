@@ -92,7 +92,7 @@ class _Closed:
 
 
 async def consume_in_thread(chunks: AsyncIterator[bytes], consume: Callable[[bytes], None], *,
-                            batch: int = 1 << 20, depth: int = 8) -> None:
+                            batch: int = 1 << 20, depth: int = 4) -> None:
     """The other direction: hand a request body to a blocking ``consume`` running in one thread.
 
     Received pieces (often 64 KiB) are gathered into ``batch``-byte pieces, and the thread works on
