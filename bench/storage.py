@@ -255,11 +255,16 @@ def s3_get_via_hop(client: Any, pool: urllib3.PoolManager, hop: SpliceHop, endpo
     """The same GetObject (presigned, so that urllib3 can send it through the hop), 1 MiB reads, hashed."""
     url = client.generate_presigned_url("get_object", Params={"Bucket": BUCKET, "Key": key}, ExpiresIn=600)
     authority = endpoint.removeprefix("http://")
-    answer = pool.request("GET", url.replace(authority, f"127.0.0.1:{hop.port}", 1), headers={"Host": authority},
-                          preload_content=False, decode_content=False)
+    return hashed_body(pool.request("GET", url.replace(authority, f"127.0.0.1:{hop.port}", 1),
+                                    headers={"Host": authority}, preload_content=False, decode_content=False),
+                       "GET through the hop")
+
+
+def hashed_body(answer: urllib3.BaseHTTPResponse, what: str) -> tuple[int, str]:
+    """A 200 answer's body read in CLIENT_CHUNK reads (as ``s3_get`` reads the baseline), hashed, discarded."""
     try:
         if answer.status != 200:
-            raise RuntimeError(f"GET through the hop: HTTP {answer.status}")
+            raise RuntimeError(f"{what}: HTTP {answer.status}: {answer.read()[:300]!r}")
         digest, n = hashlib.sha256(), 0
         for piece in answer.stream(CLIENT_CHUNK, decode_content=False):
             digest.update(piece)
@@ -312,18 +317,9 @@ class Api:
     def download(self, document_id: str) -> tuple[int, str]:
         """Streamed in 1 MiB reads and hashed, exactly as ``s3_get`` reads the baseline."""
         cookies = "; ".join(f"{name}={value}" for name, value in self.client.cookies.items())
-        answer = self.pool.request("GET", f"{self.base}/api/v1/documents/{document_id}/content",
-                                   headers={"Cookie": cookies}, preload_content=False, decode_content=False)
-        try:
-            if answer.status != 200:
-                raise RuntimeError(f"download: HTTP {answer.status}: {answer.read()[:300]!r}")
-            digest, n = hashlib.sha256(), 0
-            for piece in answer.stream(CLIENT_CHUNK, decode_content=False):
-                digest.update(piece)
-                n += len(piece)
-        finally:
-            answer.release_conn()
-        return n, digest.hexdigest()
+        return hashed_body(self.pool.request("GET", f"{self.base}/api/v1/documents/{document_id}/content",
+                                             headers={"Cookie": cookies}, preload_content=False, decode_content=False),
+                           "download")
 
     def delete(self, document_id: str) -> None:
         answer = self.client.delete(f"/api/v1/documents/{document_id}", headers={"X-CSRF-Token": self.csrf})
