@@ -332,6 +332,9 @@ def test_a_document_whose_object_vanished_says_so(citizen: Browser, s3_client, b
     assert "introuvable" in answer.json()["detail"]
     page = citizen.get(f"/documents/{doc['id']}/download")
     assert page.status_code == 500 and "introuvable" in page.text
+    other = pdf(50_000, marker=b"encore")  # the store's connections still serve the next reads
+    again = upload(citizen, other).json()
+    assert citizen.get(f"/api/v1/documents/{again['id']}/content").content == other
 
 
 def test_truncated_object_aborts_the_download(citizen: Browser, s3_client, bucket) -> None:  # noqa: ANN001

@@ -362,7 +362,7 @@ class S3BlobStore:
                 continue
             if answer.status_code == 200:
                 return S3Reader(answer.raw)
-            answer.raw.release_conn() if answer.status_code < 500 else answer.raw.close()
+            answer.raw.close()  # an error answer: drop the connection rather than reuse it half-read
             if answer.status_code == 404:
                 raise BlobNotFound(key)
             failure = f"HTTP {answer.status_code}"
