@@ -19,7 +19,7 @@ from tests.services import ClamdService, S3Service, free_port
 from tests.support import Browser, Outbox, register_app, verified_citizen
 from vault.app import create_app
 from vault.crypto import DecryptionError
-from vault.storage.models import AccessLogEntry, Document
+from vault.storage.models import Document
 
 EICAR = rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
 MARKER = b"CONFIDENTIEL-MARQUEUR-7d1e"

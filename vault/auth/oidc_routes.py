@@ -26,7 +26,7 @@ from vault.auth.oidc import (
     ToClient,
 )
 from vault.auth.routes import DB, SESSION_COOKIE, Citizen, Current, Form, redirect
-from vault.web.pages import PageError, clear_cookie, get_cookie, message_page, render, rotate_csrf
+from vault.web.pages import PageError, clear_cookie, get_cookie, render, rotate_csrf
 
 router = APIRouter(tags=["openid-connect"])
 
