@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -18,6 +19,13 @@ VAULT = [sys.executable, "-m", "vault.cli"]
 
 def run(args: list[str], env: dict[str, str], stdin: str = "") -> subprocess.CompletedProcess[str]:
     return subprocess.run([*VAULT, *args], input=stdin, capture_output=True, text=True, env=env, timeout=120)
+
+
+def run_ok(args: list[str], env: dict[str, str], stdin: str = ""):  # noqa: ANN201
+    """Run a command that must succeed; its JSON output (a failure shows the command's stderr)."""
+    done = run(args, env, stdin)
+    assert done.returncode == 0, f"vault {' '.join(args)} exited {done.returncode}: {done.stderr}"
+    return json.loads(done.stdout)
 
 
 @pytest.fixture
@@ -61,7 +69,7 @@ def test_citizen_create_refuses_bad_input_and_duplicates(env: dict[str, str]) ->
     assert run(args, env).returncode == 0
     duplicate = run(args, env)
     assert duplicate.returncode == 2 and "existe déjà" in json.loads(duplicate.stdout)["fields"]["email"]
-    assert len(json.loads(run(["citizen", "list", "--json"], env).stdout)) == 1
+    assert len(run_ok(["citizen", "list", "--json"], env)) == 1
 
 
 def test_commands_refuse_an_unmigrated_database(tmp_path: Path) -> None:
@@ -132,6 +140,8 @@ def test_client_commands(env: dict[str, str], engine) -> None:  # noqa: ANN001
                    "client_secret_post", "--sector", "portail", "--userinfo-signed", "--json"], env)
     assert created.returncode == 0, created.stderr
     body = json.loads(created.stdout)
+    # 64 hex digits like FranceConnect's: an id starting with '-' would read as an option below.
+    assert re.fullmatch(r"[0-9a-f]{64}", body["client_id"])
     assert body["redirect_uris"] == ["https://portail.example.fr/cb", "https://portail.example.fr/cb2"]
     assert body["userinfo_signed_response_alg"] == "ES256" and body["sector"] == "portail"
     secret = body["client_secret"]
@@ -139,15 +149,24 @@ def test_client_commands(env: dict[str, str], engine) -> None:  # noqa: ANN001
         stored = session.get(OAuthClient, body["client_id"])
         assert stored.secret_hash and secret not in stored.secret_hash  # only a hash is kept
 
-    listed = json.loads(run(["client", "list", "--json"], env).stdout)
+    listed = run_ok(["client", "list", "--json"], env)
     assert [c["client_id"] for c in listed] == [body["client_id"]] and "client_secret" not in listed[0]
 
-    rotated = json.loads(run(["client", "rotate-secret", body["client_id"], "--json"], env).stdout)
+    rotated = run_ok(["client", "rotate-secret", body["client_id"], "--json"], env)
     assert rotated["client_secret"] != secret
-    disabled = json.loads(run(["client", "disable", body["client_id"], "--json"], env).stdout)
+    disabled = run_ok(["client", "disable", body["client_id"], "--json"], env)
     assert disabled["disabled"] is True
     missing = run(["client", "disable", "nope", "--json"], env)
     assert missing.returncode == 2 and json.loads(missing.stdout)["error"] == "not_found"
+
+    # An id from an older version that starts with '-' is still reachable, after '--'.
+    with Session(engine) as session:
+        session.add(OAuthClient(client_id="-Legacy_id", name="Ancienne appli", secret_hash=stored.secret_hash,
+                                redirect_uris=["https://old.example.fr/cb"], post_logout_redirect_uris=[],
+                                scope="openid", auth_method="client_secret_post", sector="old"))
+        session.commit()
+    assert run_ok(["client", "rotate-secret", "--json", "--", "-Legacy_id"], env)["client_id"] == "-Legacy_id"
+    assert run_ok(["client", "disable", "--json", "--", "-Legacy_id"], env)["disabled"] is True
 
 
 def test_client_create_refuses_bad_input(env: dict[str, str]) -> None:
@@ -159,12 +178,12 @@ def test_client_create_refuses_bad_input(env: dict[str, str]) -> None:
     no_keys = run(["client", "create", "--name", "X", "--redirect-uri", "https://x.example.fr/cb",
                    "--auth-method", "private_key_jwt", "--json"], env)
     assert "jwks" in json.loads(no_keys.stdout)["fields"]
-    assert json.loads(run(["client", "list", "--json"], env).stdout) == []
+    assert run_ok(["client", "list", "--json"], env) == []
 
 
 def test_keys_rotate(env: dict[str, str]) -> None:
-    first = json.loads(run(["keys", "rotate", "--json"], env).stdout)["active"]
-    second = json.loads(run(["keys", "rotate", "--json"], env).stdout)["active"]
+    first = run_ok(["keys", "rotate", "--json"], env)["active"]
+    second = run_ok(["keys", "rotate", "--json"], env)["active"]
     assert len(first) == len(second) == 2 and not set(first) & set(second)
 
 
@@ -175,9 +194,9 @@ def test_storage_reconcile_and_kek_rotation(env: dict[str, str], tmp_path: Path)
     orphan.write_bytes(b"x")
     old = time.time() - 7200
     os.utime(orphan, (old, old))
-    dry = json.loads(run(["storage", "reconcile", "--dry-run", "--json"], env).stdout)
+    dry = run_ok(["storage", "reconcile", "--dry-run", "--json"], env)
     assert dry["orphans_removed"] == ["orphan-left-by-a-crash"] and orphan.exists()
-    done = json.loads(run(["storage", "reconcile", "--json"], env).stdout)
+    done = run_ok(["storage", "reconcile", "--json"], env)
     assert done["orphans_removed"] == ["orphan-left-by-a-crash"] and not orphan.exists()
 
     run(["db", "upgrade"], env)  # creates the signing keys and the pairwise secret (wrapped by the KEK)
@@ -222,7 +241,7 @@ def test_gdpr_commands(env: dict[str, str], tmp_path: Path) -> None:
 
     verified = run(["audit", "verify", "--json"], env)
     assert verified.returncode == 0 and json.loads(verified.stdout)["ok"] is True
-    assert json.loads(run(["retention", "run", "--dry-run", "--json"], env).stdout)["accounts_erased"] == []
+    assert run_ok(["retention", "run", "--dry-run", "--json"], env)["accounts_erased"] == []
 
 
 def test_audit_verify_fails_on_an_edited_entry(env: dict[str, str], engine) -> None:  # noqa: ANN001

@@ -37,6 +37,8 @@ app.add_typer(citizen_app, name="citizen")
 app.add_typer(demo_app, name="demo")
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON only.")]
+ClientId = Annotated[str, typer.Argument(help="The app's client_id (one that starts with '-', from an older "
+                                              "version, goes after '--': `-- -AbC…`).")]
 
 DEMO_CITIZEN = {
     "email": "marie.dupont@example.org",
@@ -326,7 +328,7 @@ def _client_change(client_id: str, as_json: bool, change) -> None:  # noqa: ANN0
 
 
 @client_app.command("rotate-secret")
-def client_rotate_secret(client_id: str, as_json: JsonFlag = False) -> None:
+def client_rotate_secret(client_id: ClientId, as_json: JsonFlag = False) -> None:
     """Give the app a new secret (shown once); the old one stops working at once."""
     from vault.auth.clients import rotate_secret
 
@@ -335,7 +337,7 @@ def client_rotate_secret(client_id: str, as_json: JsonFlag = False) -> None:
 
 
 @client_app.command("disable")
-def client_disable(client_id: str, as_json: JsonFlag = False) -> None:
+def client_disable(client_id: ClientId, as_json: JsonFlag = False) -> None:
     """Stop the app: no more logins through it, its tokens are revoked."""
     from vault.auth.clients import client_public, disable_client
 

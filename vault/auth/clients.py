@@ -105,7 +105,9 @@ def create_client(*, session: Session, name: str, redirect_uris: list[str], post
     if errors:
         raise ClientError(errors)
 
-    client_id = secrets.token_urlsafe(24)
+    # 64 hex digits, like FranceConnect's: never starts with '-' (an id like "-x…" reads as an
+    # option on a command line), survives any URL, form, header or config file unquoted.
+    client_id = secrets.token_hex(32)
     secret = None if auth_method in ("none", "private_key_jwt") else secrets.token_urlsafe(32)
     client = OAuthClient(
         client_id=client_id, name=name.strip(), secret_hash=token_hash(secret) if secret else None,
