@@ -514,11 +514,12 @@ def start_clamd(
     # clamd spools each INSTREAM stream to its TemporaryDirectory before scanning it: that is the
     # document in clear. It must live in memory (tmpfs), never on disk, as in production.
     shm = Path("/dev/shm")
-    scratch_dir = Path(tempfile.mkdtemp(prefix="clamd-tmp-", dir=shm if shm.is_dir() else None))
     config_path = base_dir / "clamd.conf"
 
     def start_once() -> ClamdService:
         port = free_port()
+        # Made for each attempt: a failed attempt's stop() removes its own (a retry needs a new one).
+        scratch_dir = Path(tempfile.mkdtemp(prefix="clamd-tmp-", dir=shm if shm.is_dir() else None))
         # No "User" line: clamd then keeps running as whoever started it
         # (root in CI) instead of switching to the clamav account, which
         # could not read base_dir.  No "LogFile" either: in the foreground,

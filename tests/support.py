@@ -83,7 +83,7 @@ class Mail:
 
 
 class Outbox:
-    """The development outbox folder: each file is one mail."""
+    """The development outbox folder: each file is one mail, named in sending order."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
@@ -92,7 +92,7 @@ class Outbox:
         if not self.folder.exists():
             return []
         mails = []
-        for path in sorted(self.folder.glob("*.eml"), key=lambda p: p.stat().st_mtime_ns):
+        for path in sorted(self.folder.glob("*.eml")):
             message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
             body = message.get_body(preferencelist=("plain",)).get_content()  # type: ignore[union-attr]
             mails.append(Mail(to=str(message["To"]), subject=str(message["Subject"]), body=body))

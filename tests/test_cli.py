@@ -106,7 +106,10 @@ def test_serve_on_embedded_defaults(tmp_path: Path) -> None:
                               stderr=subprocess.STDOUT, text=True)
     try:
         base = f"http://127.0.0.1:{port}"
-        for _ in range(100):
+        deadline = time.monotonic() + 60  # generous: a busy CI machine starts Python slowly
+        while True:
+            assert server.poll() is None, f"the server stopped: {server.communicate(timeout=5)[0][-3000:]}"
+            assert time.monotonic() < deadline, "the server did not answer within 60 s"
             try:
                 ready = httpx.get(f"{base}/readyz")
                 break
@@ -122,7 +125,11 @@ def test_serve_on_embedded_defaults(tmp_path: Path) -> None:
             assert login.status_code == 303 and login.headers["location"] == "/account"
     finally:
         server.terminate()
-        output, _ = server.communicate(timeout=20)
+        try:
+            output, _ = server.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            output, _ = server.communicate()
     # JSON logs, with a request id, and never the password.
     lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
     assert any(entry.get("path") == "/login" and entry.get("request_id") for entry in lines)

@@ -10,6 +10,7 @@ import logging
 import os
 import smtplib
 import ssl
+import time
 import uuid
 from email.message import EmailMessage
 from email.utils import make_msgid
@@ -38,7 +39,8 @@ class OutboxMailer:
 
     def send(self, message: EmailMessage) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        path = self.folder / f"{uuid.uuid4().hex}.eml"
+        # Named in sending order (nanoseconds first), so that `ls` lists them in order.
+        path = self.folder / f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.eml"
         tmp = path.with_suffix(".tmp")
         tmp.write_bytes(bytes(message))
         os.replace(tmp, path)  # a reader never sees half a mail

@@ -259,6 +259,9 @@ def test_max_age(browser: Browser, citizen: str, app_: App) -> None:
     assert authorize(browser, app_, max_age="10000").steps == []
     time.sleep(1.1)
     assert authorize(browser, app_, max_age="1", email=EMAIL).steps == ["login"]
+    # max_age=0 (OIDC Core §3.1.2.1: like prompt=login): one fresh login, then the code.
+    zero = authorize(browser, app_, max_age="0", email=EMAIL)
+    assert zero.steps == ["login"] and "code" in zero.result
     assert authorize(browser, app_, max_age="-3").result["error"] == "invalid_request"
 
 

@@ -34,6 +34,7 @@ class CuttableProxy:
         self._conns: list[socket.socket] = []
         self._lock = threading.Lock()
         self.cut_off = False
+        self._budget: int | None = None  # bytes from the store still let through before a cut
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -52,12 +53,15 @@ class CuttableProxy:
                     upstream.close()
                     continue
                 self._conns += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+            for a, b, from_store in ((client, upstream, False), (upstream, client, True)):
+                threading.Thread(target=self._pipe, args=(a, b, from_store), daemon=True).start()
 
-    def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
+    def _pipe(self, source: socket.socket, sink: socket.socket, from_store: bool) -> None:
         try:
             while data := source.recv(65536):
+                if from_store and self._spend(len(data)):
+                    self.cut()
+                    return
                 sink.sendall(data)
         except OSError:
             pass
@@ -67,6 +71,18 @@ class CuttableProxy:
                     s.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
+
+    def _spend(self, size: int) -> bool:
+        with self._lock:
+            if self._budget is None:
+                return False
+            self._budget -= size
+            return self._budget < 0
+
+    def cut_after(self, size: int) -> None:
+        """Let ``size`` more bytes come from the store, then die (in the middle of a transfer)."""
+        with self._lock:
+            self._budget = size
 
     def cut(self) -> None:
         with self._lock:
@@ -82,7 +98,8 @@ class CuttableProxy:
             self._conns.clear()
 
     def restore(self) -> None:
-        self.cut_off = False
+        with self._lock:
+            self.cut_off, self._budget = False, None
 
     def close(self) -> None:
         self._listener.close()
@@ -127,7 +144,11 @@ def server(services_dir: Path, postgres: PostgresService, s3: S3Service, clamd: 
         yield type("Server", (), {"url": url, "proxy": proxy, "bucket": bucket, "s3": s3_client, "vault": vault})
     finally:
         process.terminate()
-        process.wait(timeout=10)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
         log.close()
         proxy.close()
 
@@ -226,16 +247,16 @@ def test_object_store_dying_mid_download_aborts_it(server) -> None:  # noqa: ANN
         "Content-Type": "application/pdf", "X-CSRF-Token": client.cookies["csrf"]}).json()
     received = 0
     try:
+        # The store dies after 4 MiB of the object: the answer (200, the full length) has started.
+        server.proxy.cut_after(4 * 1024 * 1024)
         with pytest.raises(httpx.RemoteProtocolError):  # cut short: never a complete-looking file
             with client.stream("GET", f"/api/v1/documents/{document['id']}/content") as answer:
                 assert answer.status_code == 200 and answer.headers["content-length"] == str(size)
                 for piece in answer.iter_raw(65536):
-                    if not received:
-                        server.proxy.cut()
                     received += len(piece)
     finally:
         server.proxy.restore()
-    assert 0 < received < size
+    assert 0 < received <= 4 * 1024 * 1024
     again = client.get(f"/api/v1/documents/{document['id']}/content")
     assert again.status_code == 200 and again.content == content
     client.delete(f"/api/v1/documents/{document['id']}", headers={"X-CSRF-Token": client.cookies["csrf"]})

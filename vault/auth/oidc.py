@@ -195,8 +195,8 @@ class OpenIDService:
         if "login" in prompts and auth_time < started:
             return True  # prompt=login: a login that happened after this request started
         max_age = params.get("max_age")
-        if max_age is not None and (utcnow() - auth_time).total_seconds() > int(max_age):
-            return True
+        if max_age is not None and auth_time < started and (utcnow() - auth_time).total_seconds() > int(max_age):
+            return True  # too old a login; one made during this request counts, however slow (max_age=0 too)
         if hint := params.get("id_token_hint"):
             try:
                 _, claims = self.keystore.verify(db, hint)

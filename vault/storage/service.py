@@ -297,9 +297,13 @@ class DocumentService:
                 try:
                     item = lane.get(timeout=0.5)
                 except queue.Empty:
-                    if stop.is_set() or not thread.is_alive():
-                        raise BlobStoreUnavailable("the read-ahead stopped") from None
-                    continue
+                    alive = thread.is_alive()
+                    try:  # the worker may have put its last item and ended since the wait timed out
+                        item = lane.get_nowait()
+                    except queue.Empty:
+                        if stop.is_set() or not alive:
+                            raise BlobStoreUnavailable("the read-ahead stopped") from None
+                        continue
                 if item is end:
                     return
                 if isinstance(item, BaseException):
