@@ -9,9 +9,9 @@ FROM python:3.11-slim-bookworm AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 RUN python -m venv /opt/vault
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY vault ./vault
-RUN /opt/vault/bin/pip install --upgrade pip && /opt/vault/bin/pip install .
+RUN /opt/vault/bin/pip install --upgrade pip && /opt/vault/bin/pip install -c constraints.txt .
 
 FROM python:3.11-slim-bookworm
 ENV PATH=/opt/vault/bin:$PATH \

@@ -9,12 +9,12 @@ PORT   ?= 8000
 # The issuer (links in mail, later the OIDC issuer) follows HOST/PORT unless set explicitly.
 export VAULT_ISSUER ?= http://$(HOST):$(PORT)
 
-.PHONY: run test venv clean
+.PHONY: run test venv lock clean
 
-$(BIN)/vault: pyproject.toml
+$(BIN)/vault: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e .
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e .
 	@touch $@
 
 venv: $(BIN)/vault
@@ -26,6 +26,17 @@ run: $(BIN)/vault
 
 test:
 	PYTHON=$(PYTHON) VENV=$(VENV) scripts/test.sh $(PYTEST_ARGS)
+
+# constraints.txt: the newest versions pyproject.toml allows, as a fresh install gets them today.
+# Then run `make test` before committing it.
+lock:
+	rm -rf .lock-venv
+	$(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install --quiet --upgrade pip
+	.lock-venv/bin/python -m pip install --quiet -e ".[test]"
+	{ sed -n '/^#/p' constraints.txt; .lock-venv/bin/python -m pip freeze --exclude-editable; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
+	rm -rf .lock-venv
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

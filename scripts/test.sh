@@ -30,7 +30,7 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
-"$VENV/bin/python" -m pip install --quiet -e ".[test]"
+"$VENV/bin/python" -m pip install --quiet -c constraints.txt -e ".[test]"  # the versions last tested
 
 # Node's openid-client for the interoperability test (tests/interop), pinned by its package-lock.json.
 if [ -f tests/interop/package-lock.json ]; then
