@@ -246,6 +246,12 @@ def test_gdpr_commands(env: dict[str, str], tmp_path: Path) -> None:
     assert unknown.returncode == 2 and json.loads(unknown.stdout)["error"] == "not_found"
     assert run(["gdpr", "erase", "--citizen", "not-an-id", "--reason", "x"], env).returncode == 2
 
+    missing = run(["gdpr", "hold", "--document", "00000000-0000-0000-0000-000000000000", "--reason", "PLU", "--json"],
+                  env)
+    assert missing.returncode == 2 and json.loads(missing.stdout)["error"] == "not_found"
+    bad_id = run(["gdpr", "release", "--document", "nope", "--json"], env)
+    assert bad_id.returncode == 2 and json.loads(bad_id.stdout)["error"] == "invalid_input"
+
     verified = run(["audit", "verify", "--json"], env)
     assert verified.returncode == 0 and json.loads(verified.stdout)["ok"] is True
     assert run_ok(["retention", "run", "--dry-run", "--json"], env)["accounts_erased"] == []

@@ -556,6 +556,62 @@ def gdpr_erase(citizen: Annotated[str, typer.Option(help="The citizen's id.")],
     typer.echo(json.dumps({"certificate": certificate}) if as_json else certificate)
 
 
+DocumentOption = Annotated[str, typer.Option("--document", help="The document's id.")]
+
+
+def _document_id(value: str, as_json: bool):  # noqa: ANN202
+    import uuid
+
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        fail(f"--document must be a document id, not {value!r}", as_json=as_json, code="invalid_input")
+
+
+@gdpr_app.command("hold")
+def gdpr_hold(document: DocumentOption,
+              reason: Annotated[str, typer.Option(help="The legal obligation to keep it (recorded, shown).")],
+              as_json: JsonFlag = False) -> None:
+    """Legal hold (GDPR Art. 17(3)(b)): keep a document through its owner's deletion or erasure
+    and through retention, until `vault gdpr release`."""
+    from vault.gdpr.service import GdprError, Staff
+
+    settings = settings_or_exit(as_json)
+    document_id = _document_id(document, as_json)
+    engine, gdpr = _gdpr(settings)
+    _require_schema(engine, as_json)
+    with Session(engine) as session:
+        try:
+            held = gdpr.hold(session, document_id=document_id, reason=reason, by=Staff(*CLI_ACTOR))
+        except GdprError as exc:
+            fail(exc.message, as_json=as_json, code=exc.code)
+        output = {"document_id": str(held.id), "legal_hold": held.legal_hold}
+        session.commit()
+    typer.echo(json.dumps(output, ensure_ascii=False) if as_json else f"held: {output['document_id']}")
+
+
+@gdpr_app.command("release")
+def gdpr_release(document: DocumentOption, as_json: JsonFlag = False) -> None:
+    """End a legal hold. A document kept after its owner's erasure is then deleted."""
+    from vault.gdpr.service import GdprError, Staff
+
+    settings = settings_or_exit(as_json)
+    document_id = _document_id(document, as_json)
+    engine, gdpr = _gdpr(settings)
+    _require_schema(engine, as_json)
+    with Session(engine) as session:
+        try:
+            blob_key = gdpr.release(session, document_id=document_id, by=Staff(*CLI_ACTOR))
+        except GdprError as exc:
+            fail(exc.message, as_json=as_json, code=exc.code)
+        session.commit()
+    if blob_key is not None:
+        gdpr.documents.delete_blob_later(blob_key)  # after the commit; if the store is down, reconcile removes it
+    output = {"document_id": str(document_id), "released": True, "deleted": blob_key is not None}
+    typer.echo(json.dumps(output) if as_json else
+               f"released: {document_id}" + (" (its owner was erased: deleted)" if blob_key else ""))
+
+
 @retention_app.command("run")
 def retention_run(dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would go; change nothing.")] = False,
                   as_json: JsonFlag = False) -> None:

@@ -125,3 +125,41 @@ def test_citizen_export_and_erasure_request_then_dpo_erases(app, dpo, someone, e
     with Session(engine) as session:
         assert session.get(Citizen, citizen_id) is None
         assert audit.verify(session).ok
+
+
+def test_an_erasure_cut_short_by_the_store_is_finished_from_the_register(app, dpo, someone, engine,  # noqa: ANN001
+                                                                          monkeypatch) -> None:  # noqa: ANN001
+    from vault.storage.blobs import BlobStoreUnavailable
+
+    citizen, citizen_id = someone
+    citizen.submit("/account/data", {}, action="/account/data/export")  # an access request, done
+    citizen.submit("/account/data", {"confirm": "yes"}, action="/account/data/erasure")
+    with Session(engine) as session:
+        erasure_id = session.exec(select(DataRequest.id).where(DataRequest.kind == "erasure")).one()
+        access_id = session.exec(select(DataRequest.id).where(DataRequest.kind == "access")).one()
+    browser, _ = dpo
+    path = f"/dpo/requests/{erasure_id}"
+    store = app.state.documents.store
+
+    def store_down(keys: list) -> int:  # noqa: ARG001
+        raise BlobStoreUnavailable("down")
+
+    monkeypatch.setattr(store, "delete_many", store_down)
+    cut = browser.submit(path, {"reason": "demande de la personne"}, action=f"{path}/erase")
+    assert cut.status_code == 503  # the person's rows are gone; their objects are not yet
+    page = browser.get(path).text
+    assert "pas terminé" in page and "Terminer l'effacement" in page
+    # Meanwhile the person is gone for every purpose: an export is a 404 with the erasure's date.
+    export = browser.get(f"/dpo/requests/{access_id}/export")
+    assert export.status_code == 404 and "a été effacée le" in export.text
+
+    monkeypatch.undo()
+    finished = browser.submit(path, {}, action=f"{path}/erase")
+    assert finished.status_code == 303
+    page = browser.get(path).text
+    assert "Traitée" in page and "effacée le" in page and "Terminer" not in page
+    again = browser.submit("/dpo/", {}, action=f"{path}/erase")  # closed, no form left: a clear refusal anyway
+    assert again.status_code == 400 and "déjà été effacée" in again.text
+    with Session(engine) as session:
+        assert session.get(Citizen, citizen_id) is None
+        assert audit.verify(session).ok

@@ -160,13 +160,21 @@ def verify_id_token_claims(vault_app, token: str) -> dict:  # noqa: ANN001
         return verify_id_token(browser, token)[1]
 
 
-def test_legal_hold_keeps_a_document(vault_app, filled: dict, engine, s3_client, bucket) -> None:  # noqa: ANN001, F811
+def test_legal_hold_keeps_a_document(vault_app, filled: dict, citizen: Browser, engine, s3_client,  # noqa: ANN001, F811
+                                     bucket) -> None:  # noqa: ANN001
+    gdpr = vault_app.state.gdpr
     with Session(engine) as session:
         held = session.exec(select(Document).where(Document.owner_id == filled["id"])).first()
-        held.legal_hold = "Pièce d'un dossier d'urbanisme (conservation légale)"
-        session.add(held)
+        with pytest.raises(GdprError):
+            gdpr.hold(session, document_id=held.id, reason="  ", by=DPO)  # the obligation must be named
+        gdpr.hold(session, document_id=held.id, reason="Pièce d'un dossier d'urbanisme (conservation légale)", by=DPO)
         session.commit()
         held_id, held_sha = held.id, held.sha256
+    # The citizen cannot delete it meanwhile (API and page), and is told why.
+    refused = citizen.delete(f"/api/v1/documents/{held_id}", headers={"X-CSRF-Token": citizen.cookies["csrf"]})
+    assert refused.status_code == 409 and refused.json()["error"] == "legal_hold"
+    assert "obligation légale" in citizen.get(f"/documents/{held_id}").text
+    assert len(objects(s3_client, bucket)) == 2
     with Session(engine) as session:
         certificate = vault_app.state.gdpr.erase(session, citizen_id=filled["id"], reason="demande", by=DPO)
     claims = verify_id_token_claims(vault_app, certificate)
@@ -179,6 +187,18 @@ def test_legal_hold_keeps_a_document(vault_app, filled: dict, engine, s3_client,
         key = vault_app.state.documents.document_key(session, document)
         content = b"".join(vault_app.state.documents.plaintext(document, key))
     assert hashlib.sha256(content).hexdigest() == held_sha  # still readable by the city, as the law requires
+
+    # The obligation ends: nothing else justified keeping it, so it goes, object included.
+    with Session(engine) as session:
+        blob_key = gdpr.release(session, document_id=held_id, by=DPO)
+        session.commit()
+    vault_app.state.documents.delete_blob_later(blob_key)
+    assert objects(s3_client, bucket) == []
+    with Session(engine) as session:
+        assert session.get(Document, held_id) is None
+        with pytest.raises(GdprError):
+            gdpr.release(session, document_id=held_id, by=DPO)  # unknown now
+        assert audit.verify(session).ok
 
 
 def test_audit_log_is_tamper_evident(vault_app, filled: dict, engine) -> None:  # noqa: ANN001

@@ -130,7 +130,11 @@ def server(services_dir: Path, postgres: PostgresService, s3: S3Service, clamd: 
     log = open(services_dir / "faults-server.log", "wb")  # noqa: SIM115
     process = subprocess.Popen([sys.executable, "-m", "vault.cli", "serve", "--port", url.rsplit(":", 1)[1]],
                                env=env, stdout=log, stderr=subprocess.STDOUT)
-    for _ in range(300):
+    deadline = time.monotonic() + 60
+    while True:
+        if process.poll() is not None or time.monotonic() > deadline:
+            log.close()
+            raise RuntimeError((services_dir / "faults-server.log").read_text()[-3000:])
         try:
             if httpx.get(f"{url}/healthz").status_code == 200:
                 break

@@ -162,18 +162,14 @@ def dpo_request_action(request: Request, request_id: uuid.UUID, action: str, for
             gdpr.close(db, request_id=request_id, status=form.get("status", ""), outcome=form.get("outcome", ""),
                        refusal_reason=form.get("refusal_reason", ""), by=by)
         elif action == "rectify":
-            if item.citizen_id is None:
-                raise GdprError("Cette personne a été effacée.")
-            gdpr.rectify(db, citizen_id=item.citizen_id, reason=form.get("reason", ""), by=by,
+            gdpr.rectify(db, citizen_id=gdpr.request_citizen(db, item), reason=form.get("reason", ""), by=by,
                          changes={k: v for k, v in form.items() if k in ("given_name", "family_name", "birthdate",
                                                                          "gender", "birthplace", "birthcountry",
                                                                          "preferred_username") and v})
         elif action == "erase":
             _require_reauth(request, current)
-            if item.citizen_id is None:
-                raise GdprError("Cette personne a déjà été effacée.")
-            certificate = gdpr.erase(db, citizen_id=item.citizen_id, reason=form.get("reason", "") or "demande",
-                                     by=by, request_id=item.id)
+            # Also finishes an erasure interrupted after the person's rows were gone (store down).
+            certificate = gdpr.erase_for_request(db, request=item, reason=form.get("reason", "") or "demande", by=by)
             gdpr.close(db, request_id=request_id, status="done", by=by,
                        outcome=f"Effacement effectué ; certificat : {certificate[:24]}…")
         else:
@@ -190,9 +186,7 @@ def dpo_export(request: Request, request_id: uuid.UUID, db: DB, gdpr: Gdpr, curr
     _require_reauth(request, current)
     try:
         item = gdpr.get_request(db, request_id)
-        if item.citizen_id is None:
-            raise GdprError("Cette personne a été effacée.")
-        chunks = gdpr.export(db, citizen_id=item.citizen_id, by=_by(current))
+        chunks = gdpr.export(db, citizen_id=gdpr.request_citizen(db, item), by=_by(current))
     except GdprError as exc:
         raise PageError(exc.status, exc.message) from None
     db.commit()  # the audit entry lands before the (long) download starts

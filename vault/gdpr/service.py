@@ -329,6 +329,39 @@ class GdprService:
                               for r in db.exec(select(DataRequest).where(DataRequest.citizen_id == citizen.id))],
         }
 
+    # ---- legal hold (Art. 17(3)(b)) ---------------------------------------------------------------------
+
+    def hold(self, db: Session, *, document_id: uuid.UUID, reason: str, by: Staff) -> Document:
+        """Keep a document whatever its owner, the retention rules or an erasure ask, until released."""
+        document = self._document(db, document_id)
+        if not reason.strip():
+            raise GdprError("Indiquez l'obligation légale qui impose de conserver ce document.")
+        document.legal_hold = reason.strip()[:500]
+        audit.record(db, actor=by.actor, action="document.held", target=f"document:{document.id}",
+                     details={"reason": document.legal_hold[:300]})
+        return document
+
+    def release(self, db: Session, *, document_id: uuid.UUID, by: Staff) -> str | None:
+        """End a legal hold. A document kept after its owner's erasure has no other reason to exist:
+        it is deleted; the blob key to delete after the commit is returned (else None)."""
+        document = self._document(db, document_id)
+        if document.legal_hold is None:
+            raise GdprError("Ce document n'est pas sous conservation légale.")
+        orphan = document.owner_id is None
+        audit.record(db, actor=by.actor, action="document.released", target=f"document:{document.id}",
+                     details={"deleted": orphan})
+        if orphan:
+            db.delete(document)
+            return document.blob_key
+        document.legal_hold = None
+        return None
+
+    def _document(self, db: Session, document_id: uuid.UUID) -> Document:
+        document = db.get(Document, document_id)
+        if document is None:
+            raise SubjectNotFound("Aucun document avec cet identifiant.")
+        return document
+
     # ---- erasure (Art. 17) --------------------------------------------------------------------------------
 
     def erase(self, db: Session, *, citizen_id: uuid.UUID, reason: str, by: Staff,
@@ -342,11 +375,28 @@ class GdprService:
         backups included) → every version of every object deleted → rows deleted or anonymised →
         tombstone and certificate.
         """
-        subject = self.subject(db, citizen_id)
+        return self._erase(db, subject=self.subject(db, citizen_id), citizen_id=citizen_id, reason=reason, by=by,
+                           request_id=request_id)
+
+    def erase_for_request(self, db: Session, *, request: DataRequest, reason: str, by: Staff) -> str:
+        """The register's erasure: starts it, or finishes one that was interrupted after the
+        citizen's rows were gone (the request then only knows the person by their subject)."""
+        if request.citizen_id is not None:
+            return self.erase(db, citizen_id=request.citizen_id, reason=reason, by=by, request_id=request.id)
+        tombstone = db.get(Tombstone, request.subject)
+        if tombstone is None:
+            raise SubjectNotFound("Aucun citoyen pour cette demande.")
+        if tombstone.completed_at is not None:
+            raise GdprError(f"Cette personne a déjà été effacée (le {tombstone.erased_at:%d/%m/%Y}).")
+        return self._erase(db, subject=request.subject, citizen_id=None, reason=reason, by=by,
+                           request_id=tombstone.request_id)
+
+    def _erase(self, db: Session, *, subject: str, citizen_id: uuid.UUID | None, reason: str, by: Staff,
+               request_id: uuid.UUID | None) -> str:
         tombstone = db.get(Tombstone, subject)
         if tombstone is not None and tombstone.completed_at is not None:
             return tombstone.certificate or ""
-        citizen = db.get(Citizen, citizen_id)
+        citizen = db.get(Citizen, citizen_id) if citizen_id is not None else None
         if citizen is None and tombstone is None:
             raise SubjectNotFound("Aucun citoyen avec cet identifiant.")
         if not reason.strip():
@@ -434,3 +484,12 @@ class GdprService:
 
     def tombstone(self, db: Session, citizen_id: uuid.UUID) -> Tombstone | None:
         return db.get(Tombstone, self.subject(db, citizen_id))
+
+    def request_citizen(self, db: Session, request: DataRequest) -> uuid.UUID:
+        """The citizen a request is about; SubjectErased (404, with the date) once they were erased."""
+        if request.citizen_id is not None:
+            return request.citizen_id
+        tombstone = db.get(Tombstone, request.subject)
+        if tombstone is not None:
+            raise SubjectErased(tombstone.erased_at)
+        raise SubjectNotFound("Aucun citoyen pour cette demande.")

@@ -20,6 +20,14 @@ class DocumentNotFound(StorageError):
     code, status, message = "not_found", 404, "Ce document n'existe pas."
 
 
+class DocumentHeld(StorageError):
+    """Under a legal hold (GDPR Art. 17(3)(b)): kept, whoever asks for its deletion, until released."""
+
+    code, status = "legal_hold", 409
+    message = ("Ce document doit être conservé pour respecter une obligation légale : il ne peut pas être "
+               "supprimé pour l'instant. Pour en savoir plus, écrivez au délégué à la protection des données.")
+
+
 class ContentMissing(StorageError):
     """The document's row exists but its object is gone from the store (``vault storage reconcile``
     reports such rows): the server's fault, said plainly."""

@@ -32,7 +32,7 @@ from vault.db import utcnow
 from vault.settings import Settings
 from vault.storage.antivirus import Scanner
 from vault.storage.blobs import BlobStore, BlobStoreUnavailable
-from vault.storage.exceptions import DocumentNotFound, InvalidDocumentInput, QuotaExceeded
+from vault.storage.exceptions import DocumentHeld, DocumentNotFound, InvalidDocumentInput, QuotaExceeded
 from vault.storage.models import DOCUMENT_TYPES, AccessLogEntry, CitizenKey, Document
 from vault.storage.pipeline import Stored, UploadPipeline
 
@@ -219,6 +219,8 @@ class DocumentService:
         """Delete the row; return the blob key, to delete *after* the commit (a row never points to
         a missing blob; a blob left behind by a crash is an orphan that reconcile removes)."""
         document = self.get(db, actor=actor, document_id=document_id)
+        if document.legal_hold is not None:
+            raise DocumentHeld()
         self.log_access(db, actor, "delete", document)
         db.delete(document)
         logger.info("document deleted", extra={"document_id": str(document.id)})

@@ -160,6 +160,10 @@ EN: dict[str, str] = {
     'Service': 'Service',
     'Supprimer': 'Delete',
     'Supprimer ce document': 'Delete this document',
+    "Ce document doit être conservé pour respecter une obligation légale : il ne peut pas être supprimé pour "
+    "l'instant. Pour en savoir plus, écrivez au délégué à la protection des données.":
+        "This document must be kept to meet a legal obligation: it cannot be deleted for now. To find out more, "
+        "write to the data protection officer.",
     'Titre': 'Title',
     'Type': 'Type',
     'Type de document': 'Type of document',
