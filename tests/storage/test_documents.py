@@ -196,6 +196,73 @@ def test_quota(citizen: Browser, engine) -> None:  # noqa: ANN001
         assert len(session.exec(select(Document)).all()) == 5
 
 
+def test_two_uploads_finishing_together_cannot_both_pass_the_quota(vault_app, citizen: Browser, engine,  # noqa: ANN001
+                                                                   s3_client, bucket) -> None:  # noqa: ANN001
+    import threading
+    import time
+
+    from vault.auth.models import Citizen
+    from vault.storage.exceptions import QuotaExceeded
+    from vault.storage.service import Actor, validate_meta
+
+    for _ in range(4):  # room for one more document (quota: 5)
+        assert upload(citizen, pdf()).status_code == 201
+    service = vault_app.state.documents
+    with Session(engine) as session:
+        owner = session.exec(select(Citizen.id)).one()
+    actor = Actor(kind="citizen", citizen_id=owner, actor_id=str(owner), name="docs")
+    finished = []
+    for _ in range(2):  # both started while there was room, both stored
+        with Session(engine) as session:
+            pending = service.begin_upload(session, owner)
+            session.commit()
+        pending.pipeline.feed(pdf())
+        finished.append((pending, pending.pipeline.finish()))
+    meta = validate_meta({"type": "other"}, filename="a.pdf")
+
+    first = Session(engine)
+    service.complete_upload(first, actor=actor, pending=finished[0][0], stored=finished[0][1], meta=meta)
+    outcome: list[str] = []
+
+    def second() -> None:
+        with Session(engine) as session:
+            try:
+                service.complete_upload(session, actor=actor, pending=finished[1][0], stored=finished[1][1], meta=meta)
+                session.commit()
+                outcome.append("kept")
+            except QuotaExceeded:
+                outcome.append("quota_exceeded")
+
+    racer = threading.Thread(target=second)
+    racer.start()
+    time.sleep(0.5)
+    assert racer.is_alive()  # it waits for the first one to be committed...
+    first.commit()
+    first.close()
+    racer.join(30)
+    assert outcome == ["quota_exceeded"]  # ...then sees it, and the vault is full
+    service.delete_blob_later(finished[1][0].blob_key)  # what the route does on that error
+    with Session(engine) as session:
+        assert len(session.exec(select(Document)).all()) == 5
+    assert len(objects(s3_client, bucket)) == 5
+
+
+def test_a_row_that_cannot_be_written_leaves_no_object(vault_app, citizen: Browser, engine, s3_client,  # noqa: ANN001
+                                                       bucket, monkeypatch) -> None:  # noqa: ANN001
+    from sqlalchemy.exc import OperationalError
+
+    service = vault_app.state.documents
+
+    def database_gone(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise OperationalError("INSERT", {}, Exception("the database went away"))
+
+    monkeypatch.setattr(service, "complete_upload", database_gone)
+    answer = upload(citizen, pdf())
+    assert answer.status_code == 503
+    monkeypatch.undo()
+    nothing_kept(engine, s3_client, bucket)
+
+
 def test_truncated_multipart_body(citizen: Browser, engine, s3_client, bucket) -> None:  # noqa: ANN001
     boundary = "XyZ"
     body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.pdf\"\r\n"

@@ -104,6 +104,9 @@ async def receive_document(request: Request, db: Session, service: DocumentServi
     pending = await run_in_threadpool(service.begin_upload, db, actor.citizen_id)
     pipeline = pending.pipeline
     try:
+        # No transaction stays open while the body streams in (seconds, minutes): the citizen key
+        # made on a first upload is committed now, and the connection goes back to the pool.
+        await run_in_threadpool(db.commit)
         if multipart:
             def check_csrf(filename: str | None, fields: dict[str, str]) -> None:
                 if csrf_cookie is not None and not hmac.compare_digest(
@@ -129,8 +132,20 @@ async def receive_document(request: Request, db: Session, service: DocumentServi
     except BaseException:
         await run_in_threadpool(pipeline.abort)
         raise
-    return await run_in_threadpool(lambda: service.complete_upload(db, actor=actor, pending=pending,
-                                                                   stored=stored, meta=meta))
+
+    def record() -> Document:
+        # Committed here, not after the route: if the row cannot be written (quota reached by
+        # another upload meanwhile, database down), the stored object is deleted at once.
+        try:
+            document = service.complete_upload(db, actor=actor, pending=pending, stored=stored, meta=meta)
+            db.commit()
+        except BaseException:
+            db.rollback()
+            service.delete_blob_later(pending.blob_key)
+            raise
+        return document
+
+    return await run_in_threadpool(record)
 
 
 def _filename_from_headers(request: Request) -> str | None:
