@@ -59,6 +59,16 @@ def test_staff_login_needs_password_and_totp(app, engine) -> None:  # noqa: ANN0
         assert browser.get("/dpo/").status_code == 404
 
 
+def test_reauthentication_guesses_are_throttled(app, dpo) -> None:  # noqa: ANN001
+    browser, totp = dpo
+    answers = [browser.submit("/dpo/", {"password": "pas le bon", "otp": "000000", "next": "/dpo/"},
+                              action="/dpo/reauth").status_code for _ in range(app.state.settings.login_free_failures_per_account + 1)]
+    assert answers[0] == 401 and answers[-1] == 429  # the failures were counted, then the account locked
+    locked = browser.submit("/dpo/", {"password": STAFF_PASSWORD, "otp": totp.now(), "next": "/dpo/"},
+                            action="/dpo/reauth")
+    assert locked.status_code == 429 and "réessayez dans" in locked.text  # even the right answer waits
+
+
 def test_the_staff_section_does_not_exist_for_citizens(someone) -> None:  # noqa: ANN001
     browser, _ = someone
     for path in ("/dpo/", "/dpo/requests.csv"):

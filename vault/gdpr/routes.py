@@ -10,7 +10,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response, StreamingResponse
 
-from vault.auth.exceptions import AuthError
+from vault.auth.exceptions import AuthError, TooManyLoginAttempts
 from vault.auth.identity import parse_birthdate
 from vault.auth.routes import DB, Citizen, Form, redirect
 from vault.gdpr import audit
@@ -97,7 +97,9 @@ def dpo_reauth(request: Request, form: Form, db: DB, service: StaffSvc, current:
         service.reauthenticate(db, current, password=form.get("password", ""), otp=form.get("otp", ""),
                                address=client_address(request))
     except AuthError as exc:
-        raise PageError(401, exc.message, title="Confirmation refusée") from None
+        db.commit()  # the failure counts towards the throttle (the error would roll it back)
+        raise PageError(429 if isinstance(exc, TooManyLoginAttempts) else 401, exc.message,
+                        title="Confirmation refusée") from None
     target = form.get("next", "/dpo/")
     return redirect(target if target.startswith("/dpo/") else "/dpo/")
 

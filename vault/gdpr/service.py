@@ -66,6 +66,13 @@ def add_months(day: date, months: int) -> date:
     return day.replace(year=year, month=month, day=min(day.day, calendar.monthrange(year, month)[1]))
 
 
+def _cell(value: Any) -> str:
+    """A CSV cell a spreadsheet shows as text: one starting like a formula (=, +, -, @, tab, CR) gets
+    a leading apostrophe, so that "=HYPERLINK(…)" typed in a form is never run (OWASP: CSV injection)."""
+    text = str(value)
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
 @dataclass(frozen=True)
 class Staff:
     """Who acts in the register (for the audit log)."""
@@ -187,13 +194,20 @@ class GdprService:
     def extend(self, db: Session, *, request_id: uuid.UUID, reason: str, told_on: date, by: Staff) -> DataRequest:
         """Art. 12(3): two further months, with the reason told to the requester within the first month."""
         request = self.get_request(db, request_id)
+        if request.status not in ("received", "in_progress"):
+            raise GdprError("Cette demande est close : elle ne peut plus être prolongée.")
         if request.extended_to is not None:
             raise GdprError("Cette demande a déjà été prolongée (deux mois au plus).")
         if not reason.strip():
             raise GdprError("Indiquez la raison de la prolongation : elle doit être communiquée au demandeur.")
         if told_on > request.due_on:
             raise GdprError("Le demandeur doit être informé de la prolongation avant la fin du premier mois.")
-        request.extended_to = add_months(request.due_on, 2)
+        if told_on < request.received_on or told_on > date.today():
+            raise GdprError("La date d'information du demandeur doit être entre la réception de la demande et "
+                            "aujourd'hui.")
+        # Three months from receipt (not two from the first deadline, which may have been clamped:
+        # received on 31 January → due 28 February → extended to 30 April, not 28 April).
+        request.extended_to = add_months(request.received_on, 3)
         request.extension_reason, request.extension_told_on = reason.strip()[:1000], told_on
         request.status = "in_progress"
         audit.record(db, actor=by.actor, action="request.extended", target=f"request:{request.id}",
@@ -223,10 +237,11 @@ class GdprService:
                          "motif de prolongation", "informé le", "vérification d'identité", "vérifiée par", "statut",
                          "traitée par", "clôturée le", "issue", "motif de refus"])
         for r in db.exec(select(DataRequest).order_by(DataRequest.received_on)):
-            writer.writerow([r.id, r.kind, r.requester_label, r.channel, r.received_on, r.due_on, r.extended_to or "",
-                             r.extension_reason or "", r.extension_told_on or "", r.identity_check,
-                             r.identity_checked_by or "", r.status, r.handled_by or "",
-                             r.closed_at.isoformat() if r.closed_at else "", r.outcome or "", r.refusal_reason or ""])
+            writer.writerow([_cell(value) for value in (
+                r.id, r.kind, r.requester_label, r.channel, r.received_on, r.due_on, r.extended_to or "",
+                r.extension_reason or "", r.extension_told_on or "", r.identity_check, r.identity_checked_by or "",
+                r.status, r.handled_by or "", r.closed_at.isoformat() if r.closed_at else "", r.outcome or "",
+                r.refusal_reason or "")])
             yield out.getvalue()
             out.seek(0)
             out.truncate()

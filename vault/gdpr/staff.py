@@ -111,6 +111,11 @@ class StaffService:
 
     def reauthenticate(self, db: Session, current: StaffCurrent, *, password: str, otp: str, address: str) -> None:
         staff = current.staff
+        # The same throttle as the login: a stolen staff session must not become a way to guess
+        # the password and the TOTP code without limit.
+        keys = [self.accounts._account_key("staff:" + staff.email), self.accounts._address_key(address)]
+        if retry := self.accounts._locked_for(session=db, keys=keys):
+            raise TooManyLoginAttempts(retry)
         if not (self.accounts.hasher.verify(staff.password_hash, password or "")
                 and self.accounts.accept_totp(citizen=staff, code=otp)):
             self.accounts.record_login_failure(session=db, email="staff:" + staff.email, address=address)

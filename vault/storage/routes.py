@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import re
 import uuid
 from collections.abc import Iterator
 from typing import Annotated
@@ -187,7 +188,7 @@ async def create_document(request: Request, db: DB, service: Documents, actor: A
 def list_documents(db: DB, service: Documents, actor: ApiActor,
                    type: Annotated[str | None, Query(description=f"One of {', '.join(DOCUMENT_TYPES)}")] = None,
                    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-                   offset: Annotated[int, Query(ge=0)] = 0) -> DocumentList:
+                   offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0) -> DocumentList:
     if type is not None and type not in DOCUMENT_TYPES:
         raise InvalidDocumentInput({"type": f"Unknown type; one of {', '.join(DOCUMENT_TYPES)}."})
     items, total = service.list(db, actor=actor, type=type, limit=limit, offset=offset)
@@ -227,21 +228,21 @@ def _disposition(filename: str) -> str:
 
 def _parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     """One ``bytes=`` range as [start, end); None for no (or an ignorable) Range; ValueError if unsatisfiable."""
+    # RFC 9110 §14.1.2: a syntactically invalid range (last < first, signs, "1_0") is ignored: a 200.
     if not header or not header.startswith("bytes=") or "," in header:
         return None
-    first, _, last = header[6:].strip().partition("-")
-    if not first and not last:
+    match = re.fullmatch(r"\s*([0-9]*)-([0-9]*)\s*", header[6:])
+    if match is None or not any(match.groups()):
         return None
-    try:
-        if not first:
-            length = int(last)
-            start, end = max(0, size - length), size
-        else:
-            start = int(first)
-            end = min(size, int(last) + 1) if last else size
-    except ValueError:
-        return None
-    if start >= size or start >= end or start < 0:
+    first, last = match.groups()
+    if first:
+        start = int(first)
+        if last and int(last) < start:
+            return None
+        end = min(size, int(last) + 1) if last else size
+    else:  # the last N bytes ("bytes=-0" selects nothing: unsatisfiable)
+        start, end = max(0, size - int(last)), size
+    if start >= end:
         raise ValueError("unsatisfiable")
     return start, end
 
