@@ -228,6 +228,22 @@ def test_audit_log_detects_deletion_and_reordering(vault_app, engine) -> None:  
         assert audit.verify(session).first_bad_id == ids[2]
 
 
+def test_audit_log_detects_its_newest_entries_removed(vault_app, engine) -> None:  # noqa: ANN001
+    with Session(engine) as session:
+        for n in range(3):
+            audit.record(session, actor="system", action=f"test.{n}")
+        session.commit()
+        assert audit.verify(session).ok
+        newest = session.exec(select(AuditEntry.id).order_by(AuditEntry.id.desc())).first()
+        session.exec(text("DELETE FROM audit_log WHERE id = :id").bindparams(id=newest))
+        session.commit()
+        cut = audit.verify(session)
+        assert not cut.ok and cut.first_bad_id == newest and "newest" in cut.problem
+        session.exec(text("DELETE FROM audit_log"))  # the whole log wiped
+        session.commit()
+        assert not audit.verify(session).ok
+
+
 def test_audit_details_refuse_secrets(engine) -> None:  # noqa: ANN001
     with Session(engine) as session, pytest.raises(ValueError):
         audit.record(session, actor="system", action="x", details={"password": "nope"})

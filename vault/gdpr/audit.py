@@ -2,7 +2,8 @@
 
 Each entry's ``hash`` is SHA-256 over the previous entry's hash and the entry's own fields
 (canonical JSON), so an edited, deleted, inserted or reordered entry breaks the chain from there
-on; ``vault audit verify`` walks it. Writers are serialised (a PostgreSQL advisory lock; SQLite
+on; the newest entry's id and hash are kept apart (``audit_anchor``), so removing the newest
+entries shows too; ``vault audit verify`` walks it. Writers are serialised (a PostgreSQL advisory lock; SQLite
 has a single writer) and ``prev_hash`` is unique, so the chain can never fork.
 
 It records who did what to which data — never document contents, passwords or tokens; people are
@@ -59,6 +60,12 @@ def record(db: Session, *, actor: str, action: str, target: str = "", details: d
                        hash=_digest(prev_hash, at, actor, action, target, details))
     db.add(entry)
     db.flush()
+    anchor = db.get(AuditAnchor, 1)
+    if anchor is None:
+        anchor = AuditAnchor(id=1, hash=GENESIS)
+        db.add(anchor)
+    anchor.head_id, anchor.head_hash = entry.id, entry.hash  # same transaction: lands with the entry
+    db.flush()
     return entry
 
 
@@ -78,13 +85,17 @@ class Verification:
 
 def verify(db: Session, batch: int = 1000) -> Verification:
     """Walk the chain: every hash recomputed, every link checked, in id order."""
-    expected_prev = _anchor(db)
+    anchor = db.get(AuditAnchor, 1)
+    expected_prev = anchor.hash if anchor is not None else GENESIS
     count = 0
     last_id = 0
     while True:
         rows = db.exec(select(AuditEntry).where(AuditEntry.id > last_id).order_by(AuditEntry.id)  # type: ignore[operator,arg-type]
                        .limit(batch)).all()
         if not rows:
+            if anchor is not None and anchor.head_hash is not None and expected_prev != anchor.head_hash:
+                return Verification(ok=False, entries=count, first_bad_id=anchor.head_id,
+                                    problem="the newest entries were removed (the chain ends before its recorded head)")
             return Verification(ok=True, entries=count)
         for row in rows:
             if row.prev_hash != expected_prev:

@@ -105,10 +105,13 @@ class AuditEntry(SQLModel, table=True):
 
 
 class AuditAnchor(SQLModel, table=True):
-    """Where the chain starts after rolling retention removed its oldest entries."""
+    """The chain's two ends: where it starts (after rolling retention removed its oldest entries)
+    and its newest entry (so that removing the newest entries shows too)."""
 
     __tablename__ = "audit_anchor"
 
     id: int = Field(default=1, primary_key=True)
     hash: str = Field(max_length=64)
     moved_at: datetime = Field(default_factory=utcnow)
+    head_id: int | None = None  # None until the first entry written since migration 0006
+    head_hash: str | None = Field(default=None, max_length=64)
