@@ -442,14 +442,17 @@ def _gdpr(settings: Settings):  # noqa: ANN202
                                documents=documents)
 
 
-def _citizen_id(value: str, as_json: bool):  # noqa: ANN202
+def _uuid_option(value: str, option: str, what: str, as_json: bool):  # noqa: ANN202
     import uuid
 
     try:
         return uuid.UUID(value)
     except ValueError:
-        fail(f"--citizen must be a citizen id (see `vault citizen list`), not {value!r}", as_json=as_json,
-             code="invalid_input")
+        fail(f"{option} must be {what}, not {value!r}", as_json=as_json, code="invalid_input")
+
+
+def _citizen_id(value: str, as_json: bool):  # noqa: ANN202
+    return _uuid_option(value, "--citizen", "a citizen id (see `vault citizen list`)", as_json)
 
 
 @staff_app.command("create")
@@ -560,12 +563,7 @@ DocumentOption = Annotated[str, typer.Option("--document", help="The document's 
 
 
 def _document_id(value: str, as_json: bool):  # noqa: ANN202
-    import uuid
-
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        fail(f"--document must be a document id, not {value!r}", as_json=as_json, code="invalid_input")
+    return _uuid_option(value, "--document", "a document id", as_json)
 
 
 @gdpr_app.command("hold")
