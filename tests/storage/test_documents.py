@@ -136,6 +136,11 @@ def test_ranged_download(citizen: Browser) -> None:
     assert part.headers["content-range"] == f"bytes 2097000-{len(content) - 1}/{len(content)}"
     assert citizen.get(url, headers={"Range": f"bytes={len(content)}-"}).status_code == 416
     assert citizen.get(url, headers={"Range": "bytes=-0"}).status_code == 416
+    head = citizen.head(url)
+    assert head.status_code == 200 and head.content == b"" and head.headers["content-length"] == str(len(content))
+    assert head.headers["etag"] == f'"{doc["sha256"]}"' and head.headers["content-type"] == "application/pdf"
+    head_range = citizen.head(url, headers={"Range": "bytes=0-99"})
+    assert head_range.status_code == 206 and head_range.headers["content-length"] == "100"
     # Invalid ranges are ignored (RFC 9110): the whole document, never a guess at what was meant.
     for header in ("bytes=5-2", "bytes=--5", "bytes=1_0-2_0", "bytes=+1-2", "bytes=1-2,5-6", "octets=0-1", "bytes=-"):
         whole = citizen.get(url, headers={"Range": header})
@@ -159,6 +164,16 @@ def test_change_and_delete(citizen: Browser, engine, s3_client, bucket) -> None:
     assert changed.status_code == 200 and changed.json()["title"] == "Nouveau titre"
     bad = citizen.patch(f"/api/v1/documents/{doc['id']}", json={"type": "passport"}, headers=csrf)
     assert bad.status_code == 422 and bad.json()["error"] == "invalid_input"
+    # An empty type or a title of control characters is refused, not silently replaced.
+    for change, field in (({"type": ""}, "type"), ({"title": "\x00\x01"}, "title"), ({"title": "   "}, "title")):
+        refused = citizen.patch(f"/api/v1/documents/{doc['id']}", json=change, headers=csrf)
+        assert refused.status_code == 422 and set(refused.json()["fields"]) == {field}, change
+    # null means "no change"; "" removes the validity date.
+    dated = citizen.patch(f"/api/v1/documents/{doc['id']}", json={"title": None, "valid_until": "2030-01-31"},
+                          headers=csrf).json()
+    assert dated["title"] == "Nouveau titre" and dated["type"] == "income" and dated["valid_until"] == "2030-01-31"
+    undated = citizen.patch(f"/api/v1/documents/{doc['id']}", json={"valid_until": ""}, headers=csrf).json()
+    assert undated["valid_until"] is None and undated["title"] == "Nouveau titre"
     assert citizen.delete(f"/api/v1/documents/{doc['id']}").status_code == 403  # no CSRF header
     assert citizen.delete(f"/api/v1/documents/{doc['id']}", headers=csrf).status_code == 204
     assert citizen.get(f"/api/v1/documents/{doc['id']}").status_code == 404
@@ -294,6 +309,8 @@ def test_truncated_multipart_body(citizen: Browser, engine, s3_client, bucket) -
     ("fac\x00tu\x1bre\x7f.pdf", "facture.pdf"),
     ("свидетельство о рождении.pdf", "свидетельство о рождении.pdf"),
     ("a" * 500 + ".pdf", "a" * 251 + ".pdf"),  # 255 characters, the extension kept
+    ("../..", "document.pdf"),  # nothing usable: a name from the sniffed type
+    ("\x01\x02", "document.pdf"),
 ])
 def test_odd_filenames(citizen: Browser, sent: str, stored: str) -> None:
     # Built by hand: HTTP clients escape control characters, an attacker does not.
@@ -307,6 +324,19 @@ def test_odd_filenames(citizen: Browser, sent: str, stored: str) -> None:
     download = citizen.get(f"/api/v1/documents/{created.json()['id']}/content")
     header = download.headers["content-disposition"]
     assert header.isascii() and "\r" not in header and "\n" not in header and "/" not in header.split(";")[1]
+
+
+def test_a_raw_body_without_name_or_title(citizen: Browser) -> None:
+    bare = citizen.post("/api/v1/documents", content=pdf(), headers={
+        "Content-Type": "application/pdf", "X-Document-Type": "tax_notice", "X-CSRF-Token": citizen.cookies["csrf"]})
+    assert bare.status_code == 201, bare.text
+    # Named after the sniffed type, titled after the document's type.
+    assert bare.json()["filename"] == "document.pdf" and bare.json()["title"] == "Avis d'imposition"
+    # Titles: percent-encoded UTF-8 (documented), raw UTF-8 and Latin-1 all arrive as typed.
+    for sent in ("%C3%89tat%20civil", "État civil".encode(), "État civil".encode("latin-1")):
+        titled = citizen.post("/api/v1/documents", content=pdf(), headers={
+            "Content-Type": "application/pdf", "X-Document-Title": sent, "X-CSRF-Token": citizen.cookies["csrf"]})
+        assert titled.status_code == 201 and titled.json()["title"] == "État civil", sent
 
 
 # ---- who may touch a document -------------------------------------------------------------------------------------

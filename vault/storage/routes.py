@@ -124,7 +124,7 @@ async def receive_document(request: Request, db: Session, service: DocumentServi
         else:
             if csrf_cookie is not None:
                 raise PageError(415, "Cette adresse attend un formulaire avec un fichier.")
-            fields = {name: unquote(request.headers[header]) for name, header in RAW_HEADERS.items()
+            fields = {name: _header_text(request.headers[header]) for name, header in RAW_HEADERS.items()
                       if header in request.headers}
             filename = _filename_from_headers(request)
             await consume_in_thread(request.stream(), pipeline.feed)
@@ -147,6 +147,16 @@ async def receive_document(request: Request, db: Session, service: DocumentServi
         return document
 
     return await run_in_threadpool(record)
+
+
+def _header_text(value: str) -> str:
+    """A header's text: percent-encoded UTF-8 (as documented), or UTF-8 sent raw (the server reads
+    header bytes as Latin-1: "Ã‰tat" is put back to "État"), else Latin-1 as read."""
+    try:
+        value = value.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        pass
+    return unquote(value)
 
 
 def _filename_from_headers(request: Request) -> str | None:
@@ -265,6 +275,9 @@ def serve_content(request: Request, db: Session, service: DocumentService, actor
         body, status, length = service.plaintext_range(document, key, start, end), 206, end - start
         headers["Content-Range"] = f"bytes {start}-{end - 1}/{document.size}"
     headers["Content-Length"] = str(length)
+    if request.method == "HEAD":  # the headers a GET would send, without reading the object
+        body.close()
+        return Response(status_code=status, media_type=document.media_type, headers=headers)
     # Authenticate the first segment before answering: a tampered object fails with an error page
     # rather than a 200; a failure later aborts the connection (never a complete-looking file).
     try:
@@ -286,8 +299,9 @@ def serve_content(request: Request, db: Session, service: DocumentService, actor
     return StreamingResponse(relay(stream()), status_code=status, media_type=document.media_type, headers=headers)
 
 
-@api.get("/documents/{document_id}/content", summary="The document's bytes (streamed; Range supported)",
-         responses={206: {"description": "Partial content"}, 416: {"description": "Range not satisfiable"}})
+@api.api_route("/documents/{document_id}/content", methods=["GET", "HEAD"],
+               summary="The document's bytes (streamed; Range supported; HEAD for the headers alone)",
+               responses={206: {"description": "Partial content"}, 416: {"description": "Range not satisfiable"}})
 def document_content(request: Request, document_id: uuid.UUID, db: DB, service: Documents,
                      actor: ApiActor) -> Response:
     return serve_content(request, db, service, actor, document_id)

@@ -75,24 +75,39 @@ class DocumentMeta:
 
 
 def clean_filename(raw: str | None, media_type: str | None = None) -> str:
-    """A filename safe to store and to send back: no path, no control characters, NFC, ≤ 255."""
+    """A filename safe to store and to send back: no path, no control characters, NFC, ≤ 255;
+    ``document.pdf`` (the media type's extension) when nothing usable was sent."""
+    return _safe_name(raw) or "document" + _EXTENSIONS.get(media_type or "", "")
+
+
+def _safe_name(raw: str | None) -> str:
     name = unicodedata.normalize("NFC", raw or "")
     name = re.split(r"[/\\]", name)[-1]
     name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C").strip().strip(".")
     if len(name) > 255:
         stem, dot, ext = name.rpartition(".")
         name = (stem[: 255 - len(ext) - 1] + dot + ext) if dot and len(ext) <= 10 else name[:255]
-    return name or "document" + _EXTENSIONS.get(media_type or "", "")
+    return name
+
+
+def _clean_title(text: str | None) -> str:
+    """No control characters, whitespace runs made one space."""
+    return " ".join("".join(ch for ch in (text or "") if unicodedata.category(ch)[0] != "C").split())
+
+
+UNKNOWN_TYPE = f"Type inconnu. Types possibles : {', '.join(DOCUMENT_TYPES)}."
 
 
 def validate_meta(fields: dict[str, str], *, filename: str | None) -> DocumentMeta:
+    """A new document's fields (type ``other`` and a title from the file's name when not given).
+    ``filename`` is kept as sent: it is cleaned once the media type is known."""
     errors: dict[str, str] = {}
     kind = (fields.get("type") or "other").strip()
     if kind not in DOCUMENT_TYPES:
-        errors["type"] = f"Type inconnu. Types possibles : {', '.join(DOCUMENT_TYPES)}."
-    title = " ".join("".join(ch for ch in (fields.get("title") or "") if unicodedata.category(ch)[0] != "C").split())
+        errors["type"] = UNKNOWN_TYPE
+    title = _clean_title(fields.get("title"))
     if not title:  # derived from the file's name when none is given, cut to fit
-        title = (clean_filename(filename).rsplit(".", 1)[0] or DOCUMENT_TYPES.get(kind, "Document"))[:200]
+        title = (_safe_name(filename).rsplit(".", 1)[0] or DOCUMENT_TYPES.get(kind, "Document"))[:200]
     if len(title) > 200:
         errors["title"] = "Le titre ne doit pas dépasser 200 caractères."
     valid_until = None
@@ -103,7 +118,7 @@ def validate_meta(fields: dict[str, str], *, filename: str | None) -> DocumentMe
             errors["valid_until"] = "La date de validité doit être au format JJ/MM/AAAA ou AAAA-MM-JJ."
     if errors:
         raise InvalidDocumentInput(errors)
-    return DocumentMeta(type=kind, title=title, valid_until=valid_until, filename=clean_filename(filename))
+    return DocumentMeta(type=kind, title=title, valid_until=valid_until, filename=filename or "")
 
 
 class DocumentService:
@@ -206,12 +221,18 @@ class DocumentService:
 
     def update(self, db: Session, *, actor: Actor, document_id: uuid.UUID, changes: dict[str, str]) -> Document:
         document = self.get(db, actor=actor, document_id=document_id)
+        given = {k: v for k, v in changes.items() if v is not None}  # None (JSON null): no change
+        errors = {}
+        if "type" in given and given["type"].strip() not in DOCUMENT_TYPES:
+            errors["type"] = UNKNOWN_TYPE  # an empty type is an error here, not "other"
+        if "title" in given and not _clean_title(given["title"]):
+            errors["title"] = "Le titre ne peut pas être vide."
+        if errors:
+            raise InvalidDocumentInput(errors)
         merged = {"type": document.type, "title": document.title,
                   "valid_until": document.valid_until.isoformat() if document.valid_until else ""}
-        merged.update({k: v for k, v in changes.items() if v is not None})
+        merged.update(given)  # valid_until "" removes the date
         meta = validate_meta(merged, filename=document.filename)
-        if not (changes.get("title") or "").strip() and "title" in changes:
-            raise InvalidDocumentInput({"title": "Le titre ne peut pas être vide."})
         document.type, document.title, document.valid_until = meta.type, meta.title, meta.valid_until
         document.updated_at = utcnow()
         self.log_access(db, actor, "update", document)
