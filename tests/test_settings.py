@@ -98,3 +98,19 @@ def test_inconsistent_settings_are_refused(keyring: Path, tmp_path: Path, change
 def test_malformed_issuer_is_refused(issuer: str) -> None:
     with pytest.raises(ValueError, match="VAULT_ISSUER"):
         Settings(issuer=issuer)
+
+
+def test_the_city_time_zone_is_checked_and_gives_its_own_today() -> None:
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="VAULT_TIMEZONE"):
+        Settings(timezone="Europe/Atlantis")
+    # UTC+14 and UTC-11: 25 hours apart, never the same date.
+    ahead, behind = Settings(timezone="Pacific/Kiritimati").today(), Settings(timezone="Pacific/Pago_Pago").today()
+    assert ahead != behind
+    before = datetime.now(ZoneInfo("Pacific/Kiritimati")).date()
+    assert Settings(timezone="Pacific/Kiritimati").today() in {before, datetime.now(ZoneInfo("Pacific/Kiritimati")).date()}
+    assert Settings().timezone == "Europe/Paris"

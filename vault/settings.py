@@ -8,6 +8,7 @@ operator names it explicitly, so a forgotten variable never ships a development 
 from __future__ import annotations
 
 import logging
+from datetime import date, datetime
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -53,6 +54,9 @@ class Settings(BaseSettings):
     mail_from: str = "Citizen Vault <no-reply@localhost>"
 
     city_name: str = "Votre commune"
+    # The city's time zone: "today" for deadlines, validity dates and the register (the server
+    # itself may run on UTC, as containers do).
+    timezone: str = "Europe/Paris"
     city_logo_url: str | None = None
     theme_color: str = Field(default="#1d4f91", pattern=r"^#[0-9a-fA-F]{6}$")
 
@@ -81,6 +85,23 @@ class Settings(BaseSettings):
     refresh_token_days: int = Field(default=30, ge=1, le=365)
     # Proxies whose X-Forwarded-For is trusted for the client address (comma-separated IPs).
     trusted_proxies: str = ""
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone_is_known(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"VAULT_TIMEZONE: unknown time zone {value!r} (an IANA name, e.g. Europe/Paris)") from None
+        return value
+
+    def today(self) -> date:
+        """Today's date in the city (not the server's local date)."""
+        from zoneinfo import ZoneInfo
+
+        return datetime.now(ZoneInfo(self.timezone)).date()
 
     @field_validator("issuer")
     @classmethod

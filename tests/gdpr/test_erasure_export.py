@@ -249,6 +249,20 @@ def test_audit_details_refuse_secrets(engine) -> None:  # noqa: ANN001
         audit.record(session, actor="system", action="x", details={"password": "nope"})
 
 
+def test_the_register_counts_days_in_the_citys_time_zone(vault_app, filled: dict, engine,  # noqa: ANN001
+                                                          monkeypatch) -> None:  # noqa: ANN001
+    gdpr = vault_app.state.gdpr
+    monkeypatch.setattr(gdpr, "settings", gdpr.settings.model_copy(update={"timezone": "Pacific/Kiritimati"}))
+    ahead = gdpr.settings.today()  # UTC+14: already tomorrow for most of the day
+    monkeypatch.setattr(gdpr, "settings", gdpr.settings.model_copy(update={"timezone": "Pacific/Pago_Pago"}))
+    with Session(engine) as session:
+        with pytest.raises(GdprError, match="futur"):  # UTC-11: that date has not come yet there
+            gdpr.open_request(session, kind="access", citizen_id=filled["id"], channel="mail", by=DPO,
+                              received_on=ahead)
+        assert gdpr.open_request(session, kind="access", citizen_id=filled["id"], channel="mail",
+                                 by=DPO).received_on == gdpr.settings.today() != ahead
+
+
 def test_register_deadlines(vault_app, filled: dict, engine) -> None:  # noqa: ANN001
     from datetime import date
 

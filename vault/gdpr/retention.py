@@ -43,7 +43,7 @@ class RetentionReport:
 def run(db: Session, *, gdpr: GdprService, mailer: Mailer, dry_run: bool = False,
         today: date | None = None) -> RetentionReport:
     settings = gdpr.settings
-    today = today or date.today()
+    today = today or gdpr.settings.today()
     now = utcnow()
     report = RetentionReport()
 

@@ -4,7 +4,6 @@ service, shape the page. Anyone but staff gets 404 under ``/dpo/`` (the section 
 from __future__ import annotations
 
 import uuid
-from datetime import date
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
@@ -113,7 +112,7 @@ def dpo_home(request: Request, db: DB, gdpr: Gdpr, current: StaffUser) -> Respon
         "title": "Registre des demandes", "overdue": gdpr.list_requests(db, view="overdue"),
         "week": gdpr.list_requests(db, view="week"), "all": gdpr.list_requests(db, view="all"),
         "kinds": REQUEST_KINDS, "channels": CHANNELS, "statuses": STATUSES, "staff": current.staff,
-        "today": date.today()})
+        "today": request.app.state.settings.today()})
 
 
 @pages.get("/dpo/requests.csv")
@@ -127,7 +126,8 @@ def dpo_csv(db: DB, gdpr: Gdpr, current: StaffUser) -> Response:
 def dpo_open_request(request: Request, form: Form, db: DB, gdpr: Gdpr, current: StaffUser) -> Response:
     try:
         citizen_id = uuid.UUID(form.get("citizen_id", "").strip())
-        received = parse_birthdate(form["received_on"]) if form.get("received_on") else None
+        received = (parse_birthdate(form["received_on"], today=request.app.state.settings.today())
+                    if form.get("received_on") else None)
     except (ValueError, KeyError):
         raise PageError(400, "Identifiant du citoyen ou date de réception invalide.") from None
     try:
@@ -158,8 +158,9 @@ def dpo_request_action(request: Request, request_id: uuid.UUID, action: str, for
     try:
         item = gdpr.get_request(db, request_id)
         if action == "extend":
+            today = request.app.state.settings.today()
             gdpr.extend(db, request_id=request_id, reason=form.get("reason", ""),
-                        told_on=parse_birthdate(form.get("told_on", "") or date.today().isoformat()), by=by)
+                        told_on=parse_birthdate(form.get("told_on", "") or today.isoformat(), today=today), by=by)
         elif action == "close":
             gdpr.close(db, request_id=request_id, status=form.get("status", ""), outcome=form.get("outcome", ""),
                        refusal_reason=form.get("refusal_reason", ""), by=by)

@@ -158,8 +158,9 @@ class GdprService:
         if channel not in CHANNELS:
             raise GdprError(f"Canal inconnu ({', '.join(CHANNELS)}).")
         citizen = self.find_citizen(db, citizen_id)
-        received = received_on or date.today()
-        if received > date.today():
+        today = self.settings.today()
+        received = received_on or today
+        if received > today:
             raise GdprError("La date de réception ne peut pas être dans le futur.")
         request = DataRequest(kind=kind, citizen_id=citizen.id, subject=self.subject(db, citizen.id),
                               requester_label=f"{citizen.given_name} {citizen.family_name} <{citizen.email}>",
@@ -180,7 +181,7 @@ class GdprService:
 
     def list_requests(self, db: Session, *, view: str = "open") -> list[DataRequest]:
         query = select(DataRequest)
-        today = date.today()
+        today = self.settings.today()
         deadline = func.coalesce(DataRequest.extended_to, DataRequest.due_on)
         open_ = DataRequest.status.in_(("received", "in_progress"))  # type: ignore[attr-defined]
         if view == "overdue":
@@ -202,7 +203,7 @@ class GdprService:
             raise GdprError("Indiquez la raison de la prolongation : elle doit être communiquée au demandeur.")
         if told_on > request.due_on:
             raise GdprError("Le demandeur doit être informé de la prolongation avant la fin du premier mois.")
-        if told_on < request.received_on or told_on > date.today():
+        if told_on < request.received_on or told_on > self.settings.today():
             raise GdprError("La date d'information du demandeur doit être entre la réception de la demande et "
                             "aujourd'hui.")
         # Three months from receipt (not two from the first deadline, which may have been clamped:

@@ -317,14 +317,12 @@ def my_access_log(db: DB, service: Documents, current: Citizen) -> list[AccessLo
 
 def _documents_page(request: Request, db: Session, service: DocumentService, actor: Actor, *,
                     errors: dict | None = None, status: int = 200, notice: str | None = None) -> Response:
-    from datetime import date
-
     items, _ = service.list(db, actor=actor, limit=200)
     count, used = service.usage(db, actor.citizen_id)
     groups = {label: [d for d in items if d.type == kind] for kind, label in DOCUMENT_TYPES.items()}
     return render(request, "documents.html", {
         "title": "Mes justificatifs", "groups": {k: v for k, v in groups.items() if v}, "types": DOCUMENT_TYPES,
-        "errors": errors or {}, "today": date.today(), "notice": notice or NOTICES.get(request.query_params.get("notice", "")),
+        "errors": errors or {}, "today": request.app.state.settings.today(), "notice": notice or NOTICES.get(request.query_params.get("notice", "")),
         "used_mb": used / (1024 * 1024), "quota_mb": service.settings.quota_mb, "count": count,
         "max_mb": service.settings.max_file_mb, "antivirus_off": service.settings.antivirus == "off",
     }, status=status)
