@@ -97,3 +97,5 @@ def test_readiness_fails_when_the_database_is_down(settings) -> None:  # noqa: A
 def test_openapi_documents_the_api(browser: Browser) -> None:
     spec = browser.get("/openapi.json").json()
     assert "/api/v1/me" in spec["paths"] and "/readyz" in spec["paths"]
+    operation_ids = [op["operationId"] for path in spec["paths"].values() for op in path.values()]
+    assert len(operation_ids) == len(set(operation_ids))  # unique, as OpenAPI requires (code generators rely on it)

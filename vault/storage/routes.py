@@ -299,11 +299,17 @@ def serve_content(request: Request, db: Session, service: DocumentService, actor
     return StreamingResponse(relay(stream()), status_code=status, media_type=document.media_type, headers=headers)
 
 
-@api.api_route("/documents/{document_id}/content", methods=["GET", "HEAD"],
-               summary="The document's bytes (streamed; Range supported; HEAD for the headers alone)",
-               responses={206: {"description": "Partial content"}, 416: {"description": "Range not satisfiable"}})
+@api.get("/documents/{document_id}/content", summary="The document's bytes (streamed; Range supported)",
+         responses={206: {"description": "Partial content"}, 416: {"description": "Range not satisfiable"}})
 def document_content(request: Request, document_id: uuid.UUID, db: DB, service: Documents,
                      actor: ApiActor) -> Response:
+    return serve_content(request, db, service, actor, document_id)
+
+
+@api.head("/documents/{document_id}/content", summary="The headers the GET would send, without the bytes",
+          responses={206: {"description": "Partial content"}, 416: {"description": "Range not satisfiable"}})
+def document_content_headers(request: Request, document_id: uuid.UUID, db: DB, service: Documents,
+                             actor: ApiActor) -> Response:
     return serve_content(request, db, service, actor, document_id)
 
 
