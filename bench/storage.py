@@ -466,7 +466,7 @@ def throughput(setup: Setup, data: bytes, reps: int) -> dict[str, list[Sample]]:
         document = documents[0]
         if document["size"] != size or document["sha256"] != api_sha or document["scan_result"] != "clean":
             raise RuntimeError(f"the server stored something else: {document}")
-        del body
+        body = b""  # free the 200 MB before the next operation
         settle()
         for _ in range(READS_PER_ROUND):
             samples["get"].append(timed(cpu, size, lambda: check("S3 GET", s3_get(client, BASELINE_KEY), put_sha)))
