@@ -127,6 +127,10 @@ def test_citizen_export_and_erasure_request_then_dpo_erases(app, dpo, someone, e
     assert refused.status_code == 403 and "moins de 5 minutes" in refused.text
     assert browser.submit(path, {"password": STAFF_PASSWORD, "otp": totp.at(time.time() + 30), "next": path},
                           action="/dpo/reauth").headers["location"] == path
+    with Session(engine) as session:
+        access_id = session.exec(select(DataRequest.id).where(DataRequest.kind == "access")).one()
+    wrong_kind = browser.submit(path, {"reason": "x"}, action=f"/dpo/requests/{access_id}/erase")
+    assert wrong_kind.status_code == 400 and "pas une demande d'effacement" in wrong_kind.text
     erased = browser.submit(path, {"reason": "demande de la personne"}, action=f"{path}/erase")
     assert erased.status_code == 303
     page = browser.get(path).text

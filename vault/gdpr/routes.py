@@ -171,6 +171,8 @@ def dpo_request_action(request: Request, request_id: uuid.UUID, action: str, for
                                                                          "preferred_username") and v})
         elif action == "erase":
             _require_reauth(request, current)
+            if item.kind != "erasure":  # irreversible: only from an erasure request
+                raise GdprError("Cette demande n'est pas une demande d'effacement.")
             # Also finishes an erasure interrupted after the person's rows were gone (store down).
             certificate = gdpr.erase_for_request(db, request=item, reason=form.get("reason", "") or "demande", by=by)
             gdpr.close(db, request_id=request_id, status="done", by=by,
