@@ -24,10 +24,10 @@ SERVERS: list[Server] = []  # processes started by a benchmark, stopped in its m
 class Server:
     """A process in its own process group (stopped with everything it started)."""
 
-    def __init__(self, name: str, args: list[str], *, env: dict[str, str], log: Path) -> None:
+    def __init__(self, name: str, args: list[str], *, env: dict[str, str], log: Path, cwd: Path = ROOT) -> None:
         self.name, self.log = name, log
         with log.open("wb") as out:
-            self.popen = subprocess.Popen(args, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out,
+            self.popen = subprocess.Popen(args, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out,
                                           stderr=subprocess.STDOUT, start_new_session=True)
         SERVERS.append(self)
 

@@ -41,7 +41,7 @@ from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from common import _signal_group, run_cli  # noqa: E402  (bench/common.py)
+from common import SERVERS, Server, run_cli  # noqa: E402  (bench/common.py)
 
 import httpx  # noqa: E402
 
@@ -62,41 +62,9 @@ ATTR = re.compile(r'([a-zA-Z_:-]+)\s*=\s*"([^"]*)"')
 INPUT = re.compile(r"<input\b([^>]*)>", re.I)
 
 stopping = threading.Event()
-SERVERS: list[Server] = []  # every server started, stopped in main()'s finally
 
 
 # ---- processes -----------------------------------------------------------------------------------
-
-
-class Server:
-    """A server in its own process group (so that every worker it forks is stopped with it)."""
-
-    def __init__(self, name: str, args: list[str], *, cwd: Path, env: dict[str, str], log: Path) -> None:
-        self.name = name
-        self.log = log
-        with log.open("wb") as out:
-            self.popen = subprocess.Popen(args, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out,
-                                          stderr=subprocess.STDOUT, start_new_session=True)
-        SERVERS.append(self)
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def stop(self) -> None:
-        if self.popen.poll() is None:
-            _signal_group(self.popen.pid, signal.SIGTERM)
-            try:
-                self.popen.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                _signal_group(self.popen.pid, signal.SIGKILL)
-                self.popen.wait()
-        _signal_group(self.popen.pid, signal.SIGKILL)  # anything its workers left behind
-
-    def tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
 
 
 def tree_cpu_seconds(root: int | None) -> float:
