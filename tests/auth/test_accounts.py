@@ -462,3 +462,18 @@ def test_one_address_trying_many_accounts_is_locked(settings, engine, outbox: Ou
             assert browser.login(f"spray{n}@example.org", "guess guess guess").status_code == 401
         locked = browser.login("victim@example.org")  # another account, same address
         assert locked.status_code == 429 and "Trop de tentatives" in locked.text
+
+
+def test_a_birthdate_is_checked_against_the_citys_date(settings, engine) -> None:  # noqa: ANN001
+    from vault.app import create_app
+
+    born_today_in_kiritimati = create_app(settings.model_copy(update={"timezone": "Pacific/Kiritimati"}),
+                                          engine=engine).state.settings.today().isoformat()
+    # UTC-11: that date is still tomorrow there (UTC+14 and UTC-11 are 25 hours apart).
+    behind = create_app(settings.model_copy(update={"timezone": "Pacific/Pago_Pago"}), engine=engine)
+    with Browser(behind) as browser:
+        refused = browser.register("nouveau-ne@example.org", birthdate=born_today_in_kiritimati)
+        assert refused.status_code == 400 and "futur" in refused.text
+    ahead = create_app(settings.model_copy(update={"timezone": "Pacific/Kiritimati"}), engine=engine)
+    with Browser(ahead) as browser:
+        assert browser.register("nouveau-ne@example.org", birthdate=born_today_in_kiritimati).status_code == 200

@@ -76,8 +76,9 @@ def parse_birthdate(raw: str, *, today: date | None = None) -> date:
     return value
 
 
-def validate_identity(form: dict[str, str]) -> tuple[dict[str, object], dict[str, str]]:
-    """Check the identity fields of ``form``; return (clean values, errors by field name)."""
+def validate_identity(form: dict[str, str], *, today: date | None = None) -> tuple[dict[str, object], dict[str, str]]:
+    """Check the identity fields of ``form``; return (clean values, errors by field name).
+    ``today``: the city's date (a birthdate after it is refused)."""
     errors: dict[str, str] = {}
     clean: dict[str, object] = {}
 
@@ -93,7 +94,7 @@ def validate_identity(form: dict[str, str]) -> tuple[dict[str, object], dict[str
     clean["preferred_username"] = usage or None
 
     try:
-        clean["birthdate"] = parse_birthdate(form.get("birthdate", ""))
+        clean["birthdate"] = parse_birthdate(form.get("birthdate", ""), today=today)
     except ValueError as exc:
         errors["birthdate"] = str(exc)
 

@@ -94,7 +94,7 @@ class AccountService:
         except ValueError as exc:
             errors["email"], email = str(exc), ""
         password = form.get("password", "")
-        identity, identity_errors = validate_identity(form)
+        identity, identity_errors = validate_identity(form, today=self.settings.today())
         errors.update(identity_errors)
         if problem := password_problem(password, email=email):
             errors["password"] = problem
@@ -130,7 +130,7 @@ class AccountService:
             email = normalize_email(form.get("email", ""))
         except ValueError as exc:
             errors["email"], email = str(exc), ""
-        identity, identity_errors = validate_identity(form)
+        identity, identity_errors = validate_identity(form, today=self.settings.today())
         errors.update(identity_errors)
         if problem := password_problem(form.get("password", ""), email=email):
             errors["password"] = problem

@@ -258,7 +258,7 @@ class GdprService:
         current = {f: str(getattr(citizen, f) or "") for f in ("given_name", "family_name", "birthdate", "gender",
                                                                    "birthplace", "birthcountry", "preferred_username")}
         merged = {**current, **{k: v for k, v in changes.items() if k in current and v is not None}}
-        clean, errors = validate_identity(merged)
+        clean, errors = validate_identity(merged, today=self.settings.today())
         if errors:
             raise GdprError(" ".join(errors.values()))
         changed = sorted(k for k, v in clean.items() if str(v or "") != current[k])
