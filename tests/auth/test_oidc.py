@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import time
+from urllib.parse import urlencode
 from datetime import timedelta
 
 import pytest
@@ -152,8 +153,8 @@ def test_scopes_give_their_claims(browser: Browser, citizen: str, engine, scope:
 
 
 def test_userinfo_refuses_bad_tokens(browser: Browser, tokens: dict) -> None:
-    missing = browser.get("/userinfo")
-    assert missing.status_code == 400 and missing.json()["error"] == "invalid_request"
+    missing = browser.get("/userinfo")  # RFC 6750 §3.1: no credentials, a bare challenge
+    assert missing.status_code == 401 and missing.headers["www-authenticate"] == "Bearer"
     wrong = browser.get("/userinfo", headers={"Authorization": "Bearer nope"})
     assert wrong.status_code == 401 and 'error="invalid_token"' in wrong.headers["www-authenticate"]
     both = browser.post("/userinfo", headers={"Authorization": f"Bearer {tokens['access_token']}"},
@@ -275,6 +276,10 @@ def test_id_token_hint(browser: Browser, outbox: Outbox, citizen: str, app_: App
     browser.login("other@example.org")
     other = authorize(browser, app_, prompt="none", id_token_hint=id_token)
     assert other.result["error"] == "login_required"
+    # Without prompt=none, one login is offered; if it still is not the hinted person, the app is
+    # told (login_required), never a loop of login pages.
+    relogin = authorize(browser, app_, id_token_hint=id_token, email="other@example.org")
+    assert relogin.steps == ["login"] and relogin.result["error"] == "login_required"
 
 
 # ---- codes ----------------------------------------------------------------------------------------------
@@ -290,6 +295,17 @@ def test_code_reuse_fails_and_revokes_the_tokens(browser: Browser, citizen: str,
     assert browser.get("/userinfo", headers=bearer).status_code == 401
     refresh = token_request(browser, app_, grant_type="refresh_token", refresh_token=first["refresh_token"])
     assert refresh.json()["error"] == "invalid_grant"
+
+
+def test_code_reuse_also_revokes_the_tokens_refreshed_since(browser: Browser, citizen: str, app_: App) -> None:
+    flow = logged_in_flow(browser, app_)
+    first = exchange(browser, flow).json()
+    refreshed = token_request(browser, app_, grant_type="refresh_token", refresh_token=first["refresh_token"]).json()
+    assert exchange(browser, flow).json()["error"] == "invalid_grant"  # the code replayed
+    bearer = {"Authorization": f"Bearer {refreshed['access_token']}"}
+    assert browser.get("/userinfo", headers=bearer).status_code == 401
+    again = token_request(browser, app_, grant_type="refresh_token", refresh_token=refreshed["refresh_token"])
+    assert again.json()["error"] == "invalid_grant"
 
 
 def test_code_expires_after_60_seconds(browser: Browser, citizen: str, app_: App, engine) -> None:  # noqa: ANN001
@@ -466,6 +482,15 @@ def test_rp_initiated_logout(browser: Browser, citizen: str, app_: App) -> None:
     assert authorize(browser, app_, prompt="none").result["error"] == "login_required"
 
 
+def test_logout_with_a_hint_from_before_a_new_login_still_logs_out(browser: Browser, citizen: str, app_: App) -> None:
+    id_token = exchange(browser, logged_in_flow(browser, app_)).json()["id_token"]
+    assert authorize(browser, app_, prompt="login", email=EMAIL).steps == ["login"]  # a new session, a new sid
+    out = browser.get("/logout", params={"id_token_hint": id_token, "post_logout_redirect_uri": RP_LOGGED_OUT})
+    assert out.headers["location"] == RP_LOGGED_OUT
+    assert browser.get("/account").status_code == 303  # the same person: logged out here
+    assert authorize(browser, app_, prompt="none").result["error"] == "login_required"
+
+
 def test_logout_without_hint_asks_first(browser: Browser, citizen: str, app_: App) -> None:
     browser.login(EMAIL)
     page = browser.get("/logout", params={"post_logout_redirect_uri": RP_LOGGED_OUT, "client_id": app_.client_id})
@@ -482,8 +507,17 @@ def test_forged_id_token_hint_is_refused(browser: Browser, citizen: str, app_: A
 
     forged = jwt.encode({"alg": "ES256"}, {"aud": app_.client_id, "sub": "x"},
                         jwk.ECKey.generate_key("P-256", private=True))
-    answer = browser.get("/logout", params={"id_token_hint": forged, "post_logout_redirect_uri": RP_LOGGED_OUT})
-    assert answer.status_code == 400 and "location" not in answer.headers
+    params = {"id_token_hint": forged, "post_logout_redirect_uri": RP_LOGGED_OUT, "state": "s1"}
+    # Treated as no hint: never a redirect to the address it names (nothing proves the app sent it).
+    logged_out = browser.get("/logout", params=params)
+    assert logged_out.status_code == 303 and logged_out.headers["location"] == "/?notice=logged_out"
+    browser.login(EMAIL)
+    asked = browser.get("/logout", params=params)  # logged in: the citizen is asked, as without a hint
+    assert asked.status_code == 200 and "Se déconnecter ?" in asked.text
+    assert RP_LOGGED_OUT not in asked.text and forged not in asked.text
+    assert browser.get("/api/v1/me").status_code == 200  # still logged in until they confirm
+    confirmed = browser.submit("/logout?" + urlencode(params), {}, action="/logout")
+    assert confirmed.headers["location"] == "/?notice=logged_out" and browser.get("/api/v1/me").status_code == 401
 
 
 # ---- "Mes applications" and disabled apps ----------------------------------------------------------------------

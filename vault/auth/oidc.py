@@ -78,6 +78,14 @@ class LogoutError(Exception):
         self.description = description
 
 
+class UntrustedHint(LogoutError):
+    """An id_token_hint this provider cannot verify (not its own, or signed by a key retired long ago)."""
+
+
+class _HintNotSatisfied(Exception):
+    """A login made during the request does not match the app's id_token_hint."""
+
+
 class BearerError(Exception):
     """RFC 6750 §3.1: ``invalid_request`` (400), ``invalid_token`` (401), ``insufficient_scope`` (403)."""
 
@@ -158,7 +166,13 @@ class OpenIDService:
 
         if "none" in prompts and len(prompts) > 1:
             return to_client_error(InvalidRequestError("'prompt=none' cannot be combined.", **redirect))
-        if current is None or self._must_reauthenticate(db, params, client, current, started, prompts):
+        try:
+            must_login = current is None or self._must_reauthenticate(db, params, client, current, started, prompts)
+        except _HintNotSatisfied:
+            # A login made during this very request still does not match the app's id_token_hint
+            # (someone else logged in, or the hint is unreadable): the app is told, no login loop.
+            return to_client_error(LoginRequiredError(**redirect))
+        if must_login:
             if "none" in prompts:
                 return to_client_error(LoginRequiredError(**redirect))
             lang = next((tag[:2] for tag in params.get("ui_locales", "").split() if tag[:2] in ("fr", "en")), None)
@@ -201,9 +215,11 @@ class OpenIDService:
             try:
                 _, claims = self.keystore.verify(db, hint)
             except InvalidSignature:
-                return True
+                claims = {}
             if claims.get("sub") != self.keystore.pairwise_sub(db, sector=client.sector,
                                                                 citizen_id=str(current.citizen.id)):
+                if auth_time >= started:
+                    raise _HintNotSatisfied
                 return True  # the app expects another person than the one logged in here
         return False
 
@@ -214,8 +230,8 @@ class OpenIDService:
 
     def bearer(self, *, db: Session, access_token: str | None) -> tuple[OAuthToken, OAuthClient, Citizen]:
         """The live access token behind a bearer value (RFC 6750), its app and its citizen."""
-        if not access_token:
-            raise BearerError("invalid_request", "Missing access token.", 400)
+        if not access_token:  # RFC 6750 §3.1: no credentials → 401 and a bare challenge, no error code
+            raise BearerError("", "Missing access token.", 401)
         token = self.provider(db).find_token(access_token)
         if (token is None or token.row.access_token_hash != token_hash(access_token) or token.is_revoked()
                 or token.is_expired()):
@@ -252,7 +268,7 @@ class OpenIDService:
             try:
                 _, claims = self.keystore.verify(db, hint)
             except InvalidSignature:
-                raise LogoutError("The id_token_hint was not issued by this provider.") from None
+                raise UntrustedHint("The id_token_hint was not issued by this provider.") from None
             audience = claims.get("aud")
             client = db.get(OAuthClient, audience if isinstance(audience, str) else (audience or [None])[0])
         if params.get("client_id"):
@@ -263,14 +279,20 @@ class OpenIDService:
         if redirect_uri and (client is None or redirect_uri not in client.post_logout_redirect_uris):
             raise LogoutError("The post_logout_redirect_uri is not registered for this client.")
 
-        ended = False
+        ended = False  # this browser's session
         sid = claims.get("sid")
-        if current is not None and (not sid or sid == current.session.sid):
+        if current is not None and (not claims or sid == current.session.sid or (
+                client is not None and claims.get("sub") == self.keystore.pairwise_sub(
+                    db, sector=client.sector, citizen_id=str(current.citizen.id)))):
+            # No hint (the citizen confirmed here), or a hint about the person logged in here,
+            # whichever of their logins the app knows (they may have logged in again since).
             db.delete(current.session)
             ended = True
-        elif sid:  # the session the app knows about, even if this browser is not the one logged in
-            ended = bool(db.exec(delete(LoginSession).where(LoginSession.sid == sid)).rowcount)  # type: ignore[arg-type]
-        if ended:
+        others = 0
+        if sid and (current is None or sid != current.session.sid):
+            # The session the app knows about: on another device, or an earlier login here.
+            others = db.exec(delete(LoginSession).where(LoginSession.sid == sid)).rowcount  # type: ignore[arg-type]
+        if ended or others:
             logger.info("logout", extra={"client_id": client.client_id if client else None})
         target = None
         if redirect_uri:
@@ -318,7 +340,7 @@ class OpenIDService:
             "id_token_signing_alg_values_supported": ["ES256", "RS256"],
             "userinfo_signing_alg_values_supported": ["ES256", "RS256"],
             "token_endpoint_auth_methods_supported": list(AUTH_METHODS),
-            "token_endpoint_auth_signing_alg_values_supported": ["ES256", "RS256", "PS256"],
+            "token_endpoint_auth_signing_alg_values_supported": ["ES256", "RS256"],
             "revocation_endpoint_auth_methods_supported": list(AUTH_METHODS),
             "introspection_endpoint_auth_methods_supported": list(AUTH_METHODS),
             "code_challenge_methods_supported": ["S256"],

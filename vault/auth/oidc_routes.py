@@ -24,6 +24,7 @@ from vault.auth.oidc import (
     Outcome,
     PendingExpired,
     ToClient,
+    UntrustedHint,
 )
 from vault.auth.routes import DB, SESSION_COOKIE, Citizen, Current, Form, redirect
 from vault.web.pages import PageError, clear_cookie, get_cookie, render, rotate_csrf
@@ -159,6 +160,9 @@ def userinfo(request: Request, form: Annotated[list[tuple[str, str]], Depends(us
             raise BearerError("invalid_request", "Send the access token in one place only.", 400)
         body, _client = service.userinfo(db=db, access_token=from_header or from_body)
     except BearerError as exc:
+        if not exc.error:  # no credentials at all
+            return JSONResponse({"error_description": exc.description}, status_code=exc.status,
+                                headers={"WWW-Authenticate": "Bearer"})
         return JSONResponse({"error": exc.error, "error_description": exc.description}, status_code=exc.status,
                             headers={"WWW-Authenticate": f'Bearer error="{exc.error}", '
                                                          f'error_description="{exc.description}"'})
@@ -188,7 +192,16 @@ def logout(request: Request, form: OAuthForm, db: DB, service: OIDC, current: Cu
         # Without proof that the app knows this session, ask (OIDC RP-Initiated Logout §2).
         return render(request, "logout_confirm.html", {"title": "Se déconnecter ?", "params": params})
     try:
-        result = service.logout(db=db, params=params, current=current)
+        try:
+            result = service.logout(db=db, params=params, current=current)
+        except UntrustedHint:
+            # As if there were no hint: the citizen is asked, and no redirect is honoured (nothing
+            # proves the request comes from the app it names).
+            params = {k: v for k, v in params.items()
+                      if k not in ("id_token_hint", "post_logout_redirect_uri", "client_id", "state")}
+            if current is not None and not confirmed:
+                return render(request, "logout_confirm.html", {"title": "Se déconnecter ?", "params": params})
+            result = service.logout(db=db, params=params, current=current)
     except LogoutError as exc:
         return render(request, "message.html", {"title": "Déconnexion impossible", "message": INVALID_APP_REQUEST,
                                                 "technical": exc.description}, status=400)

@@ -210,7 +210,9 @@ class CodeGrant(grants.AuthorizationCodeGrant):
             .values(used_at=now)
         ).rowcount
         if consumed != 1:
-            revoked = self.server.revoke_where(OAuthToken.code_id == row.id)
+            # Every token of the grant, refreshed ones included (they carry the grant, not the code).
+            revoked = self.server.revoke_where(OAuthToken.grant_id.in_(  # type: ignore[attr-defined]
+                select(OAuthToken.grant_id).where(OAuthToken.code_id == row.id)))
             logger.warning("authorization code replayed", extra={"client_id": row.client_id, "revoked": revoked})
             return None
         if row.expires_at <= now:

@@ -65,7 +65,7 @@ def api_actor(request: Request, db: DB, current: Current) -> Actor:
         try:
             token, client, citizen = request.app.state.oidc.bearer(db=db, access_token=header[7:].strip())
         except BearerError as exc:
-            raise ApiAuthError(exc.status, exc.error, exc.description) from None
+            raise ApiAuthError(exc.status, exc.error or "invalid_token", exc.description) from None
         wanted = "documents:read" if request.method in ("GET", "HEAD") else "documents:write"
         if wanted not in scope_list(token.scope):
             raise ApiAuthError(403, "insufficient_scope", f"The access token lacks the '{wanted}' scope.", wanted)
