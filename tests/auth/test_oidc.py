@@ -266,6 +266,17 @@ def test_max_age(browser: Browser, citizen: str, app_: App) -> None:
     assert authorize(browser, app_, max_age="-3").result["error"] == "invalid_request"
 
 
+def test_request_objects_and_other_response_modes_are_refused(browser: Browser, citizen: str, app_: App) -> None:
+    # OIDC Core §6: refused with the right code (never silently ignored), state echoed to the app.
+    for extra, error in (({"request": "eyJhbGciOiJub25lIn0.e30."}, "request_not_supported"),
+                         ({"request_uri": "https://ecoles.example.fr/req/1"}, "request_uri_not_supported"),
+                         ({"response_mode": "form_post"}, "invalid_request"),
+                         ({"response_mode": "fragment"}, "invalid_request")):
+        flow = authorize(browser, app_, **extra)
+        assert flow.result["error"] == error and flow.result["state"] == flow.params["state"], extra
+    assert "code" in authorize(browser, app_, response_mode="query", email=EMAIL).result
+
+
 def test_id_token_hint(browser: Browser, outbox: Outbox, citizen: str, app_: App) -> None:
     flow = logged_in_flow(browser, app_)
     id_token = exchange(browser, flow).json()["id_token"]

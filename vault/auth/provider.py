@@ -20,7 +20,7 @@ from datetime import timedelta
 from typing import Any
 
 from authlib.oauth2.rfc6749 import AuthorizationServer, ClientMixin, OAuth2Request, TokenMixin, grants
-from authlib.oauth2.rfc6749.errors import InvalidRequestError, InvalidScopeError
+from authlib.oauth2.rfc6749.errors import InvalidRequestError, InvalidScopeError, OAuth2Error
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from authlib.oauth2.rfc7636 import CodeChallenge
@@ -51,6 +51,13 @@ def token_hash(value: str) -> str:
 
 def scope_list(scope: str | None) -> list[str]:
     return [s for s in (scope or "").split() if s]
+
+
+class _Unsupported(OAuth2Error):
+    """An OIDC error code authlib has no class for (``request_not_supported``...), redirected with ``state``."""
+
+    def __init__(self, error: str, description: str, redirect_uri: str, state: str | None) -> None:
+        super().__init__(description=description, redirect_uri=redirect_uri, state=state, error=error)
 
 
 # ---- authlib's model interfaces over our rows --------------------------------------------------------
@@ -175,6 +182,15 @@ class CodeGrant(grants.AuthorizationCodeGrant):
         for name in ("nonce", "prompt", "max_age", "login_hint", "acr_values", "id_token_hint"):
             if len(self.request.payload.datalist.get(name, [])) > 1:
                 raise InvalidRequestError(f"Multiple '{name}' in request.", redirect_uri=redirect_uri)
+        # OIDC Core §6.1/6.2: request objects are not supported (discovery says so): refused, never
+        # silently ignored (their parameters would differ from the ones acted upon).
+        state = data.get("state")
+        if "request" in data:
+            raise _Unsupported("request_not_supported", "Request objects are not supported.", redirect_uri, state)
+        if "request_uri" in data:
+            raise _Unsupported("request_uri_not_supported", "'request_uri' is not supported.", redirect_uri, state)
+        if data.get("response_mode", "query") != "query":
+            raise InvalidRequestError("Only response_mode=query is supported.", redirect_uri=redirect_uri, state=state)
         return redirect_uri
 
     def save_authorization_code(self, code: str, request: OAuth2Request) -> None:
