@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import base64
 import time
-from urllib.parse import urlencode
 from datetime import timedelta
+from urllib.parse import urlencode
 
 import pytest
 from joserfc import jwt
@@ -15,7 +15,8 @@ from sqlmodel import Session, select
 
 from tests.auth.oidc_support import authorize, exchange, pkce_pair, token_request, verify_id_token
 from tests.support import RP_CALLBACK, RP_LOGGED_OUT, App, Browser, Outbox, register_app, verified_citizen
-from vault.auth.models import AuthorizationCode
+from vault.auth.models import AuthorizationCode, OAuthToken
+from vault.db import utcnow
 
 EMAIL = "oidc@example.org"
 
@@ -462,6 +463,13 @@ def test_revocation_and_introspection(browser: Browser, tokens: dict, app_: App,
     assert active["sub"].endswith("v1")
     other = register_app(engine)
     assert introspect(other, tokens["access_token"]) == {"active": False}
+    # A refresh token is judged by its own life, not its access token's.
+    with Session(engine) as session:
+        session.exec(update(OAuthToken).values(access_expires_at=utcnow() - timedelta(minutes=1)))
+        session.commit()
+    assert introspect(app_, tokens["access_token"]) == {"active": False}
+    refresh = introspect(app_, tokens["refresh_token"])
+    assert refresh["active"] is True and "token_type" not in refresh and refresh["exp"] > time.time() + 86_400
     revoked = browser.post("/revoke", data={"token": tokens["refresh_token"], "client_id": app_.client_id,
                                             "client_secret": app_.secret})
     assert revoked.status_code == 200

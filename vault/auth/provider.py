@@ -127,6 +127,15 @@ class IssuedToken(TokenMixin):
         return self.row.revoked_at is not None
 
 
+class RefreshTokenView(IssuedToken):
+    """The refresh token of a row, for introspection: live until its own absolute expiry, spent once
+    rotated (the row's access token may have expired long before)."""
+
+    def is_expired(self) -> bool:
+        return (self.row.refresh_expires_at is None or self.row.refresh_expires_at <= utcnow()
+                or self.row.refresh_rotated_at is not None)
+
+
 class StoredCode:
     """authlib's AuthorizationCodeMixin (and the OIDC one) over an ``oauth_code`` row."""
 
@@ -345,7 +354,10 @@ class Introspection(IntrospectionEndpoint):
     CLIENT_AUTH_METHODS = list(AUTH_METHODS)
 
     def query_token(self, token_string: str, token_type_hint: str | None) -> IssuedToken | None:
-        return self.server.find_token(token_string)
+        token = self.server.find_token(token_string)
+        if token is not None and token.row.access_token_hash != token_hash(token_string or ""):
+            return RefreshTokenView(token.row)  # the value is the row's refresh token
+        return token
 
     def check_permission(self, token: IssuedToken, client: RegisteredClient, request: OAuth2Request) -> bool:
         return token.check_client(client)  # an app may only introspect its own tokens
@@ -360,18 +372,22 @@ class Introspection(IntrospectionEndpoint):
     def introspect_token(self, token: IssuedToken) -> dict[str, Any]:
         row = token.row
         client = self.server.db.get(OAuthClient, row.client_id)
-        return {
+        refresh = isinstance(token, RefreshTokenView)
+        expires = row.refresh_expires_at if refresh and row.refresh_expires_at else row.access_expires_at
+        payload = {
             "active": True,
             "client_id": row.client_id,
             "scope": row.scope,
-            "token_type": "Bearer",
             "sub": self.server.subject(client, row.citizen_id),
             "iss": self.server.settings.issuer,
             "aud": row.client_id,
             "iat": int(row.issued_at.timestamp()),
-            "exp": int(row.access_expires_at.timestamp()),
+            "exp": int(expires.timestamp()),
             "acr": row.acr,
         }
+        if not refresh:
+            payload["token_type"] = "Bearer"
+        return payload
 
 
 # ---- the server ----------------------------------------------------------------------------------
