@@ -375,13 +375,20 @@ def test_private_key_jwt(browser: Browser, citizen: str, engine) -> None:  # noq
     app = register_app(engine, auth_method="private_key_jwt", jwks_json=json.dumps(public))
     flow = logged_in_flow(browser, app)
     now = int(time.time())
-    assertion = jwt.encode({"alg": "ES256", "kid": "rp-1"},
-                           {"iss": app.client_id, "sub": app.client_id, "aud": "http://127.0.0.1:8000/token",
-                            "jti": str(uuid.uuid4()), "iat": now, "exp": now + 60}, key)
-    answer = browser.post("/token", data={
-        "grant_type": "authorization_code", "code": flow.result["code"], "redirect_uri": RP_CALLBACK,
-        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-        "client_assertion": assertion})
+
+    def token_with(lifetime: int):  # noqa: ANN202
+        assertion = jwt.encode({"alg": "ES256", "kid": "rp-1"},
+                               {"iss": app.client_id, "sub": app.client_id, "aud": "http://127.0.0.1:8000/token",
+                                "jti": str(uuid.uuid4()), "iat": now, "exp": now + lifetime}, key)
+        return browser.post("/token", data={
+            "grant_type": "authorization_code", "code": flow.result["code"], "redirect_uri": RP_CALLBACK,
+            "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            "client_assertion": assertion})
+
+    # jti values are not stored: an assertion living longer than 5 minutes could be replayed for long.
+    too_long = token_with(3600)
+    assert too_long.status_code == 400 and too_long.json()["error"] == "invalid_client"
+    answer = token_with(60)
     assert answer.status_code == 200, answer.text
 
 

@@ -20,7 +20,7 @@ from datetime import timedelta
 from typing import Any
 
 from authlib.oauth2.rfc6749 import AuthorizationServer, ClientMixin, OAuth2Request, TokenMixin, grants
-from authlib.oauth2.rfc6749.errors import InvalidRequestError, InvalidScopeError, OAuth2Error
+from authlib.oauth2.rfc6749.errors import InvalidClientError, InvalidRequestError, InvalidScopeError, OAuth2Error
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from authlib.oauth2.rfc7636 import CodeChallenge
@@ -331,9 +331,16 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
         super().__init__(validate_jti=False)  # assertions are short-lived; see docs/decisions
         self.server = server
 
+    MAX_LIFETIME = 300  # seconds: jti values are not stored, so an assertion must not live long
+
     def get_audiences(self) -> list[str]:
         issuer = self.server.settings.issuer
         return [f"{issuer}/token", issuer]
+
+    def verify_claims(self, claims: Any) -> None:
+        super().verify_claims(claims)
+        if not isinstance(claims.get("exp"), int | float) or claims["exp"] - time.time() > self.MAX_LIFETIME:
+            raise InvalidClientError(description=f"The client assertion must expire within {self.MAX_LIFETIME} seconds.")
 
     def resolve_client_public_key(self, client: RegisteredClient) -> jwk.KeySet:
         return jwk.KeySet.import_key_set(client.row.jwks or {"keys": []})
