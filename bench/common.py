@@ -68,11 +68,9 @@ def service_pgid(service: Any) -> int | None:
     return popen.pid if popen is not None else None
 
 
-def group_cpu_seconds(pgid: int | None) -> float:
-    """CPU time (user + system, with reaped children) of the live processes of a process group."""
-    if pgid is None:
-        return 0.0
-    ticks = 0
+def proc_stats() -> dict[int, tuple[int, int, int]]:
+    """Every live process: pid -> (ppid, process group, CPU ticks: utime stime cutime cstime)."""
+    procs: dict[int, tuple[int, int, int]] = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
@@ -81,8 +79,15 @@ def group_cpu_seconds(pgid: int | None) -> float:
         except OSError:
             continue
         fields = stat[stat.rindex(")") + 2:].split()
-        if int(fields[2]) == pgid:
-            ticks += sum(int(x) for x in fields[11:15])
+        procs[int(entry.name)] = (int(fields[1]), int(fields[2]), sum(int(x) for x in fields[11:15]))
+    return procs
+
+
+def group_cpu_seconds(pgid: int | None) -> float:
+    """CPU time (user + system, with reaped children) of the live processes of a process group."""
+    if pgid is None:
+        return 0.0
+    ticks = sum(t for _, group, t in proc_stats().values() if group == pgid)
     return ticks / os.sysconf("SC_CLK_TCK")
 
 

@@ -41,7 +41,7 @@ from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from common import SERVERS, Server, run_cli  # noqa: E402  (bench/common.py)
+from common import SERVERS, Server, proc_stats, run_cli  # noqa: E402  (bench/common.py)
 
 import httpx  # noqa: E402
 
@@ -73,17 +73,7 @@ def tree_cpu_seconds(root: int | None) -> float:
     the children they reaped had used."""
     if root is None:
         return 0.0
-    procs: dict[int, tuple[int, int, int]] = {}  # pid -> (ppid, pgrp, ticks)
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = Path(entry.path, "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        procs[int(entry.name)] = (int(fields[1]), int(fields[2]),
-                                  sum(int(x) for x in fields[11:15]))  # utime stime cutime cstime
+    procs = proc_stats()  # pid -> (ppid, pgrp, ticks)
 
     def belongs(pid: int) -> bool:
         for _ in range(64):
