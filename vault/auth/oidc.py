@@ -87,7 +87,8 @@ class _HintNotSatisfied(Exception):
 
 
 class BearerError(Exception):
-    """RFC 6750 §3.1: ``invalid_request`` (400), ``invalid_token`` (401), ``insufficient_scope`` (403)."""
+    """RFC 6750 §3.1: no credentials (401, ``error`` empty: a bare challenge), ``invalid_token`` (401),
+    ``insufficient_scope`` (403)."""
 
     def __init__(self, error: str, description: str, status: int) -> None:
         super().__init__(description)
