@@ -6,6 +6,7 @@ from sqlmodel import SQLModel
 
 import vault.auth.models  # noqa: F401  (registers the tables on SQLModel.metadata)
 import vault.gdpr.models  # noqa: F401
+import vault.oidc.models  # noqa: F401
 import vault.storage.models  # noqa: F401
 
 config = context.config

@@ -133,7 +133,7 @@ def register_app(engine: Any, *, scope: str = "openid profile birth email", auth
     """Register an app through the service, as `vault client create` does."""
     from sqlmodel import Session
 
-    from vault.auth.clients import create_client
+    from vault.oidc.clients import create_client
 
     values = {"name": "Inscriptions scolaires", "redirect_uris": [RP_CALLBACK],
               "post_logout_redirect_uris": [RP_LOGGED_OUT], "userinfo_signed": False, "id_token_alg": "ES256",

@@ -139,7 +139,7 @@ def test_serve_on_embedded_defaults(tmp_path: Path) -> None:
 def test_client_commands(env: dict[str, str], engine) -> None:  # noqa: ANN001
     from sqlmodel import Session
 
-    from vault.auth.models import OAuthClient
+    from vault.oidc.models import OAuthClient
 
     created = run(["client", "create", "--name", "Portail des démarches", "--redirect-uri", "https://portail.example.fr/cb",
                    "--redirect-uri", "https://portail.example.fr/cb2", "--post-logout-redirect-uri",

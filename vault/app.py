@@ -16,12 +16,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import RedirectResponse, Response
 
 from vault import __version__, crypto
-from vault.auth import demo, oidc_routes
 from vault.auth import routes as auth_routes
-from vault.auth.adapter import BodyError
-from vault.auth.keys import KeyStore
-from vault.auth.oidc import OpenIDService
+from vault.oidc.adapter import BodyError
+from vault.oidc.keys import KeyStore
+from vault.oidc.service import OpenIDService
 from vault.gdpr import routes as gdpr_routes
+from vault.oidc import demo
+from vault.oidc import routes as oidc_routes
 from vault.gdpr.service import GdprError, GdprService
 from vault.gdpr.staff import StaffService
 from vault.auth.passwords import Hasher

@@ -92,7 +92,7 @@ def _services(settings: Settings):  # noqa: ANN202
 
 def _keystore(settings: Settings):  # noqa: ANN202
     from vault import crypto
-    from vault.auth.keys import KeyStore
+    from vault.oidc.keys import KeyStore
     from vault.db import make_engine
 
     try:
@@ -269,7 +269,7 @@ def client_create(
     """Register an app; prints its client_id and client_secret (the secret is shown once, stored hashed)."""
     from pathlib import Path
 
-    from vault.auth.clients import ClientError, client_public, create_client
+    from vault.oidc.clients import ClientError, client_public, create_client
 
     settings = settings_or_exit(as_json)
     jwks_json = None
@@ -296,7 +296,7 @@ def client_create(
 @client_app.command("list")
 def client_list(as_json: JsonFlag = False) -> None:
     """List registered apps."""
-    from vault.auth.clients import client_public, list_clients
+    from vault.oidc.clients import client_public, list_clients
 
     settings = settings_or_exit(as_json)
     engine, _ = _keystore(settings)
@@ -311,7 +311,7 @@ def client_list(as_json: JsonFlag = False) -> None:
 
 
 def _client_change(client_id: str, as_json: bool, change) -> None:  # noqa: ANN001
-    from vault.auth.clients import ClientError, ClientNotFound
+    from vault.oidc.clients import ClientError, ClientNotFound
 
     settings = settings_or_exit(as_json)
     engine, _ = _keystore(settings)
@@ -330,7 +330,7 @@ def _client_change(client_id: str, as_json: bool, change) -> None:  # noqa: ANN0
 @client_app.command("rotate-secret")
 def client_rotate_secret(client_id: ClientId, as_json: JsonFlag = False) -> None:
     """Give the app a new secret (shown once); the old one stops working at once."""
-    from vault.auth.clients import rotate_secret
+    from vault.oidc.clients import rotate_secret
 
     _client_change(client_id, as_json, lambda s: {"client_id": client_id,
                                                    "client_secret": rotate_secret(session=s, client_id=client_id)})
@@ -339,7 +339,7 @@ def client_rotate_secret(client_id: ClientId, as_json: JsonFlag = False) -> None
 @client_app.command("disable")
 def client_disable(client_id: ClientId, as_json: JsonFlag = False) -> None:
     """Stop the app: no more logins through it, its tokens are revoked."""
-    from vault.auth.clients import client_public, disable_client
+    from vault.oidc.clients import client_public, disable_client
 
     _client_change(client_id, as_json, lambda s: client_public(disable_client(session=s, client_id=client_id)))
 
@@ -434,7 +434,7 @@ CLI_ACTOR = ("system:cli", "opérateur (ligne de commande)")
 
 
 def _gdpr(settings: Settings):  # noqa: ANN202
-    from vault.auth.keys import KeyStore
+    from vault.oidc.keys import KeyStore
     from vault.gdpr.service import GdprService
 
     engine, documents = _documents(settings)
@@ -697,7 +697,7 @@ DEMO_CLIENT_ID = "demo-app"
 
 def _seed_demo_client(engine, settings: Settings) -> None:  # noqa: ANN001
     """The demo app served at /demo: a public client (PKCE) whose URIs follow the issuer."""
-    from vault.auth.models import OAuthClient
+    from vault.oidc.models import OAuthClient
 
     with Session(engine) as session:
         client = session.get(OAuthClient, DEMO_CLIENT_ID) or OAuthClient(

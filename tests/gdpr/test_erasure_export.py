@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import text, update
 from sqlmodel import Session, SQLModel, select
 
-from tests.auth.oidc_support import authorize, exchange, verify_id_token
+from tests.oidc.oidc_support import authorize, exchange, verify_id_token
 from tests.storage.test_documents import (  # noqa: F401  (fixtures)
     bucket,
     citizen,

@@ -14,7 +14,7 @@ from botocore.config import Config
 from pydantic import SecretStr
 from sqlmodel import Session, select
 
-from tests.auth.oidc_support import authorize, exchange
+from tests.oidc.oidc_support import authorize, exchange
 from tests.services import ClamdService, S3Service, free_port
 from tests.support import Browser, Outbox, register_app, verified_citizen
 from vault.app import create_app

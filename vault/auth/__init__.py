@@ -1,1 +1,1 @@
-"""Citizen accounts, login sessions and (next) the OpenID Connect provider."""
+"""Citizen accounts: registration, email links, passwords, TOTP and login sessions."""

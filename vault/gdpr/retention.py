@@ -17,7 +17,8 @@ from datetime import date, timedelta
 from sqlalchemy import delete, func, or_
 from sqlmodel import Session, select
 
-from vault.auth.models import AuthorizationCode, Citizen, EmailToken, LoginThrottle, OAuthToken, PendingAuthorization
+from vault.auth.models import Citizen, EmailToken, LoginThrottle
+from vault.oidc.models import AuthorizationCode, OAuthToken, PendingAuthorization
 from vault.db import utcnow
 from vault.gdpr import audit
 from vault.gdpr.service import GdprService, Staff

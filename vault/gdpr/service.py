@@ -20,8 +20,9 @@ from sqlmodel import Session, select
 
 from vault import crypto
 from vault.auth.identity import validate_identity
-from vault.auth.keys import KeyStore
-from vault.auth.models import Citizen, Consent, LoginSession, OAuthClient, OAuthToken
+from vault.oidc.keys import KeyStore
+from vault.auth.models import Citizen, LoginSession
+from vault.oidc.models import Consent, OAuthClient, OAuthToken
 from vault.db import utcnow
 from vault.gdpr import audit
 from vault.gdpr.models import CHANNELS, REQUEST_KINDS, DataRequest, Tombstone
@@ -310,7 +311,7 @@ class GdprService:
         documents = db.exec(select(Document).where(Document.owner_id == citizen.id).order_by(Document.created_at)).all()
         consents = db.exec(select(Consent, OAuthClient).join(OAuthClient, OAuthClient.client_id == Consent.client_id)
                            .where(Consent.citizen_id == citizen.id)).all()
-        from vault.auth.claims import claims_for_scope
+        from vault.oidc.claims import claims_for_scope
 
         return {
             "compte.json": {

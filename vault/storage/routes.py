@@ -18,8 +18,8 @@ from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response, StreamingResponse
 
-from vault.auth.oidc import BearerError
-from vault.auth.provider import scope_list
+from vault.oidc.service import BearerError
+from vault.oidc.provider import scope_list
 from vault.auth.routes import DB, Citizen, Current, Form, redirect
 from vault.crypto import DecryptionError
 from vault.storage.blobs import BlobNotFound

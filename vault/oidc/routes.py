@@ -1,6 +1,6 @@
 """OpenID Connect endpoints (DESIGN.md §3, §8) and the citizen's "Mes applications" page.
 
-Thin: the adapter builds authlib's request, ``vault.auth.oidc`` decides, these shape the answer.
+Thin: the adapter builds authlib's request, ``vault.oidc.service`` decides, these shape the answer.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, RedirectResponse
 from starlette.responses import Response
 
-from vault.auth.adapter import oauth_request, read_form_items, to_response
-from vault.auth.oidc import (
+from vault.oidc.adapter import oauth_request, read_form_items, to_response
+from vault.oidc.service import (
     BadRequest,
     BearerError,
     LogoutError,

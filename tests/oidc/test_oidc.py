@@ -13,9 +13,9 @@ from joserfc import jwt
 from sqlalchemy import update
 from sqlmodel import Session, select
 
-from tests.auth.oidc_support import authorize, exchange, pkce_pair, token_request, verify_id_token
+from tests.oidc.oidc_support import authorize, exchange, pkce_pair, token_request, verify_id_token
 from tests.support import RP_CALLBACK, RP_LOGGED_OUT, App, Browser, Outbox, register_app, verified_citizen
-from vault.auth.models import AuthorizationCode, OAuthToken
+from vault.oidc.models import AuthorizationCode, OAuthToken
 from vault.db import utcnow
 
 EMAIL = "oidc@example.org"
@@ -560,7 +560,7 @@ def test_my_apps_lists_and_revokes(browser: Browser, tokens: dict, app_: App) ->
 
 
 def test_disabled_app_can_no_longer_log_in(browser: Browser, tokens: dict, app_: App, engine) -> None:  # noqa: ANN001
-    from vault.auth.clients import disable_client
+    from vault.oidc.clients import disable_client
 
     with Session(engine) as session:
         disable_client(session=session, client_id=app_.client_id)

@@ -19,11 +19,12 @@ from authlib.oidc.core.errors import ConsentRequiredError, LoginRequiredError
 from sqlalchemy import delete, update
 from sqlmodel import Session, select
 
-from vault.auth.adapter import VaultOAuth2Request
-from vault.auth.claims import SCOPES_SUPPORTED, describe_scope, user_claims
-from vault.auth.keys import InvalidSignature, KeyStore
-from vault.auth.models import Citizen, Consent, LoginSession, OAuthClient, OAuthToken, PendingAuthorization
-from vault.auth.provider import ACR_REACHED, AUTH_METHODS, Provider, scope_list, token_hash
+from vault.oidc.adapter import VaultOAuth2Request
+from vault.oidc.claims import SCOPES_SUPPORTED, describe_scope, user_claims
+from vault.oidc.keys import InvalidSignature, KeyStore
+from vault.auth.models import Citizen, LoginSession
+from vault.oidc.models import Consent, OAuthClient, OAuthToken, PendingAuthorization
+from vault.oidc.provider import ACR_REACHED, AUTH_METHODS, Provider, scope_list, token_hash
 from vault.auth.service import CurrentSession
 from vault.db import utcnow
 from vault.settings import Settings

@@ -20,7 +20,7 @@ from joserfc.errors import JoseError
 from sqlmodel import Session, select
 
 from vault import crypto
-from vault.auth.models import ServerSecret, SigningKey
+from vault.oidc.models import ServerSecret, SigningKey
 from vault.db import utcnow
 
 logger = logging.getLogger(__name__)

@@ -31,9 +31,10 @@ from joserfc import jwk
 from sqlalchemy import update
 from sqlmodel import Session, select
 
-from vault.auth.claims import SCOPES_SUPPORTED
-from vault.auth.keys import KeyStore
-from vault.auth.models import AuthorizationCode, Citizen, OAuthClient, OAuthToken
+from vault.oidc.claims import SCOPES_SUPPORTED
+from vault.oidc.keys import KeyStore
+from vault.auth.models import Citizen
+from vault.oidc.models import AuthorizationCode, OAuthClient, OAuthToken
 from vault.db import utcnow
 from vault.settings import Settings
 
@@ -423,7 +424,7 @@ class Provider(AuthorizationServer):
         return RegisteredClient(row)
 
     def create_oauth2_request(self, request: OAuth2Request) -> OAuth2Request:
-        return request  # already built by vault.auth.adapter
+        return request  # already built by vault.oidc.adapter
 
     def validate_requested_scope(self, scope: str) -> None:
         pass  # GAP: unknown scopes are ignored (see RegisteredClient.get_allowed_scope)

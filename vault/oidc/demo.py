@@ -22,7 +22,7 @@ from joserfc import jwk, jwt
 from joserfc.errors import JoseError
 from starlette.responses import RedirectResponse, Response
 
-from vault.auth.models import OAuthClient
+from vault.oidc.models import OAuthClient
 from vault.auth.routes import DB
 from vault.web.pages import PageError, render
 

@@ -13,9 +13,9 @@ from joserfc.errors import JoseError
 from sqlalchemy import update
 from sqlmodel import Session, select
 
-from vault.auth.claims import SCOPES_SUPPORTED
-from vault.auth.models import OAuthClient, OAuthToken
-from vault.auth.provider import AUTH_METHODS, token_hash
+from vault.oidc.claims import SCOPES_SUPPORTED
+from vault.oidc.models import OAuthClient, OAuthToken
+from vault.oidc.provider import AUTH_METHODS, token_hash
 from vault.db import utcnow
 
 logger = logging.getLogger(__name__)
