@@ -57,15 +57,20 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from common import (  # noqa: E402  (bench/common.py)
-    SERVERS, Cpu, RssSampler, Server, run_cli, service_pgid, tool_version,
-)
-
 import boto3  # noqa: E402
 import httpx  # noqa: E402
-import urllib3  # noqa: E402
 import psycopg  # noqa: E402
+import urllib3  # noqa: E402
 from botocore.config import Config  # noqa: E402
+from common import (  # noqa: E402  (bench/common.py)
+    SERVERS,
+    Cpu,
+    RssSampler,
+    Server,
+    run_cli,
+    service_pgid,
+    tool_version,
+)
 
 from tests.services import free_port, start_postgres, start_seaweedfs  # noqa: E402
 
@@ -713,9 +718,9 @@ def erase_in_process(setup: Setup, citizen_id: str) -> tuple[float, float, Count
     from sqlmodel import Session
 
     from vault import crypto
-    from vault.auth.keys import KeyStore
     from vault.db import make_engine
     from vault.gdpr.service import GdprService, Staff
+    from vault.oidc.keys import KeyStore
     from vault.settings import load_settings
     from vault.storage.antivirus import NoScanner
     from vault.storage.blobs import make_blob_store
@@ -769,9 +774,9 @@ def erase_in_process(setup: Setup, citizen_id: str) -> tuple[float, float, Count
         if hasattr(store, name):
             setattr(store, name, timed(getattr(store, name)))
     try:
-        with Session(engine) as session:
+        with Session(engine) as db:
             started = time.perf_counter()
-            certificate = gdpr.erase(session, citizen_id=uuid.UUID(citizen_id), reason="bench",
+            certificate = gdpr.erase(db, citizen_id=uuid.UUID(citizen_id), reason="bench",
                                      by=Staff("system:bench", "bench/gdpr.py"))
             seconds = time.perf_counter() - started
     finally:

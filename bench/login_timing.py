@@ -27,12 +27,12 @@ def main(rounds: int) -> None:
     settings = Settings(data_dir=folder, login_free_failures_per_account=10**6, login_free_failures_per_address=10**6)
     upgrade(settings.effective_database_url)
     app = create_app(settings)
-    with Session(app.state.engine) as session:
-        app.state.accounts.create_citizen(session=session, verified=True, form={
+    with Session(app.state.engine) as db:
+        app.state.accounts.create_citizen(db=db, verified=True, form={
             "email": "known@example.org", "password": "a long enough passphrase", "given_name": "Anne",
             "family_name": "Bench", "birthdate": "1980-01-01", "gender": "female", "birthplace": "75056",
             "birthcountry": "99100"})
-        session.commit()
+        db.commit()
     client = TestClient(app)
     token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").text).group(1)
 

@@ -41,9 +41,8 @@ from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from common import SERVERS, Server, proc_stats, run_cli  # noqa: E402  (bench/common.py)
-
 import httpx  # noqa: E402
+from common import SERVERS, Server, proc_stats, run_cli  # noqa: E402  (bench/common.py)
 
 from tests.services import free_port, start_postgres  # noqa: E402
 

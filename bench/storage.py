@@ -44,15 +44,20 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from common import (  # noqa: E402  (bench/common.py)
-    SERVERS, Cpu, RssSampler, Server, run_cli, service_pgid, tool_version,
-)
-
 import boto3  # noqa: E402
 import httpx  # noqa: E402
 import urllib3  # noqa: E402
 from boto3.s3.transfer import TransferConfig  # noqa: E402
 from botocore.config import Config  # noqa: E402
+from common import (  # noqa: E402  (bench/common.py)
+    SERVERS,
+    Cpu,
+    RssSampler,
+    Server,
+    run_cli,
+    service_pgid,
+    tool_version,
+)
 
 from tests.services import free_port, start_clamd, start_postgres, start_seaweedfs  # noqa: E402
 from vault.storage.antivirus import MAX_CHUNK as CLAMD_CHUNK  # noqa: E402  (the service's INSTREAM chunk)

@@ -23,9 +23,9 @@ from sqlmodel import SQLModel
 
 from tests.services import (
     ClamdService,
+    MotoService,
     PostgresService,
     S3Service,
-    MotoService,
     free_port,
     start_clamd,
     start_moto,

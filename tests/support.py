@@ -139,10 +139,10 @@ def register_app(engine: Any, *, scope: str = "openid profile birth email", auth
               "post_logout_redirect_uris": [RP_LOGGED_OUT], "userinfo_signed": False, "id_token_alg": "ES256",
               "require_nonce": True, "allow_refresh": False, "jwks_json": None, "production": False}
     values.update(options)
-    with Session(engine) as session:
-        registration = create_client(session=session, scope=scope, auth_method=auth_method, sector=sector,
+    with Session(engine) as db:
+        registration = create_client(db=db, scope=scope, auth_method=auth_method, sector=sector,
                                      **values)
-        session.commit()
+        db.commit()
         return App(client_id=registration.client.client_id, secret=registration.secret)
 
 

@@ -152,8 +152,8 @@ def test_client_commands(env: dict[str, str], engine) -> None:  # noqa: ANN001
     assert body["redirect_uris"] == ["https://portail.example.fr/cb", "https://portail.example.fr/cb2"]
     assert body["userinfo_signed_response_alg"] == "ES256" and body["sector"] == "portail"
     secret = body["client_secret"]
-    with Session(engine) as session:
-        stored = session.get(OAuthClient, body["client_id"])
+    with Session(engine) as db:
+        stored = db.get(OAuthClient, body["client_id"])
         assert stored.secret_hash and secret not in stored.secret_hash  # only a hash is kept
 
     listed = run_ok(["client", "list", "--json"], env)
@@ -167,11 +167,11 @@ def test_client_commands(env: dict[str, str], engine) -> None:  # noqa: ANN001
     assert missing.returncode == 2 and json.loads(missing.stdout)["error"] == "not_found"
 
     # An id from an older version that starts with '-' is still reachable, after '--'.
-    with Session(engine) as session:
-        session.add(OAuthClient(client_id="-Legacy_id", name="Ancienne appli", secret_hash=stored.secret_hash,
+    with Session(engine) as db:
+        db.add(OAuthClient(client_id="-Legacy_id", name="Ancienne appli", secret_hash=stored.secret_hash,
                                 redirect_uris=["https://old.example.fr/cb"], post_logout_redirect_uris=[],
                                 scope="openid", auth_method="client_secret_post", sector="old"))
-        session.commit()
+        db.commit()
     assert run_ok(["client", "rotate-secret", "--json", "--", "-Legacy_id"], env)["client_id"] == "-Legacy_id"
     assert run_ok(["client", "disable", "--json", "--", "-Legacy_id"], env)["disabled"] is True
 

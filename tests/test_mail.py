@@ -7,8 +7,8 @@ from email import message_from_bytes
 from email.policy import default
 
 import pytest
-from pydantic import SecretStr
 from aiosmtpd.controller import Controller
+from pydantic import SecretStr
 
 from tests.support import Browser
 from vault.app import create_app
@@ -18,7 +18,7 @@ class Capture:
     def __init__(self) -> None:
         self.messages: list = []
 
-    async def handle_DATA(self, server, session, envelope):  # noqa: ANN001, ANN201, N802
+    async def handle_DATA(self, server, db, envelope):  # noqa: ANN001, ANN201, N802
         self.messages.append(message_from_bytes(envelope.content, policy=default))
         return "250 OK"
 
@@ -64,5 +64,5 @@ def test_unreachable_smtp_creates_nothing(settings, engine) -> None:  # noqa: AN
 
         page = browser.submit("/register", {"email": "nomail@example.org", "password": PASSWORD, **IDENTITY})
     assert page.status_code == 503 and "Rien n'a été enregistré" in page.text
-    with Session(engine) as session:
-        assert session.exec(select(Citizen)).all() == []
+    with Session(engine) as db:
+        assert db.exec(select(Citizen)).all() == []

@@ -17,25 +17,26 @@ from starlette.responses import RedirectResponse, Response
 
 from vault import __version__, crypto
 from vault.auth import routes as auth_routes
-from vault.oidc.adapter import BodyError
-from vault.oidc.keys import KeyStore
-from vault.oidc.service import OpenIDService
-from vault.gdpr import routes as gdpr_routes
-from vault.oidc import demo
-from vault.oidc import routes as oidc_routes
-from vault.gdpr.service import GdprError, GdprService
-from vault.gdpr.staff import StaffService
+from vault.auth.dependencies import ApiUnauthenticated, LoginRequired
 from vault.auth.passwords import Hasher
 from vault.auth.service import AccountService
 from vault.db import DatabaseUnavailable, make_engine, ping
+from vault.gdpr import routes as gdpr_routes
+from vault.gdpr.service import GdprError, GdprService
+from vault.gdpr.staff import StaffService
 from vault.mail import make_mailer
 from vault.migrations import schema_is_current
+from vault.oidc import demo
+from vault.oidc import routes as oidc_routes
+from vault.oidc.adapter import BodyError
+from vault.oidc.keys import KeyStore
+from vault.oidc.service import OpenIDService
 from vault.settings import Settings, load_settings
 from vault.storage import routes as storage_routes
 from vault.storage.antivirus import ClamdScanner, NoScanner, ScannerUnavailable
+from vault.storage.blobs import BlobStoreUnavailable, make_blob_store
 from vault.storage.exceptions import StorageError
 from vault.storage.service import DocumentService
-from vault.storage.blobs import BlobStoreUnavailable, make_blob_store
 from vault.web.middleware import RequestContextMiddleware
 from vault.web.pages import PageError, message_page
 
@@ -207,11 +208,11 @@ def _add_error_handlers(app: FastAPI) -> None:
             return JSONResponse({"error": exc.code, "detail": exc.message}, status_code=exc.status)
         return message_page(request, title="Impossible de continuer", message=exc.message, status=exc.status)
 
-    @app.exception_handler(auth_routes.LoginRequired)
-    async def login_required(request: Request, exc: auth_routes.LoginRequired) -> Response:
+    @app.exception_handler(LoginRequired)
+    async def login_required(request: Request, exc: LoginRequired) -> Response:
         return RedirectResponse(f"/login?next={quote(exc.next_path)}", status_code=303)
 
-    @app.exception_handler(auth_routes.ApiUnauthenticated)
+    @app.exception_handler(ApiUnauthenticated)
     async def api_unauthenticated(request: Request, exc: Exception) -> Response:
         return JSONResponse({"error": "unauthenticated", "detail": "Log in first (session cookie)."},
                             status_code=401)

@@ -92,8 +92,8 @@ def _services(settings: Settings):  # noqa: ANN202
 
 def _keystore(settings: Settings):  # noqa: ANN202
     from vault import crypto
-    from vault.oidc.keys import KeyStore
     from vault.db import make_engine
+    from vault.oidc.keys import KeyStore
 
     try:
         keys = crypto.load_key_provider(settings)
@@ -159,9 +159,9 @@ def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")]
     if revision == "head":
         # Signing keys and service secrets exist before any replica serves (no first-request race).
         engine, keystore = _keystore(settings)
-        with Session(engine) as session:
-            keystore.ensure(session)
-            session.commit()
+        with Session(engine) as db:
+            keystore.ensure(db)
+            db.commit()
     typer.echo(f"database at revision {revision}", err=True)
 
 
@@ -197,12 +197,12 @@ def citizen_create(
     form = {"email": email, "password": password, "given_name": given_name, "family_name": family_name,
             "birthdate": birthdate, "gender": gender, "birthplace": birthplace, "birthcountry": birthcountry,
             "preferred_username": preferred_username}
-    with Session(engine, expire_on_commit=False) as session:
+    with Session(engine, expire_on_commit=False) as db:
         try:
-            citizen = service.create_citizen(session=session, form=form, verified=verified)
+            citizen = service.create_citizen(db=db, form=form, verified=verified)
         except InvalidInput as exc:
             fail("the citizen was not created", as_json=as_json, code="invalid_input", fields=exc.errors)
-        session.commit()
+        db.commit()
         public = CitizenPublic.of(citizen)
     output = json.loads(public.model_dump_json())
     if generated:
@@ -227,8 +227,8 @@ def citizen_list(
     settings = settings_or_exit(as_json)
     engine, service = _services(settings)
     _require_schema(engine, as_json)
-    with Session(engine, expire_on_commit=False) as session:
-        citizens = [CitizenPublic.of(c) for c in service.list_citizens(session=session, limit=limit, offset=offset)]
+    with Session(engine, expire_on_commit=False) as db:
+        citizens = [CitizenPublic.of(c) for c in service.list_citizens(db=db, limit=limit, offset=offset)]
     if as_json:
         typer.echo(json.dumps([json.loads(c.model_dump_json()) for c in citizens], ensure_ascii=False))
         return
@@ -280,16 +280,16 @@ def client_create(
             fail(f"cannot read --jwks {jwks}: {exc.strerror}", as_json=as_json, code="invalid_input")
     engine, _ = _keystore(settings)
     _require_schema(engine, as_json)
-    with Session(engine, expire_on_commit=False) as session:
+    with Session(engine, expire_on_commit=False) as db:
         try:
             registration = create_client(
-                session=session, name=name, redirect_uris=redirect_uri, post_logout_redirect_uris=post_logout_redirect_uri or [],
+                db=db, name=name, redirect_uris=redirect_uri, post_logout_redirect_uris=post_logout_redirect_uri or [],
                 scope=scope, auth_method=auth_method, sector=sector, userinfo_signed=userinfo_signed,
                 id_token_alg=id_token_alg, require_nonce=not nonce_optional, allow_refresh=refresh_tokens,
                 jwks_json=jwks_json, production=settings.is_production)
         except ClientError as exc:
             fail("the app was not registered", as_json=as_json, code="invalid_input", fields=exc.fields)
-        session.commit()
+        db.commit()
         _print_client(client_public(registration.client), as_json, registration.secret)
 
 
@@ -301,8 +301,8 @@ def client_list(as_json: JsonFlag = False) -> None:
     settings = settings_or_exit(as_json)
     engine, _ = _keystore(settings)
     _require_schema(engine, as_json)
-    with Session(engine) as session:
-        clients = [client_public(c) for c in list_clients(session=session)]
+    with Session(engine) as db:
+        clients = [client_public(c) for c in list_clients(db=db)]
     if as_json:
         typer.echo(json.dumps(clients, ensure_ascii=False))
         return
@@ -316,14 +316,14 @@ def _client_change(client_id: str, as_json: bool, change) -> None:  # noqa: ANN0
     settings = settings_or_exit(as_json)
     engine, _ = _keystore(settings)
     _require_schema(engine, as_json)
-    with Session(engine, expire_on_commit=False) as session:
+    with Session(engine, expire_on_commit=False) as db:
         try:
-            output = change(session)
+            output = change(db)
         except ClientNotFound:
             fail(f"no app with client_id {client_id}", as_json=as_json, code="not_found")
         except ClientError as exc:
             fail(str(exc), as_json=as_json, code="invalid_input", fields=exc.fields)
-        session.commit()
+        db.commit()
     typer.echo(json.dumps(output, ensure_ascii=False) if as_json else "\n".join(f"{k}: {v}" for k, v in output.items()))
 
 
@@ -333,7 +333,7 @@ def client_rotate_secret(client_id: ClientId, as_json: JsonFlag = False) -> None
     from vault.oidc.clients import rotate_secret
 
     _client_change(client_id, as_json, lambda s: {"client_id": client_id,
-                                                   "client_secret": rotate_secret(session=s, client_id=client_id)})
+                                                   "client_secret": rotate_secret(db=s, client_id=client_id)})
 
 
 @client_app.command("disable")
@@ -341,7 +341,7 @@ def client_disable(client_id: ClientId, as_json: JsonFlag = False) -> None:
     """Stop the app: no more logins through it, its tokens are revoked."""
     from vault.oidc.clients import client_public, disable_client
 
-    _client_change(client_id, as_json, lambda s: client_public(disable_client(session=s, client_id=client_id)))
+    _client_change(client_id, as_json, lambda s: client_public(disable_client(db=s, client_id=client_id)))
 
 
 @keys_app.command("rotate")
@@ -350,9 +350,9 @@ def keys_rotate(as_json: JsonFlag = False) -> None:
     settings = settings_or_exit(as_json)
     engine, keystore = _keystore(settings)
     _require_schema(engine, as_json)
-    with Session(engine) as session:
-        kids = keystore.rotate(session)
-        session.commit()
+    with Session(engine) as db:
+        kids = keystore.rotate(db)
+        db.commit()
     typer.echo(json.dumps({"active": kids}) if as_json else "active signing keys: " + ", ".join(kids))
 
 
@@ -383,14 +383,14 @@ def keys_rotate_kek(as_json: JsonFlag = False) -> None:
     keys = service.keys
     if isinstance(keys, LocalKeyring):
         keys.add_version()
-    with Session(engine) as session:
-        count = service.rewrap_all(session)
+    with Session(engine) as db:
+        count = service.rewrap_all(db)
     # Service secrets, signing keys and TOTP seeds are wrapped by the KEK too.
     _, keystore = _keystore(settings)
     _, accounts = _services(settings)
-    with Session(engine) as session:
-        secrets_count = keystore.rewrap_all(session) + accounts.rewrap_totp_seeds(session=session)
-        session.commit()
+    with Session(engine) as db:
+        secrets_count = keystore.rewrap_all(db) + accounts.rewrap_totp_seeds(db=db)
+        db.commit()
     output = {"kek_version": keys.active_version, "citizen_keys_rewrapped": count,
               "service_keys_rewrapped": secrets_count}
     typer.echo(json.dumps(output) if as_json else
@@ -411,9 +411,9 @@ def storage_reconcile(dry_run: Annotated[bool, typer.Option("--dry-run", help="R
     settings = settings_or_exit(as_json)
     engine, service = _documents(settings)
     _require_schema(engine, as_json)
-    with Session(engine) as session:
+    with Session(engine) as db:
         try:
-            report = service.reconcile(session, dry_run=dry_run, min_age=timedelta(minutes=older_than))
+            report = service.reconcile(db, dry_run=dry_run, min_age=timedelta(minutes=older_than))
         except BlobStoreUnavailable as exc:
             fail(f"the object store is unavailable: {exc}", as_json=as_json, code="unavailable")
     if as_json:
@@ -434,8 +434,8 @@ CLI_ACTOR = ("system:cli", "opérateur (ligne de commande)")
 
 
 def _gdpr(settings: Settings):  # noqa: ANN202
-    from vault.oidc.keys import KeyStore
     from vault.gdpr.service import GdprService
+    from vault.oidc.keys import KeyStore
 
     engine, documents = _documents(settings)
     return engine, GdprService(settings=settings, keys=documents.keys, keystore=KeyStore(documents.keys),
@@ -471,17 +471,17 @@ def staff_create(
     password = sys.stdin.readline().rstrip("\r\n") if password_stdin else "-".join(secrets.token_urlsafe(6) for _ in range(4))
     engine, accounts = _services(settings)
     _require_schema(engine, as_json)
-    with Session(engine, expire_on_commit=False) as session:
+    with Session(engine, expire_on_commit=False) as db:
         try:
-            staff, secret, uri = StaffService(accounts).create(session, email=email, name=name or email, role=role,
+            staff, secret, uri = StaffService(accounts).create(db, email=email, name=name or email, role=role,
                                                                password=password)
         except InvalidInput as exc:
             fail("the staff account was not created", as_json=as_json, code="invalid_input", fields=exc.errors)
         from vault.gdpr import audit
 
-        audit.record(session, actor=CLI_ACTOR[0], action="staff.created", target=f"staff:{staff.id}",
+        audit.record(db, actor=CLI_ACTOR[0], action="staff.created", target=f"staff:{staff.id}",
                      details={"role": role})
-        session.commit()
+        db.commit()
     output = {"id": str(staff.id), "email": staff.email, "role": staff.role, "totp_secret": secret, "otpauth_uri": uri}
     if not password_stdin:
         output["password"] = password
@@ -510,11 +510,11 @@ def gdpr_export(citizen: Annotated[str, typer.Option(help="The citizen's id.")],
     target = Path(out)
     tmp = target.with_name(f".{target.name}.part")
     digest, size = hashlib.sha256(), 0
-    with Session(engine) as session:
+    with Session(engine) as db:
         try:
-            total = gdpr.export_size(session, citizen_id)
+            total = gdpr.export_size(db, citizen_id)
             with typer.progressbar(length=max(total, 1), label="Export", file=sys.stderr, hidden=as_json) as bar:
-                chunks = gdpr.export(session, citizen_id=citizen_id, by=Staff(*CLI_ACTOR), progress=bar.update)
+                chunks = gdpr.export(db, citizen_id=citizen_id, by=Staff(*CLI_ACTOR), progress=bar.update)
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
                 with os.fdopen(fd, "wb") as fh:
                     for chunk in chunks:
@@ -530,7 +530,7 @@ def gdpr_export(citizen: Annotated[str, typer.Option(help="The citizen's id.")],
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        session.commit()  # the audit entry
+        db.commit()  # the audit entry
     result = {"file": str(target), "bytes": size, "sha256": digest.hexdigest()}
     typer.echo(json.dumps(result) if as_json else f"wrote {target} ({size} bytes, sha256 {result['sha256']})")
 
@@ -548,9 +548,9 @@ def gdpr_erase(citizen: Annotated[str, typer.Option(help="The citizen's id.")],
     citizen_id = _citizen_id(citizen, as_json)
     engine, gdpr = _gdpr(settings)
     _require_schema(engine, as_json)
-    with Session(engine) as session:
+    with Session(engine) as db:
         try:
-            certificate = gdpr.erase(session, citizen_id=citizen_id, reason=reason, by=Staff(*CLI_ACTOR))
+            certificate = gdpr.erase(db, citizen_id=citizen_id, reason=reason, by=Staff(*CLI_ACTOR))
         except GdprError as exc:
             fail(exc.message, as_json=as_json, code=exc.code)
         except BlobStoreUnavailable as exc:
@@ -578,13 +578,13 @@ def gdpr_hold(document: DocumentOption,
     document_id = _document_id(document, as_json)
     engine, gdpr = _gdpr(settings)
     _require_schema(engine, as_json)
-    with Session(engine) as session:
+    with Session(engine) as db:
         try:
-            held = gdpr.hold(session, document_id=document_id, reason=reason, by=Staff(*CLI_ACTOR))
+            held = gdpr.hold(db, document_id=document_id, reason=reason, by=Staff(*CLI_ACTOR))
         except GdprError as exc:
             fail(exc.message, as_json=as_json, code=exc.code)
         output = {"document_id": str(held.id), "legal_hold": held.legal_hold}
-        session.commit()
+        db.commit()
     typer.echo(json.dumps(output, ensure_ascii=False) if as_json else f"held: {output['document_id']}")
 
 
@@ -597,12 +597,12 @@ def gdpr_release(document: DocumentOption, as_json: JsonFlag = False) -> None:
     document_id = _document_id(document, as_json)
     engine, gdpr = _gdpr(settings)
     _require_schema(engine, as_json)
-    with Session(engine) as session:
+    with Session(engine) as db:
         try:
-            blob_key = gdpr.release(session, document_id=document_id, by=Staff(*CLI_ACTOR))
+            blob_key = gdpr.release(db, document_id=document_id, by=Staff(*CLI_ACTOR))
         except GdprError as exc:
             fail(exc.message, as_json=as_json, code=exc.code)
-        session.commit()
+        db.commit()
     if blob_key is not None:
         gdpr.documents.delete_blob_later(blob_key)  # after the commit; if the store is down, reconcile removes it
     output = {"document_id": str(document_id), "released": True, "deleted": blob_key is not None}
@@ -622,9 +622,9 @@ def retention_run(dry_run: Annotated[bool, typer.Option("--dry-run", help="List 
     settings = settings_or_exit(as_json)
     engine, gdpr = _gdpr(settings)
     _require_schema(engine, as_json)
-    with Session(engine) as session:
-        report = retention.run(session, gdpr=gdpr, mailer=make_mailer(settings), dry_run=dry_run)
-        session.commit()
+    with Session(engine) as db:
+        report = retention.run(db, gdpr=gdpr, mailer=make_mailer(settings), dry_run=dry_run)
+        db.commit()
     body = asdict(report)
     if as_json:
         typer.echo(json.dumps(body))
@@ -644,8 +644,8 @@ def audit_verify(as_json: JsonFlag = False) -> None:
     settings = settings_or_exit(as_json)
     engine, _ = _keystore(settings)
     _require_schema(engine, as_json)
-    with Session(engine) as session:
-        result = audit.verify(session)
+    with Session(engine) as db:
+        result = audit.verify(db)
     if as_json:
         typer.echo(json.dumps({"ok": result.ok, "entries": result.entries, "first_bad_id": result.first_bad_id,
                                "problem": result.problem}))
@@ -671,14 +671,14 @@ def demo_seed(as_json: JsonFlag = False) -> None:
     engine, service = _services(settings)
     _require_schema(engine, as_json)
     password = "-".join(secrets.token_urlsafe(6) for _ in range(4))
-    with Session(engine, expire_on_commit=False) as session:
-        citizen = session.exec(select(Citizen).where(Citizen.email == DEMO_CITIZEN["email"])).first()
+    with Session(engine, expire_on_commit=False) as db:
+        citizen = db.exec(select(Citizen).where(Citizen.email == DEMO_CITIZEN["email"])).first()
         if citizen is None:
-            citizen = service.create_citizen(session=session, form={**DEMO_CITIZEN, "password": password},
+            citizen = service.create_citizen(db=db, form={**DEMO_CITIZEN, "password": password},
                                              verified=True)
         else:
             citizen.password_hash = service.hasher.hash(password)
-        session.commit()
+        db.commit()
     _seed_demo_client(engine, settings)
     credentials = {"email": DEMO_CITIZEN["email"], "password": password, "url": f"{settings.issuer}/login",
                    "demo_app": f"{settings.issuer}/demo"}
@@ -699,15 +699,15 @@ def _seed_demo_client(engine, settings: Settings) -> None:  # noqa: ANN001
     """The demo app served at /demo: a public client (PKCE) whose URIs follow the issuer."""
     from vault.oidc.models import OAuthClient
 
-    with Session(engine) as session:
-        client = session.get(OAuthClient, DEMO_CLIENT_ID) or OAuthClient(
+    with Session(engine) as db:
+        client = db.get(OAuthClient, DEMO_CLIENT_ID) or OAuthClient(
             client_id=DEMO_CLIENT_ID, name="Démonstration (application de la ville)", auth_method="none",
             scope="openid profile birth email", sector=DEMO_CLIENT_ID, redirect_uris=[], allow_refresh=True)
         client.redirect_uris = [f"{settings.issuer}/demo/callback"]
         client.post_logout_redirect_uris = [f"{settings.issuer}/demo"]
         client.disabled_at = None
-        session.add(client)
-        session.commit()
+        db.add(client)
+        db.commit()
 
 
 def main() -> None:

@@ -58,19 +58,19 @@ class DatabaseUnavailable(Exception):
     """The database does not answer."""
 
 
-def get_session(request: Request) -> Iterator[Session]:
+def request_db(request: Request) -> Iterator[Session]:
     """Unit of work for one request: commit once when the route returns, roll back on error.
 
-    Services never commit; used with ``Depends(get_session, scope="function")`` so the commit
+    Services never commit; used with ``Depends(request_db, scope="function")`` so the commit
     happens before the response is sent (a failed commit is an error, not a silent loss).
     """
-    with Session(request.app.state.engine, expire_on_commit=False) as session:
+    with Session(request.app.state.engine, expire_on_commit=False) as db:
         try:
-            yield session
-            session.commit()
+            yield db
+            db.commit()
         except (OperationalError, InterfaceError) as exc:
-            session.rollback()
+            db.rollback()
             raise DatabaseUnavailable(type(exc).__name__) from None
         except BaseException:
-            session.rollback()
+            db.rollback()
             raise

@@ -17,8 +17,8 @@ from vault.db import utcnow
 
 
 def count_citizens(engine) -> int:  # noqa: ANN001
-    with Session(engine) as session:
-        return session.exec(select(func.count()).select_from(Citizen)).one()
+    with Session(engine) as db:
+        return db.exec(select(func.count()).select_from(Citizen)).one()
 
 
 # ---- the happy path ------------------------------------------------------------------------------
@@ -136,14 +136,14 @@ def test_birthplace_must_be_empty_when_born_abroad(browser: Browser, engine) -> 
 
 def test_birthdate_as_people_write_it(browser: Browser, engine) -> None:
     assert browser.register("date@example.org", birthdate="7/5/1990").status_code == 200
-    with Session(engine) as session:
-        assert session.exec(select(Citizen.birthdate)).one().isoformat() == "1990-05-07"
+    with Session(engine) as db:
+        assert db.exec(select(Citizen.birthdate)).one().isoformat() == "1990-05-07"
 
 
 def test_corsican_birthplace_accepted(browser: Browser, engine) -> None:
     assert browser.register("ajaccio@example.org", birthplace="2a004").status_code == 200
-    with Session(engine) as session:
-        assert session.exec(select(Citizen.birthplace)).one() == "2A004"
+    with Session(engine) as db:
+        assert db.exec(select(Citizen.birthplace)).one() == "2A004"
 
 
 def test_email_already_used_gives_the_same_answer(browser: Browser, outbox: Outbox, engine) -> None:
@@ -187,9 +187,9 @@ def test_account_is_locked_after_five_failures_with_growing_delay(browser: Brows
     assert 0 < int(locked.headers["retry-after"]) <= 30
 
     # Once the delay is over, one more failure locks for longer (60 s).
-    with Session(engine) as session:
-        session.exec(update(LoginThrottle).values(locked_until=utcnow() - timedelta(seconds=1)))
-        session.commit()
+    with Session(engine) as db:
+        db.exec(update(LoginThrottle).values(locked_until=utcnow() - timedelta(seconds=1)))
+        db.commit()
     assert browser.login("target@example.org", "guess guess guess").status_code == 401
     relocked = browser.login("target@example.org")
     assert relocked.status_code == 429 and 30 < int(relocked.headers["retry-after"]) <= 60
@@ -250,15 +250,15 @@ def test_idle_and_absolute_timeouts(browser: Browser, outbox: Outbox, engine) ->
     verified_citizen(browser, outbox, "idle@example.org")
     browser.login("idle@example.org")
     assert browser.get("/account").status_code == 200
-    with Session(engine) as session:
-        session.exec(update(LoginSession).values(last_seen_at=utcnow() - timedelta(minutes=31)))
-        session.commit()
+    with Session(engine) as db:
+        db.exec(update(LoginSession).values(last_seen_at=utcnow() - timedelta(minutes=31)))
+        db.commit()
     assert browser.get("/account").status_code == 303
 
     browser.login("idle@example.org")
-    with Session(engine) as session:
-        session.exec(update(LoginSession).values(created_at=utcnow() - timedelta(hours=12, minutes=1)))
-        session.commit()
+    with Session(engine) as db:
+        db.exec(update(LoginSession).values(created_at=utcnow() - timedelta(hours=12, minutes=1)))
+        db.commit()
     assert browser.get("/account").status_code == 303
 
 
@@ -313,12 +313,12 @@ def test_password_reset_link_expires_after_30_minutes(browser: Browser, outbox: 
     verified_citizen(browser, outbox, "slow@example.org")
     browser.submit("/password/forgot", {"email": "slow@example.org"})
     path = outbox.last("slow@example.org").path()
-    with Session(engine) as session:
-        link = session.exec(select(EmailToken).where(EmailToken.purpose == "reset_password")).one()
+    with Session(engine) as db:
+        link = db.exec(select(EmailToken).where(EmailToken.purpose == "reset_password")).one()
         assert timedelta(minutes=29) < link.expires_at - link.created_at <= timedelta(minutes=30)
         link.expires_at = utcnow() - timedelta(seconds=1)
-        session.add(link)
-        session.commit()
+        db.add(link)
+        db.commit()
     expired = browser.get(path)
     assert expired.status_code == 400 and "a expiré" in expired.text
 
@@ -408,8 +408,8 @@ def test_totp_seed_is_stored_wrapped(browser: Browser, outbox: Outbox, engine) -
     verified_citizen(browser, outbox, "wrapped@example.org")
     browser.login("wrapped@example.org")
     totp, _ = enable_totp(browser)
-    with Session(engine) as session:
-        stored = session.exec(select(Citizen.totp_secret)).one()
+    with Session(engine) as db:
+        stored = db.exec(select(Citizen.totp_secret)).one()
     assert stored is not None and totp.secret.encode() not in stored
 
 

@@ -11,7 +11,12 @@ from pathlib import Path
 import pytest
 
 from vault import crypto
-from vault.crypto import DecryptionError, KeyProviderError, LocalKeyring, load_key_provider
+from vault.crypto import (
+    DecryptionError,
+    KeyProviderError,
+    LocalKeyring,
+    load_key_provider,
+)
 from vault.settings import Settings
 
 

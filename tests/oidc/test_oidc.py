@@ -13,10 +13,24 @@ from joserfc import jwt
 from sqlalchemy import update
 from sqlmodel import Session, select
 
-from tests.oidc.oidc_support import authorize, exchange, pkce_pair, token_request, verify_id_token
-from tests.support import RP_CALLBACK, RP_LOGGED_OUT, App, Browser, Outbox, register_app, verified_citizen
-from vault.oidc.models import AuthorizationCode, OAuthToken
+from tests.oidc.oidc_support import (
+    authorize,
+    exchange,
+    pkce_pair,
+    token_request,
+    verify_id_token,
+)
+from tests.support import (
+    RP_CALLBACK,
+    RP_LOGGED_OUT,
+    App,
+    Browser,
+    Outbox,
+    register_app,
+    verified_citizen,
+)
 from vault.db import utcnow
+from vault.oidc.models import AuthorizationCode, OAuthToken
 
 EMAIL = "oidc@example.org"
 
@@ -324,11 +338,11 @@ def test_code_expires_after_60_seconds(browser: Browser, citizen: str, app_: App
     from vault.db import utcnow
 
     flow = logged_in_flow(browser, app_)
-    with Session(engine) as session:
-        row = session.exec(select(AuthorizationCode)).one()
+    with Session(engine) as db:
+        row = db.exec(select(AuthorizationCode)).one()
         assert timedelta(seconds=59) <= row.expires_at - row.created_at <= timedelta(seconds=60)
-        session.exec(update(AuthorizationCode).values(expires_at=utcnow() - timedelta(seconds=1)))
-        session.commit()
+        db.exec(update(AuthorizationCode).values(expires_at=utcnow() - timedelta(seconds=1)))
+        db.commit()
     assert exchange(browser, flow).json()["error"] == "invalid_grant"
 
 
@@ -471,9 +485,9 @@ def test_revocation_and_introspection(browser: Browser, tokens: dict, app_: App,
     other = register_app(engine)
     assert introspect(other, tokens["access_token"]) == {"active": False}
     # A refresh token is judged by its own life, not its access token's.
-    with Session(engine) as session:
-        session.exec(update(OAuthToken).values(access_expires_at=utcnow() - timedelta(minutes=1)))
-        session.commit()
+    with Session(engine) as db:
+        db.exec(update(OAuthToken).values(access_expires_at=utcnow() - timedelta(minutes=1)))
+        db.commit()
     assert introspect(app_, tokens["access_token"]) == {"active": False}
     refresh = introspect(app_, tokens["refresh_token"])
     assert refresh["active"] is True and "token_type" not in refresh and refresh["exp"] > time.time() + 86_400
@@ -562,18 +576,18 @@ def test_my_apps_lists_and_revokes(browser: Browser, tokens: dict, app_: App) ->
 def test_disabled_app_can_no_longer_log_in(browser: Browser, tokens: dict, app_: App, engine) -> None:  # noqa: ANN001
     from vault.oidc.clients import disable_client
 
-    with Session(engine) as session:
-        disable_client(session=session, client_id=app_.client_id)
-        session.commit()
+    with Session(engine) as db:
+        disable_client(db=db, client_id=app_.client_id)
+        db.commit()
     assert authorize(browser, app_).response.status_code == 400
     assert browser.get("/userinfo", headers={"Authorization": f"Bearer {tokens['access_token']}"}).status_code == 401
 
 
 def test_key_rotation_keeps_old_tokens_verifiable(browser: Browser, tokens: dict, app, engine) -> None:  # noqa: ANN001
     header, _ = verify_id_token(browser, tokens["id_token"])
-    with Session(engine) as session:
-        new_kids = app.state.oidc.keystore.rotate(session)
-        session.commit()
+    with Session(engine) as db:
+        new_kids = app.state.oidc.keystore.rotate(db)
+        db.commit()
     kids = {k["kid"] for k in browser.get("/jwks").json()["keys"]}
     assert header["kid"] in kids and set(new_kids) <= kids
     verify_id_token(browser, tokens["id_token"])

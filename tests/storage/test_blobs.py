@@ -25,9 +25,9 @@ def test_upload_bodies_are_signed_unless_tls_protects_them(endpoint: str | None,
 
 
 def test_filesystem_store_reads_like_s3(browser, outbox, data_dir) -> None:  # noqa: ANN001
-    from vault.crypto import DecryptionError
     from tests.storage.test_documents import MARKER, pdf, upload
     from tests.support import verified_citizen
+    from vault.crypto import DecryptionError
 
     verified_citizen(browser, outbox, "fichiers@example.org")
     browser.login("fichiers@example.org")

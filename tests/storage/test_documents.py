@@ -85,8 +85,8 @@ def pending_multipart(s3_client, bucket: str) -> list:  # noqa: ANN001
 
 
 def nothing_kept(engine, s3_client, bucket: str) -> None:  # noqa: ANN001
-    with Session(engine) as session:
-        assert session.exec(select(Document)).all() == []
+    with Session(engine) as db:
+        assert db.exec(select(Document)).all() == []
     assert objects(s3_client, bucket) == []
     assert pending_multipart(s3_client, bucket) == []
 
@@ -121,8 +121,8 @@ def test_upload_list_download_identical_and_encrypted_at_rest(citizen: Browser, 
     blob = s3_client.get_object(Bucket=bucket, Key=stored[0]["Key"])["Body"].read()
     assert MARKER not in blob and content[:4096] not in blob
     assert len(blob) > len(content)  # header + one tag per segment
-    with Session(engine) as session:
-        assert stored[0]["Key"] == session.exec(select(Document.blob_key)).one()  # a random key, not the name
+    with Session(engine) as db:
+        assert stored[0]["Key"] == db.exec(select(Document.blob_key)).one()  # a random key, not the name
 
 
 def test_ranged_download(citizen: Browser) -> None:
@@ -221,8 +221,8 @@ def test_quota(citizen: Browser, engine) -> None:  # noqa: ANN001
         assert upload(citizen, pdf()).status_code == 201
     full = upload(citizen, pdf())
     assert full.status_code == 413 and full.json()["error"] == "quota_exceeded"
-    with Session(engine) as session:
-        assert len(session.exec(select(Document)).all()) == 5
+    with Session(engine) as db:
+        assert len(db.exec(select(Document)).all()) == 5
 
 
 def test_two_uploads_finishing_together_cannot_both_pass_the_quota(vault_app, citizen: Browser, engine,  # noqa: ANN001
@@ -237,14 +237,14 @@ def test_two_uploads_finishing_together_cannot_both_pass_the_quota(vault_app, ci
     for _ in range(4):  # room for one more document (quota: 5)
         assert upload(citizen, pdf()).status_code == 201
     service = vault_app.state.documents
-    with Session(engine) as session:
-        owner = session.exec(select(Citizen.id)).one()
+    with Session(engine) as db:
+        owner = db.exec(select(Citizen.id)).one()
     actor = Actor(kind="citizen", citizen_id=owner, actor_id=str(owner), name="docs")
     finished = []
     for _ in range(2):  # both started while there was room, both stored
-        with Session(engine) as session:
-            pending = service.begin_upload(session, owner)
-            session.commit()
+        with Session(engine) as db:
+            pending = service.begin_upload(db, owner)
+            db.commit()
         pending.pipeline.feed(pdf())
         finished.append((pending, pending.pipeline.finish()))
     meta = validate_meta({"type": "other"}, filename="a.pdf")
@@ -254,10 +254,10 @@ def test_two_uploads_finishing_together_cannot_both_pass_the_quota(vault_app, ci
     outcome: list[str] = []
 
     def second() -> None:
-        with Session(engine) as session:
+        with Session(engine) as db:
             try:
-                service.complete_upload(session, actor=actor, pending=finished[1][0], stored=finished[1][1], meta=meta)
-                session.commit()
+                service.complete_upload(db, actor=actor, pending=finished[1][0], stored=finished[1][1], meta=meta)
+                db.commit()
                 outcome.append("kept")
             except QuotaExceeded:
                 outcome.append("quota_exceeded")
@@ -271,8 +271,8 @@ def test_two_uploads_finishing_together_cannot_both_pass_the_quota(vault_app, ci
     racer.join(30)
     assert outcome == ["quota_exceeded"]  # ...then sees it, and the vault is full
     service.delete_blob_later(finished[1][0].blob_key)  # what the route does on that error
-    with Session(engine) as session:
-        assert len(session.exec(select(Document)).all()) == 5
+    with Session(engine) as db:
+        assert len(db.exec(select(Document)).all()) == 5
     assert len(objects(s3_client, bucket)) == 5
 
 
@@ -412,8 +412,8 @@ def test_object_store_down_fails_closed(vault_settings, engine, outbox: Outbox) 
         browser.login("nos3@example.org")
         answer = upload(browser, pdf())
     assert answer.status_code == 503
-    with Session(engine) as session:
-        assert session.exec(select(Document)).all() == []
+    with Session(engine) as db:
+        assert db.exec(select(Document)).all() == []
 
 
 def _tamper(s3_client, bucket: str, change) -> None:  # noqa: ANN001
@@ -466,9 +466,9 @@ def test_kek_rotation_keeps_documents_readable(vault_app, citizen: Browser, engi
     keys = vault_app.state.keys
     before = keys.active_version
     keys.add_version()
-    with Session(engine) as session:
-        assert vault_app.state.documents.rewrap_all(session) == 1
-        assert session.exec(select(CitizenKey.kek_version)).one() == before + 1
+    with Session(engine) as db:
+        assert vault_app.state.documents.rewrap_all(db) == 1
+        assert db.exec(select(CitizenKey.kek_version)).one() == before + 1
     assert citizen.get(f"/api/v1/documents/{doc['id']}/content").content == content
 
 
@@ -476,10 +476,10 @@ def test_reconcile_removes_orphans(vault_app, citizen: Browser, engine, s3_clien
     doc = upload(citizen, pdf()).json()
     s3_client.put_object(Bucket=bucket, Key="0rphan" + uuid.uuid4().hex, Body=b"left by a crash")
     service = vault_app.state.documents
-    with Session(engine) as session:
-        young = service.reconcile(session)
+    with Session(engine) as db:
+        young = service.reconcile(db)
         assert young["orphans_removed"] == [] and len(young["orphans_kept_recent"]) == 1
-        report = service.reconcile(session, min_age=timedelta(0))
+        report = service.reconcile(db, min_age=timedelta(0))
     assert len(report["orphans_removed"]) == 1 and report["documents_without_blob"] == []
     assert len(objects(s3_client, bucket)) == 1
     assert citizen.get(f"/api/v1/documents/{doc['id']}/content").status_code == 200
@@ -504,8 +504,8 @@ def test_documents_page_add_list_download_rename_delete(citizen: Browser, engine
     page = citizen.get("/documents").text
     assert "Justificatif de domicile" in page and "Facture EDF janvier" in page
     assert "expire dans 10 jour(s)" in page or "expire dans 9 jour(s)" in page  # 9: midnight passed meanwhile
-    with Session(engine) as session:
-        doc_id = session.exec(select(Document.id)).one()
+    with Session(engine) as db:
+        doc_id = db.exec(select(Document.id)).one()
     download = citizen.get(f"/documents/{doc_id}/download")
     assert download.status_code == 200 and download.content.startswith(b"%PDF")
 
@@ -542,9 +542,9 @@ def test_stored_objects_are_tinks_format_both_ways(vault_app, citizen: Browser, 
 
     content = pdf(1_500_000)  # two segments
     doc = upload(citizen, content).json()
-    with Session(engine) as session:
-        row = session.get(Document, uuid.UUID(doc["id"]))
-        key = vault_app.state.documents.document_key(session, row)
+    with Session(engine) as db:
+        row = db.get(Document, uuid.UUID(doc["id"]))
+        key = vault_app.state.documents.document_key(db, row)
     stored = objects(s3_client, bucket)[0]["Key"]
     blob = s3_client.get_object(Bucket=bucket, Key=stored)["Body"].read()
     assert tink_decrypt(blob, key=key, ad=uuid.UUID(doc["id"]).bytes) == content  # Tink reads ours

@@ -6,7 +6,7 @@ import secrets
 import uuid
 from datetime import date, datetime
 
-from sqlalchemy import JSON, Column, ForeignKey, LargeBinary
+from sqlalchemy import Column, ForeignKey, LargeBinary
 from sqlmodel import Field, SQLModel
 
 from vault.db import utcnow

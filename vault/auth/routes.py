@@ -2,27 +2,37 @@
 
 from __future__ import annotations
 
-from typing import Annotated
 from urllib.parse import quote
 
 import segno
-from fastapi import APIRouter, Depends, Request
-from fastapi.responses import RedirectResponse
+from fastapi import APIRouter, Request
 from sqlmodel import Session
 from starlette.responses import Response
 
-from vault.auth.exceptions import AuthError, EmailNotVerified, InvalidInput, InvalidLink, TooManyLoginAttempts
+from vault.auth.dependencies import (
+    SESSION_COOKIE,
+    Accounts,
+    ApiUnauthenticated,
+    LoggedIn,
+    OptionalLogin,
+)
+from vault.auth.exceptions import (
+    AuthError,
+    EmailNotVerified,
+    InvalidInput,
+    InvalidLink,
+    TooManyLoginAttempts,
+)
 from vault.auth.models import CitizenPublic
-from vault.auth.service import AccountService, CurrentSession
-from vault.db import get_session
+from vault.auth.service import AccountService, CurrentLogin
 from vault.mail import MailError
+from vault.web.dependencies import Db, FormFields, redirect
 from vault.web.pages import (
     PageError,
     clear_cookie,
     client_address,
     get_cookie,
     message_page,
-    read_form,
     render,
     rotate_csrf,
     set_cookie,
@@ -31,9 +41,6 @@ from vault.web.pages import (
 router = APIRouter()
 api = APIRouter(prefix="/api/v1", tags=["account"])
 
-DB = Annotated[Session, Depends(get_session, scope="function")]
-Form = Annotated[dict[str, str], Depends(read_form)]
-SESSION_COOKIE = "session"
 PENDING_PREFIX = "/authorize/continue/"
 
 # Notices shown after a redirect: only these fixed texts, never text taken from the URL.
@@ -52,46 +59,11 @@ MAIL_SENT = (
 MAIL_FAILED = "Nous n'avons pas pu envoyer l'e-mail pour le moment. Rien n'a été enregistré : réessayez dans quelques minutes."
 
 
-def accounts(request: Request) -> AccountService:
-    return request.app.state.accounts
-
-
-Accounts = Annotated[AccountService, Depends(accounts)]
-
-
-class LoginRequired(Exception):
-    """The page needs a logged-in citizen; answered by a redirect to the login page."""
-
-    def __init__(self, next_path: str) -> None:
-        super().__init__(next_path)
-        self.next_path = next_path
-
-
-def current_session(request: Request, session: DB, service: Accounts) -> CurrentSession | None:
-    current = service.resolve_session(session=session, token=get_cookie(request, SESSION_COOKIE))
-    request.state.current = current
-    return current
-
-
-def require_citizen(request: Request, current: Annotated[CurrentSession | None, Depends(current_session)]) -> CurrentSession:
-    if current is None:
-        raise LoginRequired(request.url.path)
-    return current
-
-
-Current = Annotated[CurrentSession | None, Depends(current_session)]
-Citizen = Annotated[CurrentSession, Depends(require_citizen)]
-
-
 def safe_next(value: str | None) -> str:
     """Only a local path: never an absolute URL, ``//host`` or a backslash trick (no open redirect)."""
     if value and value.startswith("/") and not value.startswith("//") and "\\" not in value and len(value) < 2000:
         return value
     return "/account"
-
-
-def redirect(url: str) -> RedirectResponse:
-    return RedirectResponse(url, status_code=303)
 
 
 def _values(form: dict[str, str]) -> dict[str, str]:
@@ -103,7 +75,7 @@ def _values(form: dict[str, str]) -> dict[str, str]:
 
 
 @router.get("/", include_in_schema=False)
-def home(request: Request, current: Current) -> Response:
+def home(request: Request, current: OptionalLogin) -> Response:
     return render(request, "home.html", {"notice": NOTICES.get(request.query_params.get("notice", ""))})
 
 
@@ -111,20 +83,20 @@ def home(request: Request, current: Current) -> Response:
 
 
 @router.get("/register", include_in_schema=False)
-def register_page(request: Request, current: Current) -> Response:
+def register_page(request: Request, current: OptionalLogin) -> Response:
     return render(request, "register.html", {"title": "Créer un compte"})
 
 
 @router.post("/register", include_in_schema=False)
-def register(request: Request, form: Form, session: DB, service: Accounts) -> Response:
+def register(request: Request, form: FormFields, db: Db, service: Accounts) -> Response:
     try:
-        service.register(session=session, form=form)
+        service.register(db=db, form=form)
     except InvalidInput as exc:
-        session.rollback()
+        db.rollback()
         return render(request, "register.html", {"title": "Créer un compte", "errors": exc.errors,
                                                  "values": _values(form)}, status=400)
     except MailError:
-        session.rollback()
+        db.rollback()
         raise PageError(503, MAIL_FAILED) from None
     return message_page(
         request,
@@ -135,10 +107,10 @@ def register(request: Request, form: Form, session: DB, service: Accounts) -> Re
 
 
 @router.get("/verify-email", include_in_schema=False)
-def verify_email_page(request: Request, session: DB, service: Accounts, token: str = "") -> Response:
+def verify_email_page(request: Request, db: Db, service: Accounts, token: str = "") -> Response:
     # GET only shows a button: mail scanners that open links must not consume them.
     try:
-        service.check_link(session=session, token=token, purpose="verify_email")
+        service.check_link(db=db, token=token, purpose="verify_email")
     except InvalidLink as exc:
         return message_page(request, title="Lien expiré", message=exc.message, status=400,
                             link=("/verify-email/resend", "Recevoir un nouveau lien"))
@@ -147,9 +119,9 @@ def verify_email_page(request: Request, session: DB, service: Accounts, token: s
 
 
 @router.post("/verify-email", include_in_schema=False)
-def verify_email(request: Request, form: Form, session: DB, service: Accounts) -> Response:
+def verify_email(request: Request, form: FormFields, db: Db, service: Accounts) -> Response:
     try:
-        service.verify_email(session=session, token=form.get("token", ""))
+        service.verify_email(db=db, token=form.get("token", ""))
     except InvalidLink as exc:
         return message_page(request, title="Lien expiré", message=exc.message, status=400,
                             link=("/verify-email/resend", "Recevoir un nouveau lien"))
@@ -177,38 +149,38 @@ def _email_form(request: Request, *, errors: dict | None = None, values: dict | 
                                                "errors": errors or {}, "values": values or {}}, status=status)
 
 
-def _email_form_post(request: Request, form: dict[str, str], session: Session, send) -> Response:  # noqa: ANN001
+def _email_form_post(request: Request, form: dict[str, str], db: Session, send) -> Response:  # noqa: ANN001
     try:
-        send(session=session, email=form.get("email", ""))
+        send(db=db, email=form.get("email", ""))
     except InvalidInput as exc:
         return _email_form(request, errors=exc.errors, values=_values(form), status=400)
     except MailError:
-        session.rollback()
+        db.rollback()
         raise PageError(503, MAIL_FAILED) from None
     return message_page(request, title="Vérifiez votre boîte mail", message=MAIL_SENT)
 
 
 @router.get("/verify-email/resend", include_in_schema=False)
-def resend_page(request: Request, current: Current) -> Response:
+def resend_page(request: Request, current: OptionalLogin) -> Response:
     return _email_form(request)
 
 
 @router.post("/verify-email/resend", include_in_schema=False)
-def resend(request: Request, form: Form, session: DB, service: Accounts) -> Response:
-    return _email_form_post(request, form, session, service.resend_verification)
+def resend(request: Request, form: FormFields, db: Db, service: Accounts) -> Response:
+    return _email_form_post(request, form, db, service.resend_verification)
 
 
 # ---- password reset ------------------------------------------------------------------------------
 
 
 @router.get("/password/forgot", include_in_schema=False)
-def forgot_page(request: Request, current: Current) -> Response:
+def forgot_page(request: Request, current: OptionalLogin) -> Response:
     return _email_form(request)
 
 
 @router.post("/password/forgot", include_in_schema=False)
-def forgot(request: Request, form: Form, session: DB, service: Accounts) -> Response:
-    return _email_form_post(request, form, session, service.request_password_reset)
+def forgot(request: Request, form: FormFields, db: Db, service: Accounts) -> Response:
+    return _email_form_post(request, form, db, service.request_password_reset)
 
 
 def _reset_expired(request: Request, message: str) -> Response:
@@ -217,23 +189,23 @@ def _reset_expired(request: Request, message: str) -> Response:
 
 
 @router.get("/password/reset", include_in_schema=False)
-def reset_page(request: Request, session: DB, service: Accounts, token: str = "") -> Response:
+def reset_page(request: Request, db: Db, service: Accounts, token: str = "") -> Response:
     try:
-        service.check_link(session=session, token=token, purpose="reset_password")
+        service.check_link(db=db, token=token, purpose="reset_password")
     except InvalidLink as exc:
         return _reset_expired(request, exc.message)
     return render(request, "password_reset.html", {"title": "Choisir un nouveau mot de passe", "token": token})
 
 
 @router.post("/password/reset", include_in_schema=False)
-def reset(request: Request, form: Form, session: DB, service: Accounts) -> Response:
+def reset(request: Request, form: FormFields, db: Db, service: Accounts) -> Response:
     token = form.get("token", "")
     try:
-        service.reset_password(session=session, token=token, password=form.get("password", ""))
+        service.reset_password(db=db, token=token, password=form.get("password", ""))
     except InvalidLink as exc:
         return _reset_expired(request, exc.message)
     except InvalidInput as exc:
-        session.rollback()
+        db.rollback()
         return render(request, "password_reset.html", {"title": "Choisir un nouveau mot de passe", "token": token,
                                                        "errors": exc.errors}, status=400)
     response = redirect("/login?notice=password_reset")
@@ -244,12 +216,12 @@ def reset(request: Request, form: Form, session: DB, service: Accounts) -> Respo
 # ---- login / logout --------------------------------------------------------------------------------
 
 
-def _login_page(request: Request, session: Session, *, failure: str | None = None, errors: dict | None = None,
+def _login_page(request: Request, db: Session, *, failure: str | None = None, errors: dict | None = None,
                 values: dict | None = None, status: int = 200) -> Response:
     next_path = safe_next(request.query_params.get("next") or (values or {}).get("next"))
     app_name = None
     if next_path.startswith(PENDING_PREFIX):  # logging in for an app: say which one
-        app_name = request.app.state.oidc.pending_client_name(db=session, pending_id=next_path[len(PENDING_PREFIX):])
+        app_name = request.app.state.oidc.pending_client_name(db=db, pending_id=next_path[len(PENDING_PREFIX):])
     if values is None and (hint := request.query_params.get("login_hint")):
         values = {"email": hint[:254]}
     return render(request, "login.html", {
@@ -259,8 +231,8 @@ def _login_page(request: Request, session: Session, *, failure: str | None = Non
 
 
 @router.get("/login", include_in_schema=False)
-def login_page(request: Request, session: DB, current: Current) -> Response:
-    return _login_page(request, session)
+def login_page(request: Request, db: Db, current: OptionalLogin) -> Response:
+    return _login_page(request, db)
 
 
 def _logged_in(request: Request, token: str, next_path: str) -> Response:
@@ -271,25 +243,25 @@ def _logged_in(request: Request, token: str, next_path: str) -> Response:
 
 
 @router.post("/login", include_in_schema=False)
-def login(request: Request, form: Form, session: DB, service: Accounts) -> Response:
+def login(request: Request, form: FormFields, db: Db, service: Accounts) -> Response:
     values = _values(form)
     if not form.get("email") or not form.get("password"):
         errors = {k: m for k, m in (("email", "Indiquez votre adresse e-mail."),
                                     ("password", "Indiquez votre mot de passe.")) if not form.get(k)}
-        return _login_page(request, session, errors=errors, values=values, status=400)
+        return _login_page(request, db, errors=errors, values=values, status=400)
     # The old session (if any) ends here: a login always opens a new session id.
-    service.logout(session=session, token=get_cookie(request, SESSION_COOKIE))
+    service.logout(db=db, token=get_cookie(request, SESSION_COOKIE))
     try:
-        result = service.login(session=session, email=form["email"], password=form["password"], otp=form.get("otp"),
+        result = service.login(db=db, email=form["email"], password=form["password"], otp=form.get("otp"),
                                address=client_address(request), user_agent=request.headers.get("user-agent", ""))
     except TooManyLoginAttempts as exc:
-        response = _login_page(request, session, failure=exc.message, values=values, status=429)
+        response = _login_page(request, db, failure=exc.message, values=values, status=429)
         response.headers["Retry-After"] = str(exc.retry_after)
         return response
     except EmailNotVerified as exc:
-        return _login_page(request, session, failure=exc.message, values=values, status=403)
+        return _login_page(request, db, failure=exc.message, values=values, status=403)
     except AuthError as exc:  # wrong credentials or wrong OTP: failures are recorded, then committed
-        return _login_page(request, session, failure=exc.message, values=values, status=401)
+        return _login_page(request, db, failure=exc.message, values=values, status=401)
     next_path = form.get("next", "")
     if result.mfa_pending:
         response = redirect("/login/otp" + (f"?next={quote(next_path)}" if next_path == safe_next(next_path) else ""))
@@ -307,14 +279,14 @@ def otp_page(request: Request) -> Response:
 
 
 @router.post("/login/otp", include_in_schema=False)
-def login_otp(request: Request, form: Form, session: DB, service: Accounts) -> Response:
+def login_otp(request: Request, form: FormFields, db: Db, service: Accounts) -> Response:
     pending = get_cookie(request, SESSION_COOKIE) or ""
     try:
-        result = service.complete_mfa(session=session, pending_token=pending, otp=form.get("otp", ""),
+        result = service.complete_mfa(db=db, pending_token=pending, otp=form.get("otp", ""),
                                       address=client_address(request),
                                       user_agent=request.headers.get("user-agent", ""))
     except InvalidLink as exc:
-        return _login_page(request, session, failure=exc.message, status=400)
+        return _login_page(request, db, failure=exc.message, status=400)
     except TooManyLoginAttempts as exc:
         response = render(request, "login_otp.html", {"title": "Code de vérification", "failure": exc.message},
                           status=429)
@@ -327,8 +299,8 @@ def login_otp(request: Request, form: Form, session: DB, service: Accounts) -> R
 
 
 @router.post("/logout/everywhere", include_in_schema=False)
-def logout_everywhere(request: Request, form: Form, session: DB, service: Accounts, current: Citizen) -> Response:
-    service.logout_everywhere(session=session, citizen_id=current.citizen.id)
+def logout_everywhere(request: Request, form: FormFields, db: Db, service: Accounts, current: LoggedIn) -> Response:
+    service.logout_everywhere(db=db, citizen_id=current.citizen.id)
     response = redirect("/?notice=logged_out_everywhere")
     clear_cookie(response, request.app.state.settings, SESSION_COOKIE)
     rotate_csrf(request, response)
@@ -339,52 +311,52 @@ def logout_everywhere(request: Request, form: Form, session: DB, service: Accoun
 
 
 @router.get("/account", include_in_schema=False)
-def account(request: Request, session: DB, service: Accounts, current: Citizen) -> Response:
+def account(request: Request, db: Db, service: Accounts, current: LoggedIn) -> Response:
     return render(request, "account.html", {
         "title": "Mon compte",
-        "sessions": service.list_sessions(session=session, citizen_id=current.citizen.id),
-        "recovery_left": service.remaining_recovery_codes(session=session, citizen_id=current.citizen.id),
+        "sessions": service.list_sessions(db=db, citizen_id=current.citizen.id),
+        "recovery_left": service.remaining_recovery_codes(db=db, citizen_id=current.citizen.id),
         "notice": NOTICES.get(request.query_params.get("notice", "")),
     })
 
 
-def _totp_page(request: Request, service: AccountService, session: Session, current: CurrentSession, *,
+def _totp_page(request: Request, service: AccountService, db: Session, current: CurrentLogin, *,
                errors: dict | None = None, status: int = 200) -> Response:
     ctx: dict = {"title": "Double authentification", "errors": errors or {}}
     if current.citizen.totp_enabled_at is None:
         pending = service.pending_totp(citizen=current.citizen)
-        secret, uri = pending or service.begin_totp(session=session, citizen=current.citizen)
+        secret, uri = pending or service.begin_totp(db=db, citizen=current.citizen)
         # Grouped by four for typing by hand; authenticator apps ignore the spaces.
         ctx.update(secret=" ".join(secret[i:i + 4] for i in range(0, len(secret), 4)), qr_data_uri=segno.make(uri, error="m").svg_data_uri(scale=5, border=2))
     return render(request, "totp.html", ctx, status=status)
 
 
 @router.get("/account/totp", include_in_schema=False)
-def totp_page(request: Request, session: DB, service: Accounts, current: Citizen) -> Response:
-    return _totp_page(request, service, session, current)
+def totp_page(request: Request, db: Db, service: Accounts, current: LoggedIn) -> Response:
+    return _totp_page(request, service, db, current)
 
 
 @router.post("/account/totp", include_in_schema=False)
-def totp_confirm(request: Request, form: Form, session: DB, service: Accounts, current: Citizen) -> Response:
+def totp_confirm(request: Request, form: FormFields, db: Db, service: Accounts, current: LoggedIn) -> Response:
     try:
-        codes = service.confirm_totp(session=session, citizen=current.citizen, code=form.get("otp", ""))
+        codes = service.confirm_totp(db=db, citizen=current.citizen, code=form.get("otp", ""))
     except InvalidInput as exc:
-        return _totp_page(request, service, session, current, errors=exc.errors, status=400)
+        return _totp_page(request, service, db, current, errors=exc.errors, status=400)
     return render(request, "totp.html", {"title": "Double authentification", "recovery_codes": codes})
 
 
 @router.post("/account/totp/recovery-codes", include_in_schema=False)
-def totp_new_codes(request: Request, form: Form, session: DB, service: Accounts, current: Citizen) -> Response:
+def totp_new_codes(request: Request, form: FormFields, db: Db, service: Accounts, current: LoggedIn) -> Response:
     if current.citizen.totp_enabled_at is None:
         return redirect("/account/totp")
-    codes = service.regenerate_recovery_codes(session=session, citizen=current.citizen)
+    codes = service.regenerate_recovery_codes(db=db, citizen=current.citizen)
     return render(request, "totp.html", {"title": "Double authentification", "recovery_codes": codes})
 
 
 @router.post("/account/totp/disable", include_in_schema=False)
-def totp_disable(request: Request, form: Form, session: DB, service: Accounts, current: Citizen) -> Response:
+def totp_disable(request: Request, form: FormFields, db: Db, service: Accounts, current: LoggedIn) -> Response:
     try:
-        service.disable_totp(session=session, citizen=current.citizen, password=form.get("password", ""))
+        service.disable_totp(db=db, citizen=current.citizen, password=form.get("password", ""))
     except InvalidInput as exc:
         return render(request, "totp.html", {"title": "Double authentification", "errors": exc.errors}, status=400)
     return redirect("/account?notice=totp_disabled")
@@ -394,12 +366,8 @@ def totp_disable(request: Request, form: Form, session: DB, service: Accounts, c
 
 
 @api.get("/me", response_model=CitizenPublic, responses={401: {"description": "Not logged in"}})
-def me(current: Current) -> CitizenPublic:
+def me(current: OptionalLogin) -> CitizenPublic:
     """The logged-in citizen's account (session cookie)."""
     if current is None:
         raise ApiUnauthenticated()
     return CitizenPublic.of(current.citizen)
-
-
-class ApiUnauthenticated(Exception):
-    """An API route needs a logged-in citizen."""

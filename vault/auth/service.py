@@ -27,7 +27,13 @@ from vault.auth.exceptions import (
     TooManyLoginAttempts,
 )
 from vault.auth.identity import normalize_email, validate_identity
-from vault.auth.models import Citizen, EmailToken, LoginSession, LoginThrottle, RecoveryCode
+from vault.auth.models import (
+    Citizen,
+    EmailToken,
+    LoginSession,
+    LoginThrottle,
+    RecoveryCode,
+)
 from vault.auth.passwords import Hasher, password_problem
 from vault.db import utcnow
 from vault.mail import Mailer, compose
@@ -64,8 +70,8 @@ class LoginResult:
 
 
 @dataclass(frozen=True)
-class CurrentSession:
-    session: LoginSession
+class CurrentLogin:
+    login_session: LoginSession
     citizen: Citizen
     token: str
 
@@ -81,7 +87,7 @@ class AccountService:
 
     # ---- registration and email links ---------------------------------------------------------
 
-    def register(self, *, session: Session, form: dict[str, str]) -> None:
+    def register(self, *, db: Session, form: dict[str, str]) -> None:
         """Create an unverified account and mail its verification link.
 
         An email already registered gets the same answer on the page (no account enumeration);
@@ -102,7 +108,7 @@ class AccountService:
             raise InvalidInput(errors)
 
         password_hash = self.hasher.hash(password)  # also for an existing email: same timing
-        existing = session.exec(select(Citizen).where(Citizen.email == email)).first()
+        existing = db.exec(select(Citizen).where(Citizen.email == email)).first()
         if existing is not None:
             self._mail(
                 to=email,
@@ -118,12 +124,12 @@ class AccountService:
             logger.info("registration attempted for an existing account", extra={"citizen_id": str(existing.id)})
             return
         citizen = Citizen(email=email, password_hash=password_hash, **identity)
-        session.add(citizen)
-        session.flush()
-        self._send_verification(session=session, citizen=citizen)
+        db.add(citizen)
+        db.flush()
+        self._send_verification(db=db, citizen=citizen)
         logger.info("citizen registered", extra={"citizen_id": str(citizen.id)})
 
-    def create_citizen(self, *, session: Session, form: dict[str, str], verified: bool) -> Citizen:
+    def create_citizen(self, *, db: Session, form: dict[str, str], verified: bool) -> Citizen:
         """Operator path (``vault citizen create``): same validation, refuses an existing email."""
         errors: dict[str, str] = {}
         try:
@@ -134,7 +140,7 @@ class AccountService:
         errors.update(identity_errors)
         if problem := password_problem(form.get("password", ""), email=email):
             errors["password"] = problem
-        if email and session.exec(select(Citizen.id).where(Citizen.email == email)).first() is not None:
+        if email and db.exec(select(Citizen.id).where(Citizen.email == email)).first() is not None:
             errors["email"] = "Un compte existe déjà avec cette adresse e-mail."
         if errors:
             raise InvalidInput(errors)
@@ -144,12 +150,12 @@ class AccountService:
             email_verified_at=utcnow() if verified else None,
             **identity,
         )
-        session.add(citizen)
-        session.flush()
+        db.add(citizen)
+        db.flush()
         return citizen
 
-    def _send_verification(self, *, session: Session, citizen: Citizen) -> None:
-        token = self._issue_link(session=session, citizen=citizen, purpose="verify_email",
+    def _send_verification(self, *, db: Session, citizen: Citizen) -> None:
+        token = self._issue_link(db=db, citizen=citizen, purpose="verify_email",
                                  ttl=timedelta(hours=self.settings.email_verification_hours))
         self._mail(
             to=citizen.email,
@@ -164,23 +170,23 @@ class AccountService:
         )
 
     @staticmethod
-    def _find_by_email(*, session: Session, email: str) -> Citizen | None:
+    def _find_by_email(*, db: Session, email: str) -> Citizen | None:
         """The account of a typed email, or None; InvalidInput when it is not an email at all."""
         try:
             normalized = normalize_email(email)
         except ValueError as exc:
             raise InvalidInput({"email": str(exc)}) from None
-        return session.exec(select(Citizen).where(Citizen.email == normalized)).first()
+        return db.exec(select(Citizen).where(Citizen.email == normalized)).first()
 
-    def resend_verification(self, *, session: Session, email: str) -> None:
+    def resend_verification(self, *, db: Session, email: str) -> None:
         """Send a new link if the account exists and is unverified; say nothing either way."""
-        citizen = self._find_by_email(session=session, email=email)
+        citizen = self._find_by_email(db=db, email=email)
         if citizen is not None and citizen.email_verified_at is None:
-            self._send_verification(session=session, citizen=citizen)
+            self._send_verification(db=db, citizen=citizen)
 
-    def verify_email(self, *, session: Session, token: str) -> Citizen:
-        link = self._consume_link(session=session, token=token, purpose="verify_email")
-        citizen = session.get(Citizen, link.citizen_id)
+    def verify_email(self, *, db: Session, token: str) -> Citizen:
+        link = self._consume_link(db=db, token=token, purpose="verify_email")
+        citizen = db.get(Citizen, link.citizen_id)
         assert citizen is not None  # cascade: a link never outlives its citizen
         if citizen.email_verified_at is None:
             citizen.email_verified_at = utcnow()
@@ -188,12 +194,12 @@ class AccountService:
         logger.info("email verified", extra={"citizen_id": str(citizen.id)})
         return citizen
 
-    def request_password_reset(self, *, session: Session, email: str) -> None:
+    def request_password_reset(self, *, db: Session, email: str) -> None:
         """Mail a reset link valid 30 minutes if the account exists; the same answer otherwise."""
-        citizen = self._find_by_email(session=session, email=email)
+        citizen = self._find_by_email(db=db, email=email)
         if citizen is None:
             return
-        token = self._issue_link(session=session, citizen=citizen, purpose="reset_password",
+        token = self._issue_link(db=db, citizen=citizen, purpose="reset_password",
                                  ttl=timedelta(minutes=self.settings.password_reset_minutes))
         self._mail(
             to=citizen.email,
@@ -206,20 +212,20 @@ class AccountService:
             ),
         )
 
-    def check_link(self, *, session: Session, token: str, purpose: Purpose) -> None:
+    def check_link(self, *, db: Session, token: str, purpose: Purpose) -> None:
         """Raise InvalidLink unless the link can still be used (for showing its form)."""
-        self._find_link(session=session, token=token, purpose=purpose)
+        self._find_link(db=db, token=token, purpose=purpose)
 
-    def reset_password(self, *, session: Session, token: str, password: str) -> Citizen:
+    def reset_password(self, *, db: Session, token: str, password: str) -> Citizen:
         """Set a new password from a reset link, then close every session of the account."""
-        link = self._find_link(session=session, token=token, purpose="reset_password")
-        citizen = session.get(Citizen, link.citizen_id)
+        link = self._find_link(db=db, token=token, purpose="reset_password")
+        citizen = db.get(Citizen, link.citizen_id)
         assert citizen is not None
         if problem := password_problem(password, email=citizen.email):
             raise InvalidInput({"password": problem})
-        self._consume_link(session=session, token=token, purpose="reset_password")
+        self._consume_link(db=db, token=token, purpose="reset_password")
         # Any other reset link of this account dies too.
-        session.exec(
+        db.exec(
             update(EmailToken)
             .where(EmailToken.citizen_id == citizen.id, EmailToken.purpose == "reset_password",
                    EmailToken.used_at.is_(None))  # type: ignore[union-attr]
@@ -229,28 +235,28 @@ class AccountService:
         # Receiving the link proves control of the mailbox.
         citizen.email_verified_at = citizen.email_verified_at or utcnow()
         citizen.updated_at = utcnow()
-        self.logout_everywhere(session=session, citizen_id=citizen.id)
-        self._clear_throttle(session=session, key=self._account_key(citizen.email))
+        self.logout_everywhere(db=db, citizen_id=citizen.id)
+        self._clear_throttle(db=db, key=self._account_key(citizen.email))
         logger.info("password reset", extra={"citizen_id": str(citizen.id)})
         return citizen
 
-    def _issue_link(self, *, session: Session, citizen: Citizen, purpose: Purpose, ttl: timedelta) -> str:
+    def _issue_link(self, *, db: Session, citizen: Citizen, purpose: Purpose, ttl: timedelta) -> str:
         token, digest = new_token()
-        session.add(EmailToken(id=digest, citizen_id=citizen.id, purpose=purpose, expires_at=utcnow() + ttl))
+        db.add(EmailToken(id=digest, citizen_id=citizen.id, purpose=purpose, expires_at=utcnow() + ttl))
         return token
 
-    def _find_link(self, *, session: Session, token: str, purpose: Purpose) -> EmailToken:
+    def _find_link(self, *, db: Session, token: str, purpose: Purpose) -> EmailToken:
         if not token or len(token) > 200:
             raise InvalidLink()
-        link = session.get(EmailToken, token_hash(token))
+        link = db.get(EmailToken, token_hash(token))
         if link is None or link.purpose != purpose or link.used_at is not None or link.expires_at <= utcnow():
             raise InvalidLink()
         return link
 
-    def _consume_link(self, *, session: Session, token: str, purpose: Purpose) -> EmailToken:
+    def _consume_link(self, *, db: Session, token: str, purpose: Purpose) -> EmailToken:
         """Mark a link used, atomically: of two concurrent requests only one succeeds."""
-        link = self._find_link(session=session, token=token, purpose=purpose)
-        result = session.exec(
+        link = self._find_link(db=db, token=token, purpose=purpose)
+        result = db.exec(
             update(EmailToken)
             .where(EmailToken.id == link.id, EmailToken.used_at.is_(None))  # type: ignore[union-attr]
             .values(used_at=utcnow())
@@ -273,21 +279,21 @@ class AccountService:
     def _address_key(address: str) -> str:
         return "address:" + address[:64]
 
-    def _locked_for(self, *, session: Session, keys: list[str]) -> int:
+    def _locked_for(self, *, db: Session, keys: list[str]) -> int:
         now = utcnow()
         seconds = 0
         for key in keys:
-            row = session.get(LoginThrottle, key)
+            row = db.get(LoginThrottle, key)
             if row is not None and row.locked_until is not None and row.locked_until > now:
                 seconds = max(seconds, int((row.locked_until - now).total_seconds()) + 1)
         return seconds
 
-    def _record_failure(self, *, session: Session, key: str, free: int) -> None:
+    def _record_failure(self, *, db: Session, key: str, free: int) -> None:
         now = utcnow()
-        row = session.get(LoginThrottle, key)
+        row = db.get(LoginThrottle, key)
         if row is None:
             row = LoginThrottle(key=key, failures=0)
-            session.add(row)
+            db.add(row)
         elif now - row.last_failure_at > _THROTTLE_MEMORY:
             row.failures = 0
         row.failures += 1
@@ -296,10 +302,10 @@ class AccountService:
             delay = min(_MAX_LOCK_SECONDS, _FIRST_LOCK_SECONDS * 2 ** (row.failures - free))
             row.locked_until = now + timedelta(seconds=delay)
 
-    def _clear_throttle(self, *, session: Session, key: str) -> None:
-        session.exec(delete(LoginThrottle).where(LoginThrottle.key == key))  # type: ignore[arg-type]
+    def _clear_throttle(self, *, db: Session, key: str) -> None:
+        db.exec(delete(LoginThrottle).where(LoginThrottle.key == key))  # type: ignore[arg-type]
 
-    def login(self, *, session: Session, email: str, password: str, otp: str | None, address: str,
+    def login(self, *, db: Session, email: str, password: str, otp: str | None, address: str,
               user_agent: str) -> LoginResult:
         """Check the credentials (RFC 9106 argon2id) and open a session.
 
@@ -313,12 +319,12 @@ class AccountService:
         except ValueError:
             normalized = (email or "").strip().lower()[:254]
         keys = [self._account_key(normalized), self._address_key(address)]
-        if retry_after := self._locked_for(session=session, keys=keys):
+        if retry_after := self._locked_for(db=db, keys=keys):
             raise TooManyLoginAttempts(retry_after)
-        citizen = session.exec(select(Citizen).where(Citizen.email == normalized)).first() if normalized else None
+        citizen = db.exec(select(Citizen).where(Citizen.email == normalized)).first() if normalized else None
         password_ok = self.hasher.verify(citizen.password_hash if citizen else None, password or "")
         if not password_ok or citizen is None:
-            self.record_login_failure(session=session, email=normalized, address=address)
+            self.record_login_failure(db=db, email=normalized, address=address)
             logger.info("login failed", extra={"reason": "bad_credentials"})
             raise InvalidCredentials()
         if citizen.email_verified_at is None:
@@ -328,93 +334,93 @@ class AccountService:
         amr = "pwd"
         if citizen.totp_enabled_at is not None:
             if not otp:
-                token = self._open_session(session=session, citizen=citizen, amr="pwd", user_agent=user_agent,
+                token = self._open_session(db=db, citizen=citizen, amr="pwd", user_agent=user_agent,
                                            mfa_pending=True)
                 return LoginResult(token=token, mfa_pending=True, citizen_id=citizen.id)
-            self._check_second_factor(session=session, citizen=citizen, code=otp, address=address)
+            self._check_second_factor(db=db, citizen=citizen, code=otp, address=address)
             amr = "pwd otp mfa"
-        self._clear_throttle(session=session, key=keys[0])
+        self._clear_throttle(db=db, key=keys[0])
         citizen.last_login_at = utcnow()
-        token = self._open_session(session=session, citizen=citizen, amr=amr, user_agent=user_agent)
+        token = self._open_session(db=db, citizen=citizen, amr=amr, user_agent=user_agent)
         logger.info("login", extra={"citizen_id": str(citizen.id), "amr": amr})
         return LoginResult(token=token, mfa_pending=False, citizen_id=citizen.id)
 
-    def record_login_failure(self, *, session: Session, email: str, address: str) -> None:
-        self._record_failure(session=session, key=self._account_key(email),
+    def record_login_failure(self, *, db: Session, email: str, address: str) -> None:
+        self._record_failure(db=db, key=self._account_key(email),
                              free=self.settings.login_free_failures_per_account)
-        self._record_failure(session=session, key=self._address_key(address),
+        self._record_failure(db=db, key=self._address_key(address),
                              free=self.settings.login_free_failures_per_address)
 
-    def complete_mfa(self, *, session: Session, pending_token: str, otp: str, address: str,
+    def complete_mfa(self, *, db: Session, pending_token: str, otp: str, address: str,
                      user_agent: str) -> LoginResult:
         """Second step: the TOTP (or a recovery code) upgrades a pending session into a new one."""
-        pending = session.get(LoginSession, token_hash(pending_token)) if pending_token else None
+        pending = db.get(LoginSession, token_hash(pending_token)) if pending_token else None
         if (pending is None or not pending.mfa_pending
                 or utcnow() - pending.created_at > timedelta(minutes=MFA_PENDING_MINUTES)):
             raise InvalidLink("Votre connexion a expiré. Saisissez de nouveau votre adresse e-mail et votre mot de passe.")
-        citizen = session.get(Citizen, pending.citizen_id)
+        citizen = db.get(Citizen, pending.citizen_id)
         assert citizen is not None
         keys = [self._account_key(citizen.email), self._address_key(address)]
-        if retry_after := self._locked_for(session=session, keys=keys):
+        if retry_after := self._locked_for(db=db, keys=keys):
             raise TooManyLoginAttempts(retry_after)
-        self._check_second_factor(session=session, citizen=citizen, code=otp, address=address)
-        session.delete(pending)
-        self._clear_throttle(session=session, key=keys[0])
+        self._check_second_factor(db=db, citizen=citizen, code=otp, address=address)
+        db.delete(pending)
+        self._clear_throttle(db=db, key=keys[0])
         citizen.last_login_at = utcnow()
-        token = self._open_session(session=session, citizen=citizen, amr="pwd otp mfa", user_agent=user_agent)
+        token = self._open_session(db=db, citizen=citizen, amr="pwd otp mfa", user_agent=user_agent)
         logger.info("login", extra={"citizen_id": str(citizen.id), "amr": "pwd otp mfa"})
         return LoginResult(token=token, mfa_pending=False, citizen_id=citizen.id)
 
-    def _check_second_factor(self, *, session: Session, citizen: Citizen, code: str, address: str) -> None:
-        if self.accept_totp(citizen=citizen, code=code) or self._use_recovery_code(session=session,
+    def _check_second_factor(self, *, db: Session, citizen: Citizen, code: str, address: str) -> None:
+        if self.accept_totp(citizen=citizen, code=code) or self._use_recovery_code(db=db,
                                                                                     citizen=citizen, code=code):
             return
-        self.record_login_failure(session=session, email=citizen.email, address=address)
+        self.record_login_failure(db=db, email=citizen.email, address=address)
         logger.info("login failed", extra={"reason": "bad_otp", "citizen_id": str(citizen.id)})
         raise InvalidOtp()
 
     # ---- sessions ----------------------------------------------------------------------------
 
-    def _open_session(self, *, session: Session, citizen: Citizen, amr: str, user_agent: str,
+    def _open_session(self, *, db: Session, citizen: Citizen, amr: str, user_agent: str,
                       mfa_pending: bool = False) -> str:
         """Always a new session id at login (no fixation); the token only ever lives in the cookie."""
         token, digest = new_token()
         now = utcnow()
-        session.add(LoginSession(id=digest, citizen_id=citizen.id, created_at=now, last_seen_at=now, auth_time=now,
+        db.add(LoginSession(id=digest, citizen_id=citizen.id, created_at=now, last_seen_at=now, auth_time=now,
                                  amr=amr, mfa_pending=mfa_pending, user_agent=(user_agent or "")[:200]))
         return token
 
-    def resolve_session(self, *, session: Session, token: str | None) -> CurrentSession | None:
+    def resolve_session(self, *, db: Session, token: str | None) -> CurrentLogin | None:
         """Return the live session for a cookie, or None (unknown, pending MFA, idle or too old)."""
         if not token or len(token) > 200:
             return None
-        row = session.get(LoginSession, token_hash(token))
+        row = db.get(LoginSession, token_hash(token))
         if row is None or row.mfa_pending:
             return None
         now = utcnow()
         idle = timedelta(minutes=self.settings.session_idle_minutes)
         absolute = timedelta(hours=self.settings.session_absolute_hours)
         if now - row.last_seen_at > idle or now - row.created_at > absolute:
-            session.delete(row)
+            db.delete(row)
             return None
         if now - row.last_seen_at > timedelta(seconds=60):  # one write a minute, not one a request
             row.last_seen_at = now
-        citizen = session.get(Citizen, row.citizen_id)
+        citizen = db.get(Citizen, row.citizen_id)
         if citizen is None:
             return None
-        return CurrentSession(session=row, citizen=citizen, token=token)
+        return CurrentLogin(login_session=row, citizen=citizen, token=token)
 
-    def logout(self, *, session: Session, token: str | None) -> None:
+    def logout(self, *, db: Session, token: str | None) -> None:
         if token and len(token) <= 200:
-            session.exec(delete(LoginSession).where(LoginSession.id == token_hash(token)))  # type: ignore[arg-type]
+            db.exec(delete(LoginSession).where(LoginSession.id == token_hash(token)))  # type: ignore[arg-type]
 
-    def logout_everywhere(self, *, session: Session, citizen_id: uuid.UUID) -> int:
-        result = session.exec(delete(LoginSession).where(LoginSession.citizen_id == citizen_id))  # type: ignore[arg-type]
+    def logout_everywhere(self, *, db: Session, citizen_id: uuid.UUID) -> int:
+        result = db.exec(delete(LoginSession).where(LoginSession.citizen_id == citizen_id))  # type: ignore[arg-type]
         logger.info("all sessions closed", extra={"citizen_id": str(citizen_id), "count": result.rowcount})
         return result.rowcount
 
-    def list_sessions(self, *, session: Session, citizen_id: uuid.UUID) -> list[LoginSession]:
-        return list(session.exec(
+    def list_sessions(self, *, db: Session, citizen_id: uuid.UUID) -> list[LoginSession]:
+        return list(db.exec(
             select(LoginSession)
             .where(LoginSession.citizen_id == citizen_id, LoginSession.mfa_pending == False)  # noqa: E712
             .order_by(LoginSession.last_seen_at.desc())  # type: ignore[attr-defined]
@@ -425,7 +431,7 @@ class AccountService:
     def totp_context(self, citizen: Citizen) -> bytes:
         return b"totp:" + citizen.id.bytes
 
-    def begin_totp(self, *, session: Session, citizen: Citizen) -> tuple[str, str]:
+    def begin_totp(self, *, db: Session, citizen: Citizen) -> tuple[str, str]:
         """Store a new (not yet active) seed, wrapped by the KEK; return (secret, otpauth URI)."""
         if citizen.totp_enabled_at is not None:
             raise InvalidInput({"otp": "La double authentification est déjà activée."})
@@ -445,7 +451,7 @@ class AccountService:
         issuer = self.settings.city_name or TOTP_ISSUER_FALLBACK
         return pyotp.TOTP(secret).provisioning_uri(name=citizen.email, issuer_name=issuer)
 
-    def confirm_totp(self, *, session: Session, citizen: Citizen, code: str) -> list[str]:
+    def confirm_totp(self, *, db: Session, citizen: Citizen, code: str) -> list[str]:
         """Activate TOTP once the citizen typed a valid code; return new recovery codes (shown once)."""
         if citizen.totp_secret is None or citizen.totp_enabled_at is not None:
             raise InvalidInput({"otp": "Commencez par afficher le QR code, puis saisissez le code de l'application."})
@@ -454,29 +460,29 @@ class AccountService:
         citizen.totp_enabled_at = utcnow()
         citizen.updated_at = utcnow()
         logger.info("totp enabled", extra={"citizen_id": str(citizen.id)})
-        return self.regenerate_recovery_codes(session=session, citizen=citizen)
+        return self.regenerate_recovery_codes(db=db, citizen=citizen)
 
-    def disable_totp(self, *, session: Session, citizen: Citizen, password: str) -> None:
+    def disable_totp(self, *, db: Session, citizen: Citizen, password: str) -> None:
         if not self.hasher.verify(citizen.password_hash, password or ""):
             raise InvalidInput({"password": "Mot de passe incorrect."})
         citizen.totp_secret = None
         citizen.totp_enabled_at = None
         citizen.totp_last_step = None
         citizen.updated_at = utcnow()
-        session.exec(delete(RecoveryCode).where(RecoveryCode.citizen_id == citizen.id))  # type: ignore[arg-type]
+        db.exec(delete(RecoveryCode).where(RecoveryCode.citizen_id == citizen.id))  # type: ignore[arg-type]
         logger.info("totp disabled", extra={"citizen_id": str(citizen.id)})
 
-    def regenerate_recovery_codes(self, *, session: Session, citizen: Citizen) -> list[str]:
-        session.exec(delete(RecoveryCode).where(RecoveryCode.citizen_id == citizen.id))  # type: ignore[arg-type]
+    def regenerate_recovery_codes(self, *, db: Session, citizen: Citizen) -> list[str]:
+        db.exec(delete(RecoveryCode).where(RecoveryCode.citizen_id == citizen.id))  # type: ignore[arg-type]
         codes = []
         for _ in range(RECOVERY_CODES):
             raw = "".join(secrets.choice(_RECOVERY_ALPHABET) for _ in range(12))
             codes.append(f"{raw[:4]}-{raw[4:8]}-{raw[8:]}")
-            session.add(RecoveryCode(citizen_id=citizen.id, code_hash=_recovery_hash(raw)))
+            db.add(RecoveryCode(citizen_id=citizen.id, code_hash=_recovery_hash(raw)))
         return codes
 
-    def remaining_recovery_codes(self, *, session: Session, citizen_id: uuid.UUID) -> int:
-        return session.exec(
+    def remaining_recovery_codes(self, *, db: Session, citizen_id: uuid.UUID) -> int:
+        return db.exec(
             select(func.count()).select_from(RecoveryCode)
             .where(RecoveryCode.citizen_id == citizen_id, RecoveryCode.used_at.is_(None))  # type: ignore[union-attr]
         ).one()
@@ -503,11 +509,11 @@ class AccountService:
                 return True
         return False
 
-    def _use_recovery_code(self, *, session: Session, citizen: Citizen, code: str) -> bool:
+    def _use_recovery_code(self, *, db: Session, citizen: Citizen, code: str) -> bool:
         raw = "".join(ch for ch in (code or "").lower() if ch.isalnum())
         if len(raw) != 12:
             return False
-        result = session.exec(
+        result = db.exec(
             update(RecoveryCode)
             .where(RecoveryCode.citizen_id == citizen.id, RecoveryCode.code_hash == _recovery_hash(raw),
                    RecoveryCode.used_at.is_(None))  # type: ignore[union-attr]
@@ -518,10 +524,10 @@ class AccountService:
             return True
         return False
 
-    def rewrap_totp_seeds(self, *, session: Session) -> int:
+    def rewrap_totp_seeds(self, *, db: Session) -> int:
         """After a KEK rotation: every TOTP seed wrapped under the active KEK."""
         count = 0
-        for citizen in session.exec(select(Citizen).where(Citizen.totp_secret.is_not(None))).all():  # type: ignore[union-attr]
+        for citizen in db.exec(select(Citizen).where(Citizen.totp_secret.is_not(None))).all():  # type: ignore[union-attr]
             context = self.totp_context(citizen)
             citizen.totp_secret = crypto.wrap(self.keys, crypto.unwrap(self.keys, citizen.totp_secret, context=context),
                                               context=context)
@@ -530,8 +536,8 @@ class AccountService:
 
     # ---- queries for the operator CLI ------------------------------------------------------------
 
-    def list_citizens(self, *, session: Session, limit: int = 100, offset: int = 0) -> list[Citizen]:
-        return list(session.exec(select(Citizen).order_by(Citizen.created_at).offset(offset).limit(limit)))
+    def list_citizens(self, *, db: Session, limit: int = 100, offset: int = 0) -> list[Citizen]:
+        return list(db.exec(select(Citizen).order_by(Citizen.created_at).offset(offset).limit(limit)))
 
 
 def _recovery_hash(raw: str) -> str:

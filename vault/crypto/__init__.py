@@ -7,7 +7,12 @@ they never choose a nonce, a mode or a key; every failure to decrypt raises the 
 """
 
 from vault.crypto.exceptions import DecryptionError, KeyProviderError
-from vault.crypto.providers import AwsKmsProvider, KeyProvider, LocalKeyring, load_key_provider
+from vault.crypto.providers import (
+    AwsKmsProvider,
+    KeyProvider,
+    LocalKeyring,
+    load_key_provider,
+)
 from vault.crypto.service import unwrap, wrap
 
 __all__ = [

@@ -18,11 +18,11 @@ from sqlalchemy import delete, func, or_
 from sqlmodel import Session, select
 
 from vault.auth.models import Citizen, EmailToken, LoginThrottle
-from vault.oidc.models import AuthorizationCode, OAuthToken, PendingAuthorization
 from vault.db import utcnow
 from vault.gdpr import audit
 from vault.gdpr.service import GdprService, Staff
 from vault.mail import Mailer, compose
+from vault.oidc.models import AuthorizationCode, OAuthToken, PendingAuthorization
 from vault.storage.models import Document
 
 logger = logging.getLogger(__name__)

@@ -9,14 +9,23 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response, StreamingResponse
 
+from vault.auth.dependencies import LoggedIn
 from vault.auth.exceptions import AuthError, TooManyLoginAttempts
 from vault.auth.identity import parse_birthdate
-from vault.auth.routes import DB, Citizen, Form, redirect
 from vault.gdpr import audit
 from vault.gdpr.models import CHANNELS, REQUEST_KINDS, STATUSES, Tombstone
 from vault.gdpr.service import GdprError, GdprService, Staff
 from vault.gdpr.staff import StaffCurrent, StaffService
-from vault.web.pages import PageError, clear_cookie, client_address, get_cookie, render, rotate_csrf, set_cookie
+from vault.web.dependencies import Db, FormFields, redirect
+from vault.web.pages import (
+    PageError,
+    clear_cookie,
+    client_address,
+    get_cookie,
+    render,
+    rotate_csrf,
+    set_cookie,
+)
 from vault.web.relay import relay
 
 pages = APIRouter(include_in_schema=False)
@@ -39,7 +48,7 @@ Gdpr = Annotated[GdprService, Depends(gdpr_service)]
 StaffSvc = Annotated[StaffService, Depends(staff_service)]
 
 
-def current_staff(request: Request, db: DB, service: StaffSvc) -> StaffCurrent:
+def current_staff(request: Request, db: Db, service: StaffSvc) -> StaffCurrent:
     current = service.resolve(db, get_cookie(request, STAFF_COOKIE))
     if current is None:
         raise NotStaff()
@@ -69,7 +78,7 @@ def dpo_login_page(request: Request) -> Response:
 
 
 @pages.post("/dpo/login")
-def dpo_login(request: Request, form: Form, db: DB, service: StaffSvc) -> Response:
+def dpo_login(request: Request, form: FormFields, db: Db, service: StaffSvc) -> Response:
     try:
         token = service.login(db, email=form.get("email", ""), password=form.get("password", ""),
                               otp=form.get("otp", ""), address=client_address(request))
@@ -83,7 +92,7 @@ def dpo_login(request: Request, form: Form, db: DB, service: StaffSvc) -> Respon
 
 
 @pages.post("/dpo/logout")
-def dpo_logout(request: Request, form: Form, db: DB, service: StaffSvc) -> Response:
+def dpo_logout(request: Request, form: FormFields, db: Db, service: StaffSvc) -> Response:
     service.logout(db, get_cookie(request, STAFF_COOKIE))
     response = redirect("/dpo/login")
     clear_cookie(response, request.app.state.settings, STAFF_COOKIE)
@@ -91,7 +100,7 @@ def dpo_logout(request: Request, form: Form, db: DB, service: StaffSvc) -> Respo
 
 
 @pages.post("/dpo/reauth")
-def dpo_reauth(request: Request, form: Form, db: DB, service: StaffSvc, current: StaffUser) -> Response:
+def dpo_reauth(request: Request, form: FormFields, db: Db, service: StaffSvc, current: StaffUser) -> Response:
     try:
         service.reauthenticate(db, current, password=form.get("password", ""), otp=form.get("otp", ""),
                                address=client_address(request))
@@ -107,7 +116,7 @@ def dpo_reauth(request: Request, form: Form, db: DB, service: StaffSvc, current:
 
 
 @pages.get("/dpo/")
-def dpo_home(request: Request, db: DB, gdpr: Gdpr, current: StaffUser) -> Response:
+def dpo_home(request: Request, db: Db, gdpr: Gdpr, current: StaffUser) -> Response:
     return render(request, "dpo/home.html", {
         "title": "Registre des demandes", "overdue": gdpr.list_requests(db, view="overdue"),
         "week": gdpr.list_requests(db, view="week"), "all": gdpr.list_requests(db, view="all"),
@@ -116,14 +125,14 @@ def dpo_home(request: Request, db: DB, gdpr: Gdpr, current: StaffUser) -> Respon
 
 
 @pages.get("/dpo/requests.csv")
-def dpo_csv(db: DB, gdpr: Gdpr, current: StaffUser) -> Response:
+def dpo_csv(db: Db, gdpr: Gdpr, current: StaffUser) -> Response:
     audit.record(db, actor=_by(current).actor, action="register.exported")
     return StreamingResponse(gdpr.register_csv(db), media_type="text/csv; charset=utf-8",
                              headers={"Content-Disposition": 'attachment; filename="registre-rgpd.csv"'})
 
 
 @pages.post("/dpo/requests")
-def dpo_open_request(request: Request, form: Form, db: DB, gdpr: Gdpr, current: StaffUser) -> Response:
+def dpo_open_request(request: Request, form: FormFields, db: Db, gdpr: Gdpr, current: StaffUser) -> Response:
     try:
         citizen_id = uuid.UUID(form.get("citizen_id", "").strip())
         received = (parse_birthdate(form["received_on"], today=request.app.state.settings.today())
@@ -140,7 +149,7 @@ def dpo_open_request(request: Request, form: Form, db: DB, gdpr: Gdpr, current: 
 
 
 @pages.get("/dpo/requests/{request_id}")
-def dpo_request(request: Request, request_id: uuid.UUID, db: DB, gdpr: Gdpr, current: StaffUser) -> Response:
+def dpo_request(request: Request, request_id: uuid.UUID, db: Db, gdpr: Gdpr, current: StaffUser) -> Response:
     try:
         item = gdpr.get_request(db, request_id)
     except GdprError as exc:
@@ -152,7 +161,7 @@ def dpo_request(request: Request, request_id: uuid.UUID, db: DB, gdpr: Gdpr, cur
 
 
 @pages.post("/dpo/requests/{request_id}/{action}")
-def dpo_request_action(request: Request, request_id: uuid.UUID, action: str, form: Form, db: DB, gdpr: Gdpr,
+def dpo_request_action(request: Request, request_id: uuid.UUID, action: str, form: FormFields, db: Db, gdpr: Gdpr,
                        current: StaffUser) -> Response:
     by = _by(current)
     try:
@@ -187,7 +196,7 @@ def dpo_request_action(request: Request, request_id: uuid.UUID, action: str, for
 
 
 @pages.get("/dpo/requests/{request_id}/export")
-def dpo_export(request: Request, request_id: uuid.UUID, db: DB, gdpr: Gdpr, current: StaffUser) -> Response:
+def dpo_export(request: Request, request_id: uuid.UUID, db: Db, gdpr: Gdpr, current: StaffUser) -> Response:
     _require_reauth(request, current)
     try:
         item = gdpr.get_request(db, request_id)
@@ -202,12 +211,12 @@ def dpo_export(request: Request, request_id: uuid.UUID, db: DB, gdpr: Gdpr, curr
 # ---- the citizen: "Mes données" ------------------------------------------------------------------------------
 
 
-def _subject_by(gdpr: GdprService, db: DB, citizen_id: uuid.UUID) -> Staff:
+def _subject_by(gdpr: GdprService, db: Db, citizen_id: uuid.UUID) -> Staff:
     return Staff(actor=f"subject:{gdpr.subject(db, citizen_id)}", label="la personne elle-même (en ligne)")
 
 
 @pages.get("/account/data")
-def my_data(request: Request, db: DB, gdpr: Gdpr, current: Citizen) -> Response:
+def my_data(request: Request, db: Db, gdpr: Gdpr, current: LoggedIn) -> Response:
     pending = [r for r in gdpr.list_requests(db, view="open") if r.citizen_id == current.citizen.id]
     return render(request, "my_data.html", {"title": "Mes données", "pending": pending, "kinds": REQUEST_KINDS,
                                             "statuses": STATUSES,
@@ -217,7 +226,7 @@ def my_data(request: Request, db: DB, gdpr: Gdpr, current: Citizen) -> Response:
 
 
 @pages.post("/account/data/export")
-def my_data_export(request: Request, form: Form, db: DB, gdpr: Gdpr, current: Citizen) -> Response:
+def my_data_export(request: Request, form: FormFields, db: Db, gdpr: Gdpr, current: LoggedIn) -> Response:
     by = _subject_by(gdpr, db, current.citizen.id)
     item = gdpr.open_request(db, kind="access", citizen_id=current.citizen.id, channel="online", by=by,
                              identity_check="connexion à l'espace citoyen")
@@ -229,7 +238,7 @@ def my_data_export(request: Request, form: Form, db: DB, gdpr: Gdpr, current: Ci
 
 
 @pages.post("/account/data/erasure")
-def my_data_erasure(request: Request, form: Form, db: DB, gdpr: Gdpr, current: Citizen) -> Response:
+def my_data_erasure(request: Request, form: FormFields, db: Db, gdpr: Gdpr, current: LoggedIn) -> Response:
     if form.get("confirm") != "yes":
         raise PageError(400, "Cochez la case pour confirmer votre demande d'effacement.")
     pending = [r for r in gdpr.list_requests(db, view="open")

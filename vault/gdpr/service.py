@@ -20,13 +20,13 @@ from sqlmodel import Session, select
 
 from vault import crypto
 from vault.auth.identity import validate_identity
-from vault.oidc.keys import KeyStore
 from vault.auth.models import Citizen, LoginSession
-from vault.oidc.models import Consent, OAuthClient, OAuthToken
 from vault.db import utcnow
 from vault.gdpr import audit
 from vault.gdpr.models import CHANNELS, REQUEST_KINDS, DataRequest, Tombstone
 from vault.gdpr.zipstream import stream_zip
+from vault.oidc.keys import KeyStore
+from vault.oidc.models import Consent, OAuthClient, OAuthToken
 from vault.settings import Settings
 from vault.storage.models import AccessLogEntry, CitizenKey, Document
 from vault.storage.service import DocumentService

@@ -27,13 +27,13 @@ ROLES = ("dpo", "admin")
 
 @dataclass(frozen=True)
 class StaffCurrent:
-    session: StaffSession
+    staff_session: StaffSession
     staff: StaffAccount
     token: str
 
     @property
     def recently_reauthenticated(self) -> bool:
-        at = self.session.reauth_at
+        at = self.staff_session.reauth_at
         return at is not None and utcnow() - at <= REAUTH_WINDOW
 
 
@@ -77,12 +77,12 @@ class StaffService:
         except ValueError:
             normalized = (email or "").strip().lower()[:254]
         keys = [self.accounts._account_key("staff:" + normalized), self.accounts._address_key(address)]
-        if retry := self.accounts._locked_for(session=db, keys=keys):
+        if retry := self.accounts._locked_for(db=db, keys=keys):
             raise TooManyLoginAttempts(retry)
         staff = db.exec(select(StaffAccount).where(StaffAccount.email == normalized)).first() if normalized else None
         ok = self.accounts.hasher.verify(staff.password_hash if staff else None, password or "")
         if not ok or staff is None or staff.disabled_at is not None or not self.accounts.accept_totp(citizen=staff, code=otp):
-            self.accounts.record_login_failure(session=db, email="staff:" + normalized, address=address)
+            self.accounts.record_login_failure(db=db, email="staff:" + normalized, address=address)
             raise InvalidCredentials("Adresse e-mail, mot de passe ou code incorrect.")
         token, digest = new_token()
         now = utcnow()
@@ -94,35 +94,35 @@ class StaffService:
     def resolve(self, db: Session, token: str | None) -> StaffCurrent | None:
         if not token or len(token) > 200:
             return None
-        session = db.get(StaffSession, token_hash(token))
-        if session is None or not session.mfa_done:
+        staff_session = db.get(StaffSession, token_hash(token))
+        if staff_session is None or not staff_session.mfa_done:
             return None
         now = utcnow()
         settings = self.accounts.settings
-        if (now - session.last_seen_at > timedelta(minutes=settings.session_idle_minutes)
-                or now - session.created_at > timedelta(hours=settings.session_absolute_hours)):
-            db.delete(session)
+        if (now - staff_session.last_seen_at > timedelta(minutes=settings.session_idle_minutes)
+                or now - staff_session.created_at > timedelta(hours=settings.session_absolute_hours)):
+            db.delete(staff_session)
             return None
-        staff = db.get(StaffAccount, session.staff_id)
+        staff = db.get(StaffAccount, staff_session.staff_id)
         if staff is None or staff.disabled_at is not None:
             return None
-        session.last_seen_at = now
-        return StaffCurrent(session=session, staff=staff, token=token)
+        staff_session.last_seen_at = now
+        return StaffCurrent(staff_session=staff_session, staff=staff, token=token)
 
     def reauthenticate(self, db: Session, current: StaffCurrent, *, password: str, otp: str, address: str) -> None:
         staff = current.staff
         # The same throttle as the login: a stolen staff session must not become a way to guess
         # the password and the TOTP code without limit.
         keys = [self.accounts._account_key("staff:" + staff.email), self.accounts._address_key(address)]
-        if retry := self.accounts._locked_for(session=db, keys=keys):
+        if retry := self.accounts._locked_for(db=db, keys=keys):
             raise TooManyLoginAttempts(retry)
         if not (self.accounts.hasher.verify(staff.password_hash, password or "")
                 and self.accounts.accept_totp(citizen=staff, code=otp)):
-            self.accounts.record_login_failure(session=db, email="staff:" + staff.email, address=address)
+            self.accounts.record_login_failure(db=db, email="staff:" + staff.email, address=address)
             raise InvalidCredentials("Mot de passe ou code incorrect.")
-        current.session.reauth_at = utcnow()
+        current.staff_session.reauth_at = utcnow()
         audit.record(db, actor=f"staff:{staff.id}", action="staff.reauthenticated")
 
     def logout(self, db: Session, token: str | None) -> None:
-        if token and (session := db.get(StaffSession, token_hash(token))) is not None:
-            db.delete(session)
+        if token and (staff_session := db.get(StaffSession, token_hash(token))) is not None:
+            db.delete(staff_session)

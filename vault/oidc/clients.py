@@ -13,10 +13,10 @@ from joserfc.errors import JoseError
 from sqlalchemy import update
 from sqlmodel import Session, select
 
+from vault.db import utcnow
 from vault.oidc.claims import SCOPES_SUPPORTED
 from vault.oidc.models import OAuthClient, OAuthToken
 from vault.oidc.provider import AUTH_METHODS, token_hash
-from vault.db import utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def client_public(client: OAuthClient) -> dict:
     }
 
 
-def create_client(*, session: Session, name: str, redirect_uris: list[str], post_logout_redirect_uris: list[str],
+def create_client(*, db: Session, name: str, redirect_uris: list[str], post_logout_redirect_uris: list[str],
                   scope: str, auth_method: str, sector: str | None, userinfo_signed: bool, id_token_alg: str,
                   require_nonce: bool, allow_refresh: bool, jwks_json: str | None, production: bool) -> Registration:
     errors: dict[str, str] = {}
@@ -117,25 +117,25 @@ def create_client(*, session: Session, name: str, redirect_uris: list[str], post
         id_token_alg=id_token_alg, userinfo_signed=userinfo_signed, require_nonce=require_nonce,
         allow_refresh=allow_refresh, jwks=jwks,
     )
-    session.add(client)
-    session.flush()
+    db.add(client)
+    db.flush()
     logger.info("app registered", extra={"client_id": client_id})
     return Registration(client=client, secret=secret)
 
 
-def list_clients(*, session: Session) -> list[OAuthClient]:
-    return list(session.exec(select(OAuthClient).order_by(OAuthClient.created_at)))  # type: ignore[arg-type]
+def list_clients(*, db: Session) -> list[OAuthClient]:
+    return list(db.exec(select(OAuthClient).order_by(OAuthClient.created_at)))  # type: ignore[arg-type]
 
 
-def _get(session: Session, client_id: str) -> OAuthClient:
-    client = session.get(OAuthClient, client_id)
+def _get(db: Session, client_id: str) -> OAuthClient:
+    client = db.get(OAuthClient, client_id)
     if client is None:
         raise ClientNotFound(client_id)
     return client
 
 
-def rotate_secret(*, session: Session, client_id: str) -> str:
-    client = _get(session, client_id)
+def rotate_secret(*, db: Session, client_id: str) -> str:
+    client = _get(db, client_id)
     if client.secret_hash is None:
         raise ClientError({"client": f"{client.auth_method} apps have no secret"})
     secret = secrets.token_urlsafe(32)
@@ -144,11 +144,11 @@ def rotate_secret(*, session: Session, client_id: str) -> str:
     return secret
 
 
-def disable_client(*, session: Session, client_id: str) -> OAuthClient:
+def disable_client(*, db: Session, client_id: str) -> OAuthClient:
     """The app can no longer log anyone in, and every token it holds is revoked."""
-    client = _get(session, client_id)
+    client = _get(db, client_id)
     client.disabled_at = client.disabled_at or utcnow()
-    session.exec(update(OAuthToken).where(OAuthToken.client_id == client_id,  # type: ignore[arg-type]
+    db.exec(update(OAuthToken).where(OAuthToken.client_id == client_id,  # type: ignore[arg-type]
                                           OAuthToken.revoked_at.is_(None))  # type: ignore[union-attr]
                  .values(revoked_at=utcnow()))
     logger.info("app disabled", extra={"client_id": client_id})

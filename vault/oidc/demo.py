@@ -23,7 +23,7 @@ from joserfc.errors import JoseError
 from starlette.responses import RedirectResponse, Response
 
 from vault.oidc.models import OAuthClient
-from vault.auth.routes import DB
+from vault.web.dependencies import Db
 from vault.web.pages import PageError, render
 
 router = APIRouter(include_in_schema=False)
@@ -36,7 +36,7 @@ def _settings(request: Request):  # noqa: ANN202
     return request.app.state.settings
 
 
-def _installed(db: DB) -> bool:
+def _installed(db: Db) -> bool:
     client = db.get(OAuthClient, CLIENT_ID)
     return client is not None and client.disabled_at is None
 
@@ -54,7 +54,7 @@ def _store(response: Response, request: Request, value: dict) -> None:
 
 
 @router.get("/demo")
-def demo_home(request: Request, db: DB) -> Response:
+def demo_home(request: Request, db: Db) -> Response:
     if not _installed(db):
         raise PageError(404, "La démonstration n'est pas installée ici (commande : vault demo seed).",
                         title="Démonstration indisponible")
@@ -63,7 +63,7 @@ def demo_home(request: Request, db: DB) -> Response:
 
 
 @router.get("/demo/login")
-def demo_login(request: Request, db: DB) -> Response:
+def demo_login(request: Request, db: Db) -> Response:
     if not _installed(db):
         raise PageError(404, "La démonstration n'est pas installée ici.", title="Démonstration indisponible")
     issuer = _settings(request).issuer
@@ -83,7 +83,7 @@ def _fail(request: Request, message: str) -> Response:
 
 
 @router.get("/demo/callback")
-def demo_callback(request: Request, db: DB) -> Response:
+def demo_callback(request: Request, db: Db) -> Response:
     issuer = _settings(request).issuer
     saved, params = _load(request), request.query_params
     if not saved.get("state") or params.get("state") != saved["state"]:

@@ -20,8 +20,8 @@ from joserfc.errors import JoseError
 from sqlmodel import Session, select
 
 from vault import crypto
-from vault.oidc.models import ServerSecret, SigningKey
 from vault.db import utcnow
+from vault.oidc.models import ServerSecret, SigningKey
 
 logger = logging.getLogger(__name__)
 
@@ -53,18 +53,18 @@ class KeyStore:
 
     # ---- signing keys ---------------------------------------------------------------------------
 
-    def _create(self, session: Session, alg: str) -> SigningKey:
+    def _create(self, db: Session, alg: str) -> SigningKey:
         key = _generate(alg)
         kid = f"{alg.lower()}-{key.thumbprint()[:16]}"
         private = json.dumps(key.as_dict(private=True)).encode()
         public = key.as_dict(private=False) | {"kid": kid, "alg": alg, "use": "sig"}
         row = SigningKey(kid=kid, alg=alg, public_jwk=public,
                          private_key=crypto.wrap(self.keys, private, context=b"signing-key:" + kid.encode()))
-        session.add(row)
+        db.add(row)
         return row
 
-    def _active_row(self, session: Session, alg: str) -> SigningKey:
-        row = session.exec(
+    def _active_row(self, db: Session, alg: str) -> SigningKey:
+        row = db.exec(
             select(SigningKey).where(SigningKey.alg == alg, SigningKey.retired_at.is_(None))  # type: ignore[union-attr]
             .order_by(SigningKey.created_at.desc())  # type: ignore[attr-defined]
         ).first()
@@ -72,8 +72,8 @@ class KeyStore:
             return row
         # First use (``vault db upgrade`` normally creates them). Two replicas racing here each
         # create one: both are published and both verify, so no lock is needed.
-        row = self._create(session, alg)
-        session.flush()
+        row = self._create(db, alg)
+        db.flush()
         return row
 
     def _private(self, row: SigningKey) -> jwk.Key:
@@ -82,58 +82,58 @@ class KeyStore:
             key = self._private_cache[row.kid] = jwk.import_key(json.loads(raw))
         return key
 
-    def sign(self, session: Session, claims: dict[str, Any], *, alg: str = "ES256", typ: str = "JWT") -> str:
-        row = self._active_row(session, alg)
+    def sign(self, db: Session, claims: dict[str, Any], *, alg: str = "ES256", typ: str = "JWT") -> str:
+        row = self._active_row(db, alg)
         return jwt.encode({"alg": alg, "kid": row.kid, "typ": typ}, claims, self._private(row), algorithms=[alg])
 
-    def published(self, session: Session) -> list[SigningKey]:
+    def published(self, db: Session) -> list[SigningKey]:
         """Keys in the JWKS: active ones and those retired recently enough."""
         for alg in ALGORITHMS:
-            self._active_row(session, alg)
+            self._active_row(db, alg)
         horizon = utcnow() - RETIRED_KEY_PUBLISHED
-        rows = session.exec(select(SigningKey).order_by(SigningKey.created_at)).all()  # type: ignore[arg-type]
+        rows = db.exec(select(SigningKey).order_by(SigningKey.created_at)).all()  # type: ignore[arg-type]
         return [r for r in rows if r.retired_at is None or r.retired_at > horizon]
 
-    def jwks(self, session: Session) -> dict[str, list[dict]]:
-        return {"keys": [row.public_jwk for row in self.published(session)]}
+    def jwks(self, db: Session) -> dict[str, list[dict]]:
+        return {"keys": [row.public_jwk for row in self.published(db)]}
 
-    def verify(self, session: Session, token: str) -> tuple[dict, dict]:
+    def verify(self, db: Session, token: str) -> tuple[dict, dict]:
         """Check a JWT's signature against our published keys; return (header, claims).
 
         Expiry is *not* checked here: an ``id_token_hint`` may be expired (OIDC RP-Initiated
         Logout §2); callers check the claims they rely on.
         """
-        keyset = jwk.KeySet([jwk.import_key(row.public_jwk) for row in self.published(session)])
+        keyset = jwk.KeySet([jwk.import_key(row.public_jwk) for row in self.published(db)])
         try:
             decoded = jwt.decode(token, keyset, algorithms=list(ALGORITHMS))
         except (JoseError, ValueError, TypeError):
             raise InvalidSignature() from None
         return dict(decoded.header), dict(decoded.claims)
 
-    def rotate(self, session: Session) -> list[str]:
+    def rotate(self, db: Session) -> list[str]:
         """New keys for every algorithm; the old ones retire (still published for a while)."""
         now = utcnow()
-        for row in session.exec(select(SigningKey).where(SigningKey.retired_at.is_(None))).all():  # type: ignore[union-attr]
+        for row in db.exec(select(SigningKey).where(SigningKey.retired_at.is_(None))).all():  # type: ignore[union-attr]
             row.retired_at = now
-        kids = [self._create(session, alg).kid for alg in ALGORITHMS]
+        kids = [self._create(db, alg).kid for alg in ALGORITHMS]
         logger.info("signing keys rotated", extra={"kids": kids})
         return kids
 
-    def ensure(self, session: Session) -> None:
+    def ensure(self, db: Session) -> None:
         """Create what is missing (keys of each algorithm, service secrets); run at ``db upgrade``."""
         for alg in ALGORITHMS:
-            self._active_row(session, alg)
-        self.secret(session, "pairwise-sub")
+            self._active_row(db, alg)
+        self.secret(db, "pairwise-sub")
 
-    def rewrap_all(self, session: Session) -> int:
+    def rewrap_all(self, db: Session) -> int:
         """After a KEK rotation: signing keys and service secrets wrapped under the active KEK."""
         count = 0
-        for row in session.exec(select(SigningKey)).all():
+        for row in db.exec(select(SigningKey)).all():
             context = b"signing-key:" + row.kid.encode()
             row.private_key = crypto.wrap(self.keys, crypto.unwrap(self.keys, row.private_key, context=context),
                                           context=context)
             count += 1
-        for secret in session.exec(select(ServerSecret)).all():
+        for secret in db.exec(select(ServerSecret)).all():
             context = b"server-secret:" + secret.name.encode()
             secret.value = crypto.wrap(self.keys, crypto.unwrap(self.keys, secret.value, context=context),
                                        context=context)
@@ -142,25 +142,25 @@ class KeyStore:
 
     # ---- service secrets ------------------------------------------------------------------------
 
-    def secret(self, session: Session, name: str) -> bytes:
+    def secret(self, db: Session, name: str) -> bytes:
         """A random 256-bit service secret, created on first use, stored wrapped."""
         if (cached := self._secret_cache.get(name)) is not None:
             return cached
-        row = session.get(ServerSecret, name)
+        row = db.get(ServerSecret, name)
         if row is None:  # first use; ``vault db upgrade`` normally creates it before any replica serves
             row = ServerSecret(name=name, value=crypto.wrap(self.keys, os.urandom(32),
                                                             context=b"server-secret:" + name.encode()))
-            session.add(row)
-            session.flush()
+            db.add(row)
+            db.flush()
         value = crypto.unwrap(self.keys, row.value, context=b"server-secret:" + name.encode())
-        if row in session.new:  # not committed yet: cache only what surely exists
+        if row in db.new:  # not committed yet: cache only what surely exists
             return value
         self._secret_cache[name] = value
         return value
 
-    def pairwise_sub(self, session: Session, *, sector: str, citizen_id: str) -> str:
+    def pairwise_sub(self, db: Session, *, sector: str, citizen_id: str) -> str:
         """OIDC Core §8.1 pairwise identifier: a keyed hash of (sector, citizen), stable per sector,
         unlinkable across sectors. Formatted like FranceConnect's (64 hex characters + ``v1``)."""
-        key = self.secret(session, "pairwise-sub")
+        key = self.secret(db, "pairwise-sub")
         digest = hmac.new(key, f"{sector}\x00{citizen_id}".encode(), hashlib.sha256).hexdigest()
         return digest + "v1"

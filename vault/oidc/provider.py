@@ -19,8 +19,19 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
-from authlib.oauth2.rfc6749 import AuthorizationServer, ClientMixin, OAuth2Request, TokenMixin, grants
-from authlib.oauth2.rfc6749.errors import InvalidClientError, InvalidRequestError, InvalidScopeError, OAuth2Error
+from authlib.oauth2.rfc6749 import (
+    AuthorizationServer,
+    ClientMixin,
+    OAuth2Request,
+    TokenMixin,
+    grants,
+)
+from authlib.oauth2.rfc6749.errors import (
+    InvalidClientError,
+    InvalidRequestError,
+    InvalidScopeError,
+    OAuth2Error,
+)
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from authlib.oauth2.rfc7636 import CodeChallenge
@@ -31,11 +42,11 @@ from joserfc import jwk
 from sqlalchemy import update
 from sqlmodel import Session, select
 
+from vault.auth.models import Citizen
+from vault.db import utcnow
 from vault.oidc.claims import SCOPES_SUPPORTED
 from vault.oidc.keys import KeyStore
-from vault.auth.models import Citizen
 from vault.oidc.models import AuthorizationCode, OAuthClient, OAuthToken
-from vault.db import utcnow
 from vault.settings import Settings
 
 logger = logging.getLogger(__name__)

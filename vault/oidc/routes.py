@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, RedirectResponse
 from starlette.responses import Response
 
+from vault.auth.dependencies import SESSION_COOKIE, LoggedIn, OptionalLogin
 from vault.oidc.adapter import oauth_request, read_form_items, to_response
 from vault.oidc.service import (
     BadRequest,
@@ -26,7 +27,7 @@ from vault.oidc.service import (
     ToClient,
     UntrustedHint,
 )
-from vault.auth.routes import DB, SESSION_COOKIE, Citizen, Current, Form, redirect
+from vault.web.dependencies import Db, FormFields, redirect
 from vault.web.pages import PageError, clear_cookie, get_cookie, render, rotate_csrf
 
 router = APIRouter(tags=["openid-connect"])
@@ -59,7 +60,7 @@ def discovery(service: OIDC) -> JSONResponse:
 
 
 @router.get("/jwks", summary="Public keys that verify ID tokens and signed userinfo")
-def jwks(db: DB, service: OIDC) -> JSONResponse:
+def jwks(db: Db, service: OIDC) -> JSONResponse:
     return JSONResponse(service.keystore.jwks(db), headers={"Cache-Control": "public, max-age=300"})
 
 
@@ -87,13 +88,13 @@ def _answer(request: Request, outcome: Outcome) -> Response:
 
 @router.get("/authorize", operation_id="authorize_get", summary="Authorization endpoint (code flow)")
 @router.post("/authorize", operation_id="authorize_post", summary="Authorization endpoint (code flow), by POST")
-def authorize(request: Request, form: OAuthForm, db: DB, service: OIDC, current: Current) -> Response:
+def authorize(request: Request, form: OAuthForm, db: Db, service: OIDC, current: OptionalLogin) -> Response:
     return _answer(request, service.authorize(db=db, request=oauth_request(request, _issuer(request), form),
                                               current=current))
 
 
 @router.get("/authorize/continue/{pending_id}", include_in_schema=False)
-def authorize_continue(request: Request, pending_id: str, db: DB, service: OIDC, current: Current) -> Response:
+def authorize_continue(request: Request, pending_id: str, db: Db, service: OIDC, current: OptionalLogin) -> Response:
     try:
         return _answer(request, service.resume(db=db, pending_id=pending_id, current=current))
     except PendingExpired:
@@ -102,8 +103,8 @@ def authorize_continue(request: Request, pending_id: str, db: DB, service: OIDC,
 
 
 @router.post("/authorize/continue/{pending_id}", include_in_schema=False)
-def authorize_decide(request: Request, pending_id: str, form: Form, db: DB, service: OIDC,
-                     current: Citizen) -> Response:
+def authorize_decide(request: Request, pending_id: str, form: FormFields, db: Db, service: OIDC,
+                     current: LoggedIn) -> Response:
     decision = form.get("decision")
     if decision not in ("allow", "deny"):
         raise PageError(400, "Choisissez « Autoriser » ou « Refuser ».")
@@ -118,20 +119,20 @@ def authorize_decide(request: Request, pending_id: str, form: Form, db: DB, serv
 
 
 @router.post("/token", summary="Token endpoint (authorization_code, refresh_token)")
-def token(request: Request, form: OAuthForm, db: DB, service: OIDC) -> Response:
+def token(request: Request, form: OAuthForm, db: Db, service: OIDC) -> Response:
     provider = service.provider(db)
     return to_response(provider.create_token_response(oauth_request(request, _issuer(request), form, query=[])))
 
 
 @router.post("/revoke", summary="Token revocation (RFC 7009)")
-def revoke(request: Request, form: OAuthForm, db: DB, service: OIDC) -> Response:
+def revoke(request: Request, form: OAuthForm, db: Db, service: OIDC) -> Response:
     provider = service.provider(db)
     return to_response(provider.create_endpoint_response("revocation",
                                                          oauth_request(request, _issuer(request), form, query=[])))
 
 
 @router.post("/introspect", summary="Token introspection (RFC 7662)")
-def introspect(request: Request, form: OAuthForm, db: DB, service: OIDC) -> Response:
+def introspect(request: Request, form: OAuthForm, db: Db, service: OIDC) -> Response:
     provider = service.provider(db)
     return to_response(provider.create_endpoint_response("introspection",
                                                          oauth_request(request, _issuer(request), form, query=[])))
@@ -150,7 +151,7 @@ async def userinfo_form(request: Request) -> list[tuple[str, str]]:
 
 @router.get("/userinfo", operation_id="userinfo_get", summary="UserInfo endpoint (JSON, or a signed JWT)")
 @router.post("/userinfo", operation_id="userinfo_post", summary="UserInfo endpoint, by POST")
-def userinfo(request: Request, form: Annotated[list[tuple[str, str]], Depends(userinfo_form)], db: DB,
+def userinfo(request: Request, form: Annotated[list[tuple[str, str]], Depends(userinfo_form)], db: Db,
              service: OIDC) -> Response:
     header = request.headers.get("authorization", "")
     from_header = header[7:].strip() if header[:7].lower() == "bearer " else None
@@ -181,7 +182,7 @@ def _csrf_ok(request: Request, sent: str | None) -> bool:
 
 @router.get("/logout", operation_id="logout_get", summary="Log out (RP-initiated logout)")
 @router.post("/logout", operation_id="logout_post", summary="Log out (RP-initiated logout and the site's button)")
-def logout(request: Request, form: OAuthForm, db: DB, service: OIDC, current: Current) -> Response:
+def logout(request: Request, form: OAuthForm, db: Db, service: OIDC, current: OptionalLogin) -> Response:
     params = dict(form) if request.method == "POST" else dict(request.query_params)
     confirmed = request.method == "POST" and _csrf_ok(request, params.pop("csrf_token", None))
     from_app = any(k in params for k in ("id_token_hint", "post_logout_redirect_uri", "client_id"))
@@ -219,14 +220,14 @@ def logout(request: Request, form: OAuthForm, db: DB, service: OIDC, current: Cu
 
 
 @router.get("/account/apps", include_in_schema=False)
-def my_apps(request: Request, db: DB, service: OIDC, current: Citizen) -> Response:
+def my_apps(request: Request, db: Db, service: OIDC, current: LoggedIn) -> Response:
     notice = "L'accès de cette application a été retiré." if request.query_params.get("notice") == "revoked" else None
     return render(request, "apps.html", {"title": "Mes applications", "notice": notice,
                                          "apps": service.apps_of(db=db, citizen_id=current.citizen.id)})
 
 
 @router.post("/account/apps/revoke", include_in_schema=False)
-def revoke_app(request: Request, form: Form, db: DB, service: OIDC, current: Citizen) -> Response:
+def revoke_app(request: Request, form: FormFields, db: Db, service: OIDC, current: LoggedIn) -> Response:
     if not service.revoke_app(db=db, citizen_id=current.citizen.id, client_id=form.get("client_id", "")):
         raise PageError(404, "Cette application n'a pas accès à votre compte.")
     return redirect("/account/apps?notice=revoked")

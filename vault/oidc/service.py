@@ -14,19 +14,29 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import urlencode
 
-from authlib.oauth2.rfc6749.errors import AccessDeniedError, InvalidRequestError, OAuth2Error
+from authlib.oauth2.rfc6749.errors import (
+    AccessDeniedError,
+    InvalidRequestError,
+    OAuth2Error,
+)
 from authlib.oidc.core.errors import ConsentRequiredError, LoginRequiredError
 from sqlalchemy import delete, update
 from sqlmodel import Session, select
 
+from vault.auth.models import Citizen, LoginSession
+from vault.auth.service import CurrentLogin
+from vault.db import utcnow
 from vault.oidc.adapter import VaultOAuth2Request
 from vault.oidc.claims import SCOPES_SUPPORTED, describe_scope, user_claims
 from vault.oidc.keys import InvalidSignature, KeyStore
-from vault.auth.models import Citizen, LoginSession
 from vault.oidc.models import Consent, OAuthClient, OAuthToken, PendingAuthorization
-from vault.oidc.provider import ACR_REACHED, AUTH_METHODS, Provider, scope_list, token_hash
-from vault.auth.service import CurrentSession
-from vault.db import utcnow
+from vault.oidc.provider import (
+    ACR_REACHED,
+    AUTH_METHODS,
+    Provider,
+    scope_list,
+    token_hash,
+)
 from vault.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -114,7 +124,7 @@ class OpenIDService:
 
     # ---- authorization ------------------------------------------------------------------------------
 
-    def authorize(self, *, db: Session, request: VaultOAuth2Request, current: CurrentSession | None) -> Outcome:
+    def authorize(self, *, db: Session, request: VaultOAuth2Request, current: CurrentLogin | None) -> Outcome:
         """Validate an authorization request (authlib + our rules), remember it, then decide."""
         provider = self.provider(db)
         try:
@@ -134,7 +144,7 @@ class OpenIDService:
         return self._decide(db=db, provider=provider, pending_id=pending_id, params=dict(request.payload.data),
                             started=utcnow(), current=current, decision=None)
 
-    def resume(self, *, db: Session, pending_id: str, current: CurrentSession | None,
+    def resume(self, *, db: Session, pending_id: str, current: CurrentLogin | None,
                decision: str | None = None) -> Outcome:
         """Back from the login page or the consent page."""
         row = db.get(PendingAuthorization, token_hash(pending_id)) if pending_id and len(pending_id) < 100 else None
@@ -149,7 +159,7 @@ class OpenIDService:
         return client.name if client else None
 
     def _decide(self, *, db: Session, provider: Provider, pending_id: str, params: dict[str, str], started: Any,
-                current: CurrentSession | None, decision: str | None) -> Outcome:
+                current: CurrentLogin | None, decision: str | None) -> Outcome:
         request = VaultOAuth2Request(method="POST", uri=f"{self.settings.issuer}/authorize", headers={}, query=[],
                                      form=list(params.items()))
         citizen = current.citizen if current else None
@@ -199,15 +209,15 @@ class OpenIDService:
                 consent.scope, consent.granted_at = " ".join(sorted(granted)), utcnow()
             logger.info("consent given", extra={"client_id": client.client_id, "citizen_id": str(citizen.id)})
 
-        request.login = current.session
+        request.login = current.login_session
         self._forget(db, pending_id)
         result = provider.create_authorization_response(request, grant_user=citizen, grant=grant)
         logger.info("authorization code issued", extra={"client_id": client.client_id})
         return ToClient(result)
 
     def _must_reauthenticate(self, db: Session, params: dict[str, str], client: OAuthClient,
-                             current: CurrentSession, started: Any, prompts: set[str]) -> bool:
-        auth_time = current.session.auth_time
+                             current: CurrentLogin, started: Any, prompts: set[str]) -> bool:
+        auth_time = current.login_session.auth_time
         if "login" in prompts and auth_time < started:
             return True  # prompt=login: a login that happened after this request started
         max_age = params.get("max_age")
@@ -259,7 +269,7 @@ class OpenIDService:
 
     # ---- RP-initiated logout (OIDC RP-Initiated Logout 1.0) -------------------------------------------------
 
-    def logout(self, *, db: Session, params: dict[str, str], current: CurrentSession | None) -> LogoutResult:
+    def logout(self, *, db: Session, params: dict[str, str], current: CurrentLogin | None) -> LogoutResult:
         """End the citizen's session here. The post-logout redirect is honoured only if it is registered
         for the app named by a valid ``id_token_hint`` (or ``client_id``): never an open redirect."""
         hint = params.get("id_token_hint")
@@ -283,15 +293,15 @@ class OpenIDService:
 
         ended = False  # this browser's session
         sid = claims.get("sid")
-        if current is not None and (not claims or sid == current.session.sid or (
+        if current is not None and (not claims or sid == current.login_session.sid or (
                 client is not None and claims.get("sub") == self.keystore.pairwise_sub(
                     db, sector=client.sector, citizen_id=str(current.citizen.id)))):
             # No hint (the citizen confirmed here), or a hint about the person logged in here,
             # whichever of their logins the app knows (they may have logged in again since).
-            db.delete(current.session)
+            db.delete(current.login_session)
             ended = True
         others = 0
-        if sid and (current is None or sid != current.session.sid):
+        if sid and (current is None or sid != current.login_session.sid):
             # The session the app knows about: on another device, or an earlier login here.
             others = db.exec(delete(LoginSession).where(LoginSession.sid == sid)).rowcount  # type: ignore[arg-type]
         if ended or others:

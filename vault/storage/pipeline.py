@@ -24,7 +24,12 @@ from dataclasses import dataclass
 from vault.crypto.streaming import StreamEncryptor
 from vault.storage.antivirus import Scanner, ScannerUnavailable, Verdict
 from vault.storage.blobs import PART_SIZE, BlobStore, BlobStoreUnavailable
-from vault.storage.exceptions import DocumentInfected, EmptyDocument, TooLarge, UnsupportedType
+from vault.storage.exceptions import (
+    DocumentInfected,
+    EmptyDocument,
+    TooLarge,
+    UnsupportedType,
+)
 
 SNIFF_BYTES = 16
 _STOP = object()

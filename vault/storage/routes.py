@@ -18,15 +18,26 @@ from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response, StreamingResponse
 
-from vault.oidc.service import BearerError
-from vault.oidc.provider import scope_list
-from vault.auth.routes import DB, Citizen, Current, Form, redirect
+from vault.auth.dependencies import LoggedIn, OptionalLogin
 from vault.crypto import DecryptionError
+from vault.oidc.provider import scope_list
+from vault.oidc.service import BearerError
 from vault.storage.blobs import BlobNotFound
-from vault.storage.exceptions import ContentMissing, InvalidDocumentInput, StorageError, TooLarge
-from vault.storage.models import DOCUMENT_TYPES, AccessLogPublic, Document, DocumentPublic
+from vault.storage.exceptions import (
+    ContentMissing,
+    InvalidDocumentInput,
+    StorageError,
+    TooLarge,
+)
+from vault.storage.models import (
+    DOCUMENT_TYPES,
+    AccessLogPublic,
+    Document,
+    DocumentPublic,
+)
 from vault.storage.multipart import MultipartUpload
 from vault.storage.service import Actor, DocumentService, validate_meta
+from vault.web.dependencies import Db, FormFields, redirect
 from vault.web.pages import PageError, get_cookie, render
 from vault.web.relay import consume_in_thread, relay
 
@@ -57,7 +68,7 @@ def _csrf_header_ok(request: Request) -> bool:
     return bool(cookie and sent and hmac.compare_digest(cookie.encode(), sent.encode()))
 
 
-def api_actor(request: Request, db: DB, current: Current) -> Actor:
+def api_actor(request: Request, db: Db, current: OptionalLogin) -> Actor:
     """An app with an access token from this provider (acting for the token's citizen), or the
     citizen's own session (CSRF header required on unsafe methods)."""
     header = request.headers.get("authorization", "")
@@ -82,7 +93,7 @@ def api_actor(request: Request, db: DB, current: Current) -> Actor:
 ApiActor = Annotated[Actor, Depends(api_actor)]
 
 
-def citizen_actor(current: Citizen) -> Actor:
+def citizen_actor(current: LoggedIn) -> Actor:
     return Actor(kind="citizen", citizen_id=current.citizen.id, actor_id=str(current.citizen.id), name="citizen")
 
 
@@ -188,14 +199,14 @@ class DocumentList(SQLModel):
           responses={413: {"description": "Too large or quota exceeded"}, 415: {"description": "Type not accepted"},
                      422: {"description": "Empty, infected or invalid fields"}, 503: {"description": "Antivirus or store down"}},
           summary="Add a document (multipart `file` + `type`, `title`, `valid_until`; or a raw body)")
-async def create_document(request: Request, db: DB, service: Documents, actor: ApiActor) -> JSONResponse:
+async def create_document(request: Request, db: Db, service: Documents, actor: ApiActor) -> JSONResponse:
     document = await receive_document(request, db, service, actor)
     return JSONResponse(_public(document).model_dump(mode="json"), status_code=201,
                         headers={"Location": f"/api/v1/documents/{document.id}"})
 
 
 @api.get("/documents", response_model=DocumentList, summary="The citizen's documents, newest first")
-def list_documents(db: DB, service: Documents, actor: ApiActor,
+def list_documents(db: Db, service: Documents, actor: ApiActor,
                    type: Annotated[str | None, Query(description=f"One of {', '.join(DOCUMENT_TYPES)}")] = None,
                    limit: Annotated[int, Query(ge=1, le=200)] = 50,
                    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0) -> DocumentList:
@@ -206,7 +217,7 @@ def list_documents(db: DB, service: Documents, actor: ApiActor,
 
 
 @api.get("/documents/{document_id}", response_model=DocumentPublic)
-def get_document(document_id: uuid.UUID, db: DB, service: Documents, actor: ApiActor) -> DocumentPublic:
+def get_document(document_id: uuid.UUID, db: Db, service: Documents, actor: ApiActor) -> DocumentPublic:
     document = service.get(db, actor=actor, document_id=document_id)
     service.log_access(db, actor, "read", document)
     return _public(document)
@@ -219,14 +230,14 @@ class DocumentPatch(SQLModel):
 
 
 @api.patch("/documents/{document_id}", response_model=DocumentPublic, summary="Rename, change type or validity")
-def patch_document(document_id: uuid.UUID, changes: DocumentPatch, db: DB, service: Documents,
+def patch_document(document_id: uuid.UUID, changes: DocumentPatch, db: Db, service: Documents,
                    actor: ApiActor) -> DocumentPublic:
     return _public(service.update(db, actor=actor, document_id=document_id,
                                   changes=changes.model_dump(exclude_unset=True)))
 
 
 @api.delete("/documents/{document_id}", status_code=204)
-def delete_document(document_id: uuid.UUID, db: DB, service: Documents, actor: ApiActor) -> Response:
+def delete_document(document_id: uuid.UUID, db: Db, service: Documents, actor: ApiActor) -> Response:
     blob_key = service.delete(db, actor=actor, document_id=document_id)
     return Response(status_code=204, background=BackgroundTask(service.delete_blob_later, blob_key))
 
@@ -301,20 +312,20 @@ def serve_content(request: Request, db: Session, service: DocumentService, actor
 
 @api.get("/documents/{document_id}/content", summary="The document's bytes (streamed; Range supported)",
          responses={206: {"description": "Partial content"}, 416: {"description": "Range not satisfiable"}})
-def document_content(request: Request, document_id: uuid.UUID, db: DB, service: Documents,
+def document_content(request: Request, document_id: uuid.UUID, db: Db, service: Documents,
                      actor: ApiActor) -> Response:
     return serve_content(request, db, service, actor, document_id)
 
 
 @api.head("/documents/{document_id}/content", summary="The headers the GET would send, without the bytes",
           responses={206: {"description": "Partial content"}, 416: {"description": "Range not satisfiable"}})
-def document_content_headers(request: Request, document_id: uuid.UUID, db: DB, service: Documents,
+def document_content_headers(request: Request, document_id: uuid.UUID, db: Db, service: Documents,
                              actor: ApiActor) -> Response:
     return serve_content(request, db, service, actor, document_id)
 
 
 @api.get("/me/access-log", response_model=list[AccessLogPublic], summary="Who else accessed my documents")
-def my_access_log(db: DB, service: Documents, current: Citizen) -> list[AccessLogPublic]:
+def my_access_log(db: Db, service: Documents, current: LoggedIn) -> list[AccessLogPublic]:
     return [AccessLogPublic.model_validate(e, from_attributes=True) for e in service.access_log(db, current.citizen.id)]
 
 
@@ -342,12 +353,12 @@ NOTICES = {
 
 
 @pages.get("/documents")
-def documents_page(request: Request, db: DB, service: Documents, actor: PageActor) -> Response:
+def documents_page(request: Request, db: Db, service: Documents, actor: PageActor) -> Response:
     return _documents_page(request, db, service, actor)
 
 
 @pages.post("/documents")
-async def documents_upload(request: Request, db: DB, service: Documents, actor: PageActor) -> Response:
+async def documents_upload(request: Request, db: Db, service: Documents, actor: PageActor) -> Response:
     try:
         await receive_document(request, db, service, actor, csrf_cookie=get_cookie(request, "csrf") or "")
     except StorageError as exc:
@@ -358,14 +369,14 @@ async def documents_upload(request: Request, db: DB, service: Documents, actor: 
 
 
 @pages.get("/documents/{document_id}")
-def document_page(request: Request, document_id: uuid.UUID, db: DB, service: Documents, actor: PageActor) -> Response:
+def document_page(request: Request, document_id: uuid.UUID, db: Db, service: Documents, actor: PageActor) -> Response:
     document = service.get(db, actor=actor, document_id=document_id)
     return render(request, "document.html", {"title": document.title, "document": document, "types": DOCUMENT_TYPES,
                                              "confirm_delete": request.query_params.get("delete") == "1"})
 
 
 @pages.post("/documents/{document_id}")
-def document_edit(request: Request, document_id: uuid.UUID, form: Form, db: DB, service: Documents,
+def document_edit(request: Request, document_id: uuid.UUID, form: FormFields, db: Db, service: Documents,
                   actor: PageActor) -> Response:
     try:
         service.update(db, actor=actor, document_id=document_id,
@@ -379,7 +390,7 @@ def document_edit(request: Request, document_id: uuid.UUID, form: Form, db: DB, 
 
 
 @pages.post("/documents/{document_id}/delete")
-def document_delete(request: Request, document_id: uuid.UUID, form: Form, db: DB, service: Documents,
+def document_delete(request: Request, document_id: uuid.UUID, form: FormFields, db: Db, service: Documents,
                     actor: PageActor) -> Response:
     blob_key = service.delete(db, actor=actor, document_id=document_id)
     response = redirect("/documents?notice=deleted")
@@ -388,12 +399,12 @@ def document_delete(request: Request, document_id: uuid.UUID, form: Form, db: DB
 
 
 @pages.get("/documents/{document_id}/download")
-def document_download(request: Request, document_id: uuid.UUID, db: DB, service: Documents,
+def document_download(request: Request, document_id: uuid.UUID, db: Db, service: Documents,
                       actor: PageActor) -> Response:
     return serve_content(request, db, service, actor, document_id)
 
 
 @pages.get("/account/access-log")
-def access_log_page(request: Request, db: DB, service: Documents, current: Citizen) -> Response:
+def access_log_page(request: Request, db: Db, service: Documents, current: LoggedIn) -> Response:
     return render(request, "access_log.html", {"title": "Qui a consulté mes documents",
                                                "entries": service.access_log(db, current.citizen.id)})

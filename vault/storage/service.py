@@ -6,8 +6,8 @@ from __future__ import annotations
 import logging
 import queue
 import re
-import threading
 import secrets
+import threading
 import unicodedata
 import uuid
 from collections.abc import Iterator
@@ -32,7 +32,12 @@ from vault.db import utcnow
 from vault.settings import Settings
 from vault.storage.antivirus import Scanner
 from vault.storage.blobs import BlobStore, BlobStoreUnavailable
-from vault.storage.exceptions import DocumentHeld, DocumentNotFound, InvalidDocumentInput, QuotaExceeded
+from vault.storage.exceptions import (
+    DocumentHeld,
+    DocumentNotFound,
+    InvalidDocumentInput,
+    QuotaExceeded,
+)
 from vault.storage.models import DOCUMENT_TYPES, AccessLogEntry, CitizenKey, Document
 from vault.storage.pipeline import Stored, UploadPipeline
 
