@@ -713,18 +713,13 @@ def left_over(client: Any, keys: set[str]) -> int:
 
 
 def erase_in_process(setup: Setup, citizen_id: str) -> tuple[float, float, Counter, dict[str, float], str]:
-    """GdprService.erase built as `vault gdpr erase` builds it (vault/cli.py: _documents, _gdpr), with
-    every S3 call of the blob store counted and timed (the store's _call wrapped on this instance)."""
+    """GdprService.erase from the composition root, as `vault gdpr erase` gets it, with every S3 call
+    of the blob store counted and timed (the store's _call wrapped on this instance)."""
     from sqlmodel import Session
 
-    from vault import crypto
-    from vault.db import make_engine
-    from vault.gdpr.service import GdprService, Staff
-    from vault.oidc.keys import KeyStore
+    from vault.gdpr.service import Staff
+    from vault.services import build_services
     from vault.settings import load_settings
-    from vault.storage.antivirus import NoScanner
-    from vault.storage.blobs import make_blob_store
-    from vault.storage.service import DocumentService
 
     saved = {k: v for k, v in os.environ.items() if k.startswith("VAULT_")}
     try:
@@ -736,11 +731,8 @@ def erase_in_process(setup: Setup, citizen_id: str) -> tuple[float, float, Count
         for k in [k for k in os.environ if k.startswith("VAULT_")]:
             del os.environ[k]
         os.environ.update(saved)
-    keys = crypto.load_key_provider(settings)
-    store = make_blob_store(settings)
-    documents = DocumentService(settings=settings, keys=keys, store=store, scanner=NoScanner())
-    gdpr = GdprService(settings=settings, keys=keys, keystore=KeyStore(keys), documents=documents)
-    engine = make_engine(settings.effective_database_url)
+    services = build_services(settings)
+    store, gdpr, engine = services.blob_store, services.gdpr, services.engine
 
     calls: Counter = Counter()
     call_seconds: dict[str, float] = defaultdict(float)

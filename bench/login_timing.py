@@ -28,7 +28,7 @@ def main(rounds: int) -> None:
     upgrade(settings.effective_database_url)
     app = create_app(settings)
     with Session(app.state.engine) as db:
-        app.state.accounts.create_citizen(db=db, verified=True, form={
+        app.state.services.accounts.create_citizen(db=db, verified=True, form={
             "email": "known@example.org", "password": "a long enough passphrase", "given_name": "Anne",
             "family_name": "Bench", "birthdate": "1980-01-01", "gender": "female", "birthplace": "75056",
             "birthcountry": "99100"})

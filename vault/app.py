@@ -1,4 +1,5 @@
-"""The application factory: ``create_app(settings)`` wires settings, database, keys, mail, routes."""
+"""The web application: ``create_app(settings)`` takes its services from the composition root
+(``vault.services``), mounts every domain's routes and turns errors into answers."""
 
 from __future__ import annotations
 
@@ -15,28 +16,22 @@ from sqlalchemy import Engine
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import RedirectResponse, Response
 
-from vault import __version__, crypto
+from vault import __version__
 from vault.auth import routes as auth_routes
 from vault.auth.dependencies import ApiUnauthenticated, LoginRequired
-from vault.auth.passwords import Hasher
-from vault.auth.service import AccountService
-from vault.db import DatabaseUnavailable, make_engine, ping
+from vault.db import DatabaseUnavailable, ping
 from vault.gdpr import routes as gdpr_routes
-from vault.gdpr.service import GdprError, GdprService
-from vault.gdpr.staff import StaffService
-from vault.mail import make_mailer
+from vault.gdpr.service import GdprError
 from vault.migrations import schema_is_current
 from vault.oidc import demo
 from vault.oidc import routes as oidc_routes
 from vault.oidc.adapter import BodyError
-from vault.oidc.keys import KeyStore
-from vault.oidc.service import OpenIDService
+from vault.services import build_services
 from vault.settings import Settings, load_settings
 from vault.storage import routes as storage_routes
-from vault.storage.antivirus import ClamdScanner, NoScanner, ScannerUnavailable
-from vault.storage.blobs import BlobStoreUnavailable, make_blob_store
+from vault.storage.antivirus import ScannerUnavailable
+from vault.storage.blobs import BlobStoreUnavailable
 from vault.storage.exceptions import StorageError
-from vault.storage.service import DocumentService
 from vault.web.middleware import RequestContextMiddleware
 from vault.web.pages import PageError, message_page
 
@@ -55,23 +50,12 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         docs_url="/api/docs",
         redoc_url=None,
     )
-    app.state.settings = settings
-    app.state.engine = engine or make_engine(settings.effective_database_url)
-    app.state.keys = crypto.load_key_provider(settings)
-    app.state.blob_store = make_blob_store(settings)
-    app.state.scanner = ClamdScanner(settings.clamd_address) if settings.antivirus == "clamd" else NoScanner()
-    app.state.documents = DocumentService(settings=settings, keys=app.state.keys, store=app.state.blob_store,
-                                          scanner=app.state.scanner)
-    app.state.oidc = OpenIDService(settings=settings, keystore=KeyStore(app.state.keys))
-    app.state.gdpr = GdprService(settings=settings, keys=app.state.keys, keystore=app.state.oidc.keystore,
-                                 documents=app.state.documents)
-    app.state.accounts = AccountService(
-        settings=settings,
-        hasher=Hasher(time_cost=settings.argon2_time_cost, memory_kib=settings.argon2_memory_kib),
-        mailer=make_mailer(settings),
-        keys=app.state.keys,
-    )
-    app.state.staff = StaffService(app.state.accounts)
+    services = build_services(settings, engine=engine)
+    app.state.services = services
+    # The two things the web layer below the domains reads: settings (cookies, pages) and the engine
+    # (the request's unit of work).
+    app.state.settings = services.settings
+    app.state.engine = services.engine
 
     app.add_middleware(RequestContextMiddleware, settings=settings)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
@@ -112,7 +96,7 @@ def _add_operational_routes(app: FastAPI) -> None:
             return "ok" if schema_is_current(app.state.engine) else "migrations pending"
 
         def object_store() -> str:
-            app.state.blob_store.check()
+            app.state.services.blob_store.check()
             return "ok"
 
         probes: dict[str, tuple[Callable[[], str], type[Exception]]] = {
@@ -120,7 +104,7 @@ def _add_operational_routes(app: FastAPI) -> None:
             "object_store": (object_store, BlobStoreUnavailable),
         }
         if settings.antivirus == "clamd":
-            probes["antivirus"] = (lambda: app.state.scanner.ping() or "ok", ScannerUnavailable)
+            probes["antivirus"] = (lambda: app.state.services.scanner.ping() or "ok", ScannerUnavailable)
         checks: dict[str, str] = {}
         for name, (probe, failure) in probes.items():
             try:

@@ -24,7 +24,7 @@ STAFF_PASSWORD = "la protection des données avant tout"
 @pytest.fixture
 def dpo(app, engine) -> tuple[Browser, pyotp.TOTP]:  # noqa: ANN001
     with Session(engine) as db:
-        _, secret, uri = app.state.staff.create(db, email="dpo@ville.example.fr", name="Camille DPO", role="dpo",
+        _, secret, uri = app.state.services.staff.create(db, email="dpo@ville.example.fr", name="Camille DPO", role="dpo",
                                                 password=STAFF_PASSWORD)
         db.commit()
     assert uri.startswith("otpauth://totp/")
@@ -47,7 +47,7 @@ def someone(app, outbox: Outbox, engine):  # noqa: ANN001, ANN201
 
 def test_staff_login_needs_password_and_totp(app, engine) -> None:  # noqa: ANN001
     with Session(engine) as db:
-        _, secret, _ = app.state.staff.create(db, email="admin@ville.example.fr", name="A", role="admin",
+        _, secret, _ = app.state.services.staff.create(db, email="admin@ville.example.fr", name="A", role="admin",
                                               password=STAFF_PASSWORD)
         db.commit()
     with Browser(app) as browser:
@@ -153,7 +153,7 @@ def test_an_erasure_cut_short_by_the_store_is_finished_from_the_register(app, dp
         access_id = db.exec(select(DataRequest.id).where(DataRequest.kind == "access")).one()
     browser, _ = dpo
     path = f"/dpo/requests/{erasure_id}"
-    store = app.state.documents.store
+    store = app.state.services.documents.store
 
     def store_down(keys: list) -> int:  # noqa: ARG001
         raise BlobStoreUnavailable("down")

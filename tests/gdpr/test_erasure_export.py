@@ -56,7 +56,7 @@ def filled(vault_app, citizen: Browser, engine) -> dict:  # noqa: ANN001, F811
 
 
 def test_export_holds_everything_and_matches_the_bytes(vault_app, filled: dict, engine) -> None:  # noqa: ANN001
-    gdpr = vault_app.state.gdpr
+    gdpr = vault_app.state.services.gdpr
     with Session(engine) as db:
         archive = b"".join(gdpr.export(db, citizen_id=filled["id"], by=DPO))
         db.commit()
@@ -82,7 +82,7 @@ def test_export_holds_everything_and_matches_the_bytes(vault_app, filled: dict, 
 
 def test_erasure_leaves_nothing_readable(vault_app, filled: dict, citizen: Browser, engine, s3_client,  # noqa: ANN001, F811
                                          bucket) -> None:  # noqa: F811
-    gdpr = vault_app.state.gdpr
+    gdpr = vault_app.state.services.gdpr
     cid = filled["id"]
     copied = objects(s3_client, bucket)[0]
     stolen = s3_client.get_object(Bucket=bucket, Key=copied["Key"])["Body"].read()  # a backup, say
@@ -111,7 +111,7 @@ def test_erasure_leaves_nothing_readable(vault_app, filled: dict, citizen: Brows
     # The copied object opens with nothing left: every key the database and keyring can still give.
     with Session(engine) as db:
         remaining = db.exec(select(Document)).all()
-        candidate_keys = [vault_app.state.documents.document_key(db, d) for d in remaining]
+        candidate_keys = [vault_app.state.services.documents.document_key(db, d) for d in remaining]
     for key in candidate_keys:
         with pytest.raises(DecryptionError):
             StreamDecryptor(key, stolen_id.bytes).update(stolen)
@@ -136,8 +136,8 @@ def test_erasure_leaves_nothing_readable(vault_app, filled: dict, citizen: Brows
 def test_erasure_resumes_after_the_store_fails(vault_app, filled: dict, engine, s3_client, bucket) -> None:  # noqa: ANN001, F811
     from vault.storage.blobs import BlobStoreUnavailable
 
-    gdpr = vault_app.state.gdpr
-    store = vault_app.state.documents.store
+    gdpr = vault_app.state.services.gdpr
+    store = vault_app.state.services.documents.store
     real_delete_versions = store._delete_versions
 
     def dying(targets: list) -> int:
@@ -162,7 +162,7 @@ def verify_id_token_claims(vault_app, token: str) -> dict:  # noqa: ANN001
 
 def test_legal_hold_keeps_a_document(vault_app, filled: dict, citizen: Browser, engine, s3_client,  # noqa: ANN001, F811
                                      bucket) -> None:  # noqa: ANN001
-    gdpr = vault_app.state.gdpr
+    gdpr = vault_app.state.services.gdpr
     with Session(engine) as db:
         held = db.exec(select(Document).where(Document.owner_id == filled["id"])).first()
         with pytest.raises(GdprError):
@@ -176,7 +176,7 @@ def test_legal_hold_keeps_a_document(vault_app, filled: dict, citizen: Browser, 
     assert "obligation légale" in citizen.get(f"/documents/{held_id}").text
     assert len(objects(s3_client, bucket)) == 2
     with Session(engine) as db:
-        certificate = vault_app.state.gdpr.erase(db, citizen_id=filled["id"], reason="demande", by=DPO)
+        certificate = vault_app.state.services.gdpr.erase(db, citizen_id=filled["id"], reason="demande", by=DPO)
     claims = verify_id_token_claims(vault_app, certificate)
     assert claims["kept_under_legal_hold"] == [{"document_id": str(held_id), "reason": held.legal_hold,
                                                 "sha256": held_sha}]
@@ -184,15 +184,15 @@ def test_legal_hold_keeps_a_document(vault_app, filled: dict, citizen: Browser, 
     with Session(engine) as db:
         document = db.get(Document, held_id)
         assert document.owner_id is None
-        key = vault_app.state.documents.document_key(db, document)
-        content = b"".join(vault_app.state.documents.plaintext(document, key))
+        key = vault_app.state.services.documents.document_key(db, document)
+        content = b"".join(vault_app.state.services.documents.plaintext(document, key))
     assert hashlib.sha256(content).hexdigest() == held_sha  # still readable by the city, as the law requires
 
     # The obligation ends: nothing else justified keeping it, so it goes, object included.
     with Session(engine) as db:
         blob_key = gdpr.release(db, document_id=held_id, by=DPO)
         db.commit()
-    vault_app.state.documents.delete_blob_later(blob_key)
+    vault_app.state.services.documents.delete_blob_later(blob_key)
     assert objects(s3_client, bucket) == []
     with Session(engine) as db:
         assert db.get(Document, held_id) is None
@@ -203,7 +203,7 @@ def test_legal_hold_keeps_a_document(vault_app, filled: dict, citizen: Browser, 
 
 def test_audit_log_is_tamper_evident(vault_app, filled: dict, engine) -> None:  # noqa: ANN001
     with Session(engine) as db:
-        vault_app.state.gdpr.erase(db, citizen_id=filled["id"], reason="demande", by=DPO)
+        vault_app.state.services.gdpr.erase(db, citizen_id=filled["id"], reason="demande", by=DPO)
         result = audit.verify(db)
         assert result.ok and result.entries >= 2
         entries = db.exec(select(AuditEntry).order_by(AuditEntry.id)).all()
@@ -251,7 +251,7 @@ def test_audit_details_refuse_secrets(engine) -> None:  # noqa: ANN001
 
 def test_the_register_counts_days_in_the_citys_time_zone(vault_app, filled: dict, engine,  # noqa: ANN001
                                                           monkeypatch) -> None:  # noqa: ANN001
-    gdpr = vault_app.state.gdpr
+    gdpr = vault_app.state.services.gdpr
     monkeypatch.setattr(gdpr, "settings", gdpr.settings.model_copy(update={"timezone": "Pacific/Kiritimati"}))
     ahead = gdpr.settings.today()  # UTC+14: already tomorrow for most of the day
     monkeypatch.setattr(gdpr, "settings", gdpr.settings.model_copy(update={"timezone": "Pacific/Pago_Pago"}))
@@ -266,7 +266,7 @@ def test_the_register_counts_days_in_the_citys_time_zone(vault_app, filled: dict
 def test_register_deadlines(vault_app, filled: dict, engine) -> None:  # noqa: ANN001
     from datetime import date
 
-    gdpr = vault_app.state.gdpr
+    gdpr = vault_app.state.services.gdpr
     with Session(engine) as db:
         request = gdpr.open_request(db, kind="access", citizen_id=filled["id"], channel="counter", by=DPO,
                                     received_on=date(2026, 1, 31), identity_check="carte d'identité vue au guichet")

@@ -19,7 +19,7 @@ from vault.storage.models import Document
 
 def run(app, engine, **kw):  # noqa: ANN001, ANN003, ANN201
     with Session(engine) as db:
-        report = retention.run(db, gdpr=app.state.gdpr, mailer=make_mailer(app.state.settings), **kw)
+        report = retention.run(db, gdpr=app.state.services.gdpr, mailer=make_mailer(app.state.settings), **kw)
         db.commit()
         return report
 
@@ -64,7 +64,7 @@ def test_unused_account_is_noticed_then_erased(app, engine, outbox: Outbox) -> N
     assert run(app, engine).accounts_erased == [str(citizen_id)]
     with Session(engine) as db:
         assert db.get(Citizen, citizen_id) is None
-        assert db.get(Tombstone, app.state.gdpr.subject(db, citizen_id)).certificate
+        assert db.get(Tombstone, app.state.services.gdpr.subject(db, citizen_id)).certificate
 
 
 def test_coming_back_keeps_the_account(app, engine, outbox: Outbox) -> None:  # noqa: ANN001

@@ -236,7 +236,7 @@ def test_two_uploads_finishing_together_cannot_both_pass_the_quota(vault_app, ci
 
     for _ in range(4):  # room for one more document (quota: 5)
         assert upload(citizen, pdf()).status_code == 201
-    service = vault_app.state.documents
+    service = vault_app.state.services.documents
     with Session(engine) as db:
         owner = db.exec(select(Citizen.id)).one()
     actor = Actor(kind="citizen", citizen_id=owner, actor_id=str(owner), name="docs")
@@ -280,7 +280,7 @@ def test_a_row_that_cannot_be_written_leaves_no_object(vault_app, citizen: Brows
                                                        bucket, monkeypatch) -> None:  # noqa: ANN001
     from sqlalchemy.exc import OperationalError
 
-    service = vault_app.state.documents
+    service = vault_app.state.services.documents
 
     def database_gone(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         raise OperationalError("INSERT", {}, Exception("the database went away"))
@@ -463,11 +463,11 @@ def test_kek_rotation_keeps_documents_readable(vault_app, citizen: Browser, engi
 
     content = pdf()
     doc = upload(citizen, content).json()
-    keys = vault_app.state.keys
+    keys = vault_app.state.services.keys
     before = keys.active_version
     keys.add_version()
     with Session(engine) as db:
-        assert vault_app.state.documents.rewrap_all(db) == 1
+        assert vault_app.state.services.documents.rewrap_all(db) == 1
         assert db.exec(select(CitizenKey.kek_version)).one() == before + 1
     assert citizen.get(f"/api/v1/documents/{doc['id']}/content").content == content
 
@@ -475,7 +475,7 @@ def test_kek_rotation_keeps_documents_readable(vault_app, citizen: Browser, engi
 def test_reconcile_removes_orphans(vault_app, citizen: Browser, engine, s3_client, bucket) -> None:  # noqa: ANN001
     doc = upload(citizen, pdf()).json()
     s3_client.put_object(Bucket=bucket, Key="0rphan" + uuid.uuid4().hex, Body=b"left by a crash")
-    service = vault_app.state.documents
+    service = vault_app.state.services.documents
     with Session(engine) as db:
         young = service.reconcile(db)
         assert young["orphans_removed"] == [] and len(young["orphans_kept_recent"]) == 1
@@ -544,7 +544,7 @@ def test_stored_objects_are_tinks_format_both_ways(vault_app, citizen: Browser, 
     doc = upload(citizen, content).json()
     with Session(engine) as db:
         row = db.get(Document, uuid.UUID(doc["id"]))
-        key = vault_app.state.documents.document_key(db, row)
+        key = vault_app.state.services.documents.document_key(db, row)
     stored = objects(s3_client, bucket)[0]["Key"]
     blob = s3_client.get_object(Bucket=bucket, Key=stored)["Body"].read()
     assert tink_decrypt(blob, key=key, ad=uuid.UUID(doc["id"]).bytes) == content  # Tink reads ours

@@ -16,7 +16,7 @@ SESSION_COOKIE = "session"
 
 
 def accounts(request: Request) -> AccountService:
-    return request.app.state.accounts
+    return request.app.state.services.accounts
 
 
 Accounts = Annotated[AccountService, Depends(accounts)]

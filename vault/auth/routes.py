@@ -221,7 +221,7 @@ def _login_page(request: Request, db: Session, *, failure: str | None = None, er
     next_path = safe_next(request.query_params.get("next") or (values or {}).get("next"))
     app_name = None
     if next_path.startswith(PENDING_PREFIX):  # logging in for an app: say which one
-        app_name = request.app.state.oidc.pending_client_name(db=db, pending_id=next_path[len(PENDING_PREFIX):])
+        app_name = request.app.state.services.oidc.pending_client_name(db=db, pending_id=next_path[len(PENDING_PREFIX):])
     if values is None and (hint := request.query_params.get("login_hint")):
         values = {"email": hint[:254]}
     return render(request, "login.html", {

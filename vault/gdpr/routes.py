@@ -37,11 +37,11 @@ class NotStaff(Exception):
 
 
 def gdpr_service(request: Request) -> GdprService:
-    return request.app.state.gdpr
+    return request.app.state.services.gdpr
 
 
 def staff_service(request: Request) -> StaffService:
-    return request.app.state.staff
+    return request.app.state.services.staff
 
 
 Gdpr = Annotated[GdprService, Depends(gdpr_service)]

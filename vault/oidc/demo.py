@@ -20,9 +20,11 @@ import httpx
 from fastapi import APIRouter, Request
 from joserfc import jwk, jwt
 from joserfc.errors import JoseError
+from sqlmodel import Session
 from starlette.responses import RedirectResponse, Response
 
 from vault.oidc.models import OAuthClient
+from vault.settings import Settings
 from vault.web.dependencies import Db
 from vault.web.pages import PageError, render
 
@@ -32,7 +34,19 @@ COOKIE = "demo_rp"
 SCOPE = "openid profile birth email"
 
 
-def _settings(request: Request):  # noqa: ANN202
+def install_demo_app(db: Session, *, issuer: str) -> None:
+    """Register (or refresh) the demo app served at /demo: a public client (PKCE) whose URIs follow
+    the issuer. ``vault demo seed`` calls it; development only."""
+    client = db.get(OAuthClient, CLIENT_ID) or OAuthClient(
+        client_id=CLIENT_ID, name="Démonstration (application de la ville)", auth_method="none",
+        scope=SCOPE, sector=CLIENT_ID, redirect_uris=[], allow_refresh=True)
+    client.redirect_uris = [f"{issuer}/demo/callback"]
+    client.post_logout_redirect_uris = [f"{issuer}/demo"]
+    client.disabled_at = None
+    db.add(client)
+
+
+def _settings(request: Request) -> Settings:
     return request.app.state.settings
 
 

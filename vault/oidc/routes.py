@@ -41,7 +41,7 @@ INVALID_APP_REQUEST = (
 
 
 def oidc(request: Request) -> OpenIDService:
-    return request.app.state.oidc
+    return request.app.state.services.oidc
 
 
 OIDC = Annotated[OpenIDService, Depends(oidc)]

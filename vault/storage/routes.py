@@ -50,7 +50,7 @@ logger = logging.getLogger(__name__)
 
 
 def documents(request: Request) -> DocumentService:
-    return request.app.state.documents
+    return request.app.state.services.documents
 
 
 Documents = Annotated[DocumentService, Depends(documents)]
@@ -74,7 +74,7 @@ def api_actor(request: Request, db: Db, current: OptionalLogin) -> Actor:
     header = request.headers.get("authorization", "")
     if header[:7].lower() == "bearer ":
         try:
-            token, client, citizen = request.app.state.oidc.bearer(db=db, access_token=header[7:].strip())
+            token, client, citizen = request.app.state.services.oidc.bearer(db=db, access_token=header[7:].strip())
         except BearerError as exc:
             raise ApiAuthError(exc.status, exc.error or "invalid_token", exc.description) from None
         wanted = "documents:read" if request.method in ("GET", "HEAD") else "documents:write"

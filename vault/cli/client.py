@@ -1,0 +1,113 @@
+"""``vault client``: the city's apps (OpenID Connect clients)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from sqlmodel import Session
+
+from vault.cli.common import JsonFlag, fail, open_services
+from vault.oidc.clients import (
+    ClientError,
+    ClientNotFound,
+    client_public,
+    create_client,
+    disable_client,
+    list_clients,
+    rotate_secret,
+)
+
+app = typer.Typer(help="Apps (OpenID Connect clients).", no_args_is_help=True)
+
+ClientId = Annotated[str, typer.Argument(help="The app's client_id (one that starts with '-', from an older "
+                                              "version, goes after '--': `-- -AbC…`).")]
+
+
+def _print_client(body: dict[str, Any], as_json: bool, secret: str | None = None) -> None:
+    if secret is not None:
+        body = {**body, "client_secret": secret}
+    if as_json:
+        typer.echo(json.dumps(body, ensure_ascii=False))
+        return
+    typer.echo(f"{body['client_id']}  {body['name']}  ({body['auth_method']}{', disabled' if body.get('disabled') else ''})")
+    if secret is not None:
+        typer.echo(f"client_secret (shown once, store it now): {secret}")
+
+
+@app.command("create")
+def client_create(
+    name: Annotated[str, typer.Option(help="The app's name, shown to citizens on the consent page.")],
+    redirect_uri: Annotated[list[str], typer.Option(help="Registered redirect URI (repeatable), exact match.")],
+    post_logout_redirect_uri: Annotated[list[str] | None, typer.Option(help="Allowed after logout (repeatable).")] = None,
+    scope: Annotated[str, typer.Option(help="Scopes the app may ask for.")] = "openid profile email",
+    auth_method: Annotated[str, typer.Option(help="client_secret_post|client_secret_basic|private_key_jwt|none")] = "client_secret_basic",
+    sector: Annotated[str | None, typer.Option(help="Pairwise sector: apps sharing it get the same sub.")] = None,
+    userinfo_signed: Annotated[bool, typer.Option("--userinfo-signed", help="Userinfo as a signed JWT.")] = False,
+    id_token_alg: Annotated[str, typer.Option(help="ES256 or RS256.")] = "ES256",
+    nonce_optional: Annotated[bool, typer.Option("--nonce-optional", help="Accept requests without nonce.")] = False,
+    refresh_tokens: Annotated[bool, typer.Option("--refresh-tokens", help="Allow the refresh_token grant.")] = False,
+    jwks: Annotated[str | None, typer.Option(help="File with the app's public JWK Set (private_key_jwt).")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Register an app; prints its client_id and client_secret (the secret is shown once, stored hashed)."""
+    jwks_json = None
+    if jwks:
+        try:
+            jwks_json = Path(jwks).read_text(encoding="utf-8")
+        except OSError as exc:
+            fail(f"cannot read --jwks {jwks}: {exc.strerror}", as_json=as_json, code="invalid_input")
+    services = open_services(as_json)
+    with Session(services.engine, expire_on_commit=False) as db:
+        try:
+            registration = create_client(
+                db=db, name=name, redirect_uris=redirect_uri, post_logout_redirect_uris=post_logout_redirect_uri or [],
+                scope=scope, auth_method=auth_method, sector=sector, userinfo_signed=userinfo_signed,
+                id_token_alg=id_token_alg, require_nonce=not nonce_optional, allow_refresh=refresh_tokens,
+                jwks_json=jwks_json, production=services.settings.is_production)
+        except ClientError as exc:
+            fail("the app was not registered", as_json=as_json, code="invalid_input", fields=exc.fields)
+        db.commit()
+        _print_client(client_public(registration.client), as_json, registration.secret)
+
+
+@app.command("list")
+def client_list(as_json: JsonFlag = False) -> None:
+    """List registered apps."""
+    services = open_services(as_json)
+    with Session(services.engine) as db:
+        clients = [client_public(c) for c in list_clients(db=db)]
+    if as_json:
+        typer.echo(json.dumps(clients, ensure_ascii=False))
+        return
+    for body in clients:
+        _print_client(body, False)
+
+
+def _client_change(client_id: str, as_json: bool, change: Callable[[Session], dict[str, Any]]) -> None:
+    services = open_services(as_json)
+    with Session(services.engine, expire_on_commit=False) as db:
+        try:
+            output = change(db)
+        except ClientNotFound:
+            fail(f"no app with client_id {client_id}", as_json=as_json, code="not_found")
+        except ClientError as exc:
+            fail(str(exc), as_json=as_json, code="invalid_input", fields=exc.fields)
+        db.commit()
+    typer.echo(json.dumps(output, ensure_ascii=False) if as_json else "\n".join(f"{k}: {v}" for k, v in output.items()))
+
+
+@app.command("rotate-secret")
+def client_rotate_secret(client_id: ClientId, as_json: JsonFlag = False) -> None:
+    """Give the app a new secret (shown once); the old one stops working at once."""
+    _client_change(client_id, as_json, lambda db: {"client_id": client_id,
+                                                    "client_secret": rotate_secret(db=db, client_id=client_id)})
+
+
+@app.command("disable")
+def client_disable(client_id: ClientId, as_json: JsonFlag = False) -> None:
+    """Stop the app: no more logins through it, its tokens are revoked."""
+    _client_change(client_id, as_json, lambda db: client_public(disable_client(db=db, client_id=client_id)))

@@ -1,0 +1,87 @@
+"""What every command shares: ``--json``, the error exit, and ``open_services``, which reads the
+settings, opens the services from the composition root and checks the database schema."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sys
+import uuid
+from typing import Annotated, NoReturn
+
+import typer
+
+from vault import crypto
+from vault.db import DatabaseUnavailable, ping
+from vault.migrations import schema_is_current
+from vault.services import Services, build_services
+from vault.settings import Settings, load_settings
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON only.")]
+
+# Who acts, in the audit log, when an operator runs a command.
+CLI_ACTOR = ("system:cli", "opérateur (ligne de commande)")
+
+
+def fail(message: str, *, as_json: bool, code: str = "error", fields: dict[str, str] | None = None,
+         exit_code: int = 2) -> NoReturn:
+    """Stop the command: JSON ``{"error", "detail", "fields"?}`` on stdout with ``--json``, else text
+    on stderr; exit 2 unless told otherwise."""
+    if as_json:
+        body: dict[str, object] = {"error": code, "detail": message}
+        if fields:
+            body["fields"] = fields
+        typer.echo(json.dumps(body, ensure_ascii=False))
+    else:
+        typer.echo(f"error: {message}", err=True)
+        for field, text in (fields or {}).items():
+            typer.echo(f"  --{field.replace('_', '-')}: {text}", err=True)
+    raise typer.Exit(exit_code)
+
+
+def read_settings(as_json: bool = False) -> Settings:
+    try:
+        return load_settings()
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError
+        fail(f"invalid configuration: {exc}", as_json=as_json, code="config_error")
+
+
+def open_services(as_json: bool = False, *, settings: Settings | None = None, check_schema: bool = True) -> Services:
+    """The settings read, the services built, and (unless told not to) the database answering at
+    the latest migration; any failure is a clear error and exit 2."""
+    settings = settings or read_settings(as_json)
+    try:
+        services = build_services(settings)
+    except crypto.KeyProviderError as exc:
+        fail(str(exc), as_json=as_json, code="config_error")
+    if check_schema:
+        try:
+            ping(services.engine)
+            current = schema_is_current(services.engine)
+        except DatabaseUnavailable as exc:
+            fail(f"the database does not answer ({exc})", as_json=as_json, code="database_unavailable")
+        if not current:
+            fail("the database schema is not up to date: run `vault db upgrade` first", as_json=as_json,
+                 code="migrations_pending")
+    return services
+
+
+def new_password() -> str:
+    """A strong generated password, printed once by the command that made it."""
+    return "-".join(secrets.token_urlsafe(6) for _ in range(4))
+
+
+def read_password(from_stdin: bool) -> str:
+    return sys.stdin.readline().rstrip("\r\n") if from_stdin else new_password()
+
+
+def uuid_option(value: str, option: str, what: str, as_json: bool) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        fail(f"{option} must be {what}, not {value!r}", as_json=as_json, code="invalid_input")
+
+
+def emit(output: object, as_json: bool, text: str) -> None:
+    """Print ``output`` as JSON with ``--json``, else ``text``."""
+    typer.echo(json.dumps(output, ensure_ascii=False) if as_json else text)

@@ -1,0 +1,45 @@
+"""``vault staff``: staff accounts (DPO, administrators)."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from sqlmodel import Session
+
+from vault.auth.exceptions import InvalidInput
+from vault.cli.common import CLI_ACTOR, JsonFlag, fail, open_services, read_password
+from vault.gdpr import audit
+
+app = typer.Typer(help="Staff accounts (DPO, administrators).", no_args_is_help=True)
+
+
+@app.command("create")
+def staff_create(
+    email: Annotated[str, typer.Option(help="The staff member's email.")],
+    role: Annotated[str, typer.Option(help="dpo or admin.")],
+    name: Annotated[str, typer.Option(help="Full name, shown in the register.")] = "",
+    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from standard input.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Create a staff account. TOTP is required: its secret and otpauth URI are printed once (scan it now)."""
+    services = open_services(as_json)
+    password = read_password(password_stdin)
+    with Session(services.engine, expire_on_commit=False) as db:
+        try:
+            staff, secret, uri = services.staff.create(db, email=email, name=name or email, role=role,
+                                                       password=password)
+        except InvalidInput as exc:
+            fail("the staff account was not created", as_json=as_json, code="invalid_input", fields=exc.errors)
+        audit.record(db, actor=CLI_ACTOR[0], action="staff.created", target=f"staff:{staff.id}",
+                     details={"role": role})
+        db.commit()
+    output = {"id": str(staff.id), "email": staff.email, "role": staff.role, "totp_secret": secret, "otpauth_uri": uri}
+    if not password_stdin:
+        output["password"] = password
+    if as_json:
+        typer.echo(json.dumps(output))
+    else:
+        for key, value in output.items():
+            typer.echo(f"{key}: {value}")

@@ -1,0 +1,83 @@
+"""The composition root: ``build_services(settings)`` builds every service once, in one place.
+
+The web app (``vault.app``), every command of the ``vault`` command line and the benchmarks take
+their services from here and build none themselves, so that they all run the same objects with the
+same configuration. Building is cheap and does no I/O beyond reading the keyring: connections to
+the database, the object store and clamd are opened when first used.
+
+Importing this module also registers every domain's tables on ``SQLModel.metadata``, so that
+foreign keys between domains resolve whichever entry point runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+
+import vault.auth.models
+import vault.gdpr.models
+import vault.oidc.models
+import vault.storage.models  # noqa: F401  (the four imports above register every table)
+from vault import crypto
+from vault.auth.passwords import Hasher
+from vault.auth.service import AccountService
+from vault.db import make_engine
+from vault.gdpr.service import GdprService
+from vault.gdpr.staff import StaffService
+from vault.mail import Mailer, make_mailer
+from vault.oidc.keys import KeyStore
+from vault.oidc.service import OpenIDService
+from vault.settings import Settings
+from vault.storage.antivirus import ClamdScanner, NoScanner, Scanner
+from vault.storage.blobs import BlobStore, make_blob_store
+from vault.storage.service import DocumentService
+
+
+@dataclass(frozen=True)
+class Services:
+    """Every service of one process, built from one ``Settings``."""
+
+    settings: Settings
+    engine: Engine
+    keys: crypto.KeyProvider  # wraps citizen keys, signing keys and service secrets
+    blob_store: BlobStore
+    scanner: Scanner
+    mailer: Mailer
+    keystore: KeyStore  # token signing keys and service secrets
+    accounts: AccountService
+    documents: DocumentService
+    oidc: OpenIDService
+    gdpr: GdprService
+    staff: StaffService
+
+
+def build_services(settings: Settings, *, engine: Engine | None = None) -> Services:
+    """Build every service. ``engine``: an existing database engine (tests share one); else one is
+    made from the settings. Raises ``crypto.KeyProviderError`` when the keyring cannot be opened."""
+    keys = crypto.load_key_provider(settings)
+    blob_store = make_blob_store(settings)
+    scanner: Scanner = ClamdScanner(settings.clamd_address) if settings.antivirus == "clamd" else NoScanner()
+    mailer = make_mailer(settings)
+    keystore = KeyStore(keys)
+    accounts = AccountService(
+        settings=settings,
+        hasher=Hasher(time_cost=settings.argon2_time_cost, memory_kib=settings.argon2_memory_kib),
+        mailer=mailer,
+        keys=keys,
+    )
+    documents = DocumentService(settings=settings, keys=keys, store=blob_store, scanner=scanner)
+    return Services(
+        settings=settings,
+        engine=engine or make_engine(settings.effective_database_url),
+        keys=keys,
+        blob_store=blob_store,
+        scanner=scanner,
+        mailer=mailer,
+        keystore=keystore,
+        accounts=accounts,
+        documents=documents,
+        oidc=OpenIDService(settings=settings, keystore=keystore),
+        gdpr=GdprService(settings=settings, keys=keys, keystore=keystore, documents=documents),
+        staff=StaffService(accounts),
+    )
