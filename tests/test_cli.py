@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -213,6 +214,24 @@ def test_storage_reconcile_and_kek_rotation(env: dict[str, str], tmp_path: Path)
     assert body["kek_version"] == 2 and body["service_keys_rewrapped"] >= 3
     keyring = json.loads((Path(env["VAULT_DATA_DIR"]) / "keyring.json").read_text())
     assert keyring["active"] == 2 and [k["version"] for k in keyring["keys"]] == [1, 2]
+
+
+def test_kek_rotation_rewraps_citizen_keys(env: dict[str, str], database_url: str, engine) -> None:  # noqa: ANN001
+    """A citizen's key made before `vault keys rotate-kek` is re-wrapped by the command and still opens."""
+    from sqlmodel import Session
+
+    from tests.conftest import make_settings
+    from vault.services import build_services
+
+    created = run_ok(["citizen", "create", "--email", "kek@example.org", *IDENTITY_ARGS, "--json"], env)
+    settings = make_settings(Path(env["VAULT_DATA_DIR"]), database_url)
+    with Session(engine) as db:
+        key = build_services(settings, engine=engine).documents.citizen_key(db, uuid.UUID(created["id"]))
+        db.commit()
+    body = run_ok(["keys", "rotate-kek", "--json"], env)
+    assert body["kek_version"] == 2 and body["citizen_keys_rewrapped"] == 1
+    with Session(engine) as db:  # a fresh process's view: the keyring file now holds version 2
+        assert build_services(settings, engine=engine).documents.citizen_key(db, uuid.UUID(created["id"])) == key
 
 
 def test_gdpr_commands(env: dict[str, str], tmp_path: Path) -> None:
