@@ -6,34 +6,27 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import quote
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import Engine
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import Response
 
 from vault import __version__
 from vault.auth import routes as auth_routes
-from vault.auth.dependencies import ApiUnauthenticated, LoginRequired
 from vault.db import DatabaseUnavailable, ping
 from vault.gdpr import routes as gdpr_routes
-from vault.gdpr.service import GdprError
 from vault.migrations import schema_is_current
 from vault.oidc import demo
 from vault.oidc import routes as oidc_routes
-from vault.oidc.adapter import BodyError
 from vault.services import build_services
 from vault.settings import Settings, load_settings
 from vault.storage import routes as storage_routes
 from vault.storage.antivirus import ScannerUnavailable
 from vault.storage.blobs import BlobStoreUnavailable
-from vault.storage.exceptions import StorageError
+from vault.web.errors import install_error_handlers
 from vault.web.middleware import RequestContextMiddleware
-from vault.web.pages import PageError, message_page
 
 logger = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "web" / "static"
@@ -67,7 +60,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.include_router(storage_routes.pages)
     app.include_router(gdpr_routes.pages)
     _add_operational_routes(app)
-    _add_error_handlers(app)
+    install_error_handlers(app)
     return app
 
 
@@ -124,119 +117,3 @@ def _add_operational_routes(app: FastAPI) -> None:
 
     # The theme route must win over the static mount, which was added first.
     app.router.routes.insert(0, app.router.routes.pop())
-
-
-def _wants_json(request: Request) -> bool:
-    return request.url.path.startswith("/api/")
-
-
-def _add_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(PageError)
-    async def page_error(request: Request, exc: PageError) -> Response:
-        if _wants_json(request):
-            return JSONResponse({"error": "invalid_request", "detail": exc.message}, status_code=exc.status)
-        return message_page(request, title=exc.title, message=exc.message, status=exc.status)
-
-    @app.exception_handler(BodyError)
-    async def oauth_body_error(request: Request, exc: BodyError) -> Response:
-        if request.url.path in ("/authorize", "/logout"):
-            return message_page(request, title="Impossible de continuer", message="La demande envoyée n'est pas valide.",
-                                status=exc.status)
-        return JSONResponse({"error": "invalid_request", "error_description": exc.description},
-                            status_code=exc.status, headers={"Cache-Control": "no-store"})
-
-    @app.exception_handler(StorageError)
-    async def storage_error(request: Request, exc: StorageError) -> Response:
-        if _wants_json(request):
-            body: dict = {"error": exc.code, "detail": exc.message}
-            if errors := getattr(exc, "errors", None):
-                body["fields"] = errors
-            return JSONResponse(body, status_code=exc.status)
-        return message_page(request, title="Impossible de continuer", message=exc.message, status=exc.status,
-                            link=("/documents", "Retour à mes justificatifs"))
-
-    @app.exception_handler(storage_routes.ApiAuthError)
-    async def api_auth_error(request: Request, exc: storage_routes.ApiAuthError) -> Response:
-        headers = {}
-        if exc.error in ("invalid_token", "insufficient_scope", "invalid_request"):
-            challenge = f'Bearer error="{exc.error}"' + (f', scope="{exc.scope}"' if exc.scope else "")
-            headers["WWW-Authenticate"] = challenge
-        return JSONResponse({"error": exc.error, "detail": exc.detail}, status_code=exc.status, headers=headers)
-
-    @app.exception_handler(ScannerUnavailable)
-    @app.exception_handler(BlobStoreUnavailable)
-    async def dependency_down(request: Request, exc: Exception) -> Response:
-        # Fail closed: nothing was kept. The cause goes to the log, not to the citizen.
-        logger.error("dependency unavailable", extra={"error": str(exc), "kind": type(exc).__name__})
-        what = "antivirus" if isinstance(exc, ScannerUnavailable) else "object_store"
-        reading = request.method in ("GET", "HEAD")  # nothing was being stored: say the documents are safe
-        if _wants_json(request):
-            consequence = "try again later." if reading else "nothing was kept. Try again later."
-            return JSONResponse({"error": "unavailable", "detail": f"The {what.replace('_', ' ')} is unavailable; "
-                                 + consequence}, status_code=503, headers={"Retry-After": "60"})
-        message = ("Vos documents sont momentanément inaccessibles. Ils ne sont pas perdus : réessayez dans "
-                   "quelques minutes." if reading else
-                   "L'enregistrement des documents est momentanément indisponible. Rien n'a été "
-                   "enregistré : réessayez dans quelques minutes.")
-        return message_page(request, title="Service momentanément indisponible", message=message, status=503,
-                            link=("/documents", "Retour à mes justificatifs"))
-
-    @app.exception_handler(gdpr_routes.NotStaff)
-    async def not_staff(request: Request, exc: Exception) -> Response:
-        return message_page(request, title="Page introuvable", message="Cette page n'existe pas ou n'existe plus.",
-                            status=404, link=("/", "Accueil"))
-
-    @app.exception_handler(GdprError)
-    async def gdpr_error(request: Request, exc: GdprError) -> Response:
-        if _wants_json(request):
-            return JSONResponse({"error": exc.code, "detail": exc.message}, status_code=exc.status)
-        return message_page(request, title="Impossible de continuer", message=exc.message, status=exc.status)
-
-    @app.exception_handler(LoginRequired)
-    async def login_required(request: Request, exc: LoginRequired) -> Response:
-        return RedirectResponse(f"/login?next={quote(exc.next_path)}", status_code=303)
-
-    @app.exception_handler(ApiUnauthenticated)
-    async def api_unauthenticated(request: Request, exc: Exception) -> Response:
-        return JSONResponse({"error": "unauthenticated", "detail": "Log in first (session cookie)."},
-                            status_code=401)
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
-        if _wants_json(request):
-            detail = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-            return JSONResponse({"error": "invalid_request", "detail": detail}, status_code=422)
-        return message_page(request, title="Impossible de continuer",
-                            message="La demande envoyée n'est pas valide.", status=400)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        codes = {404: "not_found", 405: "method_not_allowed"}
-        if _wants_json(request) or request.url.path in ("/healthz", "/readyz"):
-            return JSONResponse({"error": codes.get(exc.status_code, "http_error"), "detail": str(exc.detail)},
-                                status_code=exc.status_code, headers=getattr(exc, "headers", None))
-        if exc.status_code == 404:
-            return message_page(request, title="Page introuvable",
-                                message="Cette page n'existe pas ou n'existe plus.", status=404, link=("/", "Accueil"))
-        return message_page(request, title="Impossible de continuer", message=str(exc.detail),
-                            status=exc.status_code)
-
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> Response:
-        # Logged with its traceback (never hidden), answered without internals.
-        logger.error("unhandled error", exc_info=(type(exc), exc, exc.__traceback__))
-        if _wants_json(request):
-            return JSONResponse({"error": "server_error", "detail": "Unexpected error; quote the X-Request-ID."},
-                                status_code=500)
-        return message_page(request, title="Erreur inattendue",
-                            message="Une erreur inattendue est survenue. Rien n'a été enregistré. Réessayez ; si "
-                                    "cela recommence, contactez la mairie.", status=500)
-
-    @app.exception_handler(DatabaseUnavailable)
-    async def database_unavailable(request: Request, exc: Exception) -> Response:
-        logger.error("database unavailable", extra={"error": str(exc)})
-        if _wants_json(request):
-            return JSONResponse({"error": "unavailable", "detail": "The database does not answer."}, status_code=503)
-        return message_page(request, title="Service momentanément indisponible",
-                            message="Le service est momentanément indisponible. Réessayez dans quelques minutes.",
-                            status=503)

@@ -14,6 +14,8 @@ from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 from sqlmodel import Session, create_engine
 from starlette.requests import Request
 
+from vault.errors import ServiceUnavailable
+
 
 def utcnow() -> datetime:
     """Aware UTC now; SQLModel's UTCDateTime columns store UTC and give back aware datetimes."""
@@ -54,8 +56,14 @@ def ping(engine: Engine) -> None:
         raise DatabaseUnavailable(type(exc).__name__) from None
 
 
-class DatabaseUnavailable(Exception):
+class DatabaseUnavailable(ServiceUnavailable):
     """The database does not answer."""
+
+    log_event = "database unavailable"
+
+    def describe(self, *, reading: bool) -> tuple[str, str]:
+        return ("The database does not answer.",
+                "Le service est momentanément indisponible. Réessayez dans quelques minutes.")
 
 
 def request_db(request: Request) -> Iterator[Session]:

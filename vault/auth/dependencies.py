@@ -9,7 +9,9 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from vault.auth.service import AccountService, CurrentLogin
+from vault.errors import VaultError
 from vault.web.dependencies import Db
+from vault.web.errors import LoginRequired
 from vault.web.pages import get_cookie
 
 SESSION_COOKIE = "session"
@@ -22,16 +24,11 @@ def accounts(request: Request) -> AccountService:
 Accounts = Annotated[AccountService, Depends(accounts)]
 
 
-class LoginRequired(Exception):
-    """The page needs a logged-in citizen; answered by a redirect to the login page."""
-
-    def __init__(self, next_path: str) -> None:
-        super().__init__(next_path)
-        self.next_path = next_path
-
-
-class ApiUnauthenticated(Exception):
+class ApiUnauthenticated(VaultError):
     """An API route needs a logged-in citizen."""
+
+    code, status = "unauthenticated", 401
+    message = "Log in first (session cookie)."
 
 
 def current_login(request: Request, db: Db, service: Accounts) -> CurrentLogin | None:

@@ -1,51 +1,48 @@
-"""Errors of the auth domain. Each carries what the caller needs to answer clearly."""
+"""Errors of citizen accounts. Each carries what the caller needs to answer clearly."""
 
 from __future__ import annotations
 
+from vault.errors import VaultError
 
-class AuthError(Exception):
+
+class AuthError(VaultError):
     """Base class: ``code`` is the stable API error code, ``message`` the French text for people."""
 
     code = "auth_error"
     message = "Une erreur est survenue."
 
-    def __init__(self, message: str | None = None) -> None:
-        super().__init__(message or self.message)
-        if message:
-            self.message = message
-
 
 class InvalidInput(AuthError):
-    """Form fields failed validation; ``errors`` maps a field name to its French message."""
+    """Form fields failed validation; ``fields`` maps a field name to its French message."""
 
     code = "invalid_input"
     message = "Certains champs sont à corriger."
 
-    def __init__(self, errors: dict[str, str]) -> None:
-        super().__init__()
-        self.errors = errors
+    def __init__(self, fields: dict[str, str]) -> None:
+        super().__init__(fields=fields)
 
 
 class InvalidCredentials(AuthError):
     """Wrong email or password (the same answer whether the account exists or not)."""
 
-    code = "invalid_credentials"
+    code, status = "invalid_credentials", 401
     message = "Adresse e-mail ou mot de passe incorrect."
 
 
 class TooManyLoginAttempts(AuthError):
-    code = "too_many_attempts"
+    code, status = "too_many_attempts", 429
 
     def __init__(self, retry_after: int) -> None:
         minutes = max(1, -(-retry_after // 60))
         super().__init__(
-            f"Trop de tentatives de connexion. Par sécurité, réessayez dans {minutes} minute{'s' if minutes > 1 else ''}."
+            f"Trop de tentatives de connexion. Par sécurité, réessayez dans {minutes} minute{'s' if minutes > 1 else ''}.",
+            headers={"Retry-After": str(retry_after)},
         )
         self.retry_after = retry_after
 
 
 class EmailNotVerified(AuthError):
-    code = "email_not_verified"
+    code, status = "email_not_verified", 403
     message = (
         "Votre adresse e-mail n'est pas encore confirmée. Ouvrez le lien reçu par e-mail, "
         "ou demandez un nouveau lien."
@@ -65,5 +62,5 @@ class InvalidLink(AuthError):
 
 
 class CitizenNotFound(AuthError):
-    code = "not_found"
+    code, status = "not_found", 404
     message = "Compte introuvable."

@@ -93,7 +93,7 @@ def register(request: Request, form: FormFields, db: Db, service: Accounts) -> R
         service.register(db=db, form=form)
     except InvalidInput as exc:
         db.rollback()
-        return render(request, "register.html", {"title": "Créer un compte", "errors": exc.errors,
+        return render(request, "register.html", {"title": "Créer un compte", "errors": exc.fields,
                                                  "values": _values(form)}, status=400)
     except MailError:
         db.rollback()
@@ -153,7 +153,7 @@ def _email_form_post(request: Request, form: dict[str, str], db: Session, send) 
     try:
         send(db=db, email=form.get("email", ""))
     except InvalidInput as exc:
-        return _email_form(request, errors=exc.errors, values=_values(form), status=400)
+        return _email_form(request, errors=exc.fields, values=_values(form), status=400)
     except MailError:
         db.rollback()
         raise PageError(503, MAIL_FAILED) from None
@@ -207,7 +207,7 @@ def reset(request: Request, form: FormFields, db: Db, service: Accounts) -> Resp
     except InvalidInput as exc:
         db.rollback()
         return render(request, "password_reset.html", {"title": "Choisir un nouveau mot de passe", "token": token,
-                                                       "errors": exc.errors}, status=400)
+                                                       "errors": exc.fields}, status=400)
     response = redirect("/login?notice=password_reset")
     clear_cookie(response, request.app.state.settings, SESSION_COOKIE)
     return response
@@ -341,7 +341,7 @@ def totp_confirm(request: Request, form: FormFields, db: Db, service: Accounts, 
     try:
         codes = service.confirm_totp(db=db, citizen=current.citizen, code=form.get("otp", ""))
     except InvalidInput as exc:
-        return _totp_page(request, service, db, current, errors=exc.errors, status=400)
+        return _totp_page(request, service, db, current, errors=exc.fields, status=400)
     return render(request, "totp.html", {"title": "Double authentification", "recovery_codes": codes})
 
 
@@ -358,7 +358,7 @@ def totp_disable(request: Request, form: FormFields, db: Db, service: Accounts, 
     try:
         service.disable_totp(db=db, citizen=current.citizen, password=form.get("password", ""))
     except InvalidInput as exc:
-        return render(request, "totp.html", {"title": "Double authentification", "errors": exc.errors}, status=400)
+        return render(request, "totp.html", {"title": "Double authentification", "errors": exc.fields}, status=400)
     return redirect("/account?notice=totp_disabled")
 
 

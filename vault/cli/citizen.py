@@ -39,7 +39,7 @@ def citizen_create(
         try:
             citizen = services.accounts.create_citizen(db=db, form=form, verified=verified)
         except InvalidInput as exc:
-            fail("the citizen was not created", as_json=as_json, code="invalid_input", fields=exc.errors)
+            fail("the citizen was not created", as_json=as_json, code="invalid_input", fields=exc.fields)
         db.commit()
         public = CitizenPublic.of(citizen)
     output = json.loads(public.model_dump_json())

@@ -11,15 +11,8 @@ import typer
 from sqlmodel import Session
 
 from vault.cli.common import JsonFlag, fail, open_services
-from vault.oidc.clients import (
-    ClientError,
-    ClientNotFound,
-    client_public,
-    create_client,
-    disable_client,
-    list_clients,
-    rotate_secret,
-)
+from vault.oidc.clients import client_public, create_client, disable_client, list_clients, rotate_secret
+from vault.oidc.exceptions import ClientError, ClientNotFound
 
 app = typer.Typer(help="Apps (OpenID Connect clients).", no_args_is_help=True)
 

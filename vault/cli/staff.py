@@ -31,7 +31,7 @@ def staff_create(
             staff, secret, uri = services.staff.create(db, email=email, name=name or email, role=role,
                                                        password=password)
         except InvalidInput as exc:
-            fail("the staff account was not created", as_json=as_json, code="invalid_input", fields=exc.errors)
+            fail("the staff account was not created", as_json=as_json, code="invalid_input", fields=exc.fields)
         audit.record(db, actor=CLI_ACTOR[0], action="staff.created", target=f"staff:{staff.id}",
                      details={"role": role})
         db.commit()

@@ -12,6 +12,7 @@ from starlette.responses import Response, StreamingResponse
 from vault.auth.dependencies import LoggedIn
 from vault.auth.exceptions import AuthError, TooManyLoginAttempts
 from vault.auth.identity import parse_birthdate
+from vault.errors import VaultError
 from vault.gdpr import audit
 from vault.gdpr.models import CHANNELS, REQUEST_KINDS, STATUSES, Tombstone
 from vault.gdpr.service import GdprError, GdprService, Staff
@@ -32,8 +33,13 @@ pages = APIRouter(include_in_schema=False)
 STAFF_COOKIE = "staff_session"
 
 
-class NotStaff(Exception):
+class NotStaff(VaultError):
     """Answered 404: the staff section does not exist for anyone else."""
+
+    code, status = "not_found", 404
+    title = "Page introuvable"
+    message = "Cette page n'existe pas ou n'existe plus."
+    link = ("/", "Accueil")
 
 
 def gdpr_service(request: Request) -> GdprService:

@@ -22,6 +22,7 @@ from vault import crypto
 from vault.auth.identity import validate_identity
 from vault.auth.models import Citizen, LoginSession
 from vault.db import utcnow
+from vault.errors import VaultError
 from vault.gdpr import audit
 from vault.gdpr.models import CHANNELS, REQUEST_KINDS, DataRequest, Tombstone
 from vault.gdpr.zipstream import stream_zip
@@ -36,13 +37,11 @@ logger = logging.getLogger(__name__)
 EXPORT_FORMAT_VERSION = 1
 
 
-class GdprError(Exception):
-    status = 400
-    code = "invalid_request"
+class GdprError(VaultError):
+    """A data-subject request that cannot be carried out as asked; ``message`` says why."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
-        self.message = message
 
 
 class SubjectNotFound(GdprError):

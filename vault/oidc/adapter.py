@@ -17,18 +17,10 @@ from authlib.oauth2.rfc6749 import OAuth2Payload, OAuth2Request
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
+from vault.oidc.exceptions import BodyError
 from vault.web.pages import BodyTooLarge, read_small_body
 
 MAX_BODY = 64 * 1024
-
-
-class BodyError(Exception):
-    """The request body is not a form this endpoint accepts (size, type, encoding)."""
-
-    def __init__(self, status: int, description: str) -> None:
-        super().__init__(description)
-        self.status = status
-        self.description = description
 
 
 class VaultPayload(OAuth2Payload):

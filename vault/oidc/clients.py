@@ -15,22 +15,11 @@ from sqlmodel import Session, select
 
 from vault.db import utcnow
 from vault.oidc.claims import SCOPES_SUPPORTED
+from vault.oidc.exceptions import ClientError, ClientNotFound
 from vault.oidc.models import OAuthClient, OAuthToken
 from vault.oidc.provider import AUTH_METHODS, token_hash
 
 logger = logging.getLogger(__name__)
-
-
-class ClientError(Exception):
-    """Invalid registration data; ``fields`` maps an option name to the problem."""
-
-    def __init__(self, fields: dict[str, str]) -> None:
-        super().__init__("; ".join(f"{k}: {v}" for k, v in fields.items()))
-        self.fields = fields
-
-
-class ClientNotFound(Exception):
-    pass
 
 
 @dataclass(frozen=True)

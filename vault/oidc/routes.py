@@ -15,18 +15,8 @@ from starlette.responses import Response
 
 from vault.auth.dependencies import SESSION_COOKIE, LoggedIn, OptionalLogin
 from vault.oidc.adapter import oauth_request, read_form_items, to_response
-from vault.oidc.service import (
-    BadRequest,
-    BearerError,
-    LogoutError,
-    NeedConsent,
-    NeedLogin,
-    OpenIDService,
-    Outcome,
-    PendingExpired,
-    ToClient,
-    UntrustedHint,
-)
+from vault.oidc.exceptions import BearerError, LogoutError, UntrustedHint
+from vault.oidc.service import BadRequest, NeedConsent, NeedLogin, OpenIDService, Outcome, ToClient
 from vault.web.dependencies import Db, FormFields, redirect
 from vault.web.pages import PageError, clear_cookie, get_cookie, render, rotate_csrf
 
@@ -95,11 +85,7 @@ def authorize(request: Request, form: OAuthForm, db: Db, service: OIDC, current:
 
 @router.get("/authorize/continue/{pending_id}", include_in_schema=False)
 def authorize_continue(request: Request, pending_id: str, db: Db, service: OIDC, current: OptionalLogin) -> Response:
-    try:
-        return _answer(request, service.resume(db=db, pending_id=pending_id, current=current))
-    except PendingExpired:
-        raise PageError(400, "Cette demande de connexion a expiré. Retournez sur le site de l'application et "
-                             "recommencez.", title="Demande expirée") from None
+    return _answer(request, service.resume(db=db, pending_id=pending_id, current=current))
 
 
 @router.post("/authorize/continue/{pending_id}", include_in_schema=False)
@@ -108,11 +94,7 @@ def authorize_decide(request: Request, pending_id: str, form: FormFields, db: Db
     decision = form.get("decision")
     if decision not in ("allow", "deny"):
         raise PageError(400, "Choisissez « Autoriser » ou « Refuser ».")
-    try:
-        return _answer(request, service.resume(db=db, pending_id=pending_id, current=current, decision=decision))
-    except PendingExpired:
-        raise PageError(400, "Cette demande de connexion a expiré. Retournez sur le site de l'application et "
-                             "recommencez.", title="Demande expirée") from None
+    return _answer(request, service.resume(db=db, pending_id=pending_id, current=current, decision=decision))
 
 
 # ---- token, revocation, introspection -----------------------------------------------------------------------
@@ -156,17 +138,9 @@ def userinfo(request: Request, form: Annotated[list[tuple[str, str]], Depends(us
     header = request.headers.get("authorization", "")
     from_header = header[7:].strip() if header[:7].lower() == "bearer " else None
     from_body = dict(form).get("access_token")
-    try:
-        if from_header and from_body:
-            raise BearerError("invalid_request", "Send the access token in one place only.", 400)
-        body, _client = service.userinfo(db=db, access_token=from_header or from_body)
-    except BearerError as exc:
-        if not exc.error:  # no credentials at all
-            return JSONResponse({"error_description": exc.description}, status_code=exc.status,
-                                headers={"WWW-Authenticate": "Bearer"})
-        return JSONResponse({"error": exc.error, "error_description": exc.description}, status_code=exc.status,
-                            headers={"WWW-Authenticate": f'Bearer error="{exc.error}", '
-                                                         f'error_description="{exc.description}"'})
+    if from_header and from_body:
+        raise BearerError("invalid_request", "Send the access token in one place only.", 400)
+    body, _client = service.userinfo(db=db, access_token=from_header or from_body)  # BearerError: RFC 6750
     if isinstance(body, str):
         return Response(body, media_type="application/jwt")
     return JSONResponse(body)

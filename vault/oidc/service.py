@@ -28,6 +28,7 @@ from vault.auth.service import CurrentLogin
 from vault.db import utcnow
 from vault.oidc.adapter import VaultOAuth2Request
 from vault.oidc.claims import SCOPES_SUPPORTED, describe_scope, user_claims
+from vault.oidc.exceptions import BearerError, LogoutError, PendingExpired, UntrustedHint
 from vault.oidc.keys import InvalidSignature, KeyStore
 from vault.oidc.models import Consent, OAuthClient, OAuthToken, PendingAuthorization
 from vault.oidc.provider import (
@@ -79,33 +80,8 @@ class BadRequest:
 Outcome = ToClient | NeedLogin | NeedConsent | BadRequest
 
 
-class PendingExpired(Exception):
-    """The pending authorization is unknown or older than 10 minutes."""
-
-
-class LogoutError(Exception):
-    def __init__(self, description: str) -> None:
-        super().__init__(description)
-        self.description = description
-
-
-class UntrustedHint(LogoutError):
-    """An id_token_hint this provider cannot verify (not its own, or signed by a key retired long ago)."""
-
-
 class _HintNotSatisfied(Exception):
     """A login made during the request does not match the app's id_token_hint."""
-
-
-class BearerError(Exception):
-    """RFC 6750 §3.1: no credentials (401, ``error`` empty: a bare challenge), ``invalid_token`` (401),
-    ``insufficient_scope`` (403)."""
-
-    def __init__(self, error: str, description: str, status: int) -> None:
-        super().__init__(description)
-        self.error = error
-        self.description = description
-        self.status = status
 
 
 @dataclass(frozen=True)

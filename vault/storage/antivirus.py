@@ -19,12 +19,16 @@ from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import urlsplit
 
+from vault.storage.exceptions import StorageUnavailable
+
 _CHUNK = struct.Struct(">I")
 MAX_CHUNK = 1 << 20  # clamd's default StreamMaxChunk is larger; 1 MiB keeps memory flat
 
 
-class ScannerUnavailable(Exception):
+class ScannerUnavailable(StorageUnavailable):
     """clamd does not answer, or answered with an error (fail closed: nothing is kept)."""
+
+    what = "antivirus"
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Protocol, Self
 
 from vault.settings import Settings
+from vault.storage.exceptions import StorageUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -25,8 +26,10 @@ READ_ATTEMPTS = 3  # as botocore's standard retry mode
 RETRY_PAUSE = 0.2  # seconds, times the attempt number
 
 
-class BlobStoreUnavailable(Exception):
+class BlobStoreUnavailable(StorageUnavailable):
     """The object store does not answer or refused the operation (fail closed: 503)."""
+
+    what = "object store"
 
 
 class BlobNotFound(Exception):

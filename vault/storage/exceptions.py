@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
+from vault.errors import ServiceUnavailable, VaultError
 
-class StorageError(Exception):
+
+class StorageError(VaultError):
     code = "storage_error"
-    status = 400
     message = "Le document n'a pas pu être enregistré."
-
-    def __init__(self, message: str | None = None) -> None:
-        super().__init__(message or self.message)
-        if message:
-            self.message = message
+    link = ("/documents", "Retour à mes justificatifs")
 
 
 class DocumentNotFound(StorageError):
@@ -78,7 +75,25 @@ class DocumentInfected(StorageError):
 class InvalidDocumentInput(StorageError):
     code, status = "invalid_input", 422
 
-    def __init__(self, errors: dict[str, str]) -> None:
-        super().__init__("; ".join(errors.values()))
-        self.errors = errors
+    def __init__(self, fields: dict[str, str]) -> None:
+        super().__init__("; ".join(fields.values()), fields=fields)
 
+
+class StorageUnavailable(ServiceUnavailable):
+    """The object store or the antivirus does not answer (fail closed): nothing was kept, and the
+    documents already stored are not lost."""
+
+    what = "storage"
+    link = ("/documents", "Retour à mes justificatifs")
+
+    def __init__(self, reason: str = "") -> None:
+        super().__init__(reason)
+        self.headers["Retry-After"] = "60"
+
+    def describe(self, *, reading: bool) -> tuple[str, str]:
+        consequence = "try again later." if reading else "nothing was kept. Try again later."
+        message = ("Vos documents sont momentanément inaccessibles. Ils ne sont pas perdus : réessayez dans "
+                   "quelques minutes." if reading else
+                   "L'enregistrement des documents est momentanément indisponible. Rien n'a été "
+                   "enregistré : réessayez dans quelques minutes.")
+        return f"The {self.what} is unavailable; " + consequence, message

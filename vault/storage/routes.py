@@ -20,8 +20,9 @@ from starlette.responses import Response, StreamingResponse
 
 from vault.auth.dependencies import LoggedIn, OptionalLogin
 from vault.crypto import DecryptionError
+from vault.errors import VaultError
+from vault.oidc.exceptions import BearerError
 from vault.oidc.provider import scope_list
-from vault.oidc.service import BearerError
 from vault.storage.blobs import BlobNotFound
 from vault.storage.exceptions import (
     ContentMissing,
@@ -56,10 +57,16 @@ def documents(request: Request) -> DocumentService:
 Documents = Annotated[DocumentService, Depends(documents)]
 
 
-class ApiAuthError(Exception):
+class ApiAuthError(VaultError):
+    """The API caller is not who it must be (no credentials, a bad token, a missing scope or CSRF
+    header); RFC 6750's challenge goes with the token errors."""
+
     def __init__(self, status: int, error: str, detail: str, scope: str | None = None) -> None:
-        super().__init__(detail)
-        self.status, self.error, self.detail, self.scope = status, error, detail, scope
+        headers = {}
+        if error in ("invalid_token", "insufficient_scope", "invalid_request"):
+            headers["WWW-Authenticate"] = f'Bearer error="{error}"' + (f', scope="{scope}"' if scope else "")
+        super().__init__(detail, headers=headers)
+        self.status, self.code = status, error
 
 
 def _csrf_header_ok(request: Request) -> bool:
@@ -385,7 +392,7 @@ def document_edit(request: Request, document_id: uuid.UUID, form: FormFields, db
         db.rollback()
         document = service.get(db, actor=actor, document_id=document_id)
         return render(request, "document.html", {"title": document.title, "document": document,
-                                                 "types": DOCUMENT_TYPES, "errors": exc.errors}, status=422)
+                                                 "types": DOCUMENT_TYPES, "errors": exc.fields}, status=422)
     return redirect("/documents?notice=updated")
 
 

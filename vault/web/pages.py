@@ -13,6 +13,7 @@ from fastapi import Request
 from fastapi.templating import Jinja2Templates
 from starlette.responses import HTMLResponse, Response
 
+from vault.errors import VaultError
 from vault.settings import Settings
 from vault.web.i18n import LANGUAGES, translator
 
@@ -24,13 +25,12 @@ MAX_FIELD_CHARS = 1000
 CSRF_FIELD = "csrf_token"
 
 
-class PageError(Exception):
+class PageError(VaultError):
     """Answer with a page saying ``message`` (French) and ``status``; nothing was changed."""
 
     def __init__(self, status: int, message: str, *, title: str = "Impossible de continuer") -> None:
         super().__init__(message)
         self.status = status
-        self.message = message
         self.title = title
 
 

@@ -1,0 +1,115 @@
+"""The one place where errors become answers (the model is in ``vault.errors``):
+
+- a ``VaultError`` under ``/api/`` (and on the operations endpoints): JSON
+  ``{"error": code, "detail": message, "fields"?: {...}}``;
+- an ``OAuthError`` on the OAuth endpoints: ``{"error", "error_description"}`` (RFC 6749 §5.2,
+  RFC 6750 §3.1), never cached;
+- any ``VaultError`` on a page: the message page (title, message, a link back);
+- a ``ServiceUnavailable``: 503, what it means for the person (nothing kept, nothing lost), the
+  technical reason in the log only;
+- FastAPI's validation errors and Starlette's HTTP errors in the same shapes;
+- anything else: logged with its traceback, answered 500 without internals.
+
+It also answers ``LoginRequired`` (a page that needs a logged-in citizen) with the login page.
+"""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import quote
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import RedirectResponse, Response
+
+from vault.errors import OAuthError, ServiceUnavailable, VaultError
+from vault.web.pages import message_page
+
+logger = logging.getLogger(__name__)
+
+# The endpoints whose callers are apps speaking OAuth 2.0 (/authorize and /logout are pages).
+OAUTH_ENDPOINTS = frozenset({"/token", "/revoke", "/introspect", "/userinfo"})
+JSON_PATHS = ("/api/", "/healthz", "/readyz")
+NOT_FOUND = ("Page introuvable", "Cette page n'existe pas ou n'existe plus.")
+
+
+class LoginRequired(Exception):
+    """The page needs a logged-in citizen; answered by a redirect to the login page, which comes
+    back to ``next_path`` afterwards."""
+
+    def __init__(self, next_path: str) -> None:
+        super().__init__(next_path)
+        self.next_path = next_path
+
+
+def _wants_json(request: Request) -> bool:
+    return request.url.path.startswith(JSON_PATHS)
+
+
+def api_error(code: str, detail: str, status: int, *, fields: dict[str, str] | None = None,
+              headers: dict[str, str] | None = None) -> JSONResponse:
+    body: dict[str, object] = {"error": code, "detail": detail}
+    if fields:
+        body["fields"] = fields
+    return JSONResponse(body, status_code=status, headers=headers or None)
+
+
+def _vault_error(request: Request, exc: VaultError) -> Response:
+    if isinstance(exc, OAuthError) and request.url.path in OAUTH_ENDPOINTS:
+        body = {"error": exc.code} if exc.code else {}  # RFC 6750 §3.1: no code without credentials
+        return JSONResponse({**body, "error_description": exc.description}, status_code=exc.status,
+                            headers={"Cache-Control": "no-store", **exc.headers})
+    if _wants_json(request):
+        return api_error(exc.code, exc.message, exc.status, fields=exc.fields, headers=exc.headers)
+    return message_page(request, title=exc.title, message=exc.message, status=exc.status, link=exc.link)
+
+
+def _unavailable(request: Request, exc: ServiceUnavailable) -> Response:
+    # Fail closed: nothing was kept. The cause goes to the log, not to the person.
+    logger.error(exc.log_event, extra={"error": str(exc), "kind": type(exc).__name__})
+    detail, message = exc.describe(reading=request.method in ("GET", "HEAD"))
+    if _wants_json(request):
+        return api_error(exc.code, detail, exc.status, headers=exc.headers)
+    return message_page(request, title=exc.title, message=message, status=exc.status, link=exc.link)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(VaultError)
+    async def vault_error(request: Request, exc: VaultError) -> Response:
+        if isinstance(exc, ServiceUnavailable):
+            return _unavailable(request, exc)
+        return _vault_error(request, exc)
+
+    @app.exception_handler(LoginRequired)
+    async def login_required(request: Request, exc: LoginRequired) -> Response:
+        return RedirectResponse(f"/login?next={quote(exc.next_path)}", status_code=303)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        if _wants_json(request):
+            detail = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+            return api_error("invalid_request", detail, 422)
+        return message_page(request, title=VaultError.title, message="La demande envoyée n'est pas valide.",
+                            status=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        codes = {404: "not_found", 405: "method_not_allowed"}
+        if _wants_json(request):
+            return api_error(codes.get(exc.status_code, "http_error"), str(exc.detail), exc.status_code,
+                             headers=getattr(exc, "headers", None))
+        if exc.status_code == 404:
+            return message_page(request, title=NOT_FOUND[0], message=NOT_FOUND[1], status=404, link=("/", "Accueil"))
+        return message_page(request, title=VaultError.title, message=str(exc.detail), status=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        # Logged with its traceback (never hidden), answered without internals.
+        logger.error("unhandled error", exc_info=(type(exc), exc, exc.__traceback__))
+        if _wants_json(request):
+            return api_error("server_error", "Unexpected error; quote the X-Request-ID.", 500)
+        return message_page(request, title="Erreur inattendue",
+                            message="Une erreur inattendue est survenue. Rien n'a été enregistré. Réessayez ; si "
+                                    "cela recommence, contactez la mairie.", status=500)
