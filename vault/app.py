@@ -35,6 +35,7 @@ from vault.storage.antivirus import ClamdScanner, NoScanner, ScannerUnavailable
 from vault.storage.exceptions import StorageError
 from vault.storage.service import DocumentService
 from vault.storage.blobs import BlobStoreUnavailable, make_blob_store
+from vault.web.i18n import N_
 from vault.web.middleware import RequestContextMiddleware
 from vault.web.pages import PageError, message_page
 
@@ -197,7 +198,7 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(gdpr_routes.NotStaff)
     async def not_staff(request: Request, exc: Exception) -> Response:
-        return message_page(request, title="Page introuvable", message="Cette page n'existe pas ou n'existe plus.",
+        return message_page(request, title=N_("Page introuvable"), message=N_("Cette page n'existe pas ou n'existe plus."),
                             status=404, link=("/", "Accueil"))
 
     @app.exception_handler(GdprError)
@@ -230,8 +231,8 @@ def _add_error_handlers(app: FastAPI) -> None:
             return JSONResponse({"error": codes.get(exc.status_code, "http_error"), "detail": str(exc.detail)},
                                 status_code=exc.status_code, headers=getattr(exc, "headers", None))
         if exc.status_code == 404:
-            return message_page(request, title="Page introuvable",
-                                message="Cette page n'existe pas ou n'existe plus.", status=404, link=("/", "Accueil"))
+            return message_page(request, title=N_("Page introuvable"),
+                                message=N_("Cette page n'existe pas ou n'existe plus."), status=404, link=("/", "Accueil"))
         return message_page(request, title="Impossible de continuer", message=str(exc.detail),
                             status=exc.status_code)
 

@@ -16,6 +16,7 @@ from vault.auth.models import CitizenPublic
 from vault.auth.service import AccountService, CurrentSession
 from vault.db import get_session
 from vault.mail import MailError
+from vault.web.i18n import N_
 from vault.web.pages import (
     PageError,
     clear_cookie,
@@ -38,16 +39,16 @@ PENDING_PREFIX = "/authorize/continue/"
 
 # Notices shown after a redirect: only these fixed texts, never text taken from the URL.
 NOTICES = {
-    "email_verified": "Votre adresse e-mail est confirmée. Vous pouvez maintenant vous connecter.",
-    "logged_out": "Vous êtes déconnecté(e).",
-    "logged_out_everywhere": "Vous êtes déconnecté(e) de tous vos appareils.",
-    "password_reset": "Votre mot de passe a été changé. Par sécurité, tous vos appareils ont été déconnectés : connectez-vous avec le nouveau mot de passe.",
-    "totp_disabled": "La double authentification est désactivée.",
-    "session_expired": "Votre session a expiré. Connectez-vous de nouveau.",
+    "email_verified": N_("Votre adresse e-mail est confirmée. Vous pouvez maintenant vous connecter."),
+    "logged_out": N_("Vous êtes déconnecté(e)."),
+    "logged_out_everywhere": N_("Vous êtes déconnecté(e) de tous vos appareils."),
+    "password_reset": N_("Votre mot de passe a été changé. Par sécurité, tous vos appareils ont été déconnectés : connectez-vous avec le nouveau mot de passe."),
+    "totp_disabled": N_("La double authentification est désactivée."),
+    "session_expired": N_("Votre session a expiré. Connectez-vous de nouveau."),
 }
 MAIL_SENT = (
-    "Si un compte correspond à cette adresse, un e-mail vient de lui être envoyé. "
-    "Pensez à regarder dans les courriers indésirables."
+    N_("Si un compte correspond à cette adresse, un e-mail vient de lui être envoyé. "
+       "Pensez à regarder dans les courriers indésirables.")
 )
 MAIL_FAILED = "Nous n'avons pas pu envoyer l'e-mail pour le moment. Rien n'a été enregistré : réessayez dans quelques minutes."
 
@@ -128,9 +129,9 @@ def register(request: Request, form: Form, session: DB, service: Accounts) -> Re
         raise PageError(503, MAIL_FAILED) from None
     return message_page(
         request,
-        title="Vérifiez votre boîte mail",
-        message="Nous venons d'envoyer un e-mail à l'adresse indiquée. Ouvrez le lien qu'il contient pour "
-                "activer votre compte. Pensez à regarder dans les courriers indésirables.",
+        title=N_("Vérifiez votre boîte mail"),
+        message=N_("Nous venons d'envoyer un e-mail à l'adresse indiquée. Ouvrez le lien qu'il contient pour "
+                   "activer votre compte. Pensez à regarder dans les courriers indésirables."),
     )
 
 
@@ -140,10 +141,10 @@ def verify_email_page(request: Request, session: DB, service: Accounts, token: s
     try:
         service.check_link(session=session, token=token, purpose="verify_email")
     except InvalidLink as exc:
-        return message_page(request, title="Lien expiré", message=exc.message, status=400,
-                            link=("/verify-email/resend", "Recevoir un nouveau lien"))
-    return render(request, "confirm_link.html", {"title": "Confirmer mon adresse e-mail", "token": token,
-                                                  "action": "/verify-email", "submit": "Confirmer mon adresse e-mail"})
+        return message_page(request, title=N_("Lien expiré"), message=exc.message, status=400,
+                            link=("/verify-email/resend", N_("Recevoir un nouveau lien")))
+    return render(request, "confirm_link.html", {"title": N_("Confirmer mon adresse e-mail"), "token": token,
+                                                  "action": "/verify-email", "submit": N_("Confirmer mon adresse e-mail")})
 
 
 @router.post("/verify-email", include_in_schema=False)
@@ -151,21 +152,21 @@ def verify_email(request: Request, form: Form, session: DB, service: Accounts) -
     try:
         service.verify_email(session=session, token=form.get("token", ""))
     except InvalidLink as exc:
-        return message_page(request, title="Lien expiré", message=exc.message, status=400,
-                            link=("/verify-email/resend", "Recevoir un nouveau lien"))
+        return message_page(request, title=N_("Lien expiré"), message=exc.message, status=400,
+                            link=("/verify-email/resend", N_("Recevoir un nouveau lien")))
     return redirect("/login?notice=email_verified")
 
 
 # Two pages ask only for an email and mail a link; they answer the same whether an account exists.
 EMAIL_FORMS = {
     "/verify-email/resend": {
-        "title": "Recevoir un nouveau lien de confirmation",
-        "intro": "Indiquez l'adresse e-mail de votre compte : nous vous enverrons un nouveau lien.",
+        "title": N_("Recevoir un nouveau lien de confirmation"),
+        "intro": N_("Indiquez l'adresse e-mail de votre compte : nous vous enverrons un nouveau lien."),
     },
     "/password/forgot": {
-        "title": "Mot de passe oublié",
-        "intro": "Indiquez l'adresse e-mail de votre compte : nous vous enverrons un lien pour choisir "
-                 "un nouveau mot de passe. Il sera valable 30 minutes.",
+        "title": N_("Mot de passe oublié"),
+        "intro": N_("Indiquez l'adresse e-mail de votre compte : nous vous enverrons un lien pour choisir "
+                    "un nouveau mot de passe. Il sera valable 30 minutes."),
     },
 }
 
@@ -173,7 +174,7 @@ EMAIL_FORMS = {
 def _email_form(request: Request, *, errors: dict | None = None, values: dict | None = None,
                 status: int = 200) -> Response:
     action = request.url.path
-    return render(request, "email_form.html", {**EMAIL_FORMS[action], "action": action, "submit": "Envoyer le lien",
+    return render(request, "email_form.html", {**EMAIL_FORMS[action], "action": action, "submit": N_("Envoyer le lien"),
                                                "errors": errors or {}, "values": values or {}}, status=status)
 
 
@@ -185,7 +186,7 @@ def _email_form_post(request: Request, form: dict[str, str], session: Session, s
     except MailError:
         session.rollback()
         raise PageError(503, MAIL_FAILED) from None
-    return message_page(request, title="Vérifiez votre boîte mail", message=MAIL_SENT)
+    return message_page(request, title=N_("Vérifiez votre boîte mail"), message=MAIL_SENT)
 
 
 @router.get("/verify-email/resend", include_in_schema=False)
@@ -212,8 +213,8 @@ def forgot(request: Request, form: Form, session: DB, service: Accounts) -> Resp
 
 
 def _reset_expired(request: Request, message: str) -> Response:
-    return message_page(request, title="Lien expiré", message=message, status=400,
-                        link=("/password/forgot", "Demander un nouveau lien"))
+    return message_page(request, title=N_("Lien expiré"), message=message, status=400,
+                        link=("/password/forgot", N_("Demander un nouveau lien")))
 
 
 @router.get("/password/reset", include_in_schema=False)

@@ -16,6 +16,7 @@ from vault.gdpr import audit
 from vault.gdpr.models import CHANNELS, REQUEST_KINDS, STATUSES, Tombstone
 from vault.gdpr.service import GdprError, GdprService, Staff
 from vault.gdpr.staff import StaffCurrent, StaffService
+from vault.web.i18n import N_
 from vault.web.pages import PageError, clear_cookie, client_address, get_cookie, render, rotate_csrf, set_cookie
 from vault.web.relay import relay
 
@@ -211,8 +212,8 @@ def my_data(request: Request, db: DB, gdpr: Gdpr, current: Citizen) -> Response:
     pending = [r for r in gdpr.list_requests(db, view="open") if r.citizen_id == current.citizen.id]
     return render(request, "my_data.html", {"title": "Mes données", "pending": pending, "kinds": REQUEST_KINDS,
                                             "statuses": STATUSES,
-                                            "notice": "Votre demande d'effacement est enregistrée : le délégué à la "
-                                                      "protection des données vous répondra sous un mois."
+                                            "notice": N_("Votre demande d'effacement est enregistrée : le délégué à la "
+                                                         "protection des données vous répondra sous un mois.")
                                             if request.query_params.get("notice") == "erasure" else None})
 
 

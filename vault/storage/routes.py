@@ -27,6 +27,7 @@ from vault.storage.exceptions import ContentMissing, InvalidDocumentInput, Stora
 from vault.storage.models import DOCUMENT_TYPES, AccessLogPublic, Document, DocumentPublic
 from vault.storage.multipart import MultipartUpload
 from vault.storage.service import Actor, DocumentService, validate_meta
+from vault.web.i18n import N_
 from vault.web.pages import PageError, get_cookie, render
 from vault.web.relay import consume_in_thread, relay
 
@@ -335,9 +336,9 @@ def _documents_page(request: Request, db: Session, service: DocumentService, act
 
 
 NOTICES = {
-    "added": "Le document a été ajouté à votre coffre-fort.",
-    "deleted": "Le document a été supprimé.",
-    "updated": "Le document a été modifié.",
+    "added": N_("Le document a été ajouté à votre coffre-fort."),
+    "deleted": N_("Le document a été supprimé."),
+    "updated": N_("Le document a été modifié."),
 }
 
 
