@@ -155,7 +155,7 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(BodyError)
     async def oauth_body_error(request: Request, exc: BodyError) -> Response:
         if request.url.path in ("/authorize", "/logout"):
-            return message_page(request, title="Impossible de continuer", message="La demande envoyée n'est pas valide.",
+            return message_page(request, title=N_("Impossible de continuer"), message="La demande envoyée n'est pas valide.",
                                 status=exc.status)
         return JSONResponse({"error": "invalid_request", "error_description": exc.description},
                             status_code=exc.status, headers={"Cache-Control": "no-store"})
@@ -167,8 +167,8 @@ def _add_error_handlers(app: FastAPI) -> None:
             if errors := getattr(exc, "errors", None):
                 body["fields"] = errors
             return JSONResponse(body, status_code=exc.status)
-        return message_page(request, title="Impossible de continuer", message=exc.message, status=exc.status,
-                            link=("/documents", "Retour à mes justificatifs"))
+        return message_page(request, title=N_("Impossible de continuer"), message=exc.message, status=exc.status,
+                            link=("/documents", N_("Retour à mes justificatifs")))
 
     @app.exception_handler(storage_routes.ApiAuthError)
     async def api_auth_error(request: Request, exc: storage_routes.ApiAuthError) -> Response:
@@ -194,18 +194,18 @@ def _add_error_handlers(app: FastAPI) -> None:
                    "L'enregistrement des documents est momentanément indisponible. Rien n'a été "
                    "enregistré : réessayez dans quelques minutes.")
         return message_page(request, title="Service momentanément indisponible", message=message, status=503,
-                            link=("/documents", "Retour à mes justificatifs"))
+                            link=("/documents", N_("Retour à mes justificatifs")))
 
     @app.exception_handler(gdpr_routes.NotStaff)
     async def not_staff(request: Request, exc: Exception) -> Response:
         return message_page(request, title=N_("Page introuvable"), message=N_("Cette page n'existe pas ou n'existe plus."),
-                            status=404, link=("/", "Accueil"))
+                            status=404, link=("/", N_("Accueil")))
 
     @app.exception_handler(GdprError)
     async def gdpr_error(request: Request, exc: GdprError) -> Response:
         if _wants_json(request):
             return JSONResponse({"error": exc.code, "detail": exc.message}, status_code=exc.status)
-        return message_page(request, title="Impossible de continuer", message=exc.message, status=exc.status)
+        return message_page(request, title=N_("Impossible de continuer"), message=exc.message, status=exc.status)
 
     @app.exception_handler(auth_routes.LoginRequired)
     async def login_required(request: Request, exc: auth_routes.LoginRequired) -> Response:
@@ -221,7 +221,7 @@ def _add_error_handlers(app: FastAPI) -> None:
         if _wants_json(request):
             detail = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
             return JSONResponse({"error": "invalid_request", "detail": detail}, status_code=422)
-        return message_page(request, title="Impossible de continuer",
+        return message_page(request, title=N_("Impossible de continuer"),
                             message="La demande envoyée n'est pas valide.", status=400)
 
     @app.exception_handler(StarletteHTTPException)
@@ -232,8 +232,8 @@ def _add_error_handlers(app: FastAPI) -> None:
                                 status_code=exc.status_code, headers=getattr(exc, "headers", None))
         if exc.status_code == 404:
             return message_page(request, title=N_("Page introuvable"),
-                                message=N_("Cette page n'existe pas ou n'existe plus."), status=404, link=("/", "Accueil"))
-        return message_page(request, title="Impossible de continuer", message=str(exc.detail),
+                                message=N_("Cette page n'existe pas ou n'existe plus."), status=404, link=("/", N_("Accueil")))
+        return message_page(request, title=N_("Impossible de continuer"), message=str(exc.detail),
                             status=exc.status_code)
 
     @app.exception_handler(Exception)

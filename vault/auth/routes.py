@@ -113,7 +113,7 @@ def home(request: Request, current: Current) -> Response:
 
 @router.get("/register", include_in_schema=False)
 def register_page(request: Request, current: Current) -> Response:
-    return render(request, "register.html", {"title": "Créer un compte"})
+    return render(request, "register.html", {"title": N_("Créer un compte")})
 
 
 @router.post("/register", include_in_schema=False)
@@ -122,7 +122,7 @@ def register(request: Request, form: Form, session: DB, service: Accounts) -> Re
         service.register(session=session, form=form)
     except InvalidInput as exc:
         session.rollback()
-        return render(request, "register.html", {"title": "Créer un compte", "errors": exc.errors,
+        return render(request, "register.html", {"title": N_("Créer un compte"), "errors": exc.errors,
                                                  "values": _values(form)}, status=400)
     except MailError:
         session.rollback()
@@ -223,7 +223,7 @@ def reset_page(request: Request, session: DB, service: Accounts, token: str = ""
         service.check_link(session=session, token=token, purpose="reset_password")
     except InvalidLink as exc:
         return _reset_expired(request, exc.message)
-    return render(request, "password_reset.html", {"title": "Choisir un nouveau mot de passe", "token": token})
+    return render(request, "password_reset.html", {"title": N_("Choisir un nouveau mot de passe"), "token": token})
 
 
 @router.post("/password/reset", include_in_schema=False)
@@ -235,7 +235,7 @@ def reset(request: Request, form: Form, session: DB, service: Accounts) -> Respo
         return _reset_expired(request, exc.message)
     except InvalidInput as exc:
         session.rollback()
-        return render(request, "password_reset.html", {"title": "Choisir un nouveau mot de passe", "token": token,
+        return render(request, "password_reset.html", {"title": N_("Choisir un nouveau mot de passe"), "token": token,
                                                        "errors": exc.errors}, status=400)
     response = redirect("/login?notice=password_reset")
     clear_cookie(response, request.app.state.settings, SESSION_COOKIE)
@@ -254,7 +254,7 @@ def _login_page(request: Request, session: Session, *, failure: str | None = Non
     if values is None and (hint := request.query_params.get("login_hint")):
         values = {"email": hint[:254]}
     return render(request, "login.html", {
-        "title": "Se connecter", "failure": failure, "errors": errors or {}, "values": values or {},
+        "title": N_("Se connecter"), "failure": failure, "errors": errors or {}, "values": values or {},
         "notice": NOTICES.get(request.query_params.get("notice", "")), "next": next_path, "app_name": app_name,
     }, status=status)
 
@@ -303,7 +303,7 @@ def login(request: Request, form: Form, session: DB, service: Accounts) -> Respo
 def otp_page(request: Request) -> Response:
     if not get_cookie(request, SESSION_COOKIE):
         return redirect("/login")
-    return render(request, "login_otp.html", {"title": "Code de vérification",
+    return render(request, "login_otp.html", {"title": N_("Code de vérification"),
                                               "next": safe_next(request.query_params.get("next"))})
 
 
@@ -317,12 +317,12 @@ def login_otp(request: Request, form: Form, session: DB, service: Accounts) -> R
     except InvalidLink as exc:
         return _login_page(request, session, failure=exc.message, status=400)
     except TooManyLoginAttempts as exc:
-        response = render(request, "login_otp.html", {"title": "Code de vérification", "failure": exc.message},
+        response = render(request, "login_otp.html", {"title": N_("Code de vérification"), "failure": exc.message},
                           status=429)
         response.headers["Retry-After"] = str(exc.retry_after)
         return response
     except AuthError as exc:
-        return render(request, "login_otp.html", {"title": "Code de vérification", "failure": exc.message,
+        return render(request, "login_otp.html", {"title": N_("Code de vérification"), "failure": exc.message,
                                                   "errors": {"otp": exc.message}}, status=401)
     return _logged_in(request, result.token, form.get("next", ""))
 
@@ -342,7 +342,7 @@ def logout_everywhere(request: Request, form: Form, session: DB, service: Accoun
 @router.get("/account", include_in_schema=False)
 def account(request: Request, session: DB, service: Accounts, current: Citizen) -> Response:
     return render(request, "account.html", {
-        "title": "Mon compte",
+        "title": N_("Mon compte"),
         "sessions": service.list_sessions(session=session, citizen_id=current.citizen.id),
         "recovery_left": service.remaining_recovery_codes(session=session, citizen_id=current.citizen.id),
         "notice": NOTICES.get(request.query_params.get("notice", "")),
@@ -351,7 +351,7 @@ def account(request: Request, session: DB, service: Accounts, current: Citizen) 
 
 def _totp_page(request: Request, service: AccountService, session: Session, current: CurrentSession, *,
                errors: dict | None = None, status: int = 200) -> Response:
-    ctx: dict = {"title": "Double authentification", "errors": errors or {}}
+    ctx: dict = {"title": N_("Double authentification"), "errors": errors or {}}
     if current.citizen.totp_enabled_at is None:
         pending = service.pending_totp(citizen=current.citizen)
         secret, uri = pending or service.begin_totp(session=session, citizen=current.citizen)
@@ -371,7 +371,7 @@ def totp_confirm(request: Request, form: Form, session: DB, service: Accounts, c
         codes = service.confirm_totp(session=session, citizen=current.citizen, code=form.get("otp", ""))
     except InvalidInput as exc:
         return _totp_page(request, service, session, current, errors=exc.errors, status=400)
-    return render(request, "totp.html", {"title": "Double authentification", "recovery_codes": codes})
+    return render(request, "totp.html", {"title": N_("Double authentification"), "recovery_codes": codes})
 
 
 @router.post("/account/totp/recovery-codes", include_in_schema=False)
@@ -379,7 +379,7 @@ def totp_new_codes(request: Request, form: Form, session: DB, service: Accounts,
     if current.citizen.totp_enabled_at is None:
         return redirect("/account/totp")
     codes = service.regenerate_recovery_codes(session=session, citizen=current.citizen)
-    return render(request, "totp.html", {"title": "Double authentification", "recovery_codes": codes})
+    return render(request, "totp.html", {"title": N_("Double authentification"), "recovery_codes": codes})
 
 
 @router.post("/account/totp/disable", include_in_schema=False)
@@ -387,7 +387,7 @@ def totp_disable(request: Request, form: Form, session: DB, service: Accounts, c
     try:
         service.disable_totp(session=session, citizen=current.citizen, password=form.get("password", ""))
     except InvalidInput as exc:
-        return render(request, "totp.html", {"title": "Double authentification", "errors": exc.errors}, status=400)
+        return render(request, "totp.html", {"title": N_("Double authentification"), "errors": exc.errors}, status=400)
     return redirect("/account?notice=totp_disabled")
 
 

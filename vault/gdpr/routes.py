@@ -210,7 +210,7 @@ def _subject_by(gdpr: GdprService, db: DB, citizen_id: uuid.UUID) -> Staff:
 @pages.get("/account/data")
 def my_data(request: Request, db: DB, gdpr: Gdpr, current: Citizen) -> Response:
     pending = [r for r in gdpr.list_requests(db, view="open") if r.citizen_id == current.citizen.id]
-    return render(request, "my_data.html", {"title": "Mes données", "pending": pending, "kinds": REQUEST_KINDS,
+    return render(request, "my_data.html", {"title": N_("Mes données"), "pending": pending, "kinds": REQUEST_KINDS,
                                             "statuses": STATUSES,
                                             "notice": N_("Votre demande d'effacement est enregistrée : le délégué à la "
                                                          "protection des données vous répondra sous un mois.")

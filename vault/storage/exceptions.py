@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from vault.web.i18n import N_
+
 
 class StorageError(Exception):
     code = "storage_error"
@@ -24,8 +26,8 @@ class DocumentHeld(StorageError):
     """Under a legal hold (GDPR Art. 17(3)(b)): kept, whoever asks for its deletion, until released."""
 
     code, status = "legal_hold", 409
-    message = ("Ce document doit être conservé pour respecter une obligation légale : il ne peut pas être "
-               "supprimé pour l'instant. Pour en savoir plus, écrivez au délégué à la protection des données.")
+    message = N_("Ce document doit être conservé pour respecter une obligation légale : il ne peut pas être "
+                 "supprimé pour l'instant. Pour en savoir plus, écrivez au délégué à la protection des données.")
 
 
 class ContentMissing(StorageError):

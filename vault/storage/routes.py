@@ -114,7 +114,7 @@ async def receive_document(request: Request, db: Session, service: DocumentServi
                 if csrf_cookie is not None and not hmac.compare_digest(
                         csrf_cookie.encode(), fields.get("csrf_token", "").encode()):
                     raise PageError(403, "Ce formulaire a expiré. Rechargez la page, puis recommencez.",
-                                    title="Formulaire expiré")
+                                    title=N_("Formulaire expiré"))
 
             form = MultipartUpload(content_type, sink=pipeline.feed, on_file=check_csrf)
             await consume_in_thread(request.stream(), form.write)
@@ -328,7 +328,7 @@ def _documents_page(request: Request, db: Session, service: DocumentService, act
     count, used = service.usage(db, actor.citizen_id)
     groups = {label: [d for d in items if d.type == kind] for kind, label in DOCUMENT_TYPES.items()}
     return render(request, "documents.html", {
-        "title": "Mes justificatifs", "groups": {k: v for k, v in groups.items() if v}, "types": DOCUMENT_TYPES,
+        "title": N_("Mes justificatifs"), "groups": {k: v for k, v in groups.items() if v}, "types": DOCUMENT_TYPES,
         "errors": errors or {}, "today": request.app.state.settings.today(), "notice": notice or NOTICES.get(request.query_params.get("notice", "")),
         "used_mb": used / (1024 * 1024), "quota_mb": service.settings.quota_mb, "count": count,
         "max_mb": service.settings.max_file_mb, "antivirus_off": service.settings.antivirus == "off",
@@ -396,5 +396,5 @@ def document_download(request: Request, document_id: uuid.UUID, db: DB, service:
 
 @pages.get("/account/access-log")
 def access_log_page(request: Request, db: DB, service: Documents, current: Citizen) -> Response:
-    return render(request, "access_log.html", {"title": "Qui a consulté mes documents",
+    return render(request, "access_log.html", {"title": N_("Qui a consulté mes documents"),
                                                "entries": service.access_log(db, current.citizen.id)})
