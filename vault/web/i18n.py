@@ -1,9 +1,9 @@
 """French first; English available, from a gettext catalogue.
 
 The templates and the code are written in French, and the French sentence is the message id.
-English comes from ``locale/en/LC_MESSAGES/messages.po``, read once per process (no compiled
-``.mo`` is kept in the repository). A sentence missing from the catalogue, or whose English is
-empty or marked fuzzy, stays in French: never a blank.
+English comes from ``locale/en/LC_MESSAGES/messages.po``, compiled in memory once per process, at
+startup (no compiled ``.mo`` is kept in the repository). A sentence missing from the catalogue, or
+whose English is empty or marked fuzzy, stays in French: never a blank.
 """
 
 from __future__ import annotations
@@ -42,9 +42,19 @@ def read_catalogue(path: Path, lang: str) -> gettext.NullTranslations:
     return Translations(compiled, domain=DOMAIN)
 
 
-@functools.cache
 def translations(lang: str) -> gettext.NullTranslations:
     """The translations into ``lang``; none for French (the source language) or an unknown language."""
-    if lang == SOURCE_LANGUAGE or lang not in LANGUAGES:
+    return _catalogue(lang if lang in LANGUAGES else SOURCE_LANGUAGE)
+
+
+@functools.cache
+def _catalogue(lang: str) -> gettext.NullTranslations:
+    if lang == SOURCE_LANGUAGE:
         return NullTranslations()
     return read_catalogue(LOCALE_DIR / lang / "LC_MESSAGES" / f"{DOMAIN}.po", lang)
+
+
+def load_catalogues() -> None:
+    """Read every catalogue now (at startup): a broken ``.po`` stops the service, not its first page."""
+    for lang in LANGUAGES:
+        translations(lang)

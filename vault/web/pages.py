@@ -14,13 +14,14 @@ from fastapi.templating import Jinja2Templates
 from starlette.responses import HTMLResponse, Response
 
 from vault.settings import Settings
-from vault.web.i18n import LANGUAGES, N_, translations
+from vault.web.i18n import LANGUAGES, N_, load_catalogues, translations
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 # ``{% trans %}`` blocks besides ``_("…")``. The translations are given per page in the context
 # (``_``, ``gettext``, ``ngettext``), not installed on the shared environment: pages in both
 # languages render at the same time in different threads.
 TEMPLATES.env.add_extension("jinja2.ext.i18n")
+load_catalogues()
 
 MAX_FORM_BYTES = 64 * 1024
 MAX_FIELDS = 40
