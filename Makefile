@@ -9,7 +9,7 @@ PORT   ?= 8000
 # The issuer (links in mail, later the OIDC issuer) follows HOST/PORT unless set explicitly.
 export VAULT_ISSUER ?= http://$(HOST):$(PORT)
 
-.PHONY: run test venv lock clean
+.PHONY: run test venv lock messages clean
 
 $(BIN)/vault: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,16 @@ lock:
 	{ sed -n '/^#/p' constraints.txt; .lock-venv/bin/python -m pip freeze --exclude-editable; } > constraints.txt.new
 	mv constraints.txt.new constraints.txt
 	rm -rf .lock-venv
+
+# The English catalogue after sentences changed in the code or the templates: extract the French
+# (babel.cfg), then merge into vault/web/locale/en/LC_MESSAGES/messages.po. New sentences arrive
+# with an empty English, reworded ones as fuzzy: translate them there (the tests refuse both).
+messages: $(BIN)/vault
+	mkdir -p var
+	$(BIN)/pybabel -q extract -F babel.cfg --no-wrap --add-location=file --project="Citizen Vault" \
+		--version="$$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)" \
+		--copyright-holder="Citizen Vault contributors" -o var/messages.pot vault
+	$(BIN)/pybabel -q update --no-wrap --ignore-obsolete --ignore-pot-creation-date -i var/messages.pot -d vault/web/locale -l en
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

@@ -34,3 +34,15 @@ def test_every_runtime_import_is_a_declared_dependency() -> None:
         if not names & declared:
             missing[module] = sorted(names)
     assert missing == {}
+
+
+def test_every_data_file_is_in_the_package_data() -> None:
+    """Templates, mail templates, static files and the translation catalogue reach the wheel."""
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
+    patterns = setuptools["package-data"]["vault"]
+    package = ROOT / "vault"
+    packaged = {path for pattern in patterns for path in package.glob(pattern) if path.is_file()}
+    data = {path for path in package.rglob("*")
+            if path.is_file() and path.suffix not in (".py", ".pyc") and "__pycache__" not in path.parts}
+    assert {str(path.relative_to(package)) for path in data - packaged} == set()
+    assert package / "web" / "locale" / "en" / "LC_MESSAGES" / "messages.po" in packaged

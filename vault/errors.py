@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from vault.translation import N_
+
 
 class VaultError(Exception):
     """Base of the errors the service answers with. Subclasses set the class attributes; an
@@ -22,8 +24,8 @@ class VaultError(Exception):
 
     code: str = "invalid_request"
     status: int = 400
-    message: str = "La demande n'a pas pu aboutir."
-    title: str = "Impossible de continuer"  # the message page's heading
+    message: str = N_("La demande n'a pas pu aboutir.")
+    title: str = N_("Impossible de continuer")  # the message page's heading
     link: tuple[str, str] | None = None  # (path, label) offered on the message page
 
     def __init__(self, message: str | None = None, *, fields: dict[str, str] | None = None,
@@ -40,7 +42,7 @@ class OAuthError(VaultError):
     ``{"error": code, "error_description": description}`` (RFC 6749 §5.2); a person who meets it on
     a page reads ``message``."""
 
-    message = "La demande envoyée n'est pas valide."
+    message = N_("La demande envoyée n'est pas valide.")
 
     def __init__(self, description: str, *, status: int | None = None, code: str | None = None,
                  headers: dict[str, str] | None = None) -> None:
@@ -58,7 +60,7 @@ class ServiceUnavailable(VaultError):
 
     code = "unavailable"
     status = 503
-    title = "Service momentanément indisponible"
+    title = N_("Service momentanément indisponible")
     log_event: ClassVar[str] = "dependency unavailable"
 
     def __init__(self, reason: str = "") -> None:
@@ -68,4 +70,4 @@ class ServiceUnavailable(VaultError):
     def describe(self, *, reading: bool) -> tuple[str, str]:
         """(the API's ``detail``, the page's message); ``reading``: the request only read data."""
         return ("The service is unavailable; try again later.",
-                "Le service est momentanément indisponible. Réessayez dans quelques minutes.")
+                N_("Le service est momentanément indisponible. Réessayez dans quelques minutes."))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from vault.errors import VaultError
+from vault.translation import N_
 
 
 class AuthError(VaultError):
@@ -26,7 +27,7 @@ class InvalidCredentials(AuthError):
     """Wrong email or password (the same answer whether the account exists or not)."""
 
     code, status = "invalid_credentials", 401
-    message = "Adresse e-mail ou mot de passe incorrect."
+    message = N_("Adresse e-mail ou mot de passe incorrect.")
 
 
 class TooManyLoginAttempts(AuthError):
@@ -44,21 +45,21 @@ class TooManyLoginAttempts(AuthError):
 class EmailNotVerified(AuthError):
     code, status = "email_not_verified", 403
     message = (
-        "Votre adresse e-mail n'est pas encore confirmée. Ouvrez le lien reçu par e-mail, "
-        "ou demandez un nouveau lien."
+        N_("Votre adresse e-mail n'est pas encore confirmée. Ouvrez le lien reçu par e-mail, "
+           "ou demandez un nouveau lien.")
     )
 
 
 class InvalidOtp(AuthError):
     code = "invalid_otp"
-    message = "Le code de vérification est incorrect ou a expiré. Saisissez le code affiché maintenant par votre application."
+    message = N_("Le code de vérification est incorrect ou a expiré. Saisissez le code affiché maintenant par votre application.")
 
 
 class InvalidLink(AuthError):
     """An email link that is unknown, expired or already used."""
 
     code = "invalid_link"
-    message = "Ce lien n'est plus valable : il a expiré ou a déjà été utilisé. Vous pouvez en demander un nouveau."
+    message = N_("Ce lien n'est plus valable : il a expiré ou a déjà été utilisé. Vous pouvez en demander un nouveau.")
 
 
 class CitizenNotFound(AuthError):

@@ -26,6 +26,7 @@ from vault.auth.exceptions import (
 from vault.auth.models import CitizenPublic
 from vault.auth.service import AccountService, CurrentLogin
 from vault.mail import MailError
+from vault.translation import N_
 from vault.web.dependencies import Db, FormFields, redirect
 from vault.web.pages import (
     PageError,
@@ -45,16 +46,16 @@ PENDING_PREFIX = "/authorize/continue/"
 
 # Notices shown after a redirect: only these fixed texts, never text taken from the URL.
 NOTICES = {
-    "email_verified": "Votre adresse e-mail est confirmée. Vous pouvez maintenant vous connecter.",
-    "logged_out": "Vous êtes déconnecté(e).",
-    "logged_out_everywhere": "Vous êtes déconnecté(e) de tous vos appareils.",
-    "password_reset": "Votre mot de passe a été changé. Par sécurité, tous vos appareils ont été déconnectés : connectez-vous avec le nouveau mot de passe.",
-    "totp_disabled": "La double authentification est désactivée.",
-    "session_expired": "Votre session a expiré. Connectez-vous de nouveau.",
+    "email_verified": N_("Votre adresse e-mail est confirmée. Vous pouvez maintenant vous connecter."),
+    "logged_out": N_("Vous êtes déconnecté(e)."),
+    "logged_out_everywhere": N_("Vous êtes déconnecté(e) de tous vos appareils."),
+    "password_reset": N_("Votre mot de passe a été changé. Par sécurité, tous vos appareils ont été déconnectés : connectez-vous avec le nouveau mot de passe."),
+    "totp_disabled": N_("La double authentification est désactivée."),
+    "session_expired": N_("Votre session a expiré. Connectez-vous de nouveau."),
 }
 MAIL_SENT = (
-    "Si un compte correspond à cette adresse, un e-mail vient de lui être envoyé. "
-    "Pensez à regarder dans les courriers indésirables."
+    N_("Si un compte correspond à cette adresse, un e-mail vient de lui être envoyé. "
+       "Pensez à regarder dans les courriers indésirables.")
 )
 MAIL_FAILED = "Nous n'avons pas pu envoyer l'e-mail pour le moment. Rien n'a été enregistré : réessayez dans quelques minutes."
 
@@ -84,7 +85,7 @@ def home(request: Request, current: OptionalLogin) -> Response:
 
 @router.get("/register", include_in_schema=False)
 def register_page(request: Request, current: OptionalLogin) -> Response:
-    return render(request, "register.html", {"title": "Créer un compte"})
+    return render(request, "register.html", {"title": N_("Créer un compte")})
 
 
 @router.post("/register", include_in_schema=False)
@@ -93,16 +94,16 @@ def register(request: Request, form: FormFields, db: Db, service: Accounts) -> R
         service.register(db=db, form=form)
     except InvalidInput as exc:
         db.rollback()
-        return render(request, "register.html", {"title": "Créer un compte", "errors": exc.fields,
+        return render(request, "register.html", {"title": N_("Créer un compte"), "errors": exc.fields,
                                                  "values": _values(form)}, status=400)
     except MailError:
         db.rollback()
         raise PageError(503, MAIL_FAILED) from None
     return message_page(
         request,
-        title="Vérifiez votre boîte mail",
-        message="Nous venons d'envoyer un e-mail à l'adresse indiquée. Ouvrez le lien qu'il contient pour "
-                "activer votre compte. Pensez à regarder dans les courriers indésirables.",
+        title=N_("Vérifiez votre boîte mail"),
+        message=N_("Nous venons d'envoyer un e-mail à l'adresse indiquée. Ouvrez le lien qu'il contient pour "
+                   "activer votre compte. Pensez à regarder dans les courriers indésirables."),
     )
 
 
@@ -112,10 +113,10 @@ def verify_email_page(request: Request, db: Db, service: Accounts, token: str = 
     try:
         service.check_link(db=db, token=token, purpose="verify_email")
     except InvalidLink as exc:
-        return message_page(request, title="Lien expiré", message=exc.message, status=400,
-                            link=("/verify-email/resend", "Recevoir un nouveau lien"))
-    return render(request, "confirm_link.html", {"title": "Confirmer mon adresse e-mail", "token": token,
-                                                  "action": "/verify-email", "submit": "Confirmer mon adresse e-mail"})
+        return message_page(request, title=N_("Lien expiré"), message=exc.message, status=400,
+                            link=("/verify-email/resend", N_("Recevoir un nouveau lien")))
+    return render(request, "confirm_link.html", {"title": N_("Confirmer mon adresse e-mail"), "token": token,
+                                                  "action": "/verify-email", "submit": N_("Confirmer mon adresse e-mail")})
 
 
 @router.post("/verify-email", include_in_schema=False)
@@ -123,21 +124,21 @@ def verify_email(request: Request, form: FormFields, db: Db, service: Accounts) 
     try:
         service.verify_email(db=db, token=form.get("token", ""))
     except InvalidLink as exc:
-        return message_page(request, title="Lien expiré", message=exc.message, status=400,
-                            link=("/verify-email/resend", "Recevoir un nouveau lien"))
+        return message_page(request, title=N_("Lien expiré"), message=exc.message, status=400,
+                            link=("/verify-email/resend", N_("Recevoir un nouveau lien")))
     return redirect("/login?notice=email_verified")
 
 
 # Two pages ask only for an email and mail a link; they answer the same whether an account exists.
 EMAIL_FORMS = {
     "/verify-email/resend": {
-        "title": "Recevoir un nouveau lien de confirmation",
-        "intro": "Indiquez l'adresse e-mail de votre compte : nous vous enverrons un nouveau lien.",
+        "title": N_("Recevoir un nouveau lien de confirmation"),
+        "intro": N_("Indiquez l'adresse e-mail de votre compte : nous vous enverrons un nouveau lien."),
     },
     "/password/forgot": {
-        "title": "Mot de passe oublié",
-        "intro": "Indiquez l'adresse e-mail de votre compte : nous vous enverrons un lien pour choisir "
-                 "un nouveau mot de passe. Il sera valable 30 minutes.",
+        "title": N_("Mot de passe oublié"),
+        "intro": N_("Indiquez l'adresse e-mail de votre compte : nous vous enverrons un lien pour choisir "
+                    "un nouveau mot de passe. Il sera valable 30 minutes."),
     },
 }
 
@@ -145,7 +146,7 @@ EMAIL_FORMS = {
 def _email_form(request: Request, *, errors: dict | None = None, values: dict | None = None,
                 status: int = 200) -> Response:
     action = request.url.path
-    return render(request, "email_form.html", {**EMAIL_FORMS[action], "action": action, "submit": "Envoyer le lien",
+    return render(request, "email_form.html", {**EMAIL_FORMS[action], "action": action, "submit": N_("Envoyer le lien"),
                                                "errors": errors or {}, "values": values or {}}, status=status)
 
 
@@ -157,7 +158,7 @@ def _email_form_post(request: Request, form: dict[str, str], db: Session, send) 
     except MailError:
         db.rollback()
         raise PageError(503, MAIL_FAILED) from None
-    return message_page(request, title="Vérifiez votre boîte mail", message=MAIL_SENT)
+    return message_page(request, title=N_("Vérifiez votre boîte mail"), message=MAIL_SENT)
 
 
 @router.get("/verify-email/resend", include_in_schema=False)
@@ -184,8 +185,8 @@ def forgot(request: Request, form: FormFields, db: Db, service: Accounts) -> Res
 
 
 def _reset_expired(request: Request, message: str) -> Response:
-    return message_page(request, title="Lien expiré", message=message, status=400,
-                        link=("/password/forgot", "Demander un nouveau lien"))
+    return message_page(request, title=N_("Lien expiré"), message=message, status=400,
+                        link=("/password/forgot", N_("Demander un nouveau lien")))
 
 
 @router.get("/password/reset", include_in_schema=False)
@@ -194,7 +195,7 @@ def reset_page(request: Request, db: Db, service: Accounts, token: str = "") -> 
         service.check_link(db=db, token=token, purpose="reset_password")
     except InvalidLink as exc:
         return _reset_expired(request, exc.message)
-    return render(request, "password_reset.html", {"title": "Choisir un nouveau mot de passe", "token": token})
+    return render(request, "password_reset.html", {"title": N_("Choisir un nouveau mot de passe"), "token": token})
 
 
 @router.post("/password/reset", include_in_schema=False)
@@ -206,7 +207,7 @@ def reset(request: Request, form: FormFields, db: Db, service: Accounts) -> Resp
         return _reset_expired(request, exc.message)
     except InvalidInput as exc:
         db.rollback()
-        return render(request, "password_reset.html", {"title": "Choisir un nouveau mot de passe", "token": token,
+        return render(request, "password_reset.html", {"title": N_("Choisir un nouveau mot de passe"), "token": token,
                                                        "errors": exc.fields}, status=400)
     response = redirect("/login?notice=password_reset")
     clear_cookie(response, request.app.state.settings, SESSION_COOKIE)
@@ -225,7 +226,7 @@ def _login_page(request: Request, db: Session, *, failure: str | None = None, er
     if values is None and (hint := request.query_params.get("login_hint")):
         values = {"email": hint[:254]}
     return render(request, "login.html", {
-        "title": "Se connecter", "failure": failure, "errors": errors or {}, "values": values or {},
+        "title": N_("Se connecter"), "failure": failure, "errors": errors or {}, "values": values or {},
         "notice": NOTICES.get(request.query_params.get("notice", "")), "next": next_path, "app_name": app_name,
     }, status=status)
 
@@ -274,7 +275,7 @@ def login(request: Request, form: FormFields, db: Db, service: Accounts) -> Resp
 def otp_page(request: Request) -> Response:
     if not get_cookie(request, SESSION_COOKIE):
         return redirect("/login")
-    return render(request, "login_otp.html", {"title": "Code de vérification",
+    return render(request, "login_otp.html", {"title": N_("Code de vérification"),
                                               "next": safe_next(request.query_params.get("next"))})
 
 
@@ -288,12 +289,12 @@ def login_otp(request: Request, form: FormFields, db: Db, service: Accounts) -> 
     except InvalidLink as exc:
         return _login_page(request, db, failure=exc.message, status=400)
     except TooManyLoginAttempts as exc:
-        response = render(request, "login_otp.html", {"title": "Code de vérification", "failure": exc.message},
+        response = render(request, "login_otp.html", {"title": N_("Code de vérification"), "failure": exc.message},
                           status=429)
         response.headers["Retry-After"] = str(exc.retry_after)
         return response
     except AuthError as exc:
-        return render(request, "login_otp.html", {"title": "Code de vérification", "failure": exc.message,
+        return render(request, "login_otp.html", {"title": N_("Code de vérification"), "failure": exc.message,
                                                   "errors": {"otp": exc.message}}, status=401)
     return _logged_in(request, result.token, form.get("next", ""))
 
@@ -313,7 +314,7 @@ def logout_everywhere(request: Request, form: FormFields, db: Db, service: Accou
 @router.get("/account", include_in_schema=False)
 def account(request: Request, db: Db, service: Accounts, current: LoggedIn) -> Response:
     return render(request, "account.html", {
-        "title": "Mon compte",
+        "title": N_("Mon compte"),
         "sessions": service.list_sessions(db=db, citizen_id=current.citizen.id),
         "recovery_left": service.remaining_recovery_codes(db=db, citizen_id=current.citizen.id),
         "notice": NOTICES.get(request.query_params.get("notice", "")),
@@ -322,7 +323,7 @@ def account(request: Request, db: Db, service: Accounts, current: LoggedIn) -> R
 
 def _totp_page(request: Request, service: AccountService, db: Session, current: CurrentLogin, *,
                errors: dict | None = None, status: int = 200) -> Response:
-    ctx: dict = {"title": "Double authentification", "errors": errors or {}}
+    ctx: dict = {"title": N_("Double authentification"), "errors": errors or {}}
     if current.citizen.totp_enabled_at is None:
         pending = service.pending_totp(citizen=current.citizen)
         secret, uri = pending or service.begin_totp(db=db, citizen=current.citizen)
@@ -342,7 +343,7 @@ def totp_confirm(request: Request, form: FormFields, db: Db, service: Accounts, 
         codes = service.confirm_totp(db=db, citizen=current.citizen, code=form.get("otp", ""))
     except InvalidInput as exc:
         return _totp_page(request, service, db, current, errors=exc.fields, status=400)
-    return render(request, "totp.html", {"title": "Double authentification", "recovery_codes": codes})
+    return render(request, "totp.html", {"title": N_("Double authentification"), "recovery_codes": codes})
 
 
 @router.post("/account/totp/recovery-codes", include_in_schema=False)
@@ -350,7 +351,7 @@ def totp_new_codes(request: Request, form: FormFields, db: Db, service: Accounts
     if current.citizen.totp_enabled_at is None:
         return redirect("/account/totp")
     codes = service.regenerate_recovery_codes(db=db, citizen=current.citizen)
-    return render(request, "totp.html", {"title": "Double authentification", "recovery_codes": codes})
+    return render(request, "totp.html", {"title": N_("Double authentification"), "recovery_codes": codes})
 
 
 @router.post("/account/totp/disable", include_in_schema=False)
@@ -358,7 +359,7 @@ def totp_disable(request: Request, form: FormFields, db: Db, service: Accounts, 
     try:
         service.disable_totp(db=db, citizen=current.citizen, password=form.get("password", ""))
     except InvalidInput as exc:
-        return render(request, "totp.html", {"title": "Double authentification", "errors": exc.fields}, status=400)
+        return render(request, "totp.html", {"title": N_("Double authentification"), "errors": exc.fields}, status=400)
     return redirect("/account?notice=totp_disabled")
 
 

@@ -38,6 +38,7 @@ from vault.auth.passwords import Hasher, password_problem
 from vault.db import utcnow
 from vault.mail import Mailer, compose
 from vault.settings import Settings
+from vault.web.mails import render_mail
 
 logger = logging.getLogger(__name__)
 
@@ -110,17 +111,7 @@ class AccountService:
         password_hash = self.hasher.hash(password)  # also for an existing email: same timing
         existing = db.exec(select(Citizen).where(Citizen.email == email)).first()
         if existing is not None:
-            self._mail(
-                to=email,
-                subject="Une inscription a été tentée avec votre adresse",
-                body=(
-                    "Bonjour,\n\nQuelqu'un (peut-être vous) a voulu créer un compte avec cette adresse e-mail, "
-                    "mais un compte existe déjà.\n\n"
-                    f"Pour vous connecter : {self.settings.issuer}/login\n"
-                    f"Mot de passe oublié : {self.settings.issuer}/password/forgot\n\n"
-                    "Si ce n'était pas vous, vous pouvez ignorer ce message : votre compte n'a pas changé.\n"
-                ),
-            )
+            self._mail(to=email, template="registration_attempted")
             logger.info("registration attempted for an existing account", extra={"citizen_id": str(existing.id)})
             return
         citizen = Citizen(email=email, password_hash=password_hash, **identity)
@@ -157,17 +148,7 @@ class AccountService:
     def _send_verification(self, *, db: Session, citizen: Citizen) -> None:
         token = self._issue_link(db=db, citizen=citizen, purpose="verify_email",
                                  ttl=timedelta(hours=self.settings.email_verification_hours))
-        self._mail(
-            to=citizen.email,
-            subject="Confirmez votre adresse e-mail",
-            body=(
-                f"Bonjour {citizen.given_name.split(' ')[0]},\n\n"
-                "Pour terminer la création de votre compte, ouvrez ce lien :\n\n"
-                f"{self.settings.issuer}/verify-email?token={token}\n\n"
-                f"Ce lien est valable {self.settings.email_verification_hours} heures et ne sert qu'une fois.\n"
-                "Si vous n'avez pas créé de compte, ignorez ce message.\n"
-            ),
-        )
+        self._mail(to=citizen.email, template="verify_email", first_name=citizen.given_name.split(" ")[0], token=token)
 
     @staticmethod
     def _find_by_email(*, db: Session, email: str) -> Citizen | None:
@@ -201,16 +182,7 @@ class AccountService:
             return
         token = self._issue_link(db=db, citizen=citizen, purpose="reset_password",
                                  ttl=timedelta(minutes=self.settings.password_reset_minutes))
-        self._mail(
-            to=citizen.email,
-            subject="Réinitialisation de votre mot de passe",
-            body=(
-                "Bonjour,\n\nVous avez demandé à changer votre mot de passe. Ouvrez ce lien :\n\n"
-                f"{self.settings.issuer}/password/reset?token={token}\n\n"
-                f"Ce lien est valable {self.settings.password_reset_minutes} minutes et ne sert qu'une fois.\n"
-                "Si vous n'avez rien demandé, ignorez ce message : votre mot de passe ne change pas.\n"
-            ),
-        )
+        self._mail(to=citizen.email, template="password_reset", token=token)
 
     def check_link(self, *, db: Session, token: str, purpose: Purpose) -> None:
         """Raise InvalidLink unless the link can still be used (for showing its form)."""
@@ -265,9 +237,10 @@ class AccountService:
             raise InvalidLink()
         return link
 
-    def _mail(self, *, to: str, subject: str, body: str) -> None:
-        signature = f"\n-- \n{self.settings.city_name}\n"
-        self.mailer.send(compose(self.settings, to=to, subject=subject, body=body + signature))
+    def _mail(self, *, to: str, template: str, **context: object) -> None:
+        """Send ``templates/mail/<template>.txt`` (in French: an account has no language of its own)."""
+        subject, body = render_mail(template, {"settings": self.settings, **context})
+        self.mailer.send(compose(self.settings, to=to, subject=subject, body=body))
 
     # ---- login and throttling ------------------------------------------------------------------
 

@@ -13,11 +13,12 @@ from sqlalchemy import JSON, Column, ForeignKey, LargeBinary, Text
 from sqlmodel import Field, SQLModel
 
 from vault.db import utcnow
+from vault.translation import N_
 
-REQUEST_KINDS = {"access": "Accès (art. 15)", "rectification": "Rectification (art. 16)",
-                 "erasure": "Effacement (art. 17)"}
+REQUEST_KINDS = {"access": N_("Accès (art. 15)"), "rectification": N_("Rectification (art. 16)"),
+                 "erasure": N_("Effacement (art. 17)")}
 CHANNELS = {"counter": "Au guichet", "mail": "Par courrier", "online": "En ligne"}
-STATUSES = {"received": "Reçue", "in_progress": "En cours", "done": "Traitée", "refused": "Refusée"}
+STATUSES = {"received": N_("Reçue"), "in_progress": N_("En cours"), "done": N_("Traitée"), "refused": N_("Refusée")}
 
 
 class StaffAccount(SQLModel, table=True):

@@ -24,6 +24,7 @@ from vault.gdpr.service import GdprService, Staff
 from vault.mail import Mailer, compose
 from vault.oidc.models import AuthorizationCode, OAuthToken, PendingAuthorization
 from vault.storage.models import Document
+from vault.web.mails import render_mail
 
 logger = logging.getLogger(__name__)
 
@@ -56,11 +57,9 @@ def run(db: Session, *, gdpr: GdprService, mailer: Mailer, dry_run: bool = False
         if document.retention_notice_at is None:
             report.documents_noticed.append(str(document.id))
             if not dry_run and citizen is not None:
-                mailer.send(compose(settings, to=citizen.email, subject="Un de vos justificatifs a expiré", body=(
-                    f"Bonjour,\n\nVotre justificatif « {document.title} » n'est plus valable depuis le "
-                    f"{document.valid_until:%d/%m/%Y}. Il sera supprimé de votre coffre-fort le "
-                    f"{today + NOTICE:%d/%m/%Y}.\n\nPour le garder, indiquez une nouvelle date de validité dans "
-                    f"« Mes justificatifs » : {settings.issuer}/documents/{document.id}\n")))
+                subject, body = render_mail("document_expired", {"settings": settings, "document": document,
+                                                                 "deletion_date": today + NOTICE})
+                mailer.send(compose(settings, to=citizen.email, subject=subject, body=body))
                 document.retention_notice_at = now
         elif now - document.retention_notice_at >= NOTICE:
             report.documents_deleted.append(str(document.id))
@@ -86,11 +85,10 @@ def run(db: Session, *, gdpr: GdprService, mailer: Mailer, dry_run: bool = False
         if citizen.retention_notice_at is None or citizen.retention_notice_at < last:
             report.accounts_noticed.append(str(citizen.id))
             if not dry_run:
-                mailer.send(compose(settings, to=citizen.email, subject="Votre espace citoyen va être supprimé", body=(
-                    f"Bonjour,\n\nVous ne vous êtes pas connecté(e) à votre espace citoyen depuis le "
-                    f"{last:%d/%m/%Y}. Sans connexion de votre part, votre compte et vos justificatifs seront "
-                    f"supprimés le {max(today + NOTICE, (last + timedelta(days=365 * settings.retention_inactive_years)).date()):%d/%m/%Y}.\n\n"
-                    f"Pour les garder, il suffit de vous connecter : {settings.issuer}/login\n")))
+                deletion_date = max(today + NOTICE, (last + timedelta(days=365 * settings.retention_inactive_years)).date())
+                subject, body = render_mail("account_unused", {"settings": settings, "last_activity": last,
+                                                               "deletion_date": deletion_date})
+                mailer.send(compose(settings, to=citizen.email, subject=subject, body=body))
                 citizen.retention_notice_at = now
         elif last < horizon and now - citizen.retention_notice_at >= NOTICE:
             report.accounts_erased.append(str(citizen.id))

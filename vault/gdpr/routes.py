@@ -17,6 +17,7 @@ from vault.gdpr import audit
 from vault.gdpr.models import CHANNELS, REQUEST_KINDS, STATUSES, Tombstone
 from vault.gdpr.service import GdprError, GdprService, Staff
 from vault.gdpr.staff import StaffCurrent, StaffService
+from vault.translation import N_
 from vault.web.dependencies import Db, FormFields, redirect
 from vault.web.pages import (
     PageError,
@@ -37,9 +38,9 @@ class NotStaff(VaultError):
     """Answered 404: the staff section does not exist for anyone else."""
 
     code, status = "not_found", 404
-    title = "Page introuvable"
-    message = "Cette page n'existe pas ou n'existe plus."
-    link = ("/", "Accueil")
+    title = N_("Page introuvable")
+    message = N_("Cette page n'existe pas ou n'existe plus.")
+    link = ("/", N_("Accueil"))
 
 
 def gdpr_service(request: Request) -> GdprService:
@@ -224,10 +225,10 @@ def _subject_by(gdpr: GdprService, db: Db, citizen_id: uuid.UUID) -> Staff:
 @pages.get("/account/data")
 def my_data(request: Request, db: Db, gdpr: Gdpr, current: LoggedIn) -> Response:
     pending = [r for r in gdpr.list_requests(db, view="open") if r.citizen_id == current.citizen.id]
-    return render(request, "my_data.html", {"title": "Mes données", "pending": pending, "kinds": REQUEST_KINDS,
+    return render(request, "my_data.html", {"title": N_("Mes données"), "pending": pending, "kinds": REQUEST_KINDS,
                                             "statuses": STATUSES,
-                                            "notice": "Votre demande d'effacement est enregistrée : le délégué à la "
-                                                      "protection des données vous répondra sous un mois."
+                                            "notice": N_("Votre demande d'effacement est enregistrée : le délégué à la "
+                                                         "protection des données vous répondra sous un mois.")
                                             if request.query_params.get("notice") == "erasure" else None})
 
 

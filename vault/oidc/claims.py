@@ -6,6 +6,7 @@ One scope per claim, plus FranceConnect's groups. The consent page names each cl
 from __future__ import annotations
 
 from vault.auth.models import Citizen
+from vault.translation import N_
 
 CLAIMS = ("given_name", "family_name", "birthdate", "gender", "birthplace", "birthcountry",
           "preferred_username", "email")
@@ -19,20 +20,20 @@ SCOPE_GROUPS: dict[str, tuple[str, ...]] = {
 }
 # Scopes that grant access to an API rather than to claims (the document vault).
 API_SCOPES = {
-    "documents:read": "Consulter les justificatifs de votre coffre-fort",
-    "documents:write": "Déposer des justificatifs dans votre coffre-fort",
+    "documents:read": N_("Consulter les justificatifs de votre coffre-fort"),
+    "documents:write": N_("Déposer des justificatifs dans votre coffre-fort"),
 }
 SCOPES_SUPPORTED = ["openid", *SCOPE_GROUPS, *API_SCOPES]
 
 CLAIM_LABELS = {
-    "given_name": "Vos prénoms",
-    "family_name": "Votre nom de naissance",
-    "preferred_username": "Votre nom d'usage",
-    "birthdate": "Votre date de naissance",
-    "gender": "Votre sexe",
-    "birthplace": "Votre commune de naissance",
-    "birthcountry": "Votre pays de naissance",
-    "email": "Votre adresse e-mail",
+    "given_name": N_("Vos prénoms"),
+    "family_name": N_("Votre nom de naissance"),
+    "preferred_username": N_("Votre nom d'usage"),
+    "birthdate": N_("Votre date de naissance"),
+    "gender": N_("Votre sexe"),
+    "birthplace": N_("Votre commune de naissance"),
+    "birthcountry": N_("Votre pays de naissance"),
+    "email": N_("Votre adresse e-mail"),
 }
 
 

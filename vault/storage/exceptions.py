@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from vault.errors import ServiceUnavailable, VaultError
+from vault.translation import N_
 
 
 class StorageError(VaultError):
     code = "storage_error"
     message = "Le document n'a pas pu être enregistré."
-    link = ("/documents", "Retour à mes justificatifs")
+    link = ("/documents", N_("Retour à mes justificatifs"))
 
 
 class DocumentNotFound(StorageError):
@@ -21,8 +22,8 @@ class DocumentHeld(StorageError):
     """Under a legal hold (GDPR Art. 17(3)(b)): kept, whoever asks for its deletion, until released."""
 
     code, status = "legal_hold", 409
-    message = ("Ce document doit être conservé pour respecter une obligation légale : il ne peut pas être "
-               "supprimé pour l'instant. Pour en savoir plus, écrivez au délégué à la protection des données.")
+    message = N_("Ce document doit être conservé pour respecter une obligation légale : il ne peut pas être "
+                 "supprimé pour l'instant. Pour en savoir plus, écrivez au délégué à la protection des données.")
 
 
 class ContentMissing(StorageError):
@@ -84,7 +85,7 @@ class StorageUnavailable(ServiceUnavailable):
     documents already stored are not lost."""
 
     what = "storage"
-    link = ("/documents", "Retour à mes justificatifs")
+    link = ("/documents", N_("Retour à mes justificatifs"))
 
     def __init__(self, reason: str = "") -> None:
         super().__init__(reason)

@@ -9,14 +9,15 @@ from sqlalchemy import Column, ForeignKey, LargeBinary
 from sqlmodel import Field, SQLModel
 
 from vault.db import utcnow
+from vault.translation import N_
 
 DOCUMENT_TYPES = {
-    "identity": "Pièce d'identité",
-    "proof_of_address": "Justificatif de domicile",
-    "tax_notice": "Avis d'imposition",
-    "family_record": "Livret de famille",
-    "income": "Justificatif de revenus",
-    "other": "Autre document",
+    "identity": N_("Pièce d'identité"),
+    "proof_of_address": N_("Justificatif de domicile"),
+    "tax_notice": N_("Avis d'imposition"),
+    "family_record": N_("Livret de famille"),
+    "income": N_("Justificatif de revenus"),
+    "other": N_("Autre document"),
 }
 MEDIA_TYPES = ("application/pdf", "image/jpeg", "image/png", "image/webp", "image/heic")
 

@@ -38,6 +38,7 @@ from vault.storage.models import (
 )
 from vault.storage.multipart import MultipartUpload
 from vault.storage.service import Actor, DocumentService, validate_meta
+from vault.translation import N_
 from vault.web.dependencies import Db, FormFields, redirect
 from vault.web.pages import PageError, get_cookie, render
 from vault.web.relay import consume_in_thread, relay
@@ -131,7 +132,7 @@ async def receive_document(request: Request, db: Session, service: DocumentServi
                 if csrf_cookie is not None and not hmac.compare_digest(
                         csrf_cookie.encode(), fields.get("csrf_token", "").encode()):
                     raise PageError(403, "Ce formulaire a expiré. Rechargez la page, puis recommencez.",
-                                    title="Formulaire expiré")
+                                    title=N_("Formulaire expiré"))
 
             form = MultipartUpload(content_type, sink=pipeline.feed, on_file=check_csrf)
             await consume_in_thread(request.stream(), form.write)
@@ -345,7 +346,7 @@ def _documents_page(request: Request, db: Session, service: DocumentService, act
     count, used = service.usage(db, actor.citizen_id)
     groups = {label: [d for d in items if d.type == kind] for kind, label in DOCUMENT_TYPES.items()}
     return render(request, "documents.html", {
-        "title": "Mes justificatifs", "groups": {k: v for k, v in groups.items() if v}, "types": DOCUMENT_TYPES,
+        "title": N_("Mes justificatifs"), "groups": {k: v for k, v in groups.items() if v}, "types": DOCUMENT_TYPES,
         "errors": errors or {}, "today": request.app.state.settings.today(), "notice": notice or NOTICES.get(request.query_params.get("notice", "")),
         "used_mb": used / (1024 * 1024), "quota_mb": service.settings.quota_mb, "count": count,
         "max_mb": service.settings.max_file_mb, "antivirus_off": service.settings.antivirus == "off",
@@ -353,9 +354,9 @@ def _documents_page(request: Request, db: Session, service: DocumentService, act
 
 
 NOTICES = {
-    "added": "Le document a été ajouté à votre coffre-fort.",
-    "deleted": "Le document a été supprimé.",
-    "updated": "Le document a été modifié.",
+    "added": N_("Le document a été ajouté à votre coffre-fort."),
+    "deleted": N_("Le document a été supprimé."),
+    "updated": N_("Le document a été modifié."),
 }
 
 
@@ -413,5 +414,5 @@ def document_download(request: Request, document_id: uuid.UUID, db: Db, service:
 
 @pages.get("/account/access-log")
 def access_log_page(request: Request, db: Db, service: Documents, current: LoggedIn) -> Response:
-    return render(request, "access_log.html", {"title": "Qui a consulté mes documents",
+    return render(request, "access_log.html", {"title": N_("Qui a consulté mes documents"),
                                                "entries": service.access_log(db, current.citizen.id)})

@@ -25,6 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import RedirectResponse, Response
 
 from vault.errors import OAuthError, ServiceUnavailable, VaultError
+from vault.translation import N_
 from vault.web.pages import message_page
 
 logger = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ logger = logging.getLogger(__name__)
 # The endpoints whose callers are apps speaking OAuth 2.0 (/authorize and /logout are pages).
 OAUTH_ENDPOINTS = frozenset({"/token", "/revoke", "/introspect", "/userinfo"})
 JSON_PATHS = ("/api/", "/healthz", "/readyz")
-NOT_FOUND = ("Page introuvable", "Cette page n'existe pas ou n'existe plus.")
+NOT_FOUND = (N_("Page introuvable"), N_("Cette page n'existe pas ou n'existe plus."))
 
 
 class LoginRequired(Exception):
@@ -91,7 +92,7 @@ def install_error_handlers(app: FastAPI) -> None:
         if _wants_json(request):
             detail = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
             return api_error("invalid_request", detail, 422)
-        return message_page(request, title=VaultError.title, message="La demande envoyée n'est pas valide.",
+        return message_page(request, title=VaultError.title, message=N_("La demande envoyée n'est pas valide."),
                             status=400)
 
     @app.exception_handler(StarletteHTTPException)
@@ -101,7 +102,7 @@ def install_error_handlers(app: FastAPI) -> None:
             return api_error(codes.get(exc.status_code, "http_error"), str(exc.detail), exc.status_code,
                              headers=getattr(exc, "headers", None))
         if exc.status_code == 404:
-            return message_page(request, title=NOT_FOUND[0], message=NOT_FOUND[1], status=404, link=("/", "Accueil"))
+            return message_page(request, title=NOT_FOUND[0], message=NOT_FOUND[1], status=404, link=("/", N_("Accueil")))
         return message_page(request, title=VaultError.title, message=str(exc.detail), status=exc.status_code)
 
     @app.exception_handler(Exception)

@@ -15,9 +15,15 @@ from starlette.responses import HTMLResponse, Response
 
 from vault.errors import VaultError
 from vault.settings import Settings
-from vault.web.i18n import LANGUAGES, translator
+from vault.translation import N_
+from vault.web.i18n import LANGUAGES, load_catalogues, translations
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+# ``{% trans %}`` blocks besides ``_("…")``. The translations are given per page in the context
+# (``_``, ``gettext``, ``ngettext``), not installed on the shared environment: pages in both
+# languages render at the same time in different threads.
+TEMPLATES.env.add_extension("jinja2.ext.i18n")
+load_catalogues()
 
 MAX_FORM_BYTES = 64 * 1024
 MAX_FIELDS = 40
@@ -28,7 +34,7 @@ CSRF_FIELD = "csrf_token"
 class PageError(VaultError):
     """Answer with a page saying ``message`` (French) and ``status``; nothing was changed."""
 
-    def __init__(self, status: int, message: str, *, title: str = "Impossible de continuer") -> None:
+    def __init__(self, status: int, message: str, *, title: str = N_("Impossible de continuer")) -> None:
         super().__init__(message)
         self.status = status
         self.title = title
@@ -140,8 +146,8 @@ async def read_form(request: Request) -> dict[str, str]:
     if not cookie or not sent or not hmac.compare_digest(cookie.encode(), sent.encode()):
         raise PageError(
             403,
-            "Ce formulaire a expiré ou ne vient pas de ce site. Rechargez la page, puis recommencez.",
-            title="Formulaire expiré",
+            N_("Ce formulaire a expiré ou ne vient pas de ce site. Rechargez la page, puis recommencez."),
+            title=N_("Formulaire expiré"),
         )
     return form
 
@@ -170,11 +176,14 @@ def client_address(request: Request) -> str:
 def render(request: Request, template: str, context: dict[str, Any] | None = None, *, status: int = 200) -> HTMLResponse:
     settings: Settings = request.app.state.settings
     lang = language(request)
+    translated = translations(lang)
     ctx = {
         "request": request,
         "settings": settings,
         "lang": lang,
-        "_": translator(lang),
+        "_": translated.gettext,
+        "gettext": translated.gettext,
+        "ngettext": translated.ngettext,
         "csrf_token": csrf_token(request),
         "current": getattr(request.state, "current", None),
         "errors": {},

@@ -1,0 +1,106 @@
+"""Mail text comes from templates/mail/*.txt: the French is exactly what citizens have always
+received, and English comes from the same catalogue as the pages."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from jinja2 import UndefinedError
+
+from vault.settings import Settings
+from vault.web.mails import MAIL_TEMPLATES, render_mail
+
+DOCUMENT_ID = uuid.UUID("0b7e2c1a-5d4f-4e1b-9a3c-2f6d8e9a1b2c")
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(issuer="https://moncompte.ville.example.fr", city_name="Ville-sur-Loire", data_dir=tmp_path)
+
+
+def contexts(settings: Settings) -> dict[str, dict[str, Any]]:
+    document = SimpleNamespace(id=DOCUMENT_ID, title="Facture EDF", valid_until=date(2026, 11, 29))
+    return {
+        "verify_email": {"settings": settings, "first_name": "Jeanne", "token": "TOKEN"},
+        "registration_attempted": {"settings": settings},
+        "password_reset": {"settings": settings, "token": "TOKEN"},
+        "document_expired": {"settings": settings, "document": document, "deletion_date": date(2026, 12, 30)},
+        "account_unused": {"settings": settings, "last_activity": datetime(2023, 11, 30, 8, 15),
+                           "deletion_date": date(2026, 12, 30)},
+    }
+
+
+FRENCH = {
+    "verify_email": (
+        "Confirmez votre adresse e-mail",
+        "Bonjour Jeanne,\n\n"
+        "Pour terminer la création de votre compte, ouvrez ce lien :\n\n"
+        "https://moncompte.ville.example.fr/verify-email?token=TOKEN\n\n"
+        "Ce lien est valable 48 heures et ne sert qu'une fois.\n"
+        "Si vous n'avez pas créé de compte, ignorez ce message.\n"
+        "\n-- \nVille-sur-Loire\n",
+    ),
+    "registration_attempted": (
+        "Une inscription a été tentée avec votre adresse",
+        "Bonjour,\n\nQuelqu'un (peut-être vous) a voulu créer un compte avec cette adresse e-mail, "
+        "mais un compte existe déjà.\n\n"
+        "Pour vous connecter : https://moncompte.ville.example.fr/login\n"
+        "Mot de passe oublié : https://moncompte.ville.example.fr/password/forgot\n\n"
+        "Si ce n'était pas vous, vous pouvez ignorer ce message : votre compte n'a pas changé.\n"
+        "\n-- \nVille-sur-Loire\n",
+    ),
+    "password_reset": (
+        "Réinitialisation de votre mot de passe",
+        "Bonjour,\n\nVous avez demandé à changer votre mot de passe. Ouvrez ce lien :\n\n"
+        "https://moncompte.ville.example.fr/password/reset?token=TOKEN\n\n"
+        "Ce lien est valable 30 minutes et ne sert qu'une fois.\n"
+        "Si vous n'avez rien demandé, ignorez ce message : votre mot de passe ne change pas.\n"
+        "\n-- \nVille-sur-Loire\n",
+    ),
+    "document_expired": (
+        "Un de vos justificatifs a expiré",
+        "Bonjour,\n\nVotre justificatif « Facture EDF » n'est plus valable depuis le 29/11/2026. Il sera supprimé "
+        "de votre coffre-fort le 30/12/2026.\n\nPour le garder, indiquez une nouvelle date de validité dans "
+        f"« Mes justificatifs » : https://moncompte.ville.example.fr/documents/{DOCUMENT_ID}\n",
+    ),
+    "account_unused": (
+        "Votre espace citoyen va être supprimé",
+        "Bonjour,\n\nVous ne vous êtes pas connecté(e) à votre espace citoyen depuis le 30/11/2023. Sans "
+        "connexion de votre part, votre compte et vos justificatifs seront supprimés le 30/12/2026.\n\n"
+        "Pour les garder, il suffit de vous connecter : https://moncompte.ville.example.fr/login\n",
+    ),
+}
+
+
+def test_every_mail_template_is_tested() -> None:
+    templates = {name.removesuffix(".txt") for name in MAIL_TEMPLATES.list_templates() if not name.startswith("_")}
+    assert templates == set(FRENCH)
+
+
+@pytest.mark.parametrize("name", sorted(FRENCH))
+def test_the_french_mail_is_unchanged(name: str, settings: Settings) -> None:
+    assert render_mail(name, contexts(settings)[name]) == FRENCH[name]
+
+
+@pytest.mark.parametrize("name", sorted(FRENCH))
+def test_the_mail_reads_in_english(name: str, settings: Settings) -> None:
+    subject, body = render_mail(name, contexts(settings)[name], lang="en")
+    assert subject != FRENCH[name][0] and body.startswith("Hello")
+    assert "Bonjour" not in body and "https://moncompte.ville.example.fr/" in body
+
+
+def test_a_document_title_is_not_escaped(settings: Settings) -> None:
+    """Plain text: what the citizen typed reaches the mail as typed."""
+    context = contexts(settings)["document_expired"]
+    context["document"].title = "Loyer & charges <mars>"
+    assert "« Loyer & charges <mars> »" in render_mail("document_expired", context)[1]
+
+
+def test_a_missing_value_fails_instead_of_leaving_a_blank(settings: Settings) -> None:
+    with pytest.raises(UndefinedError, match="token"):
+        render_mail("password_reset", {"settings": settings})

@@ -1,0 +1,13 @@
+"""``N_`` marks a French sentence for the translation catalogue where it is defined (any layer may
+use it: it imports nothing); ``vault.web.i18n`` translates it where it is shown."""
+
+from __future__ import annotations
+
+
+def N_(message: str) -> str:  # noqa: N802  (gettext's conventional name, which pybabel extract looks for)
+    """Mark a French sentence for the catalogue where it is defined; it is translated where shown.
+
+    ``pybabel extract`` finds the sentences given to ``N_``; the templates translate them with
+    ``_`` when they display them (a notice, a document type, an error message…).
+    """
+    return message

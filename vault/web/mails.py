@@ -1,0 +1,39 @@
+"""The text of outgoing mail: one plain-text template per mail, in ``templates/mail/``.
+
+A mail template sets its subject (``{% set subject = _("…") %}``) and writes its body. Its
+sentences go through the same catalogue as the pages; a mail is in French unless the reader's
+language is known. Sending is ``vault.mail``'s business (``compose`` and a ``Mailer``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+from vault.web.i18n import SOURCE_LANGUAGE, translations
+
+MAIL_TEMPLATES = Environment(
+    loader=FileSystemLoader(Path(__file__).parent / "templates" / "mail"),
+    autoescape=False,  # plain text: an escaped "&" or "'" would reach the reader as "&amp;" or "&#39;"
+    keep_trailing_newline=True,
+    undefined=StrictUndefined,  # a missing value fails the sending instead of leaving a blank in the mail
+    extensions=["jinja2.ext.i18n"],
+)
+
+
+def render_mail(name: str, context: Mapping[str, Any], *, lang: str | None = None) -> tuple[str, str]:
+    """The subject and body of ``mail/<name>.txt`` with ``context``, in ``lang`` (French when None)."""
+    translated = translations(lang or SOURCE_LANGUAGE)
+    module = MAIL_TEMPLATES.get_template(f"{name}.txt").make_module({
+        **context,
+        "_": translated.gettext,
+        "gettext": translated.gettext,
+        "ngettext": translated.ngettext,
+    })
+    subject = getattr(module, "subject", None)
+    if not subject:
+        raise ValueError(f"mail template {name}.txt sets no subject")
+    return str(subject), str(module)
