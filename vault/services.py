@@ -67,6 +67,7 @@ def build_services(settings: Settings, *, engine: Engine | None = None) -> Servi
         keys=keys,
     )
     documents = DocumentService(settings=settings, keys=keys, store=blob_store, scanner=scanner)
+    oidc = OpenIDService(settings=settings, keystore=keystore, accounts=accounts)
     return Services(
         settings=settings,
         engine=engine or make_engine(settings.effective_database_url),
@@ -77,7 +78,7 @@ def build_services(settings: Settings, *, engine: Engine | None = None) -> Servi
         keystore=keystore,
         accounts=accounts,
         documents=documents,
-        oidc=OpenIDService(settings=settings, keystore=keystore),
-        gdpr=GdprService(settings=settings, keys=keys, keystore=keystore, documents=documents),
+        oidc=oidc,
+        gdpr=GdprService(settings=settings, keystore=keystore, accounts=accounts, oidc=oidc, documents=documents),
         staff=StaffService(accounts),
     )

@@ -24,6 +24,10 @@ class IdentityBase(SQLModel):
     preferred_username: str | None = Field(default=None, max_length=200)  # usage name
 
 
+# The identity's fields, in the pivot identity's order (rectification, exports).
+IDENTITY_FIELDS = tuple(IdentityBase.model_fields)
+
+
 class CitizenCreate(IdentityBase):
     email: str
     password: str

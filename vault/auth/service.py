@@ -28,6 +28,7 @@ from vault.auth.exceptions import (
 )
 from vault.auth.identity import normalize_email, validate_identity
 from vault.auth.models import (
+    IDENTITY_FIELDS,
     Citizen,
     EmailToken,
     LoginSession,
@@ -392,12 +393,63 @@ class AccountService:
         logger.info("all sessions closed", extra={"citizen_id": str(citizen_id), "count": result.rowcount})
         return result.rowcount
 
-    def list_sessions(self, *, db: Session, citizen_id: uuid.UUID) -> list[LoginSession]:
-        return list(db.exec(
-            select(LoginSession)
-            .where(LoginSession.citizen_id == citizen_id, LoginSession.mfa_pending == False)  # noqa: E712
-            .order_by(LoginSession.last_seen_at.desc())  # type: ignore[attr-defined]
-        ))
+    def end_session(self, *, db: Session, login_session: LoginSession) -> None:
+        db.delete(login_session)
+
+    def end_sessions_by_sid(self, *, db: Session, sid: str) -> int:
+        """End the login session an app knows by its ``sid`` (OpenID Connect logout); how many ended."""
+        return db.exec(delete(LoginSession).where(LoginSession.sid == sid)).rowcount  # type: ignore[arg-type]
+
+    def list_sessions(self, *, db: Session, citizen_id: uuid.UUID, include_pending: bool = False) -> list[LoginSession]:
+        """The citizen's login sessions, most recently used first; ``include_pending``: also those
+        still waiting for their TOTP code."""
+        query = select(LoginSession).where(LoginSession.citizen_id == citizen_id)
+        if not include_pending:
+            query = query.where(LoginSession.mfa_pending == False)  # noqa: E712
+        return list(db.exec(query.order_by(LoginSession.last_seen_at.desc())))  # type: ignore[attr-defined]
+
+    # ---- rectification, retention and erasure (driven by vault.gdpr) ------------------------------
+
+    def rectify_identity(self, *, db: Session, citizen: Citizen, changes: dict[str, str]) -> list[str]:
+        """Apply the identity changes that validate (GDPR Art. 16); return the names of the fields
+        that changed. Raises InvalidInput, nothing changed, when a value is refused."""
+        current = {f: str(getattr(citizen, f) or "") for f in IDENTITY_FIELDS}
+        merged = {**current, **{k: v for k, v in changes.items() if k in current and v is not None}}
+        clean, errors = validate_identity(merged, today=self.settings.today())
+        if errors:
+            raise InvalidInput(errors)
+        changed = sorted(k for k, v in clean.items() if str(v or "") != current[k])
+        for field in changed:
+            setattr(citizen, field, clean[field])
+        citizen.updated_at = utcnow()
+        return changed
+
+    def get_citizen(self, *, db: Session, citizen_id: uuid.UUID | None) -> Citizen | None:
+        return db.get(Citizen, citizen_id) if citizen_id is not None else None
+
+    def notice_sent(self, citizen: Citizen, *, at: datetime) -> None:
+        """The "your unused account will be deleted" mail left at ``at``."""
+        citizen.retention_notice_at = at
+
+    def unused_accounts(self, *, db: Session, inactive_before: datetime) -> list[Citizen]:
+        """Accounts whose last login (or creation, for those never used) is older than the date."""
+        activity = func.coalesce(Citizen.last_login_at, Citizen.created_at)
+        return list(db.exec(select(Citizen).where(activity < inactive_before)))
+
+    def forget(self, *, db: Session, citizen: Citizen) -> None:
+        """Erasure's last stage for accounts: the citizen's row and what hangs on it (mailed links,
+        recovery codes, login sessions). The other domains forget theirs first."""
+        for table in (EmailToken, RecoveryCode, LoginSession):
+            db.exec(delete(table).where(table.citizen_id == citizen.id))  # type: ignore[arg-type]
+        db.delete(citizen)
+
+    def purge_expired(self, *, db: Session, now: datetime) -> dict[str, int]:
+        """Retention housekeeping: mailed links and login counters idle for a day."""
+        day_ago = now - timedelta(days=1)
+        return {
+            "mailed_links": db.exec(delete(EmailToken).where(EmailToken.expires_at < day_ago)).rowcount,  # type: ignore[arg-type]
+            "login_counters": db.exec(delete(LoginThrottle).where(LoginThrottle.last_failure_at < day_ago)).rowcount,  # type: ignore[arg-type]
+        }
 
     # ---- TOTP (RFC 6238) and recovery codes ----------------------------------------------------
 

@@ -15,21 +15,23 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, or_, update
+from sqlalchemy import func, update
 from sqlmodel import Session, select
 
-from vault import crypto
-from vault.auth.identity import validate_identity
-from vault.auth.models import Citizen, LoginSession
+from vault.auth.exceptions import InvalidInput
+from vault.auth.models import Citizen
+from vault.auth.service import AccountService
 from vault.db import utcnow
 from vault.errors import VaultError
 from vault.gdpr import audit
 from vault.gdpr.models import CHANNELS, REQUEST_KINDS, DataRequest, Tombstone
 from vault.gdpr.zipstream import stream_zip
+from vault.oidc.claims import claims_for_scope
 from vault.oidc.keys import KeyStore
-from vault.oidc.models import Consent, OAuthClient, OAuthToken
+from vault.oidc.service import OpenIDService
 from vault.settings import Settings
-from vault.storage.models import AccessLogEntry, CitizenKey, Document
+from vault.storage.exceptions import DocumentNotFound
+from vault.storage.models import Document
 from vault.storage.service import DocumentService
 
 logger = logging.getLogger(__name__)
@@ -128,11 +130,15 @@ Archive créée le {now:%d/%m/%Y à %H:%M} (UTC). Format : version {version}.
 
 
 class GdprService:
-    def __init__(self, *, settings: Settings, keys: crypto.KeyProvider, keystore: KeyStore,
-                 documents: DocumentService) -> None:
+    """The register, export, erasure and legal hold. It owns the register and the tombstones; the
+    rows of accounts, apps and documents it reaches through their domains' services."""
+
+    def __init__(self, *, settings: Settings, keystore: KeyStore, accounts: AccountService,
+                 oidc: OpenIDService, documents: DocumentService) -> None:
         self.settings = settings
-        self.keys = keys
         self.keystore = keystore
+        self.accounts = accounts
+        self.oidc = oidc
         self.documents = documents
 
     # ---- subjects -------------------------------------------------------------------------------
@@ -141,7 +147,7 @@ class GdprService:
         return audit.subject_of(self.keystore.secret(db, "subject-key"), citizen_id)
 
     def find_citizen(self, db: Session, citizen_id: uuid.UUID) -> Citizen:
-        citizen = db.get(Citizen, citizen_id)
+        citizen = self.accounts.get_citizen(db=db, citizen_id=citizen_id)
         if citizen is not None:
             return citizen
         tombstone = db.get(Tombstone, self.subject(db, citizen_id))
@@ -255,16 +261,10 @@ class GdprService:
         citizen = self.find_citizen(db, citizen_id)
         if not reason.strip():
             raise GdprError("Indiquez la raison de la rectification.")
-        current = {f: str(getattr(citizen, f) or "") for f in ("given_name", "family_name", "birthdate", "gender",
-                                                                   "birthplace", "birthcountry", "preferred_username")}
-        merged = {**current, **{k: v for k, v in changes.items() if k in current and v is not None}}
-        clean, errors = validate_identity(merged, today=self.settings.today())
-        if errors:
-            raise GdprError(" ".join(errors.values()))
-        changed = sorted(k for k, v in clean.items() if str(v or "") != current[k])
-        for field in changed:
-            setattr(citizen, field, clean[field])
-        citizen.updated_at = utcnow()
+        try:
+            changed = self.accounts.rectify_identity(db=db, citizen=citizen, changes=changes)
+        except InvalidInput as exc:
+            raise GdprError(" ".join(exc.fields.values())) from None
         # Which fields changed, never their values (the audit log holds no identity data).
         audit.record(db, actor=by.actor, action="identity.rectified", target=f"subject:{self.subject(db, citizen.id)}",
                      details={"fields": changed, "reason": reason.strip()[:300]})
@@ -273,8 +273,7 @@ class GdprService:
     # ---- export (Art. 15, in the spirit of Art. 20) --------------------------------------------------------
 
     def export_size(self, db: Session, citizen_id: uuid.UUID) -> int:
-        return int(db.exec(select(func.coalesce(func.sum(Document.size), 0))
-                           .where(Document.owner_id == citizen_id)).one())
+        return self.documents.total_size(db, citizen_id)
 
     def export(self, db: Session, *, citizen_id: uuid.UUID, by: Staff,
                progress: Any = None) -> Iterator[bytes]:
@@ -282,9 +281,9 @@ class GdprService:
         citizen = self.find_citizen(db, citizen_id)
         subject = self.subject(db, citizen.id)
         audit.record(db, actor=by.actor, action="export", target=f"subject:{subject}")
-        documents = list(db.exec(select(Document).where(Document.owner_id == citizen.id).order_by(Document.created_at)))
+        documents = self.documents.documents_of(db, citizen.id)
         key_of = {d.id: self.documents.document_key(db, d) for d in documents}
-        parts = self._export_parts(db, citizen)
+        parts = self._export_parts(db, citizen, documents)
 
         def jsonl(value: Any) -> list[bytes]:
             return [json.dumps(value, ensure_ascii=False, indent=2, default=str).encode()]
@@ -306,12 +305,8 @@ class GdprService:
 
         return stream_zip(entries())
 
-    def _export_parts(self, db: Session, citizen: Citizen) -> dict[str, Any]:
-        documents = db.exec(select(Document).where(Document.owner_id == citizen.id).order_by(Document.created_at)).all()
-        consents = db.exec(select(Consent, OAuthClient).join(OAuthClient, OAuthClient.client_id == Consent.client_id)
-                           .where(Consent.citizen_id == citizen.id)).all()
-        from vault.oidc.claims import claims_for_scope
-
+    def _export_parts(self, db: Session, citizen: Citizen, documents: list[Document]) -> dict[str, Any]:
+        apps = self.oidc.apps_of(db=db, citizen_id=citizen.id)
         return {
             "compte.json": {
                 "format": EXPORT_FORMAT_VERSION,
@@ -333,10 +328,10 @@ class GdprService:
             "applications.json": [{
                 "application": client.name, "client_id": client.client_id, "autorise_le": consent.granted_at,
                 "scopes": consent.scope.split(), "informations_transmises": claims_for_scope(consent.scope)}
-                for consent, client in consents],
+                for client, consent, _ in reversed(apps)],
             "sessions.json": [{"connecte_le": s.created_at, "derniere_activite": s.last_seen_at,
                                "appareil": s.user_agent, "methodes": s.amr.split()}
-                              for s in db.exec(select(LoginSession).where(LoginSession.citizen_id == citizen.id))],
+                              for s in self.accounts.list_sessions(db=db, citizen_id=citizen.id, include_pending=True)],
             "journal-des-acces.json": [{"date": e.at, "service": e.actor_name, "type": e.actor_kind,
                                         "action": e.action, "document": e.document_title}
                                        for e in self.documents.access_log(db, citizen.id, limit=100_000)],
@@ -352,7 +347,7 @@ class GdprService:
         document = self._document(db, document_id)
         if not reason.strip():
             raise GdprError("Indiquez l'obligation légale qui impose de conserver ce document.")
-        document.legal_hold = reason.strip()[:500]
+        self.documents.place_hold(db, document, reason)
         audit.record(db, actor=by.actor, action="document.held", target=f"document:{document.id}",
                      details={"reason": document.legal_hold[:300]})
         return document
@@ -363,20 +358,15 @@ class GdprService:
         document = self._document(db, document_id)
         if document.legal_hold is None:
             raise GdprError("Ce document n'est pas sous conservation légale.")
-        orphan = document.owner_id is None
         audit.record(db, actor=by.actor, action="document.released", target=f"document:{document.id}",
-                     details={"deleted": orphan})
-        if orphan:
-            db.delete(document)
-            return document.blob_key
-        document.legal_hold = None
-        return None
+                     details={"deleted": document.owner_id is None})
+        return self.documents.release_hold(db, document)
 
     def _document(self, db: Session, document_id: uuid.UUID) -> Document:
-        document = db.get(Document, document_id)
-        if document is None:
-            raise SubjectNotFound("Aucun document avec cet identifiant.")
-        return document
+        try:
+            return self.documents.find(db, document_id)
+        except DocumentNotFound:
+            raise SubjectNotFound("Aucun document avec cet identifiant.") from None
 
     # ---- erasure (Art. 17) --------------------------------------------------------------------------------
 
@@ -412,7 +402,7 @@ class GdprService:
         tombstone = db.get(Tombstone, subject)
         if tombstone is not None and tombstone.completed_at is not None:
             return tombstone.certificate or ""
-        citizen = db.get(Citizen, citizen_id) if citizen_id is not None else None
+        citizen = self.accounts.get_citizen(db=db, citizen_id=citizen_id)
         if citizen is None and tombstone is None:
             raise SubjectNotFound("Aucun citoyen avec cet identifiant.")
         if not reason.strip():
@@ -425,43 +415,7 @@ class GdprService:
         counts: dict[str, Any] = dict(tombstone.counts)
 
         if citizen is not None:
-            # 1. Nothing can act for the citizen any more.
-            counts["sessions"] = counts.get("sessions", 0) + db.exec(
-                delete(LoginSession).where(LoginSession.citizen_id == citizen.id)).rowcount  # type: ignore[arg-type]
-            counts["tokens_revoked"] = counts.get("tokens_revoked", 0) + db.exec(
-                update(OAuthToken).where(OAuthToken.citizen_id == citizen.id, OAuthToken.revoked_at.is_(None))  # type: ignore[union-attr]
-                .values(revoked_at=utcnow())).rowcount
-            # Art. 19: the apps that received the citizen's data are told in the certificate.
-            recipients = {c.client_id: c.name for c in db.exec(
-                select(OAuthClient).where(or_(
-                    OAuthClient.client_id.in_(select(Consent.client_id).where(Consent.citizen_id == citizen.id)),  # type: ignore[attr-defined]
-                    OAuthClient.client_id.in_(select(OAuthToken.client_id).where(OAuthToken.citizen_id == citizen.id)),  # type: ignore[attr-defined]
-                )))}
-            counts["recipients"] = sorted([{"client_id": k, "name": v} for k, v in recipients.items()],
-                                          key=lambda r: r["client_id"])
-            # 2. Legal hold: keep those documents, their key re-wrapped by the KEK.
-            held = db.exec(select(Document).where(Document.owner_id == citizen.id, Document.legal_hold.is_not(None))).all()  # type: ignore[union-attr]
-            for document in held:
-                key = self.documents.document_key(db, document)
-                document.held_key = crypto.wrap(self.keys, key, context=b"legal-hold:" + document.id.bytes)
-                document.owner_id = None
-            counts["kept_under_legal_hold"] = [{"document_id": str(d.id), "reason": d.legal_hold, "sha256": d.sha256}
-                                               for d in held]
-            to_delete = db.exec(select(Document).where(Document.owner_id == citizen.id)).all()
-            counts["documents"] = [{"sha256": d.sha256, "size": d.size} for d in to_delete]
-            counts["blob_keys"] = [d.blob_key for d in to_delete]
-            # 3. Crypto-shredding.
-            counts["citizen_key_destroyed"] = bool(db.exec(
-                delete(CitizenKey).where(CitizenKey.citizen_id == citizen.id)).rowcount)  # type: ignore[arg-type]
-            counts["access_log_entries"] = db.exec(select(func.count()).select_from(AccessLogEntry)
-                                                   .where(AccessLogEntry.citizen_id == citizen.id)).one()
-            counts["consents"] = db.exec(select(func.count()).select_from(Consent)
-                                         .where(Consent.citizen_id == citizen.id)).one()
-            # 4. Rows: the register keeps the requests (accountability) without naming the person.
-            db.exec(update(DataRequest).where(DataRequest.citizen_id == citizen.id)
-                    .values(requester_label=f"Personne effacée ({subject[:12]})", citizen_id=None))
-            db.exec(delete(Document).where(Document.owner_id == citizen.id))  # type: ignore[arg-type]
-            db.delete(citizen)  # cascades: tokens, codes, consents, access log, links, recovery codes
+            self._forget_citizen(db, citizen, subject=subject, counts=counts)
             tombstone.counts = counts
             db.commit()  # from here the citizen is gone; what remains is deleting objects
 
@@ -497,6 +451,31 @@ class GdprService:
         db.commit()
         logger.info("citizen erased", extra={"subject": subject})
         return certificate
+
+    def _forget_citizen(self, db: Session, citizen: Citizen, *, subject: str, counts: dict[str, Any]) -> None:
+        """The erasure's stages that remove the citizen, each domain forgetting its own rows; what
+        was destroyed is added to ``counts`` (the certificate's content). One transaction."""
+        # 1. Nothing can act for the citizen any more.
+        counts["sessions"] = counts.get("sessions", 0) + self.accounts.logout_everywhere(db=db, citizen_id=citizen.id)
+        counts["tokens_revoked"] = counts.get("tokens_revoked", 0) + self.oidc.revoke_all(db=db, citizen_id=citizen.id)
+        # Art. 19: the apps that received the citizen's data are told in the certificate.
+        counts["recipients"] = self.oidc.recipients(db=db, citizen_id=citizen.id)
+        # 2. Legal hold: those documents are kept, their key re-wrapped by the KEK.
+        held = self.documents.keep_held(db, citizen.id)
+        counts["kept_under_legal_hold"] = [{"document_id": str(d.id), "reason": d.legal_hold, "sha256": d.sha256}
+                                           for d in held]
+        to_delete = self.documents.documents_of(db, citizen.id)
+        counts["documents"] = [{"sha256": d.sha256, "size": d.size} for d in to_delete]
+        counts["blob_keys"] = [d.blob_key for d in to_delete]
+        # 3. Crypto-shredding.
+        counts["citizen_key_destroyed"] = self.documents.shred_key(db, citizen.id)
+        # 4. Rows: each domain forgets its own; the register keeps the requests (accountability)
+        # without naming the person.
+        counts["access_log_entries"] = self.documents.forget(db, citizen.id)
+        counts["consents"] = self.oidc.forget(db=db, citizen_id=citizen.id)
+        db.exec(update(DataRequest).where(DataRequest.citizen_id == citizen.id)
+                .values(requester_label=f"Personne effacée ({subject[:12]})", citizen_id=None))
+        self.accounts.forget(db=db, citizen=citizen)
 
     def tombstone(self, db: Session, citizen_id: uuid.UUID) -> Tombstone | None:
         return db.get(Tombstone, self.subject(db, citizen_id))

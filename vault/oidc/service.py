@@ -9,8 +9,9 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
@@ -20,17 +21,17 @@ from authlib.oauth2.rfc6749.errors import (
     OAuth2Error,
 )
 from authlib.oidc.core.errors import ConsentRequiredError, LoginRequiredError
-from sqlalchemy import delete, update
+from sqlalchemy import delete, or_, update
 from sqlmodel import Session, select
 
-from vault.auth.models import Citizen, LoginSession
-from vault.auth.service import CurrentLogin
+from vault.auth.models import Citizen
+from vault.auth.service import AccountService, CurrentLogin
 from vault.db import utcnow
 from vault.oidc.adapter import VaultOAuth2Request
 from vault.oidc.claims import SCOPES_SUPPORTED, describe_scope, user_claims
 from vault.oidc.exceptions import BearerError, LogoutError, PendingExpired, UntrustedHint
 from vault.oidc.keys import InvalidSignature, KeyStore
-from vault.oidc.models import Consent, OAuthClient, OAuthToken, PendingAuthorization
+from vault.oidc.models import AuthorizationCode, Consent, OAuthClient, OAuthToken, PendingAuthorization
 from vault.oidc.provider import (
     ACR_REACHED,
     AUTH_METHODS,
@@ -91,9 +92,10 @@ class LogoutResult:
 
 
 class OpenIDService:
-    def __init__(self, *, settings: Settings, keystore: KeyStore) -> None:
+    def __init__(self, *, settings: Settings, keystore: KeyStore, accounts: AccountService) -> None:
         self.settings = settings
         self.keystore = keystore
+        self.accounts = accounts  # the citizens' login sessions end through it (logout)
 
     def provider(self, db: Session) -> Provider:
         return Provider(db=db, settings=self.settings, keystore=self.keystore)
@@ -274,12 +276,12 @@ class OpenIDService:
                     db, sector=client.sector, citizen_id=str(current.citizen.id)))):
             # No hint (the citizen confirmed here), or a hint about the person logged in here,
             # whichever of their logins the app knows (they may have logged in again since).
-            db.delete(current.login_session)
+            self.accounts.end_session(db=db, login_session=current.login_session)
             ended = True
         others = 0
         if sid and (current is None or sid != current.login_session.sid):
             # The session the app knows about: on another device, or an earlier login here.
-            others = db.exec(delete(LoginSession).where(LoginSession.sid == sid)).rowcount  # type: ignore[arg-type]
+            others = self.accounts.end_sessions_by_sid(db=db, sid=sid)
         if ended or others:
             logger.info("logout", extra={"client_id": client.client_id if client else None})
         target = None
@@ -306,6 +308,42 @@ class OpenIDService:
         if removed:
             logger.info("app access withdrawn", extra={"client_id": client_id, "citizen_id": str(citizen_id)})
         return bool(removed)
+
+    # ---- erasure and retention (driven by vault.gdpr) -------------------------------------------------
+
+    def revoke_all(self, *, db: Session, citizen_id: uuid.UUID) -> int:
+        """Erasure's first stage: every live token of the citizen revoked; how many."""
+        return db.exec(update(OAuthToken).where(OAuthToken.citizen_id == citizen_id,
+                                                OAuthToken.revoked_at.is_(None))  # type: ignore[union-attr]
+                       .values(revoked_at=utcnow())).rowcount
+
+    def recipients(self, *, db: Session, citizen_id: uuid.UUID) -> list[dict[str, str]]:
+        """The apps that received the citizen's data (a consent or a token), for GDPR Art. 19."""
+        rows = db.exec(select(OAuthClient).where(or_(
+            OAuthClient.client_id.in_(select(Consent.client_id).where(Consent.citizen_id == citizen_id)),  # type: ignore[attr-defined]
+            OAuthClient.client_id.in_(select(OAuthToken.client_id).where(OAuthToken.citizen_id == citizen_id)),  # type: ignore[attr-defined]
+        )))
+        return sorted(({"client_id": c.client_id, "name": c.name} for c in rows), key=lambda r: r["client_id"])
+
+    def forget(self, *, db: Session, citizen_id: uuid.UUID) -> int:
+        """Erasure: the citizen's tokens, codes and consents deleted; returns the consents' count."""
+        consents = db.exec(delete(Consent).where(Consent.citizen_id == citizen_id)).rowcount  # type: ignore[arg-type]
+        for table in (OAuthToken, AuthorizationCode):
+            db.exec(delete(table).where(table.citizen_id == citizen_id))  # type: ignore[arg-type]
+        return consents
+
+    def purge_expired(self, *, db: Session, now: datetime) -> dict[str, int]:
+        """Retention housekeeping: authorization requests past their time, codes and tokens dead
+        for a day (a refresh token still valid keeps its row)."""
+        day_ago = now - timedelta(days=1)
+        return {
+            "pending_authorizations": db.exec(delete(PendingAuthorization)
+                                              .where(PendingAuthorization.expires_at < now)).rowcount,  # type: ignore[arg-type]
+            "codes": db.exec(delete(AuthorizationCode).where(AuthorizationCode.expires_at < day_ago)).rowcount,  # type: ignore[arg-type]
+            "tokens": db.exec(delete(OAuthToken).where(
+                OAuthToken.access_expires_at < day_ago,
+                or_(OAuthToken.refresh_expires_at.is_(None), OAuthToken.refresh_expires_at < now))).rowcount,  # type: ignore[union-attr,arg-type]
+        }
 
     # ---- discovery (OIDC Discovery 1.0 §3) ---------------------------------------------------------------
 

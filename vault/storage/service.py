@@ -12,9 +12,9 @@ import unicodedata
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
-from sqlalchemy import func, update
+from sqlalchemy import delete, func, or_, update
 from sqlmodel import Session, select
 
 from vault import crypto
@@ -368,6 +368,79 @@ class DocumentService:
     def access_log(self, db: Session, citizen_id: uuid.UUID, limit: int = 200) -> list[AccessLogEntry]:
         return list(db.exec(select(AccessLogEntry).where(AccessLogEntry.citizen_id == citizen_id)
                             .order_by(AccessLogEntry.at.desc()).limit(limit)))  # type: ignore[attr-defined]
+
+    # ---- legal hold, retention and erasure (driven by vault.gdpr) -----------------------------------
+
+    def find(self, db: Session, document_id: uuid.UUID) -> Document:
+        """Any document by id, whoever owns it (staff only: the register and legal holds)."""
+        document = db.get(Document, document_id)
+        if document is None:
+            raise DocumentNotFound()
+        return document
+
+    def place_hold(self, db: Session, document: Document, reason: str) -> None:
+        """Legal hold (GDPR Art. 17(3)(b)): kept whatever its owner, retention or an erasure asks."""
+        document.legal_hold = reason.strip()[:500]
+
+    def release_hold(self, db: Session, document: Document) -> str | None:
+        """End a legal hold. A document kept after its owner's erasure has no other reason to exist:
+        its row goes, and its blob key is returned, to delete after the commit (else None)."""
+        if document.owner_id is None:
+            db.delete(document)
+            return document.blob_key
+        document.legal_hold = None
+        return None
+
+    def documents_of(self, db: Session, owner_id: uuid.UUID) -> list[Document]:
+        """Every document the citizen owns, oldest first."""
+        return list(db.exec(select(Document).where(Document.owner_id == owner_id).order_by(Document.created_at)))
+
+    def total_size(self, db: Session, owner_id: uuid.UUID) -> int:
+        return self.usage(db, owner_id)[1]
+
+    def keep_held(self, db: Session, owner_id: uuid.UUID) -> list[Document]:
+        """Erasure: the citizen's documents under legal hold leave the citizen, their key re-wrapped
+        by the KEK (the citizen key is about to be destroyed); return them."""
+        held = list(db.exec(select(Document).where(Document.owner_id == owner_id,
+                                                   Document.legal_hold.is_not(None))))  # type: ignore[union-attr]
+        for document in held:
+            key = self.document_key(db, document)
+            document.held_key = crypto.wrap(self.keys, key, context=b"legal-hold:" + document.id.bytes)
+            document.owner_id = None
+        return held
+
+    def shred_key(self, db: Session, citizen_id: uuid.UUID) -> bool:
+        """Crypto-shredding: destroy the citizen key; every copy of every object of the citizen's,
+        backups included, is unreadable from here. Whether there was a key."""
+        return bool(db.exec(delete(CitizenKey).where(CitizenKey.citizen_id == citizen_id)).rowcount)  # type: ignore[arg-type]
+
+    def forget(self, db: Session, citizen_id: uuid.UUID) -> int:
+        """Erasure: the citizen's document rows and access log deleted (their objects are deleted by
+        the caller, after the commit); returns the number of access-log entries removed."""
+        db.exec(delete(Document).where(Document.owner_id == citizen_id))  # type: ignore[arg-type]
+        return db.exec(delete(AccessLogEntry).where(AccessLogEntry.citizen_id == citizen_id)).rowcount  # type: ignore[arg-type]
+
+    def expired(self, db: Session, today: date) -> list[Document]:
+        """Documents past their validity date that someone owns and no legal hold keeps."""
+        return list(db.exec(select(Document).where(Document.valid_until < today,  # type: ignore[operator]
+                                                   Document.legal_hold.is_(None),  # type: ignore[union-attr]
+                                                   Document.owner_id.is_not(None))))  # type: ignore[union-attr]
+
+    def forget_renewed_notices(self, db: Session, today: date) -> None:
+        """A document whose validity date was pushed back (or removed) is no longer due for deletion."""
+        for document in db.exec(select(Document).where(Document.retention_notice_at.is_not(None),  # type: ignore[union-attr]
+                                                       or_(Document.valid_until.is_(None),  # type: ignore[union-attr]
+                                                           Document.valid_until >= today))):  # type: ignore[operator]
+            document.retention_notice_at = None
+
+    def notice_sent(self, document: Document, *, at: datetime) -> None:
+        """The "this document has expired" mail left at ``at``."""
+        document.retention_notice_at = at
+
+    def remove(self, db: Session, document: Document) -> str:
+        """Delete a document's row whoever asks (retention); return its blob key, to delete after the commit."""
+        db.delete(document)
+        return document.blob_key
 
     # ---- operations --------------------------------------------------------------------------------
 
