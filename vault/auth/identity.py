@@ -13,17 +13,16 @@ from datetime import date
 
 from email_validator import EmailNotValidError, validate_email
 
+from vault.dates import OLDEST_DATE, DateFormatError, NoSuchDate, parse_date
+
 FRANCE = "99100"
 GENDERS = {"male": "Masculin", "female": "Féminin"}
 
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_DATE_FR = re.compile(r"^(\d{1,2})[/. -](\d{1,2})[/. -](\d{4})$")
 # Department part: 01–19, 21–95, 2A/2B (Corsica); overseas 971–978, 984–989.
 _COMMUNE = re.compile(r"^(?:(?:0[1-9]|1\d|[3-8]\d|9[0-5]|2[1-9]|2[AB])\d{3}|9[78]\d{3})$")
 _COUNTRY = re.compile(r"^99\d{3}$")
 _NAME = re.compile(r"^[^\W\d_]+(?:[ '\-][^\W\d_]+)*$")
 MAX_NAME = 100
-OLDEST_BIRTH_YEAR = 1900
 
 
 def normalize_email(raw: str) -> str:
@@ -56,23 +55,20 @@ def _name_problem(value: str, label: str) -> str | None:
 
 
 def parse_birthdate(raw: str, *, today: date | None = None) -> date:
-    """Accept ``AAAA-MM-JJ`` (the claim's format) and ``JJ/MM/AAAA`` (how people in France write it)."""
-    raw = (raw or "").strip()
-    if not raw:
+    """A birthdate (``AAAA-MM-JJ`` or ``JJ/MM/AAAA``, see ``vault.dates``), neither in the future
+    nor before 1900; ValueError with the message for the form otherwise."""
+    if not (raw or "").strip():
         raise ValueError("Indiquez votre date de naissance.")
-    if match := _DATE_FR.match(raw):
-        day, month, year = match.groups()
-        raw = f"{year}-{int(month):02d}-{int(day):02d}"
-    if not _DATE.match(raw):
-        raise ValueError("La date de naissance doit être au format JJ/MM/AAAA, par exemple 31/07/1984.")
     try:
-        value = date.fromisoformat(raw)
-    except ValueError:
+        value = parse_date(raw)
+    except NoSuchDate:
         raise ValueError("Cette date de naissance n'existe pas dans le calendrier.") from None
+    except DateFormatError:
+        raise ValueError("La date de naissance doit être au format JJ/MM/AAAA, par exemple 31/07/1984.") from None
     if value > (today or date.today()):
         raise ValueError("La date de naissance ne peut pas être dans le futur.")
-    if value.year < OLDEST_BIRTH_YEAR:
-        raise ValueError(f"La date de naissance doit être postérieure à {OLDEST_BIRTH_YEAR}.")
+    if value < OLDEST_DATE:
+        raise ValueError(f"La date de naissance doit être postérieure à {OLDEST_DATE.year}.")
     return value
 
 

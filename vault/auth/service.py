@@ -36,6 +36,7 @@ from vault.auth.models import (
     RecoveryCode,
 )
 from vault.auth.passwords import Hasher, password_problem
+from vault.crypto.tokens import new_token, token_hash
 from vault.db import utcnow
 from vault.mail import Mailer, compose
 from vault.settings import Settings
@@ -52,16 +53,6 @@ TOTP_ISSUER_FALLBACK = "Citizen Vault"
 _FIRST_LOCK_SECONDS = 30
 _MAX_LOCK_SECONDS = 3600
 _THROTTLE_MEMORY = timedelta(hours=24)
-
-
-def token_hash(token: str) -> str:
-    """Rows store the SHA-256 of a bearer token, never the token: a database leak opens nothing."""
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-def new_token() -> tuple[str, str]:
-    token = secrets.token_urlsafe(32)
-    return token, token_hash(token)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from starlette.responses import Response, StreamingResponse
 
 from vault.auth.dependencies import LoggedIn
 from vault.auth.exceptions import AuthError, TooManyLoginAttempts
-from vault.auth.identity import parse_birthdate
+from vault.dates import parse_past_date
 from vault.errors import VaultError
 from vault.gdpr import audit
 from vault.gdpr.models import CHANNELS, REQUEST_KINDS, STATUSES, Tombstone
@@ -142,7 +142,7 @@ def dpo_csv(db: Db, gdpr: Gdpr, current: StaffUser) -> Response:
 def dpo_open_request(request: Request, form: FormFields, db: Db, gdpr: Gdpr, current: StaffUser) -> Response:
     try:
         citizen_id = uuid.UUID(form.get("citizen_id", "").strip())
-        received = (parse_birthdate(form["received_on"], today=request.app.state.settings.today())
+        received = (parse_past_date(form["received_on"], today=request.app.state.settings.today())
                     if form.get("received_on") else None)
     except (ValueError, KeyError):
         raise PageError(400, "Identifiant du citoyen ou date de réception invalide.") from None
@@ -176,7 +176,7 @@ def dpo_request_action(request: Request, request_id: uuid.UUID, action: str, for
         if action == "extend":
             today = request.app.state.settings.today()
             gdpr.extend(db, request_id=request_id, reason=form.get("reason", ""),
-                        told_on=parse_birthdate(form.get("told_on", "") or today.isoformat(), today=today), by=by)
+                        told_on=parse_past_date(form.get("told_on", "") or today.isoformat(), today=today), by=by)
         elif action == "close":
             gdpr.close(db, request_id=request_id, status=form.get("status", ""), outcome=form.get("outcome", ""),
                        refusal_reason=form.get("refusal_reason", ""), by=by)

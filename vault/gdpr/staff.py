@@ -14,7 +14,8 @@ from vault import crypto
 from vault.auth.exceptions import InvalidCredentials, InvalidInput, TooManyLoginAttempts
 from vault.auth.identity import normalize_email
 from vault.auth.passwords import password_problem
-from vault.auth.service import AccountService, new_token, token_hash
+from vault.auth.service import AccountService
+from vault.crypto.tokens import new_token, token_hash
 from vault.db import utcnow
 from vault.gdpr import audit
 from vault.gdpr.models import StaffAccount, StaffSession

@@ -13,11 +13,12 @@ from joserfc.errors import JoseError
 from sqlalchemy import update
 from sqlmodel import Session, select
 
+from vault.crypto.tokens import token_hash
 from vault.db import utcnow
 from vault.oidc.claims import SCOPES_SUPPORTED
 from vault.oidc.exceptions import ClientError, ClientNotFound
 from vault.oidc.models import OAuthClient, OAuthToken
-from vault.oidc.provider import AUTH_METHODS, token_hash
+from vault.oidc.provider import AUTH_METHODS
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,6 @@ rotation with reuse detection (RFC 9700 §4.14.2), unknown scopes ignored rather
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import logging
 import secrets
@@ -43,6 +42,7 @@ from sqlalchemy import update
 from sqlmodel import Session, select
 
 from vault.auth.models import Citizen
+from vault.crypto.tokens import token_hash
 from vault.db import utcnow
 from vault.oidc.claims import SCOPES_SUPPORTED
 from vault.oidc.keys import KeyStore
@@ -55,10 +55,6 @@ CODE_LIFETIME = timedelta(seconds=60)
 ID_TOKEN_LIFETIME = 600
 AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt", "none")
 ACR_REACHED = "eidas1"  # self-declared identity, password (+ TOTP): eIDAS "low", never more
-
-
-def token_hash(value: str) -> str:
-    return hashlib.sha256(value.encode()).hexdigest()
 
 
 def scope_list(scope: str | None) -> list[str]:

@@ -26,19 +26,14 @@ from sqlmodel import Session, select
 
 from vault.auth.models import Citizen
 from vault.auth.service import AccountService, CurrentLogin
+from vault.crypto.tokens import token_hash
 from vault.db import utcnow
 from vault.oidc.adapter import VaultOAuth2Request
 from vault.oidc.claims import SCOPES_SUPPORTED, describe_scope, user_claims
 from vault.oidc.exceptions import BearerError, LogoutError, PendingExpired, UntrustedHint
 from vault.oidc.keys import InvalidSignature, KeyStore
 from vault.oidc.models import AuthorizationCode, Consent, OAuthClient, OAuthToken, PendingAuthorization
-from vault.oidc.provider import (
-    ACR_REACHED,
-    AUTH_METHODS,
-    Provider,
-    scope_list,
-    token_hash,
-)
+from vault.oidc.provider import ACR_REACHED, AUTH_METHODS, Provider, scope_list
 from vault.settings import Settings
 
 logger = logging.getLogger(__name__)

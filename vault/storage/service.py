@@ -18,7 +18,6 @@ from sqlalchemy import delete, func, or_, update
 from sqlmodel import Session, select
 
 from vault import crypto
-from vault.auth.identity import parse_birthdate
 from vault.crypto.hierarchy import (
     kek_version,
     new_citizen_key,
@@ -28,6 +27,7 @@ from vault.crypto.hierarchy import (
     rewrap_citizen_key,
 )
 from vault.crypto.streaming import decrypt_object, decrypt_range
+from vault.dates import OLDEST_DATE, parse_date
 from vault.db import utcnow
 from vault.settings import Settings
 from vault.storage.antivirus import Scanner
@@ -118,9 +118,12 @@ def validate_meta(fields: dict[str, str], *, filename: str | None) -> DocumentMe
     valid_until = None
     if raw := (fields.get("valid_until") or "").strip():
         try:
-            valid_until = parse_birthdate(raw, today=date(9999, 12, 31))
+            valid_until = parse_date(raw)
         except ValueError:
             errors["valid_until"] = "La date de validité doit être au format JJ/MM/AAAA ou AAAA-MM-JJ."
+        else:
+            if valid_until.year < OLDEST_DATE.year:
+                errors["valid_until"] = "La date de validité doit être au format JJ/MM/AAAA ou AAAA-MM-JJ."
     if errors:
         raise InvalidDocumentInput(errors)
     return DocumentMeta(type=kind, title=title, valid_until=valid_until, filename=filename or "")
