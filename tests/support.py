@@ -1,5 +1,5 @@
 """Test helpers: a browser that fills the pages' forms (with their CSRF token), the mail outbox,
-and factories for test data."""
+registration through the pages. The factories for test data are in tests/factories.py."""
 
 from __future__ import annotations
 
@@ -126,24 +126,6 @@ RP_LOGGED_OUT = "https://rp.example.org/bye"
 class App:
     client_id: str
     secret: str | None
-
-
-def register_app(engine: Any, *, scope: str = "openid profile birth email", auth_method: str = "client_secret_post",
-                 sector: str | None = None, **options: Any) -> App:
-    """Register an app through the service, as `vault client create` does."""
-    from sqlmodel import Session
-
-    from vault.oidc.clients import create_client
-
-    values = {"name": "Inscriptions scolaires", "redirect_uris": [RP_CALLBACK],
-              "post_logout_redirect_uris": [RP_LOGGED_OUT], "userinfo_signed": False, "id_token_alg": "ES256",
-              "require_nonce": True, "allow_refresh": False, "jwks_json": None, "production": False}
-    values.update(options)
-    with Session(engine) as db:
-        registration = create_client(db=db, scope=scope, auth_method=auth_method, sector=sector,
-                                     **values)
-        db.commit()
-        return App(client_id=registration.client.client_id, secret=registration.secret)
 
 
 def query_of(location: str) -> dict[str, str]:

@@ -11,7 +11,8 @@ import pytest
 from sqlalchemy import func, update
 from sqlmodel import Session, select
 
-from tests.support import IDENTITY, PASSWORD, Browser, Outbox, verified_citizen
+from tests.factories import logged_in, make_citizen
+from tests.support import IDENTITY, PASSWORD, Browser, Outbox
 from vault.auth.models import Citizen, EmailToken, LoginSession, LoginThrottle
 from vault.db import utcnow
 
@@ -160,8 +161,8 @@ def test_email_already_used_gives_the_same_answer(browser: Browser, outbox: Outb
 # ---- login: errors and throttling -----------------------------------------------------------------------
 
 
-def test_unknown_email_and_wrong_password_answer_the_same(browser: Browser, outbox: Outbox) -> None:
-    verified_citizen(browser, outbox, "known@example.org")
+def test_unknown_email_and_wrong_password_answer_the_same(app, browser: Browser) -> None:  # noqa: ANN001
+    make_citizen(app, email="known@example.org")
     wrong = browser.login("known@example.org", "not the right password")
     unknown = browser.login("unknown@example.org", "not the right password")
     assert wrong.status_code == unknown.status_code == 401
@@ -176,9 +177,8 @@ def test_login_empty_fields(browser: Browser) -> None:
     assert "Indiquez votre adresse e-mail." in page.text and "Indiquez votre mot de passe." in page.text
 
 
-def test_account_is_locked_after_five_failures_with_growing_delay(browser: Browser, outbox: Outbox,
-                                                                   engine) -> None:
-    verified_citizen(browser, outbox, "target@example.org")
+def test_account_is_locked_after_five_failures_with_growing_delay(app, browser: Browser, engine) -> None:  # noqa: ANN001
+    make_citizen(app, email="target@example.org")
     for _ in range(5):
         assert browser.login("target@example.org", "guess guess guess").status_code == 401
     locked = browser.login("target@example.org")  # the right password, still refused
@@ -202,8 +202,8 @@ def test_unknown_email_is_locked_too(browser: Browser) -> None:
     assert locked.status_code == 429 and "Trop de tentatives" in locked.text
 
 
-def test_successful_login_resets_the_account_counter(browser: Browser, outbox: Outbox) -> None:
-    verified_citizen(browser, outbox, "forgetful@example.org")
+def test_successful_login_resets_the_account_counter(app, browser: Browser) -> None:  # noqa: ANN001
+    make_citizen(app, email="forgetful@example.org")
     for _ in range(4):
         browser.login("forgetful@example.org", "guess guess guess")
     assert browser.login("forgetful@example.org").status_code == 303
@@ -215,8 +215,8 @@ def test_successful_login_resets_the_account_counter(browser: Browser, outbox: O
 # ---- sessions -----------------------------------------------------------------------------------------
 
 
-def test_session_cookie_flags_and_new_id_at_login(browser: Browser, outbox: Outbox) -> None:
-    verified_citizen(browser, outbox, "cookie@example.org")
+def test_session_cookie_flags_and_new_id_at_login(app, browser: Browser) -> None:  # noqa: ANN001
+    make_citizen(app, email="cookie@example.org")
     first = browser.login("cookie@example.org")
     header = first.headers["set-cookie"]
     assert "session=" in header and "HttpOnly" in header and "SameSite=lax" in header
@@ -230,7 +230,7 @@ def test_session_cookie_flags_and_new_id_at_login(browser: Browser, outbox: Outb
     assert stale.get("/account").status_code == 303
 
 
-def test_https_issuer_uses_host_prefixed_secure_cookies_and_hsts(settings, engine, outbox: Outbox) -> None:
+def test_https_issuer_uses_host_prefixed_secure_cookies_and_hsts(settings, engine) -> None:  # noqa: ANN001
     from vault.app import create_app
 
     app = create_app(settings.model_copy(update={"issuer": "https://vault.example.fr"}), engine=engine)
@@ -238,7 +238,7 @@ def test_https_issuer_uses_host_prefixed_secure_cookies_and_hsts(settings, engin
         home = browser.get("/")
         assert "__Host-csrf=" in home.headers["set-cookie"] and "Secure" in home.headers["set-cookie"]
         assert home.headers["strict-transport-security"].startswith("max-age=")
-        verified_citizen(browser, outbox, "secure@example.org")
+        make_citizen(app, email="secure@example.org")
         login = browser.login("secure@example.org")
         assert login.status_code == 303
         cookie = [c for c in login.headers.get_list("set-cookie") if c.startswith("__Host-session=")][0]
@@ -246,9 +246,8 @@ def test_https_issuer_uses_host_prefixed_secure_cookies_and_hsts(settings, engin
         assert browser.get("/account").status_code == 200
 
 
-def test_idle_and_absolute_timeouts(browser: Browser, outbox: Outbox, engine) -> None:
-    verified_citizen(browser, outbox, "idle@example.org")
-    browser.login("idle@example.org")
+def test_idle_and_absolute_timeouts(app, browser: Browser, engine) -> None:  # noqa: ANN001
+    logged_in(browser, make_citizen(app, email="idle@example.org"))
     assert browser.get("/account").status_code == 200
     with Session(engine) as db:
         db.exec(update(LoginSession).values(last_seen_at=utcnow() - timedelta(minutes=31)))
@@ -262,9 +261,9 @@ def test_idle_and_absolute_timeouts(browser: Browser, outbox: Outbox, engine) ->
     assert browser.get("/account").status_code == 303
 
 
-def test_log_out_everywhere(app, outbox: Outbox) -> None:  # noqa: ANN001
+def test_log_out_everywhere(app) -> None:  # noqa: ANN001
     with Browser(app) as phone, Browser(app) as laptop:
-        verified_citizen(phone, outbox, "everywhere@example.org")
+        make_citizen(app, email="everywhere@example.org")
         phone.login("everywhere@example.org")
         laptop.login("everywhere@example.org")
         account = laptop.get("/account")
@@ -279,7 +278,7 @@ def test_log_out_everywhere(app, outbox: Outbox) -> None:  # noqa: ANN001
 
 
 def test_password_reset_flow(app, browser: Browser, outbox: Outbox, engine) -> None:  # noqa: ANN001
-    verified_citizen(browser, outbox, "reset@example.org")
+    make_citizen(app, email="reset@example.org")
     with Browser(app) as other_device:
         other_device.login("reset@example.org")
         assert other_device.get("/account").status_code == 200
@@ -309,8 +308,8 @@ def test_password_reset_flow(app, browser: Browser, outbox: Outbox, engine) -> N
                                                  "csrf_token": browser.form_token("/login")}).status_code == 400
 
 
-def test_password_reset_link_expires_after_30_minutes(browser: Browser, outbox: Outbox, engine) -> None:
-    verified_citizen(browser, outbox, "slow@example.org")
+def test_password_reset_link_expires_after_30_minutes(app, browser: Browser, outbox: Outbox, engine) -> None:  # noqa: ANN001
+    make_citizen(app, email="slow@example.org")
     browser.submit("/password/forgot", {"email": "slow@example.org"})
     path = outbox.last("slow@example.org").path()
     with Session(engine) as db:
@@ -352,9 +351,8 @@ def enable_totp(browser: Browser) -> tuple[pyotp.TOTP, list[str]]:
     return totp, codes
 
 
-def test_totp_enrolment_and_login(browser: Browser, outbox: Outbox) -> None:
-    verified_citizen(browser, outbox, "totp@example.org")
-    browser.login("totp@example.org")
+def test_totp_enrolment_and_login(app, browser: Browser) -> None:  # noqa: ANN001
+    logged_in(browser, make_citizen(app, email="totp@example.org"))
     totp, _codes = enable_totp(browser)
     assert "La double authentification est activée." in browser.get("/account").text
     browser.submit("/account", {}, action="/logout")
@@ -377,9 +375,8 @@ def test_totp_enrolment_and_login(browser: Browser, outbox: Outbox) -> None:
     assert replay.status_code == 401
 
 
-def test_totp_recovery_codes_work_once(browser: Browser, outbox: Outbox) -> None:
-    verified_citizen(browser, outbox, "lostphone@example.org")
-    browser.login("lostphone@example.org")
+def test_totp_recovery_codes_work_once(app, browser: Browser) -> None:  # noqa: ANN001
+    logged_in(browser, make_citizen(app, email="lostphone@example.org"))
     _totp, codes = enable_totp(browser)
     browser.submit("/account", {}, action="/logout")
 
@@ -392,9 +389,8 @@ def test_totp_recovery_codes_work_once(browser: Browser, outbox: Outbox) -> None
     assert browser.login("lostphone@example.org", otp=codes[0]).status_code == 401
 
 
-def test_disable_totp_needs_the_password(browser: Browser, outbox: Outbox) -> None:
-    verified_citizen(browser, outbox, "off@example.org")
-    browser.login("off@example.org")
+def test_disable_totp_needs_the_password(app, browser: Browser) -> None:  # noqa: ANN001
+    logged_in(browser, make_citizen(app, email="off@example.org"))
     enable_totp(browser)
     refused = browser.submit("/account/totp", {"password": "wrong password!!"}, action="/account/totp/disable")
     assert refused.status_code == 400 and "Mot de passe incorrect" in refused.text
@@ -404,9 +400,8 @@ def test_disable_totp_needs_the_password(browser: Browser, outbox: Outbox) -> No
     assert browser.login("off@example.org").headers["location"] == "/account"
 
 
-def test_totp_seed_is_stored_wrapped(browser: Browser, outbox: Outbox, engine) -> None:
-    verified_citizen(browser, outbox, "wrapped@example.org")
-    browser.login("wrapped@example.org")
+def test_totp_seed_is_stored_wrapped(app, browser: Browser, engine) -> None:  # noqa: ANN001
+    logged_in(browser, make_citizen(app, email="wrapped@example.org"))
     totp, _ = enable_totp(browser)
     with Session(engine) as db:
         stored = db.exec(select(Citizen.totp_secret)).one()
@@ -444,20 +439,20 @@ def test_malformed_bodies(browser: Browser) -> None:
     assert not_utf8.status_code == 400
 
 
-def test_login_next_is_never_an_open_redirect(browser: Browser, outbox: Outbox) -> None:
-    verified_citizen(browser, outbox, "next@example.org")
+def test_login_next_is_never_an_open_redirect(app, browser: Browser) -> None:  # noqa: ANN001
+    make_citizen(app, email="next@example.org")
     for target in ("https://evil.example", "//evil.example", "/\\evil.example"):
         answer = browser.login("next@example.org", next=target)
         assert answer.headers["location"] == "/account"
     assert browser.login("next@example.org", next="/account/totp").headers["location"] == "/account/totp"
 
 
-def test_one_address_trying_many_accounts_is_locked(settings, engine, outbox: Outbox) -> None:  # noqa: ANN001
+def test_one_address_trying_many_accounts_is_locked(settings, engine) -> None:  # noqa: ANN001
     from vault.app import create_app
 
     app = create_app(settings.model_copy(update={"login_free_failures_per_address": 3}), engine=engine)
     with Browser(app) as browser:
-        verified_citizen(browser, outbox, "victim@example.org")
+        make_citizen(app, email="victim@example.org")
         for n in range(3):
             assert browser.login(f"spray{n}@example.org", "guess guess guess").status_code == 401
         locked = browser.login("victim@example.org")  # another account, same address

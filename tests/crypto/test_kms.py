@@ -66,19 +66,14 @@ def test_unreachable_kms_is_a_clear_error() -> None:
         keys.wrap(b"x", context=b"c")
 
 
-def test_documents_with_the_kms_provider(kms: MotoService, settings, engine, outbox) -> None:  # noqa: ANN001
-    import io
-
-    from tests.support import Browser, verified_citizen
+def test_documents_with_the_kms_provider(kms: MotoService, settings, engine) -> None:  # noqa: ANN001
+    from tests.factories import citizen_browser, upload
     from vault.app import create_app
 
     app = create_app(settings.model_copy(update={"key_provider": "aws-kms", "kms_key_id": new_kms_key(kms),
                                                  "kms_endpoint_url": kms.endpoint_url}), engine=engine)
     content = b"%PDF-1.7\n" + b"kms" * 1000
-    with Browser(app) as browser:
-        verified_citizen(browser, outbox, "kms@example.org")
-        browser.login("kms@example.org")
-        created = browser.post("/api/v1/documents", files={"file": ("a.pdf", io.BytesIO(content), "application/pdf")},
-                               headers={"X-CSRF-Token": browser.cookies["csrf"]})
+    with citizen_browser(app, email="kms@example.org") as browser:
+        created = upload(browser, content, filename="a.pdf")
         assert created.status_code == 201, created.text
         assert browser.get(f"/api/v1/documents/{created.json()['id']}/content").content == content

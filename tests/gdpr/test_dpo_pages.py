@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import time
 import zipfile
+from collections.abc import Iterator
 from datetime import timedelta
 
 import pyotp
@@ -12,49 +13,36 @@ import pytest
 from sqlalchemy import update
 from sqlmodel import Session, select
 
-from tests.support import PASSWORD, Browser, Outbox, verified_citizen
+from tests.factories import STAFF_PASSWORD, citizen_browser, make_citizen, make_staff, staff_browser
+from tests.support import PASSWORD, Browser
 from vault.auth.models import Citizen
 from vault.db import utcnow
 from vault.gdpr import audit
 from vault.gdpr.models import DataRequest, StaffSession
 
-STAFF_PASSWORD = "la protection des données avant tout"
+
+@pytest.fixture
+def dpo(app) -> Iterator[tuple[Browser, pyotp.TOTP]]:  # noqa: ANN001
+    staff = make_staff(app, email="dpo@ville.example.fr", name="Camille DPO", role="dpo")
+    assert staff.otpauth_uri.startswith("otpauth://totp/")
+    with staff_browser(app, staff) as browser:
+        yield browser, staff.totp
 
 
 @pytest.fixture
-def dpo(app, engine) -> tuple[Browser, pyotp.TOTP]:  # noqa: ANN001
-    with Session(engine) as db:
-        _, secret, uri = app.state.services.staff.create(db, email="dpo@ville.example.fr", name="Camille DPO", role="dpo",
-                                                password=STAFF_PASSWORD)
-        db.commit()
-    assert uri.startswith("otpauth://totp/")
-    totp = pyotp.TOTP(secret)
-    browser = Browser(app)
-    assert browser.submit("/dpo/login", {"email": "dpo@ville.example.fr", "password": STAFF_PASSWORD,
-                                         "otp": totp.now()}).status_code == 303
-    return browser, totp
+def someone(app):  # noqa: ANN001, ANN201
+    citizen = make_citizen(app, email="someone@example.org")
+    with citizen_browser(app, citizen) as browser:
+        yield browser, citizen.id
 
 
-@pytest.fixture
-def someone(app, outbox: Outbox, engine):  # noqa: ANN001, ANN201
-    with Browser(app) as browser:
-        verified_citizen(browser, outbox, "someone@example.org")
-        browser.login("someone@example.org")
-        with Session(engine) as db:
-            citizen_id = db.exec(select(Citizen.id)).one()
-        yield browser, citizen_id
-
-
-def test_staff_login_needs_password_and_totp(app, engine) -> None:  # noqa: ANN001
-    with Session(engine) as db:
-        _, secret, _ = app.state.services.staff.create(db, email="admin@ville.example.fr", name="A", role="admin",
-                                              password=STAFF_PASSWORD)
-        db.commit()
+def test_staff_login_needs_password_and_totp(app) -> None:  # noqa: ANN001
+    admin = make_staff(app, email="admin@ville.example.fr", name="A", role="admin")
     with Browser(app) as browser:
         no_code = browser.submit("/dpo/login", {"email": "admin@ville.example.fr", "password": STAFF_PASSWORD})
         assert no_code.status_code == 401 and "incorrect" in no_code.text
         wrong = browser.submit("/dpo/login", {"email": "admin@ville.example.fr", "password": "mauvais mot de passe",
-                                              "otp": pyotp.TOTP(secret).now()})
+                                              "otp": admin.totp.now()})
         assert wrong.status_code == 401
         assert browser.get("/dpo/").status_code == 404
 

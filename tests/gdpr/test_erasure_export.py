@@ -12,18 +12,17 @@ import pytest
 from sqlalchemy import text, update
 from sqlmodel import Session, SQLModel, select
 
+from tests.factories import make_document, make_oidc_app, pdf
 from tests.oidc.oidc_support import authorize, exchange, verify_id_token
 from tests.storage.test_documents import (  # noqa: F401  (fixtures)
     bucket,
     citizen,
     objects,
-    pdf,
     s3_client,
-    upload,
     vault_app,
     vault_settings,
 )
-from tests.support import PASSWORD, Browser, register_app
+from tests.support import PASSWORD, Browser
 from vault.crypto import DecryptionError
 from vault.crypto.streaming import StreamDecryptor
 from vault.gdpr import audit
@@ -46,8 +45,8 @@ def citizen_id(engine) -> uuid.UUID:  # noqa: ANN001
 def filled(vault_app, citizen: Browser, engine) -> dict:  # noqa: ANN001, F811
     """A citizen with two documents, one of them deposited by an app holding a token."""
     first, second = pdf(50_000), pdf(1_200_000, marker=b"SECOND")
-    assert upload(citizen, first, filename="avis.pdf").status_code == 201
-    app = register_app(engine, scope="openid profile documents:write", name="Portail")
+    make_document(citizen, first, filename="avis.pdf")
+    app = make_oidc_app(engine, scope="openid profile documents:write", name="Portail")
     tokens = exchange(citizen, authorize(citizen, app, scope="openid profile documents:write")).json()
     deposited = citizen.post("/api/v1/documents", content=second, headers={
         "Authorization": f"Bearer {tokens['access_token']}", "Content-Type": "application/pdf"})

@@ -13,6 +13,7 @@ from joserfc import jwt
 from sqlalchemy import update
 from sqlmodel import Session, select
 
+from tests.factories import logged_in, make_citizen, make_oidc_app
 from tests.oidc.oidc_support import (
     authorize,
     exchange,
@@ -20,15 +21,7 @@ from tests.oidc.oidc_support import (
     token_request,
     verify_id_token,
 )
-from tests.support import (
-    RP_CALLBACK,
-    RP_LOGGED_OUT,
-    App,
-    Browser,
-    Outbox,
-    register_app,
-    verified_citizen,
-)
+from tests.support import RP_CALLBACK, RP_LOGGED_OUT, App, Browser
 from vault.db import utcnow
 from vault.oidc.models import AuthorizationCode, OAuthToken
 
@@ -36,14 +29,13 @@ EMAIL = "oidc@example.org"
 
 
 @pytest.fixture
-def citizen(browser: Browser, outbox: Outbox) -> str:
-    verified_citizen(browser, outbox, EMAIL)
-    return EMAIL
+def citizen(app) -> str:  # noqa: ANN001
+    return make_citizen(app, email=EMAIL).email
 
 
 @pytest.fixture
 def app_(engine) -> App:  # noqa: ANN001
-    return register_app(engine, allow_refresh=True)
+    return make_oidc_app(engine, allow_refresh=True)
 
 
 def logged_in_flow(browser: Browser, app: App, **kw):  # noqa: ANN003, ANN201
@@ -107,7 +99,7 @@ def test_code_flow_and_id_token(browser: Browser, citizen: str, app_: App) -> No
 
 
 def test_consent_page_says_what_the_app_receives(browser: Browser, citizen: str, engine) -> None:  # noqa: ANN001
-    app = register_app(engine, scope="openid identite_pivot email")
+    app = make_oidc_app(engine, scope="openid identite_pivot email")
     flow = authorize(browser, app, email=EMAIL, consent=None, scope="openid identite_pivot email")
     page = flow.response.text
     for line in ("Inscriptions scolaires", "Vos prénoms", "Votre nom de naissance", "Votre date de naissance",
@@ -160,7 +152,7 @@ def test_userinfo_get_post_header_post_body(browser: Browser, tokens: dict) -> N
     ("email openid", {"email"}),  # scope order does not matter
 ])
 def test_scopes_give_their_claims(browser: Browser, citizen: str, engine, scope: str, claims: set) -> None:  # noqa: ANN001
-    app = register_app(engine, scope="openid profile birth email identite_pivot given_name birthcountry")
+    app = make_oidc_app(engine, scope="openid profile birth email identite_pivot given_name birthcountry")
     flow = logged_in_flow(browser, app, scope=scope)
     access = exchange(browser, flow).json()["access_token"]
     info = browser.get("/userinfo", headers={"Authorization": f"Bearer {access}"}).json()
@@ -178,7 +170,7 @@ def test_userinfo_refuses_bad_tokens(browser: Browser, tokens: dict) -> None:
 
 
 def test_signed_userinfo(browser: Browser, citizen: str, engine) -> None:  # noqa: ANN001
-    app = register_app(engine, userinfo_signed=True, id_token_alg="RS256")
+    app = make_oidc_app(engine, userinfo_signed=True, id_token_alg="RS256")
     flow = logged_in_flow(browser, app)
     body = exchange(browser, flow).json()
     header, _ = verify_id_token(browser, body["id_token"])
@@ -226,7 +218,7 @@ def test_missing_parameters_are_redirected_errors(browser: Browser, app_: App, m
 
 
 def test_nonce_may_be_optional_per_app(browser: Browser, citizen: str, engine) -> None:  # noqa: ANN001
-    app = register_app(engine, require_nonce=False)
+    app = make_oidc_app(engine, require_nonce=False)
     flow = logged_in_flow(browser, app, nonce=None)
     _, claims = verify_id_token(browser, exchange(browser, flow).json()["id_token"])
     assert "nonce" not in claims
@@ -292,14 +284,13 @@ def test_request_objects_and_other_response_modes_are_refused(browser: Browser, 
     assert "code" in authorize(browser, app_, response_mode="query", email=EMAIL).result
 
 
-def test_id_token_hint(browser: Browser, outbox: Outbox, citizen: str, app_: App) -> None:
+def test_id_token_hint(browser: Browser, app, citizen: str, app_: App) -> None:  # noqa: ANN001
     flow = logged_in_flow(browser, app_)
     id_token = exchange(browser, flow).json()["id_token"]
     same = authorize(browser, app_, prompt="none", id_token_hint=id_token)
     assert "code" in same.result
     # Someone else is logged in on this browser now: the app's hint does not match.
-    verified_citizen(browser, outbox, "other@example.org")
-    browser.login("other@example.org")
+    logged_in(browser, make_citizen(app, email="other@example.org"))
     other = authorize(browser, app_, prompt="none", id_token_hint=id_token)
     assert other.result["error"] == "login_required"
     # Without prompt=none, one login is offered; if it still is not the hinted person, the app is
@@ -347,7 +338,7 @@ def test_code_expires_after_60_seconds(browser: Browser, citizen: str, app_: App
 
 
 def test_code_is_bound_to_client_and_redirect_uri(browser: Browser, citizen: str, app_: App, engine) -> None:  # noqa: ANN001
-    other = register_app(engine)
+    other = make_oidc_app(engine)
     flow = logged_in_flow(browser, app_)
     stolen = token_request(browser, other, grant_type="authorization_code", code=flow.result["code"],
                            redirect_uri=RP_CALLBACK)
@@ -361,14 +352,14 @@ def test_code_is_bound_to_client_and_redirect_uri(browser: Browser, citizen: str
 
 
 def test_client_secret_post_and_basic(browser: Browser, citizen: str, engine) -> None:  # noqa: ANN001
-    post_app = register_app(engine, auth_method="client_secret_post")
+    post_app = make_oidc_app(engine, auth_method="client_secret_post")
     flow = logged_in_flow(browser, post_app)
     wrong = browser.post("/token", data={"grant_type": "authorization_code", "code": flow.result["code"],
                                          "redirect_uri": RP_CALLBACK, "client_id": post_app.client_id,
                                          "client_secret": "wrong"})
     assert wrong.status_code == 401 and wrong.json()["error"] == "invalid_client"
 
-    basic_app = register_app(engine, auth_method="client_secret_basic")
+    basic_app = make_oidc_app(engine, auth_method="client_secret_basic")
     flow = authorize(browser, basic_app, email=EMAIL)
     as_post = exchange(browser, flow)  # the app is registered for basic: post is refused
     assert as_post.json()["error"] == "invalid_client"
@@ -386,7 +377,7 @@ def test_private_key_jwt(browser: Browser, citizen: str, engine) -> None:  # noq
 
     key = jwk.ECKey.generate_key("P-256", private=True)
     public = {"keys": [key.as_dict(private=False) | {"kid": "rp-1", "use": "sig"}]}
-    app = register_app(engine, auth_method="private_key_jwt", jwks_json=json.dumps(public))
+    app = make_oidc_app(engine, auth_method="private_key_jwt", jwks_json=json.dumps(public))
     flow = logged_in_flow(browser, app)
     now = int(time.time())
 
@@ -410,7 +401,7 @@ def test_private_key_jwt(browser: Browser, citizen: str, engine) -> None:  # noq
 
 
 def test_pkce_required_and_s256_only_for_public_apps(browser: Browser, citizen: str, engine) -> None:  # noqa: ANN001
-    public = register_app(engine, auth_method="none")
+    public = make_oidc_app(engine, auth_method="none")
     assert public.secret is None
     assert authorize(browser, public).result["error"] == "invalid_request"
     verifier, challenge = pkce_pair()
@@ -444,13 +435,13 @@ def test_refresh_rotates_and_reuse_revokes_the_grant(browser: Browser, tokens: d
 
 
 def test_refresh_token_is_bound_to_its_client(browser: Browser, tokens: dict, engine) -> None:  # noqa: ANN001
-    thief = register_app(engine, allow_refresh=True)
+    thief = make_oidc_app(engine, allow_refresh=True)
     stolen = token_request(browser, thief, grant_type="refresh_token", refresh_token=tokens["refresh_token"])
     assert stolen.json()["error"] == "invalid_grant"
 
 
 def test_no_refresh_token_for_apps_not_allowed(browser: Browser, citizen: str, engine) -> None:  # noqa: ANN001
-    app = register_app(engine, allow_refresh=False)
+    app = make_oidc_app(engine, allow_refresh=False)
     body = exchange(browser, logged_in_flow(browser, app)).json()
     assert "refresh_token" not in body
 
@@ -459,9 +450,9 @@ def test_no_refresh_token_for_apps_not_allowed(browser: Browser, citizen: str, e
 
 
 def test_sub_is_pairwise_per_sector_and_stable(browser: Browser, citizen: str, engine) -> None:  # noqa: ANN001
-    school = register_app(engine, sector="education")
-    canteen = register_app(engine, sector="education")
-    portal = register_app(engine)
+    school = make_oidc_app(engine, sector="education")
+    canteen = make_oidc_app(engine, sector="education")
+    portal = make_oidc_app(engine)
 
     def sub(app: App) -> str:
         flow = authorize(browser, app, email=EMAIL)
@@ -482,7 +473,7 @@ def test_revocation_and_introspection(browser: Browser, tokens: dict, app_: App,
     active = introspect(app_, tokens["access_token"])
     assert active["active"] is True and active["client_id"] == app_.client_id and active["scope"]
     assert active["sub"].endswith("v1")
-    other = register_app(engine)
+    other = make_oidc_app(engine)
     assert introspect(other, tokens["access_token"]) == {"active": False}
     # A refresh token is judged by its own life, not its access token's.
     with Session(engine) as db:

@@ -24,15 +24,13 @@ def test_upload_bodies_are_signed_unless_tls_protects_them(endpoint: str | None,
 # ---- the filesystem store (development, `make run`): the same read path as S3 --------------------------------
 
 
-def test_filesystem_store_reads_like_s3(browser, outbox, data_dir) -> None:  # noqa: ANN001
-    from tests.storage.test_documents import MARKER, pdf, upload
-    from tests.support import verified_citizen
+def test_filesystem_store_reads_like_s3(app, browser, data_dir) -> None:  # noqa: ANN001
+    from tests.factories import MARKER, logged_in, make_citizen, make_document, pdf
     from vault.crypto import DecryptionError
 
-    verified_citizen(browser, outbox, "fichiers@example.org")
-    browser.login("fichiers@example.org")
+    logged_in(browser, make_citizen(app, email="fichiers@example.org"))
     content = pdf(3 * 1024 * 1024 + 123)
-    doc = upload(browser, content).json()
+    doc = make_document(browser, content)
     answer = browser.get(f"/api/v1/documents/{doc['id']}/content")
     assert answer.status_code == 200 and answer.content == content
     ranged = browser.get(f"/api/v1/documents/{doc['id']}/content", headers={"Range": "bytes=1048000-1049999"})

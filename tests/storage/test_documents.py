@@ -14,20 +14,15 @@ from botocore.config import Config
 from pydantic import SecretStr
 from sqlmodel import Session, select
 
+from tests.factories import MARKER, citizen_browser, make_document, make_oidc_app, pdf, upload
 from tests.oidc.oidc_support import authorize, exchange
 from tests.services import ClamdService, S3Service, free_port
-from tests.support import Browser, Outbox, register_app, verified_citizen
+from tests.support import Browser
 from vault.app import create_app
 from vault.crypto import DecryptionError
 from vault.storage.models import Document
 
 EICAR = rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
-MARKER = b"CONFIDENTIEL-MARQUEUR-7d1e"
-
-
-def pdf(size: int = 3000, marker: bytes = MARKER) -> bytes:
-    body = b"%PDF-1.7\n" + marker + b"\n"
-    return body + os.urandom(max(0, size - len(body) - 6)) + b"\n%%EOF"
 
 
 @pytest.fixture
@@ -57,16 +52,9 @@ def vault_app(vault_settings, engine):  # noqa: ANN001, ANN201
 
 
 @pytest.fixture
-def citizen(vault_app, outbox: Outbox):  # noqa: ANN001, ANN201
-    with Browser(vault_app) as browser:
-        verified_citizen(browser, outbox, "docs@example.org")
-        assert browser.login("docs@example.org").status_code == 303
+def citizen(vault_app):  # noqa: ANN001, ANN201
+    with citizen_browser(vault_app, email="docs@example.org") as browser:
         yield browser
-
-
-def upload(browser: Browser, content: bytes, filename: str = "avis.pdf", **fields: str):  # noqa: ANN201
-    return browser.post("/api/v1/documents", files={"file": (filename, io.BytesIO(content), "application/octet-stream")},
-                        data={"type": "tax_notice", **fields}, headers={"X-CSRF-Token": browser.cookies["csrf"]})
 
 
 def objects(s3_client, bucket: str) -> list[dict]:  # noqa: ANN001
@@ -127,7 +115,7 @@ def test_upload_list_download_identical_and_encrypted_at_rest(citizen: Browser, 
 
 def test_ranged_download(citizen: Browser) -> None:
     content = pdf(2 * 1024 * 1024 + 5000)
-    doc = upload(citizen, content).json()
+    doc = make_document(citizen, content)
     url = f"/api/v1/documents/{doc['id']}/content"
     for header, expected in (("bytes=0-99", content[:100]), ("bytes=-100", content[-100:]),
                              ("bytes=1048000-1049999", content[1048000:1050000]), ("bytes=2097000-", content[2097000:])):
@@ -157,7 +145,7 @@ def test_list_pagination_bounds(citizen: Browser) -> None:
 
 
 def test_change_and_delete(citizen: Browser, engine, s3_client, bucket) -> None:  # noqa: ANN001
-    doc = upload(citizen, pdf()).json()
+    doc = make_document(citizen)
     csrf = {"X-CSRF-Token": citizen.cookies["csrf"]}
     changed = citizen.patch(f"/api/v1/documents/{doc['id']}", json={"title": "Nouveau titre", "type": "income"},
                             headers=csrf)
@@ -342,11 +330,9 @@ def test_a_raw_body_without_name_or_title(citizen: Browser) -> None:
 # ---- who may touch a document -------------------------------------------------------------------------------------
 
 
-def test_another_citizens_document_is_404(vault_app, citizen: Browser, outbox: Outbox) -> None:  # noqa: ANN001
-    doc = upload(citizen, pdf()).json()
-    with Browser(vault_app) as other:
-        verified_citizen(other, outbox, "other-docs@example.org")
-        other.login("other-docs@example.org")
+def test_another_citizens_document_is_404(vault_app, citizen: Browser) -> None:  # noqa: ANN001
+    doc = make_document(citizen)
+    with citizen_browser(vault_app, email="other-docs@example.org") as other:
         for method, path in (("GET", ""), ("GET", "/content"), ("DELETE", "")):
             answer = other.request(method, f"/api/v1/documents/{doc['id']}{path}",
                                    headers={"X-CSRF-Token": other.cookies["csrf"]})
@@ -360,7 +346,7 @@ def test_anonymous_is_refused(vault_app) -> None:  # noqa: ANN001
 
 
 def test_app_token_deposits_and_reads_with_scopes(citizen: Browser, engine) -> None:  # noqa: ANN001
-    app = register_app(engine, scope="openid profile documents:read documents:write", name="Portail des démarches")
+    app = make_oidc_app(engine, scope="openid profile documents:read documents:write", name="Portail des démarches")
     flow = authorize(citizen, app, scope="openid documents:write documents:read")
     token = exchange(citizen, flow).json()["access_token"]
     bearer = {"Authorization": f"Bearer {token}"}
@@ -380,7 +366,7 @@ def test_app_token_deposits_and_reads_with_scopes(citizen: Browser, engine) -> N
 
 
 def test_token_without_the_scope_is_403(citizen: Browser, engine) -> None:  # noqa: ANN001
-    app = register_app(engine, scope="openid profile documents:read")
+    app = make_oidc_app(engine, scope="openid profile documents:read")
     token = exchange(citizen, authorize(citizen, app, scope="openid documents:read")).json()["access_token"]
     answer = citizen.post("/api/v1/documents", content=pdf(), headers={"Authorization": f"Bearer {token}",
                                                                        "Content-Type": "application/pdf"})
@@ -393,23 +379,19 @@ def test_token_without_the_scope_is_403(citizen: Browser, engine) -> None:  # no
 # ---- faults ---------------------------------------------------------------------------------------------------
 
 
-def test_clamd_down_fails_closed(vault_settings, engine, outbox: Outbox, s3_client, bucket) -> None:  # noqa: ANN001
+def test_clamd_down_fails_closed(vault_settings, engine, s3_client, bucket) -> None:  # noqa: ANN001
     app = create_app(vault_settings.model_copy(update={"clamd_address": f"tcp://127.0.0.1:{free_port()}"}),
                      engine=engine)
-    with Browser(app) as browser:
-        verified_citizen(browser, outbox, "noclamd@example.org")
-        browser.login("noclamd@example.org")
+    with citizen_browser(app, email="noclamd@example.org") as browser:
         answer = upload(browser, pdf())
     assert answer.status_code == 503 and answer.json()["error"] == "unavailable"
     nothing_kept(engine, s3_client, bucket)
 
 
-def test_object_store_down_fails_closed(vault_settings, engine, outbox: Outbox) -> None:  # noqa: ANN001
+def test_object_store_down_fails_closed(vault_settings, engine) -> None:  # noqa: ANN001
     app = create_app(vault_settings.model_copy(update={"s3_endpoint_url": f"http://127.0.0.1:{free_port()}"}),
                      engine=engine)
-    with Browser(app) as browser:
-        verified_citizen(browser, outbox, "nos3@example.org")
-        browser.login("nos3@example.org")
+    with citizen_browser(app, email="nos3@example.org") as browser:
         answer = upload(browser, pdf())
     assert answer.status_code == 503
     with Session(engine) as db:
@@ -423,7 +405,7 @@ def _tamper(s3_client, bucket: str, change) -> None:  # noqa: ANN001
 
 
 def test_tampered_object_fails_before_any_byte(citizen: Browser, s3_client, bucket) -> None:  # noqa: ANN001
-    doc = upload(citizen, pdf(100_000)).json()
+    doc = make_document(citizen, pdf(100_000))
 
     def flip(blob: bytearray) -> bytearray:
         blob[500] ^= 1
@@ -435,7 +417,7 @@ def test_tampered_object_fails_before_any_byte(citizen: Browser, s3_client, buck
 
 
 def test_a_document_whose_object_vanished_says_so(citizen: Browser, s3_client, bucket) -> None:  # noqa: ANN001
-    doc = upload(citizen, pdf(100_000)).json()
+    doc = make_document(citizen, pdf(100_000))
     for version in s3_client.list_object_versions(Bucket=bucket).get("Versions", []):
         s3_client.delete_object(Bucket=bucket, Key=version["Key"], VersionId=version["VersionId"])
     answer = citizen.get(f"/api/v1/documents/{doc['id']}/content")
@@ -444,12 +426,12 @@ def test_a_document_whose_object_vanished_says_so(citizen: Browser, s3_client, b
     page = citizen.get(f"/documents/{doc['id']}/download")
     assert page.status_code == 500 and "introuvable" in page.text
     other = pdf(50_000, marker=b"encore")  # the store's connections still serve the next reads
-    again = upload(citizen, other).json()
+    again = make_document(citizen, other)
     assert citizen.get(f"/api/v1/documents/{again['id']}/content").content == other
 
 
 def test_truncated_object_aborts_the_download(citizen: Browser, s3_client, bucket) -> None:  # noqa: ANN001
-    doc = upload(citizen, pdf(3 * 1024 * 1024)).json()
+    doc = make_document(citizen, pdf(3 * 1024 * 1024))
     _tamper(s3_client, bucket, lambda blob: blob[: 2 * 1024 * 1024])  # the last segment is gone
     with pytest.raises(DecryptionError):  # the server aborts mid-stream: never a complete-looking file
         citizen.get(f"/api/v1/documents/{doc['id']}/content")
@@ -462,7 +444,7 @@ def test_kek_rotation_keeps_documents_readable(vault_app, citizen: Browser, engi
     from vault.storage.models import CitizenKey
 
     content = pdf()
-    doc = upload(citizen, content).json()
+    doc = make_document(citizen, content)
     keys = vault_app.state.services.keys
     before = keys.active_version
     keys.add_version()
@@ -473,7 +455,7 @@ def test_kek_rotation_keeps_documents_readable(vault_app, citizen: Browser, engi
 
 
 def test_reconcile_removes_orphans(vault_app, citizen: Browser, engine, s3_client, bucket) -> None:  # noqa: ANN001
-    doc = upload(citizen, pdf()).json()
+    doc = make_document(citizen)
     s3_client.put_object(Bucket=bucket, Key="0rphan" + uuid.uuid4().hex, Body=b"left by a crash")
     service = vault_app.state.services.documents
     with Session(engine) as db:
@@ -541,7 +523,7 @@ def test_stored_objects_are_tinks_format_both_ways(vault_app, citizen: Browser, 
     from tests.crypto.test_streaming import tink_decrypt, tink_encrypt
 
     content = pdf(1_500_000)  # two segments
-    doc = upload(citizen, content).json()
+    doc = make_document(citizen, content)
     with Session(engine) as db:
         row = db.get(Document, uuid.UUID(doc["id"]))
         key = vault_app.state.services.documents.document_key(db, row)

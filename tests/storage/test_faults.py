@@ -23,6 +23,8 @@ from botocore.config import Config
 
 from tests.services import ClamdService, PostgresService, S3Service, free_port
 
+PASSWORD = "une phrase pour les pannes"  # the citizens the server holds
+
 
 class CuttableProxy:
     """A TCP forwarder to the S3 server that can be cut (every connection reset, new ones refused)."""
@@ -126,7 +128,7 @@ def server(services_dir: Path, postgres: PostgresService, s3: S3Service, clamd: 
     vault("db", "upgrade")
     vault("citizen", "create", "--email", "faults@example.org", "--given-name", "Léa", "--family-name", "Panne",
           "--birthdate", "1991-01-01", "--gender", "female", "--birthplace", "13055", "--password-stdin", "--verified",
-          stdin="une phrase pour les pannes\n")
+          stdin=f"{PASSWORD}\n")
     log = open(services_dir / "faults-server.log", "wb")  # noqa: SIM115
     process = subprocess.Popen([sys.executable, "-m", "vault.cli", "serve", "--port", url.rsplit(":", 1)[1]],
                                env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -157,12 +159,13 @@ def server(services_dir: Path, postgres: PostgresService, s3: S3Service, clamd: 
         proxy.close()
 
 
-def login(url: str) -> httpx.Client:
+def login(url: str, email: str = "faults@example.org") -> httpx.Client:
+    """A client logged in to the running server as ``email`` (a citizen made with ``PASSWORD``)."""
     client = httpx.Client(base_url=url, timeout=60)
     page = client.get("/login")
     token = html.unescape(re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1))
-    assert client.post("/login", data={"email": "faults@example.org", "password": "une phrase pour les pannes",
-                                        "csrf_token": token}, follow_redirects=False).status_code == 303
+    assert client.post("/login", data={"email": email, "password": PASSWORD, "csrf_token": token},
+                       follow_redirects=False).status_code == 303
     return client
 
 
@@ -271,12 +274,8 @@ def test_concurrent_first_uploads_share_one_citizen_key(server) -> None:  # noqa
 
     server.vault("citizen", "create", "--email", "rush@example.org", "--given-name", "Rémi", "--family-name", "Presse",
                  "--birthdate", "1992-02-02", "--gender", "male", "--birthplace", "13055", "--password-stdin",
-                 "--verified", stdin="une phrase pour les pannes\n")
-    client = httpx.Client(base_url=server.url, timeout=60)
-    page = client.get("/login")
-    token = html.unescape(re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1))
-    client.post("/login", data={"email": "rush@example.org", "password": "une phrase pour les pannes",
-                                "csrf_token": token})
+                 "--verified", stdin=f"{PASSWORD}\n")
+    client = login(server.url, "rush@example.org")
 
     def first_upload(_: int) -> int:
         return client.post("/api/v1/documents", content=b"%PDF-1.7\n" + os.urandom(50_000),

@@ -6,7 +6,8 @@ import re
 
 from sqlalchemy import create_engine
 
-from tests.support import IDENTITY, Browser, Outbox, verified_citizen
+from tests.factories import logged_in, make_citizen
+from tests.support import IDENTITY, Browser
 from vault.app import create_app
 
 
@@ -24,9 +25,8 @@ def test_security_headers_on_pages(browser: Browser) -> None:
     assert "<script" not in page.text and "style=" not in page.text
 
 
-def test_authenticated_pages_are_not_cached(browser: Browser, outbox: Outbox) -> None:
-    verified_citizen(browser, outbox, "cache@example.org")
-    browser.login("cache@example.org")
+def test_authenticated_pages_are_not_cached(app, browser: Browser) -> None:  # noqa: ANN001
+    logged_in(browser, make_citizen(app, email="cache@example.org"))
     assert browser.get("/account").headers["cache-control"] == "no-store"
     assert browser.get("/api/v1/me").headers["cache-control"] == "no-store"
 
