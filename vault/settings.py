@@ -1,4 +1,4 @@
-"""Settings: the only module that reads environment variables (DESIGN.md §8).
+"""Settings: the only module that reads environment variables.
 
 Development runs on embedded defaults (SQLite, filesystem blobs, a generated keyring, antivirus
 off). The production profile (``VAULT_ENV=production``) refuses each of those defaults unless the
@@ -60,7 +60,7 @@ class Settings(BaseSettings):
     city_logo_url: str | None = None
     theme_color: str = Field(default="#1d4f91", pattern=r"^#[0-9a-fA-F]{6}$")
 
-    # Accounts and sessions (DESIGN.md §3; issue "Foundation").
+    # Accounts and sessions.
     session_idle_minutes: int = Field(default=30, ge=1, le=24 * 60)
     session_absolute_hours: int = Field(default=12, ge=1, le=24 * 30)
     password_reset_minutes: int = Field(default=30, ge=5, le=24 * 60)

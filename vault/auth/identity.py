@@ -1,6 +1,6 @@
 """Validation of the pivot identity and of emails, with French messages per form field.
 
-Formats are FranceConnect's (DESIGN.md §3): ``birthdate`` ``YYYY-MM-DD``; ``gender``
+Formats are FranceConnect's: ``birthdate`` ``YYYY-MM-DD``; ``gender``
 ``male``/``female``; ``birthplace`` a 5-character INSEE commune code, empty when born abroad;
 ``birthcountry`` a 5-digit INSEE country code, France = ``99100``.
 """

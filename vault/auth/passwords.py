@@ -1,4 +1,4 @@
-"""Password rules and hashing (DESIGN.md §3; NIST SP 800-63B §5.1.1.2).
+"""Password rules and hashing (NIST SP 800-63B §5.1.1.2).
 
 At least 12 characters, no composition rules, the 10,000 most common passwords refused
 (case-insensitive). Hashes are argon2id.

@@ -1,4 +1,4 @@
-"""Key hierarchy and encryption (DESIGN.md §4). The only package that imports cryptography.hazmat.
+"""Key hierarchy and encryption (docs/crypto.md). The only package that imports cryptography.hazmat.
 
 The API is deliberately small and hard to misuse (in the spirit of pyca/cryptography's Fernet):
 callers hand over bytes and a *context* (the associated data naming what the bytes belong to);

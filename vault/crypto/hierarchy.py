@@ -1,4 +1,4 @@
-"""The key hierarchy (DESIGN.md §4), envelope style:
+"""The key hierarchy (docs/crypto.md), envelope style:
 
     KEK (key provider)  ──wraps──▶  citizen key (random 256-bit, one per citizen)
     citizen key         ──wraps──▶  document key (random 256-bit, one per stored object)

@@ -1,4 +1,4 @@
-"""The audit log (DESIGN.md §5): append-only and tamper-evident.
+"""The audit log: append-only and tamper-evident.
 
 Each entry's ``hash`` is SHA-256 over the previous entry's hash and the entry's own fields
 (canonical JSON), so an edited, deleted, inserted or reordered entry breaks the chain from there

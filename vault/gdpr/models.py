@@ -1,4 +1,4 @@
-"""Tables of the GDPR domain (DESIGN.md §5): staff, the register of requests, tombstones, the audit log.
+"""Tables of the GDPR domain: staff, the register of requests, tombstones, the audit log.
 
 After an erasure no row here names the citizen: requests and audit entries refer to people by a
 keyed hash of their internal id (``subject``), which links them to the tombstone and nothing else.

@@ -1,4 +1,4 @@
-"""Data-subject rights (DESIGN.md §5): the register of requests, export (Art. 15/20), erasure
+"""Data-subject rights: the register of requests, export (Art. 15/20), erasure
 (Art. 17) with its certificate, rectification (Art. 16), retention. No HTTP here."""
 
 from __future__ import annotations

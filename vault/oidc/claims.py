@@ -1,4 +1,4 @@
-"""Scopes and claims with FranceConnect's names and formats (DESIGN.md §3).
+"""Scopes and claims with FranceConnect's names and formats.
 
 One scope per claim, plus FranceConnect's groups. The consent page names each claim in plain French.
 """

@@ -1,4 +1,4 @@
-"""The OpenID Connect provider on authlib's server classes (DESIGN.md §3). Speaks OAuth, not HTTP:
+"""The OpenID Connect provider on authlib's server classes (docs/architecture.md, "Login"). Speaks OAuth, not HTTP:
 the Starlette glue lives in ``vault/auth/adapter.py``.
 
 authlib leaves gaps that are ours to close, each marked ``GAP`` below: atomic single-use codes

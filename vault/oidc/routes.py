@@ -1,4 +1,4 @@
-"""OpenID Connect endpoints (DESIGN.md §3, §8) and the citizen's "Mes applications" page.
+"""OpenID Connect endpoints (the README's "Registering an app") and the citizen's "Mes applications" page.
 
 Thin: the adapter builds authlib's request, ``vault.oidc.service`` decides, these shape the answer.
 """

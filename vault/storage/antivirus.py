@@ -1,4 +1,4 @@
-"""Antivirus: clamd's INSTREAM over TCP or a Unix socket (DESIGN.md §4).
+"""Antivirus: clamd's INSTREAM over TCP or a Unix socket.
 
 Why our own small client rather than the ``clamd`` package: that package (2014, unmaintained)
 sends a whole buffer at once (``instream(buff)``), so it cannot scan *while* a document is being

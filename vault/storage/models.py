@@ -1,4 +1,4 @@
-"""Tables of the document vault (DESIGN.md §4) and their schemas."""
+"""Tables of the document vault and their schemas."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The upload pipeline (DESIGN.md §4): one pass, streamed, constant memory, no plaintext on disk.
+"""The upload pipeline (docs/architecture.md, "Upload"): one pass, streamed, constant memory, no plaintext on disk.
 
     plaintext chunks ─┬─▶ size limit, type sniffed from the first bytes, SHA-256
                       ├─▶ clamd INSTREAM            (scanner thread)

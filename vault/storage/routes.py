@@ -1,4 +1,4 @@
-"""The document API (DESIGN.md §8) and the "Mes justificatifs" pages. Thin: authorize, stream,
+"""The document API and the "Mes justificatifs" pages. Thin: authorize, stream,
 call the service, shape the answer."""
 
 from __future__ import annotations
