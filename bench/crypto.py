@@ -43,7 +43,7 @@ KEY = bytes(range(32))  # a benchmark key: the memory child process must share i
 DOC = b"document:bench-0001"
 
 
-def tink_streaming_aead(key: bytes):  # noqa: ANN201 - tink is imported lazily (child processes skip it)
+def tink_streaming_aead(key: bytes):
     """Tink's StreamingAead over a keyset holding ``key`` as an AES256_GCM_HKDF_1MB key."""
     import tink
     from tink import secret_key_access, streaming_aead
@@ -72,7 +72,7 @@ class _CountingSink(io.RawIOBase):
     def writable(self) -> bool:
         return True
 
-    def write(self, data) -> int:  # noqa: ANN001
+    def write(self, data) -> int:
         self.count += len(data)
         return len(data)
 
@@ -108,7 +108,7 @@ def ours_decrypt(ciphertext: bytes, chunk: int) -> int:
     return sum(len(piece) for piece in decrypt_stream(KEY, DOC, iter(lambda: source.read(chunk), b"")))
 
 
-def tink_encrypt(primitive, plaintext: memoryview, chunk: int) -> int:  # noqa: ANN001
+def tink_encrypt(primitive, plaintext: memoryview, chunk: int) -> int:
     sink = _CountingSink()
     with primitive.new_encrypting_stream(sink, DOC) as stream:
         for piece in chunks_of(plaintext, chunk):
@@ -116,7 +116,7 @@ def tink_encrypt(primitive, plaintext: memoryview, chunk: int) -> int:  # noqa: 
     return sink.count
 
 
-def tink_decrypt(primitive, ciphertext: bytes, chunk: int) -> int:  # noqa: ANN001
+def tink_decrypt(primitive, ciphertext: bytes, chunk: int) -> int:
     total = 0
     with primitive.new_decrypting_stream(io.BytesIO(ciphertext), DOC) as stream:
         while piece := stream.read(chunk):
@@ -124,7 +124,7 @@ def tink_decrypt(primitive, ciphertext: bytes, chunk: int) -> int:  # noqa: ANN0
     return total
 
 
-def check_interop(primitive, plaintext: memoryview, chunk: int) -> bytes:  # noqa: ANN001
+def check_interop(primitive, plaintext: memoryview, chunk: int) -> bytes:
     """Untimed: Tink decrypts ours and we decrypt Tink's, on the benchmark's bytes. Returns ours."""
     expected = hashlib.sha256(plaintext).digest()
     ours = b"".join(encrypt_stream(KEY, DOC, chunks_of(plaintext, chunk)))

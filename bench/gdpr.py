@@ -378,7 +378,7 @@ def check_central_directory(total: int, tail: bytes, expected: dict[str, Uploade
         want = expected.get(doc_id)
         if want is None or info.filename != f"documents/{doc_id}-{want.name}":
             raise RuntimeError(f"archive: unexpected entry {info.filename}")
-        if info.file_size != want.size or info.compress_size != want.size or info.CRC != want.crc:
+        if info.file_size != want.size or info.compress_size != want.size or want.crc != info.CRC:
             raise RuntimeError(f"archive: {info.filename} has size {info.file_size}, CRC {info.CRC:08x};"
                                f" uploaded {want.size} bytes, CRC {want.crc:08x}")
         seen.add(doc_id)
@@ -416,7 +416,7 @@ class StreamParser:
             except StopIteration:
                 self.done = True
 
-    def _need(self, n: int):  # noqa: ANN202  (a generator: waits until n bytes are buffered)
+    def _need(self, n: int):
         while len(self.buffer) < n:
             yield
 
@@ -426,7 +426,7 @@ class StreamParser:
         self.offset += n
         return out
 
-    def _parse(self):  # noqa: ANN202, C901
+    def _parse(self):
         yield
         while True:
             yield from self._need(4)
@@ -915,7 +915,7 @@ def environment(setup: Setup) -> list[str]:
     pg = "?"
     try:
         pg = db_query(setup, "SHOW server_version")[0][0]
-    except Exception:  # noqa: BLE001
+    except Exception:
         pass
     return [
         f"machine: {os.cpu_count()} cores ({cpu_model}), {os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') / GiB:.0f}"
@@ -1088,7 +1088,7 @@ def main() -> None:
         for service in reversed(STOPPABLE):
             try:
                 service.stop()
-            except Exception as exc:  # noqa: BLE001  (keep stopping the others)
+            except Exception as exc:
                 print(f"could not stop {type(service).__name__}: {exc}", file=sys.stderr)
         if args.keep:
             print(f"logs kept in {base}", file=sys.stderr)

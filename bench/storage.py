@@ -584,7 +584,7 @@ def environment(setup: Setup) -> list[str]:
         f" GiB RAM, {platform.system()} {platform.release()}; everything below shares these cores",
         f"python {platform.python_version()}; uvicorn {uvicorn.__version__} ({', '.join(loops) or 'pure Python'});"
         f" boto3 {_boto3.__version__} / botocore {botocore.__version__}; httpx {httpx.__version__}",
-        f"clamd: {tool_version(['clamd', '--version']) if shutil.which('clamd') else tool_version(['/usr/sbin/clamd', '--version'])}"
+        f"clamd: {tool_version([shutil.which('clamd') or '/usr/sbin/clamd', '--version'])}"
         f" (one EICAR signature, StreamMaxLength {setup.max_stream:,} bytes);"
         f" SeaweedFS: {tool_version([str(weed), 'version']) if weed.exists() else '?'}"
         " (weed server -s3, one node, tests/services.py)",
@@ -769,7 +769,7 @@ def main() -> None:
         for service in reversed(STOPPABLE):
             try:
                 service.stop()
-            except Exception as exc:  # noqa: BLE001  (keep stopping the others)
+            except Exception as exc:
                 print(f"could not stop {type(service).__name__}: {exc}", file=sys.stderr)
         if args.keep:
             print(f"logs kept in {base}", file=sys.stderr)

@@ -29,9 +29,9 @@ DEFAULT_OUTPUT = (
 )
 
 
-def ranked_passwords(count):
-    seen = set()
-    out = []
+def ranked_passwords(count: int) -> list[str]:
+    seen: set[str] = set()
+    out: list[str] = []
     for entry in FREQUENCY_LISTS["passwords"]:
         pw = entry.strip().lower()
         if not pw or pw in seen:
@@ -43,7 +43,7 @@ def ranked_passwords(count):
     sys.exit(f"error: zxcvbn list has only {len(out)} usable entries, need {count}")
 
 
-def main():
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=DEFAULT_COUNT)
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)

@@ -37,4 +37,8 @@ if [ -f tests/interop/package-lock.json ]; then
   (cd tests/interop && npm ci --no-audit --no-fund --silent)
 fi
 
+# Lint and types first: a finding fails the build before the suite runs (rules: pyproject.toml).
+echo "ruff: lint" >&2
+"$VENV/bin/ruff" check .
+
 exec "$VENV/bin/python" -m pytest "$@"

@@ -12,15 +12,20 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import boto3
 import httpx
 import pytest
+from botocore.config import Config
+from pydantic import SecretStr
 from sqlalchemy import text
 from sqlmodel import SQLModel
 
+from tests.factories import citizen_browser
 from tests.services import (
     ClamdService,
     MotoService,
@@ -46,7 +51,7 @@ for _name in [n for n in os.environ if n.startswith("VAULT_")]:
 @pytest.fixture(scope="session")
 def services_dir() -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix="vault-tests-"))
-    os.chmod(path, 0o755)
+    os.chmod(path, 0o755)  # noqa: S103  (the servers run as another user when the suite runs as root)
     yield path
     shutil.rmtree(path, ignore_errors=True)
 
@@ -106,22 +111,22 @@ def settings(data_dir: Path, database_url: str) -> Settings:
 
 
 @pytest.fixture
-def engine(database_url: str):  # noqa: ANN201
+def engine(database_url: str):
     engine = make_engine(database_url)
     yield engine
     with engine.begin() as conn:
         for table in reversed(SQLModel.metadata.sorted_tables):
-            conn.execute(text(f'DELETE FROM "{table.name}"'))
+            conn.execute(text(f'DELETE FROM "{table.name}"'))  # noqa: S608  (our own table names)
     engine.dispose()
 
 
 @pytest.fixture
-def app(settings: Settings, engine):  # noqa: ANN001, ANN201
+def app(settings: Settings, engine):
     return create_app(settings, engine=engine)
 
 
 @pytest.fixture
-def browser(app) -> Iterator[Browser]:  # noqa: ANN001
+def browser(app) -> Iterator[Browser]:
     with Browser(app) as browser:
         yield browser
 
@@ -182,3 +187,38 @@ def kms(services_dir: Path) -> Iterator[MotoService]:
     service = start_moto(services_dir / "moto")
     yield service
     service.stop()
+
+
+# ---- the document vault as deployed: SeaweedFS (S3) and clamd ------------------------------------
+
+
+@pytest.fixture
+def s3_client(s3: S3Service):
+    return boto3.client("s3", endpoint_url=s3.endpoint_url, region_name=s3.region, aws_access_key_id=s3.access_key,
+                        aws_secret_access_key=s3.secret_key,
+                        config=Config(request_checksum_calculation="when_required",
+                                      response_checksum_validation="when_required"))
+
+
+@pytest.fixture
+def bucket() -> str:
+    return f"vault-{uuid.uuid4().hex[:12]}"  # created by the service itself, with versioning
+
+
+@pytest.fixture
+def vault_settings(settings, s3: S3Service, clamd: ClamdService, bucket: str):
+    return settings.model_copy(update={
+        "storage_backend": "s3", "s3_endpoint_url": s3.endpoint_url, "s3_bucket": bucket, "s3_region": s3.region,
+        "s3_access_key_id": s3.access_key, "s3_secret_access_key": SecretStr(s3.secret_key),
+        "antivirus": "clamd", "clamd_address": clamd.address, "max_file_mb": 8, "quota_mb": 20, "quota_documents": 5})
+
+
+@pytest.fixture
+def vault_app(vault_settings, engine):
+    return create_app(vault_settings, engine=engine)
+
+
+@pytest.fixture
+def citizen(vault_app):
+    with citizen_browser(vault_app, email="docs@example.org") as browser:
+        yield browser

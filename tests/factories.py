@@ -68,7 +68,7 @@ def make_citizen(app: Any, *, email: str | None = None, password: str = PASSWORD
             db=db, verified=verified, form={"email": email, "password": password, **IDENTITY, **identity})
         data = CitizenData(id=citizen.id, email=citizen.email, password=password)
         if totp:
-            secret, _uri = services.accounts.begin_totp(db=db, citizen=citizen)
+            secret, _uri = services.accounts.begin_totp(citizen=citizen)
             data.totp = pyotp.TOTP(secret)
             # Twice at most: a step boundary may pass between our clock and the service's.
             for attempt in range(2):

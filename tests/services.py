@@ -47,13 +47,13 @@ from psycopg import sql
 from psycopg.rows import TupleRow
 
 __all__ = [
-    "MotoService",
-    "start_moto",
     "ClamdService",
+    "MotoService",
     "PostgresService",
     "S3Service",
     "free_port",
     "start_clamd",
+    "start_moto",
     "start_postgres",
     "start_seaweedfs",
 ]

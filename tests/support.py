@@ -57,7 +57,7 @@ class Browser(TestClient):
     def submit(self, page: str, data: dict[str, str], action: str | None = None) -> httpx.Response:
         """Open ``page``, then post ``data`` with the page's CSRF token to ``action`` (default: same path)."""
         token = self.form_token(page)
-        return self.post(action or page.split("?")[0], data={**data, "csrf_token": token})
+        return self.post(action or page.split("?", maxsplit=1)[0], data={**data, "csrf_token": token})
 
     def register(self, email_address: str, password: str = PASSWORD, **identity: str) -> httpx.Response:
         return self.submit("/register", {"email": email_address, "password": password, **IDENTITY, **identity})

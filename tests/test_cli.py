@@ -22,7 +22,7 @@ def run(args: list[str], env: dict[str, str], stdin: str = "") -> subprocess.Com
     return subprocess.run([*VAULT, *args], input=stdin, capture_output=True, text=True, env=env, timeout=120)
 
 
-def run_ok(args: list[str], env: dict[str, str], stdin: str = ""):  # noqa: ANN201
+def run_ok(args: list[str], env: dict[str, str], stdin: str = ""):
     """Run a command that must succeed; its JSON output (a failure shows the command's stderr)."""
     done = run(args, env, stdin)
     assert done.returncode == 0, f"vault {' '.join(args)} exited {done.returncode}: {done.stderr}"
@@ -30,7 +30,7 @@ def run_ok(args: list[str], env: dict[str, str], stdin: str = ""):  # noqa: ANN2
 
 
 @pytest.fixture
-def env(database_url: str, tmp_path: Path, engine) -> dict[str, str]:  # noqa: ANN001
+def env(database_url: str, tmp_path: Path, engine) -> dict[str, str]:
     return {**os.environ, "VAULT_DATABASE_URL": database_url, "VAULT_DATA_DIR": str(tmp_path / "var"),
             "VAULT_ARGON2_MEMORY_KIB": "8192", "VAULT_ARGON2_TIME_COST": "1"}
 
@@ -137,7 +137,7 @@ def test_serve_on_embedded_defaults(tmp_path: Path) -> None:
     assert credentials["password"] not in output
 
 
-def test_client_commands(env: dict[str, str], engine) -> None:  # noqa: ANN001
+def test_client_commands(env: dict[str, str], engine) -> None:
     from sqlmodel import Session
 
     from vault.oidc.models import OAuthClient
@@ -216,7 +216,7 @@ def test_storage_reconcile_and_kek_rotation(env: dict[str, str], tmp_path: Path)
     assert keyring["active"] == 2 and [k["version"] for k in keyring["keys"]] == [1, 2]
 
 
-def test_kek_rotation_rewraps_citizen_keys(env: dict[str, str], database_url: str, engine) -> None:  # noqa: ANN001
+def test_kek_rotation_rewraps_citizen_keys(env: dict[str, str], database_url: str, engine) -> None:
     """A citizen's key made before `vault keys rotate-kek` is re-wrapped by the command and still opens."""
     from sqlmodel import Session
 
@@ -276,7 +276,7 @@ def test_gdpr_commands(env: dict[str, str], tmp_path: Path) -> None:
     assert run_ok(["retention", "run", "--dry-run", "--json"], env)["accounts_erased"] == []
 
 
-def test_audit_verify_fails_on_an_edited_entry(env: dict[str, str], engine) -> None:  # noqa: ANN001
+def test_audit_verify_fails_on_an_edited_entry(env: dict[str, str], engine) -> None:
     from sqlalchemy import text
 
     run(["staff", "create", "--email", "a@ville.example.fr", "--role", "admin", "--json"], env)

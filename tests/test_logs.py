@@ -59,7 +59,7 @@ def test_forbidden_fields_are_redacted() -> None:
     assert entry["password"] == "[redacted]" and entry["token"] == "[redacted]"
 
 
-def test_http_clients_stay_quiet_even_at_debug(s3, tmp_path) -> None:  # noqa: ANN001
+def test_http_clients_stay_quiet_even_at_debug(s3, tmp_path) -> None:
     """At DEBUG, botocore and urllib3 would print S3 signatures and presigned URLs."""
     import io
 

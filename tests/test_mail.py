@@ -18,13 +18,13 @@ class Capture:
     def __init__(self) -> None:
         self.messages: list = []
 
-    async def handle_DATA(self, server, db, envelope):  # noqa: ANN001, ANN201, N802
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802, ARG002  (aiosmtpd's handler hook)
         self.messages.append(message_from_bytes(envelope.content, policy=default))
         return "250 OK"
 
 
 @pytest.fixture
-def smtp_server():  # noqa: ANN201
+def smtp_server():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -35,7 +35,7 @@ def smtp_server():  # noqa: ANN201
     controller.stop()
 
 
-def test_registration_mail_goes_through_smtp(settings, engine, smtp_server) -> None:  # noqa: ANN001
+def test_registration_mail_goes_through_smtp(settings, engine, smtp_server) -> None:
     capture, port = smtp_server
     app = create_app(settings.model_copy(update={"smtp_url": SecretStr(f"smtp://127.0.0.1:{port}"),
                                                  "mail_from": "Mairie <ne-pas-repondre@ville.example.fr>"}),
@@ -53,7 +53,7 @@ def test_registration_mail_goes_through_smtp(settings, engine, smtp_server) -> N
     assert not settings.outbox_dir.exists()
 
 
-def test_unreachable_smtp_creates_nothing(settings, engine) -> None:  # noqa: ANN001
+def test_unreachable_smtp_creates_nothing(settings, engine) -> None:
     from sqlmodel import Session, select
 
     from vault.auth.models import Citizen

@@ -17,6 +17,7 @@ from vault import __version__
 from vault.auth import routes as auth_routes
 from vault.db import DatabaseUnavailable, ping
 from vault.gdpr import routes as gdpr_routes
+from vault.logs import configure_logging
 from vault.migrations import schema_is_current
 from vault.oidc import demo
 from vault.oidc import routes as oidc_routes
@@ -66,8 +67,6 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
 
 def create_app_from_env() -> FastAPI:
     """Entry point for ``uvicorn --factory`` (``vault serve``)."""
-    from vault.logs import configure_logging
-
     configure_logging()
     return create_app()
 

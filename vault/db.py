@@ -61,7 +61,7 @@ class DatabaseUnavailable(ServiceUnavailable):
 
     log_event = "database unavailable"
 
-    def describe(self, *, reading: bool) -> tuple[str, str]:
+    def describe(self, *, reading: bool) -> tuple[str, str]:  # noqa: ARG002  (the same answer either way)
         return ("The database does not answer.",
                 "Le service est momentanément indisponible. Réessayez dans quelques minutes.")
 

@@ -67,7 +67,7 @@ class ServiceUnavailable(VaultError):
         super().__init__()
         self.args = (reason,)
 
-    def describe(self, *, reading: bool) -> tuple[str, str]:
+    def describe(self, *, reading: bool) -> tuple[str, str]:  # noqa: ARG002  (subclasses tell reads from writes)
         """(the API's ``detail``, the page's message); ``reading``: the request only read data."""
         return ("The service is unavailable; try again later.",
                 N_("Le service est momentanément indisponible. Réessayez dans quelques minutes."))

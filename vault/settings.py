@@ -13,6 +13,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -89,8 +90,6 @@ class Settings(BaseSettings):
     @field_validator("timezone")
     @classmethod
     def _timezone_is_known(cls, value: str) -> str:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
@@ -99,8 +98,6 @@ class Settings(BaseSettings):
 
     def today(self) -> date:
         """Today's date in the city (not the server's local date)."""
-        from zoneinfo import ZoneInfo
-
         return datetime.now(ZoneInfo(self.timezone)).date()
 
     @field_validator("issuer")

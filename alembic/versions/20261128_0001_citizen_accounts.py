@@ -7,8 +7,8 @@ Create Date: 2026-11-28 21:30:41.705370
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-from alembic import op
 
+from alembic import op
 
 revision: str = '0001'
 down_revision: str | None = None

@@ -8,8 +8,8 @@ Create Date: 2026-11-28 21:44:48.449390
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-from alembic import op
 
+from alembic import op
 
 revision: str = '0002'
 down_revision: str | None = '0001'

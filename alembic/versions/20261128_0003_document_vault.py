@@ -7,8 +7,8 @@ Create Date: 2026-11-28 21:59:52.113494
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-from alembic import op
 
+from alembic import op
 
 revision: str = '0003'
 down_revision: str | None = '0002'

@@ -8,8 +8,8 @@ Create Date: 2026-11-28 22:19:36.153318
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-from alembic import op
 
+from alembic import op
 
 revision: str = '0004'
 down_revision: str | None = '0003'

@@ -7,8 +7,8 @@ Create Date: 2026-11-29 03:40:00
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-from alembic import op
 
+from alembic import op
 
 revision: str = '0006'
 down_revision: str | None = '0005'

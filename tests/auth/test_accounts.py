@@ -17,7 +17,7 @@ from vault.auth.models import Citizen, EmailToken, LoginSession, LoginThrottle
 from vault.db import utcnow
 
 
-def count_citizens(engine) -> int:  # noqa: ANN001
+def count_citizens(engine) -> int:
     with Session(engine) as db:
         return db.exec(select(func.count()).select_from(Citizen)).one()
 
@@ -161,7 +161,7 @@ def test_email_already_used_gives_the_same_answer(browser: Browser, outbox: Outb
 # ---- login: errors and throttling -----------------------------------------------------------------------
 
 
-def test_unknown_email_and_wrong_password_answer_the_same(app, browser: Browser) -> None:  # noqa: ANN001
+def test_unknown_email_and_wrong_password_answer_the_same(app, browser: Browser) -> None:
     make_citizen(app, email="known@example.org")
     wrong = browser.login("known@example.org", "not the right password")
     unknown = browser.login("unknown@example.org", "not the right password")
@@ -177,7 +177,7 @@ def test_login_empty_fields(browser: Browser) -> None:
     assert "Indiquez votre adresse e-mail." in page.text and "Indiquez votre mot de passe." in page.text
 
 
-def test_account_is_locked_after_five_failures_with_growing_delay(app, browser: Browser, engine) -> None:  # noqa: ANN001
+def test_account_is_locked_after_five_failures_with_growing_delay(app, browser: Browser, engine) -> None:
     make_citizen(app, email="target@example.org")
     for _ in range(5):
         assert browser.login("target@example.org", "guess guess guess").status_code == 401
@@ -202,7 +202,7 @@ def test_unknown_email_is_locked_too(browser: Browser) -> None:
     assert locked.status_code == 429 and "Trop de tentatives" in locked.text
 
 
-def test_successful_login_resets_the_account_counter(app, browser: Browser) -> None:  # noqa: ANN001
+def test_successful_login_resets_the_account_counter(app, browser: Browser) -> None:
     make_citizen(app, email="forgetful@example.org")
     for _ in range(4):
         browser.login("forgetful@example.org", "guess guess guess")
@@ -215,7 +215,7 @@ def test_successful_login_resets_the_account_counter(app, browser: Browser) -> N
 # ---- sessions -----------------------------------------------------------------------------------------
 
 
-def test_session_cookie_flags_and_new_id_at_login(app, browser: Browser) -> None:  # noqa: ANN001
+def test_session_cookie_flags_and_new_id_at_login(app, browser: Browser) -> None:
     make_citizen(app, email="cookie@example.org")
     first = browser.login("cookie@example.org")
     header = first.headers["set-cookie"]
@@ -230,7 +230,7 @@ def test_session_cookie_flags_and_new_id_at_login(app, browser: Browser) -> None
     assert stale.get("/account").status_code == 303
 
 
-def test_https_issuer_uses_host_prefixed_secure_cookies_and_hsts(settings, engine) -> None:  # noqa: ANN001
+def test_https_issuer_uses_host_prefixed_secure_cookies_and_hsts(settings, engine) -> None:
     from vault.app import create_app
 
     app = create_app(settings.model_copy(update={"issuer": "https://vault.example.fr"}), engine=engine)
@@ -241,12 +241,12 @@ def test_https_issuer_uses_host_prefixed_secure_cookies_and_hsts(settings, engin
         make_citizen(app, email="secure@example.org")
         login = browser.login("secure@example.org")
         assert login.status_code == 303
-        cookie = [c for c in login.headers.get_list("set-cookie") if c.startswith("__Host-session=")][0]
+        cookie = next(c for c in login.headers.get_list("set-cookie") if c.startswith("__Host-session="))
         assert "Secure" in cookie and "HttpOnly" in cookie and "Path=/" in cookie and "Domain" not in cookie
         assert browser.get("/account").status_code == 200
 
 
-def test_idle_and_absolute_timeouts(app, browser: Browser, engine) -> None:  # noqa: ANN001
+def test_idle_and_absolute_timeouts(app, browser: Browser, engine) -> None:
     logged_in(browser, make_citizen(app, email="idle@example.org"))
     assert browser.get("/account").status_code == 200
     with Session(engine) as db:
@@ -261,7 +261,7 @@ def test_idle_and_absolute_timeouts(app, browser: Browser, engine) -> None:  # n
     assert browser.get("/account").status_code == 303
 
 
-def test_log_out_everywhere(app) -> None:  # noqa: ANN001
+def test_log_out_everywhere(app) -> None:
     with Browser(app) as phone, Browser(app) as laptop:
         make_citizen(app, email="everywhere@example.org")
         phone.login("everywhere@example.org")
@@ -277,7 +277,7 @@ def test_log_out_everywhere(app) -> None:  # noqa: ANN001
 # ---- password reset ------------------------------------------------------------------------------------
 
 
-def test_password_reset_flow(app, browser: Browser, outbox: Outbox, engine) -> None:  # noqa: ANN001
+def test_password_reset_flow(app, browser: Browser, outbox: Outbox, engine) -> None:
     make_citizen(app, email="reset@example.org")
     with Browser(app) as other_device:
         other_device.login("reset@example.org")
@@ -308,7 +308,7 @@ def test_password_reset_flow(app, browser: Browser, outbox: Outbox, engine) -> N
                                                  "csrf_token": browser.form_token("/login")}).status_code == 400
 
 
-def test_password_reset_link_expires_after_30_minutes(app, browser: Browser, outbox: Outbox, engine) -> None:  # noqa: ANN001
+def test_password_reset_link_expires_after_30_minutes(app, browser: Browser, outbox: Outbox, engine) -> None:
     make_citizen(app, email="slow@example.org")
     browser.submit("/password/forgot", {"email": "slow@example.org"})
     path = outbox.last("slow@example.org").path()
@@ -351,7 +351,7 @@ def enable_totp(browser: Browser) -> tuple[pyotp.TOTP, list[str]]:
     return totp, codes
 
 
-def test_totp_enrolment_and_login(app, browser: Browser) -> None:  # noqa: ANN001
+def test_totp_enrolment_and_login(app, browser: Browser) -> None:
     logged_in(browser, make_citizen(app, email="totp@example.org"))
     totp, _codes = enable_totp(browser)
     assert "La double authentification est activée." in browser.get("/account").text
@@ -375,7 +375,7 @@ def test_totp_enrolment_and_login(app, browser: Browser) -> None:  # noqa: ANN00
     assert replay.status_code == 401
 
 
-def test_totp_recovery_codes_work_once(app, browser: Browser) -> None:  # noqa: ANN001
+def test_totp_recovery_codes_work_once(app, browser: Browser) -> None:
     logged_in(browser, make_citizen(app, email="lostphone@example.org"))
     _totp, codes = enable_totp(browser)
     browser.submit("/account", {}, action="/logout")
@@ -389,7 +389,7 @@ def test_totp_recovery_codes_work_once(app, browser: Browser) -> None:  # noqa: 
     assert browser.login("lostphone@example.org", otp=codes[0]).status_code == 401
 
 
-def test_disable_totp_needs_the_password(app, browser: Browser) -> None:  # noqa: ANN001
+def test_disable_totp_needs_the_password(app, browser: Browser) -> None:
     logged_in(browser, make_citizen(app, email="off@example.org"))
     enable_totp(browser)
     refused = browser.submit("/account/totp", {"password": "wrong password!!"}, action="/account/totp/disable")
@@ -400,7 +400,7 @@ def test_disable_totp_needs_the_password(app, browser: Browser) -> None:  # noqa
     assert browser.login("off@example.org").headers["location"] == "/account"
 
 
-def test_totp_seed_is_stored_wrapped(app, browser: Browser, engine) -> None:  # noqa: ANN001
+def test_totp_seed_is_stored_wrapped(app, browser: Browser, engine) -> None:
     logged_in(browser, make_citizen(app, email="wrapped@example.org"))
     totp, _ = enable_totp(browser)
     with Session(engine) as db:
@@ -439,7 +439,7 @@ def test_malformed_bodies(browser: Browser) -> None:
     assert not_utf8.status_code == 400
 
 
-def test_login_next_is_never_an_open_redirect(app, browser: Browser) -> None:  # noqa: ANN001
+def test_login_next_is_never_an_open_redirect(app, browser: Browser) -> None:
     make_citizen(app, email="next@example.org")
     for target in ("https://evil.example", "//evil.example", "/\\evil.example"):
         answer = browser.login("next@example.org", next=target)
@@ -447,7 +447,7 @@ def test_login_next_is_never_an_open_redirect(app, browser: Browser) -> None:  #
     assert browser.login("next@example.org", next="/account/totp").headers["location"] == "/account/totp"
 
 
-def test_one_address_trying_many_accounts_is_locked(settings, engine) -> None:  # noqa: ANN001
+def test_one_address_trying_many_accounts_is_locked(settings, engine) -> None:
     from vault.app import create_app
 
     app = create_app(settings.model_copy(update={"login_free_failures_per_address": 3}), engine=engine)
@@ -459,7 +459,7 @@ def test_one_address_trying_many_accounts_is_locked(settings, engine) -> None:  
         assert locked.status_code == 429 and "Trop de tentatives" in locked.text
 
 
-def test_a_birthdate_is_checked_against_the_citys_date(settings, engine) -> None:  # noqa: ANN001
+def test_a_birthdate_is_checked_against_the_citys_date(settings, engine) -> None:
     from vault.app import create_app
 
     born_today_in_kiritimati = create_app(settings.model_copy(update={"timezone": "Pacific/Kiritimati"}),

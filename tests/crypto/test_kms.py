@@ -66,7 +66,7 @@ def test_unreachable_kms_is_a_clear_error() -> None:
         keys.wrap(b"x", context=b"c")
 
 
-def test_documents_with_the_kms_provider(kms: MotoService, settings, engine) -> None:  # noqa: ANN001
+def test_documents_with_the_kms_provider(kms: MotoService, settings, engine) -> None:
     from tests.factories import citizen_browser, upload
     from vault.app import create_app
 

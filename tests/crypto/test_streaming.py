@@ -269,7 +269,7 @@ def test_objects_ending_with_an_empty_segment_are_read_like_tink_reads_them() ->
     encryptor = StreamEncryptor(KEY, DOC)
     body = encryptor.update(plaintext + b"!")
     assert len(body) == 2 * SEGMENT_SIZE
-    ciphertext = body + encryptor._seal(memoryview(b""), 2, True)  # noqa: SLF001
+    ciphertext = body + encryptor._seal(memoryview(b""), 2, True)
     assert len(ciphertext) == 2 * SEGMENT_SIZE + TAG and plaintext_size(len(ciphertext)) == len(plaintext)
     assert tink_decrypt(ciphertext) == plaintext
     assert b"".join(decrypt_stream(KEY, DOC, random_chunks(ciphertext, random.Random(5)))) == plaintext
@@ -543,7 +543,7 @@ def test_ranges_are_lazy_and_one_segment_at_a_time() -> None:
     assert reader.calls[-1] == (SEGMENT_SIZE, SEGMENT_SIZE)
 
 
-@pytest.mark.parametrize("start,end", [(-1, 5), (5, 4), (0, len(RANGE_PT) + 1), (len(RANGE_PT) + 1, len(RANGE_PT) + 2)])
+@pytest.mark.parametrize(("start", "end"), [(-1, 5), (5, 4), (0, len(RANGE_PT) + 1), (len(RANGE_PT) + 1, len(RANGE_PT) + 2)])
 def test_invalid_ranges_are_value_errors_at_call_time(start: int, end: int) -> None:
     reader = RecordingReader(range_ct())
     with pytest.raises(ValueError):

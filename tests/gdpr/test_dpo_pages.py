@@ -22,7 +22,7 @@ from vault.gdpr.models import DataRequest, StaffSession
 
 
 @pytest.fixture
-def dpo(app) -> Iterator[tuple[Browser, pyotp.TOTP]]:  # noqa: ANN001
+def dpo(app) -> Iterator[tuple[Browser, pyotp.TOTP]]:
     staff = make_staff(app, email="dpo@ville.example.fr", name="Camille DPO", role="dpo")
     assert staff.otpauth_uri.startswith("otpauth://totp/")
     with staff_browser(app, staff) as browser:
@@ -30,13 +30,13 @@ def dpo(app) -> Iterator[tuple[Browser, pyotp.TOTP]]:  # noqa: ANN001
 
 
 @pytest.fixture
-def someone(app):  # noqa: ANN001, ANN201
+def someone(app):
     citizen = make_citizen(app, email="someone@example.org")
     with citizen_browser(app, citizen) as browser:
         yield browser, citizen.id
 
 
-def test_staff_login_needs_password_and_totp(app) -> None:  # noqa: ANN001
+def test_staff_login_needs_password_and_totp(app) -> None:
     admin = make_staff(app, email="admin@ville.example.fr", name="A", role="admin")
     with Browser(app) as browser:
         no_code = browser.submit("/dpo/login", {"email": "admin@ville.example.fr", "password": STAFF_PASSWORD})
@@ -47,24 +47,25 @@ def test_staff_login_needs_password_and_totp(app) -> None:  # noqa: ANN001
         assert browser.get("/dpo/").status_code == 404
 
 
-def test_reauthentication_guesses_are_throttled(app, dpo) -> None:  # noqa: ANN001
+def test_reauthentication_guesses_are_throttled(app, dpo) -> None:
     browser, totp = dpo
+    attempts = app.state.settings.login_free_failures_per_account + 1
     answers = [browser.submit("/dpo/", {"password": "pas le bon", "otp": "000000", "next": "/dpo/"},
-                              action="/dpo/reauth").status_code for _ in range(app.state.settings.login_free_failures_per_account + 1)]
+                              action="/dpo/reauth").status_code for _ in range(attempts)]
     assert answers[0] == 401 and answers[-1] == 429  # the failures were counted, then the account locked
     locked = browser.submit("/dpo/", {"password": STAFF_PASSWORD, "otp": totp.now(), "next": "/dpo/"},
                             action="/dpo/reauth")
     assert locked.status_code == 429 and "réessayez dans" in locked.text  # even the right answer waits
 
 
-def test_the_staff_section_does_not_exist_for_citizens(someone) -> None:  # noqa: ANN001
+def test_the_staff_section_does_not_exist_for_citizens(someone) -> None:
     browser, _ = someone
     for path in ("/dpo/", "/dpo/requests.csv"):
         assert browser.get(path).status_code == 404
     assert browser.submit("/account", {"kind": "access"}, action="/dpo/requests").status_code == 404
 
 
-def test_register_open_extend_close_and_csv(dpo, someone, engine) -> None:  # noqa: ANN001
+def test_register_open_extend_close_and_csv(dpo, someone, engine) -> None:
     browser, _totp = dpo
     _, citizen_id = someone
     opened = browser.submit("/dpo/", {"kind": "rectification", "citizen_id": str(citizen_id), "channel": "mail",
@@ -92,7 +93,7 @@ def test_register_open_extend_close_and_csv(dpo, someone, engine) -> None:  # no
     assert missing_csrf.status_code == 403
 
 
-def test_citizen_export_and_erasure_request_then_dpo_erases(app, dpo, someone, engine) -> None:  # noqa: ANN001
+def test_citizen_export_and_erasure_request_then_dpo_erases(app, dpo, someone, engine) -> None:
     citizen, citizen_id = someone
     archive = citizen.submit("/account/data", {}, action="/account/data/export")
     assert archive.status_code == 200 and archive.headers["content-type"] == "application/zip"
@@ -129,8 +130,8 @@ def test_citizen_export_and_erasure_request_then_dpo_erases(app, dpo, someone, e
         assert audit.verify(db).ok
 
 
-def test_an_erasure_cut_short_by_the_store_is_finished_from_the_register(app, dpo, someone, engine,  # noqa: ANN001
-                                                                          monkeypatch) -> None:  # noqa: ANN001
+def test_an_erasure_cut_short_by_the_store_is_finished_from_the_register(app, dpo, someone, engine,
+                                                                          monkeypatch) -> None:
     from vault.storage.blobs import BlobStoreUnavailable
 
     citizen, citizen_id = someone
@@ -143,7 +144,7 @@ def test_an_erasure_cut_short_by_the_store_is_finished_from_the_register(app, dp
     path = f"/dpo/requests/{erasure_id}"
     store = app.state.services.documents.store
 
-    def store_down(keys: list) -> int:  # noqa: ARG001
+    def store_down(keys: list) -> int:
         raise BlobStoreUnavailable("down")
 
     monkeypatch.setattr(store, "delete_many", store_down)

@@ -14,14 +14,7 @@ from sqlmodel import Session, SQLModel, select
 
 from tests.factories import make_document, make_oidc_app, pdf
 from tests.oidc.oidc_support import authorize, exchange, verify_id_token
-from tests.storage.test_documents import (  # noqa: F401  (fixtures)
-    bucket,
-    citizen,
-    objects,
-    s3_client,
-    vault_app,
-    vault_settings,
-)
+from tests.storage.test_documents import objects
 from tests.support import PASSWORD, Browser
 from vault.crypto import DecryptionError
 from vault.crypto.streaming import StreamDecryptor
@@ -34,7 +27,7 @@ DPO = Staff(actor="staff:test", label="DPO de test")
 EMAIL = "docs@example.org"  # the `citizen` fixture's
 
 
-def citizen_id(engine) -> uuid.UUID:  # noqa: ANN001
+def citizen_id(engine) -> uuid.UUID:
     from vault.auth.models import Citizen
 
     with Session(engine) as db:
@@ -42,7 +35,7 @@ def citizen_id(engine) -> uuid.UUID:  # noqa: ANN001
 
 
 @pytest.fixture
-def filled(vault_app, citizen: Browser, engine) -> dict:  # noqa: ANN001, F811
+def filled(vault_app, citizen: Browser, engine) -> dict:
     """A citizen with two documents, one of them deposited by an app holding a token."""
     first, second = pdf(50_000), pdf(1_200_000, marker=b"SECOND")
     make_document(citizen, first, filename="avis.pdf")
@@ -54,7 +47,7 @@ def filled(vault_app, citizen: Browser, engine) -> dict:  # noqa: ANN001, F811
     return {"contents": [first, second], "app": app, "tokens": tokens, "id": citizen_id(engine)}
 
 
-def test_export_holds_everything_and_matches_the_bytes(vault_app, filled: dict, engine) -> None:  # noqa: ANN001
+def test_export_holds_everything_and_matches_the_bytes(vault_app, filled: dict, engine) -> None:
     gdpr = vault_app.state.services.gdpr
     with Session(engine) as db:
         archive = b"".join(gdpr.export(db, citizen_id=filled["id"], by=DPO))
@@ -79,8 +72,8 @@ def test_export_holds_everything_and_matches_the_bytes(vault_app, filled: dict, 
         assert db.exec(select(AuditEntry.action)).all()[-1] == "export"
 
 
-def test_erasure_leaves_nothing_readable(vault_app, filled: dict, citizen: Browser, engine, s3_client,  # noqa: ANN001, F811
-                                         bucket) -> None:  # noqa: F811
+def test_erasure_leaves_nothing_readable(vault_app, filled: dict, citizen: Browser, engine, s3_client,
+                                         bucket) -> None:
     gdpr = vault_app.state.services.gdpr
     cid = filled["id"]
     copied = objects(s3_client, bucket)[0]
@@ -132,7 +125,7 @@ def test_erasure_leaves_nothing_readable(vault_app, filled: dict, citizen: Brows
             gdpr.erase(db, citizen_id=uuid.uuid4(), reason="x", by=DPO)
 
 
-def test_erasure_resumes_after_the_store_fails(vault_app, filled: dict, engine, s3_client, bucket) -> None:  # noqa: ANN001, F811
+def test_erasure_resumes_after_the_store_fails(vault_app, filled: dict, engine, s3_client, bucket) -> None:
     from vault.storage.blobs import BlobStoreUnavailable
 
     gdpr = vault_app.state.services.gdpr
@@ -154,13 +147,13 @@ def test_erasure_resumes_after_the_store_fails(vault_app, filled: dict, engine, 
     assert verify_id_token_claims(vault_app, certificate)["destroyed"]["documents"] == 2
 
 
-def verify_id_token_claims(vault_app, token: str) -> dict:  # noqa: ANN001
+def verify_id_token_claims(vault_app, token: str) -> dict:
     with Browser(vault_app) as browser:
         return verify_id_token(browser, token)[1]
 
 
-def test_legal_hold_keeps_a_document(vault_app, filled: dict, citizen: Browser, engine, s3_client,  # noqa: ANN001, F811
-                                     bucket) -> None:  # noqa: ANN001
+def test_legal_hold_keeps_a_document(vault_app, filled: dict, citizen: Browser, engine, s3_client,
+                                     bucket) -> None:
     gdpr = vault_app.state.services.gdpr
     with Session(engine) as db:
         held = db.exec(select(Document).where(Document.owner_id == filled["id"])).first()
@@ -200,7 +193,7 @@ def test_legal_hold_keeps_a_document(vault_app, filled: dict, citizen: Browser, 
         assert audit.verify(db).ok
 
 
-def test_audit_log_is_tamper_evident(vault_app, filled: dict, engine) -> None:  # noqa: ANN001
+def test_audit_log_is_tamper_evident(vault_app, filled: dict, engine) -> None:
     with Session(engine) as db:
         vault_app.state.services.gdpr.erase(db, citizen_id=filled["id"], reason="demande", by=DPO)
         result = audit.verify(db)
@@ -216,7 +209,7 @@ def test_audit_log_is_tamper_evident(vault_app, filled: dict, engine) -> None:  
     assert not broken.ok and broken.first_bad_id == first_id and "edited" in broken.problem
 
 
-def test_audit_log_detects_deletion_and_reordering(vault_app, engine) -> None:  # noqa: ANN001
+def test_audit_log_detects_deletion_and_reordering(vault_app, engine) -> None:
     with Session(engine) as db:
         for n in range(4):
             audit.record(db, actor="system", action=f"test.{n}")
@@ -227,7 +220,7 @@ def test_audit_log_detects_deletion_and_reordering(vault_app, engine) -> None:  
         assert audit.verify(db).first_bad_id == ids[2]
 
 
-def test_audit_log_detects_its_newest_entries_removed(vault_app, engine) -> None:  # noqa: ANN001
+def test_audit_log_detects_its_newest_entries_removed(vault_app, engine) -> None:
     with Session(engine) as db:
         for n in range(3):
             audit.record(db, actor="system", action=f"test.{n}")
@@ -243,13 +236,13 @@ def test_audit_log_detects_its_newest_entries_removed(vault_app, engine) -> None
         assert not audit.verify(db).ok
 
 
-def test_audit_details_refuse_secrets(engine) -> None:  # noqa: ANN001
+def test_audit_details_refuse_secrets(engine) -> None:
     with Session(engine) as db, pytest.raises(ValueError):
         audit.record(db, actor="system", action="x", details={"password": "nope"})
 
 
-def test_the_register_counts_days_in_the_citys_time_zone(vault_app, filled: dict, engine,  # noqa: ANN001
-                                                          monkeypatch) -> None:  # noqa: ANN001
+def test_the_register_counts_days_in_the_citys_time_zone(vault_app, filled: dict, engine,
+                                                          monkeypatch) -> None:
     gdpr = vault_app.state.services.gdpr
     monkeypatch.setattr(gdpr, "settings", gdpr.settings.model_copy(update={"timezone": "Pacific/Kiritimati"}))
     ahead = gdpr.settings.today()  # UTC+14: already tomorrow for most of the day
@@ -262,7 +255,7 @@ def test_the_register_counts_days_in_the_citys_time_zone(vault_app, filled: dict
                                  by=DPO).received_on == gdpr.settings.today() != ahead
 
 
-def test_register_deadlines(vault_app, filled: dict, engine) -> None:  # noqa: ANN001
+def test_register_deadlines(vault_app, filled: dict, engine) -> None:
     from datetime import date
 
     gdpr = vault_app.state.services.gdpr

@@ -17,14 +17,14 @@ from vault.mail import make_mailer
 from vault.storage.models import Document
 
 
-def run(app, engine, **kw):  # noqa: ANN001, ANN003, ANN201
+def run(app, engine, **kw):
     with Session(engine) as db:
         report = retention.run(db, gdpr=app.state.services.gdpr, mailer=make_mailer(app.state.settings), **kw)
         db.commit()
         return report
 
 
-def test_expired_document_is_noticed_then_deleted(app, engine, outbox: Outbox) -> None:  # noqa: ANN001
+def test_expired_document_is_noticed_then_deleted(app, engine, outbox: Outbox) -> None:
     with Browser(app) as browser:
         # Through the pages: the dry run's check below reads the last mail (the registration's).
         verified_citizen(browser, outbox, "old@example.org")
@@ -49,7 +49,7 @@ def test_expired_document_is_noticed_then_deleted(app, engine, outbox: Outbox) -
         assert [str(d.id) for d in db.exec(select(Document))] == [keep["id"]]
 
 
-def test_unused_account_is_noticed_then_erased(app, engine, outbox: Outbox) -> None:  # noqa: ANN001
+def test_unused_account_is_noticed_then_erased(app, engine, outbox: Outbox) -> None:
     make_citizen(app, email="gone@example.org")
     with Session(engine) as db:
         db.exec(update(Citizen).values(created_at=utcnow() - timedelta(days=3 * 365 + 1)))
@@ -67,7 +67,7 @@ def test_unused_account_is_noticed_then_erased(app, engine, outbox: Outbox) -> N
         assert db.get(Tombstone, app.state.services.gdpr.subject(db, citizen_id)).certificate
 
 
-def test_coming_back_keeps_the_account(app, engine) -> None:  # noqa: ANN001
+def test_coming_back_keeps_the_account(app, engine) -> None:
     make_citizen(app, email="back@example.org")
     with Session(engine) as db:
         db.exec(update(Citizen).values(created_at=utcnow() - timedelta(days=3 * 365 + 1)))

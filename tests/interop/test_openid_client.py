@@ -34,7 +34,7 @@ def ensure_node_modules() -> None:
     assert installed.returncode == 0, f"npm ci failed in {HERE}:\n{installed.stdout}\n{installed.stderr}"
 
 
-def test_node_openid_client_completes_the_whole_flow(live_server) -> None:  # noqa: ANN001
+def test_node_openid_client_completes_the_whole_flow(live_server) -> None:
     node = tool("node")
     ensure_node_modules()
     app = json.loads(live_server.vault(

@@ -43,7 +43,7 @@ def citizen_browser(base: str, start_url: str, email: str, password: str) -> tup
     raise AssertionError("too many steps")
 
 
-def test_authlib_oauth_client_completes_the_flow(live_server) -> None:  # noqa: ANN001
+def test_authlib_oauth_client_completes_the_flow(live_server) -> None:
     base = live_server.url
     app = json.loads(live_server.vault("client", "create", "--name", "authlib client", "--redirect-uri",
                                        "http://127.0.0.1:9/cb", "--scope", "openid profile birth email",
@@ -78,7 +78,7 @@ def test_authlib_oauth_client_completes_the_flow(live_server) -> None:  # noqa: 
     assert client.get(meta["userinfo_endpoint"]).status_code == 401
 
 
-def test_demo_app_plays_the_whole_flow(live_server) -> None:  # noqa: ANN001
+def test_demo_app_plays_the_whole_flow(live_server) -> None:
     base = live_server.url
     credentials = json.loads(live_server.vault("demo", "seed", "--json").stdout)
     browser = httpx.Client(base_url=base, follow_redirects=False, timeout=20)

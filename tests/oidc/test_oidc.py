@@ -29,16 +29,16 @@ EMAIL = "oidc@example.org"
 
 
 @pytest.fixture
-def citizen(app) -> str:  # noqa: ANN001
+def citizen(app) -> str:
     return make_citizen(app, email=EMAIL).email
 
 
 @pytest.fixture
-def app_(engine) -> App:  # noqa: ANN001
+def app_(engine) -> App:
     return make_oidc_app(engine, allow_refresh=True)
 
 
-def logged_in_flow(browser: Browser, app: App, **kw):  # noqa: ANN003, ANN201
+def logged_in_flow(browser: Browser, app: App, **kw):
     return authorize(browser, app, email=EMAIL, **kw)
 
 
@@ -98,7 +98,7 @@ def test_code_flow_and_id_token(browser: Browser, citizen: str, app_: App) -> No
     assert len(claims["sub"]) == 66 and claims["sub"].endswith("v1")
 
 
-def test_consent_page_says_what_the_app_receives(browser: Browser, citizen: str, engine) -> None:  # noqa: ANN001
+def test_consent_page_says_what_the_app_receives(browser: Browser, citizen: str, engine) -> None:
     app = make_oidc_app(engine, scope="openid identite_pivot email")
     flow = authorize(browser, app, email=EMAIL, consent=None, scope="openid identite_pivot email")
     page = flow.response.text
@@ -151,7 +151,7 @@ def test_userinfo_get_post_header_post_body(browser: Browser, tokens: dict) -> N
     ("openid given_name birthcountry", {"given_name", "birthcountry"}),
     ("email openid", {"email"}),  # scope order does not matter
 ])
-def test_scopes_give_their_claims(browser: Browser, citizen: str, engine, scope: str, claims: set) -> None:  # noqa: ANN001
+def test_scopes_give_their_claims(browser: Browser, citizen: str, engine, scope: str, claims: set) -> None:
     app = make_oidc_app(engine, scope="openid profile birth email identite_pivot given_name birthcountry")
     flow = logged_in_flow(browser, app, scope=scope)
     access = exchange(browser, flow).json()["access_token"]
@@ -169,7 +169,7 @@ def test_userinfo_refuses_bad_tokens(browser: Browser, tokens: dict) -> None:
     assert both.status_code == 400
 
 
-def test_signed_userinfo(browser: Browser, citizen: str, engine) -> None:  # noqa: ANN001
+def test_signed_userinfo(browser: Browser, citizen: str, engine) -> None:
     app = make_oidc_app(engine, userinfo_signed=True, id_token_alg="RS256")
     flow = logged_in_flow(browser, app)
     body = exchange(browser, flow).json()
@@ -217,7 +217,7 @@ def test_missing_parameters_are_redirected_errors(browser: Browser, app_: App, m
     assert flow.result["error"] == error and flow.result["iss"] == "http://127.0.0.1:8000"
 
 
-def test_nonce_may_be_optional_per_app(browser: Browser, citizen: str, engine) -> None:  # noqa: ANN001
+def test_nonce_may_be_optional_per_app(browser: Browser, citizen: str, engine) -> None:
     app = make_oidc_app(engine, require_nonce=False)
     flow = logged_in_flow(browser, app, nonce=None)
     _, claims = verify_id_token(browser, exchange(browser, flow).json()["id_token"])
@@ -226,7 +226,7 @@ def test_nonce_may_be_optional_per_app(browser: Browser, citizen: str, engine) -
 
 @pytest.mark.parametrize("redirect_uri", ["https://evil.example/callback", RP_CALLBACK + "/extra", RP_CALLBACK + "?a=1",
                                           None])
-def test_bad_redirect_uri_shows_a_page_and_never_redirects(browser: Browser, app_: App, redirect_uri) -> None:  # noqa: ANN001
+def test_bad_redirect_uri_shows_a_page_and_never_redirects(browser: Browser, app_: App, redirect_uri) -> None:
     flow = authorize(browser, app_, redirect_uri=redirect_uri)
     assert flow.response.status_code == 400 and "location" not in flow.response.headers
     assert "Demande de connexion incorrecte" in flow.response.text
@@ -284,7 +284,7 @@ def test_request_objects_and_other_response_modes_are_refused(browser: Browser, 
     assert "code" in authorize(browser, app_, response_mode="query", email=EMAIL).result
 
 
-def test_id_token_hint(browser: Browser, app, citizen: str, app_: App) -> None:  # noqa: ANN001
+def test_id_token_hint(browser: Browser, app, citizen: str, app_: App) -> None:
     flow = logged_in_flow(browser, app_)
     id_token = exchange(browser, flow).json()["id_token"]
     same = authorize(browser, app_, prompt="none", id_token_hint=id_token)
@@ -325,7 +325,7 @@ def test_code_reuse_also_revokes_the_tokens_refreshed_since(browser: Browser, ci
     assert again.json()["error"] == "invalid_grant"
 
 
-def test_code_expires_after_60_seconds(browser: Browser, citizen: str, app_: App, engine) -> None:  # noqa: ANN001
+def test_code_expires_after_60_seconds(browser: Browser, citizen: str, app_: App, engine) -> None:
     from vault.db import utcnow
 
     flow = logged_in_flow(browser, app_)
@@ -337,7 +337,7 @@ def test_code_expires_after_60_seconds(browser: Browser, citizen: str, app_: App
     assert exchange(browser, flow).json()["error"] == "invalid_grant"
 
 
-def test_code_is_bound_to_client_and_redirect_uri(browser: Browser, citizen: str, app_: App, engine) -> None:  # noqa: ANN001
+def test_code_is_bound_to_client_and_redirect_uri(browser: Browser, citizen: str, app_: App, engine) -> None:
     other = make_oidc_app(engine)
     flow = logged_in_flow(browser, app_)
     stolen = token_request(browser, other, grant_type="authorization_code", code=flow.result["code"],
@@ -351,7 +351,7 @@ def test_code_is_bound_to_client_and_redirect_uri(browser: Browser, citizen: str
 # ---- client authentication --------------------------------------------------------------------------------
 
 
-def test_client_secret_post_and_basic(browser: Browser, citizen: str, engine) -> None:  # noqa: ANN001
+def test_client_secret_post_and_basic(browser: Browser, citizen: str, engine) -> None:
     post_app = make_oidc_app(engine, auth_method="client_secret_post")
     flow = logged_in_flow(browser, post_app)
     wrong = browser.post("/token", data={"grant_type": "authorization_code", "code": flow.result["code"],
@@ -369,7 +369,7 @@ def test_client_secret_post_and_basic(browser: Browser, citizen: str, engine) ->
     assert ok.status_code == 200, ok.text
 
 
-def test_private_key_jwt(browser: Browser, citizen: str, engine) -> None:  # noqa: ANN001
+def test_private_key_jwt(browser: Browser, citizen: str, engine) -> None:
     import json
     import uuid
 
@@ -381,7 +381,7 @@ def test_private_key_jwt(browser: Browser, citizen: str, engine) -> None:  # noq
     flow = logged_in_flow(browser, app)
     now = int(time.time())
 
-    def token_with(lifetime: int):  # noqa: ANN202
+    def token_with(lifetime: int):
         assertion = jwt.encode({"alg": "ES256", "kid": "rp-1"},
                                {"iss": app.client_id, "sub": app.client_id, "aud": "http://127.0.0.1:8000/token",
                                 "jti": str(uuid.uuid4()), "iat": now, "exp": now + lifetime}, key)
@@ -400,7 +400,7 @@ def test_private_key_jwt(browser: Browser, citizen: str, engine) -> None:  # noq
 # ---- PKCE -------------------------------------------------------------------------------------------------
 
 
-def test_pkce_required_and_s256_only_for_public_apps(browser: Browser, citizen: str, engine) -> None:  # noqa: ANN001
+def test_pkce_required_and_s256_only_for_public_apps(browser: Browser, citizen: str, engine) -> None:
     public = make_oidc_app(engine, auth_method="none")
     assert public.secret is None
     assert authorize(browser, public).result["error"] == "invalid_request"
@@ -434,13 +434,13 @@ def test_refresh_rotates_and_reuse_revokes_the_grant(browser: Browser, tokens: d
                          refresh_token=new["refresh_token"]).json()["error"] == "invalid_grant"
 
 
-def test_refresh_token_is_bound_to_its_client(browser: Browser, tokens: dict, engine) -> None:  # noqa: ANN001
+def test_refresh_token_is_bound_to_its_client(browser: Browser, tokens: dict, engine) -> None:
     thief = make_oidc_app(engine, allow_refresh=True)
     stolen = token_request(browser, thief, grant_type="refresh_token", refresh_token=tokens["refresh_token"])
     assert stolen.json()["error"] == "invalid_grant"
 
 
-def test_no_refresh_token_for_apps_not_allowed(browser: Browser, citizen: str, engine) -> None:  # noqa: ANN001
+def test_no_refresh_token_for_apps_not_allowed(browser: Browser, citizen: str, engine) -> None:
     app = make_oidc_app(engine, allow_refresh=False)
     body = exchange(browser, logged_in_flow(browser, app)).json()
     assert "refresh_token" not in body
@@ -449,7 +449,7 @@ def test_no_refresh_token_for_apps_not_allowed(browser: Browser, citizen: str, e
 # ---- pairwise sub -------------------------------------------------------------------------------------------
 
 
-def test_sub_is_pairwise_per_sector_and_stable(browser: Browser, citizen: str, engine) -> None:  # noqa: ANN001
+def test_sub_is_pairwise_per_sector_and_stable(browser: Browser, citizen: str, engine) -> None:
     school = make_oidc_app(engine, sector="education")
     canteen = make_oidc_app(engine, sector="education")
     portal = make_oidc_app(engine)
@@ -465,7 +465,7 @@ def test_sub_is_pairwise_per_sector_and_stable(browser: Browser, citizen: str, e
 # ---- revocation and introspection ----------------------------------------------------------------------------
 
 
-def test_revocation_and_introspection(browser: Browser, tokens: dict, app_: App, engine) -> None:  # noqa: ANN001
+def test_revocation_and_introspection(browser: Browser, tokens: dict, app_: App, engine) -> None:
     def introspect(app: App, value: str) -> dict:
         return browser.post("/introspect", data={"token": value, "client_id": app.client_id,
                                                  "client_secret": app.secret}).json()
@@ -564,7 +564,7 @@ def test_my_apps_lists_and_revokes(browser: Browser, tokens: dict, app_: App) ->
     assert authorize(browser, app_).steps == ["consent"]
 
 
-def test_disabled_app_can_no_longer_log_in(browser: Browser, tokens: dict, app_: App, engine) -> None:  # noqa: ANN001
+def test_disabled_app_can_no_longer_log_in(browser: Browser, tokens: dict, app_: App, engine) -> None:
     from vault.oidc.clients import disable_client
 
     with Session(engine) as db:
@@ -574,7 +574,7 @@ def test_disabled_app_can_no_longer_log_in(browser: Browser, tokens: dict, app_:
     assert browser.get("/userinfo", headers={"Authorization": f"Bearer {tokens['access_token']}"}).status_code == 401
 
 
-def test_key_rotation_keeps_old_tokens_verifiable(browser: Browser, tokens: dict, app, engine) -> None:  # noqa: ANN001
+def test_key_rotation_keeps_old_tokens_verifiable(browser: Browser, tokens: dict, app, engine) -> None:
     header, _ = verify_id_token(browser, tokens["id_token"])
     with Session(engine) as db:
         new_kids = app.state.services.oidc.keystore.rotate(db)

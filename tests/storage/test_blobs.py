@@ -18,13 +18,13 @@ def test_upload_bodies_are_signed_unless_tls_protects_them(endpoint: str | None,
     settings = Settings(storage_backend="s3", s3_endpoint_url=endpoint, s3_bucket="vault-docs",
                         s3_access_key_id="key", s3_secret_access_key=SecretStr("secret"))
     store = S3BlobStore(settings)
-    assert store._client.meta.config.s3["payload_signing_enabled"] is signed  # noqa: SLF001
+    assert store._client.meta.config.s3["payload_signing_enabled"] is signed
 
 
 # ---- the filesystem store (development, `make run`): the same read path as S3 --------------------------------
 
 
-def test_filesystem_store_reads_like_s3(app, browser, data_dir) -> None:  # noqa: ANN001
+def test_filesystem_store_reads_like_s3(app, browser, data_dir) -> None:
     from tests.factories import MARKER, logged_in, make_citizen, make_document, pdf
     from vault.crypto import DecryptionError
 

@@ -8,15 +8,12 @@ import os
 import uuid
 from datetime import timedelta
 
-import boto3
 import pytest
-from botocore.config import Config
-from pydantic import SecretStr
 from sqlmodel import Session, select
 
 from tests.factories import MARKER, citizen_browser, make_document, make_oidc_app, pdf, upload
 from tests.oidc.oidc_support import authorize, exchange
-from tests.services import ClamdService, S3Service, free_port
+from tests.services import free_port
 from tests.support import Browser
 from vault.app import create_app
 from vault.crypto import DecryptionError
@@ -25,39 +22,7 @@ from vault.storage.models import Document
 EICAR = rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
 
 
-@pytest.fixture
-def s3_client(s3: S3Service):  # noqa: ANN201
-    return boto3.client("s3", endpoint_url=s3.endpoint_url, region_name=s3.region, aws_access_key_id=s3.access_key,
-                        aws_secret_access_key=s3.secret_key,
-                        config=Config(request_checksum_calculation="when_required",
-                                      response_checksum_validation="when_required"))
-
-
-@pytest.fixture
-def bucket() -> str:
-    return f"vault-{uuid.uuid4().hex[:12]}"  # created by the service itself, with versioning
-
-
-@pytest.fixture
-def vault_settings(settings, s3: S3Service, clamd: ClamdService, bucket: str):  # noqa: ANN001, ANN201
-    return settings.model_copy(update={
-        "storage_backend": "s3", "s3_endpoint_url": s3.endpoint_url, "s3_bucket": bucket, "s3_region": s3.region,
-        "s3_access_key_id": s3.access_key, "s3_secret_access_key": SecretStr(s3.secret_key),
-        "antivirus": "clamd", "clamd_address": clamd.address, "max_file_mb": 8, "quota_mb": 20, "quota_documents": 5})
-
-
-@pytest.fixture
-def vault_app(vault_settings, engine):  # noqa: ANN001, ANN201
-    return create_app(vault_settings, engine=engine)
-
-
-@pytest.fixture
-def citizen(vault_app):  # noqa: ANN001, ANN201
-    with citizen_browser(vault_app, email="docs@example.org") as browser:
-        yield browser
-
-
-def objects(s3_client, bucket: str) -> list[dict]:  # noqa: ANN001
+def objects(s3_client, bucket: str) -> list[dict]:
     try:
         answer = s3_client.list_object_versions(Bucket=bucket)
     except s3_client.exceptions.NoSuchBucket:
@@ -65,14 +30,14 @@ def objects(s3_client, bucket: str) -> list[dict]:  # noqa: ANN001
     return answer.get("Versions", []) + answer.get("DeleteMarkers", [])
 
 
-def pending_multipart(s3_client, bucket: str) -> list:  # noqa: ANN001
+def pending_multipart(s3_client, bucket: str) -> list:
     try:
         return s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
     except s3_client.exceptions.NoSuchBucket:
         return []
 
 
-def nothing_kept(engine, s3_client, bucket: str) -> None:  # noqa: ANN001
+def nothing_kept(engine, s3_client, bucket: str) -> None:
     with Session(engine) as db:
         assert db.exec(select(Document)).all() == []
     assert objects(s3_client, bucket) == []
@@ -82,7 +47,7 @@ def nothing_kept(engine, s3_client, bucket: str) -> None:  # noqa: ANN001
 # ---- the round trip --------------------------------------------------------------------------------------
 
 
-def test_upload_list_download_identical_and_encrypted_at_rest(citizen: Browser, engine, s3_client, bucket) -> None:  # noqa: ANN001
+def test_upload_list_download_identical_and_encrypted_at_rest(citizen: Browser, engine, s3_client, bucket) -> None:
     content = pdf(3 * 1024 * 1024 + 123)  # several 1 MiB segments
     created = upload(citizen, content, title="Avis 2025", valid_until="31/12/2026")
     assert created.status_code == 201, created.text
@@ -144,7 +109,7 @@ def test_list_pagination_bounds(citizen: Browser) -> None:
     assert beyond["items"] == [] and beyond["total"] == 1
 
 
-def test_change_and_delete(citizen: Browser, engine, s3_client, bucket) -> None:  # noqa: ANN001
+def test_change_and_delete(citizen: Browser, engine, s3_client, bucket) -> None:
     doc = make_document(citizen)
     csrf = {"X-CSRF-Token": citizen.cookies["csrf"]}
     changed = citizen.patch(f"/api/v1/documents/{doc['id']}", json={"title": "Nouveau titre", "type": "income"},
@@ -171,14 +136,14 @@ def test_change_and_delete(citizen: Browser, engine, s3_client, bucket) -> None:
 # ---- refusals: nothing is kept -------------------------------------------------------------------------------
 
 
-def test_eicar_is_refused_and_named(citizen: Browser, engine, s3_client, bucket) -> None:  # noqa: ANN001
+def test_eicar_is_refused_and_named(citizen: Browser, engine, s3_client, bucket) -> None:
     answer = upload(citizen, b"%PDF-1.4\n" + EICAR + b"\n%%EOF" + os.urandom(9 * 1024 * 1024)[:0])
     assert answer.status_code == 422 and answer.json()["error"] == "infected"
     assert "Eicar-Test-Signature" in answer.json()["detail"]
     nothing_kept(engine, s3_client, bucket)
 
 
-def test_eicar_in_a_large_file_is_refused(citizen: Browser, engine, s3_client, bucket) -> None:  # noqa: ANN001
+def test_eicar_in_a_large_file_is_refused(citizen: Browser, engine, s3_client, bucket) -> None:
     content = pdf(6 * 1024 * 1024) + EICAR  # spans several multipart parts
     answer = upload(citizen, content)
     assert answer.status_code == 422 and answer.json()["error"] == "infected"
@@ -191,20 +156,20 @@ def test_eicar_in_a_large_file_is_refused(citizen: Browser, engine, s3_client, b
     (b"%PDF", 415, "unsupported_type"),  # too short to be anything
     (b"<html><script>alert(1)</script></html>", 415, "unsupported_type"),
 ])
-def test_bad_files_are_refused(citizen: Browser, engine, s3_client, bucket, content: bytes, status: int,  # noqa: ANN001
+def test_bad_files_are_refused(citizen: Browser, engine, s3_client, bucket, content: bytes, status: int,
                                error: str) -> None:
     answer = upload(citizen, content, filename="releve.pdf")
     assert answer.status_code == status and answer.json()["error"] == error
     nothing_kept(engine, s3_client, bucket)
 
 
-def test_too_large_is_refused_while_reading(citizen: Browser, engine, s3_client, bucket) -> None:  # noqa: ANN001
+def test_too_large_is_refused_while_reading(citizen: Browser, engine, s3_client, bucket) -> None:
     answer = upload(citizen, pdf(9 * 1024 * 1024))  # the limit is 8 MB here
     assert answer.status_code == 413 and answer.json()["error"] == "too_large"
     nothing_kept(engine, s3_client, bucket)
 
 
-def test_quota(citizen: Browser, engine) -> None:  # noqa: ANN001
+def test_quota(citizen: Browser, engine) -> None:
     for _ in range(5):
         assert upload(citizen, pdf()).status_code == 201
     full = upload(citizen, pdf())
@@ -213,8 +178,8 @@ def test_quota(citizen: Browser, engine) -> None:  # noqa: ANN001
         assert len(db.exec(select(Document)).all()) == 5
 
 
-def test_two_uploads_finishing_together_cannot_both_pass_the_quota(vault_app, citizen: Browser, engine,  # noqa: ANN001
-                                                                   s3_client, bucket) -> None:  # noqa: ANN001
+def test_two_uploads_finishing_together_cannot_both_pass_the_quota(vault_app, citizen: Browser, engine,
+                                                                   s3_client, bucket) -> None:
     import threading
     import time
 
@@ -264,13 +229,13 @@ def test_two_uploads_finishing_together_cannot_both_pass_the_quota(vault_app, ci
     assert len(objects(s3_client, bucket)) == 5
 
 
-def test_a_row_that_cannot_be_written_leaves_no_object(vault_app, citizen: Browser, engine, s3_client,  # noqa: ANN001
-                                                       bucket, monkeypatch) -> None:  # noqa: ANN001
+def test_a_row_that_cannot_be_written_leaves_no_object(vault_app, citizen: Browser, engine, s3_client,
+                                                       bucket, monkeypatch) -> None:
     from sqlalchemy.exc import OperationalError
 
     service = vault_app.state.services.documents
 
-    def database_gone(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def database_gone(*args, **kwargs):
         raise OperationalError("INSERT", {}, Exception("the database went away"))
 
     monkeypatch.setattr(service, "complete_upload", database_gone)
@@ -280,7 +245,7 @@ def test_a_row_that_cannot_be_written_leaves_no_object(vault_app, citizen: Brows
     nothing_kept(engine, s3_client, bucket)
 
 
-def test_truncated_multipart_body(citizen: Browser, engine, s3_client, bucket) -> None:  # noqa: ANN001
+def test_truncated_multipart_body(citizen: Browser, engine, s3_client, bucket) -> None:
     boundary = "XyZ"
     body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.pdf\"\r\n"
             "Content-Type: application/pdf\r\n\r\n").encode() + pdf(200_000)  # no closing boundary
@@ -330,7 +295,7 @@ def test_a_raw_body_without_name_or_title(citizen: Browser) -> None:
 # ---- who may touch a document -------------------------------------------------------------------------------------
 
 
-def test_another_citizens_document_is_404(vault_app, citizen: Browser) -> None:  # noqa: ANN001
+def test_another_citizens_document_is_404(vault_app, citizen: Browser) -> None:
     doc = make_document(citizen)
     with citizen_browser(vault_app, email="other-docs@example.org") as other:
         for method, path in (("GET", ""), ("GET", "/content"), ("DELETE", "")):
@@ -340,12 +305,12 @@ def test_another_citizens_document_is_404(vault_app, citizen: Browser) -> None: 
     assert citizen.get(f"/api/v1/documents/{doc['id']}").status_code == 200
 
 
-def test_anonymous_is_refused(vault_app) -> None:  # noqa: ANN001
+def test_anonymous_is_refused(vault_app) -> None:
     with Browser(vault_app) as anonymous:
         assert anonymous.get("/api/v1/documents").status_code == 401
 
 
-def test_app_token_deposits_and_reads_with_scopes(citizen: Browser, engine) -> None:  # noqa: ANN001
+def test_app_token_deposits_and_reads_with_scopes(citizen: Browser, engine) -> None:
     app = make_oidc_app(engine, scope="openid profile documents:read documents:write", name="Portail des démarches")
     flow = authorize(citizen, app, scope="openid documents:write documents:read")
     token = exchange(citizen, flow).json()["access_token"]
@@ -365,7 +330,7 @@ def test_app_token_deposits_and_reads_with_scopes(citizen: Browser, engine) -> N
     assert "Portail des démarches" in citizen.get("/account/access-log").text
 
 
-def test_token_without_the_scope_is_403(citizen: Browser, engine) -> None:  # noqa: ANN001
+def test_token_without_the_scope_is_403(citizen: Browser, engine) -> None:
     app = make_oidc_app(engine, scope="openid profile documents:read")
     token = exchange(citizen, authorize(citizen, app, scope="openid documents:read")).json()["access_token"]
     answer = citizen.post("/api/v1/documents", content=pdf(), headers={"Authorization": f"Bearer {token}",
@@ -379,7 +344,7 @@ def test_token_without_the_scope_is_403(citizen: Browser, engine) -> None:  # no
 # ---- faults ---------------------------------------------------------------------------------------------------
 
 
-def test_clamd_down_fails_closed(vault_settings, engine, s3_client, bucket) -> None:  # noqa: ANN001
+def test_clamd_down_fails_closed(vault_settings, engine, s3_client, bucket) -> None:
     app = create_app(vault_settings.model_copy(update={"clamd_address": f"tcp://127.0.0.1:{free_port()}"}),
                      engine=engine)
     with citizen_browser(app, email="noclamd@example.org") as browser:
@@ -388,7 +353,7 @@ def test_clamd_down_fails_closed(vault_settings, engine, s3_client, bucket) -> N
     nothing_kept(engine, s3_client, bucket)
 
 
-def test_object_store_down_fails_closed(vault_settings, engine) -> None:  # noqa: ANN001
+def test_object_store_down_fails_closed(vault_settings, engine) -> None:
     app = create_app(vault_settings.model_copy(update={"s3_endpoint_url": f"http://127.0.0.1:{free_port()}"}),
                      engine=engine)
     with citizen_browser(app, email="nos3@example.org") as browser:
@@ -398,13 +363,13 @@ def test_object_store_down_fails_closed(vault_settings, engine) -> None:  # noqa
         assert db.exec(select(Document)).all() == []
 
 
-def _tamper(s3_client, bucket: str, change) -> None:  # noqa: ANN001
+def _tamper(s3_client, bucket: str, change) -> None:
     key = objects(s3_client, bucket)[0]["Key"]
     blob = bytearray(s3_client.get_object(Bucket=bucket, Key=key)["Body"].read())
     s3_client.put_object(Bucket=bucket, Key=key, Body=bytes(change(blob)))
 
 
-def test_tampered_object_fails_before_any_byte(citizen: Browser, s3_client, bucket) -> None:  # noqa: ANN001
+def test_tampered_object_fails_before_any_byte(citizen: Browser, s3_client, bucket) -> None:
     doc = make_document(citizen, pdf(100_000))
 
     def flip(blob: bytearray) -> bytearray:
@@ -416,7 +381,7 @@ def test_tampered_object_fails_before_any_byte(citizen: Browser, s3_client, buck
     assert answer.status_code == 400 and "endommagé" in answer.json()["detail"]
 
 
-def test_a_document_whose_object_vanished_says_so(citizen: Browser, s3_client, bucket) -> None:  # noqa: ANN001
+def test_a_document_whose_object_vanished_says_so(citizen: Browser, s3_client, bucket) -> None:
     doc = make_document(citizen, pdf(100_000))
     for version in s3_client.list_object_versions(Bucket=bucket).get("Versions", []):
         s3_client.delete_object(Bucket=bucket, Key=version["Key"], VersionId=version["VersionId"])
@@ -430,7 +395,7 @@ def test_a_document_whose_object_vanished_says_so(citizen: Browser, s3_client, b
     assert citizen.get(f"/api/v1/documents/{again['id']}/content").content == other
 
 
-def test_truncated_object_aborts_the_download(citizen: Browser, s3_client, bucket) -> None:  # noqa: ANN001
+def test_truncated_object_aborts_the_download(citizen: Browser, s3_client, bucket) -> None:
     doc = make_document(citizen, pdf(3 * 1024 * 1024))
     _tamper(s3_client, bucket, lambda blob: blob[: 2 * 1024 * 1024])  # the last segment is gone
     with pytest.raises(DecryptionError):  # the server aborts mid-stream: never a complete-looking file
@@ -440,7 +405,7 @@ def test_truncated_object_aborts_the_download(citizen: Browser, s3_client, bucke
 # ---- operations ---------------------------------------------------------------------------------------------------
 
 
-def test_kek_rotation_keeps_documents_readable(vault_app, citizen: Browser, engine) -> None:  # noqa: ANN001
+def test_kek_rotation_keeps_documents_readable(vault_app, citizen: Browser, engine) -> None:
     from vault.storage.models import CitizenKey
 
     content = pdf()
@@ -454,7 +419,7 @@ def test_kek_rotation_keeps_documents_readable(vault_app, citizen: Browser, engi
     assert citizen.get(f"/api/v1/documents/{doc['id']}/content").content == content
 
 
-def test_reconcile_removes_orphans(vault_app, citizen: Browser, engine, s3_client, bucket) -> None:  # noqa: ANN001
+def test_reconcile_removes_orphans(vault_app, citizen: Browser, engine, s3_client, bucket) -> None:
     doc = make_document(citizen)
     s3_client.put_object(Bucket=bucket, Key="0rphan" + uuid.uuid4().hex, Body=b"left by a crash")
     service = vault_app.state.services.documents
@@ -470,13 +435,13 @@ def test_reconcile_removes_orphans(vault_app, citizen: Browser, engine, s3_clien
 # ---- pages: "Mes justificatifs" (no JavaScript needed) -----------------------------------------------------------
 
 
-def page_upload(browser: Browser, content: bytes, filename: str = "facture.pdf", **fields: str):  # noqa: ANN201
+def page_upload(browser: Browser, content: bytes, filename: str = "facture.pdf", **fields: str):
     token = browser.form_token("/documents")
     return browser.post("/documents", data={"csrf_token": token, "type": "proof_of_address", **fields},
                         files={"file": (filename, io.BytesIO(content), "application/pdf")})
 
 
-def test_documents_page_add_list_download_rename_delete(citizen: Browser, engine, s3_client, bucket) -> None:  # noqa: ANN001
+def test_documents_page_add_list_download_rename_delete(citizen: Browser, engine, s3_client, bucket) -> None:
     from datetime import date
 
     assert "Votre coffre-fort est vide" in citizen.get("/documents").text
@@ -502,7 +467,7 @@ def test_documents_page_add_list_download_rename_delete(citizen: Browser, engine
     nothing_kept(engine, s3_client, bucket)
 
 
-def test_documents_page_explains_refusals(citizen: Browser, engine, s3_client, bucket) -> None:  # noqa: ANN001
+def test_documents_page_explains_refusals(citizen: Browser, engine, s3_client, bucket) -> None:
     infected = page_upload(citizen, b"%PDF-1.4\n" + EICAR)
     assert infected.status_code == 422 and "contient un virus (Eicar-Test-Signature" in infected.text
     wrong_type = page_upload(citizen, b"MZ" + os.urandom(100), filename="photo.jpg")
@@ -514,12 +479,12 @@ def test_documents_page_explains_refusals(citizen: Browser, engine, s3_client, b
     nothing_kept(engine, s3_client, bucket)
 
 
-def test_documents_page_needs_login(vault_app) -> None:  # noqa: ANN001
+def test_documents_page_needs_login(vault_app) -> None:
     with Browser(vault_app) as anonymous:
         assert anonymous.get("/documents").headers["location"] == "/login?next=/documents"
 
 
-def test_stored_objects_are_tinks_format_both_ways(vault_app, citizen: Browser, engine, s3_client, bucket) -> None:  # noqa: ANN001
+def test_stored_objects_are_tinks_format_both_ways(vault_app, citizen: Browser, engine, s3_client, bucket) -> None:
     from tests.crypto.test_streaming import tink_decrypt, tink_encrypt
 
     content = pdf(1_500_000)  # two segments

@@ -109,7 +109,7 @@ class CuttableProxy:
 
 
 @pytest.fixture(scope="module")
-def server(services_dir: Path, postgres: PostgresService, s3: S3Service, clamd: ClamdService):  # noqa: ANN201
+def server(services_dir: Path, postgres: PostgresService, s3: S3Service, clamd: ClamdService):
     host, port = s3.endpoint_url.removeprefix("http://").split(":")
     proxy = CuttableProxy((host, int(port)))
     url = f"http://127.0.0.1:{free_port()}"
@@ -178,7 +178,7 @@ def body(size: int) -> Iterator[bytes]:
         yield chunk
 
 
-def wait_until_nothing_left(server, client: httpx.Client) -> None:  # noqa: ANN001
+def wait_until_nothing_left(server, client: httpx.Client) -> None:
     deadline = time.monotonic() + 20
     while True:
         versions = server.s3.list_object_versions(Bucket=server.bucket)
@@ -191,7 +191,7 @@ def wait_until_nothing_left(server, client: httpx.Client) -> None:  # noqa: ANN0
         time.sleep(0.2)
 
 
-def test_client_disconnecting_mid_upload_leaves_nothing(server) -> None:  # noqa: ANN001
+def test_client_disconnecting_mid_upload_leaves_nothing(server) -> None:
     client = login(server.url)
     host, port = server.url.removeprefix("http://").split(":")
     cookies = "; ".join(f"{name}={value}" for name, value in client.cookies.items())
@@ -205,7 +205,7 @@ def test_client_disconnecting_mid_upload_leaves_nothing(server) -> None:  # noqa
     assert client.get("/readyz").status_code == 200  # the server is fine
 
 
-def test_object_store_dying_mid_upload_is_503_and_leaves_nothing(server) -> None:  # noqa: ANN001
+def test_object_store_dying_mid_upload_is_503_and_leaves_nothing(server) -> None:
     client = login(server.url)
 
     def dying(size: int) -> Iterator[bytes]:
@@ -227,7 +227,7 @@ def test_object_store_dying_mid_upload_is_503_and_leaves_nothing(server) -> None
     wait_until_nothing_left(server, client)
 
 
-def test_object_store_down_at_download_is_503_and_the_document_comes_back(server) -> None:  # noqa: ANN001
+def test_object_store_down_at_download_is_503_and_the_document_comes_back(server) -> None:
     client = login(server.url)
     content = b"".join(body(3 * 1024 * 1024))
     document = client.post("/api/v1/documents", content=content, headers={
@@ -246,7 +246,7 @@ def test_object_store_down_at_download_is_503_and_the_document_comes_back(server
     client.delete(f"/api/v1/documents/{document['id']}", headers={"X-CSRF-Token": client.cookies["csrf"]})
 
 
-def test_object_store_dying_mid_download_aborts_it(server) -> None:  # noqa: ANN001
+def test_object_store_dying_mid_download_aborts_it(server) -> None:
     client = login(server.url)
     size = 30 * 1024 * 1024
     content = b"".join(body(size))
@@ -256,11 +256,12 @@ def test_object_store_dying_mid_download_aborts_it(server) -> None:  # noqa: ANN
     try:
         # The store dies after 4 MiB of the object: the answer (200, the full length) has started.
         server.proxy.cut_after(4 * 1024 * 1024)
-        with pytest.raises(httpx.RemoteProtocolError):  # cut short: never a complete-looking file
-            with client.stream("GET", f"/api/v1/documents/{document['id']}/content") as answer:
-                assert answer.status_code == 200 and answer.headers["content-length"] == str(size)
-                for piece in answer.iter_raw(65536):
-                    received += len(piece)
+        # Cut short: never a complete-looking file.
+        with (pytest.raises(httpx.RemoteProtocolError),
+              client.stream("GET", f"/api/v1/documents/{document['id']}/content") as answer):
+            assert answer.status_code == 200 and answer.headers["content-length"] == str(size)
+            for piece in answer.iter_raw(65536):
+                received += len(piece)
     finally:
         server.proxy.restore()
     assert 0 < received <= 4 * 1024 * 1024
@@ -269,7 +270,7 @@ def test_object_store_dying_mid_download_aborts_it(server) -> None:  # noqa: ANN
     client.delete(f"/api/v1/documents/{document['id']}", headers={"X-CSRF-Token": client.cookies["csrf"]})
 
 
-def test_concurrent_first_uploads_share_one_citizen_key(server) -> None:  # noqa: ANN001
+def test_concurrent_first_uploads_share_one_citizen_key(server) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     server.vault("citizen", "create", "--email", "rush@example.org", "--given-name", "Rémi", "--family-name", "Presse",

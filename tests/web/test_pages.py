@@ -25,7 +25,7 @@ def test_security_headers_on_pages(browser: Browser) -> None:
     assert "<script" not in page.text and "style=" not in page.text
 
 
-def test_authenticated_pages_are_not_cached(app, browser: Browser) -> None:  # noqa: ANN001
+def test_authenticated_pages_are_not_cached(app, browser: Browser) -> None:
     logged_in(browser, make_citizen(app, email="cache@example.org"))
     assert browser.get("/account").headers["cache-control"] == "no-store"
     assert browser.get("/api/v1/me").headers["cache-control"] == "no-store"
@@ -50,7 +50,7 @@ def test_english_on_request(browser: Browser) -> None:
     assert '<html lang="fr">' in browser.get("/register?lang=fr").text
 
 
-def test_theme_follows_the_city_settings(settings, engine) -> None:  # noqa: ANN001
+def test_theme_follows_the_city_settings(settings, engine) -> None:
     app = create_app(settings.model_copy(update={"city_name": "Villeneuve", "theme_color": "#aa3300"}), engine=engine)
     with Browser(app) as browser:
         assert "Villeneuve" in browser.get("/").text
@@ -76,14 +76,14 @@ def test_health_and_readiness(browser: Browser) -> None:
     assert ready.status_code == 200 and ready.json()["checks"]["database"] == "ok"
 
 
-def test_readiness_fails_when_migrations_are_pending(settings, tmp_path) -> None:  # noqa: ANN001
+def test_readiness_fails_when_migrations_are_pending(settings, tmp_path) -> None:
     engine = create_engine(f"sqlite:///{tmp_path / 'empty.sqlite3'}")
     with Browser(create_app(settings, engine=engine)) as browser:
         ready = browser.get("/readyz")
     assert ready.status_code == 503 and ready.json()["checks"]["database"] == "migrations pending"
 
 
-def test_readiness_fails_when_the_database_is_down(settings) -> None:  # noqa: ANN001
+def test_readiness_fails_when_the_database_is_down(settings) -> None:
     engine = create_engine("postgresql+psycopg://vault@127.0.0.1:9/vault", connect_args={"connect_timeout": 2})
     with Browser(create_app(settings, engine=engine)) as browser:
         assert browser.get("/healthz").status_code == 200

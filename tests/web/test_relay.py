@@ -33,7 +33,7 @@ class Source:
             self.closed.set()
 
 
-async def take(source: Iterator[bytes], n: int | None = None, **kwargs) -> list[bytes]:  # noqa: ANN003
+async def take(source: Iterator[bytes], n: int | None = None, **kwargs) -> list[bytes]:
     out: list[bytes] = []
     stream = relay(source, **kwargs)
     try:
@@ -91,7 +91,7 @@ def test_a_slow_consumer_keeps_the_source_waiting() -> None:
     assert source.closed.wait(5)
 
 
-def test_sources_beyond_the_limit_wait_for_a_free_slot_and_leave_none_taken(monkeypatch) -> None:  # noqa: ANN001
+def test_sources_beyond_the_limit_wait_for_a_free_slot_and_leave_none_taken(monkeypatch) -> None:
     import vault.web.relay as module
 
     slots = threading.BoundedSemaphore(1)
@@ -133,7 +133,7 @@ class Body:
     def __init__(self, count: int, piece: int = 65_536, fail_at: int | None = None) -> None:
         self.count, self.piece, self.fail_at, self.read = count, piece, fail_at, 0
 
-    async def __aiter__(self):  # noqa: ANN204
+    async def __aiter__(self):
         for i in range(self.count):
             if i == self.fail_at:
                 raise ConnectionResetError("the client went away")

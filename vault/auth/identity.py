@@ -54,7 +54,7 @@ def _name_problem(value: str, label: str) -> str | None:
     return None
 
 
-def parse_birthdate(raw: str, *, today: date | None = None) -> date:
+def parse_birthdate(raw: str, *, today: date) -> date:
     """A birthdate (``AAAA-MM-JJ`` or ``JJ/MM/AAAA``, see ``vault.dates``), neither in the future
     nor before 1900; ValueError with the message for the form otherwise."""
     if not (raw or "").strip():
@@ -65,14 +65,14 @@ def parse_birthdate(raw: str, *, today: date | None = None) -> date:
         raise ValueError("Cette date de naissance n'existe pas dans le calendrier.") from None
     except DateFormatError:
         raise ValueError("La date de naissance doit être au format JJ/MM/AAAA, par exemple 31/07/1984.") from None
-    if value > (today or date.today()):
+    if value > today:
         raise ValueError("La date de naissance ne peut pas être dans le futur.")
     if value < OLDEST_DATE:
         raise ValueError(f"La date de naissance doit être postérieure à {OLDEST_DATE.year}.")
     return value
 
 
-def validate_identity(form: dict[str, str], *, today: date | None = None) -> tuple[dict[str, object], dict[str, str]]:
+def validate_identity(form: dict[str, str], *, today: date) -> tuple[dict[str, object], dict[str, str]]:
     """Check the identity fields of ``form``; return (clean values, errors by field name).
     ``today``: the city's date (a birthdate after it is refused)."""
     errors: dict[str, str] = {}
@@ -107,9 +107,11 @@ def validate_identity(form: dict[str, str], *, today: date | None = None) -> tup
     place = (form.get("birthplace") or "").strip().upper()
     if country == FRANCE:
         if not place:
-            errors["birthplace"] = "Indiquez le code INSEE de votre commune de naissance (5 caractères, par exemple 75056 pour Paris)."
+            errors["birthplace"] = ("Indiquez le code INSEE de votre commune de naissance (5 caractères, par exemple 75056 "
+                                    "pour Paris).")
         elif not _COMMUNE.match(place) or place.endswith("000"):
-            errors["birthplace"] = "Ce code de commune INSEE n'est pas valide : 5 caractères, par exemple 69123 (Lyon) ou 2A004 (Ajaccio)."
+            errors["birthplace"] = ("Ce code de commune INSEE n'est pas valide : 5 caractères, par exemple 69123 (Lyon) ou "
+                                    "2A004 (Ajaccio).")
     elif place and "birthcountry" not in errors:
         errors["birthplace"] = "Laissez la commune de naissance vide si vous êtes né(e) hors de France."
     clean["birthplace"] = place if country == FRANCE else ""

@@ -49,7 +49,8 @@ NOTICES = {
     "email_verified": N_("Votre adresse e-mail est confirmée. Vous pouvez maintenant vous connecter."),
     "logged_out": N_("Vous êtes déconnecté(e)."),
     "logged_out_everywhere": N_("Vous êtes déconnecté(e) de tous vos appareils."),
-    "password_reset": N_("Votre mot de passe a été changé. Par sécurité, tous vos appareils ont été déconnectés : connectez-vous avec le nouveau mot de passe."),
+    "password_reset": N_("Votre mot de passe a été changé. Par sécurité, tous vos appareils ont été déconnectés : "
+                         "connectez-vous avec le nouveau mot de passe."),
     "totp_disabled": N_("La double authentification est désactivée."),
     "session_expired": N_("Votre session a expiré. Connectez-vous de nouveau."),
 }
@@ -326,9 +327,10 @@ def _totp_page(request: Request, service: AccountService, db: Session, current: 
     ctx: dict = {"title": N_("Double authentification"), "errors": errors or {}}
     if current.citizen.totp_enabled_at is None:
         pending = service.pending_totp(citizen=current.citizen)
-        secret, uri = pending or service.begin_totp(db=db, citizen=current.citizen)
+        secret, uri = pending or service.begin_totp(citizen=current.citizen)
         # Grouped by four for typing by hand; authenticator apps ignore the spaces.
-        ctx.update(secret=" ".join(secret[i:i + 4] for i in range(0, len(secret), 4)), qr_data_uri=segno.make(uri, error="m").svg_data_uri(scale=5, border=2))
+        ctx.update(secret=" ".join(secret[i:i + 4] for i in range(0, len(secret), 4)),
+                   qr_data_uri=segno.make(uri, error="m").svg_data_uri(scale=5, border=2))
     return render(request, "totp.html", ctx, status=status)
 
 

@@ -401,7 +401,7 @@ class AccountService:
 
     # ---- rectification, retention and erasure (driven by vault.gdpr) ------------------------------
 
-    def rectify_identity(self, *, db: Session, citizen: Citizen, changes: dict[str, str]) -> list[str]:
+    def rectify_identity(self, *, citizen: Citizen, changes: dict[str, str]) -> list[str]:
         """Apply the identity changes that validate (GDPR Art. 16); return the names of the fields
         that changed. Raises InvalidInput, nothing changed, when a value is refused."""
         current = {f: str(getattr(citizen, f) or "") for f in IDENTITY_FIELDS}
@@ -447,7 +447,7 @@ class AccountService:
     def totp_context(self, citizen: Citizen) -> bytes:
         return b"totp:" + citizen.id.bytes
 
-    def begin_totp(self, *, db: Session, citizen: Citizen) -> tuple[str, str]:
+    def begin_totp(self, *, citizen: Citizen) -> tuple[str, str]:
         """Store a new (not yet active) seed, wrapped by the KEK; return (secret, otpauth URI)."""
         if citizen.totp_enabled_at is not None:
             raise InvalidInput({"otp": "La double authentification est déjà activée."})

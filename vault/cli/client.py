@@ -37,10 +37,11 @@ def client_create(
     redirect_uri: Annotated[list[str], typer.Option(help="Registered redirect URI (repeatable), exact match.")],
     post_logout_redirect_uri: Annotated[list[str] | None, typer.Option(help="Allowed after logout (repeatable).")] = None,
     scope: Annotated[str, typer.Option(help="Scopes the app may ask for.")] = "openid profile email",
-    auth_method: Annotated[str, typer.Option(help="client_secret_post|client_secret_basic|private_key_jwt|none")] = "client_secret_basic",
+    auth_method: Annotated[str, typer.Option(
+        help="client_secret_post|client_secret_basic|private_key_jwt|none")] = "client_secret_basic",
     sector: Annotated[str | None, typer.Option(help="Pairwise sector: apps sharing it get the same sub.")] = None,
     userinfo_signed: Annotated[bool, typer.Option("--userinfo-signed", help="Userinfo as a signed JWT.")] = False,
-    id_token_alg: Annotated[str, typer.Option(help="ES256 or RS256.")] = "ES256",
+    id_token_alg: Annotated[str, typer.Option(help="ES256 or RS256.")] = "ES256",  # noqa: S107  (an algorithm, not a password)
     nonce_optional: Annotated[bool, typer.Option("--nonce-optional", help="Accept requests without nonce.")] = False,
     refresh_tokens: Annotated[bool, typer.Option("--refresh-tokens", help="Allow the refresh_token grant.")] = False,
     jwks: Annotated[str | None, typer.Option(help="File with the app's public JWK Set (private_key_jwt).")] = None,

@@ -316,8 +316,8 @@ def encrypt_stream(key: bytes, associated_data: bytes, chunks: Iterable[bytes]) 
     def generate() -> Iterator[bytes]:
         # One piece per segment (the header alone first), whatever the chunk sizes: no joining.
         for chunk in chunks:
-            yield from encryptor._update(chunk)  # noqa: SLF001
-        yield from encryptor._finalize()  # noqa: SLF001
+            yield from encryptor._update(chunk)
+        yield from encryptor._finalize()
 
     return generate()
 
@@ -437,7 +437,7 @@ def decrypt_stream(key: bytes, associated_data: bytes, chunks: Iterable[bytes]) 
     def generate() -> Iterator[bytes]:
         # One piece per segment, whatever the chunk sizes: no joining.
         for chunk in chunks:
-            yield from decryptor._update(chunk)  # noqa: SLF001
+            yield from decryptor._update(chunk)
         out = decryptor.finalize()
         if out:
             yield out

@@ -262,7 +262,7 @@ class GdprService:
         if not reason.strip():
             raise GdprError("Indiquez la raison de la rectification.")
         try:
-            changed = self.accounts.rectify_identity(db=db, citizen=citizen, changes=changes)
+            changed = self.accounts.rectify_identity(citizen=citizen, changes=changes)
         except InvalidInput as exc:
             raise GdprError(" ".join(exc.fields.values())) from None
         # Which fields changed, never their values (the audit log holds no identity data).
@@ -347,7 +347,7 @@ class GdprService:
         document = self._document(db, document_id)
         if not reason.strip():
             raise GdprError("Indiquez l'obligation légale qui impose de conserver ce document.")
-        self.documents.place_hold(db, document, reason)
+        self.documents.place_hold(document, reason)
         audit.record(db, actor=by.actor, action="document.held", target=f"document:{document.id}",
                      details={"reason": document.legal_hold[:300]})
         return document

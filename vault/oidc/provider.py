@@ -16,7 +16,7 @@ import secrets
 import time
 import uuid
 from datetime import timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 from authlib.oauth2.rfc6749 import (
     AuthorizationServer,
@@ -175,7 +175,7 @@ class StoredCode:
 
 
 class CodeGrant(grants.AuthorizationCodeGrant):
-    TOKEN_ENDPOINT_AUTH_METHODS = list(AUTH_METHODS)
+    TOKEN_ENDPOINT_AUTH_METHODS: ClassVar[list[str]] = list(AUTH_METHODS)
     AUTHORIZATION_CODE_LENGTH = 43
 
     @staticmethod
@@ -263,7 +263,7 @@ class S256CodeChallenge(CodeChallenge):
     """GAP: only S256 (no ``plain``), and required for public clients at the authorization step."""
 
     DEFAULT_CODE_CHALLENGE_METHOD = "S256"
-    SUPPORTED_CODE_CHALLENGE_METHOD = ["S256"]
+    SUPPORTED_CODE_CHALLENGE_METHOD: ClassVar[list[str]] = ["S256"]
 
     def validate_code_challenge(self, grant: CodeGrant, redirect_uri: str) -> None:
         data = grant.request.payload.data
@@ -302,7 +302,7 @@ class VaultOpenIDCode(OpenIDCode):
 class RefreshGrant(grants.RefreshTokenGrant):
     """GAP: rotation on every use; a spent refresh token used again revokes the whole grant."""
 
-    TOKEN_ENDPOINT_AUTH_METHODS = list(AUTH_METHODS)
+    TOKEN_ENDPOINT_AUTH_METHODS: ClassVar[list[str]] = list(AUTH_METHODS)
     INCLUDE_NEW_REFRESH_TOKEN = True
 
     def authenticate_refresh_token(self, refresh_token: str) -> IssuedToken | None:
@@ -355,7 +355,7 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
 
 
 class Revocation(RevocationEndpoint):
-    CLIENT_AUTH_METHODS = list(AUTH_METHODS)
+    CLIENT_AUTH_METHODS: ClassVar[list[str]] = list(AUTH_METHODS)
 
     def query_token(self, token_string: str, token_type_hint: str | None) -> IssuedToken | None:
         return self.server.find_token(token_string)
@@ -366,7 +366,7 @@ class Revocation(RevocationEndpoint):
 
 
 class Introspection(IntrospectionEndpoint):
-    CLIENT_AUTH_METHODS = list(AUTH_METHODS)
+    CLIENT_AUTH_METHODS: ClassVar[list[str]] = list(AUTH_METHODS)
 
     def query_token(self, token_string: str, token_type_hint: str | None) -> IssuedToken | None:
         token = self.server.find_token(token_string)
@@ -401,7 +401,7 @@ class Introspection(IntrospectionEndpoint):
             "acr": row.acr,
         }
         if not refresh:
-            payload["token_type"] = "Bearer"
+            payload["token_type"] = "Bearer"  # noqa: S105  (RFC 6749's token type, not a secret)
         return payload
 
 

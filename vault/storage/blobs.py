@@ -11,6 +11,7 @@ import os
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol, Self
@@ -351,7 +352,7 @@ class S3BlobStore:
 
         url = self._call("generate_presigned_url", ClientMethod="get_object",
                          Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=PRESIGNED_SECONDS)
-        session = self._client._endpoint.http_session  # noqa: SLF001  (botocore's, as configured)
+        session = self._client._endpoint.http_session
         failure = "no answer"
         for attempt in range(READ_ATTEMPTS):
             if attempt:
@@ -397,8 +398,6 @@ class S3BlobStore:
 
     def delete_many(self, keys: list[str]) -> int:
         """Versions listed concurrently, deleted in batches of 1,000 (an erasure of a large vault)."""
-        from concurrent.futures import ThreadPoolExecutor
-
         with ThreadPoolExecutor(max_workers=16) as pool:
             targets = [v for versions in pool.map(self._versions, keys) for v in versions]
         return self._delete_versions(targets)

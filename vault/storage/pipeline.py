@@ -95,7 +95,7 @@ class _CiphertextSpool:
     the end of its stream — gets the document at its own pace while the store catches up."""
 
     def __init__(self) -> None:
-        self._file = tempfile.TemporaryFile(prefix="vault-spool-")  # already unlinked; gone at close
+        self._file = tempfile.TemporaryFile(prefix="vault-spool-")  # noqa: SIM115  (closed by close(); already unlinked)
         self._cond = threading.Condition()
         self._written = 0
         self._read = 0

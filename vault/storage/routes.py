@@ -8,6 +8,7 @@ import logging
 import re
 import uuid
 from collections.abc import Iterator
+from email.message import Message
 from typing import Annotated
 from urllib.parse import quote, unquote
 
@@ -179,8 +180,6 @@ def _header_text(value: str) -> str:
 
 
 def _filename_from_headers(request: Request) -> str | None:
-    from email.message import Message
-
     disposition = request.headers.get("content-disposition")
     if not disposition:
         return None
@@ -347,7 +346,8 @@ def _documents_page(request: Request, db: Session, service: DocumentService, act
     groups = {label: [d for d in items if d.type == kind] for kind, label in DOCUMENT_TYPES.items()}
     return render(request, "documents.html", {
         "title": N_("Mes justificatifs"), "groups": {k: v for k, v in groups.items() if v}, "types": DOCUMENT_TYPES,
-        "errors": errors or {}, "today": request.app.state.settings.today(), "notice": notice or NOTICES.get(request.query_params.get("notice", "")),
+        "errors": errors or {}, "today": request.app.state.settings.today(),
+        "notice": notice or NOTICES.get(request.query_params.get("notice", "")),
         "used_mb": used / (1024 * 1024), "quota_mb": service.settings.quota_mb, "count": count,
         "max_mb": service.settings.max_file_mb, "antivirus_off": service.settings.antivirus == "off",
     }, status=status)

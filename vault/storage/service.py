@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 from sqlalchemy import delete, func, or_, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, select
 
 from vault import crypto
@@ -148,11 +150,7 @@ class DocumentService:
         row = db.get(CitizenKey, citizen_id)
         if row is None:
             _, wrapped = new_citizen_key(self.keys, citizen_id)
-            dialect = db.get_bind().dialect.name
-            if dialect == "postgresql":
-                from sqlalchemy.dialects.postgresql import insert
-            else:
-                from sqlalchemy.dialects.sqlite import insert
+            insert = postgresql_insert if db.get_bind().dialect.name == "postgresql" else sqlite_insert
             db.exec(insert(CitizenKey).values(citizen_id=citizen_id, wrapped=wrapped, kek_version=kek_version(wrapped),
                                               created_at=utcnow()).on_conflict_do_nothing())
             row = db.exec(select(CitizenKey).where(CitizenKey.citizen_id == citizen_id)
@@ -381,7 +379,7 @@ class DocumentService:
             raise DocumentNotFound()
         return document
 
-    def place_hold(self, db: Session, document: Document, reason: str) -> None:
+    def place_hold(self, document: Document, reason: str) -> None:
         """Legal hold (GDPR Art. 17(3)(b)): kept whatever its owner, retention or an erasure asks."""
         document.legal_hold = reason.strip()[:500]
 

@@ -17,7 +17,7 @@ from vault.web.i18n import SOURCE_LANGUAGE, translations
 
 MAIL_TEMPLATES = Environment(
     loader=FileSystemLoader(Path(__file__).parent / "templates" / "mail"),
-    autoescape=False,  # plain text: an escaped "&" or "'" would reach the reader as "&amp;" or "&#39;"
+    autoescape=False,  # noqa: S701  (plain text: an escaped "&" or "'" would reach the reader as "&amp;" or "&#39;")
     keep_trailing_newline=True,
     undefined=StrictUndefined,  # a missing value fails the sending instead of leaving a blank in the mail
     extensions=["jinja2.ext.i18n"],

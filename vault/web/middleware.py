@@ -9,6 +9,7 @@ import logging
 import re
 import secrets
 import time
+from urllib.parse import urlsplit
 
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -23,8 +24,6 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 def content_security_policy(settings: Settings) -> str:
     img = "'self' data:"
     if settings.city_logo_url and settings.city_logo_url.startswith(("https://", "http://")):
-        from urllib.parse import urlsplit
-
         parts = urlsplit(settings.city_logo_url)
         img += f" {parts.scheme}://{parts.netloc}"
     return (

@@ -129,7 +129,7 @@ async def read_form(request: Request) -> dict[str, str]:
     elif content_type == "multipart/form-data":
         try:
             parsed = await request.form(max_files=0, max_fields=MAX_FIELDS, max_part_size=MAX_FIELD_CHARS * 4)
-        except Exception:  # starlette raises its own HTTPException/MultiPartException on bad bodies
+        except Exception:  # noqa: BLE001  (starlette raises HTTPException, MultiPartException… on bad bodies)
             raise PageError(400, "Le formulaire envoyé est illisible. Rechargez la page et recommencez.") from None
         fields = [(k, v) for k, v in parsed.multi_items() if isinstance(v, str)]
     else:
