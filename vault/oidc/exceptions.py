@@ -4,6 +4,7 @@ protocol are ``OAuthError``s: the app reads them as RFC 6749 §5.2 says."""
 from __future__ import annotations
 
 from vault.errors import OAuthError, VaultError
+from vault.translation import N_
 
 
 class BodyError(OAuthError):
@@ -27,8 +28,8 @@ class PendingExpired(VaultError):
     """The pending authorization is unknown or older than 10 minutes."""
 
     code = "expired"
-    title = "Demande expirée"
-    message = "Cette demande de connexion a expiré. Retournez sur le site de l'application et recommencez."
+    title = N_("Demande expirée")
+    message = N_("Cette demande de connexion a expiré. Retournez sur le site de l'application et recommencez.")
 
 
 class LogoutError(OAuthError):

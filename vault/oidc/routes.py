@@ -17,6 +17,7 @@ from vault.auth.dependencies import SESSION_COOKIE, LoggedIn, OptionalLogin
 from vault.oidc.adapter import oauth_request, read_form_items, to_response
 from vault.oidc.exceptions import BearerError, LogoutError, UntrustedHint
 from vault.oidc.service import BadRequest, NeedConsent, NeedLogin, OpenIDService, Outcome, ToClient
+from vault.translation import N_
 from vault.web.dependencies import Db, FormFields, redirect
 from vault.web.pages import PageError, clear_cookie, get_cookie, render, rotate_csrf
 
@@ -24,7 +25,7 @@ router = APIRouter(tags=["openid-connect"])
 
 OAuthForm = Annotated[list[tuple[str, str]], Depends(read_form_items)]
 
-INVALID_APP_REQUEST = (
+INVALID_APP_REQUEST = N_(
     "L'application qui vous a envoyé ici a fait une demande de connexion incorrecte. "
     "Retournez sur son site et réessayez ; si cela recommence, prévenez le service concerné."
 )
@@ -68,11 +69,11 @@ def _answer(request: Request, outcome: Outcome) -> Response:
             query["lang"] = outcome.lang
         return redirect("/login?" + urlencode(query))
     if isinstance(outcome, NeedConsent):
-        return render(request, "consent.html", {"title": "Autoriser l'accès à vos informations",
+        return render(request, "consent.html", {"title": N_("Autoriser l'accès à vos informations"),
                                                 "client_name": outcome.client_name, "lines": outcome.lines,
                                                 "pending_id": outcome.pending_id})
     assert isinstance(outcome, BadRequest)
-    return render(request, "message.html", {"title": "Demande de connexion incorrecte", "message": INVALID_APP_REQUEST,
+    return render(request, "message.html", {"title": N_("Demande de connexion incorrecte"), "message": INVALID_APP_REQUEST,
                                             "technical": outcome.description}, status=400)
 
 
@@ -165,7 +166,7 @@ def logout(request: Request, form: OAuthForm, db: Db, service: OIDC, current: Op
                         title="Formulaire expiré")
     if current is not None and not confirmed and not params.get("id_token_hint"):
         # Without proof that the app knows this session, ask (OIDC RP-Initiated Logout §2).
-        return render(request, "logout_confirm.html", {"title": "Se déconnecter ?", "params": params})
+        return render(request, "logout_confirm.html", {"title": N_("Se déconnecter ?"), "params": params})
     try:
         try:
             result = service.logout(db=db, params=params, current=current)
@@ -175,10 +176,10 @@ def logout(request: Request, form: OAuthForm, db: Db, service: OIDC, current: Op
             params = {k: v for k, v in params.items()
                       if k not in ("id_token_hint", "post_logout_redirect_uri", "client_id", "state")}
             if current is not None and not confirmed:
-                return render(request, "logout_confirm.html", {"title": "Se déconnecter ?", "params": params})
+                return render(request, "logout_confirm.html", {"title": N_("Se déconnecter ?"), "params": params})
             result = service.logout(db=db, params=params, current=current)
     except LogoutError as exc:
-        return render(request, "message.html", {"title": "Déconnexion impossible", "message": INVALID_APP_REQUEST,
+        return render(request, "message.html", {"title": N_("Déconnexion impossible"), "message": INVALID_APP_REQUEST,
                                                 "technical": exc.description}, status=400)
     if result.redirect_to:
         response: Response = RedirectResponse(result.redirect_to, status_code=303)
@@ -196,7 +197,7 @@ def logout(request: Request, form: OAuthForm, db: Db, service: OIDC, current: Op
 @router.get("/account/apps", include_in_schema=False)
 def my_apps(request: Request, db: Db, service: OIDC, current: LoggedIn) -> Response:
     notice = "L'accès de cette application a été retiré." if request.query_params.get("notice") == "revoked" else None
-    return render(request, "apps.html", {"title": "Mes applications", "notice": notice,
+    return render(request, "apps.html", {"title": N_("Mes applications"), "notice": notice,
                                          "apps": service.apps_of(db=db, citizen_id=current.citizen.id)})
 
 
