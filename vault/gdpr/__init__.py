@@ -1,1 +1,3 @@
-"""GDPR: data-subject requests, export, erasure, retention, audit log (issue 5)."""
+"""Data-subject rights (GDPR): the register of requests, export, erasure and its certificate,
+legal holds, retention, the audit log and staff accounts. The top domain (docs/architecture.md):
+it reaches the other domains' rows only through their services, in named stages."""

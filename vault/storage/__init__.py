@@ -1,1 +1,2 @@
-"""Documents: models, upload/download pipeline, blob stores, antivirus (issue 4)."""
+"""The document vault: tables, the upload pipeline (docs/architecture.md, "Upload"), object
+stores, antivirus, the document API and the "Mes justificatifs" pages."""
