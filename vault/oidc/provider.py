@@ -318,10 +318,10 @@ class VaultOpenIDCode(OpenIDCode):
             raise InvalidRequestError("The 'nonce' is too long.", redirect_uri=redirect_uri)
 
     def process_token(self, grant: BaseGrant, response: OAuthResponse) -> dict[str, Any]:
-        _, token, _ = response
+        token: dict[str, Any] = response[1]  # the token endpoint's JSON answer
         if "openid" in scope_list(token.get("scope")):
             token["id_token"] = grant.server.id_token(grant.request, token)
-        return cast("dict[str, Any]", token)  # the token endpoint's JSON answer
+        return token
 
 
 class RefreshGrant(grants.RefreshTokenGrant):
