@@ -40,5 +40,7 @@ fi
 # Lint and types first: a finding fails the build before the suite runs (rules: pyproject.toml).
 echo "ruff: lint" >&2
 "$VENV/bin/ruff" check .
+echo "mypy: types of vault/" >&2
+"$VENV/bin/mypy"
 
 exec "$VENV/bin/python" -m pytest "$@"

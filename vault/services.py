@@ -57,7 +57,8 @@ def build_services(settings: Settings, *, engine: Engine | None = None) -> Servi
     made from the settings. Raises ``crypto.KeyProviderError`` when the keyring cannot be opened."""
     keys = crypto.load_key_provider(settings)
     blob_store = make_blob_store(settings)
-    scanner: Scanner = ClamdScanner(settings.clamd_address) if settings.antivirus == "clamd" else NoScanner()
+    # Settings.check() requires the address with clamd on; unchecked, ClamdScanner refuses the empty one.
+    scanner: Scanner = ClamdScanner(settings.clamd_address or "") if settings.antivirus == "clamd" else NoScanner()
     mailer = make_mailer(settings)
     keystore = KeyStore(keys)
     accounts = AccountService(

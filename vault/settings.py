@@ -11,7 +11,7 @@ import logging
 from datetime import date, datetime
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -194,6 +194,7 @@ class Settings(BaseSettings):
         return warnings
 
 
-def load_settings(**overrides: object) -> Settings:
-    """Read the environment (and explicit overrides, used by tests and the CLI)."""
-    return Settings(**overrides)  # type: ignore[arg-type]
+def load_settings(**overrides: Any) -> Settings:
+    """Read the environment (and explicit overrides, used by tests and the CLI): any field, its value
+    as the environment would give it or already typed; pydantic validates it."""
+    return Settings(**overrides)

@@ -583,3 +583,15 @@ def test_key_rotation_keeps_old_tokens_verifiable(browser: Browser, tokens: dict
     assert header["kid"] in kids and set(new_kids) <= kids
     verify_id_token(browser, tokens["id_token"])
 
+
+
+def test_demo_cookie_changed_into_other_json_counts_as_none(browser: Browser) -> None:
+    # The demo app keeps a JSON object in its cookie; one changed into a list, a string or a number
+    # is ignored like a missing cookie (it used to fail the page with a server error).
+    for value in ("[1]", '"x"', "5"):
+        browser.cookies.set("demo_rp", value, domain="testserver.local", path="/demo")
+        logout = browser.get("/demo/logout")
+        assert logout.status_code == 303 and "client_id=demo-app" in logout.headers["location"], value
+        callback = browser.get("/demo/callback?state=abc")
+        assert callback.status_code == 400 and "(state)" in callback.text, value
+        browser.cookies.clear()

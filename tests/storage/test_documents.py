@@ -279,6 +279,22 @@ def test_odd_filenames(citizen: Browser, sent: str, stored: str) -> None:
     assert header.isascii() and "\r" not in header and "\n" not in header and "/" not in header.split(";")[1]
 
 
+def test_field_names_in_rfc2231_form(citizen: Browser) -> None:
+    # name*=UTF-8''… (RFC 2231/5987, as some HTTP clients write non-ASCII names): the field arrives
+    # under its decoded name, and a refused value is named in the error like any other.
+    def upload(title: bytes):
+        body = (b"--B\r\nContent-Disposition: form-data; name*=UTF-8''title\r\n\r\n" + title + b"\r\n"
+                b'--B\r\nContent-Disposition: form-data; name="file"; filename="a.pdf"\r\n'
+                b"Content-Type: application/pdf\r\n\r\n" + pdf() + b"\r\n--B--\r\n")
+        return citizen.post("/api/v1/documents", content=body, headers={
+            "Content-Type": "multipart/form-data; boundary=B", "X-CSRF-Token": citizen.cookies["csrf"]})
+
+    created = upload("Quittance d'été".encode())
+    assert created.status_code == 201 and created.json()["title"] == "Quittance d'été", created.text
+    too_long = upload(b"x" * 1001)
+    assert too_long.status_code == 422 and "title" in too_long.text, too_long.text
+
+
 def test_a_raw_body_without_name_or_title(citizen: Browser) -> None:
     bare = citizen.post("/api/v1/documents", content=pdf(), headers={
         "Content-Type": "application/pdf", "X-Document-Type": "tax_notice", "X-CSRF-Token": citizen.cookies["csrf"]})

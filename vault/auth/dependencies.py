@@ -13,12 +13,13 @@ from vault.errors import VaultError
 from vault.web.dependencies import Db
 from vault.web.errors import LoginRequired
 from vault.web.pages import get_cookie
+from vault.web.state import app_services
 
 SESSION_COOKIE = "session"
 
 
 def accounts(request: Request) -> AccountService:
-    return request.app.state.services.accounts
+    return app_services(request).accounts
 
 
 Accounts = Annotated[AccountService, Depends(accounts)]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from datetime import date
+from typing import Literal, TypedDict
 
 from email_validator import EmailNotValidError, validate_email
 
@@ -72,13 +73,28 @@ def parse_birthdate(raw: str, *, today: date) -> date:
     return value
 
 
-def validate_identity(form: dict[str, str], *, today: date) -> tuple[dict[str, object], dict[str, str]]:
+class Identity(TypedDict, total=False):
+    """The identity's clean values, as the ``citizen`` columns take them (every one is there when
+    no field has an error; ``birthdate`` is missing when it has one)."""
+
+    given_name: str
+    family_name: str
+    preferred_username: str | None
+    birthdate: date
+    gender: str
+    birthcountry: str
+    birthplace: str
+
+
+def validate_identity(form: dict[str, str], *, today: date) -> tuple[Identity, dict[str, str]]:
     """Check the identity fields of ``form``; return (clean values, errors by field name).
     ``today``: the city's date (a birthdate after it is refused)."""
     errors: dict[str, str] = {}
-    clean: dict[str, object] = {}
+    clean: Identity = {}
 
-    for field, label in (("given_name", "prénom (ou vos prénoms)"), ("family_name", "nom de naissance")):
+    names: tuple[tuple[Literal["given_name", "family_name"], str], ...] = (
+        ("given_name", "prénom (ou vos prénoms)"), ("family_name", "nom de naissance"))
+    for field, label in names:
         value = _clean_name(form.get(field, ""))
         if problem := _name_problem(value, label):
             errors[field] = problem

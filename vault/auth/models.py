@@ -64,7 +64,7 @@ class CitizenPublic(IdentityBase):
         )
 
 
-def citizen_fk() -> Column:
+def citizen_fk() -> Column[uuid.UUID]:
     return Column(ForeignKey("citizen.id", ondelete="CASCADE"), nullable=False, index=True)
 
 

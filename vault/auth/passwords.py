@@ -78,9 +78,10 @@ class Hasher:
     def verify(self, stored_hash: str | None, password: str) -> bool:
         """Check ``password``; with ``stored_hash=None`` burn the same time and return False."""
         try:
-            return self._hasher.verify(stored_hash or self._dummy, password) and stored_hash is not None
+            self._hasher.verify(stored_hash or self._dummy, password)  # raises unless it matches
         except (VerificationError, InvalidHashError):
             return False
+        return stored_hash is not None
 
     def needs_rehash(self, stored_hash: str) -> bool:
         return self._hasher.check_needs_rehash(stored_hash)

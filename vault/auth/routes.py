@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import Any, Protocol
 from urllib.parse import quote
 
 import segno
@@ -38,6 +39,7 @@ from vault.web.pages import (
     rotate_csrf,
     set_cookie,
 )
+from vault.web.state import app_services, app_settings
 
 router = APIRouter()
 api = APIRouter(prefix="/api/v1", tags=["account"])
@@ -144,14 +146,20 @@ EMAIL_FORMS = {
 }
 
 
-def _email_form(request: Request, *, errors: dict | None = None, values: dict | None = None,
+def _email_form(request: Request, *, errors: dict[str, str] | None = None, values: dict[str, str] | None = None,
                 status: int = 200) -> Response:
     action = request.url.path
     return render(request, "email_form.html", {**EMAIL_FORMS[action], "action": action, "submit": N_("Envoyer le lien"),
                                                "errors": errors or {}, "values": values or {}}, status=status)
 
 
-def _email_form_post(request: Request, form: dict[str, str], db: Session, send) -> Response:  # noqa: ANN001
+class _LinkSender(Protocol):
+    """A service method that mails a link to an address if it has an account (and says nothing)."""
+
+    def __call__(self, *, db: Session, email: str) -> None: ...
+
+
+def _email_form_post(request: Request, form: dict[str, str], db: Session, send: _LinkSender) -> Response:
     try:
         send(db=db, email=form.get("email", ""))
     except InvalidInput as exc:
@@ -211,19 +219,19 @@ def reset(request: Request, form: FormFields, db: Db, service: Accounts) -> Resp
         return render(request, "password_reset.html", {"title": N_("Choisir un nouveau mot de passe"), "token": token,
                                                        "errors": exc.fields}, status=400)
     response = redirect("/login?notice=password_reset")
-    clear_cookie(response, request.app.state.settings, SESSION_COOKIE)
+    clear_cookie(response, app_settings(request), SESSION_COOKIE)
     return response
 
 
 # ---- login / logout --------------------------------------------------------------------------------
 
 
-def _login_page(request: Request, db: Session, *, failure: str | None = None, errors: dict | None = None,
-                values: dict | None = None, status: int = 200) -> Response:
+def _login_page(request: Request, db: Session, *, failure: str | None = None, errors: dict[str, str] | None = None,
+                values: dict[str, str] | None = None, status: int = 200) -> Response:
     next_path = safe_next(request.query_params.get("next") or (values or {}).get("next"))
     app_name = None
     if next_path.startswith(PENDING_PREFIX):  # logging in for an app: say which one
-        app_name = request.app.state.services.oidc.pending_client_name(db=db, pending_id=next_path[len(PENDING_PREFIX):])
+        app_name = app_services(request).oidc.pending_client_name(db=db, pending_id=next_path[len(PENDING_PREFIX):])
     if values is None and (hint := request.query_params.get("login_hint")):
         values = {"email": hint[:254]}
     return render(request, "login.html", {
@@ -239,7 +247,7 @@ def login_page(request: Request, db: Db, current: OptionalLogin) -> Response:
 
 def _logged_in(request: Request, token: str, next_path: str) -> Response:
     response = redirect(safe_next(next_path))
-    set_cookie(response, request.app.state.settings, SESSION_COOKIE, token)
+    set_cookie(response, app_settings(request), SESSION_COOKIE, token)
     rotate_csrf(request, response)
     return response
 
@@ -267,7 +275,7 @@ def login(request: Request, form: FormFields, db: Db, service: Accounts) -> Resp
     next_path = form.get("next", "")
     if result.mfa_pending:
         response = redirect("/login/otp" + (f"?next={quote(next_path)}" if next_path == safe_next(next_path) else ""))
-        set_cookie(response, request.app.state.settings, SESSION_COOKIE, result.token)
+        set_cookie(response, app_settings(request), SESSION_COOKIE, result.token)
         return response
     return _logged_in(request, result.token, next_path)
 
@@ -304,7 +312,7 @@ def login_otp(request: Request, form: FormFields, db: Db, service: Accounts) -> 
 def logout_everywhere(request: Request, form: FormFields, db: Db, service: Accounts, current: LoggedIn) -> Response:
     service.logout_everywhere(db=db, citizen_id=current.citizen.id)
     response = redirect("/?notice=logged_out_everywhere")
-    clear_cookie(response, request.app.state.settings, SESSION_COOKIE)
+    clear_cookie(response, app_settings(request), SESSION_COOKIE)
     rotate_csrf(request, response)
     return response
 
@@ -323,8 +331,8 @@ def account(request: Request, db: Db, service: Accounts, current: LoggedIn) -> R
 
 
 def _totp_page(request: Request, service: AccountService, db: Session, current: CurrentLogin, *,
-               errors: dict | None = None, status: int = 200) -> Response:
-    ctx: dict = {"title": N_("Double authentification"), "errors": errors or {}}
+               errors: dict[str, str] | None = None, status: int = 200) -> Response:
+    ctx: dict[str, Any] = {"title": N_("Double authentification"), "errors": errors or {}}
     if current.citizen.totp_enabled_at is None:
         pending = service.pending_totp(citizen=current.citizen)
         secret, uri = pending or service.begin_totp(citizen=current.citizen)

@@ -11,11 +11,11 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Literal, Protocol
 
 import pyotp
 from sqlalchemy import delete, func, update
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from vault import crypto
 from vault.auth.exceptions import (
@@ -60,6 +60,15 @@ class LoginResult:
     token: str  # the cookie value
     mfa_pending: bool
     citizen_id: uuid.UUID
+
+
+class TotpHolder(Protocol):
+    """An account with a TOTP second factor: a citizen, or a staff member (vault.gdpr.staff)."""
+
+    id: uuid.UUID
+    totp_secret: bytes | None  # wrapped by the KEK
+    totp_enabled_at: datetime | None
+    totp_last_step: int | None
 
 
 @dataclass(frozen=True)
@@ -191,8 +200,8 @@ class AccountService:
         # Any other reset link of this account dies too.
         db.exec(
             update(EmailToken)
-            .where(EmailToken.citizen_id == citizen.id, EmailToken.purpose == "reset_password",
-                   EmailToken.used_at.is_(None))  # type: ignore[union-attr]
+            .where(col(EmailToken.citizen_id) == citizen.id, col(EmailToken.purpose) == "reset_password",
+                   col(EmailToken.used_at).is_(None))
             .values(used_at=utcnow())
         )
         citizen.password_hash = self.hasher.hash(password)
@@ -222,7 +231,7 @@ class AccountService:
         link = self._find_link(db=db, token=token, purpose=purpose)
         result = db.exec(
             update(EmailToken)
-            .where(EmailToken.id == link.id, EmailToken.used_at.is_(None))  # type: ignore[union-attr]
+            .where(col(EmailToken.id) == link.id, col(EmailToken.used_at).is_(None))
             .values(used_at=utcnow())
         )
         if result.rowcount != 1:
@@ -268,7 +277,7 @@ class AccountService:
             row.locked_until = now + timedelta(seconds=delay)
 
     def _clear_throttle(self, *, db: Session, key: str) -> None:
-        db.exec(delete(LoginThrottle).where(LoginThrottle.key == key))  # type: ignore[arg-type]
+        db.exec(delete(LoginThrottle).where(col(LoginThrottle.key) == key))
 
     def login(self, *, db: Session, email: str, password: str, otp: str | None, address: str,
               user_agent: str) -> LoginResult:
@@ -377,10 +386,10 @@ class AccountService:
 
     def logout(self, *, db: Session, token: str | None) -> None:
         if token and len(token) <= 200:
-            db.exec(delete(LoginSession).where(LoginSession.id == token_hash(token)))  # type: ignore[arg-type]
+            db.exec(delete(LoginSession).where(col(LoginSession.id) == token_hash(token)))
 
     def logout_everywhere(self, *, db: Session, citizen_id: uuid.UUID) -> int:
-        result = db.exec(delete(LoginSession).where(LoginSession.citizen_id == citizen_id))  # type: ignore[arg-type]
+        result = db.exec(delete(LoginSession).where(col(LoginSession.citizen_id) == citizen_id))
         logger.info("all sessions closed", extra={"citizen_id": str(citizen_id), "count": result.rowcount})
         return result.rowcount
 
@@ -389,15 +398,15 @@ class AccountService:
 
     def end_sessions_by_sid(self, *, db: Session, sid: str) -> int:
         """End the login session an app knows by its ``sid`` (OpenID Connect logout); how many ended."""
-        return db.exec(delete(LoginSession).where(LoginSession.sid == sid)).rowcount  # type: ignore[arg-type]
+        return db.exec(delete(LoginSession).where(col(LoginSession.sid) == sid)).rowcount
 
     def list_sessions(self, *, db: Session, citizen_id: uuid.UUID, include_pending: bool = False) -> list[LoginSession]:
         """The citizen's login sessions, most recently used first; ``include_pending``: also those
         still waiting for their TOTP code."""
         query = select(LoginSession).where(LoginSession.citizen_id == citizen_id)
         if not include_pending:
-            query = query.where(LoginSession.mfa_pending == False)  # noqa: E712
-        return list(db.exec(query.order_by(LoginSession.last_seen_at.desc())))  # type: ignore[attr-defined]
+            query = query.where(col(LoginSession.mfa_pending).is_(False))
+        return list(db.exec(query.order_by(col(LoginSession.last_seen_at).desc())))
 
     # ---- rectification, retention and erasure (driven by vault.gdpr) ------------------------------
 
@@ -409,11 +418,11 @@ class AccountService:
         clean, errors = validate_identity(merged, today=self.settings.today())
         if errors:
             raise InvalidInput(errors)
-        changed = sorted(k for k, v in clean.items() if str(v or "") != current[k])
-        for field in changed:
-            setattr(citizen, field, clean[field])
+        changed = {k: v for k, v in clean.items() if str(v or "") != current[k]}
+        for field, value in changed.items():
+            setattr(citizen, field, value)
         citizen.updated_at = utcnow()
-        return changed
+        return sorted(changed)
 
     def get_citizen(self, *, db: Session, citizen_id: uuid.UUID | None) -> Citizen | None:
         return db.get(Citizen, citizen_id) if citizen_id is not None else None
@@ -431,21 +440,21 @@ class AccountService:
         """Erasure's last stage for accounts: the citizen's row and what hangs on it (mailed links,
         recovery codes, login sessions). The other domains forget theirs first."""
         for table in (EmailToken, RecoveryCode, LoginSession):
-            db.exec(delete(table).where(table.citizen_id == citizen.id))  # type: ignore[arg-type]
+            db.exec(delete(table).where(col(table.citizen_id) == citizen.id))
         db.delete(citizen)
 
     def purge_expired(self, *, db: Session, now: datetime) -> dict[str, int]:
         """Retention housekeeping: mailed links and login counters idle for a day."""
         day_ago = now - timedelta(days=1)
         return {
-            "mailed_links": db.exec(delete(EmailToken).where(EmailToken.expires_at < day_ago)).rowcount,  # type: ignore[arg-type]
-            "login_counters": db.exec(delete(LoginThrottle).where(LoginThrottle.last_failure_at < day_ago)).rowcount,  # type: ignore[arg-type]
+            "mailed_links": db.exec(delete(EmailToken).where(col(EmailToken.expires_at) < day_ago)).rowcount,
+            "login_counters": db.exec(delete(LoginThrottle).where(col(LoginThrottle.last_failure_at) < day_ago)).rowcount,
         }
 
     # ---- TOTP (RFC 6238) and recovery codes ----------------------------------------------------
 
-    def totp_context(self, citizen: Citizen) -> bytes:
-        return b"totp:" + citizen.id.bytes
+    def totp_context(self, holder: TotpHolder) -> bytes:
+        return b"totp:" + holder.id.bytes
 
     def begin_totp(self, *, citizen: Citizen) -> tuple[str, str]:
         """Store a new (not yet active) seed, wrapped by the KEK; return (secret, otpauth URI)."""
@@ -485,11 +494,11 @@ class AccountService:
         citizen.totp_enabled_at = None
         citizen.totp_last_step = None
         citizen.updated_at = utcnow()
-        db.exec(delete(RecoveryCode).where(RecoveryCode.citizen_id == citizen.id))  # type: ignore[arg-type]
+        db.exec(delete(RecoveryCode).where(col(RecoveryCode.citizen_id) == citizen.id))
         logger.info("totp disabled", extra={"citizen_id": str(citizen.id)})
 
     def regenerate_recovery_codes(self, *, db: Session, citizen: Citizen) -> list[str]:
-        db.exec(delete(RecoveryCode).where(RecoveryCode.citizen_id == citizen.id))  # type: ignore[arg-type]
+        db.exec(delete(RecoveryCode).where(col(RecoveryCode.citizen_id) == citizen.id))
         codes = []
         for _ in range(RECOVERY_CODES):
             raw = "".join(secrets.choice(_RECOVERY_ALPHABET) for _ in range(12))
@@ -500,16 +509,16 @@ class AccountService:
     def remaining_recovery_codes(self, *, db: Session, citizen_id: uuid.UUID) -> int:
         return db.exec(
             select(func.count()).select_from(RecoveryCode)
-            .where(RecoveryCode.citizen_id == citizen_id, RecoveryCode.used_at.is_(None))  # type: ignore[union-attr]
+            .where(RecoveryCode.citizen_id == citizen_id, col(RecoveryCode.used_at).is_(None))
         ).one()
 
-    def totp_seed(self, citizen: Citizen) -> str:
-        assert citizen.totp_secret is not None
-        return crypto.unwrap(self.keys, citizen.totp_secret, context=self.totp_context(citizen)).decode()
+    def totp_seed(self, holder: TotpHolder) -> str:
+        assert holder.totp_secret is not None
+        return crypto.unwrap(self.keys, holder.totp_secret, context=self.totp_context(holder)).decode()
 
-    def accept_totp(self, *, citizen: Citizen, code: str, enrolling: bool = False) -> bool:
+    def accept_totp(self, *, citizen: TotpHolder, code: str, enrolling: bool = False) -> bool:
         """RFC 6238 with ±1 step of clock drift; a step already used is refused (no replay).
-        Works for any holder with ``id`` and the ``totp_*`` fields (citizens and staff)."""
+        ``citizen``: any holder of the ``totp_*`` fields (citizens and staff)."""
         digits = "".join((code or "").split())
         if citizen.totp_secret is None or (citizen.totp_enabled_at is None and not enrolling):
             return False
@@ -531,8 +540,8 @@ class AccountService:
             return False
         result = db.exec(
             update(RecoveryCode)
-            .where(RecoveryCode.citizen_id == citizen.id, RecoveryCode.code_hash == _recovery_hash(raw),
-                   RecoveryCode.used_at.is_(None))  # type: ignore[union-attr]
+            .where(col(RecoveryCode.citizen_id) == citizen.id, col(RecoveryCode.code_hash) == _recovery_hash(raw),
+                   col(RecoveryCode.used_at).is_(None))
             .values(used_at=utcnow())
         )
         if result.rowcount == 1:
@@ -543,7 +552,8 @@ class AccountService:
     def rewrap_totp_seeds(self, *, db: Session) -> int:
         """After a KEK rotation: every TOTP seed wrapped under the active KEK."""
         count = 0
-        for citizen in db.exec(select(Citizen).where(Citizen.totp_secret.is_not(None))).all():  # type: ignore[union-attr]
+        for citizen in db.exec(select(Citizen).where(col(Citizen.totp_secret).is_not(None))).all():
+            assert citizen.totp_secret is not None  # the query's condition
             context = self.totp_context(citizen)
             citizen.totp_secret = crypto.wrap(self.keys, crypto.unwrap(self.keys, citizen.totp_secret, context=context),
                                               context=context)
@@ -553,7 +563,7 @@ class AccountService:
     # ---- queries for the operator CLI ------------------------------------------------------------
 
     def list_citizens(self, *, db: Session, limit: int = 100, offset: int = 0) -> list[Citizen]:
-        return list(db.exec(select(Citizen).order_by(Citizen.created_at).offset(offset).limit(limit)))
+        return list(db.exec(select(Citizen).order_by(col(Citizen.created_at)).offset(offset).limit(limit)))
 
 
 def _recovery_hash(raw: str) -> str:

@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, text
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from vault.db import utcnow
 from vault.gdpr.models import AuditAnchor, AuditEntry
@@ -52,8 +52,9 @@ def record(db: Session, *, actor: str, action: str, target: str = "", details: d
     if bad := FORBIDDEN_DETAILS & {k.lower() for k in details}:
         raise ValueError(f"audit details must not hold {sorted(bad)}")
     if db.get_bind().dialect.name == "postgresql":
-        db.exec(text("SELECT pg_advisory_xact_lock(:id)").bindparams(id=_LOCK_ID))
-    last = db.exec(select(AuditEntry).order_by(AuditEntry.id.desc()).limit(1)).first()  # type: ignore[union-attr]
+        # Plain SQL goes through the session's connection (sqlmodel's exec takes statements it types).
+        db.connection().execute(text("SELECT pg_advisory_xact_lock(:id)").bindparams(id=_LOCK_ID))
+    last = db.exec(select(AuditEntry).order_by(col(AuditEntry.id).desc()).limit(1)).first()
     prev_hash = last.hash if last else _anchor(db)
     at = utcnow()
     entry = AuditEntry(at=at, actor=actor, action=action, target=target, details=details, prev_hash=prev_hash,
@@ -90,7 +91,7 @@ def verify(db: Session, batch: int = 1000) -> Verification:
     count = 0
     last_id = 0
     while True:
-        rows = db.exec(select(AuditEntry).where(AuditEntry.id > last_id).order_by(AuditEntry.id)  # type: ignore[operator,arg-type]
+        rows = db.exec(select(AuditEntry).where(col(AuditEntry.id) > last_id).order_by(col(AuditEntry.id))
                        .limit(batch)).all()
         if not rows:
             if anchor is not None and anchor.head_hash is not None and expected_prev != anchor.head_hash:
@@ -112,11 +113,12 @@ def purge_older_than(db: Session, age: timedelta) -> int:
     """Rolling retention: drop entries older than ``age``; the chain restarts from an anchor (the
     last removed hash), itself recorded, so a removal outside retention still shows."""
     horizon = utcnow() - age
-    last_old = db.exec(select(AuditEntry).where(AuditEntry.at < horizon).order_by(AuditEntry.id.desc())  # type: ignore[union-attr]
+    last_old = db.exec(select(AuditEntry).where(col(AuditEntry.at) < horizon).order_by(col(AuditEntry.id).desc())
                        .limit(1)).first()
     if last_old is None:
         return 0
-    removed = db.exec(delete(AuditEntry).where(AuditEntry.id <= last_old.id)).rowcount  # type: ignore[arg-type,operator]
+    assert last_old.id is not None  # a stored entry
+    removed = db.exec(delete(AuditEntry).where(col(AuditEntry.id) <= last_old.id)).rowcount
     anchor = db.get(AuditAnchor, 1) or AuditAnchor(id=1, hash=GENESIS)
     anchor.hash, anchor.moved_at = last_old.hash, utcnow()
     db.add(anchor)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime
+from typing import Any
 
 from sqlalchemy import JSON, Column, ForeignKey, LargeBinary, Text
 from sqlmodel import Field, SQLModel
@@ -85,7 +86,7 @@ class Tombstone(SQLModel, table=True):
     subject: str = Field(primary_key=True, max_length=64)  # keyed hash of the erased citizen's id
     request_id: uuid.UUID | None = None
     erased_at: datetime = Field(default_factory=utcnow)
-    counts: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    counts: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     certificate: str | None = Field(default=None, sa_column=Column(Text, nullable=True))  # JWS
     completed_at: datetime | None = None  # None while an erasure is still in progress (resumable)
 
@@ -100,7 +101,7 @@ class AuditEntry(SQLModel, table=True):
     actor: str = Field(max_length=120)  # "staff:<id>", "subject:<hash>", "app:<client_id>", "system"
     action: str = Field(max_length=60)
     target: str = Field(default="", max_length=120)
-    details: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    details: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     prev_hash: str = Field(max_length=64, unique=True)  # unique: the chain can never fork
     hash: str = Field(max_length=64, unique=True)
 

@@ -29,6 +29,7 @@ from vault.web.pages import (
     set_cookie,
 )
 from vault.web.relay import relay
+from vault.web.state import app_services, app_settings
 
 pages = APIRouter(include_in_schema=False)
 STAFF_COOKIE = "staff_session"
@@ -44,11 +45,11 @@ class NotStaff(VaultError):
 
 
 def gdpr_service(request: Request) -> GdprService:
-    return request.app.state.services.gdpr
+    return app_services(request).gdpr
 
 
 def staff_service(request: Request) -> StaffService:
-    return request.app.state.services.staff
+    return app_services(request).staff
 
 
 Gdpr = Annotated[GdprService, Depends(gdpr_service)]
@@ -93,7 +94,7 @@ def dpo_login(request: Request, form: FormFields, db: Db, service: StaffSvc) -> 
         return render(request, "dpo/login.html", {"title": "Espace du délégué à la protection des données",
                                                   "failure": exc.message}, status=401)
     response = redirect("/dpo/")
-    set_cookie(response, request.app.state.settings, STAFF_COOKIE, token, samesite="strict")
+    set_cookie(response, app_settings(request), STAFF_COOKIE, token, samesite="strict")
     rotate_csrf(request, response)
     return response
 
@@ -102,7 +103,7 @@ def dpo_login(request: Request, form: FormFields, db: Db, service: StaffSvc) -> 
 def dpo_logout(request: Request, form: FormFields, db: Db, service: StaffSvc) -> Response:
     service.logout(db, get_cookie(request, STAFF_COOKIE))
     response = redirect("/dpo/login")
-    clear_cookie(response, request.app.state.settings, STAFF_COOKIE)
+    clear_cookie(response, app_settings(request), STAFF_COOKIE)
     return response
 
 
@@ -128,7 +129,7 @@ def dpo_home(request: Request, db: Db, gdpr: Gdpr, current: StaffUser) -> Respon
         "title": "Registre des demandes", "overdue": gdpr.list_requests(db, view="overdue"),
         "week": gdpr.list_requests(db, view="week"), "all": gdpr.list_requests(db, view="all"),
         "kinds": REQUEST_KINDS, "channels": CHANNELS, "statuses": STATUSES, "staff": current.staff,
-        "today": request.app.state.settings.today()})
+        "today": app_settings(request).today()})
 
 
 @pages.get("/dpo/requests.csv")
@@ -142,7 +143,7 @@ def dpo_csv(db: Db, gdpr: Gdpr, current: StaffUser) -> Response:
 def dpo_open_request(request: Request, form: FormFields, db: Db, gdpr: Gdpr, current: StaffUser) -> Response:
     try:
         citizen_id = uuid.UUID(form.get("citizen_id", "").strip())
-        received = (parse_past_date(form["received_on"], today=request.app.state.settings.today())
+        received = (parse_past_date(form["received_on"], today=app_settings(request).today())
                     if form.get("received_on") else None)
     except (ValueError, KeyError):
         raise PageError(400, "Identifiant du citoyen ou date de réception invalide.") from None
@@ -174,7 +175,7 @@ def dpo_request_action(request: Request, request_id: uuid.UUID, action: str, for
     try:
         item = gdpr.get_request(db, request_id)
         if action == "extend":
-            today = request.app.state.settings.today()
+            today = app_settings(request).today()
             gdpr.extend(db, request_id=request_id, reason=form.get("reason", ""),
                         told_on=parse_past_date(form.get("told_on", "") or today.isoformat(), today=today), by=by)
         elif action == "close":

@@ -10,13 +10,13 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, update
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from vault.auth.exceptions import InvalidInput
 from vault.auth.models import Citizen
@@ -55,7 +55,7 @@ class SubjectErased(GdprError):
 
     status, code = 404, "erased"
 
-    def __init__(self, erased_at: Any) -> None:
+    def __init__(self, erased_at: datetime) -> None:
         super().__init__(f"Cette personne a été effacée le {erased_at:%d/%m/%Y}. Il ne reste que la trace de "
                          "l'effacement (sans nom).")
         self.erased_at = erased_at
@@ -68,7 +68,7 @@ def add_months(day: date, months: int) -> date:
     return day.replace(year=year, month=month, day=min(day.day, calendar.monthrange(year, month)[1]))
 
 
-def _cell(value: Any) -> str:
+def _cell(value: object) -> str:
     """A CSV cell a spreadsheet shows as text: one starting like a formula (=, +, -, @, tab, CR) gets
     a leading apostrophe, so that "=HYPERLINK(…)" typed in a form is never run (OWASP: CSV injection)."""
     text = str(value)
@@ -189,14 +189,14 @@ class GdprService:
         query = select(DataRequest)
         today = self.settings.today()
         deadline = func.coalesce(DataRequest.extended_to, DataRequest.due_on)
-        open_ = DataRequest.status.in_(("received", "in_progress"))  # type: ignore[attr-defined]
+        open_ = col(DataRequest.status).in_(("received", "in_progress"))
         if view == "overdue":
             query = query.where(open_, deadline < today)
         elif view == "week":
             query = query.where(open_, deadline >= today, deadline <= today + timedelta(days=7))
         elif view == "open":
             query = query.where(open_)
-        return list(db.exec(query.order_by(deadline, DataRequest.received_on)))
+        return list(db.exec(query.order_by(deadline, col(DataRequest.received_on))))
 
     def extend(self, db: Session, *, request_id: uuid.UUID, reason: str, told_on: date, by: Staff) -> DataRequest:
         """Art. 12(3): two further months, with the reason told to the requester within the first month."""
@@ -243,7 +243,7 @@ class GdprService:
         writer.writerow(["id", "type", "demandeur", "canal", "reçue le", "échéance", "prolongée jusqu'au",
                          "motif de prolongation", "informé le", "vérification d'identité", "vérifiée par", "statut",
                          "traitée par", "clôturée le", "issue", "motif de refus"])
-        for r in db.exec(select(DataRequest).order_by(DataRequest.received_on)):
+        for r in db.exec(select(DataRequest).order_by(col(DataRequest.received_on))):
             writer.writerow([_cell(value) for value in (
                 r.id, r.kind, r.requester_label, r.channel, r.received_on, r.due_on, r.extended_to or "",
                 r.extension_reason or "", r.extension_told_on or "", r.identity_check, r.identity_checked_by or "",
@@ -276,7 +276,7 @@ class GdprService:
         return self.documents.total_size(db, citizen_id)
 
     def export(self, db: Session, *, citizen_id: uuid.UUID, by: Staff,
-               progress: Any = None) -> Iterator[bytes]:
+               progress: Callable[[int], object] | None = None) -> Iterator[bytes]:
         """The ZIP, streamed in constant memory (documents decrypted segment by segment)."""
         citizen = self.find_citizen(db, citizen_id)
         subject = self.subject(db, citizen.id)
@@ -294,7 +294,7 @@ class GdprService:
                     progress(len(chunk))
                 yield chunk
 
-        def entries() -> Iterator[tuple[str, Any, bool]]:
+        def entries() -> Iterator[tuple[str, Iterable[bytes], bool]]:
             summary = SUMMARY.format(city=self.settings.city_name, line="=" * 60, now=utcnow(),
                                      inactive=self.settings.retention_inactive_years, version=EXPORT_FORMAT_VERSION)
             yield "LISEZ-MOI.txt", [summary.encode()], True
@@ -348,6 +348,7 @@ class GdprService:
         if not reason.strip():
             raise GdprError("Indiquez l'obligation légale qui impose de conserver ce document.")
         self.documents.place_hold(document, reason)
+        assert document.legal_hold is not None  # just placed
         audit.record(db, actor=by.actor, action="document.held", target=f"document:{document.id}",
                      details={"reason": document.legal_hold[:300]})
         return document
@@ -473,7 +474,7 @@ class GdprService:
         # without naming the person.
         counts["access_log_entries"] = self.documents.forget(db, citizen.id)
         counts["consents"] = self.oidc.forget(db=db, citizen_id=citizen.id)
-        db.exec(update(DataRequest).where(DataRequest.citizen_id == citizen.id)
+        db.exec(update(DataRequest).where(col(DataRequest.citizen_id) == citizen.id)
                 .values(requester_label=f"Personne effacée ({subject[:12]})", citizen_id=None))
         self.accounts.forget(db=db, citizen=citizen)
 

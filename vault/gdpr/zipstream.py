@@ -11,6 +11,10 @@ import time
 import zipfile
 from collections import deque
 from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
 
 
 class _Sink(io.RawIOBase):
@@ -23,10 +27,11 @@ class _Sink(io.RawIOBase):
     def writable(self) -> bool:
         return True
 
-    def write(self, data: bytes) -> int:  # type: ignore[override]
-        self.chunks.append(bytes(data))
-        self.offset += len(data)
-        return len(data)
+    def write(self, data: ReadableBuffer) -> int:
+        chunk = bytes(data)
+        self.chunks.append(chunk)
+        self.offset += len(chunk)
+        return len(chunk)
 
     def drain(self) -> Iterator[bytes]:
         while self.chunks:

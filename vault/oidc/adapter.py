@@ -9,23 +9,29 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeAlias
 from urllib.parse import parse_qsl, urlencode
 
 from authlib.oauth2.rfc6749 import OAuth2Payload, OAuth2Request
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
+from vault.auth.models import Citizen, LoginSession
 from vault.oidc.exceptions import BodyError
 from vault.web.pages import BodyTooLarge, read_small_body
 
 MAX_BODY = 64 * 1024
 
+# authlib's answer: (status, body, headers). The body is a JSON object, or already a string; the
+# headers are (name, value) pairs (its stub allows a mapping too).
+OAuthHeaders: TypeAlias = Sequence[tuple[str, str]] | Mapping[str, str]
+OAuthResponse: TypeAlias = tuple[int, Any, OAuthHeaders]
+
 
 class VaultPayload(OAuth2Payload):
     def __init__(self, items: list[tuple[str, str]]) -> None:
-        self._datalist: defaultdict[str, list] = defaultdict(list)
+        self._datalist: defaultdict[str, list[str]] = defaultdict(list)
         for key, value in items:
             self._datalist[key].append(value)
         self._data = {key: values[0] for key, values in self._datalist.items()}
@@ -35,22 +41,28 @@ class VaultPayload(OAuth2Payload):
         return self._data
 
     @property
-    def datalist(self) -> defaultdict[str, list]:
+    def datalist(self) -> defaultdict[str, list[str]]:
         return self._datalist
 
 
 class VaultOAuth2Request(OAuth2Request):
+    """Every request the provider handles (authlib hands it back to our hooks as an OAuth2Request)."""
+
+    payload: VaultPayload
+    user: Citizen | None  # set by authlib: the citizen the grant is for
+    login: LoginSession | None  # the citizen's login session, set by the authorization route
+
     def __init__(self, *, method: str, uri: str, headers: Mapping[str, str], query: list[tuple[str, str]],
                  form: list[tuple[str, str]]) -> None:
         super().__init__(method=method, uri=uri, headers=headers)
-        self._args = dict(query)
+        self._args: dict[str, str | None] = dict(query)
         self._form = dict(form)
         # Authorization parameters come from the query (GET) or the form (POST), never mixed.
         self.payload = VaultPayload(form if method == "POST" else query)
-        self.login = None  # the citizen's login session, set by the authorization route
+        self.login = None
 
     @property
-    def args(self) -> dict[str, str]:
+    def args(self) -> dict[str, str | None]:
         return self._args
 
     @property
@@ -83,7 +95,7 @@ def oauth_request(request: Request, issuer: str, form: list[tuple[str, str]],
     return VaultOAuth2Request(method=request.method, uri=uri, headers=request.headers, query=query, form=form)
 
 
-def to_response(result: tuple[int, Any, list], *, issuer: str | None = None) -> Response:
+def to_response(result: OAuthResponse, *, issuer: str | None = None) -> Response:
     """authlib's (status, body, headers) as a Starlette response. With ``issuer``, a redirect to
     the client carries ``iss`` (RFC 9207 §2), errors included."""
     status, body, headers = result

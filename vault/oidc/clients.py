@@ -6,12 +6,13 @@ import json
 import logging
 import secrets
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 from joserfc import jwk
 from joserfc.errors import JoseError
 from sqlalchemy import update
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from vault.crypto.tokens import token_hash
 from vault.db import utcnow
@@ -41,7 +42,7 @@ def _check_uri(uri: str, *, production: bool) -> str | None:
     return None
 
 
-def client_public(client: OAuthClient) -> dict:
+def client_public(client: OAuthClient) -> dict[str, Any]:
     return {
         "client_id": client.client_id,
         "name": client.name,
@@ -114,7 +115,7 @@ def create_client(*, db: Session, name: str, redirect_uris: list[str], post_logo
 
 
 def list_clients(*, db: Session) -> list[OAuthClient]:
-    return list(db.exec(select(OAuthClient).order_by(OAuthClient.created_at)))  # type: ignore[arg-type]
+    return list(db.exec(select(OAuthClient).order_by(col(OAuthClient.created_at))))
 
 
 def _get(db: Session, client_id: str) -> OAuthClient:
@@ -138,8 +139,8 @@ def disable_client(*, db: Session, client_id: str) -> OAuthClient:
     """The app can no longer log anyone in, and every token it holds is revoked."""
     client = _get(db, client_id)
     client.disabled_at = client.disabled_at or utcnow()
-    db.exec(update(OAuthToken).where(OAuthToken.client_id == client_id,  # type: ignore[arg-type]
-                                          OAuthToken.revoked_at.is_(None))  # type: ignore[union-attr]
+    db.exec(update(OAuthToken).where(col(OAuthToken.client_id) == client_id,
+                                     col(OAuthToken.revoked_at).is_(None))
                  .values(revoked_at=utcnow()))
     logger.info("app disabled", extra={"client_id": client_id})
     return client

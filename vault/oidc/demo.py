@@ -27,6 +27,7 @@ from vault.oidc.models import OAuthClient
 from vault.settings import Settings
 from vault.web.dependencies import Db
 from vault.web.pages import PageError, render
+from vault.web.state import app_settings
 
 router = APIRouter(include_in_schema=False)
 CLIENT_ID = "demo-app"
@@ -47,7 +48,7 @@ def install_demo_app(db: Session, *, issuer: str) -> None:
 
 
 def _settings(request: Request) -> Settings:
-    return request.app.state.settings
+    return app_settings(request)
 
 
 def _installed(db: Db) -> bool:
@@ -55,14 +56,16 @@ def _installed(db: Db) -> bool:
     return client is not None and client.disabled_at is None
 
 
-def _load(request: Request) -> dict:
+def _load(request: Request) -> dict[str, str]:
+    """What the demo keeps in its cookie: the request's state, nonce and verifier, then the ID token."""
     try:
-        return json.loads(request.cookies.get(COOKIE, "") or "{}")
+        saved = json.loads(request.cookies.get(COOKIE, "") or "{}")
     except ValueError:
         return {}
+    return saved if isinstance(saved, dict) else {}  # a cookie changed into other JSON is no cookie
 
 
-def _store(response: Response, request: Request, value: dict) -> None:
+def _store(response: Response, request: Request, value: dict[str, str]) -> None:
     response.set_cookie(COOKIE, json.dumps(value, separators=(",", ":")), path="/demo", httponly=True,
                         samesite="lax", secure=_settings(request).https, max_age=600)
 

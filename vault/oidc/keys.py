@@ -17,7 +17,7 @@ from typing import Any
 
 from joserfc import jwk, jwt
 from joserfc.errors import JoseError
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from vault import crypto
 from vault.db import utcnow
@@ -65,8 +65,8 @@ class KeyStore:
 
     def _active_row(self, db: Session, alg: str) -> SigningKey:
         row = db.exec(
-            select(SigningKey).where(SigningKey.alg == alg, SigningKey.retired_at.is_(None))  # type: ignore[union-attr]
-            .order_by(SigningKey.created_at.desc())  # type: ignore[attr-defined]
+            select(SigningKey).where(SigningKey.alg == alg, col(SigningKey.retired_at).is_(None))
+            .order_by(col(SigningKey.created_at).desc())
         ).first()
         if row is not None:
             return row
@@ -91,13 +91,13 @@ class KeyStore:
         for alg in ALGORITHMS:
             self._active_row(db, alg)
         horizon = utcnow() - RETIRED_KEY_PUBLISHED
-        rows = db.exec(select(SigningKey).order_by(SigningKey.created_at)).all()  # type: ignore[arg-type]
+        rows = db.exec(select(SigningKey).order_by(col(SigningKey.created_at))).all()
         return [r for r in rows if r.retired_at is None or r.retired_at > horizon]
 
-    def jwks(self, db: Session) -> dict[str, list[dict]]:
+    def jwks(self, db: Session) -> dict[str, list[dict[str, Any]]]:
         return {"keys": [row.public_jwk for row in self.published(db)]}
 
-    def verify(self, db: Session, token: str) -> tuple[dict, dict]:
+    def verify(self, db: Session, token: str) -> tuple[dict[str, Any], dict[str, Any]]:
         """Check a JWT's signature against our published keys; return (header, claims).
 
         Expiry is *not* checked here: an ``id_token_hint`` may be expired (OIDC RP-Initiated
@@ -113,7 +113,7 @@ class KeyStore:
     def rotate(self, db: Session) -> list[str]:
         """New keys for every algorithm; the old ones retire (still published for a while)."""
         now = utcnow()
-        for row in db.exec(select(SigningKey).where(SigningKey.retired_at.is_(None))).all():  # type: ignore[union-attr]
+        for row in db.exec(select(SigningKey).where(col(SigningKey.retired_at).is_(None))).all():
             row.retired_at = now
         kids = [self._create(db, alg).kid for alg in ALGORITHMS]
         logger.info("signing keys rotated", extra={"kids": kids})

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import JSON, Column, ForeignKey, LargeBinary
 from sqlmodel import Field, SQLModel
@@ -13,7 +14,7 @@ from vault.auth.models import citizen_fk
 from vault.db import utcnow
 
 
-def _client_fk() -> Column:
+def _client_fk() -> Column[str]:
     return Column(ForeignKey("oauth_client.client_id", ondelete="CASCADE"), nullable=False, index=True)
 
 
@@ -35,7 +36,7 @@ class OAuthClient(SQLModel, table=True):
     userinfo_signed: bool = False  # userinfo as a signed JWT (application/jwt)
     require_nonce: bool = True
     allow_refresh: bool = False
-    jwks: dict | None = Field(default=None, sa_column=Column(JSON, nullable=True))  # for private_key_jwt
+    jwks: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))  # for private_key_jwt
     created_at: datetime = Field(default_factory=utcnow)
     disabled_at: datetime | None = None
 
@@ -109,7 +110,7 @@ class PendingAuthorization(SQLModel, table=True):
 
     id: str = Field(primary_key=True, max_length=64)
     client_id: str = Field(sa_column=_client_fk())
-    params: dict = Field(sa_column=Column(JSON, nullable=False))
+    params: dict[str, str] = Field(sa_column=Column(JSON, nullable=False))
     created_at: datetime = Field(default_factory=utcnow)
     expires_at: datetime
 
@@ -122,7 +123,7 @@ class SigningKey(SQLModel, table=True):
     kid: str = Field(primary_key=True, max_length=64)
     alg: str = Field(max_length=10)
     private_key: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
-    public_jwk: dict = Field(sa_column=Column(JSON, nullable=False))
+    public_jwk: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     created_at: datetime = Field(default_factory=utcnow)
     retired_at: datetime | None = None
 

@@ -15,11 +15,13 @@ import logging
 import secrets
 import time
 import uuid
+from collections.abc import Collection
 from datetime import timedelta
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, cast
 
 from authlib.oauth2.rfc6749 import (
     AuthorizationServer,
+    BaseGrant,
     ClientMixin,
     OAuth2Request,
     TokenMixin,
@@ -38,16 +40,20 @@ from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 from authlib.oidc.core.grants import OpenIDCode
 from authlib.oidc.core.util import create_half_hash
 from joserfc import jwk
-from sqlalchemy import update
-from sqlmodel import Session, select
+from sqlalchemy import ColumnElement, update
+from sqlmodel import Session, col, select
 
 from vault.auth.models import Citizen
 from vault.crypto.tokens import token_hash
 from vault.db import utcnow
+from vault.oidc.adapter import OAuthHeaders, OAuthResponse, VaultOAuth2Request
 from vault.oidc.claims import SCOPES_SUPPORTED
 from vault.oidc.keys import KeyStore
 from vault.oidc.models import AuthorizationCode, OAuthClient, OAuthToken
 from vault.settings import Settings
+
+if TYPE_CHECKING:
+    from joserfc.jwk import KeySetSerialization
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +65,18 @@ ACR_REACHED = "eidas1"  # self-declared identity, password (+ TOTP): eIDAS "low"
 
 def scope_list(scope: str | None) -> list[str]:
     return [s for s in (scope or "").split() if s]
+
+
+def _ours(request: OAuth2Request) -> VaultOAuth2Request:
+    """authlib hands its hooks the request it was given: always one of ours (vault.oidc.adapter)."""
+    assert isinstance(request, VaultOAuth2Request)
+    return request
+
+
+def _client(request: OAuth2Request) -> RegisteredClient:
+    """The request's authenticated app (authlib sets it from our query_client before the hooks run)."""
+    assert isinstance(request.client, RegisteredClient)
+    return request.client
 
 
 class _Unsupported(OAuth2Error):
@@ -81,13 +99,15 @@ class RegisteredClient(ClientMixin):
     def get_client_id(self) -> str:
         return self.row.client_id
 
-    def get_default_redirect_uri(self) -> None:
+    def get_default_redirect_uri(self) -> None:  # type: ignore[override]  # authlib takes None: no default
         return None  # GAP: OIDC requires redirect_uri in every request; never fall back
 
-    def get_allowed_scope(self, scope: str) -> str:
-        # GAP: unknown or unallowed scopes are ignored, not refused (OIDC Core §3.1.2.1).
+    def get_allowed_scope(self, scope: Collection[str] | str | None) -> str:
+        # GAP: unknown or unallowed scopes are ignored, not refused (OIDC Core §3.1.2.1). authlib
+        # passes the request's scope string (None when it was left out).
         allowed = set(self.row.scope.split())
-        return " ".join(s for s in dict.fromkeys(scope_list(scope)) if s in allowed)
+        requested = scope_list(scope) if scope is None or isinstance(scope, str) else list(scope)
+        return " ".join(s for s in dict.fromkeys(requested) if s in allowed)
 
     def check_redirect_uri(self, redirect_uri: str) -> bool:
         return redirect_uri in self.row.redirect_uris  # exact match, no prefix, no pattern
@@ -119,7 +139,7 @@ class IssuedToken(TokenMixin):
         self.row = row
         self.client = client
 
-    def check_client(self, client: RegisteredClient) -> bool:
+    def check_client(self, client: ClientMixin) -> bool:
         return client.get_client_id() == self.row.client_id
 
     def get_scope(self) -> str:
@@ -175,13 +195,14 @@ class StoredCode:
 
 
 class CodeGrant(grants.AuthorizationCodeGrant):
-    TOKEN_ENDPOINT_AUTH_METHODS: ClassVar[list[str]] = list(AUTH_METHODS)
+    TOKEN_ENDPOINT_AUTH_METHODS = AUTH_METHODS
     AUTHORIZATION_CODE_LENGTH = 43
+    server: Provider
 
     @staticmethod
-    def validate_authorization_redirect_uri(request: OAuth2Request, client: RegisteredClient) -> str:
+    def validate_authorization_redirect_uri(request: OAuth2Request, client: ClientMixin) -> str:
         # GAP: mandatory and exact; an error here is never redirected (RFC 6749 §4.1.2.1).
-        redirect_uri = request.payload.redirect_uri
+        redirect_uri = _ours(request).payload.redirect_uri
         if not redirect_uri:
             raise InvalidRequestError("Missing 'redirect_uri' in request.")
         if not client.check_redirect_uri(redirect_uri):
@@ -190,14 +211,15 @@ class CodeGrant(grants.AuthorizationCodeGrant):
 
     def validate_authorization_request(self) -> str:
         redirect_uri = super().validate_authorization_request()
-        data = self.request.payload.data
+        request = _ours(self.request)
+        data = request.payload.data
         if not data.get("state"):
             raise InvalidRequestError("Missing 'state' in request.", redirect_uri=redirect_uri)
-        if "openid" not in scope_list(self.request.scope):
+        if "openid" not in scope_list(request.scope):
             raise InvalidScopeError("The 'openid' scope is required.", redirect_uri=redirect_uri,
                                     state=data.get("state"))
         for name in ("nonce", "prompt", "max_age", "login_hint", "acr_values", "id_token_hint"):
-            if len(self.request.payload.datalist.get(name, [])) > 1:
+            if len(request.payload.datalist.get(name, [])) > 1:
                 raise InvalidRequestError(f"Multiple '{name}' in request.", redirect_uri=redirect_uri)
         # OIDC Core §6.1/6.2: request objects are not supported (discovery says so): refused, never
         # silently ignored (their parameters would differ from the ones acted upon).
@@ -211,12 +233,14 @@ class CodeGrant(grants.AuthorizationCodeGrant):
         return redirect_uri
 
     def save_authorization_code(self, code: str, request: OAuth2Request) -> None:
-        login = request.login  # type: ignore[attr-defined]  (set by the authorization route)
+        request = _ours(request)
+        login, citizen = request.login, request.user
+        assert login is not None and citizen is not None  # set by the authorization route, then authlib
         data = request.payload.data
         self.server.db.add(AuthorizationCode(
             id=token_hash(code),
-            client_id=request.client.get_client_id(),
-            citizen_id=request.user.id,
+            client_id=_client(request).get_client_id(),
+            citizen_id=citizen.id,
             redirect_uri=request.payload.redirect_uri,
             scope=request.scope,
             nonce=data.get("nonce"),
@@ -229,7 +253,7 @@ class CodeGrant(grants.AuthorizationCodeGrant):
             expires_at=utcnow() + CODE_LIFETIME,
         ))
 
-    def query_authorization_code(self, code: str, client: RegisteredClient) -> StoredCode | None:
+    def query_authorization_code(self, code: str, client: ClientMixin) -> StoredCode | None:
         """GAP: consume the code atomically here (not after the token is saved); a replay fails
         with invalid_grant and revokes every token issued from it (RFC 6749 §4.1.2)."""
         db: Session = self.server.db
@@ -239,12 +263,12 @@ class CodeGrant(grants.AuthorizationCodeGrant):
         now = utcnow()
         consumed = db.exec(
             update(AuthorizationCode)
-            .where(AuthorizationCode.id == row.id, AuthorizationCode.used_at.is_(None))  # type: ignore[union-attr]
+            .where(col(AuthorizationCode.id) == row.id, col(AuthorizationCode.used_at).is_(None))
             .values(used_at=now)
         ).rowcount
         if consumed != 1:
             # Every token of the grant, refreshed ones included (they carry the grant, not the code).
-            revoked = self.server.revoke_where(OAuthToken.grant_id.in_(  # type: ignore[attr-defined]
+            revoked = self.server.revoke_where(col(OAuthToken.grant_id).in_(
                 select(OAuthToken.grant_id).where(OAuthToken.code_id == row.id)))
             logger.warning("authorization code replayed", extra={"client_id": row.client_id, "revoked": revoked})
             return None
@@ -263,13 +287,13 @@ class S256CodeChallenge(CodeChallenge):
     """GAP: only S256 (no ``plain``), and required for public clients at the authorization step."""
 
     DEFAULT_CODE_CHALLENGE_METHOD = "S256"
-    SUPPORTED_CODE_CHALLENGE_METHOD: ClassVar[list[str]] = ["S256"]
+    SUPPORTED_CODE_CHALLENGE_METHOD = ["S256"]  # noqa: RUF012  (authlib's attribute, a list it reads only)
 
-    def validate_code_challenge(self, grant: CodeGrant, redirect_uri: str) -> None:
-        data = grant.request.payload.data
+    def validate_code_challenge(self, grant: BaseGrant, redirect_uri: str) -> None:
+        data = _ours(grant.request).payload.data
         if data.get("code_challenge") and data.get("code_challenge_method") != "S256":
             raise InvalidRequestError("Only 'code_challenge_method=S256' is supported.", redirect_uri=redirect_uri)
-        if grant.request.client.is_public and not data.get("code_challenge"):
+        if _client(grant.request).is_public and not data.get("code_challenge"):
             raise InvalidRequestError("PKCE (S256) is required for public clients.", redirect_uri=redirect_uri)
         super().validate_code_challenge(grant, redirect_uri)
 
@@ -277,23 +301,24 @@ class S256CodeChallenge(CodeChallenge):
 class VaultOpenIDCode(OpenIDCode):
     """ID tokens with pairwise ``sub``, ``acr``, ``amr``, ``sid``; nonce required per client."""
 
-    def __call__(self, grant: CodeGrant) -> None:
+    def __call__(self, grant: BaseGrant) -> None:
         # Prompt handling is the authorization route's (authlib only knows login_required).
-        grant.register_hook("after_create_token_response", self.process_token)
+        # The stub wants hooks returning None; process_token returns the token, as authlib's own does.
+        grant.register_hook("after_create_token_response", self.process_token)  # type: ignore[arg-type]  # result unused
         grant.register_hook("after_validate_authorization_request_payload", self.validate_openid_authorization_request)
 
     def exists_nonce(self, nonce: str, request: OAuth2Request) -> bool:
         return False  # replay of a nonce is the client's check (OIDC Core §3.1.3.7)
 
-    def validate_openid_authorization_request(self, grant: CodeGrant, redirect_uri: str) -> None:
-        nonce = grant.request.payload.data.get("nonce")
-        if not nonce and grant.request.client.row.require_nonce:
+    def validate_openid_authorization_request(self, grant: BaseGrant, redirect_uri: str) -> None:
+        nonce = _ours(grant.request).payload.data.get("nonce")
+        if not nonce and _client(grant.request).row.require_nonce:
             raise InvalidRequestError("Missing 'nonce' in request.", redirect_uri=redirect_uri)
         if nonce and len(nonce) > 512:
             raise InvalidRequestError("The 'nonce' is too long.", redirect_uri=redirect_uri)
 
-    def process_token(self, grant: CodeGrant, response: tuple) -> dict:
-        _, token, _ = response
+    def process_token(self, grant: BaseGrant, response: OAuthResponse) -> dict[str, Any]:
+        token: dict[str, Any] = response[1]  # the token endpoint's JSON answer
         if "openid" in scope_list(token.get("scope")):
             token["id_token"] = grant.server.id_token(grant.request, token)
         return token
@@ -302,21 +327,22 @@ class VaultOpenIDCode(OpenIDCode):
 class RefreshGrant(grants.RefreshTokenGrant):
     """GAP: rotation on every use; a spent refresh token used again revokes the whole grant."""
 
-    TOKEN_ENDPOINT_AUTH_METHODS: ClassVar[list[str]] = list(AUTH_METHODS)
+    TOKEN_ENDPOINT_AUTH_METHODS = AUTH_METHODS
     INCLUDE_NEW_REFRESH_TOKEN = True
+    server: Provider
 
-    def authenticate_refresh_token(self, refresh_token: str) -> IssuedToken | None:
+    def authenticate_refresh_token(self, refresh_token: str) -> IssuedToken | None:  # type: ignore[override]  # None: refused
         db: Session = self.server.db
         row = db.exec(select(OAuthToken).where(OAuthToken.refresh_token_hash == token_hash(refresh_token))).first()
         if row is None or row.revoked_at is not None:
             return None
         rotated = db.exec(
             update(OAuthToken)
-            .where(OAuthToken.id == row.id, OAuthToken.refresh_rotated_at.is_(None))  # type: ignore[union-attr]
+            .where(col(OAuthToken.id) == row.id, col(OAuthToken.refresh_rotated_at).is_(None))
             .values(refresh_rotated_at=utcnow())
         ).rowcount
         if rotated != 1:
-            revoked = self.server.revoke_where(OAuthToken.grant_id == row.grant_id)
+            revoked = self.server.revoke_where(col(OAuthToken.grant_id) == row.grant_id)
             logger.warning("refresh token reused: grant revoked", extra={"client_id": row.client_id, "revoked": revoked})
             return None
         if row.refresh_expires_at is None or row.refresh_expires_at <= utcnow():
@@ -326,14 +352,14 @@ class RefreshGrant(grants.RefreshTokenGrant):
     def authenticate_user(self, refresh_token: IssuedToken) -> Citizen | None:
         return self.server.db.get(Citizen, refresh_token.row.citizen_id)
 
-    def revoke_old_credential(self, refresh_token: IssuedToken) -> None:
+    def revoke_old_credential(self, refresh_token: TokenMixin) -> None:
         pass  # marked rotated atomically in authenticate_refresh_token
 
 
 class PrivateKeyJWT(JWTBearerClientAssertion):
     """``private_key_jwt`` client authentication (OIDC Core §9, RFC 7523)."""
 
-    CLIENT_AUTH_METHOD = "private_key_jwt"
+    CLIENT_AUTH_METHOD = "private_key_jwt"  # type: ignore[misc]  # Final in the stub; authlib reads ours
 
     def __init__(self, server: Provider) -> None:
         super().__init__(validate_jti=False)  # assertions are short-lived; see docs/decisions
@@ -345,28 +371,31 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
         issuer = self.server.settings.issuer
         return [f"{issuer}/token", issuer]
 
-    def verify_claims(self, claims: Any) -> None:
+    def verify_claims(self, claims: dict[str, Any]) -> None:
         super().verify_claims(claims)
         if not isinstance(claims.get("exp"), int | float) or claims["exp"] - time.time() > self.MAX_LIFETIME:
             raise InvalidClientError(description=f"The client assertion must expire within {self.MAX_LIFETIME} seconds.")
 
     def resolve_client_public_key(self, client: RegisteredClient) -> jwk.KeySet:
-        return jwk.KeySet.import_key_set(client.row.jwks or {"keys": []})
+        # A JWK Set: vault.oidc.clients imports it as one before storing it.
+        return jwk.KeySet.import_key_set(cast("KeySetSerialization", client.row.jwks or {"keys": []}))
 
 
 class Revocation(RevocationEndpoint):
-    CLIENT_AUTH_METHODS: ClassVar[list[str]] = list(AUTH_METHODS)
+    CLIENT_AUTH_METHODS = AUTH_METHODS
+    server: Provider
 
     def query_token(self, token_string: str, token_type_hint: str | None) -> IssuedToken | None:
         return self.server.find_token(token_string)
 
     def revoke_token(self, token: IssuedToken, request: OAuth2Request) -> None:
         # Revoking either token of a grant ends the grant (RFC 7009 §2.1 allows it; it is the safe way).
-        self.server.revoke_where(OAuthToken.grant_id == token.row.grant_id)
+        self.server.revoke_where(col(OAuthToken.grant_id) == token.row.grant_id)
 
 
 class Introspection(IntrospectionEndpoint):
-    CLIENT_AUTH_METHODS: ClassVar[list[str]] = list(AUTH_METHODS)
+    CLIENT_AUTH_METHODS = AUTH_METHODS
+    server: Provider
 
     def query_token(self, token_string: str, token_type_hint: str | None) -> IssuedToken | None:
         token = self.server.find_token(token_string)
@@ -387,6 +416,7 @@ class Introspection(IntrospectionEndpoint):
     def introspect_token(self, token: IssuedToken) -> dict[str, Any]:
         row = token.row
         client = self.server.db.get(OAuthClient, row.client_id)
+        assert client is not None  # the token's app (the foreign key cascades)
         refresh = isinstance(token, RefreshTokenView)
         expires = row.refresh_expires_at if refresh and row.refresh_expires_at else row.access_expires_at
         payload = {
@@ -416,7 +446,8 @@ class Provider(AuthorizationServer):
         self.db = db
         self.settings = settings
         self.keystore = keystore
-        self.register_token_generator("default", self._generate_token)
+        # authlib calls any function here; its stub names only its own BearerTokenGenerator class.
+        self.register_token_generator("default", self._generate_token)  # type: ignore[arg-type]  # a plain function
         self.register_client_auth_method(PrivateKeyJWT.CLIENT_AUTH_METHOD, PrivateKeyJWT(self))
         self.register_grant(CodeGrant, [VaultOpenIDCode(), S256CodeChallenge(required=True)])
         self.register_grant(RefreshGrant)
@@ -424,7 +455,7 @@ class Provider(AuthorizationServer):
         self.register_endpoint(Introspection(self))
 
     # -- authlib hooks
-    def query_client(self, client_id: str) -> RegisteredClient | None:
+    def query_client(self, client_id: str) -> RegisteredClient | None:  # type: ignore[override]  # None: unknown
         row = self.db.get(OAuthClient, client_id) if client_id and len(client_id) <= 64 else None
         if row is None or row.disabled_at is not None:
             return None
@@ -440,7 +471,7 @@ class Provider(AuthorizationServer):
         if name == "after_revoke_token":
             logger.info("token revoked", extra={"client_id": kwargs["client"].get_client_id()})
 
-    def handle_response(self, status: int, body: Any, headers: list) -> tuple:
+    def handle_response(self, status: int, body: Any, headers: OAuthHeaders) -> OAuthResponse:
         return status, body, headers  # the adapter turns it into an HTTP response
 
     def _generate_token(self, *, grant_type: str, client: RegisteredClient, user: Citizen | None = None,
@@ -454,22 +485,25 @@ class Provider(AuthorizationServer):
 
     def save_token(self, token: dict[str, Any], request: OAuth2Request) -> None:
         now = utcnow()
+        request = _ours(request)
         origin = request.authorization_code or request.refresh_token
+        assert isinstance(origin, StoredCode | IssuedToken)  # what the grant was given, found by our hooks
+        assert request.user is not None  # the grant's citizen, found by our authenticate_user
         source = origin.row
         refresh_expires = None
         if token.get("refresh_token"):
             if isinstance(origin, IssuedToken):  # rotation: same grant, same absolute end
-                refresh_expires = source.refresh_expires_at
+                refresh_expires = origin.row.refresh_expires_at
             else:
                 refresh_expires = now + timedelta(days=self.settings.refresh_token_days)
         self.db.add(OAuthToken(
-            grant_id=source.grant_id if isinstance(origin, IssuedToken) else uuid.uuid4(),
-            client_id=request.client.get_client_id(),
+            grant_id=origin.row.grant_id if isinstance(origin, IssuedToken) else uuid.uuid4(),
+            client_id=_client(request).get_client_id(),
             citizen_id=request.user.id,
             access_token_hash=token_hash(token["access_token"]),
             refresh_token_hash=token_hash(token["refresh_token"]) if token.get("refresh_token") else None,
             scope=token["scope"],
-            code_id=source.id if isinstance(origin, StoredCode) else None,
+            code_id=origin.row.id if isinstance(origin, StoredCode) else None,
             sid=source.sid, auth_time=source.auth_time, acr=source.acr, amr=source.amr,
             issued_at=now,
             access_expires_at=now + timedelta(seconds=token["expires_in"]),
@@ -480,12 +514,12 @@ class Provider(AuthorizationServer):
     def find_token(self, value: str) -> IssuedToken | None:
         digest = token_hash(value or "")
         row = self.db.exec(select(OAuthToken).where(
-            (OAuthToken.access_token_hash == digest) | (OAuthToken.refresh_token_hash == digest))).first()
+            (col(OAuthToken.access_token_hash) == digest) | (col(OAuthToken.refresh_token_hash) == digest))).first()
         return IssuedToken(row) if row else None
 
-    def revoke_where(self, condition: Any) -> int:
+    def revoke_where(self, condition: ColumnElement[bool]) -> int:
         return self.db.exec(
-            update(OAuthToken).where(condition, OAuthToken.revoked_at.is_(None))  # type: ignore[union-attr]
+            update(OAuthToken).where(condition, col(OAuthToken.revoked_at).is_(None))
             .values(revoked_at=utcnow())
         ).rowcount
 
@@ -494,8 +528,9 @@ class Provider(AuthorizationServer):
 
     def id_token(self, request: OAuth2Request, token: dict[str, Any]) -> str:
         """OIDC Core §2 ID token: iss, sub (pairwise), aud, exp, iat, auth_time, nonce, acr, amr, sid, at_hash."""
-        code: StoredCode = request.authorization_code
-        client: OAuthClient = request.client.row
+        code = request.authorization_code
+        assert isinstance(code, StoredCode)  # ID tokens come with the code grant only
+        client = _client(request).row
         now = int(time.time())
         claims: dict[str, Any] = {
             "iss": self.settings.issuer,

@@ -20,6 +20,7 @@ from vault.oidc.service import BadRequest, NeedConsent, NeedLogin, OpenIDService
 from vault.translation import N_
 from vault.web.dependencies import Db, FormFields, redirect
 from vault.web.pages import PageError, clear_cookie, get_cookie, render, rotate_csrf
+from vault.web.state import app_services, app_settings
 
 router = APIRouter(tags=["openid-connect"])
 
@@ -32,14 +33,14 @@ INVALID_APP_REQUEST = N_(
 
 
 def oidc(request: Request) -> OpenIDService:
-    return request.app.state.services.oidc
+    return app_services(request).oidc
 
 
 OIDC = Annotated[OpenIDService, Depends(oidc)]
 
 
 def _issuer(request: Request) -> str:
-    return request.app.state.settings.issuer
+    return app_settings(request).issuer
 
 
 # ---- discovery and keys -------------------------------------------------------------------------------
@@ -186,7 +187,7 @@ def logout(request: Request, form: OAuthForm, db: Db, service: OIDC, current: Op
     else:
         response = redirect("/?notice=logged_out")
     if result.ended or current is None:
-        clear_cookie(response, request.app.state.settings, SESSION_COOKIE)
+        clear_cookie(response, app_settings(request), SESSION_COOKIE)
         rotate_csrf(request, response)
     return response
 

@@ -12,7 +12,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlencode
 
 from authlib.oauth2.rfc6749.errors import (
@@ -22,18 +22,18 @@ from authlib.oauth2.rfc6749.errors import (
 )
 from authlib.oidc.core.errors import ConsentRequiredError, LoginRequiredError
 from sqlalchemy import delete, or_, update
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from vault.auth.models import Citizen
 from vault.auth.service import AccountService, CurrentLogin
 from vault.crypto.tokens import token_hash
 from vault.db import utcnow
-from vault.oidc.adapter import VaultOAuth2Request
+from vault.oidc.adapter import OAuthResponse, VaultOAuth2Request
 from vault.oidc.claims import SCOPES_SUPPORTED, describe_scope, user_claims
 from vault.oidc.exceptions import BearerError, LogoutError, PendingExpired, UntrustedHint
 from vault.oidc.keys import InvalidSignature, KeyStore
 from vault.oidc.models import AuthorizationCode, Consent, OAuthClient, OAuthToken, PendingAuthorization
-from vault.oidc.provider import ACR_REACHED, AUTH_METHODS, Provider, scope_list
+from vault.oidc.provider import ACR_REACHED, AUTH_METHODS, Provider, RegisteredClient, scope_list
 from vault.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ PENDING_LIFETIME = timedelta(minutes=10)
 class ToClient:
     """Answer the app: authlib's (status, body, headers), a redirect with a code or an error."""
 
-    result: tuple
+    result: OAuthResponse
 
 
 @dataclass(frozen=True)
@@ -110,7 +110,7 @@ class OpenIDService:
             if error.redirect_uri:
                 error.state = request.payload.state
                 return ToClient(error())
-            return BadRequest(error.description or error.error)
+            return BadRequest(error.description or error.error or "invalid_request")
         pending_id = secrets.token_urlsafe(24)
         db.add(PendingAuthorization(id=token_hash(pending_id), client_id=request.payload.client_id,
                                     params=dict(request.payload.data), expires_at=utcnow() + PENDING_LIFETIME))
@@ -131,8 +131,8 @@ class OpenIDService:
         client = db.get(OAuthClient, row.client_id) if row else None
         return client.name if client else None
 
-    def _decide(self, *, db: Session, provider: Provider, pending_id: str, params: dict[str, str], started: Any,
-                current: CurrentLogin | None, decision: str | None) -> Outcome:
+    def _decide(self, *, db: Session, provider: Provider, pending_id: str, params: dict[str, str],
+                started: datetime, current: CurrentLogin | None, decision: str | None) -> Outcome:
         request = VaultOAuth2Request(method="POST", uri=f"{self.settings.issuer}/authorize", headers={}, query=[],
                                      form=list(params.items()))
         citizen = current.citizen if current else None
@@ -140,9 +140,11 @@ class OpenIDService:
             grant = provider.get_consent_grant(request, end_user=citizen)
         except OAuth2Error as error:  # the app was disabled meanwhile, for example
             self._forget(db, pending_id)
-            return ToClient(error()) if error.redirect_uri else BadRequest(error.description or error.error)
-        client: OAuthClient = request.client.row
-        redirect = {"redirect_uri": params["redirect_uri"], "state": params.get("state")}
+            return (ToClient(error()) if error.redirect_uri
+                    else BadRequest(error.description or error.error or "invalid_request"))
+        assert isinstance(request.client, RegisteredClient)  # the grant's app, found by Provider.query_client
+        client = request.client.row
+        redirect_uri, state = params["redirect_uri"], params.get("state")
         prompts = set(params.get("prompt", "").split())
 
         def to_client_error(error: OAuth2Error) -> ToClient:
@@ -150,29 +152,32 @@ class OpenIDService:
             return ToClient(error())
 
         if "none" in prompts and len(prompts) > 1:
-            return to_client_error(InvalidRequestError("'prompt=none' cannot be combined.", **redirect))
+            return to_client_error(InvalidRequestError("'prompt=none' cannot be combined.", redirect_uri=redirect_uri,
+                                                        state=state))
         try:
             must_login = current is None or self._must_reauthenticate(db, params, client, current, started, prompts)
         except _HintNotSatisfied:
             # A login made during this very request still does not match the app's id_token_hint
             # (someone else logged in, or the hint is unreadable): the app is told, no login loop.
-            return to_client_error(LoginRequiredError(**redirect))
+            return to_client_error(LoginRequiredError(redirect_uri=redirect_uri, state=state))
         if must_login:
             if "none" in prompts:
-                return to_client_error(LoginRequiredError(**redirect))
+                return to_client_error(LoginRequiredError(redirect_uri=redirect_uri, state=state))
             lang = next((tag[:2] for tag in params.get("ui_locales", "").split() if tag[:2] in ("fr", "en")), None)
             return NeedLogin(pending_id=pending_id, login_hint=params.get("login_hint"), lang=lang,
                              client_name=client.name)
+        assert current is not None  # must_login otherwise
+        citizen = current.citizen
 
         scope = request.scope
         consent = db.get(Consent, (citizen.id, client.client_id))
         covered = consent is not None and set(scope_list(scope)) <= set(scope_list(consent.scope))
         if decision == "deny":
             logger.info("consent refused", extra={"client_id": client.client_id, "citizen_id": str(citizen.id)})
-            return to_client_error(AccessDeniedError(**redirect))
+            return to_client_error(AccessDeniedError(redirect_uri=redirect_uri, state=state))
         if decision != "allow" and (not covered or "consent" in prompts):
             if "none" in prompts:
-                return to_client_error(ConsentRequiredError(**redirect))
+                return to_client_error(ConsentRequiredError(redirect_uri=redirect_uri, state=state))
             return NeedConsent(pending_id=pending_id, client_name=client.name, lines=describe_scope(scope))
         if decision == "allow":
             granted = set(scope_list(scope)) | (set(scope_list(consent.scope)) if consent else set())
@@ -186,10 +191,10 @@ class OpenIDService:
         self._forget(db, pending_id)
         result = provider.create_authorization_response(request, grant_user=citizen, grant=grant)
         logger.info("authorization code issued", extra={"client_id": client.client_id})
-        return ToClient(result)
+        return ToClient(cast("OAuthResponse", result))  # what Provider.handle_response returned
 
     def _must_reauthenticate(self, db: Session, params: dict[str, str], client: OAuthClient,
-                             current: CurrentLogin, started: Any, prompts: set[str]) -> bool:
+                             current: CurrentLogin, started: datetime, prompts: set[str]) -> bool:
         auth_time = current.login_session.auth_time
         if "login" in prompts and auth_time < started:
             return True  # prompt=login: a login that happened after this request started
@@ -209,7 +214,7 @@ class OpenIDService:
         return False
 
     def _forget(self, db: Session, pending_id: str) -> None:
-        db.exec(delete(PendingAuthorization).where(PendingAuthorization.id == token_hash(pending_id)))  # type: ignore[arg-type]
+        db.exec(delete(PendingAuthorization).where(col(PendingAuthorization.id) == token_hash(pending_id)))
 
     # ---- userinfo (OIDC Core §5.3) ----------------------------------------------------------------------
 
@@ -287,18 +292,18 @@ class OpenIDService:
 
     # ---- the citizen's apps ------------------------------------------------------------------------------
 
-    def apps_of(self, *, db: Session, citizen_id: Any) -> list[tuple[OAuthClient, Consent, list[str]]]:
-        rows = db.exec(select(Consent, OAuthClient).join(OAuthClient, OAuthClient.client_id == Consent.client_id)
+    def apps_of(self, *, db: Session, citizen_id: uuid.UUID) -> list[tuple[OAuthClient, Consent, list[str]]]:
+        rows = db.exec(select(Consent, OAuthClient).join(OAuthClient, col(OAuthClient.client_id) == Consent.client_id)
                        .where(Consent.citizen_id == citizen_id)
-                       .order_by(Consent.granted_at.desc())).all()  # type: ignore[attr-defined]
+                       .order_by(col(Consent.granted_at).desc())).all()
         return [(client, consent, describe_scope(consent.scope)) for consent, client in rows]
 
-    def revoke_app(self, *, db: Session, citizen_id: Any, client_id: str) -> bool:
+    def revoke_app(self, *, db: Session, citizen_id: uuid.UUID, client_id: str) -> bool:
         """Withdraw consent: the app's tokens for this citizen die with it."""
-        removed = db.exec(delete(Consent).where(Consent.citizen_id == citizen_id,  # type: ignore[arg-type]
-                                                Consent.client_id == client_id)).rowcount
-        db.exec(update(OAuthToken).where(OAuthToken.citizen_id == citizen_id, OAuthToken.client_id == client_id,
-                                         OAuthToken.revoked_at.is_(None))  # type: ignore[union-attr]
+        removed = db.exec(delete(Consent).where(col(Consent.citizen_id) == citizen_id,
+                                                col(Consent.client_id) == client_id)).rowcount
+        db.exec(update(OAuthToken).where(col(OAuthToken.citizen_id) == citizen_id, col(OAuthToken.client_id) == client_id,
+                                         col(OAuthToken.revoked_at).is_(None))
                 .values(revoked_at=utcnow()))
         if removed:
             logger.info("app access withdrawn", extra={"client_id": client_id, "citizen_id": str(citizen_id)})
@@ -308,23 +313,23 @@ class OpenIDService:
 
     def revoke_all(self, *, db: Session, citizen_id: uuid.UUID) -> int:
         """Erasure's first stage: every live token of the citizen revoked; how many."""
-        return db.exec(update(OAuthToken).where(OAuthToken.citizen_id == citizen_id,
-                                                OAuthToken.revoked_at.is_(None))  # type: ignore[union-attr]
+        return db.exec(update(OAuthToken).where(col(OAuthToken.citizen_id) == citizen_id,
+                                                col(OAuthToken.revoked_at).is_(None))
                        .values(revoked_at=utcnow())).rowcount
 
     def recipients(self, *, db: Session, citizen_id: uuid.UUID) -> list[dict[str, str]]:
         """The apps that received the citizen's data (a consent or a token), for GDPR Art. 19."""
         rows = db.exec(select(OAuthClient).where(or_(
-            OAuthClient.client_id.in_(select(Consent.client_id).where(Consent.citizen_id == citizen_id)),  # type: ignore[attr-defined]
-            OAuthClient.client_id.in_(select(OAuthToken.client_id).where(OAuthToken.citizen_id == citizen_id)),  # type: ignore[attr-defined]
+            col(OAuthClient.client_id).in_(select(Consent.client_id).where(Consent.citizen_id == citizen_id)),
+            col(OAuthClient.client_id).in_(select(OAuthToken.client_id).where(OAuthToken.citizen_id == citizen_id)),
         )))
         return sorted(({"client_id": c.client_id, "name": c.name} for c in rows), key=lambda r: r["client_id"])
 
     def forget(self, *, db: Session, citizen_id: uuid.UUID) -> int:
         """Erasure: the citizen's tokens, codes and consents deleted; returns the consents' count."""
-        consents = db.exec(delete(Consent).where(Consent.citizen_id == citizen_id)).rowcount  # type: ignore[arg-type]
+        consents = db.exec(delete(Consent).where(col(Consent.citizen_id) == citizen_id)).rowcount
         for table in (OAuthToken, AuthorizationCode):
-            db.exec(delete(table).where(table.citizen_id == citizen_id))  # type: ignore[arg-type]
+            db.exec(delete(table).where(col(table.citizen_id) == citizen_id))
         return consents
 
     def purge_expired(self, *, db: Session, now: datetime) -> dict[str, int]:
@@ -333,11 +338,11 @@ class OpenIDService:
         day_ago = now - timedelta(days=1)
         return {
             "pending_authorizations": db.exec(delete(PendingAuthorization)
-                                              .where(PendingAuthorization.expires_at < now)).rowcount,  # type: ignore[arg-type]
-            "codes": db.exec(delete(AuthorizationCode).where(AuthorizationCode.expires_at < day_ago)).rowcount,  # type: ignore[arg-type]
+                                              .where(col(PendingAuthorization.expires_at) < now)).rowcount,
+            "codes": db.exec(delete(AuthorizationCode).where(col(AuthorizationCode.expires_at) < day_ago)).rowcount,
             "tokens": db.exec(delete(OAuthToken).where(
-                OAuthToken.access_expires_at < day_ago,
-                or_(OAuthToken.refresh_expires_at.is_(None), OAuthToken.refresh_expires_at < now))).rowcount,  # type: ignore[union-attr,arg-type]
+                col(OAuthToken.access_expires_at) < day_ago,
+                or_(col(OAuthToken.refresh_expires_at).is_(None), col(OAuthToken.refresh_expires_at) < now))).rowcount,
         }
 
     # ---- discovery (OIDC Discovery 1.0 §3) ---------------------------------------------------------------

@@ -54,6 +54,7 @@ class Scanner(Protocol):
 class ClamdScanner:
     def __init__(self, address: str, *, timeout: float = 30.0) -> None:
         parts = urlsplit(address)
+        self._target: tuple[str, int] | str  # a TCP (host, port) or a Unix socket's path
         if parts.scheme == "tcp" and parts.hostname and parts.port:
             self._family, self._target = socket.AF_INET, (parts.hostname, parts.port)
         elif parts.scheme == "unix" and parts.path:

@@ -14,10 +14,13 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol, Self
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, Self
 
 from vault.settings import Settings
 from vault.storage.exceptions import StorageUnavailable
+
+if TYPE_CHECKING:
+    from botocore.response import StreamingBody
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +52,14 @@ class BlobUpload(Protocol):
 
     def abort(self) -> None:
         """Forget everything written so far (safe to call twice, or after a failure)."""
+
+
+class ReadableBody(Protocol):
+    """What a blob's bytes are read from: an open file, or the HTTP response of a GetObject."""
+
+    def read(self, size: int, /) -> bytes: ...
+
+    def close(self) -> None: ...
 
 
 class BlobReader(Protocol):
@@ -178,7 +189,7 @@ class _Reader:
 
     _errors: tuple[type[BaseException], ...] = (OSError,)
 
-    def __init__(self, body) -> None:  # noqa: ANN001  (a file, or botocore's StreamingBody)
+    def __init__(self, body: ReadableBody) -> None:
         self._body = body
 
     def read(self, size: int) -> bytes:
@@ -205,7 +216,7 @@ class FileReader(_Reader):
 
 
 class FilesystemUpload:
-    def __init__(self, fh, tmp: Path, final: Path) -> None:  # noqa: ANN001
+    def __init__(self, fh: BinaryIO, tmp: Path, final: Path) -> None:
         self._fh, self._tmp, self._final = fh, tmp, final
         self._size = 0
 
@@ -247,7 +258,7 @@ class S3Reader(_Reader):
     ``read(n)`` returns n bytes read into one buffer, no re-chunking on the way. Read to the end,
     the connection goes back to the pool by itself; closed early, it is dropped."""
 
-    def __init__(self, body) -> None:  # noqa: ANN001
+    def __init__(self, body: ReadableBody) -> None:
         from urllib3.exceptions import HTTPError
 
         super().__init__(body)
@@ -289,8 +300,9 @@ class S3BlobStore:
         )
         self._bucket_ready = False
 
-    def _call(self, method: str, **kwargs):  # noqa: ANN003, ANN202
-        """One S3 call with errors translated at the boundary."""
+    def _call(self, method: str, **kwargs: Any) -> Any:
+        """One S3 call with errors translated at the boundary. The answer is the client method's:
+        a response dict for API calls (its shape per method), a URL for ``generate_presigned_url``."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
@@ -333,7 +345,7 @@ class S3BlobStore:
         answer = self._call("get_object", Bucket=self.bucket, Key=key, Range=f"bytes={offset}-{offset + length - 1}")
         return self._read_body(answer["Body"])
 
-    def _read_body(self, body) -> bytes:  # noqa: ANN001
+    def _read_body(self, body: StreamingBody) -> bytes:
         from botocore.exceptions import BotoCoreError
 
         try:
@@ -352,7 +364,8 @@ class S3BlobStore:
 
         url = self._call("generate_presigned_url", ClientMethod="get_object",
                          Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=PRESIGNED_SECONDS)
-        session = self._client._endpoint.http_session
+        # botocore's own HTTP session: private, so absent from its stubs.
+        session = self._client._endpoint.http_session  # type: ignore[attr-defined]  # private to botocore
         failure = "no answer"
         for attempt in range(READ_ATTEMPTS):
             if attempt:
@@ -430,7 +443,7 @@ class S3Upload:
         self._pieces: list[bytes] = []  # buffered, joined once per part (no copy per write)
         self._buffered = 0
         self._upload_id: str | None = None
-        self._parts: list[dict] = []
+        self._parts: list[dict[str, Any]] = []  # {"PartNumber": int, "ETag": str}
         self._size = 0
         self._done = False
 

@@ -22,7 +22,7 @@ DOCUMENT_TYPES = {
 MEDIA_TYPES = ("application/pdf", "image/jpeg", "image/png", "image/webp", "image/heic")
 
 
-def _citizen_fk(*, primary_key: bool = False) -> Column:
+def _citizen_fk(*, primary_key: bool = False) -> Column[uuid.UUID]:
     return Column(ForeignKey("citizen.id", ondelete="CASCADE"), nullable=False, index=not primary_key,
                   primary_key=primary_key)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from email.message import Message
+from email.utils import collapse_rfc2231_value
 
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -70,7 +71,9 @@ class MultipartUpload:
     def _headers_finished(self) -> None:
         disposition = Message()
         disposition["content-disposition"] = self._headers.get("content-disposition", "")
-        self._name = disposition.get_param("name", header="content-disposition")
+        name = disposition.get_param("name", header="content-disposition")
+        # An RFC 2231 name (name*=UTF-8''…) comes as (charset, language, value): decoded to its text.
+        self._name = collapse_rfc2231_value(name) if isinstance(name, tuple) else name
         filename = disposition.get_filename()
         if self._name == self._file_field:
             if self.saw_file:

@@ -19,11 +19,12 @@ import queue
 import tempfile
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from vault.crypto.streaming import StreamEncryptor
 from vault.storage.antivirus import Scanner, ScannerUnavailable, Verdict
-from vault.storage.blobs import PART_SIZE, BlobStore, BlobStoreUnavailable
+from vault.storage.blobs import PART_SIZE, BlobStore, BlobStoreUnavailable, BlobUpload
 from vault.storage.exceptions import (
     DocumentInfected,
     EmptyDocument,
@@ -32,7 +33,6 @@ from vault.storage.exceptions import (
 )
 
 SNIFF_BYTES = 16
-_STOP = object()
 
 
 def sniff(head: bytes) -> str | None:
@@ -56,9 +56,9 @@ class _Worker(threading.Thread):
     At the end of the stream it runs ``last`` in its own thread (clamd's verdict, the store's last
     part), so that both ends finish at the same time instead of one after the other."""
 
-    def __init__(self, name: str, handle, last=None) -> None:  # noqa: ANN001
+    def __init__(self, name: str, handle: Callable[[bytes], None], last: Callable[[], object] | None = None) -> None:
         super().__init__(name=name, daemon=True)
-        self.queue: queue.Queue = queue.Queue(maxsize=4)  # items are 1 MiB batches
+        self.queue: queue.Queue[bytes | None] = queue.Queue(maxsize=4)  # 1 MiB batches, then None: the end
         self.handle = handle
         self.last = last
         self.result: object = None
@@ -67,11 +67,11 @@ class _Worker(threading.Thread):
     def run(self) -> None:
         while True:
             item = self.queue.get()
-            if item is _STOP:
+            if item is None:
                 if self.error is None and self.last is not None:
                     try:
                         self.result = self.last()
-                    except BaseException as exc:  # noqa: BLE001
+                    except BaseException as exc:  # noqa: BLE001  (re-raised in the producer's thread)
                         self.error = exc
                 return
             if self.error is None:
@@ -80,11 +80,11 @@ class _Worker(threading.Thread):
                 except BaseException as exc:  # noqa: BLE001  (re-raised in the producer's thread)
                     self.error = exc
 
-    def put(self, item: object) -> None:
+    def put(self, item: bytes) -> None:
         self.queue.put(item)
 
     def stop(self, *, wait: bool = True) -> None:
-        self.queue.put(_STOP)
+        self.queue.put(None)
         if wait:
             self.join()
 
@@ -133,7 +133,7 @@ class _CiphertextSpool:
 class _Uploader(threading.Thread):
     """Sends the spool to the store as it fills; flushes the last part at the end (still invisible)."""
 
-    def __init__(self, spool: _CiphertextSpool, upload) -> None:  # noqa: ANN001
+    def __init__(self, spool: _CiphertextSpool, upload: BlobUpload) -> None:
         super().__init__(name="blob-upload", daemon=True)
         self.spool, self.upload = spool, upload
         self.error: BaseException | None = None

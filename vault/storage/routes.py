@@ -43,6 +43,7 @@ from vault.translation import N_
 from vault.web.dependencies import Db, FormFields, redirect
 from vault.web.pages import PageError, get_cookie, render
 from vault.web.relay import consume_in_thread, relay
+from vault.web.state import app_services, app_settings
 
 api = APIRouter(prefix="/api/v1", tags=["documents"])
 pages = APIRouter(include_in_schema=False)
@@ -53,7 +54,7 @@ logger = logging.getLogger(__name__)
 
 
 def documents(request: Request) -> DocumentService:
-    return request.app.state.services.documents
+    return app_services(request).documents
 
 
 Documents = Annotated[DocumentService, Depends(documents)]
@@ -83,7 +84,7 @@ def api_actor(request: Request, db: Db, current: OptionalLogin) -> Actor:
     header = request.headers.get("authorization", "")
     if header[:7].lower() == "bearer ":
         try:
-            token, client, citizen = request.app.state.services.oidc.bearer(db=db, access_token=header[7:].strip())
+            token, client, citizen = app_services(request).oidc.bearer(db=db, access_token=header[7:].strip())
         except BearerError as exc:
             raise ApiAuthError(exc.status, exc.error or "invalid_token", exc.description) from None
         wanted = "documents:read" if request.method in ("GET", "HEAD") else "documents:write"
@@ -219,7 +220,7 @@ def list_documents(db: Db, service: Documents, actor: ApiActor,
                    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0) -> DocumentList:
     if type is not None and type not in DOCUMENT_TYPES:
         raise InvalidDocumentInput({"type": f"Unknown type; one of {', '.join(DOCUMENT_TYPES)}."})
-    items, total = service.list(db, actor=actor, type=type, limit=limit, offset=offset)
+    items, total = service.list_documents(db, actor=actor, type=type, limit=limit, offset=offset)
     return DocumentList(items=[_public(d) for d in items], total=total, limit=limit, offset=offset)
 
 
@@ -340,13 +341,13 @@ def my_access_log(db: Db, service: Documents, current: LoggedIn) -> list[AccessL
 
 
 def _documents_page(request: Request, db: Session, service: DocumentService, actor: Actor, *,
-                    errors: dict | None = None, status: int = 200, notice: str | None = None) -> Response:
-    items, _ = service.list(db, actor=actor, limit=200)
+                    errors: dict[str, str] | None = None, status: int = 200, notice: str | None = None) -> Response:
+    items, _ = service.list_documents(db, actor=actor, limit=200)
     count, used = service.usage(db, actor.citizen_id)
     groups = {label: [d for d in items if d.type == kind] for kind, label in DOCUMENT_TYPES.items()}
     return render(request, "documents.html", {
         "title": N_("Mes justificatifs"), "groups": {k: v for k, v in groups.items() if v}, "types": DOCUMENT_TYPES,
-        "errors": errors or {}, "today": request.app.state.settings.today(),
+        "errors": errors or {}, "today": app_settings(request).today(),
         "notice": notice or NOTICES.get(request.query_params.get("notice", "")),
         "used_mb": used / (1024 * 1024), "quota_mb": service.settings.quota_mb, "count": count,
         "max_mb": service.settings.max_file_mb, "antivirus_off": service.settings.antivirus == "off",

@@ -10,14 +10,15 @@ import secrets
 import threading
 import unicodedata
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from typing import TypedDict
 
 from sqlalchemy import delete, func, or_, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from vault import crypto
 from vault.crypto.hierarchy import (
@@ -71,6 +72,13 @@ class PendingUpload:
     document_id: uuid.UUID
     wrapped_key: bytes
     blob_key: str
+
+
+class ReconcileReport(TypedDict):
+    orphans_removed: list[str]  # blob keys
+    orphans_kept_recent: list[str]
+    documents_without_blob: list[str]  # document ids
+    unfinished_uploads_aborted: int
 
 
 @dataclass(frozen=True)
@@ -189,7 +197,7 @@ class DocumentService:
         # One upload per citizen at a time from here to the commit: two uploads finishing together
         # cannot both fit under the quota. A no-op write takes the lock on PostgreSQL (the row) and
         # SQLite (the database) alike.
-        db.exec(update(CitizenKey).where(CitizenKey.citizen_id == actor.citizen_id)  # type: ignore[arg-type]
+        db.exec(update(CitizenKey).where(col(CitizenKey.citizen_id) == actor.citizen_id)
                 .values(kek_version=CitizenKey.kek_version))
         self._check_quota(db, actor.citizen_id, adding=stored.size)
         document = Document(
@@ -215,20 +223,20 @@ class DocumentService:
             raise DocumentNotFound()  # another citizen's document: 404, never 403
         return document
 
-    def list(self, db: Session, *, actor: Actor, type: str | None = None, limit: int = 50,
-             offset: int = 0) -> tuple[list[Document], int]:
+    def list_documents(self, db: Session, *, actor: Actor, type: str | None = None, limit: int = 50,
+                       offset: int = 0) -> tuple[list[Document], int]:
         query = select(Document).where(Document.owner_id == actor.citizen_id)
         if type:
             query = query.where(Document.type == type)
         total = db.exec(select(func.count()).select_from(query.subquery())).one()
-        items = list(db.exec(query.order_by(Document.created_at.desc()).offset(offset).limit(limit)))  # type: ignore[attr-defined]
+        items = list(db.exec(query.order_by(col(Document.created_at).desc()).offset(offset).limit(limit)))
         self.log_access(db, actor, "list", None)
         return items, int(total)
 
-    def update(self, db: Session, *, actor: Actor, document_id: uuid.UUID, changes: dict[str, str]) -> Document:
+    def update(self, db: Session, *, actor: Actor, document_id: uuid.UUID, changes: dict[str, str | None]) -> Document:
         document = self.get(db, actor=actor, document_id=document_id)
         given = {k: v for k, v in changes.items() if v is not None}  # None (JSON null): no change
-        errors = {}
+        errors: dict[str, str] = {}
         if "type" in given and given["type"].strip() not in DOCUMENT_TYPES:
             errors["type"] = UNKNOWN_TYPE  # an empty type is an error here, not "other"
         if "title" in given and not _clean_title(given["title"]):
@@ -270,7 +278,7 @@ class DocumentService:
         assert document.owner_id is not None
         return open_document_key(self.citizen_key(db, document.owner_id), document.wrapped_key, document.id)
 
-    def plaintext(self, document: Document, key: bytes) -> Iterator[bytes]:
+    def plaintext(self, document: Document, key: bytes) -> Generator[bytes, None, None]:
         """The whole document, one authenticated segment at a time (one GetObject, each segment
         read with its exact length and decrypted where it landed)."""
         with self.store.open_blob(document.blob_key) as blob:
@@ -289,10 +297,11 @@ class DocumentService:
         ``fetchers * (depth + 1)`` segments whatever the number of documents.
         """
         stop = threading.Event()
-        end = object()
-        lanes = [queue.Queue(maxsize=depth) for _ in range(max(1, fetchers))]
+        # A lane carries a document's segments, then None at its end (or the error that stopped it).
+        lanes: list[queue.Queue[bytes | BaseException | None]] = [queue.Queue(maxsize=depth)
+                                                                  for _ in range(max(1, fetchers))]
 
-        def put(lane: queue.Queue, item: object) -> bool:
+        def put(lane: queue.Queue[bytes | BaseException | None], item: bytes | BaseException | None) -> bool:
             while not stop.is_set():
                 try:
                     lane.put(item, timeout=0.2)
@@ -312,7 +321,7 @@ class DocumentService:
                                 return
                     finally:
                         plaintext.close()
-                    if not put(lane, end):
+                    if not put(lane, None):
                         return
             except BaseException as exc:  # noqa: BLE001  (handed to the consumer, raised there)
                 put(lane, exc)
@@ -335,7 +344,7 @@ class DocumentService:
                         if stop.is_set() or not alive:
                             raise BlobStoreUnavailable("the read-ahead stopped") from None
                         continue
-                if item is end:
+                if item is None:
                     return
                 if isinstance(item, BaseException):
                     raise item
@@ -349,7 +358,7 @@ class DocumentService:
             for thread in threads:
                 thread.join(timeout=5)
 
-    def plaintext_range(self, document: Document, key: bytes, start: int, end: int) -> Iterator[bytes]:
+    def plaintext_range(self, document: Document, key: bytes, start: int, end: int) -> Generator[bytes, None, None]:
         """Bytes [start, end) fetching and authenticating only the segments they live in."""
         yield from decrypt_range(key, document.id.bytes,
                                  read=lambda offset, length: self.store.read_range(document.blob_key, offset, length),
@@ -368,7 +377,7 @@ class DocumentService:
 
     def access_log(self, db: Session, citizen_id: uuid.UUID, limit: int = 200) -> list[AccessLogEntry]:
         return list(db.exec(select(AccessLogEntry).where(AccessLogEntry.citizen_id == citizen_id)
-                            .order_by(AccessLogEntry.at.desc()).limit(limit)))  # type: ignore[attr-defined]
+                            .order_by(col(AccessLogEntry.at).desc()).limit(limit)))
 
     # ---- legal hold, retention and erasure (driven by vault.gdpr) -----------------------------------
 
@@ -394,7 +403,7 @@ class DocumentService:
 
     def documents_of(self, db: Session, owner_id: uuid.UUID) -> list[Document]:
         """Every document the citizen owns, oldest first."""
-        return list(db.exec(select(Document).where(Document.owner_id == owner_id).order_by(Document.created_at)))
+        return list(db.exec(select(Document).where(Document.owner_id == owner_id).order_by(col(Document.created_at))))
 
     def total_size(self, db: Session, owner_id: uuid.UUID) -> int:
         return self.usage(db, owner_id)[1]
@@ -403,7 +412,7 @@ class DocumentService:
         """Erasure: the citizen's documents under legal hold leave the citizen, their key re-wrapped
         by the KEK (the citizen key is about to be destroyed); return them."""
         held = list(db.exec(select(Document).where(Document.owner_id == owner_id,
-                                                   Document.legal_hold.is_not(None))))  # type: ignore[union-attr]
+                                                   col(Document.legal_hold).is_not(None))))
         for document in held:
             key = self.document_key(db, document)
             document.held_key = crypto.wrap(self.keys, key, context=b"legal-hold:" + document.id.bytes)
@@ -413,25 +422,25 @@ class DocumentService:
     def shred_key(self, db: Session, citizen_id: uuid.UUID) -> bool:
         """Crypto-shredding: destroy the citizen key; every copy of every object of the citizen's,
         backups included, is unreadable from here. Whether there was a key."""
-        return bool(db.exec(delete(CitizenKey).where(CitizenKey.citizen_id == citizen_id)).rowcount)  # type: ignore[arg-type]
+        return bool(db.exec(delete(CitizenKey).where(col(CitizenKey.citizen_id) == citizen_id)).rowcount)
 
     def forget(self, db: Session, citizen_id: uuid.UUID) -> int:
         """Erasure: the citizen's document rows and access log deleted (their objects are deleted by
         the caller, after the commit); returns the number of access-log entries removed."""
-        db.exec(delete(Document).where(Document.owner_id == citizen_id))  # type: ignore[arg-type]
-        return db.exec(delete(AccessLogEntry).where(AccessLogEntry.citizen_id == citizen_id)).rowcount  # type: ignore[arg-type]
+        db.exec(delete(Document).where(col(Document.owner_id) == citizen_id))
+        return db.exec(delete(AccessLogEntry).where(col(AccessLogEntry.citizen_id) == citizen_id)).rowcount
 
     def expired(self, db: Session, today: date) -> list[Document]:
         """Documents past their validity date that someone owns and no legal hold keeps."""
-        return list(db.exec(select(Document).where(Document.valid_until < today,  # type: ignore[operator]
-                                                   Document.legal_hold.is_(None),  # type: ignore[union-attr]
-                                                   Document.owner_id.is_not(None))))  # type: ignore[union-attr]
+        return list(db.exec(select(Document).where(col(Document.valid_until) < today,
+                                                   col(Document.legal_hold).is_(None),
+                                                   col(Document.owner_id).is_not(None))))
 
     def forget_renewed_notices(self, db: Session, today: date) -> None:
         """A document whose validity date was pushed back (or removed) is no longer due for deletion."""
-        for document in db.exec(select(Document).where(Document.retention_notice_at.is_not(None),  # type: ignore[union-attr]
-                                                       or_(Document.valid_until.is_(None),  # type: ignore[union-attr]
-                                                           Document.valid_until >= today))):  # type: ignore[operator]
+        for document in db.exec(select(Document).where(col(Document.retention_notice_at).is_not(None),
+                                                       or_(col(Document.valid_until).is_(None),
+                                                           col(Document.valid_until) >= today))):
             document.retention_notice_at = None
 
     def notice_sent(self, document: Document, *, at: datetime) -> None:
@@ -461,7 +470,7 @@ class DocumentService:
             db.commit()
             done += len(rows)
 
-    def reconcile(self, db: Session, *, dry_run: bool = False, min_age: timedelta = ORPHAN_AGE) -> dict:
+    def reconcile(self, db: Session, *, dry_run: bool = False, min_age: timedelta = ORPHAN_AGE) -> ReconcileReport:
         """Remove blobs without a row older than ``min_age`` (an hour: younger ones may belong to an
         upload in progress); report rows whose blob is missing."""
         known = set(db.exec(select(Document.blob_key)).all())

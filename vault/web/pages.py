@@ -6,7 +6,7 @@ import hmac
 import ipaddress
 import secrets
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qsl
 
 from fastapi import Request
@@ -17,6 +17,7 @@ from vault.errors import VaultError
 from vault.settings import Settings
 from vault.translation import N_
 from vault.web.i18n import LANGUAGES, load_catalogues, translations
+from vault.web.state import app_settings
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 # ``{% trans %}`` blocks besides ``_("…")``. The translations are given per page in the context
@@ -49,9 +50,9 @@ def cookie_name(settings: Settings, base: str) -> str:
 
 
 def set_cookie(response: Response, settings: Settings, base: str, value: str, *, max_age: int | None = None,
-               samesite: str = "lax") -> None:
+               samesite: Literal["lax", "strict"] = "lax") -> None:
     response.set_cookie(cookie_name(settings, base), value, max_age=max_age, path="/", secure=settings.https,
-                        httponly=True, samesite=samesite)  # type: ignore[arg-type]
+                        httponly=True, samesite=samesite)
 
 
 def clear_cookie(response: Response, settings: Settings, base: str) -> None:
@@ -59,7 +60,7 @@ def clear_cookie(response: Response, settings: Settings, base: str) -> None:
 
 
 def get_cookie(request: Request, base: str) -> str | None:
-    return request.cookies.get(cookie_name(request.app.state.settings, base))
+    return request.cookies.get(cookie_name(app_settings(request), base))
 
 
 # ---- language ------------------------------------------------------------------------------------
@@ -88,7 +89,7 @@ def rotate_csrf(request: Request, response: Response) -> None:
     """A new CSRF token at login and logout: a token planted before login is worthless after."""
     token = secrets.token_urlsafe(32)
     request.state.csrf_token = token
-    set_cookie(response, request.app.state.settings, "csrf", token, samesite="strict")
+    set_cookie(response, app_settings(request), "csrf", token, samesite="strict")
 
 
 class BodyTooLarge(Exception):
@@ -158,7 +159,7 @@ async def read_form(request: Request) -> dict[str, str]:
 def client_address(request: Request) -> str:
     """The peer's address; X-Forwarded-For is believed only from a configured trusted proxy."""
     peer = request.client.host if request.client else "unknown"
-    trusted = {p.strip() for p in request.app.state.settings.trusted_proxies.split(",") if p.strip()}
+    trusted = {p.strip() for p in app_settings(request).trusted_proxies.split(",") if p.strip()}
     if peer in trusted:
         forwarded = [p.strip() for p in request.headers.get("x-forwarded-for", "").split(",") if p.strip()]
         for hop in reversed(forwarded):
@@ -174,10 +175,10 @@ def client_address(request: Request) -> str:
 
 
 def render(request: Request, template: str, context: dict[str, Any] | None = None, *, status: int = 200) -> HTMLResponse:
-    settings: Settings = request.app.state.settings
+    settings = app_settings(request)
     lang = language(request)
     translated = translations(lang)
-    ctx = {
+    ctx: dict[str, Any] = {
         "request": request,
         "settings": settings,
         "lang": lang,

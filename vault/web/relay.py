@@ -24,18 +24,17 @@ MAX_RUNNING = 64
 """Sources running at once per process; more wait their turn (each holds about ``depth`` chunks)."""
 
 _running = threading.BoundedSemaphore(MAX_RUNNING)
-_END = object()
 _POLL = 0.5  # seconds: how often a waiting thread checks whether its client went away
 
 
 async def relay(source: Iterator[bytes], *, depth: int = 4) -> AsyncIterator[bytes]:
     """Yield ``source``'s chunks in the event loop while a worker thread produces them."""
     loop = asyncio.get_running_loop()
-    ready: asyncio.Queue[object] = asyncio.Queue()
+    ready: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue()  # chunks, then None (or an error)
     credits = threading.Semaphore(depth)
     stop = threading.Event()
 
-    def hand_over(item: object) -> None:
+    def hand_over(item: bytes | BaseException | None) -> None:
         try:
             loop.call_soon_threadsafe(ready.put_nowait, item)
         except RuntimeError:  # the loop is closed: nobody is listening any more
@@ -61,7 +60,7 @@ async def relay(source: Iterator[bytes], *, depth: int = 4) -> AsyncIterator[byt
                 if not wait(credits):
                     return
                 hand_over(chunk)
-            hand_over(_END)
+            hand_over(None)
         except BaseException as exc:  # noqa: BLE001  (raised again in the event loop, in the response)
             hand_over(exc)
         finally:
@@ -76,12 +75,12 @@ async def relay(source: Iterator[bytes], *, depth: int = 4) -> AsyncIterator[byt
     try:
         while True:
             item = await ready.get()
-            if item is _END:
+            if item is None:
                 return
             if isinstance(item, BaseException):
                 raise item
             credits.release()
-            yield item  # type: ignore[misc]
+            yield item
     finally:
         stop.set()
         credits.release()  # wake the thread if it waits for room, so that it sees the stop
