@@ -4,25 +4,37 @@ otherwise)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Protocol
 
 from fastapi import Depends, Request
+from sqlmodel import Session
 
 from vault.auth.service import AccountService, CurrentLogin
 from vault.errors import VaultError
 from vault.web.dependencies import Db
 from vault.web.errors import LoginRequired
 from vault.web.pages import get_cookie
-from vault.web.state import app_services
+from vault.web.state import app_service
 
 SESSION_COOKIE = "session"
 
 
 def accounts(request: Request) -> AccountService:
-    return app_services(request).accounts
+    return app_service(request, "accounts", AccountService)
 
 
 Accounts = Annotated[AccountService, Depends(accounts)]
+
+
+class PendingApps(Protocol):
+    """What the login page asks of the OpenID provider (a floor above, supplied by the composition
+    root): the name of the app whose authorization request waits for this login."""
+
+    def pending_client_name(self, *, db: Session, pending_id: str) -> str | None: ...
+
+
+def pending_apps(request: Request) -> PendingApps:
+    return app_service(request, "oidc", PendingApps)  # type: ignore[type-abstract]  # a protocol, not a class
 
 
 class ApiUnauthenticated(VaultError):

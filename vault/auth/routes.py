@@ -16,6 +16,7 @@ from vault.auth.dependencies import (
     ApiUnauthenticated,
     LoggedIn,
     OptionalLogin,
+    pending_apps,
 )
 from vault.auth.exceptions import (
     AuthError,
@@ -39,7 +40,7 @@ from vault.web.pages import (
     rotate_csrf,
     set_cookie,
 )
-from vault.web.state import app_services, app_settings
+from vault.web.state import app_settings
 
 router = APIRouter()
 api = APIRouter(prefix="/api/v1", tags=["account"])
@@ -231,7 +232,7 @@ def _login_page(request: Request, db: Session, *, failure: str | None = None, er
     next_path = safe_next(request.query_params.get("next") or (values or {}).get("next"))
     app_name = None
     if next_path.startswith(PENDING_PREFIX):  # logging in for an app: say which one
-        app_name = app_services(request).oidc.pending_client_name(db=db, pending_id=next_path[len(PENDING_PREFIX):])
+        app_name = pending_apps(request).pending_client_name(db=db, pending_id=next_path[len(PENDING_PREFIX):])
     if values is None and (hint := request.query_params.get("login_hint")):
         values = {"email": hint[:254]}
     return render(request, "login.html", {

@@ -29,7 +29,7 @@ from vault.web.pages import (
     set_cookie,
 )
 from vault.web.relay import relay
-from vault.web.state import app_services, app_settings
+from vault.web.state import app_service, app_settings
 
 pages = APIRouter(include_in_schema=False)
 STAFF_COOKIE = "staff_session"
@@ -45,11 +45,11 @@ class NotStaff(VaultError):
 
 
 def gdpr_service(request: Request) -> GdprService:
-    return app_services(request).gdpr
+    return app_service(request, "gdpr", GdprService)
 
 
 def staff_service(request: Request) -> StaffService:
-    return app_services(request).staff
+    return app_service(request, "staff", StaffService)
 
 
 Gdpr = Annotated[GdprService, Depends(gdpr_service)]

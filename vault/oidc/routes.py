@@ -20,7 +20,7 @@ from vault.oidc.service import BadRequest, NeedConsent, NeedLogin, OpenIDService
 from vault.translation import N_
 from vault.web.dependencies import Db, FormFields, redirect
 from vault.web.pages import PageError, clear_cookie, get_cookie, render, rotate_csrf
-from vault.web.state import app_services, app_settings
+from vault.web.state import app_service, app_settings
 
 router = APIRouter(tags=["openid-connect"])
 
@@ -33,7 +33,7 @@ INVALID_APP_REQUEST = N_(
 
 
 def oidc(request: Request) -> OpenIDService:
-    return app_services(request).oidc
+    return app_service(request, "oidc", OpenIDService)
 
 
 OIDC = Annotated[OpenIDService, Depends(oidc)]

@@ -24,6 +24,7 @@ from vault.crypto import DecryptionError
 from vault.errors import VaultError
 from vault.oidc.exceptions import BearerError
 from vault.oidc.provider import scope_list
+from vault.oidc.service import OpenIDService
 from vault.storage.blobs import BlobNotFound
 from vault.storage.exceptions import (
     ContentMissing,
@@ -43,7 +44,7 @@ from vault.translation import N_
 from vault.web.dependencies import Db, FormFields, redirect
 from vault.web.pages import PageError, get_cookie, render
 from vault.web.relay import consume_in_thread, relay
-from vault.web.state import app_services, app_settings
+from vault.web.state import app_service, app_settings
 
 api = APIRouter(prefix="/api/v1", tags=["documents"])
 pages = APIRouter(include_in_schema=False)
@@ -54,7 +55,7 @@ logger = logging.getLogger(__name__)
 
 
 def documents(request: Request) -> DocumentService:
-    return app_services(request).documents
+    return app_service(request, "documents", DocumentService)
 
 
 Documents = Annotated[DocumentService, Depends(documents)]
@@ -84,7 +85,7 @@ def api_actor(request: Request, db: Db, current: OptionalLogin) -> Actor:
     header = request.headers.get("authorization", "")
     if header[:7].lower() == "bearer ":
         try:
-            token, client, citizen = app_services(request).oidc.bearer(db=db, access_token=header[7:].strip())
+            token, client, citizen = app_service(request, "oidc", OpenIDService).bearer(db=db, access_token=header[7:].strip())
         except BearerError as exc:
             raise ApiAuthError(exc.status, exc.error or "invalid_token", exc.description) from None
         wanted = "documents:read" if request.method in ("GET", "HEAD") else "documents:write"
