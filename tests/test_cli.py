@@ -79,6 +79,15 @@ def test_commands_refuse_an_unmigrated_database(tmp_path: Path) -> None:
     assert answer.returncode == 2 and json.loads(answer.stdout)["error"] == "migrations_pending"
 
 
+def test_commands_refuse_a_configuration_that_cannot_run(env: dict[str, str]) -> None:
+    """A broken setting is a clear error (exit 2, config_error), never a traceback, whichever command."""
+    broken = {**env, "VAULT_ANTIVIRUS": "clamd", "VAULT_CLAMD_ADDRESS": "nonsense"}
+    done = run(["citizen", "list", "--json"], broken)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    body = json.loads(done.stdout)
+    assert body["error"] == "config_error" and "VAULT_CLAMD_ADDRESS" in body["detail"]
+
+
 def test_production_profile_refuses_to_serve_on_defaults(tmp_path: Path) -> None:
     env = {**os.environ, "VAULT_ENV": "production", "VAULT_DATA_DIR": str(tmp_path)}
     answer = run(["serve", "--port", "1"], env)
@@ -165,7 +174,8 @@ def test_client_commands(env: dict[str, str], engine) -> None:
     disabled = run_ok(["client", "disable", body["client_id"], "--json"], env)
     assert disabled["disabled"] is True
     missing = run(["client", "disable", "nope", "--json"], env)
-    assert missing.returncode == 2 and json.loads(missing.stdout)["error"] == "not_found"
+    assert missing.returncode == 2 and json.loads(missing.stdout) == {"error": "not_found",
+                                                                      "detail": "no app with client_id nope"}
 
     # An id from an older version that starts with '-' is still reachable, after '--'.
     with Session(engine) as db:

@@ -189,6 +189,13 @@ class AccountService:
         """Raise InvalidLink unless the link can still be used (for showing its form)."""
         self._find_link(db=db, token=token, purpose=purpose)
 
+    def set_password(self, *, citizen: Citizen, password: str) -> None:
+        """An operator's new password for an account (``vault demo seed``); the rules still apply."""
+        if problem := password_problem(password, email=citizen.email):
+            raise InvalidInput({"password": problem})
+        citizen.password_hash = self.hasher.hash(password)
+        citizen.updated_at = utcnow()
+
     def reset_password(self, *, db: Session, token: str, password: str) -> Citizen:
         """Set a new password from a reset link, then close every session of the account."""
         link = self._find_link(db=db, token=token, purpose="reset_password")

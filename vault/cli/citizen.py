@@ -8,9 +8,8 @@ from typing import Annotated
 import typer
 from sqlmodel import Session
 
-from vault.auth.exceptions import InvalidInput
 from vault.auth.models import CitizenPublic
-from vault.cli.common import JsonFlag, fail, open_services, read_password
+from vault.cli.common import JsonFlag, open_services, read_password, refused
 
 app = typer.Typer(help="Citizen accounts.", no_args_is_help=True)
 
@@ -36,10 +35,8 @@ def citizen_create(
             "birthdate": birthdate, "gender": gender, "birthplace": birthplace, "birthcountry": birthcountry,
             "preferred_username": preferred_username}
     with Session(services.engine, expire_on_commit=False) as db:
-        try:
+        with refused(as_json, "the citizen was not created"):
             citizen = services.accounts.create_citizen(db=db, form=form, verified=verified)
-        except InvalidInput as exc:
-            fail("the citizen was not created", as_json=as_json, code="invalid_input", fields=exc.fields)
         db.commit()
         public = CitizenPublic.of(citizen)
     output = json.loads(public.model_dump_json())

@@ -10,9 +10,9 @@ from typing import Annotated, Any
 import typer
 from sqlmodel import Session
 
-from vault.cli.common import JsonFlag, fail, open_services
+from vault.cli.common import JsonFlag, fail, open_services, refused
 from vault.oidc.clients import client_public, create_client, disable_client, list_clients, rotate_secret
-from vault.oidc.exceptions import ClientError, ClientNotFound
+from vault.oidc.exceptions import ClientNotFound
 
 app = typer.Typer(help="Apps (OpenID Connect clients).", no_args_is_help=True)
 
@@ -56,14 +56,12 @@ def client_create(
             fail(f"cannot read --jwks {jwks}: {exc.strerror}", as_json=as_json, code="invalid_input")
     services = open_services(as_json)
     with Session(services.engine, expire_on_commit=False) as db:
-        try:
+        with refused(as_json, "the app was not registered"):
             registration = create_client(
                 db=db, name=name, redirect_uris=redirect_uri, post_logout_redirect_uris=post_logout_redirect_uri or [],
                 scope=scope, auth_method=auth_method, sector=sector, userinfo_signed=userinfo_signed,
                 id_token_alg=id_token_alg, require_nonce=not nonce_optional, allow_refresh=refresh_tokens,
                 jwks_json=jwks_json, production=services.settings.is_production)
-        except ClientError as exc:
-            fail("the app was not registered", as_json=as_json, code="invalid_input", fields=exc.fields)
         db.commit()
         _print_client(client_public(registration.client), as_json, registration.secret)
 
@@ -84,12 +82,11 @@ def client_list(as_json: JsonFlag = False) -> None:
 def _client_change(client_id: str, as_json: bool, change: Callable[[Session], dict[str, Any]]) -> None:
     services = open_services(as_json)
     with Session(services.engine, expire_on_commit=False) as db:
-        try:
-            output = change(db)
-        except ClientNotFound:
-            fail(f"no app with client_id {client_id}", as_json=as_json, code="not_found")
-        except ClientError as exc:
-            fail(str(exc), as_json=as_json, code="invalid_input", fields=exc.fields)
+        with refused(as_json):
+            try:
+                output = change(db)
+            except ClientNotFound:
+                fail(f"no app with client_id {client_id}", as_json=as_json, code="not_found")
         db.commit()
     typer.echo(json.dumps(output, ensure_ascii=False) if as_json else "\n".join(f"{k}: {v}" for k, v in output.items()))
 

@@ -7,15 +7,18 @@ import json
 import secrets
 import sys
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, NoReturn
 
 import typer
 
 from vault import crypto
 from vault.db import DatabaseUnavailable, ping
+from vault.errors import ServiceUnavailable, VaultError
 from vault.migrations import schema_is_current
 from vault.services import Services, build_services
-from vault.settings import Settings, load_settings
+from vault.settings import ConfigError, Settings, load_settings
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON only.")]
 
@@ -39,6 +42,19 @@ def fail(message: str, *, as_json: bool, code: str = "error", fields: dict[str, 
     raise typer.Exit(exit_code)
 
 
+@contextmanager
+def refused(as_json: bool, summary: str | None = None) -> Iterator[None]:
+    """A ``VaultError`` raised inside ends the command as ``fail`` does, with the error's code, its
+    message (or ``summary``, its per-field messages then saying what is wrong) and its fields; a
+    dependency that does not answer says which, and that nothing was kept."""
+    try:
+        yield
+    except ServiceUnavailable as exc:
+        fail(f"{exc.describe(reading=False)[0]} ({exc})", as_json=as_json, code=exc.code)
+    except VaultError as exc:
+        fail(summary or exc.message, as_json=as_json, code=exc.code, fields=exc.fields)
+
+
 def read_settings(as_json: bool = False) -> Settings:
     try:
         return load_settings()
@@ -47,9 +63,16 @@ def read_settings(as_json: bool = False) -> Settings:
 
 
 def open_services(as_json: bool = False, *, settings: Settings | None = None, check_schema: bool = True) -> Services:
-    """The settings read, the services built, and (unless told not to) the database answering at
-    the latest migration; any failure is a clear error and exit 2."""
+    """The settings read and checked (as ``vault serve`` checks them: a configuration that cannot
+    run is refused, and so are development defaults in production), the services built, and
+    (unless told not to) the database answering at the latest migration; any failure is a clear
+    error and exit 2."""
     settings = settings or read_settings(as_json)
+    try:
+        for warning in settings.check():
+            typer.echo(f"warning: {warning}", err=True)
+    except ConfigError as exc:
+        fail(str(exc), as_json=as_json, code="config_error")
     try:
         services = build_services(settings)
     except crypto.KeyProviderError as exc:

@@ -35,7 +35,7 @@ def demo_seed(as_json: JsonFlag = False) -> None:
         if citizen is None:
             services.accounts.create_citizen(db=db, form={**DEMO_CITIZEN, "password": password}, verified=True)
         else:
-            citizen.password_hash = services.accounts.hasher.hash(password)
+            services.accounts.set_password(citizen=citizen, password=password)
         db.commit()
         install_demo_app(db, issuer=settings.issuer)
         db.commit()

@@ -12,8 +12,8 @@ from typing import Annotated
 import typer
 from sqlmodel import Session
 
-from vault.cli.common import CLI_ACTOR, JsonFlag, emit, fail, open_services, uuid_option
-from vault.gdpr.service import GdprError, Staff
+from vault.cli.common import CLI_ACTOR, JsonFlag, emit, fail, open_services, refused, uuid_option
+from vault.gdpr.service import Staff
 from vault.storage.blobs import BlobStoreUnavailable
 
 app = typer.Typer(help="Data-subject requests: export and erasure.", no_args_is_help=True)
@@ -40,8 +40,8 @@ def gdpr_export(citizen: CitizenOption,
     target = Path(out)
     tmp = target.with_name(f".{target.name}.part")
     digest, size = hashlib.sha256(), 0
-    with Session(services.engine) as db:
-        try:
+    with Session(services.engine) as db, refused(as_json):
+        try:  # a ZIP is whole or absent: the part file goes whatever stops the export
             total = services.gdpr.export_size(db, citizen_id)
             with typer.progressbar(length=max(total, 1), label="Export", file=sys.stderr, hidden=as_json) as bar:
                 chunks = services.gdpr.export(db, citizen_id=citizen_id, by=Staff(*CLI_ACTOR), progress=bar.update)
@@ -54,9 +54,6 @@ def gdpr_export(citizen: CitizenOption,
                     fh.flush()
                     os.fsync(fh.fileno())
             os.replace(tmp, target)
-        except GdprError as exc:
-            tmp.unlink(missing_ok=True)
-            fail(exc.message, as_json=as_json, code=exc.code)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
@@ -73,11 +70,9 @@ def gdpr_erase(citizen: CitizenOption,
     a failure: it finishes the job; once done it prints the first certificate."""
     citizen_id = _citizen_id(citizen, as_json)
     services = open_services(as_json)
-    with Session(services.engine) as db:
+    with Session(services.engine) as db, refused(as_json):
         try:
             certificate = services.gdpr.erase(db, citizen_id=citizen_id, reason=reason, by=Staff(*CLI_ACTOR))
-        except GdprError as exc:
-            fail(exc.message, as_json=as_json, code=exc.code)
         except BlobStoreUnavailable as exc:
             fail(f"the object store failed ({exc}); the erasure is half done: run the same command again",
                  as_json=as_json, code="unavailable", exit_code=3)
@@ -92,11 +87,8 @@ def gdpr_hold(document: DocumentOption,
     and through retention, until `vault gdpr release`."""
     document_id = _document_id(document, as_json)
     services = open_services(as_json)
-    with Session(services.engine) as db:
-        try:
-            held = services.gdpr.hold(db, document_id=document_id, reason=reason, by=Staff(*CLI_ACTOR))
-        except GdprError as exc:
-            fail(exc.message, as_json=as_json, code=exc.code)
+    with Session(services.engine) as db, refused(as_json):
+        held = services.gdpr.hold(db, document_id=document_id, reason=reason, by=Staff(*CLI_ACTOR))
         output = {"document_id": str(held.id), "legal_hold": held.legal_hold}
         db.commit()
     emit(output, as_json, f"held: {output['document_id']}")
@@ -107,11 +99,8 @@ def gdpr_release(document: DocumentOption, as_json: JsonFlag = False) -> None:
     """End a legal hold. A document kept after its owner's erasure is then deleted."""
     document_id = _document_id(document, as_json)
     services = open_services(as_json)
-    with Session(services.engine) as db:
-        try:
-            blob_key = services.gdpr.release(db, document_id=document_id, by=Staff(*CLI_ACTOR))
-        except GdprError as exc:
-            fail(exc.message, as_json=as_json, code=exc.code)
+    with Session(services.engine) as db, refused(as_json):
+        blob_key = services.gdpr.release(db, document_id=document_id, by=Staff(*CLI_ACTOR))
         db.commit()
     if blob_key is not None:
         services.documents.delete_blob_later(blob_key)  # after the commit; if the store is down, reconcile removes it

@@ -8,8 +8,7 @@ from typing import Annotated
 import typer
 from sqlmodel import Session
 
-from vault.auth.exceptions import InvalidInput
-from vault.cli.common import CLI_ACTOR, JsonFlag, fail, open_services, read_password
+from vault.cli.common import CLI_ACTOR, JsonFlag, open_services, read_password, refused
 from vault.gdpr import audit
 
 app = typer.Typer(help="Staff accounts (DPO, administrators).", no_args_is_help=True)
@@ -27,11 +26,9 @@ def staff_create(
     services = open_services(as_json)
     password = read_password(password_stdin)
     with Session(services.engine, expire_on_commit=False) as db:
-        try:
+        with refused(as_json, "the staff account was not created"):
             staff, secret, uri = services.staff.create(db, email=email, name=name or email, role=role,
                                                        password=password)
-        except InvalidInput as exc:
-            fail("the staff account was not created", as_json=as_json, code="invalid_input", fields=exc.fields)
         audit.record(db, actor=CLI_ACTOR[0], action="staff.created", target=f"staff:{staff.id}",
                      details={"role": role})
         db.commit()
