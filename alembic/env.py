@@ -1,13 +1,13 @@
 """Alembic environment: the URL comes from ``vault db upgrade`` or from the settings."""
 
+from alembic import context
 from sqlalchemy import engine_from_config, pool
 from sqlmodel import SQLModel
 
 import vault.auth.models
 import vault.gdpr.models
 import vault.oidc.models
-import vault.storage.models  # noqa: F401
-from alembic import context
+import vault.storage.models  # noqa: F401  (the four imports register every table for autogenerate)
 
 config = context.config
 target_metadata = SQLModel.metadata

@@ -57,12 +57,12 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-import boto3  # noqa: E402
-import httpx  # noqa: E402
-import psycopg  # noqa: E402
-import urllib3  # noqa: E402
-from botocore.config import Config  # noqa: E402
-from common import (  # noqa: E402  (bench/common.py)
+import boto3
+import httpx
+import psycopg
+import urllib3
+from botocore.config import Config
+from common import (
     SERVERS,
     Cpu,
     RssSampler,
@@ -72,7 +72,7 @@ from common import (  # noqa: E402  (bench/common.py)
     tool_version,
 )
 
-from tests.services import free_port, start_postgres, start_seaweedfs  # noqa: E402
+from tests.services import free_port, start_postgres, start_seaweedfs
 
 MB = 1_000_000  # every "MB" printed is 10^6 bytes
 MiB = 1 << 20
@@ -760,7 +760,7 @@ def erase_in_process(setup: Setup, citizen_id: str) -> tuple[float, float, Count
         return wrapper
 
     depth = [0]
-    store._call = counted_call  # type: ignore[method-assign]
+    store._call = counted_call
     # The blob deletion, whichever entry point erase() uses (delete per key, or delete_many).
     for name in ("delete", "delete_many"):
         if hasattr(store, name):

@@ -41,10 +41,10 @@ from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-import httpx  # noqa: E402
-from common import SERVERS, Server, proc_stats, run_cli  # noqa: E402  (bench/common.py)
+import httpx
+from common import SERVERS, Server, proc_stats, run_cli
 
-from tests.services import free_port, start_postgres  # noqa: E402
+from tests.services import free_port, start_postgres
 
 NODE_DIR = ROOT / "bench" / "oidc-provider"
 REDIRECT_URI = "http://127.0.0.1:9/cb"  # never contacted: the flow stops at the redirect

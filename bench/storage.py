@@ -44,12 +44,12 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-import boto3  # noqa: E402
-import httpx  # noqa: E402
-import urllib3  # noqa: E402
-from boto3.s3.transfer import TransferConfig  # noqa: E402
-from botocore.config import Config  # noqa: E402
-from common import (  # noqa: E402  (bench/common.py)
+import boto3
+import httpx
+import urllib3
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+from common import (
     SERVERS,
     Cpu,
     RssSampler,
@@ -59,9 +59,9 @@ from common import (  # noqa: E402  (bench/common.py)
     tool_version,
 )
 
-from tests.services import free_port, start_clamd, start_postgres, start_seaweedfs  # noqa: E402
-from vault.storage.antivirus import MAX_CHUNK as CLAMD_CHUNK  # noqa: E402  (the service's INSTREAM chunk)
-from vault.storage.blobs import PART_SIZE  # noqa: E402  (the service's multipart part size)
+from tests.services import free_port, start_clamd, start_postgres, start_seaweedfs
+from vault.storage.antivirus import MAX_CHUNK as CLAMD_CHUNK  # the service's INSTREAM chunk
+from vault.storage.blobs import PART_SIZE  # the service's multipart part size
 
 MB = 1_000_000  # every "MB" printed is 10^6 bytes
 MiB = 1 << 20

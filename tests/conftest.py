@@ -97,7 +97,7 @@ def make_settings(data_dir: Path, database_url: str, **overrides: object) -> Set
         "argon2_memory_kib": 8 * 1024,
     }
     values.update(overrides)
-    return Settings(**values)  # type: ignore[arg-type]
+    return Settings(**values)
 
 
 @pytest.fixture
@@ -158,7 +158,7 @@ def live_server(services_dir: Path, postgres: PostgresService) -> Iterator[LiveS
            "VAULT_ARGON2_MEMORY_KIB": "8192", "VAULT_ARGON2_TIME_COST": "1"}
     server = LiveServer(url=url, env=env)
     server.vault("db", "upgrade")
-    log = open(services_dir / "live-server.log", "wb")  # noqa: SIM115
+    log = open(services_dir / "live-server.log", "wb")  # noqa: SIM115  (the server's log, open while it runs)
     process = subprocess.Popen([sys.executable, "-m", "vault.cli", "serve", "--port", str(port)], env=env,
                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:

@@ -42,7 +42,7 @@ class Browser(TestClient):
     def __init__(self, app: Any, base_url: str = "http://testserver") -> None:
         super().__init__(app, base_url=base_url, follow_redirects=False)
 
-    def request(self, *args: Any, **kwargs: Any) -> httpx.Response:  # type: ignore[override]
+    def request(self, *args: Any, **kwargs: Any) -> httpx.Response:
         response = super().request(*args, **kwargs)
         response.__class__ = Page
         return response
@@ -94,7 +94,7 @@ class Outbox:
         mails = []
         for path in sorted(self.folder.glob("*.eml")):
             message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
-            body = message.get_body(preferencelist=("plain",)).get_content()  # type: ignore[union-attr]
+            body = message.get_body(preferencelist=("plain",)).get_content()
             mails.append(Mail(to=str(message["To"]), subject=str(message["Subject"]), body=body))
         return mails
 

@@ -34,7 +34,7 @@ def production(keyring: Path, tmp_path: Path, **changes: object) -> Settings:
             values.pop(key, None)
         else:
             values[key] = value
-    return Settings(**values)  # type: ignore[arg-type]
+    return Settings(**values)
 
 
 def test_complete_production_configuration_starts(keyring: Path, tmp_path: Path) -> None:

@@ -7,7 +7,6 @@ Create Date: 2026-11-28 21:30:41.705370
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-
 from alembic import op
 
 revision: str = '0001'

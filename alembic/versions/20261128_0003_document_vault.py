@@ -7,7 +7,6 @@ Create Date: 2026-11-28 21:59:52.113494
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-
 from alembic import op
 
 revision: str = '0003'

@@ -8,7 +8,6 @@ Create Date: 2026-11-28 22:19:36.153318
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-
 from alembic import op
 
 revision: str = '0004'

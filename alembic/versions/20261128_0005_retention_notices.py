@@ -7,7 +7,6 @@ Create Date: 2026-11-28 22:26:45.328875
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-
 from alembic import op
 
 revision: str = '0005'

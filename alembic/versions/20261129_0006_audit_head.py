@@ -7,7 +7,6 @@ Create Date: 2026-11-29 03:40:00
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-
 from alembic import op
 
 revision: str = '0006'

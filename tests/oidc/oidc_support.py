@@ -45,7 +45,7 @@ class Flow:
 def auth_params(app: App, **overrides: str | None) -> dict[str, str]:
     params = {"response_type": "code", "client_id": app.client_id, "redirect_uri": RP_CALLBACK,
               "scope": "openid profile", "state": secrets.token_urlsafe(8), "nonce": secrets.token_urlsafe(8)}
-    params.update(overrides)  # type: ignore[arg-type]
+    params.update(overrides)
     return {k: v for k, v in params.items() if v is not None}
 
 

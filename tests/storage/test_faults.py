@@ -129,7 +129,7 @@ def server(services_dir: Path, postgres: PostgresService, s3: S3Service, clamd: 
     vault("citizen", "create", "--email", "faults@example.org", "--given-name", "Léa", "--family-name", "Panne",
           "--birthdate", "1991-01-01", "--gender", "female", "--birthplace", "13055", "--password-stdin", "--verified",
           stdin=f"{PASSWORD}\n")
-    log = open(services_dir / "faults-server.log", "wb")  # noqa: SIM115
+    log = open(services_dir / "faults-server.log", "wb")  # noqa: SIM115  (the server's log, open while it runs)
     process = subprocess.Popen([sys.executable, "-m", "vault.cli", "serve", "--port", url.rsplit(":", 1)[1]],
                                env=env, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60

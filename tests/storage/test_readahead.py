@@ -30,7 +30,7 @@ def reader(delays: dict[tuple[int, int], float], fail: tuple[int, int] | None = 
             if closed is not None:
                 closed.append(document.number)
 
-    service.plaintext = plaintext  # type: ignore[method-assign]
+    service.plaintext = plaintext
     return service
 
 
@@ -40,7 +40,7 @@ def documents(count: int) -> list[SimpleNamespace]:
 
 def read_all(service: DocumentService, docs: list[SimpleNamespace], **kwargs: int) -> list[list[bytes]]:
     keys = {d.id: b"k" for d in docs}
-    return [list(chunks) for _, chunks in service.plaintexts(docs, keys, **kwargs)]  # type: ignore[arg-type]
+    return [list(chunks) for _, chunks in service.plaintexts(docs, keys, **kwargs)]
 
 
 def test_documents_come_out_whole_and_in_order_from_both_lanes() -> None:
@@ -62,7 +62,7 @@ def test_a_store_failure_reaches_the_reader_after_the_good_segments() -> None:
     keys = {d.id: b"k" for d in docs}
     seen: list[bytes] = []
     with pytest.raises(BlobStoreUnavailable):
-        for _, chunks in DocumentService.plaintexts(reader({}, fail=(2, 1)), docs, keys):  # type: ignore[arg-type]
+        for _, chunks in DocumentService.plaintexts(reader({}, fail=(2, 1)), docs, keys):
             seen.extend(chunks)
     assert seen == [f"{n}:{s}".encode() for n in range(2) for s in range(3)] + [b"2:0"]
 
@@ -71,7 +71,7 @@ def test_a_reader_that_stops_early_stops_the_workers() -> None:
     docs, closed = documents(50), []
     keys = {d.id: b"k" for d in docs}
     before = threading.active_count()
-    stream = DocumentService.plaintexts(reader({}, closed=closed), docs, keys, depth=1)  # type: ignore[arg-type]
+    stream = DocumentService.plaintexts(reader({}, closed=closed), docs, keys, depth=1)
     _, first = next(stream)
     assert next(first) == b"0:0"
     stream.close()  # the client went away after one segment
