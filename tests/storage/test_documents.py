@@ -352,9 +352,62 @@ def test_token_without_the_scope_is_403(citizen: Browser, engine) -> None:
     answer = citizen.post("/api/v1/documents", content=pdf(), headers={"Authorization": f"Bearer {token}",
                                                                        "Content-Type": "application/pdf"})
     assert answer.status_code == 403 and answer.json()["error"] == "insufficient_scope"
-    assert 'scope="documents:write"' in answer.headers["www-authenticate"]
+    assert 'scope="documents:deposit"' in answer.headers["www-authenticate"]
     plain = exchange(citizen, authorize(citizen, app, scope="openid profile")).json()["access_token"]
     assert citizen.get("/api/v1/documents", headers={"Authorization": f"Bearer {plain}"}).status_code == 403
+
+
+def _deposit(citizen: Browser, bearer: dict[str, str], title: str) -> dict:
+    answer = citizen.post("/api/v1/documents", content=pdf(), headers={
+        **bearer, "Content-Type": "application/pdf", "X-Document-Type": "proof_of_address", "X-Document-Title": title})
+    assert answer.status_code == 201, answer.text
+    return answer.json()
+
+
+@pytest.mark.parametrize("deposit_scope", ["documents:deposit", "documents:write"])
+def test_an_app_that_deposits_sees_and_changes_only_what_it_deposited(citizen: Browser, engine,
+                                                                      deposit_scope: str) -> None:
+    """documents:deposit (and its former name documents:write) adds documents; the app reads,
+    renames and deletes its own deposits and never sees the citizen's own documents."""
+    own = make_document(citizen, title="Mon avis d'imposition")
+    app = make_oidc_app(engine, scope=f"openid {deposit_scope}", name="Cantine")
+    asked = authorize(citizen, app, scope=f"openid {deposit_scope}", consent=None)
+    assert asked.steps == ["consent"]
+    assert "jamais ceux que vous avez ajoutés" in asked.response.text  # the consent page says what it means
+    token = exchange(citizen, authorize(citizen, app, scope=f"openid {deposit_scope}")).json()["access_token"]
+    bearer = {"Authorization": f"Bearer {token}"}
+    deposited = _deposit(citizen, bearer, "Facture de cantine")
+    listed = citizen.get("/api/v1/documents", headers=bearer).json()
+    assert [d["id"] for d in listed["items"]] == [deposited["id"]] and listed["total"] == 1
+    for method in ("GET", "PATCH", "DELETE"):
+        answer = citizen.request(method, f"/api/v1/documents/{own['id']}", headers=bearer, json={"title": "x"})
+        assert answer.status_code == 404, (method, answer.text)
+    assert citizen.get(f"/api/v1/documents/{own['id']}/content", headers=bearer).status_code == 404
+    assert citizen.patch(f"/api/v1/documents/{deposited['id']}", headers=bearer,
+                         json={"title": "Facture de mars"}).json()["title"] == "Facture de mars"
+    assert citizen.get(f"/api/v1/documents/{deposited['id']}/content", headers=bearer).status_code == 200
+    assert citizen.delete(f"/api/v1/documents/{deposited['id']}", headers=bearer).status_code == 204
+    assert [d["title"] for d in citizen.get("/api/v1/documents").json()["items"]] == ["Mon avis d'imposition"]
+
+
+def test_an_app_that_reads_and_deposits_cannot_change_the_citizens_documents(citizen: Browser, engine) -> None:
+    """Reading the vault does not make an app its manager: renaming or deleting a document it did
+    not deposit is refused (403) and the document stays as it was."""
+    own = make_document(citizen, title="Justificatif de domicile")
+    other_app = make_oidc_app(engine, scope="openid documents:deposit", name="Bibliothèque")
+    other_bearer = {"Authorization": "Bearer " + exchange(citizen, authorize(
+        citizen, other_app, scope="openid documents:deposit")).json()["access_token"]}
+    others = _deposit(citizen, other_bearer, "Carte de lecteur")
+    app = make_oidc_app(engine, scope="openid documents:read documents:deposit", name="Portail")
+    bearer = {"Authorization": "Bearer " + exchange(citizen, authorize(
+        citizen, app, scope="openid documents:read documents:deposit")).json()["access_token"]}
+    for document in (own, others):
+        assert citizen.get(f"/api/v1/documents/{document['id']}", headers=bearer).status_code == 200
+        renamed = citizen.patch(f"/api/v1/documents/{document['id']}", headers=bearer, json={"title": "Effacé"})
+        assert renamed.status_code == 403 and renamed.json()["error"] == "forbidden"
+        assert citizen.delete(f"/api/v1/documents/{document['id']}", headers=bearer).status_code == 403
+    titles = sorted(d["title"] for d in citizen.get("/api/v1/documents").json()["items"])
+    assert titles == ["Carte de lecteur", "Justificatif de domicile"]
 
 
 # ---- faults ---------------------------------------------------------------------------------------------------

@@ -19,10 +19,15 @@ SCOPE_GROUPS: dict[str, tuple[str, ...]] = {
     **{claim: (claim,) for claim in CLAIMS if claim != "email"},
 }
 # Scopes that grant access to an API rather than to claims (the document vault).
+DEPOSIT = N_("Déposer des justificatifs dans votre coffre-fort. L'application pourra relire, modifier ou "
+             "supprimer ceux qu'elle a déposés, jamais ceux que vous avez ajoutés ni ceux d'autres services.")
 API_SCOPES = {
     "documents:read": N_("Consulter les justificatifs de votre coffre-fort"),
-    "documents:write": N_("Déposer des justificatifs dans votre coffre-fort"),
+    "documents:deposit": DEPOSIT,
+    # The former name, kept for apps registered with it: it means exactly documents:deposit.
+    "documents:write": DEPOSIT,
 }
+DEPOSIT_SCOPES = frozenset({"documents:deposit", "documents:write"})
 SCOPES_SUPPORTED = ["openid", *SCOPE_GROUPS, *API_SCOPES]
 
 CLAIM_LABELS = {
@@ -46,7 +51,9 @@ def claims_for_scope(scope: str) -> list[str]:
 def describe_scope(scope: str) -> list[str]:
     """Plain French lines for the consent page: what the app will receive or be able to do."""
     lines = [CLAIM_LABELS[c] for c in claims_for_scope(scope)]
-    lines += [text for s, text in API_SCOPES.items() if s in scope.split()]
+    for text in (API_SCOPES[s] for s in API_SCOPES if s in scope.split()):
+        if text not in lines:  # documents:write and documents:deposit say the same
+            lines.append(text)
     return lines
 
 

@@ -18,6 +18,13 @@ class DocumentNotFound(StorageError):
     code, status, message = "not_found", 404, "Ce document n'existe pas."
 
 
+class NotDepositor(StorageError):
+    """An app changing or deleting a document it did not deposit (one it may read)."""
+
+    code, status = "forbidden", 403
+    message = N_("Une application ne peut modifier ou supprimer que les justificatifs qu'elle a déposés elle-même.")
+
+
 class DocumentHeld(StorageError):
     """Under a legal hold (GDPR Art. 17(3)(b)): kept, whoever asks for its deletion, until released."""
 

@@ -22,6 +22,7 @@ from starlette.responses import Response, StreamingResponse
 from vault.auth.dependencies import LoggedIn, OptionalLogin
 from vault.crypto import DecryptionError
 from vault.errors import VaultError
+from vault.oidc.claims import DEPOSIT_SCOPES
 from vault.oidc.exceptions import BearerError
 from vault.oidc.provider import scope_list
 from vault.oidc.service import OpenIDService
@@ -88,9 +89,15 @@ def api_actor(request: Request, db: Db, current: OptionalLogin) -> Actor:
             token, client, citizen = app_service(request, "oidc", OpenIDService).bearer(db=db, access_token=header[7:].strip())
         except BearerError as exc:
             raise ApiAuthError(exc.status, exc.error or "invalid_token", exc.description) from None
-        wanted = "documents:read" if request.method in ("GET", "HEAD") else "documents:write"
-        if wanted not in scope_list(token.scope):
-            raise ApiAuthError(403, "insufficient_scope", f"The access token lacks the '{wanted}' scope.", wanted)
+        granted = set(scope_list(token.scope))
+        depositor = bool(granted & DEPOSIT_SCOPES)
+        if request.method in ("GET", "HEAD"):  # reading: the vault, or what the app deposited
+            if "documents:read" not in granted and not depositor:
+                raise ApiAuthError(403, "insufficient_scope", "The access token lacks the 'documents:read' scope.",
+                                   "documents:read")
+        elif not depositor:  # depositing, and changing what it deposited
+            raise ApiAuthError(403, "insufficient_scope", "The access token lacks the 'documents:deposit' scope.",
+                               "documents:deposit")
         return Actor(kind="app", citizen_id=citizen.id, actor_id=client.client_id, name=client.name,
                      scopes=frozenset(scope_list(token.scope)))
     if current is None:

@@ -39,6 +39,7 @@ from vault.storage.exceptions import (
     DocumentHeld,
     DocumentNotFound,
     InvalidDocumentInput,
+    NotDepositor,
     QuotaExceeded,
 )
 from vault.storage.models import DOCUMENT_TYPES, AccessLogEntry, CitizenKey, Document
@@ -64,6 +65,16 @@ class Actor:
     @property
     def is_owner(self) -> bool:
         return self.kind == "citizen"
+
+    @property
+    def reads_every_document(self) -> bool:
+        """The citizen, or an app allowed to read the vault; an app that may only deposit sees
+        nothing but what it deposited."""
+        return self.kind != "app" or "documents:read" in self.scopes
+
+    def may_change(self, document: Document) -> bool:
+        """Renaming, changing or deleting: the citizen always; an app only what it deposited itself."""
+        return self.kind != "app" or document.source == self.actor_id
 
 
 @dataclass
@@ -219,13 +230,22 @@ class DocumentService:
 
     def get(self, db: Session, *, actor: Actor, document_id: uuid.UUID) -> Document:
         document = db.get(Document, document_id)
-        if document is None or document.owner_id != actor.citizen_id:
-            raise DocumentNotFound()  # another citizen's document: 404, never 403
+        if (document is None or document.owner_id != actor.citizen_id
+                or not (actor.reads_every_document or document.source == actor.actor_id)):
+            raise DocumentNotFound()  # another citizen's, or one this app may not see: 404, never 403
+        return document
+
+    def _get_to_change(self, db: Session, *, actor: Actor, document_id: uuid.UUID) -> Document:
+        document = self.get(db, actor=actor, document_id=document_id)
+        if not actor.may_change(document):
+            raise NotDepositor()
         return document
 
     def list_documents(self, db: Session, *, actor: Actor, type: str | None = None, limit: int = 50,
                        offset: int = 0) -> tuple[list[Document], int]:
         query = select(Document).where(Document.owner_id == actor.citizen_id)
+        if not actor.reads_every_document:
+            query = query.where(Document.source == actor.actor_id)
         if type:
             query = query.where(Document.type == type)
         total = db.exec(select(func.count()).select_from(query.subquery())).one()
@@ -234,7 +254,7 @@ class DocumentService:
         return items, int(total)
 
     def update(self, db: Session, *, actor: Actor, document_id: uuid.UUID, changes: dict[str, str | None]) -> Document:
-        document = self.get(db, actor=actor, document_id=document_id)
+        document = self._get_to_change(db, actor=actor, document_id=document_id)
         given = {k: v for k, v in changes.items() if v is not None}  # None (JSON null): no change
         errors: dict[str, str] = {}
         if "type" in given and given["type"].strip() not in DOCUMENT_TYPES:
@@ -255,7 +275,7 @@ class DocumentService:
     def delete(self, db: Session, *, actor: Actor, document_id: uuid.UUID) -> str:
         """Delete the row; return the blob key, to delete *after* the commit (a row never points to
         a missing blob; a blob left behind by a crash is an orphan that reconcile removes)."""
-        document = self.get(db, actor=actor, document_id=document_id)
+        document = self._get_to_change(db, actor=actor, document_id=document_id)
         if document.legal_hold is not None:
             raise DocumentHeld()
         self.log_access(db, actor, "delete", document)
