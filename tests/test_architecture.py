@@ -16,8 +16,8 @@ VAULT = Path(__file__).parents[1] / "vault"
 FLOORS = {
     "vault": 0, "settings": 0, "translation": 0, "dates": 0,  # the package's face and pure helpers
     "errors": 1, "logs": 1,
-    "db": 2,
-    "crypto": 3, "mail": 3, "migrations": 3, "web": 3,        # infrastructure and the web layer
+    "db": 2, "mail": 2,                                        # the database; sending mail
+    "crypto": 3, "migrations": 3, "web": 3,                    # key hierarchy, schema check, the web layer
     "auth": 4,                                                 # citizen accounts
     "oidc": 5,                                                 # the OpenID Connect provider
     "storage": 6,                                              # the document vault

@@ -88,6 +88,17 @@ def test_commands_refuse_a_configuration_that_cannot_run(env: dict[str, str]) ->
     assert body["error"] == "config_error" and "VAULT_CLAMD_ADDRESS" in body["detail"]
 
 
+def test_db_upgrade_checks_the_configuration_before_migrating(tmp_path: Path) -> None:
+    """In production, a configuration that cannot run stops `vault db upgrade` before any migration:
+    never a database migrated but left without its signing keys."""
+    database = tmp_path / "vault.sqlite3"
+    env = {**os.environ, "VAULT_ENV": "production", "VAULT_DATA_DIR": str(tmp_path),
+           "VAULT_DATABASE_URL": f"sqlite:///{database}", "VAULT_ISSUER": "https://vault.example.fr"}
+    answer = run(["db", "upgrade"], env)
+    assert answer.returncode == 2 and "VAULT_STORAGE_BACKEND" in answer.stderr
+    assert not database.exists() or database.stat().st_size == 0
+
+
 def test_production_profile_refuses_to_serve_on_defaults(tmp_path: Path) -> None:
     env = {**os.environ, "VAULT_ENV": "production", "VAULT_DATA_DIR": str(tmp_path)}
     answer = run(["serve", "--port", "1"], env)

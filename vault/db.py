@@ -63,9 +63,8 @@ class DatabaseUnavailable(ServiceUnavailable):
 
     log_event = "database unavailable"
 
-    def describe(self, *, reading: bool) -> tuple[str, str]:  # noqa: ARG002  (the same answer either way)
-        return ("The database does not answer.",
-                "Le service est momentanément indisponible. Réessayez dans quelques minutes.")
+    def describe(self, *, reading: bool) -> tuple[str, str]:
+        return "The database does not answer.", super().describe(reading=reading)[1]
 
 
 def request_db(request: Request) -> Iterator[Session]:

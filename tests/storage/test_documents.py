@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import uuid
 from datetime import timedelta
 
@@ -508,6 +509,15 @@ def page_upload(browser: Browser, content: bytes, filename: str = "facture.pdf",
     token = browser.form_token("/documents")
     return browser.post("/documents", data={"csrf_token": token, "type": "proof_of_address", **fields},
                         files={"file": (filename, io.BytesIO(content), "application/pdf")})
+
+
+def test_documents_page_shows_a_refused_field_beside_that_field(citizen: Browser) -> None:
+    """A bad validity date is said under "Valable jusqu'au", not under the file, and nothing is kept."""
+    refused = page_upload(citizen, pdf(), title="Facture", valid_until="99/99/2020")
+    assert refused.status_code == 422
+    assert re.search(r'has-error">\s*<label for="valid_until"', refused.text)
+    assert 'id="file-error"' not in refused.text
+    assert citizen.get("/api/v1/documents").json()["total"] == 0
 
 
 def test_documents_page_add_list_download_rename_delete(citizen: Browser, engine, s3_client, bucket) -> None:

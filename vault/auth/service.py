@@ -38,9 +38,9 @@ from vault.auth.models import (
 from vault.auth.passwords import Hasher, password_problem
 from vault.crypto.tokens import new_token, token_hash
 from vault.db import utcnow
-from vault.mail import Mailer, compose
+from vault.mail import Mailer
 from vault.settings import Settings
-from vault.web.mails import render_mail
+from vault.web.mails import send_mail
 
 logger = logging.getLogger(__name__)
 
@@ -246,9 +246,7 @@ class AccountService:
         return link
 
     def _mail(self, *, to: str, template: str, **context: object) -> None:
-        """Send ``templates/mail/<template>.txt`` (in French: an account has no language of its own)."""
-        subject, body = render_mail(template, {"settings": self.settings, **context})
-        self.mailer.send(compose(self.settings, to=to, subject=subject, body=body))
+        send_mail(self.mailer, self.settings, to=to, template=template, **context)
 
     # ---- login and throttling ------------------------------------------------------------------
 

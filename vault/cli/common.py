@@ -43,36 +43,39 @@ def fail(message: str, *, as_json: bool, code: str = "error", fields: dict[str, 
 
 
 @contextmanager
-def refused(as_json: bool, summary: str | None = None) -> Iterator[None]:
+def refused(as_json: bool, summary: str | None = None, *, reading: bool = False) -> Iterator[None]:
     """A ``VaultError`` raised inside ends the command as ``fail`` does, with the error's code, its
     message (or ``summary``, its per-field messages then saying what is wrong) and its fields; a
-    dependency that does not answer says which, and that nothing was kept."""
+    dependency that does not answer says which (and, unless the command was only ``reading``, that
+    nothing was kept)."""
     try:
         yield
     except ServiceUnavailable as exc:
-        fail(f"{exc.describe(reading=False)[0]} ({exc})", as_json=as_json, code=exc.code)
+        fail(f"{exc.describe(reading=reading)[0]} ({exc})", as_json=as_json, code=exc.code)
     except VaultError as exc:
         fail(summary or exc.message, as_json=as_json, code=exc.code, fields=exc.fields)
 
 
-def read_settings(as_json: bool = False) -> Settings:
+def read_settings(as_json: bool = False, *, check: bool = True) -> Settings:
+    """The settings, checked as ``vault serve`` checks them: a configuration that cannot run is
+    refused, and so are development defaults in production (their warnings are the server's to log)."""
     try:
-        return load_settings()
+        settings = load_settings()
     except ValueError as exc:  # pydantic's ValidationError is a ValueError
         fail(f"invalid configuration: {exc}", as_json=as_json, code="config_error")
+    if not check:
+        return settings
+    try:
+        settings.check()
+    except ConfigError as exc:
+        fail(str(exc), as_json=as_json, code="config_error")
+    return settings
 
 
 def open_services(as_json: bool = False, *, settings: Settings | None = None, check_schema: bool = True) -> Services:
-    """The settings read and checked (as ``vault serve`` checks them: a configuration that cannot
-    run is refused, and so are development defaults in production), the services built, and
-    (unless told not to) the database answering at the latest migration; any failure is a clear
-    error and exit 2."""
+    """The settings read and checked (``read_settings``), the services built, and (unless told not
+    to) the database answering at the latest migration; any failure is a clear error and exit 2."""
     settings = settings or read_settings(as_json)
-    try:
-        for warning in settings.check():
-            typer.echo(f"warning: {warning}", err=True)
-    except ConfigError as exc:
-        fail(str(exc), as_json=as_json, code="config_error")
     try:
         services = build_services(settings)
     except crypto.KeyProviderError as exc:

@@ -40,7 +40,7 @@ def gdpr_export(citizen: CitizenOption,
     target = Path(out)
     tmp = target.with_name(f".{target.name}.part")
     digest, size = hashlib.sha256(), 0
-    with Session(services.engine) as db, refused(as_json):
+    with Session(services.engine) as db, refused(as_json, reading=True):
         try:  # a ZIP is whole or absent: the part file goes whatever stops the export
             total = services.gdpr.export_size(db, citizen_id)
             with typer.progressbar(length=max(total, 1), label="Export", file=sys.stderr, hidden=as_json) as bar:

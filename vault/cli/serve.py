@@ -7,9 +7,8 @@ from typing import Annotated
 import typer
 import uvicorn
 
-from vault.cli.common import fail, read_settings
+from vault.cli.common import read_settings
 from vault.logs import configure_logging
-from vault.settings import ConfigError
 
 
 def serve(
@@ -21,11 +20,7 @@ def serve(
 ) -> None:
     """Serve the web application (pages, OpenID Connect, API)."""
     configure_logging()
-    settings = read_settings()
-    try:
-        settings.check()
-    except ConfigError as exc:
-        fail(str(exc), as_json=False, code="config_error")
+    read_settings()  # a configuration that cannot run stops here, before uvicorn starts
     uvicorn.run("vault.app:create_app_from_env", factory=True, host=host, port=port, workers=workers,
                 access_log=False, log_config=None, proxy_headers=proxy_headers,
                 forwarded_allow_ips=forwarded_allow_ips, server_header=False)

@@ -22,8 +22,8 @@ from sqlmodel import Session
 from vault.db import utcnow
 from vault.gdpr import audit
 from vault.gdpr.service import GdprService, Staff
-from vault.mail import Mailer, compose
-from vault.web.mails import render_mail
+from vault.mail import Mailer
+from vault.web.mails import send_mail
 
 logger = logging.getLogger(__name__)
 
@@ -68,9 +68,8 @@ def _expired_documents(db: Session, *, gdpr: GdprService, mailer: Mailer, dry_ru
         if document.retention_notice_at is None:
             report.documents_noticed.append(str(document.id))
             if not dry_run and citizen is not None:
-                subject, body = render_mail("document_expired", {"settings": settings, "document": document,
-                                                                 "deletion_date": today + NOTICE})
-                mailer.send(compose(settings, to=citizen.email, subject=subject, body=body))
+                send_mail(mailer, settings, to=citizen.email, template="document_expired", document=document,
+                          deletion_date=today + NOTICE)
                 documents.notice_sent(document, at=now)
         elif now - document.retention_notice_at >= NOTICE:
             report.documents_deleted.append(str(document.id))
@@ -97,9 +96,8 @@ def _unused_accounts(db: Session, *, gdpr: GdprService, mailer: Mailer, dry_run:
             report.accounts_noticed.append(str(citizen.id))
             if not dry_run:
                 deletion_date = max(today + NOTICE, (last + timedelta(days=365 * years)).date())
-                subject, body = render_mail("account_unused", {"settings": settings, "last_activity": last,
-                                                               "deletion_date": deletion_date})
-                mailer.send(compose(settings, to=citizen.email, subject=subject, body=body))
+                send_mail(mailer, settings, to=citizen.email, template="account_unused", last_activity=last,
+                          deletion_date=deletion_date)
                 accounts.notice_sent(citizen, at=now)
         elif last < horizon and now - citizen.retention_notice_at >= NOTICE:
             report.accounts_erased.append(str(citizen.id))

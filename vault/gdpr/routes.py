@@ -19,6 +19,7 @@ from vault.gdpr.service import GdprError, GdprService, Staff
 from vault.gdpr.staff import StaffCurrent, StaffService
 from vault.translation import N_
 from vault.web.dependencies import Db, FormFields, redirect
+from vault.web.errors import NOT_FOUND
 from vault.web.pages import (
     PageError,
     clear_cookie,
@@ -39,8 +40,7 @@ class NotStaff(VaultError):
     """Answered 404: the staff section does not exist for anyone else."""
 
     code, status = "not_found", 404
-    title = N_("Page introuvable")
-    message = N_("Cette page n'existe pas ou n'existe plus.")
+    title, message = NOT_FOUND
     link = ("/", N_("Accueil"))
 
 

@@ -11,7 +11,6 @@ from urllib.parse import urlsplit
 
 from joserfc import jwk
 from joserfc.errors import JoseError
-from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from vault.crypto.tokens import token_hash
@@ -19,7 +18,7 @@ from vault.db import utcnow
 from vault.oidc.claims import SCOPES_SUPPORTED
 from vault.oidc.exceptions import ClientError, ClientNotFound
 from vault.oidc.models import OAuthClient, OAuthToken
-from vault.oidc.provider import AUTH_METHODS
+from vault.oidc.provider import AUTH_METHODS, revoke_tokens
 
 logger = logging.getLogger(__name__)
 
@@ -139,9 +138,7 @@ def disable_client(*, db: Session, client_id: str) -> OAuthClient:
     """The app can no longer log anyone in, and every token it holds is revoked."""
     client = _get(db, client_id)
     client.disabled_at = client.disabled_at or utcnow()
-    db.exec(update(OAuthToken).where(col(OAuthToken.client_id) == client_id,
-                                     col(OAuthToken.revoked_at).is_(None))
-                 .values(revoked_at=utcnow()))
+    revoke_tokens(db, col(OAuthToken.client_id) == client_id)
     logger.info("app disabled", extra={"client_id": client_id})
     return client
 

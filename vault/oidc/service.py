@@ -21,7 +21,7 @@ from authlib.oauth2.rfc6749.errors import (
     OAuth2Error,
 )
 from authlib.oidc.core.errors import ConsentRequiredError, LoginRequiredError
-from sqlalchemy import delete, or_, update
+from sqlalchemy import delete, or_
 from sqlmodel import Session, col, select
 
 from vault.auth.models import Citizen
@@ -33,7 +33,7 @@ from vault.oidc.claims import SCOPES_SUPPORTED, describe_scope, user_claims
 from vault.oidc.exceptions import BearerError, LogoutError, PendingExpired, UntrustedHint
 from vault.oidc.keys import InvalidSignature, KeyStore
 from vault.oidc.models import AuthorizationCode, Consent, OAuthClient, OAuthToken, PendingAuthorization
-from vault.oidc.provider import ACR_REACHED, AUTH_METHODS, Provider, RegisteredClient, scope_list
+from vault.oidc.provider import ACR_REACHED, AUTH_METHODS, Provider, RegisteredClient, revoke_tokens, scope_list
 from vault.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -302,9 +302,7 @@ class OpenIDService:
         """Withdraw consent: the app's tokens for this citizen die with it."""
         removed = db.exec(delete(Consent).where(col(Consent.citizen_id) == citizen_id,
                                                 col(Consent.client_id) == client_id)).rowcount
-        db.exec(update(OAuthToken).where(col(OAuthToken.citizen_id) == citizen_id, col(OAuthToken.client_id) == client_id,
-                                         col(OAuthToken.revoked_at).is_(None))
-                .values(revoked_at=utcnow()))
+        revoke_tokens(db, col(OAuthToken.citizen_id) == citizen_id, col(OAuthToken.client_id) == client_id)
         if removed:
             logger.info("app access withdrawn", extra={"client_id": client_id, "citizen_id": str(citizen_id)})
         return bool(removed)
@@ -313,9 +311,7 @@ class OpenIDService:
 
     def revoke_all(self, *, db: Session, citizen_id: uuid.UUID) -> int:
         """Erasure's first stage: every live token of the citizen revoked; how many."""
-        return db.exec(update(OAuthToken).where(col(OAuthToken.citizen_id) == citizen_id,
-                                                col(OAuthToken.revoked_at).is_(None))
-                       .values(revoked_at=utcnow())).rowcount
+        return revoke_tokens(db, col(OAuthToken.citizen_id) == citizen_id)
 
     def recipients(self, *, db: Session, citizen_id: uuid.UUID) -> list[dict[str, str]]:
         """The apps that received the citizen's data (a consent or a token), for GDPR Art. 19."""

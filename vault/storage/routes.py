@@ -379,7 +379,7 @@ async def documents_upload(request: Request, db: Db, service: Documents, actor: 
     try:
         await receive_document(request, db, service, actor, csrf_cookie=get_cookie(request, "csrf") or "")
     except StorageError as exc:
-        errors, status = getattr(exc, "errors", None) or {"file": exc.message}, exc.status
+        errors, status = exc.fields or {"file": exc.message}, exc.status
         return await run_in_threadpool(lambda: _documents_page(request, db, service, actor, errors=errors,
                                                                status=status))
     return redirect("/documents?notice=added")

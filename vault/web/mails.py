@@ -13,6 +13,8 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
+from vault.mail import Mailer, compose
+from vault.settings import Settings
 from vault.web.i18n import SOURCE_LANGUAGE, translations
 
 MAIL_TEMPLATES = Environment(
@@ -37,3 +39,9 @@ def render_mail(name: str, context: Mapping[str, Any], *, lang: str | None = Non
     if not subject:
         raise ValueError(f"mail template {name}.txt sets no subject")
     return str(subject), str(module)
+
+
+def send_mail(mailer: Mailer, settings: Settings, *, to: str, template: str, **context: object) -> None:
+    """Render ``mail/<template>.txt`` (in French: an account has no language of its own) and send it."""
+    subject, body = render_mail(template, {"settings": settings, **context})
+    mailer.send(compose(settings, to=to, subject=subject, body=body))
