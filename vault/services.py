@@ -68,7 +68,7 @@ def build_services(settings: Settings, *, engine: Engine | None = None) -> Servi
         keys=keys,
     )
     documents = DocumentService(settings=settings, keys=keys, store=blob_store, scanner=scanner)
-    oidc = OpenIDService(settings=settings, keystore=keystore, accounts=accounts)
+    oidc = OpenIDService(settings=settings, keystore=keystore, accounts=accounts, documents=documents)
     return Services(
         settings=settings,
         engine=engine or make_engine(settings.effective_database_url),

@@ -51,9 +51,10 @@ def auth_params(app: App, **overrides: str | None) -> dict[str, str]:
 
 def authorize(browser: Browser, app: App, *, email: str | None = None, password: str = PASSWORD,
               consent: str | None = "allow", method: str = "GET", otp: str | None = None,
-              **overrides: str | None) -> Flow:
+              documents: tuple[str, ...] = (), **overrides: str | None) -> Flow:
     """Run /authorize, logging in (if ``email`` and asked) and consenting (if asked), until the
-    provider answers the app (a redirect to its redirect_uri) or shows something else."""
+    provider answers the app (a redirect to its redirect_uri) or shows something else; ``documents``:
+    the ids ticked on the consent page."""
     flow = Flow(app=app, params=auth_params(app, **overrides))
     if method == "GET":
         response = browser.get("/authorize?" + urlencode(flow.params))
@@ -79,7 +80,8 @@ def authorize(browser: Browser, app: App, *, email: str | None = None, password:
                 break
             action = response.text.split('action="/authorize/continue/')[1].split('"')[0]
             response = browser.post(f"/authorize/continue/{action}",
-                                    data={"decision": consent, "csrf_token": browser.form_token("/login")})
+                                    data={"decision": consent, "csrf_token": browser.form_token("/login"),
+                                          "document": list(documents)})
             continue
         break
     flow.response = response

@@ -401,7 +401,8 @@ def test_an_app_that_reads_and_deposits_cannot_change_the_citizens_documents(cit
     others = _deposit(citizen, other_bearer, "Carte de lecteur")
     app = make_oidc_app(engine, scope="openid documents:read documents:deposit", name="Portail")
     bearer = {"Authorization": "Bearer " + exchange(citizen, authorize(
-        citizen, app, scope="openid documents:read documents:deposit")).json()["access_token"]}
+        citizen, app, scope="openid documents:read documents:deposit",
+        documents=(own["id"], others["id"]))).json()["access_token"]}
     for document in (own, others):
         assert citizen.get(f"/api/v1/documents/{document['id']}", headers=bearer).status_code == 200
         renamed = citizen.patch(f"/api/v1/documents/{document['id']}", headers=bearer, json={"title": "Effacé"})

@@ -51,6 +51,7 @@ class VaultOAuth2Request(OAuth2Request):
     payload: VaultPayload
     user: Citizen | None  # set by authlib: the citizen the grant is for
     login: LoginSession | None  # the citizen's login session, set by the authorization route
+    authorization_details: list[dict[str, Any]] | None  # RFC 9396, as the citizen granted them
 
     def __init__(self, *, method: str, uri: str, headers: Mapping[str, str], query: list[tuple[str, str]],
                  form: list[tuple[str, str]]) -> None:
@@ -60,6 +61,7 @@ class VaultOAuth2Request(OAuth2Request):
         # Authorization parameters come from the query (GET) or the form (POST), never mixed.
         self.payload = VaultPayload(form if method == "POST" else query)
         self.login = None
+        self.authorization_details = None
 
     @property
     def args(self) -> dict[str, str | None]:

@@ -32,6 +32,20 @@ class PendingExpired(VaultError):
     message = N_("Cette demande de connexion a expiré. Retournez sur le site de l'application et recommencez.")
 
 
+class InvalidDocumentChoice(VaultError):
+    """The consent form names a document that was not offered (not the citizen's, not of a
+    requested type) or more than the app may receive: nothing is granted."""
+
+    code = "invalid_request"
+    title = N_("Choix impossible")
+    message = N_("Ce choix de justificatifs n'est pas possible. Revenez à la page précédente et cochez "
+                 "seulement des justificatifs proposés.")
+
+    def __init__(self, *, max_documents: int | None = None) -> None:
+        super().__init__(N_("Cette application ne peut recevoir que %(count)s justificatif(s) : décochez-en.")
+                         % {"count": max_documents} if max_documents is not None else None)
+
+
 class LogoutError(OAuthError):
     """A logout request that names an app wrongly (unknown app, unregistered redirect…)."""
 

@@ -58,6 +58,8 @@ class AuthorizationCode(SQLModel, table=True):
     acr: str = Field(max_length=20)
     amr: str = Field(max_length=50)
     sid: str = Field(max_length=32)
+    # RFC 9396: the documents the citizen chose for this app (vault.oidc.documents), or None.
+    authorization_details: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     created_at: datetime = Field(default_factory=utcnow)
     expires_at: datetime
     used_at: datetime | None = None
@@ -89,6 +91,8 @@ class OAuthToken(SQLModel, table=True):
     refresh_expires_at: datetime | None = None  # absolute: rotation never extends it
     refresh_rotated_at: datetime | None = None
     revoked_at: datetime | None = None
+    # The code's authorization details, kept through refreshes: the documents this grant may read.
+    authorization_details: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
 
 
 class Consent(SQLModel, table=True):

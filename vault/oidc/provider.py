@@ -257,6 +257,7 @@ class CodeGrant(grants.AuthorizationCodeGrant):
             acr=ACR_REACHED,
             amr=login.amr,
             sid=login.sid,
+            authorization_details=request.authorization_details,
             expires_at=utcnow() + CODE_LIFETIME,
         ))
 
@@ -437,6 +438,8 @@ class Introspection(IntrospectionEndpoint):
             "exp": int(expires.timestamp()),
             "acr": row.acr,
         }
+        if row.authorization_details is not None:
+            payload["authorization_details"] = row.authorization_details  # RFC 9396 §9.2
         if not refresh:
             payload["token_type"] = "Bearer"  # noqa: S105  (RFC 6749's token type, not a secret)
         return payload
@@ -515,7 +518,10 @@ class Provider(AuthorizationServer):
             issued_at=now,
             access_expires_at=now + timedelta(seconds=token["expires_in"]),
             refresh_expires_at=refresh_expires,
+            authorization_details=source.authorization_details,
         ))
+        if source.authorization_details is not None:
+            token["authorization_details"] = source.authorization_details  # RFC 9396 §7
 
     # -- our helpers
     def find_token(self, value: str) -> IssuedToken | None:

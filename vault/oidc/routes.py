@@ -19,7 +19,7 @@ from vault.oidc.exceptions import BearerError, LogoutError, UntrustedHint
 from vault.oidc.service import BadRequest, NeedConsent, NeedLogin, OpenIDService, Outcome, ToClient
 from vault.translation import N_
 from vault.web.dependencies import Db, FormFields, redirect
-from vault.web.pages import PageError, clear_cookie, get_cookie, render, rotate_csrf
+from vault.web.pages import PageError, clear_cookie, form_values, get_cookie, render, rotate_csrf
 from vault.web.state import app_service, app_settings
 
 router = APIRouter(tags=["openid-connect"])
@@ -72,7 +72,7 @@ def _answer(request: Request, outcome: Outcome) -> Response:
     if isinstance(outcome, NeedConsent):
         return render(request, "consent.html", {"title": N_("Autoriser l'accès à vos informations"),
                                                 "client_name": outcome.client_name, "lines": outcome.lines,
-                                                "pending_id": outcome.pending_id})
+                                                "documents": outcome.documents, "pending_id": outcome.pending_id})
     assert isinstance(outcome, BadRequest)
     return render(request, "message.html", {"title": N_("Demande de connexion incorrecte"), "message": INVALID_APP_REQUEST,
                                             "technical": outcome.description}, status=400)
@@ -96,7 +96,8 @@ def authorize_decide(request: Request, pending_id: str, form: FormFields, db: Db
     decision = form.get("decision")
     if decision not in ("allow", "deny"):
         raise PageError(400, "Choisissez « Autoriser » ou « Refuser ».")
-    return _answer(request, service.resume(db=db, pending_id=pending_id, current=current, decision=decision))
+    return _answer(request, service.resume(db=db, pending_id=pending_id, current=current, decision=decision,
+                                           chosen=form_values(request, "document")))
 
 
 # ---- token, revocation, introspection -----------------------------------------------------------------------

@@ -10,7 +10,8 @@ import logging
 import secrets
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 from urllib.parse import urlencode
@@ -30,7 +31,15 @@ from vault.crypto.tokens import token_hash
 from vault.db import utcnow
 from vault.oidc.adapter import OAuthResponse, VaultOAuth2Request
 from vault.oidc.claims import SCOPES_SUPPORTED, describe_scope, user_claims
-from vault.oidc.exceptions import BearerError, LogoutError, PendingExpired, UntrustedHint
+from vault.oidc.documents import TYPE as DOCUMENTS_TYPE
+from vault.oidc.documents import (
+    DocumentCatalog,
+    DocumentChoice,
+    DocumentRequest,
+    InvalidAuthorizationDetails,
+    parse,
+)
+from vault.oidc.exceptions import BearerError, InvalidDocumentChoice, LogoutError, PendingExpired, UntrustedHint
 from vault.oidc.keys import InvalidSignature, KeyStore
 from vault.oidc.models import AuthorizationCode, Consent, OAuthClient, OAuthToken, PendingAuthorization
 from vault.oidc.provider import ACR_REACHED, AUTH_METHODS, Provider, RegisteredClient, revoke_tokens, scope_list
@@ -60,10 +69,21 @@ class NeedLogin:
 
 
 @dataclass(frozen=True)
+class DocumentQuestion:
+    """One request for documents on the consent page: its types, why, and the citizen's candidates."""
+
+    labels: list[str]  # the requested types' French names
+    purpose: str | None
+    max_documents: int | None
+    choices: list[DocumentChoice]
+
+
+@dataclass(frozen=True)
 class NeedConsent:
     pending_id: str
     client_name: str
     lines: list[str]
+    documents: list[DocumentQuestion] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -87,10 +107,12 @@ class LogoutResult:
 
 
 class OpenIDService:
-    def __init__(self, *, settings: Settings, keystore: KeyStore, accounts: AccountService) -> None:
+    def __init__(self, *, settings: Settings, keystore: KeyStore, accounts: AccountService,
+                 documents: DocumentCatalog) -> None:
         self.settings = settings
         self.keystore = keystore
         self.accounts = accounts  # the citizens' login sessions end through it (logout)
+        self.documents = documents  # the citizen's documents, offered on the consent page
 
     def provider(self, db: Session) -> Provider:
         return Provider(db=db, settings=self.settings, keystore=self.keystore)
@@ -106,6 +128,7 @@ class OpenIDService:
             if max_age is not None and not (max_age.isdigit() and len(max_age) < 10):
                 raise InvalidRequestError("'max_age' must be a non-negative integer.",
                                           redirect_uri=request.payload.redirect_uri, state=request.payload.state)
+            self._document_requests(request.payload.data, client=request.client)
         except OAuth2Error as error:
             if error.redirect_uri:
                 error.state = request.payload.state
@@ -118,13 +141,58 @@ class OpenIDService:
                             started=utcnow(), current=current, decision=None)
 
     def resume(self, *, db: Session, pending_id: str, current: CurrentLogin | None,
-               decision: str | None = None) -> Outcome:
-        """Back from the login page or the consent page."""
+               decision: str | None = None, chosen: Sequence[str] = ()) -> Outcome:
+        """Back from the login page or the consent page (``chosen``: the ids of the documents the
+        citizen ticked)."""
         row = db.get(PendingAuthorization, token_hash(pending_id)) if pending_id and len(pending_id) < 100 else None
         if row is None or row.expires_at <= utcnow():
             raise PendingExpired()
         return self._decide(db=db, provider=self.provider(db), pending_id=pending_id, params=row.params,
-                            started=row.created_at, current=current, decision=decision)
+                            started=row.created_at, current=current, decision=decision, chosen=chosen)
+
+    def _document_requests(self, params: Mapping[str, str], *, client: object) -> list[DocumentRequest]:
+        """What the app asks of the vault: its ``authorization_details``, or every type for the
+        scope ``documents:read`` alone. Only an app registered for document access may ask."""
+        known = self.documents.document_types
+        raw = params.get("authorization_details")
+        registered = isinstance(client, RegisteredClient) and "documents:read" in scope_list(client.row.scope)
+        redirect_uri, state = params.get("redirect_uri"), params.get("state")
+        try:
+            requests = parse(raw, known_types=known)
+        except InvalidAuthorizationDetails as error:
+            error.redirect_uri, error.state = redirect_uri, state
+            raise
+        if requests and not registered:
+            raise InvalidAuthorizationDetails("This app is not registered for document access.",
+                                              redirect_uri=redirect_uri, state=state)
+        if not requests and registered and "documents:read" in scope_list(params.get("scope")):
+            requests = [DocumentRequest(document_types=tuple(known))]
+        return requests
+
+    def _document_questions(self, db: Session, citizen_id: uuid.UUID,
+                            requests: list[DocumentRequest]) -> list[DocumentQuestion]:
+        known = self.documents.document_types
+        return [DocumentQuestion(labels=[known[t] for t in r.document_types], purpose=r.purpose,
+                                 max_documents=r.max_documents,
+                                 choices=self.documents.consent_choices(db, citizen_id=citizen_id,
+                                                                        types=r.document_types))
+                for r in requests]
+
+    def _granted_details(self, questions: list[DocumentQuestion], requests: list[DocumentRequest],
+                         chosen: Sequence[str]) -> list[dict[str, Any]]:
+        """The details as granted: each request with the ticked documents it offered. A choice that
+        was not offered (another citizen's document, another type) refuses the whole consent."""
+        picked = set(chosen)
+        offered = {str(c.id) for q in questions for c in q.choices}
+        if picked - offered:
+            raise InvalidDocumentChoice()
+        granted = []
+        for request, question in zip(requests, questions, strict=True):
+            ids = [c.id for c in question.choices if str(c.id) in picked]
+            if request.max_documents is not None and len(ids) > request.max_documents:
+                raise InvalidDocumentChoice(max_documents=request.max_documents)
+            granted.append(request.detail(ids))
+        return granted
 
     def pending_client_name(self, *, db: Session, pending_id: str) -> str | None:
         row = db.get(PendingAuthorization, token_hash(pending_id)) if pending_id and len(pending_id) < 100 else None
@@ -132,7 +200,8 @@ class OpenIDService:
         return client.name if client else None
 
     def _decide(self, *, db: Session, provider: Provider, pending_id: str, params: dict[str, str],
-                started: datetime, current: CurrentLogin | None, decision: str | None) -> Outcome:
+                started: datetime, current: CurrentLogin | None, decision: str | None,
+                chosen: Sequence[str] = ()) -> Outcome:
         request = VaultOAuth2Request(method="POST", uri=f"{self.settings.issuer}/authorize", headers={}, query=[],
                                      form=list(params.items()))
         citizen = current.citizen if current else None
@@ -172,13 +241,19 @@ class OpenIDService:
         scope = request.scope
         consent = db.get(Consent, (citizen.id, client.client_id))
         covered = consent is not None and set(scope_list(scope)) <= set(scope_list(consent.scope))
+        requests = self._document_requests(params, client=request.client)
+        questions = self._document_questions(db, citizen.id, requests) if requests else []
         if decision == "deny":
             logger.info("consent refused", extra={"client_id": client.client_id, "citizen_id": str(citizen.id)})
             return to_client_error(AccessDeniedError(redirect_uri=redirect_uri, state=state))
-        if decision != "allow" and (not covered or "consent" in prompts):
+        # Documents are chosen at every authorization: a remembered consent covers claims, never a choice.
+        if decision != "allow" and (not covered or "consent" in prompts or requests):
             if "none" in prompts:
                 return to_client_error(ConsentRequiredError(redirect_uri=redirect_uri, state=state))
-            return NeedConsent(pending_id=pending_id, client_name=client.name, lines=describe_scope(scope))
+            return NeedConsent(pending_id=pending_id, client_name=client.name, lines=describe_scope(scope),
+                               documents=questions)
+        if requests:
+            request.authorization_details = self._granted_details(questions, requests, chosen)
         if decision == "allow":
             granted = set(scope_list(scope)) | (set(scope_list(consent.scope)) if consent else set())
             if consent is None:
@@ -357,6 +432,7 @@ class OpenIDService:
             "scopes_supported": SCOPES_SUPPORTED,
             "response_types_supported": ["code"],
             "response_modes_supported": ["query"],
+            "authorization_details_types_supported": [DOCUMENTS_TYPE],  # RFC 9396 §10
             "grant_types_supported": ["authorization_code", "refresh_token"],
             "subject_types_supported": ["pairwise"],
             "id_token_signing_alg_values_supported": ["ES256", "RS256"],

@@ -23,6 +23,7 @@ from vault.auth.dependencies import LoggedIn, OptionalLogin
 from vault.crypto import DecryptionError
 from vault.errors import VaultError
 from vault.oidc.claims import DEPOSIT_SCOPES
+from vault.oidc.documents import granted_documents
 from vault.oidc.exceptions import BearerError
 from vault.oidc.provider import scope_list
 from vault.oidc.service import OpenIDService
@@ -89,17 +90,18 @@ def api_actor(request: Request, db: Db, current: OptionalLogin) -> Actor:
             token, client, citizen = app_service(request, "oidc", OpenIDService).bearer(db=db, access_token=header[7:].strip())
         except BearerError as exc:
             raise ApiAuthError(exc.status, exc.error or "invalid_token", exc.description) from None
-        granted = set(scope_list(token.scope))
-        depositor = bool(granted & DEPOSIT_SCOPES)
+        scopes = set(scope_list(token.scope))
+        depositor = bool(scopes & DEPOSIT_SCOPES)
         if request.method in ("GET", "HEAD"):  # reading: the vault, or what the app deposited
-            if "documents:read" not in granted and not depositor:
+            reader = "documents:read" in scopes or token.authorization_details is not None  # RFC 9396 grant
+            if not reader and not depositor:
                 raise ApiAuthError(403, "insufficient_scope", "The access token lacks the 'documents:read' scope.",
                                    "documents:read")
         elif not depositor:  # depositing, and changing what it deposited
             raise ApiAuthError(403, "insufficient_scope", "The access token lacks the 'documents:deposit' scope.",
                                "documents:deposit")
         return Actor(kind="app", citizen_id=citizen.id, actor_id=client.client_id, name=client.name,
-                     scopes=frozenset(scope_list(token.scope)))
+                     scopes=frozenset(scopes), granted=granted_documents(token.authorization_details))
     if current is None:
         raise ApiAuthError(401, "unauthenticated", "Log in (session cookie) or send an access token.")
     if request.method not in ("GET", "HEAD") and not _csrf_header_ok(request):

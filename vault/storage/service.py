@@ -10,7 +10,7 @@ import secrets
 import threading
 import unicodedata
 import uuid
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import TypedDict
@@ -32,6 +32,7 @@ from vault.crypto.hierarchy import (
 from vault.crypto.streaming import decrypt_object, decrypt_range
 from vault.dates import OLDEST_DATE, parse_date
 from vault.db import utcnow
+from vault.oidc.documents import DocumentChoice
 from vault.settings import Settings
 from vault.storage.antivirus import Scanner
 from vault.storage.blobs import BlobStore, BlobStoreUnavailable
@@ -61,16 +62,16 @@ class Actor:
     actor_id: str
     name: str
     scopes: frozenset[str] = frozenset()
+    granted: frozenset[uuid.UUID] = frozenset()  # an app's token: the documents the citizen chose for it
 
     @property
     def is_owner(self) -> bool:
         return self.kind == "citizen"
 
-    @property
-    def reads_every_document(self) -> bool:
-        """The citizen, or an app allowed to read the vault; an app that may only deposit sees
-        nothing but what it deposited."""
-        return self.kind != "app" or "documents:read" in self.scopes
+    def may_see(self, document: Document) -> bool:
+        """The citizen sees their vault; an app, the documents the citizen chose for it (RFC 9396
+        grants on its token) and those it deposited itself. Nothing else exists for it."""
+        return self.kind != "app" or document.id in self.granted or document.source == self.actor_id
 
     def may_change(self, document: Document) -> bool:
         """Renaming, changing or deleting: the citizen always; an app only what it deposited itself."""
@@ -230,8 +231,7 @@ class DocumentService:
 
     def get(self, db: Session, *, actor: Actor, document_id: uuid.UUID) -> Document:
         document = db.get(Document, document_id)
-        if (document is None or document.owner_id != actor.citizen_id
-                or not (actor.reads_every_document or document.source == actor.actor_id)):
+        if document is None or document.owner_id != actor.citizen_id or not actor.may_see(document):
             raise DocumentNotFound()  # another citizen's, or one this app may not see: 404, never 403
         return document
 
@@ -244,8 +244,8 @@ class DocumentService:
     def list_documents(self, db: Session, *, actor: Actor, type: str | None = None, limit: int = 50,
                        offset: int = 0) -> tuple[list[Document], int]:
         query = select(Document).where(Document.owner_id == actor.citizen_id)
-        if not actor.reads_every_document:
-            query = query.where(Document.source == actor.actor_id)
+        if actor.kind == "app":
+            query = query.where(or_(col(Document.id).in_(actor.granted), col(Document.source) == actor.actor_id))
         if type:
             query = query.where(Document.type == type)
         total = db.exec(select(func.count()).select_from(query.subquery())).one()
@@ -398,6 +398,19 @@ class DocumentService:
     def access_log(self, db: Session, citizen_id: uuid.UUID, limit: int = 200) -> list[AccessLogEntry]:
         return list(db.exec(select(AccessLogEntry).where(AccessLogEntry.citizen_id == citizen_id)
                             .order_by(col(AccessLogEntry.at).desc()).limit(limit)))
+
+    # ---- the consent page (vault.oidc.documents.DocumentCatalog) --------------------------------------
+
+    @property
+    def document_types(self) -> Mapping[str, str]:
+        return DOCUMENT_TYPES
+
+    def consent_choices(self, db: Session, *, citizen_id: uuid.UUID, types: Sequence[str]) -> list[DocumentChoice]:
+        """The citizen's documents of these types, newest first, as the consent page offers them."""
+        rows = db.exec(select(Document).where(Document.owner_id == citizen_id, col(Document.type).in_(types))
+                       .order_by(col(Document.created_at).desc()))
+        return [DocumentChoice(id=d.id, type=d.type, title=d.title, created_at=d.created_at, valid_until=d.valid_until)
+                for d in rows]
 
     # ---- legal hold, retention and erasure (driven by vault.gdpr) -----------------------------------
 

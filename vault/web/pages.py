@@ -106,6 +106,12 @@ async def read_small_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
+def form_values(request: Request, name: str) -> list[str]:
+    """Every value sent for ``name`` in the form ``read_form`` read (ticked checkboxes), in order."""
+    lists: dict[str, list[str]] = getattr(request.state, "form_lists", {})
+    return list(lists.get(name, []))
+
+
 async def read_form(request: Request) -> dict[str, str]:
     """Parse a small form (urlencoded or multipart without files) and check its CSRF token.
 
@@ -136,12 +142,15 @@ async def read_form(request: Request) -> dict[str, str]:
     else:
         raise PageError(415, "Cette adresse attend un formulaire.")
     form: dict[str, str] = {}
+    lists: dict[str, list[str]] = {}
     for key, value in fields:
         if len(value) > MAX_FIELD_CHARS:
             raise PageError(400, "Un des champs est trop long.")
         if "\x00" in value:
             raise PageError(400, "Un des champs contient un caractère interdit.")
         form.setdefault(key, value)
+        lists.setdefault(key, []).append(value)
+    request.state.form_lists = lists  # every value of a repeated field (checkboxes): form_values()
     cookie = get_cookie(request, "csrf") or ""
     sent = form.pop(CSRF_FIELD, "")
     if not cookie or not sent or not hmac.compare_digest(cookie.encode(), sent.encode()):

@@ -1,0 +1,123 @@
+"""Documents the citizen chooses (RFC 9396, Rich Authorization Requests): an app asks for types of
+documents, the citizen ticks which ones, and the app's tokens open those and nothing else."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from tests.factories import make_document, make_oidc_app
+from tests.oidc.oidc_support import authorize, exchange
+from tests.support import Browser, query_of
+
+PROOF = {"type": "citizen_documents", "document_types": ["proof_of_address"], "actions": ["read"],
+         "purpose": "Inscription à la cantine"}
+
+
+@pytest.fixture
+def vault(citizen: Browser) -> dict[str, dict]:
+    """Three documents: two proofs of address, one tax notice."""
+    return {"edf": make_document(citizen, type="proof_of_address", title="Facture EDF"),
+            "bail": make_document(citizen, type="proof_of_address", title="Quittance de loyer"),
+            "impots": make_document(citizen, type="tax_notice", title="Avis d'imposition 2026")}
+
+
+def details(*objects: dict) -> str:
+    return json.dumps(list(objects))
+
+
+def test_consent_offers_the_requested_types_and_the_token_opens_only_the_chosen_document(
+        citizen: Browser, engine, vault: dict[str, dict]) -> None:
+    """Nothing ticked in advance; the tax notice is not offered; the token carries the one choice."""
+    app = make_oidc_app(engine, scope="openid documents:read", name="Cantine")
+    asked = authorize(citizen, app, scope="openid", authorization_details=details(PROOF), consent=None)
+    page = asked.response.text
+    assert asked.steps == ["consent"] and "Inscription à la cantine" in page
+    offered = re.findall(r'name="document" value="([^"]+)"', page)
+    assert sorted(offered) == sorted([vault["edf"]["id"], vault["bail"]["id"]])
+    assert "checked" not in page and "Avis d'imposition 2026" not in page
+
+    flow = authorize(citizen, app, scope="openid", authorization_details=details(PROOF), documents=(vault["edf"]["id"],))
+    tokens = exchange(citizen, flow).json()
+    assert tokens["authorization_details"] == [{**PROOF, "documents": [vault["edf"]["id"]]}]
+    bearer = {"Authorization": f"Bearer {tokens['access_token']}"}
+    listed = citizen.get("/api/v1/documents", headers=bearer).json()
+    assert [d["id"] for d in listed["items"]] == [vault["edf"]["id"]] and listed["total"] == 1
+    assert citizen.get(f"/api/v1/documents/{vault['edf']['id']}/content", headers=bearer).status_code == 200
+    for other in ("bail", "impots"):
+        for path in ("", "/content"):
+            assert citizen.get(f"/api/v1/documents/{vault[other]['id']}{path}", headers=bearer).status_code == 404
+
+    introspected = citizen.post("/introspect", data={"token": tokens["access_token"], "client_id": app.client_id,
+                                                     "client_secret": app.secret}).json()
+    assert introspected["active"] is True
+    assert introspected["authorization_details"] == tokens["authorization_details"]
+
+
+def test_the_scope_alone_lets_the_citizen_choose_among_every_type_and_nothing_ticked_grants_nothing(
+        citizen: Browser, engine, vault: dict[str, dict]) -> None:
+    app = make_oidc_app(engine, scope="openid documents:read")
+    asked = authorize(citizen, app, scope="openid documents:read", consent=None)
+    assert len(re.findall(r'name="document"', asked.response.text)) == 3
+    tokens = exchange(citizen, authorize(citizen, app, scope="openid documents:read")).json()
+    assert tokens["authorization_details"][0]["documents"] == []
+    bearer = {"Authorization": f"Bearer {tokens['access_token']}"}
+    assert citizen.get("/api/v1/documents", headers=bearer).json()["total"] == 0
+    assert citizen.get(f"/api/v1/documents/{vault['edf']['id']}", headers=bearer).status_code == 404
+
+
+def test_a_new_choice_applies_to_the_new_tokens_only(citizen: Browser, engine, vault: dict[str, dict]) -> None:
+    app = make_oidc_app(engine, scope="openid documents:read")
+    first = exchange(citizen, authorize(citizen, app, scope="openid", authorization_details=details(PROOF),
+                                        documents=(vault["edf"]["id"],))).json()["access_token"]
+    second = exchange(citizen, authorize(citizen, app, scope="openid", authorization_details=details(PROOF),
+                                         documents=(vault["bail"]["id"],))).json()["access_token"]
+    def ids(token: str) -> list[str]:
+        return [d["id"] for d in citizen.get("/api/v1/documents", headers={"Authorization": f"Bearer {token}"})
+                .json()["items"]]
+    assert ids(first) == [vault["edf"]["id"]] and ids(second) == [vault["bail"]["id"]]
+
+
+@pytest.mark.parametrize("bad", [
+    "pas du json",
+    json.dumps({"type": "citizen_documents"}),                                  # not an array
+    json.dumps([]),                                                              # empty
+    details({**PROOF, "type": "payment_initiation"}),                            # unknown type
+    details({**PROOF, "document_types": ["passport_of_the_moon"]}),              # unknown document type
+    details({**PROOF, "document_types": []}),
+    details({**PROOF, "actions": ["read", "delete"]}),                           # only read
+    details({**PROOF, "purpose": "x" * 201}),                                    # purpose too long
+    details({**PROOF, "max_documents": 0}),
+])
+def test_malformed_authorization_details_go_back_to_the_app(citizen: Browser, engine, bad: str) -> None:
+    """The app is told, at its redirect URI with its state; nothing is asked of the citizen."""
+    app = make_oidc_app(engine, scope="openid documents:read")
+    flow = authorize(citizen, app, scope="openid", authorization_details=bad, consent=None)
+    assert flow.response.status_code in (302, 303) and flow.steps == []
+    answer = query_of(flow.response.headers["location"])
+    assert answer["error"] == "invalid_authorization_details" and answer["state"] == flow.params["state"]
+    assert "code" not in answer
+
+
+def test_an_app_not_registered_for_documents_may_not_ask_for_them(citizen: Browser, engine) -> None:
+    app = make_oidc_app(engine, scope="openid profile")
+    flow = authorize(citizen, app, scope="openid", authorization_details=details(PROOF), consent=None)
+    assert query_of(flow.response.headers["location"])["error"] == "invalid_authorization_details"
+
+
+def test_a_choice_that_was_not_offered_grants_nothing(citizen: Browser, engine, vault: dict[str, dict],
+                                                      vault_app) -> None:
+    """A document of another type, another citizen's, or more than max_documents: 400, no code."""
+    from tests.factories import citizen_browser
+
+    with citizen_browser(vault_app, email="voisin@example.org") as neighbour:
+        theirs = make_document(neighbour, type="proof_of_address", title="Chez le voisin")
+    app = make_oidc_app(engine, scope="openid documents:read")
+    for chosen, limit in (((vault["impots"]["id"],), None), ((theirs["id"],), None),
+                          ((vault["edf"]["id"], vault["bail"]["id"]), 1)):
+        request = {**PROOF, **({"max_documents": limit} if limit else {})}
+        flow = authorize(citizen, app, scope="openid", authorization_details=details(request), documents=chosen)
+        assert flow.response.status_code == 400, flow.response.text[:300]
+        assert "code=" not in flow.response.headers.get("location", "")
