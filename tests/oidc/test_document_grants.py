@@ -121,3 +121,30 @@ def test_a_choice_that_was_not_offered_grants_nothing(citizen: Browser, engine, 
         flow = authorize(citizen, app, scope="openid", authorization_details=details(request), documents=chosen)
         assert flow.response.status_code == 400, flow.response.text[:300]
         assert "code=" not in flow.response.headers.get("location", "")
+
+
+def test_mes_applications_shows_and_withdraws_one_document_at_once(citizen: Browser, engine,
+                                                                   vault: dict[str, dict]) -> None:
+    """The page lists what the app can read (since when) and what it deposited; "Ne plus partager"
+    takes one document back: the very next call with the same token answers 404 for it."""
+    app = make_oidc_app(engine, scope="openid documents:read documents:deposit", name="Cantine")
+    tokens = exchange(citizen, authorize(citizen, app, scope="openid documents:deposit",
+                                         authorization_details=details(PROOF),
+                                         documents=(vault["edf"]["id"], vault["bail"]["id"]))).json()
+    bearer = {"Authorization": f"Bearer {tokens['access_token']}"}
+    deposit = citizen.post("/api/v1/documents", content=b"%PDF-1.7\nmenu\n%%EOF", headers={
+        **bearer, "Content-Type": "application/pdf", "X-Document-Type": "other", "X-Document-Title": "Menu"})
+    assert deposit.status_code == 201
+    page = citizen.get("/account/apps").text
+    assert "Facture EDF" in page and "Quittance de loyer" in page and "Avis d'imposition 2026" not in page
+    assert "Justificatifs qu'il a déposés" in page and "Menu" in page
+
+    withdrawn = citizen.submit("/account/apps", {"client_id": app.client_id, "document_id": vault["edf"]["id"]},
+                               action="/account/apps/withdraw-document")
+    assert withdrawn.status_code == 303
+    assert citizen.get(f"/api/v1/documents/{vault['edf']['id']}", headers=bearer).status_code == 404
+    assert citizen.get(f"/api/v1/documents/{vault['bail']['id']}", headers=bearer).status_code == 200
+    assert "Facture EDF" not in citizen.get("/account/apps").text
+    again = citizen.submit("/account/apps", {"client_id": app.client_id, "document_id": vault["edf"]["id"]},
+                           action="/account/apps/withdraw-document")
+    assert again.status_code == 404

@@ -76,6 +76,10 @@ class DocumentCatalog(Protocol):
 
     def consent_choices(self, db: Session, *, citizen_id: uuid.UUID, types: Sequence[str]) -> list[DocumentChoice]: ...
 
+    def choices_by_id(self, db: Session, *, citizen_id: uuid.UUID, ids: Sequence[uuid.UUID]) -> list[DocumentChoice]: ...
+
+    def deposited_by(self, db: Session, *, citizen_id: uuid.UUID, client_id: str) -> list[DocumentChoice]: ...
+
 
 def parse(raw: str | None, *, known_types: Mapping[str, str]) -> list[DocumentRequest]:
     """The document requests of an ``authorization_details`` parameter (none when absent).
@@ -114,6 +118,12 @@ def _one(item: object, known_types: Mapping[str, str]) -> DocumentRequest:
         raise InvalidAuthorizationDetails(f"Unknown field(s): {', '.join(unexpected)[:200]}.")
     return DocumentRequest(document_types=tuple(dict.fromkeys(types)), purpose=(purpose or "").strip() or None,
                            max_documents=limit)
+
+
+def without_document(details: Sequence[Mapping[str, Any]], document_id: uuid.UUID) -> list[dict[str, Any]]:
+    """The same details with one document withdrawn."""
+    return [{**d, "documents": [i for i in d.get("documents", []) if i != str(document_id)]}
+            if d.get("type") == TYPE else dict(d) for d in details]
 
 
 def granted_documents(details: Sequence[Mapping[str, Any]] | None) -> frozenset[uuid.UUID]:

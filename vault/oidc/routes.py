@@ -6,6 +6,7 @@ Thin: the adapter builds authlib's request, ``vault.oidc.service`` decides, thes
 from __future__ import annotations
 
 import hmac
+import uuid
 from typing import Annotated
 from urllib.parse import urlencode
 
@@ -196,11 +197,31 @@ def logout(request: Request, form: OAuthForm, db: Db, service: OIDC, current: Op
 # ---- "Mes applications" ----------------------------------------------------------------------------------------
 
 
+APP_NOTICES = {
+    "revoked": N_("L'accès de cette application a été retiré."),
+    "document_withdrawn": N_("Ce justificatif n'est plus accessible à cette application."),
+}
+
+
 @router.get("/account/apps", include_in_schema=False)
 def my_apps(request: Request, db: Db, service: OIDC, current: LoggedIn) -> Response:
-    notice = "L'accès de cette application a été retiré." if request.query_params.get("notice") == "revoked" else None
-    return render(request, "apps.html", {"title": N_("Mes applications"), "notice": notice,
-                                         "apps": service.apps_of(db=db, citizen_id=current.citizen.id)})
+    citizen_id = current.citizen.id
+    apps = [(client, consent, lines, *service.document_access(db=db, citizen_id=citizen_id, client_id=client.client_id))
+            for client, consent, lines in service.apps_of(db=db, citizen_id=citizen_id)]
+    return render(request, "apps.html", {"title": N_("Mes applications"), "apps": apps,
+                                         "notice": APP_NOTICES.get(request.query_params.get("notice", ""))})
+
+
+@router.post("/account/apps/withdraw-document", include_in_schema=False)
+def withdraw_document(request: Request, form: FormFields, db: Db, service: OIDC, current: LoggedIn) -> Response:
+    try:
+        document_id = uuid.UUID(form.get("document_id", ""))
+    except ValueError:
+        raise PageError(400, N_("Ce justificatif n'existe pas.")) from None
+    if not service.withdraw_document(db=db, citizen_id=current.citizen.id, client_id=form.get("client_id", ""),
+                                     document_id=document_id):
+        raise PageError(404, N_("Cette application n'a pas accès à ce justificatif."))
+    return redirect("/account/apps?notice=document_withdrawn")
 
 
 @router.post("/account/apps/revoke", include_in_schema=False)

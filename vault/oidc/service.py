@@ -37,7 +37,9 @@ from vault.oidc.documents import (
     DocumentChoice,
     DocumentRequest,
     InvalidAuthorizationDetails,
+    granted_documents,
     parse,
+    without_document,
 )
 from vault.oidc.exceptions import BearerError, InvalidDocumentChoice, LogoutError, PendingExpired, UntrustedHint
 from vault.oidc.keys import InvalidSignature, KeyStore
@@ -372,6 +374,36 @@ class OpenIDService:
                        .where(Consent.citizen_id == citizen_id)
                        .order_by(col(Consent.granted_at).desc())).all()
         return [(client, consent, describe_scope(consent.scope)) for consent, client in rows]
+
+    def _live_tokens(self, db: Session, citizen_id: uuid.UUID, client_id: str) -> list[OAuthToken]:
+        now = utcnow()
+        return list(db.exec(select(OAuthToken).where(
+            OAuthToken.citizen_id == citizen_id, OAuthToken.client_id == client_id, col(OAuthToken.revoked_at).is_(None),
+            or_(col(OAuthToken.access_expires_at) > now, col(OAuthToken.refresh_expires_at) > now))))
+
+    def document_access(self, *, db: Session, citizen_id: uuid.UUID,
+                        client_id: str) -> tuple[list[tuple[DocumentChoice, datetime]], list[DocumentChoice]]:
+        """What "Mes applications" shows of an app and the vault: the documents its live tokens may
+        read (with the date they were first granted) and the documents it deposited."""
+        since: dict[uuid.UUID, datetime] = {}
+        for token in self._live_tokens(db, citizen_id, client_id):
+            for document_id in granted_documents(token.authorization_details):
+                since[document_id] = min(since.get(document_id, token.issued_at), token.issued_at)
+        readable = self.documents.choices_by_id(db, citizen_id=citizen_id, ids=list(since))
+        return ([(choice, since[choice.id]) for choice in readable],
+                self.documents.deposited_by(db, citizen_id=citizen_id, client_id=client_id))
+
+    def withdraw_document(self, *, db: Session, citizen_id: uuid.UUID, client_id: str,
+                          document_id: uuid.UUID) -> bool:
+        """Take one document back from an app, at once: its live tokens no longer open it."""
+        withdrawn = False
+        for token in self._live_tokens(db, citizen_id, client_id):
+            if document_id in granted_documents(token.authorization_details):
+                token.authorization_details = without_document(token.authorization_details or [], document_id)
+                withdrawn = True
+        if withdrawn:
+            logger.info("document access withdrawn", extra={"client_id": client_id, "citizen_id": str(citizen_id)})
+        return withdrawn
 
     def revoke_app(self, *, db: Session, citizen_id: uuid.UUID, client_id: str) -> bool:
         """Withdraw consent: the app's tokens for this citizen die with it."""

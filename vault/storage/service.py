@@ -412,6 +412,20 @@ class DocumentService:
         return [DocumentChoice(id=d.id, type=d.type, title=d.title, created_at=d.created_at, valid_until=d.valid_until)
                 for d in rows]
 
+    def choices_by_id(self, db: Session, *, citizen_id: uuid.UUID, ids: Sequence[uuid.UUID]) -> list[DocumentChoice]:
+        """The citizen's documents among ``ids`` (those since deleted are left out), newest first."""
+        rows = db.exec(select(Document).where(Document.owner_id == citizen_id, col(Document.id).in_(list(ids)))
+                       .order_by(col(Document.created_at).desc()))
+        return [DocumentChoice(id=d.id, type=d.type, title=d.title, created_at=d.created_at, valid_until=d.valid_until)
+                for d in rows]
+
+    def deposited_by(self, db: Session, *, citizen_id: uuid.UUID, client_id: str) -> list[DocumentChoice]:
+        """The citizen's documents that this app deposited, newest first."""
+        rows = db.exec(select(Document).where(Document.owner_id == citizen_id, Document.source == client_id)
+                       .order_by(col(Document.created_at).desc()))
+        return [DocumentChoice(id=d.id, type=d.type, title=d.title, created_at=d.created_at, valid_until=d.valid_until)
+                for d in rows]
+
     # ---- legal hold, retention and erasure (driven by vault.gdpr) -----------------------------------
 
     def find(self, db: Session, document_id: uuid.UUID) -> Document:
