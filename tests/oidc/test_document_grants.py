@@ -148,3 +148,30 @@ def test_mes_applications_shows_and_withdraws_one_document_at_once(citizen: Brow
     again = citizen.submit("/account/apps", {"client_id": app.client_id, "document_id": vault["edf"]["id"]},
                            action="/account/apps/withdraw-document")
     assert again.status_code == 404
+
+
+def test_a_citizen_without_the_document_adds_one_and_comes_back_to_the_request(citizen: Browser, engine) -> None:
+    """No proof of address yet: the consent page says so and links to the upload, which comes back
+    to the same pending request, now offering the new document. Nowhere else is a way back."""
+    import io
+
+    from tests.factories import pdf
+
+    app = make_oidc_app(engine, scope="openid documents:read")
+    asked = authorize(citizen, app, scope="openid", authorization_details=details(PROOF), consent=None)
+    page = asked.response.text
+    assert "aucun justificatif de ce type" in page and 'name="document"' not in page
+    add = re.search(r'href="(/documents\?next=[^"]+)"', page).group(1)
+    upload_page = citizen.get(add).text
+    action = re.search(r'<form method="post" action="([^"]+)" enctype="multipart/form-data" id="upload-form"', upload_page)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', upload_page).group(1)
+    sent = citizen.post(action.group(1).replace("&amp;", "&"), data={"csrf_token": token, "type": "proof_of_address",
+                                                                    "title": "Facture d'eau"},
+                        files={"file": ("eau.pdf", io.BytesIO(pdf()), "application/pdf")})
+    assert sent.status_code == 303 and sent.headers["location"].startswith("/authorize/continue/")
+    back = citizen.get(sent.headers["location"]).text
+    assert "Facture d'eau" in back and len(re.findall(r'name="document"', back)) == 1
+
+    evil = citizen.post("/documents?next=https://evil.example/", data={"csrf_token": token, "type": "other"},
+                        files={"file": ("a.pdf", io.BytesIO(pdf()), "application/pdf")})
+    assert evil.status_code == 303 and evil.headers["location"] == "/documents?notice=added"

@@ -361,7 +361,18 @@ def _documents_page(request: Request, db: Session, service: DocumentService, act
         "notice": notice or NOTICES.get(request.query_params.get("notice", "")),
         "used_mb": used / (1024 * 1024), "quota_mb": service.settings.quota_mb, "count": count,
         "max_mb": service.settings.max_file_mb, "antivirus_off": service.settings.antivirus == "off",
+        "back_to": _back_to(request),
     }, status=status)
+
+
+_PENDING_AUTHORIZATION = re.compile(r"^/authorize/continue/[A-Za-z0-9_-]{1,100}$")
+
+
+def _back_to(request: Request) -> str | None:
+    """An authorization request waiting for the citizen (the consent page's "add a document"): the
+    upload comes back to it. Only that path, never another address (no open redirect)."""
+    target = request.query_params.get("next", "")
+    return target if _PENDING_AUTHORIZATION.match(target) else None
 
 
 NOTICES = {
@@ -384,6 +395,8 @@ async def documents_upload(request: Request, db: Db, service: Documents, actor: 
         errors, status = exc.fields or {"file": exc.message}, exc.status
         return await run_in_threadpool(lambda: _documents_page(request, db, service, actor, errors=errors,
                                                                status=status))
+    if back_to := _back_to(request):
+        return redirect(f"{back_to}?notice=added")  # back to the consent page, the new document offered
     return redirect("/documents?notice=added")
 
 
