@@ -64,7 +64,10 @@ def test_export_holds_everything_and_matches_the_bytes(vault_app, filled: dict, 
         exported = {hashlib.sha256(zf.read(d["fichier"])).hexdigest() for d in listed}
         assert exported == {hashlib.sha256(c).hexdigest() for c in filled["contents"]}
         assert {d["sha256"] for d in listed} == exported
-        assert json.loads(zf.read("applications.json"))[0]["application"] == "Portail"
+        portail = json.loads(zf.read("applications.json"))[0]
+        assert portail["application"] == "Portail" and portail["justificatifs_consultables"] == []
+        assert [d["id"] for d in portail["justificatifs_deposes"]] == [d["id"] for d in listed
+                                                                      if d["depose_par"] == "Portail"]
         assert [e["action"] for e in json.loads(zf.read("journal-des-acces.json"))] == ["deposit"]
         summary = zf.read("LISEZ-MOI.txt").decode()
         assert "CNIL" in summary and "article 15" in summary and "Qui les reçoit" in summary

@@ -175,3 +175,24 @@ def test_a_citizen_without_the_document_adds_one_and_comes_back_to_the_request(c
     evil = citizen.post("/documents?next=https://evil.example/", data={"csrf_token": token, "type": "other"},
                         files={"file": ("a.pdf", io.BytesIO(pdf()), "application/pdf")})
     assert evil.status_code == 303 and evil.headers["location"] == "/documents?notice=added"
+
+
+def test_the_export_says_which_documents_each_app_may_read(citizen: Browser, engine, vault_app,
+                                                           vault: dict[str, dict]) -> None:
+    import io
+    import uuid
+    import zipfile
+
+    from sqlmodel import Session
+
+    from vault.gdpr.service import Staff
+
+    app = make_oidc_app(engine, scope="openid documents:read", name="Cantine")
+    exchange(citizen, authorize(citizen, app, scope="openid", authorization_details=details(PROOF),
+                                documents=(vault["bail"]["id"],)))
+    citizen_id = uuid.UUID(citizen.get("/api/v1/me").json()["id"])
+    with Session(engine) as db:
+        archive = b"".join(vault_app.state.services.gdpr.export(db, citizen_id=citizen_id, by=Staff("system:test", "t")))
+    with zipfile.ZipFile(io.BytesIO(archive)) as zf:
+        cantine = json.loads(zf.read("applications.json"))[0]
+    assert [d["titre"] for d in cantine["justificatifs_consultables"]] == ["Quittance de loyer"]

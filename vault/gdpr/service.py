@@ -28,6 +28,7 @@ from vault.gdpr.models import CHANNELS, REQUEST_KINDS, DataRequest, Tombstone
 from vault.gdpr.zipstream import stream_zip
 from vault.oidc.claims import claims_for_scope
 from vault.oidc.keys import KeyStore
+from vault.oidc.models import Consent, OAuthClient
 from vault.oidc.service import OpenIDService
 from vault.settings import Settings
 from vault.storage.exceptions import DocumentNotFound
@@ -325,10 +326,7 @@ class GdprService:
                 "valable_jusqu_au": d.valid_until, "ajoute_le": d.created_at, "modifie_le": d.updated_at,
                 "depose_par": d.source_name or "vous", "analyse_antivirus": d.scan_result,
                 "conservation_legale": d.legal_hold} for d in documents],
-            "applications.json": [{
-                "application": client.name, "client_id": client.client_id, "autorise_le": consent.granted_at,
-                "scopes": consent.scope.split(), "informations_transmises": claims_for_scope(consent.scope)}
-                for client, consent, _ in reversed(apps)],
+            "applications.json": [self._app_part(db, citizen.id, client, consent) for client, consent, _ in reversed(apps)],
             "sessions.json": [{"connecte_le": s.created_at, "derniere_activite": s.last_seen_at,
                                "appareil": s.user_agent, "methodes": s.amr.split()}
                               for s in self.accounts.list_sessions(db=db, citizen_id=citizen.id, include_pending=True)],
@@ -338,6 +336,17 @@ class GdprService:
             "demandes.json": [{"id": str(r.id), "type": r.kind, "canal": r.channel, "recue_le": r.received_on,
                                "echeance": r.extended_to or r.due_on, "statut": r.status, "issue": r.outcome}
                               for r in db.exec(select(DataRequest).where(DataRequest.citizen_id == citizen.id))],
+        }
+
+    def _app_part(self, db: Session, citizen_id: uuid.UUID, client: OAuthClient, consent: Consent) -> dict[str, Any]:
+        """An app in the export: what it receives, the documents it may read and those it deposited."""
+        readable, deposited = self.oidc.document_access(db=db, citizen_id=citizen_id, client_id=client.client_id)
+        return {
+            "application": client.name, "client_id": client.client_id, "autorise_le": consent.granted_at,
+            "scopes": consent.scope.split(), "informations_transmises": claims_for_scope(consent.scope),
+            "justificatifs_consultables": [{"id": str(d.id), "titre": d.title, "depuis": since}
+                                           for d, since in readable],
+            "justificatifs_deposes": [{"id": str(d.id), "titre": d.title, "le": d.created_at} for d in deposited],
         }
 
     # ---- legal hold (Art. 17(3)(b)) ---------------------------------------------------------------------
