@@ -196,3 +196,59 @@ def test_the_export_says_which_documents_each_app_may_read(citizen: Browser, eng
     with zipfile.ZipFile(io.BytesIO(archive)) as zf:
         cantine = json.loads(zf.read("applications.json"))[0]
     assert [d["titre"] for d in cantine["justificatifs_consultables"]] == ["Quittance de loyer"]
+
+
+def test_matrix_of_apps_citizens_endpoints_and_methods(citizen: Browser, engine, vault_app,
+                                                       vault: dict[str, dict]) -> None:
+    """Three apps acting for one citizen — reading with a grant of one document out of three,
+    depositing only, and without any document scope — against every document endpoint and method,
+    on the citizen's documents, another app's deposit and another citizen's document: only the
+    intended cells succeed; a document the app may not see answers 404, a missing scope 403."""
+    from tests.factories import citizen_browser
+
+    with citizen_browser(vault_app, email="voisine@example.org") as neighbour:
+        theirs = make_document(neighbour, type="proof_of_address", title="Chez la voisine")
+    reader = make_oidc_app(engine, scope="openid documents:read", name="Lecteur")
+    depositor = make_oidc_app(engine, scope="openid documents:deposit", name="Dépôt")
+    outsider = make_oidc_app(engine, scope="openid profile", name="Sans justificatif")
+
+    def bearer(app, **kw) -> dict[str, str]:
+        token = exchange(citizen, authorize(citizen, app, **kw)).json()["access_token"]
+        return {"Authorization": f"Bearer {token}"}
+
+    tokens = {
+        "reader": bearer(reader, scope="openid", authorization_details=details(PROOF), documents=(vault["edf"]["id"],)),
+        "depositor": bearer(depositor, scope="openid documents:deposit"),
+        "outsider": bearer(outsider, scope="openid profile"),
+    }
+    deposit = citizen.post("/api/v1/documents", content=b"%PDF-1.7\nrecu\n%%EOF", headers={
+        **tokens["depositor"], "Content-Type": "application/pdf", "X-Document-Title": "Re%C3%A7u"}).json()
+    targets = {"granted": vault["edf"]["id"], "same_type": vault["bail"]["id"], "other_type": vault["impots"]["id"],
+               "deposit": deposit["id"], "neighbour": theirs["id"]}
+    reads = {"GET": "", "GET content": "/content", "HEAD content": "/content"}
+    expected = {  # app → the targets it may read; changes allowed on its own deposit only
+        "reader": {"granted"}, "depositor": {"deposit"}, "outsider": set(),
+    }
+    for app_name, headers in tokens.items():
+        for target, document_id in targets.items():
+            for label, suffix in reads.items():
+                method = label.split()[0]
+                got = citizen.request(method, f"/api/v1/documents/{document_id}{suffix}", headers=headers).status_code
+                want = 403 if app_name == "outsider" else 200 if target in expected[app_name] else 404
+                assert got == want, (app_name, target, label, got)
+            got = citizen.patch(f"/api/v1/documents/{document_id}", headers=headers, json={"title": "Changé"}).status_code
+            want = 403 if app_name != "depositor" else 200 if target == "deposit" else 404
+            assert got == want, (app_name, target, "PATCH", got)
+        listed = [d["id"] for d in citizen.get("/api/v1/documents", headers=headers).json().get("items", [])]
+        assert sorted(listed) == sorted(targets[t] for t in expected[app_name]), app_name
+        posted = citizen.post("/api/v1/documents", content=b"%PDF-1.7\nx\n%%EOF",
+                              headers={**headers, "Content-Type": "application/pdf"}).status_code
+        assert posted == (201 if app_name == "depositor" else 403), (app_name, posted)
+    for app_name, headers in tokens.items():  # deletions last: they change the vault
+        for target, document_id in targets.items():
+            got = citizen.delete(f"/api/v1/documents/{document_id}", headers=headers).status_code
+            want = 403 if app_name != "depositor" else 204 if target == "deposit" else 404
+            assert got == want, (app_name, target, "DELETE", got)
+    titles = {d["title"] for d in citizen.get("/api/v1/documents").json()["items"]}
+    assert {"Facture EDF", "Quittance de loyer", "Avis d'imposition 2026"} <= titles  # the citizen's, untouched
+    assert not titles & {"Reçu", "Changé"}  # the deposit went, by its own app's hand
