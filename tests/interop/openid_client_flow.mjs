@@ -144,7 +144,10 @@ function formFields(html, actionMatches) {
     }
     const buttons = [...form[2].matchAll(/<button\b[^>]*>/gi)].map((b) => ({
       name: attribute(b[0], "name"), value: attribute(b[0], "value") }));
-    return { action, fields, buttons };
+    const checkboxes = [...form[2].matchAll(/<input\b[^>]*>/gi)]
+      .filter((i) => (attribute(i[0], "type") ?? "").toLowerCase() === "checkbox")
+      .map((i) => ({ name: attribute(i[0], "name"), value: attribute(i[0], "value"), checked: /\schecked\b/i.test(i[0]) }));
+    return { action, fields, buttons, checkboxes };
   }
   return undefined;
 }
@@ -187,6 +190,8 @@ async function run(input) {
     nonce,
     code_challenge: await client.calculatePKCECodeChallenge(codeVerifier),
     code_challenge_method: "S256",
+    // RFC 9396: documents asked for, when the caller gives them (the citizen then picks which).
+    ...(input.authorization_details ? { authorization_details: JSON.stringify(input.authorization_details) } : {}),
   });
   const browser = new Browser(input.issuer);
   const toLogin = expectRedirect(await browser.get(authorizationUrl.href), "GET /authorize (not logged in)");
@@ -215,9 +220,16 @@ async function run(input) {
   check(consentForm.buttons.some((b) => b.name === "decision" && b.value === "allow") &&
         consentForm.buttons.some((b) => b.name === "decision" && b.value === "deny"),
         "consent page: no allow/deny decision buttons");
-  const callback = new URL(expectRedirect(await browser.post(consentForm.action, {
-    csrf_token: consentForm.fields.csrf_token, decision: "allow",
-  }), `POST ${consentForm.action}`), input.issuer);
+  const offered = consentForm.checkboxes.filter((c) => c.name === "document");
+  check(offered.every((c) => !c.checked), "consent page: a document is ticked in advance");
+  summary.documents_offered = offered.map((c) => c.value);
+  const decision = { csrf_token: consentForm.fields.csrf_token, decision: "allow" };
+  if (input.choose_document) {
+    check(offered.some((c) => c.value === input.choose_document), `consent page: ${input.choose_document} not offered`);
+    decision.document = input.choose_document;
+  }
+  const callback = new URL(expectRedirect(await browser.post(consentForm.action, decision),
+                                          `POST ${consentForm.action}`), input.issuer);
   check(`${callback.origin}${callback.pathname}` === input.redirect_uri,
         `consent: redirected to ${callback.origin}${callback.pathname}, not the redirect_uri ${input.redirect_uri}`);
   for (const name of ["code", "state", "iss"]) {
@@ -234,6 +246,12 @@ async function run(input) {
   check(tokens.id_token, "token: no id_token");
   check(tokens.refresh_token, "token: no refresh_token");
   summary.token = true;
+  if (input.authorization_details) {
+    summary.authorization_details = tokens.authorization_details ?? null;
+    const listed = await tracedFetch(new URL("/api/v1/documents", input.issuer), {
+      headers: { authorization: `Bearer ${tokens.access_token}` } });
+    summary.documents_listed = (await listed.json()).items?.map((d) => d.id) ?? null;
+  }
 
   step = "id_token";
   const claims = tokens.claims();

@@ -62,3 +62,53 @@ def test_node_openid_client_completes_the_whole_flow(live_server) -> None:
     assert summary["userinfo_claims"] == {
         "given_name": "Anne Marie", "family_name": "Node", "birthdate": "1988-03-04", "gender": "female",
         "birthplace": "31555", "birthcountry": "99100", "email": "node@example.org"}, report
+
+
+def _citizen_with_documents(live_server, email: str) -> dict[str, str]:
+    """A citizen of the running server with a proof of address and a tax notice, added through the
+    API as their browser does (session cookie, CSRF header); their ids by type."""
+    import re
+
+    import httpx
+
+    live_server.vault("citizen", "create", "--email", email, "--given-name", "Anne", "--family-name", "Node",
+                      "--birthdate", "1988-03-04", "--gender", "female", "--birthplace", "31555",
+                      "--password-stdin", "--verified", "--json", stdin=f"{PASSWORD}\n")
+    ids = {}
+    with httpx.Client(base_url=live_server.url) as browser:
+        token = re.search(r'name="csrf_token" value="([^"]+)"', browser.get("/login").text).group(1)
+        assert browser.post("/login", data={"email": email, "password": PASSWORD, "csrf_token": token}).status_code == 303
+        for kind in ("proof_of_address", "tax_notice"):
+            added = browser.post("/api/v1/documents", data={"type": kind},
+                                 files={"file": (f"{kind}.pdf", b"%PDF-1.7\n" + kind.encode() + b"\n%%EOF", "application/pdf")},
+                                 headers={"X-CSRF-Token": browser.cookies["csrf"]})
+            assert added.status_code == 201, added.text
+            ids[kind] = added.json()["id"]
+    return ids
+
+
+def test_node_openid_client_obtains_one_chosen_document_and_reads_only_it(live_server) -> None:
+    """An independent relying party asks for proofs of address (RFC 9396), the citizen ticks one,
+    and the app's token lists that document and nothing else."""
+    node = tool("node")
+    ensure_node_modules()
+    app = json.loads(live_server.vault(
+        "client", "create", "--name", "Node cantine", "--redirect-uri", "http://127.0.0.1:9/cb",
+        "--post-logout-redirect-uri", "http://127.0.0.1:9/bye", "--scope", "openid profile birth email documents:read",
+        "--auth-method", "client_secret_basic", "--refresh-tokens", "--json").stdout)
+    ids = _citizen_with_documents(live_server, "node-docs@example.org")
+    details = [{"type": "citizen_documents", "document_types": ["proof_of_address"], "actions": ["read"],
+                "purpose": "Inscription à la cantine"}]
+    flow_input = {"issuer": live_server.url, "client_id": app["client_id"], "client_secret": app["client_secret"],
+                  "redirect_uri": "http://127.0.0.1:9/cb", "post_logout_redirect_uri": "http://127.0.0.1:9/bye",
+                  "email": "node-docs@example.org", "password": PASSWORD, "authorization_details": details,
+                  "choose_document": ids["proof_of_address"]}
+    run = subprocess.run([node, str(SCRIPT)], input=json.dumps(flow_input), capture_output=True, text=True,
+                         cwd=HERE, timeout=120)
+    report = f"exit {run.returncode}\n--- stdout ---\n{run.stdout}\n--- stderr ---\n{run.stderr}"
+    assert run.returncode == 0, report
+    summary = json.loads(run.stdout.strip().splitlines()[-1])
+    assert summary.get("ok") is True, report
+    assert summary["documents_offered"] == [ids["proof_of_address"]], report
+    assert summary["authorization_details"] == [{**details[0], "documents": [ids["proof_of_address"]]}], report
+    assert summary["documents_listed"] == [ids["proof_of_address"]], report
