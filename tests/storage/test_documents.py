@@ -345,6 +345,8 @@ def test_app_token_deposits_and_reads_with_scopes(citizen: Browser, engine) -> N
     assert [(e["action"], e["actor_name"]) for e in log] == [("list", "Portail des démarches"),
                                                               ("deposit", "Portail des démarches")]
     assert "Portail des démarches" in citizen.get("/account/access-log").text
+    assert "Déposé par Portail des démarches le" in citizen.get("/documents").text  # provenance, in the pages too
+    assert "Déposé par Portail des démarches le" in citizen.get(f"/documents/{mine['id']}").text
 
 
 def test_token_without_the_scope_is_403(citizen: Browser, engine) -> None:
