@@ -34,6 +34,20 @@ def ensure_node_modules() -> None:
     assert installed.returncode == 0, f"npm ci failed in {HERE}:\n{installed.stdout}\n{installed.stderr}"
 
 
+def run_flow(node: str, flow_input: dict) -> tuple[dict, str]:
+    """Play openid_client_flow.mjs; its one-line JSON summary (which must say ok) and, for failure
+    messages, everything it printed."""
+    run = subprocess.run([node, str(SCRIPT)], input=json.dumps(flow_input), capture_output=True, text=True,
+                         cwd=HERE, timeout=120)
+    report = f"exit {run.returncode}\n--- stdout ---\n{run.stdout}\n--- stderr ---\n{run.stderr}"
+    assert run.returncode == 0, report
+    lines = run.stdout.strip().splitlines()
+    assert len(lines) == 1, report
+    summary = json.loads(lines[0])
+    assert summary.get("ok") is True, report
+    return summary, report
+
+
 def test_node_openid_client_completes_the_whole_flow(live_server) -> None:
     node = tool("node")
     ensure_node_modules()
@@ -49,14 +63,7 @@ def test_node_openid_client_completes_the_whole_flow(live_server) -> None:
     flow_input = {"issuer": live_server.url, "client_id": app["client_id"], "client_secret": app["client_secret"],
                   "redirect_uri": "http://127.0.0.1:9/cb", "post_logout_redirect_uri": "http://127.0.0.1:9/bye",
                   "email": citizen["email"], "password": PASSWORD}
-    run = subprocess.run([node, str(SCRIPT)], input=json.dumps(flow_input), capture_output=True, text=True,
-                         cwd=HERE, timeout=120)
-    report = f"exit {run.returncode}\n--- stdout ---\n{run.stdout}\n--- stderr ---\n{run.stderr}"
-    assert run.returncode == 0, report
-    lines = run.stdout.strip().splitlines()
-    assert len(lines) == 1, report
-    summary = json.loads(lines[0])
-    assert summary.get("ok") is True, report
+    summary, report = run_flow(node, flow_input)
     assert {step: summary.get(step) for step in STEPS} == dict.fromkeys(STEPS, True), report
     assert summary["sub"] and summary["acr"] == "eidas1", report
     assert summary["userinfo_claims"] == {
@@ -103,12 +110,7 @@ def test_node_openid_client_obtains_one_chosen_document_and_reads_only_it(live_s
                   "redirect_uri": "http://127.0.0.1:9/cb", "post_logout_redirect_uri": "http://127.0.0.1:9/bye",
                   "email": "node-docs@example.org", "password": PASSWORD, "authorization_details": details,
                   "choose_document": ids["proof_of_address"]}
-    run = subprocess.run([node, str(SCRIPT)], input=json.dumps(flow_input), capture_output=True, text=True,
-                         cwd=HERE, timeout=120)
-    report = f"exit {run.returncode}\n--- stdout ---\n{run.stdout}\n--- stderr ---\n{run.stderr}"
-    assert run.returncode == 0, report
-    summary = json.loads(run.stdout.strip().splitlines()[-1])
-    assert summary.get("ok") is True, report
+    summary, report = run_flow(node, flow_input)
     assert summary["documents_offered"] == [ids["proof_of_address"]], report
     assert summary["authorization_details"] == [{**details[0], "documents": [ids["proof_of_address"]]}], report
     assert summary["documents_listed"] == [ids["proof_of_address"]], report

@@ -10,7 +10,7 @@ import secrets
 import threading
 import unicodedata
 import uuid
-from collections.abc import Generator, Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import TypedDict
@@ -149,6 +149,12 @@ def validate_meta(fields: dict[str, str], *, filename: str | None) -> DocumentMe
     if errors:
         raise InvalidDocumentInput(errors)
     return DocumentMeta(type=kind, title=title, valid_until=valid_until, filename=filename or "")
+
+
+def _choices(rows: Iterable[Document]) -> list[DocumentChoice]:
+    """Documents as the consent page and "Mes applications" show them."""
+    return [DocumentChoice(id=d.id, type=d.type, title=d.title, created_at=d.created_at, valid_until=d.valid_until)
+            for d in rows]
 
 
 class DocumentService:
@@ -409,22 +415,19 @@ class DocumentService:
         """The citizen's documents of these types, newest first, as the consent page offers them."""
         rows = db.exec(select(Document).where(Document.owner_id == citizen_id, col(Document.type).in_(types))
                        .order_by(col(Document.created_at).desc()))
-        return [DocumentChoice(id=d.id, type=d.type, title=d.title, created_at=d.created_at, valid_until=d.valid_until)
-                for d in rows]
+        return _choices(rows)
 
     def choices_by_id(self, db: Session, *, citizen_id: uuid.UUID, ids: Sequence[uuid.UUID]) -> list[DocumentChoice]:
         """The citizen's documents among ``ids`` (those since deleted are left out), newest first."""
         rows = db.exec(select(Document).where(Document.owner_id == citizen_id, col(Document.id).in_(list(ids)))
                        .order_by(col(Document.created_at).desc()))
-        return [DocumentChoice(id=d.id, type=d.type, title=d.title, created_at=d.created_at, valid_until=d.valid_until)
-                for d in rows]
+        return _choices(rows)
 
     def deposited_by(self, db: Session, *, citizen_id: uuid.UUID, client_id: str) -> list[DocumentChoice]:
         """The citizen's documents that this app deposited, newest first."""
         rows = db.exec(select(Document).where(Document.owner_id == citizen_id, Document.source == client_id)
                        .order_by(col(Document.created_at).desc()))
-        return [DocumentChoice(id=d.id, type=d.type, title=d.title, created_at=d.created_at, valid_until=d.valid_until)
-                for d in rows]
+        return _choices(rows)
 
     # ---- legal hold, retention and erasure (driven by vault.gdpr) -----------------------------------
 
