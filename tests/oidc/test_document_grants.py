@@ -252,3 +252,26 @@ def test_matrix_of_apps_citizens_endpoints_and_methods(citizen: Browser, engine,
     titles = {d["title"] for d in citizen.get("/api/v1/documents").json()["items"]}
     assert {"Facture EDF", "Quittance de loyer", "Avis d'imposition 2026"} <= titles  # the citizen's, untouched
     assert not titles & {"Reçu", "Changé"}  # the deposit went, by its own app's hand
+
+
+def test_an_app_that_lost_document_access_while_the_citizen_chose_gets_nothing(citizen: Browser, engine,
+                                                                               vault: dict[str, dict]) -> None:
+    """The registration changed while the consent page was open: the app is told, no code, no 500."""
+    from sqlmodel import Session
+
+    from vault.oidc.models import OAuthClient
+
+    app = make_oidc_app(engine, scope="openid documents:read")
+    asked = authorize(citizen, app, scope="openid", authorization_details=details(PROOF), consent=None)
+    assert asked.steps == ["consent"]
+    with Session(engine) as db:
+        row = db.get(OAuthClient, app.client_id)
+        row.scope = "openid profile"
+        db.add(row)
+        db.commit()
+    action = asked.response.text.split('action="/authorize/continue/')[1].split('"')[0]
+    answer = citizen.post(f"/authorize/continue/{action}", data={
+        "decision": "allow", "document": vault["edf"]["id"], "csrf_token": citizen.form_token("/login")})
+    assert answer.status_code in (302, 303)
+    result = query_of(answer.headers["location"])
+    assert result["error"] == "invalid_authorization_details" and "code" not in result

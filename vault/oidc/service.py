@@ -243,7 +243,10 @@ class OpenIDService:
         scope = request.scope
         consent = db.get(Consent, (citizen.id, client.client_id))
         covered = consent is not None and set(scope_list(scope)) <= set(scope_list(consent.scope))
-        requests = self._document_requests(params, client=request.client)
+        try:  # checked again: the app's registration may have changed while the request waited
+            requests = self._document_requests(params, client=request.client)
+        except InvalidAuthorizationDetails as error:
+            return to_client_error(error)
         questions = self._document_questions(db, citizen.id, requests) if requests else []
         if decision == "deny":
             logger.info("consent refused", extra={"client_id": client.client_id, "citizen_id": str(citizen.id)})
