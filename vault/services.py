@@ -32,6 +32,7 @@ from vault.settings import Settings
 from vault.storage.antivirus import ClamdScanner, NoScanner, Scanner
 from vault.storage.blobs import BlobStore, make_blob_store
 from vault.storage.service import DocumentService
+from vault.storage.sharing import ShareService
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class Services:
     keystore: KeyStore  # token signing keys and service secrets
     accounts: AccountService
     documents: DocumentService
+    shares: ShareService  # share links to chosen documents
     oidc: OpenIDService
     gdpr: GdprService
     staff: StaffService
@@ -61,13 +63,15 @@ def build_services(settings: Settings, *, engine: Engine | None = None) -> Servi
     scanner: Scanner = ClamdScanner(settings.clamd_address or "") if settings.antivirus == "clamd" else NoScanner()
     mailer = make_mailer(settings)
     keystore = KeyStore(keys)
+    hasher = Hasher(time_cost=settings.argon2_time_cost, memory_kib=settings.argon2_memory_kib)
     accounts = AccountService(
         settings=settings,
-        hasher=Hasher(time_cost=settings.argon2_time_cost, memory_kib=settings.argon2_memory_kib),
+        hasher=hasher,
         mailer=mailer,
         keys=keys,
     )
     documents = DocumentService(settings=settings, keys=keys, store=blob_store, scanner=scanner)
+    shares = ShareService(hasher=hasher)
     oidc = OpenIDService(settings=settings, keystore=keystore, accounts=accounts, documents=documents)
     return Services(
         settings=settings,
@@ -79,7 +83,9 @@ def build_services(settings: Settings, *, engine: Engine | None = None) -> Servi
         keystore=keystore,
         accounts=accounts,
         documents=documents,
+        shares=shares,
         oidc=oidc,
-        gdpr=GdprService(settings=settings, keystore=keystore, accounts=accounts, oidc=oidc, documents=documents),
+        gdpr=GdprService(settings=settings, keystore=keystore, accounts=accounts, oidc=oidc, documents=documents,
+                         shares=shares),
         staff=StaffService(accounts),
     )
