@@ -532,6 +532,8 @@ def test_rp_initiated_logout(browser: Browser, citizen: str, app_: App) -> None:
     refused = browser.get("/logout", params={"id_token_hint": id_token,
                                              "post_logout_redirect_uri": "https://evil.example/"})
     assert refused.status_code == 400 and "location" not in refused.headers
+    assert "demande de déconnexion incorrecte" in refused.text and "connexion incorrecte" not in refused.text.replace(
+        "déconnexion incorrecte", "")
     assert browser.get("/account").status_code == 200  # still logged in
     out = browser.get("/logout", params={"id_token_hint": id_token, "post_logout_redirect_uri": RP_LOGGED_OUT,
                                          "state": "bye42"})
