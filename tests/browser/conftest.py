@@ -1,7 +1,7 @@
 """A real browser against the running service: Debian's chromium, driven by Playwright.
 
-One server for the module's tests (the app under uvicorn on a free loopback port, on PostgreSQL,
-SeaweedFS and clamd, as deployed) and one chromium for the session; each test opens its own
+One server for each module's tests (the app under uvicorn on a free loopback port, on PostgreSQL,
+SeaweedFS and clamd, as deployed) and one chromium for the folder; each test opens its own
 contexts (fresh cookies), with or without JavaScript. axe-core (npm, pinned in package.json beside
 this file, installed by scripts/test.sh) is added to every page of a JavaScript context before the
 page's own scripts, by the browser's devtools protocol: the pages' Content-Security-Policy stays on.
@@ -29,7 +29,6 @@ from pydantic import SecretStr
 from tests.conftest import make_settings
 from tests.factories import CitizenData, citizen_browser, make_citizen
 from tests.services import ClamdService, PostgresService, S3Service, free_port
-from tests.support import Browser
 from vault.app import create_app
 from vault.db import make_engine
 from vault.migrations import upgrade
@@ -102,8 +101,11 @@ def chromium_path() -> str:
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def chromium() -> Iterator[Any]:
+    """One chromium for the browser tests. Package-scoped, not session-scoped: Playwright's sync API
+    keeps an asyncio loop running in this thread while it is open, and the rest of the suite calls
+    asyncio.run()."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
@@ -143,8 +145,9 @@ def open_context(chromium: Any, axe_source: str, site: Site) -> Iterator[Any]:
         context.close()
 
 
-def log_in(page: Any, citizen: CitizenData | Browser, *, start: str = "/login") -> None:
-    """Open ``start`` (a page that asks to log in), fill the login form and send it, as a person does."""
+def log_in(page: Any, citizen: CitizenData, *, start: str = "/login") -> None:
+    """Open ``start`` (default /login; "" for the page already open, which asks to log in), fill the
+    login form and send it, as a person does."""
     if start:
         page.goto(start)
     page.get_by_label("Adresse e-mail").fill(citizen.email)
