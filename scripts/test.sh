@@ -9,7 +9,9 @@ VENV=${VENV:-.venv}
 need_debs=()
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_debs+=(postgresql)
 command -v clamd >/dev/null 2>&1 || [ -x /usr/sbin/clamd ] || need_debs+=(clamav-daemon)
-command -v npm >/dev/null 2>&1 || need_debs+=(nodejs npm)  # the openid-client interoperability test
+command -v npm >/dev/null 2>&1 || need_debs+=(nodejs npm)  # the openid-client interoperability test, axe-core
+# The browser tests (tests/browser) drive Debian's chromium with Playwright; Playwright never downloads a browser.
+command -v chromium >/dev/null 2>&1 || need_debs+=(chromium)
 if [ ${#need_debs[@]} -gt 0 ]; then
   echo "installing Debian packages: ${need_debs[*]}"
   SUDO=""
@@ -35,6 +37,10 @@ fi
 # Node's openid-client for the interoperability test (tests/interop), pinned by its package-lock.json.
 if [ -f tests/interop/package-lock.json ]; then
   (cd tests/interop && npm ci --no-audit --no-fund --silent)
+fi
+# axe-core, injected into the pages by the browser tests, pinned by its package-lock.json.
+if [ -f tests/browser/package-lock.json ]; then
+  (cd tests/browser && npm ci --no-audit --no-fund --silent)
 fi
 
 # Lint and types first: a finding fails the build before the suite runs (rules: pyproject.toml).

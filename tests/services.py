@@ -578,8 +578,8 @@ _S3_ACCESS_KEY = "citizen-vault-test"
 _S3_SECRET_KEY = "citizen-vault-test-secret"
 
 # By default the master grows 7 volumes at a time per collection, and every
-# bucket is its own collection, so the 100 volume slots we allow would run out
-# after 14 buckets.  One volume per bucket is plenty for tests.
+# bucket is its own collection, so the volume slots would run out after a
+# seventh of their number of buckets.  One volume per bucket is plenty for tests.
 _WEED_MASTER_TOML = """\
 [master.volume_growth]
 copy_1 = 1
@@ -696,7 +696,9 @@ def start_seaweedfs(base_dir: Path) -> S3Service:
                 "-master.volumeSizeLimitMB=64",
                 "-master.telemetry=false",
                 f"-volume.port={volume_port}",
-                "-volume.max=100",
+                # A slot per bucket, and each test of the vault has its own bucket (twice: SQLite,
+                # PostgreSQL): the suite passed 100 of them. Volumes are created empty, on demand.
+                "-volume.max=1000",
                 f"-filer.port={filer_port}",
                 "-s3",
                 f"-s3.port={s3_port}",

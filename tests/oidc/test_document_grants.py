@@ -150,6 +150,18 @@ def test_mes_applications_shows_and_withdraws_one_document_at_once(citizen: Brow
     assert again.status_code == 404
 
 
+def test_a_type_asked_for_that_the_citizen_has_none_of_is_named_with_the_way_to_add_one(
+        citizen: Browser, engine, vault: dict[str, dict]) -> None:
+    """Proofs of address and an identity document asked in one request, no identity document in the
+    vault: the proofs are offered, and the page names the missing type beside "Ajouter un justificatif"."""
+    app = make_oidc_app(engine, scope="openid documents:read")
+    both = {**PROOF, "document_types": ["proof_of_address", "identity"]}
+    page = authorize(citizen, app, scope="openid", authorization_details=details(both), consent=None).response.text
+    assert len(re.findall(r'name="document"', page)) == 2
+    assert "Pas encore dans votre coffre-fort : Pièce d'identité." in page
+    assert re.search(r'href="/documents\?next=/authorize/continue/[^"]+">Ajouter un justificatif</a>', page)
+
+
 def test_a_citizen_without_the_document_adds_one_and_comes_back_to_the_request(citizen: Browser, engine) -> None:
     """No proof of address yet: the consent page says so and links to the upload, which comes back
     to the same pending request, now offering the new document. Nowhere else is a way back."""

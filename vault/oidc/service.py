@@ -78,6 +78,7 @@ class DocumentQuestion:
     purpose: str | None
     max_documents: int | None
     choices: list[DocumentChoice]
+    missing: list[str] = field(default_factory=list)  # the names of requested types the citizen has none of
 
 
 @dataclass(frozen=True)
@@ -174,11 +175,14 @@ class OpenIDService:
     def _document_questions(self, db: Session, citizen_id: uuid.UUID,
                             requests: list[DocumentRequest]) -> list[DocumentQuestion]:
         known = self.documents.document_types
-        return [DocumentQuestion(labels=[known[t] for t in r.document_types], purpose=r.purpose,
-                                 max_documents=r.max_documents,
-                                 choices=self.documents.consent_choices(db, citizen_id=citizen_id,
-                                                                        types=r.document_types))
-                for r in requests]
+        questions = []
+        for r in requests:
+            choices = self.documents.consent_choices(db, citizen_id=citizen_id, types=r.document_types)
+            held = {c.type for c in choices}
+            questions.append(DocumentQuestion(
+                labels=[known[t] for t in r.document_types], purpose=r.purpose, max_documents=r.max_documents,
+                choices=choices, missing=[known[t] for t in r.document_types if t not in held]))
+        return questions
 
     def _granted_details(self, questions: list[DocumentQuestion], requests: list[DocumentRequest],
                          chosen: Sequence[str]) -> list[dict[str, Any]]:
