@@ -25,6 +25,7 @@ from vault.oidc import routes as oidc_routes
 from vault.services import build_services
 from vault.settings import Settings, load_settings
 from vault.storage import routes as storage_routes
+from vault.storage import share_pages
 from vault.storage.antivirus import ScannerUnavailable
 from vault.storage.blobs import BlobStoreUnavailable
 from vault.web.errors import install_error_handlers
@@ -61,6 +62,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.include_router(demo.router)
     app.include_router(storage_routes.api)
     app.include_router(storage_routes.pages)
+    app.include_router(share_pages.pages)
     app.include_router(gdpr_routes.pages)
     _add_operational_routes(app)
     install_error_handlers(app)

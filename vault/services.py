@@ -34,6 +34,7 @@ from vault.settings import Settings
 from vault.storage.antivirus import ClamdScanner, NoScanner, Scanner
 from vault.storage.blobs import BlobStore, make_blob_store
 from vault.storage.service import DocumentService
+from vault.storage.sharing import ShareService
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,7 @@ class Services:
     accounts: AccountService
     alerts: AlertService  # alert mails to the citizen and their switches
     documents: DocumentService
+    shares: ShareService  # share links to chosen documents
     oidc: OpenIDService
     gdpr: GdprService
     staff: StaffService
@@ -64,14 +66,16 @@ def build_services(settings: Settings, *, engine: Engine | None = None) -> Servi
     scanner: Scanner = ClamdScanner(settings.clamd_address or "") if settings.antivirus == "clamd" else NoScanner()
     mailer = make_mailer(settings)
     keystore = KeyStore(keys)
+    hasher = Hasher(time_cost=settings.argon2_time_cost, memory_kib=settings.argon2_memory_kib)
     accounts = AccountService(
         settings=settings,
-        hasher=Hasher(time_cost=settings.argon2_time_cost, memory_kib=settings.argon2_memory_kib),
+        hasher=hasher,
         mailer=mailer,
         keys=keys,
     )
     alerts = AlertService(settings=settings, mailer=mailer, secrets=keystore)
     documents = DocumentService(settings=settings, keys=keys, store=blob_store, scanner=scanner, alerts=alerts)
+    shares = ShareService(hasher=hasher)
     oidc = OpenIDService(settings=settings, keystore=keystore, accounts=accounts, documents=documents, alerts=alerts)
     return Services(
         settings=settings,
@@ -84,8 +88,9 @@ def build_services(settings: Settings, *, engine: Engine | None = None) -> Servi
         accounts=accounts,
         alerts=alerts,
         documents=documents,
+        shares=shares,
         oidc=oidc,
         gdpr=GdprService(settings=settings, keystore=keystore, accounts=accounts, oidc=oidc, documents=documents,
-                         alerts=alerts),
+                         shares=shares, alerts=alerts),
         staff=StaffService(accounts),
     )

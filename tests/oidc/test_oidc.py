@@ -462,6 +462,33 @@ def test_sub_is_pairwise_per_sector_and_stable(browser: Browser, citizen: str, e
     assert sub(portal) != sub(school)
 
 
+def test_sid_is_pairwise_per_sector_and_logout_still_finds_the_session(app, browser: Browser, citizen: str,
+                                                                      engine) -> None:
+    from vault.auth.models import LoginSession
+
+    school = make_oidc_app(engine, sector="education")
+    canteen = make_oidc_app(engine, sector="education")
+    portal = make_oidc_app(engine, sector="mairie")
+
+    def id_token(app_: App) -> str:
+        return exchange(browser, authorize(browser, app_, email=EMAIL)).json()["id_token"]
+
+    tokens = {name: id_token(app_) for name, app_ in (("school", school), ("canteen", canteen), ("portal", portal))}
+    sids = {name: verify_id_token(browser, token)[1]["sid"] for name, token in tokens.items()}
+    with Session(engine) as db:
+        session_sids = set(db.exec(select(LoginSession.sid)).all())
+    assert sids["school"] == sids["canteen"]  # one login, one sector: one sid
+    assert sids["portal"] != sids["school"]  # another sector cannot join its subjects on the sid
+    assert not session_sids & set(sids.values())  # no app sees the session's own sid
+
+    # Logout from another device with the portal's hint ends this login session (the one it knows).
+    with Browser(app) as elsewhere:
+        out = elsewhere.get("/logout", params={"id_token_hint": tokens["portal"],
+                                               "post_logout_redirect_uri": RP_LOGGED_OUT})
+        assert out.status_code == 303 and out.headers["location"] == RP_LOGGED_OUT
+    assert browser.get("/account").status_code == 303
+
+
 # ---- revocation and introspection ----------------------------------------------------------------------------
 
 
@@ -505,6 +532,8 @@ def test_rp_initiated_logout(browser: Browser, citizen: str, app_: App) -> None:
     refused = browser.get("/logout", params={"id_token_hint": id_token,
                                              "post_logout_redirect_uri": "https://evil.example/"})
     assert refused.status_code == 400 and "location" not in refused.headers
+    assert "demande de déconnexion incorrecte" in refused.text and "connexion incorrecte" not in refused.text.replace(
+        "déconnexion incorrecte", "")
     assert browser.get("/account").status_code == 200  # still logged in
     out = browser.get("/logout", params={"id_token_hint": id_token, "post_logout_redirect_uri": RP_LOGGED_OUT,
                                          "state": "bye42"})

@@ -7,7 +7,8 @@
 - An account unused for ``VAULT_RETENTION_INACTIVE_YEARS`` (default 3): a notice mail 30 days
   before, then erasure (as Art. 17, with a certificate) if the citizen did not come back.
 - The audit log keeps ``VAULT_AUDIT_RETENTION_DAYS`` (default 365) days, rolling.
-- Housekeeping: expired authorization requests, codes, tokens, mailed links, login counters.
+- Housekeeping: expired authorization requests, codes, tokens, mailed links, login counters, and
+  share links ended (expired, revoked, locked) more than 30 days ago.
 
 It runs in named stages; each asks the domain that owns the rows (accounts, the OpenID provider,
 the documents) to find, mark or delete them.
@@ -58,7 +59,8 @@ def run(db: Session, *, gdpr: GdprService, mailer: Mailer, dry_run: bool = False
         report.audit_entries_purged = audit.purge_older_than(db, timedelta(days=gdpr.settings.audit_retention_days))
         report.housekeeping = (gdpr.oidc.purge_expired(db=db, now=now)
                                | gdpr.accounts.purge_expired(db=db, now=now)
-                               | gdpr.alerts.purge_expired(db, today=today))
+                               | gdpr.alerts.purge_expired(db, today=today)
+                               | {"share_links": gdpr.shares.purge_ended(db, now)})
         db.commit()
     logger.info("retention run", extra={"dry_run": dry_run, "documents_deleted": len(report.documents_deleted),
                                         "accounts_erased": len(report.accounts_erased)})

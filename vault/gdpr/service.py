@@ -36,6 +36,7 @@ from vault.settings import Settings
 from vault.storage.exceptions import DocumentNotFound
 from vault.storage.models import Document
 from vault.storage.service import DocumentService
+from vault.storage.sharing import ShareService
 
 logger = logging.getLogger(__name__)
 
@@ -98,8 +99,10 @@ Contenu de l'archive
 - documents.json et le dossier documents/ : vos justificatifs, déchiffrés, avec leurs informations.
 - applications.json : les services de la commune auxquels vous avez donné accès, et ce qu'ils reçoivent.
 - sessions.json : les appareils connectés à votre compte.
+- liens-de-partage.json : les liens de partage que vous avez créés, leurs documents et leurs ouvertures.
 - alertes.json : les e-mails d'alerte que vous recevez (activée : true) ou avez arrêtés (false).
-- journal-des-acces.json : qui, en dehors de vous, a consulté ou déposé vos documents.
+- journal-des-acces.json : qui, en dehors de vous, a consulté ou déposé vos documents (applications,
+  liens de partage, délégué à la protection des données).
 - demandes.json : vos demandes au délégué à la protection des données.
 
 Pourquoi nous traitons ces données (finalités)
@@ -116,6 +119,7 @@ Combien de temps nous les gardons (durées de conservation)
 - Votre compte : tant que vous l'utilisez ; après {inactive} ans sans connexion, il est supprimé,
   après un e-mail de prévenance 30 jours avant.
 - Un justificatif : jusqu'à ce que vous le supprimiez, ou jusqu'à sa date de fin de validité.
+- Un lien de partage : jusqu'à sa fin (expiration, désactivation), puis 30 jours.
 - Le journal de sécurité : un an.
 
 Vos droits
@@ -138,8 +142,10 @@ class GdprService:
     rows of accounts, alerts, apps and documents it reaches through their domains' services."""
 
     def __init__(self, *, settings: Settings, keystore: KeyStore, accounts: AccountService,
-                 oidc: OpenIDService, documents: DocumentService, alerts: AlertService) -> None:
+                 oidc: OpenIDService, documents: DocumentService, shares: ShareService,
+                 alerts: AlertService) -> None:
         self.settings = settings
+        self.shares = shares
         self.keystore = keystore
         self.accounts = accounts
         self.oidc = oidc
@@ -336,6 +342,13 @@ class GdprService:
             "sessions.json": [{"connecte_le": s.created_at, "derniere_activite": s.last_seen_at,
                                "appareil": s.user_agent, "methodes": s.amr.split()}
                               for s in self.accounts.list_sessions(db=db, citizen_id=citizen.id, include_pending=True)],
+            "liens-de-partage.json": [{
+                "id": str(v.link.id), "note": v.link.label, "cree_le": v.link.created_at,
+                "valable_jusqu_au": v.link.expires_at, "etat": v.state, "desactive_le": v.link.revoked_at,
+                "verrouille_le": v.link.locked_at, "premiere_ouverture": v.link.first_opened_at,
+                "ouvertures": v.link.openings, "codes_errones": v.link.failed_codes,
+                "documents": [{"id": str(d.id), "titre": d.title} for d in v.documents]}
+                for v in self.shares.links_of(db, citizen.id)],
             "journal-des-acces.json": [{"date": e.at, "service": e.actor_name, "type": e.actor_kind,
                                         "action": e.action, "document": e.document_title}
                                        for e in self.documents.access_log(db, citizen.id, limit=100_000)],
@@ -452,6 +465,7 @@ class GdprService:
                 "object_versions": counts["object_versions_deleted"],
                 "citizen_key": counts.get("citizen_key_destroyed", False),
                 "consents": counts.get("consents", 0), "access_log_entries": counts.get("access_log_entries", 0),
+                "share_links": counts.get("share_links", 0),
             },
             "kept_under_legal_hold": counts.get("kept_under_legal_hold", []),
             "recipients_notified": counts.get("recipients", []),  # Art. 19
@@ -487,6 +501,7 @@ class GdprService:
         counts["citizen_key_destroyed"] = self.documents.shred_key(db, citizen.id)
         # 4. Rows: each domain forgets its own; the register keeps the requests (accountability)
         # without naming the person.
+        counts["share_links"] = self.shares.forget(db, citizen.id)
         counts["access_log_entries"] = self.documents.forget(db, citizen.id)
         counts["consents"] = self.oidc.forget(db=db, citizen_id=citizen.id)
         self.alerts.forget(db, citizen_id=citizen.id)

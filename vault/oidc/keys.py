@@ -7,6 +7,7 @@ new key per algorithm and retires the old one; a retired public key stays in the
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -15,6 +16,8 @@ import os
 from datetime import timedelta
 from typing import Any
 
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESSIV
 from joserfc import jwk, jwt
 from joserfc.errors import JoseError
 from sqlmodel import Session, col, select
@@ -123,7 +126,7 @@ class KeyStore:
         """Create what is missing (keys of each algorithm, service secrets); run at ``db upgrade``."""
         for alg in ALGORITHMS:
             self._active_row(db, alg)
-        for name in ("pairwise-sub", "alerts-unsubscribe"):
+        for name in ("pairwise-sub", "pairwise-sid", "alerts-unsubscribe"):
             self.secret(db, name)
 
     def rewrap_all(self, db: Session) -> int:
@@ -165,3 +168,20 @@ class KeyStore:
         key = self.secret(db, "pairwise-sub")
         digest = hmac.new(key, f"{sector}\x00{citizen_id}".encode(), hashlib.sha256).hexdigest()
         return digest + "v1"
+
+    def pairwise_sid(self, db: Session, *, sector: str, sid: str) -> str:
+        """The ``sid`` an app of ``sector`` sees for a login session: pairwise like ``sub``, so two
+        apps of different sectors cannot join their subjects on it. Deterministic authenticated
+        encryption (AES-SIV, the sector as associated data): the same for every app of a sector,
+        unlinkable across sectors, and turned back into the session's own sid at logout."""
+        sealed = AESSIV(self.secret(db, "pairwise-sid")).encrypt(sid.encode(), [sector.encode()])
+        return base64.urlsafe_b64encode(sealed).rstrip(b"=").decode()
+
+    def login_sid(self, db: Session, *, sector: str, pairwise: str) -> str | None:
+        """The login session's sid behind the ``sid`` an app of ``sector`` holds (None when it was
+        not made for that sector, or not by this service)."""
+        try:
+            sealed = base64.urlsafe_b64decode(pairwise + "=" * (-len(pairwise) % 4))
+            return AESSIV(self.secret(db, "pairwise-sid")).decrypt(sealed, [sector.encode()]).decode()
+        except (ValueError, InvalidTag, UnicodeDecodeError):
+            return None

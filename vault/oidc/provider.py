@@ -551,7 +551,7 @@ class Provider(AuthorizationServer):
             "auth_time": code.get_auth_time(),
             "acr": code.get_acr(),
             "amr": code.get_amr(),
-            "sid": code.row.sid,
+            "sid": self.keystore.pairwise_sid(self.db, sector=client.sector, sid=code.row.sid),
         }
         if nonce := code.get_nonce():
             claims["nonce"] = nonce

@@ -31,6 +31,11 @@ INVALID_APP_REQUEST = N_(
     "L'application qui vous a envoyé ici a fait une demande de connexion incorrecte. "
     "Retournez sur son site et réessayez ; si cela recommence, prévenez le service concerné."
 )
+INVALID_LOGOUT_REQUEST = N_(
+    "L'application qui vous a envoyé ici a fait une demande de déconnexion incorrecte : rien n'a été fait. "
+    "Pour vous déconnecter de l'espace citoyen, utilisez « Se déconnecter » en haut de la page ; si cela "
+    "recommence, prévenez le service concerné."
+)
 
 
 def oidc(request: Request) -> OpenIDService:
@@ -182,7 +187,7 @@ def logout(request: Request, form: OAuthForm, db: Db, service: OIDC, current: Op
                 return render(request, "logout_confirm.html", {"title": N_("Se déconnecter ?"), "params": params})
             result = service.logout(db=db, params=params, current=current)
     except LogoutError as exc:
-        return render(request, "message.html", {"title": N_("Déconnexion impossible"), "message": INVALID_APP_REQUEST,
+        return render(request, "message.html", {"title": N_("Déconnexion impossible"), "message": INVALID_LOGOUT_REQUEST,
                                                 "technical": exc.description}, status=400)
     if result.redirect_to:
         response: Response = RedirectResponse(result.redirect_to, status_code=303)

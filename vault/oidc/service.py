@@ -358,6 +358,10 @@ class OpenIDService:
 
         ended = False  # this browser's session
         sid = claims.get("sid")
+        if isinstance(sid, str) and client is not None:
+            # The app holds its sector's pairwise sid; an ID token issued before sids were pairwise
+            # holds the session's own (a signed hint either way).
+            sid = self.keystore.login_sid(db, sector=client.sector, pairwise=sid) or sid
         if current is not None and (not claims or sid == current.login_session.sid or (
                 client is not None and claims.get("sub") == self.keystore.pairwise_sub(
                     db, sector=client.sector, citizen_id=str(current.citizen.id)))):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from vault.errors import ServiceUnavailable, VaultError
 from vault.translation import N_
 
@@ -9,7 +11,7 @@ from vault.translation import N_
 class StorageError(VaultError):
     code = "storage_error"
     message = "Le document n'a pas pu être enregistré."
-    link = ("/documents", N_("Retour à mes justificatifs"))
+    link: tuple[str, str] | None = ("/documents", N_("Retour à mes justificatifs"))
 
 
 class DocumentNotFound(StorageError):
@@ -105,3 +107,48 @@ class StorageUnavailable(ServiceUnavailable):
                    "L'enregistrement des documents est momentanément indisponible. Rien n'a été "
                    "enregistré : réessayez dans quelques minutes.")
         return f"The {self.what} is unavailable; " + consequence, message
+
+
+class InvalidShareInput(StorageError):
+    code, status = "invalid_input", 422
+    message = N_("Le lien de partage n'a pas été créé.")
+
+    def __init__(self, fields: dict[str, str]) -> None:
+        super().__init__(fields=fields)
+
+
+class ShareLinkNotFound(StorageError):
+    code, status, message = "not_found", 404, N_("Ce lien de partage n'existe pas.")
+    link = ("/shares", N_("Retour à mes liens de partage"))
+
+
+class WrongShareCode(StorageError):
+    """A wrong access code, or any code on a link that does not exist: one answer for both."""
+
+    code, status = "wrong_code", 400
+    message = N_("Ce code ne correspond pas à ce lien. Vérifiez le code et l'adresse du lien.")
+
+    def __init__(self, *, malformed: bool = False) -> None:
+        super().__init__(N_("Le code compte 8 caractères, lettres et chiffres (par exemple ABCD-EF23).")
+                         if malformed else None)
+        self.malformed = malformed
+
+
+class ShareLinkGone(StorageError):
+    """A share link that expired, was revoked, locked after wrong codes, or whose documents were all
+    deleted: 410, a plain page."""
+
+    code, status = "gone", 410
+    title = N_("Ce lien n'est plus valable")
+    link = None  # its holder has no account here: no way back to offer
+    MESSAGES: ClassVar[dict[str, str]] = {
+        "expired": N_("Ce lien de partage a expiré. Demandez un nouveau lien à la personne qui vous l'a envoyé."),
+        "revoked": N_("Ce lien de partage a été désactivé par la personne qui l'a créé."),
+        "locked": N_("Ce lien de partage est verrouillé : trop de codes erronés ont été saisis. Demandez un nouveau "
+                     "lien à la personne qui vous l'a envoyé."),
+        "emptied": N_("Les documents de ce lien de partage ont été supprimés par la personne qui l'a créé."),
+    }
+
+    def __init__(self, state: str) -> None:
+        super().__init__(self.MESSAGES.get(state, self.MESSAGES["expired"]))
+        self.state = state

@@ -110,3 +110,34 @@ class AccessLogPublic(SQLModel):
     action: str
     document_id: uuid.UUID | None
     document_title: str | None
+
+
+class ShareLink(SQLModel, table=True):
+    """A link a citizen gives someone without an account (a landlord, another administration's
+    counter) to download chosen documents until it expires. The link's secret and its access code
+    are stored hashed: the database alone opens nothing."""
+
+    __tablename__ = "share_link"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    citizen_id: uuid.UUID = Field(sa_column=_citizen_fk())
+    secret_hash: str = Field(max_length=64, unique=True)  # SHA-256 of the link's secret (≥ 128 bits)
+    code_hash: str = Field(max_length=255)  # argon2id of the access code
+    label: str | None = Field(default=None, max_length=100)  # "Pour mon propriétaire": the citizen's note
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime
+    revoked_at: datetime | None = None
+    failed_codes: int = 0  # wrong codes entered, ever: at 5 the link locks
+    locked_at: datetime | None = None
+    first_opened_at: datetime | None = None
+    openings: int = 0
+
+
+class ShareLinkDocument(SQLModel, table=True):
+    """A document a share link gives; the row goes with the document."""
+
+    __tablename__ = "share_link_document"
+
+    link_id: uuid.UUID = Field(sa_column=Column(ForeignKey("share_link.id", ondelete="CASCADE"), primary_key=True))
+    document_id: uuid.UUID = Field(sa_column=Column(ForeignKey("document.id", ondelete="CASCADE"), primary_key=True,
+                                                    index=True))

@@ -58,12 +58,12 @@ _EXTENSIONS = {"application/pdf": ".pdf", "image/jpeg": ".jpg", "image/png": ".p
 class Actor:
     """Who acts on a citizen's vault: the citizen (session), an app (access token), the DPO."""
 
-    kind: str  # "citizen" | "app" | "dpo"
+    kind: str  # "citizen" | "app" | "dpo" | "link" (someone holding a share link and its code)
     citizen_id: uuid.UUID
     actor_id: str
     name: str
     scopes: frozenset[str] = frozenset()
-    granted: frozenset[uuid.UUID] = frozenset()  # an app's token: the documents the citizen chose for it
+    granted: frozenset[uuid.UUID] = frozenset()  # an app's token, a share link: the documents the citizen chose
 
     @property
     def is_owner(self) -> bool:
@@ -71,11 +71,17 @@ class Actor:
 
     def may_see(self, document: Document) -> bool:
         """The citizen sees their vault; an app, the documents the citizen chose for it (RFC 9396
-        grants on its token) and those it deposited itself. Nothing else exists for it."""
+        grants on its token) and those it deposited itself; a share link, the documents it gives.
+        Nothing else exists for them."""
+        if self.kind == "link":
+            return document.id in self.granted
         return self.kind != "app" or document.id in self.granted or document.source == self.actor_id
 
     def may_change(self, document: Document) -> bool:
-        """Renaming, changing or deleting: the citizen always; an app only what it deposited itself."""
+        """Renaming, changing or deleting: the citizen always; an app only what it deposited itself;
+        a share link never."""
+        if self.kind == "link":
+            return False
         return self.kind != "app" or document.source == self.actor_id
 
 

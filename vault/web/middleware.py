@@ -19,6 +19,13 @@ from vault.settings import Settings
 
 logger = logging.getLogger("vault.access")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+# Paths that carry a bearer secret (a share link's): the log names the route, never the secret.
+_SECRET_IN_PATH = re.compile(r"^/s/[^/]+")
+
+
+def loggable_path(path: str) -> str:
+    """The request path as the access log writes it: a share link's secret replaced by ``…``."""
+    return _SECRET_IN_PATH.sub("/s/…", path)
 
 
 def content_security_policy(settings: Settings) -> str:
@@ -77,7 +84,7 @@ class RequestContextMiddleware:
                 "request",
                 extra={
                     "method": scope["method"],
-                    "path": scope["path"],  # never the query string: it may carry a token
+                    "path": loggable_path(scope["path"]),  # never the query string: it may carry a token
                     "status": status,
                     "duration_ms": round((time.perf_counter() - started) * 1000, 1),
                 },

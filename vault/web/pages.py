@@ -8,6 +8,7 @@ import secrets
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qsl
+from zoneinfo import ZoneInfo
 
 from fastapi import Request
 from fastapi.templating import Jinja2Templates
@@ -198,6 +199,7 @@ def render(request: Request, template: str, context: dict[str, Any] | None = Non
         "current": getattr(request.state, "current", None),
         "errors": {},
         "values": {},
+        "local": lambda at: at.astimezone(ZoneInfo(settings.timezone)),  # a stored UTC time, as the city reads it
     }
     ctx.update(context or {})
     response = TEMPLATES.TemplateResponse(request, template, ctx, status_code=status)
