@@ -578,8 +578,10 @@ _S3_ACCESS_KEY = "citizen-vault-test"
 _S3_SECRET_KEY = "citizen-vault-test-secret"
 
 # By default the master grows 7 volumes at a time per collection, and every
-# bucket is its own collection, so the 100 volume slots we allow would run out
-# after 14 buckets.  One volume per bucket is plenty for tests.
+# bucket is its own collection, so the volume slots we allow would run out
+# after a few buckets.  One volume per bucket is plenty for tests.  Each test
+# of the document vault makes its own bucket: the slots (-volume.max) must
+# exceed one worker's share of those tests (volumes are not preallocated).
 _WEED_MASTER_TOML = """\
 [master.volume_growth]
 copy_1 = 1
@@ -696,7 +698,7 @@ def start_seaweedfs(base_dir: Path) -> S3Service:
                 "-master.volumeSizeLimitMB=64",
                 "-master.telemetry=false",
                 f"-volume.port={volume_port}",
-                "-volume.max=100",
+                "-volume.max=1000",
                 f"-filer.port={filer_port}",
                 "-s3",
                 f"-s3.port={s3_port}",
