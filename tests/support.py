@@ -7,7 +7,7 @@ import email
 import email.policy
 import html
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +71,7 @@ class Mail:
     to: str
     subject: str
     body: str
+    headers: dict[str, str] = field(default_factory=dict)
 
     def link(self) -> str:
         match = LINK.search(self.body)
@@ -95,7 +96,8 @@ class Outbox:
         for path in sorted(self.folder.glob("*.eml")):
             message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
             body = message.get_body(preferencelist=("plain",)).get_content()
-            mails.append(Mail(to=str(message["To"]), subject=str(message["Subject"]), body=body))
+            mails.append(Mail(to=str(message["To"]), subject=str(message["Subject"]), body=body,
+                              headers={name: str(value) for name, value in message.items()}))
         return mails
 
     def to(self, address: str) -> list[Mail]:

@@ -19,11 +19,12 @@ FLOORS = {
     "db": 2, "mail": 2,                                        # the database; sending mail
     "crypto": 3, "migrations": 3, "web": 3,                    # key hierarchy, schema check, the web layer
     "auth": 4,                                                 # citizen accounts
-    "oidc": 5,                                                 # the OpenID Connect provider
-    "storage": 6,                                              # the document vault
-    "gdpr": 7,                                                 # data-subject rights
-    "services": 8,                                             # the composition root
-    "app": 9, "cli": 9,                                        # entry points
+    "alerts": 5,                                               # alert mails to the citizen, their switches
+    "oidc": 6,                                                 # the OpenID Connect provider
+    "storage": 7,                                              # the document vault
+    "gdpr": 8,                                                 # data-subject rights
+    "services": 9,                                             # the composition root
+    "app": 10, "cli": 10,                                      # entry points
 }
 
 

@@ -12,6 +12,7 @@ import smtplib
 import ssl
 import time
 import uuid
+from collections.abc import Mapping
 from email.message import EmailMessage
 from email.utils import make_msgid
 from pathlib import Path
@@ -84,12 +85,16 @@ def make_mailer(settings: Settings) -> Mailer:
     return OutboxMailer(settings.outbox_dir)
 
 
-def compose(settings: Settings, *, to: str, subject: str, body: str) -> EmailMessage:
+def compose(settings: Settings, *, to: str, subject: str, body: str,
+            headers: Mapping[str, str] | None = None) -> EmailMessage:
+    """A plain-text mail; ``headers``: more header fields (``List-Unsubscribe``…)."""
     message = EmailMessage()
     message["From"] = settings.mail_from
     message["To"] = to
     message["Subject"] = subject
     message["Message-ID"] = make_msgid(domain=urlsplit(settings.issuer).hostname or "localhost")
     message["Auto-Submitted"] = "auto-generated"
+    for name, value in (headers or {}).items():
+        message[name] = value
     message.set_content(body)
     return message

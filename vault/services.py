@@ -15,11 +15,13 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine
 
+import vault.alerts.models
 import vault.auth.models
 import vault.gdpr.models
 import vault.oidc.models
-import vault.storage.models  # noqa: F401  (the four imports above register every table)
+import vault.storage.models  # noqa: F401  (the five imports above register every table)
 from vault import crypto
+from vault.alerts.service import AlertService
 from vault.auth.passwords import Hasher
 from vault.auth.service import AccountService
 from vault.db import make_engine
@@ -47,6 +49,7 @@ class Services:
     mailer: Mailer
     keystore: KeyStore  # token signing keys and service secrets
     accounts: AccountService
+    alerts: AlertService  # alert mails to the citizen and their switches
     documents: DocumentService
     shares: ShareService  # share links to chosen documents
     oidc: OpenIDService
@@ -70,9 +73,10 @@ def build_services(settings: Settings, *, engine: Engine | None = None) -> Servi
         mailer=mailer,
         keys=keys,
     )
-    documents = DocumentService(settings=settings, keys=keys, store=blob_store, scanner=scanner)
+    alerts = AlertService(settings=settings, mailer=mailer, secrets=keystore)
+    documents = DocumentService(settings=settings, keys=keys, store=blob_store, scanner=scanner, alerts=alerts)
     shares = ShareService(hasher=hasher)
-    oidc = OpenIDService(settings=settings, keystore=keystore, accounts=accounts, documents=documents)
+    oidc = OpenIDService(settings=settings, keystore=keystore, accounts=accounts, documents=documents, alerts=alerts)
     return Services(
         settings=settings,
         engine=engine or make_engine(settings.effective_database_url),
@@ -82,10 +86,11 @@ def build_services(settings: Settings, *, engine: Engine | None = None) -> Servi
         mailer=mailer,
         keystore=keystore,
         accounts=accounts,
+        alerts=alerts,
         documents=documents,
         shares=shares,
         oidc=oidc,
         gdpr=GdprService(settings=settings, keystore=keystore, accounts=accounts, oidc=oidc, documents=documents,
-                         shares=shares),
+                         shares=shares, alerts=alerts),
         staff=StaffService(accounts),
     )

@@ -28,6 +28,11 @@ def extracted() -> dict[str, list[str]]:
     return found
 
 
+def _forms(text: str | tuple[str, ...]) -> tuple[str, ...]:
+    """A catalogue id or string as its forms: one, or (singular, plural…) for an ngettext sentence."""
+    return (text,) if isinstance(text, str) else tuple(text)
+
+
 @pytest.fixture(scope="module")
 def catalogue() -> Catalog:
     with CATALOGUE.open("rb") as po:
@@ -38,13 +43,15 @@ def test_every_sentence_has_an_english_translation(catalogue: Catalog) -> None:
     sentences = extracted()
     assert len(sentences) > 60  # the pages, notices, document types, request kinds, email forms, mails
     missing = {msgid: where for msgid, where in sentences.items()
-               if catalogue.get(msgid) is None or not catalogue[msgid].string or catalogue[msgid].fuzzy}
+               if catalogue.get(msgid) is None or catalogue[msgid].fuzzy
+               or not all(_forms(catalogue[msgid].string))}  # a plural needs every form
     assert missing == {}, "new or changed sentences: run `make messages`, then translate them in " + str(CATALOGUE)
 
 
 def test_the_catalogue_holds_only_sentences_in_use(catalogue: Catalog) -> None:
     sentences = extracted()
-    unused = sorted(message.id for message in catalogue if message.id and message.id not in sentences)
+    unused = sorted(_forms(message.id)[0] for message in catalogue
+                    if message.id and _forms(message.id)[0] not in sentences)
     assert unused == []
     assert list(catalogue.obsolete) == []  # `#~` entries: `make messages` drops them
 

@@ -12,10 +12,16 @@ from typing import Any
 import pytest
 from jinja2 import UndefinedError
 
+from vault.alerts.models import KINDS
 from vault.settings import Settings
 from vault.web.mails import MAIL_TEMPLATES, render_mail
 
 DOCUMENT_ID = uuid.UUID("0b7e2c1a-5d4f-4e1b-9a3c-2f6d8e9a1b2c")
+UNSUBSCRIBE = "https://moncompte.ville.example.fr/alerts/unsubscribe?token=TOKEN"
+ALERT_FOOTER = (
+    "Pour ne plus recevoir ce type d'alerte (sans vous connecter) : " + UNSUBSCRIBE + "\n"
+    "Pour choisir vos alertes : « Mon compte », https://moncompte.ville.example.fr/account\n\n-- \nVille-sur-Loire\n"
+)
 
 
 @pytest.fixture
@@ -25,6 +31,7 @@ def settings(tmp_path: Path) -> Settings:
 
 def contexts(settings: Settings) -> dict[str, dict[str, Any]]:
     document = SimpleNamespace(id=DOCUMENT_ID, title="Facture EDF", valid_until=date(2026, 11, 29))
+    alert = {"settings": settings, "unsubscribe_url": UNSUBSCRIBE}
     return {
         "verify_email": {"settings": settings, "first_name": "Jeanne", "token": "TOKEN"},
         "registration_attempted": {"settings": settings},
@@ -32,6 +39,14 @@ def contexts(settings: Settings) -> dict[str, dict[str, Any]]:
         "document_expired": {"settings": settings, "document": document, "deletion_date": date(2026, 12, 30)},
         "account_unused": {"settings": settings, "last_activity": datetime(2023, 11, 30, 8, 15),
                            "deletion_date": date(2026, 12, 30)},
+        "alert_documents_granted": {**alert, "kind_label": KINDS["grants"], "app_name": "Cantine",
+                                    "titles": ["Facture EDF", "Quittance de loyer"]},
+        "alert_document_deposited": {**alert, "kind_label": KINDS["deposits"], "app_name": "Cantine",
+                                     "document_id": DOCUMENT_ID, "title": "Facture de cantine"},
+        "alert_share_link_opened": {**alert, "kind_label": KINDS["share_opened"], "label": "Pour le notaire",
+                                    "opened_at": datetime(2026, 11, 30, 14, 5), "titles": ["Facture EDF"]},
+        "alert_validity_ending": {**alert, "kind_label": KINDS["validity"], "document_id": DOCUMENT_ID,
+                                  "title": "Carte d'identité", "valid_until": date(2026, 12, 30), "days_left": 30},
     }
 
 
@@ -73,6 +88,36 @@ FRENCH = {
         "Bonjour,\n\nVous ne vous êtes pas connecté(e) à votre espace citoyen depuis le 30/11/2023. Sans "
         "connexion de votre part, votre compte et vos justificatifs seront supprimés le 30/12/2026.\n\n"
         "Pour les garder, il suffit de vous connecter : https://moncompte.ville.example.fr/login\n",
+    ),
+    "alert_documents_granted": (
+        "Une application peut consulter vos justificatifs",
+        "Bonjour,\n\nL'application Cantine peut maintenant consulter :\n- Facture EDF\n- Quittance de loyer\n\n"
+        "Pour retirer cet accès, ouvrez « Mes applications » : https://moncompte.ville.example.fr/account/apps\n\n"
+        "Vous recevez cet e-mail parce que l'alerte « Une application peut consulter des justificatifs que j'ai "
+        "choisis » est activée.\n" + ALERT_FOOTER,
+    ),
+    "alert_document_deposited": (
+        "Un document a été déposé dans votre coffre-fort",
+        "Bonjour,\n\nL'application Cantine a déposé le document « Facture de cantine » dans votre coffre-fort.\n\n"
+        f"Pour le consulter : https://moncompte.ville.example.fr/documents/{DOCUMENT_ID}\n\n"
+        "Vous recevez cet e-mail parce que l'alerte « Une application dépose un document dans mon coffre-fort » "
+        "est activée.\n" + ALERT_FOOTER,
+    ),
+    "alert_share_link_opened": (
+        "Votre lien de partage vient d'être ouvert",
+        "Bonjour,\n\nVotre lien de partage « Pour le notaire » a été ouvert pour la première fois le 30/11/2026 à "
+        "14:05.\n\nIl donne accès à :\n- Facture EDF\n\nSi vous ne l'avez partagé avec personne, supprimez ce "
+        "lien dans « Mes justificatifs » : https://moncompte.ville.example.fr/documents\n\n"
+        "Vous recevez cet e-mail parce que l'alerte « Un de mes liens de partage est ouvert pour la première fois » "
+        "est activée.\n" + ALERT_FOOTER,
+    ),
+    "alert_validity_ending": (
+        "Un de vos justificatifs arrive en fin de validité",
+        "Bonjour,\n\nVotre justificatif « Carte d'identité » est valable jusqu'au 30/12/2026 : plus que 30 jours.\n\n"
+        "Pensez à en demander un nouveau, puis à le déposer dans « Mes justificatifs » (ou à corriger sa date de "
+        f"validité) : https://moncompte.ville.example.fr/documents/{DOCUMENT_ID}\n\n"
+        "Vous recevez cet e-mail parce que l'alerte « Un justificatif arrive en fin de validité (30 jours, puis 7 "
+        "jours avant) » est activée.\n" + ALERT_FOOTER,
     ),
 }
 

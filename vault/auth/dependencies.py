@@ -4,6 +4,8 @@ otherwise)."""
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Sequence
 from typing import Annotated, Protocol
 
 from fastapi import Depends, Request
@@ -35,6 +37,23 @@ class PendingApps(Protocol):
 
 def pending_apps(request: Request) -> PendingApps:
     return app_service(request, "oidc", PendingApps)  # type: ignore[type-abstract]  # a protocol, not a class
+
+
+class AlertSwitch(Protocol):
+    kind: str
+    label: str  # French; translated when shown
+    on: bool
+
+
+class AlertSwitches(Protocol):
+    """What "Mon compte" shows of the alert mails (``vault.alerts``, a floor above, supplied by the
+    composition root): each kind, its label and whether it is on."""
+
+    def switches(self, *, db: Session, citizen_id: uuid.UUID) -> Sequence[AlertSwitch]: ...
+
+
+def alert_switches(request: Request) -> AlertSwitches:
+    return app_service(request, "alerts", AlertSwitches)  # type: ignore[type-abstract]  # a protocol, not a class
 
 
 class ApiUnauthenticated(VaultError):

@@ -16,6 +16,7 @@ from vault.auth.dependencies import (
     ApiUnauthenticated,
     LoggedIn,
     OptionalLogin,
+    alert_switches,
     pending_apps,
 )
 from vault.auth.exceptions import (
@@ -56,6 +57,7 @@ NOTICES = {
                          "connectez-vous avec le nouveau mot de passe."),
     "totp_disabled": N_("La double authentification est désactivée."),
     "session_expired": N_("Votre session a expiré. Connectez-vous de nouveau."),
+    "alerts_saved": N_("Vos choix d'alertes sont enregistrés."),
 }
 MAIL_SENT = (
     N_("Si un compte correspond à cette adresse, un e-mail vient de lui être envoyé. "
@@ -327,6 +329,7 @@ def account(request: Request, db: Db, service: Accounts, current: LoggedIn) -> R
         "title": N_("Mon compte"),
         "sessions": service.list_sessions(db=db, citizen_id=current.citizen.id),
         "recovery_left": service.remaining_recovery_codes(db=db, citizen_id=current.citizen.id),
+        "alerts": alert_switches(request).switches(db=db, citizen_id=current.citizen.id),
         "notice": NOTICES.get(request.query_params.get("notice", "")),
     })
 

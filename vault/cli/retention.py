@@ -27,6 +27,7 @@ def retention_run(dry_run: Annotated[bool, typer.Option("--dry-run", help="List 
         typer.echo(json.dumps(asdict(report)))
         return
     prefix = "would " if dry_run else ""
+    typer.echo(f"validity alerts: {prefix}send {len(report.validity_alerts)}")
     typer.echo(f"documents: {prefix}notify {len(report.documents_noticed)}, {prefix}delete {len(report.documents_deleted)}")
     typer.echo(f"accounts: {prefix}notify {len(report.accounts_noticed)}, {prefix}erase {len(report.accounts_erased)}")
     if not dry_run:

@@ -1,5 +1,7 @@
 """Retention (GDPR Art. 5(1)(e)): ``vault retention run`` from a daily scheduler.
 
+- A document whose validity date is 30, then 7 days away: an alert mail each time (once per
+  threshold and date; a date pushed back brings its own), unless the citizen turned that alert off.
 - A document whose validity date has passed: a notice mail, then deletion 30 days later (unless
   its date was extended meanwhile, or it is under legal hold).
 - An account unused for ``VAULT_RETENTION_INACTIVE_YEARS`` (default 3): a notice mail 30 days
@@ -20,6 +22,7 @@ from datetime import date, datetime, timedelta
 
 from sqlmodel import Session
 
+from vault.alerts.service import VALIDITY_THRESHOLDS
 from vault.db import utcnow
 from vault.gdpr import audit
 from vault.gdpr.service import GdprService, Staff
@@ -34,6 +37,7 @@ SYSTEM = Staff(actor="system:retention", label="conservation automatique")
 
 @dataclass
 class RetentionReport:
+    validity_alerts: list[str] = field(default_factory=list)  # "<document id>:<days>"
     documents_noticed: list[str] = field(default_factory=list)
     documents_deleted: list[str] = field(default_factory=list)
     accounts_noticed: list[str] = field(default_factory=list)
@@ -48,17 +52,35 @@ def run(db: Session, *, gdpr: GdprService, mailer: Mailer, dry_run: bool = False
     report = RetentionReport()
     today = today or gdpr.settings.today()
     now = utcnow()
+    _validity_alerts(db, gdpr=gdpr, dry_run=dry_run, today=today, report=report)
     _expired_documents(db, gdpr=gdpr, mailer=mailer, dry_run=dry_run, today=today, now=now, report=report)
     _unused_accounts(db, gdpr=gdpr, mailer=mailer, dry_run=dry_run, today=today, now=now, report=report)
     if not dry_run:
         report.audit_entries_purged = audit.purge_older_than(db, timedelta(days=gdpr.settings.audit_retention_days))
         report.housekeeping = (gdpr.oidc.purge_expired(db=db, now=now)
                                | gdpr.accounts.purge_expired(db=db, now=now)
+                               | gdpr.alerts.purge_expired(db, today=today)
                                | {"share_links": gdpr.shares.purge_ended(db, now)})
         db.commit()
     logger.info("retention run", extra={"dry_run": dry_run, "documents_deleted": len(report.documents_deleted),
                                         "accounts_erased": len(report.accounts_erased)})
     return report
+
+
+def _validity_alerts(db: Session, *, gdpr: GdprService, dry_run: bool, today: date,
+                     report: RetentionReport) -> None:
+    """"Your document is valid until …" 30 days, then 7 days before its date; never once it has
+    passed (the expiry notice below takes over). The alerts domain remembers what it sent."""
+    last = today + timedelta(days=max(VALIDITY_THRESHOLDS))
+    for document in gdpr.documents.ending(db, first=today, last=last):
+        assert document.owner_id is not None and document.valid_until is not None  # the query's conditions
+        if dry_run:
+            days = gdpr.alerts.validity_due(db, document_id=document.id, valid_until=document.valid_until, today=today)
+        else:
+            days = gdpr.alerts.validity_ending(db, citizen_id=document.owner_id, document_id=document.id,
+                                               title=document.title, valid_until=document.valid_until, today=today)
+        if days is not None:
+            report.validity_alerts.append(f"{document.id}:{days}")
 
 
 def _expired_documents(db: Session, *, gdpr: GdprService, mailer: Mailer, dry_run: bool, today: date,

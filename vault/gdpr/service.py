@@ -18,6 +18,8 @@ from typing import Any
 from sqlalchemy import func, update
 from sqlmodel import Session, col, select
 
+from vault.alerts.models import KINDS as ALERT_KINDS
+from vault.alerts.service import AlertService
 from vault.auth.exceptions import InvalidInput
 from vault.auth.models import Citizen
 from vault.auth.service import AccountService
@@ -98,6 +100,7 @@ Contenu de l'archive
 - applications.json : les services de la commune auxquels vous avez donné accès, et ce qu'ils reçoivent.
 - sessions.json : les appareils connectés à votre compte.
 - liens-de-partage.json : les liens de partage que vous avez créés, leurs documents et leurs ouvertures.
+- alertes.json : les e-mails d'alerte que vous recevez (activée : true) ou avez arrêtés (false).
 - journal-des-acces.json : qui, en dehors de vous, a consulté ou déposé vos documents (applications,
   liens de partage, délégué à la protection des données).
 - demandes.json : vos demandes au délégué à la protection des données.
@@ -136,16 +139,18 @@ Archive créée le {now:%d/%m/%Y à %H:%M} (UTC). Format : version {version}.
 
 class GdprService:
     """The register, export, erasure and legal hold. It owns the register and the tombstones; the
-    rows of accounts, apps and documents it reaches through their domains' services."""
+    rows of accounts, alerts, apps and documents it reaches through their domains' services."""
 
     def __init__(self, *, settings: Settings, keystore: KeyStore, accounts: AccountService,
-                 oidc: OpenIDService, documents: DocumentService, shares: ShareService) -> None:
+                 oidc: OpenIDService, documents: DocumentService, shares: ShareService,
+                 alerts: AlertService) -> None:
         self.settings = settings
         self.shares = shares
         self.keystore = keystore
         self.accounts = accounts
         self.oidc = oidc
         self.documents = documents
+        self.alerts = alerts
 
     # ---- subjects -------------------------------------------------------------------------------
 
@@ -332,6 +337,8 @@ class GdprService:
                 "depose_par": d.source_name or "vous", "analyse_antivirus": d.scan_result,
                 "conservation_legale": d.legal_hold} for d in documents],
             "applications.json": [self._app_part(db, citizen.id, client, consent) for client, consent, _ in reversed(apps)],
+            "alertes.json": [{"alerte": ALERT_KINDS[kind], "code": kind, "activee": on}
+                             for kind, on in self.alerts.export(db, citizen_id=citizen.id).items()],
             "sessions.json": [{"connecte_le": s.created_at, "derniere_activite": s.last_seen_at,
                                "appareil": s.user_agent, "methodes": s.amr.split()}
                               for s in self.accounts.list_sessions(db=db, citizen_id=citizen.id, include_pending=True)],
@@ -497,6 +504,7 @@ class GdprService:
         counts["share_links"] = self.shares.forget(db, citizen.id)
         counts["access_log_entries"] = self.documents.forget(db, citizen.id)
         counts["consents"] = self.oidc.forget(db=db, citizen_id=citizen.id)
+        self.alerts.forget(db, citizen_id=citizen.id)
         db.exec(update(DataRequest).where(col(DataRequest.citizen_id) == citizen.id)
                 .values(requester_label=f"Personne effacée ({subject[:12]})", citizen_id=None))
         self.accounts.forget(db=db, citizen=citizen)

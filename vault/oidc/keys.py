@@ -126,8 +126,8 @@ class KeyStore:
         """Create what is missing (keys of each algorithm, service secrets); run at ``db upgrade``."""
         for alg in ALGORITHMS:
             self._active_row(db, alg)
-        self.secret(db, "pairwise-sub")
-        self.secret(db, "pairwise-sid")
+        for name in ("pairwise-sub", "pairwise-sid", "alerts-unsubscribe"):
+            self.secret(db, name)
 
     def rewrap_all(self, db: Session) -> int:
         """After a KEK rotation: signing keys and service secrets wrapped under the active KEK."""

@@ -25,6 +25,7 @@ from authlib.oidc.core.errors import ConsentRequiredError, LoginRequiredError
 from sqlalchemy import delete, or_
 from sqlmodel import Session, col, select
 
+from vault.alerts.service import AlertService
 from vault.auth.models import Citizen
 from vault.auth.service import AccountService, CurrentLogin
 from vault.crypto.tokens import token_hash
@@ -111,11 +112,12 @@ class LogoutResult:
 
 class OpenIDService:
     def __init__(self, *, settings: Settings, keystore: KeyStore, accounts: AccountService,
-                 documents: DocumentCatalog) -> None:
+                 documents: DocumentCatalog, alerts: AlertService) -> None:
         self.settings = settings
         self.keystore = keystore
         self.accounts = accounts  # the citizens' login sessions end through it (logout)
         self.documents = documents  # the citizen's documents, offered on the consent page
+        self.alerts = alerts  # "this app may now read…" mails
 
     def provider(self, db: Session) -> Provider:
         return Provider(db=db, settings=self.settings, keystore=self.keystore)
@@ -275,6 +277,11 @@ class OpenIDService:
         self._forget(db, pending_id)
         result = provider.create_authorization_response(request, grant_user=citizen, grant=grant)
         logger.info("authorization code issued", extra={"client_id": client.client_id})
+        if requests:  # the citizen chose documents just now (a choice is never remembered)
+            picked = set(chosen)
+            titles = [c.title for q in questions for c in q.choices if str(c.id) in picked]
+            self.alerts.documents_granted(db, citizen_id=citizen.id, app_name=client.name,
+                                          titles=list(dict.fromkeys(titles)))
         return ToClient(cast("OAuthResponse", result))  # what Provider.handle_response returned
 
     def _must_reauthenticate(self, db: Session, params: dict[str, str], client: OAuthClient,

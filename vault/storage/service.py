@@ -21,6 +21,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col, select
 
 from vault import crypto
+from vault.alerts.service import AlertService
 from vault.crypto.hierarchy import (
     kek_version,
     new_citizen_key,
@@ -164,11 +165,13 @@ def _choices(rows: Iterable[Document]) -> list[DocumentChoice]:
 
 
 class DocumentService:
-    def __init__(self, *, settings: Settings, keys: crypto.KeyProvider, store: BlobStore, scanner: Scanner) -> None:
+    def __init__(self, *, settings: Settings, keys: crypto.KeyProvider, store: BlobStore, scanner: Scanner,
+                 alerts: AlertService) -> None:
         self.settings = settings
         self.keys = keys
         self.store = store
         self.scanner = scanner
+        self.alerts = alerts  # "an app deposited a document" mails
 
     @property
     def max_size(self) -> int:
@@ -237,6 +240,9 @@ class DocumentService:
         self.log_access(db, actor, "deposit", document)
         logger.info("document stored", extra={"document_id": str(document.id), "citizen_id": str(actor.citizen_id),
                                               "size": stored.size, "media_type": stored.media_type})
+        if actor.kind == "app":  # the citizen hears of it (unless that alert is off); a failed mail is only logged
+            self.alerts.document_deposited(db, citizen_id=actor.citizen_id, app_name=actor.name,
+                                           document_id=document.id, title=document.title)
         return document
 
     # ---- reading and changing -------------------------------------------------------------------
@@ -491,6 +497,12 @@ class DocumentService:
         return list(db.exec(select(Document).where(col(Document.valid_until) < today,
                                                    col(Document.legal_hold).is_(None),
                                                    col(Document.owner_id).is_not(None))))
+
+    def ending(self, db: Session, *, first: date, last: date) -> list[Document]:
+        """Documents someone owns whose validity date falls between ``first`` and ``last`` (inclusive)."""
+        return list(db.exec(select(Document).where(col(Document.valid_until) >= first, col(Document.valid_until) <= last,
+                                                   col(Document.owner_id).is_not(None))
+                            .order_by(col(Document.valid_until), col(Document.created_at))))
 
     def forget_renewed_notices(self, db: Session, today: date) -> None:
         """A document whose validity date was pushed back (or removed) is no longer due for deletion."""
