@@ -282,3 +282,21 @@ def test_export_erasure_and_retention_follow_share_links(vault_app, citizen, two
     after = visitor(vault_app)
     assert after.get(path).status_code == 200
     assert enter_code(after, path, code).status_code == 400
+
+
+def test_the_citizen_is_mailed_at_a_links_first_opening_only(vault_app, citizen, two_documents, outbox) -> None:
+    lease_doc, *_ = two_documents
+    path, code = share(citizen, lease_doc["id"], label="Agence Dupont")
+    before = len(outbox.to("docs@example.org"))
+    enter_code(visitor(vault_app), path, code)
+    mails = outbox.to("docs@example.org")[before:]
+    assert len(mails) == 1 and "Votre lien de partage vient d'être ouvert" in mails[0].subject
+    assert "« Agence Dupont » a été ouvert pour la première fois" in mails[0].body and "- Bail\n" in mails[0].body
+    assert "/shares" in mails[0].body
+    enter_code(visitor(vault_app), path, code)  # a second opening: no second mail
+    assert len(outbox.to("docs@example.org")) == before + 1
+    # With that alert switched off, a new link's first opening sends nothing.
+    citizen.submit("/account", {"alert": ["grants", "deposits", "validity"]}, action="/account/alerts")
+    other_path, other_code = share(citizen, lease_doc["id"])
+    enter_code(visitor(vault_app), other_path, other_code)
+    assert len(outbox.to("docs@example.org")) == before + 1

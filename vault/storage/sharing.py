@@ -27,6 +27,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import delete, func, or_
 from sqlmodel import Session, col, select
 
+from vault.alerts.service import AlertService
 from vault.auth.passwords import Hasher
 from vault.crypto.tokens import token_hash
 from vault.db import utcnow
@@ -90,8 +91,9 @@ class Opening:
 
 
 class ShareService:
-    def __init__(self, *, hasher: Hasher) -> None:
+    def __init__(self, *, hasher: Hasher, alerts: AlertService) -> None:
         self.hasher = hasher
+        self.alerts = alerts
 
     # ---- the citizen ---------------------------------------------------------------------------
 
@@ -217,6 +219,10 @@ class ShareService:
             link.first_opened_at = now
         link.openings += 1
         self.log(db, link, "open", None)
+        if first:  # the citizen is told (unless they turned that alert off)
+            shared = self._documents(db, [link.id]).get(link.id, [])
+            self.alerts.share_link_opened(db, citizen_id=link.citizen_id, label=link.label, opened_at=now,
+                                          documents=[d.title for d in shared])
         until = min(now + PASS_LIFETIME, link.expires_at)
         return Opening(link=link, first=first, pass_value=self._pass(link, until),
                        pass_max_age=max(1, int((until - now).total_seconds())))
