@@ -150,3 +150,32 @@ def test_mes_justificatifs_and_a_document_page(site, open_context, audit) -> Non
     page.get_by_role("button", name="Oui, supprimer définitivement").wait_for()
     audit(page, "a document's page, confirming the deletion")
     audit.assert_clean()
+
+
+def test_alert_switches_and_the_one_click_unsubscribe_page(site, open_context, audit) -> None:
+    """"Mon compte"'s alert switches (a fieldset of checkboxes), saved and confirmed, then the page a
+    mail's unsubscribe link opens, before and after its single button."""
+    from sqlmodel import Session
+
+    citizen = site.citizen()
+    page = open_context().new_page()
+    log_in(page, citizen)
+    page.goto("/account")
+    switches = page.get_by_role("group", name="M'envoyer un e-mail quand :")
+    switches.wait_for()
+    audit(page, "Mon compte, alert switches")
+    page.get_by_role("checkbox", name=re.compile("dépose")).uncheck()
+    page.get_by_role("button", name="Enregistrer mes alertes").click()
+    page.get_by_role("status").wait_for()
+    assert not page.get_by_role("checkbox", name=re.compile("dépose")).is_checked()
+    audit(page, "Mon compte, alert switches saved")
+
+    with Session(site.engine) as db:
+        url = site.app.state.services.alerts.unsubscribe_url(db, citizen_id=citizen.id, kind="validity")
+    holder = open_context().new_page()  # a mail client's browser: no session
+    holder.goto(url.replace(site.app.state.settings.issuer, site.url))
+    audit(holder, "unsubscribe link, its one button")
+    holder.get_by_role("button").first.click()
+    holder.get_by_role("heading", name="C'est fait").wait_for()
+    audit(holder, "unsubscribe link, done")
+    audit.assert_clean()

@@ -106,8 +106,8 @@ FRENCH = {
     "alert_share_link_opened": (
         "Votre lien de partage vient d'être ouvert",
         "Bonjour,\n\nVotre lien de partage « Pour le notaire » a été ouvert pour la première fois le 30/11/2026 à "
-        "14:05.\n\nIl donne accès à :\n- Facture EDF\n\nSi vous ne l'avez partagé avec personne, supprimez ce "
-        "lien dans « Mes justificatifs » : https://moncompte.ville.example.fr/documents\n\n"
+        "14:05.\n\nIl donne accès à :\n- Facture EDF\n\nSi vous ne l'avez partagé avec personne, désactivez ce "
+        "lien dans « Mes liens de partage » : https://moncompte.ville.example.fr/shares\n\n"
         "Vous recevez cet e-mail parce que l'alerte « Un de mes liens de partage est ouvert pour la première fois » "
         "est activée.\n" + ALERT_FOOTER,
     ),
