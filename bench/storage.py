@@ -705,7 +705,9 @@ def report(setup: Setup, args: argparse.Namespace, load_before: float, results: 
         app_ratio = median["api_download_app"] / median["api_download"]
         print(f"  download with an app's granted token / with the citizen's session (medians) ="
               f" {median['api_download_app']:.1f} / {median['api_download']:.1f} = {app_ratio:.3f}"
-              f"   target within 3 %: {verdict(abs(app_ratio - 1) <= 0.03)}")
+              f"   target: not more than 3 % slower: {verdict(app_ratio >= 0.97)}")
+        # The grant check is a cost only if it slows the download: a ratio above 1 is the session's own
+        # lookup (cookie, CSRF) costing more than the token's, or noise; it does not fail the target.
         hop_best = best(results["hop"])
         print(f"  for scale: one extra hop alone (zero-copy relay) = {hop_best.mbps:.1f} / {get.mbps:.1f} ="
               f" {hop_best.mbps / get.mbps:.3f} of GET alone; the API download keeps {down.mbps / hop_best.mbps:.3f}"
