@@ -305,3 +305,27 @@ def test_audit_verify_fails_on_an_edited_entry(env: dict[str, str], engine) -> N
         conn.execute(text("UPDATE audit_log SET action = 'rewritten'"))
     broken = run(["audit", "verify"], env)
     assert broken.returncode == 1 and "BROKEN" in broken.stderr
+
+
+@pytest.mark.parametrize(("args", "problem"), [
+    (["--profile", "fc-v3"], "fc-v3"),
+    (["--profile", "fc-v1", "--userinfo-signed"], "userinfo"),
+    (["--profile", "fc-v2", "--auth-method", "client_secret_basic"], "client_secret_post"),
+    (["--profile", "fc-v2", "--scope", "openid rnipp_given_name"], "rnipp_given_name"),
+])
+def test_client_create_refuses_a_bad_profile(env: dict[str, str], args: list[str], problem: str) -> None:
+    done = run(["client", "create", "--name", "Cantine", "--redirect-uri", "https://cantine.example.fr/cb", *args],
+               env)
+    assert done.returncode == 2 and problem in done.stderr + done.stdout
+    assert run_ok(["client", "list", "--json"], env) == []
+
+
+def test_client_create_registers_and_lists_a_profile(env: dict[str, str]) -> None:
+    body = run_ok(["client", "create", "--name", "Cantine", "--json", "--redirect-uri", "https://cantine.example.fr/cb",
+                   "--profile", "fc-v2", "--scope", "openid identite_pivot"], env)
+    assert body["profile"] == "fc-v2" and body["auth_method"] == "client_secret_post"
+    standard = run_ok(["client", "create", "--name", "Portail", "--json", "--redirect-uri", "https://portail.example.fr/cb"],
+                      env)
+    assert standard["profile"] == "oidc" and standard["auth_method"] == "client_secret_basic"
+    listed = run(["client", "list"], env).stdout
+    assert "Cantine  (fc-v2, client_secret_post)" in listed and "Portail  (oidc, client_secret_basic)" in listed

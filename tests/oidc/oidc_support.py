@@ -51,15 +51,13 @@ def auth_params(app: App, **overrides: str | None) -> dict[str, str]:
 
 def authorize(browser: Browser, app: App, *, email: str | None = None, password: str = PASSWORD,
               consent: str | None = "allow", method: str = "GET", otp: str | None = None,
-              documents: tuple[str, ...] = (), **overrides: str | None) -> Flow:
+              documents: tuple[str, ...] = (), path: str = "/authorize", **overrides: str | None) -> Flow:
     """Run /authorize, logging in (if ``email`` and asked) and consenting (if asked), until the
     provider answers the app (a redirect to its redirect_uri) or shows something else; ``documents``:
     the ids ticked on the consent page."""
     flow = Flow(app=app, params=auth_params(app, **overrides))
-    if method == "GET":
-        response = browser.get("/authorize?" + urlencode(flow.params))
-    else:
-        response = browser.post("/authorize", data=flow.params)
+    response = (browser.get(f"{path}?" + urlencode(flow.params)) if method == "GET"
+                else browser.post(path, data=flow.params))
     for _ in range(6):
         location = response.headers.get("location", "")
         if response.status_code == 303 and location.startswith("/login"):
@@ -88,17 +86,17 @@ def authorize(browser: Browser, app: App, *, email: str | None = None, password:
     return flow
 
 
-def token_request(browser: Browser, app: App, **data: str) -> httpx.Response:
+def token_request(browser: Browser, app: App, path: str = "/token", **data: str) -> httpx.Response:
     body = {"client_id": app.client_id, **data}
     if app.secret:
         body["client_secret"] = app.secret
-    return browser.post("/token", data=body)
+    return browser.post(path, data=body)
 
 
-def exchange(browser: Browser, flow: Flow, **extra: str) -> httpx.Response:
+def exchange(browser: Browser, flow: Flow, path: str = "/token", **extra: str) -> httpx.Response:
     data = {"grant_type": "authorization_code", "code": flow.result["code"],
             "redirect_uri": flow.params["redirect_uri"], **extra}
-    return token_request(browser, flow.app, **data)
+    return token_request(browser, flow.app, path, **data)
 
 
 def verify_id_token(browser: Browser, id_token: str) -> tuple[dict[str, Any], dict[str, Any]]:

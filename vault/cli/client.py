@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,6 +17,14 @@ from vault.oidc.exceptions import ClientNotFound
 
 app = typer.Typer(help="Apps (OpenID Connect clients).", no_args_is_help=True)
 
+
+class Profile(StrEnum):
+    """`--profile`: an unknown name is a usage error (exit 2), as typer answers any bad choice."""
+
+    oidc = "oidc"
+    fc_v1 = "fc-v1"
+    fc_v2 = "fc-v2"
+
 ClientId = Annotated[str, typer.Argument(help="The app's client_id (one that starts with '-', from an older "
                                               "version, goes after '--': `-- -AbC…`).")]
 
@@ -26,7 +35,8 @@ def _print_client(body: dict[str, Any], as_json: bool, secret: str | None = None
     if as_json:
         typer.echo(json.dumps(body, ensure_ascii=False))
         return
-    typer.echo(f"{body['client_id']}  {body['name']}  ({body['auth_method']}{', disabled' if body.get('disabled') else ''})")
+    typer.echo(f"{body['client_id']}  {body['name']}  ({body['profile']}, {body['auth_method']}"
+               f"{', disabled' if body.get('disabled') else ''})")
     if secret is not None:
         typer.echo(f"client_secret (shown once, store it now): {secret}")
 
@@ -37,14 +47,18 @@ def client_create(
     redirect_uri: Annotated[list[str], typer.Option(help="Registered redirect URI (repeatable), exact match.")],
     post_logout_redirect_uri: Annotated[list[str] | None, typer.Option(help="Allowed after logout (repeatable).")] = None,
     scope: Annotated[str, typer.Option(help="Scopes the app may ask for.")] = "openid profile email",
-    auth_method: Annotated[str, typer.Option(
-        help="client_secret_post|client_secret_basic|private_key_jwt|none")] = "client_secret_basic",
+    auth_method: Annotated[str | None, typer.Option(
+        help="client_secret_post|client_secret_basic|private_key_jwt|none (default: client_secret_basic; "
+             "client_secret_post with a FranceConnect profile, as at FranceConnect)")] = None,
     sector: Annotated[str | None, typer.Option(help="Pairwise sector: apps sharing it get the same sub.")] = None,
     userinfo_signed: Annotated[bool, typer.Option("--userinfo-signed", help="Userinfo as a signed JWT.")] = False,
     id_token_alg: Annotated[str, typer.Option(help="ES256 or RS256.")] = "ES256",  # noqa: S107  (an algorithm, not a password)
     nonce_optional: Annotated[bool, typer.Option("--nonce-optional", help="Accept requests without nonce.")] = False,
     refresh_tokens: Annotated[bool, typer.Option("--refresh-tokens", help="Allow the refresh_token grant.")] = False,
     jwks: Annotated[str | None, typer.Option(help="File with the app's public JWK Set (private_key_jwt).")] = None,
+    profile: Annotated[Profile, typer.Option(
+        help="oidc: standards first; fc-v1 / fc-v2: FranceConnect's behaviour for that version "
+             "(endpoints under /api/v1 or /api/v2; see the README's table).")] = Profile.oidc,
     as_json: JsonFlag = False,
 ) -> None:
     """Register an app; prints its client_id and client_secret (the secret is shown once, stored hashed)."""
@@ -54,14 +68,16 @@ def client_create(
             jwks_json = Path(jwks).read_text(encoding="utf-8")
         except OSError as exc:
             fail(f"cannot read --jwks {jwks}: {exc.strerror}", as_json=as_json, code="invalid_input")
+    # FranceConnect's apps authenticate with client_secret_post (FranceConnect offers no Basic).
+    default_method = "client_secret_basic" if profile == Profile.oidc else "client_secret_post"
     services = open_services(as_json)
     with Session(services.engine, expire_on_commit=False) as db:
         with refused(as_json, "the app was not registered"):
             registration = create_client(
                 db=db, name=name, redirect_uris=redirect_uri, post_logout_redirect_uris=post_logout_redirect_uri or [],
-                scope=scope, auth_method=auth_method, sector=sector, userinfo_signed=userinfo_signed,
+                scope=scope, auth_method=auth_method or default_method, sector=sector, userinfo_signed=userinfo_signed,
                 id_token_alg=id_token_alg, require_nonce=not nonce_optional, allow_refresh=refresh_tokens,
-                jwks_json=jwks_json, production=services.settings.is_production)
+                jwks_json=jwks_json, production=services.settings.is_production, profile=profile.value)
         db.commit()
         _print_client(client_public(registration.client), as_json, registration.secret)
 

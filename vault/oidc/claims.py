@@ -5,7 +5,10 @@ One scope per claim, plus FranceConnect's groups. The consent page names each cl
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from vault.auth.models import Citizen
+from vault.oidc.profiles import OIDC, Profile
 from vault.translation import N_
 
 CLAIMS = ("given_name", "family_name", "birthdate", "gender", "birthplace", "birthcountry",
@@ -28,10 +31,18 @@ API_SCOPES = {
     "documents:write": DEPOSIT,
 }
 DEPOSIT_SCOPES = frozenset({"documents:deposit", "documents:write"})
-SCOPES_SUPPORTED = ["openid", *SCOPE_GROUPS, *API_SCOPES]
+SCOPES_SUPPORTED = ["openid", *SCOPE_GROUPS, *API_SCOPES]  # the standard profile's
+
+# Claims FranceConnect's profiles add (vault.oidc.profiles).
+FC_EXTRA_CLAIMS = ("given_name_array", "idp_birthdate", "idp_id", "amr")
+IDP_ID = "citizen-vault"  # the identity provider FranceConnect's idp_id names: this service
 
 CLAIM_LABELS = {
     "given_name": N_("Vos prénoms"),
+    "given_name_array": N_("Vos prénoms"),
+    "idp_birthdate": N_("Votre date de naissance"),
+    "idp_id": N_("Le service qui vous a identifié(e)"),
+    "amr": N_("La façon dont vous vous êtes connecté(e)"),
     "family_name": N_("Votre nom de naissance"),
     "preferred_username": N_("Votre nom d'usage"),
     "birthdate": N_("Votre date de naissance"),
@@ -42,31 +53,49 @@ CLAIM_LABELS = {
 }
 
 
-def claims_for_scope(scope: str) -> list[str]:
+def scopes_supported(profile: Profile = OIDC) -> list[str]:
+    """The scopes an app of ``profile`` may be registered for and ask for."""
+    groups = SCOPE_GROUPS if profile.scopes is None else profile.scopes
+    return ["openid", *groups, *API_SCOPES]
+
+
+def claims_for_scope(scope: str, profile: Profile = OIDC) -> list[str]:
     """The claims a scope string grants, in a stable order."""
-    wanted = {claim for s in scope.split() for claim in SCOPE_GROUPS.get(s, ())}
-    return [claim for claim in CLAIMS if claim in wanted]
+    groups = SCOPE_GROUPS if profile.scopes is None else profile.scopes
+    wanted = {claim for s in scope.split() for claim in groups.get(s, ())}
+    return [claim for claim in (*CLAIMS, *FC_EXTRA_CLAIMS) if claim in wanted]
 
 
-def describe_scope(scope: str) -> list[str]:
+def describe_scope(scope: str, profile: Profile = OIDC) -> list[str]:
     """Plain French lines for the consent page: what the app will receive or be able to do."""
-    lines = [CLAIM_LABELS[c] for c in claims_for_scope(scope)]
+    lines: list[str] = []
+    for claim in claims_for_scope(scope, profile):
+        label = CLAIM_LABELS.get(claim)
+        if label and label not in lines:  # given_name_array says the same as given_name
+            lines.append(label)
     for text in (API_SCOPES[s] for s in API_SCOPES if s in scope.split()):
         if text not in lines:  # documents:write and documents:deposit say the same
             lines.append(text)
     return lines
 
 
-def user_claims(citizen: Citizen, scope: str) -> dict[str, str]:
-    """The claim values for ``scope``, formatted as FranceConnect sends them."""
-    values = {
+def user_claims(citizen: Citizen, scope: str, profile: Profile = OIDC, *,
+                amr: Sequence[str] = ()) -> dict[str, str | list[str]]:
+    """The claim values for ``scope``, formatted as FranceConnect sends them (its ``given_name_array``:
+    the first names in order; ``idp_birthdate``: the date as the citizen gave it; ``idp_id``: this
+    service, the identity provider; ``amr``: how the citizen logged in)."""
+    values: dict[str, str | list[str]] = {
         "given_name": citizen.given_name,
+        "given_name_array": citizen.given_name.split(),
         "family_name": citizen.family_name,
         "birthdate": citizen.birthdate.isoformat(),
+        "idp_birthdate": citizen.birthdate.isoformat(),
         "gender": citizen.gender,
         "birthplace": citizen.birthplace or "",
         "birthcountry": citizen.birthcountry,
         "preferred_username": citizen.preferred_username or "",
         "email": citizen.email,
+        "idp_id": IDP_ID,
+        "amr": list(amr),
     }
-    return {claim: values[claim] for claim in claims_for_scope(scope)}
+    return {claim: values[claim] for claim in claims_for_scope(scope, profile)}

@@ -15,10 +15,14 @@ from sqlmodel import Session, col, select
 
 from vault.crypto.tokens import token_hash
 from vault.db import utcnow
-from vault.oidc.claims import SCOPES_SUPPORTED
+from vault.oidc.claims import scopes_supported
 from vault.oidc.exceptions import ClientError, ClientNotFound
 from vault.oidc.models import OAuthClient, OAuthToken
+from vault.oidc.profiles import OIDC, PROFILES
 from vault.oidc.provider import AUTH_METHODS, revoke_tokens
+
+# FranceConnect's token endpoint offers these two (no client_secret_basic).
+FC_AUTH_METHODS = ("client_secret_post", "private_key_jwt")
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +58,7 @@ def client_public(client: OAuthClient) -> dict[str, Any]:
         "userinfo_signed_response_alg": client.id_token_alg if client.userinfo_signed else None,
         "require_nonce": client.require_nonce,
         "refresh_tokens": client.allow_refresh,
+        "profile": client.profile,
         "created_at": client.created_at.isoformat(),
         "disabled": client.disabled_at is not None,
     }
@@ -61,8 +66,13 @@ def client_public(client: OAuthClient) -> dict[str, Any]:
 
 def create_client(*, db: Session, name: str, redirect_uris: list[str], post_logout_redirect_uris: list[str],
                   scope: str, auth_method: str, sector: str | None, userinfo_signed: bool, id_token_alg: str,
-                  require_nonce: bool, allow_refresh: bool, jwks_json: str | None, production: bool) -> Registration:
+                  require_nonce: bool, allow_refresh: bool, jwks_json: str | None, production: bool,
+                  profile: str = "oidc") -> Registration:
     errors: dict[str, str] = {}
+    behaviour = PROFILES.get(profile)
+    if behaviour is None:
+        errors["profile"] = f"one of {', '.join(PROFILES)}"
+        behaviour = OIDC
     if not name.strip() or len(name) > 200:
         errors["name"] = "give the app's name (1 to 200 characters), shown to citizens on the consent page"
     if not redirect_uris:
@@ -72,13 +82,18 @@ def create_client(*, db: Session, name: str, redirect_uris: list[str], post_logo
             if problem := _check_uri(uri, production=production):
                 errors[option] = problem
     scopes = scope.split()
-    unknown = [s for s in scopes if s not in SCOPES_SUPPORTED]
+    supported = scopes_supported(behaviour)
+    unknown = [s for s in scopes if s not in supported]
     if "openid" not in scopes:
         errors["scope"] = "must include openid"
     elif unknown:
-        errors["scope"] = f"unknown scope(s): {', '.join(unknown)}; supported: {' '.join(SCOPES_SUPPORTED)}"
+        errors["scope"] = f"unknown scope(s) for {behaviour.name}: {', '.join(unknown)}; supported: {' '.join(supported)}"
     if auth_method not in AUTH_METHODS:
         errors["auth-method"] = f"one of {', '.join(AUTH_METHODS)}"
+    elif behaviour.franceconnect and auth_method not in FC_AUTH_METHODS:
+        errors["auth-method"] = f"a FranceConnect app authenticates with {' or '.join(FC_AUTH_METHODS)}, as at FranceConnect"
+    if behaviour.userinfo == "json" and userinfo_signed:
+        errors["userinfo-signed"] = "fc-v1 apps get userinfo as JSON, as FranceConnect v1 sends it"
     if id_token_alg not in ("ES256", "RS256"):
         errors["id-token-alg"] = "ES256 or RS256"
     if sector is not None and (not sector.strip() or len(sector) > 200):
@@ -105,7 +120,7 @@ def create_client(*, db: Session, name: str, redirect_uris: list[str], post_logo
         post_logout_redirect_uris=list(dict.fromkeys(post_logout_redirect_uris)),
         scope=" ".join(dict.fromkeys(scopes)), auth_method=auth_method, sector=(sector or client_id).strip(),
         id_token_alg=id_token_alg, userinfo_signed=userinfo_signed, require_nonce=require_nonce,
-        allow_refresh=allow_refresh, jwks=jwks,
+        allow_refresh=allow_refresh, jwks=jwks, profile=behaviour.name,
     )
     db.add(client)
     db.flush()

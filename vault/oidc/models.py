@@ -7,7 +7,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, ForeignKey, LargeBinary
+from sqlalchemy import JSON, Column, ForeignKey, LargeBinary, String
 from sqlmodel import Field, SQLModel
 
 from vault.auth.models import citizen_fk
@@ -37,6 +37,8 @@ class OAuthClient(SQLModel, table=True):
     require_nonce: bool = True
     allow_refresh: bool = False
     jwks: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))  # for private_key_jwt
+    # "oidc" (standards first), "fc-v1" or "fc-v2" (FranceConnect's behaviour): vault.oidc.profiles
+    profile: str = Field(default="oidc", sa_column=Column(String(10), nullable=False, server_default="oidc"))
     created_at: datetime = Field(default_factory=utcnow)
     disabled_at: datetime | None = None
 

@@ -47,9 +47,10 @@ from vault.auth.models import Citizen
 from vault.crypto.tokens import token_hash
 from vault.db import utcnow
 from vault.oidc.adapter import OAuthHeaders, OAuthResponse, VaultOAuth2Request
-from vault.oidc.claims import SCOPES_SUPPORTED
+from vault.oidc.claims import SCOPES_SUPPORTED, scopes_supported
 from vault.oidc.keys import KeyStore
 from vault.oidc.models import AuthorizationCode, OAuthClient, OAuthToken
+from vault.oidc.profiles import Profile, franceconnect_acr, profile_of
 from vault.settings import Settings
 
 if TYPE_CHECKING:
@@ -139,6 +140,10 @@ class RegisteredClient(ClientMixin):
     @property
     def is_public(self) -> bool:
         return self.row.auth_method == "none"
+
+    @property
+    def profile(self) -> Profile:
+        return profile_of(self.row.profile)
 
 
 class IssuedToken(TokenMixin):
@@ -237,7 +242,24 @@ class CodeGrant(grants.AuthorizationCodeGrant):
             raise _Unsupported("request_uri_not_supported", "'request_uri' is not supported.", redirect_uri, state)
         if data.get("response_mode", "query") != "query":
             raise InvalidRequestError("Only response_mode=query is supported.", redirect_uri=redirect_uri, state=state)
+        client = _client(request)
+        if client.profile.franceconnect:
+            self._franceconnect_rules(client, request, redirect_uri, state)
         return redirect_uri
+
+    @staticmethod
+    def _franceconnect_rules(client: RegisteredClient, request: VaultOAuth2Request, redirect_uri: str,
+                             state: str | None) -> None:
+        """What FranceConnect refuses where the standard profile is lenient: a level it cannot reach
+        (``invalid_acr``, never a lower ``acr`` silently), and a scope it knows that the app is not
+        registered for (``invalid_scope``). Scopes it does not know are ignored, as there."""
+        acr = franceconnect_acr(request.payload.data.get("acr_values"))
+        if not acr.ok:
+            raise _Unsupported("invalid_acr", acr.description, redirect_uri, state)
+        known = set(scopes_supported(client.profile))
+        registered = set(client.row.scope.split())
+        if any(s in known and s not in registered for s in scope_list(request.payload.data.get("scope"))):
+            raise InvalidScopeError("requested scope is not allowed", redirect_uri=redirect_uri, state=state)
 
     def save_authorization_code(self, code: str, request: OAuth2Request) -> None:
         request = _ours(request)
@@ -540,10 +562,11 @@ class Provider(AuthorizationServer):
         """OIDC Core §2 ID token: iss, sub (pairwise), aud, exp, iat, auth_time, nonce, acr, amr, sid, at_hash."""
         code = request.authorization_code
         assert isinstance(code, StoredCode)  # ID tokens come with the code grant only
-        client = _client(request).row
+        registered = _client(request)
+        client, profile = registered.row, registered.profile
         now = int(time.time())
         claims: dict[str, Any] = {
-            "iss": self.settings.issuer,
+            "iss": profile.issuer(self.settings.issuer),
             "sub": self.subject(client, code.row.citizen_id),
             "aud": client.client_id,
             "iat": now,
@@ -551,8 +574,9 @@ class Provider(AuthorizationServer):
             "auth_time": code.get_auth_time(),
             "acr": code.get_acr(),
             "amr": code.get_amr(),
-            "sid": self.keystore.pairwise_sid(self.db, sector=client.sector, sid=code.row.sid),
         }
+        if not profile.franceconnect:  # FranceConnect's ID tokens carry no sid
+            claims["sid"] = self.keystore.pairwise_sid(self.db, sector=client.sector, sid=code.row.sid)
         if nonce := code.get_nonce():
             claims["nonce"] = nonce
         if at_hash := create_half_hash(token["access_token"], client.id_token_alg):

@@ -5,10 +5,11 @@ Thin: the adapter builds authlib's request, ``vault.oidc.service`` decides, thes
 
 from __future__ import annotations
 
+import base64
 import hmac
 import uuid
 from typing import Annotated
-from urllib.parse import urlencode
+from urllib.parse import unquote, urlencode
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, RedirectResponse
@@ -17,6 +18,7 @@ from starlette.responses import Response
 from vault.auth.dependencies import SESSION_COOKIE, LoggedIn, OptionalLogin
 from vault.oidc.adapter import oauth_request, read_form_items, to_response
 from vault.oidc.exceptions import BearerError, LogoutError, UntrustedHint
+from vault.oidc.profiles import endpoint_profile
 from vault.oidc.service import BadRequest, NeedConsent, NeedLogin, OpenIDService, Outcome, ToClient
 from vault.translation import N_
 from vault.web.dependencies import Db, FormFields, redirect
@@ -53,11 +55,14 @@ def _issuer(request: Request) -> str:
 
 
 @router.get("/.well-known/openid-configuration", summary="OpenID Provider metadata")
-def discovery(service: OIDC) -> JSONResponse:
-    return JSONResponse(service.discovery(), headers={"Cache-Control": "public, max-age=300"})
+@router.get("/api/v2/.well-known/openid-configuration", include_in_schema=False)  # fc-v2 apps (FranceConnect v2)
+def discovery(request: Request, service: OIDC) -> JSONResponse:
+    return JSONResponse(service.discovery(endpoint_profile(request.url.path)),
+                        headers={"Cache-Control": "public, max-age=300"})
 
 
 @router.get("/jwks", summary="Public keys that verify ID tokens and signed userinfo")
+@router.get("/api/v2/jwks", include_in_schema=False)
 def jwks(db: Db, service: OIDC) -> JSONResponse:
     return JSONResponse(service.keystore.jwks(db), headers={"Cache-Control": "public, max-age=300"})
 
@@ -67,7 +72,7 @@ def jwks(db: Db, service: OIDC) -> JSONResponse:
 
 def _answer(request: Request, outcome: Outcome) -> Response:
     if isinstance(outcome, ToClient):
-        return to_response(outcome.result, issuer=_issuer(request))
+        return to_response(outcome.result, issuer=outcome.iss)
     if isinstance(outcome, NeedLogin):
         query = {"next": f"/authorize/continue/{outcome.pending_id}"}
         if outcome.login_hint:
@@ -86,9 +91,12 @@ def _answer(request: Request, outcome: Outcome) -> Response:
 
 @router.get("/authorize", operation_id="authorize_get", summary="Authorization endpoint (code flow)")
 @router.post("/authorize", operation_id="authorize_post", summary="Authorization endpoint (code flow), by POST")
+@router.get("/api/v1/authorize", include_in_schema=False)  # fc-v1 apps (FranceConnect v1)
+@router.get("/api/v2/authorize", include_in_schema=False)  # fc-v2 apps (FranceConnect v2)
+@router.post("/api/v2/authorize", include_in_schema=False)
 def authorize(request: Request, form: OAuthForm, db: Db, service: OIDC, current: OptionalLogin) -> Response:
     return _answer(request, service.authorize(db=db, request=oauth_request(request, _issuer(request), form),
-                                              current=current))
+                                              current=current, endpoint=endpoint_profile(request.url.path)))
 
 
 @router.get("/authorize/continue/{pending_id}", include_in_schema=False)
@@ -109,8 +117,27 @@ def authorize_decide(request: Request, pending_id: str, form: FormFields, db: Db
 # ---- token, revocation, introspection -----------------------------------------------------------------------
 
 
+def _client_id_of(request: Request, form: list[tuple[str, str]]) -> str | None:
+    """The app a token request names (its form, or its Basic credentials), before authlib reads it."""
+    if named := dict(form).get("client_id"):
+        return named
+    header = request.headers.get("authorization", "")
+    if header[:6].lower() != "basic ":
+        return None
+    try:
+        return unquote(base64.b64decode(header[6:].strip(), validate=True).decode("utf-8").split(":", 1)[0])
+    except (ValueError, UnicodeDecodeError):
+        return None  # authlib answers invalid_client
+
+
 @router.post("/token", summary="Token endpoint (authorization_code, refresh_token)")
+@router.post("/api/v1/token", include_in_schema=False)
+@router.post("/api/v2/token", include_in_schema=False)
 def token(request: Request, form: OAuthForm, db: Db, service: OIDC) -> Response:
+    if mismatch := service.endpoint_mismatch(db=db, client_id=_client_id_of(request, form),
+                                             endpoint=endpoint_profile(request.url.path)):
+        return JSONResponse({"error": "unauthorized_client", "error_description": mismatch}, status_code=400,
+                            headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
     provider = service.provider(db)
     return to_response(provider.create_token_response(oauth_request(request, _issuer(request), form, query=[])))
 
@@ -142,6 +169,8 @@ async def userinfo_form(request: Request) -> list[tuple[str, str]]:
 
 @router.get("/userinfo", operation_id="userinfo_get", summary="UserInfo endpoint (JSON, or a signed JWT)")
 @router.post("/userinfo", operation_id="userinfo_post", summary="UserInfo endpoint, by POST")
+@router.get("/api/v1/userinfo", include_in_schema=False)
+@router.get("/api/v2/userinfo", include_in_schema=False)
 def userinfo(request: Request, form: Annotated[list[tuple[str, str]], Depends(userinfo_form)], db: Db,
              service: OIDC) -> Response:
     header = request.headers.get("authorization", "")
@@ -165,8 +194,13 @@ def _csrf_ok(request: Request, sent: str | None) -> bool:
 
 @router.get("/logout", operation_id="logout_get", summary="Log out (RP-initiated logout)")
 @router.post("/logout", operation_id="logout_post", summary="Log out (RP-initiated logout and the site's button)")
+@router.get("/api/v1/logout", include_in_schema=False)  # FranceConnect v1's logout
+@router.get("/api/v2/session/end", include_in_schema=False)  # FranceConnect v2's
 def logout(request: Request, form: OAuthForm, db: Db, service: OIDC, current: OptionalLogin) -> Response:
     params = dict(form) if request.method == "POST" else dict(request.query_params)
+    endpoint = endpoint_profile(request.url.path)
+    if endpoint.franceconnect:
+        return _franceconnect_logout(request, params, db, service, current)
     confirmed = request.method == "POST" and _csrf_ok(request, params.pop("csrf_token", None))
     from_app = any(k in params for k in ("id_token_hint", "post_logout_redirect_uri", "client_id"))
     if not from_app and request.method == "POST" and not confirmed:
@@ -193,6 +227,32 @@ def logout(request: Request, form: OAuthForm, db: Db, service: OIDC, current: Op
         response: Response = RedirectResponse(result.redirect_to, status_code=303)
     else:
         response = redirect("/?notice=logged_out")
+    if result.ended or current is None:
+        clear_cookie(response, app_settings(request), SESSION_COOKIE)
+        rotate_csrf(request, response)
+    return response
+
+
+def _franceconnect_logout(request: Request, params: dict[str, str], db: Db, service: OIDC,
+                          current: OptionalLogin) -> Response:
+    """FranceConnect's logout (v1 ``/api/v1/logout``, v2 ``/api/v2/session/end``): ``id_token_hint``
+    is required; back to the registered ``post_logout_redirect_uri`` with ``state``, or a page
+    saying the citizen is logged out."""
+    if not params.get("id_token_hint"):
+        return render(request, "message.html", {"title": N_("Déconnexion impossible"), "message": INVALID_LOGOUT_REQUEST,
+                                                "technical": "id_token_hint is required."}, status=400)
+    try:
+        result = service.logout(db=db, params=params, current=current)
+    except LogoutError as exc:
+        return render(request, "message.html", {"title": N_("Déconnexion impossible"), "message": INVALID_LOGOUT_REQUEST,
+                                                "technical": exc.description}, status=400)
+    response: Response
+    if result.redirect_to:
+        response = RedirectResponse(result.redirect_to, status_code=303)
+    else:
+        response = render(request, "message.html", {
+            "title": N_("Vous êtes déconnecté(e)"),
+            "message": N_("Vous êtes bien déconnecté(e) de l'espace citoyen. Vous pouvez fermer votre navigateur.")})
     if result.ended or current is None:
         clear_cookie(response, app_settings(request), SESSION_COOKIE)
         rotate_csrf(request, response)

@@ -31,7 +31,7 @@ from vault.auth.service import AccountService, CurrentLogin
 from vault.crypto.tokens import token_hash
 from vault.db import utcnow
 from vault.oidc.adapter import OAuthResponse, VaultOAuth2Request
-from vault.oidc.claims import SCOPES_SUPPORTED, describe_scope, user_claims
+from vault.oidc.claims import SCOPES_SUPPORTED, claims_for_scope, describe_scope, scopes_supported, user_claims
 from vault.oidc.documents import TYPE as DOCUMENTS_TYPE
 from vault.oidc.documents import (
     DocumentCatalog,
@@ -45,6 +45,7 @@ from vault.oidc.documents import (
 from vault.oidc.exceptions import BearerError, InvalidDocumentChoice, LogoutError, PendingExpired, UntrustedHint
 from vault.oidc.keys import InvalidSignature, KeyStore
 from vault.oidc.models import AuthorizationCode, Consent, OAuthClient, OAuthToken, PendingAuthorization
+from vault.oidc.profiles import OIDC, Profile, profile_of
 from vault.oidc.provider import ACR_REACHED, AUTH_METHODS, Provider, RegisteredClient, revoke_tokens, scope_list
 from vault.settings import Settings
 
@@ -58,9 +59,11 @@ PENDING_LIFETIME = timedelta(minutes=10)
 
 @dataclass(frozen=True)
 class ToClient:
-    """Answer the app: authlib's (status, body, headers), a redirect with a code or an error."""
+    """Answer the app: authlib's (status, body, headers), a redirect with a code or an error, and
+    the ``iss`` that goes with it (RFC 9207; None for the apps whose profile sends none)."""
 
     result: OAuthResponse
+    iss: str | None
 
 
 @dataclass(frozen=True)
@@ -124,8 +127,24 @@ class OpenIDService:
 
     # ---- authorization ------------------------------------------------------------------------------
 
-    def authorize(self, *, db: Session, request: VaultOAuth2Request, current: CurrentLogin | None) -> Outcome:
+    def endpoint_mismatch(self, *, db: Session, client_id: str | None, endpoint: Profile) -> str | None:
+        """Why an app may not use this family of endpoints (an fc-v2 app calls /api/v2/…, a standard
+        app the root ones), or None. An unknown app is left to the endpoint's own answer."""
+        row = db.get(OAuthClient, client_id) if client_id and len(client_id) <= 64 else None
+        if row is None:
+            return None
+        profile = profile_of(row.profile)
+        if profile == endpoint:
+            return None
+        return (f"This app is registered with the '{profile.name}' profile: its endpoints are "
+                f"{profile.endpoint(self.settings.issuer, '…')}, not {endpoint.endpoint(self.settings.issuer, '…')}.")
+
+    def authorize(self, *, db: Session, request: VaultOAuth2Request, current: CurrentLogin | None,
+                  endpoint: Profile = OIDC) -> Outcome:
         """Validate an authorization request (authlib + our rules), remember it, then decide."""
+        if mismatch := self.endpoint_mismatch(db=db, client_id=request.payload.data.get("client_id"),
+                                              endpoint=endpoint):
+            return BadRequest(mismatch)
         provider = self.provider(db)
         try:
             provider.get_consent_grant(request, end_user=current.citizen if current else None)
@@ -137,7 +156,7 @@ class OpenIDService:
         except OAuth2Error as error:
             if error.redirect_uri:
                 error.state = request.payload.state
-                return ToClient(error())
+                return self._to_client(error(), request.client)
             return BadRequest(error.description or error.error or "invalid_request")
         pending_id = secrets.token_urlsafe(24)
         db.add(PendingAuthorization(id=token_hash(pending_id), client_id=request.payload.client_id,
@@ -217,7 +236,7 @@ class OpenIDService:
             grant = provider.get_consent_grant(request, end_user=citizen)
         except OAuth2Error as error:  # the app was disabled meanwhile, for example
             self._forget(db, pending_id)
-            return (ToClient(error()) if error.redirect_uri
+            return (self._to_client(error(), request.client) if error.redirect_uri
                     else BadRequest(error.description or error.error or "invalid_request"))
         assert isinstance(request.client, RegisteredClient)  # the grant's app, found by Provider.query_client
         client = request.client.row
@@ -226,7 +245,7 @@ class OpenIDService:
 
         def to_client_error(error: OAuth2Error) -> ToClient:
             self._forget(db, pending_id)
-            return ToClient(error())
+            return self._to_client(error(), request.client)
 
         if "none" in prompts and len(prompts) > 1:
             return to_client_error(InvalidRequestError("'prompt=none' cannot be combined.", redirect_uri=redirect_uri,
@@ -261,7 +280,8 @@ class OpenIDService:
         if decision != "allow" and (not covered or "consent" in prompts or requests):
             if "none" in prompts:
                 return to_client_error(ConsentRequiredError(redirect_uri=redirect_uri, state=state))
-            return NeedConsent(pending_id=pending_id, client_name=client.name, lines=describe_scope(scope),
+            return NeedConsent(pending_id=pending_id, client_name=client.name,
+                               lines=describe_scope(scope, request.client.profile),
                                documents=questions)
         if requests:
             request.authorization_details = self._granted_details(questions, requests, chosen)
@@ -282,7 +302,12 @@ class OpenIDService:
             titles = [c.title for q in questions for c in q.choices if str(c.id) in picked]
             self.alerts.documents_granted(db, citizen_id=citizen.id, app_name=client.name,
                                           titles=list(dict.fromkeys(titles)))
-        return ToClient(cast("OAuthResponse", result))  # what Provider.handle_response returned
+        return self._to_client(cast("OAuthResponse", result), request.client)  # what Provider.handle_response returned
+
+    def _to_client(self, result: OAuthResponse, client: object) -> ToClient:
+        """The answer to the app, with the ``iss`` its profile sends (fc-v1: none, as FranceConnect v1)."""
+        profile = client.profile if isinstance(client, RegisteredClient) else OIDC
+        return ToClient(result, profile.issuer(self.settings.issuer) if profile.iss_in_authorization_response else None)
 
     def _must_reauthenticate(self, db: Session, params: dict[str, str], client: OAuthClient,
                              current: CurrentLogin, started: datetime, prompts: set[str]) -> bool:
@@ -329,11 +354,15 @@ class OpenIDService:
         if "openid" not in scope_list(token.scope):
             raise BearerError("insufficient_scope", "The access token lacks the 'openid' scope.", 403)
         provider = self.provider(db)
-        claims: dict[str, Any] = {"sub": provider.subject(client, citizen.id), **user_claims(citizen, token.scope)}
-        if client.userinfo_signed:
+        profile = profile_of(client.profile)
+        claims: dict[str, Any] = {"sub": provider.subject(client, citizen.id),
+                                  **user_claims(citizen, token.scope, profile, amr=token.amr.split())}
+        signed = client.userinfo_signed if profile.userinfo == "per-app" else profile.userinfo == "jwt"
+        if signed:
             now = int(time.time())
-            signed = {**claims, "iss": self.settings.issuer, "aud": client.client_id, "iat": now, "exp": now + 600}
-            return self.keystore.sign(db, signed, alg=client.id_token_alg), client
+            signed_claims = {**claims, "iss": profile.issuer(self.settings.issuer), "aud": client.client_id,
+                             "iat": now, "exp": now + 600}
+            return self.keystore.sign(db, signed_claims, alg=client.id_token_alg), client
         return claims, client
 
     # ---- RP-initiated logout (OIDC RP-Initiated Logout 1.0) -------------------------------------------------
@@ -468,7 +497,12 @@ class OpenIDService:
 
     # ---- discovery (OIDC Discovery 1.0 §3) ---------------------------------------------------------------
 
-    def discovery(self) -> dict[str, Any]:
+    def discovery(self, profile: Profile = OIDC) -> dict[str, Any]:
+        """The provider's metadata as the apps of ``profile`` see it (fc-v2: FranceConnect v2's
+        endpoints under /api/v2 and its issuer; FranceConnect's unsafe choices are not copied: no
+        HS256, and PKCE is accepted where it is advertised)."""
+        if profile.franceconnect:
+            return self._franceconnect_discovery(profile)
         issuer = self.settings.issuer
         return {
             "issuer": issuer,
@@ -503,4 +537,33 @@ class OpenIDService:
             "claims_locales_supported": ["fr"],
             "frontchannel_logout_supported": False,
             "backchannel_logout_supported": False,
+        }
+
+    def _franceconnect_discovery(self, profile: Profile) -> dict[str, Any]:
+        base = self.settings.issuer
+        return {
+            "issuer": profile.issuer(base),
+            "authorization_endpoint": profile.endpoint(base, "authorize"),
+            "token_endpoint": profile.endpoint(base, "token"),
+            "userinfo_endpoint": profile.endpoint(base, "userinfo"),
+            "jwks_uri": profile.endpoint(base, "jwks"),
+            "end_session_endpoint": base + profile.logout_path,
+            "scopes_supported": scopes_supported(profile),
+            "claims_supported": ["sub", "iss", "auth_time", "acr", "amr", *claims_for_scope(" ".join(profile.scopes or {}),
+                                                                                          profile)],
+            "response_types_supported": ["code"],
+            "response_modes_supported": ["query"],
+            "grant_types_supported": ["authorization_code"],
+            "subject_types_supported": ["pairwise"],
+            "acr_values_supported": [ACR_REACHED],
+            "id_token_signing_alg_values_supported": ["ES256", "RS256"],  # never HS256 (FranceConnect still offers it)
+            "userinfo_signing_alg_values_supported": ["ES256", "RS256"],
+            "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt"],
+            "token_endpoint_auth_signing_alg_values_supported": ["ES256", "RS256"],
+            "code_challenge_methods_supported": ["S256"],
+            "claims_parameter_supported": False,
+            "request_parameter_supported": False,
+            "request_uri_parameter_supported": False,
+            "authorization_response_iss_parameter_supported": profile.iss_in_authorization_response,
+            "ui_locales_supported": ["fr", "en"],
         }
