@@ -18,8 +18,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete
-from sqlmodel import Session, col, select
+from sqlmodel import Session, select
 
 from vault.auth.exceptions import InvalidInput
 from vault.auth.federation import FederatedLogin, FederationClient, FederationError, IdentityProvider
@@ -132,9 +131,9 @@ class FranceConnectLogin:
             return LoggedIn(token=self._log_in(db, citizen, identity, login, user_agent), next=row.next)
         existing = db.exec(select(Citizen).where(Citizen.email == email)).first() if email else None
         if existing is not None:
+            waiting = {k: str(v or "") for k, v in identity.items()}  # validated again when linked
             cookie = self._new_request(db, purpose="link", subject=login.subject, account_id=existing.id,
-                                       claims=dict(identity), id_token=login.id_token, amr=" ".join(login.amr),
-                                       next=row.next)
+                                       claims=waiting, id_token=login.id_token, amr=" ".join(login.amr), next=row.next)
             logger.info("franceconnect login waits for the account's proof", extra={"citizen_id": str(existing.id)})
             return NeedLink(cookie=cookie, email=existing.email)
         citizen = self._create(db, identity, email)
@@ -162,12 +161,14 @@ class FranceConnectLogin:
             raise FederationError("the account to link is gone")
         self.accounts.check_credentials(db=db, citizen=citizen, password=password, otp=otp, address=address)
         db.delete(row)
-        identity = dict(row.claims or {})
+        identity, errors = validate_identity(dict(row.claims or {}), today=self.settings.today())
+        if errors:
+            raise FederationError("the identity waiting to be linked no longer validates")
         db.add(FederatedIdentity(provider=PROVIDER, subject=row.subject or "", citizen_id=citizen.id,
                                  last_login_at=utcnow()))
         login = FederatedLogin(subject=row.subject or "", claims={}, id_token=row.id_token or "", amr=row.amr.split())
         logger.info("account linked to franceconnect", extra={"citizen_id": str(citizen.id)})
-        return LoggedIn(token=self._log_in(db, citizen, identity, login, user_agent), next=row.next)
+        return LoggedIn(token=self._log_in(db, citizen, dict(identity), login, user_agent), next=row.next)
 
     def _pivot(self, login: FederatedLogin) -> tuple[dict[str, Any], str]:
         """FranceConnect's pivot identity as an account's identity (validated like any), and its email."""
@@ -226,7 +227,3 @@ class FranceConnectLogin:
             return self._consume(db, state, "logout").next or "/"
         except FederationError:
             return "/?notice=logged_out"
-
-    def forget(self, db: Session, citizen_id: Any) -> int:
-        """Erasure: the citizen's links to FranceConnect; how many."""
-        return db.exec(delete(FederatedIdentity).where(col(FederatedIdentity.citizen_id) == citizen_id)).rowcount

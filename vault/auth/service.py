@@ -31,6 +31,7 @@ from vault.auth.models import (
     IDENTITY_FIELDS,
     Citizen,
     EmailToken,
+    FederatedIdentity,
     FederationRequest,
     LoginSession,
     LoginThrottle,
@@ -453,6 +454,11 @@ class AccountService:
         citizen.updated_at = utcnow()
         return sorted(changed)
 
+    def federated_identities(self, *, db: Session, citizen_id: uuid.UUID) -> list[dict[str, object]]:
+        """The identity federations the account is linked to (FranceConnect), for the export."""
+        rows = db.exec(select(FederatedIdentity).where(FederatedIdentity.citizen_id == citizen_id))
+        return [{"fournisseur": r.provider, "relie_le": r.linked_at, "derniere_connexion": r.last_login_at} for r in rows]
+
     def get_citizen(self, *, db: Session, citizen_id: uuid.UUID | None) -> Citizen | None:
         return db.get(Citizen, citizen_id) if citizen_id is not None else None
 
@@ -467,8 +473,8 @@ class AccountService:
 
     def forget(self, *, db: Session, citizen: Citizen) -> None:
         """Erasure's last stage for accounts: the citizen's row and what hangs on it (mailed links,
-        recovery codes, login sessions). The other domains forget theirs first."""
-        for table in (EmailToken, RecoveryCode, LoginSession):
+        recovery codes, login sessions, links to FranceConnect). The other domains forget theirs first."""
+        for table in (EmailToken, RecoveryCode, LoginSession, FederatedIdentity):
             db.exec(delete(table).where(col(table.citizen_id) == citizen.id))
         db.delete(citizen)
 
