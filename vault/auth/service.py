@@ -452,7 +452,7 @@ class AccountService:
         at the next login through FranceConnect (a correction goes to the civil registry)."""
         current = {f: str(getattr(citizen, f) or "") for f in IDENTITY_FIELDS}
         if citizen.identity_certified_at is not None and any(
-                k in current and v is not None and v != current[k] for k, v in changes.items()):
+                k in current and v != current[k] for k, v in changes.items()):
             raise InvalidInput({"identity": CERTIFIED_IDENTITY})
         merged = {**current, **{k: v for k, v in changes.items() if k in current and v is not None}}
         clean, errors = validate_identity(merged, today=self.settings.today())
