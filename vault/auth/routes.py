@@ -58,6 +58,7 @@ NOTICES = {
     "totp_disabled": N_("La double authentification est désactivée."),
     "session_expired": N_("Votre session a expiré. Connectez-vous de nouveau."),
     "alerts_saved": N_("Vos choix d'alertes sont enregistrés."),
+    "password_changed": N_("Votre mot de passe est changé. Vos autres appareils ont été déconnectés."),
 }
 MAIL_SENT = (
     N_("Si un compte correspond à cette adresse, un e-mail vient de lui être envoyé. "
@@ -350,6 +351,32 @@ def _totp_page(request: Request, service: AccountService, db: Session, current: 
         ctx.update(secret=" ".join(secret[i:i + 4] for i in range(0, len(secret), 4)),
                    qr_data_uri=segno.make(uri, error="m").svg_data_uri(scale=5, border=2))
     return render(request, "totp.html", ctx, status=status)
+
+
+def _password_page(request: Request, *, errors: dict[str, str] | None = None, status: int = 200) -> Response:
+    return render(request, "password_change.html", {"title": N_("Changer mon mot de passe"), "errors": errors or {}},
+                  status=status)
+
+
+@router.get("/account/password", include_in_schema=False)
+def password_change_page(request: Request, current: LoggedIn) -> Response:
+    return _password_page(request)
+
+
+@router.post("/account/password", include_in_schema=False)
+def password_change(request: Request, form: FormFields, db: Db, service: Accounts, current: LoggedIn) -> Response:
+    try:
+        service.change_password(db=db, current=current, password=form.get("password", ""),
+                                new_password=form.get("new_password", ""), address=client_address(request))
+    except TooManyLoginAttempts as exc:
+        db.commit()
+        response = _password_page(request, errors={"password": exc.message}, status=429)
+        response.headers["Retry-After"] = str(exc.retry_after)
+        return response
+    except InvalidInput as exc:
+        db.commit()  # a wrong current password counts towards the throttle
+        return _password_page(request, errors=exc.fields, status=400)
+    return redirect("/account?notice=password_changed")
 
 
 @router.get("/account/totp", include_in_schema=False)

@@ -11,7 +11,8 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
+from zoneinfo import ZoneInfo
 
 import pyotp
 from sqlalchemy import delete, func, update
@@ -40,7 +41,7 @@ from vault.auth.models import (
 from vault.auth.passwords import Hasher, password_problem
 from vault.crypto.tokens import new_token, token_hash
 from vault.db import utcnow
-from vault.mail import Mailer
+from vault.mail import Mailer, MailError
 from vault.settings import Settings
 from vault.translation import N_
 from vault.web.mails import send_mail
@@ -225,7 +226,37 @@ class AccountService:
         self.logout_everywhere(db=db, citizen_id=citizen.id)
         self._clear_throttle(db=db, key=self._account_key(citizen.email))
         logger.info("password reset", extra={"citizen_id": str(citizen.id)})
+        self.notify(to=citizen.email, template="password_changed", at=self._local_now())
         return citizen
+
+    def change_password(self, *, db: Session, current: CurrentLogin, password: str, new_password: str,
+                        address: str) -> None:
+        """"Mon compte": the current password (throttled like a login), then the new one, checked by
+        the same rules; every other session of the account ends, this one stays; a notice by mail."""
+        citizen = current.citizen
+        keys = [self._account_key(citizen.email), self._address_key(address)]
+        if retry_after := self._locked_for(db=db, keys=keys):
+            raise TooManyLoginAttempts(retry_after)
+        if not self.hasher.verify(citizen.password_hash, password or ""):
+            self.record_login_failure(db=db, email=citizen.email, address=address)
+            raise InvalidInput({"password": "Mot de passe actuel incorrect."})
+        if problem := password_problem(new_password, email=citizen.email):
+            raise InvalidInput({"new_password": problem})
+        if self.hasher.verify(citizen.password_hash, new_password):
+            raise InvalidInput({"new_password": "Le nouveau mot de passe doit être différent de l'actuel."})
+        citizen.password_hash = self.hasher.hash(new_password)
+        citizen.updated_at = utcnow()
+        db.exec(delete(LoginSession).where(col(LoginSession.citizen_id) == citizen.id,
+                                           col(LoginSession.id) != current.login_session.id))
+        db.exec(update(EmailToken).where(col(EmailToken.citizen_id) == citizen.id,
+                                         col(EmailToken.purpose) == "reset_password", col(EmailToken.used_at).is_(None))
+                .values(used_at=utcnow()))
+        self._clear_throttle(db=db, key=keys[0])
+        logger.info("password changed", extra={"citizen_id": str(citizen.id)})
+        self.notify(to=citizen.email, template="password_changed", at=self._local_now())
+
+    def _local_now(self) -> datetime:
+        return utcnow().astimezone(ZoneInfo(self.settings.timezone))
 
     def _issue_link(self, *, db: Session, citizen: Citizen, purpose: Purpose, ttl: timedelta) -> str:
         token, digest = new_token()
@@ -252,8 +283,16 @@ class AccountService:
             raise InvalidLink()
         return link
 
-    def _mail(self, *, to: str, template: str, **context: object) -> None:
+    def _mail(self, *, to: str, template: str, **context: Any) -> None:
         send_mail(self.mailer, self.settings, to=to, template=template, **context)
+
+    def notify(self, *, to: str, template: str, **context: Any) -> None:
+        """A notice the citizen should get (a security change, an erasure): a mail that cannot leave
+        never undoes what was done; the log says which notice failed, never its content."""
+        try:
+            self._mail(to=to, template=template, **context)
+        except MailError as exc:
+            logger.warning("notice not sent", extra={"template": template, "error": type(exc).__name__})
 
     # ---- login and throttling ------------------------------------------------------------------
 
@@ -532,7 +571,9 @@ class AccountService:
         citizen.totp_enabled_at = utcnow()
         citizen.updated_at = utcnow()
         logger.info("totp enabled", extra={"citizen_id": str(citizen.id)})
-        return self.regenerate_recovery_codes(db=db, citizen=citizen)
+        codes = self.regenerate_recovery_codes(db=db, citizen=citizen)
+        self.notify(to=citizen.email, template="totp_enabled")
+        return codes
 
     def disable_totp(self, *, db: Session, citizen: Citizen, password: str) -> None:
         if not self.hasher.verify(citizen.password_hash, password or ""):
@@ -543,6 +584,7 @@ class AccountService:
         citizen.updated_at = utcnow()
         db.exec(delete(RecoveryCode).where(col(RecoveryCode.citizen_id) == citizen.id))
         logger.info("totp disabled", extra={"citizen_id": str(citizen.id)})
+        self.notify(to=citizen.email, template="totp_disabled")
 
     def regenerate_recovery_codes(self, *, db: Session, citizen: Citizen) -> list[str]:
         db.exec(delete(RecoveryCode).where(col(RecoveryCode.citizen_id) == citizen.id))

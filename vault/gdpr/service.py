@@ -28,6 +28,7 @@ from vault.errors import VaultError
 from vault.gdpr import audit
 from vault.gdpr.models import CHANNELS, REQUEST_KINDS, DataRequest, Tombstone
 from vault.gdpr.zipstream import stream_zip
+from vault.mail import Attachment
 from vault.oidc.claims import claims_for_scope
 from vault.oidc.keys import KeyStore
 from vault.oidc.models import Consent, OAuthClient
@@ -188,6 +189,9 @@ class GdprService:
         db.flush()
         audit.record(db, actor=by.actor, action="request.opened", target=f"request:{request.id}",
                      details={"kind": kind, "channel": channel, "subject": request.subject})
+        if kind == "erasure":  # the person is told it is registered, and by when it will be done
+            self.accounts.notify(to=citizen.email, template="erasure_requested", received_on=received,
+                                 due_on=request.due_on)
         return request
 
     def get_request(self, db: Session, request_id: uuid.UUID) -> DataRequest:
@@ -445,6 +449,9 @@ class GdprService:
                          details={"request": str(request_id) if request_id else None, "reason": reason.strip()[:300]})
         counts: dict[str, Any] = dict(tombstone.counts)
 
+        # Where to send the certificate: known only until the account row goes (an erasure resumed
+        # after a failure has no address left, and sends nothing).
+        email = citizen.email if citizen is not None else None
         if citizen is not None:
             self._forget_citizen(db, citizen, subject=subject, counts=counts)
             tombstone.counts = counts
@@ -482,6 +489,11 @@ class GdprService:
                               "object_versions": counts["object_versions_deleted"]})
         db.commit()
         logger.info("citizen erased", extra={"subject": subject})
+        if email:
+            self.accounts.notify(to=email, template="erasure_done", erased_at=erased_at,
+                                 held=len(counts.get("kept_under_legal_hold", [])),
+                                 attachments=[Attachment("certificat-effacement.jwt", "application/jwt",
+                                                         certificate.encode())])
         return certificate
 
     def _forget_citizen(self, db: Session, citizen: Citizen, *, subject: str, counts: dict[str, Any]) -> None:

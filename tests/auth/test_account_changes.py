@@ -1,0 +1,79 @@
+"""What a citizen changes in "Mon compte", and the mails that tell them about security changes and
+their erasure — each mail dated, the erasure's with its certificate attached."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+
+from joserfc import jwk, jws
+
+from tests.factories import citizen_browser, make_citizen
+from tests.support import PASSWORD, Browser, Outbox
+from vault.gdpr.service import Staff
+
+NEW_PASSWORD = "une toute nouvelle phrase de passe"
+
+
+def test_changing_the_password_keeps_this_device_and_logs_out_the_others(app, outbox: Outbox) -> None:
+    citizen = make_citizen(app, email="change@example.org")
+    with citizen_browser(app, citizen) as here, citizen_browser(app, citizen) as elsewhere:
+        page = here.get("/account")
+        assert 'href="/account/password"' in page.text
+        wrong = here.submit("/account/password", {"password": "pas le mot de passe", "new_password": NEW_PASSWORD})
+        assert wrong.status_code == 400 and "Mot de passe actuel incorrect" in wrong.text
+        weak = here.submit("/account/password", {"password": PASSWORD, "new_password": "motdepasse123"})
+        assert weak.status_code == 400 and 'id="new_password-error"' in weak.text
+        same = here.submit("/account/password", {"password": PASSWORD, "new_password": PASSWORD})
+        assert same.status_code == 400 and "différent" in same.text
+        assert not [m for m in outbox.to(citizen.email) if "mot de passe a été changé" in m.subject]
+        done = here.submit("/account/password", {"password": PASSWORD, "new_password": NEW_PASSWORD})
+        assert done.status_code == 303 and done.headers["location"] == "/account?notice=password_changed"
+        assert here.get("/account").status_code == 200  # this device stays
+        assert elsewhere.get("/account").status_code == 303  # the others are out
+    mail = outbox.last(citizen.email)
+    assert mail.subject == "Votre mot de passe a été changé" and "Mot de passe oublié" in mail.body
+    assert mail.headers["Date"]  # RFC 5322: every mail is dated
+    with Browser(app) as fresh:
+        assert fresh.login(citizen.email, PASSWORD).status_code == 401
+        assert fresh.login(citizen.email, NEW_PASSWORD).status_code == 303
+
+
+def test_wrong_current_passwords_are_throttled_like_logins(app) -> None:
+    with citizen_browser(app, email="throttle@example.org") as browser:
+        answers = [browser.submit("/account/password", {"password": f"faux {n}", "new_password": NEW_PASSWORD}).status_code
+                   for n in range(6)]
+    assert answers[:5] == [400] * 5 and answers[5] == 429
+
+
+def test_turning_two_factor_login_on_and_off_is_mailed(app, outbox: Outbox) -> None:
+    citizen = make_citizen(app, email="totp-mails@example.org", totp=True)
+    assert outbox.last(citizen.email).subject == "La double authentification est activée"
+    with citizen_browser(app, citizen) as browser:
+        assert browser.submit("/account/totp", {"password": PASSWORD}, action="/account/totp/disable").status_code == 303
+    assert outbox.last(citizen.email).subject == "La double authentification est désactivée"
+
+
+def test_an_erasure_is_mailed_when_asked_and_when_done_with_its_certificate(app, outbox: Outbox, engine) -> None:
+    from sqlmodel import Session
+
+    citizen = make_citizen(app, email="erase-me@example.org")
+    with citizen_browser(app, citizen) as browser:
+        asked = browser.submit("/account/data", {"confirm": "yes"}, action="/account/data/erasure")
+        assert asked.status_code == 303
+    request_mail = outbox.last(citizen.email)
+    assert request_mail.subject == "Votre demande d'effacement est enregistrée" and "au plus tard le" in request_mail.body
+    with Session(engine) as db:
+        certificate = app.state.services.gdpr.erase(db, citizen_id=citizen.id, reason="demande de la personne",
+                                                    by=Staff(actor="staff:test", label="DPO"))
+    done = outbox.last(citizen.email)
+    assert done.subject == "Vos données ont été effacées"
+    raw = email.message_from_bytes(sorted(outbox.folder.glob("*.eml"))[-1].read_bytes(), policy=email.policy.default)
+    [attachment] = list(raw.iter_attachments())
+    assert attachment.get_filename() == "certificat-effacement.jwt" and attachment.get_content_type() == "application/jwt"
+    attached = attachment.get_content()
+    attached = attached.decode() if isinstance(attached, bytes) else attached
+    assert attached.strip() == certificate
+    with Browser(app) as browser:  # the certificate verifies with the service's published keys
+        keys = jwk.KeySet.import_key_set(browser.get("/jwks").json())
+    assert jws.deserialize_compact(certificate, keys).headers()["typ"] == "erasure-certificate+jwt"
