@@ -22,6 +22,7 @@ import vault.oidc.models
 import vault.storage.models  # noqa: F401  (the five imports above register every table)
 from vault import crypto
 from vault.alerts.service import AlertService
+from vault.auth.passkeys import PasskeyService
 from vault.auth.passwords import Hasher
 from vault.auth.service import AccountService
 from vault.db import make_engine
@@ -49,6 +50,7 @@ class Services:
     mailer: Mailer
     keystore: KeyStore  # token signing keys and service secrets
     accounts: AccountService
+    passkeys: PasskeyService  # WebAuthn: adding passkeys, logging in with one
     alerts: AlertService  # alert mails to the citizen and their switches
     documents: DocumentService
     shares: ShareService  # share links to chosen documents
@@ -86,6 +88,7 @@ def build_services(settings: Settings, *, engine: Engine | None = None) -> Servi
         mailer=mailer,
         keystore=keystore,
         accounts=accounts,
+        passkeys=PasskeyService(settings=settings, accounts=accounts),
         alerts=alerts,
         documents=documents,
         shares=shares,
