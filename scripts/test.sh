@@ -38,6 +38,10 @@ fi
 if [ -f tests/interop/package-lock.json ]; then
   (cd tests/interop && npm ci --no-audit --no-fund --silent)
 fi
+# The FranceConnect stand-in (oidc-provider configured like FranceConnect) for tests/federation.
+if [ -f tests/federation/package-lock.json ]; then
+  (cd tests/federation && npm ci --no-audit --no-fund --silent)
+fi
 # axe-core, injected into the pages by the browser tests, pinned by its package-lock.json.
 if [ -f tests/browser/package-lock.json ]; then
   (cd tests/browser && npm ci --no-audit --no-fund --silent)

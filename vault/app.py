@@ -15,7 +15,7 @@ from starlette.responses import Response
 
 from vault import __version__
 from vault.alerts import routes as alerts_routes
-from vault.auth import passkey_routes
+from vault.auth import franceconnect_routes, passkey_routes
 from vault.auth import routes as auth_routes
 from vault.db import DatabaseUnavailable, ping
 from vault.gdpr import routes as gdpr_routes
@@ -57,6 +57,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.add_middleware(RequestContextMiddleware, settings=settings)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.include_router(auth_routes.router)
+    app.include_router(franceconnect_routes.router)
     app.include_router(auth_routes.api)
     app.include_router(passkey_routes.router)
     app.include_router(alerts_routes.router)

@@ -22,6 +22,7 @@ import vault.oidc.models
 import vault.storage.models  # noqa: F401  (the five imports above register every table)
 from vault import crypto
 from vault.alerts.service import AlertService
+from vault.auth.franceconnect import FranceConnectLogin
 from vault.auth.passkeys import PasskeyService
 from vault.auth.passwords import Hasher
 from vault.auth.service import AccountService
@@ -50,6 +51,7 @@ class Services:
     mailer: Mailer
     keystore: KeyStore  # token signing keys and service secrets
     accounts: AccountService
+    franceconnect: FranceConnectLogin  # "S'identifier avec FranceConnect" (off unless configured)
     passkeys: PasskeyService  # WebAuthn: adding passkeys, logging in with one
     alerts: AlertService  # alert mails to the citizen and their switches
     documents: DocumentService
@@ -88,6 +90,7 @@ def build_services(settings: Settings, *, engine: Engine | None = None) -> Servi
         mailer=mailer,
         keystore=keystore,
         accounts=accounts,
+        franceconnect=FranceConnectLogin(settings=settings, accounts=accounts),
         passkeys=PasskeyService(settings=settings, accounts=accounts),
         alerts=alerts,
         documents=documents,

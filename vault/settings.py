@@ -54,6 +54,15 @@ class Settings(BaseSettings):
     smtp_url: SecretStr | None = None
     mail_from: str = "Citizen Vault <no-reply@localhost>"
 
+    # "S'identifier avec FranceConnect" for citizens, ProConnect for staff: this service is then a
+    # relying party of theirs (vault.auth.federation). All three of a kind, or none.
+    franceconnect_issuer: str | None = None  # e.g. https://oidc.franceconnect.gouv.fr/api/v2
+    franceconnect_client_id: str | None = None
+    franceconnect_client_secret: SecretStr | None = None
+    proconnect_issuer: str | None = None  # e.g. https://auth.agentconnect.gouv.fr/api/v2
+    proconnect_client_id: str | None = None
+    proconnect_client_secret: SecretStr | None = None
+
     city_name: str = "Votre commune"
     # The city's time zone: "today" for deadlines, validity dates and the register (the server
     # itself may run on UTC, as containers do).
@@ -183,6 +192,16 @@ class Settings(BaseSettings):
             errors.append("VAULT_KMS_KEY_ID must be set with VAULT_KEY_PROVIDER=aws-kms")
         if self.smtp_url and urlsplit(self.smtp_url.get_secret_value()).scheme not in ("smtp", "smtps", "smtp+starttls"):
             errors.append("VAULT_SMTP_URL must start with smtp://, smtp+starttls:// or smtps://")
+        for name in ("franceconnect", "proconnect"):
+            values = [getattr(self, f"{name}_{part}") for part in ("issuer", "client_id", "client_secret")]
+            upper = f"VAULT_{name.upper()}"
+            if any(values) and not all(values):
+                errors.append(f"{upper}_ISSUER, {upper}_CLIENT_ID and {upper}_CLIENT_SECRET go together: set all three or none")
+            issuer = values[0]
+            if issuer and urlsplit(issuer).scheme not in ("https", "http"):
+                errors.append(f"{upper}_ISSUER must be an https:// URL")
+            elif issuer and self.is_production and urlsplit(issuer).scheme != "https":
+                errors.append(f"{upper}_ISSUER must use https in production")
 
         if not self.is_production:
             if self.antivirus == "off":

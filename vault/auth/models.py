@@ -5,8 +5,9 @@ from __future__ import annotations
 import secrets
 import uuid
 from datetime import date, datetime
+from typing import Any
 
-from sqlalchemy import Column, ForeignKey, LargeBinary
+from sqlalchemy import JSON, Column, ForeignKey, LargeBinary, Text
 from sqlmodel import Field, SQLModel
 
 from vault.db import utcnow
@@ -46,6 +47,10 @@ class Citizen(IdentityBase, table=True):
     updated_at: datetime = Field(default_factory=utcnow)
     last_login_at: datetime | None = None
     retention_notice_at: datetime | None = None  # "your unused account will be deleted" mail sent
+    # The identity came from FranceConnect (the state's civil registry), refreshed at each login
+    # through it: certified, not editable by the citizen.
+    identity_source: str | None = Field(default=None, max_length=20)  # "franceconnect"
+    identity_certified_at: datetime | None = None
 
 
 class CitizenPublic(IdentityBase):
@@ -83,6 +88,10 @@ class LoginSession(SQLModel, table=True):
     user_agent: str = Field(default="", max_length=200)
     # Public id of the session: the OIDC ``sid`` claim and the key of RP-initiated logout.
     sid: str = Field(default_factory=lambda: secrets.token_urlsafe(16), max_length=32, index=True)
+    # A login through an identity federation (FranceConnect): its name, and its ID token, the
+    # hint of the logout at the provider when the citizen logs out here.
+    federation: str | None = Field(default=None, max_length=20)
+    federation_id_token: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
 
 
 class EmailToken(SQLModel, table=True):
@@ -121,6 +130,39 @@ class LoginThrottle(SQLModel, table=True):
     failures: int = 0
     last_failure_at: datetime = Field(default_factory=utcnow)
     locked_until: datetime | None = None
+
+
+class FederatedIdentity(SQLModel, table=True):
+    """A citizen's account linked to their identity at a federation (FranceConnect's ``sub`` for this
+    service); one account per subject, one subject per provider and account."""
+
+    __tablename__ = "federated_identity"
+
+    provider: str = Field(primary_key=True, max_length=20)  # "franceconnect"
+    subject: str = Field(primary_key=True, max_length=255)
+    citizen_id: uuid.UUID = Field(sa_column=citizen_fk())
+    linked_at: datetime = Field(default_factory=utcnow)
+    last_login_at: datetime | None = None
+
+
+class FederationRequest(SQLModel, table=True):
+    """A federated login under way, keyed by the SHA-256 of its ``state`` (or of the cookie of a
+    step that waits for the person: linking an existing account, a staff TOTP): single use."""
+
+    __tablename__ = "federation_request"
+
+    id: str = Field(primary_key=True, max_length=64)
+    provider: str = Field(max_length=20)
+    purpose: str = Field(max_length=20)  # "login" | "link" | "logout" | "staff_login" | "staff_otp"
+    nonce: str | None = Field(default=None, max_length=64)
+    next: str = Field(default="", max_length=2000)  # where to go afterwards (already checked)
+    subject: str | None = Field(default=None, max_length=255)
+    account_id: uuid.UUID | None = None  # the account waiting to be linked, or the staff member
+    claims: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    id_token: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    amr: str = Field(default="", max_length=50)
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime
 
 
 class Passkey(SQLModel, table=True):

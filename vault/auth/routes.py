@@ -99,7 +99,8 @@ def home(request: Request, current: OptionalLogin) -> Response:
 
 @router.get("/register", include_in_schema=False)
 def register_page(request: Request, current: OptionalLogin) -> Response:
-    return render(request, "register.html", {"title": N_("Créer un compte")})
+    return render(request, "register.html", {"title": N_("Créer un compte"),
+                                             "franceconnect": _franceconnect_enabled(request)})
 
 
 @router.post("/register", include_in_schema=False)
@@ -248,8 +249,13 @@ def _login_page(request: Request, db: Session, *, failure: str | None = None, er
     return render(request, "login.html", {
         "title": N_("Se connecter"), "failure": failure, "errors": errors or {}, "values": values or {},
         "notice": NOTICES.get(request.query_params.get("notice", "")), "next": next_path, "app_name": app_name,
+        "franceconnect": _franceconnect_enabled(request),
         "passkeys": passkeys_usable(request),
     }, status=status)
+
+
+def _franceconnect_enabled(request: Request) -> bool:
+    return bool(app_settings(request).franceconnect_issuer and app_settings(request).franceconnect_client_id)
 
 
 @router.get("/login", include_in_schema=False)

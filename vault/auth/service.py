@@ -31,6 +31,8 @@ from vault.auth.models import (
     IDENTITY_FIELDS,
     Citizen,
     EmailToken,
+    FederatedIdentity,
+    FederationRequest,
     LoginSession,
     LoginThrottle,
     Passkey,
@@ -374,13 +376,36 @@ class AccountService:
     # ---- sessions ----------------------------------------------------------------------------
 
     def _open_session(self, *, db: Session, citizen: Citizen, amr: str, user_agent: str,
-                      mfa_pending: bool = False) -> str:
+                      mfa_pending: bool = False, federation: str | None = None,
+                      federation_id_token: str | None = None) -> str:
         """Always a new session id at login (no fixation); the token only ever lives in the cookie."""
         token, digest = new_token()
         now = utcnow()
         db.add(LoginSession(id=digest, citizen_id=citizen.id, created_at=now, last_seen_at=now, auth_time=now,
-                                 amr=amr, mfa_pending=mfa_pending, user_agent=(user_agent or "")[:200]))
+                            amr=amr, mfa_pending=mfa_pending, user_agent=(user_agent or "")[:200],
+                            federation=federation, federation_id_token=federation_id_token))
         return token
+
+    def open_session(self, *, db: Session, citizen: Citizen, amr: str, user_agent: str, federation: str,
+                     federation_id_token: str) -> str:
+        """A session opened by an identity federation (vault.auth.franceconnect), which checked the person."""
+        logger.info("login", extra={"citizen_id": str(citizen.id), "amr": amr})
+        return self._open_session(db=db, citizen=citizen, amr=amr, user_agent=user_agent, federation=federation,
+                                  federation_id_token=federation_id_token)
+
+    def check_credentials(self, *, db: Session, citizen: Citizen, password: str, otp: str, address: str) -> None:
+        """The account's password, and its TOTP code when two-factor login is on, throttled like a
+        login (TooManyLoginAttempts, InvalidCredentials, InvalidOtp). Failures are recorded by the
+        caller's unit of work, which must commit even though this raises."""
+        keys = [self._account_key(citizen.email), self._address_key(address)]
+        if retry_after := self._locked_for(db=db, keys=keys):
+            raise TooManyLoginAttempts(retry_after)
+        if not self.hasher.verify(citizen.password_hash, password or ""):
+            self.record_login_failure(db=db, email=citizen.email, address=address)
+            raise InvalidCredentials()
+        if citizen.totp_enabled_at is not None:
+            self._check_second_factor(db=db, citizen=citizen, code=otp or "", address=address)
+        self._clear_throttle(db=db, key=keys[0])
 
     def resolve_session(self, *, db: Session, token: str | None) -> CurrentLogin | None:
         """Return the live session for a cookie, or None (unknown, pending MFA, idle or too old)."""
@@ -448,6 +473,11 @@ class AccountService:
         citizen.updated_at = utcnow()
         return sorted(changed)
 
+    def federated_identities(self, *, db: Session, citizen_id: uuid.UUID) -> list[dict[str, object]]:
+        """The identity federations the account is linked to (FranceConnect), for the export."""
+        rows = db.exec(select(FederatedIdentity).where(FederatedIdentity.citizen_id == citizen_id))
+        return [{"fournisseur": r.provider, "relie_le": r.linked_at, "derniere_connexion": r.last_login_at} for r in rows]
+
     def get_citizen(self, *, db: Session, citizen_id: uuid.UUID | None) -> Citizen | None:
         return db.get(Citizen, citizen_id) if citizen_id is not None else None
 
@@ -462,18 +492,20 @@ class AccountService:
 
     def forget(self, *, db: Session, citizen: Citizen) -> None:
         """Erasure's last stage for accounts: the citizen's row and what hangs on it (mailed links,
-        recovery codes, login sessions, passkeys and their pending challenges). The other domains
-        forget theirs first."""
-        for table in (EmailToken, RecoveryCode, LoginSession, Passkey, PasskeyChallenge):
+        recovery codes, login sessions, links to FranceConnect, passkeys and their pending challenges).
+        The other domains forget theirs first."""
+        for table in (EmailToken, RecoveryCode, LoginSession, FederatedIdentity, Passkey, PasskeyChallenge):
             db.exec(delete(table).where(col(table.citizen_id) == citizen.id))
         db.delete(citizen)
 
     def purge_expired(self, *, db: Session, now: datetime) -> dict[str, int]:
-        """Retention housekeeping: mailed links and login counters idle for a day."""
+        """Retention housekeeping: mailed links and login counters idle for a day, federated logins
+        that were never finished."""
         day_ago = now - timedelta(days=1)
         return {
             "mailed_links": db.exec(delete(EmailToken).where(col(EmailToken.expires_at) < day_ago)).rowcount,
             "login_counters": db.exec(delete(LoginThrottle).where(col(LoginThrottle.last_failure_at) < day_ago)).rowcount,
+            "federated_logins": db.exec(delete(FederationRequest).where(col(FederationRequest.expires_at) < now)).rowcount,
         }
 
     # ---- TOTP (RFC 6238) and recovery codes ----------------------------------------------------

@@ -37,6 +37,7 @@ class StaffAccount(SQLModel, table=True):
     totp_last_step: int | None = None
     created_at: datetime = Field(default_factory=utcnow)
     disabled_at: datetime | None = None
+    proconnect_sub: str | None = Field(default=None, max_length=255, unique=True)  # linked at a first ProConnect login
 
 
 class StaffSession(SQLModel, table=True):

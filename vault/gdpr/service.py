@@ -326,6 +326,8 @@ class GdprService:
                 "email_verifie_le": citizen.email_verified_at, "cree_le": citizen.created_at,
                 "derniere_connexion": citizen.last_login_at,
                 "double_authentification": citizen.totp_enabled_at is not None,
+                "identite_certifiee_par": citizen.identity_source, "identite_certifiee_le": citizen.identity_certified_at,
+                "comptes_relies": self.accounts.federated_identities(db=db, citizen_id=citizen.id),
                 "identite": {"given_name": citizen.given_name, "family_name": citizen.family_name,
                              "preferred_username": citizen.preferred_username,
                              "birthdate": citizen.birthdate.isoformat(), "gender": citizen.gender,

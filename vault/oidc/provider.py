@@ -575,6 +575,9 @@ class Provider(AuthorizationServer):
             "acr": code.get_acr(),
             "amr": code.get_amr(),
         }
+        citizen = self.db.get(Citizen, code.row.citizen_id)
+        # Documented extension: the identity came from FranceConnect (certified), not self-declared.
+        claims["identity_certified"] = bool(citizen and citizen.identity_certified_at)
         if not profile.franceconnect:  # FranceConnect's ID tokens carry no sid
             claims["sid"] = self.keystore.pairwise_sid(self.db, sector=client.sector, sid=code.row.sid)
         if nonce := code.get_nonce():

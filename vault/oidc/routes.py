@@ -16,6 +16,8 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from starlette.responses import Response
 
 from vault.auth.dependencies import SESSION_COOKIE, LoggedIn, OptionalLogin
+from vault.auth.franceconnect import FranceConnectLogin
+from vault.auth.service import CurrentLogin
 from vault.oidc.adapter import oauth_request, read_form_items, to_response
 from vault.oidc.exceptions import BearerError, LogoutError, UntrustedHint
 from vault.oidc.profiles import endpoint_profile
@@ -223,14 +225,20 @@ def logout(request: Request, form: OAuthForm, db: Db, service: OIDC, current: Op
     except LogoutError as exc:
         return render(request, "message.html", {"title": N_("Déconnexion impossible"), "message": INVALID_LOGOUT_REQUEST,
                                                 "technical": exc.description}, status=400)
-    if result.redirect_to:
-        response: Response = RedirectResponse(result.redirect_to, status_code=303)
-    else:
-        response = redirect("/?notice=logged_out")
+    target = result.redirect_to or "/?notice=logged_out"
+    if result.ended and current is not None:  # logged in through FranceConnect: out there too, then on
+        target = _franceconnect_logout_url(request, db, current, then=target) or target
+    response: Response = RedirectResponse(target, status_code=303)
     if result.ended or current is None:
         clear_cookie(response, app_settings(request), SESSION_COOKIE)
         rotate_csrf(request, response)
     return response
+
+
+def _franceconnect_logout_url(request: Request, db: Db, current: CurrentLogin, *, then: str) -> str | None:
+    """A session opened through FranceConnect ends there too: the URL of its logout (which comes
+    back, then goes on to ``then``), or None."""
+    return app_service(request, "franceconnect", FranceConnectLogin).logout_url(db, current.login_session, then=then)
 
 
 def _franceconnect_logout(request: Request, params: dict[str, str], db: Db, service: OIDC,
@@ -247,8 +255,11 @@ def _franceconnect_logout(request: Request, params: dict[str, str], db: Db, serv
         return render(request, "message.html", {"title": N_("Déconnexion impossible"), "message": INVALID_LOGOUT_REQUEST,
                                                 "technical": exc.description}, status=400)
     response: Response
-    if result.redirect_to:
-        response = RedirectResponse(result.redirect_to, status_code=303)
+    target = result.redirect_to
+    if result.ended and current is not None:
+        target = _franceconnect_logout_url(request, db, current, then=target or "/?notice=logged_out") or target
+    if target:
+        response = RedirectResponse(target, status_code=303)
     else:
         response = render(request, "message.html", {
             "title": N_("Vous êtes déconnecté(e)"),
