@@ -27,6 +27,7 @@ from vault.auth.passkeys import PasskeyService
 from vault.auth.passwords import Hasher
 from vault.auth.service import AccountService
 from vault.db import make_engine
+from vault.gdpr.proconnect import ProConnectLogin
 from vault.gdpr.service import GdprService
 from vault.gdpr.staff import StaffService
 from vault.mail import Mailer, make_mailer
@@ -59,6 +60,7 @@ class Services:
     oidc: OpenIDService
     gdpr: GdprService
     staff: StaffService
+    proconnect: ProConnectLogin  # staff login through ProConnect (off unless configured)
 
 
 def build_services(settings: Settings, *, engine: Engine | None = None) -> Services:
@@ -80,6 +82,7 @@ def build_services(settings: Settings, *, engine: Engine | None = None) -> Servi
     alerts = AlertService(settings=settings, mailer=mailer, secrets=keystore)
     documents = DocumentService(settings=settings, keys=keys, store=blob_store, scanner=scanner, alerts=alerts)
     shares = ShareService(hasher=hasher, alerts=alerts)
+    staff = StaffService(accounts)
     oidc = OpenIDService(settings=settings, keystore=keystore, accounts=accounts, documents=documents, alerts=alerts)
     return Services(
         settings=settings,
@@ -98,5 +101,6 @@ def build_services(settings: Settings, *, engine: Engine | None = None) -> Servi
         oidc=oidc,
         gdpr=GdprService(settings=settings, keystore=keystore, accounts=accounts, oidc=oidc, documents=documents,
                          shares=shares, alerts=alerts),
-        staff=StaffService(accounts),
+        staff=staff,
+        proconnect=ProConnectLogin(settings=settings, staff=staff),
     )

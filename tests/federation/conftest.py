@@ -27,12 +27,17 @@ LOGGED_OUT = f"{VAULT}/logout/franceconnect/callback"
 PIVOT = {"given_name": "Angela Claire Louise", "family_name": "DUBOIS", "birthdate": "1962-08-24",
          "gender": "female", "birthplace": "75107", "birthcountry": "99100", "email": "angela.dubois@example.org",
          "preferred_username": ""}
+STAFF_CALLBACK = f"{VAULT}/dpo/login/proconnect/callback"
 ACCOUNTS = {
     "angela": PIVOT,
     "paul": {**PIVOT, "given_name": "Paul", "family_name": "MARTIN", "gender": "male", "birthdate": "1980-02-01",
              "email": "paul.martin@example.org"},
     "born_abroad": {**PIVOT, "given_name": "Ana", "family_name": "SILVA", "birthplace": "", "birthcountry": "99139",
                     "email": "ana.silva@example.org"},
+    # Agents at ProConnect: one whose login used a second factor, one whose did not, one unknown here.
+    "agent_mfa": {**PIVOT, "given_name": "Camille", "email": "camille.dpo@ville.example.fr"},
+    "agent_pwd": {**PIVOT, "given_name": "Dominique", "email": "dominique.dpo@ville.example.fr"},
+    "agent_unknown": {**PIVOT, "given_name": "Inconnu", "email": "personne@ville.example.fr"},
 }
 
 
@@ -55,10 +60,13 @@ def franceconnect(services_dir: Path) -> Iterator[StandIn]:
     clients = {
         "signed": {"client_id": "vault-signed", "client_secret": "s" * 40},
         "unsigned": {"client_id": "vault-unsigned", "client_secret": "u" * 40},
+        "staff": {"client_id": "vault-staff", "client_secret": "p" * 40},
     }
-    config = {"issuer": issuer, "port": port, "accounts": ACCOUNTS, "amr": ["fc", "pwd"], "clients": [
-        {**clients["signed"], "redirect_uris": [CALLBACK], "post_logout_redirect_uris": [LOGGED_OUT]},
-        {**clients["unsigned"], "redirect_uris": [CALLBACK], "userinfo_signed": False}]}
+    config = {"issuer": issuer, "port": port, "accounts": ACCOUNTS, "amr": ["fc", "pwd"],
+              "amr_by_account": {"agent_mfa": ["pwd", "mfa"], "agent_pwd": ["pwd"]}, "clients": [
+                  {**clients["signed"], "redirect_uris": [CALLBACK], "post_logout_redirect_uris": [LOGGED_OUT]},
+                  {**clients["unsigned"], "redirect_uris": [CALLBACK], "userinfo_signed": False},
+                  {**clients["staff"], "redirect_uris": [STAFF_CALLBACK]}]}
     path = services_dir / "franceconnect-standin.json"
     path.write_text(json.dumps(config))
     log = open(services_dir / "franceconnect-standin.log", "w")  # noqa: SIM115  (open while it runs)
@@ -78,6 +86,13 @@ def fc_settings(settings, standin: StandIn, client: str = "signed"):
     return settings.model_copy(update={
         "franceconnect_issuer": standin.issuer, "franceconnect_client_id": standin.clients[client]["client_id"],
         "franceconnect_client_secret": SecretStr(standin.clients[client]["client_secret"])})
+
+
+def pc_settings(settings, standin: StandIn):
+    """The stand-in plays ProConnect too (another client of it)."""
+    return settings.model_copy(update={
+        "proconnect_issuer": standin.issuer, "proconnect_client_id": standin.clients["staff"]["client_id"],
+        "proconnect_client_secret": SecretStr(standin.clients["staff"]["client_secret"])})
 
 
 @pytest.fixture

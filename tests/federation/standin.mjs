@@ -10,7 +10,7 @@
 //                 "userinfo_signed": true}],
 //    "accounts": {"<login>": {"given_name", "family_name", "birthdate", "gender", "birthplace",
 //                             "birthcountry", "email", "preferred_username"}},
-//    "amr": ["fc", "pwd"]}
+//    "amr": ["fc", "pwd"], "amr_by_account": {"<login>": ["pwd", "mfa"]}}
 // Prints one JSON line {"ready": true} on stdout once it listens.
 
 import { createHash, createHmac, generateKeyPairSync, randomBytes } from 'node:crypto';
@@ -61,6 +61,7 @@ const provider = new Provider(config.issuer, {
   features: {
     devInteractions: { enabled: false },
     jwtUserinfo: { enabled: true },
+    claimsParameter: { enabled: true }, // as FranceConnect: amr is asked with {"id_token":{"amr":{"essential":true}}}
     rpInitiatedLogout: {
       enabled: true,
       logoutSource: async (ctx, form) => {
@@ -113,7 +114,7 @@ async function interaction(req, res, uid, action) {
   grant.addOIDCScope(String(details.params.scope ?? 'openid'));
   const grantId = await grant.save();
   await provider.interactionFinished(req, res, {
-    login: { accountId, acr: 'eidas1', amr: config.amr ?? ['fc', 'pwd'] },
+    login: { accountId, acr: 'eidas1', amr: config.amr_by_account?.[accountId] ?? config.amr ?? ['fc', 'pwd'] },
     consent: { grantId },
   }, { mergeWithLastSubmission: false });
 }

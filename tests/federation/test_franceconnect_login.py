@@ -245,3 +245,14 @@ def test_a_symmetric_id_token_is_refused() -> None:
     with pytest.raises(FederationError):
         client.check_id_token(token({}, key=secret, alg="HS256"), nonce="n1")
 
+
+
+def test_a_certified_identity_cannot_be_rectified_here(citizen_browser_fc, fc_user, engine, fc_app) -> None:
+    from vault.gdpr.service import GdprError, Staff
+
+    fc_login(citizen_browser_fc, fc_user)
+    [citizen] = citizens(engine)
+    with Session(engine) as db, pytest.raises(GdprError, match="certifiée par FranceConnect"):
+        fc_app.state.services.gdpr.rectify(db, citizen_id=citizen.id, changes={"family_name": "MARTIN"},
+                                           reason="acte de mariage", by=Staff(actor="staff:t", label="DPO"))
+    assert citizens(engine)[0].family_name == "DUBOIS"

@@ -4,6 +4,9 @@ logout); a standard app keeps the standard one; neither may use the other's endp
 
 from __future__ import annotations
 
+import re
+import secrets
+
 import pytest
 from joserfc import jwk, jwt
 
@@ -15,6 +18,11 @@ EMAIL = "fc@example.org"
 ISSUER = "http://127.0.0.1:8000"  # the test settings' VAULT_ISSUER
 V2 = ISSUER + "/api/v2"
 NONCE = "n" * 22  # FranceConnect v2 asks for at least 22 characters
+# What FranceConnect v1's apps accept in their callback (its example app, service-provider-example, checks
+# it and answers 400 otherwise): no parameter but code, state, error and error_description; a code of 10 to
+# 100 characters among letters, digits, "-" and "_"; a description without ":", "/", "(", ")" or '"'.
+V1_CODE = re.compile(r"[A-Za-z0-9_-]{10,100}")
+V1_DESCRIPTION = re.compile(r"[\w .,;'+&=#@\t-]{1,500}")
 
 
 @pytest.fixture
@@ -121,6 +129,22 @@ def test_a_fc_v1_app_gets_franceconnect_v1s_flow(browser: Browser, citizen: str,
                                                 "post_logout_redirect_uri": RP_LOGGED_OUT})
     assert out.status_code == 303 and out.headers["location"] == RP_LOGGED_OUT + "?state=state42"
     assert browser.get("/account").status_code == 303  # logged out
+
+
+def test_fc_v1_answers_pass_the_callback_checks_of_a_v1_app(browser: Browser, citizen: str, fc_v1) -> None:
+    state, nonce = "state" + secrets.token_hex(32), "nonce" + secrets.token_hex(32)  # the example app's forms
+    flow = authorize(browser, fc_v1, email=EMAIL, path="/api/v1/authorize", acr_values="eidas1", state=state,
+                     nonce=nonce, scope="openid profile")
+    assert set(flow.result) == {"code", "state"} and flow.result["state"] == state
+    assert V1_CODE.fullmatch(flow.result["code"])
+    refused = authorize(browser, fc_v1, email=EMAIL, path="/api/v1/authorize", consent="deny", prompt="consent",
+                        state=state, nonce=nonce, scope="openid profile")
+    assert set(refused.result) == {"error", "error_description", "state"} and refused.result["error"] == "access_denied"
+    assert V1_DESCRIPTION.fullmatch(refused.result["error_description"]), refused.result
+    unregistered = authorize(browser, fc_v1, email=EMAIL, path="/api/v1/authorize", scope="openid birthplace",
+                             state=state, nonce=nonce)
+    assert set(unregistered.result) == {"error", "error_description", "state"}
+    assert V1_DESCRIPTION.fullmatch(unregistered.result["error_description"]), unregistered.result
 
 
 def test_fc_v2_logout_needs_the_hint_and_says_when_it_is_done(browser: Browser, citizen: str, fc_v2) -> None:

@@ -56,6 +56,7 @@ class IdentityProvider:
     client_secret: str
     scope: str
     acr_values: str | None = None
+    request_amr: bool = False  # ask for ``amr`` in the ID token (the claims parameter), as ProConnect documents
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,9 @@ class FederationClient:
                   "scope": self.provider.scope, "state": state, "nonce": nonce}
         if self.provider.acr_values:
             params["acr_values"] = self.provider.acr_values
+        if self.provider.request_amr:
+            params["claims"] = '{"id_token":{"amr":{"essential":true}}}'
+
         return f"{self.metadata()['authorization_endpoint']}?{urlencode(params)}"
 
     def complete(self, *, code: str, redirect_uri: str, nonce: str, iss: str | None) -> FederatedLogin:

@@ -44,6 +44,7 @@ from vault.crypto.tokens import new_token, token_hash
 from vault.db import utcnow
 from vault.mail import Mailer
 from vault.settings import Settings
+from vault.translation import N_
 from vault.web.mails import send_mail
 
 logger = logging.getLogger(__name__)
@@ -80,6 +81,10 @@ class CurrentLogin:
     login_session: LoginSession
     citizen: Citizen
     token: str
+
+
+CERTIFIED_IDENTITY = N_("Cette identité est certifiée par FranceConnect : elle vient de l'état civil et serait "
+                        "remplacée à la prochaine connexion par FranceConnect. Une correction se demande à l'état civil.")
 
 
 class AccountService:
@@ -461,8 +466,13 @@ class AccountService:
 
     def rectify_identity(self, *, citizen: Citizen, changes: dict[str, str]) -> list[str]:
         """Apply the identity changes that validate (GDPR Art. 16); return the names of the fields
-        that changed. Raises InvalidInput, nothing changed, when a value is refused."""
+        that changed. Raises InvalidInput, nothing changed, when a value is refused — and for an
+        identity certified by FranceConnect: it comes from the civil registry and would be replaced
+        at the next login through FranceConnect (a correction goes to the civil registry)."""
         current = {f: str(getattr(citizen, f) or "") for f in IDENTITY_FIELDS}
+        if citizen.identity_certified_at is not None and any(
+                k in current and v != current[k] for k, v in changes.items()):
+            raise InvalidInput({"identity": CERTIFIED_IDENTITY})
         merged = {**current, **{k: v for k, v in changes.items() if k in current and v is not None}}
         clean, errors = validate_identity(merged, today=self.settings.today())
         if errors:

@@ -11,10 +11,12 @@ from starlette.responses import Response, StreamingResponse
 
 from vault.auth.dependencies import LoggedIn
 from vault.auth.exceptions import AuthError, TooManyLoginAttempts
+from vault.auth.federation import FederationError
 from vault.dates import parse_past_date
 from vault.errors import VaultError
 from vault.gdpr import audit
 from vault.gdpr.models import CHANNELS, REQUEST_KINDS, STATUSES, Tombstone
+from vault.gdpr.proconnect import ProConnectLogin, StaffLoggedIn
 from vault.gdpr.service import GdprError, GdprService, Staff
 from vault.gdpr.staff import StaffCurrent, StaffService
 from vault.translation import N_
@@ -82,7 +84,80 @@ def _require_reauth(request: Request, current: StaffCurrent) -> None:
 
 @pages.get("/dpo/login")
 def dpo_login_page(request: Request) -> Response:
-    return render(request, "dpo/login.html", {"title": "Espace du délégué à la protection des données"})
+    return render(request, "dpo/login.html", {"title": "Espace du délégué à la protection des données",
+                                              "proconnect": _proconnect(request).enabled})
+
+
+# ---- ProConnect (vault.gdpr.proconnect) ---------------------------------------------------------------------
+
+PROCONNECT_COOKIE = "pc_otp"
+
+
+def _proconnect(request: Request) -> ProConnectLogin:
+    return app_service(request, "proconnect", ProConnectLogin)
+
+
+def _staff_logged_in(request: Request, token: str) -> Response:
+    response = redirect("/dpo/")
+    settings = app_settings(request)
+    set_cookie(response, settings, STAFF_COOKIE, token, samesite="strict")
+    clear_cookie(response, settings, PROCONNECT_COOKIE)
+    rotate_csrf(request, response)
+    return response
+
+
+@pages.get("/dpo/login/proconnect")
+def proconnect_start(request: Request, db: Db) -> Response:
+    service = _proconnect(request)
+    if not service.enabled:
+        raise NotStaff()  # ProConnect is not configured here
+    return redirect(service.begin(db))
+
+
+@pages.get("/dpo/login/proconnect/callback")
+def proconnect_callback(request: Request, db: Db) -> Response:
+    service = _proconnect(request)
+    if not service.enabled:
+        raise NotStaff()  # ProConnect is not configured here
+    try:
+        result = service.complete(db, params=dict(request.query_params))
+    except FederationError as exc:
+        db.commit()  # the state is used up even so
+        exc.link = ("/dpo/login", N_("Retour à la connexion"))
+        raise
+    if isinstance(result, StaffLoggedIn):
+        return _staff_logged_in(request, result.token)
+    response = redirect("/dpo/login/proconnect/otp")
+    set_cookie(response, app_settings(request), PROCONNECT_COOKIE, result.cookie, max_age=600, samesite="strict")
+    return response
+
+
+def _otp_page(request: Request, *, failure: str | None = None, status: int = 200) -> Response:
+    return render(request, "dpo/login_otp.html", {"title": N_("Code de vérification"), "failure": failure},
+                  status=status)
+
+
+@pages.get("/dpo/login/proconnect/otp")
+def proconnect_otp_page(request: Request, db: Db) -> Response:
+    if _proconnect(request).waiting(db, get_cookie(request, PROCONNECT_COOKIE)) is None:
+        raise FederationError("no ProConnect login waiting")
+    return _otp_page(request)
+
+
+@pages.post("/dpo/login/proconnect/otp")
+def proconnect_otp(request: Request, form: FormFields, db: Db) -> Response:
+    try:
+        result = _proconnect(request).complete_otp(db, cookie=get_cookie(request, PROCONNECT_COOKIE),
+                                                   otp=form.get("otp", ""), address=client_address(request))
+    except TooManyLoginAttempts as exc:
+        db.commit()
+        response = _otp_page(request, failure=exc.message, status=429)
+        response.headers["Retry-After"] = str(exc.retry_after)
+        return response
+    except AuthError as exc:
+        db.commit()  # the failure counts towards the throttle
+        return _otp_page(request, failure=exc.message, status=401)
+    return _staff_logged_in(request, result.token)
 
 
 @pages.post("/dpo/login")

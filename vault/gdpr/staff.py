@@ -85,11 +85,15 @@ class StaffService:
         if not ok or staff is None or staff.disabled_at is not None or not self.accounts.accept_totp(citizen=staff, code=otp):
             self.accounts.record_login_failure(db=db, email="staff:" + normalized, address=address)
             raise InvalidCredentials("Adresse e-mail, mot de passe ou code incorrect.")
+        return self.open_session(db, staff, how="password otp")
+
+    def open_session(self, db: Session, staff: StaffAccount, *, how: str) -> str:
+        """A staff session once both factors were checked (here, or password + TOTP by ProConnect)."""
         token, digest = new_token()
         now = utcnow()
         db.add(StaffSession(id=digest, staff_id=staff.id, created_at=now, last_seen_at=now, mfa_done=True, reauth_at=now))
-        audit.record(db, actor=f"staff:{staff.id}", action="staff.login")
-        logger.info("staff login", extra={"staff_id": str(staff.id)})
+        audit.record(db, actor=f"staff:{staff.id}", action="staff.login", details={"how": how})
+        logger.info("staff login", extra={"staff_id": str(staff.id), "how": how})
         return token
 
     def resolve(self, db: Session, token: str | None) -> StaffCurrent | None:

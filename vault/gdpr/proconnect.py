@@ -1,0 +1,142 @@
+"""ProConnect for staff: a member of staff logs in with their professional identity instead of the
+password. The staff account must already exist (`vault staff create`): it is found by the
+ProConnect ``sub`` linked at an earlier login, else by email (then the ``sub`` is linked). The TOTP
+code is still asked unless ProConnect's ``amr`` says a second factor was used (``mfa``).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlmodel import Session, select
+
+from vault.auth.exceptions import InvalidCredentials, TooManyLoginAttempts
+from vault.auth.federation import FederationClient, FederationError, IdentityProvider
+from vault.auth.identity import normalize_email
+from vault.auth.models import FederationRequest
+from vault.crypto.tokens import token_hash
+from vault.db import utcnow
+from vault.gdpr.models import StaffAccount
+from vault.gdpr.staff import StaffService
+from vault.settings import Settings
+from vault.translation import N_
+
+logger = logging.getLogger(__name__)
+
+PROVIDER = "proconnect"
+SCOPE = "openid email given_name usual_name"
+REQUEST_LIFETIME = timedelta(minutes=10)
+NO_STAFF = N_("Aucun compte du personnel ne correspond à cette identité ProConnect. Demandez à un administrateur "
+              "de créer votre compte avec votre adresse professionnelle.")
+
+
+@dataclass(frozen=True)
+class StaffLoggedIn:
+    token: str
+
+
+@dataclass(frozen=True)
+class NeedOtp:
+    cookie: str  # names the waiting login
+
+
+def provider_of(settings: Settings) -> IdentityProvider | None:
+    if not (settings.proconnect_issuer and settings.proconnect_client_id and settings.proconnect_client_secret):
+        return None
+    return IdentityProvider(name=PROVIDER, label="ProConnect", issuer=settings.proconnect_issuer,
+                            client_id=settings.proconnect_client_id,
+                            client_secret=settings.proconnect_client_secret.get_secret_value(),
+                            scope=SCOPE, acr_values="eidas1", request_amr=True)
+
+
+class ProConnectLogin:
+    def __init__(self, *, settings: Settings, staff: StaffService) -> None:
+        self.settings = settings
+        self.staff = staff
+        provider = provider_of(settings)
+        self.client = FederationClient(provider) if provider else None
+
+    @property
+    def enabled(self) -> bool:
+        return self.client is not None
+
+    @property
+    def redirect_uri(self) -> str:
+        return f"{self.settings.issuer}/dpo/login/proconnect/callback"
+
+    def _client(self) -> FederationClient:
+        if self.client is None:
+            raise FederationError("ProConnect is not configured")
+        return self.client
+
+    def _new(self, db: Session, *, purpose: str, **values: Any) -> str:
+        secret = secrets.token_urlsafe(32)
+        now = utcnow()
+        db.add(FederationRequest(id=token_hash(secret), provider=PROVIDER, purpose=purpose, created_at=now,
+                                 expires_at=now + REQUEST_LIFETIME, **values))
+        return secret
+
+    def _consume(self, db: Session, secret: str | None, purpose: str) -> FederationRequest:
+        row = db.get(FederationRequest, token_hash(secret)) if secret and len(secret) <= 200 else None
+        if row is None or row.purpose != purpose or row.provider != PROVIDER:
+            raise FederationError(f"unknown {purpose} state")
+        db.delete(row)
+        db.flush()
+        if row.expires_at <= utcnow():
+            raise FederationError(f"expired {purpose} state")
+        return row
+
+    def begin(self, db: Session) -> str:
+        nonce = secrets.token_urlsafe(32)
+        state = self._new(db, purpose="staff_login", nonce=nonce)
+        return self._client().authorization_url(state=state, nonce=nonce, redirect_uri=self.redirect_uri)
+
+    def complete(self, db: Session, *, params: dict[str, str]) -> StaffLoggedIn | NeedOtp:
+        row = self._consume(db, params.get("state"), "staff_login")
+        if error := params.get("error"):
+            raise FederationError(f"ProConnect answered {error[:40]}")
+        if not params.get("code") or row.nonce is None:
+            raise FederationError("callback without code")
+        login = self._client().complete(code=params["code"], redirect_uri=self.redirect_uri, nonce=row.nonce,
+                                        iss=params.get("iss"))
+        staff = db.exec(select(StaffAccount).where(StaffAccount.proconnect_sub == login.subject)).first()
+        if staff is None:
+            try:
+                email = normalize_email(str(login.claims.get("email") or ""))
+            except ValueError:
+                email = ""
+            staff = db.exec(select(StaffAccount).where(StaffAccount.email == email)).first() if email else None
+            if staff is not None and staff.proconnect_sub is None:
+                staff.proconnect_sub = login.subject  # linked at this first ProConnect login
+            elif staff is not None:
+                staff = None  # that account is linked to another ProConnect identity
+        if staff is None or staff.disabled_at is not None:
+            raise FederationError("no staff account for this ProConnect identity", message=NO_STAFF)
+        if "mfa" in login.amr:  # ProConnect says a second factor was used
+            return StaffLoggedIn(token=self.staff.open_session(db, staff, how="proconnect mfa"))
+        return NeedOtp(cookie=self._new(db, purpose="staff_otp", account_id=staff.id))
+
+    def waiting(self, db: Session, cookie: str | None) -> StaffAccount | None:
+        row = db.get(FederationRequest, token_hash(cookie)) if cookie and len(cookie) <= 200 else None
+        if row is None or row.purpose != "staff_otp" or row.expires_at <= utcnow() or row.account_id is None:
+            return None
+        return db.get(StaffAccount, row.account_id)
+
+    def complete_otp(self, db: Session, *, cookie: str | None, otp: str, address: str) -> StaffLoggedIn:
+        """The TOTP code after a ProConnect login without a second factor; throttled like the login."""
+        staff = self.waiting(db, cookie)
+        if staff is None or staff.disabled_at is not None:
+            raise FederationError("no ProConnect login waiting for its code")
+        accounts = self.staff.accounts
+        keys = [accounts._account_key("staff:" + staff.email), accounts._address_key(address)]
+        if retry := accounts._locked_for(db=db, keys=keys):
+            raise TooManyLoginAttempts(retry)
+        if not accounts.accept_totp(citizen=staff, code=otp):
+            accounts.record_login_failure(db=db, email="staff:" + staff.email, address=address)
+            raise InvalidCredentials(N_("Code incorrect."))
+        self._consume(db, cookie, "staff_otp")
+        return StaffLoggedIn(token=self.staff.open_session(db, staff, how="proconnect otp"))
