@@ -27,6 +27,7 @@ from vault.auth.exceptions import (
     TooManyLoginAttempts,
 )
 from vault.auth.models import CitizenPublic
+from vault.auth.passkeys import PasskeyService
 from vault.auth.service import AccountService, CurrentLogin
 from vault.mail import MailError
 from vault.translation import N_
@@ -41,7 +42,7 @@ from vault.web.pages import (
     rotate_csrf,
     set_cookie,
 )
-from vault.web.state import app_settings
+from vault.web.state import app_service, app_settings
 
 router = APIRouter()
 api = APIRouter(prefix="/api/v1", tags=["account"])
@@ -59,12 +60,19 @@ NOTICES = {
     "session_expired": N_("Votre session a expiré. Connectez-vous de nouveau."),
     "alerts_saved": N_("Vos choix d'alertes sont enregistrés."),
     "password_changed": N_("Votre mot de passe est changé. Vos autres appareils ont été déconnectés."),
+    "passkey_added": N_("Votre clé d'accès est enregistrée. Vous pourrez l'utiliser à votre prochaine connexion."),
+    "passkey_removed": N_("La clé d'accès est supprimée de votre compte."),
 }
 MAIL_SENT = (
     N_("Si un compte correspond à cette adresse, un e-mail vient de lui être envoyé. "
        "Pensez à regarder dans les courriers indésirables.")
 )
 MAIL_FAILED = "Nous n'avons pas pu envoyer l'e-mail pour le moment. Rien n'a été enregistré : réessayez dans quelques minutes."
+
+
+def passkeys_usable(request: Request) -> bool:
+    """Whether this address of the service can offer passkeys (browsers refuse an IP address as RP ID)."""
+    return app_service(request, "passkeys", PasskeyService).rp.usable
 
 
 def safe_next(value: str | None) -> str:
@@ -243,6 +251,7 @@ def _login_page(request: Request, db: Session, *, failure: str | None = None, er
         "title": N_("Se connecter"), "failure": failure, "errors": errors or {}, "values": values or {},
         "notice": NOTICES.get(request.query_params.get("notice", "")), "next": next_path, "app_name": app_name,
         "franceconnect": _franceconnect_enabled(request),
+        "passkeys": passkeys_usable(request),
     }, status=status)
 
 
@@ -337,6 +346,8 @@ def account(request: Request, db: Db, service: Accounts, current: LoggedIn) -> R
         "sessions": service.list_sessions(db=db, citizen_id=current.citizen.id),
         "recovery_left": service.remaining_recovery_codes(db=db, citizen_id=current.citizen.id),
         "alerts": alert_switches(request).switches(db=db, citizen_id=current.citizen.id),
+        "passkeys": service.list_passkeys(db=db, citizen_id=current.citizen.id),
+        "passkeys_usable": passkeys_usable(request),
         "notice": NOTICES.get(request.query_params.get("notice", "")),
     })
 

@@ -36,6 +36,8 @@ from vault.auth.models import (
     FederationRequest,
     LoginSession,
     LoginThrottle,
+    Passkey,
+    PasskeyChallenge,
     RecoveryCode,
 )
 from vault.auth.passwords import Hasher, password_problem
@@ -376,6 +378,17 @@ class AccountService:
         self._record_failure(db=db, key=self._address_key(address),
                              free=self.settings.login_free_failures_per_address)
 
+    def record_address_failure(self, *, db: Session, address: str) -> None:
+        """A failed login that names no account (a passkey nobody registered, say)."""
+        self._record_failure(db=db, key=self._address_key(address), free=self.settings.login_free_failures_per_address)
+
+    def start_session(self, *, db: Session, citizen: Citizen, amr: str, user_agent: str) -> str:
+        """A login another way than the password (a passkey): the account's counter is cleared, the
+        login dated, a new session opened; its token returned."""
+        self._clear_throttle(db=db, key=self._account_key(citizen.email))
+        citizen.last_login_at = utcnow()
+        return self._open_session(db=db, citizen=citizen, amr=amr, user_agent=user_agent)
+
     def complete_mfa(self, *, db: Session, pending_token: str, otp: str, address: str,
                      user_agent: str) -> LoginResult:
         """Second step: the TOTP (or a recovery code) upgrades a pending session into a new one."""
@@ -482,6 +495,12 @@ class AccountService:
             query = query.where(col(LoginSession.mfa_pending).is_(False))
         return list(db.exec(query.order_by(col(LoginSession.last_seen_at).desc())))
 
+    # ---- passkeys (the ceremonies are in vault/auth/passkeys.py) -----------------------------------
+
+    def list_passkeys(self, *, db: Session, citizen_id: uuid.UUID) -> list[Passkey]:
+        """The citizen's passkeys, oldest first."""
+        return list(db.exec(select(Passkey).where(Passkey.citizen_id == citizen_id).order_by(col(Passkey.created_at))))
+
     # ---- rectification, retention and erasure (driven by vault.gdpr) ------------------------------
 
     def rectify_identity(self, *, citizen: Citizen, changes: dict[str, str]) -> list[str]:
@@ -522,8 +541,9 @@ class AccountService:
 
     def forget(self, *, db: Session, citizen: Citizen) -> None:
         """Erasure's last stage for accounts: the citizen's row and what hangs on it (mailed links,
-        recovery codes, login sessions, links to FranceConnect). The other domains forget theirs first."""
-        for table in (EmailToken, RecoveryCode, LoginSession, FederatedIdentity):
+        recovery codes, login sessions, links to FranceConnect, passkeys and their pending challenges).
+        The other domains forget theirs first."""
+        for table in (EmailToken, RecoveryCode, LoginSession, FederatedIdentity, Passkey, PasskeyChallenge):
             db.exec(delete(table).where(col(table.citizen_id) == citizen.id))
         db.delete(citizen)
 

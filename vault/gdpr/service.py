@@ -100,6 +100,7 @@ Contenu de l'archive
 - documents.json et le dossier documents/ : vos justificatifs, déchiffrés, avec leurs informations.
 - applications.json : les services de la commune auxquels vous avez donné accès, et ce qu'ils reçoivent.
 - sessions.json : les appareils connectés à votre compte.
+- cles-d-acces.json : vos clés d'accès (leur nom, leurs dates) ; la clé secrète reste sur votre appareil.
 - liens-de-partage.json : les liens de partage que vous avez créés, leurs documents et leurs ouvertures.
 - alertes.json : les e-mails d'alerte que vous recevez (activée : true) ou avez arrêtés (false).
 - journal-des-acces.json : qui, en dehors de vous, a consulté ou déposé vos documents (applications,
@@ -348,6 +349,9 @@ class GdprService:
             "sessions.json": [{"connecte_le": s.created_at, "derniere_activite": s.last_seen_at,
                                "appareil": s.user_agent, "methodes": s.amr.split()}
                               for s in self.accounts.list_sessions(db=db, citizen_id=citizen.id, include_pending=True)],
+            "cles-d-acces.json": [{"nom": p.name, "ajoutee_le": p.created_at, "derniere_utilisation": p.last_used_at,
+                                   "synchronisable": p.backup_eligible, "type": p.attachment}
+                                  for p in self.accounts.list_passkeys(db=db, citizen_id=citizen.id)],
             "liens-de-partage.json": [{
                 "id": str(v.link.id), "note": v.link.label, "cree_le": v.link.created_at,
                 "valable_jusqu_au": v.link.expires_at, "etat": v.state, "desactive_le": v.link.revoked_at,
