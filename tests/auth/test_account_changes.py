@@ -77,3 +77,54 @@ def test_an_erasure_is_mailed_when_asked_and_when_done_with_its_certificate(app,
     with Browser(app) as browser:  # the certificate verifies with the service's published keys
         keys = jwk.KeySet.import_key_set(browser.get("/jwks").json())
     assert jws.deserialize_compact(certificate, keys).headers()["typ"] == "erasure-certificate+jwt"
+
+
+def test_changing_the_email_needs_the_password_and_the_new_address_s_link(app, outbox: Outbox, engine) -> None:
+    from sqlmodel import Session
+
+    from vault.auth.models import Citizen
+
+    citizen = make_citizen(app, email="old@example.org")
+    with citizen_browser(app, citizen) as browser:
+        assert 'href="/account/email"' in browser.get("/account").text
+        for form, field in (({"new_email": "new@example.org", "password": "faux"}, "password"),
+                            ({"new_email": "old@example.org", "password": PASSWORD}, "new_email"),
+                            ({"new_email": "pas-une-adresse", "password": PASSWORD}, "new_email")):
+            refused = browser.submit("/account/email", form)
+            assert refused.status_code == 400 and f'id="{field}-error"' in refused.text, form
+        sent = browser.submit("/account/email", {"new_email": "New@Example.org", "password": PASSWORD})
+        assert sent.status_code == 303 and sent.headers["location"] == "/account?notice=email_change_sent"
+        with Session(engine) as db:
+            assert db.get(Citizen, citizen.id).email == "old@example.org"  # nothing changes before the link
+        told = outbox.last("old@example.org")
+        assert told.subject == "Changement d'adresse e-mail demandé" and "n***@example.org" in told.body
+        link = outbox.last("new@example.org").path()
+        assert browser.get(link).status_code == 200  # a button: mail scanners consume nothing
+        with Session(engine) as db:
+            assert db.get(Citizen, citizen.id).email == "old@example.org"
+        token = link.split("token=", 1)[1]
+        confirmed = browser.submit(link, {"token": token}, action="/account/email/confirm")
+        assert confirmed.status_code == 303 and confirmed.headers["location"] == "/account?notice=email_changed"
+        reused = browser.post("/account/email/confirm", data={"token": token, "csrf_token": browser.form_token("/login")})
+        assert reused.status_code == 400  # single use
+    with Session(engine) as db:
+        changed = db.get(Citizen, citizen.id)
+        assert changed.email == "new@example.org" and changed.email_verified_at is not None
+    assert outbox.last("old@example.org").subject == "L'adresse e-mail de votre compte a changé"
+    with Browser(app) as fresh:
+        assert fresh.login("new@example.org", PASSWORD).status_code == 303
+
+
+def test_an_address_another_account_uses_is_not_taken_nor_revealed(app, outbox: Outbox, engine) -> None:
+    from sqlmodel import Session
+
+    from vault.auth.models import Citizen
+
+    make_citizen(app, email="taken@example.org")
+    citizen = make_citizen(app, email="mine@example.org")
+    with citizen_browser(app, citizen) as browser:
+        answer = browser.submit("/account/email", {"new_email": "taken@example.org", "password": PASSWORD})
+        assert answer.status_code == 303 and answer.headers["location"] == "/account?notice=email_change_sent"
+    assert outbox.last("taken@example.org").subject == "Une inscription a été tentée avec votre adresse"
+    with Session(engine) as db:
+        assert db.get(Citizen, citizen.id).email == "mine@example.org"

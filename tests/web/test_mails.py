@@ -52,6 +52,9 @@ def contexts(settings: Settings) -> dict[str, dict[str, Any]]:
         "totp_disabled": {"settings": settings},
         "erasure_requested": {"settings": settings, "received_on": date(2026, 11, 30), "due_on": date(2026, 12, 30)},
         "erasure_done": {"settings": settings, "erased_at": datetime(2026, 12, 2, 9, 0), "held": 1},
+        "email_change_confirm": {"settings": settings, "token": "TOKEN", "hours": 24},
+        "email_change_requested": {"settings": settings, "new_email": "n***@example.org"},
+        "email_changed": {"settings": settings, "new_email": "n***@example.org"},
     }
 
 
@@ -161,6 +164,26 @@ FRENCH = {
         "cet e-mail (fichier certificat-effacement.jwt, signé par le service ; ses clés publiques sont à l'adresse "
         "suivante) : https://moncompte.ville.example.fr/jwks\n\nCe message est le dernier que vous recevrez de ce "
         "service.\n\n-- \nVille-sur-Loire\n",
+    ),
+    "email_change_confirm": (
+        "Confirmez votre nouvelle adresse e-mail",
+        "Bonjour,\n\nVous avez demandé à utiliser cette adresse pour votre compte de l'espace citoyen. Pour la "
+        "confirmer, ouvrez ce lien :\n\nhttps://moncompte.ville.example.fr/account/email/confirm?token=TOKEN\n\nCe lien "
+        "est valable 24 heures et ne sert qu'une fois. Tant qu'il n'est pas ouvert, votre compte garde son ancienne "
+        "adresse.\nSi vous n'avez rien demandé, ignorez ce message.\n\n-- \nVille-sur-Loire\n",
+    ),
+    "email_change_requested": (
+        "Changement d'adresse e-mail demandé",
+        "Bonjour,\n\nUn changement de l'adresse e-mail de votre compte vers n***@example.org a été demandé. Il ne "
+        "prendra effet que si le lien envoyé à cette nouvelle adresse est ouvert.\n\nSi ce n'est pas vous, changez votre "
+        "mot de passe avec « Mot de passe oublié » et prévenez l'accueil de la mairie : "
+        "https://moncompte.ville.example.fr/password/forgot\n\n-- \nVille-sur-Loire\n",
+    ),
+    "email_changed": (
+        "L'adresse e-mail de votre compte a changé",
+        "Bonjour,\n\nVotre compte de l'espace citoyen utilise désormais l'adresse n***@example.org. Ce message est le "
+        "dernier envoyé à cette adresse-ci.\n\nSi ce n'est pas vous, prévenez tout de suite l'accueil de la mairie. "
+        "https://moncompte.ville.example.fr/\n\n-- \nVille-sur-Loire\n",
     ),
 }
 

@@ -101,7 +101,8 @@ class EmailToken(SQLModel, table=True):
 
     id: str = Field(primary_key=True, max_length=64)
     citizen_id: uuid.UUID = Field(sa_column=citizen_fk())
-    purpose: str = Field(max_length=20)  # "verify_email" | "reset_password"
+    purpose: str = Field(max_length=20)  # "verify_email" | "reset_password" | "change_email"
+    new_email: str | None = Field(default=None, max_length=254)  # change_email: the address being confirmed
     created_at: datetime = Field(default_factory=utcnow)
     expires_at: datetime
     used_at: datetime | None = None

@@ -60,6 +60,9 @@ NOTICES = {
     "session_expired": N_("Votre session a expiré. Connectez-vous de nouveau."),
     "alerts_saved": N_("Vos choix d'alertes sont enregistrés."),
     "password_changed": N_("Votre mot de passe est changé. Vos autres appareils ont été déconnectés."),
+    "email_change_sent": N_("Un lien de confirmation est parti vers la nouvelle adresse. Votre compte garde l'ancienne "
+                            "tant qu'il n'est pas ouvert."),
+    "email_changed": N_("Votre nouvelle adresse e-mail est confirmée : c'est désormais celle de votre compte."),
     "passkey_added": N_("Votre clé d'accès est enregistrée. Vous pourrez l'utiliser à votre prochaine connexion."),
     "passkey_removed": N_("La clé d'accès est supprimée de votre compte."),
 }
@@ -388,6 +391,55 @@ def password_change(request: Request, form: FormFields, db: Db, service: Account
         db.commit()  # a wrong current password counts towards the throttle
         return _password_page(request, errors=exc.fields, status=400)
     return redirect("/account?notice=password_changed")
+
+
+def _email_page(request: Request, *, errors: dict[str, str] | None = None, values: dict[str, str] | None = None,
+                status: int = 200) -> Response:
+    return render(request, "email_change.html", {"title": N_("Changer mon adresse e-mail"), "errors": errors or {},
+                                                 "values": values or {}}, status=status)
+
+
+@router.get("/account/email", include_in_schema=False)
+def email_change_page(request: Request, current: LoggedIn) -> Response:
+    return _email_page(request)
+
+
+@router.post("/account/email", include_in_schema=False)
+def email_change(request: Request, form: FormFields, db: Db, service: Accounts, current: LoggedIn) -> Response:
+    values = {"new_email": form.get("new_email", "")}
+    try:
+        service.request_email_change(db=db, current=current, password=form.get("password", ""),
+                                     new_email=form.get("new_email", ""), address=client_address(request))
+    except TooManyLoginAttempts as exc:
+        db.commit()
+        response = _email_page(request, errors={"password": exc.message}, values=values, status=429)
+        response.headers["Retry-After"] = str(exc.retry_after)
+        return response
+    except InvalidInput as exc:
+        db.commit()  # a wrong current password counts towards the throttle
+        return _email_page(request, errors=exc.fields, values=values, status=400)
+    return redirect("/account?notice=email_change_sent")
+
+
+@router.get("/account/email/confirm", include_in_schema=False)
+def email_change_confirm_page(request: Request, db: Db, service: Accounts, token: str = "") -> Response:
+    # GET only shows a button: mail scanners that open links must not consume them.
+    try:
+        service.check_link(db=db, token=token, purpose="change_email")
+    except InvalidLink as exc:
+        return message_page(request, title=N_("Lien expiré"), message=exc.message, status=400)
+    return render(request, "confirm_link.html", {"title": N_("Confirmer ma nouvelle adresse e-mail"), "token": token,
+                                                  "action": "/account/email/confirm",
+                                                  "submit": N_("Confirmer ma nouvelle adresse e-mail")})
+
+
+@router.post("/account/email/confirm", include_in_schema=False)
+def email_change_confirm(request: Request, form: FormFields, db: Db, service: Accounts) -> Response:
+    try:
+        service.confirm_email_change(db=db, token=form.get("token", ""))
+    except InvalidLink as exc:
+        return message_page(request, title=N_("Lien expiré"), message=exc.message, status=400)
+    return redirect("/account?notice=email_changed")
 
 
 @router.get("/account/totp", include_in_schema=False)

@@ -50,7 +50,8 @@ from vault.web.mails import send_mail
 
 logger = logging.getLogger(__name__)
 
-Purpose = Literal["verify_email", "reset_password"]
+Purpose = Literal["verify_email", "reset_password", "change_email"]
+EMAIL_CHANGE_HOURS = 24
 MFA_PENDING_MINUTES = 5
 RECOVERY_CODES = 10
 _RECOVERY_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"  # no 0/o, 1/l/i: read aloud at a counter
@@ -86,6 +87,12 @@ class CurrentLogin:
 
 CERTIFIED_IDENTITY = N_("Cette identité est certifiée par FranceConnect : elle vient de l'état civil et serait "
                         "remplacée à la prochaine connexion par FranceConnect. Une correction se demande à l'état civil.")
+
+
+def mask_email(address: str) -> str:
+    """``j***@example.org``: enough for the owner to recognise it, not to read it off a mail."""
+    local, _, domain = address.partition("@")
+    return f"{local[:1]}***@{domain}"
 
 
 class AccountService:
@@ -256,6 +263,52 @@ class AccountService:
         self._clear_throttle(db=db, key=keys[0])
         logger.info("password changed", extra={"citizen_id": str(citizen.id)})
         self.notify(to=citizen.email, template="password_changed", at=self._local_now())
+
+    def request_email_change(self, *, db: Session, current: CurrentLogin, password: str, new_email: str,
+                             address: str) -> None:
+        """"Mon compte": the current password (throttled like a login), then a link to the new
+        address; nothing changes until it is opened. The old address is told. An address another
+        account uses gets the same answer here, and its owner a mail saying someone tried it."""
+        citizen = current.citizen
+        keys = [self._account_key(citizen.email), self._address_key(address)]
+        if retry_after := self._locked_for(db=db, keys=keys):
+            raise TooManyLoginAttempts(retry_after)
+        try:
+            normalized = normalize_email(new_email)
+        except ValueError as exc:
+            raise InvalidInput({"new_email": str(exc)}) from None
+        if normalized == citizen.email:
+            raise InvalidInput({"new_email": "C'est déjà l'adresse de votre compte."})
+        if not self.hasher.verify(citizen.password_hash, password or ""):
+            self.record_login_failure(db=db, email=citizen.email, address=address)
+            raise InvalidInput({"password": "Mot de passe actuel incorrect."})
+        self._clear_throttle(db=db, key=keys[0])
+        if db.exec(select(Citizen.id).where(Citizen.email == normalized)).first() is not None:
+            self.notify(to=normalized, template="registration_attempted")
+            return
+        db.exec(update(EmailToken).where(col(EmailToken.citizen_id) == citizen.id,
+                                         col(EmailToken.purpose) == "change_email", col(EmailToken.used_at).is_(None))
+                .values(used_at=utcnow()))  # an earlier change waiting dies
+        token, digest = new_token()
+        db.add(EmailToken(id=digest, citizen_id=citizen.id, purpose="change_email", new_email=normalized,
+                          expires_at=utcnow() + timedelta(hours=EMAIL_CHANGE_HOURS)))
+        self._mail(to=normalized, template="email_change_confirm", token=token, hours=EMAIL_CHANGE_HOURS)
+        self.notify(to=citizen.email, template="email_change_requested", new_email=mask_email(normalized))
+        logger.info("email change requested", extra={"citizen_id": str(citizen.id)})
+
+    def confirm_email_change(self, *, db: Session, token: str) -> Citizen:
+        """The link from the new address: it becomes the account's (verified); the old one is told."""
+        link = self._consume_link(db=db, token=token, purpose="change_email")
+        citizen = db.get(Citizen, link.citizen_id)
+        if citizen is None or not link.new_email:
+            raise InvalidLink()
+        if db.exec(select(Citizen.id).where(Citizen.email == link.new_email, Citizen.id != citizen.id)).first():
+            raise InvalidLink(N_("Cette adresse est déjà utilisée par un autre compte : rien n'a changé."))
+        old = citizen.email
+        citizen.email, citizen.email_verified_at, citizen.updated_at = link.new_email, utcnow(), utcnow()
+        logger.info("email changed", extra={"citizen_id": str(citizen.id)})
+        self.notify(to=old, template="email_changed", new_email=mask_email(link.new_email))
+        return citizen
 
     def _local_now(self) -> datetime:
         return utcnow().astimezone(ZoneInfo(self.settings.timezone))
