@@ -128,3 +128,24 @@ def test_an_address_another_account_uses_is_not_taken_nor_revealed(app, outbox: 
     assert outbox.last("taken@example.org").subject == "Une inscription a été tentée avec votre adresse"
     with Session(engine) as db:
         assert db.get(Citizen, citizen.id).email == "mine@example.org"
+
+
+def test_a_rectification_request_reaches_the_register_in_the_persons_words(app, engine) -> None:
+    from sqlmodel import Session, select
+
+    from vault.gdpr.models import DataRequest
+
+    with citizen_browser(app, email="rectify@example.org") as browser:
+        empty = browser.submit("/account/data", {"details": "   "}, action="/account/data/rectification")
+        assert empty.status_code == 400 and 'id="details-error"' in empty.text
+        too_long = browser.submit("/account/data", {"details": "x" * 801}, action="/account/data/rectification")
+        assert too_long.status_code == 400 and "x" * 100 in too_long.text  # what was typed is kept
+        sent = browser.submit("/account/data", {"details": "Mon nom d'usage est Dupont, pas Durand."},
+                              action="/account/data/rectification")
+        assert sent.status_code == 303
+        page = browser.get(sent.headers["location"])
+        assert "demande de rectification est enregistrée" in page.text and "Rectification" in page.text
+    with Session(engine) as db:
+        [item] = db.exec(select(DataRequest)).all()
+    assert item.kind == "rectification" and item.channel == "online"
+    assert item.details == "Mon nom d'usage est Dupont, pas Durand."

@@ -171,7 +171,7 @@ class GdprService:
     # ---- the register -----------------------------------------------------------------------------
 
     def open_request(self, db: Session, *, kind: str, citizen_id: uuid.UUID, channel: str, by: Staff,
-                     received_on: date | None = None, identity_check: str = "") -> DataRequest:
+                     received_on: date | None = None, identity_check: str = "", details: str | None = None) -> DataRequest:
         if kind not in REQUEST_KINDS:
             raise GdprError(f"Type de demande inconnu ({', '.join(REQUEST_KINDS)}).")
         if channel not in CHANNELS:
@@ -185,7 +185,8 @@ class GdprService:
                               requester_label=f"{citizen.given_name} {citizen.family_name} <{citizen.email}>",
                               channel=channel, received_on=received, due_on=add_months(received, 1),
                               identity_check=identity_check[:500],
-                              identity_checked_by=by.label if identity_check else None)
+                              identity_checked_by=by.label if identity_check else None,
+                              details=(details or "").strip()[:1000] or None)
         db.add(request)
         db.flush()
         audit.record(db, actor=by.actor, action="request.opened", target=f"request:{request.id}",
@@ -363,7 +364,8 @@ class GdprService:
                                         "action": e.action, "document": e.document_title}
                                        for e in self.documents.access_log(db, citizen.id, limit=100_000)],
             "demandes.json": [{"id": str(r.id), "type": r.kind, "canal": r.channel, "recue_le": r.received_on,
-                               "echeance": r.extended_to or r.due_on, "statut": r.status, "issue": r.outcome}
+                               "echeance": r.extended_to or r.due_on, "statut": r.status, "issue": r.outcome,
+                               "votre_demande": r.details}
                               for r in db.exec(select(DataRequest).where(DataRequest.citizen_id == citizen.id))],
         }
 
