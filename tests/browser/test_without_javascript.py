@@ -78,5 +78,5 @@ def test_a_share_link_made_and_opened_without_javascript_downloads_the_document(
     with holder.expect_download() as waiting:
         downloads.click()
     download = waiting.value
-    assert download.suggested_filename == "quittance.pdf"
+    assert download.suggested_filename == "Quittance de mars.pdf"  # its title
     assert Path(download.path()).read_bytes() == content

@@ -67,7 +67,7 @@ def test_upload_list_download_identical_and_encrypted_at_rest(citizen: Browser, 
     download = citizen.get(f"/api/v1/documents/{body['id']}/content")
     assert download.status_code == 200 and download.content == content
     assert download.headers["content-type"] == "application/pdf"
-    assert download.headers["content-disposition"].startswith('attachment; filename="avis.pdf"')
+    assert download.headers["content-disposition"].startswith('attachment; filename="Avis 2025.pdf"')  # its title
     assert download.headers["x-content-type-options"] == "nosniff"
 
     stored = objects(s3_client, bucket)
@@ -579,3 +579,13 @@ def test_stored_objects_are_tinks_format_both_ways(vault_app, citizen: Browser, 
     assert tink_decrypt(blob, key=key, ad=uuid.UUID(doc["id"]).bytes) == content  # Tink reads ours
     s3_client.put_object(Bucket=bucket, Key=stored, Body=tink_encrypt(content, key=key, ad=uuid.UUID(doc["id"]).bytes))
     assert citizen.get(f"/api/v1/documents/{doc['id']}/content").content == content  # we read Tink's
+
+
+def test_a_renamed_document_downloads_under_its_new_title(citizen: Browser) -> None:
+    doc = make_document(citizen, filename="scan_0042.pdf", title="Avis d'imposition 2025")
+    first = citizen.get(f"/api/v1/documents/{doc['id']}/content").headers["content-disposition"]
+    assert "filename*=UTF-8''Avis%20d%27imposition%202025.pdf" in first
+    citizen.patch(f"/api/v1/documents/{doc['id']}", json={"title": "Avis 2025 (corrigé)"},
+                  headers={"X-CSRF-Token": citizen.cookies["csrf"]})
+    renamed = citizen.get(f"/api/v1/documents/{doc['id']}/download".replace("/api/v1", "")).headers["content-disposition"]
+    assert "Avis%202025%20%28corrig%C3%A9%29.pdf" in renamed and "scan_0042" not in renamed

@@ -41,7 +41,7 @@ from vault.storage.models import (
     DocumentPublic,
 )
 from vault.storage.multipart import MultipartUpload
-from vault.storage.service import Actor, DocumentService, validate_meta
+from vault.storage.service import Actor, DocumentService, download_name, validate_meta
 from vault.translation import N_
 from vault.web.dependencies import Db, FormFields, redirect
 from vault.web.pages import PageError, get_cookie, render
@@ -291,7 +291,7 @@ def serve_content(request: Request, db: Session, service: DocumentService, actor
     document = service.get(db, actor=actor, document_id=document_id)
     key = service.document_key(db, document)
     service.log_access(db, actor, "read", document)
-    headers = {"Content-Disposition": _disposition(document.filename), "Accept-Ranges": "bytes",
+    headers = {"Content-Disposition": _disposition(download_name(document)), "Accept-Ranges": "bytes",
                "ETag": f'"{document.sha256}"', "X-Content-Type-Options": "nosniff"}
     try:
         wanted = _parse_range(request.headers.get("range"), document.size)

@@ -114,6 +114,19 @@ def clean_filename(raw: str | None, media_type: str | None = None) -> str:
     return _safe_name(raw) or "document" + _EXTENSIONS.get(media_type or "", "")
 
 
+def download_name(document: Document) -> str:
+    """The name a download is saved under: the document's current title (renamed documents download
+    under their new name), made safe, with the extension of its type; the stored file name if the
+    title gives nothing usable."""
+    extension = _EXTENSIONS.get(document.media_type, "")
+    stem = _safe_name(document.title)
+    if extension and stem.lower().endswith(extension):
+        stem = stem[: -len(extension)]
+    if not stem:
+        return document.filename
+    return stem[: 255 - len(extension)] + extension
+
+
 def _safe_name(raw: str | None) -> str:
     name = unicodedata.normalize("NFC", raw or "")
     name = re.split(r"[/\\]", name)[-1]
