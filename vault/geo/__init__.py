@@ -5,7 +5,7 @@ name or postal code, and to show people names rather than codes.
 The data (``data/``) is built by ``scripts/build_geo_data.py`` from the npm package
 ``@etalab/decoupage-administratif`` (INSEE's Code officiel géographique, La Poste's postal codes)
 and INSEE's list of countries; ``data/README.md`` says which versions. Loaded once, on first use.
-Imports nothing of the service (floor 0).
+Imports nothing of the service but ``N_`` (floor 1).
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
+
+from vault.translation import N_, Message
 
 DATA = Path(__file__).parent / "data"
 FRANCE = "99100"
@@ -160,16 +162,19 @@ def search_communes(text: str) -> list[Commune]:
 
 def commune_label(code: str) -> str:
     """How a person reads a birthplace: ``Lyon 1er Arrondissement (Rhône)``; a former commune
-    with the commune it belongs to; the code itself when unknown."""
+    with the commune it belongs to (a Message: pages translate "aujourd'hui"); the code itself
+    when unknown."""
     found = commune(code)
     if found is None:
         return code
     if found.kind == "ancienne":
-        return f"{found.code}, aujourd'hui {found.name} ({found.department_name})"
+        return Message(N_("%(code)s, aujourd'hui %(today)s (%(department)s)"), code=found.code, today=found.name,
+                       department=found.department_name)
     if found.kind in ("deleguee", "associee") and found.parent:
         today = commune(found.parent)
         if today is not None and today.name != found.name:
-            return f"{found.name}, aujourd'hui {today.name} ({found.department_name})"
+            return Message(N_("%(name)s, aujourd'hui %(today)s (%(department)s)"), name=found.name, today=today.name,
+                           department=found.department_name)
     return f"{found.name} ({found.department_name})"
 
 
