@@ -11,3 +11,19 @@ def N_(message: str) -> str:  # noqa: N802  (gettext's conventional name, which 
     ``_`` when they display them (a notice, a document type, an error message…).
     """
     return message
+
+
+class Message(str):
+    """A French sentence with values: ``Message(N_("%(code)s est un code postal…"), code="75001")``.
+
+    It is the French text (a ``str``: logs, JSON and comparisons see it as such), and keeps its
+    catalogue id and values so that a page shows it translated (``vault.web.pages``' ``_``)."""
+
+    msgid: str
+    params: dict[str, object]
+
+    def __new__(cls, msgid: str, **params: object) -> Message:
+        message = super().__new__(cls, msgid % params if params else msgid)
+        message.msgid = msgid
+        message.params = params
+        return message

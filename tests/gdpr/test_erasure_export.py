@@ -59,6 +59,8 @@ def test_export_holds_everything_and_matches_the_bytes(vault_app, filled: dict, 
             assert name in names
         account = json.loads(zf.read("compte.json"))
         assert account["email"] == EMAIL and account["identite"]["birthplace"] == "69123"
+        assert account["identite"]["birthplace_nom"] == "Lyon (Rhône)"
+        assert account["identite"]["birthcountry_nom"] == "France"
         assert "password" not in json.dumps(account) and "totp_secret" not in json.dumps(account)
         listed = json.loads(zf.read("documents.json"))
         exported = {hashlib.sha256(zf.read(d["fichier"])).hexdigest() for d in listed}

@@ -161,7 +161,8 @@ class FranceConnectLogin:
             raise FederationError("the account to link is gone")
         self.accounts.check_credentials(db=db, citizen=citizen, password=password, otp=otp, address=address)
         db.delete(row)
-        identity, errors = validate_identity(dict(row.claims or {}), today=self.settings.today())
+        identity, errors = validate_identity(dict(row.claims or {}), today=self.settings.today(),
+                                             known_places_only=False)
         if errors:
             raise FederationError("the identity waiting to be linked no longer validates")
         db.add(FederatedIdentity(provider=PROVIDER, subject=row.subject or "", citizen_id=citizen.id,
@@ -176,7 +177,7 @@ class FranceConnectLogin:
         form = {name: str(claims.get(name) or "") for name in IDENTITY_FIELDS}
         if form["birthcountry"] != "99100":
             form["birthplace"] = ""  # FranceConnect: empty when born abroad
-        identity, errors = validate_identity(form, today=self.settings.today())
+        identity, errors = validate_identity(form, today=self.settings.today(), known_places_only=False)
         if errors:
             raise FederationError(f"FranceConnect identity refused: {', '.join(sorted(errors))}")
         try:

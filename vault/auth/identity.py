@@ -2,19 +2,24 @@
 
 Formats are FranceConnect's: ``birthdate`` ``YYYY-MM-DD``; ``gender``
 ``male``/``female``; ``birthplace`` a 5-character INSEE commune code, empty when born abroad;
-``birthcountry`` a 5-digit INSEE country code, France = ``99100``.
+``birthcountry`` a 5-digit INSEE country code, France = ``99100``. Both codes must be in
+``vault.geo``'s lists (a commune that exists or existed, a country of INSEE's list); the
+registration form also takes the commune's name or postal code (``resolve_birthplace``).
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
+from dataclasses import dataclass
 from datetime import date
 from typing import Literal, TypedDict
 
 from email_validator import EmailNotValidError, validate_email
 
+from vault import geo
 from vault.dates import OLDEST_DATE, DateFormatError, NoSuchDate, parse_date
+from vault.translation import N_, Message
 
 FRANCE = "99100"
 GENDERS = {"male": "Masculin", "female": "Féminin"}
@@ -56,16 +61,21 @@ def _name_problem(value: str, label: str) -> str | None:
 
 
 def parse_birthdate(raw: str, *, today: date) -> date:
-    """A birthdate (``AAAA-MM-JJ`` or ``JJ/MM/AAAA``, see ``vault.dates``), neither in the future
-    nor before 1900; ValueError with the message for the form otherwise."""
+    """A birthdate typed any way ``vault.dates`` reads (31/07/1984, 31071984, 31 juillet 1984,
+    1984-07-31…), neither in the future nor before 1900; ValueError with the message for the form
+    otherwise."""
     if not (raw or "").strip():
-        raise ValueError("Indiquez votre date de naissance.")
+        raise ValueError(N_("Indiquez votre date de naissance."))
     try:
         value = parse_date(raw)
     except NoSuchDate:
-        raise ValueError("Cette date de naissance n'existe pas dans le calendrier.") from None
-    except DateFormatError:
-        raise ValueError("La date de naissance doit être au format JJ/MM/AAAA, par exemple 31/07/1984.") from None
+        raise ValueError(N_("Cette date de naissance n'existe pas dans le calendrier.")) from None
+    except DateFormatError as exc:
+        if exc.short_year:
+            raise ValueError(N_("Écrivez l'année de naissance en entier, avec ses 4 chiffres : par exemple "
+                                "31/07/1984.")) from None
+        raise ValueError(N_("Cette date de naissance n'est pas reconnue. Écrivez-la par exemple 31/07/1984, "
+                            "31071984 ou 31 juillet 1984.")) from None
     if value > today:
         raise ValueError("La date de naissance ne peut pas être dans le futur.")
     if value < OLDEST_DATE:
@@ -86,9 +96,14 @@ class Identity(TypedDict, total=False):
     birthplace: str
 
 
-def validate_identity(form: dict[str, str], *, today: date) -> tuple[Identity, dict[str, str]]:
+def validate_identity(form: dict[str, str], *, today: date, by_name: bool = False,
+                      known_places_only: bool = True) -> tuple[Identity, dict[str, str]]:
     """Check the identity fields of ``form``; return (clean values, errors by field name).
-    ``today``: the city's date (a birthdate after it is refused)."""
+    ``today``: the city's date (a birthdate after it is refused). ``by_name``: ``birthplace`` may be
+    a commune's name or postal code (the registration form; ``birthplace_choice`` is the one the
+    citizen picked among several). ``known_places_only=False``: a well-formed code missing from
+    ``vault.geo``'s lists is accepted (FranceConnect's identity comes from the civil registry,
+    whose history of communes is longer than the lists)."""
     errors: dict[str, str] = {}
     clean: Identity = {}
 
@@ -116,19 +131,86 @@ def validate_identity(form: dict[str, str], *, today: date) -> tuple[Identity, d
     clean["gender"] = gender
 
     country = (form.get("birthcountry") or "").strip()
-    if not _COUNTRY.match(country) or country == "99000":
-        errors["birthcountry"] = "Le pays de naissance doit être un code INSEE à 5 chiffres commençant par 99 (France : 99100)."
+    if not country:
+        errors["birthcountry"] = N_("Choisissez votre pays de naissance.")
+    elif not _COUNTRY.match(country) or country == "99000":
+        errors["birthcountry"] = N_("Le pays de naissance doit être un code INSEE à 5 chiffres commençant par 99 "
+                                    "(France : 99100).")
+    elif known_places_only and geo.country(country) is None:
+        errors["birthcountry"] = Message(N_("Le code %(code)s n'est pas dans la liste des pays de l'INSEE : "
+                                            "choisissez votre pays de naissance dans la liste."), code=country)
     clean["birthcountry"] = country
 
-    place = (form.get("birthplace") or "").strip().upper()
-    if country == FRANCE:
+    place = (form.get("birthplace") or "").strip()
+    if by_name and country == FRANCE and place:
+        resolved = resolve_birthplace(place, (form.get("birthplace_choice") or "").strip())
+        if resolved.problem:
+            errors["birthplace"] = resolved.problem
+        place = resolved.code or place
+    place = place.upper()
+    if "birthplace" in errors:
+        pass
+    elif country == FRANCE:
         if not place:
-            errors["birthplace"] = ("Indiquez le code INSEE de votre commune de naissance (5 caractères, par exemple 75056 "
-                                    "pour Paris).")
+            errors["birthplace"] = N_("Indiquez votre commune de naissance.")
         elif not _COMMUNE.match(place) or place.endswith("000"):
             errors["birthplace"] = ("Ce code de commune INSEE n'est pas valide : 5 caractères, par exemple 69123 (Lyon) ou "
                                     "2A004 (Ajaccio).")
+        elif known_places_only and geo.commune(place) is None:
+            errors["birthplace"] = commune_code_problem(place)
     elif place and "birthcountry" not in errors:
         errors["birthplace"] = "Laissez la commune de naissance vide si vous êtes né(e) hors de France."
     clean["birthplace"] = place if country == FRANCE else ""
     return clean, errors
+
+
+def commune_code_problem(code: str) -> str:
+    """Why ``code`` is not a commune code, naming the right one when it is a postal code."""
+    served = geo.communes_with_postal_code(code)
+    if len(served) == 1:
+        return Message(N_("%(code)s est un code postal : %(name)s a le code commune %(commune)s."),
+                       code=code, name=served[0].name, commune=served[0].code)
+    if served:
+        names = ", ".join(f"{c.name} ({c.code})" for c in served[:6]) + ("…" if len(served) > 6 else "")
+        return Message(N_("%(code)s est un code postal, pas un code de commune. Les communes qu'il dessert : "
+                          "%(names)s."), code=code, names=names)
+    return Message(N_("Aucune commune n'a le code %(code)s dans le Code officiel géographique de l'INSEE."), code=code)
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """What a typed birthplace names: the commune's code, or the choices, or why neither."""
+
+    code: str
+    choices: list[geo.Commune]
+    problem: str
+
+
+def resolve_birthplace(text: str, choice: str = "") -> Resolution:
+    """The commune a citizen typed: its name, its postal code or its INSEE code. One match: its
+    code; several: the choices (``choice``, one of their codes, settles it); none: the problem."""
+    text = " ".join((text or "").split())
+    code_like = re.fullmatch(r"\d[\dAB]\d{3}", text.upper()) is not None
+    choices: list[geo.Commune] = []
+    if code_like:
+        choices = geo.communes_with_postal_code(text)
+        own = geo.commune(text)
+        if own is not None and own.code not in {c.code for c in choices}:
+            choices.insert(0, own)
+    else:
+        choices = geo.search_communes(text)
+    if choice and choice in {c.code for c in choices}:
+        return Resolution(code=choice, choices=[], problem="")
+    if len(choices) == 1:
+        return Resolution(code=choices[0].code, choices=[], problem="")
+    if len(choices) > geo.MAX_CHOICES:
+        return Resolution(code="", choices=[], problem=Message(
+            N_("Plus de %(count)s communes commencent par « %(text)s » : tapez davantage de son nom."),
+            count=geo.MAX_CHOICES, text=text))
+    if choices:
+        return Resolution(code="", choices=choices, problem=Message(
+            N_("Plusieurs communes correspondent à « %(text)s » : choisissez la vôtre dans la liste."), text=text))
+    if code_like:
+        return Resolution(code="", choices=[], problem=commune_code_problem(text.upper()))
+    return Resolution(code="", choices=[], problem=Message(
+        N_("Aucune commune ne s'appelle « %(text)s ». Vérifiez l'orthographe, ou tapez son code postal."), text=text))

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request
 from sqlmodel import Session
 from starlette.responses import Response
 
+from vault import geo
 from vault.auth.dependencies import (
     SESSION_COOKIE,
     Accounts,
@@ -26,6 +27,7 @@ from vault.auth.exceptions import (
     InvalidLink,
     TooManyLoginAttempts,
 )
+from vault.auth.identity import resolve_birthplace
 from vault.auth.models import CitizenPublic
 from vault.auth.passkeys import PasskeyService
 from vault.auth.service import AccountService, CurrentLogin
@@ -101,10 +103,21 @@ def home(request: Request, current: OptionalLogin) -> Response:
 # ---- registration and email verification -----------------------------------------------------------
 
 
+def _register_page(request: Request, *, errors: dict[str, str] | None = None, form: dict[str, str] | None = None,
+                   status: int = 200) -> Response:
+    """The form; with the communes to choose from when the typed birthplace names several."""
+    values = _values(form or {"birthcountry": geo.FRANCE})
+    choices: list[geo.Commune] = []
+    if errors and errors.get("birthplace") and values.get("birthcountry") == geo.FRANCE:
+        choices = resolve_birthplace(values.get("birthplace", "")).choices
+    return render(request, "register.html", {
+        "title": N_("Créer un compte"), "franceconnect": _franceconnect_enabled(request), "errors": errors or {},
+        "values": values, "countries": geo.countries(), "birthplace_choices": choices}, status=status)
+
+
 @router.get("/register", include_in_schema=False)
 def register_page(request: Request, current: OptionalLogin) -> Response:
-    return render(request, "register.html", {"title": N_("Créer un compte"),
-                                             "franceconnect": _franceconnect_enabled(request)})
+    return _register_page(request)
 
 
 @router.post("/register", include_in_schema=False)
@@ -113,8 +126,7 @@ def register(request: Request, form: FormFields, db: Db, service: Accounts) -> R
         service.register(db=db, form=form)
     except InvalidInput as exc:
         db.rollback()
-        return render(request, "register.html", {"title": N_("Créer un compte"), "errors": exc.fields,
-                                                 "values": _values(form)}, status=400)
+        return _register_page(request, errors=exc.fields, form=form, status=400)
     except MailError:
         db.rollback()
         raise PageError(503, MAIL_FAILED) from None

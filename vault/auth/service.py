@@ -107,7 +107,8 @@ class AccountService:
     # ---- registration and email links ---------------------------------------------------------
 
     def register(self, *, db: Session, form: dict[str, str]) -> None:
-        """Create an unverified account and mail its verification link.
+        """Create an unverified account and mail its verification link. The birthplace may be the
+        commune's name or postal code (``birthplace_choice``: the one picked among several).
 
         An email already registered gets the same answer on the page (no account enumeration);
         its owner receives a mail saying so, with the way to log in or reset the password.
@@ -119,7 +120,7 @@ class AccountService:
         except ValueError as exc:
             errors["email"], email = str(exc), ""
         password = form.get("password", "")
-        identity, identity_errors = validate_identity(form, today=self.settings.today())
+        identity, identity_errors = validate_identity(form, today=self.settings.today(), by_name=True)
         errors.update(identity_errors)
         if problem := password_problem(password, email=email):
             errors["password"] = problem
@@ -566,7 +567,8 @@ class AccountService:
                 k in current and v != current[k] for k, v in changes.items()):
             raise InvalidInput({"identity": CERTIFIED_IDENTITY})
         merged = {**current, **{k: v for k, v in changes.items() if k in current and v is not None}}
-        clean, errors = validate_identity(merged, today=self.settings.today())
+        clean, errors = validate_identity(merged, today=self.settings.today(),
+                                          known_places_only=citizen.identity_certified_at is None)
         if errors:
             raise InvalidInput(errors)
         changed = {k: v for k, v in clean.items() if str(v or "") != current[k]}

@@ -239,9 +239,10 @@ def dpo_request(request: Request, request_id: uuid.UUID, db: Db, gdpr: Gdpr, cur
     except GdprError as exc:
         raise PageError(404, exc.message) from None
     tombstone = db.get(Tombstone, item.subject)
+    citizen = gdpr.accounts.get_citizen(db=db, citizen_id=item.citizen_id) if item.citizen_id else None
     return render(request, "dpo/request.html", {
         "title": "Demande", "item": item, "kinds": REQUEST_KINDS, "channels": CHANNELS, "statuses": STATUSES,
-        "tombstone": tombstone, "reauth_ok": current.recently_reauthenticated, "staff": current.staff})
+        "tombstone": tombstone, "citizen": citizen, "reauth_ok": current.recently_reauthenticated, "staff": current.staff})
 
 
 @pages.post("/dpo/requests/{request_id}/{action}")

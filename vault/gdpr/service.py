@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import func, update
 from sqlmodel import Session, col, select
 
+from vault import geo
 from vault.alerts.models import KINDS as ALERT_KINDS
 from vault.alerts.service import AlertService
 from vault.auth.exceptions import InvalidInput
@@ -336,7 +337,10 @@ class GdprService:
                 "identite": {"given_name": citizen.given_name, "family_name": citizen.family_name,
                              "preferred_username": citizen.preferred_username,
                              "birthdate": citizen.birthdate.isoformat(), "gender": citizen.gender,
-                             "birthplace": citizen.birthplace, "birthcountry": citizen.birthcountry},
+                             "birthplace": citizen.birthplace,
+                             "birthplace_nom": str(geo.commune_label(citizen.birthplace)) if citizen.birthplace else "",
+                             "birthcountry": citizen.birthcountry,
+                             "birthcountry_nom": geo.country_label(citizen.birthcountry)},
             },
             "documents.json": [{
                 "id": str(d.id), "fichier": f"documents/{d.id}-{d.filename}", "type": d.type, "titre": d.title,

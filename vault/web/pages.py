@@ -14,9 +14,10 @@ from fastapi import Request
 from fastapi.templating import Jinja2Templates
 from starlette.responses import HTMLResponse, Response
 
+from vault import geo
 from vault.errors import VaultError
 from vault.settings import Settings
-from vault.translation import N_
+from vault.translation import N_, Message
 from vault.web.i18n import LANGUAGES, load_catalogues, translations
 from vault.web.state import app_settings
 
@@ -188,11 +189,20 @@ def render(request: Request, template: str, context: dict[str, Any] | None = Non
     settings = app_settings(request)
     lang = language(request)
     translated = translations(lang)
+
+    def _(text: str) -> str:
+        """A sentence translated; a Message with its values put back in."""
+        if isinstance(text, Message):
+            return translated.gettext(text.msgid) % text.params if text.params else translated.gettext(text.msgid)
+        return translated.gettext(text)
+
     ctx: dict[str, Any] = {
         "request": request,
         "settings": settings,
         "lang": lang,
-        "_": translated.gettext,
+        "_": _,
+        "commune_label": geo.commune_label,
+        "country_label": geo.country_label,
         "gettext": translated.gettext,
         "ngettext": translated.ngettext,
         "csrf_token": csrf_token(request),
