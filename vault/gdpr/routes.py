@@ -212,7 +212,7 @@ RECTIFIABLE = ("given_name", "family_name", "preferred_username", "birthdate", "
 # Each form of the request's page names its fields with a prefix (one page, several forms, unique ids);
 # an error that names no field goes to the form's first field.
 FORMS = {"extend": ("reason", "told_on"), "close": ("status", "outcome", "refusal_reason"),
-         "rectify": (*RECTIFIABLE, "reason"), "hold": ("document_id", "reason"), "erase": ("reason", "irreversible")}
+         "rectify": (*RECTIFIABLE, "reason", "identity"), "hold": ("document_id", "reason"), "erase": ("reason", "irreversible")}
 INVALID_DATE = N_("Date non valide : écrivez-la JJ/MM/AAAA, et pas dans le futur.")
 
 
