@@ -12,6 +12,9 @@ command -v clamd >/dev/null 2>&1 || [ -x /usr/sbin/clamd ] || need_debs+=(clamav
 command -v npm >/dev/null 2>&1 || need_debs+=(nodejs npm)  # the openid-client interoperability test, axe-core
 # The browser tests (tests/browser) drive Debian's chromium with Playwright; Playwright never downloads a browser.
 command -v chromium >/dev/null 2>&1 || need_debs+=(chromium)
+# The mod_auth_openidc interoperability test runs a private Apache (apache2 -X) with Debian's module.
+[ -x /usr/sbin/apache2 ] || need_debs+=(apache2)
+[ -e /usr/lib/apache2/modules/mod_auth_openidc.so ] || need_debs+=(libapache2-mod-auth-openidc)
 if [ ${#need_debs[@]} -gt 0 ]; then
   echo "installing Debian packages: ${need_debs[*]}"
   SUDO=""
