@@ -15,7 +15,7 @@ from starlette.responses import Response
 
 from vault import __version__
 from vault.alerts import routes as alerts_routes
-from vault.auth import franceconnect_routes
+from vault.auth import franceconnect_routes, passkey_routes
 from vault.auth import routes as auth_routes
 from vault.db import DatabaseUnavailable, ping
 from vault.gdpr import routes as gdpr_routes
@@ -59,6 +59,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.include_router(auth_routes.router)
     app.include_router(franceconnect_routes.router)
     app.include_router(auth_routes.api)
+    app.include_router(passkey_routes.router)
     app.include_router(alerts_routes.router)
     app.include_router(oidc_routes.router)
     app.include_router(demo.router)

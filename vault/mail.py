@@ -12,9 +12,11 @@ import smtplib
 import ssl
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from email.message import EmailMessage
-from email.utils import make_msgid
+from email.utils import format_datetime, make_msgid
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -85,16 +87,28 @@ def make_mailer(settings: Settings) -> Mailer:
     return OutboxMailer(settings.outbox_dir)
 
 
+@dataclass(frozen=True)
+class Attachment:
+    filename: str
+    content_type: str  # "application/jwt"…
+    data: bytes
+
+
 def compose(settings: Settings, *, to: str, subject: str, body: str,
-            headers: Mapping[str, str] | None = None) -> EmailMessage:
-    """A plain-text mail; ``headers``: more header fields (``List-Unsubscribe``…)."""
+            headers: Mapping[str, str] | None = None, attachments: Sequence[Attachment] = ()) -> EmailMessage:
+    """A plain-text mail, dated (RFC 5322 requires ``Date``); ``headers``: more header fields
+    (``List-Unsubscribe``…); ``attachments``: files joined to it (an erasure certificate)."""
     message = EmailMessage()
     message["From"] = settings.mail_from
     message["To"] = to
     message["Subject"] = subject
+    message["Date"] = format_datetime(datetime.now(UTC))
     message["Message-ID"] = make_msgid(domain=urlsplit(settings.issuer).hostname or "localhost")
     message["Auto-Submitted"] = "auto-generated"
     for name, value in (headers or {}).items():
         message[name] = value
     message.set_content(body)
+    for attachment in attachments:
+        maintype, _, subtype = attachment.content_type.partition("/")
+        message.add_attachment(attachment.data, maintype=maintype, subtype=subtype, filename=attachment.filename)
     return message

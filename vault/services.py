@@ -23,6 +23,7 @@ import vault.storage.models  # noqa: F401  (the five imports above register ever
 from vault import crypto
 from vault.alerts.service import AlertService
 from vault.auth.franceconnect import FranceConnectLogin
+from vault.auth.passkeys import PasskeyService
 from vault.auth.passwords import Hasher
 from vault.auth.service import AccountService
 from vault.db import make_engine
@@ -52,6 +53,7 @@ class Services:
     keystore: KeyStore  # token signing keys and service secrets
     accounts: AccountService
     franceconnect: FranceConnectLogin  # "S'identifier avec FranceConnect" (off unless configured)
+    passkeys: PasskeyService  # WebAuthn: adding passkeys, logging in with one
     alerts: AlertService  # alert mails to the citizen and their switches
     documents: DocumentService
     shares: ShareService  # share links to chosen documents
@@ -92,6 +94,7 @@ def build_services(settings: Settings, *, engine: Engine | None = None) -> Servi
         keystore=keystore,
         accounts=accounts,
         franceconnect=FranceConnectLogin(settings=settings, accounts=accounts),
+        passkeys=PasskeyService(settings=settings, accounts=accounts),
         alerts=alerts,
         documents=documents,
         shares=shares,

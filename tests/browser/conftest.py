@@ -152,7 +152,7 @@ def log_in(page: Any, citizen: CitizenData, *, start: str = "/login") -> None:
         page.goto(start)
     page.get_by_label("Adresse e-mail").fill(citizen.email)
     page.get_by_label("Mot de passe").fill(citizen.password)
-    page.get_by_role("button", name="Se connecter").click()
+    page.get_by_role("button", name="Se connecter", exact=True).click()  # not "… avec une clé d'accès"
     page.wait_for_load_state()
     assert "/login" not in page.url, page.content()[:1500]
 

@@ -47,6 +47,14 @@ def contexts(settings: Settings) -> dict[str, dict[str, Any]]:
                                     "opened_at": datetime(2026, 11, 30, 14, 5), "titles": ["Facture EDF"]},
         "alert_validity_ending": {**alert, "kind_label": KINDS["validity"], "document_id": DOCUMENT_ID,
                                   "title": "Carte d'identité", "valid_until": date(2026, 12, 30), "days_left": 30},
+        "password_changed": {"settings": settings, "at": datetime(2026, 11, 30, 14, 5)},
+        "totp_enabled": {"settings": settings},
+        "totp_disabled": {"settings": settings},
+        "erasure_requested": {"settings": settings, "received_on": date(2026, 11, 30), "due_on": date(2026, 12, 30)},
+        "erasure_done": {"settings": settings, "erased_at": datetime(2026, 12, 2, 9, 0), "held": 1},
+        "email_change_confirm": {"settings": settings, "token": "TOKEN", "hours": 24},
+        "email_change_requested": {"settings": settings, "new_email": "n***@example.org"},
+        "email_changed": {"settings": settings, "new_email": "n***@example.org"},
     }
 
 
@@ -118,6 +126,64 @@ FRENCH = {
         f"validité) : https://moncompte.ville.example.fr/documents/{DOCUMENT_ID}\n\n"
         "Vous recevez cet e-mail parce que l'alerte « Un justificatif arrive en fin de validité (30 jours, puis 7 "
         "jours avant) » est activée.\n" + ALERT_FOOTER,
+    ),
+    "password_changed": (
+        "Votre mot de passe a été changé",
+        "Bonjour,\n\nLe mot de passe de votre compte a été changé le 30/11/2026 à 14:05. Vos autres appareils ont été "
+        "déconnectés.\n\nSi ce n'est pas vous, choisissez tout de suite un nouveau mot de passe avec « Mot de passe "
+        "oublié » : https://moncompte.ville.example.fr/password/forgot\npuis prévenez l'accueil de la mairie.\n\n"
+        "-- \nVille-sur-Loire\n",
+    ),
+    "totp_enabled": (
+        "La double authentification est activée",
+        "Bonjour,\n\nLa double authentification vient d'être activée sur votre compte : à chaque connexion, un code de "
+        "votre application vous sera demandé en plus du mot de passe. Gardez vos codes de secours en lieu sûr.\n\n"
+        "Si ce n'est pas vous, changez votre mot de passe avec « Mot de passe oublié » et prévenez l'accueil de la "
+        "mairie : https://moncompte.ville.example.fr/password/forgot\n\n-- \nVille-sur-Loire\n",
+    ),
+    "totp_disabled": (
+        "La double authentification est désactivée",
+        "Bonjour,\n\nLa double authentification vient d'être désactivée sur votre compte : seul le mot de passe sera "
+        "demandé à la connexion.\n\nSi ce n'est pas vous, changez votre mot de passe avec « Mot de passe oublié », "
+        "réactivez la double authentification et prévenez l'accueil de la mairie : "
+        "https://moncompte.ville.example.fr/password/forgot\n\n-- \nVille-sur-Loire\n",
+    ),
+    "erasure_requested": (
+        "Votre demande d'effacement est enregistrée",
+        "Bonjour,\n\nVotre demande d'effacement de vos données (article 17 du RGPD), reçue le 30/11/2026, est "
+        "enregistrée. Le délégué à la protection des données vous répondra au plus tard le 30/12/2026.\n\nQuand "
+        "l'effacement sera fait, vous recevrez un e-mail avec son certificat. Si vous souhaitez garder une copie de vos "
+        "données, téléchargez-la d'ici là dans « Mon compte », rubrique « Mes données » : "
+        "https://moncompte.ville.example.fr/account/data\n\n-- \nVille-sur-Loire\n",
+    ),
+    "erasure_done": (
+        "Vos données ont été effacées",
+        "Bonjour,\n\nVos données ont été effacées le 02/12/2026 (article 17 du RGPD) : votre compte, vos documents et "
+        "leurs clés de chiffrement, vos connexions et vos autorisations.\n\n1 document(s) doivent être conservés pour "
+        "respecter une obligation légale ; ils ne vous sont plus rattachés.\n\nLe certificat d'effacement est joint à "
+        "cet e-mail (fichier certificat-effacement.jwt, signé par le service ; ses clés publiques sont à l'adresse "
+        "suivante) : https://moncompte.ville.example.fr/jwks\n\nCe message est le dernier que vous recevrez de ce "
+        "service.\n\n-- \nVille-sur-Loire\n",
+    ),
+    "email_change_confirm": (
+        "Confirmez votre nouvelle adresse e-mail",
+        "Bonjour,\n\nVous avez demandé à utiliser cette adresse pour votre compte de l'espace citoyen. Pour la "
+        "confirmer, ouvrez ce lien :\n\nhttps://moncompte.ville.example.fr/account/email/confirm?token=TOKEN\n\nCe lien "
+        "est valable 24 heures et ne sert qu'une fois. Tant qu'il n'est pas ouvert, votre compte garde son ancienne "
+        "adresse.\nSi vous n'avez rien demandé, ignorez ce message.\n\n-- \nVille-sur-Loire\n",
+    ),
+    "email_change_requested": (
+        "Changement d'adresse e-mail demandé",
+        "Bonjour,\n\nUn changement de l'adresse e-mail de votre compte vers n***@example.org a été demandé. Il ne "
+        "prendra effet que si le lien envoyé à cette nouvelle adresse est ouvert.\n\nSi ce n'est pas vous, changez votre "
+        "mot de passe avec « Mot de passe oublié » et prévenez l'accueil de la mairie : "
+        "https://moncompte.ville.example.fr/password/forgot\n\n-- \nVille-sur-Loire\n",
+    ),
+    "email_changed": (
+        "L'adresse e-mail de votre compte a changé",
+        "Bonjour,\n\nVotre compte de l'espace citoyen utilise désormais l'adresse n***@example.org. Ce message est le "
+        "dernier envoyé à cette adresse-ci.\n\nSi ce n'est pas vous, prévenez tout de suite l'accueil de la mairie. "
+        "https://moncompte.ville.example.fr/\n\n-- \nVille-sur-Loire\n",
     ),
 }
 

@@ -101,7 +101,8 @@ class EmailToken(SQLModel, table=True):
 
     id: str = Field(primary_key=True, max_length=64)
     citizen_id: uuid.UUID = Field(sa_column=citizen_fk())
-    purpose: str = Field(max_length=20)  # "verify_email" | "reset_password"
+    purpose: str = Field(max_length=20)  # "verify_email" | "reset_password" | "change_email"
+    new_email: str | None = Field(default=None, max_length=254)  # change_email: the address being confirmed
     created_at: datetime = Field(default_factory=utcnow)
     expires_at: datetime
     used_at: datetime | None = None
@@ -163,3 +164,47 @@ class FederationRequest(SQLModel, table=True):
     amr: str = Field(default="", max_length=50)
     created_at: datetime = Field(default_factory=utcnow)
     expires_at: datetime
+
+
+class Passkey(SQLModel, table=True):
+    """A passkey (WebAuthn public key credential) a citizen registered from "Mon compte".
+
+    Only public data: the credential's id and COSE public key; the private key never leaves the
+    citizen's authenticator (or their passkey provider, for a synced passkey)."""
+
+    __tablename__ = "passkey"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    citizen_id: uuid.UUID = Field(sa_column=citizen_fk())
+    credential_id: str = Field(max_length=1400, unique=True, index=True)  # base64url, as browsers send it
+    public_key: bytes = Field(sa_column=Column(LargeBinary, nullable=False))  # COSE_Key
+    sign_count: int = 0
+    name: str = Field(max_length=60)  # chosen by the citizen
+    # The authenticator's backup eligibility (BE flag, fixed at creation): a synced, multi-device
+    # passkey is a software key (amr "swk"), a device-bound one a hardware key (amr "hwk").
+    backup_eligible: bool = False
+    backed_up: bool = False  # BE's companion flag (BS), as last reported
+    attachment: str | None = Field(default=None, max_length=20)  # "platform" | "cross-platform", as the browser said
+    transports: str = Field(default="", max_length=100)  # space separated (usb nfc ble internal hybrid…)
+    aaguid: str = Field(default="", max_length=36)  # the authenticator model (all zeros with attestation "none")
+    created_at: datetime = Field(default_factory=utcnow)
+    last_used_at: datetime | None = None
+
+
+class PasskeyChallenge(SQLModel, table=True):
+    """A WebAuthn challenge waiting for its answer: single use, five minutes, in the database so that
+    every replica can check it. Keyed by the SHA-256 of the challenge (the challenge itself travels
+    in the signed client data)."""
+
+    __tablename__ = "passkey_challenge"
+
+    id: str = Field(primary_key=True, max_length=64)
+    purpose: str = Field(max_length=10)  # "register" | "login"
+    # Registration only: the citizen and the login session that proved the password (and TOTP)
+    # for it, and the name chosen for the new passkey.
+    citizen_id: uuid.UUID | None = Field(
+        default=None, sa_column=Column(ForeignKey("citizen.id", ondelete="CASCADE"), nullable=True, index=True))
+    login_session_id: str | None = Field(default=None, max_length=64)
+    name: str | None = Field(default=None, max_length=60)
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime = Field(index=True)

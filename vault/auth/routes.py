@@ -27,6 +27,7 @@ from vault.auth.exceptions import (
     TooManyLoginAttempts,
 )
 from vault.auth.models import CitizenPublic
+from vault.auth.passkeys import PasskeyService
 from vault.auth.service import AccountService, CurrentLogin
 from vault.mail import MailError
 from vault.translation import N_
@@ -41,7 +42,7 @@ from vault.web.pages import (
     rotate_csrf,
     set_cookie,
 )
-from vault.web.state import app_settings
+from vault.web.state import app_service, app_settings
 
 router = APIRouter()
 api = APIRouter(prefix="/api/v1", tags=["account"])
@@ -58,12 +59,23 @@ NOTICES = {
     "totp_disabled": N_("La double authentification est désactivée."),
     "session_expired": N_("Votre session a expiré. Connectez-vous de nouveau."),
     "alerts_saved": N_("Vos choix d'alertes sont enregistrés."),
+    "password_changed": N_("Votre mot de passe est changé. Vos autres appareils ont été déconnectés."),
+    "email_change_sent": N_("Un lien de confirmation est parti vers la nouvelle adresse. Votre compte garde l'ancienne "
+                            "tant qu'il n'est pas ouvert."),
+    "email_changed": N_("Votre nouvelle adresse e-mail est confirmée : c'est désormais celle de votre compte."),
+    "passkey_added": N_("Votre clé d'accès est enregistrée. Vous pourrez l'utiliser à votre prochaine connexion."),
+    "passkey_removed": N_("La clé d'accès est supprimée de votre compte."),
 }
 MAIL_SENT = (
     N_("Si un compte correspond à cette adresse, un e-mail vient de lui être envoyé. "
        "Pensez à regarder dans les courriers indésirables.")
 )
 MAIL_FAILED = "Nous n'avons pas pu envoyer l'e-mail pour le moment. Rien n'a été enregistré : réessayez dans quelques minutes."
+
+
+def passkeys_usable(request: Request) -> bool:
+    """Whether this address of the service can offer passkeys (browsers refuse an IP address as RP ID)."""
+    return app_service(request, "passkeys", PasskeyService).rp.usable
 
 
 def safe_next(value: str | None) -> str:
@@ -242,6 +254,7 @@ def _login_page(request: Request, db: Session, *, failure: str | None = None, er
         "title": N_("Se connecter"), "failure": failure, "errors": errors or {}, "values": values or {},
         "notice": NOTICES.get(request.query_params.get("notice", "")), "next": next_path, "app_name": app_name,
         "franceconnect": _franceconnect_enabled(request),
+        "passkeys": passkeys_usable(request),
     }, status=status)
 
 
@@ -336,6 +349,8 @@ def account(request: Request, db: Db, service: Accounts, current: LoggedIn) -> R
         "sessions": service.list_sessions(db=db, citizen_id=current.citizen.id),
         "recovery_left": service.remaining_recovery_codes(db=db, citizen_id=current.citizen.id),
         "alerts": alert_switches(request).switches(db=db, citizen_id=current.citizen.id),
+        "passkeys": service.list_passkeys(db=db, citizen_id=current.citizen.id),
+        "passkeys_usable": passkeys_usable(request),
         "notice": NOTICES.get(request.query_params.get("notice", "")),
     })
 
@@ -350,6 +365,81 @@ def _totp_page(request: Request, service: AccountService, db: Session, current: 
         ctx.update(secret=" ".join(secret[i:i + 4] for i in range(0, len(secret), 4)),
                    qr_data_uri=segno.make(uri, error="m").svg_data_uri(scale=5, border=2))
     return render(request, "totp.html", ctx, status=status)
+
+
+def _password_page(request: Request, *, errors: dict[str, str] | None = None, status: int = 200) -> Response:
+    return render(request, "password_change.html", {"title": N_("Changer mon mot de passe"), "errors": errors or {}},
+                  status=status)
+
+
+@router.get("/account/password", include_in_schema=False)
+def password_change_page(request: Request, current: LoggedIn) -> Response:
+    return _password_page(request)
+
+
+@router.post("/account/password", include_in_schema=False)
+def password_change(request: Request, form: FormFields, db: Db, service: Accounts, current: LoggedIn) -> Response:
+    try:
+        service.change_password(db=db, current=current, password=form.get("password", ""),
+                                new_password=form.get("new_password", ""), address=client_address(request))
+    except TooManyLoginAttempts as exc:
+        db.commit()
+        response = _password_page(request, errors={"password": exc.message}, status=429)
+        response.headers["Retry-After"] = str(exc.retry_after)
+        return response
+    except InvalidInput as exc:
+        db.commit()  # a wrong current password counts towards the throttle
+        return _password_page(request, errors=exc.fields, status=400)
+    return redirect("/account?notice=password_changed")
+
+
+def _email_page(request: Request, *, errors: dict[str, str] | None = None, values: dict[str, str] | None = None,
+                status: int = 200) -> Response:
+    return render(request, "email_change.html", {"title": N_("Changer mon adresse e-mail"), "errors": errors or {},
+                                                 "values": values or {}}, status=status)
+
+
+@router.get("/account/email", include_in_schema=False)
+def email_change_page(request: Request, current: LoggedIn) -> Response:
+    return _email_page(request)
+
+
+@router.post("/account/email", include_in_schema=False)
+def email_change(request: Request, form: FormFields, db: Db, service: Accounts, current: LoggedIn) -> Response:
+    values = {"new_email": form.get("new_email", "")}
+    try:
+        service.request_email_change(db=db, current=current, password=form.get("password", ""),
+                                     new_email=form.get("new_email", ""), address=client_address(request))
+    except TooManyLoginAttempts as exc:
+        db.commit()
+        response = _email_page(request, errors={"password": exc.message}, values=values, status=429)
+        response.headers["Retry-After"] = str(exc.retry_after)
+        return response
+    except InvalidInput as exc:
+        db.commit()  # a wrong current password counts towards the throttle
+        return _email_page(request, errors=exc.fields, values=values, status=400)
+    return redirect("/account?notice=email_change_sent")
+
+
+@router.get("/account/email/confirm", include_in_schema=False)
+def email_change_confirm_page(request: Request, db: Db, service: Accounts, token: str = "") -> Response:
+    # GET only shows a button: mail scanners that open links must not consume them.
+    try:
+        service.check_link(db=db, token=token, purpose="change_email")
+    except InvalidLink as exc:
+        return message_page(request, title=N_("Lien expiré"), message=exc.message, status=400)
+    return render(request, "confirm_link.html", {"title": N_("Confirmer ma nouvelle adresse e-mail"), "token": token,
+                                                  "action": "/account/email/confirm",
+                                                  "submit": N_("Confirmer ma nouvelle adresse e-mail")})
+
+
+@router.post("/account/email/confirm", include_in_schema=False)
+def email_change_confirm(request: Request, form: FormFields, db: Db, service: Accounts) -> Response:
+    try:
+        service.confirm_email_change(db=db, token=form.get("token", ""))
+    except InvalidLink as exc:
+        return message_page(request, title=N_("Lien expiré"), message=exc.message, status=400)
+    return redirect("/account?notice=email_changed")
 
 
 @router.get("/account/totp", include_in_schema=False)

@@ -11,7 +11,8 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
+from zoneinfo import ZoneInfo
 
 import pyotp
 from sqlalchemy import delete, func, update
@@ -35,19 +36,22 @@ from vault.auth.models import (
     FederationRequest,
     LoginSession,
     LoginThrottle,
+    Passkey,
+    PasskeyChallenge,
     RecoveryCode,
 )
 from vault.auth.passwords import Hasher, password_problem
 from vault.crypto.tokens import new_token, token_hash
 from vault.db import utcnow
-from vault.mail import Mailer
+from vault.mail import Mailer, MailError
 from vault.settings import Settings
 from vault.translation import N_
 from vault.web.mails import send_mail
 
 logger = logging.getLogger(__name__)
 
-Purpose = Literal["verify_email", "reset_password"]
+Purpose = Literal["verify_email", "reset_password", "change_email"]
+EMAIL_CHANGE_HOURS = 24
 MFA_PENDING_MINUTES = 5
 RECOVERY_CODES = 10
 _RECOVERY_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"  # no 0/o, 1/l/i: read aloud at a counter
@@ -83,6 +87,12 @@ class CurrentLogin:
 
 CERTIFIED_IDENTITY = N_("Cette identité est certifiée par FranceConnect : elle vient de l'état civil et serait "
                         "remplacée à la prochaine connexion par FranceConnect. Une correction se demande à l'état civil.")
+
+
+def mask_email(address: str) -> str:
+    """``j***@example.org``: enough for the owner to recognise it, not to read it off a mail."""
+    local, _, domain = address.partition("@")
+    return f"{local[:1]}***@{domain}"
 
 
 class AccountService:
@@ -225,7 +235,83 @@ class AccountService:
         self.logout_everywhere(db=db, citizen_id=citizen.id)
         self._clear_throttle(db=db, key=self._account_key(citizen.email))
         logger.info("password reset", extra={"citizen_id": str(citizen.id)})
+        self.notify(to=citizen.email, template="password_changed", at=self._local_now())
         return citizen
+
+    def change_password(self, *, db: Session, current: CurrentLogin, password: str, new_password: str,
+                        address: str) -> None:
+        """"Mon compte": the current password (throttled like a login), then the new one, checked by
+        the same rules; every other session of the account ends, this one stays; a notice by mail."""
+        citizen = current.citizen
+        keys = [self._account_key(citizen.email), self._address_key(address)]
+        if retry_after := self._locked_for(db=db, keys=keys):
+            raise TooManyLoginAttempts(retry_after)
+        if not self.hasher.verify(citizen.password_hash, password or ""):
+            self.record_login_failure(db=db, email=citizen.email, address=address)
+            raise InvalidInput({"password": "Mot de passe actuel incorrect."})
+        if problem := password_problem(new_password, email=citizen.email):
+            raise InvalidInput({"new_password": problem})
+        if self.hasher.verify(citizen.password_hash, new_password):
+            raise InvalidInput({"new_password": "Le nouveau mot de passe doit être différent de l'actuel."})
+        citizen.password_hash = self.hasher.hash(new_password)
+        citizen.updated_at = utcnow()
+        db.exec(delete(LoginSession).where(col(LoginSession.citizen_id) == citizen.id,
+                                           col(LoginSession.id) != current.login_session.id))
+        db.exec(update(EmailToken).where(col(EmailToken.citizen_id) == citizen.id,
+                                         col(EmailToken.purpose) == "reset_password", col(EmailToken.used_at).is_(None))
+                .values(used_at=utcnow()))
+        self._clear_throttle(db=db, key=keys[0])
+        logger.info("password changed", extra={"citizen_id": str(citizen.id)})
+        self.notify(to=citizen.email, template="password_changed", at=self._local_now())
+
+    def request_email_change(self, *, db: Session, current: CurrentLogin, password: str, new_email: str,
+                             address: str) -> None:
+        """"Mon compte": the current password (throttled like a login), then a link to the new
+        address; nothing changes until it is opened. The old address is told. An address another
+        account uses gets the same answer here, and its owner a mail saying someone tried it."""
+        citizen = current.citizen
+        keys = [self._account_key(citizen.email), self._address_key(address)]
+        if retry_after := self._locked_for(db=db, keys=keys):
+            raise TooManyLoginAttempts(retry_after)
+        try:
+            normalized = normalize_email(new_email)
+        except ValueError as exc:
+            raise InvalidInput({"new_email": str(exc)}) from None
+        if normalized == citizen.email:
+            raise InvalidInput({"new_email": "C'est déjà l'adresse de votre compte."})
+        if not self.hasher.verify(citizen.password_hash, password or ""):
+            self.record_login_failure(db=db, email=citizen.email, address=address)
+            raise InvalidInput({"password": "Mot de passe actuel incorrect."})
+        self._clear_throttle(db=db, key=keys[0])
+        if db.exec(select(Citizen.id).where(Citizen.email == normalized)).first() is not None:
+            self.notify(to=normalized, template="registration_attempted")
+            return
+        db.exec(update(EmailToken).where(col(EmailToken.citizen_id) == citizen.id,
+                                         col(EmailToken.purpose) == "change_email", col(EmailToken.used_at).is_(None))
+                .values(used_at=utcnow()))  # an earlier change waiting dies
+        token, digest = new_token()
+        db.add(EmailToken(id=digest, citizen_id=citizen.id, purpose="change_email", new_email=normalized,
+                          expires_at=utcnow() + timedelta(hours=EMAIL_CHANGE_HOURS)))
+        self._mail(to=normalized, template="email_change_confirm", token=token, hours=EMAIL_CHANGE_HOURS)
+        self.notify(to=citizen.email, template="email_change_requested", new_email=mask_email(normalized))
+        logger.info("email change requested", extra={"citizen_id": str(citizen.id)})
+
+    def confirm_email_change(self, *, db: Session, token: str) -> Citizen:
+        """The link from the new address: it becomes the account's (verified); the old one is told."""
+        link = self._consume_link(db=db, token=token, purpose="change_email")
+        citizen = db.get(Citizen, link.citizen_id)
+        if citizen is None or not link.new_email:
+            raise InvalidLink()
+        if db.exec(select(Citizen.id).where(Citizen.email == link.new_email, Citizen.id != citizen.id)).first():
+            raise InvalidLink(N_("Cette adresse est déjà utilisée par un autre compte : rien n'a changé."))
+        old = citizen.email
+        citizen.email, citizen.email_verified_at, citizen.updated_at = link.new_email, utcnow(), utcnow()
+        logger.info("email changed", extra={"citizen_id": str(citizen.id)})
+        self.notify(to=old, template="email_changed", new_email=mask_email(link.new_email))
+        return citizen
+
+    def _local_now(self) -> datetime:
+        return utcnow().astimezone(ZoneInfo(self.settings.timezone))
 
     def _issue_link(self, *, db: Session, citizen: Citizen, purpose: Purpose, ttl: timedelta) -> str:
         token, digest = new_token()
@@ -252,8 +338,16 @@ class AccountService:
             raise InvalidLink()
         return link
 
-    def _mail(self, *, to: str, template: str, **context: object) -> None:
+    def _mail(self, *, to: str, template: str, **context: Any) -> None:
         send_mail(self.mailer, self.settings, to=to, template=template, **context)
+
+    def notify(self, *, to: str, template: str, **context: Any) -> None:
+        """A notice the citizen should get (a security change, an erasure): a mail that cannot leave
+        never undoes what was done; the log says which notice failed, never its content."""
+        try:
+            self._mail(to=to, template=template, **context)
+        except MailError as exc:
+            logger.warning("notice not sent", extra={"template": template, "error": type(exc).__name__})
 
     # ---- login and throttling ------------------------------------------------------------------
 
@@ -336,6 +430,17 @@ class AccountService:
                              free=self.settings.login_free_failures_per_account)
         self._record_failure(db=db, key=self._address_key(address),
                              free=self.settings.login_free_failures_per_address)
+
+    def record_address_failure(self, *, db: Session, address: str) -> None:
+        """A failed login that names no account (a passkey nobody registered, say)."""
+        self._record_failure(db=db, key=self._address_key(address), free=self.settings.login_free_failures_per_address)
+
+    def start_session(self, *, db: Session, citizen: Citizen, amr: str, user_agent: str) -> str:
+        """A login another way than the password (a passkey): the account's counter is cleared, the
+        login dated, a new session opened; its token returned."""
+        self._clear_throttle(db=db, key=self._account_key(citizen.email))
+        citizen.last_login_at = utcnow()
+        return self._open_session(db=db, citizen=citizen, amr=amr, user_agent=user_agent)
 
     def complete_mfa(self, *, db: Session, pending_token: str, otp: str, address: str,
                      user_agent: str) -> LoginResult:
@@ -443,6 +548,12 @@ class AccountService:
             query = query.where(col(LoginSession.mfa_pending).is_(False))
         return list(db.exec(query.order_by(col(LoginSession.last_seen_at).desc())))
 
+    # ---- passkeys (the ceremonies are in vault/auth/passkeys.py) -----------------------------------
+
+    def list_passkeys(self, *, db: Session, citizen_id: uuid.UUID) -> list[Passkey]:
+        """The citizen's passkeys, oldest first."""
+        return list(db.exec(select(Passkey).where(Passkey.citizen_id == citizen_id).order_by(col(Passkey.created_at))))
+
     # ---- rectification, retention and erasure (driven by vault.gdpr) ------------------------------
 
     def rectify_identity(self, *, citizen: Citizen, changes: dict[str, str]) -> list[str]:
@@ -483,8 +594,9 @@ class AccountService:
 
     def forget(self, *, db: Session, citizen: Citizen) -> None:
         """Erasure's last stage for accounts: the citizen's row and what hangs on it (mailed links,
-        recovery codes, login sessions, links to FranceConnect). The other domains forget theirs first."""
-        for table in (EmailToken, RecoveryCode, LoginSession, FederatedIdentity):
+        recovery codes, login sessions, links to FranceConnect, passkeys and their pending challenges).
+        The other domains forget theirs first."""
+        for table in (EmailToken, RecoveryCode, LoginSession, FederatedIdentity, Passkey, PasskeyChallenge):
             db.exec(delete(table).where(col(table.citizen_id) == citizen.id))
         db.delete(citizen)
 
@@ -532,7 +644,9 @@ class AccountService:
         citizen.totp_enabled_at = utcnow()
         citizen.updated_at = utcnow()
         logger.info("totp enabled", extra={"citizen_id": str(citizen.id)})
-        return self.regenerate_recovery_codes(db=db, citizen=citizen)
+        codes = self.regenerate_recovery_codes(db=db, citizen=citizen)
+        self.notify(to=citizen.email, template="totp_enabled")
+        return codes
 
     def disable_totp(self, *, db: Session, citizen: Citizen, password: str) -> None:
         if not self.hasher.verify(citizen.password_hash, password or ""):
@@ -543,6 +657,7 @@ class AccountService:
         citizen.updated_at = utcnow()
         db.exec(delete(RecoveryCode).where(col(RecoveryCode.citizen_id) == citizen.id))
         logger.info("totp disabled", extra={"citizen_id": str(citizen.id)})
+        self.notify(to=citizen.email, template="totp_disabled")
 
     def regenerate_recovery_codes(self, *, db: Session, citizen: Citizen) -> list[str]:
         db.exec(delete(RecoveryCode).where(col(RecoveryCode.citizen_id) == citizen.id))

@@ -67,6 +67,7 @@ class DataRequest(SQLModel, table=True):
     received_on: date
     due_on: date
     identity_check: str = Field(default="", max_length=500)
+    details: str | None = Field(default=None, sa_column=Column(Text, nullable=True))  # the person's own words (a rectification)
     identity_checked_by: str | None = Field(default=None, max_length=200)
     extended_to: date | None = None
     extension_reason: str | None = Field(default=None, max_length=1000)

@@ -14,7 +14,7 @@ from vault.auth.dependencies import LoggedIn
 from vault.auth.exceptions import AuthError, TooManyLoginAttempts
 from vault.auth.federation import FederationError
 from vault.auth.models import Citizen
-from vault.auth.service import CERTIFIED_IDENTITY
+from vault.auth.service import CERTIFIED_IDENTITY, CurrentLogin
 from vault.dates import parse_past_date
 from vault.errors import VaultError
 from vault.gdpr import audit
@@ -516,14 +516,27 @@ def _subject_by(gdpr: GdprService, db: Db, citizen_id: uuid.UUID) -> Staff:
     return Staff(actor=f"subject:{gdpr.subject(db, citizen_id)}", label="la personne elle-même (en ligne)")
 
 
-@pages.get("/account/data")
-def my_data(request: Request, db: Db, gdpr: Gdpr, current: LoggedIn) -> Response:
+MY_DATA_NOTICES = {
+    "erasure": N_("Votre demande d'effacement est enregistrée : le délégué à la protection des données vous "
+                  "répondra sous un mois."),
+    "rectification": N_("Votre demande de rectification est enregistrée : le délégué à la protection des données "
+                        "vous répondra sous un mois."),
+}
+
+
+def _my_data_page(request: Request, db: Db, gdpr: GdprService, current: CurrentLogin, *,
+                  errors: dict[str, str] | None = None, values: dict[str, str] | None = None,
+                  status: int = 200) -> Response:
     pending = [r for r in gdpr.list_requests(db, view="open") if r.citizen_id == current.citizen.id]
     return render(request, "my_data.html", {"title": N_("Mes données"), "pending": pending, "kinds": REQUEST_KINDS,
-                                            "statuses": STATUSES,
-                                            "notice": N_("Votre demande d'effacement est enregistrée : le délégué à la "
-                                                         "protection des données vous répondra sous un mois.")
-                                            if request.query_params.get("notice") == "erasure" else None})
+                                            "statuses": STATUSES, "errors": errors or {}, "values": values or {},
+                                            "notice": MY_DATA_NOTICES.get(request.query_params.get("notice", ""))},
+                  status=status)
+
+
+@pages.get("/account/data")
+def my_data(request: Request, db: Db, gdpr: Gdpr, current: LoggedIn) -> Response:
+    return _my_data_page(request, db, gdpr, current)
 
 
 @pages.post("/account/data/export")
@@ -536,6 +549,22 @@ def my_data_export(request: Request, form: FormFields, db: Db, gdpr: Gdpr, curre
     db.commit()
     return StreamingResponse(relay(chunks), media_type="application/zip",
                              headers={"Content-Disposition": 'attachment; filename="mes-donnees.zip"'})
+
+
+@pages.post("/account/data/rectification")
+def my_data_rectification(request: Request, form: FormFields, db: Db, gdpr: Gdpr, current: LoggedIn) -> Response:
+    """A rectification request (GDPR Art. 16) in the person's own words, to the register: the DPO
+    checks and applies it (an identity from FranceConnect is corrected at the civil registry)."""
+    text = " ".join(form.get("details", "").split())
+    if not text or len(text) > 800:  # below the 1000 characters any form field may hold
+        message = (N_("Dites ce qui est inexact et quelle est la bonne information.") if not text
+                   else N_("Votre demande ne doit pas dépasser 800 caractères."))
+        return _my_data_page(request, db, gdpr, current, errors={"details": message}, status=400,
+                             values={"details": form.get("details", "")[:4000]})
+    gdpr.open_request(db, kind="rectification", citizen_id=current.citizen.id, channel="online",
+                      by=_subject_by(gdpr, db, current.citizen.id), identity_check="connexion à l'espace citoyen",
+                      details=text)
+    return redirect("/account/data?notice=rectification")
 
 
 @pages.post("/account/data/erasure")

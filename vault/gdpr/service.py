@@ -32,6 +32,7 @@ from vault.errors import VaultError
 from vault.gdpr import audit
 from vault.gdpr.models import CHANNELS, REQUEST_KINDS, DataRequest, Tombstone
 from vault.gdpr.zipstream import stream_zip
+from vault.mail import Attachment
 from vault.oidc.claims import claims_for_scope
 from vault.oidc.keys import KeyStore
 from vault.oidc.models import Consent, OAuthClient
@@ -132,6 +133,7 @@ Contenu de l'archive
 - documents.json et le dossier documents/ : vos justificatifs, déchiffrés, avec leurs informations.
 - applications.json : les services de la commune auxquels vous avez donné accès, et ce qu'ils reçoivent.
 - sessions.json : les appareils connectés à votre compte.
+- cles-d-acces.json : vos clés d'accès (leur nom, leurs dates) ; la clé secrète reste sur votre appareil.
 - liens-de-partage.json : les liens de partage que vous avez créés, leurs documents et leurs ouvertures.
 - alertes.json : les e-mails d'alerte que vous recevez (activée : true) ou avez arrêtés (false).
 - journal-des-acces.json : qui, en dehors de vous, a consulté ou déposé vos documents (applications,
@@ -224,7 +226,7 @@ class GdprService:
     # ---- the register -----------------------------------------------------------------------------
 
     def open_request(self, db: Session, *, kind: str, citizen_id: uuid.UUID, channel: str, by: Staff,
-                     received_on: date | None = None, identity_check: str = "") -> DataRequest:
+                     received_on: date | None = None, identity_check: str = "", details: str | None = None) -> DataRequest:
         if kind not in REQUEST_KINDS:
             raise GdprError(f"Type de demande inconnu ({', '.join(REQUEST_KINDS)}).", field="kind")
         if channel not in CHANNELS:
@@ -238,11 +240,15 @@ class GdprService:
                               requester_label=f"{citizen.given_name} {citizen.family_name} <{citizen.email}>",
                               channel=channel, received_on=received, due_on=add_months(received, 1),
                               identity_check=identity_check[:500],
-                              identity_checked_by=by.label if identity_check else None)
+                              identity_checked_by=by.label if identity_check else None,
+                              details=(details or "").strip()[:1000] or None)
         db.add(request)
         db.flush()
         audit.record(db, actor=by.actor, action="request.opened", target=f"request:{request.id}",
                      details={"kind": kind, "channel": channel, "subject": request.subject})
+        if kind == "erasure":  # the person is told it is registered, and by when it will be done
+            self.accounts.notify(to=citizen.email, template="erasure_requested", received_on=received,
+                                 due_on=request.due_on)
         return request
 
     def get_request(self, db: Session, request_id: uuid.UUID) -> DataRequest:
@@ -418,6 +424,9 @@ class GdprService:
             "sessions.json": [{"connecte_le": s.created_at, "derniere_activite": s.last_seen_at,
                                "appareil": s.user_agent, "methodes": s.amr.split()}
                               for s in self.accounts.list_sessions(db=db, citizen_id=citizen.id, include_pending=True)],
+            "cles-d-acces.json": [{"nom": p.name, "ajoutee_le": p.created_at, "derniere_utilisation": p.last_used_at,
+                                   "synchronisable": p.backup_eligible, "type": p.attachment}
+                                  for p in self.accounts.list_passkeys(db=db, citizen_id=citizen.id)],
             "liens-de-partage.json": [{
                 "id": str(v.link.id), "note": v.link.label, "cree_le": v.link.created_at,
                 "valable_jusqu_au": v.link.expires_at, "etat": v.state, "desactive_le": v.link.revoked_at,
@@ -429,7 +438,8 @@ class GdprService:
                                         "action": e.action, "document": e.document_title}
                                        for e in self.documents.access_log(db, citizen.id, limit=100_000)],
             "demandes.json": [{"id": str(r.id), "type": r.kind, "canal": r.channel, "recue_le": r.received_on,
-                               "echeance": r.extended_to or r.due_on, "statut": r.status, "issue": r.outcome}
+                               "echeance": r.extended_to or r.due_on, "statut": r.status, "issue": r.outcome,
+                               "votre_demande": r.details}
                               for r in db.exec(select(DataRequest).where(DataRequest.citizen_id == citizen.id))],
         }
 
@@ -519,6 +529,9 @@ class GdprService:
                          details={"request": str(request_id) if request_id else None, "reason": reason.strip()[:300]})
         counts: dict[str, Any] = dict(tombstone.counts)
 
+        # Where to send the certificate: known only until the account row goes (an erasure resumed
+        # after a failure has no address left, and sends nothing).
+        email = citizen.email if citizen is not None else None
         if citizen is not None:
             self._forget_citizen(db, citizen, subject=subject, counts=counts)
             tombstone.counts = counts
@@ -556,6 +569,11 @@ class GdprService:
                               "object_versions": counts["object_versions_deleted"]})
         db.commit()
         logger.info("citizen erased", extra={"subject": subject})
+        if email:
+            self.accounts.notify(to=email, template="erasure_done", erased_at=erased_at,
+                                 held=len(counts.get("kept_under_legal_hold", [])),
+                                 attachments=[Attachment("certificat-effacement.jwt", "application/jwt",
+                                                         certificate.encode())])
         return certificate
 
     def _forget_citizen(self, db: Session, citizen: Citizen, *, subject: str, counts: dict[str, Any]) -> None:

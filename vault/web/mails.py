@@ -7,13 +7,13 @@ language is known. Sending is ``vault.mail``'s business (``compose`` and a ``Mai
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from vault.mail import Mailer, compose
+from vault.mail import Attachment, Mailer, compose
 from vault.settings import Settings
 from vault.web.i18n import SOURCE_LANGUAGE, translations
 
@@ -41,7 +41,8 @@ def render_mail(name: str, context: Mapping[str, Any], *, lang: str | None = Non
     return str(subject), str(module)
 
 
-def send_mail(mailer: Mailer, settings: Settings, *, to: str, template: str, **context: object) -> None:
+def send_mail(mailer: Mailer, settings: Settings, *, to: str, template: str, attachments: Sequence[Attachment] = (),
+              **context: object) -> None:
     """Render ``mail/<template>.txt`` (in French: an account has no language of its own) and send it."""
     subject, body = render_mail(template, {"settings": settings, **context})
-    mailer.send(compose(settings, to=to, subject=subject, body=body))
+    mailer.send(compose(settings, to=to, subject=subject, body=body, attachments=attachments))
