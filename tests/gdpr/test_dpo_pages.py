@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import io
+import re
 import time
 import zipfile
 from collections.abc import Iterator
 from datetime import timedelta
+from typing import Any
 
 import pyotp
 import pytest
@@ -19,6 +21,15 @@ from vault.auth.models import Citizen
 from vault.db import utcnow
 from vault.gdpr import audit
 from vault.gdpr.models import DataRequest, StaffSession
+
+
+def confirm_erasure(browser: Browser, path: str, reason: str) -> Any:
+    """Erase as the DPO does: open the confirmation page, tick the box, give the reason, press the button."""
+    page = browser.get(f"{path}/erase")
+    assert page.status_code == 200, page.text[:500]
+    token = re.search(r'name="confirmation" value="([0-9a-f]+)"', page.text)
+    assert token, "no confirmation token on the erasure's page"
+    return browser.submit(f"{path}/erase", {"reason": reason, "irreversible": "yes", "confirmation": token.group(1)})
 
 
 @pytest.fixture
@@ -77,8 +88,11 @@ def test_register_open_extend_close_and_csv(dpo, someone, engine) -> None:
     home = browser.get("/dpo/").text
     assert "En retard (1)" in home
     path = opened.headers["location"]
-    rectified = browser.submit(path, {"family_name": "Martin-Durand", "reason": "acte de mariage produit"},
-                               action=f"{path}/rectify")
+    asked = browser.submit(path, {"family_name": "Martin-Durand", "reason": "acte de mariage produit"},
+                           action=f"{path}/rectify")
+    assert asked.status_code == 200 and "de « Martin » en « Martin-Durand »" in asked.text
+    rectified = browser.submit(path, {"family_name": "Martin-Durand", "reason": "acte de mariage produit",
+                                      "step": "confirm"}, action=f"{path}/rectify")
     assert rectified.status_code == 303
     with Session(engine) as db:
         assert db.get(Citizen, citizen_id).family_name == "Martin-Durand"
@@ -112,7 +126,7 @@ def test_citizen_export_and_erasure_request_then_dpo_erases(app, dpo, someone, e
     with Session(engine) as db:  # the login's re-authentication is now older than 5 minutes
         db.exec(update(StaffSession).values(reauth_at=utcnow() - timedelta(minutes=6)))
         db.commit()
-    refused = browser.submit(path, {"reason": "demande"}, action=f"{path}/erase")
+    refused = browser.submit(path, {"reason": "demande", "irreversible": "yes"}, action=f"{path}/erase")
     assert refused.status_code == 403 and "moins de 5 minutes" in refused.text
     assert browser.submit(path, {"password": STAFF_PASSWORD, "otp": totp.at(time.time() + 30), "next": path},
                           action="/dpo/reauth").headers["location"] == path
@@ -120,7 +134,7 @@ def test_citizen_export_and_erasure_request_then_dpo_erases(app, dpo, someone, e
         access_id = db.exec(select(DataRequest.id).where(DataRequest.kind == "access")).one()
     wrong_kind = browser.submit(path, {"reason": "x"}, action=f"/dpo/requests/{access_id}/erase")
     assert wrong_kind.status_code == 400 and "pas une demande d'effacement" in wrong_kind.text
-    erased = browser.submit(path, {"reason": "demande de la personne"}, action=f"{path}/erase")
+    erased = confirm_erasure(browser, path, "demande de la personne")
     assert erased.status_code == 303
     page = browser.get(path).text
     assert "Traitée" in page and "effacée le" in page and "Personne effacée" in page
@@ -148,7 +162,7 @@ def test_an_erasure_cut_short_by_the_store_is_finished_from_the_register(app, dp
         raise BlobStoreUnavailable("down")
 
     monkeypatch.setattr(store, "delete_many", store_down)
-    cut = browser.submit(path, {"reason": "demande de la personne"}, action=f"{path}/erase")
+    cut = confirm_erasure(browser, path, "demande de la personne")
     assert cut.status_code == 503  # the person's rows are gone; their objects are not yet
     page = browser.get(path).text
     assert "pas terminé" in page and "Terminer l'effacement" in page
@@ -157,7 +171,7 @@ def test_an_erasure_cut_short_by_the_store_is_finished_from_the_register(app, dp
     assert export.status_code == 404 and "a été effacée le" in export.text
 
     monkeypatch.undo()
-    finished = browser.submit(path, {}, action=f"{path}/erase")
+    finished = confirm_erasure(browser, path, "")
     assert finished.status_code == 303
     page = browser.get(path).text
     assert "Traitée" in page and "effacée le" in page and "Terminer" not in page

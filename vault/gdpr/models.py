@@ -18,7 +18,7 @@ from vault.translation import N_
 
 REQUEST_KINDS = {"access": N_("Accès (art. 15)"), "rectification": N_("Rectification (art. 16)"),
                  "erasure": N_("Effacement (art. 17)")}
-CHANNELS = {"counter": "Au guichet", "mail": "Par courrier", "online": "En ligne"}
+CHANNELS = {"counter": N_("Au guichet"), "mail": N_("Par courrier"), "online": N_("En ligne")}
 STATUSES = {"received": N_("Reçue"), "in_progress": N_("En cours"), "done": N_("Traitée"), "refused": N_("Refusée")}
 
 

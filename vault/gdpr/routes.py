@@ -4,6 +4,7 @@ service, shape the page. Anyone but staff gets 404 under ``/dpo/`` (the section 
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, date, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
@@ -12,13 +13,14 @@ from starlette.responses import Response, StreamingResponse
 from vault.auth.dependencies import LoggedIn
 from vault.auth.exceptions import AuthError, TooManyLoginAttempts
 from vault.auth.federation import FederationError
-from vault.auth.service import CurrentLogin
+from vault.auth.models import Citizen
+from vault.auth.service import CERTIFIED_IDENTITY, CurrentLogin
 from vault.dates import parse_past_date
 from vault.errors import VaultError
 from vault.gdpr import audit
-from vault.gdpr.models import CHANNELS, REQUEST_KINDS, STATUSES, Tombstone
+from vault.gdpr.models import CHANNELS, REQUEST_KINDS, STATUSES, DataRequest, Tombstone
 from vault.gdpr.proconnect import ProConnectLogin, StaffLoggedIn
-from vault.gdpr.service import GdprError, GdprService, Staff
+from vault.gdpr.service import GdprError, GdprService, Staff, SubjectErased, certificate_claims
 from vault.gdpr.staff import StaffCurrent, StaffService
 from vault.translation import N_
 from vault.web.dependencies import Db, FormFields, redirect
@@ -64,6 +66,9 @@ def current_staff(request: Request, db: Db, service: StaffSvc) -> StaffCurrent:
     if current is None:
         raise NotStaff()
     request.state.staff = current
+    # The staff header, plain strings (an error page renders after the database session closed).
+    request.state.staff_name = current.staff.name
+    request.state.staff_role = ROLES.get(current.staff.role, current.staff.role)
     return current
 
 
@@ -198,14 +203,57 @@ def dpo_reauth(request: Request, form: FormFields, db: Db, service: StaffSvc, cu
 
 # ---- the register ------------------------------------------------------------------------------------------
 
+ROLES = {"dpo": N_("Délégué(e) à la protection des données"), "admin": N_("Administrateur ou administratrice")}
+IDENTITY_LABELS = {"given_name": N_("Prénom(s)"), "family_name": N_("Nom de naissance"),
+                   "preferred_username": N_("Nom d'usage"), "birthdate": N_("Date de naissance"),
+                   "gender": N_("Sexe"), "birthplace": N_("Commune de naissance (code INSEE)"),
+                   "birthcountry": N_("Pays de naissance (code INSEE)")}
+RECTIFIABLE = ("given_name", "family_name", "preferred_username", "birthdate", "birthplace", "birthcountry")
+# Each form of the request's page names its fields with a prefix (one page, several forms, unique ids);
+# an error that names no field goes to the form's first field.
+FORMS = {"extend": ("reason", "told_on"), "close": ("status", "outcome", "refusal_reason"),
+         "rectify": (*RECTIFIABLE, "reason", "identity"), "hold": ("document_id", "reason"), "erase": ("reason", "irreversible")}
+INVALID_DATE = N_("Date non valide : écrivez-la JJ/MM/AAAA, et pas dans le futur.")
+
+
+def _shown(value: object) -> str:
+    """An identity value as the DPO reads it (dates as JJ/MM/AAAA)."""
+    if isinstance(value, date):
+        return value.strftime("%d/%m/%Y")
+    return str(value or "")
+
+
+def _search(request: Request, db: Db, gdpr: GdprService) -> tuple[dict[str, str], list[Citizen] | None, dict[str, str]]:
+    """The register's "find the person" form (a GET): (what was typed, the matches or None, errors)."""
+    params = request.query_params
+    typed = {k: params.get(k, "").strip()[:200] for k in ("q_name", "q_birthdate", "q_email")}
+    if not any(typed.values()):
+        return typed, None, {}
+    birthdate = None
+    if typed["q_birthdate"]:
+        try:
+            birthdate = parse_past_date(typed["q_birthdate"], today=app_settings(request).today())
+        except ValueError:
+            return typed, None, {"q_birthdate": INVALID_DATE}
+    return typed, gdpr.search_citizens(db, name=typed["q_name"], birthdate=birthdate, email=typed["q_email"]), {}
+
+
+def _home(request: Request, db: Db, gdpr: GdprService, current: StaffCurrent, *, errors: dict[str, str] | None = None,
+          values: dict[str, str] | None = None, chosen: Citizen | None = None, status: int = 200) -> Response:
+    typed, matches, search_errors = _search(request, db, gdpr)
+    if chosen is not None:
+        matches = [chosen]
+    return render(request, "dpo/home.html", {
+        "title": N_("Registre des demandes"), "overdue": gdpr.list_requests(db, view="overdue"),
+        "week": gdpr.list_requests(db, view="week"), "all": gdpr.list_requests(db, view="all"),
+        "kinds": REQUEST_KINDS, "channels": CHANNELS, "statuses": STATUSES, "staff": current.staff,
+        "today": app_settings(request).today(), "search": typed, "matches": matches,
+        "errors": {**search_errors, **(errors or {})}, "values": {**typed, **(values or {})}}, status=status)
+
 
 @pages.get("/dpo/")
 def dpo_home(request: Request, db: Db, gdpr: Gdpr, current: StaffUser) -> Response:
-    return render(request, "dpo/home.html", {
-        "title": "Registre des demandes", "overdue": gdpr.list_requests(db, view="overdue"),
-        "week": gdpr.list_requests(db, view="week"), "all": gdpr.list_requests(db, view="all"),
-        "kinds": REQUEST_KINDS, "channels": CHANNELS, "statuses": STATUSES, "staff": current.staff,
-        "today": app_settings(request).today()})
+    return _home(request, db, gdpr, current)
 
 
 @pages.get("/dpo/requests.csv")
@@ -217,66 +265,234 @@ def dpo_csv(db: Db, gdpr: Gdpr, current: StaffUser) -> Response:
 
 @pages.post("/dpo/requests")
 def dpo_open_request(request: Request, form: FormFields, db: Db, gdpr: Gdpr, current: StaffUser) -> Response:
+    """Register a request for the person picked in the search (``citizen_id``) or, for operators,
+    typed as an identifier (``citizen_uuid``). A mistake re-shows the form as typed."""
+    values = {k: form.get(k, "") for k in ("kind", "citizen_id", "citizen_uuid", "channel", "received_on",
+                                           "identity_check")}
+    errors: dict[str, str] = {}
+    citizen_id: uuid.UUID | None = None
+    raw = (values["citizen_id"] or values["citizen_uuid"]).strip()
+    if not raw:
+        errors["citizen_id"] = N_("Cherchez la personne concernée, puis choisissez-la dans la liste.")
+    else:
+        try:
+            citizen_id = uuid.UUID(raw)
+        except ValueError:
+            errors["citizen_uuid"] = N_("Cet identifiant n'est pas valide (il ressemble à "
+                                        "3f2c9a1e-5b7d-4c1a-9e2f-0a1b2c3d4e5f).")
+    received = None
+    if values["received_on"]:
+        try:
+            received = parse_past_date(values["received_on"], today=app_settings(request).today())
+        except ValueError:
+            errors["received_on"] = INVALID_DATE
+    chosen = None
+    if citizen_id is not None:
+        try:
+            chosen = gdpr.find_citizen(db, citizen_id)
+        except GdprError as exc:
+            errors["citizen_uuid" if values["citizen_uuid"] and not values["citizen_id"] else "citizen_id"] = exc.message
+    if not errors and citizen_id is not None:
+        try:
+            created = gdpr.open_request(db, kind=values["kind"], citizen_id=citizen_id, channel=values["channel"],
+                                        by=_by(current), received_on=received,
+                                        identity_check=values["identity_check"])
+        except GdprError as exc:
+            errors.update(exc.fields or {"kind": exc.message})
+        else:
+            return redirect(f"/dpo/requests/{created.id}")
+    return _home(request, db, gdpr, current, errors=errors, values=values, chosen=chosen, status=400)
+
+
+def _request_page(request: Request, db: Db, gdpr: GdprService, current: StaffCurrent, item: DataRequest, *,
+                  errors: dict[str, str] | None = None, values: dict[str, str] | None = None,
+                  status: int = 200) -> Response:
+    tombstone = db.get(Tombstone, item.subject)
+    citizen = gdpr.accounts.get_citizen(db=db, citizen_id=item.citizen_id)
+    certificate = tombstone.certificate if tombstone is not None and tombstone.completed_at else None
+    documents = gdpr.documents.documents_of(db, citizen.id) if citizen is not None else []
+    notice = {"rectified": N_("L'identité a été rectifiée."),
+              "held": N_("Le document est maintenant sous conservation légale.")}.get(
+        request.query_params.get("notice", ""))
+    return render(request, "dpo/request.html", {
+        "title": N_("Demande"), "item": item, "kinds": REQUEST_KINDS, "channels": CHANNELS, "statuses": STATUSES,
+        "tombstone": tombstone, "reauth_ok": current.recently_reauthenticated, "staff": current.staff,
+        "citizen": citizen, "certified": citizen is not None and citizen.identity_certified_at is not None,
+        "certified_message": CERTIFIED_IDENTITY, "current_values": {f: _shown(getattr(citizen, f)) for f in RECTIFIABLE}
+        if citizen is not None else {}, "identity_labels": IDENTITY_LABELS, "rectifiable": RECTIFIABLE,
+        "documents": documents, "certificate": certificate,
+        "claims": _claim_rows(certificate_claims(certificate)) if certificate else [],
+        "notice": notice, "errors": errors or {}, "values": values or {}}, status=status)
+
+
+def _claim_rows(claims: dict[str, object], prefix: str = "") -> list[tuple[str, str]]:
+    """The certificate's claims as (name, value) rows: nested objects flattened (destroyed.documents),
+    lists of objects one row each."""
+    rows: list[tuple[str, str]] = []
+    for name, value in claims.items():
+        key = f"{prefix}{name}"
+        if isinstance(value, dict):
+            rows.extend(_claim_rows(value, f"{key}."))
+        elif isinstance(value, list):
+            if not value:
+                rows.append((key, "—"))
+            for i, entry in enumerate(value, 1):
+                text = ", ".join(f"{k}: {v}" for k, v in entry.items()) if isinstance(entry, dict) else str(entry)
+                rows.append((f"{key} [{i}]", text))
+        elif name == "iat" and isinstance(value, int):
+            rows.append((key, f"{value} ({datetime.fromtimestamp(value, tz=UTC):%d/%m/%Y %H:%M:%S} UTC)"))
+        else:
+            rows.append((key, str(value)))
+    return rows
+
+
+def _item(db: Db, gdpr: GdprService, request_id: uuid.UUID) -> DataRequest:
     try:
-        citizen_id = uuid.UUID(form.get("citizen_id", "").strip())
-        received = (parse_past_date(form["received_on"], today=app_settings(request).today())
-                    if form.get("received_on") else None)
-    except (ValueError, KeyError):
-        raise PageError(400, "Identifiant du citoyen ou date de réception invalide.") from None
-    try:
-        created = gdpr.open_request(db, kind=form.get("kind", ""), citizen_id=citizen_id,
-                                    channel=form.get("channel", ""), by=_by(current), received_on=received,
-                                    identity_check=form.get("identity_check", ""))
+        return gdpr.get_request(db, request_id)
     except GdprError as exc:
-        raise PageError(exc.status, exc.message) from None
-    return redirect(f"/dpo/requests/{created.id}")
+        raise PageError(404, exc.message) from None
 
 
 @pages.get("/dpo/requests/{request_id}")
 def dpo_request(request: Request, request_id: uuid.UUID, db: Db, gdpr: Gdpr, current: StaffUser) -> Response:
-    try:
-        item = gdpr.get_request(db, request_id)
-    except GdprError as exc:
-        raise PageError(404, exc.message) from None
+    return _request_page(request, db, gdpr, current, _item(db, gdpr, request_id))
+
+
+@pages.get("/dpo/requests/{request_id}/certificate.jwt")
+def dpo_certificate(request_id: uuid.UUID, db: Db, gdpr: Gdpr, current: StaffUser) -> Response:
+    """The whole erasure certificate (a compact JWS, verifiable against /jwks), as a file."""
+    item = _item(db, gdpr, request_id)
     tombstone = db.get(Tombstone, item.subject)
-    citizen = gdpr.accounts.get_citizen(db=db, citizen_id=item.citizen_id) if item.citizen_id else None
-    return render(request, "dpo/request.html", {
-        "title": "Demande", "item": item, "kinds": REQUEST_KINDS, "channels": CHANNELS, "statuses": STATUSES,
-        "tombstone": tombstone, "citizen": citizen, "reauth_ok": current.recently_reauthenticated, "staff": current.staff})
+    if tombstone is None or tombstone.completed_at is None or not tombstone.certificate:
+        raise PageError(404, N_("Cette demande n'a pas de certificat d'effacement."))
+    audit.record(db, actor=_by(current).actor, action="certificate.downloaded", target=f"request:{item.id}")
+    return Response(tombstone.certificate, media_type="application/jwt", headers={
+        "Content-Disposition": f'attachment; filename="certificat-effacement-{item.id}.jwt"'})
+
+
+def _form_errors(action: str, exc: GdprError) -> dict[str, str]:
+    """The service's error on the request page's ``action`` form, keyed by the fields' ids."""
+    names = FORMS[action]
+    if not exc.fields:
+        return {f"{action}-{names[0]}": exc.message}
+    return {f"{action}-{name if name in names else names[0]}": text for name, text in exc.fields.items()}
 
 
 @pages.post("/dpo/requests/{request_id}/{action}")
 def dpo_request_action(request: Request, request_id: uuid.UUID, action: str, form: FormFields, db: Db, gdpr: Gdpr,
                        current: StaffUser) -> Response:
+    if action not in FORMS:
+        raise PageError(404, "Action inconnue.")
+    if action == "erase":
+        return _erase(request, request_id, form, db, gdpr, current)
     by = _by(current)
+    item = _item(db, gdpr, request_id)
+    values = {f"{action}-{name}": form.get(name, "") for name in FORMS[action]}
     try:
-        item = gdpr.get_request(db, request_id)
         if action == "extend":
             today = app_settings(request).today()
-            gdpr.extend(db, request_id=request_id, reason=form.get("reason", ""),
-                        told_on=parse_past_date(form.get("told_on", "") or today.isoformat(), today=today), by=by)
+            try:
+                told_on = parse_past_date(form.get("told_on", "") or today.isoformat(), today=today)
+            except ValueError:
+                raise GdprError(INVALID_DATE, field="told_on") from None
+            gdpr.extend(db, request_id=request_id, reason=form.get("reason", ""), told_on=told_on, by=by)
         elif action == "close":
             gdpr.close(db, request_id=request_id, status=form.get("status", ""), outcome=form.get("outcome", ""),
                        refusal_reason=form.get("refusal_reason", ""), by=by)
-        elif action == "rectify":
-            gdpr.rectify(db, citizen_id=gdpr.request_citizen(db, item), reason=form.get("reason", ""), by=by,
-                         changes={k: v for k, v in form.items() if k in ("given_name", "family_name", "birthdate",
-                                                                         "gender", "birthplace", "birthcountry",
-                                                                         "preferred_username") and v})
-        elif action == "erase":
-            _require_reauth(request, current)
-            if item.kind != "erasure":  # irreversible: only from an erasure request
-                raise GdprError("Cette demande n'est pas une demande d'effacement.")
-            # Also finishes an erasure interrupted after the person's rows were gone (store down).
-            certificate = gdpr.erase_for_request(db, request=item, reason=form.get("reason", "") or "demande", by=by)
-            gdpr.close(db, request_id=request_id, status="done", by=by,
-                       outcome=f"Effacement effectué ; certificat : {certificate[:24]}…")
-        else:
-            raise PageError(404, "Action inconnue.")
-    except ValueError:
-        raise PageError(400, "Une date n'est pas valide (JJ/MM/AAAA).") from None
+        elif action == "hold":
+            try:
+                document_id = uuid.UUID(form.get("document_id", ""))
+            except ValueError:
+                raise GdprError(N_("Choisissez le document à conserver."), field="document_id") from None
+            citizen_id = gdpr.request_citizen(db, item)
+            if document_id not in {d.id for d in gdpr.documents.documents_of(db, citizen_id)}:
+                raise GdprError(N_("Choisissez le document à conserver."), field="document_id")
+            gdpr.hold(db, document_id=document_id, reason=form.get("reason", ""), by=by)
+            return redirect(f"/dpo/requests/{request_id}?notice=held")
+        else:  # rectify: first the changes shown, then applied once confirmed
+            return _rectify(request, item, form, db, gdpr, current, values)
+    except SubjectErased as exc:
+        raise PageError(exc.status, exc.message) from None
+    except GdprError as exc:
+        db.rollback()
+        return _request_page(request, db, gdpr, current, item, errors=_form_errors(action, exc), values=values,
+                             status=exc.status if exc.status != 404 else 400)
+    return redirect(f"/dpo/requests/{request_id}")
+
+
+def _rectify(request: Request, item: DataRequest, form: dict[str, str], db: Db, gdpr: GdprService,
+             current: StaffCurrent, values: dict[str, str]) -> Response:
+    citizen_id = gdpr.request_citizen(db, item)
+    changes = {k: form[k].strip() for k in RECTIFIABLE if form.get(k, "").strip()}
+    reason = form.get("reason", "").strip()
+    changed = gdpr.rectification_preview(db, citizen_id=citizen_id, changes=changes)
+    if not reason:
+        raise GdprError(N_("Indiquez la raison de la rectification."), field="reason")
+    if not changed:
+        raise GdprError(N_("Ces valeurs sont déjà celles de la personne : il n'y a rien à changer."),
+                        field=(next(iter(changes)) if changes else "given_name"))
+    if form.get("step") != "confirm":
+        return render(request, "dpo/rectify_confirm.html", {
+            "title": N_("Confirmer la rectification"), "item": item,
+            "changes": [(name, _shown(old), _shown(new)) for name, old, new in changed], "kinds": REQUEST_KINDS,
+            "labels": IDENTITY_LABELS, "fields": changes, "reason": reason,
+            "citizen": gdpr.find_citizen(db, citizen_id)})
+    gdpr.rectify(db, citizen_id=citizen_id, reason=reason, by=_by(current), changes=changes)
+    return redirect(f"/dpo/requests/{item.id}?notice=rectified")
+
+
+# ---- erasure: a confirmation page, then the one POST from it -----------------------------------------------
+
+
+def _erase_page(request: Request, db: Db, gdpr: GdprService, current: StaffCurrent, item: DataRequest, *,
+                errors: dict[str, str] | None = None, values: dict[str, str] | None = None,
+                status: int = 200) -> Response:
+    try:
+        preview = gdpr.erasure_preview(db, request=item)
     except GdprError as exc:
         raise PageError(exc.status, exc.message) from None
+    return render(request, "dpo/erase_confirm.html", {
+        "title": N_("Confirmer l'effacement définitif"), "item": item, "preview": preview, "kinds": REQUEST_KINDS,
+        "reauth_ok": current.recently_reauthenticated,
+        "token": gdpr.erasure_token(db, request_id=item.id, actor=_by(current).actor),
+        "errors": errors or {}, "values": values or {"erase-reason": N_("Demande de la personne (art. 17)")}},
+        status=status)
+
+
+@pages.get("/dpo/requests/{request_id}/erase")
+def dpo_erase_page(request: Request, request_id: uuid.UUID, db: Db, gdpr: Gdpr, current: StaffUser) -> Response:
+    return _erase_page(request, db, gdpr, current, _item(db, gdpr, request_id))
+
+
+def _erase(request: Request, request_id: uuid.UUID, form: dict[str, str], db: Db, gdpr: GdprService,
+           current: StaffCurrent) -> Response:
+    """Erase, from the confirmation page only: its token (this request, this staff member), the box
+    "irreversible" ticked, a reason, and a re-authentication less than 5 minutes old."""
+    by = _by(current)
+    _require_reauth(request, current)
+    item = _item(db, gdpr, request_id)
+    try:
+        preview = gdpr.erasure_preview(db, request=item)
+    except GdprError as exc:
+        raise PageError(exc.status, exc.message) from None
+    values = {"erase-reason": form.get("reason", ""), "erase-irreversible": form.get("irreversible", "")}
+    if not gdpr.erasure_token_ok(db, request_id=item.id, actor=by.actor, token=form.get("confirmation", "")):
+        return _erase_page(request, db, gdpr, current, item, status=400, errors={
+            "erase-irreversible": N_("L'effacement se confirme sur cette page : relisez ce qui sera détruit, "
+                                     "puis confirmez.")})
+    errors: dict[str, str] = {}
+    if not preview.unfinished and form.get("irreversible") != "yes":
+        errors["erase-irreversible"] = N_("Cochez la case pour confirmer que vous avez compris que l'effacement "
+                                          "est définitif.")
+    if not preview.unfinished and not values["erase-reason"].strip():
+        errors["erase-reason"] = N_("Indiquez le motif de l'effacement.")
+    if errors:
+        return _erase_page(request, db, gdpr, current, item, errors=errors, values=values, status=400)
+    # Also finishes an erasure interrupted after the person's rows were gone (store down).
+    certificate = gdpr.erase_for_request(db, request=item, reason=values["erase-reason"] or "demande", by=by)
+    gdpr.close(db, request_id=request_id, status="done", by=by,
+               outcome=f"Effacement effectué ; certificat signé de {len(certificate)} caractères, sur la page de "
+                       "la demande.")
     return redirect(f"/dpo/requests/{request_id}")
 
 

@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import base64
 import calendar
 import csv
+import hashlib
+import hmac
 import io
 import json
 import logging
@@ -22,8 +25,9 @@ from vault import geo
 from vault.alerts.models import KINDS as ALERT_KINDS
 from vault.alerts.service import AlertService
 from vault.auth.exceptions import InvalidInput
-from vault.auth.models import Citizen
-from vault.auth.service import AccountService
+from vault.auth.identity import validate_identity
+from vault.auth.models import IDENTITY_FIELDS, Citizen
+from vault.auth.service import CERTIFIED_IDENTITY, AccountService
 from vault.db import utcnow
 from vault.errors import VaultError
 from vault.gdpr import audit
@@ -39,6 +43,7 @@ from vault.storage.exceptions import DocumentNotFound
 from vault.storage.models import Document
 from vault.storage.service import DocumentService
 from vault.storage.sharing import ShareService
+from vault.translation import N_
 
 logger = logging.getLogger(__name__)
 
@@ -46,10 +51,11 @@ EXPORT_FORMAT_VERSION = 1
 
 
 class GdprError(VaultError):
-    """A data-subject request that cannot be carried out as asked; ``message`` says why."""
+    """A data-subject request that cannot be carried out as asked; ``message`` says why, and
+    ``fields`` which of the form's fields is wrong (by field name), when one is."""
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, *, field: str | None = None, fields: dict[str, str] | None = None) -> None:
+        super().__init__(message, fields=fields if fields is not None else ({field: message} if field else None))
 
 
 class SubjectNotFound(GdprError):
@@ -79,6 +85,33 @@ def _cell(value: object) -> str:
     a leading apostrophe, so that "=HYPERLINK(…)" typed in a form is never run (OWASP: CSV injection)."""
     text = str(value)
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+def _like(text: str) -> str:
+    """``text`` matched literally by LIKE (its wildcards escaped)."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def certificate_claims(certificate: str) -> dict[str, Any]:
+    """The claims of an erasure certificate (a compact JWS), decoded for reading, not verified:
+    the service signed it; who relies on it verifies it against ``/jwks``."""
+    try:
+        payload = certificate.split(".")[1]
+        decoded = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (IndexError, ValueError):
+        return {}
+    return decoded if isinstance(decoded, dict) else {}
+
+
+@dataclass(frozen=True)
+class ErasurePreview:
+    """What an erasure will do, shown before it is confirmed."""
+
+    citizen: Citizen | None  # None: an erasure cut short, the person's rows already gone
+    documents: int
+    held: list[Document]  # kept under legal hold
+    recipients: list[str]  # the apps that will be named in the certificate (Art. 19)
+    unfinished: bool
 
 
 @dataclass(frozen=True)
@@ -169,19 +202,41 @@ class GdprService:
             raise SubjectErased(tombstone.erased_at)
         raise SubjectNotFound("Aucun citoyen avec cet identifiant.")
 
+    def search_citizens(self, db: Session, *, name: str = "", birthdate: date | None = None, email: str = "",
+                        limit: int = 20) -> list[Citizen]:
+        """Citizens the DPO may mean: every word of ``name`` in the given, family or usage name
+        (case-insensitive), the birth date and a part of the email when given. Erased citizens have
+        no row any more, and one whose erasure started is left out as well (its tombstone)."""
+        words = [w for w in name.lower().split() if w]
+        if not words and birthdate is None and not email.strip():
+            return []
+        query = select(Citizen)
+        for word in words:
+            pattern = f"%{_like(word)}%"
+            query = query.where(func.lower(Citizen.given_name).like(pattern, escape="\\")
+                                | func.lower(Citizen.family_name).like(pattern, escape="\\")
+                                | func.lower(func.coalesce(Citizen.preferred_username, "")).like(pattern, escape="\\"))
+        if birthdate is not None:
+            query = query.where(Citizen.birthdate == birthdate)
+        if email.strip():
+            query = query.where(col(Citizen.email).like(f"%{_like(email.strip().lower())}%", escape="\\"))
+        found = db.exec(query.order_by(col(Citizen.family_name), col(Citizen.given_name), col(Citizen.birthdate))
+                        .limit(limit + 5)).all()
+        return [c for c in found if db.get(Tombstone, self.subject(db, c.id)) is None][:limit]
+
     # ---- the register -----------------------------------------------------------------------------
 
     def open_request(self, db: Session, *, kind: str, citizen_id: uuid.UUID, channel: str, by: Staff,
                      received_on: date | None = None, identity_check: str = "", details: str | None = None) -> DataRequest:
         if kind not in REQUEST_KINDS:
-            raise GdprError(f"Type de demande inconnu ({', '.join(REQUEST_KINDS)}).")
+            raise GdprError(f"Type de demande inconnu ({', '.join(REQUEST_KINDS)}).", field="kind")
         if channel not in CHANNELS:
-            raise GdprError(f"Canal inconnu ({', '.join(CHANNELS)}).")
+            raise GdprError(f"Canal inconnu ({', '.join(CHANNELS)}).", field="channel")
         citizen = self.find_citizen(db, citizen_id)
         today = self.settings.today()
         received = received_on or today
         if received > today:
-            raise GdprError("La date de réception ne peut pas être dans le futur.")
+            raise GdprError(N_("La date de réception ne peut pas être dans le futur."), field="received_on")
         request = DataRequest(kind=kind, citizen_id=citizen.id, subject=self.subject(db, citizen.id),
                               requester_label=f"{citizen.given_name} {citizen.family_name} <{citizen.email}>",
                               channel=channel, received_on=received, due_on=add_months(received, 1),
@@ -224,12 +279,14 @@ class GdprService:
         if request.extended_to is not None:
             raise GdprError("Cette demande a déjà été prolongée (deux mois au plus).")
         if not reason.strip():
-            raise GdprError("Indiquez la raison de la prolongation : elle doit être communiquée au demandeur.")
+            raise GdprError(N_("Indiquez la raison de la prolongation : elle doit être communiquée au demandeur."),
+                            field="reason")
         if told_on > request.due_on:
-            raise GdprError("Le demandeur doit être informé de la prolongation avant la fin du premier mois.")
+            raise GdprError(N_("Le demandeur doit être informé de la prolongation avant la fin du premier mois."),
+                            field="told_on")
         if told_on < request.received_on or told_on > self.settings.today():
-            raise GdprError("La date d'information du demandeur doit être entre la réception de la demande et "
-                            "aujourd'hui.")
+            raise GdprError(N_("La date d'information du demandeur doit être entre la réception de la demande et "
+                               "aujourd'hui."), field="told_on")
         # Three months from receipt (not two from the first deadline, which may have been clamped:
         # received on 31 January → due 28 February → extended to 30 April, not 28 April).
         request.extended_to = add_months(request.received_on, 3)
@@ -243,9 +300,10 @@ class GdprService:
               refusal_reason: str = "") -> DataRequest:
         request = self.get_request(db, request_id)
         if status not in ("done", "refused"):
-            raise GdprError("Statut de clôture : done ou refused.")
+            raise GdprError(N_("Choisissez « Traitée » ou « Refusée »."), field="status")
         if status == "refused" and not refusal_reason.strip():
-            raise GdprError("Un refus doit être motivé (et mentionner le droit de réclamation auprès de la CNIL).")
+            raise GdprError(N_("Un refus doit être motivé (et mentionner le droit de réclamation auprès de la CNIL)."),
+                            field="refusal_reason")
         request.status, request.outcome, request.handled_by, request.closed_at = status, outcome, by.label, utcnow()
         if status == "refused":
             reason = refusal_reason.strip()
@@ -278,15 +336,31 @@ class GdprService:
                 by: Staff) -> Citizen:
         citizen = self.find_citizen(db, citizen_id)
         if not reason.strip():
-            raise GdprError("Indiquez la raison de la rectification.")
+            raise GdprError(N_("Indiquez la raison de la rectification."), field="reason")
         try:
             changed = self.accounts.rectify_identity(citizen=citizen, changes=changes)
         except InvalidInput as exc:
-            raise GdprError(" ".join(exc.fields.values())) from None
+            raise GdprError(" ".join(exc.fields.values()), fields=exc.fields) from None
         # Which fields changed, never their values (the audit log holds no identity data).
         audit.record(db, actor=by.actor, action="identity.rectified", target=f"subject:{self.subject(db, citizen.id)}",
                      details={"fields": changed, "reason": reason.strip()[:300]})
         return citizen
+
+    def rectification_preview(self, db: Session, *, citizen_id: uuid.UUID,
+                              changes: dict[str, str]) -> list[tuple[str, object, object]]:
+        """What ``rectify`` would change, changing nothing: (field, current value, new value) for
+        each field that differs, in the identity's order. GdprError with the fields' messages when
+        a value is refused, or when the identity is certified by FranceConnect (field "identity")."""
+        citizen = self.find_citizen(db, citizen_id)
+        current = {f: str(getattr(citizen, f) or "") for f in IDENTITY_FIELDS}
+        asked = {k: v for k, v in changes.items() if k in current and v is not None}
+        if citizen.identity_certified_at is not None and any(v != current[k] for k, v in asked.items()):
+            raise GdprError(CERTIFIED_IDENTITY, field="identity")
+        clean, errors = validate_identity({**current, **asked}, today=self.settings.today())
+        if errors:
+            raise GdprError(" ".join(errors.values()), fields=errors)
+        return [(f, getattr(citizen, f), clean[f]) for f in IDENTITY_FIELDS  # type: ignore[literal-required]
+                if f in clean and str(clean[f] or "") != current[f]]  # type: ignore[literal-required]
 
     # ---- export (Art. 15, in the spirit of Art. 20) --------------------------------------------------------
 
@@ -390,7 +464,7 @@ class GdprService:
         """Keep a document whatever its owner, the retention rules or an erasure ask, until released."""
         document = self._document(db, document_id)
         if not reason.strip():
-            raise GdprError("Indiquez l'obligation légale qui impose de conserver ce document.")
+            raise GdprError(N_("Indiquez l'obligation légale qui impose de conserver ce document."), field="reason")
         self.documents.place_hold(document, reason)
         assert document.legal_hold is not None  # just placed
         audit.record(db, actor=by.actor, action="document.held", target=f"document:{document.id}",
@@ -451,7 +525,7 @@ class GdprService:
         if citizen is None and tombstone is None:
             raise SubjectNotFound("Aucun citoyen avec cet identifiant.")
         if not reason.strip():
-            raise GdprError("Indiquez le motif de l'effacement.")
+            raise GdprError(N_("Indiquez le motif de l'effacement."), field="reason")
         if tombstone is None:
             tombstone = Tombstone(subject=subject, request_id=request_id, counts={})
             db.add(tombstone)
@@ -532,6 +606,38 @@ class GdprService:
         db.exec(update(DataRequest).where(col(DataRequest.citizen_id) == citizen.id)
                 .values(requester_label=f"Personne effacée ({subject[:12]})", citizen_id=None))
         self.accounts.forget(db=db, citizen=citizen)
+
+    def erasure_preview(self, db: Session, *, request: DataRequest) -> ErasurePreview:
+        """What erasing the request's citizen would destroy and keep, for the confirmation page;
+        for an erasure cut short, only what is left to finish. GdprError when there is nothing to erase."""
+        if request.kind != "erasure":
+            raise GdprError(N_("Cette demande n'est pas une demande d'effacement."))
+        tombstone = db.get(Tombstone, request.subject)
+        if request.citizen_id is None:
+            if tombstone is None:
+                raise SubjectNotFound("Aucun citoyen pour cette demande.")
+            if tombstone.completed_at is not None:
+                raise GdprError(f"Cette personne a déjà été effacée (le {tombstone.erased_at:%d/%m/%Y}).")
+        if request.status not in ("received", "in_progress"):
+            raise GdprError(N_("Cette demande est close."))
+        if request.citizen_id is None:
+            return ErasurePreview(citizen=None, documents=0, held=[], recipients=[], unfinished=True)
+        citizen = self.find_citizen(db, request.citizen_id)
+        documents = self.documents.documents_of(db, citizen.id)
+        return ErasurePreview(citizen=citizen, documents=len(documents),
+                              held=[d for d in documents if d.legal_hold is not None],
+                              recipients=[r["name"] for r in self.oidc.recipients(db=db, citizen_id=citizen.id)],
+                              unfinished=False)
+
+    def erasure_token(self, db: Session, *, request_id: uuid.UUID, actor: str) -> str:
+        """The token the erasure's confirmation page carries: the erase button works only from that
+        page, for that request and that staff member (a keyed HMAC; nothing stored)."""
+        key = self.keystore.secret(db, "erasure-confirmation")
+        return hmac.new(key, f"{request_id}|{actor}".encode(), hashlib.sha256).hexdigest()
+
+    def erasure_token_ok(self, db: Session, *, request_id: uuid.UUID, actor: str, token: str) -> bool:
+        return hmac.compare_digest(self.erasure_token(db, request_id=request_id, actor=actor).encode(),
+                                   token.encode())
 
     def tombstone(self, db: Session, citizen_id: uuid.UUID) -> Tombstone | None:
         return db.get(Tombstone, self.subject(db, citizen_id))
