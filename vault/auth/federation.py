@@ -14,15 +14,21 @@ for the log (never a token).
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlencode
 
 import httpx
 from joserfc import jwk, jwt
 from joserfc.errors import JoseError
+from sqlmodel import Session
 
+from vault.auth.models import FederationRequest
+from vault.crypto.tokens import token_hash
+from vault.db import utcnow
 from vault.errors import VaultError
 from vault.translation import N_
 
@@ -66,6 +72,43 @@ class FederatedLogin:
     id_token: str  # kept for the logout at the provider
     amr: list[str] = field(default_factory=list)
     acr: str | None = None
+
+
+class FederationRequests:
+    """A provider's logins under way (``FederationRequest`` rows): each named by a random secret —
+    the ``state``, or a cookie for a step that waits for the person — stored as its SHA-256, single
+    use, ten minutes."""
+
+    LIFETIME = timedelta(minutes=10)
+
+    def __init__(self, provider: str) -> None:
+        self.provider = provider
+
+    def new(self, db: Session, *, purpose: str, **values: Any) -> str:
+        secret = secrets.token_urlsafe(32)
+        now = utcnow()
+        db.add(FederationRequest(id=token_hash(secret), provider=self.provider, purpose=purpose, created_at=now,
+                                 expires_at=now + self.LIFETIME, **values))
+        return secret
+
+    def find(self, db: Session, secret: str | None, purpose: str) -> FederationRequest | None:
+        """The live request a secret names, or None (unknown, another purpose or provider, expired)."""
+        row = db.get(FederationRequest, token_hash(secret)) if secret and len(secret) <= 200 else None
+        if row is None or row.purpose != purpose or row.provider != self.provider or row.expires_at <= utcnow():
+            return None
+        return row
+
+    def consume(self, db: Session, secret: str | None, purpose: str) -> FederationRequest:
+        """The request a secret names, used up (also when it turns out expired); FederationError
+        when it is unknown or expired."""
+        row = db.get(FederationRequest, token_hash(secret)) if secret and len(secret) <= 200 else None
+        if row is None or row.purpose != purpose or row.provider != self.provider:
+            raise FederationError(f"unknown {purpose} state")
+        db.delete(row)
+        db.flush()
+        if row.expires_at <= utcnow():
+            raise FederationError(f"expired {purpose} state")
+        return row
 
 
 class FederationClient:

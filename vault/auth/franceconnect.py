@@ -15,17 +15,21 @@ from __future__ import annotations
 import logging
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 from sqlmodel import Session, select
 
 from vault.auth.exceptions import InvalidInput
-from vault.auth.federation import FederatedLogin, FederationClient, FederationError, IdentityProvider
+from vault.auth.federation import (
+    FederatedLogin,
+    FederationClient,
+    FederationError,
+    FederationRequests,
+    IdentityProvider,
+)
 from vault.auth.identity import normalize_email, validate_identity
-from vault.auth.models import IDENTITY_FIELDS, Citizen, FederatedIdentity, FederationRequest, LoginSession
+from vault.auth.models import IDENTITY_FIELDS, Citizen, FederatedIdentity, LoginSession
 from vault.auth.service import AccountService
-from vault.crypto.tokens import token_hash
 from vault.db import utcnow
 from vault.settings import Settings
 from vault.translation import N_
@@ -33,7 +37,6 @@ from vault.translation import N_
 logger = logging.getLogger(__name__)
 
 PROVIDER = "franceconnect"
-REQUEST_LIFETIME = timedelta(minutes=10)
 SCOPE = "openid given_name family_name birthdate gender birthplace birthcountry email preferred_username"
 CANCELLED = N_("Vous avez annulé la connexion avec FranceConnect. Rien n'a été créé ni relié.")
 
@@ -67,6 +70,7 @@ class FranceConnectLogin:
         self.accounts = accounts
         provider = provider_of(settings)
         self.client = FederationClient(provider) if provider else None
+        self.requests = FederationRequests(PROVIDER)
 
     @property
     def enabled(self) -> bool:
@@ -85,35 +89,17 @@ class FranceConnectLogin:
             raise FederationError("FranceConnect is not configured")
         return self.client
 
-    def _new_request(self, db: Session, *, purpose: str, **values: Any) -> str:
-        secret = secrets.token_urlsafe(32)
-        now = utcnow()
-        db.add(FederationRequest(id=token_hash(secret), provider=PROVIDER, purpose=purpose, created_at=now,
-                                 expires_at=now + REQUEST_LIFETIME, **values))
-        return secret
-
-    def _consume(self, db: Session, secret: str | None, purpose: str) -> FederationRequest:
-        """The request a state (or cookie) names, used up; FederationError when unknown or expired."""
-        row = db.get(FederationRequest, token_hash(secret)) if secret and len(secret) <= 200 else None
-        if row is None or row.purpose != purpose or row.provider != PROVIDER:
-            raise FederationError(f"unknown {purpose} state")
-        db.delete(row)
-        db.flush()
-        if row.expires_at <= utcnow():
-            raise FederationError(f"expired {purpose} state")
-        return row
-
     # ---- login ------------------------------------------------------------------------------------
 
     def begin(self, db: Session, *, next_path: str) -> str:
         """The URL of FranceConnect's authorization endpoint for a new login."""
         nonce = secrets.token_urlsafe(32)
-        state = self._new_request(db, purpose="login", nonce=nonce, next=next_path)
+        state = self.requests.new(db, purpose="login", nonce=nonce, next=next_path)
         return self._client().authorization_url(state=state, nonce=nonce, redirect_uri=self.redirect_uri)
 
     def complete(self, db: Session, *, params: dict[str, str], user_agent: str) -> LoggedIn | NeedLink:
         """FranceConnect's callback: a session, or the step that links an existing account."""
-        row = self._consume(db, params.get("state"), "login")
+        row = self.requests.consume(db, params.get("state"), "login")
         if error := params.get("error"):
             message = CANCELLED if error == "access_denied" else None
             raise FederationError(f"FranceConnect answered {error[:40]}", message=message)
@@ -132,7 +118,7 @@ class FranceConnectLogin:
         existing = db.exec(select(Citizen).where(Citizen.email == email)).first() if email else None
         if existing is not None:
             waiting = {k: str(v or "") for k, v in identity.items()}  # validated again when linked
-            cookie = self._new_request(db, purpose="link", subject=login.subject, account_id=existing.id,
+            cookie = self.requests.new(db, purpose="link", subject=login.subject, account_id=existing.id,
                                        claims=waiting, id_token=login.id_token, amr=" ".join(login.amr), next=row.next)
             logger.info("franceconnect login waits for the account's proof", extra={"citizen_id": str(existing.id)})
             return NeedLink(cookie=cookie, email=existing.email)
@@ -143,8 +129,8 @@ class FranceConnectLogin:
         return LoggedIn(token=self._log_in(db, citizen, identity, login, user_agent), next=row.next)
 
     def pending_link_email(self, db: Session, cookie: str | None) -> str | None:
-        row = db.get(FederationRequest, token_hash(cookie)) if cookie and len(cookie) <= 200 else None
-        if row is None or row.purpose != "link" or row.expires_at <= utcnow() or row.account_id is None:
+        row = self.requests.find(db, cookie, "link")
+        if row is None or row.account_id is None:
             return None
         citizen = db.get(Citizen, row.account_id)
         return citizen.email if citizen else None
@@ -153,8 +139,8 @@ class FranceConnectLogin:
              user_agent: str) -> LoggedIn:
         """The citizen proved the existing account is theirs: link it, certify it, log in. A wrong
         password or code counts like a failed login (the caller commits); the request stays."""
-        row = db.get(FederationRequest, token_hash(cookie)) if cookie and len(cookie) <= 200 else None
-        if row is None or row.purpose != "link" or row.expires_at <= utcnow() or row.account_id is None:
+        row = self.requests.find(db, cookie, "link")
+        if row is None or row.account_id is None:
             raise FederationError("unknown or expired link step")
         citizen = db.get(Citizen, row.account_id)
         if citizen is None:
@@ -214,7 +200,7 @@ class FranceConnectLogin:
         """Where to send the browser to log out at FranceConnect too (then back to ``then``), or None."""
         if self.client is None or login_session.federation != PROVIDER or not login_session.federation_id_token:
             return None
-        state = self._new_request(db, purpose="logout", next=then)
+        state = self.requests.new(db, purpose="logout", next=then)
         try:
             return self.client.end_session_url(id_token=login_session.federation_id_token, state=state,
                                                post_logout_redirect_uri=self.logged_out_uri)
@@ -225,6 +211,6 @@ class FranceConnectLogin:
     def logged_out(self, db: Session, *, state: str | None) -> str:
         """Back from FranceConnect's logout: where the logout was going ("/" when the state is unknown)."""
         try:
-            return self._consume(db, state, "logout").next or "/"
+            return self.requests.consume(db, state, "logout").next or "/"
         except FederationError:
             return "/?notice=logged_out"

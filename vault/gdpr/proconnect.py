@@ -9,17 +9,12 @@ from __future__ import annotations
 import logging
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
-from typing import Any
 
 from sqlmodel import Session, select
 
 from vault.auth.exceptions import InvalidCredentials, TooManyLoginAttempts
-from vault.auth.federation import FederationClient, FederationError, IdentityProvider
+from vault.auth.federation import FederationClient, FederationError, FederationRequests, IdentityProvider
 from vault.auth.identity import normalize_email
-from vault.auth.models import FederationRequest
-from vault.crypto.tokens import token_hash
-from vault.db import utcnow
 from vault.gdpr.models import StaffAccount
 from vault.gdpr.staff import StaffService
 from vault.settings import Settings
@@ -29,7 +24,6 @@ logger = logging.getLogger(__name__)
 
 PROVIDER = "proconnect"
 SCOPE = "openid email given_name usual_name"
-REQUEST_LIFETIME = timedelta(minutes=10)
 NO_STAFF = N_("Aucun compte du personnel ne correspond à cette identité ProConnect. Demandez à un administrateur "
               "de créer votre compte avec votre adresse professionnelle.")
 
@@ -59,6 +53,7 @@ class ProConnectLogin:
         self.staff = staff
         provider = provider_of(settings)
         self.client = FederationClient(provider) if provider else None
+        self.requests = FederationRequests(PROVIDER)
 
     @property
     def enabled(self) -> bool:
@@ -73,30 +68,13 @@ class ProConnectLogin:
             raise FederationError("ProConnect is not configured")
         return self.client
 
-    def _new(self, db: Session, *, purpose: str, **values: Any) -> str:
-        secret = secrets.token_urlsafe(32)
-        now = utcnow()
-        db.add(FederationRequest(id=token_hash(secret), provider=PROVIDER, purpose=purpose, created_at=now,
-                                 expires_at=now + REQUEST_LIFETIME, **values))
-        return secret
-
-    def _consume(self, db: Session, secret: str | None, purpose: str) -> FederationRequest:
-        row = db.get(FederationRequest, token_hash(secret)) if secret and len(secret) <= 200 else None
-        if row is None or row.purpose != purpose or row.provider != PROVIDER:
-            raise FederationError(f"unknown {purpose} state")
-        db.delete(row)
-        db.flush()
-        if row.expires_at <= utcnow():
-            raise FederationError(f"expired {purpose} state")
-        return row
-
     def begin(self, db: Session) -> str:
         nonce = secrets.token_urlsafe(32)
-        state = self._new(db, purpose="staff_login", nonce=nonce)
+        state = self.requests.new(db, purpose="staff_login", nonce=nonce)
         return self._client().authorization_url(state=state, nonce=nonce, redirect_uri=self.redirect_uri)
 
     def complete(self, db: Session, *, params: dict[str, str]) -> StaffLoggedIn | NeedOtp:
-        row = self._consume(db, params.get("state"), "staff_login")
+        row = self.requests.consume(db, params.get("state"), "staff_login")
         if error := params.get("error"):
             raise FederationError(f"ProConnect answered {error[:40]}")
         if not params.get("code") or row.nonce is None:
@@ -118,11 +96,11 @@ class ProConnectLogin:
             raise FederationError("no staff account for this ProConnect identity", message=NO_STAFF)
         if "mfa" in login.amr:  # ProConnect says a second factor was used
             return StaffLoggedIn(token=self.staff.open_session(db, staff, how="proconnect mfa"))
-        return NeedOtp(cookie=self._new(db, purpose="staff_otp", account_id=staff.id))
+        return NeedOtp(cookie=self.requests.new(db, purpose="staff_otp", account_id=staff.id))
 
     def waiting(self, db: Session, cookie: str | None) -> StaffAccount | None:
-        row = db.get(FederationRequest, token_hash(cookie)) if cookie and len(cookie) <= 200 else None
-        if row is None or row.purpose != "staff_otp" or row.expires_at <= utcnow() or row.account_id is None:
+        row = self.requests.find(db, cookie, "staff_otp")
+        if row is None or row.account_id is None:
             return None
         return db.get(StaffAccount, row.account_id)
 
@@ -138,5 +116,5 @@ class ProConnectLogin:
         if not accounts.accept_totp(citizen=staff, code=otp):
             accounts.record_login_failure(db=db, email="staff:" + staff.email, address=address)
             raise InvalidCredentials(N_("Code incorrect."))
-        self._consume(db, cookie, "staff_otp")
+        self.requests.consume(db, cookie, "staff_otp")
         return StaffLoggedIn(token=self.staff.open_session(db, staff, how="proconnect otp"))
