@@ -17,6 +17,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,15 +73,15 @@ def _serve(app: Any, port: int) -> tuple[uvicorn.Server, threading.Thread]:
         time.sleep(0.05)
 
 
-@pytest.fixture(scope="module")
-def site(services_dir: Path, postgres: PostgresService, s3: S3Service, clamd: ClamdService,
-         request: pytest.FixtureRequest) -> Iterator[Site]:
-    name = f"vault_browser_{request.module.__name__.rsplit('.', 1)[-1]}"
+@contextmanager
+def running_site(services_dir: Path, postgres: PostgresService, s3: S3Service, clamd: ClamdService, name: str, *,
+                 host: str = "127.0.0.1") -> Iterator[Site]:
+    """The service on PostgreSQL, SeaweedFS and clamd under uvicorn, at http://<host>:<free port>."""
     database_url = postgres.create_database(name)
     upgrade(database_url)
     port = free_port()
     settings = make_settings(
-        services_dir / name, database_url, issuer=f"http://127.0.0.1:{port}", storage_backend="s3",
+        services_dir / name, database_url, issuer=f"http://{host}:{port}", storage_backend="s3",
         s3_endpoint_url=s3.endpoint_url, s3_bucket=name.replace("_", "-"), s3_region=s3.region,
         s3_access_key_id=s3.access_key, s3_secret_access_key=SecretStr(s3.secret_key), antivirus="clamd",
         clamd_address=clamd.address, max_file_mb=8)
@@ -93,6 +94,14 @@ def site(services_dir: Path, postgres: PostgresService, s3: S3Service, clamd: Cl
         server.should_exit = True
         thread.join(timeout=10)
         engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def site(services_dir: Path, postgres: PostgresService, s3: S3Service, clamd: ClamdService,
+         request: pytest.FixtureRequest) -> Iterator[Site]:
+    with running_site(services_dir, postgres, s3, clamd,
+                      f"vault_browser_{request.module.__name__.rsplit('.', 1)[-1]}") as site:
+        yield site
 
 
 def chromium_path() -> str:

@@ -20,40 +20,20 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
-from pydantic import SecretStr
 
-from tests.browser.conftest import Site, _serve, log_in
+from tests.browser.conftest import Site, log_in, running_site
 from tests.browser.flows import code_from, exchange, play_the_app
-from tests.conftest import make_settings
 from tests.factories import make_oidc_app
-from tests.services import ClamdService, PostgresService, S3Service, free_port
+from tests.services import ClamdService, PostgresService, S3Service
 from tests.support import RP_CALLBACK
-from vault.app import create_app
-from vault.db import make_engine
-from vault.migrations import upgrade
 
 
 @pytest.fixture(scope="module")
 def site(services_dir: Path, postgres: PostgresService, s3: S3Service, clamd: ClamdService) -> Iterator[Site]:
-    """The service as tests/browser/conftest.py runs it, but at http://localhost:<port>."""
-    name = "vault_browser_passkeys"
-    database_url = postgres.create_database(name)
-    upgrade(database_url)
-    port = free_port()
-    settings = make_settings(
-        services_dir / name, database_url, issuer=f"http://localhost:{port}", storage_backend="s3",
-        s3_endpoint_url=s3.endpoint_url, s3_bucket=name.replace("_", "-"), s3_region=s3.region,
-        s3_access_key_id=s3.access_key, s3_secret_access_key=SecretStr(s3.secret_key), antivirus="clamd",
-        clamd_address=clamd.address, max_file_mb=8)
-    engine = make_engine(database_url)
-    app = create_app(settings, engine=engine)
-    server, thread = _serve(app, port)
-    try:
-        yield Site(url=settings.issuer, app=app, engine=engine)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        engine.dispose()
+    """The service as tests/browser/conftest.py runs it, but at http://localhost:<port> (Chromium
+    refuses an IP address as a WebAuthn RP ID)."""
+    with running_site(services_dir, postgres, s3, clamd, "vault_browser_passkeys", host="localhost") as site:
+        yield site
 
 
 def virtual_authenticator(context: Any, page: Any) -> tuple[Any, str]:
