@@ -4,10 +4,7 @@ from alembic import context
 from sqlalchemy import engine_from_config, pool
 from sqlmodel import SQLModel
 
-import vault.auth.models
-import vault.gdpr.models
-import vault.oidc.models
-import vault.storage.models  # noqa: F401  (the four imports register every table for autogenerate)
+import vault.services  # noqa: F401  (registers every domain's tables for autogenerate, in one place)
 
 config = context.config
 target_metadata = SQLModel.metadata

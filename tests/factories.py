@@ -7,7 +7,7 @@ hashing, the encryption or the antivirus).
 - apps (OpenID Connect clients): ``make_oidc_app``, as `vault client create` registers them;
 - documents: ``pdf`` (content), ``upload`` (the API's upload as a browser sends it) and
   ``make_document`` (an upload that must succeed);
-- staff: ``make_staff`` (a DPO or an admin with its TOTP secret) and ``staff_browser``.
+- staff: ``make_staff`` (a DPO, an admin or a counter agent, with its TOTP secret) and ``staff_browser``.
 
 A test that is about the registration pages registers through them (``support.verified_citizen``).
 """
@@ -170,13 +170,20 @@ class StaffData:
         return pyotp.TOTP(self.secret)
 
 
+COUNTER = "Guichet unique de l'Hôtel de Ville"
+
+
 def make_staff(app: Any, *, email: str | None = None, name: str = "Camille DPO", role: str = "dpo",
-               password: str = STAFF_PASSWORD) -> StaffData:
-    """Create a staff account (``role``: dpo or admin) through the staff service, as `vault staff create` does."""
+               password: str = STAFF_PASSWORD, service: str | None = None) -> StaffData:
+    """Create a staff account (``role``: dpo, admin or agent — an agent works at ``service``, by
+    default ``COUNTER``) through the staff service, as `vault staff create` does."""
     services = app.state.services
     email = email or _unique_email(role, "ville.example.fr")
+    if service is None:
+        service = COUNTER if role == "agent" else ""
     with Session(services.engine) as db:
-        staff, secret, uri = services.staff.create(db, email=email, name=name, role=role, password=password)
+        staff, secret, uri = services.staff.create(db, email=email, name=name, role=role, password=password,
+                                                   service=service)
         db.commit()
         return StaffData(id=staff.id, email=staff.email, role=role, password=password, secret=secret, otpauth_uri=uri)
 

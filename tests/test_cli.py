@@ -329,3 +329,14 @@ def test_client_create_registers_and_lists_a_profile(env: dict[str, str]) -> Non
     assert standard["profile"] == "oidc" and standard["auth_method"] == "client_secret_basic"
     listed = run(["client", "list"], env).stdout
     assert "Cantine  (fc-v2, client_secret_post)" in listed and "Portail  (oidc, client_secret_basic)" in listed
+
+
+def test_staff_create_makes_a_counter_agent_with_its_service(env: dict[str, str]) -> None:
+    agent = run_ok(["staff", "create", "--email", "Agent.Cli@Ville.example.fr", "--role", "agent", "--name",
+                    "Dominique Accueil", "--service", "  Mairie   annexe Nord ", "--password-stdin", "--json"],
+                   env, stdin="un mot de passe assez long\n")
+    assert agent["role"] == "agent" and agent["service"] == "Mairie annexe Nord"  # spaces tidied
+    assert agent["otpauth_uri"].startswith("otpauth://totp/") and "guichet" in agent["otpauth_uri"]
+    missing = run(["staff", "create", "--email", "b@ville.example.fr", "--role", "agent", "--password-stdin"],
+                  env, stdin="un mot de passe assez long\n")
+    assert missing.returncode != 0 and "service" in missing.stderr + missing.stdout

@@ -17,15 +17,17 @@ from sqlalchemy import Engine
 
 import vault.alerts.models
 import vault.auth.models
+import vault.counter.models
 import vault.gdpr.models
 import vault.oidc.models
-import vault.storage.models  # noqa: F401  (the five imports above register every table)
+import vault.storage.models  # noqa: F401  (the six imports above register every table)
 from vault import crypto
 from vault.alerts.service import AlertService
 from vault.auth.franceconnect import FranceConnectLogin
 from vault.auth.passkeys import PasskeyService
 from vault.auth.passwords import Hasher
 from vault.auth.service import AccountService
+from vault.counter.service import CounterService
 from vault.db import make_engine
 from vault.gdpr.proconnect import ProConnectLogin
 from vault.gdpr.service import GdprService
@@ -61,6 +63,7 @@ class Services:
     gdpr: GdprService
     staff: StaffService
     proconnect: ProConnectLogin  # staff login through ProConnect (off unless configured)
+    counter: CounterService  # the town hall's counter: mandates and their journal
 
 
 def build_services(settings: Settings, *, engine: Engine | None = None) -> Services:
@@ -84,6 +87,8 @@ def build_services(settings: Settings, *, engine: Engine | None = None) -> Servi
     shares = ShareService(hasher=hasher, alerts=alerts)
     staff = StaffService(accounts)
     oidc = OpenIDService(settings=settings, keystore=keystore, accounts=accounts, documents=documents, alerts=alerts)
+    gdpr = GdprService(settings=settings, keystore=keystore, accounts=accounts, oidc=oidc, documents=documents,
+                       shares=shares, alerts=alerts)
     return Services(
         settings=settings,
         engine=engine or make_engine(settings.effective_database_url),
@@ -99,8 +104,8 @@ def build_services(settings: Settings, *, engine: Engine | None = None) -> Servi
         documents=documents,
         shares=shares,
         oidc=oidc,
-        gdpr=GdprService(settings=settings, keystore=keystore, accounts=accounts, oidc=oidc, documents=documents,
-                         shares=shares, alerts=alerts),
+        gdpr=gdpr,
         staff=staff,
         proconnect=ProConnectLogin(settings=settings, staff=staff),
+        counter=CounterService(gdpr=gdpr),
     )

@@ -155,7 +155,7 @@ class AlertService:
         if not self.is_on(db, citizen_id=citizen_id, kind=kind):
             return False
         citizen = db.get(Citizen, citizen_id)
-        if citizen is None:
+        if citizen is None or citizen.email is None:  # no address: an account opened at the counter
             return False
         url = self.unsubscribe_url(db, citizen_id=citizen_id, kind=kind)
         try:

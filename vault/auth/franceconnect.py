@@ -121,7 +121,7 @@ class FranceConnectLogin:
             cookie = self.requests.new(db, purpose="link", subject=login.subject, account_id=existing.id,
                                        claims=waiting, id_token=login.id_token, amr=" ".join(login.amr), next=row.next)
             logger.info("franceconnect login waits for the account's proof", extra={"citizen_id": str(existing.id)})
-            return NeedLink(cookie=cookie, email=existing.email)
+            return NeedLink(cookie=cookie, email=existing.email or email)
         citizen = self._create(db, identity, email)
         db.add(FederatedIdentity(provider=PROVIDER, subject=login.subject, citizen_id=citizen.id,
                                  last_login_at=utcnow()))

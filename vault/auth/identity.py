@@ -13,13 +13,16 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from datetime import date
-from typing import Literal, TypedDict
+from typing import TYPE_CHECKING, Literal, TypedDict
 
 from email_validator import EmailNotValidError, validate_email
 
 from vault import geo
 from vault.dates import OLDEST_DATE, DateFormatError, NoSuchDate, parse_date
 from vault.translation import N_, Message
+
+if TYPE_CHECKING:
+    from vault.auth.models import Citizen
 
 FRANCE = "99100"
 GENDERS = {"male": "Masculin", "female": "Féminin"}
@@ -214,3 +217,9 @@ def resolve_birthplace(text: str, choice: str = "") -> Resolution:
         return Resolution(code="", choices=[], problem=commune_code_problem(text.upper()))
     return Resolution(code="", choices=[], problem=Message(
         N_("Aucune commune ne s'appelle « %(text)s ». Vérifiez l'orthographe, ou tapez son code postal."), text=text))
+
+
+def login_name(citizen: Citizen) -> str:
+    """What keys an account's login throttle: its address, or its id for an account opened at the
+    counter without one (each such account counts alone)."""
+    return citizen.email or f"citizen:{citizen.id}"

@@ -36,9 +36,14 @@ class CitizenCreate(IdentityBase):
 
 class Citizen(IdentityBase, table=True):
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
-    email: str = Field(max_length=254, unique=True, index=True)  # stored lowercased
+    # Stored lowercased. None: an account opened at the counter for a citizen without an address.
+    email: str | None = Field(default=None, max_length=254, unique=True, index=True)
     email_verified_at: datetime | None = None
-    password_hash: str = Field(max_length=255)
+    # An account opened at the counter without an address logs in with this identifier instead
+    # (printed on its activation letter; the login form takes an address or an identifier).
+    login_id: str | None = Field(default=None, max_length=20, unique=True, index=True)
+    # None until the citizen sets one (an account opened at the counter, with its activation letter).
+    password_hash: str | None = Field(default=None, max_length=255)
     # TOTP seed wrapped by vault.crypto (context: b"totp:" + id); set while enrolling, enabled once confirmed.
     totp_secret: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
     totp_enabled_at: datetime | None = None
@@ -55,7 +60,7 @@ class Citizen(IdentityBase, table=True):
 
 class CitizenPublic(IdentityBase):
     id: uuid.UUID
-    email: str
+    email: str | None
     email_verified: bool
     totp_enabled: bool
     created_at: datetime

@@ -52,7 +52,7 @@ from webauthn.helpers.structs import (
 )
 
 from vault.auth.exceptions import AuthError, EmailNotVerified, InvalidInput, InvalidOtp, TooManyLoginAttempts
-from vault.auth.identity import normalize_email
+from vault.auth.identity import login_name, normalize_email
 from vault.auth.models import Citizen, LoginSession, Passkey, PasskeyChallenge
 from vault.auth.service import AccountService, LoginResult
 from vault.db import utcnow
@@ -179,7 +179,7 @@ class PasskeyService:
     def check_proof(self, *, db: Session, citizen: Citizen, password: str, otp: str, address: str) -> None:
         """The password, and the TOTP code when TOTP is on, checked now (not remembered from an
         earlier step). Failures count in the login throttle. Raises InvalidInput or TooManyLoginAttempts."""
-        keys = [self.accounts._account_key(citizen.email), self.accounts._address_key(address)]
+        keys = [self.accounts._account_key(login_name(citizen)), self.accounts._address_key(address)]
         if retry_after := self.accounts._locked_for(db=db, keys=keys):
             raise TooManyLoginAttempts(retry_after)
         errors: dict[str, str] = {}
@@ -188,7 +188,7 @@ class PasskeyService:
         elif citizen.totp_enabled_at is not None and not self.accounts.accept_totp(citizen=citizen, code=otp):
             errors["otp"] = InvalidOtp.message
         if errors:
-            self.accounts.record_login_failure(db=db, email=citizen.email, address=address)
+            self.accounts.record_login_failure(db=db, email=login_name(citizen), address=address)
             logger.info("passkey change refused", extra={"citizen_id": str(citizen.id), "reason": "bad_proof"})
             raise InvalidInput(errors)
 
@@ -209,7 +209,7 @@ class PasskeyService:
         self.check_proof(db=db, citizen=citizen, password=password, otp=otp, address=address)
         options = generate_registration_options(
             rp_id=self.rp.rp_id, rp_name=self.rp.name,
-            user_id=citizen.id.bytes, user_name=citizen.email,
+            user_id=citizen.id.bytes, user_name=login_name(citizen),
             user_display_name=f"{citizen.given_name.split(' ')[0]} {citizen.family_name}",
             timeout=CHALLENGE_MINUTES * 60 * 1000,
             attestation=AttestationConveyancePreference.NONE,
@@ -311,7 +311,7 @@ class PasskeyService:
                 raise PasskeyRefused("user_handle_of_another_citizen", NOT_THIS_ACCOUNT)
             if email.strip() and _normalized(email) != citizen.email:
                 raise PasskeyRefused("not_the_typed_account", NOT_THIS_ACCOUNT)
-            if retry_after := self.accounts._locked_for(db=db, keys=[self.accounts._account_key(citizen.email)]):
+            if retry_after := self.accounts._locked_for(db=db, keys=[self.accounts._account_key(login_name(citizen))]):
                 raise TooManyLoginAttempts(retry_after)
             try:
                 # The counter is compared below, once the signature is known good.
@@ -334,7 +334,7 @@ class PasskeyService:
                 "reason": exc.reason, "citizen_id": str(citizen.id) if citizen else None,
                 "passkey_id": str(passkey.id) if passkey else None})
             if citizen is not None:
-                self.accounts.record_login_failure(db=db, email=citizen.email, address=address)
+                self.accounts.record_login_failure(db=db, email=login_name(citizen), address=address)
             else:
                 self.accounts.record_address_failure(db=db, address=address)
             raise

@@ -27,7 +27,7 @@ from vault.auth.exceptions import (
     InvalidOtp,
     TooManyLoginAttempts,
 )
-from vault.auth.identity import normalize_email, validate_identity
+from vault.auth.identity import login_name, normalize_email, validate_identity
 from vault.auth.models import (
     IDENTITY_FIELDS,
     Citizen,
@@ -209,7 +209,7 @@ class AccountService:
 
     def set_password(self, *, citizen: Citizen, password: str) -> None:
         """An operator's new password for an account (``vault demo seed``); the rules still apply."""
-        if problem := password_problem(password, email=citizen.email):
+        if problem := password_problem(password, email=citizen.email or ""):
             raise InvalidInput({"password": problem})
         citizen.password_hash = self.hasher.hash(password)
         citizen.updated_at = utcnow()
@@ -219,7 +219,7 @@ class AccountService:
         link = self._find_link(db=db, token=token, purpose="reset_password")
         citizen = db.get(Citizen, link.citizen_id)
         assert citizen is not None
-        if problem := password_problem(password, email=citizen.email):
+        if problem := password_problem(password, email=citizen.email or ""):
             raise InvalidInput({"password": problem})
         self._consume_link(db=db, token=token, purpose="reset_password")
         # Any other reset link of this account dies too.
@@ -234,7 +234,7 @@ class AccountService:
         citizen.email_verified_at = citizen.email_verified_at or utcnow()
         citizen.updated_at = utcnow()
         self.logout_everywhere(db=db, citizen_id=citizen.id)
-        self._clear_throttle(db=db, key=self._account_key(citizen.email))
+        self._clear_throttle(db=db, key=self._account_key(login_name(citizen)))
         logger.info("password reset", extra={"citizen_id": str(citizen.id)})
         self.notify(to=citizen.email, template="password_changed", at=self._local_now())
         return citizen
@@ -244,13 +244,13 @@ class AccountService:
         """"Mon compte": the current password (throttled like a login), then the new one, checked by
         the same rules; every other session of the account ends, this one stays; a notice by mail."""
         citizen = current.citizen
-        keys = [self._account_key(citizen.email), self._address_key(address)]
+        keys = [self._account_key(login_name(citizen)), self._address_key(address)]
         if retry_after := self._locked_for(db=db, keys=keys):
             raise TooManyLoginAttempts(retry_after)
         if not self.hasher.verify(citizen.password_hash, password or ""):
-            self.record_login_failure(db=db, email=citizen.email, address=address)
+            self.record_login_failure(db=db, email=login_name(citizen), address=address)
             raise InvalidInput({"password": "Mot de passe actuel incorrect."})
-        if problem := password_problem(new_password, email=citizen.email):
+        if problem := password_problem(new_password, email=citizen.email or ""):
             raise InvalidInput({"new_password": problem})
         if self.hasher.verify(citizen.password_hash, new_password):
             raise InvalidInput({"new_password": "Le nouveau mot de passe doit être différent de l'actuel."})
@@ -271,7 +271,7 @@ class AccountService:
         address; nothing changes until it is opened. The old address is told. An address another
         account uses gets the same answer here, and its owner a mail saying someone tried it."""
         citizen = current.citizen
-        keys = [self._account_key(citizen.email), self._address_key(address)]
+        keys = [self._account_key(login_name(citizen)), self._address_key(address)]
         if retry_after := self._locked_for(db=db, keys=keys):
             raise TooManyLoginAttempts(retry_after)
         try:
@@ -281,7 +281,7 @@ class AccountService:
         if normalized == citizen.email:
             raise InvalidInput({"new_email": "C'est déjà l'adresse de votre compte."})
         if not self.hasher.verify(citizen.password_hash, password or ""):
-            self.record_login_failure(db=db, email=citizen.email, address=address)
+            self.record_login_failure(db=db, email=login_name(citizen), address=address)
             raise InvalidInput({"password": "Mot de passe actuel incorrect."})
         self._clear_throttle(db=db, key=keys[0])
         if db.exec(select(Citizen.id).where(Citizen.email == normalized)).first() is not None:
@@ -339,10 +339,12 @@ class AccountService:
             raise InvalidLink()
         return link
 
-    def _mail(self, *, to: str, template: str, **context: Any) -> None:
+    def _mail(self, *, to: str | None, template: str, **context: Any) -> None:
+        if to is None:  # an account opened at the counter without an address: nobody to tell
+            return
         send_mail(self.mailer, self.settings, to=to, template=template, **context)
 
-    def notify(self, *, to: str, template: str, **context: Any) -> None:
+    def notify(self, *, to: str | None, template: str, **context: Any) -> None:
         """A notice the citizen should get (a security change, an erasure): a mail that cannot leave
         never undoes what was done; the log says which notice failed, never its content."""
         try:
@@ -410,7 +412,7 @@ class AccountService:
             raise InvalidCredentials()
         if citizen.email_verified_at is None:
             raise EmailNotVerified()
-        if self.hasher.needs_rehash(citizen.password_hash):
+        if citizen.password_hash and self.hasher.needs_rehash(citizen.password_hash):
             citizen.password_hash = self.hasher.hash(password)
         amr = "pwd"
         if citizen.totp_enabled_at is not None:
@@ -439,7 +441,7 @@ class AccountService:
     def start_session(self, *, db: Session, citizen: Citizen, amr: str, user_agent: str) -> str:
         """A login another way than the password (a passkey): the account's counter is cleared, the
         login dated, a new session opened; its token returned."""
-        self._clear_throttle(db=db, key=self._account_key(citizen.email))
+        self._clear_throttle(db=db, key=self._account_key(login_name(citizen)))
         citizen.last_login_at = utcnow()
         return self._open_session(db=db, citizen=citizen, amr=amr, user_agent=user_agent)
 
@@ -452,7 +454,7 @@ class AccountService:
             raise InvalidLink("Votre connexion a expiré. Saisissez de nouveau votre adresse e-mail et votre mot de passe.")
         citizen = db.get(Citizen, pending.citizen_id)
         assert citizen is not None
-        keys = [self._account_key(citizen.email), self._address_key(address)]
+        keys = [self._account_key(login_name(citizen)), self._address_key(address)]
         if retry_after := self._locked_for(db=db, keys=keys):
             raise TooManyLoginAttempts(retry_after)
         self._check_second_factor(db=db, citizen=citizen, code=otp, address=address)
@@ -467,7 +469,7 @@ class AccountService:
         if self.accept_totp(citizen=citizen, code=code) or self._use_recovery_code(db=db,
                                                                                     citizen=citizen, code=code):
             return
-        self.record_login_failure(db=db, email=citizen.email, address=address)
+        self.record_login_failure(db=db, email=login_name(citizen), address=address)
         logger.info("login failed", extra={"reason": "bad_otp", "citizen_id": str(citizen.id)})
         raise InvalidOtp()
 
@@ -495,11 +497,11 @@ class AccountService:
         """The account's password, and its TOTP code when two-factor login is on, throttled like a
         login (TooManyLoginAttempts, InvalidCredentials, InvalidOtp). Failures are recorded by the
         caller's unit of work, which must commit even though this raises."""
-        keys = [self._account_key(citizen.email), self._address_key(address)]
+        keys = [self._account_key(login_name(citizen)), self._address_key(address)]
         if retry_after := self._locked_for(db=db, keys=keys):
             raise TooManyLoginAttempts(retry_after)
         if not self.hasher.verify(citizen.password_hash, password or ""):
-            self.record_login_failure(db=db, email=citizen.email, address=address)
+            self.record_login_failure(db=db, email=login_name(citizen), address=address)
             raise InvalidCredentials()
         if citizen.totp_enabled_at is not None:
             self._check_second_factor(db=db, citizen=citizen, code=otp or "", address=address)

@@ -11,14 +11,16 @@ from sqlmodel import Session
 from vault.cli.common import CLI_ACTOR, JsonFlag, open_services, read_password, refused
 from vault.gdpr import audit
 
-app = typer.Typer(help="Staff accounts (DPO, administrators).", no_args_is_help=True)
+app = typer.Typer(help="Staff accounts (DPO, administrators, counter agents).", no_args_is_help=True)
 
 
 @app.command("create")
 def staff_create(
     email: Annotated[str, typer.Option(help="The staff member's email.")],
-    role: Annotated[str, typer.Option(help="dpo or admin.")],
-    name: Annotated[str, typer.Option(help="Full name, shown in the register.")] = "",
+    role: Annotated[str, typer.Option(help="dpo, admin or agent (a counter agent).")],
+    name: Annotated[str, typer.Option(help="Full name, shown in the register and the citizens' journal.")] = "",
+    service: Annotated[str, typer.Option(help="An agent's counter service (mandates are granted to it), "
+                                              "e.g. \"Guichet unique de l'Hôtel de Ville\". Required for an agent.")] = "",
     password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from standard input.")] = False,
     as_json: JsonFlag = False,
 ) -> None:
@@ -28,11 +30,12 @@ def staff_create(
     with Session(services.engine, expire_on_commit=False) as db:
         with refused(as_json, "the staff account was not created"):
             staff, secret, uri = services.staff.create(db, email=email, name=name or email, role=role,
-                                                       password=password)
+                                                       password=password, service=service)
         audit.record(db, actor=CLI_ACTOR[0], action="staff.created", target=f"staff:{staff.id}",
-                     details={"role": role})
+                     details={"role": role, **({"service": staff.service} if staff.service else {})})
         db.commit()
-    output = {"id": str(staff.id), "email": staff.email, "role": staff.role, "totp_secret": secret, "otpauth_uri": uri}
+    output = {"id": str(staff.id), "email": staff.email, "role": staff.role, "service": staff.service or "",
+              "totp_secret": secret, "otpauth_uri": uri}
     if not password_stdin:
         output["password"] = password
     if as_json:

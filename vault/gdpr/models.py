@@ -30,7 +30,8 @@ class StaffAccount(SQLModel, table=True):
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
     email: str = Field(max_length=254, unique=True, index=True)
     name: str = Field(max_length=200)
-    role: str = Field(max_length=10)  # "dpo" | "admin"
+    role: str = Field(max_length=10)  # "dpo" | "admin" | "agent" (a counter agent)
+    service: str | None = Field(default=None, max_length=200)  # an agent's counter, which mandates name
     password_hash: str = Field(max_length=255)
     totp_secret: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
     totp_enabled_at: datetime | None = None

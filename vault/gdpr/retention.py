@@ -91,7 +91,7 @@ def _expired_documents(db: Session, *, gdpr: GdprService, mailer: Mailer, dry_ru
         citizen = gdpr.accounts.get_citizen(db=db, citizen_id=document.owner_id)
         if document.retention_notice_at is None:
             report.documents_noticed.append(str(document.id))
-            if not dry_run and citizen is not None:
+            if not dry_run and citizen is not None and citizen.email:
                 send_mail(mailer, settings, to=citizen.email, template="document_expired", document=document,
                           deletion_date=today + NOTICE)
                 documents.notice_sent(document, at=now)
@@ -120,8 +120,9 @@ def _unused_accounts(db: Session, *, gdpr: GdprService, mailer: Mailer, dry_run:
             report.accounts_noticed.append(str(citizen.id))
             if not dry_run:
                 deletion_date = max(today + NOTICE, (last + timedelta(days=365 * years)).date())
-                send_mail(mailer, settings, to=citizen.email, template="account_unused", last_activity=last,
-                          deletion_date=deletion_date)
+                if citizen.email:  # an account opened at the counter without an address: no notice to send
+                    send_mail(mailer, settings, to=citizen.email, template="account_unused", last_activity=last,
+                              deletion_date=deletion_date)
                 accounts.notice_sent(citizen, at=now)
         elif last < horizon and now - citizen.retention_notice_at >= NOTICE:
             report.accounts_erased.append(str(citizen.id))

@@ -61,7 +61,8 @@ Gdpr = Annotated[GdprService, Depends(gdpr_service)]
 StaffSvc = Annotated[StaffService, Depends(staff_service)]
 
 
-def current_staff(request: Request, db: Db, service: StaffSvc) -> StaffCurrent:
+def any_staff(request: Request, db: Db, service: StaffSvc) -> StaffCurrent:
+    """Whoever of the staff is logged in (logging out, re-authenticating); 404 for anyone else."""
     current = service.resolve(db, get_cookie(request, STAFF_COOKIE))
     if current is None:
         raise NotStaff()
@@ -69,10 +70,26 @@ def current_staff(request: Request, db: Db, service: StaffSvc) -> StaffCurrent:
     # The staff header, plain strings (an error page renders after the database session closed).
     request.state.staff_name = current.staff.name
     request.state.staff_role = ROLES.get(current.staff.role, current.staff.role)
+    request.state.staff_role_key = current.staff.role
+    request.state.staff_service = current.staff.service or ""
     return current
 
 
+def current_staff(request: Request, db: Db, service: StaffSvc) -> StaffCurrent:
+    """The DPO or an administrator: the register, exports, erasures. A counter agent never sees them."""
+    current = any_staff(request, db, service)
+    if current.staff.role not in ("dpo", "admin"):
+        raise NotStaff()
+    return current
+
+
+AnyStaff = Annotated[StaffCurrent, Depends(any_staff)]
 StaffUser = Annotated[StaffCurrent, Depends(current_staff)]
+
+
+def staff_home(staff_role: str) -> str:
+    """Where a staff member lands after logging in: agents at the counter, the others at the register."""
+    return "/agent/" if staff_role == "agent" else "/dpo/"
 
 
 def _by(current: StaffCurrent) -> Staff:
@@ -103,8 +120,9 @@ def _proconnect(request: Request) -> ProConnectLogin:
     return app_service(request, "proconnect", ProConnectLogin)
 
 
-def _staff_logged_in(request: Request, token: str) -> Response:
-    response = redirect("/dpo/")
+def _staff_logged_in(request: Request, db: Db, token: str) -> Response:
+    current = staff_service(request).resolve(db, token)
+    response = redirect(staff_home(current.staff.role if current else "dpo"))
     settings = app_settings(request)
     set_cookie(response, settings, STAFF_COOKIE, token, samesite="strict")
     clear_cookie(response, settings, PROCONNECT_COOKIE)
@@ -132,7 +150,7 @@ def proconnect_callback(request: Request, db: Db) -> Response:
         exc.link = ("/dpo/login", N_("Retour à la connexion"))
         raise
     if isinstance(result, StaffLoggedIn):
-        return _staff_logged_in(request, result.token)
+        return _staff_logged_in(request, db, result.token)
     response = redirect("/dpo/login/proconnect/otp")
     set_cookie(response, app_settings(request), PROCONNECT_COOKIE, result.cookie, max_age=600, samesite="strict")
     return response
@@ -163,7 +181,7 @@ def proconnect_otp(request: Request, form: FormFields, db: Db) -> Response:
     except AuthError as exc:
         db.commit()  # the failure counts towards the throttle
         return _otp_page(request, failure=exc.message, status=401)
-    return _staff_logged_in(request, result.token)
+    return _staff_logged_in(request, db, result.token)
 
 
 @pages.post("/dpo/login")
@@ -174,10 +192,7 @@ def dpo_login(request: Request, form: FormFields, db: Db, service: StaffSvc) -> 
     except AuthError as exc:
         return render(request, "dpo/login.html", {"title": "Espace du délégué à la protection des données",
                                                   "failure": exc.message}, status=401)
-    response = redirect("/dpo/")
-    set_cookie(response, app_settings(request), STAFF_COOKIE, token, samesite="strict")
-    rotate_csrf(request, response)
-    return response
+    return _staff_logged_in(request, db, token)
 
 
 @pages.post("/dpo/logout")
@@ -189,7 +204,7 @@ def dpo_logout(request: Request, form: FormFields, db: Db, service: StaffSvc) ->
 
 
 @pages.post("/dpo/reauth")
-def dpo_reauth(request: Request, form: FormFields, db: Db, service: StaffSvc, current: StaffUser) -> Response:
+def dpo_reauth(request: Request, form: FormFields, db: Db, service: StaffSvc, current: AnyStaff) -> Response:
     try:
         service.reauthenticate(db, current, password=form.get("password", ""), otp=form.get("otp", ""),
                                address=client_address(request))
@@ -197,13 +212,15 @@ def dpo_reauth(request: Request, form: FormFields, db: Db, service: StaffSvc, cu
         db.commit()  # the failure counts towards the throttle (the error would roll it back)
         raise PageError(429 if isinstance(exc, TooManyLoginAttempts) else 401, exc.message,
                         title="Confirmation refusée") from None
-    target = form.get("next", "/dpo/")
-    return redirect(target if target.startswith("/dpo/") else "/dpo/")
+    home = staff_home(current.staff.role)
+    target = form.get("next", home)
+    return redirect(target if target.startswith(home) else home)
 
 
 # ---- the register ------------------------------------------------------------------------------------------
 
-ROLES = {"dpo": N_("Délégué(e) à la protection des données"), "admin": N_("Administrateur ou administratrice")}
+ROLES = {"dpo": N_("Délégué(e) à la protection des données"), "admin": N_("Administrateur ou administratrice"),
+         "agent": N_("Agent d'accueil")}
 IDENTITY_LABELS = {"given_name": N_("Prénom(s)"), "family_name": N_("Nom de naissance"),
                    "preferred_username": N_("Nom d'usage"), "birthdate": N_("Date de naissance"),
                    "gender": N_("Sexe"), "birthplace": N_("Commune de naissance (code INSEE)"),

@@ -23,7 +23,7 @@ from vault.gdpr.models import StaffAccount, StaffSession
 logger = logging.getLogger(__name__)
 
 REAUTH_WINDOW = timedelta(minutes=5)
-ROLES = ("dpo", "admin")
+ROLES = ("dpo", "admin", "agent")  # the DPO, administrators, counter agents
 
 
 @dataclass(frozen=True)
@@ -44,9 +44,18 @@ class StaffService:
     def __init__(self, accounts: AccountService) -> None:
         self.accounts = accounts
 
-    def create(self, db: Session, *, email: str, name: str, role: str, password: str) -> tuple[StaffAccount, str, str]:
-        """Create a staff account with TOTP already on; return it, the TOTP secret and its otpauth URI."""
+    def create(self, db: Session, *, email: str, name: str, role: str, password: str,
+               service: str = "") -> tuple[StaffAccount, str, str]:
+        """Create a staff account with TOTP already on; return it, the TOTP secret and its otpauth URI.
+        A counter agent belongs to a service (the counter mandates are granted to)."""
         errors: dict[str, str] = {}
+        service = " ".join(service.split())
+        if role == "agent" and not service:
+            errors["service"] = "required for an agent: the counter the agent works at (mandates name it)"
+        elif role != "agent" and service:
+            errors["service"] = "only an agent belongs to a counter service"
+        elif len(service) > 200:
+            errors["service"] = "at most 200 characters"
         try:
             email = normalize_email(email)
         except ValueError as exc:
@@ -61,13 +70,14 @@ class StaffService:
             errors["email"] = "Un compte existe déjà avec cette adresse."
         if errors:
             raise InvalidInput(errors)
-        staff = StaffAccount(email=email, name=name.strip()[:200], role=role,
+        staff = StaffAccount(email=email, name=name.strip()[:200], role=role, service=service or None,
                              password_hash=self.accounts.hasher.hash(password), totp_enabled_at=utcnow())
         secret = pyotp.random_base32()
         staff.totp_secret = crypto.wrap(self.accounts.keys, secret.encode(), context=self.accounts.totp_context(staff))
         db.add(staff)
         db.flush()
-        uri = pyotp.TOTP(secret).provisioning_uri(name=email, issuer_name=f"{self.accounts.settings.city_name} (DPO)")
+        space = "guichet" if role == "agent" else "DPO"
+        uri = pyotp.TOTP(secret).provisioning_uri(name=email, issuer_name=f"{self.accounts.settings.city_name} ({space})")
         logger.info("staff account created", extra={"staff_id": str(staff.id), "role": role})
         return staff, secret, uri
 

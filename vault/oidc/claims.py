@@ -94,8 +94,10 @@ def user_claims(citizen: Citizen, scope: str, profile: Profile = OIDC, *,
         "birthplace": citizen.birthplace or "",
         "birthcountry": citizen.birthcountry,
         "preferred_username": citizen.preferred_username or "",
-        "email": citizen.email,
+        "email": citizen.email or "",
         "idp_id": IDP_ID,
         "amr": list(amr),
     }
-    return {claim: values[claim] for claim in claims_for_scope(scope, profile)}
+    if citizen.email is None:  # an account opened at the counter without an address
+        del values["email"]
+    return {claim: values[claim] for claim in claims_for_scope(scope, profile) if claim in values}

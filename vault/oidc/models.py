@@ -7,7 +7,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, ForeignKey, LargeBinary, String
+from sqlalchemy import JSON, Boolean, Column, ForeignKey, LargeBinary, String, false
 from sqlmodel import Field, SQLModel
 
 from vault.auth.models import citizen_fk
@@ -39,6 +39,9 @@ class OAuthClient(SQLModel, table=True):
     jwks: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))  # for private_key_jwt
     # "oidc" (standards first), "fc-v1" or "fc-v2" (FranceConnect's behaviour): vault.oidc.profiles
     profile: str = Field(default="oidc", sa_column=Column(String(10), nullable=False, server_default="oidc"))
+    # Takes logins made by a counter agent for a citizen under a mandate (ID token with RFC 8693's
+    # ``act`` claim); the others refuse them.
+    accept_delegation: bool = Field(default=False, sa_column=Column(Boolean, nullable=False, server_default=false()))
     created_at: datetime = Field(default_factory=utcnow)
     disabled_at: datetime | None = None
 
