@@ -37,7 +37,7 @@ from vault.migrations import upgrade
 HERE = Path(__file__).resolve().parent
 AXE = HERE / "node_modules" / "axe-core" / "axe.min.js"
 WCAG_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
-PHONE_WIDTH = 360
+WIDTHS = (1280, 320)  # a desktop and the narrowest phone the city supports
 
 
 @dataclass
@@ -176,25 +176,20 @@ def axe_violations(page: Any) -> list[str]:
 
 
 def sideways_scroll(page: Any) -> str | None:
-    """At a 360 px wide viewport, how far the page scrolls sideways and the innermost elements that
-    stick out (None when it does not scroll sideways)."""
-    size = page.viewport_size
-    page.set_viewport_size({"width": PHONE_WIDTH, "height": 740})
-    try:
-        scroll_width, inner_width, culprits = page.evaluate("""() => {
-            const out = [...document.body.querySelectorAll('*')].filter(
-                e => e.getBoundingClientRect().right > window.innerWidth + 0.5);
-            const innermost = out.filter(e => !out.some(o => o !== e && e.contains(o)));
-            const name = e => e.tagName.toLowerCase() + (e.id ? '#' + e.id : '') +
-                (e.className && typeof e.className === 'string' ? '.' + e.className.trim().split(/\\s+/).join('.') : '');
-            return [document.documentElement.scrollWidth, window.innerWidth,
-                    innermost.slice(0, 5).map(e => `${name(e)} (right edge ${Math.round(e.getBoundingClientRect().right)} px)`)];
-        }""")
-    finally:
-        page.set_viewport_size(size)
+    """At the page's current viewport width, how far the page scrolls sideways and the innermost
+    elements that stick out (None when it does not scroll sideways)."""
+    scroll_width, inner_width, culprits = page.evaluate("""() => {
+        const out = [...document.body.querySelectorAll('*')].filter(
+            e => e.getBoundingClientRect().right > window.innerWidth + 0.5);
+        const innermost = out.filter(e => !out.some(o => o !== e && e.contains(o)));
+        const name = e => e.tagName.toLowerCase() + (e.id ? '#' + e.id : '') +
+            (e.className && typeof e.className === 'string' ? '.' + e.className.trim().split(/\\s+/).join('.') : '');
+        return [document.documentElement.scrollWidth, window.innerWidth,
+                innermost.slice(0, 5).map(e => `${name(e)} (right edge ${Math.round(e.getBoundingClientRect().right)} px)`)];
+    }""")
     if scroll_width <= inner_width:
         return None
-    return f"scrolls {scroll_width - inner_width} px sideways at {PHONE_WIDTH} px wide: {', '.join(culprits)}"
+    return f"scrolls {scroll_width - inner_width} px sideways: {', '.join(culprits)}"
 
 
 class Audit:
@@ -206,14 +201,22 @@ class Audit:
         self.states: list[str] = []
 
     def __call__(self, page: Any, state: str) -> None:
+        """axe-core's rules and the sideways scrolling at each of WIDTHS (1280 and 320 px wide); the
+        page is left at the width it had."""
         page.wait_for_load_state()
         self.states.append(state)
-        found = axe_violations(page)
-        overflow = sideways_scroll(page)
-        if overflow:
-            found.append(overflow)
-        if found:
-            self.findings[f"{state} ({page.url})"] = found
+        size = page.viewport_size
+        try:
+            for width in WIDTHS:
+                page.set_viewport_size({"width": width, "height": 900 if width > 600 else 740})
+                found = axe_violations(page)
+                if overflow := sideways_scroll(page):
+                    found.append(overflow)
+                if found:
+                    self.findings[f"{state} at {width} px ({page.url})"] = found
+        finally:
+            if size:
+                page.set_viewport_size(size)
 
     def assert_clean(self) -> None:
         report = "\n".join(f"{state}:\n  " + "\n  ".join(lines) for state, lines in self.findings.items())

@@ -1,5 +1,5 @@
 """The pages where a citizen chooses documents, checked in a real browser by axe-core (WCAG 2.0 and
-2.1, levels A and AA) and at a phone's width (360 px: nothing scrolls sideways). Each page state is
+2.1, levels A and AA) and for sideways scrolling, at 1280 px and at 320 px wide. Each page state is
 reached as a person reaches it — logging in through the form, clicking, typing — and every
 problem found in a test is listed at its end, with the rule, the element and axe's help."""
 

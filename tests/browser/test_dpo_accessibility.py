@@ -1,23 +1,16 @@
 """The DPO's pages in a real browser, reached as the DPO reaches them (staff login with the TOTP
-code, search, clicks, typing): axe-core's WCAG 2.0/2.1 A and AA rules at 1280 px, and nothing
-scrolling sideways at 320 px (the narrowest phone the city supports)."""
+code, search, clicks, typing): axe-core's WCAG 2.0/2.1 A and AA rules and nothing scrolling
+sideways, at 1280 px and at 320 px (the narrowest phone the city supports)."""
 
 from __future__ import annotations
 
 import re
 import uuid
 
-import pytest
 from sqlmodel import Session
 
-from tests.browser import conftest
 from tests.factories import make_document, make_staff
 from vault.gdpr.service import Staff
-
-
-@pytest.fixture(autouse=True)
-def narrowest_phone(monkeypatch) -> None:
-    monkeypatch.setattr(conftest, "PHONE_WIDTH", 320)
 
 
 def staff_log_in(page, staff) -> None:

@@ -29,6 +29,7 @@ from vault.web.pages import (
     BodyTooLarge,
     PageError,
     client_address,
+    flash_notice,
     get_cookie,
     language,
     read_small_body,
@@ -170,7 +171,9 @@ def add_passkey(request: Request, body: JsonBody, db: Db, service: Passkeys, cur
                          credential=body.get("credential"))
     except AuthError as exc:
         return _refusal(request, exc)
-    return JSONResponse({"redirect": "/account?notice=passkey_added"})
+    response = JSONResponse({"redirect": "/account?notice=passkey_added"})
+    flash_notice(response, "/account?notice=passkey_added")
+    return response
 
 
 def _remove_page(request: Request, current: CurrentLogin, passkey_name: str, passkey_id: uuid.UUID, *,

@@ -40,6 +40,7 @@ from vault.web.pages import (
     client_address,
     get_cookie,
     message_page,
+    notice_key,
     render,
     rotate_csrf,
     set_cookie,
@@ -97,7 +98,7 @@ def _values(form: dict[str, str]) -> dict[str, str]:
 
 @router.get("/", include_in_schema=False)
 def home(request: Request, current: OptionalLogin) -> Response:
-    return render(request, "home.html", {"notice": NOTICES.get(request.query_params.get("notice", ""))})
+    return render(request, "home.html", {"notice": NOTICES.get(notice_key(request))})
 
 
 # ---- registration and email verification -----------------------------------------------------------
@@ -264,7 +265,7 @@ def _login_page(request: Request, db: Session, *, failure: str | None = None, er
         values = {"email": hint[:254]}
     return render(request, "login.html", {
         "title": N_("Se connecter"), "failure": failure, "errors": errors or {}, "values": values or {},
-        "notice": NOTICES.get(request.query_params.get("notice", "")), "next": next_path, "app_name": app_name,
+        "notice": NOTICES.get(notice_key(request)), "next": next_path, "app_name": app_name,
         "franceconnect": _franceconnect_enabled(request),
         "passkeys": passkeys_usable(request),
     }, status=status)
@@ -337,8 +338,8 @@ def login_otp(request: Request, form: FormFields, db: Db, service: Accounts) -> 
         response.headers["Retry-After"] = str(exc.retry_after)
         return response
     except AuthError as exc:
-        return render(request, "login_otp.html", {"title": N_("Code de vérification"), "failure": exc.message,
-                                                  "errors": {"otp": exc.message}}, status=401)
+        return render(request, "login_otp.html", {"title": N_("Code de vérification"), "errors": {"otp": exc.message}},
+                      status=401)
     return _logged_in(request, result.token, form.get("next", ""))
 
 
@@ -363,7 +364,7 @@ def account(request: Request, db: Db, service: Accounts, current: LoggedIn) -> R
         "alerts": alert_switches(request).switches(db=db, citizen_id=current.citizen.id),
         "passkeys": service.list_passkeys(db=db, citizen_id=current.citizen.id),
         "passkeys_usable": passkeys_usable(request),
-        "notice": NOTICES.get(request.query_params.get("notice", "")),
+        "notice": NOTICES.get(notice_key(request)),
     })
 
 

@@ -30,6 +30,7 @@ from vault.web.pages import (
     clear_cookie,
     client_address,
     get_cookie,
+    notice_key,
     render,
     rotate_csrf,
     set_cookie,
@@ -330,7 +331,7 @@ def _request_page(request: Request, db: Db, gdpr: GdprService, current: StaffCur
     documents = gdpr.documents.documents_of(db, citizen.id) if citizen is not None else []
     notice = {"rectified": N_("L'identité a été rectifiée."),
               "held": N_("Le document est maintenant sous conservation légale.")}.get(
-        request.query_params.get("notice", ""))
+        notice_key(request))
     return render(request, "dpo/request.html", {
         "title": N_("Demande"), "item": item, "kinds": REQUEST_KINDS, "channels": CHANNELS, "statuses": STATUSES,
         "tombstone": tombstone, "reauth_ok": current.recently_reauthenticated, "staff": current.staff,
@@ -547,7 +548,7 @@ def _my_data_page(request: Request, db: Db, gdpr: GdprService, current: CurrentL
     pending = [r for r in gdpr.list_requests(db, view="open") if r.citizen_id == current.citizen.id]
     return render(request, "my_data.html", {"title": N_("Mes données"), "pending": pending, "kinds": REQUEST_KINDS,
                                             "statuses": STATUSES, "errors": errors or {}, "values": values or {},
-                                            "notice": MY_DATA_NOTICES.get(request.query_params.get("notice", ""))},
+                                            "notice": MY_DATA_NOTICES.get(notice_key(request))},
                   status=status)
 
 

@@ -24,7 +24,7 @@ from vault.oidc.profiles import endpoint_profile
 from vault.oidc.service import BadRequest, NeedConsent, NeedLogin, OpenIDService, Outcome, ToClient
 from vault.translation import N_
 from vault.web.dependencies import Db, FormFields, redirect
-from vault.web.pages import PageError, clear_cookie, form_values, get_cookie, render, rotate_csrf
+from vault.web.pages import PageError, clear_cookie, form_values, get_cookie, notice_key, render, rotate_csrf
 from vault.web.state import app_service, app_settings
 
 router = APIRouter(tags=["openid-connect"])
@@ -285,7 +285,7 @@ def my_apps(request: Request, db: Db, service: OIDC, current: LoggedIn) -> Respo
     apps = [(client, consent, lines, *service.document_access(db=db, citizen_id=citizen_id, client_id=client.client_id))
             for client, consent, lines in service.apps_of(db=db, citizen_id=citizen_id)]
     return render(request, "apps.html", {"title": N_("Mes applications"), "apps": apps,
-                                         "notice": APP_NOTICES.get(request.query_params.get("notice", ""))})
+                                         "notice": APP_NOTICES.get(notice_key(request))})
 
 
 @router.post("/account/apps/withdraw-document", include_in_schema=False)

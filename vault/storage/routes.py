@@ -44,7 +44,7 @@ from vault.storage.multipart import MultipartUpload
 from vault.storage.service import Actor, DocumentService, download_name, validate_meta
 from vault.translation import N_
 from vault.web.dependencies import Db, FormFields, redirect
-from vault.web.pages import PageError, get_cookie, render
+from vault.web.pages import PageError, get_cookie, notice_key, render
 from vault.web.relay import consume_in_thread, relay
 from vault.web.state import app_service, app_settings
 
@@ -159,7 +159,7 @@ async def receive_document(request: Request, db: Session, service: DocumentServi
                       if header in request.headers}
             filename = _filename_from_headers(request)
             await consume_in_thread(request.stream(), pipeline.feed)
-        meta = validate_meta(fields, filename=filename)
+        meta = validate_meta(fields, filename=filename, require_type=csrf_cookie is not None)
         stored = await run_in_threadpool(pipeline.finish)
     except BaseException:
         await run_in_threadpool(pipeline.abort)
@@ -358,7 +358,7 @@ def _documents_page(request: Request, db: Session, service: DocumentService, act
     return render(request, "documents.html", {
         "title": N_("Mes justificatifs"), "groups": {k: v for k, v in groups.items() if v}, "types": DOCUMENT_TYPES,
         "errors": errors or {}, "today": app_settings(request).today(),
-        "notice": notice or NOTICES.get(request.query_params.get("notice", "")),
+        "notice": notice or NOTICES.get(notice_key(request)),
         "used_mb": used / (1024 * 1024), "quota_mb": service.settings.quota_mb, "count": count,
         "max_mb": service.settings.max_file_mb, "antivirus_off": service.settings.antivirus == "off",
         "back_to": _back_to(request),

@@ -46,6 +46,7 @@ from vault.storage.exceptions import (
 )
 from vault.storage.models import DOCUMENT_TYPES, AccessLogEntry, CitizenKey, Document
 from vault.storage.pipeline import Stored, UploadPipeline
+from vault.translation import N_
 
 logger = logging.getLogger(__name__)
 
@@ -145,12 +146,15 @@ def _clean_title(text: str | None) -> str:
 UNKNOWN_TYPE = f"Type inconnu. Types possibles : {', '.join(DOCUMENT_TYPES)}."
 
 
-def validate_meta(fields: dict[str, str], *, filename: str | None) -> DocumentMeta:
-    """A new document's fields (type ``other`` and a title from the file's name when not given).
+def validate_meta(fields: dict[str, str], *, filename: str | None, require_type: bool = False) -> DocumentMeta:
+    """A new document's fields (type ``other`` and a title from the file's name when not given;
+    with ``require_type``, as on the citizen's form, a missing type is refused).
     ``filename`` is kept as sent: it is cleaned once the media type is known."""
     errors: dict[str, str] = {}
-    kind = (fields.get("type") or "other").strip()
-    if kind not in DOCUMENT_TYPES:
+    kind = (fields.get("type") or ("" if require_type else "other")).strip()
+    if not kind:
+        errors["type"] = N_("Choisissez le type de document.")
+    elif kind not in DOCUMENT_TYPES:
         errors["type"] = UNKNOWN_TYPE
     title = _clean_title(fields.get("title"))
     if not title:  # derived from the file's name when none is given, cut to fit

@@ -21,7 +21,7 @@ from vault.storage.sharing import (
 )
 from vault.translation import N_
 from vault.web.dependencies import Db, FormFields, redirect
-from vault.web.pages import cookie_name, form_values, render
+from vault.web.pages import cookie_name, form_values, notice_key, render
 from vault.web.state import app_service, app_settings
 
 pages = APIRouter(include_in_schema=False)
@@ -53,7 +53,7 @@ STATES = {
 def shares_page(request: Request, db: Db, service: Shares, actor: PageActor) -> Response:
     return render(request, "shares.html", {
         "title": N_("Mes liens de partage"), "links": service.links_of(db, actor.citizen_id), "states": STATES,
-        "notice": NOTICES.get(request.query_params.get("notice", "")),
+        "notice": NOTICES.get(notice_key(request)),
     })
 
 

@@ -7,11 +7,12 @@ import ipaddress
 import secrets
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qs, parse_qsl, urlsplit
 from zoneinfo import ZoneInfo
 
 from fastapi import Request
 from fastapi.templating import Jinja2Templates
+from markupsafe import Markup, escape
 from starlette.responses import HTMLResponse, Response
 
 from vault import geo
@@ -27,6 +28,34 @@ TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 # languages render at the same time in different threads.
 TEMPLATES.env.add_extension("jinja2.ext.i18n")
 load_catalogues()
+
+
+def with_error_summary(content: str, errors: dict[str, str] | None, translate: Any) -> Markup:
+    """A page's content with the summary of its form's ``errors`` (field id → message) put right
+    after its ``h1`` (or first, for a page without one), one link per error to its field, in the
+    order of the fields on the page (errors whose field is not on the page come last)."""
+    content = Markup(content)  # noqa: S704  (the page content Jinja rendered, escaped already)
+    if not errors:
+        return content
+
+    def position(field: str) -> int:
+        found = content.find(f'id="{escape(field)}"')
+        return found if found >= 0 else len(content)
+
+    ordered = sorted(errors.items(), key=lambda item: position(item[0]))  # stable: ties keep their order
+    items = Markup("").join(Markup('<li><a href="#{}">{}</a></li>').format(field, translate(text))
+                            for field, text in ordered)
+    summary = Markup(
+        '<div class="error-summary" role="alert" aria-labelledby="error-summary-title" tabindex="-1">'
+        '<h2 id="error-summary-title">{}</h2><ul>{}</ul></div>').format(translate(N_("Certains champs sont à corriger :")), items)
+    end = content.find("</h1>")
+    if end < 0:
+        return summary + content
+    end += len("</h1>")
+    return Markup(content[:end]) + summary + Markup(content[end:])  # noqa: S704  (the same, cut in two)
+
+
+TEMPLATES.env.filters["with_error_summary"] = with_error_summary
 
 MAX_FORM_BYTES = 64 * 1024
 MAX_FIELDS = 40
@@ -63,6 +92,29 @@ def clear_cookie(response: Response, settings: Settings, base: str) -> None:
 
 def get_cookie(request: Request, base: str) -> str | None:
     return request.cookies.get(cookie_name(app_settings(request), base))
+
+
+# ---- one-shot notices ("Le document a été ajouté") ----------------------------------------------------
+
+NOTICE_COOKIE = "notice"
+
+
+def flash_notice(response: Response, url: str) -> None:
+    """When ``url`` is a page of this site with a ``notice``, a short-lived cookie says that notice
+    may be shown once: the page shows it (``notice_key``) and ``render`` clears the cookie, so that a
+    reload, a bookmark or the URL kept by a later failed form does not say it again."""
+    parts = urlsplit(url)
+    if parts.scheme or parts.netloc or not url.startswith("/"):
+        return
+    key = (parse_qs(parts.query).get("notice") or [""])[0]
+    if key and len(key) <= 40:
+        response.set_cookie(NOTICE_COOKIE, key, max_age=300, path="/", httponly=True, samesite="lax")
+
+
+def notice_key(request: Request) -> str:
+    """The ``notice`` of the page's address when it is the one just announced (its cookie), else ""."""
+    key = request.query_params.get("notice", "")
+    return key if key and request.cookies.get(NOTICE_COOKIE) == key else ""
 
 
 # ---- language ------------------------------------------------------------------------------------
@@ -215,6 +267,8 @@ def render(request: Request, template: str, context: dict[str, Any] | None = Non
     response = TEMPLATES.TemplateResponse(request, template, ctx, status_code=status)
     if new := getattr(request.state, "new_csrf_token", None):
         set_cookie(response, settings, "csrf", new, samesite="strict")
+    if NOTICE_COOKIE in request.cookies:  # shown (or passed by) once: not again
+        response.delete_cookie(NOTICE_COOKIE, path="/", httponly=True, samesite="lax")
     if request.query_params.get("lang") in LANGUAGES:
         response.set_cookie("lang", lang, max_age=365 * 24 * 3600, path="/", samesite="lax",
                             secure=settings.https)

@@ -1,4 +1,5 @@
 // Progress bar for "Ajouter un justificatif". The form works without this script (plain POST).
+// Its sentences come from the page (the form's data-sending and data-failed), in the page's language.
 (function () {
   "use strict";
   var form = document.getElementById("upload-form");
@@ -15,22 +16,22 @@
       if (e.lengthComputable) {
         var percent = Math.round((e.loaded / e.total) * 100);
         bar.value = percent;
-        status.textContent = "Envoi : " + percent + " %";
+        status.textContent = form.getAttribute("data-sending") + " " + percent + " %";
       }
     });
     xhr.addEventListener("load", function () {
-      // The server answers as for the plain form: a redirect (followed by the browser) on success,
-      // or a page explaining the problem, shown as is.
-      if (xhr.responseURL && xhr.responseURL.indexOf("notice=") !== -1) {
-        window.location.assign(xhr.responseURL);
-      } else {
-        document.open();
-        document.write(xhr.responseText);
-        document.close();
+      // The server answers as for the plain form: a redirect (followed here) to the page that says
+      // the document was added, or the form again with what to correct. Either is shown as is, at
+      // its own address; the notice was given once, a reload does not show it again.
+      if (xhr.responseURL && xhr.responseURL !== form.action && window.history && window.history.replaceState) {
+        window.history.replaceState(null, "", xhr.responseURL);
       }
+      document.open();
+      document.write(xhr.responseText);
+      document.close();
     });
     xhr.addEventListener("error", function () {
-      status.textContent = "L'envoi a échoué. Vérifiez votre connexion et recommencez.";
+      status.textContent = form.getAttribute("data-failed");
       bar.hidden = true;
     });
     xhr.send(new FormData(form));
