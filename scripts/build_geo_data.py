@@ -6,7 +6,7 @@
 
 ``--decoupage``: the unpacked npm package ``@etalab/decoupage-administratif`` (its ``data/``
 folder: INSEE's Code officiel géographique with La Poste's postal codes). ``--countries``: INSEE's
-COG list of countries and territories as CSV (the columns ``COG`` and ``LIBCOG`` are read; several
+COG list of countries and territories as CSV (the columns ``COG``, ``LIBCOG`` and ``CODEISO2`` are read; several
 rows of one code keep the last). Standard library only; the output depends on the inputs alone
 (sorted rows, gzip without a timestamp), so running it twice gives the same bytes.
 """
@@ -48,18 +48,20 @@ def build_communes(package: Path) -> dict[str, object]:
     }
 
 
-def build_countries(source: Path) -> list[tuple[str, str]]:
-    names: dict[str, str] = {}
+def build_countries(source: Path) -> list[tuple[str, str, str]]:
+    """(INSEE code, French name, ISO 3166-1 alpha-2 code or "") per country, from INSEE's columns
+    COG, LIBCOG and CODEISO2 (empty for a former country)."""
+    names: dict[str, tuple[str, str]] = {}
     with source.open(encoding="utf-8-sig", newline="") as f:
         for row in csv.DictReader(f):
-            names[row["COG"].strip()] = " ".join(row["LIBCOG"].split())
-    return sorted(names.items())
+            names[row["COG"].strip()] = (" ".join(row["LIBCOG"].split()), (row.get("CODEISO2") or "").strip())
+    return sorted((code, name, iso) for code, (name, iso) in names.items())
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--decoupage", type=Path, required=True, help="the unpacked npm package (its folder)")
-    parser.add_argument("--countries", type=Path, required=True, help="INSEE's COG countries CSV (COG, LIBCOG)")
+    parser.add_argument("--countries", type=Path, required=True, help="INSEE's COG countries CSV (COG, LIBCOG, CODEISO2)")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     payload = json.dumps(build_communes(args.decoupage), ensure_ascii=False, separators=(",", ":")).encode()
@@ -67,7 +69,7 @@ def main() -> None:
         gz.write(payload)
     with (OUT / "countries.csv").open("w", encoding="utf-8", newline="") as f:
         writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(["code", "nom"])
+        writer.writerow(["code", "nom", "iso2"])
         writer.writerows(build_countries(args.countries))
 
 

@@ -5,11 +5,13 @@ The schema belongs to alembic: the app never creates tables by itself (``vault d
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import Engine, event, text
+from sqlalchemy import Engine, event, func, text
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -32,6 +34,36 @@ def ensure_sqlite_folder(url: str) -> None:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
 
 
+# Folding a name for a search that ignores accents, case, apostrophes, hyphens and spaces
+# ("Hélène" → "helene", "O'Connor" → "oconnor"), the same in Python and in SQL (``fold_expression``).
+_ACCENTED = "àáâãäåçèéêëìíîïñòóôõöøùúûüýÿÀÁÂÃÄÅÇÈÉÊËÌÍÎÏÑÒÓÔÕÖØÙÚÛÜÝŸ"
+_PLAIN = "aaaaaaceeeeiiiinoooooouuuuyyaaaaaaceeeeiiiinoooooouuuuyy"
+_DROPPED = "'’- "
+_FOLD_FROM, _FOLD_TO = _ACCENTED + _DROPPED, _PLAIN
+assert len(_ACCENTED) == len(_PLAIN)  # a typo here would shift every letter after it
+
+
+def _translate(text: str | None, source: str, target: str) -> str | None:
+    """PostgreSQL's translate(): each character of ``source`` becomes the one at its place in
+    ``target``, or is dropped when ``target`` is shorter."""
+    if text is None:
+        return None
+    table = {ord(char): (target[i] if i < len(target) else None) for i, char in enumerate(source)}
+    return text.translate(table)
+
+
+def fold(text: str) -> str:
+    """``text`` as a name search compares it: no accents, lower case, no apostrophe, hyphen or space."""
+    decomposed = unicodedata.normalize("NFKD", text or "")
+    plain = "".join(char for char in decomposed if not unicodedata.combining(char))
+    return (_translate(plain, _FOLD_FROM, _FOLD_TO) or "").lower()
+
+
+def fold_expression(column: Any) -> Any:
+    """The SQL of ``fold(column)`` on PostgreSQL and SQLite (translate, then lower)."""
+    return func.lower(func.translate(column, _FOLD_FROM, _FOLD_TO))
+
+
 def make_engine(url: str) -> Engine:
     ensure_sqlite_folder(url)
     if url.startswith("sqlite"):
@@ -44,6 +76,8 @@ def make_engine(url: str) -> Engine:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA busy_timeout=30000")
             cursor.close()
+            # PostgreSQL's translate(text, from, to), which SQLite lacks (folding names: fold_expression).
+            dbapi_conn.create_function("translate", 3, _translate, deterministic=True)
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)

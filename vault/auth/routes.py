@@ -39,6 +39,7 @@ from vault.web.pages import (
     clear_cookie,
     client_address,
     get_cookie,
+    language,
     message_page,
     notice_key,
     render,
@@ -113,7 +114,7 @@ def _register_page(request: Request, *, errors: dict[str, str] | None = None, fo
         choices = resolve_birthplace(values.get("birthplace", "")).choices
     return render(request, "register.html", {
         "title": N_("Créer un compte"), "franceconnect": _franceconnect_enabled(request), "errors": errors or {},
-        "values": values, "countries": geo.countries(), "birthplace_choices": choices}, status=status)
+        "values": values, "countries": geo.countries(language(request)), "birthplace_choices": choices}, status=status)
 
 
 @router.get("/register", include_in_schema=False)

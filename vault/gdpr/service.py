@@ -28,7 +28,7 @@ from vault.auth.exceptions import InvalidInput
 from vault.auth.identity import validate_identity
 from vault.auth.models import IDENTITY_FIELDS, Citizen
 from vault.auth.service import CERTIFIED_IDENTITY, AccountService
-from vault.db import utcnow
+from vault.db import fold, fold_expression, utcnow
 from vault.errors import VaultError
 from vault.gdpr import audit
 from vault.gdpr.models import CHANNELS, REQUEST_KINDS, DataRequest, Tombstone
@@ -205,17 +205,18 @@ class GdprService:
     def search_citizens(self, db: Session, *, name: str = "", birthdate: date | None = None, email: str = "",
                         limit: int = 20) -> list[Citizen]:
         """Citizens the DPO may mean: every word of ``name`` in the given, family or usage name
-        (case-insensitive), the birth date and a part of the email when given. Erased citizens have
-        no row any more, and one whose erasure started is left out as well (its tombstone)."""
-        words = [w for w in name.lower().split() if w]
+        (accents, case, apostrophes and hyphens aside: "Helene" finds Hélène, "oconnor" O'Connor),
+        the birth date and a part of the email when given. Erased citizens have no row any more, and
+        one whose erasure started is left out as well (its tombstone)."""
+        words = [w for w in (fold(word) for word in name.split()) if w]
         if not words and birthdate is None and not email.strip():
             return []
         query = select(Citizen)
         for word in words:
             pattern = f"%{_like(word)}%"
-            query = query.where(func.lower(Citizen.given_name).like(pattern, escape="\\")
-                                | func.lower(Citizen.family_name).like(pattern, escape="\\")
-                                | func.lower(func.coalesce(Citizen.preferred_username, "")).like(pattern, escape="\\"))
+            query = query.where(fold_expression(Citizen.given_name).like(pattern, escape="\\")
+                                | fold_expression(Citizen.family_name).like(pattern, escape="\\")
+                                | fold_expression(func.coalesce(Citizen.preferred_username, "")).like(pattern, escape="\\"))
         if birthdate is not None:
             query = query.where(Citizen.birthdate == birthdate)
         if email.strip():

@@ -4,7 +4,8 @@ name or postal code, and to show people names rather than codes.
 
 The data (``data/``) is built by ``scripts/build_geo_data.py`` from the npm package
 ``@etalab/decoupage-administratif`` (INSEE's Code officiel géographique, La Poste's postal codes)
-and INSEE's list of countries; ``data/README.md`` says which versions. Loaded once, on first use.
+and INSEE's list of countries (with their ISO codes: their names in English are the Unicode CLDR's,
+from Babel); ``data/README.md`` says which versions. Loaded once, on first use.
 Imports nothing of the service but ``N_`` (floor 1).
 """
 
@@ -19,6 +20,8 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
+
+import babel
 
 from vault.translation import N_, Message
 
@@ -46,6 +49,7 @@ class Commune:
 class Country:
     code: str
     name: str
+    iso: str = ""  # its ISO 3166-1 alpha-2 code, when it has one (not Tchécoslovaquie, nor Sibérie…)
 
 
 _KINDS = {"C": "commune", "A": "arrondissement", "D": "deleguee", "S": "associee"}
@@ -70,7 +74,8 @@ class _Geo:
                 self.arrondissements.setdefault(parent, []).append(i)
         self.former_codes: dict[str, str] = raw["anciens_codes"]
         with (DATA / "countries.csv").open(encoding="utf-8", newline="") as f:
-            self.countries = {row["code"]: Country(row["code"], row["nom"]) for row in csv.DictReader(f)}
+            self.countries = {row["code"]: Country(row["code"], row["nom"], row.get("iso2") or "")
+                              for row in csv.DictReader(f)}
 
     def entry(self, i: int) -> Commune:
         code, name, dep, kind, parent, pcs = self.rows[i]
@@ -182,14 +187,29 @@ def country(code: str) -> Country | None:
     return _geo().countries.get((code or "").strip())
 
 
-def country_label(code: str) -> str:
+@functools.cache
+def _territory_names(lang: str) -> dict[str, str]:
+    """ISO 3166 country code → its name in ``lang`` (the Unicode CLDR's, as Babel ships them)."""
+    return dict(babel.Locale.parse(lang).territories)
+
+
+def _named(found: Country, lang: str) -> Country:
+    """``found`` with its name in ``lang``: INSEE's French name, or the CLDR's name of its ISO code in
+    another language (a former country or a territory without an ISO code keeps its French name)."""
+    if lang == "fr" or not found.iso:
+        return found
+    name = _territory_names(lang).get(found.iso)
+    return Country(found.code, name, found.iso) if name else found
+
+
+def country_label(code: str, lang: str = "fr") -> str:
     found = country(code)
-    return found.name if found else code
+    return _named(found, lang).name if found else code
 
 
-def countries() -> list[Country]:
-    """Every country and territory of INSEE's list, France first, then by name."""
-    items = _geo().countries.values()
+def countries(lang: str = "fr") -> list[Country]:
+    """Every country and territory of INSEE's list, France first, then by name (in ``lang``)."""
+    items = [_named(c, lang) for c in _geo().countries.values()]
     return sorted(items, key=lambda c: (c.code != FRANCE, normalize(c.name)))
 
 

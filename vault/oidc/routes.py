@@ -24,7 +24,16 @@ from vault.oidc.profiles import endpoint_profile
 from vault.oidc.service import BadRequest, NeedConsent, NeedLogin, OpenIDService, Outcome, ToClient
 from vault.translation import N_
 from vault.web.dependencies import Db, FormFields, redirect
-from vault.web.pages import PageError, clear_cookie, form_values, get_cookie, notice_key, render, rotate_csrf
+from vault.web.pages import (
+    PageError,
+    clear_cookie,
+    flash_notice,
+    form_values,
+    get_cookie,
+    notice_key,
+    render,
+    rotate_csrf,
+)
 from vault.web.state import app_service, app_settings
 
 router = APIRouter(tags=["openid-connect"])
@@ -229,6 +238,7 @@ def logout(request: Request, form: OAuthForm, db: Db, service: OIDC, current: Op
     if result.ended and current is not None:  # logged in through FranceConnect: out there too, then on
         target = _franceconnect_logout_url(request, db, current, then=target) or target
     response: Response = RedirectResponse(target, status_code=303)
+    flash_notice(response, target)  # "Vous êtes déconnecté(e)", once
     if result.ended or current is None:
         clear_cookie(response, app_settings(request), SESSION_COOKIE)
         rotate_csrf(request, response)
@@ -260,6 +270,7 @@ def _franceconnect_logout(request: Request, params: dict[str, str], db: Db, serv
         target = _franceconnect_logout_url(request, db, current, then=target or "/?notice=logged_out") or target
     if target:
         response = RedirectResponse(target, status_code=303)
+        flash_notice(response, target)
     else:
         response = render(request, "message.html", {
             "title": N_("Vous êtes déconnecté(e)"),

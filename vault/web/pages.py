@@ -19,6 +19,7 @@ from vault import geo
 from vault.errors import VaultError
 from vault.settings import Settings
 from vault.translation import N_, Message
+from vault.web.devices import device_label
 from vault.web.i18n import LANGUAGES, load_catalogues, translations
 from vault.web.state import app_settings
 
@@ -254,7 +255,8 @@ def render(request: Request, template: str, context: dict[str, Any] | None = Non
         "lang": lang,
         "_": _,
         "commune_label": geo.commune_label,
-        "country_label": geo.country_label,
+        "country_label": lambda code: geo.country_label(code, lang),
+        "device_label": device_label,
         "gettext": translated.gettext,
         "ngettext": translated.ngettext,
         "csrf_token": csrf_token(request),
