@@ -12,6 +12,7 @@ from sqlmodel import Session
 from tests.browser.conftest import log_in
 from tests.factories import make_document
 from vault.oidc.demo import install_demo_app
+from vault.storage.models import AccessLogEntry
 
 # WCAG 2.x relative luminance and contrast ratio, computed in the page from computed CSS colours.
 CONTRAST_JS = """
@@ -119,6 +120,9 @@ def test_the_citizen_pages_at_320_and_1280_px(site, open_context, audit) -> None
         make_document(api, type="proof_of_address", title="Facture d'électricité de janvier (copie intégrale)")
     with Session(site.engine) as db:
         install_demo_app(db, issuer=site.url)
+        db.add(AccessLogEntry(citizen_id=citizen.id, actor_kind="app", actor_id="cantine",
+                              actor_name="Inscriptions à la cantine et au centre de loisirs", action="read",
+                              document_title="Facture d'électricité de janvier (copie intégrale)"))
         db.commit()
     context = open_context()
     page = context.new_page()
