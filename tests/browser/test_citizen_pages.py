@@ -177,3 +177,31 @@ def test_the_citizen_pages_at_320_and_1280_px(site, open_context, audit) -> None
     page.get_by_role("heading", name=re.compile("ID token")).wait_for()
     audit(page, "the demo app's callback, the claims")
     audit.assert_clean()
+
+
+def test_an_upload_with_the_progress_script_says_added_once(site, open_context, tmp_path) -> None:
+    """With upload.js (the progress bar), the document added is said once: not again on a reload,
+    nor after a later upload that fails; the type is the citizen's choice, asked for when missing."""
+    citizen = site.citizen()
+    invoice = tmp_path / "facture.pdf"
+    invoice.write_bytes(b"%PDF-1.4\nfacture\n%%EOF")
+    page = open_context().new_page()
+    log_in(page, citizen)
+    page.goto("/documents")
+    assert page.get_by_label("Type de document").input_value() == ""
+    page.get_by_label("Fichier").set_input_files(str(invoice))
+    page.get_by_label("Type de document").select_option("proof_of_address")
+    page.get_by_role("button", name="Ajouter le document").click()
+    page.get_by_text("Le document a été ajouté à votre coffre-fort.").wait_for()
+    page.reload()
+    page.get_by_role("heading", name="Mes justificatifs").wait_for()
+    assert page.get_by_text("Le document a été ajouté").count() == 0
+
+    page.get_by_label("Fichier").set_input_files(str(invoice))  # no type chosen this time
+    page.get_by_role("button", name="Ajouter le document").click()
+    page.locator(".error-summary").wait_for()
+    assert page.get_by_role("link", name="Choisissez le type de document.").count() == 1
+    assert page.evaluate("document.activeElement.classList.contains('error-summary')")
+    page.reload()
+    page.get_by_role("heading", name="Mes justificatifs").wait_for()
+    assert page.get_by_text("Le document a été ajouté").count() == 0
