@@ -110,20 +110,19 @@ NEED_PASSWORD = N_("Ce compte n'a pas encore de mot de passe : faites signer le 
 HAS_PASSWORD = N_("Ce compte a un mot de passe : la personne confirme le mandat en le saisissant.")
 
 
-def _choice_values(request: Request, form: dict[str, str] | None = None) -> dict[str, object]:
-    """What the agent ticked, as sent (from the form, else the query), to show the form again."""
+def _choice_values(request: Request, form: dict[str, str] | None = None) -> tuple[list[str], str]:
+    """What the agent ticked, as sent (from the form, else the query): procedures, duration."""
     if form is not None:
-        return {"procedures": form_values(request, "procedures"), "duration": form.get("duration", "")}
-    return {"procedures": request.query_params.getlist("procedures"),
-            "duration": request.query_params.get("duration", "")}
+        return form_values(request, "procedures"), form.get("duration", "")
+    return request.query_params.getlist("procedures"), request.query_params.get("duration", "")
 
 
 def _grant_page(request: Request, citizen: Citizen, current: StaffCurrent, *, errors: dict[str, str] | None = None,
-                values: dict[str, object] | None = None, status: int = 200) -> Response:
+                values: tuple[list[str], str] = ([], ""), status: int = 200) -> Response:
     return render(request, "counter/mandate_new.html", {
         "title": N_("Donner un mandat"), "staff": current.staff, "citizen": citizen, "procedures": PROCEDURES,
-        "durations": DURATIONS, "errors": errors or {}, "choice": values or {"procedures": [], "duration": ""}},
-        status=status)
+        "durations": DURATIONS, "errors": errors or {},
+        "choice": {"procedures": values[0], "duration": values[1]}}, status=status)
 
 
 def _mandate_page(request: Request, template: str, title: str, citizen: Citizen, current: StaffCurrent,
@@ -176,13 +175,11 @@ def mandate_confirm(request: Request, citizen_id: uuid.UUID, form: FormFields, d
         counter.grant_with_password(db, agent=current.staff, citizen=citizen, choice=choice,
                                     password=form.get("password", ""), address=client_address(request))
     except TooManyLoginAttempts as exc:
-        db.commit()
         response = _mandate_page(request, *page, citizen, current, choice, counter, errors={"password": exc.message},
                                  status=429)
         response.headers["Retry-After"] = str(exc.retry_after)
         return response
-    except InvalidInput as exc:
-        db.commit()  # a wrong password counts towards the throttle, and its refusal stays in the audit chain
+    except InvalidInput as exc:  # a wrong password: counted and audited (committed by the service)
         return _mandate_page(request, *page, citizen, current, choice, counter, errors=exc.fields, status=400)
     return redirect(f"/agent/citizens/{citizen.id}?notice=granted")
 
@@ -193,7 +190,7 @@ def mandate_print(request: Request, citizen_id: uuid.UUID, db: Db, counter: Coun
     citizen = counter.citizen(db, citizen_id)
     values = _choice_values(request)
     try:
-        choice = read_choice(values["procedures"], str(values["duration"]))  # type: ignore[arg-type]
+        choice = read_choice(*values)
     except InvalidInput as exc:
         return _grant_page(request, citizen, current, errors=exc.fields, values=values, status=400)
     return _mandate_page(request, "counter/mandate_print.html", N_("Mandat à signer"), citizen, current, choice,
@@ -209,7 +206,7 @@ async def mandate_signed(request: Request, citizen_id: uuid.UUID, db: Db, counte
     citizen = await run_in_threadpool(counter.citizen, db, citizen_id)
     values = _choice_values(request)
     try:
-        choice = read_choice(values["procedures"], str(values["duration"]))  # type: ignore[arg-type]
+        choice = read_choice(*values)
     except InvalidInput as exc:
         return _grant_page(request, citizen, current, errors=exc.fields, values=values, status=400)
     if citizen.password_hash is not None:

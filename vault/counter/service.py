@@ -212,14 +212,16 @@ class CounterService:
     def grant_with_password(self, db: Session, *, agent: StaffAccount, citizen: Citizen, choice: MandateChoice,
                             password: str, address: str) -> Mandate:
         """The citizen, present, types their password on the agent's screen: throttled like a login
-        (TooManyLoginAttempts; a wrong password is InvalidInput on ``password`` and counts — the
-        caller commits before answering)."""
+        (TooManyLoginAttempts; a wrong password is InvalidInput on ``password``, counted, audited
+        and committed before it is raised)."""
         try:
             self.accounts.check_password(db=db, citizen=citizen, password=password, address=address)
         except InvalidCredentials:
             audit.record(db, actor=f"staff:{agent.id}", action="counter.mandate.refused",
                          target=f"subject:{self.gdpr.subject(db, citizen.id)}",
                          details={"reason": "wrong_password", "service": agent.service or ""})
+            # The failure counts towards the throttle and stays in the chain though the request fails.
+            db.commit()
             raise InvalidInput({"password": WRONG_PASSWORD}) from None
         return self.grant(db, agent=agent, citizen=citizen, choice=choice, granted_with="password")
 

@@ -469,7 +469,8 @@ class GdprService:
             "mandat_signe": str(m.signed_document_id) if m.signed_document_id else None,
             "valable_jusqu_au": m.ends_at, "fin_anticipee_le": m.ended_at,
             "fin_demandee_par": {"citizen": "vous", "agent": "le guichet, à votre demande"}.get(m.ended_by or ""),
-            "journal": [{"date": line.at, "guichet": line.service, "agent": names.get(line.agent_id, ""),
+            "journal": [{"date": line.at, "guichet": line.service,
+                         "agent": "" if line.details.get("by") == "citizen" else names.get(line.agent_id, ""),
                          "action": line.action, "details": line.details}
                         for line in lines if line.mandate_id == m.id],
         } for m in mandates]
