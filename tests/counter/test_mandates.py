@@ -281,10 +281,13 @@ def test_without_a_valid_mandate_the_agent_sees_nothing(app) -> None:
         before = len(refusals(app))
         for answer in (browser.get(f"/agent/citizens/{citizen.id}/documents", params={"procedure": procedure}),
                        browser.get(f"/agent/citizens/{citizen.id}/documents/{document['id']}/download",
-                                   params={"procedure": procedure})):
+                                   params={"procedure": procedure}),
+                       browser.post(f"/agent/citizens/{citizen.id}/documents?procedure={procedure}",
+                                    files={"file": ("scan.pdf", io.BytesIO(pdf()), "application/pdf")},
+                                    data={"csrf_token": browser.cookies.get("csrf") or ""})):
             assert answer.status_code == 403, answer.text[:300]
             assert "Avis secret" not in answer.text and "1 document" not in answer.text
-        assert len(refusals(app)) == before + 2
+        assert len(refusals(app)) == before + 3
 
     with staff_browser(app, agent) as browser, staff_browser(app, other) as other_browser:
         refused(browser)  # no mandate
@@ -314,9 +317,10 @@ def test_without_a_valid_mandate_the_agent_sees_nothing(app) -> None:
             services.counter.require_mandate(db, staff, citizen.id, "logement")
     assert refusals(app)[-1].actor == f"staff:{dpo.id}"
     # Every refusal is in the audit chain, and the chain still verifies.
-    assert len(refusals(app)) == 9
+    assert len(refusals(app)) == 13
     with Session(services.engine) as db:
         assert audit.verify(db).ok
+        assert len(db.exec(select(Document).where(Document.owner_id == citizen.id)).all()) == 1  # nothing added
 
 
 # ---- ending -----------------------------------------------------------------------------------------------------------
