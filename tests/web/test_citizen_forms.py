@@ -54,6 +54,9 @@ def test_the_document_type_is_chosen_by_the_citizen(app, citizen: Browser) -> No
     assert refused.status_code == 422
     assert re.search(r'<p class="field-error" id="type-error">.*Choisissez le type de document', refused.text)
     assert 'aria-invalid="true" aria-describedby="type-error"' in refused.text
+    assert 'value="Facture EDF"' in refused.text  # what was typed stays (the file must be chosen again)
+    bad_date = upload(citizen, valid_until="31/02/2026")
+    assert bad_date.status_code == 422 and '<option value="proof_of_address" selected>' in bad_date.text
     assert citizen.get("/api/v1/documents").json()["total"] == 0
     assert upload(citizen).status_code == 303
 

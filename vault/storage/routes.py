@@ -149,6 +149,7 @@ async def receive_document(request: Request, db: Session, service: DocumentServi
             form = MultipartUpload(content_type, sink=pipeline.feed, on_file=check_csrf)
             await consume_in_thread(request.stream(), form.write)
             await run_in_threadpool(form.close)
+            request.state.upload_fields = form.fields  # typed again into the form if it is refused
             if not form.saw_file:
                 raise InvalidDocumentInput({"file": "Choisissez un fichier à ajouter."})
             fields, filename = form.fields, form.filename
@@ -351,13 +352,14 @@ def my_access_log(db: Db, service: Documents, current: LoggedIn) -> list[AccessL
 
 
 def _documents_page(request: Request, db: Session, service: DocumentService, actor: Actor, *,
-                    errors: dict[str, str] | None = None, status: int = 200, notice: str | None = None) -> Response:
+                    errors: dict[str, str] | None = None, status: int = 200, notice: str | None = None,
+                    values: dict[str, str] | None = None) -> Response:
     items, _ = service.list_documents(db, actor=actor, limit=200)
     count, used = service.usage(db, actor.citizen_id)
     groups = {label: [d for d in items if d.type == kind] for kind, label in DOCUMENT_TYPES.items()}
     return render(request, "documents.html", {
         "title": N_("Mes justificatifs"), "groups": {k: v for k, v in groups.items() if v}, "types": DOCUMENT_TYPES,
-        "errors": errors or {}, "today": app_settings(request).today(),
+        "errors": errors or {}, "values": values or {}, "today": app_settings(request).today(),
         "notice": notice or NOTICES.get(notice_key(request)),
         "used_mb": used / (1024 * 1024), "quota_mb": service.settings.quota_mb, "count": count,
         "max_mb": service.settings.max_file_mb, "antivirus_off": service.settings.antivirus == "off",
@@ -393,8 +395,10 @@ async def documents_upload(request: Request, db: Db, service: Documents, actor: 
         await receive_document(request, db, service, actor, csrf_cookie=get_cookie(request, "csrf") or "")
     except StorageError as exc:
         errors, status = exc.fields or {"file": exc.message}, exc.status
+        typed = getattr(request.state, "upload_fields", {})
+        values = {name: typed.get(name, "") for name in ("type", "title", "valid_until")}
         return await run_in_threadpool(lambda: _documents_page(request, db, service, actor, errors=errors,
-                                                               status=status))
+                                                               status=status, values=values))
     if back_to := _back_to(request):
         return redirect(f"{back_to}?notice=added")  # back to the consent page, the new document offered
     return redirect("/documents?notice=added")
