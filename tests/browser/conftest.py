@@ -37,7 +37,8 @@ from vault.migrations import upgrade
 HERE = Path(__file__).resolve().parent
 AXE = HERE / "node_modules" / "axe-core" / "axe.min.js"
 WCAG_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
-WIDTHS = (1280, 320)  # a desktop and the narrowest phone the city supports
+DESKTOP_WIDTH = 1280
+PHONE_WIDTH = 320  # the narrowest phone the city supports
 
 
 @dataclass
@@ -201,13 +202,13 @@ class Audit:
         self.states: list[str] = []
 
     def __call__(self, page: Any, state: str) -> None:
-        """axe-core's rules and the sideways scrolling at each of WIDTHS (1280 and 320 px wide); the
-        page is left at the width it had."""
+        """axe-core's rules and the sideways scrolling at DESKTOP_WIDTH and PHONE_WIDTH (1280 and
+        320 px wide); the page is left at the width it had."""
         page.wait_for_load_state()
         self.states.append(state)
         size = page.viewport_size
         try:
-            for width in WIDTHS:
+            for width in (DESKTOP_WIDTH, PHONE_WIDTH):
                 page.set_viewport_size({"width": width, "height": 900 if width > 600 else 740})
                 found = axe_violations(page)
                 if overflow := sideways_scroll(page):
