@@ -217,12 +217,9 @@ def week_of(column: Any, bounds: Sequence[Any]) -> ColumnElement[int]:
 WEEK: ColumnElement[int] = literal_column("week")  # grouped by its label: PostgreSQL cannot match two CASEs with parameters
 
 
-def _per_week(db: Session, column: Any, bounds: Sequence[Any], *conditions: Any,
-              select_from: Any = None) -> list[int]:
-    query = select(week_of(column, bounds), func.count())
-    if select_from is not None:
-        query = query.select_from(select_from)
-    query = query.where(column >= bounds[0], column < bounds[-1], *conditions).group_by(WEEK)
+def _per_week(db: Session, column: Any, bounds: Sequence[Any], *conditions: Any) -> list[int]:
+    query = (select(week_of(column, bounds), func.count())
+             .where(column >= bounds[0], column < bounds[-1], *conditions).group_by(WEEK))
     counts = [0] * (len(bounds) - 1)
     for week, n in db.exec(query):
         if 0 <= week < len(counts):
