@@ -156,7 +156,7 @@ def test_weekly_figures_with_small_counts_hidden(app) -> None:
     assert accounts[0] == ["Semaine", "En ligne", "Au guichet", "Total"]
     assert [row[1:] for row in accounts[1:]] == [["6", "< 5", "masqué"], ["5", "5", "10"], ["0", "0", "0"]]
     number = week_a.isocalendar()[1]
-    assert accounts[1][0] == (f"Semaine {number} du {week_a.strftime('%d/%m/%Y')} au "
+    assert accounts[1][0] == (f"Semaine {number} du {week_a.strftime('%d/%m')} au "
                               f"{(week_a + timedelta(days=6)).strftime('%d/%m/%Y')}")
     assert [row[1:] for row in tables["Accompagnement au guichet"][1:]] == [["< 5", "7"], ["0", "0"], ["0", "0"]]
     mandates = tables["Mandats donnés"]
@@ -171,7 +171,7 @@ def test_weekly_figures_with_small_counts_hidden(app) -> None:
     assert set(documents[2][1:]) == {"0"}
     assert "Aucune application n'a été utilisée pendant cette période." in page.text
     # The page says what is counted and the rule, and links the CSV of the same period.
-    assert "un nombre de 1 à 4 est affiché « < 5 »" in page.text and "est « masqué » aussi" in page.text
+    assert "un nombre de 1 à 4 est affiché «\u00a0<\u00a05\u00a0»" in page.text and "«\u00a0masqué\u00a0» aussi" in page.text
     assert f'/agent/stats.csv?from={week_a.isoformat()}&to=' in page.text
 
     # The CSV: the same figures, hidden the same way; a byte order mark for Excel, ";" for French Excel.
@@ -297,3 +297,15 @@ def test_only_administrators_see_the_statistics(app) -> None:
     with staff_browser(app, role="admin") as browser:
         home = browser.get("/dpo/")
         assert 'href="/agent/stats"' in home.text  # the administrator's header links it
+
+
+def test_the_statistics_in_english(app) -> None:
+    citizens(app, 2, at(weeks_ago(1)))
+    with staff_browser(app, role="admin") as browser:
+        browser.get("/agent/stats", params={"lang": "en"})
+        tables, rows, page, _answer = stats(browser)
+    assert "Statistics" in page.text and "is shown as \"<\u00a05\"" in page.text
+    assert tables["Accounts opened"][0] == ["Week", "Online", "At the counter", "Total"]
+    assert tables["Accounts opened"][-2][1:] == ["< 5", "0", "< 5"]
+    assert rows[0][:4] == ["Week", "From", "To", "Accounts opened : Online"]
+    assert column(rows, "GDPR requests : Closed in time")[-1] == "—"
