@@ -267,6 +267,9 @@ def test_the_period_form_explains_its_errors(app) -> None:
         assert len(Tables(default.text).tables["Comptes ouverts"]) == 13
         typed = browser.get("/agent/stats", params={"from": "1er septembre 2025", "to": "15 sept. 2025"})
         assert typed.status_code == 200 and len(Tables(typed.text).tables["Comptes ouverts"]) == 4
+        only_end = browser.get("/agent/stats", params={"to": "15/09/2025"})  # the 12 weeks before it
+        weeks = Tables(only_end.text).tables["Comptes ouverts"]
+        assert len(weeks) == 13 and "au 21/09/2025" in weeks[-1][0] and "du 30/06" in weeks[1][0]
         for params, field, message in [
             ({"from": "31/02/2026"}, "from", "Date non valide"),
             ({"from": "12/03/26"}, "from", "Date non valide"),

@@ -6,7 +6,8 @@ Aggregates only, and small counts hidden, so that no figure points at a person:
 
 - **primary rule**: a count from 1 to 4 is shown as "< 5" (0 stays 0: that nobody did something
   that week singles nobody out); a rate computed on fewer than 5 requests is shown as
-  "< 5 demandes" instead of a percentage;
+  "< 5 demandes" instead of a percentage (over 5 or more, the rate and the count of requests
+  closed tell how many were late: that describes how the city kept its deadlines, not who asked);
 - **secondary rule**: a row's total is the sum of the cells beside it, so a hidden cell could be
   recomputed from it (the total minus the shown cells; two hidden cells summing to 2 or 8 are
   known as well). Whenever one cell of a row is hidden, that row's total is hidden too ("masqué")
