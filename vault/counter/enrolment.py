@@ -139,7 +139,8 @@ class EnrolmentService:
             raise BadActivationCode()
         return Letter(citizen=citizen, code=format_code(compact_code(code)), expires_on=self._local_date(live.expires_at))
 
-    def has_live_letter(self, db: Session, citizen_id: uuid.UUID) -> ActivationCode | None:
+    def live_letter(self, db: Session, citizen_id: uuid.UUID) -> ActivationCode | None:
+        """The code of the letter printed last, while it can still be used; None otherwise."""
         return self._live_code(db, citizen_id)
 
     @staticmethod

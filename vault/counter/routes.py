@@ -98,7 +98,7 @@ def agent_citizen(request: Request, citizen_id: uuid.UUID, db: Db, counter: Coun
         "enrolment": db.get(CounterEnrolment, citizen.id),
         "notice": FILE_NOTICES.get(request.query_params.get("notice", "")),
         "letter_offered": citizen.password_hash is None,
-        "live_letter": app_service(request, "enrolments", EnrolmentService).has_live_letter(db, citizen.id),
+        "live_letter": app_service(request, "enrolments", EnrolmentService).live_letter(db, citizen.id),
         "active": [m for m in mandates if is_active(m)], "past": [m for m in mandates if not is_active(m)],
         "procedures": PROCEDURES, "durations": DURATIONS, "identity_documents": IDENTITY_DOCUMENTS})
 
