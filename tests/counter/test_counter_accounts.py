@@ -94,6 +94,8 @@ def test_an_account_without_email_gets_an_identifier_and_a_letter(app, agent, br
     assert logged.status_code == 303 and logged.headers["location"] == "/account"
     account = browser.get("/account")
     assert "aucune adresse" in account.text and login_id in account.text and "None" not in account.text
+    add_email = browser.get("/account/email")
+    assert "Ajouter une adresse e-mail" in add_email.text and "L'adresse actuelle sera prévenue" not in add_email.text
     with Session(app.state.services.engine) as db:
         code_row = db.exec(select(ActivationCode)).one()
         assert code_row.used_at is not None
