@@ -323,3 +323,22 @@ def test_the_dpo_pages_read_well_without_an_address(app, agent) -> None:
     with staff_browser(app, role="dpo") as dpo:
         found = dpo.get("/dpo/", params={"q_name": "bernard"})
         assert "Lucienne" in found.text and "None" not in found.text
+
+
+def test_a_letter_activates_an_account_with_an_address_still_to_confirm(app, agent, browser: Browser,
+                                                                          outbox: Outbox) -> None:
+    with staff_browser(app, agent) as desk:
+        citizen_id = opened_id(open_account(desk, email="lucienne@example.org"))
+        _page, code = print_letter(desk, citizen_id)
+    link = outbox.last("lucienne@example.org").path()
+    done = browser.submit("/activate", {"login": "Lucienne@example.org", "code": code, "password": NEW_PASSWORD,
+                                        "password_confirm": NEW_PASSWORD})
+    assert done.status_code == 303 and "notice=account_activated_confirm" in done.headers["location"]
+    assert "pour la confirmer" in browser.get(done.headers["location"]).text
+    assert browser.login("lucienne@example.org", NEW_PASSWORD).status_code == 403  # the address first
+    assert browser.get(link).status_code == 400  # the mailed activation link died with the letter's use
+    verify = outbox.last("lucienne@example.org").path()
+    assert "/verify-email?token=" in verify
+    token = verify.split("token=", 1)[1]
+    assert browser.submit(verify, {"token": token}, action="/verify-email").status_code == 303
+    assert browser.login("lucienne@example.org", NEW_PASSWORD).status_code == 303

@@ -241,6 +241,14 @@ class AccountService:
         citizen.email_verified_at = citizen.email_verified_at or utcnow()
         return citizen
 
+    def activated_with_letter(self, *, db: Session, citizen: Citizen) -> None:
+        """The letter's code set the first password: the mailed activation link, if any, dies; an
+        address still unconfirmed gets its confirmation link (it must be confirmed to log in with)."""
+        db.exec(update(EmailToken).where(col(EmailToken.citizen_id) == citizen.id, col(EmailToken.purpose) == "activate",
+                                         col(EmailToken.used_at).is_(None)).values(used_at=utcnow()))
+        if citizen.email and citizen.email_verified_at is None:
+            self._send_verification(db=db, citizen=citizen)
+
     def set_first_password(self, *, db: Session, citizen: Citizen, password: str) -> None:
         """The password a citizen chooses when activating an account opened at the counter (the
         usual rules; InvalidInput otherwise). Its login counter starts afresh."""

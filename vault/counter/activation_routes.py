@@ -31,9 +31,11 @@ def _activate_page(request: Request, *, form: dict[str, str] | None = None, erro
                                              "failure": failure}, status=status)
 
 
-def _ready(login: str) -> Response:
-    """Activated: the citizen logs in with what they just chose (the identifier is filled in)."""
-    return redirect(f"/login?notice=account_activated&login_hint={quote(login.strip()[:254])}")
+def _ready(login: str, *, confirm_email: bool = False) -> Response:
+    """Activated: the citizen logs in with what they just chose (the identifier is filled in), once
+    the address is confirmed when the account has one still unconfirmed."""
+    notice = "account_activated_confirm" if confirm_email else "account_activated"
+    return redirect(f"/login?notice={notice}&login_hint={quote(login.strip()[:254])}")
 
 
 @router.get("/activate")
@@ -51,7 +53,7 @@ def activate(request: Request, form: FormFields, db: Db) -> Response:
     if missing:
         return _activate_page(request, form=form, errors=missing, status=400)
     try:
-        enrolments.activate(db, login=login, code=form.get("code", ""), password=form.get("password", ""),
+        citizen = enrolments.activate(db, login=login, code=form.get("code", ""), password=form.get("password", ""),
                             confirmation=form.get("password_confirm", ""), email=form.get("email", ""),
                             address=client_address(request))
     except TooManyLoginAttempts as exc:
@@ -67,7 +69,7 @@ def activate(request: Request, form: FormFields, db: Db) -> Response:
         db.rollback()
         raise PageError(503, N_("Nous n'avons pas pu envoyer l'e-mail de confirmation de votre adresse. Rien n'a été "
                                 "enregistré : réessayez dans quelques minutes, ou laissez l'adresse vide.")) from None
-    return _ready(login)
+    return _ready(login, confirm_email=citizen.email is not None and citizen.email_verified_at is None)
 
 
 def _link_expired(request: Request, message: str) -> Response:

@@ -193,6 +193,7 @@ class EnrolmentService:
             raise BadActivationCode()
         if email.strip() and citizen.email is None:
             self.accounts.add_email(db=db, citizen=citizen, email=email)
+        self.accounts.activated_with_letter(db=db, citizen=citizen)
         subject = f"subject:{self.gdpr.subject(db, citizen.id)}"
         audit.record(db, actor=subject, action="account.activated", target=subject, details={"with": "letter"})
         logger.info("account activated", extra={"citizen_id": str(citizen.id)})
