@@ -17,6 +17,7 @@ from vault.auth.models import Citizen, LoginThrottle
 from vault.counter.models import ActivationCode, CounterEnrolment
 from vault.db import utcnow
 from vault.gdpr.models import AuditEntry
+from vault.gdpr.service import Staff
 
 PERSON = {
     "document_kind": "cni", "checked": "yes", "given_name": "Lucienne", "family_name": "Bernard",
@@ -342,3 +343,32 @@ def test_a_letter_activates_an_account_with_an_address_still_to_confirm(app, age
     token = verify.split("token=", 1)[1]
     assert browser.submit(verify, {"token": token}, action="/verify-email").status_code == 303
     assert browser.login("lucienne@example.org", NEW_PASSWORD).status_code == 303
+
+
+def test_a_letter_is_void_once_the_password_was_reset_by_mail(app, agent, browser: Browser, outbox: Outbox) -> None:
+    with staff_browser(app, agent) as desk:
+        citizen_id = opened_id(open_account(desk, email="lucienne@example.org"))
+        _page, code = print_letter(desk, citizen_id)
+    assert browser.submit("/password/forgot", {"email": "lucienne@example.org"}).status_code == 200
+    reset = outbox.last("lucienne@example.org").path()
+    token = reset.split("token=", 1)[1]
+    assert browser.submit(reset, {"token": token, "password": NEW_PASSWORD}, action="/password/reset").status_code == 303
+    refused = browser.submit("/activate", {"login": "lucienne@example.org", "code": code,
+                                           "password": "un autre mot de passe assez long",
+                                           "password_confirm": "un autre mot de passe assez long"})
+    assert refused.status_code == 400 and BAD_CODE in refused.text
+    assert browser.login("lucienne@example.org", NEW_PASSWORD).status_code == 303
+
+
+def test_erasure_takes_the_counter_rows_along(app, agent) -> None:
+    with staff_browser(app, agent) as desk:
+        citizen_id = opened_id(open_account(desk))
+        print_letter(desk, citizen_id)
+    services = app.state.services
+    with Session(services.engine) as db:
+        services.gdpr.erase(db, citizen_id=uuid.UUID(citizen_id), reason="demande de la personne",
+                            by=Staff(actor="staff:test", label="test"))
+        db.commit()
+    with Session(services.engine) as db:
+        assert db.exec(select(CounterEnrolment)).first() is None and db.exec(select(ActivationCode)).first() is None
+        assert db.get(Citizen, uuid.UUID(citizen_id)) is None

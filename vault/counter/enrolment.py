@@ -169,7 +169,8 @@ class EnrolmentService:
         live = self._live_code(db, citizen.id) if citizen is not None else None
         typed = compact_code(code)
         code_ok = self.accounts.hasher.verify(live.code_hash if live else None, typed)  # same work when unknown
-        if citizen is None or live is None or not code_ok:
+        # An account whose password was set meanwhile (a reset link) needs no letter any more.
+        if citizen is None or live is None or not code_ok or citizen.password_hash is not None:
             self.accounts.record_login_failure(db=db, email=name, address=address)
             logger.info("activation failed", extra={"reason": "bad_code"})
             raise BadActivationCode()
