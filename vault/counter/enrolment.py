@@ -174,6 +174,12 @@ class EnrolmentService:
             self.accounts.record_login_failure(db=db, email=name, address=address)
             logger.info("activation failed", extra={"reason": "bad_code"})
             raise BadActivationCode()
+        # Used at once, atomically: of two concurrent requests only one goes on. A refused password
+        # below makes the caller roll back, and the code is usable again.
+        result = db.exec(update(ActivationCode).where(col(ActivationCode.id) == live.id,
+                                                      col(ActivationCode.used_at).is_(None)).values(used_at=utcnow()))
+        if result.rowcount != 1:
+            raise BadActivationCode()
         errors: dict[str, str] = {}
         if email.strip() and citizen.email is None:
             try:
@@ -188,10 +194,6 @@ class EnrolmentService:
             errors["password_confirm"] = N_("Les deux mots de passe ne sont pas identiques : retapez-le.")
         if errors:
             raise InvalidInput(errors)
-        result = db.exec(update(ActivationCode).where(col(ActivationCode.id) == live.id,
-                                                      col(ActivationCode.used_at).is_(None)).values(used_at=utcnow()))
-        if result.rowcount != 1:  # another request used it a moment ago
-            raise BadActivationCode()
         if email.strip() and citizen.email is None:
             self.accounts.add_email(db=db, citizen=citizen, email=email)
         self.accounts.activated_with_letter(db=db, citizen=citizen)
