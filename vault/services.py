@@ -30,6 +30,7 @@ from vault.auth.service import AccountService
 from vault.counter.enrolment import EnrolmentService
 from vault.counter.service import CounterService
 from vault.db import make_engine
+from vault.gdpr.audit import AppLogins
 from vault.gdpr.proconnect import ProConnectLogin
 from vault.gdpr.service import GdprService
 from vault.gdpr.staff import StaffService
@@ -88,7 +89,8 @@ def build_services(settings: Settings, *, engine: Engine | None = None) -> Servi
     documents = DocumentService(settings=settings, keys=keys, store=blob_store, scanner=scanner, alerts=alerts)
     shares = ShareService(hasher=hasher, alerts=alerts)
     staff = StaffService(accounts)
-    oidc = OpenIDService(settings=settings, keystore=keystore, accounts=accounts, documents=documents, alerts=alerts)
+    oidc = OpenIDService(settings=settings, keystore=keystore, accounts=accounts, documents=documents, alerts=alerts,
+                         logins=AppLogins(keystore))
     gdpr = GdprService(settings=settings, keystore=keystore, accounts=accounts, oidc=oidc, documents=documents,
                        shares=shares, alerts=alerts)
     return Services(
