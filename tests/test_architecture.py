@@ -23,7 +23,7 @@ FLOORS = {
     "oidc": 6,                                                 # the OpenID Connect provider
     "storage": 7,                                              # the document vault
     "gdpr": 8,                                                 # data-subject rights
-    "counter": 9,                                              # the town hall's counter (assisted mode)
+    "counter": 9,                                              # the town hall's counter: mandates, statistics
     "services": 10,                                            # the composition root
     "app": 11, "cli": 11,                                      # entry points
 }

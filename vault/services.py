@@ -28,6 +28,7 @@ from vault.auth.passkeys import PasskeyService
 from vault.auth.passwords import Hasher
 from vault.auth.service import AccountService
 from vault.counter.enrolment import EnrolmentService
+from vault.counter.records import MandateRecords
 from vault.counter.service import CounterService
 from vault.db import make_engine
 from vault.gdpr.audit import AppLogins
@@ -92,7 +93,7 @@ def build_services(settings: Settings, *, engine: Engine | None = None) -> Servi
     oidc = OpenIDService(settings=settings, keystore=keystore, accounts=accounts, documents=documents, alerts=alerts,
                          logins=AppLogins(keystore))
     gdpr = GdprService(settings=settings, keystore=keystore, accounts=accounts, oidc=oidc, documents=documents,
-                       shares=shares, alerts=alerts)
+                       shares=shares, alerts=alerts, records=[MandateRecords()])
     return Services(
         settings=settings,
         engine=engine or make_engine(settings.effective_database_url),
