@@ -27,6 +27,7 @@ from vault.auth.franceconnect import FranceConnectLogin
 from vault.auth.passkeys import PasskeyService
 from vault.auth.passwords import Hasher
 from vault.auth.service import AccountService
+from vault.counter.enrolment import EnrolmentService
 from vault.counter.records import MandateRecords
 from vault.counter.service import CounterService
 from vault.db import make_engine
@@ -66,6 +67,7 @@ class Services:
     staff: StaffService
     proconnect: ProConnectLogin  # staff login through ProConnect (off unless configured)
     counter: CounterService  # the town hall's counter: mandates and their journal
+    enrolments: EnrolmentService  # accounts opened at the counter, their activation letters
 
 
 def build_services(settings: Settings, *, engine: Engine | None = None) -> Services:
@@ -111,4 +113,5 @@ def build_services(settings: Settings, *, engine: Engine | None = None) -> Servi
         staff=staff,
         proconnect=ProConnectLogin(settings=settings, staff=staff),
         counter=CounterService(gdpr=gdpr),
+        enrolments=EnrolmentService(accounts=accounts, gdpr=gdpr),
     )
