@@ -92,6 +92,7 @@ def test_a_refused_registration_puts_the_focus_on_the_summary_after_the_title(si
     page.get_by_role("button", name="Créer mon compte").click()
     summary = page.locator(".error-summary")
     summary.wait_for()
+    page.wait_for_load_state()  # the deferred errors.js has run
     assert page.evaluate("document.activeElement.classList.contains('error-summary')"), \
         page.evaluate("document.activeElement.outerHTML.slice(0, 200)")
     # Right after the h1: nothing but the h1 before it in the page's main content.
@@ -201,7 +202,7 @@ def test_an_upload_with_the_progress_script_says_added_once(site, open_context, 
     page.get_by_role("button", name="Ajouter le document").click()
     page.locator(".error-summary").wait_for()
     assert page.get_by_role("link", name="Choisissez le type de document.").count() == 1
-    assert page.evaluate("document.activeElement.classList.contains('error-summary')")
+    page.wait_for_function("document.activeElement.classList.contains('error-summary')")  # errors.js ran
     page.reload()
     page.get_by_role("heading", name="Mes justificatifs").wait_for()
     assert page.get_by_text("Le document a été ajouté").count() == 0
