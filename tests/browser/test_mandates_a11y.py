@@ -81,6 +81,7 @@ def test_granting_acting_under_and_ending_a_mandate(site, open_context, audit) -
 
     page.get_by_label("Fichier").set_input_files({"name": "quittance.pdf", "mimeType": "application/pdf",
                                                   "buffer": pdf()})
+    page.get_by_label("Type de document").select_option("proof_of_address")
     page.get_by_label("Titre").fill("Quittance de loyer de mars")
     page.get_by_role("button", name="Ajouter le document").click()
     page.get_by_role("status").wait_for()

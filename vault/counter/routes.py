@@ -32,7 +32,7 @@ from vault.storage.routes import receive_document, serve_content
 from vault.translation import N_
 from vault.web.dependencies import Db, FormFields, redirect
 from vault.web.i18n import translations
-from vault.web.pages import PageError, client_address, form_values, get_cookie, render
+from vault.web.pages import PageError, client_address, form_values, get_cookie, language, render
 from vault.web.state import app_service, app_settings
 
 pages = APIRouter(include_in_schema=False)
@@ -369,7 +369,8 @@ def _account_form(request: Request, current: StaffCurrent, *, form: dict[str, st
         choices = resolve_birthplace(values.get("birthplace", "")).choices
     return render(request, "counter/account_new.html", {
         "title": N_("Ouvrir un compte"), "staff": current.staff, "errors": errors or {}, "values": values,
-        "countries": geo.countries(), "birthplace_choices": choices, "identity_documents": IDENTITY_DOCUMENTS,
+        "countries": geo.countries(language(request)), "birthplace_choices": choices,
+        "identity_documents": IDENTITY_DOCUMENTS,
         "matches": matches or []}, status=status)
 
 
