@@ -27,6 +27,7 @@ from vault.auth.franceconnect import FranceConnectLogin
 from vault.auth.passkeys import PasskeyService
 from vault.auth.passwords import Hasher
 from vault.auth.service import AccountService
+from vault.counter.assist import AssistService
 from vault.counter.service import CounterService
 from vault.db import make_engine
 from vault.gdpr.proconnect import ProConnectLogin
@@ -64,6 +65,7 @@ class Services:
     staff: StaffService
     proconnect: ProConnectLogin  # staff login through ProConnect (off unless configured)
     counter: CounterService  # the town hall's counter: mandates and their journal
+    assist: AssistService  # assisted sessions: an agent logs into an app for a citizen (oidc's Delegations)
 
 
 def build_services(settings: Settings, *, engine: Engine | None = None) -> Services:
@@ -89,6 +91,9 @@ def build_services(settings: Settings, *, engine: Engine | None = None) -> Servi
     oidc = OpenIDService(settings=settings, keystore=keystore, accounts=accounts, documents=documents, alerts=alerts)
     gdpr = GdprService(settings=settings, keystore=keystore, accounts=accounts, oidc=oidc, documents=documents,
                        shares=shares, alerts=alerts)
+    counter = CounterService(gdpr=gdpr)
+    assist = AssistService(settings=settings, counter=counter)
+    oidc.delegations = assist  # the provider asks the counter who acts for whom (vault.oidc.delegation)
     return Services(
         settings=settings,
         engine=engine or make_engine(settings.effective_database_url),
@@ -107,5 +112,6 @@ def build_services(settings: Settings, *, engine: Engine | None = None) -> Servi
         gdpr=gdpr,
         staff=staff,
         proconnect=ProConnectLogin(settings=settings, staff=staff),
-        counter=CounterService(gdpr=gdpr),
+        counter=counter,
+        assist=assist,
     )
