@@ -531,6 +531,11 @@ class Provider(AuthorizationServer):
         assert isinstance(origin, StoredCode | IssuedToken)  # what the grant was given, found by our hooks
         assert request.user is not None  # the grant's citizen, found by our authenticate_user
         source = origin.row
+        if source.act is not None:
+            # A login made at the counter for a citizen gets no refresh token: the grant ends with its
+            # access token, never outliving the assisted session or the mandate (and the citizen, who
+            # gave no consent of their own, has nothing to withdraw in "Mes applications").
+            token.pop("refresh_token", None)
         refresh_expires = None
         if token.get("refresh_token"):
             if isinstance(origin, IssuedToken):  # rotation: same grant, same absolute end
@@ -550,7 +555,7 @@ class Provider(AuthorizationServer):
             access_expires_at=now + timedelta(seconds=token["expires_in"]),
             refresh_expires_at=refresh_expires,
             authorization_details=source.authorization_details,
-            act=source.act,  # a delegated grant stays delegated through refreshes
+            act=source.act,  # RFC 8693: the actor, for introspection and signed userinfo
         ))
         if source.authorization_details is not None:
             token["authorization_details"] = source.authorization_details  # RFC 9396 §7
