@@ -54,8 +54,8 @@ def test_an_assisted_login_into_an_app(site, open_context, audit) -> None:
     page.get_by_role("button", name="Se connecter").click()
     page.wait_for_url(re.compile(r"/agent/$"))
 
-    page.goto(f"/agent/citizens/{citizen.id}/assist")
-    audit(page, "no assisted session yet: the button")
+    page.goto(f"/agent/citizens/{citizen.id}")
+    audit(page, "the citizen's file, with the button")
     page.get_by_role("button", name="Se connecter à un service de la ville pour cette personne").click()
     page.get_by_role("link", name=re.compile("Inscriptions à la cantine")).wait_for()
     assert page.get_by_text("Stationnement résidentiel").count() == 0
@@ -78,4 +78,7 @@ def test_an_assisted_login_into_an_app(site, open_context, audit) -> None:
     page.goto(authorization_url(accepting))
     page.get_by_role("heading", name="Session assistée terminée").wait_for()
     audit(page, "the session is over")
+    page.goto(f"/agent/citizens/{citizen.id}/assist")
+    page.get_by_role("button", name="Se connecter à un service de la ville pour cette personne").wait_for()
+    audit(page, "no assisted session any more: the button again")
     audit.assert_clean()

@@ -40,8 +40,9 @@ def make_mandate(app: Any, citizen_id: uuid.UUID, agent_id: uuid.UUID, *, proced
 
 
 def start_assisted(browser: Browser, citizen_id: uuid.UUID) -> Any:
-    """The agent presses "Se connecter à un service de la ville pour cette personne"."""
-    started = browser.submit(f"/agent/citizens/{citizen_id}/assist", {})
+    """The agent presses "Se connecter à un service de la ville pour cette personne" in the citizen's file."""
+    assert "Se connecter à un service de la ville pour cette personne" in browser.get(f"/agent/citizens/{citizen_id}").text
+    started = browser.submit(f"/agent/citizens/{citizen_id}", {}, action=f"/agent/citizens/{citizen_id}/assist")
     assert started.status_code == 303, (started.status_code, started.text[:500])
     return browser.get(started.headers["location"])
 

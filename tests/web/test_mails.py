@@ -55,6 +55,8 @@ def contexts(settings: Settings) -> dict[str, dict[str, Any]]:
         "email_change_confirm": {"settings": settings, "token": "TOKEN", "hours": 24},
         "email_change_requested": {"settings": settings, "new_email": "n***@example.org"},
         "email_changed": {"settings": settings, "new_email": "n***@example.org"},
+        "mandate_granted": {"settings": settings, "service": "Guichet unique de l'Hôtel de Ville",
+                            "procedures": ["État civil", "Logement"], "ends_at": datetime(2026, 12, 30, 14, 5)},
     }
 
 
@@ -184,6 +186,15 @@ FRENCH = {
         "Bonjour,\n\nVotre compte de l'espace citoyen utilise désormais l'adresse n***@example.org. Ce message est le "
         "dernier envoyé à cette adresse-ci.\n\nSi ce n'est pas vous, prévenez tout de suite l'accueil de la mairie. "
         "https://moncompte.ville.example.fr/\n\n-- \nVille-sur-Loire\n",
+    ),
+    "mandate_granted": (
+        "Vous avez donné un mandat au guichet de la mairie",
+        "Bonjour,\n\nVous avez donné un mandat au guichet « Guichet unique de l'Hôtel de Ville ». Jusqu'au 30/12/2026 "
+        "à 14:05, ses agents pourront voir vos documents, en ajouter, les télécharger quand la démarche le demande et "
+        "vous connecter aux services de la ville qui l'acceptent, pour :\n- État civil\n- Logement\n\nIls ne pourront "
+        "jamais supprimer un document, changer votre mot de passe, votre adresse ou votre identité, exporter ou effacer "
+        "vos données. Tout ce qu'ils font est noté dans votre journal.\n\nPour voir ce journal ou mettre fin au mandat "
+        "à tout moment : « Mes mandats », https://moncompte.ville.example.fr/account/mandates\n\n-- \nVille-sur-Loire\n",
     ),
 }
 

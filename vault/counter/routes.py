@@ -8,16 +8,24 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from vault.counter.models import DURATIONS, IDENTITY_DOCUMENTS, PROCEDURES, CounterEnrolment
-from vault.counter.service import CounterService, is_active
+from vault.auth.dependencies import LoggedIn
+from vault.auth.exceptions import InvalidInput, TooManyLoginAttempts
+from vault.auth.models import Citizen
+from vault.counter.models import DURATIONS, IDENTITY_DOCUMENTS, PROCEDURES, CounterEnrolment, Mandate
+from vault.counter.service import CounterService, MandateChoice, is_active, mandate_end, read_choice
 from vault.dates import parse_past_date
+from vault.db import utcnow
 from vault.gdpr.routes import INVALID_DATE, Gdpr, NotStaff, StaffSvc, any_staff
 from vault.gdpr.staff import StaffCurrent
+from vault.storage.exceptions import StorageError
+from vault.storage.models import DOCUMENT_TYPES
+from vault.storage.routes import receive_document, serve_content
 from vault.translation import N_
-from vault.web.dependencies import Db, redirect
-from vault.web.pages import render
+from vault.web.dependencies import Db, FormFields, redirect
+from vault.web.pages import PageError, client_address, form_values, get_cookie, render
 from vault.web.state import app_service, app_settings
 
 pages = APIRouter(include_in_schema=False)
@@ -88,4 +96,243 @@ def agent_citizen(request: Request, citizen_id: uuid.UUID, db: Db, counter: Coun
         "title": N_("Dossier au guichet"), "staff": current.staff, "citizen": citizen,
         "enrolment": db.get(CounterEnrolment, citizen.id),
         "active": [m for m in mandates if is_active(m)], "past": [m for m in mandates if not is_active(m)],
-        "procedures": PROCEDURES, "durations": DURATIONS, "identity_documents": IDENTITY_DOCUMENTS})
+        "procedures": PROCEDURES, "durations": DURATIONS, "identity_documents": IDENTITY_DOCUMENTS,
+        "notice": FILE_NOTICES.get(request.query_params.get("notice", ""))})
+
+
+# ---- mandates: granting, ending (the agent, at the citizen's request) ------------------------------------------
+
+FILE_NOTICES = {
+    "granted": N_("Le mandat est enregistré. La personne en a reçu la confirmation par e-mail si elle a une adresse."),
+    "ended": N_("Le mandat a pris fin : votre guichet ne peut plus agir pour cette personne avec lui."),
+}
+NEED_PASSWORD = N_("Ce compte n'a pas encore de mot de passe : faites signer le mandat imprimé.")
+HAS_PASSWORD = N_("Ce compte a un mot de passe : la personne confirme le mandat en le saisissant.")
+
+
+def _choice_values(request: Request, form: dict[str, str] | None = None) -> tuple[list[str], str]:
+    """What the agent ticked, as sent (from the form, else the query): procedures, duration."""
+    if form is not None:
+        return form_values(request, "procedures"), form.get("duration", "")
+    return request.query_params.getlist("procedures"), request.query_params.get("duration", "")
+
+
+def _grant_page(request: Request, citizen: Citizen, current: StaffCurrent, *, errors: dict[str, str] | None = None,
+                values: tuple[list[str], str] = ([], ""), status: int = 200) -> Response:
+    return render(request, "counter/mandate_new.html", {
+        "title": N_("Donner un mandat"), "staff": current.staff, "citizen": citizen, "procedures": PROCEDURES,
+        "durations": DURATIONS, "errors": errors or {},
+        "choice": {"procedures": values[0], "duration": values[1]}}, status=status)
+
+
+def _mandate_page(request: Request, template: str, title: str, citizen: Citizen, current: StaffCurrent,
+                  choice: MandateChoice, counter: CounterService, *, errors: dict[str, str] | None = None,
+                  status: int = 200) -> Response:
+    """The confirmation by the citizen, the mandate to print, the signed scan's form: the same text."""
+    return render(request, template, {
+        "title": title, "staff": current.staff, "citizen": citizen, "choice": choice, "procedures": PROCEDURES,
+        "durations": DURATIONS, "service": current.staff.service or "", "errors": errors or {},
+        "ends_at": counter.local(mandate_end(choice.duration, utcnow())), "today": counter.local(utcnow()),
+        "max_mb": counter.documents.settings.max_file_mb}, status=status)
+
+
+@pages.get("/agent/citizens/{citizen_id}/mandates/new")
+def mandate_new_page(request: Request, citizen_id: uuid.UUID, db: Db, counter: Counter, current: AgentUser) -> Response:
+    return _grant_page(request, counter.citizen(db, citizen_id), current)
+
+
+@pages.post("/agent/citizens/{citizen_id}/mandates/new")
+def mandate_new(request: Request, citizen_id: uuid.UUID, form: FormFields, db: Db, counter: Counter,
+                current: AgentUser) -> Response:
+    """The agent's choice, checked; then the citizen confirms: with their password, or by signing
+    the printed mandate when their account has none yet."""
+    citizen = counter.citizen(db, citizen_id)
+    try:
+        choice = read_choice(form_values(request, "procedures"), form.get("duration", ""))
+    except InvalidInput as exc:
+        return _grant_page(request, citizen, current, errors=exc.fields, values=_choice_values(request, form),
+                           status=400)
+    if citizen.password_hash is None:
+        return _mandate_page(request, "counter/mandate_sign.html", N_("Faire signer le mandat"), citizen, current,
+                             choice, counter)
+    return _mandate_page(request, "counter/mandate_confirm.html", N_("Confirmation par la personne"), citizen,
+                         current, choice, counter)
+
+
+@pages.post("/agent/citizens/{citizen_id}/mandates/confirm")
+def mandate_confirm(request: Request, citizen_id: uuid.UUID, form: FormFields, db: Db, counter: Counter,
+                    current: AgentUser) -> Response:
+    citizen = counter.citizen(db, citizen_id)
+    try:
+        choice = read_choice(form_values(request, "procedures"), form.get("duration", ""))
+    except InvalidInput as exc:
+        return _grant_page(request, citizen, current, errors=exc.fields, values=_choice_values(request, form),
+                           status=400)
+    if citizen.password_hash is None:
+        raise PageError(400, NEED_PASSWORD)
+    page = ("counter/mandate_confirm.html", N_("Confirmation par la personne"))
+    try:
+        counter.grant_with_password(db, agent=current.staff, citizen=citizen, choice=choice,
+                                    password=form.get("password", ""), address=client_address(request))
+    except TooManyLoginAttempts as exc:
+        response = _mandate_page(request, *page, citizen, current, choice, counter, errors={"password": exc.message},
+                                 status=429)
+        response.headers["Retry-After"] = str(exc.retry_after)
+        return response
+    except InvalidInput as exc:  # a wrong password: counted and audited (committed by the service)
+        return _mandate_page(request, *page, citizen, current, choice, counter, errors=exc.fields, status=400)
+    return redirect(f"/agent/citizens/{citizen.id}?notice=granted")
+
+
+@pages.get("/agent/citizens/{citizen_id}/mandates/print")
+def mandate_print(request: Request, citizen_id: uuid.UUID, db: Db, counter: Counter, current: AgentUser) -> Response:
+    """The mandate to print and have signed (accounts without a password)."""
+    citizen = counter.citizen(db, citizen_id)
+    values = _choice_values(request)
+    try:
+        choice = read_choice(*values)
+    except InvalidInput as exc:
+        return _grant_page(request, citizen, current, errors=exc.fields, values=values, status=400)
+    return _mandate_page(request, "counter/mandate_print.html", N_("Mandat à signer"), citizen, current, choice,
+                         counter)
+
+
+@pages.post("/agent/citizens/{citizen_id}/mandates/signed")
+async def mandate_signed(request: Request, citizen_id: uuid.UUID, db: Db, counter: Counter,
+                         current: AgentUser) -> Response:
+    """"Enregistrer le mandat signé": the scan goes into the citizen's vault (type "mandate",
+    encrypted, scanned by the antivirus), then the mandate is granted with it. The choice comes in
+    the query (what was printed) and is checked again before a byte of the file is read."""
+    citizen = await run_in_threadpool(counter.citizen, db, citizen_id)
+    values = _choice_values(request)
+    try:
+        choice = read_choice(*values)
+    except InvalidInput as exc:
+        return _grant_page(request, citizen, current, errors=exc.fields, values=values, status=400)
+    if citizen.password_hash is not None:
+        raise PageError(400, HAS_PASSWORD)
+    try:
+        document = await receive_document(request, db, counter.documents, counter.actor(current.staff, citizen.id),
+                                          csrf_cookie=get_cookie(request, "csrf") or "")
+    except StorageError as exc:
+        errors, status = exc.fields or {"file": exc.message}, exc.status
+        if "type" in errors or "title" in errors or "valid_until" in errors:
+            errors = {"file": exc.message}
+        return await run_in_threadpool(lambda: _mandate_page(
+            request, "counter/mandate_sign.html", N_("Faire signer le mandat"), citizen, current, choice, counter,
+            errors=errors, status=status))
+
+    def grant() -> None:
+        document.type = "mandate"  # whatever the form said: this file is the signed mandate
+        counter.grant(db, agent=current.staff, citizen=citizen, choice=choice, granted_with="signature",
+                      signed_document_id=document.id)
+
+    await run_in_threadpool(grant)
+    return redirect(f"/agent/citizens/{citizen.id}?notice=granted")
+
+
+@pages.post("/agent/citizens/{citizen_id}/mandates/{mandate_id}/end")
+def mandate_end_by_agent(request: Request, citizen_id: uuid.UUID, mandate_id: uuid.UUID, form: FormFields, db: Db,
+                         counter: Counter, current: AgentUser) -> Response:
+    """The citizen, present, asks the agent to end a mandate of this counter."""
+    citizen = counter.citizen(db, citizen_id)
+    if form.get("asked") != "yes":
+        raise PageError(400, N_("Cochez la case qui dit que la personne vous demande de mettre fin au mandat."))
+    counter.end(db, citizen_id=citizen.id, mandate_id=mandate_id, by="agent", agent=current.staff)
+    return redirect(f"/agent/citizens/{citizen.id}?notice=ended")
+
+
+# ---- acting under a mandate: the citizen's documents ------------------------------------------------------------
+
+DOCUMENT_NOTICES = {"added": N_("Le document a été ajouté au coffre-fort de la personne.")}
+
+
+def _procedure(request: Request) -> str:
+    procedure = request.query_params.get("procedure", "")
+    if procedure not in PROCEDURES:
+        raise PageError(400, N_("Choisissez la démarche pour laquelle vous agissez."),
+                        title=N_("Démarche à préciser"))
+    return procedure
+
+
+def _documents_page(request: Request, db: Db, counter: CounterService, current: StaffCurrent, citizen: Citizen,
+                    mandate: Mandate, procedure: str, *, errors: dict[str, str] | None = None,
+                    status: int = 200) -> Response:
+    documents = counter.documents.documents_of(db, citizen.id)
+    documents.sort(key=lambda d: d.created_at, reverse=True)
+    return render(request, "counter/documents.html", {
+        "title": N_("Documents de la personne"), "staff": current.staff, "citizen": citizen, "mandate": mandate,
+        "procedure": procedure, "procedures": PROCEDURES, "documents": documents, "types": DOCUMENT_TYPES,
+        "errors": errors or {}, "max_mb": counter.documents.settings.max_file_mb,
+        "notice": DOCUMENT_NOTICES.get(request.query_params.get("notice", ""))}, status=status)
+
+
+@pages.get("/agent/citizens/{citizen_id}/documents")
+def agent_documents(request: Request, citizen_id: uuid.UUID, db: Db, counter: Counter, current: AgentUser) -> Response:
+    """The citizen's documents, under a mandate covering the procedure the agent is working on."""
+    citizen = counter.citizen(db, citizen_id)
+    procedure = _procedure(request)
+    mandate = counter.require_mandate(db, current.staff, citizen.id, procedure)
+    counter.listed(db, mandate=mandate, agent=current.staff, procedure=procedure)
+    return _documents_page(request, db, counter, current, citizen, mandate, procedure)
+
+
+@pages.post("/agent/citizens/{citizen_id}/documents")
+async def agent_documents_add(request: Request, citizen_id: uuid.UUID, db: Db, counter: Counter,
+                              current: AgentUser) -> Response:
+    """A document scanned at the counter, into the citizen's vault (the citizen's own pipeline)."""
+    citizen = await run_in_threadpool(counter.citizen, db, citizen_id)
+    procedure = _procedure(request)
+    mandate = await run_in_threadpool(counter.require_mandate, db, current.staff, citizen.id, procedure)
+    try:
+        document = await receive_document(request, db, counter.documents, counter.actor(current.staff, citizen.id),
+                                          csrf_cookie=get_cookie(request, "csrf") or "")
+    except StorageError as exc:
+        errors, status = exc.fields or {"file": exc.message}, exc.status
+        return await run_in_threadpool(lambda: _documents_page(request, db, counter, current, citizen, mandate,
+                                                               procedure, errors=errors, status=status))
+    await run_in_threadpool(lambda: counter.record(
+        db, mandate=mandate, agent=current.staff, action="document.added",
+        details={"procedure": procedure, "document": str(document.id), "title": document.title, "type": document.type}))
+    return redirect(f"/agent/citizens/{citizen.id}/documents?procedure={procedure}&notice=added")
+
+
+@pages.get("/agent/citizens/{citizen_id}/documents/{document_id}/download")
+def agent_document_download(request: Request, citizen_id: uuid.UUID, document_id: uuid.UUID, db: Db,
+                            counter: Counter, current: AgentUser) -> Response:
+    """A document downloaded when the procedure needs it: streamed and decrypted as the citizen's
+    own download, noted in the journal and in the citizen's access log."""
+    citizen = counter.citizen(db, citizen_id)
+    procedure = _procedure(request)
+    mandate = counter.require_mandate(db, current.staff, citizen.id, procedure)
+    actor = counter.actor(current.staff, citizen.id)
+    document = counter.documents.get(db, actor=actor, document_id=document_id)
+    response = serve_content(request, db, counter.documents, actor, document.id)
+    counter.record(db, mandate=mandate, agent=current.staff, action="document.downloaded",
+                   details={"procedure": procedure, "document": str(document.id), "title": document.title,
+                            "type": document.type})
+    return response
+
+
+# ---- the citizen: "Mes mandats" --------------------------------------------------------------------------------
+
+MY_NOTICES = {"ended": N_("Le mandat a pris fin. Le guichet ne peut plus agir pour vous avec lui.")}
+
+
+@pages.get("/account/mandates")
+def my_mandates(request: Request, db: Db, counter: Counter, current: LoggedIn) -> Response:
+    """The citizen's mandates (active, ended) and everything done under them."""
+    mandates = counter.mandates_of(db, current.citizen.id)
+    ending = request.query_params.get("end", "")
+    return render(request, "mandates.html", {
+        "title": N_("Mes mandats"), "active": [m for m in mandates if is_active(m)],
+        "past": [m for m in mandates if not is_active(m)], "journal": counter.journal_with_names(db, current.citizen.id),
+        "by_id": {m.id: m for m in mandates}, "procedures": PROCEDURES, "durations": DURATIONS, "ending": ending,
+        "notice": MY_NOTICES.get(request.query_params.get("notice", ""))})
+
+
+@pages.post("/account/mandates/{mandate_id}/end")
+def my_mandate_end(request: Request, mandate_id: uuid.UUID, form: FormFields, db: Db, counter: Counter,
+                   current: LoggedIn) -> Response:
+    counter.end(db, citizen_id=current.citizen.id, mandate_id=mandate_id, by="citizen")
+    return redirect("/account/mandates?notice=ended")

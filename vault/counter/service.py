@@ -6,20 +6,26 @@ Pages (``vault.counter.routes``) call this; they never decide on their own wheth
 
 from __future__ import annotations
 
+import calendar
 import logging
 import uuid
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlmodel import Session, col, select
 
+from vault.auth.exceptions import InvalidCredentials, InvalidInput
 from vault.auth.models import Citizen
-from vault.counter.models import PROCEDURES, Mandate, MandateAction
+from vault.auth.service import AccountService
+from vault.counter.models import DURATIONS, PROCEDURES, Mandate, MandateAction
 from vault.db import utcnow
 from vault.errors import VaultError
 from vault.gdpr import audit
 from vault.gdpr.models import StaffAccount, Tombstone
 from vault.gdpr.service import GdprService
+from vault.storage.service import Actor, DocumentService
 from vault.translation import N_
 
 logger = logging.getLogger(__name__)
@@ -43,9 +49,57 @@ class UnknownCitizen(VaultError):
     link = ("/agent/", N_("Retour au guichet"))
 
 
+class UnknownMandate(VaultError):
+    code, status = "not_found", 404
+    title = N_("Mandat introuvable")
+    message = N_("Ce mandat n'existe pas, ou il a déjà pris fin.")
+
+
 def is_active(mandate: Mandate, at: datetime | None = None) -> bool:
     at = at or utcnow()
     return mandate.ended_at is None and mandate.ends_at > at
+
+
+NO_PROCEDURE = N_("Cochez au moins une démarche.")
+NO_DURATION = N_("Choisissez la durée du mandat.")
+WRONG_PASSWORD = N_("Mot de passe incorrect. La personne peut le saisir de nouveau.")
+# Journal lines of document listings closer than this to the previous one are one visit.
+VISIT = timedelta(minutes=30)
+
+
+@dataclass(frozen=True)
+class MandateChoice:
+    """What the agent ticked: the procedures (keys of PROCEDURES, in their order) and the duration."""
+
+    procedures: tuple[str, ...]
+    duration: str
+
+
+def read_choice(procedures: list[str], duration: str) -> MandateChoice:
+    """The agent's choice, checked each time it is posted (the grant form, the confirmation, the
+    signed scan): InvalidInput with the message by field otherwise."""
+    wanted = set(procedures)
+    errors: dict[str, str] = {}
+    if not wanted or not wanted <= set(PROCEDURES):
+        errors["procedures"] = NO_PROCEDURE
+    if duration not in DURATIONS:
+        errors["duration"] = NO_DURATION
+    if errors:
+        raise InvalidInput(errors)
+    return MandateChoice(procedures=tuple(p for p in PROCEDURES if p in wanted), duration=duration)
+
+
+def _add_months(at: datetime, months: int) -> datetime:
+    month = at.month - 1 + months
+    year, month = at.year + month // 12, month % 12 + 1
+    return at.replace(year=year, month=month, day=min(at.day, calendar.monthrange(year, month)[1]))
+
+
+def mandate_end(duration: str, start: datetime) -> datetime:
+    """When a mandate of ``duration`` confirmed at ``start`` ends (same time of day)."""
+    if duration == "1d":
+        return start + timedelta(days=1)
+    return _add_months(start, {"1m": 1, "6m": 6, "1y": 12}[duration])
 
 
 class CounterService:
@@ -53,6 +107,14 @@ class CounterService:
 
     def __init__(self, *, gdpr: GdprService) -> None:
         self.gdpr = gdpr  # the citizen's keyed subject (audit entries never hold a citizen id), search
+
+    @property
+    def accounts(self) -> AccountService:
+        return self.gdpr.accounts  # the citizen's password (throttled like a login), their notices
+
+    @property
+    def documents(self) -> DocumentService:
+        return self.gdpr.documents  # the vault, through the same pipeline as the citizen's own uploads
 
     def citizen(self, db: Session, citizen_id: uuid.UUID) -> Citizen:
         """The citizen an agent opened; ``UnknownCitizen`` (404) when there is none or their erasure began."""
@@ -102,12 +164,109 @@ class CounterService:
         entry = MandateAction(mandate_id=mandate.id, citizen_id=mandate.citizen_id, service=mandate.service,
                               agent_id=agent.id, action=action, details=details)
         db.add(entry)
+        # A document's title is the citizen's words: in their journal, not in the audit chain (which
+        # outlives an erasure).
         audit.record(db, actor=f"staff:{agent.id}", action=f"counter.{action}",
                      target=f"subject:{self.gdpr.subject(db, mandate.citizen_id)}",
-                     details={"mandate": str(mandate.id), "service": mandate.service, **details})
+                     details={"mandate": str(mandate.id), "service": mandate.service,
+                              **{k: v for k, v in details.items() if k != "title"}})
         return entry
 
     def journal(self, db: Session, citizen_id: uuid.UUID) -> list[MandateAction]:
         """Every action done for a citizen under a mandate, newest first."""
         return list(db.exec(select(MandateAction).where(MandateAction.citizen_id == citizen_id)
                             .order_by(col(MandateAction.at).desc(), col(MandateAction.id).desc())).all())
+
+    def journal_with_names(self, db: Session, citizen_id: uuid.UUID) -> list[tuple[MandateAction, str]]:
+        """The journal with each line's agent's name (staff accounts are disabled, never deleted)."""
+        lines = self.journal(db, citizen_id)
+        names = {a.id: a.name for a in db.exec(select(StaffAccount).where(
+            col(StaffAccount.id).in_({line.agent_id for line in lines})))} if lines else {}
+        return [(line, names.get(line.agent_id, "")) for line in lines]
+
+    # ---- granting ---------------------------------------------------------------------------------------
+
+    def grant(self, db: Session, *, agent: StaffAccount, citizen: Citizen, choice: MandateChoice,
+              granted_with: str, signed_document_id: uuid.UUID | None = None) -> Mandate:
+        """A new mandate of the agent's service, from now to the end of its duration: journal line
+        ``mandate.granted`` (and the audit chain), a mail to the citizen if they have an address.
+
+        A second mandate while one is active is a mandate of its own: the service may then act for
+        the procedures of either, each until its own end, and the citizen ends each separately."""
+        now = utcnow()
+        mandate = Mandate(citizen_id=citizen.id, service=agent.service or "", procedures=list(choice.procedures),
+                          duration=choice.duration, granted_with=granted_with, signed_document_id=signed_document_id,
+                          created_by=agent.id, created_at=now, ends_at=mandate_end(choice.duration, now))
+        db.add(mandate)
+        db.flush()
+        self.record(db, mandate=mandate, agent=agent, action="mandate.granted",
+                    details={"procedures": list(choice.procedures), "duration": choice.duration,
+                             "ends_at": mandate.ends_at.isoformat(), "granted_with": granted_with})
+        self.accounts.notify(to=citizen.email, template="mandate_granted", service=mandate.service,
+                             procedures=[PROCEDURES[p] for p in choice.procedures],
+                             ends_at=self.local(mandate.ends_at))
+        logger.info("mandate granted", extra={"mandate_id": str(mandate.id), "staff_id": str(agent.id),
+                                              "granted_with": granted_with})
+        return mandate
+
+    def grant_with_password(self, db: Session, *, agent: StaffAccount, citizen: Citizen, choice: MandateChoice,
+                            password: str, address: str) -> Mandate:
+        """The citizen, present, types their password on the agent's screen: throttled like a login
+        (TooManyLoginAttempts; a wrong password is InvalidInput on ``password``, counted, audited
+        and committed before it is raised)."""
+        try:
+            self.accounts.check_password(db=db, citizen=citizen, password=password, address=address)
+        except InvalidCredentials:
+            audit.record(db, actor=f"staff:{agent.id}", action="counter.mandate.refused",
+                         target=f"subject:{self.gdpr.subject(db, citizen.id)}",
+                         details={"reason": "wrong_password", "service": agent.service or ""})
+            # The failure counts towards the throttle and stays in the chain though the request fails.
+            db.commit()
+            raise InvalidInput({"password": WRONG_PASSWORD}) from None
+        return self.grant(db, agent=agent, citizen=citizen, choice=choice, granted_with="password")
+
+    def local(self, at: datetime) -> datetime:
+        """A stored UTC time as the city reads it."""
+        return at.astimezone(ZoneInfo(self.gdpr.settings.timezone))
+
+    # ---- ending -------------------------------------------------------------------------------------------
+
+    def end(self, db: Session, *, citizen_id: uuid.UUID, mandate_id: uuid.UUID, by: str,
+            agent: StaffAccount | None = None) -> Mandate:
+        """End an active mandate now: by the citizen ("Mes mandats"), or by an agent of its service
+        at the citizen's request. Journal line ``mandate.ended``; the service's next action is refused."""
+        mandate = db.get(Mandate, mandate_id)
+        if (mandate is None or mandate.citizen_id != citizen_id or not is_active(mandate)
+                or (agent is not None and mandate.service != agent.service)):
+            raise UnknownMandate()
+        mandate.ended_at, mandate.ended_by = utcnow(), by
+        if agent is not None:
+            self.record(db, mandate=mandate, agent=agent, action="mandate.ended", details={"by": by})
+        else:
+            # The journal names the agent who took the mandate; the line says the citizen ended it.
+            db.add(MandateAction(mandate_id=mandate.id, citizen_id=citizen_id, service=mandate.service,
+                                 agent_id=mandate.created_by, action="mandate.ended", details={"by": by}))
+            audit.record(db, actor=f"subject:{self.gdpr.subject(db, citizen_id)}", action="counter.mandate.ended",
+                         target=f"subject:{self.gdpr.subject(db, citizen_id)}",
+                         details={"mandate": str(mandate.id), "service": mandate.service, "by": by})
+        logger.info("mandate ended", extra={"mandate_id": str(mandate.id), "by": by})
+        return mandate
+
+    # ---- acting under a mandate ---------------------------------------------------------------------------
+
+    @staticmethod
+    def actor(agent: StaffAccount, citizen_id: uuid.UUID) -> Actor:
+        """The agent in the vault: sees the documents, adds some (provenance: the counter's service),
+        never changes or deletes one; every access lands in the citizen's access log."""
+        return Actor(kind="agent", citizen_id=citizen_id, actor_id=str(agent.id), name=agent.service or "")
+
+    def listed(self, db: Session, *, mandate: Mandate, agent: StaffAccount, procedure: str) -> None:
+        """The agent opened the document list: one journal line (and access-log entry) per visit — not
+        again for the same agent, mandate and procedure within ``VISIT`` of the previous one."""
+        last = db.exec(select(MandateAction).where(
+            MandateAction.mandate_id == mandate.id, MandateAction.agent_id == agent.id,
+            MandateAction.action == "documents.listed").order_by(col(MandateAction.at).desc()).limit(1)).first()
+        if last is not None and last.details.get("procedure") == procedure and utcnow() - last.at < VISIT:
+            return
+        self.documents.log_access(db, self.actor(agent, mandate.citizen_id), "list", None)
+        self.record(db, mandate=mandate, agent=agent, action="documents.listed", details={"procedure": procedure})

@@ -28,10 +28,11 @@ from vault.auth.exceptions import InvalidInput
 from vault.auth.identity import validate_identity
 from vault.auth.models import IDENTITY_FIELDS, Citizen
 from vault.auth.service import CERTIFIED_IDENTITY, AccountService
+from vault.counter.models import DURATIONS, PROCEDURES, Mandate, MandateAction
 from vault.db import utcnow
 from vault.errors import VaultError
 from vault.gdpr import audit
-from vault.gdpr.models import CHANNELS, REQUEST_KINDS, DataRequest, Tombstone
+from vault.gdpr.models import CHANNELS, REQUEST_KINDS, DataRequest, StaffAccount, Tombstone
 from vault.gdpr.zipstream import stream_zip
 from vault.mail import Attachment
 from vault.oidc.claims import claims_for_scope
@@ -138,7 +139,10 @@ Contenu de l'archive
 - liens-de-partage.json : les liens de partage que vous avez créés, leurs documents et leurs ouvertures.
 - alertes.json : les e-mails d'alerte que vous recevez (activée : true) ou avez arrêtés (false).
 - journal-des-acces.json : qui, en dehors de vous, a consulté ou déposé vos documents (applications,
-  liens de partage, délégué à la protection des données).
+  liens de partage, guichet de la mairie, délégué à la protection des données).
+- mandats.json : les mandats que vous avez donnés au guichet de la mairie (démarches, durée, comment
+  vous les avez confirmés, leur fin) et leur journal : chaque action faite pour vous, avec sa date,
+  le guichet et le nom de l'agent.
 - demandes.json : vos demandes au délégué à la protection des données.
 
 Pourquoi nous traitons ces données (finalités)
@@ -420,7 +424,8 @@ class GdprService:
                 "id": str(d.id), "fichier": f"documents/{d.id}-{d.filename}", "type": d.type, "titre": d.title,
                 "nom_du_fichier": d.filename, "type_media": d.media_type, "taille": d.size, "sha256": d.sha256,
                 "valable_jusqu_au": d.valid_until, "ajoute_le": d.created_at, "modifie_le": d.updated_at,
-                "depose_par": d.source_name or "vous", "analyse_antivirus": d.scan_result,
+                "depose_par": (f"ajouté au guichet par {d.source_name}" if d.source == "counter"
+                               else d.source_name or "vous"), "analyse_antivirus": d.scan_result,
                 "conservation_legale": d.legal_hold} for d in documents],
             "applications.json": [self._app_part(db, citizen.id, client, consent) for client, consent, _ in reversed(apps)],
             "alertes.json": [{"alerte": ALERT_KINDS[kind], "code": kind, "activee": on}
@@ -441,11 +446,34 @@ class GdprService:
             "journal-des-acces.json": [{"date": e.at, "service": e.actor_name, "type": e.actor_kind,
                                         "action": e.action, "document": e.document_title}
                                        for e in self.documents.access_log(db, citizen.id, limit=100_000)],
+            "mandats.json": self._mandates_part(db, citizen.id),
             "demandes.json": [{"id": str(r.id), "type": r.kind, "canal": r.channel, "recue_le": r.received_on,
                                "echeance": r.extended_to or r.due_on, "statut": r.status, "issue": r.outcome,
                                "votre_demande": r.details}
                               for r in db.exec(select(DataRequest).where(DataRequest.citizen_id == citizen.id))],
         }
+
+    @staticmethod
+    def _mandates_part(db: Session, citizen_id: uuid.UUID) -> list[dict[str, Any]]:
+        """The mandates given at the counter, oldest first, each with its journal."""
+        mandates = db.exec(select(Mandate).where(Mandate.citizen_id == citizen_id).order_by(col(Mandate.created_at)))
+        lines = list(db.exec(select(MandateAction).where(MandateAction.citizen_id == citizen_id)
+                             .order_by(col(MandateAction.at), col(MandateAction.id))))
+        names = {a.id: a.name for a in db.exec(select(StaffAccount).where(
+            col(StaffAccount.id).in_({line.agent_id for line in lines})))} if lines else {}
+        return [{
+            "id": str(m.id), "guichet": m.service,
+            "demarches": [{"code": p, "nom": PROCEDURES.get(p, p)} for p in m.procedures],
+            "duree": DURATIONS.get(m.duration, m.duration), "donne_le": m.created_at,
+            "confirme_par": "mot de passe" if m.granted_with == "password" else "signature du mandat imprimé",
+            "mandat_signe": str(m.signed_document_id) if m.signed_document_id else None,
+            "valable_jusqu_au": m.ends_at, "fin_anticipee_le": m.ended_at,
+            "fin_demandee_par": {"citizen": "vous", "agent": "le guichet, à votre demande"}.get(m.ended_by or ""),
+            "journal": [{"date": line.at, "guichet": line.service,
+                         "agent": "" if line.details.get("by") == "citizen" else names.get(line.agent_id, ""),
+                         "action": line.action, "details": line.details}
+                        for line in lines if line.mandate_id == m.id],
+        } for m in mandates]
 
     def _app_part(self, db: Session, citizen_id: uuid.UUID, client: OAuthClient, consent: Consent) -> dict[str, Any]:
         """An app in the export: what it receives, the documents it may read and those it deposited."""
@@ -559,6 +587,7 @@ class GdprService:
                 "citizen_key": counts.get("citizen_key_destroyed", False),
                 "consents": counts.get("consents", 0), "access_log_entries": counts.get("access_log_entries", 0),
                 "share_links": counts.get("share_links", 0),
+                "mandates": counts.get("mandates", 0), "mandate_journal_lines": counts.get("mandate_journal_lines", 0),
             },
             "kept_under_legal_hold": counts.get("kept_under_legal_hold", []),
             "recipients_notified": counts.get("recipients", []),  # Art. 19
@@ -603,6 +632,11 @@ class GdprService:
         counts["access_log_entries"] = self.documents.forget(db, citizen.id)
         counts["consents"] = self.oidc.forget(db=db, citizen_id=citizen.id)
         self.alerts.forget(db, citizen_id=citizen.id)
+        # Mandates given at the counter and their journal go with the account row (by cascade): counted here.
+        counts["mandates"] = db.exec(select(func.count()).select_from(Mandate)
+                                     .where(Mandate.citizen_id == citizen.id)).one()
+        counts["mandate_journal_lines"] = db.exec(select(func.count()).select_from(MandateAction)
+                                                  .where(MandateAction.citizen_id == citizen.id)).one()
         db.exec(update(DataRequest).where(col(DataRequest.citizen_id) == citizen.id)
                 .values(requester_label=f"Personne effacée ({subject[:12]})", citizen_id=None))
         self.accounts.forget(db=db, citizen=citizen)

@@ -18,6 +18,7 @@ DOCUMENT_TYPES = {
     "family_record": N_("Livret de famille"),
     "income": N_("Justificatif de revenus"),
     "other": N_("Autre document"),
+    "mandate": N_("Mandat"),  # a mandate given to the town hall's counter, signed on paper and scanned there
 }
 MEDIA_TYPES = ("application/pdf", "image/jpeg", "image/png", "image/webp", "image/heic")
 
@@ -57,7 +58,9 @@ class Document(DocumentBase, table=True):
     ciphertext_size: int
     wrapped_key: bytes = Field(sa_column=Column(LargeBinary, nullable=False))  # by the citizen key
     scan_result: str = Field(max_length=20)  # "clean" | "not_scanned" (antivirus off, development)
-    source: str = Field(default="citizen", max_length=64)  # "citizen" or the depositing app's client_id
+    # "citizen", the depositing app's client_id, or "counter" (added at the town hall's counter under a
+    # mandate; ``source_name`` then names the counter's service)
+    source: str = Field(default="citizen", max_length=64)
     source_name: str | None = Field(default=None, max_length=200)
     # GDPR Art. 17(3)(b): a document the city must keep by law survives an erasure, its key then
     # wrapped by the KEK (``held_key``) instead of the destroyed citizen key.

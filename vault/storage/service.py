@@ -50,6 +50,7 @@ from vault.storage.pipeline import Stored, UploadPipeline
 logger = logging.getLogger(__name__)
 
 ORPHAN_AGE = timedelta(hours=1)
+COUNTER_SOURCE = "counter"  # ``Document.source`` of a document added at the counter under a mandate
 _EXTENSIONS = {"application/pdf": ".pdf", "image/jpeg": ".jpg", "image/png": ".png", "image/webp": ".webp",
                "image/heic": ".heic"}
 
@@ -58,7 +59,9 @@ _EXTENSIONS = {"application/pdf": ".pdf", "image/jpeg": ".jpg", "image/png": ".p
 class Actor:
     """Who acts on a citizen's vault: the citizen (session), an app (access token), the DPO."""
 
-    kind: str  # "citizen" | "app" | "dpo" | "link" (someone holding a share link and its code)
+    # "citizen" | "app" | "dpo" | "link" (someone holding a share link and its code) | "agent" (a counter
+    # agent under a mandate: ``name`` is the counter's service)
+    kind: str
     citizen_id: uuid.UUID
     actor_id: str
     name: str
@@ -79,8 +82,8 @@ class Actor:
 
     def may_change(self, document: Document) -> bool:
         """Renaming, changing or deleting: the citizen always; an app only what it deposited itself;
-        a share link never."""
-        if self.kind == "link":
+        a share link or a counter agent never."""
+        if self.kind in ("link", "agent"):
             return False
         return self.kind != "app" or document.source == self.actor_id
 
@@ -246,7 +249,7 @@ class DocumentService:
             media_type=stored.media_type, size=stored.size, sha256=stored.sha256, blob_key=pending.blob_key,
             ciphertext_size=stored.ciphertext_size, wrapped_key=pending.wrapped_key,
             scan_result="clean" if self.settings.antivirus == "clamd" else "not_scanned",
-            source="citizen" if actor.is_owner else actor.actor_id,
+            source="citizen" if actor.is_owner else COUNTER_SOURCE if actor.kind == "agent" else actor.actor_id,
             source_name=None if actor.is_owner else actor.name,
         )
         db.add(document)
