@@ -124,6 +124,8 @@ def test_an_accepting_app_gets_the_citizens_sub_and_the_agent_as_act(app, counte
         assert all(t.refresh_token_hash is None for t in tokens_rows if t.act)
     lines = [(line.action, line.details.get("app")) for line in journal(app, citizen.id)]
     assert lines == [("session.started", None), ("app.login", "Cantine scolaire")]
+    with citizen_browser(app, citizen) as own:
+        assert "Vous a connecté(e) à un service de la ville : Cantine scolaire" in own.get("/account/mandates").text
     assert all(line.agent_id == agent.id for line in journal(app, citizen.id))
 
 
@@ -247,6 +249,10 @@ def test_the_agent_ends_it(app, counter) -> None:
         assert authorize(browser, accepting).steps == ["login"]
     assert [line.action for line in journal(app, citizen.id)] == ["session.started", "session.ended"]
     assert journal(app, citizen.id)[-1].details["reason"] == "agent"
+    with citizen_browser(app, citizen) as own:  # what the citizen reads in "Mes mandats"
+        mine = own.get("/account/mandates").text
+        assert "A commencé à agir pour vous" in mine and "A fini d'agir pour vous" in mine
+        assert "session.ended" not in mine
 
 
 def test_a_stolen_cookie_does_not_work_in_another_browser_without_the_agent(app, counter) -> None:
