@@ -255,8 +255,8 @@ def test_the_agent_ends_it(app, counter) -> None:
         assert "session.ended" not in mine
 
 
-def test_a_stolen_cookie_does_not_work_in_another_browser_without_the_agent(app, counter) -> None:
-    """The cookie alone is enough only while the agent's staff session lives; a made-up one is refused."""
+def test_a_made_up_assisted_cookie_is_refused(app, counter) -> None:
+    """A cookie naming no assisted session: the page saying the session is over, never a login as anyone."""
     accepting = make_oidc_app(app.state.services.engine, accept_delegation=True)
     with Browser(app) as stranger:
         stranger.cookies.set("assisted", "not-a-real-session")
