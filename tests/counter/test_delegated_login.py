@@ -129,6 +129,10 @@ def test_an_accepting_app_gets_the_citizens_sub_and_the_agent_as_act(app, counte
     assert all(line.agent_id == agent.id for line in journal(app, citizen.id))
 
 
+def test_discovery_says_act_may_come(browser) -> None:
+    assert "act" in browser.get("/.well-known/openid-configuration").json()["claims_supported"]
+
+
 def test_no_consent_is_remembered_for_the_citizen(app, counter) -> None:
     citizen, agent, _mandate = counter
     accepting = make_oidc_app(app.state.services.engine, accept_delegation=True)

@@ -590,7 +590,8 @@ class OpenIDService:
             "introspection_endpoint_auth_methods_supported": list(AUTH_METHODS),
             "code_challenge_methods_supported": ["S256"],
             "claims_supported": ["sub", "iss", "auth_time", "acr", "amr", "sid", "given_name", "family_name",
-                                 "birthdate", "gender", "birthplace", "birthcountry", "preferred_username", "email"],
+                                 "birthdate", "gender", "birthplace", "birthcountry", "preferred_username", "email",
+                                 "act"],  # act: logins made at the counter (vault.oidc.delegation)
             "acr_values_supported": [ACR_REACHED],
             "claims_parameter_supported": False,
             "request_parameter_supported": False,
