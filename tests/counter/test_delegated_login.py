@@ -305,3 +305,23 @@ def test_a_franceconnect_app_never_accepts_delegation(env: dict[str, str], profi
     assert refused.returncode == 2
     assert "accept-delegation" in refused.stderr + refused.stdout and "FranceConnect" in refused.stderr + refused.stdout
     assert json.loads(vault(["client", "list", "--json"], env).stdout) == []
+
+
+def test_retention_forgets_assisted_sessions_over_for_a_day(app, counter, env: dict[str, str]) -> None:
+    citizen, agent, _mandate = counter
+    with staff_browser(app, agent) as browser:
+        start_assisted(browser, citizen.id)
+        start_assisted(browser, citizen.id)  # the first one ends ("replaced")
+        with Session(app.state.services.engine) as db:
+            first, second = sorted(db.exec(select(AssistedSession)).all(), key=lambda r: r.created_at)
+            assert first.ended_at is not None and second.ended_at is None
+            first.ended_at = utcnow() - timedelta(days=2)
+            kept = second.id
+            db.commit()
+        done = vault(["retention", "run", "--json"], env)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["housekeeping"]["assisted_sessions"] == 1
+        with Session(app.state.services.engine) as db:
+            assert [row.id for row in db.exec(select(AssistedSession)).all()] == [kept]
+    assert [line.action for line in journal(app, citizen.id)] == ["session.started", "session.ended", "session.started"]
+

@@ -12,9 +12,10 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
+from sqlalchemy import delete, or_
 from sqlmodel import Session, col, select
 
 from vault.auth.models import Citizen
@@ -100,6 +101,12 @@ class AssistService:
             if first is not None and first.scheme in ("https", "http") and first.netloc:
                 apps.append(DelegatedApp(name=client.name, url=f"{first.scheme}://{first.netloc}/"))
         return apps
+
+    def purge_ended(self, db: Session, now: datetime) -> int:
+        """Retention housekeeping: assisted sessions over for a day (the journal keeps what was done)."""
+        day_ago = now - timedelta(days=1)
+        return db.exec(delete(AssistedSession).where(or_(col(AssistedSession.ended_at) < day_ago,
+                                                         col(AssistedSession.expires_at) < day_ago))).rowcount
 
     # ---- for the OpenID provider (vault.oidc.delegation.Delegations) -------------------------------------
 
