@@ -23,8 +23,9 @@ FLOORS = {
     "oidc": 6,                                                 # the OpenID Connect provider
     "storage": 7,                                              # the document vault
     "gdpr": 8,                                                 # data-subject rights
-    "services": 9,                                             # the composition root
-    "app": 10, "cli": 10,                                      # entry points
+    "counter": 9,                                              # the town hall's counter: mandates, statistics
+    "services": 10,                                            # the composition root
+    "app": 11, "cli": 11,                                      # entry points
 }
 
 

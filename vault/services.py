@@ -28,8 +28,10 @@ from vault.auth.passkeys import PasskeyService
 from vault.auth.passwords import Hasher
 from vault.auth.service import AccountService
 from vault.counter.assist import AssistService
+from vault.counter.records import MandateRecords
 from vault.counter.service import CounterService
 from vault.db import make_engine
+from vault.gdpr.audit import AppLogins
 from vault.gdpr.proconnect import ProConnectLogin
 from vault.gdpr.service import GdprService
 from vault.gdpr.staff import StaffService
@@ -88,9 +90,10 @@ def build_services(settings: Settings, *, engine: Engine | None = None) -> Servi
     documents = DocumentService(settings=settings, keys=keys, store=blob_store, scanner=scanner, alerts=alerts)
     shares = ShareService(hasher=hasher, alerts=alerts)
     staff = StaffService(accounts)
-    oidc = OpenIDService(settings=settings, keystore=keystore, accounts=accounts, documents=documents, alerts=alerts)
+    oidc = OpenIDService(settings=settings, keystore=keystore, accounts=accounts, documents=documents, alerts=alerts,
+                         logins=AppLogins(keystore))
     gdpr = GdprService(settings=settings, keystore=keystore, accounts=accounts, oidc=oidc, documents=documents,
-                       shares=shares, alerts=alerts)
+                       shares=shares, alerts=alerts, records=[MandateRecords()])
     counter = CounterService(gdpr=gdpr)
     assist = AssistService(settings=settings, counter=counter)
     oidc.delegations = assist  # the provider asks the counter who acts for whom (vault.oidc.delegation)

@@ -20,7 +20,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import delete, text
 from sqlmodel import Session, col, select
@@ -32,12 +32,33 @@ logger = logging.getLogger(__name__)
 
 GENESIS = "0" * 64
 _LOCK_ID = 0x7661756C74  # "vault": the advisory lock serialising audit writers on PostgreSQL
+LOGIN_ACTION = "oidc.login"  # a code issued to an app: one login to it
 FORBIDDEN_DETAILS = {"password", "token", "secret", "content", "otp", "code", "cookie"}
 
 
 def subject_of(key: bytes, citizen_id: uuid.UUID) -> str:
     """The keyed hash that names a citizen in the register, the audit log and the tombstone."""
     return hmac.new(key, b"subject:" + citizen_id.bytes, hashlib.sha256).hexdigest()
+
+
+class Secrets(Protocol):
+    """Where the subject key lives (``oidc.keys.KeyStore``)."""
+
+    def secret(self, db: Session, name: str) -> bytes: ...
+
+
+class AppLogins:
+    """The OpenID provider's ``LoginLog``: one entry ``oidc.login`` per code issued to an app (actor
+    ``app:<client_id>``, target the citizen's keyed subject), in the login's transaction. Codes and
+    tokens are purged within a day; these entries last as long as the log (``audit_retention_days``),
+    and the city's statistics count them per app and per week."""
+
+    def __init__(self, secrets: Secrets) -> None:
+        self.secrets = secrets
+
+    def app_login(self, db: Session, *, client_id: str, citizen_id: uuid.UUID) -> None:
+        subject = subject_of(self.secrets.secret(db, "subject-key"), citizen_id)
+        record(db, actor=f"app:{client_id}", action=LOGIN_ACTION, target=f"subject:{subject}")
 
 
 def _digest(prev_hash: str, at: datetime, actor: str, action: str, target: str, details: dict[str, Any]) -> str:

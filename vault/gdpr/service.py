@@ -13,10 +13,10 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import func, update
 from sqlmodel import Session, col, select
@@ -28,11 +28,10 @@ from vault.auth.exceptions import InvalidInput
 from vault.auth.identity import validate_identity
 from vault.auth.models import IDENTITY_FIELDS, Citizen
 from vault.auth.service import CERTIFIED_IDENTITY, AccountService
-from vault.counter.models import DURATIONS, PROCEDURES, Mandate, MandateAction
 from vault.db import utcnow
 from vault.errors import VaultError
 from vault.gdpr import audit
-from vault.gdpr.models import CHANNELS, REQUEST_KINDS, DataRequest, StaffAccount, Tombstone
+from vault.gdpr.models import CHANNELS, REQUEST_KINDS, DataRequest, Tombstone
 from vault.gdpr.zipstream import stream_zip
 from vault.mail import Attachment
 from vault.oidc.claims import claims_for_scope
@@ -177,14 +176,27 @@ Archive créée le {now:%d/%m/%Y à %H:%M} (UTC). Format : version {version}.
 """
 
 
+class CitizenRecords(Protocol):
+    """What a part above this one keeps about a citizen (the counter's mandates and their journal):
+    its file in the export, and what an erasure removes with the account (counted in the certificate).
+    The composition root (``vault.services``) hands them in, so that this part imports none of them."""
+
+    export_name: str  # the file's name in the export (e.g. "mandats.json")
+
+    def export_part(self, db: Session, citizen_id: uuid.UUID) -> list[dict[str, Any]]: ...
+
+    def count(self, db: Session, citizen_id: uuid.UUID) -> dict[str, int]: ...
+
+
 class GdprService:
     """The register, export, erasure and legal hold. It owns the register and the tombstones; the
     rows of accounts, alerts, apps and documents it reaches through their domains' services."""
 
     def __init__(self, *, settings: Settings, keystore: KeyStore, accounts: AccountService,
                  oidc: OpenIDService, documents: DocumentService, shares: ShareService,
-                 alerts: AlertService) -> None:
+                 alerts: AlertService, records: Sequence[CitizenRecords] = ()) -> None:
         self.settings = settings
+        self.records = tuple(records)
         self.shares = shares
         self.keystore = keystore
         self.accounts = accounts
@@ -446,34 +458,12 @@ class GdprService:
             "journal-des-acces.json": [{"date": e.at, "service": e.actor_name, "type": e.actor_kind,
                                         "action": e.action, "document": e.document_title}
                                        for e in self.documents.access_log(db, citizen.id, limit=100_000)],
-            "mandats.json": self._mandates_part(db, citizen.id),
+            **{record.export_name: record.export_part(db, citizen.id) for record in self.records},
             "demandes.json": [{"id": str(r.id), "type": r.kind, "canal": r.channel, "recue_le": r.received_on,
                                "echeance": r.extended_to or r.due_on, "statut": r.status, "issue": r.outcome,
                                "votre_demande": r.details}
                               for r in db.exec(select(DataRequest).where(DataRequest.citizen_id == citizen.id))],
         }
-
-    @staticmethod
-    def _mandates_part(db: Session, citizen_id: uuid.UUID) -> list[dict[str, Any]]:
-        """The mandates given at the counter, oldest first, each with its journal."""
-        mandates = db.exec(select(Mandate).where(Mandate.citizen_id == citizen_id).order_by(col(Mandate.created_at)))
-        lines = list(db.exec(select(MandateAction).where(MandateAction.citizen_id == citizen_id)
-                             .order_by(col(MandateAction.at), col(MandateAction.id))))
-        names = {a.id: a.name for a in db.exec(select(StaffAccount).where(
-            col(StaffAccount.id).in_({line.agent_id for line in lines})))} if lines else {}
-        return [{
-            "id": str(m.id), "guichet": m.service,
-            "demarches": [{"code": p, "nom": PROCEDURES.get(p, p)} for p in m.procedures],
-            "duree": DURATIONS.get(m.duration, m.duration), "donne_le": m.created_at,
-            "confirme_par": "mot de passe" if m.granted_with == "password" else "signature du mandat imprimé",
-            "mandat_signe": str(m.signed_document_id) if m.signed_document_id else None,
-            "valable_jusqu_au": m.ends_at, "fin_anticipee_le": m.ended_at,
-            "fin_demandee_par": {"citizen": "vous", "agent": "le guichet, à votre demande"}.get(m.ended_by or ""),
-            "journal": [{"date": line.at, "guichet": line.service,
-                         "agent": "" if line.details.get("by") == "citizen" else names.get(line.agent_id, ""),
-                         "action": line.action, "details": line.details}
-                        for line in lines if line.mandate_id == m.id],
-        } for m in mandates]
 
     def _app_part(self, db: Session, citizen_id: uuid.UUID, client: OAuthClient, consent: Consent) -> dict[str, Any]:
         """An app in the export: what it receives, the documents it may read and those it deposited."""
@@ -632,11 +622,10 @@ class GdprService:
         counts["access_log_entries"] = self.documents.forget(db, citizen.id)
         counts["consents"] = self.oidc.forget(db=db, citizen_id=citizen.id)
         self.alerts.forget(db, citizen_id=citizen.id)
-        # Mandates given at the counter and their journal go with the account row (by cascade): counted here.
-        counts["mandates"] = db.exec(select(func.count()).select_from(Mandate)
-                                     .where(Mandate.citizen_id == citizen.id)).one()
-        counts["mandate_journal_lines"] = db.exec(select(func.count()).select_from(MandateAction)
-                                                  .where(MandateAction.citizen_id == citizen.id)).one()
+        # The records of the parts above this one (the counter's mandates and their journal) go with
+        # the account row, by cascade: counted here, before it goes.
+        for record in self.records:
+            counts.update(record.count(db, citizen.id))
         db.exec(update(DataRequest).where(col(DataRequest.citizen_id) == citizen.id)
                 .values(requester_label=f"Personne effacée ({subject[:12]})", citizen_id=None))
         self.accounts.forget(db=db, citizen=citizen)

@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Collection
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from authlib.oauth2.rfc6749 import (
     AuthorizationServer,
@@ -63,6 +63,13 @@ CODE_LIFETIME = timedelta(seconds=60)
 ID_TOKEN_LIFETIME = 600
 AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt", "none")
 ACR_REACHED = "eidas1"  # self-declared identity, password (+ TOTP): eIDAS "low", never more
+
+
+class LoginLog(Protocol):
+    """Where each login to an app is kept for good (codes live 60 seconds and are purged): the
+    audit log, a floor above, supplied by the composition root. The city's statistics count them."""
+
+    def app_login(self, db: Session, *, client_id: str, citizen_id: uuid.UUID) -> None: ...
 
 
 def revoke_tokens(db: Session, *conditions: ColumnElement[bool]) -> int:
@@ -289,6 +296,7 @@ class CodeGrant(grants.AuthorizationCodeGrant):
             act=request.act,
             expires_at=utcnow() + CODE_LIFETIME,
         ))
+        self.server.logins.app_login(self.server.db, client_id=_client(request).get_client_id(), citizen_id=citizen.id)
 
     def query_authorization_code(self, code: str, client: ClientMixin) -> StoredCode | None:
         """GAP: consume the code atomically here (not after the token is saved); a replay fails
@@ -482,11 +490,12 @@ class Introspection(IntrospectionEndpoint):
 class Provider(AuthorizationServer):
     """One per request: bound to that request's database session (the unit of work commits)."""
 
-    def __init__(self, *, db: Session, settings: Settings, keystore: KeyStore) -> None:
+    def __init__(self, *, db: Session, settings: Settings, keystore: KeyStore, logins: LoginLog) -> None:
         super().__init__(scopes_supported=SCOPES_SUPPORTED)
         self.db = db
         self.settings = settings
         self.keystore = keystore
+        self.logins = logins
         # authlib calls any function here; its stub names only its own BearerTokenGenerator class.
         self.register_token_generator("default", self._generate_token)  # type: ignore[arg-type]  # a plain function
         self.register_client_auth_method(PrivateKeyJWT.CLIENT_AUTH_METHOD, PrivateKeyJWT(self))

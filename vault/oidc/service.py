@@ -47,7 +47,15 @@ from vault.oidc.exceptions import BearerError, InvalidDocumentChoice, LogoutErro
 from vault.oidc.keys import InvalidSignature, KeyStore
 from vault.oidc.models import AuthorizationCode, Consent, OAuthClient, OAuthToken, PendingAuthorization
 from vault.oidc.profiles import OIDC, Profile, profile_of
-from vault.oidc.provider import ACR_REACHED, AUTH_METHODS, Provider, RegisteredClient, revoke_tokens, scope_list
+from vault.oidc.provider import (
+    ACR_REACHED,
+    AUTH_METHODS,
+    LoginLog,
+    Provider,
+    RegisteredClient,
+    revoke_tokens,
+    scope_list,
+)
 from vault.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -124,9 +132,10 @@ class LogoutResult:
 
 class OpenIDService:
     def __init__(self, *, settings: Settings, keystore: KeyStore, accounts: AccountService,
-                 documents: DocumentCatalog, alerts: AlertService) -> None:
+                 documents: DocumentCatalog, alerts: AlertService, logins: LoginLog) -> None:
         self.settings = settings
         self.keystore = keystore
+        self.logins = logins  # every code issued is a login to an app, kept in the audit log
         self.accounts = accounts  # the citizens' login sessions end through it (logout)
         self.documents = documents  # the citizen's documents, offered on the consent page
         self.alerts = alerts  # "this app may now read…" mails
@@ -140,7 +149,7 @@ class OpenIDService:
         return self.delegations.resolve(db, token)
 
     def provider(self, db: Session) -> Provider:
-        return Provider(db=db, settings=self.settings, keystore=self.keystore)
+        return Provider(db=db, settings=self.settings, keystore=self.keystore, logins=self.logins)
 
     # ---- authorization ------------------------------------------------------------------------------
 
