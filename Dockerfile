@@ -19,6 +19,9 @@ ENV PATH=/opt/vault/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     VAULT_ENV=production \
     VAULT_DATA_DIR=/var/lib/vault
+# fonts-dejavu-core: the Unicode font the activation letter's PDF embeds.
+RUN apt-get update -qq && apt-get install -y -qq --no-install-recommends fonts-dejavu-core \
+ && rm -rf /var/lib/apt/lists/*
 RUN useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin vault \
  && mkdir -p /var/lib/vault && chown vault:vault /var/lib/vault && chmod 0700 /var/lib/vault
 COPY --from=build /opt/vault /opt/vault

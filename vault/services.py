@@ -28,6 +28,7 @@ from vault.auth.passkeys import PasskeyService
 from vault.auth.passwords import Hasher
 from vault.auth.service import AccountService
 from vault.counter.assist import AssistService
+from vault.counter.enrolment import EnrolmentService
 from vault.counter.records import MandateRecords
 from vault.counter.service import CounterService
 from vault.db import make_engine
@@ -68,6 +69,7 @@ class Services:
     proconnect: ProConnectLogin  # staff login through ProConnect (off unless configured)
     counter: CounterService  # the town hall's counter: mandates and their journal
     assist: AssistService  # assisted sessions: an agent logs into an app for a citizen (oidc's Delegations)
+    enrolments: EnrolmentService  # accounts opened at the counter, their activation letters
 
 
 def build_services(settings: Settings, *, engine: Engine | None = None) -> Services:
@@ -117,4 +119,5 @@ def build_services(settings: Settings, *, engine: Engine | None = None) -> Servi
         proconnect=ProConnectLogin(settings=settings, staff=staff),
         counter=counter,
         assist=assist,
+        enrolments=EnrolmentService(accounts=accounts, gdpr=gdpr),
     )

@@ -55,6 +55,7 @@ def contexts(settings: Settings) -> dict[str, dict[str, Any]]:
         "email_change_confirm": {"settings": settings, "token": "TOKEN", "hours": 24},
         "email_change_requested": {"settings": settings, "new_email": "n***@example.org"},
         "email_changed": {"settings": settings, "new_email": "n***@example.org"},
+        "account_opened": {"settings": settings, "first_name": "Jeanne", "token": "TOKEN", "days": 7},
         "mandate_granted": {"settings": settings, "service": "Guichet unique de l'Hôtel de Ville",
                             "procedures": ["État civil", "Logement"], "ends_at": datetime(2026, 12, 30, 14, 5)},
     }
@@ -186,6 +187,14 @@ FRENCH = {
         "Bonjour,\n\nVotre compte de l'espace citoyen utilise désormais l'adresse n***@example.org. Ce message est le "
         "dernier envoyé à cette adresse-ci.\n\nSi ce n'est pas vous, prévenez tout de suite l'accueil de la mairie. "
         "https://moncompte.ville.example.fr/\n\n-- \nVille-sur-Loire\n",
+    ),
+    "account_opened": (
+        "Votre compte de l'espace citoyen est ouvert",
+        "Bonjour Jeanne,\n\nVotre compte a été ouvert à l'accueil de la mairie. Pour vous en servir, choisissez votre "
+        "mot de passe avec ce lien :\n\nhttps://moncompte.ville.example.fr/account/activate?token=TOKEN\n\nCe lien est "
+        "valable 7 jours et ne sert qu'une fois. Ensuite, connectez-vous avec cette adresse e-mail et votre mot de "
+        "passe.\nSi vous n'êtes pas passé(e) à l'accueil de la mairie, ignorez ce message et prévenez-la.\n\n-- \n"
+        "Ville-sur-Loire\n",
     ),
     "mandate_granted": (
         "Vous avez donné un mandat au guichet de la mairie",

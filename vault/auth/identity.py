@@ -220,6 +220,36 @@ def resolve_birthplace(text: str, choice: str = "") -> Resolution:
 
 
 def login_name(citizen: Citizen) -> str:
-    """What keys an account's login throttle: its address, or its id for an account opened at the
-    counter without one (each such account counts alone)."""
-    return citizen.email or f"citizen:{citizen.id}"
+    """What keys an account's login throttle: its address, or its login identifier for an account
+    opened at the counter without one (as ``login_key`` reads what was typed at login)."""
+    if citizen.email:
+        return citizen.email
+    return f"login:{citizen.login_id}" if citizen.login_id else f"citizen:{citizen.id}"
+
+
+# The alphabet of login identifiers and activation codes: no 0/O, 1/I/L, read aloud or typed
+# from a letter without mistakes.
+CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
+LOGIN_ID_LENGTH = 10
+
+
+def format_code(raw: str) -> str:
+    """``K7M2Q9PX3H`` as ``K7M2-Q9PX-3H``: groups of four, easier to copy."""
+    return "-".join(raw[i:i + 4] for i in range(0, len(raw), 4))
+
+
+def compact_code(typed: str) -> str:
+    """What was typed, without spaces or dashes, in capitals (``k7m2 q9px-3h`` → ``K7M2Q9PX3H``)."""
+    return "".join(ch for ch in (typed or "").upper() if ch.isalnum())[:40]
+
+
+def login_key(typed: str) -> tuple[str, str | None]:
+    """What a login form's first field names: (the throttle's name, the login identifier or None).
+    An address (it has an ``@``) names itself, normalized; anything else is a login identifier."""
+    if "@" in (typed or ""):
+        try:
+            return normalize_email(typed), None
+        except ValueError:
+            return (typed or "").strip().lower()[:254], None
+    login_id = format_code(compact_code(typed))
+    return f"login:{login_id}", login_id or None

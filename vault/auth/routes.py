@@ -67,6 +67,10 @@ NOTICES = {
     "email_changed": N_("Votre nouvelle adresse e-mail est confirmée : c'est désormais celle de votre compte."),
     "passkey_added": N_("Votre clé d'accès est enregistrée. Vous pourrez l'utiliser à votre prochaine connexion."),
     "passkey_removed": N_("La clé d'accès est supprimée de votre compte."),
+    "account_activated_confirm": N_("Votre mot de passe est enregistré. Ouvrez le lien que nous venons d'envoyer à "
+                                    "votre adresse e-mail pour la confirmer, puis connectez-vous."),
+    "account_activated": N_("Votre mot de passe est enregistré : votre compte est prêt. Connectez-vous maintenant avec "
+                            "votre identifiant et ce mot de passe."),
 }
 MAIL_SENT = (
     N_("Si un compte correspond à cette adresse, un e-mail vient de lui être envoyé. "

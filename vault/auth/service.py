@@ -27,7 +27,16 @@ from vault.auth.exceptions import (
     InvalidOtp,
     TooManyLoginAttempts,
 )
-from vault.auth.identity import login_name, normalize_email, validate_identity
+from vault.auth.identity import (
+    CODE_ALPHABET,
+    LOGIN_ID_LENGTH,
+    Identity,
+    format_code,
+    login_key,
+    login_name,
+    normalize_email,
+    validate_identity,
+)
 from vault.auth.models import (
     IDENTITY_FIELDS,
     Citizen,
@@ -50,7 +59,8 @@ from vault.web.mails import send_mail
 
 logger = logging.getLogger(__name__)
 
-Purpose = Literal["verify_email", "reset_password", "change_email"]
+Purpose = Literal["verify_email", "reset_password", "change_email", "activate"]
+ACTIVATION_LINK_DAYS = 7  # an account opened at the counter with an address: its first password
 EMAIL_CHANGE_HOURS = 24
 MFA_PENDING_MINUTES = 5
 RECOVERY_CODES = 10
@@ -163,6 +173,106 @@ class AccountService:
         db.add(citizen)
         db.flush()
         return citizen
+
+    # ---- accounts opened at the counter (vault.counter) ----------------------------------------------
+
+    def open_at_counter(self, *, db: Session, form: dict[str, str]) -> Citizen:
+        """An account a counter agent opens for a person present with an identity document: the
+        identity validated as at registration (the birthplace by name), an address if the person has
+        one, no password. With an address: a link to choose the password (valid 7 days, it also
+        confirms the address); without: a login identifier, printed on the activation letter.
+        Raises InvalidInput with every field problem at once (an address another account uses is
+        one); nothing is written then. MailError when the link cannot leave."""
+        email, identity, errors = self._counter_form(db=db, form=form)
+        if errors:
+            raise InvalidInput(errors)
+        citizen = Citizen(email=email, login_id=None if email else self._new_login_id(db=db), **identity)
+        db.add(citizen)
+        db.flush()
+        if email:
+            self.send_activation_link(db=db, citizen=citizen)
+        logger.info("account opened at the counter", extra={"citizen_id": str(citizen.id)})
+        return citizen
+
+    def counter_form_problems(self, *, db: Session, form: dict[str, str]) -> dict[str, str]:
+        """What ``open_at_counter`` would refuse in ``form``, by field (nothing is written)."""
+        return self._counter_form(db=db, form=form)[2]
+
+    def _counter_form(self, *, db: Session, form: dict[str, str]) -> tuple[str | None, Identity, dict[str, str]]:
+        errors: dict[str, str] = {}
+        email = None
+        if (form.get("email") or "").strip():
+            try:
+                email = normalize_email(form["email"])
+            except ValueError as exc:
+                errors["email"] = str(exc)
+        identity, identity_errors = validate_identity(form, today=self.settings.today(), by_name=True)
+        errors.update(identity_errors)
+        if email and db.exec(select(Citizen.id).where(Citizen.email == email)).first() is not None:
+            errors["email"] = N_("Un compte existe déjà avec cette adresse e-mail : cherchez la personne au lieu de lui "
+                                 "ouvrir un second compte.")
+        return email, identity, errors
+
+    @staticmethod
+    def _new_login_id(*, db: Session) -> str:
+        """A fresh login identifier, ``K7M2-Q9PX-3H`` (31^10 of them: a clash is only ever retried)."""
+        while True:
+            login_id = format_code("".join(secrets.choice(CODE_ALPHABET) for _ in range(LOGIN_ID_LENGTH)))
+            if db.exec(select(Citizen.id).where(Citizen.login_id == login_id)).first() is None:
+                return login_id
+
+    def send_activation_link(self, *, db: Session, citizen: Citizen) -> None:
+        """Mail the link that lets a counter-opened account choose its password (and confirms the
+        address); an earlier one still waiting dies."""
+        db.exec(update(EmailToken).where(col(EmailToken.citizen_id) == citizen.id, col(EmailToken.purpose) == "activate",
+                                         col(EmailToken.used_at).is_(None)).values(used_at=utcnow()))
+        token = self._issue_link(db=db, citizen=citizen, purpose="activate", ttl=timedelta(days=ACTIVATION_LINK_DAYS))
+        self._mail(to=citizen.email, template="account_opened", first_name=citizen.given_name.split(" ")[0],
+                   token=token, days=ACTIVATION_LINK_DAYS)
+
+    def activate_with_link(self, *, db: Session, token: str, password: str) -> Citizen:
+        """The first password of a counter-opened account, from its mailed link: the address is
+        confirmed by the same stroke. InvalidLink, or InvalidInput for a refused password."""
+        link = self._find_link(db=db, token=token, purpose="activate")
+        citizen = db.get(Citizen, link.citizen_id)
+        assert citizen is not None  # cascade: a link never outlives its citizen
+        self.set_first_password(db=db, citizen=citizen, password=password)
+        self._consume_link(db=db, token=token, purpose="activate")
+        citizen.email_verified_at = citizen.email_verified_at or utcnow()
+        return citizen
+
+    def activated_with_letter(self, *, db: Session, citizen: Citizen) -> None:
+        """The letter's code set the first password: the mailed activation link, if any, dies; an
+        address still unconfirmed gets its confirmation link (it must be confirmed to log in with)."""
+        db.exec(update(EmailToken).where(col(EmailToken.citizen_id) == citizen.id, col(EmailToken.purpose) == "activate",
+                                         col(EmailToken.used_at).is_(None)).values(used_at=utcnow()))
+        if citizen.email and citizen.email_verified_at is None:
+            self._send_verification(db=db, citizen=citizen)
+
+    def set_first_password(self, *, db: Session, citizen: Citizen, password: str) -> None:
+        """The password a citizen chooses when activating an account opened at the counter (the
+        usual rules; InvalidInput otherwise). Its login counter starts afresh."""
+        if problem := password_problem(password, email=citizen.email or ""):
+            raise InvalidInput({"password": problem})
+        citizen.password_hash = self.hasher.hash(password)
+        citizen.updated_at = utcnow()
+        self._clear_throttle(db=db, key=self._account_key(login_name(citizen)))
+
+    def add_email(self, *, db: Session, citizen: Citizen, email: str) -> None:
+        """An address for an account that has none (given when activating it): it becomes the
+        account's once the confirmation link sent there is opened, as for a change of address.
+        An address another account uses gets the same answer, and its owner a mail saying so."""
+        try:
+            normalized = normalize_email(email)
+        except ValueError as exc:
+            raise InvalidInput({"email": str(exc)}) from None
+        if db.exec(select(Citizen.id).where(Citizen.email == normalized)).first() is not None:
+            self.notify(to=normalized, template="registration_attempted")
+            return
+        token, digest = new_token()
+        db.add(EmailToken(id=digest, citizen_id=citizen.id, purpose="change_email", new_email=normalized,
+                          expires_at=utcnow() + timedelta(hours=EMAIL_CHANGE_HOURS)))
+        self._mail(to=normalized, template="email_change_confirm", token=token, hours=EMAIL_CHANGE_HOURS)
 
     def _send_verification(self, *, db: Session, citizen: Citizen) -> None:
         token = self._issue_link(db=db, citizen=citizen, purpose="verify_email",
@@ -390,27 +500,24 @@ class AccountService:
 
     def login(self, *, db: Session, email: str, password: str, otp: str | None, address: str,
               user_agent: str) -> LoginResult:
-        """Check the credentials (RFC 9106 argon2id) and open a session.
+        """Check the credentials (RFC 9106 argon2id) and open a session. ``email``: what the citizen
+        typed, an address or the login identifier of an account opened at the counter.
 
-        Unknown email, wrong password, malformed email: the same InvalidCredentials after the
+        Unknown email or identifier, wrong password, malformed email: the same InvalidCredentials after the
         same work. While an account or address is locked, the same TooManyLoginAttempts, even
         with the right password. Failures are recorded by the caller's unit of work, which must
         commit even though this raises: see ``record_login_failure``.
         """
-        try:
-            normalized = normalize_email(email)
-        except ValueError:
-            normalized = (email or "").strip().lower()[:254]
+        normalized, citizen = self.find_for_login(db=db, typed=email)
         keys = [self._account_key(normalized), self._address_key(address)]
         if retry_after := self._locked_for(db=db, keys=keys):
             raise TooManyLoginAttempts(retry_after)
-        citizen = db.exec(select(Citizen).where(Citizen.email == normalized)).first() if normalized else None
         password_ok = self.hasher.verify(citizen.password_hash if citizen else None, password or "")
         if not password_ok or citizen is None:
             self.record_login_failure(db=db, email=normalized, address=address)
             logger.info("login failed", extra={"reason": "bad_credentials"})
             raise InvalidCredentials()
-        if citizen.email_verified_at is None:
+        if citizen.email is not None and citizen.email_verified_at is None:
             raise EmailNotVerified()
         if citizen.password_hash and self.hasher.needs_rehash(citizen.password_hash):
             citizen.password_hash = self.hasher.hash(password)
@@ -427,6 +534,19 @@ class AccountService:
         token = self._open_session(db=db, citizen=citizen, amr=amr, user_agent=user_agent)
         logger.info("login", extra={"citizen_id": str(citizen.id), "amr": amr})
         return LoginResult(token=token, mfa_pending=False, citizen_id=citizen.id)
+
+    def find_for_login(self, *, db: Session, typed: str) -> tuple[str, Citizen | None]:
+        """The account a login form's first field names (an address, or a login identifier) and the
+        name its throttle counts under — also for an unknown one (see ``identity.login_key``)."""
+        name, login_id = login_key(typed)
+        if login_id is not None:
+            return name, db.exec(select(Citizen).where(Citizen.login_id == login_id)).first()
+        return name, db.exec(select(Citizen).where(Citizen.email == name)).first() if name else None
+
+    def locked_for(self, *, db: Session, name: str, address: str) -> int:
+        """Seconds before the account ``name`` (see ``find_for_login``) or the address may try
+        again; 0 when neither is locked. The same lock as the login's."""
+        return self._locked_for(db=db, keys=[self._account_key(name), self._address_key(address)])
 
     def record_login_failure(self, *, db: Session, email: str, address: str) -> None:
         self._record_failure(db=db, key=self._account_key(email),

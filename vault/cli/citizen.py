@@ -65,4 +65,4 @@ def citizen_list(
         return
     for c in citizens:
         flags = ("verified" if c.email_verified else "unverified") + (", totp" if c.totp_enabled else "")
-        typer.echo(f"{c.id}  {c.email}  {c.given_name} {c.family_name}  ({flags})")
+        typer.echo(f"{c.id}  {c.email or '(no email)'}  {c.given_name} {c.family_name}  ({flags})")

@@ -254,7 +254,8 @@ class GdprService:
         if received > today:
             raise GdprError(N_("La date de réception ne peut pas être dans le futur."), field="received_on")
         request = DataRequest(kind=kind, citizen_id=citizen.id, subject=self.subject(db, citizen.id),
-                              requester_label=f"{citizen.given_name} {citizen.family_name} <{citizen.email}>",
+                              requester_label=f"{citizen.given_name} {citizen.family_name} "
+                                              + (f"<{citizen.email}>" if citizen.email else "(sans adresse e-mail)"),
                               channel=channel, received_on=received, due_on=add_months(received, 1),
                               identity_check=identity_check[:500],
                               identity_checked_by=by.label if identity_check else None,
@@ -418,7 +419,7 @@ class GdprService:
         return {
             "compte.json": {
                 "format": EXPORT_FORMAT_VERSION,
-                "id": str(citizen.id), "email": citizen.email,
+                "id": str(citizen.id), "email": citizen.email, "identifiant": citizen.login_id,
                 "email_verifie_le": citizen.email_verified_at, "cree_le": citizen.created_at,
                 "derniere_connexion": citizen.last_login_at,
                 "double_authentification": citizen.totp_enabled_at is not None,

@@ -1,0 +1,211 @@
+"""Accounts opened at the counter, their activation letters and the citizen's activation.
+
+An agent checks an identity document in person and opens the account (``open_account``); the
+person then chooses a password with the mailed link (an account with an address) or with the
+one-time code of a printed letter (``print_letter``, then ``activate`` at ``/activate``). The code
+is shown on the letter only: stored as an argon2id hash, never logged, never kept in clear.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import update
+from sqlmodel import Session, col, select
+
+from vault.auth.exceptions import InvalidInput, TooManyLoginAttempts
+from vault.auth.identity import CODE_ALPHABET, compact_code, format_code, normalize_email, parse_birthdate
+from vault.auth.models import Citizen
+from vault.auth.service import AccountService
+from vault.counter.models import IDENTITY_DOCUMENTS, ActivationCode, CounterEnrolment
+from vault.db import utcnow
+from vault.errors import VaultError
+from vault.gdpr import audit
+from vault.gdpr.models import StaffAccount
+from vault.gdpr.service import GdprService
+from vault.translation import N_
+
+logger = logging.getLogger(__name__)
+
+ACTIVATION_CODE_LENGTH = 12
+ACTIVATION_CODE_DAYS = 30
+BAD_CODE = N_("Identifiant ou code incorrect, ou code expiré.")
+
+
+class SamePerson(VaultError):
+    """The counter's form names a person who may already have an account: the agent looks first."""
+
+    code, status = "same_person", 409
+
+    def __init__(self, matches: list[Citizen]) -> None:
+        super().__init__("same person")
+        self.matches = matches
+
+
+class BadActivationCode(VaultError):
+    """Any refused activation (unknown identifier, wrong, expired, voided or used code): one answer."""
+
+    code, status = "bad_code", 400
+    message = BAD_CODE
+
+
+@dataclass(frozen=True)
+class Letter:
+    """One printing of an activation letter: what it shows. ``code`` exists only in this object,
+    for the page and the PDF of this printing."""
+
+    citizen: Citizen
+    code: str  # formatted, ``ABCD-EFGH-JKMN``
+    expires_on: date
+
+
+class EnrolmentService:
+    """Opening accounts at the counter and activating them. Built once (``vault.services``)."""
+
+    def __init__(self, *, accounts: AccountService, gdpr: GdprService) -> None:
+        self.accounts = accounts
+        self.gdpr = gdpr
+
+    def _target(self, db: Session, citizen_id: uuid.UUID) -> str:
+        return f"subject:{self.gdpr.subject(db, citizen_id)}"
+
+    # ---- opening ------------------------------------------------------------------------------------
+
+    def same_person(self, db: Session, form: dict[str, str]) -> list[Citizen]:
+        """Accounts with the same birth name, first names and birthdate as the form (letter case and
+        accents as typed aside), to show before opening a second one."""
+        try:
+            birthdate = parse_birthdate(form.get("birthdate", ""), today=self.accounts.settings.today())
+        except ValueError:
+            return []
+        given, family = (" ".join((form.get(k) or "").split()).casefold() for k in ("given_name", "family_name"))
+        rows = db.exec(select(Citizen).where(Citizen.birthdate == birthdate)).all()
+        return [c for c in rows if c.family_name.casefold() == family and c.given_name.casefold() == given]
+
+    def open_account(self, db: Session, *, agent: StaffAccount, form: dict[str, str]) -> Citizen:
+        """Open the account of a person present at the counter: the identity document the agent
+        checked (required, and the agent's word that it was checked in person), the identity, an
+        optional address. ``SamePerson`` when an account with the same names and birthdate exists,
+        unless the form says it is someone else (``other_person``). InvalidInput for every problem."""
+        errors: dict[str, str] = {}
+        kind = form.get("document_kind", "")
+        if kind not in IDENTITY_DOCUMENTS:
+            errors["document_kind"] = N_("Choisissez la pièce d'identité que vous avez vérifiée.")
+        if form.get("checked") != "yes":
+            errors["checked"] = N_("Cochez cette case seulement après avoir vérifié la pièce, la personne présente.")
+        errors.update(self.accounts.counter_form_problems(db=db, form=form))
+        if errors:
+            raise InvalidInput(errors)
+        if form.get("other_person") != "yes" and (matches := self.same_person(db, form)):
+            raise SamePerson(matches)
+        citizen = self.accounts.open_at_counter(db=db, form=form)
+        db.add(CounterEnrolment(citizen_id=citizen.id, document_kind=kind, checked_by=agent.id,
+                                service=agent.service or ""))
+        audit.record(db, actor=f"staff:{agent.id}", action="counter.account_opened",
+                     target=self._target(db, citizen.id),
+                     details={"document_kind": kind, "service": agent.service or "", "with_email": bool(citizen.email)})
+        return citizen
+
+    # ---- the activation letter ------------------------------------------------------------------------
+
+    def print_letter(self, db: Session, *, agent: StaffAccount, citizen: Citizen) -> Letter:
+        """A new one-time code for the citizen's activation letter (valid 30 days); the codes of
+        earlier printings are voided. Only for an account without a password yet."""
+        if citizen.password_hash is not None:
+            raise InvalidInput({"letter": N_("Ce compte a déjà un mot de passe : il n'a plus besoin de lettre "
+                                             "d'activation.")})
+        now = utcnow()
+        db.exec(update(ActivationCode).where(col(ActivationCode.citizen_id) == citizen.id,
+                                             col(ActivationCode.used_at).is_(None),
+                                             col(ActivationCode.voided_at).is_(None)).values(voided_at=now))
+        raw = "".join(secrets.choice(CODE_ALPHABET) for _ in range(ACTIVATION_CODE_LENGTH))
+        expires_at = now + timedelta(days=ACTIVATION_CODE_DAYS)
+        db.add(ActivationCode(citizen_id=citizen.id, code_hash=self.accounts.hasher.hash(raw), created_by=agent.id,
+                              created_at=now, expires_at=expires_at))
+        audit.record(db, actor=f"staff:{agent.id}", action="counter.letter_printed",
+                     target=self._target(db, citizen.id), details={"service": agent.service or ""})
+        return Letter(citizen=citizen, code=format_code(raw), expires_on=self._local_date(expires_at))
+
+    def reprint(self, db: Session, *, citizen: Citizen, code: str) -> Letter:
+        """The letter of the printing that made ``code`` (its PDF), when that code is still the live
+        one; ``BadActivationCode`` otherwise. Nothing is written."""
+        live = self._live_code(db, citizen.id)
+        if live is None or not self.accounts.hasher.verify(live.code_hash, compact_code(code)):
+            raise BadActivationCode()
+        return Letter(citizen=citizen, code=format_code(compact_code(code)), expires_on=self._local_date(live.expires_at))
+
+    def live_letter(self, db: Session, citizen_id: uuid.UUID) -> ActivationCode | None:
+        """The code of the letter printed last, while it can still be used; None otherwise."""
+        return self._live_code(db, citizen_id)
+
+    @staticmethod
+    def _live_code(db: Session, citizen_id: uuid.UUID) -> ActivationCode | None:
+        return db.exec(select(ActivationCode).where(
+            ActivationCode.citizen_id == citizen_id, col(ActivationCode.used_at).is_(None),
+            col(ActivationCode.voided_at).is_(None), col(ActivationCode.expires_at) > utcnow(),
+        ).order_by(col(ActivationCode.created_at).desc())).first()
+
+    def _local_date(self, at: datetime) -> date:
+        return at.astimezone(ZoneInfo(self.accounts.settings.timezone)).date()
+
+    # ---- activation by the citizen -----------------------------------------------------------------
+
+    def activate(self, db: Session, *, login: str, code: str, password: str, confirmation: str, email: str,
+                 address: str) -> Citizen:
+        """``/activate``: the letter's code sets the first password. Unknown identifier, wrong,
+        expired, voided or used code: the same ``BadActivationCode`` after the same work, throttled
+        like a login (``TooManyLoginAttempts`` while locked, even with the right code); failures are
+        recorded by the caller's unit of work, which must commit even though this raises. A refused
+        password (or confirmation, or address): InvalidInput, the code stays usable. For an account
+        without an address, ``email`` (optional) is sent a confirmation link."""
+        name, citizen = self.accounts.find_for_login(db=db, typed=login)
+        if retry_after := self.accounts.locked_for(db=db, name=name, address=address):
+            raise TooManyLoginAttempts(retry_after)
+        live = self._live_code(db, citizen.id) if citizen is not None else None
+        typed = compact_code(code)
+        code_ok = self.accounts.hasher.verify(live.code_hash if live else None, typed)  # same work when unknown
+        # An account whose password was set meanwhile (a reset link) needs no letter any more.
+        if citizen is None or live is None or not code_ok or citizen.password_hash is not None:
+            self.accounts.record_login_failure(db=db, email=name, address=address)
+            logger.info("activation failed", extra={"reason": "bad_code"})
+            raise BadActivationCode()
+        # Used at once, atomically: of two concurrent requests only one goes on. A refused password
+        # below makes the caller roll back, and the code is usable again.
+        result = db.exec(update(ActivationCode).where(col(ActivationCode.id) == live.id,
+                                                      col(ActivationCode.used_at).is_(None)).values(used_at=utcnow()))
+        if result.rowcount != 1:
+            raise BadActivationCode()
+        errors: dict[str, str] = {}
+        if email.strip() and citizen.email is None:
+            try:
+                normalize_email(email)
+            except ValueError as exc:
+                errors["email"] = str(exc)
+        try:
+            self.accounts.set_first_password(db=db, citizen=citizen, password=password)
+        except InvalidInput as exc:
+            errors.update(exc.fields)
+        if "password" not in errors and confirmation != password:
+            errors["password_confirm"] = N_("Les deux mots de passe ne sont pas identiques : retapez-le.")
+        if errors:
+            raise InvalidInput(errors)
+        if email.strip() and citizen.email is None:
+            self.accounts.add_email(db=db, citizen=citizen, email=email)
+        self.accounts.activated_with_letter(db=db, citizen=citizen)
+        subject = f"subject:{self.gdpr.subject(db, citizen.id)}"
+        audit.record(db, actor=subject, action="account.activated", target=subject, details={"with": "letter"})
+        logger.info("account activated", extra={"citizen_id": str(citizen.id)})
+        return citizen
+
+    def activated_by_link(self, db: Session, citizen: Citizen) -> None:
+        """The mailed link set the first password: a letter printed meanwhile is voided, the chain told."""
+        db.exec(update(ActivationCode).where(col(ActivationCode.citizen_id) == citizen.id,
+                                             col(ActivationCode.used_at).is_(None),
+                                             col(ActivationCode.voided_at).is_(None)).values(voided_at=utcnow()))
+        subject = f"subject:{self.gdpr.subject(db, citizen.id)}"
+        audit.record(db, actor=subject, action="account.activated", target=subject, details={"with": "email"})
