@@ -325,3 +325,24 @@ def test_retention_forgets_assisted_sessions_over_for_a_day(app, counter, env: d
             assert [row.id for row in db.exec(select(AssistedSession)).all()] == [kept]
     assert [line.action for line in journal(app, citizen.id)] == ["session.started", "session.ended", "session.started"]
 
+
+
+def test_an_account_opened_at_the_counter_without_email_or_password(app) -> None:
+    """The people the counter is for: an account opened in person, no address, no password yet."""
+    agent = make_staff(app, role="agent")
+    accepting = make_oidc_app(app.state.services.engine, accept_delegation=True, scope="openid profile email")
+    with staff_browser(app, agent) as browser:
+        opened = browser.submit("/agent/accounts/new", {
+            "document_kind": "cni", "checked": "yes", "given_name": "Lucienne", "family_name": "Bernard",
+            "birthdate": "12 mars 1942", "gender": "female", "birthcountry": "99100", "birthplace": "Quimper"})
+        assert opened.status_code == 303, opened.text[:500]
+        citizen_id = uuid.UUID(opened.headers["location"].split("?")[0].rsplit("/", 1)[1])
+        make_mandate(app, citizen_id, agent.id, procedures=("social",))  # any procedure will do
+        start_assisted(browser, citizen_id)
+        consent = authorize(browser, accepting, consent=None, scope="openid profile email")
+        assert "Vous agissez pour Lucienne Bernard sous mandat" in consent.response.text
+        tokens = exchange(browser, authorize(browser, accepting, scope="openid profile email")).json()
+        claims = verify_id_token(browser, tokens["id_token"])[1]
+        assert claims["act"]["service"] == COUNTER and claims["amr"] == ["delegation"]
+        userinfo = browser.get("/userinfo", headers={"Authorization": f"Bearer {tokens['access_token']}"}).json()
+        assert userinfo["given_name"] == "Lucienne" and "email" not in userinfo
