@@ -17,7 +17,7 @@ from vault import __version__
 from vault.alerts import routes as alerts_routes
 from vault.auth import franceconnect_routes, passkey_routes
 from vault.auth import routes as auth_routes
-from vault.counter import activation_routes, stats_routes
+from vault.counter import activation_routes, assist_routes, stats_routes
 from vault.counter import routes as counter_routes
 from vault.db import DatabaseUnavailable, ping
 from vault.gdpr import routes as gdpr_routes
@@ -71,6 +71,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.include_router(gdpr_routes.pages)
     app.include_router(counter_routes.pages)
     app.include_router(activation_routes.router)
+    app.include_router(assist_routes.pages)
     app.include_router(stats_routes.pages)
     _add_operational_routes(app)
     install_error_handlers(app)

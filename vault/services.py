@@ -27,6 +27,7 @@ from vault.auth.franceconnect import FranceConnectLogin
 from vault.auth.passkeys import PasskeyService
 from vault.auth.passwords import Hasher
 from vault.auth.service import AccountService
+from vault.counter.assist import AssistService
 from vault.counter.enrolment import EnrolmentService
 from vault.counter.records import MandateRecords
 from vault.counter.service import CounterService
@@ -67,6 +68,7 @@ class Services:
     staff: StaffService
     proconnect: ProConnectLogin  # staff login through ProConnect (off unless configured)
     counter: CounterService  # the town hall's counter: mandates and their journal
+    assist: AssistService  # assisted sessions: an agent logs into an app for a citizen (oidc's Delegations)
     enrolments: EnrolmentService  # accounts opened at the counter, their activation letters
 
 
@@ -94,6 +96,9 @@ def build_services(settings: Settings, *, engine: Engine | None = None) -> Servi
                          logins=AppLogins(keystore))
     gdpr = GdprService(settings=settings, keystore=keystore, accounts=accounts, oidc=oidc, documents=documents,
                        shares=shares, alerts=alerts, records=[MandateRecords()])
+    counter = CounterService(gdpr=gdpr)
+    assist = AssistService(settings=settings, counter=counter)
+    oidc.delegations = assist  # the provider asks the counter who acts for whom (vault.oidc.delegation)
     return Services(
         settings=settings,
         engine=engine or make_engine(settings.effective_database_url),
@@ -112,6 +117,7 @@ def build_services(settings: Settings, *, engine: Engine | None = None) -> Servi
         gdpr=gdpr,
         staff=staff,
         proconnect=ProConnectLogin(settings=settings, staff=staff),
-        counter=CounterService(gdpr=gdpr),
+        counter=counter,
+        assist=assist,
         enrolments=EnrolmentService(accounts=accounts, gdpr=gdpr),
     )

@@ -36,6 +36,7 @@ def _print_client(body: dict[str, Any], as_json: bool, secret: str | None = None
         typer.echo(json.dumps(body, ensure_ascii=False))
         return
     typer.echo(f"{body['client_id']}  {body['name']}  ({body['profile']}, {body['auth_method']}"
+               f"{', accepts delegated logins' if body.get('accept_delegation') else ''}"
                f"{', disabled' if body.get('disabled') else ''})")
     if secret is not None:
         typer.echo(f"client_secret (shown once, store it now): {secret}")
@@ -59,6 +60,10 @@ def client_create(
     profile: Annotated[Profile, typer.Option(
         help="oidc: standards first; fc-v1 / fc-v2: FranceConnect's behaviour for that version "
              "(endpoints under /api/v1 or /api/v2; see the README's table).")] = Profile.oidc,
+    accept_delegation: Annotated[bool, typer.Option(
+        "--accept-delegation",
+        help="Accept logins made by a counter agent for a citizen under a mandate (ID token with RFC 8693's "
+             "'act' claim naming the agent and the counter). oidc profile only.")] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Register an app; prints its client_id and client_secret (the secret is shown once, stored hashed)."""
@@ -77,7 +82,8 @@ def client_create(
                 db=db, name=name, redirect_uris=redirect_uri, post_logout_redirect_uris=post_logout_redirect_uri or [],
                 scope=scope, auth_method=auth_method or default_method, sector=sector, userinfo_signed=userinfo_signed,
                 id_token_alg=id_token_alg, require_nonce=not nonce_optional, allow_refresh=refresh_tokens,
-                jwks_json=jwks_json, production=services.settings.is_production, profile=profile.value)
+                jwks_json=jwks_json, production=services.settings.is_production, profile=profile.value,
+                accept_delegation=accept_delegation)
         db.commit()
         _print_client(client_public(registration.client), as_json, registration.secret)
 

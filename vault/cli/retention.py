@@ -10,6 +10,7 @@ import typer
 from sqlmodel import Session
 
 from vault.cli.common import JsonFlag, open_services
+from vault.db import utcnow
 from vault.gdpr import retention
 
 app = typer.Typer(help="Retention: expired documents, unused accounts, old audit entries.", no_args_is_help=True)
@@ -22,6 +23,8 @@ def retention_run(dry_run: Annotated[bool, typer.Option("--dry-run", help="List 
     services = open_services(as_json)
     with Session(services.engine) as db:
         report = retention.run(db, gdpr=services.gdpr, mailer=services.mailer, dry_run=dry_run)
+        if not dry_run:  # the counter's assisted sessions (a floor above the GDPR tooling)
+            report.housekeeping["assisted_sessions"] = services.assist.purge_ended(db, utcnow())
         db.commit()
     if as_json:
         typer.echo(json.dumps(asdict(report)))

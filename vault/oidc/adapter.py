@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from vault.auth.models import Citizen, LoginSession
+from vault.oidc.delegation import Delegation
 from vault.oidc.exceptions import BodyError
 from vault.web.pages import BodyTooLarge, read_small_body
 
@@ -52,6 +53,8 @@ class VaultOAuth2Request(OAuth2Request):
     user: Citizen | None  # set by authlib: the citizen the grant is for
     login: LoginSession | None  # the citizen's login session, set by the authorization route
     authorization_details: list[dict[str, Any]] | None  # RFC 9396, as the citizen granted them
+    act: dict[str, str] | None  # RFC 8693's actor: a counter agent logging in for the citizen
+    delegation: Delegation | None  # the assisted session behind ``act``
 
     def __init__(self, *, method: str, uri: str, headers: Mapping[str, str], query: list[tuple[str, str]],
                  form: list[tuple[str, str]]) -> None:
@@ -62,6 +65,8 @@ class VaultOAuth2Request(OAuth2Request):
         self.payload = VaultPayload(form if method == "POST" else query)
         self.login = None
         self.authorization_details = None
+        self.act = None
+        self.delegation = None
 
     @property
     def args(self) -> dict[str, str | None]:

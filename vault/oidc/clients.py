@@ -59,6 +59,7 @@ def client_public(client: OAuthClient) -> dict[str, Any]:
         "require_nonce": client.require_nonce,
         "refresh_tokens": client.allow_refresh,
         "profile": client.profile,
+        "accept_delegation": client.accept_delegation,
         "created_at": client.created_at.isoformat(),
         "disabled": client.disabled_at is not None,
     }
@@ -67,7 +68,7 @@ def client_public(client: OAuthClient) -> dict[str, Any]:
 def create_client(*, db: Session, name: str, redirect_uris: list[str], post_logout_redirect_uris: list[str],
                   scope: str, auth_method: str, sector: str | None, userinfo_signed: bool, id_token_alg: str,
                   require_nonce: bool, allow_refresh: bool, jwks_json: str | None, production: bool,
-                  profile: str = "oidc") -> Registration:
+                  profile: str = "oidc", accept_delegation: bool = False) -> Registration:
     errors: dict[str, str] = {}
     behaviour = PROFILES.get(profile)
     if behaviour is None:
@@ -92,6 +93,10 @@ def create_client(*, db: Session, name: str, redirect_uris: list[str], post_logo
         errors["auth-method"] = f"one of {', '.join(AUTH_METHODS)}"
     elif behaviour.franceconnect and auth_method not in FC_AUTH_METHODS:
         errors["auth-method"] = f"a FranceConnect app authenticates with {' or '.join(FC_AUTH_METHODS)}, as at FranceConnect"
+    if accept_delegation and behaviour.franceconnect:
+        errors["accept-delegation"] = (f"a FranceConnect app ({behaviour.name}) never takes logins made at the counter "
+                                       "for someone else (FranceConnect has no such login); register it with "
+                                       "--profile oidc to accept them")
     if behaviour.userinfo == "json" and userinfo_signed:
         errors["userinfo-signed"] = "fc-v1 apps get userinfo as JSON, as FranceConnect v1 sends it"
     if id_token_alg not in ("ES256", "RS256"):
@@ -120,7 +125,7 @@ def create_client(*, db: Session, name: str, redirect_uris: list[str], post_logo
         post_logout_redirect_uris=list(dict.fromkeys(post_logout_redirect_uris)),
         scope=" ".join(dict.fromkeys(scopes)), auth_method=auth_method, sector=(sector or client_id).strip(),
         id_token_alg=id_token_alg, userinfo_signed=userinfo_signed, require_nonce=require_nonce,
-        allow_refresh=allow_refresh, jwks=jwks, profile=behaviour.name,
+        allow_refresh=allow_refresh, jwks=jwks, profile=behaviour.name, accept_delegation=accept_delegation,
     )
     db.add(client)
     db.flush()

@@ -169,6 +169,14 @@ class KeyStore:
         digest = hmac.new(key, f"{sector}\x00{citizen_id}".encode(), hashlib.sha256).hexdigest()
         return digest + "v1"
 
+    def pairwise_actor(self, db: Session, *, sector: str, staff_id: str) -> str:
+        """The identifier an app of ``sector`` sees for a counter agent acting for a citizen (RFC 8693
+        ``act.sub``): pairwise like a citizen's ``sub``, from the same key but in a namespace of its
+        own (``staff``) and with another ending (``a1``), so that it never equals a citizen's."""
+        key = self.secret(db, "pairwise-sub")
+        digest = hmac.new(key, f"staff\x00{sector}\x00{staff_id}".encode(), hashlib.sha256).hexdigest()
+        return digest + "a1"
+
     def pairwise_sid(self, db: Session, *, sector: str, sid: str) -> str:
         """The ``sid`` an app of ``sector`` sees for a login session: pairwise like ``sub``, so two
         apps of different sectors cannot join their subjects on it. Deterministic authenticated

@@ -65,6 +65,8 @@ class AuthorizationCode(SQLModel, table=True):
     sid: str = Field(max_length=32)
     # RFC 9396: the documents the citizen chose for this app (vault.oidc.documents), or None.
     authorization_details: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    # RFC 8693 §4.1: a counter agent logged in for the citizen ({"sub": the agent's pairwise id, "service"}).
+    act: dict[str, str] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     created_at: datetime = Field(default_factory=utcnow)
     expires_at: datetime
     used_at: datetime | None = None
@@ -98,6 +100,8 @@ class OAuthToken(SQLModel, table=True):
     revoked_at: datetime | None = None
     # The code's authorization details, kept through refreshes: the documents this grant may read.
     authorization_details: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    # The code's actor (RFC 8693 ``act``), kept through refreshes: a delegated grant stays delegated.
+    act: dict[str, str] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
 
 
 class Consent(SQLModel, table=True):

@@ -48,6 +48,7 @@ from vault.crypto.tokens import token_hash
 from vault.db import utcnow
 from vault.oidc.adapter import OAuthHeaders, OAuthResponse, VaultOAuth2Request
 from vault.oidc.claims import SCOPES_SUPPORTED, scopes_supported
+from vault.oidc.delegation import DELEGATION_AMR
 from vault.oidc.keys import KeyStore
 from vault.oidc.models import AuthorizationCode, OAuthClient, OAuthToken
 from vault.oidc.profiles import Profile, franceconnect_acr, profile_of
@@ -270,8 +271,13 @@ class CodeGrant(grants.AuthorizationCodeGrant):
 
     def save_authorization_code(self, code: str, request: OAuth2Request) -> None:
         request = _ours(request)
-        login, citizen = request.login, request.user
-        assert login is not None and citizen is not None  # set by the authorization route, then authlib
+        login, citizen, delegation = request.login, request.user, request.delegation
+        assert citizen is not None  # set by authlib from the authorization route's grant_user
+        if delegation is not None:  # an agent for the citizen: the agent's login, none of the citizen's factors
+            auth_time, amr, sid = delegation.auth_time, DELEGATION_AMR, delegation.sid
+        else:
+            assert login is not None  # set by the authorization route
+            auth_time, amr, sid = login.auth_time, login.amr, login.sid
         data = request.payload.data
         self.server.db.add(AuthorizationCode(
             id=token_hash(code),
@@ -282,11 +288,12 @@ class CodeGrant(grants.AuthorizationCodeGrant):
             nonce=data.get("nonce"),
             code_challenge=data.get("code_challenge"),
             code_challenge_method=data.get("code_challenge_method") if data.get("code_challenge") else None,
-            auth_time=login.auth_time,
+            auth_time=auth_time,
             acr=ACR_REACHED,
-            amr=login.amr,
-            sid=login.sid,
+            amr=amr,
+            sid=sid,
             authorization_details=request.authorization_details,
+            act=request.act,
             expires_at=utcnow() + CODE_LIFETIME,
         ))
         self.server.logins.app_login(self.server.db, client_id=_client(request).get_client_id(), citizen_id=citizen.id)
@@ -470,6 +477,8 @@ class Introspection(IntrospectionEndpoint):
         }
         if row.authorization_details is not None:
             payload["authorization_details"] = row.authorization_details  # RFC 9396 §9.2
+        if row.act is not None:
+            payload["act"] = row.act  # RFC 8693 §2.2: a counter agent logged in for the citizen
         if not refresh:
             payload["token_type"] = "Bearer"  # noqa: S105  (RFC 6749's token type, not a secret)
         return payload
@@ -531,6 +540,11 @@ class Provider(AuthorizationServer):
         assert isinstance(origin, StoredCode | IssuedToken)  # what the grant was given, found by our hooks
         assert request.user is not None  # the grant's citizen, found by our authenticate_user
         source = origin.row
+        if source.act is not None:
+            # A login made at the counter for a citizen gets no refresh token: the grant ends with its
+            # access token, never outliving the assisted session or the mandate (and the citizen, who
+            # gave no consent of their own, has nothing to withdraw in "Mes applications").
+            token.pop("refresh_token", None)
         refresh_expires = None
         if token.get("refresh_token"):
             if isinstance(origin, IssuedToken):  # rotation: same grant, same absolute end
@@ -550,6 +564,7 @@ class Provider(AuthorizationServer):
             access_expires_at=now + timedelta(seconds=token["expires_in"]),
             refresh_expires_at=refresh_expires,
             authorization_details=source.authorization_details,
+            act=source.act,  # RFC 8693: the actor, for introspection and signed userinfo
         ))
         if source.authorization_details is not None:
             token["authorization_details"] = source.authorization_details  # RFC 9396 §7
@@ -589,6 +604,8 @@ class Provider(AuthorizationServer):
         claims["identity_certified"] = bool(citizen and citizen.identity_certified_at)
         if not profile.franceconnect:  # FranceConnect's ID tokens carry no sid
             claims["sid"] = self.keystore.pairwise_sid(self.db, sector=client.sector, sid=code.row.sid)
+        if code.row.act is not None:
+            claims["act"] = code.row.act  # RFC 8693 §4.1: who acted for the citizen (vault.oidc.delegation)
         if nonce := code.get_nonce():
             claims["nonce"] = nonce
         if at_hash := create_half_hash(token["access_token"], client.id_token_alg):

@@ -15,13 +15,22 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, RedirectResponse
 from starlette.responses import Response
 
-from vault.auth.dependencies import SESSION_COOKIE, LoggedIn, OptionalLogin
+from vault.auth.dependencies import SESSION_COOKIE, LoggedIn, OptionalLogin, require_login
 from vault.auth.franceconnect import FranceConnectLogin
 from vault.auth.service import CurrentLogin
 from vault.oidc.adapter import oauth_request, read_form_items, to_response
+from vault.oidc.delegation import ASSISTED_COOKIE, Delegation, DelegationEnded
 from vault.oidc.exceptions import BearerError, LogoutError, UntrustedHint
 from vault.oidc.profiles import endpoint_profile
-from vault.oidc.service import BadRequest, NeedConsent, NeedLogin, OpenIDService, Outcome, ToClient
+from vault.oidc.service import (
+    BadRequest,
+    DelegationRefused,
+    NeedConsent,
+    NeedLogin,
+    OpenIDService,
+    Outcome,
+    ToClient,
+)
 from vault.translation import N_
 from vault.web.dependencies import Db, FormFields, redirect
 from vault.web.pages import (
@@ -43,6 +52,14 @@ OAuthForm = Annotated[list[tuple[str, str]], Depends(read_form_items)]
 INVALID_APP_REQUEST = N_(
     "L'application qui vous a envoyé ici a fait une demande de connexion incorrecte. "
     "Retournez sur son site et réessayez ; si cela recommence, prévenez le service concerné."
+)
+DELEGATION_REFUSED = N_("Cette application n'accepte pas les connexions faites au guichet pour une autre personne.")
+DELEGATION_REFUSED_HINT = N_("Rien ne lui a été transmis. La personne peut s'y connecter elle-même, avec son "
+                             "compte ; vous pouvez aussi l'aider sur un autre service de la liste.")
+ASSISTED_SESSION_OVER = N_(
+    "La session assistée est terminée : elle dure 30 minutes au plus et s'arrête avec le mandat ou à votre "
+    "déconnexion. Rien n'a été transmis à l'application. Pour continuer, rouvrez le dossier de la personne "
+    "et commencez une nouvelle session assistée."
 )
 INVALID_LOGOUT_REQUEST = N_(
     "L'application qui vous a envoyé ici a fait une demande de déconnexion incorrecte : rien n'a été fait. "
@@ -94,10 +111,39 @@ def _answer(request: Request, outcome: Outcome) -> Response:
     if isinstance(outcome, NeedConsent):
         return render(request, "consent.html", {"title": N_("Autoriser l'accès à vos informations"),
                                                 "client_name": outcome.client_name, "lines": outcome.lines,
-                                                "documents": outcome.documents, "pending_id": outcome.pending_id})
+                                                "documents": outcome.documents, "pending_id": outcome.pending_id,
+                                                "acting_for": outcome.acting_for})
+    if isinstance(outcome, DelegationRefused):
+        # A plain page, and nothing for the app: an access_denied redirect would have the app say
+        # "you refused", which is neither what happened nor something the agent can act upon.
+        return render(request, "message.html", {
+            "title": N_("Connexion au guichet refusée"), "message": DELEGATION_REFUSED, "detail": DELEGATION_REFUSED_HINT,
+            "link": ("/agent/", N_("Retour au guichet"))}, status=403)
     assert isinstance(outcome, BadRequest)
     return render(request, "message.html", {"title": N_("Demande de connexion incorrecte"), "message": INVALID_APP_REQUEST,
                                             "technical": outcome.description}, status=400)
+
+
+class _SessionOver(Exception):
+    """The browser's ``assisted`` cookie names an assisted session that is over."""
+
+
+def _delegation(request: Request, db: Db, service: OpenIDService) -> Delegation | None:
+    """A counter agent acting for a citizen in this browser (the ``assisted`` cookie): it takes
+    precedence over any citizen session here."""
+    try:
+        return service.delegation(db, get_cookie(request, ASSISTED_COOKIE))
+    except DelegationEnded:
+        raise _SessionOver() from None
+
+
+def _session_over(request: Request) -> Response:
+    """The agent's assisted session ended: say so (not a citizen login form), forget the cookie."""
+    response = render(request, "message.html", {"title": N_("Session assistée terminée"),
+                                                    "message": ASSISTED_SESSION_OVER,
+                                                    "link": ("/agent/", N_("Retour au guichet"))}, status=403)
+    clear_cookie(response, app_settings(request), ASSISTED_COOKIE)
+    return response
 
 
 @router.get("/authorize", operation_id="authorize_get", summary="Authorization endpoint (code flow)")
@@ -106,23 +152,38 @@ def _answer(request: Request, outcome: Outcome) -> Response:
 @router.get("/api/v2/authorize", include_in_schema=False)  # fc-v2 apps (FranceConnect v2)
 @router.post("/api/v2/authorize", include_in_schema=False)
 def authorize(request: Request, form: OAuthForm, db: Db, service: OIDC, current: OptionalLogin) -> Response:
+    try:
+        delegation = _delegation(request, db, service)
+    except _SessionOver:
+        return _session_over(request)
     return _answer(request, service.authorize(db=db, request=oauth_request(request, _issuer(request), form),
-                                              current=current, endpoint=endpoint_profile(request.url.path)))
+                                              current=current, endpoint=endpoint_profile(request.url.path),
+                                              delegation=delegation))
 
 
 @router.get("/authorize/continue/{pending_id}", include_in_schema=False)
 def authorize_continue(request: Request, pending_id: str, db: Db, service: OIDC, current: OptionalLogin) -> Response:
-    return _answer(request, service.resume(db=db, pending_id=pending_id, current=current))
+    try:
+        delegation = _delegation(request, db, service)
+    except _SessionOver:
+        return _session_over(request)
+    return _answer(request, service.resume(db=db, pending_id=pending_id, current=current, delegation=delegation))
 
 
 @router.post("/authorize/continue/{pending_id}", include_in_schema=False)
 def authorize_decide(request: Request, pending_id: str, form: FormFields, db: Db, service: OIDC,
-                     current: LoggedIn) -> Response:
+                     current: OptionalLogin) -> Response:
+    try:
+        delegation = _delegation(request, db, service)
+    except _SessionOver:
+        return _session_over(request)
+    if delegation is None:
+        current = require_login(request, current)
     decision = form.get("decision")
     if decision not in ("allow", "deny"):
         raise PageError(400, "Choisissez « Autoriser » ou « Refuser ».")
     return _answer(request, service.resume(db=db, pending_id=pending_id, current=current, decision=decision,
-                                           chosen=form_values(request, "document")))
+                                           chosen=form_values(request, "document"), delegation=delegation))
 
 
 # ---- token, revocation, introspection -----------------------------------------------------------------------

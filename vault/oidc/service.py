@@ -10,7 +10,7 @@ import logging
 import secrets
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -32,6 +32,7 @@ from vault.crypto.tokens import token_hash
 from vault.db import utcnow
 from vault.oidc.adapter import OAuthResponse, VaultOAuth2Request
 from vault.oidc.claims import SCOPES_SUPPORTED, claims_for_scope, describe_scope, scopes_supported, user_claims
+from vault.oidc.delegation import Delegation, Delegations
 from vault.oidc.documents import TYPE as DOCUMENTS_TYPE
 from vault.oidc.documents import (
     DocumentCatalog,
@@ -99,6 +100,14 @@ class NeedConsent:
     client_name: str
     lines: list[str]
     documents: list[DocumentQuestion] = field(default_factory=list)
+    acting_for: str | None = None  # a counter agent consents for this citizen (vault.oidc.delegation)
+
+
+@dataclass(frozen=True)
+class DelegationRefused:
+    """An app that does not accept delegated logins: the agent is told, the app gets nothing."""
+
+    client_name: str
 
 
 @dataclass(frozen=True)
@@ -108,7 +117,7 @@ class BadRequest:
     description: str
 
 
-Outcome = ToClient | NeedLogin | NeedConsent | BadRequest
+Outcome = ToClient | NeedLogin | NeedConsent | BadRequest | DelegationRefused
 
 
 class _HintNotSatisfied(Exception):
@@ -130,6 +139,14 @@ class OpenIDService:
         self.accounts = accounts  # the citizens' login sessions end through it (logout)
         self.documents = documents  # the citizen's documents, offered on the consent page
         self.alerts = alerts  # "this app may now read…" mails
+        # The counter's assisted sessions (a floor above, set by the composition root); None: no counter.
+        self.delegations: Delegations | None = None
+
+    def delegation(self, db: Session, token: str | None) -> Delegation | None:
+        """The live delegation behind an ``assisted`` cookie, or None; ``DelegationEnded`` when it is over."""
+        if self.delegations is None or not token:
+            return None
+        return self.delegations.resolve(db, token)
 
     def provider(self, db: Session) -> Provider:
         return Provider(db=db, settings=self.settings, keystore=self.keystore, logins=self.logins)
@@ -149,7 +166,7 @@ class OpenIDService:
                 f"{profile.endpoint(self.settings.issuer, '…')}, not {endpoint.endpoint(self.settings.issuer, '…')}.")
 
     def authorize(self, *, db: Session, request: VaultOAuth2Request, current: CurrentLogin | None,
-                  endpoint: Profile = OIDC) -> Outcome:
+                  endpoint: Profile = OIDC, delegation: Delegation | None = None) -> Outcome:
         """Validate an authorization request (authlib + our rules), remember it, then decide."""
         if mismatch := self.endpoint_mismatch(db=db, client_id=request.payload.data.get("client_id"),
                                               endpoint=endpoint):
@@ -171,17 +188,19 @@ class OpenIDService:
         db.add(PendingAuthorization(id=token_hash(pending_id), client_id=request.payload.client_id,
                                     params=dict(request.payload.data), expires_at=utcnow() + PENDING_LIFETIME))
         return self._decide(db=db, provider=provider, pending_id=pending_id, params=dict(request.payload.data),
-                            started=utcnow(), current=current, decision=None)
+                            started=utcnow(), current=current, decision=None, delegation=delegation)
 
     def resume(self, *, db: Session, pending_id: str, current: CurrentLogin | None,
-               decision: str | None = None, chosen: Sequence[str] = ()) -> Outcome:
+               decision: str | None = None, chosen: Sequence[str] = (),
+               delegation: Delegation | None = None) -> Outcome:
         """Back from the login page or the consent page (``chosen``: the ids of the documents the
         citizen ticked)."""
         row = db.get(PendingAuthorization, token_hash(pending_id)) if pending_id and len(pending_id) < 100 else None
         if row is None or row.expires_at <= utcnow():
             raise PendingExpired()
         return self._decide(db=db, provider=self.provider(db), pending_id=pending_id, params=row.params,
-                            started=row.created_at, current=current, decision=decision, chosen=chosen)
+                            started=row.created_at, current=current, decision=decision, chosen=chosen,
+                            delegation=delegation)
 
     def _document_requests(self, params: Mapping[str, str], *, client: object) -> list[DocumentRequest]:
         """What the app asks of the vault: its ``authorization_details``, or every type for the
@@ -237,10 +256,12 @@ class OpenIDService:
 
     def _decide(self, *, db: Session, provider: Provider, pending_id: str, params: dict[str, str],
                 started: datetime, current: CurrentLogin | None, decision: str | None,
-                chosen: Sequence[str] = ()) -> Outcome:
+                chosen: Sequence[str] = (), delegation: Delegation | None = None) -> Outcome:
         request = VaultOAuth2Request(method="POST", uri=f"{self.settings.issuer}/authorize", headers={}, query=[],
                                      form=list(params.items()))
         citizen = current.citizen if current else None
+        if delegation is not None:  # an assisted session takes precedence over any citizen session
+            citizen = db.get(Citizen, delegation.citizen_id)
         try:
             grant = provider.get_consent_grant(request, end_user=citizen)
         except OAuth2Error as error:  # the app was disabled meanwhile, for example
@@ -259,6 +280,10 @@ class OpenIDService:
         if "none" in prompts and len(prompts) > 1:
             return to_client_error(InvalidRequestError("'prompt=none' cannot be combined.", redirect_uri=redirect_uri,
                                                         state=state))
+        if delegation is not None and citizen is not None:
+            return self._delegated(db=db, provider=provider, grant=grant, request=request, pending_id=pending_id,
+                                   delegation=delegation, citizen=citizen, decision=decision, prompts=prompts,
+                                   to_client_error=to_client_error)
         try:
             must_login = current is None or self._must_reauthenticate(db, params, client, current, started, prompts)
         except _HintNotSatisfied:
@@ -312,6 +337,42 @@ class OpenIDService:
             self.alerts.documents_granted(db, citizen_id=citizen.id, app_name=client.name,
                                           titles=list(dict.fromkeys(titles)))
         return self._to_client(cast("OAuthResponse", result), request.client)  # what Provider.handle_response returned
+
+    def _delegated(self, *, db: Session, provider: Provider, grant: Any, request: VaultOAuth2Request,
+                   pending_id: str, delegation: Delegation, citizen: Citizen, decision: str | None,
+                   prompts: set[str], to_client_error: Callable[[OAuth2Error], ToClient]) -> Outcome:
+        """A counter agent logging in for a citizen (vault.oidc.delegation). Only an app registered
+        for it (``accept_delegation``, never a FranceConnect profile) gets a code; the agent consents
+        for this login only (no consent is remembered for the citizen); documents are never offered
+        (choosing them is the citizen's own act). ``prompt``, ``max_age`` and ``id_token_hint`` ask
+        for the citizen's own login, which cannot happen here: apart from ``prompt=none``
+        (``consent_required``), they do not change the answer."""
+        assert isinstance(request.client, RegisteredClient)
+        registered = request.client
+        client = registered.row
+        redirect_uri, state = request.payload.data["redirect_uri"], request.payload.data.get("state")
+        assert self.delegations is not None  # a delegation comes from them
+        if not client.accept_delegation or registered.profile.franceconnect:
+            self._forget(db, pending_id)
+            self.delegations.app_refused(db, delegation, client_id=client.client_id, client_name=client.name)
+            logger.info("delegated login refused by the app", extra={"client_id": client.client_id})
+            return DelegationRefused(client_name=client.name)
+        if decision == "deny":
+            return to_client_error(AccessDeniedError(redirect_uri=redirect_uri, state=state))
+        if decision != "allow":
+            if "none" in prompts:
+                return to_client_error(ConsentRequiredError(redirect_uri=redirect_uri, state=state))
+            return NeedConsent(pending_id=pending_id, client_name=client.name,
+                               lines=describe_scope(request.scope, registered.profile),
+                               acting_for=delegation.citizen_name)
+        request.delegation = delegation
+        request.act = {"sub": self.keystore.pairwise_actor(db, sector=client.sector, staff_id=str(delegation.agent_id)),
+                       "service": delegation.service}
+        self._forget(db, pending_id)
+        result = provider.create_authorization_response(request, grant_user=citizen, grant=grant)
+        self.delegations.app_login(db, delegation, client_id=client.client_id, client_name=client.name)
+        logger.info("authorization code issued under a mandate", extra={"client_id": client.client_id})
+        return self._to_client(cast("OAuthResponse", result), registered)
 
     def _to_client(self, result: OAuthResponse, client: object) -> ToClient:
         """The answer to the app, with the ``iss`` its profile sends (fc-v1: none, as FranceConnect v1)."""
@@ -371,6 +432,8 @@ class OpenIDService:
             now = int(time.time())
             signed_claims = {**claims, "iss": profile.issuer(self.settings.issuer), "aud": client.client_id,
                              "iat": now, "exp": now + 600}
+            if token.act is not None:
+                signed_claims["act"] = token.act  # RFC 8693: signed, it says who acted for the citizen
             return self.keystore.sign(db, signed_claims, alg=client.id_token_alg), client
         return claims, client
 
@@ -536,7 +599,8 @@ class OpenIDService:
             "introspection_endpoint_auth_methods_supported": list(AUTH_METHODS),
             "code_challenge_methods_supported": ["S256"],
             "claims_supported": ["sub", "iss", "auth_time", "acr", "amr", "sid", "given_name", "family_name",
-                                 "birthdate", "gender", "birthplace", "birthcountry", "preferred_username", "email"],
+                                 "birthdate", "gender", "birthplace", "birthcountry", "preferred_username", "email",
+                                 "act"],  # act: logins made at the counter (vault.oidc.delegation)
             "acr_values_supported": [ACR_REACHED],
             "claims_parameter_supported": False,
             "request_parameter_supported": False,
