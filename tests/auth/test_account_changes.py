@@ -149,3 +149,18 @@ def test_a_rectification_request_reaches_the_register_in_the_persons_words(app, 
         [item] = db.exec(select(DataRequest)).all()
     assert item.kind == "rectification" and item.channel == "online"
     assert item.details == "Mon nom d'usage est Dupont, pas Durand."
+
+
+def test_the_services_messages_read_in_english_on_english_pages(app) -> None:
+    """Messages the account service gives (not only the forms' own) follow the page's language."""
+    with citizen_browser(app, email="english@example.org") as browser:
+        browser.get("/account?lang=en")
+        wrong = browser.submit("/account/password", {"password": "not the one", "new_password": NEW_PASSWORD})
+        assert wrong.status_code == 400
+        assert "Current password incorrect." in wrong.text and "Mot de passe actuel incorrect" not in wrong.text
+    with Browser(app) as browser:
+        browser.get("/register?lang=en")
+        refused = browser.register("not-an-address", gender="other", birthdate="2999-01-01")
+        assert refused.status_code == 400
+        assert "This email address is not valid." in refused.text
+        assert "Choose “Female” or “Male”" in refused.text and "The birth date cannot be in the future." in refused.text

@@ -38,13 +38,13 @@ def normalize_email(raw: str) -> str:
     """Return the email lowercased and checked; raise ValueError with a French message."""
     candidate = (raw or "").strip()
     if not candidate:
-        raise ValueError("Indiquez votre adresse e-mail.")
+        raise ValueError(N_("Indiquez votre adresse e-mail."))
     if len(candidate) > 254:
-        raise ValueError("Cette adresse e-mail est trop longue.")
+        raise ValueError(N_("Cette adresse e-mail est trop longue."))
     try:
         result = validate_email(candidate, check_deliverability=False)
     except EmailNotValidError:
-        raise ValueError("Cette adresse e-mail n'est pas valide. Exemple : prenom.nom@exemple.fr") from None
+        raise ValueError(N_("Cette adresse e-mail n'est pas valide. Exemple : prenom.nom@exemple.fr")) from None
     return result.normalized.lower()
 
 
@@ -80,7 +80,7 @@ def parse_birthdate(raw: str, *, today: date) -> date:
         raise ValueError(N_("Cette date de naissance n'est pas reconnue. Écrivez-la par exemple 31/07/1984, "
                             "31071984 ou 31 juillet 1984.")) from None
     if value > today:
-        raise ValueError("La date de naissance ne peut pas être dans le futur.")
+        raise ValueError(N_("La date de naissance ne peut pas être dans le futur."))
     if value < OLDEST_DATE:
         raise ValueError(f"La date de naissance doit être postérieure à {OLDEST_DATE.year}.")
     return value
@@ -130,7 +130,7 @@ def validate_identity(form: dict[str, str], *, today: date, by_name: bool = Fals
 
     gender = (form.get("gender") or "").strip()
     if gender not in GENDERS:
-        errors["gender"] = "Choisissez « Féminin » ou « Masculin », comme sur votre acte de naissance."
+        errors["gender"] = N_("Choisissez « Féminin » ou « Masculin », comme sur votre acte de naissance.")
     clean["gender"] = gender
 
     country = (form.get("birthcountry") or "").strip()
@@ -162,7 +162,7 @@ def validate_identity(form: dict[str, str], *, today: date, by_name: bool = Fals
         elif known_places_only and geo.commune(place) is None:
             errors["birthplace"] = commune_code_problem(place)
     elif place and "birthcountry" not in errors:
-        errors["birthplace"] = "Laissez la commune de naissance vide si vous êtes né(e) hors de France."
+        errors["birthplace"] = N_("Laissez la commune de naissance vide si vous êtes né(e) hors de France.")
     clean["birthplace"] = place if country == FRANCE else ""
     return clean, errors
 

@@ -161,7 +161,7 @@ class AccountService:
         if problem := password_problem(form.get("password", ""), email=email):
             errors["password"] = problem
         if email and db.exec(select(Citizen.id).where(Citizen.email == email)).first() is not None:
-            errors["email"] = "Un compte existe déjà avec cette adresse e-mail."
+            errors["email"] = N_("Un compte existe déjà avec cette adresse e-mail.")
         if errors:
             raise InvalidInput(errors)
         citizen = Citizen(
@@ -359,11 +359,11 @@ class AccountService:
             raise TooManyLoginAttempts(retry_after)
         if not self.hasher.verify(citizen.password_hash, password or ""):
             self.record_login_failure(db=db, email=login_name(citizen), address=address)
-            raise InvalidInput({"password": "Mot de passe actuel incorrect."})
+            raise InvalidInput({"password": N_("Mot de passe actuel incorrect.")})
         if problem := password_problem(new_password, email=citizen.email or ""):
             raise InvalidInput({"new_password": problem})
         if self.hasher.verify(citizen.password_hash, new_password):
-            raise InvalidInput({"new_password": "Le nouveau mot de passe doit être différent de l'actuel."})
+            raise InvalidInput({"new_password": N_("Le nouveau mot de passe doit être différent de l'actuel.")})
         citizen.password_hash = self.hasher.hash(new_password)
         citizen.updated_at = utcnow()
         db.exec(delete(LoginSession).where(col(LoginSession.citizen_id) == citizen.id,
@@ -389,10 +389,10 @@ class AccountService:
         except ValueError as exc:
             raise InvalidInput({"new_email": str(exc)}) from None
         if normalized == citizen.email:
-            raise InvalidInput({"new_email": "C'est déjà l'adresse de votre compte."})
+            raise InvalidInput({"new_email": N_("C'est déjà l'adresse de votre compte.")})
         if not self.hasher.verify(citizen.password_hash, password or ""):
             self.record_login_failure(db=db, email=login_name(citizen), address=address)
-            raise InvalidInput({"password": "Mot de passe actuel incorrect."})
+            raise InvalidInput({"password": N_("Mot de passe actuel incorrect.")})
         self._clear_throttle(db=db, key=keys[0])
         if db.exec(select(Citizen.id).where(Citizen.email == normalized)).first() is not None:
             self.notify(to=normalized, template="registration_attempted")
@@ -754,7 +754,7 @@ class AccountService:
     def begin_totp(self, *, citizen: Citizen) -> tuple[str, str]:
         """Store a new (not yet active) seed, wrapped by the KEK; return (secret, otpauth URI)."""
         if citizen.totp_enabled_at is not None:
-            raise InvalidInput({"otp": "La double authentification est déjà activée."})
+            raise InvalidInput({"otp": N_("La double authentification est déjà activée.")})
         secret = pyotp.random_base32()
         citizen.totp_secret = crypto.wrap(self.keys, secret.encode(), context=self.totp_context(citizen))
         citizen.totp_last_step = None
@@ -774,7 +774,7 @@ class AccountService:
     def confirm_totp(self, *, db: Session, citizen: Citizen, code: str) -> list[str]:
         """Activate TOTP once the citizen typed a valid code; return new recovery codes (shown once)."""
         if citizen.totp_secret is None or citizen.totp_enabled_at is not None:
-            raise InvalidInput({"otp": "Commencez par afficher le QR code, puis saisissez le code de l'application."})
+            raise InvalidInput({"otp": N_("Commencez par afficher le QR code, puis saisissez le code de l'application.")})
         if not self.accept_totp(citizen=citizen, code=code, enrolling=True):
             raise InvalidInput({"otp": InvalidOtp.message})
         citizen.totp_enabled_at = utcnow()
@@ -786,7 +786,7 @@ class AccountService:
 
     def disable_totp(self, *, db: Session, citizen: Citizen, password: str) -> None:
         if not self.hasher.verify(citizen.password_hash, password or ""):
-            raise InvalidInput({"password": "Mot de passe incorrect."})
+            raise InvalidInput({"password": N_("Mot de passe incorrect.")})
         citizen.totp_secret = None
         citizen.totp_enabled_at = None
         citizen.totp_last_step = None

@@ -293,9 +293,9 @@ class GdprService:
         """Art. 12(3): two further months, with the reason told to the requester within the first month."""
         request = self.get_request(db, request_id)
         if request.status not in ("received", "in_progress"):
-            raise GdprError("Cette demande est close : elle ne peut plus être prolongée.")
+            raise GdprError(N_("Cette demande est close : elle ne peut plus être prolongée."))
         if request.extended_to is not None:
-            raise GdprError("Cette demande a déjà été prolongée (deux mois au plus).")
+            raise GdprError(N_("Cette demande a déjà été prolongée (deux mois au plus)."))
         if not reason.strip():
             raise GdprError(N_("Indiquez la raison de la prolongation : elle doit être communiquée au demandeur."),
                             field="reason")
@@ -496,7 +496,7 @@ class GdprService:
         it is deleted; the blob key to delete after the commit is returned (else None)."""
         document = self._document(db, document_id)
         if document.legal_hold is None:
-            raise GdprError("Ce document n'est pas sous conservation légale.")
+            raise GdprError(N_("Ce document n'est pas sous conservation légale."))
         audit.record(db, actor=by.actor, action="document.released", target=f"document:{document.id}",
                      details={"deleted": document.owner_id is None})
         return self.documents.release_hold(db, document)

@@ -314,7 +314,7 @@ def serve_content(request: Request, db: Session, service: DocumentService, actor
         first = next(body, b"")
     except DecryptionError:
         logger.error("document failed authentication", extra={"document": str(document.id)})
-        raise StorageError("Ce document est endommagé et ne peut pas être lu.") from None
+        raise StorageError(N_("Ce document est endommagé et ne peut pas être lu.")) from None
     except BlobNotFound:
         logger.error("document without its object", extra={"document": str(document.id)})
         raise ContentMissing() from None

@@ -163,16 +163,16 @@ def validate_meta(fields: dict[str, str], *, filename: str | None, require_type:
     if not title:  # derived from the file's name when none is given, cut to fit
         title = (_safe_name(filename).rsplit(".", 1)[0] or DOCUMENT_TYPES.get(kind, "Document"))[:200]
     if len(title) > 200:
-        errors["title"] = "Le titre ne doit pas dépasser 200 caractères."
+        errors["title"] = N_("Le titre ne doit pas dépasser 200 caractères.")
     valid_until = None
     if raw := (fields.get("valid_until") or "").strip():
         try:
             valid_until = parse_date(raw)
         except ValueError:
-            errors["valid_until"] = "La date de validité doit être au format JJ/MM/AAAA ou AAAA-MM-JJ."
+            errors["valid_until"] = N_("La date de validité doit être au format JJ/MM/AAAA ou AAAA-MM-JJ.")
         else:
             if valid_until.year < OLDEST_DATE.year:
-                errors["valid_until"] = "La date de validité doit être au format JJ/MM/AAAA ou AAAA-MM-JJ."
+                errors["valid_until"] = N_("La date de validité doit être au format JJ/MM/AAAA ou AAAA-MM-JJ.")
     if errors:
         raise InvalidDocumentInput(errors)
     return DocumentMeta(type=kind, title=title, valid_until=valid_until, filename=filename or "")
@@ -298,7 +298,7 @@ class DocumentService:
         if "type" in given and given["type"].strip() not in DOCUMENT_TYPES:
             errors["type"] = UNKNOWN_TYPE  # an empty type is an error here, not "other"
         if "title" in given and not _clean_title(given["title"]):
-            errors["title"] = "Le titre ne peut pas être vide."
+            errors["title"] = N_("Le titre ne peut pas être vide.")
         if errors:
             raise InvalidDocumentInput(errors)
         merged = {"type": document.type, "title": document.title,
