@@ -296,6 +296,6 @@ def test_searches_and_opened_files_are_audited_without_names(app, agent) -> None
     assert viewed.actor == f"staff:{agent.id}" and re.fullmatch(r"subject:\S+", viewed.target)
     with Session(app.state.services.engine) as db:
         assert viewed.target == f"subject:{app.state.services.gdpr.subject(db, citizen.id)}"
-    chain = str([(e.target, e.details) for e in searches + [viewed]]).lower()
+    chain = str([(e.target, e.details) for e in [*searches, viewed]]).lower()
     for secret in ("martin", "jeanne", "personne-de-ce-nom", str(citizen.id)):
         assert secret not in chain
