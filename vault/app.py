@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import Engine
@@ -31,6 +31,7 @@ from vault.storage import routes as storage_routes
 from vault.storage import share_pages
 from vault.storage.antivirus import ScannerUnavailable
 from vault.storage.blobs import BlobStoreUnavailable
+from vault.web.dependencies import refuse_nul
 from vault.web.errors import install_error_handlers
 from vault.web.middleware import RequestContextMiddleware
 
@@ -48,6 +49,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         summary="The city's identity provider (OpenID Connect) and encrypted document vault.",
         docs_url="/api/docs",
         redoc_url=None,
+        dependencies=[Depends(refuse_nul)],  # every route, before its own dependencies
     )
     services = build_services(settings, engine=engine)
     app.state.services = services

@@ -7,17 +7,20 @@ insecure. The ``body=`` argument, deprecated in authlib, is not used: the payloa
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeAlias
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, unquote, urlencode
 
 from authlib.oauth2.rfc6749 import OAuth2Payload, OAuth2Request
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from vault.auth.models import Citizen, LoginSession
+from vault.errors import OAuthError
 from vault.oidc.delegation import Delegation
 from vault.oidc.exceptions import BodyError
 from vault.web.pages import BodyTooLarge, read_small_body
@@ -89,13 +92,34 @@ async def read_form_items(request: Request) -> list[tuple[str, str]]:
     except BodyTooLarge:
         raise BodyError(413, "The request body is too large.") from None
     try:
-        return parse_qsl(body.decode("utf-8"), keep_blank_values=False, max_num_fields=100)
+        items = parse_qsl(body.decode("utf-8"), keep_blank_values=False, max_num_fields=100)
     except (UnicodeDecodeError, ValueError):
         raise BodyError(400, "The body is not valid UTF-8 form data.") from None
+    if any("\x00" in key or "\x00" in value for key, value in items):
+        raise BodyError(400, "The body contains a NUL character.")  # no field holds one, on any database
+    return items
+
+
+def check_basic_credentials(header: str) -> None:
+    """An ``Authorization: Basic`` header must be readable (RFC 6749 §2.3.1: base64 of the
+    percent-encoded ``client_id:client_secret``, in UTF-8, no control character) before authlib or
+    the database see it; otherwise the client failed to authenticate: 401 ``invalid_client``."""
+    if header[:6].lower() != "basic ":
+        return
+    try:
+        decoded = base64.b64decode(header[6:].strip().encode("ascii"), validate=True).decode("utf-8")
+        decoded += unquote(decoded, errors="strict")
+    except (UnicodeError, binascii.Error):
+        decoded = "\x00"
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in decoded):
+        raise OAuthError("The Basic credentials cannot be read.", status=401, code="invalid_client",
+                         headers={"WWW-Authenticate": 'Basic realm="token"', "Cache-Control": "no-store"})
 
 
 def oauth_request(request: Request, issuer: str, form: list[tuple[str, str]],
                   query: list[tuple[str, str]] | None = None) -> VaultOAuth2Request:
+    """authlib's request for this one; raises 401 ``invalid_client`` for unreadable Basic credentials."""
+    check_basic_credentials(request.headers.get("authorization", ""))
     query = query if query is not None else list(request.query_params.multi_items())
     uri = issuer + request.url.path + (f"?{urlencode(query)}" if query else "")
     # Starlette's headers stay case-insensitive (authlib reads "Authorization").

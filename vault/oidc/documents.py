@@ -37,6 +37,13 @@ class InvalidAuthorizationDetails(OAuth2Error):
 
     error = "invalid_authorization_details"
 
+    def __init__(self, description: str | None = None, **kwargs: Any) -> None:
+        # The description may quote what the app sent; RFC 6749 §5.2 allows only printable ASCII
+        # without '"' and '\\' in it (authlib raises ValueError otherwise): the rest becomes '?'.
+        if description:
+            description = "".join(ch if " " <= ch <= "~" and ch not in '"\\' else "?" for ch in description)
+        super().__init__(description, **kwargs)
+
 
 @dataclass(frozen=True)
 class DocumentRequest:

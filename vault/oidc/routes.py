@@ -206,12 +206,13 @@ def _client_id_of(request: Request, form: list[tuple[str, str]]) -> str | None:
 @router.post("/api/v1/token", include_in_schema=False)
 @router.post("/api/v2/token", include_in_schema=False)
 def token(request: Request, form: OAuthForm, db: Db, service: OIDC) -> Response:
+    oauth = oauth_request(request, _issuer(request), form, query=[])  # first: unreadable Basic credentials are refused
     if mismatch := service.endpoint_mismatch(db=db, client_id=_client_id_of(request, form),
                                              endpoint=endpoint_profile(request.url.path)):
         return JSONResponse({"error": "unauthorized_client", "error_description": mismatch}, status_code=400,
                             headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
     provider = service.provider(db)
-    return to_response(provider.create_token_response(oauth_request(request, _issuer(request), form, query=[])))
+    return to_response(provider.create_token_response(oauth))
 
 
 @router.post("/revoke", summary="Token revocation (RFC 7009)")
