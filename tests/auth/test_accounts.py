@@ -476,3 +476,23 @@ def test_a_birthdate_is_checked_against_the_citys_date(settings, engine) -> None
     ahead = create_app(settings.model_copy(update={"timezone": "Pacific/Kiritimati"}), engine=engine)
     with Browser(ahead) as browser:
         assert browser.register("nouveau-ne@example.org", birthdate=born_today_in_kiritimati).status_code == 200
+
+
+def test_the_lock_message_says_the_real_wait(app, browser: Browser, engine) -> None:
+    make_citizen(app, email="patient@example.org")
+    for _ in range(5):
+        assert browser.login("patient@example.org", "guess guess guess").status_code == 401
+    locked = browser.login("patient@example.org")
+    wait = int(locked.headers["retry-after"])
+    assert locked.status_code == 429 and 0 < wait <= 31
+    assert f"réessayez dans {wait} secondes" in locked.text and "minute" not in locked.text
+    browser.cookies.set("lang", "en")
+    english = browser.login("patient@example.org")
+    assert f"try again in {int(english.headers['retry-after'])} seconds" in english.text
+    # A longer lock is said in minutes, rounded up, from the same value as Retry-After.
+    with Session(engine) as db:
+        db.exec(update(LoginThrottle).values(locked_until=utcnow() + timedelta(seconds=150)))
+        db.commit()
+    browser.cookies.set("lang", "fr")
+    longer = browser.login("patient@example.org")
+    assert 150 <= int(longer.headers["retry-after"]) <= 151 and "réessayez dans 3 minutes" in longer.text

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from vault.errors import VaultError
-from vault.translation import N_
+from vault.translation import N_, Message
 
 
 class AuthError(VaultError):
@@ -31,14 +31,24 @@ class InvalidCredentials(AuthError):
 
 
 class TooManyLoginAttempts(AuthError):
+    """The wait is said from the very value sent as ``Retry-After``: in seconds up to a minute, then
+    in minutes rounded up (never shorter than the real wait)."""
+
     code, status = "too_many_attempts", 429
 
     def __init__(self, retry_after: int) -> None:
-        minutes = max(1, -(-retry_after // 60))
-        super().__init__(
-            f"Trop de tentatives de connexion. Par sécurité, réessayez dans {minutes} minute{'s' if minutes > 1 else ''}.",
-            headers={"Retry-After": str(retry_after)},
-        )
+        minutes = -(-retry_after // 60)
+        if retry_after <= 1:
+            message = Message(N_("Trop de tentatives de connexion. Par sécurité, réessayez dans une seconde."))
+        elif retry_after < 60:
+            message = Message(N_("Trop de tentatives de connexion. Par sécurité, réessayez dans %(count)s secondes."),
+                              count=retry_after)
+        elif minutes == 1:
+            message = Message(N_("Trop de tentatives de connexion. Par sécurité, réessayez dans une minute."))
+        else:
+            message = Message(N_("Trop de tentatives de connexion. Par sécurité, réessayez dans %(count)s minutes."),
+                              count=minutes)
+        super().__init__(message, headers={"Retry-After": str(retry_after)})
         self.retry_after = retry_after
 
 

@@ -143,8 +143,10 @@ async def receive_document(request: Request, db: Session, service: DocumentServi
         await run_in_threadpool(db.commit)
         if multipart:
             def check_csrf(filename: str | None, fields: dict[str, str]) -> None:
-                if csrf_cookie is not None and not hmac.compare_digest(
-                        csrf_cookie.encode(), fields.get("csrf_token", "").encode()):
+                sent = fields.get("csrf_token", "")
+                # Both the cookie and the field, equal: two missing tokens prove nothing.
+                if csrf_cookie is not None and not (csrf_cookie and sent and hmac.compare_digest(
+                        csrf_cookie.encode(), sent.encode())):
                     raise PageError(403, "Ce formulaire a expiré. Rechargez la page, puis recommencez.",
                                     title=N_("Formulaire expiré"))
                 if check_fields is not None:

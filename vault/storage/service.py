@@ -54,6 +54,9 @@ ORPHAN_AGE = timedelta(hours=1)
 COUNTER_SOURCE = "counter"  # ``Document.source`` of a document added at the counter under a mandate
 _EXTENSIONS = {"application/pdf": ".pdf", "image/jpeg": ".jpg", "image/png": ".png", "image/webp": ".webp",
                "image/heic": ".heic"}
+# The other extensions a file of the type is known by (kept as the citizen named it).
+_ALSO_NAMED = {"application/pdf": (".pdf",), "image/jpeg": (".jpg", ".jpeg", ".jpe", ".jfif"), "image/png": (".png",),
+               "image/webp": (".webp",), "image/heic": (".heic", ".heif")}
 
 
 @dataclass(frozen=True)
@@ -114,8 +117,22 @@ class DocumentMeta:
 
 def clean_filename(raw: str | None, media_type: str | None = None) -> str:
     """A filename safe to store and to send back: no path, no control characters, NFC, ≤ 255;
-    ``document.pdf`` (the media type's extension) when nothing usable was sent."""
-    return _safe_name(raw) or "document" + _EXTENSIONS.get(media_type or "", "")
+    ``document.pdf`` (the media type's extension) when nothing usable was sent. Its extension is
+    the media type's (sniffed from the bytes): ``x.html`` holding a PDF is stored as ``x.pdf``, so
+    that no download or export names a PDF as a web page."""
+    name = _safe_name(raw)
+    extension = _EXTENSIONS.get(media_type or "", "")
+    if not name:
+        return "document" + extension
+    known = _ALSO_NAMED.get(media_type or "", (extension,))
+    if not extension or name.lower().endswith(known):
+        return name
+    stem, dot, old = name.rpartition(".")
+    if dot and stem and re.fullmatch(r"[A-Za-z0-9]{1,10}", old):  # another type's extension: replaced
+        name = stem.rstrip(" .") or "document"
+        if name.lower().endswith(known):  # "x.pdf.html": "x.pdf"
+            return name
+    return name[: 255 - len(extension)] + extension
 
 
 def download_name(document: Document) -> str:

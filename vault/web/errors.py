@@ -8,6 +8,8 @@
 - a ``ServiceUnavailable``: 503, what it means for the person (nothing kept, nothing lost), the
   technical reason in the log only;
 - FastAPI's validation errors and Starlette's HTTP errors in the same shapes;
+- a client that went away before its body was read (a short body, a bad chunk): logged as such,
+  answered 400 (nobody reads it), nothing kept;
 - anything else: logged with its traceback, answered 500 without internals.
 
 It also answers ``LoginRequired`` (a page that needs a logged-in citizen) with the login page.
@@ -22,10 +24,12 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import RedirectResponse, Response
 
 from vault.errors import OAuthError, ServiceUnavailable, VaultError
 from vault.translation import N_
+from vault.web.middleware import loggable_path
 from vault.web.pages import message_page
 
 logger = logging.getLogger(__name__)
@@ -104,6 +108,12 @@ def install_error_handlers(app: FastAPI) -> None:
         if exc.status_code == 404:
             return message_page(request, title=NOT_FOUND[0], message=NOT_FOUND[1], status=404, link=("/", N_("Accueil")))
         return message_page(request, title=VaultError.title, message=str(exc.detail), status=exc.status_code)
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_went_away(request: Request, exc: ClientDisconnect) -> Response:
+        # Not an error of the service: whatever was being received was dropped where it was read.
+        logger.info("client went away", extra={"method": request.method, "path": loggable_path(request.url.path)})
+        return Response(status_code=400, headers={"Connection": "close"})
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:
