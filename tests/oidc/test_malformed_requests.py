@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import base64
 import json
-from urllib.parse import urlencode
+import socket
+from urllib.parse import quote, urlencode, urlsplit
 
 import pytest
 
@@ -103,3 +104,28 @@ def test_nul_in_a_bearer_token_or_a_query_is_refused(browser: Browser) -> None:
     assert answer.status_code == 400 and answer.json()["error"] == "invalid_request"
     assert browser.get("/logout?" + urlencode({"client_id": "a\x00b"})).status_code == 400
     assert browser.get("/authorize/continue/a%00b").status_code == 400
+
+
+def _read_response(sock: socket.socket) -> tuple[int, dict[str, str]]:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, "the server closed the connection"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    while len(body) < int(headers.get("content-length", "0")):
+        body += sock.recv(65536)
+    return int(lines[0].split()[1]), headers
+
+
+def test_a_real_server_keeps_the_connection_after_a_malformed_request(live_server) -> None:
+    """Served as in production (uvicorn): a clean 400, and the kept-alive connection still serves."""
+    address = urlsplit(live_server.url)
+    with socket.create_connection((address.hostname, address.port), timeout=10) as sock:
+        for value in [*HOSTILE, "code"]:
+            query = "response_type=" + quote(value) + "&client_id=nobody&redirect_uri=" + quote(RP_CALLBACK)
+            sock.sendall(f"GET /authorize?{query} HTTP/1.1\r\nHost: {address.netloc}\r\n\r\n".encode())
+            status, headers = _read_response(sock)
+            assert status == 400 and headers.get("connection") != "close", (value, status, headers)
