@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-import zipfile
 
 import pytest
 from sqlmodel import Session, select
