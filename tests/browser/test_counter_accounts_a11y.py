@@ -57,6 +57,13 @@ def test_open_an_account_print_its_letter_and_activate_it(site, open_context, au
     assert re.fullmatch(r"[A-Z2-9]{4}-[A-Z2-9]{4}-[A-Z2-9]{4}", code)
     audit(page, "the activation letter")
 
+    page.get_by_role("link", name="Retour au dossier").click()
+    page.get_by_label("La personne est présente : j'ai vérifié sa pièce d'identité à l'instant").wait_for()
+    audit(page, "the citizen's file: a new letter needs the identity checked again")
+    page.get_by_role("button", name="Imprimer la lettre d'activation").click()
+    page.get_by_role("alert").first.wait_for()
+    audit(page, "a new letter refused: the identity check not attested")
+
     citizen_page = open_context().new_page()
     citizen_page.set_viewport_size({"width": 1280, "height": 900})
     citizen_page.goto("/activate")

@@ -12,8 +12,9 @@ from sqlmodel import Session
 
 from tests.browser import conftest
 from tests.browser.conftest import log_in
-from tests.factories import make_document, make_staff, pdf
+from tests.factories import COUNTER, make_document, make_staff, pdf
 from vault.auth.models import Citizen
+from vault.counter.models import CounterEnrolment
 
 
 @pytest.fixture(autouse=True)
@@ -41,6 +42,7 @@ def test_granting_acting_under_and_ending_a_mandate(site, open_context, audit) -
     with Session(site.engine) as db:
         db.exec(update(Citizen).where(Citizen.id == unsigned.id)  # type: ignore[arg-type]
                 .values(email=None, password_hash=None, email_verified_at=None))
+        db.add(CounterEnrolment(citizen_id=unsigned.id, document_kind="cni", checked_by=agent.id, service=COUNTER))
         db.commit()
 
     context = open_context()
@@ -107,6 +109,9 @@ def test_granting_acting_under_and_ending_a_mandate(site, open_context, audit) -
     page.get_by_role("button", name="Continuer : faire confirmer par la personne").click()
     page.get_by_role("heading", name="Faire signer le mandat").wait_for()
     audit(page, "the mandate to have signed")
+    page.get_by_role("button", name="Enregistrer le mandat signé").click()
+    page.get_by_role("alert").first.wait_for()
+    audit(page, "the signed mandate refused: the identity check not attested")
     page.get_by_role("link", name="Imprimer le mandat").click()
     page.get_by_role("heading", name="Mandat donné au guichet de la mairie").wait_for()
     audit(page, "the printed mandate")

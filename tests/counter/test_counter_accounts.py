@@ -40,9 +40,14 @@ def opened_id(answer: object) -> str:
     return location.split("?")[0].rsplit("/", 1)[1]
 
 
-def print_letter(browser: Browser, citizen_id: str) -> tuple[str, str]:
-    """Print the letter from the citizen's file: (the page, its code)."""
-    page = browser.submit(f"/agent/citizens/{citizen_id}", {}, action=f"/agent/citizens/{citizen_id}/letter")
+# The agent's word, for a letter after the first one: the person is there, their document checked now.
+CHECKED = {"document_kind": "passeport", "checked": "yes"}
+
+
+def print_letter(browser: Browser, citizen_id: str, fields: dict[str, str] | None = None) -> tuple[str, str]:
+    """Print the letter from the citizen's file (``fields``: the identity check, when one is due):
+    (the page, its code)."""
+    page = browser.submit(f"/agent/citizens/{citizen_id}", fields or {}, action=f"/agent/citizens/{citizen_id}/letter")
     assert page.status_code == 200, page.text[:800]
     codes = CODE.findall(page.text)
     assert codes, page.text
@@ -198,7 +203,7 @@ def test_reprinting_voids_the_previous_code(app, agent, browser: Browser) -> Non
     with staff_browser(app, agent) as desk:
         citizen_id = opened_id(open_account(desk))
         _page, first = print_letter(desk, citizen_id)
-        _file, second = print_letter(desk, citizen_id)
+        _file, second = print_letter(desk, citizen_id, CHECKED)
         assert first != second
         old_pdf = desk.submit(f"/agent/citizens/{citizen_id}", {"code": first},
                               action=f"/agent/citizens/{citizen_id}/letter.pdf")

@@ -30,7 +30,7 @@ from tests.factories import (
 )
 from tests.support import Browser
 from vault.auth.models import Citizen
-from vault.counter.models import Mandate, MandateAction
+from vault.counter.models import CounterEnrolment, Mandate, MandateAction
 from vault.counter.service import NoMandate
 from vault.db import utcnow
 from vault.gdpr import audit
@@ -64,12 +64,17 @@ def journal(app: Any, citizen: CitizenData) -> list[MandateAction]:
                             .order_by(MandateAction.id)))  # type: ignore[arg-type]
 
 
-def counter_citizen_without_password(app: Any) -> CitizenData:
-    """An account as the counter opens it for someone without email: no address, no password yet."""
+def counter_citizen_without_password(app: Any, opened_by: uuid.UUID) -> CitizenData:
+    """An account as the counter opens it for someone without email: no address, no password yet,
+    opened by the agent ``opened_by`` (at their service)."""
     citizen = make_citizen(app, given_name="Marcel", family_name="Dupuis", birthdate="1938-05-02")
     with Session(app.state.services.engine) as db:
         db.exec(update(Citizen).where(Citizen.id == citizen.id)  # type: ignore[arg-type]
                 .values(email=None, password_hash=None, email_verified_at=None))
+        agent = db.get(StaffAccount, opened_by)
+        assert agent is not None
+        db.add(CounterEnrolment(citizen_id=citizen.id, document_kind="cni", checked_by=opened_by,
+                                service=agent.service or ""))
         db.commit()
     return citizen
 
@@ -194,8 +199,9 @@ def test_wrong_codes_are_throttled_like_the_login(app) -> None:
 
 
 def test_an_account_without_password_grants_by_a_signed_scan(app, data_dir) -> None:
-    citizen = counter_citizen_without_password(app)
-    with staff_browser(app, make_staff(app, role="agent")) as browser:
+    agent = make_staff(app, role="agent")
+    citizen = counter_citizen_without_password(app, agent.id)
+    with staff_browser(app, agent) as browser:
         token = browser.form_token(f"/agent/citizens/{citizen.id}")
         fields = {"procedures": ["social"], "duration": "1y", "csrf_token": token}
         sign = browser.post(f"/agent/citizens/{citizen.id}/mandates/new", data=fields)
@@ -213,7 +219,8 @@ def test_an_account_without_password_grants_by_a_signed_scan(app, data_dir) -> N
         scan = pdf()
         answer = browser.post(action.group(1).replace("&amp;", "&"),
                               files={"file": ("mandat.pdf", io.BytesIO(scan), "application/pdf")},
-                              data={"csrf_token": token, "type": "tax_notice", "title": "Mandat"})
+                              data={"csrf_token": token, "document_kind": "cni", "checked": "yes",
+                                    "type": "tax_notice", "title": "Mandat"})
         assert answer.status_code == 303, answer.text[:500]
     with Session(app.state.services.engine) as db:
         mandate = db.exec(select(Mandate).where(Mandate.citizen_id == citizen.id)).one()

@@ -537,11 +537,15 @@ class AccountService:
 
     def find_for_login(self, *, db: Session, typed: str) -> tuple[str, Citizen | None]:
         """The account a login form's first field names (an address, or a login identifier) and the
-        name its throttle counts under — also for an unknown one (see ``identity.login_key``)."""
+        name its throttle counts under: the account's own (``login_name``) once found, whatever
+        names it, so that its identifier and its address share one counter; what was typed for an
+        unknown one (see ``identity.login_key``)."""
         name, login_id = login_key(typed)
         if login_id is not None:
-            return name, db.exec(select(Citizen).where(Citizen.login_id == login_id)).first()
-        return name, db.exec(select(Citizen).where(Citizen.email == name)).first() if name else None
+            citizen = db.exec(select(Citizen).where(Citizen.login_id == login_id)).first()
+        else:
+            citizen = db.exec(select(Citizen).where(Citizen.email == name)).first() if name else None
+        return (login_name(citizen) if citizen is not None else name), citizen
 
     def locked_for(self, *, db: Session, name: str, address: str) -> int:
         """Seconds before the account ``name`` (see ``find_for_login``) or the address may try

@@ -34,6 +34,9 @@ logger = logging.getLogger(__name__)
 
 ACTIVATION_CODE_LENGTH = 12
 ACTIVATION_CODE_DAYS = 30
+# The first letter, printed by the agent who just opened the account, rests on the opening's check.
+FIRST_LETTER_WINDOW = timedelta(minutes=30)
+LETTERS_PER_DAY = 3
 BAD_CODE = N_("Identifiant ou code incorrect, ou code expiré.")
 
 
@@ -52,6 +55,43 @@ class BadActivationCode(VaultError):
 
     code, status = "bad_code", 400
     message = BAD_CODE
+
+
+class NotEnrollingService(VaultError):
+    """An agent of another service than the one that opened the account: 403, audited."""
+
+    code, status = "forbidden", 403
+    title = N_("Réservé au guichet qui a ouvert le compte")
+    message = N_("Seul le guichet qui a ouvert ce compte peut imprimer sa lettre d'activation ou enregistrer un "
+                 "mandat signé. Orientez la personne vers ce guichet.")
+    link = ("/agent/", N_("Retour au guichet"))
+
+
+class TooManyLetters(VaultError):
+    code, status = "too_many_letters", 429
+    title = N_("Trop de lettres imprimées")
+    message = N_("Trois lettres d'activation ont déjà été imprimées pour cette personne depuis 24 heures. "
+                 "Vous pourrez en imprimer une nouvelle demain.")
+    link = ("/agent/", N_("Retour au guichet"))
+
+
+def identity_check(form: dict[str, str], *, unchecked: str) -> str:
+    """The identity document the agent checked just now, the person present (a key of
+    IDENTITY_DOCUMENTS, and the ticked box whose refusal says ``unchecked``); InvalidInput otherwise."""
+    errors: dict[str, str] = {}
+    kind = form.get("document_kind", "")
+    if kind not in IDENTITY_DOCUMENTS:
+        errors["document_kind"] = N_("Choisissez la pièce d'identité que vous avez vérifiée.")
+    if form.get("checked") != "yes":
+        errors["checked"] = unchecked
+    if errors:
+        raise InvalidInput(errors)
+    return kind
+
+
+LETTER_UNCHECKED = N_("Cochez cette case seulement après avoir vérifié la pièce, la personne présente.")
+SIGNED_UNCHECKED = N_("Cochez cette case seulement si la personne est présente, a montré sa pièce et a signé "
+                      "devant vous.")
 
 
 @dataclass(frozen=True)
@@ -94,10 +134,10 @@ class EnrolmentService:
         unless the form says it is someone else (``other_person``). InvalidInput for every problem."""
         errors: dict[str, str] = {}
         kind = form.get("document_kind", "")
-        if kind not in IDENTITY_DOCUMENTS:
-            errors["document_kind"] = N_("Choisissez la pièce d'identité que vous avez vérifiée.")
-        if form.get("checked") != "yes":
-            errors["checked"] = N_("Cochez cette case seulement après avoir vérifié la pièce, la personne présente.")
+        try:
+            identity_check(form, unchecked=LETTER_UNCHECKED)
+        except InvalidInput as exc:
+            errors.update(exc.fields)
         errors.update(self.accounts.counter_form_problems(db=db, form=form))
         if errors:
             raise InvalidInput(errors)
@@ -113,13 +153,48 @@ class EnrolmentService:
 
     # ---- the activation letter ------------------------------------------------------------------------
 
-    def print_letter(self, db: Session, *, agent: StaffAccount, citizen: Citizen) -> Letter:
+    def enrolling_service(self, db: Session, *, agent: StaffAccount, citizen: Citizen, what: str) -> CounterEnrolment:
+        """The account's opening, when the agent's service opened it; else ``NotEnrollingService``,
+        audited (``what`` the agent tried) and committed before it is raised."""
+        enrolment = db.get(CounterEnrolment, citizen.id)
+        if enrolment is not None and agent.role == "agent" and agent.service and enrolment.service == agent.service:
+            return enrolment
+        audit.record(db, actor=f"staff:{agent.id}", action="counter.refused", target=self._target(db, citizen.id),
+                     details={"reason": "not_enrolling_service", "what": what, "service": agent.service or ""})
+        db.commit()  # the refusal stays in the chain though the request ends in an error
+        logger.info("counter action refused", extra={"staff_id": str(agent.id), "reason": "not_enrolling_service"})
+        raise NotEnrollingService()
+
+    def first_letter_covered(self, db: Session, *, agent: StaffAccount, citizen: Citizen) -> bool:
+        """The first letter of an account the same agent opened less than 30 minutes ago: the
+        identity check of the opening covers it (the same visit)."""
+        enrolment = db.get(CounterEnrolment, citizen.id)
+        return (enrolment is not None and enrolment.checked_by == agent.id
+                and utcnow() - enrolment.checked_at < FIRST_LETTER_WINDOW
+                and db.exec(select(ActivationCode.id).where(ActivationCode.citizen_id == citizen.id)).first() is None)
+
+    def print_letter(self, db: Session, *, agent: StaffAccount, citizen: Citizen,
+                     form: dict[str, str] | None = None) -> Letter:
         """A new one-time code for the citizen's activation letter (valid 30 days); the codes of
-        earlier printings are voided. Only for an account without a password yet."""
+        earlier printings are voided. Only for an account without a password yet, by an agent of
+        the service that opened it (``NotEnrollingService``), at most ``LETTERS_PER_DAY`` a day
+        (``TooManyLetters``), the person present with an identity document checked now (``form``:
+        ``document_kind``, ``checked``; InvalidInput otherwise) — except the first letter right
+        after the opening (``first_letter_covered``). Audited with the document's kind."""
         if citizen.password_hash is not None:
             raise InvalidInput({"letter": N_("Ce compte a déjà un mot de passe : il n'a plus besoin de lettre "
                                              "d'activation.")})
+        enrolment = self.enrolling_service(db, agent=agent, citizen=citizen, what="letter")
         now = utcnow()
+        printed = db.exec(select(ActivationCode.id).where(ActivationCode.citizen_id == citizen.id,
+                                                          col(ActivationCode.created_at) > now - timedelta(days=1)))
+        if len(printed.all()) >= LETTERS_PER_DAY:
+            raise TooManyLetters()
+        form = form or {}
+        if not form.get("document_kind") and self.first_letter_covered(db, agent=agent, citizen=citizen):
+            kind, check = enrolment.document_kind, "at_opening"
+        else:
+            kind, check = identity_check(form, unchecked=LETTER_UNCHECKED), "now"
         db.exec(update(ActivationCode).where(col(ActivationCode.citizen_id) == citizen.id,
                                              col(ActivationCode.used_at).is_(None),
                                              col(ActivationCode.voided_at).is_(None)).values(voided_at=now))
@@ -128,15 +203,30 @@ class EnrolmentService:
         db.add(ActivationCode(citizen_id=citizen.id, code_hash=self.accounts.hasher.hash(raw), created_by=agent.id,
                               created_at=now, expires_at=expires_at))
         audit.record(db, actor=f"staff:{agent.id}", action="counter.letter_printed",
-                     target=self._target(db, citizen.id), details={"service": agent.service or ""})
+                     target=self._target(db, citizen.id),
+                     details={"service": agent.service or "", "document_kind": kind, "identity_check": check})
         return Letter(citizen=citizen, code=format_code(raw), expires_on=self._local_date(expires_at))
 
-    def reprint(self, db: Session, *, citizen: Citizen, code: str) -> Letter:
-        """The letter of the printing that made ``code`` (its PDF), when that code is still the live
-        one; ``BadActivationCode`` otherwise. Nothing is written."""
+    def reprint(self, db: Session, *, agent: StaffAccount, citizen: Citizen, code: str) -> Letter:
+        """The PDF of the printing that made ``code``, when that code is still the live one, for the
+        service that opened the account. Throttled per citizen like a password (a wrong code counts,
+        ``TooManyLoginAttempts`` while locked); every answer audited. A refusal
+        (``BadActivationCode``) is recorded in the caller's unit of work, which must commit."""
+        self.enrolling_service(db, agent=agent, citizen=citizen, what="letter_pdf")
+        key = self.accounts._account_key(f"letter:{citizen.id}")
+        target = self._target(db, citizen.id)
+        if retry_after := self.accounts._locked_for(db=db, keys=[key]):
+            audit.record(db, actor=f"staff:{agent.id}", action="counter.letter_pdf_refused", target=target,
+                         details={"service": agent.service or "", "reason": "locked"})
+            raise TooManyLoginAttempts(retry_after)
         live = self._live_code(db, citizen.id)
-        if live is None or not self.accounts.hasher.verify(live.code_hash, compact_code(code)):
+        if not self.accounts.hasher.verify(live.code_hash if live else None, compact_code(code)) or live is None:
+            self.accounts._record_failure(db=db, key=key, free=self.accounts.settings.login_free_failures_per_account)
+            audit.record(db, actor=f"staff:{agent.id}", action="counter.letter_pdf_refused", target=target,
+                         details={"service": agent.service or "", "reason": "bad_code"})
             raise BadActivationCode()
+        audit.record(db, actor=f"staff:{agent.id}", action="counter.letter_pdf", target=target,
+                     details={"service": agent.service or ""})
         return Letter(citizen=citizen, code=format_code(compact_code(code)), expires_on=self._local_date(live.expires_at))
 
     def live_letter(self, db: Session, citizen_id: uuid.UUID) -> ActivationCode | None:

@@ -17,12 +17,20 @@ from vault.auth.dependencies import LoggedIn
 from vault.auth.exceptions import InvalidInput, TooManyLoginAttempts
 from vault.auth.identity import resolve_birthplace
 from vault.auth.models import Citizen
-from vault.counter.enrolment import BadActivationCode, EnrolmentService, Letter, SamePerson
+from vault.counter.enrolment import (
+    SIGNED_UNCHECKED,
+    BadActivationCode,
+    EnrolmentService,
+    Letter,
+    SamePerson,
+    identity_check,
+)
 from vault.counter.letter import LetterText, letter_pdf, letter_text
 from vault.counter.models import DURATIONS, IDENTITY_DOCUMENTS, PROCEDURES, CounterEnrolment, Mandate
 from vault.counter.service import CounterService, MandateChoice, is_active, mandate_end, read_choice
 from vault.dates import parse_past_date
 from vault.db import utcnow
+from vault.gdpr import audit
 from vault.gdpr.routes import INVALID_DATE, Gdpr, NotStaff, StaffSvc, any_staff
 from vault.gdpr.staff import StaffCurrent
 from vault.mail import MailError
@@ -32,7 +40,16 @@ from vault.storage.routes import receive_document, serve_content
 from vault.translation import N_
 from vault.web.dependencies import Db, FormFields, redirect
 from vault.web.i18n import translations
-from vault.web.pages import PageError, client_address, form_values, get_cookie, language, render
+from vault.web.pages import (
+    PageError,
+    client_address,
+    form_values,
+    get_cookie,
+    language,
+    message_page,
+    notice_key,
+    render,
+)
 from vault.web.state import app_service, app_settings
 
 pages = APIRouter(include_in_schema=False)
@@ -87,6 +104,10 @@ def agent_home(request: Request, db: Db, gdpr: Gdpr, current: AgentUser) -> Resp
                 errors["q_birthdate"] = INVALID_DATE
         if not errors:
             matches = gdpr.search_citizens(db, name=typed["q_name"], birthdate=birthdate, email=typed["q_email"])
+            # Which criteria, how many answers: never what was typed.
+            audit.record(db, actor=f"staff:{current.staff.id}", action="counter.search", details={
+                "criteria": [k.removeprefix("q_") for k, v in typed.items() if v], "results": len(matches),
+                "service": current.staff.service or ""})
     return render(request, "counter/home.html", {
         "title": N_("Accueil du guichet"), "staff": current.staff, "matches": matches,
         "errors": errors, "values": typed}, status=400 if errors else 200)
@@ -98,15 +119,21 @@ def agent_citizen(request: Request, citizen_id: uuid.UUID, db: Db, counter: Coun
     mandates. What an agent may do for them needs a mandate (each section checks it)."""
     citizen = counter.citizen(db, citizen_id)
     service = current.staff.service or ""
+    audit.record(db, actor=f"staff:{current.staff.id}", action="counter.file_viewed",
+                 target=f"subject:{counter.gdpr.subject(db, citizen.id)}", details={"service": service})
     mandates = counter.mandates_of(db, citizen.id, service=service)
+    enrolments = app_service(request, "enrolments", EnrolmentService)
+    enrolment = db.get(CounterEnrolment, citizen.id)
     return render(request, "counter/citizen.html", {
         "title": N_("Dossier au guichet"), "staff": current.staff, "citizen": citizen,
-        "enrolment": db.get(CounterEnrolment, citizen.id),
-        "letter_offered": citizen.password_hash is None,
-        "live_letter": app_service(request, "enrolments", EnrolmentService).live_letter(db, citizen.id),
+        "enrolment": enrolment, "letter_offered": citizen.password_hash is None,
+        # Letters and signed mandates (accounts without a password) are the opening service's only.
+        "enrolling": enrolment is not None and enrolment.service == service,
+        "first_letter": enrolments.first_letter_covered(db, agent=current.staff, citizen=citizen),
+        "live_letter": enrolments.live_letter(db, citizen.id),
         "active": [m for m in mandates if is_active(m)], "past": [m for m in mandates if not is_active(m)],
         "procedures": PROCEDURES, "durations": DURATIONS, "identity_documents": IDENTITY_DOCUMENTS,
-        "notice": FILE_NOTICES.get(request.query_params.get("notice", ""))})
+        "errors": {}, "values": {}, "notice": FILE_NOTICES.get(notice_key(request))})
 
 
 # ---- mandates: granting, ending (the agent, at the citizen's request) ------------------------------------------
@@ -140,11 +167,12 @@ def _grant_page(request: Request, citizen: Citizen, current: StaffCurrent, *, er
 
 def _mandate_page(request: Request, template: str, title: str, citizen: Citizen, current: StaffCurrent,
                   choice: MandateChoice, counter: CounterService, *, errors: dict[str, str] | None = None,
-                  status: int = 200) -> Response:
+                  values: dict[str, str] | None = None, status: int = 200) -> Response:
     """The confirmation by the citizen, the mandate to print, the signed scan's form: the same text."""
     return render(request, template, {
         "title": title, "staff": current.staff, "citizen": citizen, "choice": choice, "procedures": PROCEDURES,
         "durations": DURATIONS, "service": current.staff.service or "", "errors": errors or {},
+        "values": values or {}, "identity_documents": IDENTITY_DOCUMENTS,
         "ends_at": counter.local(mandate_end(choice.duration, utcnow())), "today": counter.local(utcnow()),
         "max_mb": counter.documents.settings.max_file_mb}, status=status)
 
@@ -166,6 +194,7 @@ def mandate_new(request: Request, citizen_id: uuid.UUID, form: FormFields, db: D
         return _grant_page(request, citizen, current, errors=exc.fields, values=_choice_values(request, form),
                            status=400)
     if citizen.password_hash is None:
+        _enrolments(request).enrolling_service(db, agent=current.staff, citizen=citizen, what="mandate_signed")
         return _mandate_page(request, "counter/mandate_sign.html", N_("Faire signer le mandat"), citizen, current,
                              choice, counter)
     return _mandate_page(request, "counter/mandate_confirm.html", N_("Confirmation par la personne"), citizen,
@@ -198,6 +227,10 @@ def mandate_confirm(request: Request, citizen_id: uuid.UUID, form: FormFields, d
     return redirect(f"/agent/citizens/{citizen.id}?notice=granted")
 
 
+def _enrolments(request: Request) -> EnrolmentService:
+    return app_service(request, "enrolments", EnrolmentService)
+
+
 @pages.get("/agent/citizens/{citizen_id}/mandates/print")
 def mandate_print(request: Request, citizen_id: uuid.UUID, db: Db, counter: Counter, current: AgentUser) -> Response:
     """The mandate to print and have signed (accounts without a password)."""
@@ -207,6 +240,8 @@ def mandate_print(request: Request, citizen_id: uuid.UUID, db: Db, counter: Coun
         choice = read_choice(*values)
     except InvalidInput as exc:
         return _grant_page(request, citizen, current, errors=exc.fields, values=values, status=400)
+    if citizen.password_hash is None:
+        _enrolments(request).enrolling_service(db, agent=current.staff, citizen=citizen, what="mandate_signed")
     return _mandate_page(request, "counter/mandate_print.html", N_("Mandat à signer"), citizen, current, choice,
                          counter)
 
@@ -216,7 +251,9 @@ async def mandate_signed(request: Request, citizen_id: uuid.UUID, db: Db, counte
                          current: AgentUser) -> Response:
     """"Enregistrer le mandat signé": the scan goes into the citizen's vault (type "mandate",
     encrypted, scanned by the antivirus), then the mandate is granted with it. The choice comes in
-    the query (what was printed) and is checked again before a byte of the file is read."""
+    the query (what was printed) and is checked again before a byte of the file is read. Only the
+    service that opened the account, the agent attesting (fields before the file) the identity
+    document checked and the person present, signing in front of them."""
     citizen = await run_in_threadpool(counter.citizen, db, citizen_id)
     values = _choice_values(request)
     try:
@@ -225,21 +262,34 @@ async def mandate_signed(request: Request, citizen_id: uuid.UUID, db: Db, counte
         return _grant_page(request, citizen, current, errors=exc.fields, values=values, status=400)
     if citizen.password_hash is not None:
         raise PageError(400, HAS_PASSWORD)
+    await run_in_threadpool(lambda: _enrolments(request).enrolling_service(
+        db, agent=current.staff, citizen=citizen, what="mandate_signed"))
+    attested: dict[str, str] = {}
+
+    def check_attestation(fields: dict[str, str]) -> None:  # the fields before the file, before it is stored
+        attested.update({k: fields.get(k, "") for k in ("document_kind", "checked")})
+        attested["kind"] = identity_check(fields, unchecked=SIGNED_UNCHECKED)
+
     try:
         document = await receive_document(request, db, counter.documents, counter.actor(current.staff, citizen.id),
-                                          csrf_cookie=get_cookie(request, "csrf") or "")
+                                          csrf_cookie=get_cookie(request, "csrf") or "", check_fields=check_attestation)
+    except InvalidInput as exc:
+        refused = exc.fields
+        return await run_in_threadpool(lambda: _mandate_page(
+            request, "counter/mandate_sign.html", N_("Faire signer le mandat"), citizen, current, choice, counter,
+            errors=refused, values=attested, status=400))
     except StorageError as exc:
         errors, status = exc.fields or {"file": exc.message}, exc.status
         if "type" in errors or "title" in errors or "valid_until" in errors:
             errors = {"file": exc.message}
         return await run_in_threadpool(lambda: _mandate_page(
             request, "counter/mandate_sign.html", N_("Faire signer le mandat"), citizen, current, choice, counter,
-            errors=errors, status=status))
+            errors=errors, values=attested, status=status))
 
     def grant() -> None:
         document.type = "mandate"  # whatever the form said: this file is the signed mandate
         counter.grant(db, agent=current.staff, citizen=citizen, choice=choice, granted_with="signature",
-                      signed_document_id=document.id)
+                      signed_document_id=document.id, document_kind=attested["kind"])
 
     await run_in_threadpool(grant)
     return redirect(f"/agent/citizens/{citizen.id}?notice=granted")
@@ -278,7 +328,7 @@ def _documents_page(request: Request, db: Db, counter: CounterService, current: 
         "title": N_("Documents de la personne"), "staff": current.staff, "citizen": citizen, "mandate": mandate,
         "procedure": procedure, "procedures": PROCEDURES, "documents": documents, "types": DOCUMENT_TYPES,
         "errors": errors or {}, "max_mb": counter.documents.settings.max_file_mb,
-        "notice": DOCUMENT_NOTICES.get(request.query_params.get("notice", ""))}, status=status)
+        "notice": DOCUMENT_NOTICES.get(notice_key(request))}, status=status)
 
 
 @pages.get("/agent/citizens/{citizen_id}/documents")
@@ -342,7 +392,7 @@ def my_mandates(request: Request, db: Db, counter: Counter, current: LoggedIn) -
         "title": N_("Mes mandats"), "active": [m for m in mandates if is_active(m)],
         "past": [m for m in mandates if not is_active(m)], "journal": counter.journal_with_names(db, current.citizen.id),
         "by_id": {m.id: m for m in mandates}, "procedures": PROCEDURES, "durations": DURATIONS, "ending": ending,
-        "notice": MY_NOTICES.get(request.query_params.get("notice", ""))})
+        "notice": MY_NOTICES.get(notice_key(request))})
 
 
 @pages.post("/account/mandates/{mandate_id}/end")
@@ -410,9 +460,15 @@ def agent_letter(request: Request, citizen_id: uuid.UUID, form: FormFields, db: 
     voids both. The code is never logged, never stored in clear, never in a URL."""
     citizen = counter.citizen(db, citizen_id)
     try:
-        letter = enrolments.print_letter(db, agent=current.staff, citizen=citizen)
+        letter = enrolments.print_letter(db, agent=current.staff, citizen=citizen, form=form)
     except InvalidInput as exc:
-        raise PageError(409, exc.fields["letter"], title=N_("Pas de lettre à imprimer")) from None
+        if "letter" in exc.fields:
+            raise PageError(409, exc.fields["letter"], title=N_("Pas de lettre à imprimer")) from None
+        values = {k: form.get(k, "") for k in ("document_kind", "checked")}
+        return render(request, "counter/letter_check.html", {
+            "title": N_("Imprimer la lettre d'activation"), "staff": current.staff, "citizen": citizen,
+            "identity_documents": IDENTITY_DOCUMENTS, "first_letter": False, "errors": exc.fields,
+            "values": values}, status=400)
     return render(request, "counter/letter.html", {
         "title": N_("Lettre d'activation"), "staff": current.staff, "citizen": citizen, "code": letter.code,
         "letter": _letter_text(request, db, letter)})
@@ -424,11 +480,16 @@ def agent_letter_pdf(request: Request, citizen_id: uuid.UUID, form: FormFields, 
     """The PDF of the letter just printed (its code posted back from the page; see ``agent_letter``)."""
     citizen = counter.citizen(db, citizen_id)
     try:
-        letter = enrolments.reprint(db, citizen=citizen, code=form.get("code", ""))
+        letter = enrolments.reprint(db, agent=current.staff, citizen=citizen, code=form.get("code", ""))
+    except TooManyLoginAttempts as exc:  # answered, not raised: the refusal is committed with the request
+        response = message_page(request, title=N_("Trop de tentatives"), message=exc.message, status=429,
+                                link=(f"/agent/citizens/{citizen.id}", N_("Retour au dossier")))
+        response.headers["Retry-After"] = str(exc.retry_after)
+        return response
     except BadActivationCode:
-        raise PageError(409, N_("Cette lettre n'est plus valable (une autre a été imprimée depuis, ou le code a été "
-                                "utilisé). Imprimez-en une nouvelle depuis le dossier."),
-                        title=N_("Lettre périmée")) from None
+        return message_page(request, title=N_("Lettre périmée"), status=409, message=N_(
+            "Cette lettre n'est plus valable (une autre a été imprimée depuis, ou le code a été utilisé). "
+            "Imprimez-en une nouvelle depuis le dossier."), link=(f"/agent/citizens/{citizen.id}", N_("Retour au dossier")))
     body = letter_pdf(_letter_text(request, db, letter))
     return Response(body, media_type="application/pdf", headers={
         "Cache-Control": "no-store", "Content-Disposition": 'inline; filename="lettre-activation.pdf"'})

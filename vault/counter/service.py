@@ -189,12 +189,14 @@ class CounterService:
     # ---- granting ---------------------------------------------------------------------------------------
 
     def grant(self, db: Session, *, agent: StaffAccount, citizen: Citizen, choice: MandateChoice,
-              granted_with: str, signed_document_id: uuid.UUID | None = None) -> Mandate:
+              granted_with: str, signed_document_id: uuid.UUID | None = None,
+              document_kind: str | None = None) -> Mandate:
         """A new mandate of the agent's service, from now to the end of its duration: journal line
         ``mandate.granted`` (and the audit chain), a mail to the citizen if they have an address.
 
         A second mandate while one is active is a mandate of its own: the service may then act for
-        the procedures of either, each until its own end, and the citizen ends each separately."""
+        the procedures of either, each until its own end, and the citizen ends each separately.
+        ``document_kind``: the identity document the agent checked for a signed mandate (its kind only)."""
         now = utcnow()
         mandate = Mandate(citizen_id=citizen.id, service=agent.service or "", procedures=list(choice.procedures),
                           duration=choice.duration, granted_with=granted_with, signed_document_id=signed_document_id,
@@ -203,7 +205,8 @@ class CounterService:
         db.flush()
         self.record(db, mandate=mandate, agent=agent, action="mandate.granted",
                     details={"procedures": list(choice.procedures), "duration": choice.duration,
-                             "ends_at": mandate.ends_at.isoformat(), "granted_with": granted_with})
+                             "ends_at": mandate.ends_at.isoformat(), "granted_with": granted_with,
+                             **({"document_kind": document_kind} if document_kind else {})})
         self.accounts.notify(to=citizen.email, template="mandate_granted", service=mandate.service,
                              procedures=[PROCEDURES[p] for p in choice.procedures],
                              ends_at=self.local(mandate.ends_at))

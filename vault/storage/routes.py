@@ -7,7 +7,7 @@ import hmac
 import logging
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from email.message import Message
 from typing import Annotated
 from urllib.parse import quote, unquote
@@ -124,10 +124,12 @@ PageActor = Annotated[Actor, Depends(citizen_actor)]
 
 
 async def receive_document(request: Request, db: Session, service: DocumentService, actor: Actor, *,
-                           csrf_cookie: str | None = None) -> Document:
+                           csrf_cookie: str | None = None,
+                           check_fields: Callable[[dict[str, str]], None] | None = None) -> Document:
     """Stream the body through the pipeline. Multipart (a ``file`` part, fields ``type``, ``title``,
     ``valid_until``) or a raw body (its Content-Type, fields in ``X-Document-*`` headers, the name in
-    ``Content-Disposition``). With ``csrf_cookie``, a ``csrf_token`` field must precede the file."""
+    ``Content-Disposition``). With ``csrf_cookie``, a ``csrf_token`` field must precede the file;
+    ``check_fields`` sees the fields before the file (multipart only) and may refuse them by raising."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > service.max_size + 64 * 1024:
         raise TooLarge(service.max_size)  # refused before reading a byte
@@ -145,6 +147,8 @@ async def receive_document(request: Request, db: Session, service: DocumentServi
                         csrf_cookie.encode(), fields.get("csrf_token", "").encode()):
                     raise PageError(403, "Ce formulaire a expiré. Rechargez la page, puis recommencez.",
                                     title=N_("Formulaire expiré"))
+                if check_fields is not None:
+                    check_fields(fields)
 
             form = MultipartUpload(content_type, sink=pipeline.feed, on_file=check_csrf)
             await consume_in_thread(request.stream(), form.write)
