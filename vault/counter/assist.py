@@ -2,9 +2,12 @@
 
 Started from the citizen's file (any active mandate of the agent's service), it lives in the
 agent's browser as the ``assisted`` cookie (its SHA-256 keys the row), for 30 minutes at most, and
-never longer than the agent's staff session (the row goes with it). The OpenID provider asks it,
-through ``vault.oidc.delegation.Delegations``, who acts for whom at ``/authorize``; every start,
-end, login into an app and refusal goes into the citizen's journal or the audit chain.
+never longer than the agent's staff session (the agent's logout ends it). The cookie alone is not
+the agent: deciding on the consent page also needs the staff session that opened it. The OpenID
+provider asks it, through ``vault.oidc.delegation.Delegations``, who acts for whom at ``/authorize``;
+every start, end, login into an app and refusal goes into the citizen's journal or the audit chain
+(once: a replayed cookie of an ended session is not audited again, an unknown one only logged).
+When it ends, the logins made in it into apps end too (their tokens revoked).
 """
 
 from __future__ import annotations
