@@ -99,6 +99,7 @@ def build_services(settings: Settings, *, engine: Engine | None = None) -> Servi
     counter = CounterService(gdpr=gdpr)
     assist = AssistService(settings=settings, counter=counter)
     oidc.delegations = assist  # the provider asks the counter who acts for whom (vault.oidc.delegation)
+    staff.logout_listeners.append(assist)  # an agent's logout ends their assisted sessions
     return Services(
         settings=settings,
         engine=engine or make_engine(settings.effective_database_url),

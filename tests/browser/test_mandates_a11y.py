@@ -90,6 +90,19 @@ def test_granting_acting_under_and_ending_a_mandate(site, open_context, audit) -
     assert page.get_by_role("cell", name="Quittance de loyer de mars", exact=True).count() == 1
     audit(page, "documents under a mandate, one added")
 
+    # A citizen with two-factor login: the confirmation asks their code too.
+    guarded = site.citizen(given_name="Odile", family_name="Marchand", totp=True)
+    page.goto(f"/agent/citizens/{guarded.id}")
+    page.get_by_label("Élections", exact=True).check()
+    page.get_by_label("1 jour", exact=True).check()
+    page.get_by_role("button", name="Continuer : faire confirmer par la personne").click()
+    page.get_by_role("heading", name="Confirmation par la personne").wait_for()
+    page.get_by_label("Votre mot de passe (celui de votre espace citoyen)").fill(guarded.password)
+    page.get_by_label("Votre code à 6 chiffres (application d'authentification)").fill("000000")
+    page.get_by_role("button", name="J'accorde ce mandat").click()
+    page.get_by_role("alert").wait_for()
+    audit(page, "confirmation with the code refused: wrong code")
+
     page.goto(f"/agent/citizens/{unsigned.id}")
     page.get_by_label("Social et solidarité", exact=True).check()
     page.get_by_label("1 an", exact=True).check()

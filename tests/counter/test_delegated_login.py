@@ -3,7 +3,9 @@ session, what an accepting app receives, what the others do not, and every way t
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -16,12 +18,12 @@ from urllib.parse import urlsplit
 import pytest
 from sqlmodel import Session, select
 
-from tests.factories import COUNTER, citizen_browser, make_citizen, make_oidc_app, make_staff, staff_browser
+from tests.factories import COUNTER, citizen_browser, make_citizen, make_oidc_app, make_staff, pdf, staff_browser
 from tests.oidc.oidc_support import Flow, authorize, exchange, token_request, verify_id_token
 from tests.support import RP_CALLBACK, App, Browser
 from vault.counter.models import AssistedSession, Mandate, MandateAction
 from vault.db import utcnow
-from vault.gdpr.models import AuditEntry
+from vault.gdpr.models import AuditEntry, StaffAccount
 from vault.oidc.models import Consent, OAuthToken
 
 REFUSED = "Cette application n'accepte pas les connexions faites au guichet pour une autre personne."
@@ -232,11 +234,22 @@ def test_the_agents_logout_ends_it(app, counter) -> None:
     with staff_browser(app, agent) as browser:
         start_assisted(browser, citizen.id)
         assert browser.submit("/agent/", {}, action="/dpo/logout").status_code == 303
-        flow = authorize(browser, accepting)
-        assert flow.response.status_code == 403 and OVER in flow.response.text
+        # The cookie is forgotten at the logout: the next request is an ordinary one.
+        assert authorize(browser, accepting).steps == ["login"]
     with Session(app.state.services.engine) as db:
         assert db.exec(select(AssistedSession)).first() is None  # gone with the staff session
-    assert "counter.session.unknown" in audit_actions(app)
+    ended = journal(app, citizen.id)[-1]
+    assert ended.action == "session.ended" and ended.details["reason"] == "logout"
+    assert "counter.session.unknown" not in audit_actions(app)
+
+
+def test_the_agents_logout_forgets_the_assisted_cookie(app, counter) -> None:
+    citizen, agent, _mandate = counter
+    with staff_browser(app, agent) as browser:
+        start_assisted(browser, citizen.id)
+        out = browser.submit("/agent/", {}, action="/dpo/logout")
+        assert any(c.startswith('assisted="";') for c in out.headers.get_list("set-cookie"))
+        assert not any(c.name.endswith("assisted") for c in browser.cookies.jar)
 
 
 def test_the_agent_ends_it(app, counter) -> None:
@@ -259,13 +272,164 @@ def test_the_agent_ends_it(app, counter) -> None:
         assert "session.ended" not in mine
 
 
-def test_a_made_up_assisted_cookie_is_refused(app, counter) -> None:
-    """A cookie naming no assisted session: the page saying the session is over, never a login as anyone."""
+def test_a_made_up_assisted_cookie_is_refused(app, counter, caplog) -> None:
+    """A cookie naming no assisted session: the page saying the session is over, never a login as
+    anyone; the cookie is forgotten, the application log says so (never the cookie), the audit chain
+    is left alone (anyone may send such cookies, as many as they like)."""
     accepting = make_oidc_app(app.state.services.engine, accept_delegation=True)
-    with Browser(app) as stranger:
-        stranger.cookies.set("assisted", "not-a-real-session")
-        flow = authorize(stranger, accepting)
-        assert flow.response.status_code == 403 and OVER in flow.response.text
+    before = audit_actions(app)
+    with Browser(app) as stranger, caplog.at_level(logging.INFO, logger="vault.counter.assist"):
+        for _ in range(3):
+            stranger.cookies.set("assisted", "not-a-real-session")
+            flow = authorize(stranger, accepting)
+            assert flow.response.status_code == 403 and OVER in flow.response.text
+            assert any(c.startswith('assisted="";') for c in flow.response.headers.get_list("set-cookie"))  # cleared
+    assert audit_actions(app) == before
+    logged = [r for r in caplog.records if r.getMessage() == "unknown assisted session cookie"]
+    assert len(logged) == 3
+    assert all("not-a-real-session" not in repr(r.__dict__) for r in caplog.records)
+
+
+def test_an_ended_session_is_audited_once_however_often_its_cookie_comes_back(app, counter) -> None:
+    citizen, agent, _mandate = counter
+    accepting = make_oidc_app(app.state.services.engine, accept_delegation=True)
+    with staff_browser(app, agent) as browser:
+        start_assisted(browser, citizen.id)
+        value = next(c.value for c in browser.cookies.jar if c.name.endswith("assisted"))
+        with Session(app.state.services.engine) as db:
+            for row in db.exec(select(AssistedSession)).all():
+                row.expires_at = utcnow() - timedelta(seconds=1)
+            db.commit()
+        for _ in range(3):  # the cookie replayed
+            browser.cookies.set("assisted", value)
+            flow = authorize(browser, accepting)
+            assert flow.response.status_code == 403 and OVER in flow.response.text
+    assert [line.action for line in journal(app, citizen.id)] == ["session.started", "session.ended"]
+    actions = audit_actions(app)
+    assert actions.count("counter.session.ended") == 1 and "counter.session.over" not in actions
+
+
+# ---- the assisted cookie alone is not the agent --------------------------------------------------------------
+
+
+def test_the_assisted_cookie_copied_into_another_browser_gets_no_code(app, counter) -> None:
+    """Without the staff session that opened it, the ``assisted`` cookie shows at most the consent
+    page: deciding there needs the agent's staff session (sent by the page's own form)."""
+    citizen, agent, _mandate = counter
+    accepting = make_oidc_app(app.state.services.engine, accept_delegation=True)
+    with staff_browser(app, agent) as desk:
+        start_assisted(desk, citizen.id)
+        assisted = next(c for c in desk.cookies.jar if c.name.endswith("assisted"))
+        with Browser(app) as other:
+            other.cookies.set(assisted.name, assisted.value)
+            flow = authorize(other, accepting)
+            assert flow.response.status_code == 403 and OVER in flow.response.text
+            assert "location" not in flow.response.headers  # no code, no redirect
+            assert any(c.startswith('assisted="";') for c in flow.response.headers.get_list("set-cookie"))  # cleared
+        # The agent's own browser still works: the copy did not end the agent's session.
+        tokens = exchange(desk, assisted_login(desk, accepting)).json()
+        assert verify_id_token(desk, tokens["id_token"])[1]["act"]["service"] == COUNTER
+    assert [line.action for line in journal(app, citizen.id)] == ["session.started", "app.login"]
+
+
+def test_the_consent_decision_carries_the_staff_session_of_the_agent_who_opened_it(app, counter) -> None:
+    """The agent's own consent page, decided in a browser where another staff session is logged in
+    (a colleague took over the computer): over, no code."""
+    citizen, agent, _mandate = counter
+    colleague = make_staff(app, role="agent", name="Claude Collègue")
+    accepting = make_oidc_app(app.state.services.engine, accept_delegation=True)
+    with staff_browser(app, agent) as desk, staff_browser(app, colleague) as other:
+        start_assisted(desk, citizen.id)
+        consent = authorize(desk, accepting, consent=None)
+        assert consent.steps == ["consent"]
+        staff_cookie = next(c for c in other.cookies.jar if c.name.endswith("staff_session"))
+        desk.cookies.set(staff_cookie.name, staff_cookie.value)
+        action = consent.response.text.split('action="')[1].split('"')[0]
+        decided = desk.post(action, data={"decision": "allow", "csrf_token": desk.form_token("/login")})
+        assert decided.status_code == 403 and OVER in decided.text and "location" not in decided.headers
+    assert "app.login" not in [line.action for line in journal(app, citizen.id)]
+
+
+def test_an_agent_moved_to_another_counter_cannot_go_on(app, counter) -> None:
+    citizen, agent, _mandate = counter
+    accepting = make_oidc_app(app.state.services.engine, accept_delegation=True)
+    with staff_browser(app, agent) as desk:
+        start_assisted(desk, citizen.id)
+        consent = authorize(desk, accepting, consent=None)
+        with Session(app.state.services.engine) as db:
+            staff = db.get(StaffAccount, agent.id)
+            assert staff is not None
+            staff.service = "Mairie annexe Nord"
+            db.commit()
+        action = consent.response.text.split('action="')[1].split('"')[0]
+        decided = desk.post(action, data={"decision": "allow", "csrf_token": desk.form_token("/login")})
+        assert decided.status_code == 403 and OVER in decided.text
+    ended = journal(app, citizen.id)[-1]
+    assert ended.action == "session.ended" and ended.details["reason"] == "staff_session_ended"
+
+
+# ---- what a delegated login may do, and for how long -----------------------------------------------------------
+
+
+def test_a_delegated_login_never_gets_a_write_scope(app, counter) -> None:
+    citizen, agent, _mandate = counter
+    scope = "openid profile documents:deposit documents:write"
+    accepting = make_oidc_app(app.state.services.engine, accept_delegation=True, scope=scope)
+    with staff_browser(app, agent) as desk:
+        start_assisted(desk, citizen.id)
+        consent = authorize(desk, accepting, consent=None, scope=scope)
+        assert "Vos prénoms" in consent.response.text
+        assert "Déposer des justificatifs" not in consent.response.text  # not asked: never granted
+        tokens = exchange(desk, authorize(desk, accepting, scope=scope)).json()
+        assert set(tokens["scope"].split()) == {"openid", "profile"}
+        deposit = desk.post("/api/v1/documents", headers={"Authorization": f"Bearer {tokens['access_token']}"},
+                            files={"file": ("avis.pdf", io.BytesIO(pdf()), "application/pdf")},
+                            data={"type": "tax_notice"})
+        assert deposit.status_code == 403 and deposit.json()["error"] == "insufficient_scope"
+    with citizen_browser(app, citizen) as own:  # the citizen's own login still may deposit
+        tokens = exchange(own, authorize(own, accepting, email=citizen.email, scope=scope)).json()
+        assert "documents:deposit" in tokens["scope"].split()
+
+
+def _introspected(browser: Browser, app: App, token: str) -> bool:
+    return bool(token_request(browser, app, "/introspect", token=token).json()["active"])
+
+
+def test_ending_the_session_ends_the_apps_it_logged_into(app, counter) -> None:
+    citizen, agent, _mandate = counter
+    accepting = make_oidc_app(app.state.services.engine, accept_delegation=True)
+    with citizen_browser(app, citizen) as own:  # the citizen's own login to the same app stays
+        own_token = exchange(own, authorize(own, accepting, email=citizen.email)).json()["access_token"]
+    with staff_browser(app, agent) as desk:
+        start_assisted(desk, citizen.id)
+        token = exchange(desk, assisted_login(desk, accepting)).json()["access_token"]
+        assert _introspected(desk, accepting, token)
+        code_flow = assisted_login(desk, accepting)  # a code not yet exchanged
+        desk.submit(f"/agent/citizens/{citizen.id}/assist", {}, action=f"/agent/citizens/{citizen.id}/assist/end")
+        assert not _introspected(desk, accepting, token)
+        assert desk.get("/userinfo", headers={"Authorization": f"Bearer {token}"}).status_code == 401
+        assert exchange(desk, code_flow).status_code == 400  # the code died with the session
+        assert _introspected(desk, accepting, own_token)
+
+
+@pytest.mark.parametrize("by", ["citizen", "agent"])
+def test_ending_the_mandate_ends_the_apps_logged_into_under_it(app, counter, by: str) -> None:
+    citizen, agent, mandate_id = counter
+    accepting = make_oidc_app(app.state.services.engine, accept_delegation=True)
+    with staff_browser(app, agent) as desk:
+        start_assisted(desk, citizen.id)
+        token = exchange(desk, assisted_login(desk, accepting)).json()["access_token"]
+        assert _introspected(desk, accepting, token)
+        if by == "citizen":
+            with citizen_browser(app, citizen) as own:
+                ended = own.submit("/account/mandates", {}, action=f"/account/mandates/{mandate_id}/end")
+        else:
+            ended = desk.submit(f"/agent/citizens/{citizen.id}", {"asked": "yes"},
+                                action=f"/agent/citizens/{citizen.id}/mandates/{mandate_id}/end")
+        assert ended.status_code == 303
+        assert not _introspected(desk, accepting, token)
+    lines = [(line.action, line.details.get("reason")) for line in journal(app, citizen.id)]
+    assert lines[-2:] == [("session.ended", "mandate_ended"), ("mandate.ended", None)]
 
 
 # ---- `vault client create --accept-delegation` ------------------------------------------------------------------

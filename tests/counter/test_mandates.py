@@ -150,6 +150,54 @@ def test_a_wrong_password_is_refused_then_throttled_like_the_login(app) -> None:
         assert own.login(citizen.email, citizen.password).status_code == 429
 
 
+def test_with_two_factor_login_on_the_citizen_types_their_code_too(app) -> None:
+    """The second factor the citizen's own login asks is asked on the agent's screen too."""
+    citizen = make_citizen(app, totp=True)
+    with staff_browser(app, make_staff(app, role="agent")) as browser:
+        token = browser.form_token(f"/agent/citizens/{citizen.id}")
+        fields: dict[str, Any] = {"procedures": ["etat_civil"], "duration": "1m", "csrf_token": token}
+        confirm = browser.post(f"/agent/citizens/{citizen.id}/mandates/new", data=fields)
+        assert "saisissez votre mot de passe et le code à 6 chiffres" in html.unescape(confirm.text)
+        assert 'name="otp"' in confirm.text and "codes de secours" in html.unescape(confirm.text)
+        url = f"/agent/citizens/{citizen.id}/mandates/confirm"
+        without = browser.post(url, data={**fields, "password": citizen.password})
+        assert without.status_code == 400 and "Code incorrect ou expiré" in html.unescape(without.text)
+        assert 'id="otp-error"' in without.text and 'aria-invalid="true"' in without.text
+        wrong = browser.post(url, data={**fields, "password": citizen.password, "otp": "000000"})
+        assert wrong.status_code == 400 and "Code incorrect ou expiré" in html.unescape(wrong.text)
+        with Session(app.state.services.engine) as db:
+            assert db.exec(select(Mandate)).first() is None
+        assert citizen.totp is not None
+        granted = browser.post(url, data={**fields, "password": citizen.password, "otp": citizen.totp.now()})
+        assert granted.status_code == 303, granted.text[:500]
+        # A recovery code does as well (the phone is not always at hand).
+        again = browser.post(url, data={**fields, "password": citizen.password, "otp": citizen.recovery_codes[0]})
+        assert again.status_code == 303
+    with Session(app.state.services.engine) as db:
+        assert len(db.exec(select(Mandate).where(Mandate.citizen_id == citizen.id)).all()) == 2
+        reasons = [e.details["reason"] for e in db.exec(select(AuditEntry).where(
+            AuditEntry.action == "counter.mandate.refused"))]
+        assert reasons == ["wrong_code", "wrong_code"]
+
+
+def test_wrong_codes_are_throttled_like_the_login(app) -> None:
+    citizen = make_citizen(app, totp=True)
+    assert citizen.totp is not None
+    with staff_browser(app, make_staff(app, role="agent")) as browser:
+        token = browser.form_token(f"/agent/citizens/{citizen.id}")
+        fields: dict[str, Any] = {"procedures": ["etat_civil"], "duration": "1m", "csrf_token": token,
+                                  "password": citizen.password}
+        url = f"/agent/citizens/{citizen.id}/mandates/confirm"
+        for _ in range(app.state.services.settings.login_free_failures_per_account):
+            assert browser.post(url, data={**fields, "otp": "000000"}).status_code == 400
+        locked = browser.post(url, data={**fields, "otp": citizen.totp.now()})  # even the right code, while locked
+        assert locked.status_code == 429 and int(locked.headers["retry-after"]) > 0
+    with Session(app.state.services.engine) as db:
+        assert db.exec(select(Mandate)).first() is None
+    with Browser(app) as own:  # the same counter as the citizen's own login
+        assert own.login(citizen.email, citizen.password).status_code == 429
+
+
 def test_an_account_without_password_grants_by_a_signed_scan(app, data_dir) -> None:
     agent = make_staff(app, role="agent")
     citizen = counter_citizen_without_password(app, agent.id)

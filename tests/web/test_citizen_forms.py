@@ -132,3 +132,24 @@ def test_countries_in_english_on_the_english_pages(app, browser: Browser) -> Non
     logged_in(browser, citizen)
     assert "Germany" in browser.get("/account?lang=en").text
     assert "Allemagne" in browser.get("/account?lang=fr").text
+
+
+def test_on_https_the_notice_cookie_is_host_prefixed_and_secure(settings, engine) -> None:
+    """The one-shot notice's cookie has the flags of the service's other cookies (``__Host-``, Secure)."""
+    from vault.app import create_app
+
+    app = create_app(settings.model_copy(update={"issuer": "https://vault.example.fr"}), engine=engine)
+    citizen = make_citizen(app)
+    with Browser(app, base_url="https://testserver") as browser:
+        logged_in(browser, citizen)
+        done = browser.submit("/account/password", {"password": citizen.password,
+                                                    "new_password": "une autre phrase de passe assez longue"})
+        assert done.status_code == 303 and done.headers["location"] == "/account?notice=password_changed"
+        cookie = next(c for c in done.headers.get_list("set-cookie") if "password_changed" in c)
+        assert cookie.startswith("__Host-notice=password_changed;")
+        assert "Secure" in cookie and "HttpOnly" in cookie and "Path=/" in cookie and "Domain" not in cookie
+        assert "x-vault-notice" not in done.headers
+        shown = browser.get(done.headers["location"])
+        assert "Votre mot de passe est changé" in shown.text
+        assert any(c.startswith('__Host-notice="";') for c in shown.headers.get_list("set-cookie"))  # cleared
+        assert "Votre mot de passe est changé" not in browser.get(done.headers["location"]).text  # said once

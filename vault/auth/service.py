@@ -631,18 +631,6 @@ class AccountService:
             self._check_second_factor(db=db, citizen=citizen, code=otp or "", address=address)
         self._clear_throttle(db=db, key=keys[0])
 
-    def check_password(self, *, db: Session, citizen: Citizen, password: str, address: str) -> None:
-        """The account's password alone (a citizen confirming, at the counter, a mandate on the agent's
-        screen), throttled like a login: TooManyLoginAttempts, InvalidCredentials. Failures are
-        recorded by the caller's unit of work, which must commit even though this raises."""
-        keys = [self._account_key(login_name(citizen)), self._address_key(address)]
-        if retry_after := self._locked_for(db=db, keys=keys):
-            raise TooManyLoginAttempts(retry_after)
-        if not self.hasher.verify(citizen.password_hash, password or ""):
-            self.record_login_failure(db=db, email=login_name(citizen), address=address)
-            raise InvalidCredentials()
-        self._clear_throttle(db=db, key=keys[0])
-
     def resolve_session(self, *, db: Session, token: str | None) -> CurrentLogin | None:
         """Return the live session for a cookie, or None (unknown, pending MFA, idle or too old)."""
         if not token or len(token) > 200:

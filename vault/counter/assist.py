@@ -2,9 +2,12 @@
 
 Started from the citizen's file (any active mandate of the agent's service), it lives in the
 agent's browser as the ``assisted`` cookie (its SHA-256 keys the row), for 30 minutes at most, and
-never longer than the agent's staff session (the row goes with it). The OpenID provider asks it,
-through ``vault.oidc.delegation.Delegations``, who acts for whom at ``/authorize``; every start,
-end, login into an app and refusal goes into the citizen's journal or the audit chain.
+never longer than the agent's staff session (the agent's logout ends it). The cookie alone is not
+the agent: deciding on the consent page also needs the staff session that opened it. The OpenID
+provider asks it, through ``vault.oidc.delegation.Delegations``, who acts for whom at ``/authorize``;
+every start, end, login into an app and refusal goes into the citizen's journal or the audit chain
+(once: a replayed cookie of an ended session is not audited again, an unknown one only logged).
+When it ends, the logins made in it into apps end too (their tokens revoked).
 """
 
 from __future__ import annotations
@@ -89,6 +92,11 @@ class AssistService:
         self._end(db, row, reason="agent")
         return row
 
+    def staff_session_ending(self, db: Session, staff_session_id: str) -> None:
+        """The agent logs out: the assisted sessions of that staff session end (``vault.gdpr.staff``)."""
+        for row in self._live_of(db, staff_session_id):
+            self._end(db, row, reason="logout")
+
     def apps(self, db: Session) -> list[DelegatedApp]:
         """The apps that accept delegated logins, by name."""
         rows = db.exec(select(OAuthClient).where(col(OAuthClient.accept_delegation).is_(True),
@@ -110,29 +118,34 @@ class AssistService:
 
     # ---- for the OpenID provider (vault.oidc.delegation.Delegations) -------------------------------------
 
-    def resolve(self, db: Session, token: str | None) -> Delegation | None:
+    def resolve(self, db: Session, token: str | None, staff_token: str | None) -> Delegation | None:
         if not token:
             return None
         row = self._row(db, token)
-        if row is None:  # ended with the agent's staff session (logout), or never ours
-            audit.record(db, actor="anonymous", action="counter.session.unknown",
-                         details={"where": "authorize"})
+        if row is None:  # ended with the agent's staff session (logout), or never ours: nothing to audit
+            logger.warning("unknown assisted session cookie", extra={"where": "authorize"})
             raise DelegationEnded()
         if (reason := self._over(db, row)) is not None:
-            if row.ended_at is None:
+            if row.ended_at is None:  # the journal and the audit chain say it once, when it ends
                 self._end(db, row, reason=reason)
             else:
-                audit.record(db, actor=f"staff:{row.agent_id}", action="counter.session.over",
-                             target=f"subject:{self.counter.gdpr.subject(db, row.citizen_id)}",
-                             details={"where": "authorize"})
+                logger.info("assisted session over", extra={"staff_id": str(row.agent_id), "where": "authorize"})
             raise DelegationEnded()
+        confirmed = False
+        if staff_token is not None:
+            # Shown by this browser, the staff session must be the one that opened the assisted session.
+            if self._row_staff_session(db, staff_token) != row.staff_session_id:
+                logger.warning("assisted session cookie with another staff session",
+                               extra={"staff_id": str(row.agent_id), "where": "authorize"})
+                raise DelegationEnded()
+            confirmed = True
         citizen = db.get(Citizen, row.citizen_id)
         mandate = db.get(Mandate, row.mandate_id)
         staff_session = db.get(StaffSession, row.staff_session_id)
         assert citizen is not None and mandate is not None and staff_session is not None  # checked by _over
         return Delegation(session_id=row.id, citizen_id=citizen.id,
                           citizen_name=f"{citizen.given_name} {citizen.family_name}", agent_id=row.agent_id,
-                          service=mandate.service, auth_time=staff_session.created_at)
+                          service=mandate.service, auth_time=staff_session.created_at, confirmed=confirmed)
 
     def app_login(self, db: Session, delegation: Delegation, *, client_id: str, client_name: str) -> None:
         _row, mandate, agent = self._parts(db, delegation)
@@ -152,6 +165,14 @@ class AssistService:
         return db.get(AssistedSession, token_hash(token)) if token and len(token) <= 200 else None
 
     @staticmethod
+    def _row_staff_session(db: Session, staff_token: str) -> str | None:
+        """The id of the staff session behind a staff cookie's value (its SHA-256), if it exists."""
+        if not staff_token or len(staff_token) > 200:
+            return None
+        staff_session = db.get(StaffSession, token_hash(staff_token))
+        return staff_session.id if staff_session is not None else None
+
+    @staticmethod
     def _live_of(db: Session, staff_session_id: str) -> list[AssistedSession]:
         return list(db.exec(select(AssistedSession).where(AssistedSession.staff_session_id == staff_session_id,
                                                           col(AssistedSession.ended_at).is_(None))).all())
@@ -169,7 +190,8 @@ class AssistService:
         staff_session = db.get(StaffSession, row.staff_session_id)
         agent = db.get(StaffAccount, row.agent_id)
         settings = self.settings
-        if (staff_session is None or agent is None or agent.disabled_at is not None
+        if (staff_session is None or agent is None or agent.disabled_at is not None or agent.role != "agent"
+                or agent.service != mandate.service or staff_session.staff_id != agent.id
                 or now - staff_session.last_seen_at > timedelta(minutes=settings.session_idle_minutes)
                 or now - staff_session.created_at > timedelta(hours=settings.session_absolute_hours)):
             return "staff_session_ended"
@@ -178,12 +200,7 @@ class AssistService:
         return None
 
     def _end(self, db: Session, row: AssistedSession, *, reason: str) -> None:
-        row.ended_at = utcnow()
-        mandate = db.get(Mandate, row.mandate_id)
-        agent = db.get(StaffAccount, row.agent_id)
-        if mandate is not None and agent is not None:
-            self.counter.record(db, mandate=mandate, agent=agent, action="session.ended", details={"reason": reason})
-        logger.info("assisted session ended", extra={"staff_id": str(row.agent_id), "reason": reason})
+        self.counter.end_assisted(db, row, reason=reason)
 
     @staticmethod
     def _parts(db: Session, delegation: Delegation) -> tuple[AssistedSession, Mandate, StaffAccount]:

@@ -215,13 +215,14 @@ def mandate_confirm(request: Request, citizen_id: uuid.UUID, form: FormFields, d
     page = ("counter/mandate_confirm.html", N_("Confirmation par la personne"))
     try:
         counter.grant_with_password(db, agent=current.staff, citizen=citizen, choice=choice,
-                                    password=form.get("password", ""), address=client_address(request))
+                                    password=form.get("password", ""), otp=form.get("otp", ""),
+                                    address=client_address(request))
     except TooManyLoginAttempts as exc:
         response = _mandate_page(request, *page, citizen, current, choice, counter, errors={"password": exc.message},
                                  status=429)
         response.headers["Retry-After"] = str(exc.retry_after)
         return response
-    except InvalidInput as exc:  # a wrong password: counted and audited (committed by the service)
+    except InvalidInput as exc:  # a wrong password or code: counted and audited (committed by the service)
         return _mandate_page(request, *page, citizen, current, choice, counter, errors=exc.fields, status=400)
     return redirect(f"/agent/citizens/{citizen.id}?notice=granted")
 

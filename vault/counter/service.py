@@ -16,10 +16,10 @@ from zoneinfo import ZoneInfo
 
 from sqlmodel import Session, col, select
 
-from vault.auth.exceptions import InvalidCredentials, InvalidInput
+from vault.auth.exceptions import InvalidCredentials, InvalidInput, InvalidOtp
 from vault.auth.models import Citizen
 from vault.auth.service import AccountService
-from vault.counter.models import DURATIONS, PROCEDURES, Mandate, MandateAction
+from vault.counter.models import DURATIONS, PROCEDURES, AssistedSession, Mandate, MandateAction
 from vault.db import utcnow
 from vault.errors import VaultError
 from vault.gdpr import audit
@@ -63,6 +63,8 @@ def is_active(mandate: Mandate, at: datetime | None = None) -> bool:
 NO_PROCEDURE = N_("Cochez au moins une démarche.")
 NO_DURATION = N_("Choisissez la durée du mandat.")
 WRONG_PASSWORD = N_("Mot de passe incorrect. La personne peut le saisir de nouveau.")
+WRONG_CODE = N_("Code incorrect ou expiré. La personne peut saisir le code affiché maintenant par son application, "
+                "ou un de ses codes de secours.")
 # Journal lines of document listings closer than this to the previous one are one visit.
 VISIT = timedelta(minutes=30)
 
@@ -213,19 +215,22 @@ class CounterService:
         return mandate
 
     def grant_with_password(self, db: Session, *, agent: StaffAccount, citizen: Citizen, choice: MandateChoice,
-                            password: str, address: str) -> Mandate:
-        """The citizen, present, types their password on the agent's screen: throttled like a login
-        (TooManyLoginAttempts; a wrong password is InvalidInput on ``password``, counted, audited
-        and committed before it is raised)."""
+                            password: str, otp: str = "", address: str) -> Mandate:
+        """The citizen, present, types their password on the agent's screen — and, when their
+        account has two-factor login on, the code of their app (or a recovery code): throttled like
+        a login, on the same counters (TooManyLoginAttempts; a wrong password or code is InvalidInput
+        on ``password`` or ``otp``, counted, audited and committed before it is raised)."""
         try:
-            self.accounts.check_password(db=db, citizen=citizen, password=password, address=address)
-        except InvalidCredentials:
+            self.accounts.check_credentials(db=db, citizen=citizen, password=password, otp=otp, address=address)
+        except (InvalidCredentials, InvalidOtp) as exc:
+            wrong_code = isinstance(exc, InvalidOtp)
             audit.record(db, actor=f"staff:{agent.id}", action="counter.mandate.refused",
                          target=f"subject:{self.gdpr.subject(db, citizen.id)}",
-                         details={"reason": "wrong_password", "service": agent.service or ""})
+                         details={"reason": "wrong_code" if wrong_code else "wrong_password",
+                                  "service": agent.service or ""})
             # The failure counts towards the throttle and stays in the chain though the request fails.
             db.commit()
-            raise InvalidInput({"password": WRONG_PASSWORD}) from None
+            raise InvalidInput({"otp": WRONG_CODE} if wrong_code else {"password": WRONG_PASSWORD}) from None
         return self.grant(db, agent=agent, citizen=citizen, choice=choice, granted_with="password")
 
     def local(self, at: datetime) -> datetime:
@@ -243,6 +248,7 @@ class CounterService:
                 or (agent is not None and mandate.service != agent.service)):
             raise UnknownMandate()
         mandate.ended_at, mandate.ended_by = utcnow(), by
+        self._end_sessions_of(db, mandate)
         if agent is not None:
             self.record(db, mandate=mandate, agent=agent, action="mandate.ended", details={"by": by})
         else:
@@ -254,6 +260,26 @@ class CounterService:
                          details={"mandate": str(mandate.id), "service": mandate.service, "by": by})
         logger.info("mandate ended", extra={"mandate_id": str(mandate.id), "by": by})
         return mandate
+
+    def _end_sessions_of(self, db: Session, mandate: Mandate) -> None:
+        """A mandate ends: its live assisted sessions end with it, and every login an agent made
+        under it into an app (its tokens) with them."""
+        rows = list(db.exec(select(AssistedSession).where(AssistedSession.mandate_id == mandate.id)).all())
+        for row in rows:
+            if row.ended_at is None:
+                self.end_assisted(db, row, reason="mandate_ended")
+        self.gdpr.oidc.revoke_delegated(db=db, citizen_id=mandate.citizen_id, sids=[row.id[:32] for row in rows])
+
+    def end_assisted(self, db: Session, row: AssistedSession, *, reason: str) -> None:
+        """An assisted session ends (``vault.counter.assist``): one journal line ``session.ended``
+        (and the audit chain), and the logins made in it into apps end too (their tokens revoked)."""
+        row.ended_at = utcnow()
+        mandate = db.get(Mandate, row.mandate_id)
+        agent = db.get(StaffAccount, row.agent_id)
+        if mandate is not None and agent is not None:
+            self.record(db, mandate=mandate, agent=agent, action="session.ended", details={"reason": reason})
+        self.gdpr.oidc.revoke_delegated(db=db, citizen_id=row.citizen_id, sids=[row.id[:32]])
+        logger.info("assisted session ended", extra={"staff_id": str(row.agent_id), "reason": reason})
 
     # ---- acting under a mandate ---------------------------------------------------------------------------
 

@@ -38,7 +38,7 @@ from sqlalchemy import ColumnElement, String, case, cast, func, literal_column
 from sqlmodel import Session, col, select
 
 from vault.auth.models import Citizen
-from vault.counter.models import PROCEDURES, AssistedSession, CounterEnrolment, Mandate, MandateAction
+from vault.counter.models import PROCEDURES, CounterEnrolment, Mandate, MandateAction
 from vault.dates import OLDEST_DATE, parse_date
 from vault.gdpr.audit import LOGIN_ACTION
 from vault.gdpr.models import REQUEST_KINDS, AuditEntry, DataRequest
@@ -263,13 +263,15 @@ def _accounts(db: Session, instants: list[datetime]) -> Table:
 
 
 def _assistance(db: Session, instants: list[datetime]) -> Table:
-    sessions = _per_week(db, col(AssistedSession.created_at), instants)
-    actions = _per_week(db, col(MandateAction.at), instants, col(MandateAction.action).notlike("mandate.%"))
+    # From the journal, which lasts (assisted sessions themselves are forgotten a day after they end).
+    sessions = _per_week(db, col(MandateAction.at), instants, col(MandateAction.action) == "session.started")
+    actions = _per_week(db, col(MandateAction.at), instants, col(MandateAction.action).notlike("mandate.%"),
+                        col(MandateAction.action).notlike("session.%"))
     return Table(
         key="assistance", title=N_("Accompagnement au guichet"),
         note=N_("Sessions ouvertes par un agent pour agir au nom d'une personne, et actions inscrites au journal "
-                "des mandats (documents consultés ou ajoutés, connexions à un service, ouvertures de session ; "
-                "sans compter l'octroi et la fin des mandats)."),
+                "des mandats (documents consultés ou ajoutés, connexions à un service ; sans compter l'octroi et "
+                "la fin des mandats, ni l'ouverture et la fin des sessions)."),
         columns=[Column(N_("Sessions accompagnées")), Column(N_("Actions sous mandat"))],
         rows=[[count_cell(sessions[i]), count_cell(actions[i])] for i in range(len(instants) - 1)])
 

@@ -22,6 +22,7 @@ from vault.gdpr.models import CHANNELS, REQUEST_KINDS, STATUSES, DataRequest, To
 from vault.gdpr.proconnect import ProConnectLogin, StaffLoggedIn
 from vault.gdpr.service import GdprError, GdprService, Staff, SubjectErased, certificate_claims
 from vault.gdpr.staff import StaffCurrent, StaffService
+from vault.oidc.delegation import ASSISTED_COOKIE, STAFF_COOKIE
 from vault.translation import N_
 from vault.web.dependencies import Db, FormFields, redirect
 from vault.web.errors import NOT_FOUND
@@ -39,7 +40,6 @@ from vault.web.relay import relay
 from vault.web.state import app_service, app_settings
 
 pages = APIRouter(include_in_schema=False)
-STAFF_COOKIE = "staff_session"
 
 
 class NotStaff(VaultError):
@@ -198,9 +198,10 @@ def dpo_login(request: Request, form: FormFields, db: Db, service: StaffSvc) -> 
 
 @pages.post("/dpo/logout")
 def dpo_logout(request: Request, form: FormFields, db: Db, service: StaffSvc) -> Response:
-    service.logout(db, get_cookie(request, STAFF_COOKIE))
+    service.logout(db, get_cookie(request, STAFF_COOKIE))  # an agent's assisted sessions end with it
     response = redirect("/dpo/login")
     clear_cookie(response, app_settings(request), STAFF_COOKIE)
+    clear_cookie(response, app_settings(request), ASSISTED_COOKIE)
     return response
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Protocol
 
 import pyotp
 from sqlmodel import Session, select
@@ -38,11 +39,19 @@ class StaffCurrent:
         return at is not None and utcnow() - at <= REAUTH_WINDOW
 
 
+class StaffLogoutListener(Protocol):
+    """What ends with a staff session when its holder logs out (the counter's assisted sessions, a
+    floor above, supplied by the composition root)."""
+
+    def staff_session_ending(self, db: Session, staff_session_id: str) -> None: ...
+
+
 class StaffService:
     """Reuses the citizens' hasher, TOTP checks and throttling; sessions are separate."""
 
     def __init__(self, accounts: AccountService) -> None:
         self.accounts = accounts
+        self.logout_listeners: list[StaffLogoutListener] = []
 
     def create(self, db: Session, *, email: str, name: str, role: str, password: str,
                service: str = "") -> tuple[StaffAccount, str, str]:
@@ -139,5 +148,8 @@ class StaffService:
         audit.record(db, actor=f"staff:{staff.id}", action="staff.reauthenticated")
 
     def logout(self, db: Session, token: str | None) -> None:
-        if token and (staff_session := db.get(StaffSession, token_hash(token))) is not None:
+        if token and len(token) <= 200 and (staff_session := db.get(StaffSession, token_hash(token))) is not None:
+            for listener in self.logout_listeners:
+                listener.staff_session_ending(db, staff_session.id)
+            db.flush()  # their journal lines first: the staff session's rows go with it
             db.delete(staff_session)

@@ -31,6 +31,9 @@ API_SCOPES = {
     "documents:write": DEPOSIT,
 }
 DEPOSIT_SCOPES = frozenset({"documents:deposit", "documents:write"})
+# Scopes that let an app change something of the citizen's: never granted to a login made at the
+# counter for the citizen (vault.oidc.delegation).
+WRITE_SCOPES = DEPOSIT_SCOPES
 SCOPES_SUPPORTED = ["openid", *SCOPE_GROUPS, *API_SCOPES]  # the standard profile's
 
 # Claims FranceConnect's profiles add (vault.oidc.profiles).

@@ -17,6 +17,9 @@ from typing import Protocol
 from sqlmodel import Session
 
 ASSISTED_COOKIE = "assisted"
+# The staff session's cookie (``vault.gdpr``: SameSite=Strict, so a city app's cross-site redirection
+# to /authorize never carries it, while the consent page's own form always does).
+STAFF_COOKIE = "staff_session"
 DELEGATION_AMR = "delegation"  # the only amr of a delegated login: no factor of the citizen was used
 
 
@@ -34,6 +37,9 @@ class Delegation:
     agent_id: uuid.UUID
     service: str  # the counter the mandate was granted to (``act.service``)
     auth_time: datetime  # when the agent logged in (password + TOTP): the login's ``auth_time``
+    # The browser also showed the staff session that opened the assisted session (its cookie): only
+    # then may the agent decide on the consent page. The ``assisted`` cookie alone is not enough.
+    confirmed: bool = False
 
     @property
     def sid(self) -> str:
@@ -44,9 +50,11 @@ class Delegation:
 class Delegations(Protocol):
     """What the provider asks of the counter's assisted sessions."""
 
-    def resolve(self, db: Session, token: str | None) -> Delegation | None:
+    def resolve(self, db: Session, token: str | None, staff_token: str | None) -> Delegation | None:
         """The live delegation behind an ``assisted`` cookie; None without one; ``DelegationEnded``
-        (audited) when it names a session that is over."""
+        when it names a session that is over, or when ``staff_token`` (the browser's staff session
+        cookie, when it sent one) is not the staff session that opened it. ``confirmed`` when the
+        staff session was shown and matches."""
         ...
 
     def app_login(self, db: Session, delegation: Delegation, *, client_id: str, client_name: str) -> None:

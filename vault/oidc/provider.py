@@ -48,7 +48,7 @@ from vault.auth.models import Citizen
 from vault.crypto.tokens import token_hash
 from vault.db import utcnow
 from vault.oidc.adapter import OAuthHeaders, OAuthResponse, VaultOAuth2Request
-from vault.oidc.claims import SCOPES_SUPPORTED, scopes_supported
+from vault.oidc.claims import SCOPES_SUPPORTED, WRITE_SCOPES, scopes_supported
 from vault.oidc.delegation import DELEGATION_AMR
 from vault.oidc.keys import KeyStore
 from vault.oidc.models import AuthorizationCode, OAuthClient, OAuthToken
@@ -276,8 +276,10 @@ class CodeGrant(grants.AuthorizationCodeGrant):
         request = _ours(request)
         login, citizen, delegation = request.login, request.user, request.delegation
         assert citizen is not None  # set by authlib from the authorization route's grant_user
+        scope = request.scope
         if delegation is not None:  # an agent for the citizen: the agent's login, none of the citizen's factors
             auth_time, amr, sid = delegation.auth_time, DELEGATION_AMR, delegation.sid
+            scope = " ".join(s for s in scope_list(scope) if s not in WRITE_SCOPES)  # it reads, never writes
         else:
             assert login is not None  # set by the authorization route
             auth_time, amr, sid = login.auth_time, login.amr, login.sid
@@ -287,7 +289,7 @@ class CodeGrant(grants.AuthorizationCodeGrant):
             client_id=_client(request).get_client_id(),
             citizen_id=citizen.id,
             redirect_uri=request.payload.redirect_uri,
-            scope=request.scope,
+            scope=scope,
             nonce=data.get("nonce"),
             code_challenge=data.get("code_challenge"),
             code_challenge_method=data.get("code_challenge_method") if data.get("code_challenge") else None,

@@ -19,7 +19,7 @@ from vault.auth.dependencies import SESSION_COOKIE, LoggedIn, OptionalLogin, req
 from vault.auth.franceconnect import FranceConnectLogin
 from vault.auth.service import CurrentLogin
 from vault.oidc.adapter import oauth_request, read_form_items, to_response
-from vault.oidc.delegation import ASSISTED_COOKIE, Delegation, DelegationEnded
+from vault.oidc.delegation import ASSISTED_COOKIE, STAFF_COOKIE, Delegation, DelegationEnded
 from vault.oidc.exceptions import BearerError, LogoutError, UntrustedHint
 from vault.oidc.profiles import endpoint_profile
 from vault.oidc.service import (
@@ -130,9 +130,11 @@ class _SessionOver(Exception):
 
 def _delegation(request: Request, db: Db, service: OpenIDService) -> Delegation | None:
     """A counter agent acting for a citizen in this browser (the ``assisted`` cookie): it takes
-    precedence over any citizen session here."""
+    precedence over any citizen session here. The staff session's cookie, when the browser sends it,
+    must be the one that opened it (a city app's cross-site redirection here does not carry that
+    SameSite=Strict cookie; the consent page's form, same-origin, always does)."""
     try:
-        return service.delegation(db, get_cookie(request, ASSISTED_COOKIE))
+        return service.delegation(db, get_cookie(request, ASSISTED_COOKIE), get_cookie(request, STAFF_COOKIE))
     except DelegationEnded:
         raise _SessionOver() from None
 
@@ -182,8 +184,12 @@ def authorize_decide(request: Request, pending_id: str, form: FormFields, db: Db
     decision = form.get("decision")
     if decision not in ("allow", "deny"):
         raise PageError(400, "Choisissez « Autoriser » ou « Refuser ».")
-    return _answer(request, service.resume(db=db, pending_id=pending_id, current=current, decision=decision,
-                                           chosen=form_values(request, "document"), delegation=delegation))
+    try:  # an agent's decision needs their staff session too, not the ``assisted`` cookie alone
+        outcome = service.resume(db=db, pending_id=pending_id, current=current, decision=decision,
+                                 chosen=form_values(request, "document"), delegation=delegation)
+    except DelegationEnded:
+        return _session_over(request)
+    return _answer(request, outcome)
 
 
 # ---- token, revocation, introspection -----------------------------------------------------------------------

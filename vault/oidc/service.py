@@ -31,8 +31,15 @@ from vault.auth.service import AccountService, CurrentLogin
 from vault.crypto.tokens import token_hash
 from vault.db import utcnow
 from vault.oidc.adapter import OAuthResponse, VaultOAuth2Request
-from vault.oidc.claims import SCOPES_SUPPORTED, claims_for_scope, describe_scope, scopes_supported, user_claims
-from vault.oidc.delegation import Delegation, Delegations
+from vault.oidc.claims import (
+    SCOPES_SUPPORTED,
+    WRITE_SCOPES,
+    claims_for_scope,
+    describe_scope,
+    scopes_supported,
+    user_claims,
+)
+from vault.oidc.delegation import Delegation, DelegationEnded, Delegations
 from vault.oidc.documents import TYPE as DOCUMENTS_TYPE
 from vault.oidc.documents import (
     DocumentCatalog,
@@ -142,11 +149,12 @@ class OpenIDService:
         # The counter's assisted sessions (a floor above, set by the composition root); None: no counter.
         self.delegations: Delegations | None = None
 
-    def delegation(self, db: Session, token: str | None) -> Delegation | None:
-        """The live delegation behind an ``assisted`` cookie, or None; ``DelegationEnded`` when it is over."""
+    def delegation(self, db: Session, token: str | None, staff_token: str | None = None) -> Delegation | None:
+        """The live delegation behind an ``assisted`` cookie, or None; ``DelegationEnded`` when it is
+        over or ``staff_token`` is another staff session's (see ``Delegations.resolve``)."""
         if self.delegations is None or not token:
             return None
-        return self.delegations.resolve(db, token)
+        return self.delegations.resolve(db, token, staff_token)
 
     def provider(self, db: Session) -> Provider:
         return Provider(db=db, settings=self.settings, keystore=self.keystore, logins=self.logins)
@@ -352,6 +360,13 @@ class OpenIDService:
         client = registered.row
         redirect_uri, state = request.payload.data["redirect_uri"], request.payload.data.get("state")
         assert self.delegations is not None  # a delegation comes from them
+        # The agent decides only where the staff session is shown (the consent page's own form,
+        # same-origin: its SameSite=Strict cookie is sent); a copied ``assisted`` cookie alone never does.
+        if decision is not None and not delegation.confirmed:
+            raise DelegationEnded()
+        # A delegated login reads, never writes: no deposit (or other write) scope, whatever the app asks
+        # (the consent page does not name them; the code is saved without them, see Provider).
+        request.scope = " ".join(s for s in scope_list(request.scope) if s not in WRITE_SCOPES)
         if not client.accept_delegation or registered.profile.franceconnect:
             self._forget(db, pending_id)
             self.delegations.app_refused(db, delegation, client_id=client.client_id, client_name=client.name)
@@ -532,6 +547,29 @@ class OpenIDService:
         if removed:
             logger.info("app access withdrawn", extra={"client_id": client_id, "citizen_id": str(citizen_id)})
         return bool(removed)
+
+    def revoke_delegated(self, *, db: Session, citizen_id: uuid.UUID, sids: Sequence[str]) -> int:
+        """The logins a counter agent made for the citizen in the assisted sessions ``sids`` (their
+        ``sid``, see ``Delegation.sid``) end now: their access tokens revoked, their codes not yet
+        exchanged expired. How many tokens."""
+        if not sids:
+            return 0
+        now = utcnow()
+        codes = db.exec(select(AuthorizationCode).where(
+            AuthorizationCode.citizen_id == citizen_id, col(AuthorizationCode.sid).in_(list(sids)),
+            col(AuthorizationCode.used_at).is_(None), col(AuthorizationCode.expires_at) > now)).all()
+        for code in codes:
+            if code.act is not None:
+                code.expires_at = now
+        tokens = db.exec(select(OAuthToken).where(
+            OAuthToken.citizen_id == citizen_id, col(OAuthToken.sid).in_(list(sids)),
+            col(OAuthToken.revoked_at).is_(None))).all()
+        revoked = [token for token in tokens if token.act is not None]
+        for token in revoked:
+            token.revoked_at = now
+        if revoked:
+            logger.info("delegated tokens revoked", extra={"citizen_id": str(citizen_id), "count": len(revoked)})
+        return len(revoked)
 
     # ---- erasure and retention (driven by vault.gdpr) -------------------------------------------------
 

@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vault.logs import request_id_var
 from vault.settings import Settings
+from vault.web.pages import NOTICE_HEADER, notice_set_cookie
 
 logger = logging.getLogger("vault.access")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
@@ -41,10 +42,12 @@ def content_security_policy(settings: Settings) -> str:
 
 class RequestContextMiddleware:
     """Assigns a request id (or keeps a well-formed incoming X-Request-ID), logs one line per
-    request, and adds the security headers to every response."""
+    request, adds the security headers to every response, and turns a redirect's one-shot notice
+    (``vault.web.pages.flash_notice``) into its cookie."""
 
     def __init__(self, app: ASGIApp, settings: Settings) -> None:
         self.app = app
+        self.settings = settings
         self.csp = content_security_policy(settings)
         self.hsts = settings.https
 
@@ -64,6 +67,9 @@ class RequestContextMiddleware:
                 status = message["status"]
                 headers = MutableHeaders(scope=message)
                 headers["X-Request-ID"] = request_id
+                if (notice := headers.get(NOTICE_HEADER)) is not None:
+                    del headers[NOTICE_HEADER]
+                    headers.append("set-cookie", notice_set_cookie(self.settings, notice))
                 headers.setdefault("X-Content-Type-Options", "nosniff")
                 headers.setdefault("Referrer-Policy", "no-referrer")
                 headers.setdefault("X-Frame-Options", "DENY")

@@ -98,6 +98,9 @@ def get_cookie(request: Request, base: str) -> str | None:
 # ---- one-shot notices ("Le document a été ajouté") ----------------------------------------------------
 
 NOTICE_COOKIE = "notice"
+# A redirect's notice, said by ``flash_notice`` to ``vault.web.middleware``, which sets the cookie
+# with the settings' flags (``__Host-`` and Secure on HTTPS): ``redirect()`` needs no request for it.
+NOTICE_HEADER = "x-vault-notice"
 
 
 def flash_notice(response: Response, url: str) -> None:
@@ -109,13 +112,20 @@ def flash_notice(response: Response, url: str) -> None:
         return
     key = (parse_qs(parts.query).get("notice") or [""])[0]
     if key and len(key) <= 40:
-        response.set_cookie(NOTICE_COOKIE, key, max_age=300, path="/", httponly=True, samesite="lax")
+        response.headers[NOTICE_HEADER] = key
+
+
+def notice_set_cookie(settings: Settings, key: str) -> str:
+    """The ``Set-Cookie`` header of a notice: the same flags as the service's other cookies."""
+    carrier = Response()
+    set_cookie(carrier, settings, NOTICE_COOKIE, key, max_age=300)
+    return carrier.headers["set-cookie"]
 
 
 def notice_key(request: Request) -> str:
     """The ``notice`` of the page's address when it is the one just announced (its cookie), else ""."""
     key = request.query_params.get("notice", "")
-    return key if key and request.cookies.get(NOTICE_COOKIE) == key else ""
+    return key if key and get_cookie(request, NOTICE_COOKIE) == key else ""
 
 
 # ---- language ------------------------------------------------------------------------------------
@@ -269,8 +279,8 @@ def render(request: Request, template: str, context: dict[str, Any] | None = Non
     response = TEMPLATES.TemplateResponse(request, template, ctx, status_code=status)
     if new := getattr(request.state, "new_csrf_token", None):
         set_cookie(response, settings, "csrf", new, samesite="strict")
-    if NOTICE_COOKIE in request.cookies:  # shown (or passed by) once: not again
-        response.delete_cookie(NOTICE_COOKIE, path="/", httponly=True, samesite="lax")
+    if get_cookie(request, NOTICE_COOKIE) is not None:  # shown (or passed by) once: not again
+        clear_cookie(response, settings, NOTICE_COOKIE)
     if request.query_params.get("lang") in LANGUAGES:
         response.set_cookie("lang", lang, max_age=365 * 24 * 3600, path="/", samesite="lax",
                             secure=settings.https)
