@@ -19,6 +19,7 @@ from vault.auth import franceconnect_routes, passkey_routes
 from vault.auth import routes as auth_routes
 from vault.counter import activation_routes, assist_routes, stats_routes
 from vault.counter import routes as counter_routes
+from vault.crypto import KeyProviderError
 from vault.db import DatabaseUnavailable, ping
 from vault.gdpr import routes as gdpr_routes
 from vault.logs import configure_logging
@@ -30,7 +31,7 @@ from vault.settings import Settings, load_settings
 from vault.storage import routes as storage_routes
 from vault.storage import share_pages
 from vault.storage.antivirus import ScannerUnavailable
-from vault.storage.blobs import BlobStoreUnavailable
+from vault.storage.blobs import BlobStoreUnavailable, BucketMissing
 from vault.web.dependencies import refuse_nul
 from vault.web.errors import install_error_handlers
 from vault.web.middleware import RequestContextMiddleware
@@ -86,6 +87,10 @@ def create_app_from_env() -> FastAPI:
     return create_app()
 
 
+# A readiness probe: what it returns ("ok" or why not) and the exception that means "unavailable".
+_Probe = tuple[Callable[[], str], type[Exception]]
+
+
 def _add_operational_routes(app: FastAPI) -> None:
     settings: Settings = app.state.settings
 
@@ -94,34 +99,48 @@ def _add_operational_routes(app: FastAPI) -> None:
         """The process answers (liveness)."""
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["operations"], responses={503: {"description": "A dependency is not ready"}})
+    @app.get("/readyz", tags=["operations"], responses={503: {"description": "The database or the keyring is not ready"}})
     def readyz() -> JSONResponse:
-        """The service can serve requests: the database answers at the latest migration, the object
-        store answers, and clamd answers (when the antivirus is on)."""
+        """The service can answer logins and OpenID Connect: the database answers at the latest
+        migration and the key provider wraps and unwraps (the status: 503 otherwise). The object
+        store and clamd are reported in the body only ("degraded", still 200): their outage makes
+        uploads and downloads answer 503, and must not take logins down behind a load balancer.
+        A missing bucket is created here when the credentials allow it, else reported as
+        "bucket missing"."""
         def database() -> str:
             ping(app.state.engine)
             return "ok" if schema_is_current(app.state.engine) else "migrations pending"
 
-        def object_store() -> str:
-            app.state.services.blob_store.check()
+        def keyring() -> str:
+            keys = app.state.services.keys
+            keys.unwrap(keys.wrap(b"readiness", context=b"readyz"), context=b"readyz")
             return "ok"
 
-        probes: dict[str, tuple[Callable[[], str], type[Exception]]] = {
+        def object_store() -> str:
+            try:
+                app.state.services.blob_store.check()
+            except BucketMissing:
+                return "bucket missing"
+            return "ok"
+
+        required: dict[str, _Probe] = {
             "database": (database, DatabaseUnavailable),
-            "object_store": (object_store, BlobStoreUnavailable),
+            "keyring": (keyring, KeyProviderError),
         }
+        optional: dict[str, _Probe] = {"object_store": (object_store, BlobStoreUnavailable)}
         if settings.antivirus == "clamd":
-            probes["antivirus"] = (lambda: app.state.services.scanner.ping() or "ok", ScannerUnavailable)
+            optional["antivirus"] = (lambda: app.state.services.scanner.ping() or "ok", ScannerUnavailable)
         checks: dict[str, str] = {}
-        for name, (probe, failure) in probes.items():
+        for name, (probe, failure) in (required | optional).items():
             try:
                 checks[name] = probe()
             except failure as exc:
-                logger.warning("dependency not ready", extra={"dependency": name, "error": str(exc)})
                 checks[name] = "unavailable"
-        ready = all(v == "ok" for v in checks.values())
-        return JSONResponse({"status": "ok" if ready else "unavailable", "checks": checks},
-                            status_code=200 if ready else 503)
+                logger.warning("dependency not ready" if name in required else "dependency degraded",
+                               extra={"dependency": name, "error": str(exc)})
+        ready = all(checks[name] == "ok" for name in required)
+        status = ("ok" if all(v == "ok" for v in checks.values()) else "degraded") if ready else "unavailable"
+        return JSONResponse({"status": status, "checks": checks}, status_code=200 if ready else 503)
 
     @app.get("/static/theme.css", include_in_schema=False)
     def theme_css() -> Response:

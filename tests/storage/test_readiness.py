@@ -1,4 +1,6 @@
-"""/readyz also answers for the object store (SeaweedFS's S3) and the antivirus (clamd)."""
+"""/readyz also reports the object store (SeaweedFS's S3) and the antivirus (clamd), without failing
+for them: a load balancer must keep sending logins and OpenID requests while only uploads and
+downloads are out (503 for those). Its status code depends on the database and the keyring only."""
 
 from __future__ import annotations
 
@@ -14,14 +16,17 @@ from tests.support import Browser
 from vault.app import create_app
 
 
+def s3_client(s3: S3Service):
+    return boto3.client("s3", endpoint_url=s3.endpoint_url, region_name=s3.region,
+                        aws_access_key_id=s3.access_key, aws_secret_access_key=s3.secret_key,
+                        config=Config(request_checksum_calculation="when_required",
+                                      response_checksum_validation="when_required"))
+
+
 @pytest.fixture
 def bucket(s3: S3Service) -> str:
     name = f"vault-{uuid.uuid4().hex[:12]}"
-    client = boto3.client("s3", endpoint_url=s3.endpoint_url, region_name=s3.region,
-                          aws_access_key_id=s3.access_key, aws_secret_access_key=s3.secret_key,
-                          config=Config(request_checksum_calculation="when_required",
-                                        response_checksum_validation="when_required"))
-    client.create_bucket(Bucket=name)
+    s3_client(s3).create_bucket(Bucket=name)
     return name
 
 
@@ -36,20 +41,49 @@ def test_ready_with_s3_and_clamd(settings, engine, s3: S3Service, bucket: str, c
     with Browser(app) as browser:
         ready = browser.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json()["checks"] == {"database": "ok", "object_store": "ok", "antivirus": "ok"}
+    assert ready.json() == {"status": "ok", "checks": {
+        "database": "ok", "keyring": "ok", "object_store": "ok", "antivirus": "ok"}}
 
 
-def test_not_ready_when_the_bucket_is_missing(settings, engine, s3: S3Service) -> None:
-    app = create_app(s3_settings(settings, s3, "no-such-bucket"), engine=engine)
+def test_a_missing_bucket_is_created_by_the_first_readiness_check(settings, engine, s3: S3Service) -> None:
+    """A new deployment becomes ready before its first upload: the bucket is made, versioned."""
+    name = f"vault-new-{uuid.uuid4().hex[:12]}"
+    app = create_app(s3_settings(settings, s3, name), engine=engine)
     with Browser(app) as browser:
         ready = browser.get("/readyz")
-    assert ready.status_code == 503 and ready.json()["checks"]["object_store"] == "unavailable"
+    assert ready.status_code == 200 and ready.json()["checks"]["object_store"] == "ok"
+    client = s3_client(s3)
+    client.head_bucket(Bucket=name)
+    assert client.get_bucket_versioning(Bucket=name)["Status"] == "Enabled"
 
 
-def test_not_ready_when_clamd_does_not_answer(settings, engine) -> None:
+def test_a_bucket_that_cannot_be_created_is_reported_without_failing(settings, engine, s3: S3Service) -> None:
+    # A name S3 refuses to create (upper case, underscore): the same answer as credentials not allowed to.
+    app = create_app(s3_settings(settings, s3, "No_Such_Bucket"), engine=engine)
+    with Browser(app) as browser:
+        ready = browser.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json() == {"status": "degraded", "checks": {
+        "database": "ok", "keyring": "ok", "object_store": "bucket missing"}}
+
+
+def test_s3_down_degrades_without_failing(settings, engine) -> None:
+    app = create_app(settings.model_copy(update={
+        "storage_backend": "s3", "s3_endpoint_url": f"http://127.0.0.1:{free_port()}", "s3_bucket": "vault",
+        "s3_access_key_id": "x", "s3_secret_access_key": SecretStr("y")}), engine=engine)
+    with Browser(app) as browser:
+        ready = browser.get("/readyz")
+        assert ready.status_code == 200
+        assert ready.json() == {"status": "degraded", "checks": {
+            "database": "ok", "keyring": "ok", "object_store": "unavailable"}}
+        assert browser.get("/login").status_code == 200  # logins go on
+
+
+def test_clamd_down_degrades_without_failing(settings, engine) -> None:
     app = create_app(settings.model_copy(update={"antivirus": "clamd",
                                                  "clamd_address": f"tcp://127.0.0.1:{free_port()}"}), engine=engine)
     with Browser(app) as browser:
         ready = browser.get("/readyz")
-    assert ready.status_code == 503
-    assert ready.json()["checks"] == {"database": "ok", "object_store": "ok", "antivirus": "unavailable"}
+    assert ready.status_code == 200
+    assert ready.json() == {"status": "degraded", "checks": {
+        "database": "ok", "keyring": "ok", "object_store": "ok", "antivirus": "unavailable"}}

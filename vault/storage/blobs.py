@@ -36,6 +36,10 @@ class BlobStoreUnavailable(StorageUnavailable):
     what = "object store"
 
 
+class BucketMissing(BlobStoreUnavailable):
+    """The bucket does not exist and could not be created (the credentials may not allow it)."""
+
+
 class BlobNotFound(Exception):
     """No such blob (never uploaded, or deleted)."""
 
@@ -327,10 +331,19 @@ class S3BlobStore:
         self._bucket_ready = True
 
     def check(self) -> None:
+        """The bucket answers. A missing bucket is created (with versioning) when the credentials
+        allow it, so that a new deployment becomes ready before its first upload; else
+        ``BucketMissing`` says so."""
         try:
             self._call("head_bucket", Bucket=self.bucket)
+            return
         except BlobNotFound:
-            raise BlobStoreUnavailable(f"bucket {self.bucket!r} does not exist") from None
+            pass
+        try:
+            self._bucket_ready = False
+            self.ensure_bucket()
+        except BlobStoreUnavailable as exc:
+            raise BucketMissing(f"bucket {self.bucket!r} does not exist and cannot be created ({exc})") from None
 
     def start_upload(self, key: str) -> S3Upload:
         self.ensure_bucket()
