@@ -78,7 +78,8 @@ def build_services(settings: Settings, *, engine: Engine | None = None) -> Servi
     keys = crypto.load_key_provider(settings)
     blob_store = make_blob_store(settings)
     # Settings.check() requires the address with clamd on; unchecked, ClamdScanner refuses the empty one.
-    scanner: Scanner = ClamdScanner(settings.clamd_address or "") if settings.antivirus == "clamd" else NoScanner()
+    scanner: Scanner = (ClamdScanner(settings.clamd_address or "", timeout=settings.clamd_timeout_seconds)
+                        if settings.antivirus == "clamd" else NoScanner())
     mailer = make_mailer(settings)
     keystore = KeyStore(keys)
     hasher = Hasher(time_cost=settings.argon2_time_cost, memory_kib=settings.argon2_memory_kib)

@@ -44,6 +44,9 @@ class Settings(BaseSettings):
 
     antivirus: Literal["clamd", "off"] = "off"
     clamd_address: str | None = None
+    # Seconds to connect to clamd and for each exchange; the wait for a verdict adds 0.5 s per MiB
+    # sent (vault.storage.antivirus.verdict_timeout).
+    clamd_timeout_seconds: int = Field(default=30, ge=1, le=3600)
 
     key_provider: Literal["local", "aws-kms"] = "local"
     keyring_file: Path | None = None

@@ -23,6 +23,16 @@ from vault.storage.exceptions import StorageUnavailable
 
 _CHUNK = struct.Struct(">I")
 MAX_CHUNK = 1 << 20  # clamd's default StreamMaxChunk is larger; 1 MiB keeps memory flat
+# The wait for clamd's verdict grows with what it has to scan: a large document on a busy machine
+# must not be refused while clamd is still at work. 0.5 s per MiB assumes clamd scans at 2 MiB/s
+# at worst (it does tens of MiB/s when idle).
+VERDICT_SECONDS_PER_MB = 0.5
+
+
+def verdict_timeout(base_seconds: float, size: int) -> float:
+    """How long to wait for clamd's verdict on ``size`` bytes: ``base_seconds`` (the setting
+    ``VAULT_CLAMD_TIMEOUT_SECONDS``) plus ``VERDICT_SECONDS_PER_MB`` per MiB sent."""
+    return base_seconds + VERDICT_SECONDS_PER_MB * size / (1 << 20)
 
 
 class ScannerUnavailable(StorageUnavailable):
@@ -90,15 +100,17 @@ class ClamdScanner:
         except OSError as exc:
             conn.close()
             raise ScannerUnavailable(type(exc).__name__) from None
-        return ClamdStream(conn)
+        return ClamdStream(conn, base_timeout=self.timeout)
 
 
 class ClamdStream:
     """One INSTREAM scan, fed chunk by chunk while the upload goes on."""
 
-    def __init__(self, conn: socket.socket) -> None:
+    def __init__(self, conn: socket.socket, *, base_timeout: float = 30.0) -> None:
         self._conn = conn
         self._closed_early = False
+        self._base_timeout = base_timeout
+        self.sent = 0  # bytes fed so far
 
     def feed(self, data: bytes) -> None:
         if self._closed_early:
@@ -109,6 +121,7 @@ class ClamdStream:
                 piece = view[offset:offset + MAX_CHUNK]
                 self._conn.sendall(_CHUNK.pack(len(piece)))
                 self._conn.sendall(piece)
+                self.sent += len(piece)
         except (BrokenPipeError, ConnectionResetError):
             self._closed_early = True  # clamd closes the socket past StreamMaxLength: read why
         except OSError as exc:
@@ -119,6 +132,7 @@ class ClamdStream:
         try:
             if not self._closed_early:
                 self._conn.sendall(_CHUNK.pack(0))
+            self._conn.settimeout(verdict_timeout(self._base_timeout, self.sent))
             reply = _read_reply(self._conn)
         except OSError as exc:
             raise ScannerUnavailable(type(exc).__name__) from None
