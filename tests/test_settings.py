@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import pytest
 
+from vault.crypto import load_key_provider
+from vault.db import make_engine
 from vault.settings import ConfigError, Settings
 
 
@@ -13,6 +17,7 @@ from vault.settings import ConfigError, Settings
 def keyring(tmp_path: Path) -> Path:
     path = tmp_path / "keyring.json"
     path.write_text('{"active": 1, "keys": [{"version": 1, "key": "' + "A" * 43 + '="}]}')
+    path.chmod(0o600)
     return path
 
 
@@ -54,6 +59,32 @@ def test_complete_production_configuration_starts(keyring: Path, tmp_path: Path)
 def test_each_development_default_is_refused(keyring: Path, tmp_path: Path, missing: str, variable: str) -> None:
     with pytest.raises(ConfigError, match=variable):
         production(keyring, tmp_path, **{missing: None}).check()
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o660])
+def test_a_keyring_open_to_group_or_others_is_refused_in_production(keyring: Path, tmp_path: Path, mode: int) -> None:
+    keyring.chmod(mode)
+    with pytest.raises(ConfigError, match=f"VAULT_KEYRING_FILE={keyring} is open to group or others") as refused:
+        production(keyring, tmp_path).check()
+    assert f"chmod 600 {keyring}" in str(refused.value)
+    keyring.chmod(0o400)  # read-only for its owner: fine
+    assert production(keyring, tmp_path).check() == []
+
+
+def test_development_keyring_and_database_are_private_whatever_the_umask(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "var")
+    previous = os.umask(0)
+    try:
+        load_key_provider(settings)
+        engine = make_engine(settings.effective_database_url)
+        with engine.connect() as conn:
+            conn.exec_driver_sql("CREATE TABLE probe (x INTEGER)")
+        engine.dispose()
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "var" / "keyring.json").stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "var" / "vault.sqlite3").stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "var").stat().st_mode) == 0o700
 
 
 def test_plain_http_issuer_is_refused_in_production(keyring: Path, tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ The schema belongs to alembic: the app never creates tables by itself (``vault d
 
 from __future__ import annotations
 
+import os
 import unicodedata
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -27,11 +28,19 @@ def utcnow() -> datetime:
 
 
 def ensure_sqlite_folder(url: str) -> None:
-    """SQLite cannot create the folder of its file: make it (the development data dir)."""
+    """SQLite cannot create the folder of its file: make it (the development data dir, 0700), and
+    create the file 0600 whatever the umask (SQLite would make it 0644 with the usual umask; its
+    journal and WAL files take the database file's mode)."""
     if url.startswith("sqlite:///"):
         path = url.removeprefix("sqlite:///").split("?")[0]
         if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                return
+            os.fchmod(fd, 0o600)  # the umask may have taken bits away, never added: this is explicit
+            os.close(fd)
 
 
 # Folding a name for a search that ignores accents, case, apostrophes, hyphens and spaces

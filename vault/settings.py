@@ -174,6 +174,12 @@ class Settings(BaseSettings):
                 )
             if self.key_provider == "local" and "keyring_file" in explicit and not self.effective_keyring_file.is_file():
                 errors.append(f"VAULT_KEYRING_FILE={self.effective_keyring_file} does not exist")
+            elif self.key_provider == "local" and "keyring_file" in explicit:
+                path = self.effective_keyring_file
+                mode = path.stat().st_mode & 0o777
+                if mode & 0o077:
+                    errors.append(f"VAULT_KEYRING_FILE={path} is open to group or others (mode {mode:04o}): "
+                                  f"run chmod 600 {path} (readable by the service's user only)")
             if "data_dir" not in explicit and (self.storage_backend == "fs" or not self.smtp_url):
                 errors.append("VAULT_DATA_DIR must be set when files are kept on disk (fs store or mail outbox)")
             if self.database_url and self.database_url.startswith("sqlite"):

@@ -81,8 +81,9 @@ class LocalKeyring:
 
     @classmethod
     def create(cls, path: Path) -> LocalKeyring:
-        """Write a new keyring with one random key. Refuses to overwrite an existing file."""
-        path.parent.mkdir(parents=True, exist_ok=True)
+        """Write a new keyring with one random key (mode 0600, in a folder made 0700). Refuses to
+        overwrite an existing file."""
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         keyring = cls(path, {1: os.urandom(KEY_BYTES)}, 1)
         keyring._write(exclusive=True)
         logger.warning("generated a new development keyring", extra={"path": str(path)})
