@@ -12,6 +12,7 @@ no browser, no axe-core — the tests fail, they do not skip.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import threading
@@ -165,6 +166,17 @@ def log_in(page: Any, citizen: CitizenData, *, start: str = "/login") -> None:
     page.get_by_role("button", name="Se connecter", exact=True).click()  # not "… avec une clé d'accès"
     page.wait_for_load_state()
     assert "/login" not in page.url, page.content()[:1500]
+
+
+def staff_log_in(page: Any, staff: Any) -> None:
+    """Log a member of staff in on the staff login page (password and TOTP code), as they do; they
+    land on their section (the counter's home for an agent, the register for the others)."""
+    page.goto("/dpo/login")
+    page.get_by_label("Adresse e-mail").fill(staff.email)
+    page.get_by_label("Mot de passe").fill(staff.password)
+    page.get_by_label("Code à 6 chiffres").fill(staff.totp.now())
+    page.get_by_role("button", name="Se connecter").click()
+    page.wait_for_url(re.compile(r"/agent/$" if staff.role == "agent" else r"/dpo/$"))
 
 
 def axe_violations(page: Any) -> list[str]:

@@ -6,31 +6,15 @@ from __future__ import annotations
 
 import re
 
-import pytest
-
-from tests.browser import conftest
+from tests.browser.conftest import staff_log_in
 from tests.factories import make_staff
-
-
-@pytest.fixture(autouse=True)
-def narrowest_phone(monkeypatch) -> None:
-    monkeypatch.setattr(conftest, "PHONE_WIDTH", 320)
-
-
-def agent_log_in(page, staff) -> None:
-    page.goto("/dpo/login")
-    page.get_by_label("Adresse e-mail").fill(staff.email)
-    page.get_by_label("Mot de passe").fill(staff.password)
-    page.get_by_label("Code à 6 chiffres").fill(staff.totp.now())
-    page.get_by_role("button", name="Se connecter").click()
-    page.wait_for_url(re.compile(r"/agent/$"))
 
 
 def test_open_an_account_print_its_letter_and_activate_it(site, open_context, audit) -> None:
     agent = make_staff(site.app, role="agent", name="Dominique Accueil")
     page = open_context().new_page()
     page.set_viewport_size({"width": 1280, "height": 900})
-    agent_log_in(page, agent)
+    staff_log_in(page, agent)
     page.get_by_role("link", name="Ouvrir un compte").click()
     page.get_by_role("heading", name="Ouvrir un compte").wait_for()
 

@@ -9,20 +9,14 @@ import secrets
 from datetime import timedelta
 from urllib.parse import urlencode
 
-import pytest
 from sqlmodel import Session, select
 
-from tests.browser import conftest
+from tests.browser.conftest import staff_log_in
 from tests.browser.flows import play_the_app
 from tests.factories import COUNTER, make_oidc_app, make_staff
 from tests.support import RP_CALLBACK, App
 from vault.counter.models import AssistedSession, Mandate
 from vault.db import utcnow
-
-
-@pytest.fixture(autouse=True)
-def narrowest_phone(monkeypatch) -> None:
-    monkeypatch.setattr(conftest, "PHONE_WIDTH", 320)
 
 
 def authorization_url(app: App) -> str:
@@ -47,12 +41,7 @@ def test_an_assisted_login_into_an_app(site, open_context, audit) -> None:
     play_the_app(context)
     page = context.new_page()
     page.set_viewport_size({"width": 1280, "height": 900})
-    page.goto("/dpo/login")
-    page.get_by_label("Adresse e-mail").fill(agent.email)
-    page.get_by_label("Mot de passe").fill(agent.password)
-    page.get_by_label("Code à 6 chiffres").fill(agent.totp.now())
-    page.get_by_role("button", name="Se connecter").click()
-    page.wait_for_url(re.compile(r"/agent/$"))
+    staff_log_in(page, agent)
 
     page.goto(f"/agent/citizens/{citizen.id}")
     audit(page, "the citizen's file, with the button")

@@ -9,17 +9,9 @@ import uuid
 
 from sqlmodel import Session
 
+from tests.browser.conftest import staff_log_in
 from tests.factories import make_document, make_staff
 from vault.gdpr.service import Staff
-
-
-def staff_log_in(page, staff) -> None:
-    page.goto("/dpo/login")
-    page.get_by_label("Adresse e-mail").fill(staff.email)
-    page.get_by_label("Mot de passe").fill(staff.password)
-    page.get_by_label("Code à 6 chiffres").fill(staff.totp.now())
-    page.get_by_role("button", name="Se connecter").click()
-    page.wait_for_url(re.compile(r"/dpo/$"))
 
 
 def test_register_search_rectification_erasure_and_certificate(site, open_context, audit) -> None:

@@ -14,9 +14,7 @@ import re
 from typing import Any
 
 import pyotp
-import pytest
 
-from tests.browser import conftest
 from tests.browser.flows import authorization_url, code_from, documents_app, exchange, play_the_app
 from tests.factories import make_staff, pdf
 from tests.support import Outbox
@@ -24,10 +22,6 @@ from tests.support import Outbox
 PASSWORD = "des hirondelles sous le toit de la grange"
 NEIGHBOUR_PASSWORD = "trois merles sur la haie du jardin"
 
-
-@pytest.fixture(autouse=True)
-def narrowest_phone(monkeypatch) -> None:
-    monkeypatch.setattr(conftest, "PHONE_WIDTH", 320)
 
 
 def wide(page: Any) -> Any:

@@ -6,29 +6,13 @@ from __future__ import annotations
 
 import re
 
-import pytest
 from sqlalchemy import update
 from sqlmodel import Session
 
-from tests.browser import conftest
-from tests.browser.conftest import log_in
+from tests.browser.conftest import log_in, staff_log_in
 from tests.factories import COUNTER, make_document, make_staff, pdf
 from vault.auth.models import Citizen
 from vault.counter.models import CounterEnrolment
-
-
-@pytest.fixture(autouse=True)
-def narrowest_phone(monkeypatch) -> None:
-    monkeypatch.setattr(conftest, "PHONE_WIDTH", 320)
-
-
-def agent_log_in(page, staff) -> None:
-    page.goto("/dpo/login")
-    page.get_by_label("Adresse e-mail").fill(staff.email)
-    page.get_by_label("Mot de passe").fill(staff.password)
-    page.get_by_label("Code à 6 chiffres").fill(staff.totp.now())
-    page.get_by_role("button", name="Se connecter").click()
-    page.wait_for_url(re.compile(r"/agent/$"))
 
 
 def test_granting_acting_under_and_ending_a_mandate(site, open_context, audit) -> None:
@@ -48,7 +32,7 @@ def test_granting_acting_under_and_ending_a_mandate(site, open_context, audit) -
     context = open_context()
     page = context.new_page()
     page.set_viewport_size({"width": 1280, "height": 900})
-    agent_log_in(page, agent)
+    staff_log_in(page, agent)
 
     page.goto(f"/agent/citizens/{citizen.id}")
     page.get_by_role("heading", name="Donner un mandat").wait_for()

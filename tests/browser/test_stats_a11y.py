@@ -8,20 +8,13 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
-import pytest
 from sqlmodel import Session, col, update
 
-from tests.browser import conftest
-from tests.browser.test_dpo_accessibility import staff_log_in
+from tests.browser.conftest import staff_log_in
 from tests.factories import COUNTER, make_oidc_app, make_staff
 from vault.auth.models import Citizen
 from vault.counter.models import CounterEnrolment, Mandate
 from vault.db import utcnow
-
-
-@pytest.fixture(autouse=True)
-def narrowest_phone(monkeypatch) -> None:
-    monkeypatch.setattr(conftest, "PHONE_WIDTH", 320)
 
 
 def test_statistics_with_figures_and_with_a_refused_period(site, open_context, audit) -> None:
