@@ -326,7 +326,8 @@ def _documents_page(request: Request, db: Db, counter: CounterService, current: 
     documents.sort(key=lambda d: d.created_at, reverse=True)
     return render(request, "counter/documents.html", {
         "title": N_("Documents de la personne"), "staff": current.staff, "citizen": citizen, "mandate": mandate,
-        "procedure": procedure, "procedures": PROCEDURES, "documents": documents, "types": DOCUMENT_TYPES,
+        "procedure": procedure, "procedures": PROCEDURES, "documents": documents,
+        "types": {kind: label for kind, label in DOCUMENT_TYPES.items() if kind != "mandate"},
         "errors": errors or {}, "max_mb": counter.documents.settings.max_file_mb,
         "notice": DOCUMENT_NOTICES.get(notice_key(request))}, status=status)
 
