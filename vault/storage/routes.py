@@ -30,6 +30,7 @@ from vault.oidc.service import OpenIDService
 from vault.storage.blobs import BlobNotFound
 from vault.storage.exceptions import (
     ContentMissing,
+    DocumentDamaged,
     InvalidDocumentInput,
     StorageError,
     TooLarge,
@@ -320,7 +321,7 @@ def serve_content(request: Request, db: Session, service: DocumentService, actor
         first = next(body, b"")
     except DecryptionError:
         logger.error("document failed authentication", extra={"document": str(document.id)})
-        raise StorageError(N_("Ce document est endommagé et ne peut pas être lu.")) from None
+        raise DocumentDamaged() from None
     except BlobNotFound:
         logger.error("document without its object", extra={"document": str(document.id)})
         raise ContentMissing() from None
@@ -329,6 +330,10 @@ def serve_content(request: Request, db: Session, service: DocumentService, actor
         try:
             yield first
             yield from body
+        except DecryptionError:
+            # Headers are gone: the connection is cut before the end (never a complete-looking file).
+            logger.error("document failed authentication", extra={"document": str(document.id)})
+            raise
         finally:
             body.close()
 
