@@ -6,10 +6,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
 from sqlalchemy import Engine
 from starlette.responses import Response
 
@@ -35,6 +37,7 @@ from vault.storage.blobs import BlobStoreUnavailable, BucketMissing
 from vault.web.dependencies import refuse_nul
 from vault.web.errors import install_error_handlers
 from vault.web.middleware import RequestContextMiddleware
+from vault.web.openapi import api_errors, install_openapi
 
 logger = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "web" / "static"
@@ -78,6 +81,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.include_router(stats_routes.pages)
     _add_operational_routes(app)
     install_error_handlers(app)
+    install_openapi(app, settings)
     return app
 
 
@@ -94,12 +98,17 @@ _Probe = tuple[Callable[[], str], type[Exception]]
 def _add_operational_routes(app: FastAPI) -> None:
     settings: Settings = app.state.settings
 
-    @app.get("/healthz", tags=["operations"])
+    class Readiness(BaseModel):
+        status: Literal["ok", "degraded", "unavailable"]
+        checks: dict[str, str] = Field(description="database, keyring, object_store, antivirus: ok or why not")
+
+    @app.get("/healthz", tags=["operations"], responses=api_errors(400))
     def healthz() -> dict[str, str]:
         """The process answers (liveness)."""
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["operations"], responses={503: {"description": "The database or the keyring is not ready"}})
+    @app.get("/readyz", tags=["operations"], response_model=Readiness,
+             responses={**api_errors(400), 503: {"model": Readiness, "description": "The database or the keyring is not ready"}})
     def readyz() -> JSONResponse:
         """The service can answer logins and OpenID Connect: the database answers at the latest
         migration and the key provider wraps and unwraps (the status: 503 otherwise). The object
