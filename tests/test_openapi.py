@@ -1,8 +1,9 @@
 """The OpenAPI document (/openapi.json) says what the service does, and schemathesis holds the
-service to it: every operation fuzzed from the document, once as a citizen (session cookie and CSRF
-header) and once as an app (access token), then statefully (upload → read → download → change →
-delete, following the document's links). No answer may be a 5xx, have a status the document does not
-declare, another content type, or a body that does not match the declared schema."""
+service to it: every operation fuzzed from the document (valid and invalid data), as a citizen
+(session cookie and CSRF header), as an app (access token) and as a stranger (whatever credentials
+the fuzzer makes up), then statefully as the citizen and the app (upload → read → download → change
+→ delete, following the document's links). No answer may be a 5xx, have a status the document does
+not declare, another content type, or a body that does not match the declared schema."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from typing import Any
 
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -93,6 +96,14 @@ def test_the_document_describes_what_the_api_answers(app: Any) -> None:
     assert "text/html" in document["paths"]["/authorize"]["get"]["responses"]["400"]["content"]
 
 
+def test_an_app_token_on_the_citizens_own_routes_is_refused_as_json(app: Any, engine: Any) -> None:
+    with citizen_browser(app) as browser, Browser(app) as the_app:
+        bearer = _actors(app, engine, browser)[1].headers
+        for path in ("/api/v1/me", "/api/v1/me/access-log"):  # the citizen's session only, never a token
+            answer = the_app.get(path, headers=bearer)
+            assert answer.status_code == 401 and answer.json()["error"] == "unauthenticated", (path, answer.text)
+
+
 def test_cookie_names_follow_the_issuer(settings: Any, engine: Any) -> None:
     from vault.app import create_app
 
@@ -109,9 +120,12 @@ class Actor:
     name: str
     headers: dict[str, str] = field(default_factory=dict)
     cookies: dict[str, str] = field(default_factory=dict)
+    generated: bool = False  # the credentials the fuzzer made up (garbage tokens, cookies, Basic headers)
 
     def authenticate(self, case: schemathesis.Case) -> None:
         """The actor's credentials in place of whatever the fuzzer generated for the security schemes."""
+        if self.generated:
+            return
         headers = {k: v for k, v in (case.headers or {}).items() if k.lower() not in ("authorization", "x-csrf-token")}
         cookies = {k: v for k, v in (case.cookies or {}).items() if k not in ("session", "csrf")}
         case.headers = {**headers, **self.headers}
@@ -125,7 +139,8 @@ def _actors(app: Any, engine: Any, browser: Browser) -> list[Actor]:
                            name="Portail des démarches")
     token = exchange(browser, authorize(browser, client, scope="openid profile documents:read documents:deposit"))
     assert token.status_code == 200, token.text
-    return [citizen, Actor("app", headers={"Authorization": f"Bearer {token.json()['access_token']}"})]
+    return [citizen, Actor("app", headers={"Authorization": f"Bearer {token.json()['access_token']}"}),
+            Actor("stranger", generated=True)]
 
 
 FUZZ_SETTINGS = settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, database=None, derandomize=True,
@@ -135,7 +150,7 @@ FUZZ_SETTINGS = settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, dat
 
 def _fuzz(operation: Any, actor: Actor) -> None:
     @FUZZ_SETTINGS
-    @given(case=operation.as_strategy())
+    @given(case=st.one_of(operation.as_strategy(), operation.as_strategy(generation_mode=GenerationMode.NEGATIVE)))
     def fuzz(case: schemathesis.Case) -> None:
         actor.authenticate(case)
         case.call_and_validate(checks=CHECKS)
@@ -143,7 +158,7 @@ def _fuzz(operation: Any, actor: Actor) -> None:
     fuzz()
 
 
-def test_fuzz_every_operation_as_a_citizen_and_as_an_app(app: Any, engine: Any) -> None:
+def test_fuzz_every_operation_as_a_citizen_an_app_and_a_stranger(app: Any, engine: Any) -> None:
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     with citizen_browser(app) as browser:
         actors = _actors(app, engine, browser)
@@ -163,7 +178,7 @@ def test_fuzz_every_operation_as_a_citizen_and_as_an_app(app: Any, engine: Any) 
 def test_stateful_upload_read_download_change_delete(app: Any, engine: Any) -> None:
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     with citizen_browser(app) as browser:
-        for actor in _actors(app, engine, browser):
+        for actor in _actors(app, engine, browser)[:2]:
 
             class Machine(schema.as_state_machine()):  # type: ignore[misc]
                 def before_call(self, case: schemathesis.Case, actor: Actor = actor) -> None:

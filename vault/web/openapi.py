@@ -23,6 +23,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from pydantic import BaseModel, Field
+from pydantic.json_schema import SkipJsonSchema
 
 from vault.settings import Settings
 
@@ -40,13 +41,15 @@ class ApiError(BaseModel):
 
 
 class OAuthErrorBody(BaseModel):
-    """An error of the OAuth endpoints (RFC 6749 §5.2; RFC 6750 §3.1 leaves ``error`` out when the
-    request carried no credentials)."""
+    """An error of the OAuth endpoints (RFC 6749 §5.2: ``error_description`` is optional, and
+    authlib leaves it out for some errors; RFC 6750 §3.1 leaves ``error`` out when the request
+    carried no credentials)."""
 
-    error: str | None = Field(default=None, description="invalid_request, invalid_client, invalid_grant, "
+    error: str | SkipJsonSchema[None] = Field(default=None, description="invalid_request, invalid_client, invalid_grant, "
                                                          "unauthorized_client, unsupported_grant_type, invalid_scope, "
                                                          "invalid_token, insufficient_scope…")
-    error_description: str = Field(description="What went wrong, for the app's developer")
+    error_description: str | SkipJsonSchema[None] = Field(default=None,
+                                                          description="What went wrong, for the app's developer")
 
 
 STATUS_TEXT = {
