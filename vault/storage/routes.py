@@ -14,6 +14,7 @@ from urllib.parse import quote, unquote
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
+from pydantic import JsonValue
 from sqlmodel import Field, Session, SQLModel
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
@@ -41,7 +42,6 @@ from vault.storage.models import (
     AccessLogPublic,
     Document,
     DocumentPublic,
-    DocumentType,
 )
 from vault.storage.multipart import MultipartUpload
 from vault.storage.service import Actor, DocumentService, download_name, validate_meta
@@ -281,9 +281,12 @@ async def create_document(request: Request, db: Db, service: Documents, actor: A
 @api.get("/documents", response_model=DocumentList, operation_id="list_documents",
          summary="The citizen's documents, newest first", openapi_extra={"security": READ})
 def list_documents(db: Db, service: Documents, actor: ApiActor,
-                   type: Annotated[DocumentType | None, Query(description="Only documents of this type")] = None,
+                   type: Annotated[str | None, Query(description="Only documents of this type",
+                                                     json_schema_extra=_type_schema(nullable=False))] = None,
                    limit: Annotated[int, Query(ge=1, le=200)] = 50,
                    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0) -> DocumentList:
+    if type is not None and type not in DOCUMENT_TYPES:  # here, for the service's own answer (``fields``)
+        raise InvalidDocumentInput({"type": f"Unknown type; one of {', '.join(DOCUMENT_TYPES)}."})
     items, total = service.list_documents(db, actor=actor, type=type, limit=limit, offset=offset)
     return DocumentList(items=[_public(d) for d in items], total=total, limit=limit, offset=offset)
 
@@ -296,10 +299,23 @@ def get_document(document_id: uuid.UUID, db: Db, service: Documents, actor: ApiA
     return _public(document)
 
 
+def _type_schema(*, nullable: bool) -> Callable[[dict[str, JsonValue]], None]:
+    """The document types as an enum in the OpenAPI document. The value stays a string for FastAPI:
+    the service checks it, to answer 422 ``invalid_input`` with its per-field message."""
+    def edit(schema: dict[str, JsonValue]) -> None:
+        schema.pop("anyOf", None)
+        kind: dict[str, JsonValue] = {"type": "string", "enum": list(DOCUMENT_TYPES)}
+        if nullable:
+            schema["anyOf"] = [kind, {"type": "null"}]
+        else:
+            schema.update(kind)
+    return edit
+
+
 class DocumentPatch(SQLModel):
     """The fields to change; a field left out (or null) is kept."""
 
-    type: DocumentType | None = None
+    type: str | None = Field(default=None, schema_extra={"json_schema_extra": _type_schema(nullable=True)})
     title: str | None = Field(default=None, max_length=200)
     valid_until: str | None = Field(default=None, description="YYYY-MM-DD (DD/MM/YYYY is read too); \"\": no date")
 
