@@ -225,6 +225,19 @@ class DocumentList(SQLModel):
     offset: int
 
 
+def _type_schema(*, nullable: bool) -> Callable[[dict[str, JsonValue]], None]:
+    """The document types as an enum in the OpenAPI document. The value stays a string for FastAPI:
+    the service checks it, to answer 422 ``invalid_input`` with its per-field message."""
+    def edit(schema: dict[str, JsonValue]) -> None:
+        schema.pop("anyOf", None)
+        kind: dict[str, JsonValue] = {"type": "string", "enum": list(DOCUMENT_TYPES)}
+        if nullable:
+            schema["anyOf"] = [kind, {"type": "null"}]
+        else:
+            schema.update(kind)
+    return edit
+
+
 _TYPE_FIELD = {"type": "string", "enum": list(DOCUMENT_TYPES), "description": "The document's type"}
 _TITLE_FIELD = {"type": "string", "maxLength": 200, "description": "Default: the file's name (or the type's label)"}
 _VALID_UNTIL_FIELD = {"type": "string", "format": "date",
@@ -297,19 +310,6 @@ def get_document(document_id: uuid.UUID, db: Db, service: Documents, actor: ApiA
     document = service.get(db, actor=actor, document_id=document_id)
     service.log_access(db, actor, "read", document)
     return _public(document)
-
-
-def _type_schema(*, nullable: bool) -> Callable[[dict[str, JsonValue]], None]:
-    """The document types as an enum in the OpenAPI document. The value stays a string for FastAPI:
-    the service checks it, to answer 422 ``invalid_input`` with its per-field message."""
-    def edit(schema: dict[str, JsonValue]) -> None:
-        schema.pop("anyOf", None)
-        kind: dict[str, JsonValue] = {"type": "string", "enum": list(DOCUMENT_TYPES)}
-        if nullable:
-            schema["anyOf"] = [kind, {"type": "null"}]
-        else:
-            schema.update(kind)
-    return edit
 
 
 class DocumentPatch(SQLModel):
