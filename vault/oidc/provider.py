@@ -30,9 +30,11 @@ from authlib.oauth2.rfc6749 import (
 )
 from authlib.oauth2.rfc6749.errors import (
     InvalidClientError,
+    InvalidGrantError,
     InvalidRequestError,
     InvalidScopeError,
     OAuth2Error,
+    UnauthorizedClientError,
 )
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
@@ -375,17 +377,47 @@ class VaultOpenIDCode(OpenIDCode):
 
 
 class RefreshGrant(grants.RefreshTokenGrant):
-    """GAP: rotation on every use; a spent refresh token used again revokes the whole grant."""
+    """GAP: rotation on every use; a spent refresh token used again revokes the whole grant. A token
+    is spent only by a request that may have it: authlib finds it before checking the client and the
+    scope; here it is spent after both, so another app presenting it (or asking for more) gets
+    invalid_grant and leaves it intact."""
 
     TOKEN_ENDPOINT_AUTH_METHODS = list(AUTH_METHODS)  # noqa: RUF012  (authlib prints it in invalid_client answers, as a list)
     INCLUDE_NEW_REFRESH_TOKEN = True
     server: Provider
 
     def authenticate_refresh_token(self, refresh_token: str) -> IssuedToken | None:  # type: ignore[override]  # None: refused
-        db: Session = self.server.db
-        row = db.exec(select(OAuthToken).where(OAuthToken.refresh_token_hash == token_hash(refresh_token))).first()
+        """The row behind the value (found, not spent: see ``validate_token_request``)."""
+        row = self.server.db.exec(select(OAuthToken).where(
+            OAuthToken.refresh_token_hash == token_hash(refresh_token))).first()
         if row is None or row.revoked_at is not None:
             return None
+        return IssuedToken(row)
+
+    def validate_token_request(self) -> None:
+        """authlib's checks (RFC 6749 §6), in an order that spends the token last."""
+        client = self.authenticate_token_endpoint_client()
+        if not client.check_grant_type(self.GRANT_TYPE):
+            raise UnauthorizedClientError(f"The client is not authorized to use 'grant_type={self.GRANT_TYPE}'")
+        self.request.client = client
+        value = self.request.form.get("refresh_token")
+        if value is None:
+            raise InvalidRequestError("Missing 'refresh_token' in request.")
+        token = self.authenticate_refresh_token(value)
+        if token is None or not token.check_client(client):
+            raise InvalidGrantError()  # another app's token: refused, left as it was
+        requested = scope_list(_ours(self.request).payload.scope)
+        if requested and not set(requested) <= set(scope_list(token.get_scope())):
+            raise InvalidScopeError()
+        self._spend(token)
+        self.request.refresh_token = token
+
+    def _spend(self, token: IssuedToken) -> None:
+        """Mark the token rotated, atomically; a replay of a spent one revokes its whole grant."""
+        db: Session = self.server.db
+        row = token.row
+        if row.refresh_expires_at is None or row.refresh_expires_at <= utcnow():
+            raise InvalidGrantError()
         rotated = db.exec(
             update(OAuthToken)
             .where(col(OAuthToken.id) == row.id, col(OAuthToken.refresh_rotated_at).is_(None))
@@ -394,16 +426,13 @@ class RefreshGrant(grants.RefreshTokenGrant):
         if rotated != 1:
             revoked = self.server.revoke_where(col(OAuthToken.grant_id) == row.grant_id)
             logger.warning("refresh token reused: grant revoked", extra={"client_id": row.client_id, "revoked": revoked})
-            return None
-        if row.refresh_expires_at is None or row.refresh_expires_at <= utcnow():
-            return None
-        return IssuedToken(row)
+            raise InvalidGrantError()
 
     def authenticate_user(self, refresh_token: IssuedToken) -> Citizen | None:
         return self.server.db.get(Citizen, refresh_token.row.citizen_id)
 
     def revoke_old_credential(self, refresh_token: TokenMixin) -> None:
-        pass  # marked rotated atomically in authenticate_refresh_token
+        pass  # marked rotated atomically in _spend
 
 
 class PrivateKeyJWT(JWTBearerClientAssertion):
