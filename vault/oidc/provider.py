@@ -10,14 +10,16 @@ rotation with reuse detection (RFC 9700 §4.14.2), unknown scopes ignored rather
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
+import math
 import re
 import secrets
 import time
 import uuid
 from collections.abc import Collection
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from authlib.oauth2.rfc6749 import (
@@ -44,6 +46,8 @@ from authlib.oidc.core.grants import OpenIDCode
 from authlib.oidc.core.util import create_half_hash
 from joserfc import jwk
 from sqlalchemy import ColumnElement, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col, select
 
 from vault.auth.models import Citizen
@@ -53,7 +57,7 @@ from vault.oidc.adapter import OAuthHeaders, OAuthResponse, VaultOAuth2Request
 from vault.oidc.claims import SCOPES_SUPPORTED, WRITE_SCOPES, scopes_supported
 from vault.oidc.delegation import DELEGATION_AMR
 from vault.oidc.keys import KeyStore
-from vault.oidc.models import AuthorizationCode, OAuthClient, OAuthToken
+from vault.oidc.models import AuthorizationCode, ClientAssertion, OAuthClient, OAuthToken
 from vault.oidc.profiles import Profile, franceconnect_acr, profile_of
 from vault.settings import Settings
 
@@ -436,15 +440,16 @@ class RefreshGrant(grants.RefreshTokenGrant):
 
 
 class PrivateKeyJWT(JWTBearerClientAssertion):
-    """``private_key_jwt`` client authentication (OIDC Core §9, RFC 7523)."""
+    """``private_key_jwt`` client authentication (OIDC Core §9, RFC 7523). Each assertion is good
+    once (RFC 7523 §3, item 7): its ``jti`` is kept, per app, in the database (shared by replicas)
+    until the assertion expires; a second use is ``invalid_client``."""
 
     CLIENT_AUTH_METHOD = "private_key_jwt"  # type: ignore[misc]  # Final in the stub; authlib reads ours
+    MAX_LIFETIME = 300  # seconds: an assertion must not live long (and its jti is kept that long)
 
     def __init__(self, server: Provider) -> None:
-        super().__init__(validate_jti=False)  # assertions are short-lived; see docs/decisions
+        super().__init__(validate_jti=False)  # checked in verify_claims, once the lifetime is known good
         self.server = server
-
-    MAX_LIFETIME = 300  # seconds: jti values are not stored, so an assertion must not live long
 
     def get_audiences(self) -> list[str]:
         issuer = self.server.settings.issuer
@@ -452,8 +457,26 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
 
     def verify_claims(self, claims: dict[str, Any]) -> None:
         super().verify_claims(claims)
-        if not isinstance(claims.get("exp"), int | float) or claims["exp"] - time.time() > self.MAX_LIFETIME:
+        exp = claims.get("exp")
+        if not isinstance(exp, int | float) or not math.isfinite(exp) or exp - time.time() > self.MAX_LIFETIME:
             raise InvalidClientError(description=f"The client assertion must expire within {self.MAX_LIFETIME} seconds.")
+        jti = claims.get("jti")
+        if not isinstance(jti, str) or not jti:
+            raise InvalidClientError(description="Missing JWT ID.")
+        self._use_once(claims["sub"], jti, expires=exp)
+
+    def _use_once(self, client_id: str, jti: str, *, expires: float) -> None:
+        """Remember the assertion's jti (a SHA-256: any text, any length) until it expires, with the
+        leeway its ``exp`` is read with; refuse one already used, atomically across replicas."""
+        db = self.server.db
+        digest = hashlib.sha256(jti.encode("utf-8", "surrogatepass")).hexdigest()
+        until = datetime.fromtimestamp(expires + self.leeway, UTC)
+        insert = postgresql_insert if db.get_bind().dialect.name == "postgresql" else sqlite_insert
+        stored = db.exec(insert(ClientAssertion).values(client_id=client_id, jti_hash=digest, expires_at=until)
+                         .on_conflict_do_nothing().returning(col(ClientAssertion.jti_hash))).first()
+        if stored is None:
+            logger.warning("client assertion replayed", extra={"client_id": client_id})
+            raise InvalidClientError(description="This client assertion was already used (jti).")
 
     def resolve_client_public_key(self, client: RegisteredClient) -> jwk.KeySet:
         # A JWK Set: vault.oidc.clients imports it as one before storing it.
