@@ -607,12 +607,30 @@ class OpenIDService:
         )))
         return sorted(({"client_id": c.client_id, "name": c.name} for c in rows), key=lambda r: r["client_id"])
 
-    def forget(self, *, db: Session, citizen_id: uuid.UUID) -> int:
-        """Erasure: the citizen's tokens, codes and consents deleted; returns the consents' count."""
-        consents = db.exec(delete(Consent).where(col(Consent.citizen_id) == citizen_id)).rowcount
+    def forget(self, *, db: Session, citizen: Citizen) -> int:
+        """Erasure: the citizen's tokens, codes and consents deleted, and the authorization requests
+        still waiting that name them (an app's ``login_hint`` with their address or login identifier,
+        an ``id_token_hint`` about them); returns the consents' count."""
+        consents = db.exec(delete(Consent).where(col(Consent.citizen_id) == citizen.id)).rowcount
         for table in (OAuthToken, AuthorizationCode):
-            db.exec(delete(table).where(col(table.citizen_id) == citizen_id))
+            db.exec(delete(table).where(col(table.citizen_id) == citizen.id))
+        names = [n.casefold() for n in (citizen.email, citizen.login_id, (citizen.login_id or "").replace("-", ""))
+                 if n]
+        mentioning = []
+        for pending in db.exec(select(PendingAuthorization)).all():
+            values = [str(v).casefold() for v in pending.params.values()]
+            if any(name in value for name in names for value in values) or self._hints_at(db, pending, citizen):
+                mentioning.append(pending.id)
+        if mentioning:
+            db.exec(delete(PendingAuthorization).where(col(PendingAuthorization.id).in_(mentioning)))
         return consents
+
+    def _hints_at(self, db: Session, pending: PendingAuthorization, citizen: Citizen) -> bool:
+        """Whether a waiting request's ``id_token_hint`` is an ID token about ``citizen``."""
+        hint = pending.params.get("id_token_hint")
+        found = self.id_token_hint(db, hint) if isinstance(hint, str) and hint else None
+        return found is not None and found[1].get("sub") == self.keystore.pairwise_sub(
+            db, sector=found[0].sector, citizen_id=str(citizen.id))
 
     def purge_expired(self, *, db: Session, now: datetime) -> dict[str, int]:
         """Retention housekeeping: authorization requests past their time, codes and tokens dead
