@@ -20,7 +20,7 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from joserfc import jwk, jwt
+from joserfc import jwk, jws
 
 from tests.factories import make_citizen, make_oidc_app
 from tests.support import PASSWORD, RP_CALLBACK, RP_LOGGED_OUT, App, Browser
@@ -212,18 +212,20 @@ def client_authentication(draw: st.DrawFn, apps: dict[str, Any]) -> tuple[list[t
         value = draw(st.binary(max_size=80).filter(lambda b: b"\r" not in b and b"\n" not in b))
         return [], {"Authorization": draw(st.sampled_from([b"Basic ", b"basic ", b"Bearer ", b""])) + value}
     # private_key_jwt: a JWT-shaped junk assertion, or one signed with the app's real key but odd claims.
+    odd = st.text(alphabet=st.characters(categories=["Cs", "Cc"]), min_size=1, max_size=4)  # lone surrogates, NUL
     claims = draw(st.fixed_dictionaries({}, optional={
-        "iss": plausible(apps["jwt"].client_id), "sub": plausible(apps["jwt"].client_id),
+        "iss": plausible(apps["jwt"].client_id) | odd, "sub": plausible(apps["jwt"].client_id) | odd,
         "aud": plausible("http://127.0.0.1:8000/token", "http://127.0.0.1:8000"),
         "exp": st.one_of(st.integers(), st.floats(), st.just(int(time.time()) + 60), junk),
-        "jti": st.one_of(junk, st.integers(), st.text(alphabet=st.characters(categories=["Cs", "Cc"]), max_size=4)),
+        "jti": st.one_of(junk, st.integers(), odd),
         "iat": st.one_of(st.integers(), junk),
     }))
+    payload = json.dumps(claims).encode()  # JSON escapes what UTF-8 cannot carry (\ud800)
     if kind == "jwt-signed":
-        assertion = jwt.encode({"alg": "ES256", "kid": "rp-1"}, claims, apps["key"])
+        assertion = jws.serialize_compact({"alg": "ES256", "kid": "rp-1"}, payload, apps["key"])
     else:
         header = draw(st.sampled_from([b'{"alg":"ES256"}', b'{"alg":"none"}', b"[]", b"{", b'{"alg":"HS256"}']))
-        assertion = draw(st.one_of(junk, st.just(".".join([_b64url(header), _b64url(json.dumps(claims).encode()),
+        assertion = draw(st.one_of(junk, st.just(".".join([_b64url(header), _b64url(payload),
                                                              "c2ln"]))))
     return [("client_assertion_type", draw(plausible(ASSERTION_TYPE))), ("client_assertion", assertion)], {}
 

@@ -103,6 +103,12 @@ def _client(request: OAuth2Request) -> RegisteredClient:
     return request.client
 
 
+def _could_be_client_id(value: object) -> bool:
+    """Whether ``value`` can be looked up as a client_id (registered ones are printable ASCII, at most
+    64 characters): never a database error for what a request made up."""
+    return isinstance(value, str) and 0 < len(value) <= 64 and value.isascii() and value.isprintable()
+
+
 class _Unsupported(OAuth2Error):
     """An OIDC error code authlib has no class for (``request_not_supported``...), redirected with
     ``state`` (without ``redirect_uri``: not redirected, the person is shown the error)."""
@@ -563,7 +569,8 @@ class Provider(AuthorizationServer):
 
     # -- authlib hooks
     def query_client(self, client_id: str) -> RegisteredClient | None:  # type: ignore[override]  # None: unknown
-        row = self.db.get(OAuthClient, client_id) if client_id and len(client_id) <= 64 else None
+        # A client assertion's ``sub`` is any JSON string (a lone surrogate, a NUL): no app has such an id.
+        row = self.db.get(OAuthClient, client_id) if _could_be_client_id(client_id) else None
         if row is None or row.disabled_at is not None:
             return None
         return RegisteredClient(row)
