@@ -317,3 +317,29 @@ def test_discovery_and_keys_ignore_any_query(apps: dict[str, Any], browsers: dic
         body = oauth_json(answer, ok=(200,))
         assert answer.status_code == 200 and ("keys" in body or "issuer" in body), body
     still_serves(browser, apps["post"])
+
+
+# ---- served as in production ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def kept_alive(live_server) -> Iterator[httpx.Client]:
+    """One kept-alive connection to a real server (uvicorn, PostgreSQL)."""
+    with httpx.Client(base_url=live_server.url, limits=httpx.Limits(max_connections=1), timeout=30) as client:
+        yield client
+
+
+@settings(max_examples=25, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(data=st.data())
+def test_a_real_server_keeps_serving_the_connection(kept_alive: httpx.Client, data: st.DataObject) -> None:
+    path = data.draw(st.sampled_from(["/authorize", "/token", "/introspect", "/revoke", "/userinfo", "/logout",
+                                      "/api/v2/token"]))
+    method = "POST" if path in ("/token", "/introspect", "/revoke", "/api/v2/token") else data.draw(
+        st.sampled_from(["GET", "POST"]))
+    pairs = data.draw(parameters({"client_id": plausible("nobody"), "grant_type": plausible("authorization_code"),
+                                  "token": junk, "code": junk, "id_token_hint": junk, "scope": junk}))
+    answer = send(kept_alive, method, path, pairs, raw=data.draw(st.none() | raw_bytes))
+    assert answer.status_code < 500, (answer.status_code, answer.text[:500])
+    assert answer.headers.get("connection") != "close", answer.headers
+    assert kept_alive.get("/.well-known/openid-configuration").status_code == 200
