@@ -89,6 +89,7 @@ def build_services(settings: Settings, *, engine: Engine | None = None) -> Servi
         hasher=hasher,
         mailer=mailer,
         keys=keys,
+        secrets=keystore,
     )
     alerts = AlertService(settings=settings, mailer=mailer, secrets=keystore)
     documents = DocumentService(settings=settings, keys=keys, store=blob_store, scanner=scanner, alerts=alerts)
