@@ -78,8 +78,12 @@ def test_the_document_describes_what_the_api_answers(app: Any) -> None:
     security = document["components"]["securitySchemes"]
     assert security["appToken"] == {**security["appToken"], "type": "http", "scheme": "bearer"}
     assert security["citizenSession"]["in"] == "cookie" and security["csrfHeader"]["name"] == "X-CSRF-Token"
-    assert upload["security"] == [{"appToken": []}, {"citizenSession": [], "csrfCookie": [], "csrfHeader": []}]
-    assert documents["get"]["security"] == [{"appToken": []}, {"citizenSession": []}]
+    assert upload["security"] == [{"appToken": [], "cityApps": ["documents:deposit"]},
+                                  {"citizenSession": [], "csrfCookie": [], "csrfHeader": []}]
+    assert documents["get"]["security"] == [{"appToken": [], "cityApps": ["documents:read"]},
+                                            {"appToken": [], "cityApps": ["documents:deposit"]}, {"citizenSession": []}]
+    flow = security["cityApps"]["flows"]["authorizationCode"]
+    assert flow["tokenUrl"].endswith("/token") and {"openid", "documents:read", "documents:deposit"} <= set(flow["scopes"])
     # The OpenID Connect endpoints: their parameters, and RFC 6749's errors where apps read them.
     for method, path in OIDC_OPERATIONS:
         operation = document["paths"][path][method.lower()]

@@ -28,7 +28,7 @@ from vault.db import DatabaseUnavailable, ping
 from vault.gdpr import routes as gdpr_routes
 from vault.logs import configure_logging
 from vault.migrations import schema_is_current
-from vault.oidc import demo
+from vault.oidc import api_docs, demo
 from vault.oidc import routes as oidc_routes
 from vault.oidc.issuer import IssuerMismatch, check_issuer
 from vault.services import build_services
@@ -84,7 +84,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.include_router(stats_routes.pages)
     _add_operational_routes(app)
     install_error_handlers(app)
-    install_openapi(app, settings)
+    install_openapi(app, settings, scopes=api_docs.scope_descriptions())
     _check_issuer_at_startup(settings, services.engine)
     return app
 

@@ -9,13 +9,23 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from vault.oidc.claims import SCOPES_SUPPORTED
+from vault.oidc.claims import SCOPE_GROUPS, SCOPES_SUPPORTED
 from vault.web.openapi import BEARER, CITIZEN_SESSION, CLIENT_BASIC, html_page, oauth_errors, redirect
 
 
 def _param(name: str, where: str, description: str, *, required: bool = False, **schema: Any) -> dict[str, Any]:
     return {"name": name, "in": where, "required": required, "description": description,
             "schema": {"type": "string", **schema}}
+
+
+def scope_descriptions() -> dict[str, str]:
+    """Every scope an app may ask for, for the OpenAPI document's OAuth 2.0 scheme (developers read
+    them in English; the citizen reads the consent page's French)."""
+    claims = {scope: f"The claims {', '.join(claims)}" for scope, claims in SCOPE_GROUPS.items()}
+    return {"openid": "An OpenID Connect login (an ID token, userinfo)", **claims,
+            "documents:read": "Read the citizen's documents",
+            "documents:deposit": "Deposit documents; read, change and delete those the app deposited",
+            "documents:write": "The former name of documents:deposit"}
 
 
 SCOPE = {"description": f"Space-separated scopes, `openid` first; supported: {', '.join(SCOPES_SUPPORTED)}"}

@@ -97,17 +97,28 @@ CITIZEN_SESSION = "citizenSession"
 CSRF_COOKIE = "csrfCookie"
 CSRF_HEADER = "csrfHeader"
 CLIENT_BASIC = "clientBasic"
+CITY_APPS = "cityApps"
 
-READ: list[dict[str, list[str]]] = [{BEARER: []}, {CITIZEN_SESSION: []}]
-"""A reading API route: an app's access token, or the citizen's session."""
-WRITE: list[dict[str, list[str]]] = [{BEARER: []}, {CITIZEN_SESSION: [], CSRF_COOKIE: [], CSRF_HEADER: []}]
-"""A changing API route: an app's token, or the session with the CSRF cookie echoed in the header."""
+READ: list[dict[str, list[str]]] = [{BEARER: [], CITY_APPS: ["documents:read"]},
+                                    {BEARER: [], CITY_APPS: ["documents:deposit"]}, {CITIZEN_SESSION: []}]
+"""A reading API route: an app's access token with one of the scopes (or an RFC 9396 grant of chosen
+documents), or the citizen's session."""
+WRITE: list[dict[str, list[str]]] = [{BEARER: [], CITY_APPS: ["documents:deposit"]},
+                                     {CITIZEN_SESSION: [], CSRF_COOKIE: [], CSRF_HEADER: []}]
+"""A changing API route: an app's token with documents:deposit, or the session with the CSRF cookie
+echoed in the header."""
 SESSION: list[dict[str, list[str]]] = [{CITIZEN_SESSION: []}]
 
 
-def security_schemes(settings: Settings) -> dict[str, Any]:
+def security_schemes(settings: Settings, scopes: dict[str, str]) -> dict[str, Any]:
     prefix = "__Host-" if settings.https else ""  # vault.web.pages.cookie_name
+    issuer = settings.issuer
     return {
+        CITY_APPS: {"type": "oauth2", "description": "How an app gets its access token (the code flow; the "
+                                                     "token is then sent as `appToken`), and its scopes.",
+                    "flows": {"authorizationCode": {"authorizationUrl": f"{issuer}/authorize",
+                                                    "tokenUrl": f"{issuer}/token", "refreshUrl": f"{issuer}/token",
+                                                    "scopes": scopes}}},
         BEARER: {"type": "http", "scheme": "bearer",
                     "description": "An access token this provider issued to an app (`/token`). The document API "
                                    "needs `documents:read` (or an RFC 9396 grant of chosen documents) to read and "
@@ -127,15 +138,15 @@ def security_schemes(settings: Settings) -> dict[str, Any]:
     }
 
 
-def install_openapi(app: FastAPI, settings: Settings) -> None:
+def install_openapi(app: FastAPI, settings: Settings, *, scopes: dict[str, str]) -> None:
     """The document FastAPI builds from the routes, plus the security schemes (their cookie names
-    depend on the issuer's scheme)."""
+    and URLs depend on the issuer; ``scopes``: every scope an app may ask for, described)."""
     build: Callable[[], dict[str, Any]] = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             document = build()
-            document.setdefault("components", {})["securitySchemes"] = security_schemes(settings)
+            document.setdefault("components", {})["securitySchemes"] = security_schemes(settings, scopes)
             app.openapi_schema = document
         return app.openapi_schema
 
