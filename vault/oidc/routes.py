@@ -21,6 +21,7 @@ from vault.auth.service import CurrentLogin
 from vault.oidc.adapter import oauth_request, read_form_items, to_response
 from vault.oidc.delegation import ASSISTED_COOKIE, STAFF_COOKIE, Delegation, DelegationEnded
 from vault.oidc.exceptions import BearerError, LogoutError, UntrustedHint
+from vault.oidc.keys import JWKS_MAX_AGE
 from vault.oidc.profiles import endpoint_profile
 from vault.oidc.service import (
     BadRequest,
@@ -92,7 +93,8 @@ def discovery(request: Request, service: OIDC) -> JSONResponse:
 @router.get("/jwks", summary="Public keys that verify ID tokens and signed userinfo")
 @router.get("/api/v2/jwks", include_in_schema=False)
 def jwks(db: Db, service: OIDC) -> JSONResponse:
-    return JSONResponse(service.keystore.jwks(db), headers={"Cache-Control": "public, max-age=300"})
+    # A new key is published PUBLISH_AHEAD before it signs, longer than this lifetime (oidc/keys.py).
+    return JSONResponse(service.keystore.jwks(db), headers={"Cache-Control": f"public, max-age={JWKS_MAX_AGE}"})
 
 
 # ---- authorization ------------------------------------------------------------------------------------
