@@ -16,6 +16,7 @@ import hmac
 import json
 import logging
 import os
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -45,6 +46,15 @@ PUBLISH_AHEAD = timedelta(seconds=2 * JWKS_MAX_AGE + 60)
 
 class InvalidSignature(Exception):
     """A JWT that was not signed by one of our keys (or is malformed)."""
+
+
+@dataclass(frozen=True)
+class NewKey:
+    """A key made by ``rotate``: published at once, signing from ``active_from``."""
+
+    kid: str
+    alg: str
+    active_from: datetime
 
 
 class RotationPending(Exception):
@@ -137,7 +147,7 @@ class KeyStore:
             raise InvalidSignature() from None
         return dict(decoded.header), dict(decoded.claims)
 
-    def rotate(self, db: Session, *, now: bool = False) -> list[SigningKey]:
+    def rotate(self, db: Session, *, now: bool = False) -> list[NewKey]:
         """New keys for every algorithm, published at once and signing from ``PUBLISH_AHEAD`` on,
         when the current ones retire (still published for a while). ``now``: they sign at once (an
         emergency: apps holding a cached /jwks cannot verify new tokens until they fetch it again).
@@ -152,10 +162,11 @@ class KeyStore:
         for row in db.exec(select(SigningKey).where(or_(col(SigningKey.retired_at).is_(None),
                                                         col(SigningKey.retired_at) > active_from))).all():
             row.retired_at = active_from if _aware(row.active_from) <= start else start
-        rows = [self._create(db, alg, active_from=active_from) for alg in ALGORITHMS]
-        logger.info("signing keys rotated", extra={"kids": [row.kid for row in rows],
+        new = [NewKey(row.kid, row.alg, active_from) for row in
+               (self._create(db, alg, active_from=active_from) for alg in ALGORITHMS)]
+        logger.info("signing keys rotated", extra={"kids": [key.kid for key in new],
                                                    "active_from": active_from.isoformat()})
-        return rows
+        return new
 
     def ensure(self, db: Session) -> None:
         """Create what is missing (keys of each algorithm, service secrets); run at ``db upgrade``."""
