@@ -291,7 +291,11 @@ class LocalKeyring:
     def wrap(self, plaintext: bytes, *, context: bytes) -> bytes:
         self._maybe_reload()
         version = self._active
-        key = self._keys[version]
+        key = self._keys.get(version)
+        if key is None:  # read between the two halves of a reload: read the file again
+            self.reload(force=True)
+            version = self._active
+            key = self._keys[version]
         nonce = os.urandom(_NONCE_BYTES)
         sealed = AESGCM(key).encrypt(nonce, plaintext, _associated_data(version, context))
         return _HEADER.pack(_MAGIC, version) + nonce + sealed
