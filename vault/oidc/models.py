@@ -154,3 +154,15 @@ class ServerSecret(SQLModel, table=True):
     name: str = Field(primary_key=True, max_length=50)
     value: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class Deployment(SQLModel, table=True):
+    """The deployment's one row: the issuer every replica must answer with (recorded by
+    ``vault db upgrade``, or by the first replica to start); a replica configured with another
+    VAULT_ISSUER reports itself not ready."""
+
+    __tablename__ = "deployment"
+
+    id: int = Field(default=1, primary_key=True)
+    issuer: str = Field(max_length=2000)
+    recorded_at: datetime = Field(default_factory=utcnow)

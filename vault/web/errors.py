@@ -77,7 +77,9 @@ def _unavailable(request: Request, exc: ServiceUnavailable) -> Response:
     detail, message = exc.describe(reading=request.method in ("GET", "HEAD"))
     if _wants_json(request):
         return api_error(exc.code, detail, exc.status, headers=exc.headers)
-    return message_page(request, title=exc.title, message=message, status=exc.status, link=exc.link)
+    page = message_page(request, title=exc.title, message=message, status=exc.status, link=exc.link)
+    page.headers.update(exc.headers)
+    return page
 
 
 def install_error_handlers(app: FastAPI) -> None:
