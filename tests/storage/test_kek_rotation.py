@@ -148,6 +148,8 @@ def test_kek_steps_can_each_be_run_again(kek_settings: Settings, engine, env) ->
         time.sleep(1.5)  # twice VAULT_KEYRING_RELOAD_SECONDS and a second after the activation
         assert vault(env, "keys", "kek", "retire", "1")["changed"] is True
         assert [k["version"] for k in keyring(kek_settings)["keys"]] == [2]
+        status = vault(env, "keys", "kek", "status")  # what the operator checks at the end
+        assert status["versions"] == [2] and status["pending"] == [] and set(status["wrapped_by_version"]) == {"2"}
         assert replica.read_all() == []
     finally:
         replica.close()
