@@ -6,6 +6,7 @@ No HTTP here: routes parse and call these functions; the request's unit of work 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
 import secrets
 import uuid
@@ -64,6 +65,9 @@ Purpose = Literal["verify_email", "reset_password", "change_email", "activate"]
 ACTIVATION_LINK_DAYS = 7  # an account opened at the counter with an address: its first password
 EMAIL_CHANGE_HOURS = 24
 MFA_PENDING_MINUTES = 5
+# The account's sensitive pages (TOTP, recovery codes, email, password, passkeys, the export of the
+# citizen's data) need a proof of identity (password, TOTP code or passkey) this recent.
+STEP_UP_WINDOW = timedelta(minutes=5)
 RECOVERY_CODES = 10
 _RECOVERY_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"  # no 0/o, 1/l/i: read aloud at a counter
 TOTP_ISSUER_FALLBACK = "Citizen Vault"
@@ -95,6 +99,26 @@ class CurrentLogin:
     citizen: Citizen
     token: str
 
+    @property
+    def stepped_up(self) -> bool:
+        """Whether the citizen proved it is them in this session less than 5 minutes ago."""
+        at = self.login_session.stepped_up_at
+        return at is not None and utcnow() - at <= STEP_UP_WINDOW
+
+
+class AppGrants(Protocol):
+    """What ends with every session of an account (a password reset, "log out everywhere"): the
+    apps' tokens (``vault.oidc``, a floor above, supplied by the composition root)."""
+
+    def end_grants(self, *, db: Session, citizen_id: uuid.UUID) -> int: ...
+
+
+RESET_NEEDS_SECOND_FACTOR = N_(
+    "Votre compte est protégé par la double authentification : saisissez le code à 6 chiffres de votre "
+    "application, ou l'un de vos codes de secours.")
+NO_SECOND_FACTOR = N_(
+    "Vous n'avez plus ni votre application ni vos codes de secours ? Présentez-vous au guichet de la mairie avec "
+    "une pièce d'identité : un agent vérifiera votre identité et vous aidera à retrouver l'accès à votre compte.")
 
 CERTIFIED_IDENTITY = N_("Cette identité est certifiée par FranceConnect : elle vient de l'état civil et serait "
                         "remplacée à la prochaine connexion par FranceConnect. Une correction se demande à l'état civil.")
@@ -106,14 +130,27 @@ def mask_email(address: str) -> str:
     return f"{local[:1]}***@{domain}"
 
 
+class Secrets(Protocol):
+    """Where the service secrets live (``oidc.keys.KeyStore``, a floor above, supplied by the
+    composition root): a random 256-bit secret per name, created on first use."""
+
+    def secret(self, db: Session, name: str) -> bytes: ...
+
+
+THROTTLE_SECRET = "login-throttle"  # noqa: S105  (the secret's name, not a secret)
+
+
 class AccountService:
     """Accounts and sessions. Holds configuration only; every method takes the DB session."""
 
-    def __init__(self, *, settings: Settings, hasher: Hasher, mailer: Mailer, keys: crypto.KeyProvider) -> None:
+    def __init__(self, *, settings: Settings, hasher: Hasher, mailer: Mailer, keys: crypto.KeyProvider,
+                 secrets: Secrets) -> None:
         self.settings = settings
         self.hasher = hasher
         self.mailer = mailer
         self.keys = keys
+        self.secrets = secrets  # the login throttle's key
+        self.app_grants: list[AppGrants] = []
 
     # ---- registration and email links ---------------------------------------------------------
 
@@ -257,7 +294,7 @@ class AccountService:
             raise InvalidInput({"password": problem})
         citizen.password_hash = self.hasher.hash(password)
         citizen.updated_at = utcnow()
-        self._clear_throttle(db=db, key=self._account_key(login_name(citizen)))
+        self._clear_throttle(db=db, key=self._account_key(db, login_name(citizen)))
 
     def add_email(self, *, db: Session, citizen: Citizen, email: str) -> None:
         """An address for an account that has none (given when activating it): it becomes the
@@ -314,9 +351,12 @@ class AccountService:
                                  ttl=timedelta(minutes=self.settings.password_reset_minutes))
         self._mail(to=citizen.email, template="password_reset", token=token)
 
-    def check_link(self, *, db: Session, token: str, purpose: Purpose) -> None:
-        """Raise InvalidLink unless the link can still be used (for showing its form)."""
-        self._find_link(db=db, token=token, purpose=purpose)
+    def check_link(self, *, db: Session, token: str, purpose: Purpose) -> Citizen:
+        """Raise InvalidLink unless the link can still be used (for showing its form); its account."""
+        link = self._find_link(db=db, token=token, purpose=purpose)
+        citizen = db.get(Citizen, link.citizen_id)
+        assert citizen is not None  # cascade: a link never outlives its citizen
+        return citizen
 
     def set_password(self, *, citizen: Citizen, password: str) -> None:
         """An operator's new password for an account (``vault demo seed``); the rules still apply."""
@@ -325,13 +365,28 @@ class AccountService:
         citizen.password_hash = self.hasher.hash(password)
         citizen.updated_at = utcnow()
 
-    def reset_password(self, *, db: Session, token: str, password: str) -> Citizen:
-        """Set a new password from a reset link, then close every session of the account."""
+    def reset_password(self, *, db: Session, token: str, password: str, otp: str = "", address: str = "") -> Citizen:
+        """Set a new password from a reset link, then close every session of the account and end
+        the apps' grants (``logout_everywhere``). An account with TOTP also needs a code of its
+        application or a recovery code (the mailbox alone is not enough to take it over): a wrong
+        code counts in the login throttle (the caller commits the InvalidInput), the link stays
+        usable; TooManyLoginAttempts while locked."""
         link = self._find_link(db=db, token=token, purpose="reset_password")
         citizen = db.get(Citizen, link.citizen_id)
         assert citizen is not None
         if problem := password_problem(password, email=citizen.email or ""):
             raise InvalidInput({"password": problem})
+        if citizen.totp_enabled_at is not None:
+            keys = [self._account_key(db, login_name(citizen)), self._address_key(address)]
+            if retry_after := self._locked_for(db=db, keys=keys):
+                raise TooManyLoginAttempts(retry_after)
+            if not (otp or "").strip():
+                raise InvalidInput({"otp": RESET_NEEDS_SECOND_FACTOR})
+            try:
+                self._check_second_factor(db=db, citizen=citizen, code=otp, address=address)
+            except InvalidOtp:
+                raise InvalidInput({"otp": N_("Code incorrect. Saisissez le code à 6 chiffres affiché par votre "
+                                              "application, ou l'un de vos codes de secours.")}) from None
         self._consume_link(db=db, token=token, purpose="reset_password")
         # Any other reset link of this account dies too.
         db.exec(
@@ -345,9 +400,9 @@ class AccountService:
         citizen.email_verified_at = citizen.email_verified_at or utcnow()
         citizen.updated_at = utcnow()
         self.logout_everywhere(db=db, citizen_id=citizen.id)
-        self._clear_throttle(db=db, key=self._account_key(login_name(citizen)))
+        self._clear_throttle(db=db, key=self._account_key(db, login_name(citizen)))
         logger.info("password reset", extra={"citizen_id": str(citizen.id)})
-        self.notify(to=citizen.email, template="password_changed", at=self._local_now())
+        self.notify(to=citizen.email, template="password_changed", at=self._local_now(), apps_signed_out=True)
         return citizen
 
     def change_password(self, *, db: Session, current: CurrentLogin, password: str, new_password: str,
@@ -355,7 +410,7 @@ class AccountService:
         """"Mon compte": the current password (throttled like a login), then the new one, checked by
         the same rules; every other session of the account ends, this one stays; a notice by mail."""
         citizen = current.citizen
-        keys = [self._account_key(login_name(citizen)), self._address_key(address)]
+        keys = [self._account_key(db, login_name(citizen)), self._address_key(address)]
         if retry_after := self._locked_for(db=db, keys=keys):
             raise TooManyLoginAttempts(retry_after)
         if not self.hasher.verify(citizen.password_hash, password or ""):
@@ -382,7 +437,7 @@ class AccountService:
         address; nothing changes until it is opened. The old address is told. An address another
         account uses gets the same answer here, and its owner a mail saying someone tried it."""
         citizen = current.citizen
-        keys = [self._account_key(login_name(citizen)), self._address_key(address)]
+        keys = [self._account_key(db, login_name(citizen)), self._address_key(address)]
         if retry_after := self._locked_for(db=db, keys=keys):
             raise TooManyLoginAttempts(retry_after)
         try:
@@ -465,9 +520,12 @@ class AccountService:
 
     # ---- login and throttling ------------------------------------------------------------------
 
-    @staticmethod
-    def _account_key(email: str) -> str:
-        return "account:" + hashlib.sha256(email.encode()).hexdigest()[:64]
+    def _account_key(self, db: Session, name: str) -> str:
+        """The throttle row of an account (or of any name typed at login): a keyed hash (HMAC-SHA256
+        under a service secret), so that the table names nobody to whoever reads it, and an
+        address cannot be checked against it by hashing guesses."""
+        key = self.secrets.secret(db, THROTTLE_SECRET)
+        return "account:" + hmac.new(key, name.encode(), hashlib.sha256).hexdigest()
 
     @staticmethod
     def _address_key(address: str) -> str:
@@ -510,7 +568,7 @@ class AccountService:
         commit even though this raises: see ``record_login_failure``.
         """
         normalized, citizen = self.find_for_login(db=db, typed=email)
-        keys = [self._account_key(normalized), self._address_key(address)]
+        keys = [self._account_key(db, normalized), self._address_key(address)]
         if retry_after := self._locked_for(db=db, keys=keys):
             raise TooManyLoginAttempts(retry_after)
         password_ok = self.hasher.verify(citizen.password_hash if citizen else None, password or "")
@@ -551,10 +609,10 @@ class AccountService:
     def locked_for(self, *, db: Session, name: str, address: str) -> int:
         """Seconds before the account ``name`` (see ``find_for_login``) or the address may try
         again; 0 when neither is locked. The same lock as the login's."""
-        return self._locked_for(db=db, keys=[self._account_key(name), self._address_key(address)])
+        return self._locked_for(db=db, keys=[self._account_key(db, name), self._address_key(address)])
 
     def record_login_failure(self, *, db: Session, email: str, address: str) -> None:
-        self._record_failure(db=db, key=self._account_key(email),
+        self._record_failure(db=db, key=self._account_key(db, email),
                              free=self.settings.login_free_failures_per_account)
         self._record_failure(db=db, key=self._address_key(address),
                              free=self.settings.login_free_failures_per_address)
@@ -566,7 +624,7 @@ class AccountService:
     def start_session(self, *, db: Session, citizen: Citizen, amr: str, user_agent: str) -> str:
         """A login another way than the password (a passkey): the account's counter is cleared, the
         login dated, a new session opened; its token returned."""
-        self._clear_throttle(db=db, key=self._account_key(login_name(citizen)))
+        self._clear_throttle(db=db, key=self._account_key(db, login_name(citizen)))
         citizen.last_login_at = utcnow()
         return self._open_session(db=db, citizen=citizen, amr=amr, user_agent=user_agent)
 
@@ -579,7 +637,7 @@ class AccountService:
             raise InvalidLink("Votre connexion a expiré. Saisissez de nouveau votre adresse e-mail et votre mot de passe.")
         citizen = db.get(Citizen, pending.citizen_id)
         assert citizen is not None
-        keys = [self._account_key(login_name(citizen)), self._address_key(address)]
+        keys = [self._account_key(db, login_name(citizen)), self._address_key(address)]
         if retry_after := self._locked_for(db=db, keys=keys):
             raise TooManyLoginAttempts(retry_after)
         self._check_second_factor(db=db, citizen=citizen, code=otp, address=address)
@@ -608,7 +666,8 @@ class AccountService:
         now = utcnow()
         db.add(LoginSession(id=digest, citizen_id=citizen.id, created_at=now, last_seen_at=now, auth_time=now,
                             amr=amr, mfa_pending=mfa_pending, user_agent=(user_agent or "")[:200],
-                            federation=federation, federation_id_token=federation_id_token))
+                            federation=federation, federation_id_token=federation_id_token,
+                            stepped_up_at=None if mfa_pending else now))
         return token
 
     def open_session(self, *, db: Session, citizen: Citizen, amr: str, user_agent: str, federation: str,
@@ -622,7 +681,7 @@ class AccountService:
         """The account's password, and its TOTP code when two-factor login is on, throttled like a
         login (TooManyLoginAttempts, InvalidCredentials, InvalidOtp). Failures are recorded by the
         caller's unit of work, which must commit even though this raises."""
-        keys = [self._account_key(login_name(citizen)), self._address_key(address)]
+        keys = [self._account_key(db, login_name(citizen)), self._address_key(address)]
         if retry_after := self._locked_for(db=db, keys=keys):
             raise TooManyLoginAttempts(retry_after)
         if not self.hasher.verify(citizen.password_hash, password or ""):
@@ -631,6 +690,40 @@ class AccountService:
         if citizen.totp_enabled_at is not None:
             self._check_second_factor(db=db, citizen=citizen, code=otp or "", address=address)
         self._clear_throttle(db=db, key=keys[0])
+
+    # ---- step-up: a recent proof before the account's sensitive pages ---------------------------
+
+    def step_up(self, *, db: Session, current: CurrentLogin, password: str, otp: str, address: str) -> None:
+        """The confirmation page: the password, or a code of the TOTP application when the account
+        has one, throttled like a login (TooManyLoginAttempts; InvalidInput for a wrong proof, whose
+        failure the caller's unit of work must commit). The session is stepped up for 5 minutes."""
+        citizen = current.citizen
+        keys = [self._account_key(db, login_name(citizen)), self._address_key(address)]
+        if retry_after := self._locked_for(db=db, keys=keys):
+            raise TooManyLoginAttempts(retry_after)
+        if not password and not otp:
+            field = "otp" if citizen.totp_enabled_at is not None and not citizen.password_hash else "password"
+            raise InvalidInput({field: N_("Saisissez votre mot de passe ou un code de votre application.")
+                                if citizen.totp_enabled_at is not None else N_("Saisissez votre mot de passe.")})
+        if password:
+            ok, field = self.hasher.verify(citizen.password_hash, password), "password"
+            message = N_("Mot de passe incorrect.")
+        else:
+            ok, field = self.accept_totp(citizen=citizen, code=otp), "otp"
+            message = InvalidOtp.message
+        if not ok:
+            self.record_login_failure(db=db, email=login_name(citizen), address=address)
+            logger.info("step-up refused", extra={"citizen_id": str(citizen.id), "proof": field})
+            raise InvalidInput({field: message})
+        self._clear_throttle(db=db, key=keys[0])
+        self.stepped_up(current)
+        logger.info("step-up", extra={"citizen_id": str(citizen.id), "proof": field})
+
+    @staticmethod
+    def stepped_up(current: CurrentLogin) -> None:
+        """The citizen just proved it is them another way (a form that asks for the password, a
+        passkey): the session counts as stepped up for 5 minutes."""
+        current.login_session.stepped_up_at = utcnow()
 
     def resolve_session(self, *, db: Session, token: str | None) -> CurrentLogin | None:
         """Return the live session for a cookie, or None (unknown, pending MFA, idle or too old)."""
@@ -657,8 +750,13 @@ class AccountService:
             db.exec(delete(LoginSession).where(col(LoginSession.id) == token_hash(token)))
 
     def logout_everywhere(self, *, db: Session, citizen_id: uuid.UUID) -> int:
+        """Every login session of the account ends, and so do the apps' grants (their access and
+        refresh tokens, their codes not yet exchanged); the consents given to apps stay. How many
+        login sessions ended."""
         result = db.exec(delete(LoginSession).where(col(LoginSession.citizen_id) == citizen_id))
-        logger.info("all sessions closed", extra={"citizen_id": str(citizen_id), "count": result.rowcount})
+        grants = sum(apps.end_grants(db=db, citizen_id=citizen_id) for apps in self.app_grants)
+        logger.info("all sessions closed", extra={"citizen_id": str(citizen_id), "count": result.rowcount,
+                                                  "app_tokens": grants})
         return result.rowcount
 
     def end_session(self, *, db: Session, login_session: LoginSession) -> None:
@@ -723,10 +821,15 @@ class AccountService:
 
     def forget(self, *, db: Session, citizen: Citizen) -> None:
         """Erasure's last stage for accounts: the citizen's row and what hangs on it (mailed links,
-        recovery codes, login sessions, links to FranceConnect, passkeys and their pending challenges).
-        The other domains forget theirs first."""
+        recovery codes, login sessions, links to FranceConnect, passkeys and their pending challenges)
+        and their login counters (under every name the account was throttled by). The other domains
+        forget theirs first."""
         for table in (EmailToken, RecoveryCode, LoginSession, FederatedIdentity, Passkey, PasskeyChallenge):
             db.exec(delete(table).where(col(table.citizen_id) == citizen.id))
+        names = {login_name(citizen), f"citizen:{citizen.id}", f"letter:{citizen.id}"}
+        if citizen.login_id:
+            names.add(f"login:{citizen.login_id}")
+        db.exec(delete(LoginThrottle).where(col(LoginThrottle.key).in_([self._account_key(db, n) for n in names])))
         db.delete(citizen)
 
     def purge_expired(self, *, db: Session, now: datetime) -> dict[str, int]:
@@ -777,9 +880,8 @@ class AccountService:
         self.notify(to=citizen.email, template="totp_enabled")
         return codes
 
-    def disable_totp(self, *, db: Session, citizen: Citizen, password: str) -> None:
-        if not self.hasher.verify(citizen.password_hash, password or ""):
-            raise InvalidInput({"password": N_("Mot de passe incorrect.")})
+    def disable_totp(self, *, db: Session, citizen: Citizen) -> None:
+        """TOTP off and the recovery codes gone (the page asked for a recent proof); a notice by mail."""
         citizen.totp_secret = None
         citizen.totp_enabled_at = None
         citizen.totp_last_step = None

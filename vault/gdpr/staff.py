@@ -26,6 +26,9 @@ logger = logging.getLogger(__name__)
 
 REAUTH_WINDOW = timedelta(minutes=5)
 ROLES = ("dpo", "admin", "agent")  # the DPO, administrators, counter agents
+# What each role may do: the DPO runs the GDPR register, exports, erasures and legal holds;
+# administrators manage staff accounts, apps (clients) and see the statistics; agents work at the counter.
+ROLE_NAMES = {"dpo": "the DPO", "admin": "an administrator", "agent": "a counter agent"}
 
 
 @dataclass(frozen=True)
@@ -96,13 +99,28 @@ class StaffService:
         logger.info("staff account created", extra={"staff_id": str(staff.id), "role": role})
         return staff, secret, uri
 
+    def acting(self, db: Session, *, email: str, role: str) -> StaffAccount:
+        """The staff member an operator's command acts as (``--as``): an active account of ``role``;
+        InvalidInput otherwise (the DPO's commands are the DPO's, the administrators' theirs)."""
+        try:
+            normalized = normalize_email(email)
+        except ValueError as exc:
+            raise InvalidInput({"as": str(exc)}) from None
+        staff = db.exec(select(StaffAccount).where(StaffAccount.email == normalized)).first()
+        if staff is None or staff.disabled_at is not None:
+            raise InvalidInput({"as": "no active staff account with this email (see `vault staff create`)"})
+        if staff.role != role:
+            raise InvalidInput({"as": f"this staff member is {ROLE_NAMES[staff.role]}: the command is for "
+                                      f"{ROLE_NAMES[role]}"})
+        return staff
+
     def login(self, db: Session, *, email: str, password: str, otp: str, address: str) -> str:
         """Password and TOTP in one step (staff have no way around the second factor)."""
         try:
             normalized = normalize_email(email)
         except ValueError:
             normalized = (email or "").strip().lower()[:254]
-        keys = [self.accounts._account_key("staff:" + normalized), self.accounts._address_key(address)]
+        keys = [self.accounts._account_key(db, "staff:" + normalized), self.accounts._address_key(address)]
         if retry := self.accounts._locked_for(db=db, keys=keys):
             raise TooManyLoginAttempts(retry)
         staff = db.exec(select(StaffAccount).where(StaffAccount.email == normalized)).first() if normalized else None
@@ -143,7 +161,7 @@ class StaffService:
         staff = current.staff
         # The same throttle as the login: a stolen staff session must not become a way to guess
         # the password and the TOTP code without limit.
-        keys = [self.accounts._account_key("staff:" + staff.email), self.accounts._address_key(address)]
+        keys = [self.accounts._account_key(db, "staff:" + staff.email), self.accounts._address_key(address)]
         if retry := self.accounts._locked_for(db=db, keys=keys):
             raise TooManyLoginAttempts(retry)
         if not (self.accounts.hasher.verify(staff.password_hash, password or "")

@@ -1,5 +1,5 @@
-"""Tables of the OpenID Connect provider: apps, codes, tokens, consents, pending requests, signing
-keys and service secrets."""
+"""Tables of the OpenID Connect provider: apps, codes, tokens, consents, pending requests, used
+client assertions, signing keys and service secrets."""
 
 from __future__ import annotations
 
@@ -126,6 +126,18 @@ class PendingAuthorization(SQLModel, table=True):
     params: dict[str, str] = Field(sa_column=Column(JSON, nullable=False))
     created_at: datetime = Field(default_factory=utcnow)
     expires_at: datetime
+
+
+class ClientAssertion(SQLModel, table=True):
+    """A ``private_key_jwt`` client assertion already used (RFC 7523 §3: its ``jti``, as a SHA-256),
+    per app, kept until it expires so that no replica accepts it twice; retention sweeps it then."""
+
+    __tablename__ = "oauth_client_assertion"
+
+    client_id: str = Field(sa_column=Column(ForeignKey("oauth_client.client_id", ondelete="CASCADE"),
+                                            primary_key=True))
+    jti_hash: str = Field(primary_key=True, max_length=64)
+    expires_at: datetime = Field(index=True)
 
 
 class SigningKey(SQLModel, table=True):

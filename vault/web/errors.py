@@ -34,8 +34,10 @@ from vault.web.pages import message_page
 
 logger = logging.getLogger(__name__)
 
-# The endpoints whose callers are apps speaking OAuth 2.0 (/authorize and /logout are pages).
-OAUTH_ENDPOINTS = frozenset({"/token", "/revoke", "/introspect", "/userinfo"})
+# The endpoints whose callers are apps speaking OAuth 2.0 (/authorize and /logout are pages), with
+# those of the FranceConnect profiles (vault.oidc.profiles).
+OAUTH_ENDPOINTS = frozenset({"/token", "/revoke", "/introspect", "/userinfo", "/api/v1/token", "/api/v2/token",
+                             "/api/v1/userinfo", "/api/v2/userinfo"})
 JSON_PATHS = ("/api/", "/healthz", "/readyz")
 NOT_FOUND = (N_("Page introuvable"), N_("Cette page n'existe pas ou n'existe plus."))
 
@@ -43,6 +45,16 @@ NOT_FOUND = (N_("Page introuvable"), N_("Cette page n'existe pas ou n'existe plu
 class LoginRequired(Exception):
     """The page needs a logged-in citizen; answered by a redirect to the login page, which comes
     back to ``next_path`` afterwards."""
+
+    def __init__(self, next_path: str) -> None:
+        super().__init__(next_path)
+        self.next_path = next_path
+
+
+class StepUpRequired(Exception):
+    """The page needs a recent proof of identity (the password, a TOTP code or a passkey, less than
+    5 minutes old); answered by a redirect to the confirmation page, which comes back to
+    ``next_path`` afterwards (a page to show: for a form sent, the page of that form)."""
 
     def __init__(self, next_path: str) -> None:
         super().__init__(next_path)
@@ -92,6 +104,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(LoginRequired)
     async def login_required(request: Request, exc: LoginRequired) -> Response:
         return RedirectResponse(f"/login?next={quote(exc.next_path)}", status_code=303)
+
+    @app.exception_handler(StepUpRequired)
+    async def step_up_required(request: Request, exc: StepUpRequired) -> Response:
+        return RedirectResponse(f"/account/confirm?next={quote(exc.next_path)}", status_code=303)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:
