@@ -31,6 +31,7 @@ from vault.counter.assist import AssistService
 from vault.counter.enrolment import EnrolmentService
 from vault.counter.records import MandateRecords
 from vault.counter.service import CounterService
+from vault.crypto.rotation import KekRotation
 from vault.db import make_engine
 from vault.gdpr.audit import AppLogins
 from vault.gdpr.proconnect import ProConnectLogin
@@ -70,6 +71,7 @@ class Services:
     counter: CounterService  # the town hall's counter: mandates and their journal
     assist: AssistService  # assisted sessions: an agent logs into an app for a citizen (oidc's Delegations)
     enrolments: EnrolmentService  # accounts opened at the counter, their activation letters
+    kek: KekRotation  # KEK rotation: every value wrapped by the KEK, re-wrapped in batches
 
 
 def build_services(settings: Settings, *, engine: Engine | None = None) -> Services:
@@ -104,9 +106,13 @@ def build_services(settings: Settings, *, engine: Engine | None = None) -> Servi
     accounts.app_grants.append(oidc)  # a password reset or "log out everywhere" ends the apps' tokens too
     oidc.delegations = assist  # the provider asks the counter who acts for whom (vault.oidc.delegation)
     staff.logout_listeners.append(assist)  # an agent's logout ends their assisted sessions
+    engine = engine or make_engine(settings.effective_database_url)
+    kek = KekRotation(keys=keys, engine=engine, columns=[
+        *documents.wrapped_columns(), *keystore.wrapped_columns(), *accounts.wrapped_columns(),
+        *staff.wrapped_columns()])
     return Services(
         settings=settings,
-        engine=engine or make_engine(settings.effective_database_url),
+        engine=engine,
         keys=keys,
         blob_store=blob_store,
         scanner=scanner,
@@ -125,4 +131,5 @@ def build_services(settings: Settings, *, engine: Engine | None = None) -> Servi
         counter=counter,
         assist=assist,
         enrolments=EnrolmentService(accounts=accounts, gdpr=gdpr),
+        kek=kek,
     )

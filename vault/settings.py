@@ -57,6 +57,10 @@ class Settings(BaseSettings):
 
     key_provider: Literal["local", "aws-kms"] = "local"
     keyring_file: Path | None = None
+    # Every process looks at the keyring file again at most this often (and whenever it meets a KEK
+    # version it does not hold): a version added or activated by ``vault keys kek`` reaches every
+    # replica without a restart. Older versions may be retired 2 × this + 1 s after an activation.
+    keyring_reload_seconds: float = Field(default=2.0, gt=0, le=60)
     kms_key_id: str | None = None
     kms_endpoint_url: str | None = None
     kms_region: str = "eu-west-3"

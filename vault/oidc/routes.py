@@ -22,6 +22,7 @@ from vault.oidc import api_docs as docs
 from vault.oidc.adapter import oauth_request, read_form_items, to_response
 from vault.oidc.delegation import ASSISTED_COOKIE, STAFF_COOKIE, Delegation, DelegationEnded
 from vault.oidc.exceptions import BearerError, LogoutError, UntrustedHint
+from vault.oidc.keys import JWKS_MAX_AGE
 from vault.oidc.profiles import endpoint_profile
 from vault.oidc.service import (
     BadRequest,
@@ -95,7 +96,8 @@ def discovery(request: Request, service: OIDC) -> JSONResponse:
             responses={200: {"model": docs.Jwks, "description": "The public keys"}})
 @router.get("/api/v2/jwks", include_in_schema=False)
 def jwks(db: Db, service: OIDC) -> JSONResponse:
-    return JSONResponse(service.keystore.jwks(db), headers={"Cache-Control": "public, max-age=300"})
+    # A new key is published PUBLISH_AHEAD before it signs, longer than this lifetime (oidc/keys.py).
+    return JSONResponse(service.keystore.jwks(db), headers={"Cache-Control": f"public, max-age={JWKS_MAX_AGE}"})
 
 
 # ---- authorization ------------------------------------------------------------------------------------
