@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import threading
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import Depends, FastAPI
@@ -45,6 +47,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     for warning in settings.check():  # raises ConfigError when the configuration cannot run
         logger.warning(warning)
     app = FastAPI(
+        lifespan=_lifespan,
         title="Citizen Vault",
         version=__version__,
         summary="The city's identity provider (OpenID Connect) and encrypted document vault.",
@@ -79,6 +82,20 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     _add_operational_routes(app)
     install_error_handlers(app)
     return app
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """While the app serves: the audit log's periodic checkpoint (a daemon thread)."""
+    services = app.state.services
+    stop = threading.Event()
+    thread = threading.Thread(target=services.audit.run_checkpoints, args=(services.engine, stop),
+                              name="audit-checkpoints", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
 
 
 def create_app_from_env() -> FastAPI:

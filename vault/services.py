@@ -32,7 +32,8 @@ from vault.counter.enrolment import EnrolmentService
 from vault.counter.records import MandateRecords
 from vault.counter.service import CounterService
 from vault.db import make_engine
-from vault.gdpr.audit import AppLogins
+from vault.gdpr import audit
+from vault.gdpr.audit import AppLogins, AuditTrail
 from vault.gdpr.proconnect import ProConnectLogin
 from vault.gdpr.service import GdprService
 from vault.gdpr.staff import StaffService
@@ -70,6 +71,7 @@ class Services:
     counter: CounterService  # the town hall's counter: mandates and their journal
     assist: AssistService  # assisted sessions: an agent logs into an app for a citizen (oidc's Delegations)
     enrolments: EnrolmentService  # accounts opened at the counter, their activation letters
+    audit: AuditTrail  # the audit log's keys and signed checkpoints (vault.gdpr.audit)
 
 
 def build_services(settings: Settings, *, engine: Engine | None = None) -> Services:
@@ -101,9 +103,13 @@ def build_services(settings: Settings, *, engine: Engine | None = None) -> Servi
     assist = AssistService(settings=settings, counter=counter)
     oidc.delegations = assist  # the provider asks the counter who acts for whom (vault.oidc.delegation)
     staff.logout_listeners.append(assist)  # an agent's logout ends their assisted sessions
+    engine = engine or make_engine(settings.effective_database_url)
+    trail = AuditTrail(secrets=keystore, store=blob_store, every_entries=settings.audit_checkpoint_entries,
+                       every_seconds=settings.audit_checkpoint_seconds)
+    audit.attach(engine, trail)  # every audit.record(db, …) through this engine is keyed and checkpointed
     return Services(
         settings=settings,
-        engine=engine or make_engine(settings.effective_database_url),
+        engine=engine,
         keys=keys,
         blob_store=blob_store,
         scanner=scanner,
@@ -122,4 +128,5 @@ def build_services(settings: Settings, *, engine: Engine | None = None) -> Servi
         counter=counter,
         assist=assist,
         enrolments=EnrolmentService(accounts=accounts, gdpr=gdpr),
+        audit=trail,
     )
