@@ -138,6 +138,12 @@ class Verification:
     first_bad_id: int | None = None
     problem: str | None = None
     checkpoint: Checkpoint | None = None  # the latest checkpoint the trail was compared with
+    # What is wrong, for pages that say it in their own words: "edited", "gap", "truncated" (the
+    # trail ends at ``ends_at`` but should reach ``expected``), "rewritten", "keyed_start", "key",
+    # "checkpoint" (unreadable, unsigned or out of reach).
+    code: str | None = None
+    ends_at: int | None = None
+    expected: int | None = None
 
 
 class AuditTrail:
@@ -286,25 +292,27 @@ class AuditTrail:
             return walked
         checkpoint, trouble = self.latest_checkpoint(db)
         if trouble is not None:
-            return Verification(ok=False, entries=walked.entries, problem=trouble)
+            return Verification(ok=False, entries=walked.entries, problem=trouble, code="checkpoint")
         if checkpoint is None:
             return walked
         anchor = db.get(AuditAnchor, 1)
         newest = db.exec(select(func.max(AuditEntry.id))).one() or 0
-        bad = None
+        bad = code = None
         if newest < checkpoint.seq:
-            bad = (f"the trail ends at entry {newest} but checkpoint says {checkpoint.seq} "
-                   f"(of {checkpoint.at}): the newest entries were removed")
+            bad, code = (f"the trail ends at entry {newest} but checkpoint says {checkpoint.seq} "
+                         f"(of {checkpoint.at}): the newest entries were removed"), "truncated"
         elif (row := db.get(AuditEntry, checkpoint.seq)) is not None and row.hash != checkpoint.head:
-            bad = f"entry {checkpoint.seq} is not the one its checkpoint (of {checkpoint.at}) signed: it was rewritten"
+            bad, code = (f"entry {checkpoint.seq} is not the one its checkpoint (of {checkpoint.at}) signed: "
+                         "the trail was rewritten"), "rewritten"
         elif row is None and (anchor is None or anchor.hash == GENESIS):
-            bad = f"entry {checkpoint.seq}, signed by its checkpoint (of {checkpoint.at}), is missing"
+            bad, code = f"entry {checkpoint.seq}, signed by its checkpoint (of {checkpoint.at}), is missing", "gap"
         elif checkpoint.mac_from is not None and (anchor is None or anchor.mac_from != checkpoint.mac_from):
-            bad = (f"the keyed part of the trail should start at entry {checkpoint.mac_from} "
-                   f"(checkpoint of {checkpoint.at}); the database says {anchor.mac_from if anchor else None}")
+            bad, code = (f"the keyed part of the trail should start at entry {checkpoint.mac_from} "
+                         f"(checkpoint of {checkpoint.at}); the database says {anchor.mac_from if anchor else None}",
+                         "keyed_start")
         if bad is not None:
             return Verification(ok=False, entries=walked.entries, first_bad_id=checkpoint.seq, problem=bad,
-                                checkpoint=checkpoint)
+                                checkpoint=checkpoint, code=code, ends_at=newest, expected=checkpoint.seq)
         return Verification(ok=True, entries=walked.entries, checkpoint=checkpoint)
 
     def _walk(self, db: Session, batch: int) -> Verification:
@@ -316,13 +324,13 @@ class AuditTrail:
             try:
                 key = self.mac_key(db, create=False)
             except LookupError:
-                return Verification(ok=False, entries=0, first_bad_id=mac_from,
+                return Verification(ok=False, entries=0, first_bad_id=mac_from, code="key",
                                     problem="the audit key is missing from the database (server secret audit-mac)")
             except (DecryptionError, KeyProviderError):
-                return Verification(ok=False, entries=0, first_bad_id=mac_from,
+                return Verification(ok=False, entries=0, first_bad_id=mac_from, code="key",
                                     problem="the audit key does not open with the key provider")
             if anchor is None or not hmac.compare_digest(anchor.mac_tag or "", _start_tag(key, mac_from)):
-                return Verification(ok=False, entries=0, first_bad_id=mac_from,
+                return Verification(ok=False, entries=0, first_bad_id=mac_from, code="keyed_start",
                                     problem="where the keyed part of the trail starts was changed")
         count = 0
         last_id = 0
@@ -331,19 +339,21 @@ class AuditTrail:
                            .limit(batch)).all()
             if not rows:
                 if anchor is not None and anchor.head_hash is not None and expected_prev != anchor.head_hash:
-                    return Verification(ok=False, entries=count, first_bad_id=anchor.head_id,
+                    return Verification(ok=False, entries=count, first_bad_id=anchor.head_id, code="truncated",
+                                        ends_at=last_id, expected=anchor.head_id,
                                         problem=f"the trail ends at entry {last_id} but its head record says "
                                                 f"{anchor.head_id}: the newest entries were removed")
                 return Verification(ok=True, entries=count)
             for row in rows:
                 assert row.id is not None
                 if row.prev_hash != expected_prev:
-                    return Verification(ok=False, entries=count, first_bad_id=row.id,
+                    return Verification(ok=False, entries=count, first_bad_id=row.id, code="gap",
                                         problem="an entry before this one was removed, inserted or reordered")
                 keyed = mac_from is not None and row.id >= mac_from
                 fields = (row.prev_hash, row.at, row.actor, row.action, row.target, row.details)
                 if not hmac.compare_digest(_mac(key, *fields) if keyed and key else _digest(*fields), row.hash):
-                    return Verification(ok=False, entries=count, first_bad_id=row.id, problem="this entry was edited")
+                    return Verification(ok=False, entries=count, first_bad_id=row.id, code="edited",
+                                        problem="this entry was edited")
                 expected_prev = row.hash
                 count += 1
                 last_id = row.id
