@@ -276,3 +276,16 @@ def test_checkpoints_go_to_the_versioned_bucket(vault_app, engine, s3_client, bu
     sql(engine, "DELETE FROM audit_anchor")
     result = verdict(vault_app)
     assert not result.ok and f"checkpoint says {ids[-1]}" in (result.problem or "")
+
+
+def test_the_periodic_task_checkpoints_a_head_that_moved(app, settings) -> None:
+    trail = app.state.services.audit
+    ids = write(app, 1, checkpoint=False)  # the process's first entry: checkpointed at once
+    trail.every_entries = 1000  # from now on, only the periodic task writes checkpoints
+    trail._last_time = __import__("time").monotonic()
+    more = write(app, 2, checkpoint=False)
+    assert verdict(app).checkpoint.seq == ids[-1]  # type: ignore[union-attr]
+    written = trail.checkpoint_if_moved(app.state.services.engine)
+    assert written is not None and written.seq == more[-1]
+    assert trail.checkpoint_if_moved(app.state.services.engine) is None  # nothing new: nothing written
+    assert verdict(app).checkpoint.seq == more[-1]  # type: ignore[union-attr]
