@@ -367,7 +367,10 @@ def _write_pending(db: Session) -> None:
     pending = db.info.pop(_PENDING, None)
     if pending is not None:
         trail, checkpoint, document = pending
-        trail._write(checkpoint, document)
+        try:
+            trail._write(checkpoint, document)
+        except Exception as exc:  # noqa: BLE001  (the action committed: its caller must not see a failure)
+            logger.warning("audit checkpoint not written", extra={"seq": checkpoint.seq, "error": type(exc).__name__})
 
 
 def _drop_pending(db: Session, _previous: object) -> None:
