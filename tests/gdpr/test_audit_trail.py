@@ -289,3 +289,19 @@ def test_the_periodic_task_checkpoints_a_head_that_moved(app, settings) -> None:
     assert written is not None and written.seq == more[-1]
     assert trail.checkpoint_if_moved(app.state.services.engine) is None  # nothing new: nothing written
     assert verdict(app).checkpoint.seq == more[-1]  # type: ignore[union-attr]
+
+
+def test_a_checkpoint_deleted_from_the_versioned_bucket_is_found(vault_app, engine, s3_client, bucket) -> None:
+    first = write(vault_app, 2)
+    newest = write(vault_app, 2)
+    # Someone with the database and a delete right on the bucket cuts the trail back to the first
+    # checkpoint, and deletes the newer one (the versioned bucket keeps a delete marker).
+    s3_client.delete_object(Bucket=bucket, Key=f"audit/checkpoints/{newest[-1]:012d}.json")
+    with Session(engine) as db:
+        back = db.get(AuditEntry, first[-1])
+        assert back is not None
+        sql(engine, "DELETE FROM audit_log WHERE id > :id", id=back.id)
+        sql(engine, "UPDATE audit_anchor SET head_id = :id, head_hash = :hash", id=back.id, hash=back.hash)
+    result = verdict(vault_app)
+    assert not result.ok and result.code == "checkpoint"
+    assert f"checkpoint audit/checkpoints/{newest[-1]:012d}.json was deleted" in (result.problem or "")

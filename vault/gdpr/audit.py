@@ -257,8 +257,11 @@ class AuditTrail:
         is none, or (None, why it cannot be trusted)."""
         try:
             keys = self.store.list_records(CHECKPOINTS)
+            deleted = self.store.deleted_records(CHECKPOINTS)
         except BlobStoreUnavailable as exc:
             return None, f"the checkpoints cannot be read from the object store ({exc})"
+        if deleted:  # the service never deletes one: the versioned bucket keeps what was removed
+            return None, f"checkpoint {deleted[-1]} was deleted from the object store (its old versions remain)"
         numbered = sorted((int(m.group(1)), key) for key in keys
                           if (m := _CHECKPOINT_NAME.fullmatch(key.removeprefix(CHECKPOINTS))))
         if not numbered:

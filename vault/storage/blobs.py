@@ -118,6 +118,10 @@ class BlobStore(Protocol):
     def list_records(self, prefix: str) -> list[str]:
         """The keys of the records under ``prefix`` (a folder, ending with ``/``)."""
 
+    def deleted_records(self, prefix: str) -> list[str]:
+        """The keys under ``prefix`` whose current version is a deletion (a versioned store keeps
+        what was there); a store without versions knows of none."""
+
     def abort_stale_uploads(self, older_than: datetime) -> int:
         """Drop uploads started before ``older_than`` and never completed; return how many."""
 
@@ -237,6 +241,10 @@ class FilesystemBlobStore:
             return []
         except OSError as exc:
             raise BlobStoreUnavailable(type(exc).__name__) from None
+
+    def deleted_records(self, prefix: str) -> list[str]:
+        _record_key(prefix.rstrip("/") + "/x")
+        return []  # no versions: a removed file leaves no trace
 
 
 class _Reader:
@@ -520,6 +528,17 @@ class S3BlobStore:
             if not page.get("IsTruncated"):
                 return sorted(keys)
             token = {"ContinuationToken": page["NextContinuationToken"]}
+
+    def deleted_records(self, prefix: str) -> list[str]:
+        _record_key(prefix.rstrip("/") + "/x")
+        deleted: list[str] = []
+        marker: dict[str, str] = {}
+        while True:
+            page = self._call("list_object_versions", Bucket=self.bucket, Prefix=prefix, **marker)
+            deleted += [m["Key"] for m in page.get("DeleteMarkers", []) if m.get("IsLatest")]
+            if not page.get("IsTruncated"):
+                return sorted(deleted)
+            marker = {"KeyMarker": page["NextKeyMarker"], "VersionIdMarker": page.get("NextVersionIdMarker", "")}
 
 
 class S3Upload:
