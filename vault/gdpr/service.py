@@ -622,7 +622,7 @@ class GdprService:
         # without naming the person.
         counts["share_links"] = self.shares.forget(db, citizen.id)
         counts["access_log_entries"] = self.documents.forget(db, citizen.id)
-        counts["consents"] = self.oidc.forget(db=db, citizen_id=citizen.id)
+        counts["consents"] = self.oidc.forget(db=db, citizen=citizen)
         self.alerts.forget(db, citizen_id=citizen.id)
         # The records of the parts above this one (the counter's mandates and their journal) go with
         # the account row, by cascade: counted here, before it goes.
