@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -52,6 +54,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     for warning in settings.check():  # raises ConfigError when the configuration cannot run
         logger.warning(warning)
     app = FastAPI(
+        lifespan=_lifespan,
         title="Citizen Vault",
         version=__version__,
         summary="The city's identity provider (OpenID Connect) and encrypted document vault.",
@@ -88,6 +91,20 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     install_openapi(app, settings, scopes=api_docs.scope_descriptions())
     _check_issuer_at_startup(settings, services.engine)
     return app
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """While the app serves: the audit log's periodic checkpoint (a daemon thread)."""
+    services = app.state.services
+    stop = threading.Event()
+    thread = threading.Thread(target=services.audit.run_checkpoints, args=(services.engine, stop),
+                              name="audit-checkpoints", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
 
 
 def _check_issuer_at_startup(settings: Settings, engine: Engine) -> None:

@@ -33,7 +33,8 @@ from vault.counter.records import MandateRecords
 from vault.counter.service import CounterService
 from vault.crypto.rotation import KekRotation
 from vault.db import make_engine
-from vault.gdpr.audit import AppLogins
+from vault.gdpr import audit
+from vault.gdpr.audit import AppLogins, AuditTrail
 from vault.gdpr.proconnect import ProConnectLogin
 from vault.gdpr.service import GdprService
 from vault.gdpr.staff import StaffService
@@ -72,6 +73,7 @@ class Services:
     assist: AssistService  # assisted sessions: an agent logs into an app for a citizen (oidc's Delegations)
     enrolments: EnrolmentService  # accounts opened at the counter, their activation letters
     kek: KekRotation  # KEK rotation: every value wrapped by the KEK, re-wrapped in batches
+    audit: AuditTrail  # the audit log's keys and signed checkpoints (vault.gdpr.audit)
 
 
 def build_services(settings: Settings, *, engine: Engine | None = None) -> Services:
@@ -110,6 +112,9 @@ def build_services(settings: Settings, *, engine: Engine | None = None) -> Servi
     kek = KekRotation(keys=keys, engine=engine, columns=[
         *documents.wrapped_columns(), *keystore.wrapped_columns(), *accounts.wrapped_columns(),
         *staff.wrapped_columns()])
+    trail = AuditTrail(secrets=keystore, store=blob_store, every_entries=settings.audit_checkpoint_entries,
+                       every_seconds=settings.audit_checkpoint_seconds)
+    audit.attach(engine, trail)  # every audit.record(db, …) through this engine is keyed and checkpointed
     return Services(
         settings=settings,
         engine=engine,
@@ -132,4 +137,5 @@ def build_services(settings: Settings, *, engine: Engine | None = None) -> Servi
         assist=assist,
         enrolments=EnrolmentService(accounts=accounts, gdpr=gdpr),
         kek=kek,
+        audit=trail,
     )

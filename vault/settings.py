@@ -107,6 +107,10 @@ class Settings(BaseSettings):
     # GDPR: accounts unused this long are erased (after a notice 30 days before); audit log retention.
     retention_inactive_years: int = Field(default=3, ge=1, le=20)
     audit_retention_days: int = Field(default=365, ge=30)
+    # Signed checkpoints of the audit log's head, written to the object store: after this many
+    # entries, and at least this often while entries are written.
+    audit_checkpoint_entries: int = Field(default=100, ge=1)
+    audit_checkpoint_seconds: int = Field(default=300, ge=10, le=86400)
 
     # OpenID Connect provider.
     access_token_seconds: int = Field(default=600, ge=60, le=3600)

@@ -172,7 +172,8 @@ class KeyStore:
         """Create what is missing (keys of each algorithm, service secrets); run at ``db upgrade``."""
         for alg in ALGORITHMS:
             self._active_row(db, alg)
-        for name in ("pairwise-sub", "pairwise-sid", "alerts-unsubscribe", "login-throttle"):
+        for name in ("pairwise-sub", "pairwise-sid", "alerts-unsubscribe", "login-throttle", "audit-mac",
+                     "audit-checkpoint"):
             self.secret(db, name)
 
     def wrapped_columns(self) -> list[WrappedColumn]:
@@ -186,11 +187,14 @@ class KeyStore:
 
     # ---- service secrets ------------------------------------------------------------------------
 
-    def secret(self, db: Session, name: str) -> bytes:
-        """A random 256-bit service secret, created on first use, stored wrapped."""
+    def secret(self, db: Session, name: str, *, create: bool = True) -> bytes:
+        """A random 256-bit service secret, created on first use (unless ``create`` is false: then a
+        missing one raises ``LookupError``), stored wrapped."""
         if (cached := self._secret_cache.get(name)) is not None:
             return cached
         row = db.get(ServerSecret, name)
+        if row is None and not create:
+            raise LookupError(name)
         if row is None:  # first use; ``vault db upgrade`` normally creates it before any replica serves
             row = ServerSecret(name=name, value=crypto.wrap(self.keys, os.urandom(32),
                                                             context=b"server-secret:" + name.encode()))
