@@ -36,7 +36,7 @@ from vault.gdpr.audit import AppLogins
 from vault.gdpr.proconnect import ProConnectLogin
 from vault.gdpr.service import GdprService
 from vault.gdpr.staff import StaffService
-from vault.mail import Mailer, make_mailer
+from vault.mail import Mailer, MailQueue, make_mailer, make_transport
 from vault.oidc.keys import KeyStore
 from vault.oidc.service import OpenIDService
 from vault.settings import Settings
@@ -55,7 +55,8 @@ class Services:
     keys: crypto.KeyProvider  # wraps citizen keys, signing keys and service secrets
     blob_store: BlobStore
     scanner: Scanner
-    mailer: Mailer
+    mailer: MailQueue  # outgoing mail, queued in the caller's transaction (vault.mail)
+    mail_transport: Mailer  # what delivers the queue: SMTP, or the development folder
     keystore: KeyStore  # token signing keys and service secrets
     accounts: AccountService
     franceconnect: FranceConnectLogin  # "S'identifier avec FranceConnect" (off unless configured)
@@ -108,6 +109,7 @@ def build_services(settings: Settings, *, engine: Engine | None = None) -> Servi
         blob_store=blob_store,
         scanner=scanner,
         mailer=mailer,
+        mail_transport=make_transport(settings),
         keystore=keystore,
         accounts=accounts,
         franceconnect=FranceConnectLogin(settings=settings, accounts=accounts),
