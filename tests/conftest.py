@@ -97,6 +97,8 @@ def make_settings(data_dir: Path, database_url: str, **overrides: object) -> Set
         "argon2_memory_kib": 8 * 1024,
         # No sender thread: the `outbox` fixture delivers the queued mail when a test reads it.
         "mail_sender": "worker",
+        # No floor under the answers of the pages that mail someone (tests/auth/test_mail_requests.py sets one).
+        "mail_request_min_ms": 0,
     }
     values.update(overrides)
     return Settings(**values)

@@ -18,7 +18,7 @@ from sqlmodel import Session, select
 
 from tests.factories import make_citizen
 from tests.services import free_port
-from tests.support import IDENTITY, PASSWORD, Browser
+from tests.support import Browser
 from vault.app import create_app
 from vault.auth.models import Citizen
 from vault.mail import CLAIM_SECONDS, MailError, OutgoingMail, SmtpMailer, _claim, deliver_due, purge_sent

@@ -163,11 +163,14 @@ class OutgoingMail(SQLModel, table=True):
 class MailQueue:
     """Where the services post their mail: a row of the outbox, in the caller's transaction."""
 
-    def send(self, message: EmailMessage, *, db: Session, kind: str, citizen_id: uuid.UUID | None = None) -> None:
-        db.add(OutgoingMail(message_id=str(message["Message-ID"]), recipient=str(message["To"])[:320],
-                            citizen_id=citizen_id, kind=kind[:80], subject=str(message["Subject"])[:500],
-                            content=bytes(message)))
+    def send(self, message: EmailMessage, *, db: Session, kind: str,
+             citizen_id: uuid.UUID | None = None) -> OutgoingMail:
+        row = OutgoingMail(message_id=str(message["Message-ID"]), recipient=str(message["To"])[:320],
+                           citizen_id=citizen_id, kind=kind[:80], subject=str(message["Subject"])[:500],
+                           content=bytes(message))
+        db.add(row)
         db.info["mail_queued"] = True
+        return row
 
 
 def make_mailer(settings: Settings) -> MailQueue:  # noqa: ARG001  (one signature with make_transport)

@@ -90,6 +90,8 @@ class Settings(BaseSettings):
     # per email address and per client address, then a growing wait (30 s, doubling, at most 1 h).
     mail_requests_free_per_email: int = Field(default=3, ge=1)
     mail_requests_free_per_address: int = Field(default=20, ge=1)
+    # The shortest answer of those pages (ms, the commit included): whatever the account, the same time.
+    mail_request_min_ms: int = Field(default=400, ge=0, le=10_000)
     # Wrong share-link codes from one client address (over every link) before the same growing wait.
     share_code_free_failures_per_address: int = Field(default=20, ge=1)
     # Argon2id cost (RFC 9106 second recommended option by default). Lower only in tests.

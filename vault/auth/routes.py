@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any, Protocol
 from urllib.parse import quote
 
@@ -123,13 +124,25 @@ def register_page(request: Request, current: OptionalLogin) -> Response:
     return _register_page(request)
 
 
+def _not_before(request: Request, db: Session, started: float) -> None:
+    """Commit, then wait until ``VAULT_MAIL_REQUEST_MIN_MS`` have passed since ``started``: the pages
+    that mail someone answer in the same time whether an account exists (the work of both paths is
+    alike already; this hides what is left, the commit included)."""
+    db.commit()
+    remaining = app_settings(request).mail_request_min_ms / 1000 - (time.perf_counter() - started)
+    if remaining > 0:
+        time.sleep(remaining)
+
+
 @router.post("/register", include_in_schema=False)
 def register(request: Request, form: FormFields, db: Db, service: Accounts) -> Response:
+    started = time.perf_counter()
     try:
         service.register(db=db, form=form, address=client_address(request))
     except InvalidInput as exc:
         db.rollback()
         return _register_page(request, errors=exc.fields, form=form, status=400)
+    _not_before(request, db, started)
     return message_page(
         request,
         title=N_("Vérifiez votre boîte mail"),
@@ -190,10 +203,12 @@ class _LinkSender(Protocol):
 def _email_form_post(request: Request, form: dict[str, str], db: Session, send: _LinkSender) -> Response:
     """The same answer whether an account exists, and whether the limits let the mail go (the mail
     is queued: it never leaves during the request)."""
+    started = time.perf_counter()
     try:
         send(db=db, email=form.get("email", ""), address=client_address(request))
     except InvalidInput as exc:
         return _email_form(request, errors=exc.fields, values=_values(form), status=400)
+    _not_before(request, db, started)
     return message_page(request, title=N_("Vérifiez votre boîte mail"), message=MAIL_SENT)
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from sqlmodel import Session
 
-from vault.mail import Attachment, MailQueue, compose
+from vault.mail import Attachment, MailQueue, OutgoingMail, compose
 from vault.settings import Settings
 from vault.web.i18n import SOURCE_LANGUAGE, translations
 
@@ -45,9 +45,10 @@ def render_mail(name: str, context: Mapping[str, Any], *, lang: str | None = Non
 
 
 def send_mail(mailer: MailQueue, settings: Settings, *, db: Session, to: str, template: str,
-              citizen_id: uuid.UUID | None = None, attachments: Sequence[Attachment] = (), **context: object) -> None:
+              citizen_id: uuid.UUID | None = None, attachments: Sequence[Attachment] = (),
+              **context: object) -> OutgoingMail:
     """Render ``mail/<template>.txt`` (in French: an account has no language of its own) and queue it
     in ``db``'s transaction: it leaves once that commits (``citizen_id``: whose mail it is)."""
     subject, body = render_mail(template, {"settings": settings, **context})
-    mailer.send(compose(settings, to=to, subject=subject, body=body, attachments=attachments), db=db, kind=template,
-                citizen_id=citizen_id)
+    return mailer.send(compose(settings, to=to, subject=subject, body=body, attachments=attachments), db=db,
+                       kind=template, citizen_id=citizen_id)
