@@ -92,7 +92,7 @@ def build_services(settings: Settings, *, engine: Engine | None = None) -> Servi
     )
     alerts = AlertService(settings=settings, mailer=mailer, secrets=keystore)
     documents = DocumentService(settings=settings, keys=keys, store=blob_store, scanner=scanner, alerts=alerts)
-    shares = ShareService(hasher=hasher, alerts=alerts)
+    shares = ShareService(hasher=hasher, alerts=alerts, accounts=accounts)
     staff = StaffService(accounts)
     oidc = OpenIDService(settings=settings, keystore=keystore, accounts=accounts, documents=documents, alerts=alerts,
                          logins=AppLogins(keystore))

@@ -557,6 +557,19 @@ class AccountService:
             self._count(row, free=free, now=now)
         return True
 
+    def address_locked(self, *, db: Session, action: str, address: str) -> bool:
+        """Whether the client ``address`` is over its limit for ``action`` (failures counted by
+        ``count_address_failure``); logged when it is, without the address."""
+        if self._locked_for(db=db, keys=[_limit_key(action, "address", address)]):
+            logger.warning("request over the limit", extra={"action": action, "limit": "address"})
+            return True
+        return False
+
+    def count_address_failure(self, *, db: Session, action: str, address: str, free: int) -> None:
+        """A failed try of ``action`` from the client ``address`` (a wrong share-link code…): from the
+        ``free``-th on, the growing lock."""
+        self._record_failure(db=db, key=_limit_key(action, "address", address), free=free)
+
     def allow_mail_request(self, *, db: Session, action: str, email: str, address: str) -> bool:
         """A request that mails ``email`` (registration, reset, a new confirmation link): one budget
         per address, whatever the request (``VAULT_MAIL_REQUESTS_FREE_PER_EMAIL``), and one per client
