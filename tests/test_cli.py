@@ -340,3 +340,21 @@ def test_staff_create_makes_a_counter_agent_with_its_service(env: dict[str, str]
     missing = run(["staff", "create", "--email", "b@ville.example.fr", "--role", "agent", "--password-stdin"],
                   env, stdin="un mot de passe assez long\n")
     assert missing.returncode != 0 and "service" in missing.stderr + missing.stdout
+
+
+def test_worker_delivers_the_mail_the_app_queued(env: dict[str, str], database_url: str, engine, tmp_path: Path) -> None:
+    """`vault worker` (VAULT_MAIL_SENDER=worker): the page answered, the mail waited in the outbox
+    table; one pass of the worker delivers it (here to the development folder), and only once."""
+    from tests.conftest import make_settings
+    from tests.support import Browser, Outbox
+    from vault.app import create_app
+
+    app = create_app(make_settings(tmp_path / "var", database_url), engine=engine)
+    with Browser(app) as browser:
+        assert browser.register("worker@example.org").status_code == 200
+    folder = Outbox(tmp_path / "var" / "outbox")  # without the engine: reads the folder only
+    assert folder.all() == []
+    assert run_ok(["worker", "--once", "--json"], env) == {"sent": 1, "retried": 0, "failed": 0, "errors": []}
+    [mail] = folder.all()
+    assert mail.to == "worker@example.org" and "/verify-email?token=" in mail.body
+    assert run_ok(["worker", "--once", "--json"], env)["sent"] == 0

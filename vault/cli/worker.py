@@ -19,7 +19,8 @@ def worker(once: Annotated[bool, typer.Option("--once", help="One pass over the 
            as_json: JsonFlag = False) -> None:
     """Send the queued mail (retrying while the SMTP server is away) until stopped (SIGTERM, Ctrl-C);
     purge delivered mail after VAULT_MAIL_RETENTION_DAYS. Run one or more next to `vault serve`."""
-    configure_logging()
+    if not once:  # the loop logs JSON lines on standard output, as `vault serve`; one pass prints its report
+        configure_logging()
     services = open_services(as_json)
     settings = services.settings
     sender = Sender(services.engine, services.mail_transport, poll_seconds=settings.mail_poll_seconds,
