@@ -233,7 +233,12 @@ def _deliver_one(engine: Engine, transport: Mailer, row: OutgoingMail, report: D
     message = message_from_bytes(row.content, _class=EmailMessage, policy=default_policy)
     described = {"mail_id": str(row.id), "kind": row.kind, "message_id": row.message_id, "attempt": row.attempts + 1}
     try:
-        transport.send(message)
+        try:
+            transport.send(message)
+        except MailError:
+            raise
+        except Exception as exc:  # noqa: BLE001  (whatever the transport met: the message waits and is retried)
+            raise MailError(type(exc).__name__) from None
     except MailError as exc:
         done = _utcnow()
         values: dict[str, object] = {"attempts": row.attempts + 1, "last_error": str(exc)[:200], "claimed_until": None}
@@ -318,6 +323,8 @@ class Sender:
                 self.run_once()
             except SQLAlchemyError as exc:
                 logger.warning("mail sender cannot reach the database", extra={"error": type(exc).__name__})
+            except Exception as exc:  # noqa: BLE001  (the loop outlives one bad pass; its mail is claimed, then retried)
+                logger.error("mail sender pass failed", extra={"error": type(exc).__name__})  # no traceback: no content
             self._wake.wait(self.poll_seconds)
             self._wake.clear()
 
