@@ -229,6 +229,11 @@ def test_erasure_forgets_the_citizens_mail_and_the_export_lists_it(settings, eng
     kinds = sorted((r.recipient, r.kind) for r in queued(engine))
     # The reset link to the erased citizen is gone; the certificate's mail waits; the other stays.
     assert kinds == [("gone@example.org", "erasure_done"), ("stays@example.org", "password_reset")]
+    # Once the certificate's mail left, nothing keeps the erased citizen's address; other mail stays a while.
+    assert deliver(app).sent == 2
+    assert [(r.recipient, r.sent_at is not None) for r in queued(engine)] == [("stays@example.org", True)]
+    assert [m["To"] for m in smtp.capture.messages if m["Subject"] == "Vos données ont été effacées"] == [
+        "gone@example.org"]
 
 
 def test_a_transport_error_names_no_address(settings) -> None:

@@ -158,16 +158,19 @@ class OutgoingMail(SQLModel, table=True):
     last_error: str | None = Field(default=None, max_length=200)
     sent_at: datetime | None = Field(default=None, index=True)
     failed_at: datetime | None = None
+    # Deleted as soon as it left (or was refused for good) instead of kept: the certificate mailed
+    # to a citizen just erased, whose address nothing else keeps.
+    forget_when_done: bool = False
 
 
 class MailQueue:
     """Where the services post their mail: a row of the outbox, in the caller's transaction."""
 
-    def send(self, message: EmailMessage, *, db: Session, kind: str,
-             citizen_id: uuid.UUID | None = None) -> OutgoingMail:
+    def send(self, message: EmailMessage, *, db: Session, kind: str, citizen_id: uuid.UUID | None = None,
+             forget_when_done: bool = False) -> OutgoingMail:
         row = OutgoingMail(message_id=str(message["Message-ID"]), recipient=str(message["To"])[:320],
                            citizen_id=citizen_id, kind=kind[:80], subject=str(message["Subject"])[:500],
-                           content=bytes(message))
+                           content=bytes(message), forget_when_done=forget_when_done)
         db.add(row)
         db.info["mail_queued"] = True
         return row
@@ -258,7 +261,10 @@ def _deliver_one(engine: Engine, transport: Mailer, row: OutgoingMail, report: D
     # If this write is lost (a crash, the database away), the claim runs out and the message goes
     # again: at least once, never lost.
     with Session(engine) as db:
-        db.exec(update(OutgoingMail).where(col(OutgoingMail.id) == row.id).values(**values))
+        if row.forget_when_done and (values.get("sent_at") or values.get("failed_at")):
+            db.exec(delete(OutgoingMail).where(col(OutgoingMail.id) == row.id))
+        else:
+            db.exec(update(OutgoingMail).where(col(OutgoingMail.id) == row.id).values(**values))
         db.commit()
 
 

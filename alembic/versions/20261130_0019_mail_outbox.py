@@ -32,6 +32,7 @@ def upgrade() -> None:
     sa.Column('last_error', sa.String(length=200), nullable=True),
     sa.Column('sent_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('failed_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('forget_when_done', sa.Boolean(), nullable=False),
     sa.PrimaryKeyConstraint('id')
     )
     with op.batch_alter_table('mail_outbox', schema=None) as batch_op:

@@ -482,17 +482,19 @@ class AccountService:
         return link
 
     def _mail(self, *, db: Session, to: str | None, template: str, citizen_id: uuid.UUID | None = None,
-              **context: Any) -> None:
+              forget_when_done: bool = False, **context: Any) -> None:
         """Queue a mail in ``db``'s transaction (``vault.mail``): it leaves once the change commits."""
         if to is None:  # an account opened at the counter without an address: nobody to tell
             return
-        send_mail(self.mailer, self.settings, db=db, to=to, template=template, citizen_id=citizen_id, **context)
+        send_mail(self.mailer, self.settings, db=db, to=to, template=template, citizen_id=citizen_id,
+                  forget_when_done=forget_when_done, **context)
 
     def notify(self, *, db: Session, to: str | None, template: str, citizen_id: uuid.UUID | None = None,
-               **context: Any) -> None:
+               forget_when_done: bool = False, **context: Any) -> None:
         """A notice the citizen should get (a security change, an erasure), queued with the change
         that causes it: it leaves when the change is committed, and is retried while mail is down."""
-        self._mail(db=db, to=to, template=template, citizen_id=citizen_id, **context)
+        self._mail(db=db, to=to, template=template, citizen_id=citizen_id, forget_when_done=forget_when_done,
+                   **context)
 
     # ---- login and throttling ------------------------------------------------------------------
 

@@ -598,9 +598,9 @@ class GdprService:
         db.commit()
         logger.info("citizen erased", extra={"subject": subject})
         if email:
-            # Queued after the citizen's mail was forgotten: the one message kept to their address,
-            # deleted VAULT_MAIL_RETENTION_DAYS after it left.
-            self.accounts.notify(db=db, to=email, template="erasure_done", erased_at=erased_at,
+            # Queued after the citizen's mail was forgotten: the one row left with their address, until
+            # the mail leaves (then deleted at once, not kept like other mail).
+            self.accounts.notify(db=db, to=email, template="erasure_done", forget_when_done=True, erased_at=erased_at,
                                  held=len(counts.get("kept_under_legal_hold", [])),
                                  attachments=[Attachment("certificat-effacement.jwt", "application/jwt",
                                                          certificate.encode())])

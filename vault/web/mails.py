@@ -46,9 +46,10 @@ def render_mail(name: str, context: Mapping[str, Any], *, lang: str | None = Non
 
 def send_mail(mailer: MailQueue, settings: Settings, *, db: Session, to: str, template: str,
               citizen_id: uuid.UUID | None = None, attachments: Sequence[Attachment] = (),
-              **context: object) -> OutgoingMail:
+              forget_when_done: bool = False, **context: object) -> OutgoingMail:
     """Render ``mail/<template>.txt`` (in French: an account has no language of its own) and queue it
-    in ``db``'s transaction: it leaves once that commits (``citizen_id``: whose mail it is)."""
+    in ``db``'s transaction: it leaves once that commits (``citizen_id``: whose mail it is;
+    ``forget_when_done``: deleted from the outbox once delivered instead of kept a few days)."""
     subject, body = render_mail(template, {"settings": settings, **context})
     return mailer.send(compose(settings, to=to, subject=subject, body=body, attachments=attachments), db=db,
-                       kind=template, citizen_id=citizen_id)
+                       kind=template, citizen_id=citizen_id, forget_when_done=forget_when_done)
