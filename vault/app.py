@@ -12,6 +12,7 @@ from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.responses import Response
 
 from vault import __version__
@@ -28,6 +29,7 @@ from vault.mail import Sender
 from vault.migrations import schema_is_current
 from vault.oidc import demo
 from vault.oidc import routes as oidc_routes
+from vault.oidc.issuer import IssuerMismatch, check_issuer
 from vault.services import build_services
 from vault.settings import Settings, load_settings
 from vault.storage import routes as storage_routes
@@ -98,7 +100,20 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.include_router(stats_routes.pages)
     _add_operational_routes(app)
     install_error_handlers(app)
+    _check_issuer_at_startup(settings, services.engine)
     return app
+
+
+def _check_issuer_at_startup(settings: Settings, engine: Engine) -> None:
+    """Log at ERROR a VAULT_ISSUER other than the deployment's (/readyz then answers 503). A database
+    not ready yet is /readyz's to report, not a reason to refuse starting."""
+    try:
+        check_issuer(engine, settings.issuer)
+    except IssuerMismatch as exc:
+        logger.error("issuer mismatch", extra={"error": str(exc), "configured": exc.configured,
+                                               "recorded": exc.recorded})
+    except SQLAlchemyError as exc:
+        logger.info("issuer not checked at startup", extra={"error": type(exc).__name__})
 
 
 def create_app_from_env() -> FastAPI:
@@ -122,7 +137,9 @@ def _add_operational_routes(app: FastAPI) -> None:
     @app.get("/readyz", tags=["operations"], responses={503: {"description": "The database or the keyring is not ready"}})
     def readyz() -> JSONResponse:
         """The service can answer logins and OpenID Connect: the database answers at the latest
-        migration and the key provider wraps and unwraps (the status: 503 otherwise). The object
+        migration, this replica's VAULT_ISSUER is the deployment's (recorded in the database: a
+        replica with another one would answer apps with the wrong issuer) and the key provider wraps
+        and unwraps (the status: 503 otherwise, with the ``reason`` of a mismatch). The object
         store and clamd are reported in the body only ("degraded", still 200): their outage makes
         uploads and downloads answer 503, and must not take logins down behind a load balancer.
         A missing bucket is created here when the credentials allow it, else reported as
@@ -130,6 +147,16 @@ def _add_operational_routes(app: FastAPI) -> None:
         def database() -> str:
             ping(app.state.engine)
             return "ok" if schema_is_current(app.state.engine) else "migrations pending"
+
+        def issuer() -> str:
+            try:
+                check_issuer(app.state.engine, settings.issuer)
+            except IssuerMismatch as exc:
+                reasons.append(str(exc))
+                return "mismatch"
+            except SQLAlchemyError as exc:
+                raise DatabaseUnavailable(type(exc).__name__) from None
+            return "ok"
 
         def keyring() -> str:
             keys = app.state.services.keys
@@ -145,13 +172,18 @@ def _add_operational_routes(app: FastAPI) -> None:
 
         required: dict[str, _Probe] = {
             "database": (database, DatabaseUnavailable),
+            "issuer": (issuer, DatabaseUnavailable),
             "keyring": (keyring, KeyProviderError),
         }
+        reasons: list[str] = []
         optional: dict[str, _Probe] = {"object_store": (object_store, BlobStoreUnavailable)}
         if settings.antivirus == "clamd":
             optional["antivirus"] = (lambda: app.state.services.scanner.ping() or "ok", ScannerUnavailable)
         checks: dict[str, str] = {}
         for name, (probe, failure) in (required | optional).items():
+            if name == "issuer" and checks["database"] != "ok":
+                checks[name] = "unknown"  # read from the database
+                continue
             try:
                 checks[name] = probe()
             except failure as exc:
@@ -160,7 +192,11 @@ def _add_operational_routes(app: FastAPI) -> None:
                                extra={"dependency": name, "error": str(exc)})
         ready = all(checks[name] == "ok" for name in required)
         status = ("ok" if all(v == "ok" for v in checks.values()) else "degraded") if ready else "unavailable"
-        return JSONResponse({"status": status, "checks": checks}, status_code=200 if ready else 503)
+        body: dict[str, object] = {"status": status, "checks": checks}
+        if reasons:
+            body["reason"] = " ".join(reasons)
+            logger.error("not ready", extra={"error": body["reason"]})
+        return JSONResponse(body, status_code=200 if ready else 503)
 
     @app.get("/static/theme.css", include_in_schema=False)
     def theme_css() -> Response:

@@ -83,12 +83,14 @@ def build_services(settings: Settings, *, engine: Engine | None = None) -> Servi
                         if settings.antivirus == "clamd" else NoScanner())
     mailer = make_mailer(settings)
     keystore = KeyStore(keys)
-    hasher = Hasher(time_cost=settings.argon2_time_cost, memory_kib=settings.argon2_memory_kib)
+    hasher = Hasher(time_cost=settings.argon2_time_cost, memory_kib=settings.argon2_memory_kib,
+                    concurrency=settings.argon2_concurrency, wait=settings.argon2_wait_seconds)
     accounts = AccountService(
         settings=settings,
         hasher=hasher,
         mailer=mailer,
         keys=keys,
+        secrets=keystore,
     )
     alerts = AlertService(settings=settings, mailer=mailer, secrets=keystore)
     documents = DocumentService(settings=settings, keys=keys, store=blob_store, scanner=scanner, alerts=alerts)

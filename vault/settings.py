@@ -41,6 +41,13 @@ class Settings(BaseSettings):
     s3_region: str = "us-east-1"
     s3_access_key_id: str | None = None
     s3_secret_access_key: SecretStr | None = None
+    # Seconds to open a connection to S3 and to wait for its next bytes (each of botocore's three
+    # attempts): a store that stalls answers 503 instead of holding a worker.
+    s3_connect_timeout_seconds: int = Field(default=5, ge=1, le=300)
+    s3_read_timeout_seconds: int = Field(default=30, ge=1, le=3600)
+    # Minutes after which an unfinished multipart upload (a replica killed mid-upload) is abandoned:
+    # `vault storage reconcile` reports and aborts older ones.
+    multipart_abandon_minutes: int = Field(default=24 * 60, ge=1)
 
     antivirus: Literal["clamd", "off"] = "off"
     clamd_address: str | None = None
@@ -97,6 +104,10 @@ class Settings(BaseSettings):
     # Argon2id cost (RFC 9106 second recommended option by default). Lower only in tests.
     argon2_time_cost: int = Field(default=3, ge=1)
     argon2_memory_kib: int = Field(default=64 * 1024, ge=8 * 1024)
+    # At most this many argon2id computations at once per process (memory: this times the memory
+    # cost); a login that waits longer than argon2_wait_seconds for its turn answers 503.
+    argon2_concurrency: int = Field(default=2, ge=1, le=64)
+    argon2_wait_seconds: float = Field(default=10, gt=0, le=120)
     # Document vault. The file limit must stay below clamd's StreamMaxLength (else nothing is scanned).
     max_file_mb: int = Field(default=50, ge=1, le=4096)
     quota_mb: int = Field(default=500, ge=1)

@@ -129,3 +129,17 @@ def test_a_real_server_keeps_the_connection_after_a_malformed_request(live_serve
             sock.sendall(f"GET /authorize?{query} HTTP/1.1\r\nHost: {address.netloc}\r\n\r\n".encode())
             status, headers = _read_response(sock)
             assert status == 400 and headers.get("connection") != "close", (value, status, headers)
+
+
+@pytest.mark.parametrize("sub", ["\ud800", "a\x00b", "é" * 10, "x" * 65])
+@pytest.mark.parametrize("path", ["/token", "/introspect", "/revoke"])
+def test_a_client_assertion_naming_an_impossible_app_is_invalid_client(browser: Browser, path: str, sub: str) -> None:
+    """JSON carries what a form cannot (a lone surrogate, escaped): the app it names does not exist."""
+    def b64(value: bytes) -> str:
+        return base64.urlsafe_b64encode(value).rstrip(b"=").decode()
+
+    assertion = ".".join([b64(b'{"alg":"ES256"}'), b64(json.dumps({"iss": sub, "sub": sub}).encode()), "c2ln"])
+    answer = browser.post(path, data={"grant_type": "authorization_code", "code": "x", "token": "x",
+                                      "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                                      "client_assertion": assertion})
+    assert answer.status_code in (400, 401) and answer.json()["error"] == "invalid_client", answer.text

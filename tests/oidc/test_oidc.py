@@ -434,10 +434,25 @@ def test_refresh_rotates_and_reuse_revokes_the_grant(browser: Browser, tokens: d
                          refresh_token=new["refresh_token"]).json()["error"] == "invalid_grant"
 
 
-def test_refresh_token_is_bound_to_its_client(browser: Browser, tokens: dict, engine) -> None:
+def test_refresh_token_is_bound_to_its_client(browser: Browser, tokens: dict, app_: App, engine) -> None:
     thief = make_oidc_app(engine, allow_refresh=True)
     stolen = token_request(browser, thief, grant_type="refresh_token", refresh_token=tokens["refresh_token"])
-    assert stolen.json()["error"] == "invalid_grant"
+    assert stolen.status_code == 400 and stolen.json()["error"] == "invalid_grant"
+    # Another app's attempt spends nothing: the app it was issued to still refreshes with it, once.
+    bearer = {"Authorization": f"Bearer {tokens['access_token']}"}
+    assert browser.get("/userinfo", headers=bearer).status_code == 200
+    own = token_request(browser, app_, grant_type="refresh_token", refresh_token=tokens["refresh_token"])
+    assert own.status_code == 200, own.text
+
+
+def test_a_refresh_asking_for_more_scope_spends_nothing(browser: Browser, tokens: dict, app_: App) -> None:
+    more = token_request(browser, app_, grant_type="refresh_token", refresh_token=tokens["refresh_token"],
+                         scope="openid profile birth email phone")
+    assert more.status_code == 400 and more.json()["error"] == "invalid_scope"
+    same = token_request(browser, app_, grant_type="refresh_token", refresh_token=tokens["refresh_token"],
+                         scope="openid email")
+    assert same.status_code == 200, same.text
+    assert same.json()["scope"] == "openid email"
 
 
 def test_no_refresh_token_for_apps_not_allowed(browser: Browser, citizen: str, engine) -> None:

@@ -222,7 +222,8 @@ def test_object_store_dying_mid_upload_is_503_and_leaves_nothing(server) -> None
         server.proxy.restore()
     # The abort could not reach the store while it was down: reconcile finishes the job (here
     # without waiting the usual hour).
-    report = json.loads(server.vault("storage", "reconcile", "--older-than", "0", "--json"))
+    report = json.loads(server.vault("storage", "reconcile", "--older-than", "0", "--uploads-older-than", "0",
+                                     "--json"))
     assert report["documents_without_blob"] == []
     wait_until_nothing_left(server, client)
 

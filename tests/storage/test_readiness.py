@@ -42,7 +42,7 @@ def test_ready_with_s3_and_clamd(settings, engine, s3: S3Service, bucket: str, c
         ready = browser.get("/readyz")
     assert ready.status_code == 200
     assert ready.json() == {"status": "ok", "checks": {
-        "database": "ok", "keyring": "ok", "object_store": "ok", "antivirus": "ok"}}
+        "database": "ok", "issuer": "ok", "keyring": "ok", "object_store": "ok", "antivirus": "ok"}}
 
 
 def test_a_missing_bucket_is_created_by_the_first_readiness_check(settings, engine, s3: S3Service) -> None:
@@ -64,7 +64,7 @@ def test_a_bucket_that_cannot_be_created_is_reported_without_failing(settings, e
         ready = browser.get("/readyz")
     assert ready.status_code == 200
     assert ready.json() == {"status": "degraded", "checks": {
-        "database": "ok", "keyring": "ok", "object_store": "bucket missing"}}
+        "database": "ok", "issuer": "ok", "keyring": "ok", "object_store": "bucket missing"}}
 
 
 def test_s3_down_degrades_without_failing(settings, engine) -> None:
@@ -75,7 +75,7 @@ def test_s3_down_degrades_without_failing(settings, engine) -> None:
         ready = browser.get("/readyz")
         assert ready.status_code == 200
         assert ready.json() == {"status": "degraded", "checks": {
-            "database": "ok", "keyring": "ok", "object_store": "unavailable"}}
+            "database": "ok", "issuer": "ok", "keyring": "ok", "object_store": "unavailable"}}
         assert browser.get("/login").status_code == 200  # logins go on
 
 
@@ -86,4 +86,4 @@ def test_clamd_down_degrades_without_failing(settings, engine) -> None:
         ready = browser.get("/readyz")
     assert ready.status_code == 200
     assert ready.json() == {"status": "degraded", "checks": {
-        "database": "ok", "keyring": "ok", "object_store": "ok", "antivirus": "unavailable"}}
+        "database": "ok", "issuer": "ok", "keyring": "ok", "object_store": "ok", "antivirus": "unavailable"}}

@@ -76,7 +76,7 @@ def test_health_and_readiness(browser: Browser) -> None:
     # The status code follows the database and the keyring only; the object store and clamd are
     # reported in the body ("degraded", still 200: see tests/storage/test_readiness.py).
     assert ready.status_code == 200 and ready.json() == {
-        "status": "ok", "checks": {"database": "ok", "keyring": "ok", "object_store": "ok"}}
+        "status": "ok", "checks": {"database": "ok", "issuer": "ok", "keyring": "ok", "object_store": "ok"}}
 
 
 def test_readiness_fails_when_migrations_are_pending(settings, tmp_path) -> None:

@@ -125,7 +125,8 @@ class RecoveryCode(SQLModel, table=True):
 
 
 class LoginThrottle(SQLModel, table=True):
-    """Failed-login counters, per account (SHA-256 of the email, so unknown emails count too) and per client address.
+    """Failed-login counters, per account (a keyed hash of the name typed, so unknown emails count
+    too, and the table names nobody) and per client address.
 
     Kept in the database so that every replica sees the same counters.
     """

@@ -179,7 +179,7 @@ class PasskeyService:
     def check_proof(self, *, db: Session, citizen: Citizen, password: str, otp: str, address: str) -> None:
         """The password, and the TOTP code when TOTP is on, checked now (not remembered from an
         earlier step). Failures count in the login throttle. Raises InvalidInput or TooManyLoginAttempts."""
-        keys = [self.accounts._account_key(login_name(citizen)), self.accounts._address_key(address)]
+        keys = [self.accounts._account_key(db, login_name(citizen)), self.accounts._address_key(address)]
         if retry_after := self.accounts._locked_for(db=db, keys=keys):
             raise TooManyLoginAttempts(retry_after)
         errors: dict[str, str] = {}
@@ -311,7 +311,7 @@ class PasskeyService:
                 raise PasskeyRefused("user_handle_of_another_citizen", NOT_THIS_ACCOUNT)
             if email.strip() and _normalized(email) != citizen.email:
                 raise PasskeyRefused("not_the_typed_account", NOT_THIS_ACCOUNT)
-            if retry_after := self.accounts._locked_for(db=db, keys=[self.accounts._account_key(login_name(citizen))]):
+            if retry_after := self.accounts._locked_for(db=db, keys=[self.accounts._account_key(db, login_name(citizen))]):
                 raise TooManyLoginAttempts(retry_after)
             try:
                 # The counter is compared below, once the signature is known good.

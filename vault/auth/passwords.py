@@ -6,12 +6,19 @@ At least 12 characters, no composition rules, the 10,000 most common passwords r
 
 from __future__ import annotations
 
+import math
 import secrets
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from importlib import resources
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+
+from vault.errors import ServiceUnavailable
+from vault.translation import N_
 
 MIN_LENGTH = 12
 MAX_LENGTH = 256  # long passphrases are welcome; unbounded input is a denial of service
@@ -65,22 +72,68 @@ def _guessable(lowered: str) -> bool:
     return False
 
 
-class Hasher:
-    """argon2id with a dummy hash for unknown accounts (same work, same timing)."""
+class HasherBusy(ServiceUnavailable):
+    """Every argon2id slot stayed taken for the whole wait: 503 with Retry-After, nothing done."""
 
-    def __init__(self, *, time_cost: int, memory_kib: int) -> None:
+    code = "busy"
+    log_event = "password hashing saturated"
+
+    def __init__(self, reason: str, *, retry_after: int) -> None:
+        super().__init__(reason)
+        self.headers = {"Retry-After": str(retry_after)}
+
+    def describe(self, *, reading: bool) -> tuple[str, str]:  # noqa: ARG002  (the same for reads and writes)
+        return ("Too many logins at the same moment; nothing was done. Try again in a few seconds.",
+                N_("Trop de connexions au même moment : rien n'a été fait. Réessayez dans quelques secondes."))
+
+
+class _Slots:
+    """At most ``size`` argon2id computations at once in this process (each takes its memory cost:
+    the peak is ``size`` × memory cost); the others wait their turn up to ``wait`` seconds."""
+
+    def __init__(self, size: int, wait: float) -> None:
+        self.size, self.wait = size, wait
+        self._free = threading.BoundedSemaphore(size)
+        self._lock = threading.Lock()
+        self.running = 0
+        self.peak = 0  # the most computations seen at once (for operators' checks and the tests)
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        if not self._free.acquire(timeout=self.wait):
+            raise HasherBusy(f"no argon2id slot free after {self.wait:g} s ({self.size} at once)",
+                             retry_after=max(1, math.ceil(self.wait)))
+        with self._lock:
+            self.running += 1
+            self.peak = max(self.peak, self.running)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.running -= 1
+            self._free.release()
+
+
+class Hasher:
+    """argon2id with a dummy hash for unknown accounts (same work, same timing), at most
+    ``concurrency`` computations at once (``HasherBusy`` after ``wait`` seconds without a turn)."""
+
+    def __init__(self, *, time_cost: int, memory_kib: int, concurrency: int = 2, wait: float = 10) -> None:
         self._hasher = PasswordHasher(time_cost=time_cost, memory_cost=memory_kib, parallelism=2)
+        self.slots = _Slots(concurrency, wait)
         self._dummy = self._hasher.hash(secrets.token_urlsafe(24))
 
     def hash(self, password: str) -> str:
-        return self._hasher.hash(password)
+        with self.slots.slot():
+            return self._hasher.hash(password)
 
     def verify(self, stored_hash: str | None, password: str) -> bool:
         """Check ``password``; with ``stored_hash=None`` burn the same time and return False."""
-        try:
-            self._hasher.verify(stored_hash or self._dummy, password)  # raises unless it matches
-        except (VerificationError, InvalidHashError):
-            return False
+        with self.slots.slot():
+            try:
+                self._hasher.verify(stored_hash or self._dummy, password)  # raises unless it matches
+            except (VerificationError, InvalidHashError):
+                return False
         return stored_hash is not None
 
     def needs_rehash(self, stored_hash: str) -> bool:

@@ -6,6 +6,7 @@ No HTTP here: routes parse and call these functions; the request's unit of work 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
 import secrets
 import uuid
@@ -107,14 +108,26 @@ def mask_email(address: str) -> str:
     return f"{local[:1]}***@{domain}"
 
 
+class Secrets(Protocol):
+    """Where the service secrets live (``oidc.keys.KeyStore``, a floor above, supplied by the
+    composition root): a random 256-bit secret per name, created on first use."""
+
+    def secret(self, db: Session, name: str) -> bytes: ...
+
+
+THROTTLE_SECRET = "login-throttle"  # noqa: S105  (the secret's name, not a secret)
+
+
 class AccountService:
     """Accounts and sessions. Holds configuration only; every method takes the DB session."""
 
-    def __init__(self, *, settings: Settings, hasher: Hasher, mailer: MailQueue, keys: crypto.KeyProvider) -> None:
+    def __init__(self, *, settings: Settings, hasher: Hasher, mailer: MailQueue, keys: crypto.KeyProvider,
+                 secrets: Secrets) -> None:
         self.settings = settings
         self.hasher = hasher
         self.mailer = mailer
         self.keys = keys
+        self.secrets = secrets  # the login throttle's key
 
     # ---- registration and email links ---------------------------------------------------------
 
@@ -262,7 +275,7 @@ class AccountService:
             raise InvalidInput({"password": problem})
         citizen.password_hash = self.hasher.hash(password)
         citizen.updated_at = utcnow()
-        self._clear_throttle(db=db, key=self._account_key(login_name(citizen)))
+        self._clear_throttle(db=db, key=self._account_key(db, login_name(citizen)))
 
     def add_email(self, *, db: Session, citizen: Citizen, email: str) -> None:
         """An address for an account that has none (given when activating it): it becomes the
@@ -374,7 +387,7 @@ class AccountService:
         citizen.email_verified_at = citizen.email_verified_at or utcnow()
         citizen.updated_at = utcnow()
         self.logout_everywhere(db=db, citizen_id=citizen.id)
-        self._clear_throttle(db=db, key=self._account_key(login_name(citizen)))
+        self._clear_throttle(db=db, key=self._account_key(db, login_name(citizen)))
         logger.info("password reset", extra={"citizen_id": str(citizen.id)})
         self.notify(db=db, to=citizen.email, template="password_changed", citizen_id=citizen.id, at=self._local_now())
         return citizen
@@ -384,7 +397,7 @@ class AccountService:
         """"Mon compte": the current password (throttled like a login), then the new one, checked by
         the same rules; every other session of the account ends, this one stays; a notice by mail."""
         citizen = current.citizen
-        keys = [self._account_key(login_name(citizen)), self._address_key(address)]
+        keys = [self._account_key(db, login_name(citizen)), self._address_key(address)]
         if retry_after := self._locked_for(db=db, keys=keys):
             raise TooManyLoginAttempts(retry_after)
         if not self.hasher.verify(citizen.password_hash, password or ""):
@@ -411,7 +424,7 @@ class AccountService:
         address; nothing changes until it is opened. The old address is told. An address another
         account uses gets the same answer here, and its owner a mail saying someone tried it."""
         citizen = current.citizen
-        keys = [self._account_key(login_name(citizen)), self._address_key(address)]
+        keys = [self._account_key(db, login_name(citizen)), self._address_key(address)]
         if retry_after := self._locked_for(db=db, keys=keys):
             raise TooManyLoginAttempts(retry_after)
         try:
@@ -498,9 +511,18 @@ class AccountService:
 
     # ---- login and throttling ------------------------------------------------------------------
 
-    @staticmethod
-    def _account_key(email: str) -> str:
-        return "account:" + hashlib.sha256(email.encode()).hexdigest()[:64]
+    def _account_key(self, db: Session, name: str) -> str:
+        """The throttle row of an account (or of any name typed at login): a keyed hash (HMAC-SHA256
+        under a service secret), so that the table names nobody to whoever reads it, and an
+        address cannot be checked against it by hashing guesses."""
+        key = self.secrets.secret(db, THROTTLE_SECRET)
+        return "account:" + hmac.new(key, name.encode(), hashlib.sha256).hexdigest()
+
+    def _limit_key(self, db: Session, action: str, kind: Literal["target", "address"], value: str) -> str:
+        """A limit's counter, ``mail:t:<HMAC>``: keyed like the accounts' (``_account_key``), neither
+        the target nor the client address in clear."""
+        key = self.secrets.secret(db, THROTTLE_SECRET)
+        return f"{action}:{kind[0]}:" + hmac.new(key, value.encode(), hashlib.sha256).hexdigest()
 
     @staticmethod
     def _address_key(address: str) -> str:
@@ -549,8 +571,10 @@ class AccountService:
         counter is locked: False, nothing counted, and the log says which limit (never the address
         or the target)."""
         now = utcnow()
-        counters = [(self._counter(db=db, key=_limit_key(action, "target", target)), free_per_target, "target"),
-                    (self._counter(db=db, key=_limit_key(action, "address", address)), free_per_address, "address")]
+        counters = [
+            (self._counter(db=db, key=self._limit_key(db, action, "target", target)), free_per_target, "target"),
+            (self._counter(db=db, key=self._limit_key(db, action, "address", address)), free_per_address, "address"),
+        ]
         over = [which for row, _, which in counters if row.locked_until is not None and row.locked_until > now]
         if over:
             logger.warning("request over the limit", extra={"action": action, "limit": over[0]})
@@ -562,7 +586,7 @@ class AccountService:
     def address_locked(self, *, db: Session, action: str, address: str) -> bool:
         """Whether the client ``address`` is over its limit for ``action`` (failures counted by
         ``count_address_failure``); logged when it is, without the address."""
-        if self._locked_for(db=db, keys=[_limit_key(action, "address", address)]):
+        if self._locked_for(db=db, keys=[self._limit_key(db, action, "address", address)]):
             logger.warning("request over the limit", extra={"action": action, "limit": "address"})
             return True
         return False
@@ -570,7 +594,7 @@ class AccountService:
     def count_address_failure(self, *, db: Session, action: str, address: str, free: int) -> None:
         """A failed try of ``action`` from the client ``address`` (a wrong share-link code…): from the
         ``free``-th on, the growing lock."""
-        self._record_failure(db=db, key=_limit_key(action, "address", address), free=free)
+        self._record_failure(db=db, key=self._limit_key(db, action, "address", address), free=free)
 
     def allow_mail_request(self, *, db: Session, action: str, email: str, address: str) -> bool:
         """A request that mails ``email`` (registration, reset, a new confirmation link): one budget
@@ -597,7 +621,7 @@ class AccountService:
         commit even though this raises: see ``record_login_failure``.
         """
         normalized, citizen = self.find_for_login(db=db, typed=email)
-        keys = [self._account_key(normalized), self._address_key(address)]
+        keys = [self._account_key(db, normalized), self._address_key(address)]
         if retry_after := self._locked_for(db=db, keys=keys):
             raise TooManyLoginAttempts(retry_after)
         password_ok = self.hasher.verify(citizen.password_hash if citizen else None, password or "")
@@ -638,10 +662,10 @@ class AccountService:
     def locked_for(self, *, db: Session, name: str, address: str) -> int:
         """Seconds before the account ``name`` (see ``find_for_login``) or the address may try
         again; 0 when neither is locked. The same lock as the login's."""
-        return self._locked_for(db=db, keys=[self._account_key(name), self._address_key(address)])
+        return self._locked_for(db=db, keys=[self._account_key(db, name), self._address_key(address)])
 
     def record_login_failure(self, *, db: Session, email: str, address: str) -> None:
-        self._record_failure(db=db, key=self._account_key(email),
+        self._record_failure(db=db, key=self._account_key(db, email),
                              free=self.settings.login_free_failures_per_account)
         self._record_failure(db=db, key=self._address_key(address),
                              free=self.settings.login_free_failures_per_address)
@@ -653,7 +677,7 @@ class AccountService:
     def start_session(self, *, db: Session, citizen: Citizen, amr: str, user_agent: str) -> str:
         """A login another way than the password (a passkey): the account's counter is cleared, the
         login dated, a new session opened; its token returned."""
-        self._clear_throttle(db=db, key=self._account_key(login_name(citizen)))
+        self._clear_throttle(db=db, key=self._account_key(db, login_name(citizen)))
         citizen.last_login_at = utcnow()
         return self._open_session(db=db, citizen=citizen, amr=amr, user_agent=user_agent)
 
@@ -666,7 +690,7 @@ class AccountService:
             raise InvalidLink("Votre connexion a expiré. Saisissez de nouveau votre adresse e-mail et votre mot de passe.")
         citizen = db.get(Citizen, pending.citizen_id)
         assert citizen is not None
-        keys = [self._account_key(login_name(citizen)), self._address_key(address)]
+        keys = [self._account_key(db, login_name(citizen)), self._address_key(address)]
         if retry_after := self._locked_for(db=db, keys=keys):
             raise TooManyLoginAttempts(retry_after)
         self._check_second_factor(db=db, citizen=citizen, code=otp, address=address)
@@ -709,7 +733,7 @@ class AccountService:
         """The account's password, and its TOTP code when two-factor login is on, throttled like a
         login (TooManyLoginAttempts, InvalidCredentials, InvalidOtp). Failures are recorded by the
         caller's unit of work, which must commit even though this raises."""
-        keys = [self._account_key(login_name(citizen)), self._address_key(address)]
+        keys = [self._account_key(db, login_name(citizen)), self._address_key(address)]
         if retry_after := self._locked_for(db=db, keys=keys):
             raise TooManyLoginAttempts(retry_after)
         if not self.hasher.verify(citizen.password_hash, password or ""):
@@ -810,10 +834,15 @@ class AccountService:
 
     def forget(self, *, db: Session, citizen: Citizen) -> None:
         """Erasure's last stage for accounts: the citizen's row and what hangs on it (mailed links,
-        recovery codes, login sessions, links to FranceConnect, passkeys and their pending challenges).
-        The other domains forget theirs first."""
+        recovery codes, login sessions, links to FranceConnect, passkeys and their pending challenges)
+        and their login counters (under every name the account was throttled by). The other domains
+        forget theirs first."""
         for table in (EmailToken, RecoveryCode, LoginSession, FederatedIdentity, Passkey, PasskeyChallenge):
             db.exec(delete(table).where(col(table.citizen_id) == citizen.id))
+        names = {login_name(citizen), f"citizen:{citizen.id}", f"letter:{citizen.id}"}
+        if citizen.login_id:
+            names.add(f"login:{citizen.login_id}")
+        db.exec(delete(LoginThrottle).where(col(LoginThrottle.key).in_([self._account_key(db, n) for n in names])))
         db.delete(citizen)
 
     def purge_expired(self, *, db: Session, now: datetime) -> dict[str, int]:
@@ -942,11 +971,6 @@ class AccountService:
 
     def list_citizens(self, *, db: Session, limit: int = 100, offset: int = 0) -> list[Citizen]:
         return list(db.exec(select(Citizen).order_by(col(Citizen.created_at)).offset(offset).limit(limit)))
-
-
-def _limit_key(action: str, kind: Literal["target", "address"], value: str) -> str:
-    """A limit's counter: ``mail:t:<sha-256>`` — neither the address nor the target in clear."""
-    return f"{action}:{kind[0]}:" + hashlib.sha256(value.encode()).hexdigest()[:64]
 
 
 def _recovery_hash(raw: str) -> str:

@@ -213,7 +213,7 @@ class EnrolmentService:
         ``TooManyLoginAttempts`` while locked); every answer audited. A refusal
         (``BadActivationCode``) is recorded in the caller's unit of work, which must commit."""
         self.enrolling_service(db, agent=agent, citizen=citizen, what="letter_pdf")
-        key = self.accounts._account_key(f"letter:{citizen.id}")
+        key = self.accounts._account_key(db, f"letter:{citizen.id}")
         target = self._target(db, citizen.id)
         if retry_after := self.accounts._locked_for(db=db, keys=[key]):
             audit.record(db, actor=f"staff:{agent.id}", action="counter.letter_pdf_refused", target=target,

@@ -110,7 +110,7 @@ class ProConnectLogin:
         if staff is None or staff.disabled_at is not None:
             raise FederationError("no ProConnect login waiting for its code")
         accounts = self.staff.accounts
-        keys = [accounts._account_key("staff:" + staff.email), accounts._address_key(address)]
+        keys = [accounts._account_key(db, "staff:" + staff.email), accounts._address_key(address)]
         if retry := accounts._locked_for(db=db, keys=keys):
             raise TooManyLoginAttempts(retry)
         if not accounts.accept_totp(citizen=staff, code=otp):

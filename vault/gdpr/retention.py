@@ -7,8 +7,8 @@
 - An account unused for ``VAULT_RETENTION_INACTIVE_YEARS`` (default 3): a notice mail 30 days
   before, then erasure (as Art. 17, with a certificate) if the citizen did not come back.
 - The audit log keeps ``VAULT_AUDIT_RETENTION_DAYS`` (default 365) days, rolling.
-- Housekeeping: expired authorization requests, codes, tokens, mailed links, login counters, and
-  share links ended (expired, revoked, locked) more than 30 days ago.
+- Housekeeping: expired authorization requests, codes, tokens, used client assertions, mailed links,
+  login counters, and share links ended (expired, revoked, locked) more than 30 days ago.
 
 It runs in named stages; each asks the domain that owns the rows (accounts, the OpenID provider,
 the documents) to find, mark or delete them.

@@ -628,7 +628,7 @@ class GdprService:
         # without naming the person.
         counts["share_links"] = self.shares.forget(db, citizen.id)
         counts["access_log_entries"] = self.documents.forget(db, citizen.id)
-        counts["consents"] = self.oidc.forget(db=db, citizen_id=citizen.id)
+        counts["consents"] = self.oidc.forget(db=db, citizen=citizen)
         self.alerts.forget(db, citizen_id=citizen.id)
         # The mail outbox: what was sent to the citizen (kept a few days) and what still waits.
         counts["mails"] = counts.get("mails", 0) + mail.forget_recipient(

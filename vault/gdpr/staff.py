@@ -96,7 +96,7 @@ class StaffService:
             normalized = normalize_email(email)
         except ValueError:
             normalized = (email or "").strip().lower()[:254]
-        keys = [self.accounts._account_key("staff:" + normalized), self.accounts._address_key(address)]
+        keys = [self.accounts._account_key(db, "staff:" + normalized), self.accounts._address_key(address)]
         if retry := self.accounts._locked_for(db=db, keys=keys):
             raise TooManyLoginAttempts(retry)
         staff = db.exec(select(StaffAccount).where(StaffAccount.email == normalized)).first() if normalized else None
@@ -137,7 +137,7 @@ class StaffService:
         staff = current.staff
         # The same throttle as the login: a stolen staff session must not become a way to guess
         # the password and the TOTP code without limit.
-        keys = [self.accounts._account_key("staff:" + staff.email), self.accounts._address_key(address)]
+        keys = [self.accounts._account_key(db, "staff:" + staff.email), self.accounts._address_key(address)]
         if retry := self.accounts._locked_for(db=db, keys=keys):
             raise TooManyLoginAttempts(retry)
         if not (self.accounts.hasher.verify(staff.password_hash, password or "")

@@ -126,7 +126,7 @@ class KeyStore:
         """Create what is missing (keys of each algorithm, service secrets); run at ``db upgrade``."""
         for alg in ALGORITHMS:
             self._active_row(db, alg)
-        for name in ("pairwise-sub", "pairwise-sid", "alerts-unsubscribe"):
+        for name in ("pairwise-sub", "pairwise-sid", "alerts-unsubscribe", "login-throttle"):
             self.secret(db, name)
 
     def rewrap_all(self, db: Session) -> int:

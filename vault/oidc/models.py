@@ -1,5 +1,5 @@
-"""Tables of the OpenID Connect provider: apps, codes, tokens, consents, pending requests, signing
-keys and service secrets."""
+"""Tables of the OpenID Connect provider: apps, codes, tokens, consents, pending requests, used
+client assertions, signing keys and service secrets."""
 
 from __future__ import annotations
 
@@ -128,6 +128,18 @@ class PendingAuthorization(SQLModel, table=True):
     expires_at: datetime
 
 
+class ClientAssertion(SQLModel, table=True):
+    """A ``private_key_jwt`` client assertion already used (RFC 7523 §3: its ``jti``, as a SHA-256),
+    per app, kept until it expires so that no replica accepts it twice; retention sweeps it then."""
+
+    __tablename__ = "oauth_client_assertion"
+
+    client_id: str = Field(sa_column=Column(ForeignKey("oauth_client.client_id", ondelete="CASCADE"),
+                                            primary_key=True))
+    jti_hash: str = Field(primary_key=True, max_length=64)
+    expires_at: datetime = Field(index=True)
+
+
 class SigningKey(SQLModel, table=True):
     """A token signing key: the private JWK wrapped by vault.crypto, the public JWK in clear."""
 
@@ -149,3 +161,15 @@ class ServerSecret(SQLModel, table=True):
     name: str = Field(primary_key=True, max_length=50)
     value: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class Deployment(SQLModel, table=True):
+    """The deployment's one row: the issuer every replica must answer with (recorded by
+    ``vault db upgrade``, or by the first replica to start); a replica configured with another
+    VAULT_ISSUER reports itself not ready."""
+
+    __tablename__ = "deployment"
+
+    id: int = Field(default=1, primary_key=True)
+    issuer: str = Field(max_length=2000)
+    recorded_at: datetime = Field(default_factory=utcnow)

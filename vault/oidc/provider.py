@@ -10,14 +10,16 @@ rotation with reuse detection (RFC 9700 §4.14.2), unknown scopes ignored rather
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
+import math
 import re
 import secrets
 import time
 import uuid
 from collections.abc import Collection
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from authlib.oauth2.rfc6749 import (
@@ -30,9 +32,11 @@ from authlib.oauth2.rfc6749 import (
 )
 from authlib.oauth2.rfc6749.errors import (
     InvalidClientError,
+    InvalidGrantError,
     InvalidRequestError,
     InvalidScopeError,
     OAuth2Error,
+    UnauthorizedClientError,
 )
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
@@ -42,6 +46,8 @@ from authlib.oidc.core.grants import OpenIDCode
 from authlib.oidc.core.util import create_half_hash
 from joserfc import jwk
 from sqlalchemy import ColumnElement, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col, select
 
 from vault.auth.models import Citizen
@@ -51,7 +57,7 @@ from vault.oidc.adapter import OAuthHeaders, OAuthResponse, VaultOAuth2Request
 from vault.oidc.claims import SCOPES_SUPPORTED, WRITE_SCOPES, scopes_supported
 from vault.oidc.delegation import DELEGATION_AMR
 from vault.oidc.keys import KeyStore
-from vault.oidc.models import AuthorizationCode, OAuthClient, OAuthToken
+from vault.oidc.models import AuthorizationCode, ClientAssertion, OAuthClient, OAuthToken
 from vault.oidc.profiles import Profile, franceconnect_acr, profile_of
 from vault.settings import Settings
 
@@ -95,6 +101,12 @@ def _client(request: OAuth2Request) -> RegisteredClient:
     """The request's authenticated app (authlib sets it from our query_client before the hooks run)."""
     assert isinstance(request.client, RegisteredClient)
     return request.client
+
+
+def _could_be_client_id(value: object) -> bool:
+    """Whether ``value`` can be looked up as a client_id (registered ones are printable ASCII, at most
+    64 characters): never a database error for what a request made up."""
+    return isinstance(value, str) and 0 < len(value) <= 64 and value.isascii() and value.isprintable()
 
 
 class _Unsupported(OAuth2Error):
@@ -375,17 +387,47 @@ class VaultOpenIDCode(OpenIDCode):
 
 
 class RefreshGrant(grants.RefreshTokenGrant):
-    """GAP: rotation on every use; a spent refresh token used again revokes the whole grant."""
+    """GAP: rotation on every use; a spent refresh token used again revokes the whole grant. A token
+    is spent only by a request that may have it: authlib finds it before checking the client and the
+    scope; here it is spent after both, so another app presenting it (or asking for more) gets
+    invalid_grant and leaves it intact."""
 
     TOKEN_ENDPOINT_AUTH_METHODS = list(AUTH_METHODS)  # noqa: RUF012  (authlib prints it in invalid_client answers, as a list)
     INCLUDE_NEW_REFRESH_TOKEN = True
     server: Provider
 
     def authenticate_refresh_token(self, refresh_token: str) -> IssuedToken | None:  # type: ignore[override]  # None: refused
-        db: Session = self.server.db
-        row = db.exec(select(OAuthToken).where(OAuthToken.refresh_token_hash == token_hash(refresh_token))).first()
+        """The row behind the value (found, not spent: see ``validate_token_request``)."""
+        row = self.server.db.exec(select(OAuthToken).where(
+            OAuthToken.refresh_token_hash == token_hash(refresh_token))).first()
         if row is None or row.revoked_at is not None:
             return None
+        return IssuedToken(row)
+
+    def validate_token_request(self) -> None:
+        """authlib's checks (RFC 6749 §6), in an order that spends the token last."""
+        client = self.authenticate_token_endpoint_client()
+        if not client.check_grant_type(self.GRANT_TYPE):
+            raise UnauthorizedClientError(f"The client is not authorized to use 'grant_type={self.GRANT_TYPE}'")
+        self.request.client = client
+        value = self.request.form.get("refresh_token")
+        if value is None:
+            raise InvalidRequestError("Missing 'refresh_token' in request.")
+        token = self.authenticate_refresh_token(value)
+        if token is None or not token.check_client(client):
+            raise InvalidGrantError()  # another app's token: refused, left as it was
+        requested = scope_list(_ours(self.request).payload.scope)
+        if requested and not set(requested) <= set(scope_list(token.get_scope())):
+            raise InvalidScopeError()
+        self._spend(token)
+        self.request.refresh_token = token
+
+    def _spend(self, token: IssuedToken) -> None:
+        """Mark the token rotated, atomically; a replay of a spent one revokes its whole grant."""
+        db: Session = self.server.db
+        row = token.row
+        if row.refresh_expires_at is None or row.refresh_expires_at <= utcnow():
+            raise InvalidGrantError()
         rotated = db.exec(
             update(OAuthToken)
             .where(col(OAuthToken.id) == row.id, col(OAuthToken.refresh_rotated_at).is_(None))
@@ -394,28 +436,26 @@ class RefreshGrant(grants.RefreshTokenGrant):
         if rotated != 1:
             revoked = self.server.revoke_where(col(OAuthToken.grant_id) == row.grant_id)
             logger.warning("refresh token reused: grant revoked", extra={"client_id": row.client_id, "revoked": revoked})
-            return None
-        if row.refresh_expires_at is None or row.refresh_expires_at <= utcnow():
-            return None
-        return IssuedToken(row)
+            raise InvalidGrantError()
 
     def authenticate_user(self, refresh_token: IssuedToken) -> Citizen | None:
         return self.server.db.get(Citizen, refresh_token.row.citizen_id)
 
     def revoke_old_credential(self, refresh_token: TokenMixin) -> None:
-        pass  # marked rotated atomically in authenticate_refresh_token
+        pass  # marked rotated atomically in _spend
 
 
 class PrivateKeyJWT(JWTBearerClientAssertion):
-    """``private_key_jwt`` client authentication (OIDC Core §9, RFC 7523)."""
+    """``private_key_jwt`` client authentication (OIDC Core §9, RFC 7523). Each assertion is good
+    once (RFC 7523 §3, item 7): its ``jti`` is kept, per app, in the database (shared by replicas)
+    until the assertion expires; a second use is ``invalid_client``."""
 
     CLIENT_AUTH_METHOD = "private_key_jwt"  # type: ignore[misc]  # Final in the stub; authlib reads ours
+    MAX_LIFETIME = 300  # seconds: an assertion must not live long (and its jti is kept that long)
 
     def __init__(self, server: Provider) -> None:
-        super().__init__(validate_jti=False)  # assertions are short-lived; see docs/decisions
+        super().__init__(validate_jti=False)  # checked in verify_claims, once the lifetime is known good
         self.server = server
-
-    MAX_LIFETIME = 300  # seconds: jti values are not stored, so an assertion must not live long
 
     def get_audiences(self) -> list[str]:
         issuer = self.server.settings.issuer
@@ -423,8 +463,26 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
 
     def verify_claims(self, claims: dict[str, Any]) -> None:
         super().verify_claims(claims)
-        if not isinstance(claims.get("exp"), int | float) or claims["exp"] - time.time() > self.MAX_LIFETIME:
+        exp = claims.get("exp")
+        if not isinstance(exp, int | float) or not math.isfinite(exp) or exp - time.time() > self.MAX_LIFETIME:
             raise InvalidClientError(description=f"The client assertion must expire within {self.MAX_LIFETIME} seconds.")
+        jti = claims.get("jti")
+        if not isinstance(jti, str) or not jti:
+            raise InvalidClientError(description="Missing JWT ID.")
+        self._use_once(claims["sub"], jti, expires=exp)
+
+    def _use_once(self, client_id: str, jti: str, *, expires: float) -> None:
+        """Remember the assertion's jti (a SHA-256: any text, any length) until it expires, with the
+        leeway its ``exp`` is read with; refuse one already used, atomically across replicas."""
+        db = self.server.db
+        digest = hashlib.sha256(jti.encode("utf-8", "surrogatepass")).hexdigest()
+        until = datetime.fromtimestamp(expires + self.leeway, UTC)
+        insert = postgresql_insert if db.get_bind().dialect.name == "postgresql" else sqlite_insert
+        stored = db.exec(insert(ClientAssertion).values(client_id=client_id, jti_hash=digest, expires_at=until)
+                         .on_conflict_do_nothing().returning(col(ClientAssertion.jti_hash))).first()
+        if stored is None:
+            logger.warning("client assertion replayed", extra={"client_id": client_id})
+            raise InvalidClientError(description="This client assertion was already used (jti).")
 
     def resolve_client_public_key(self, client: RegisteredClient) -> jwk.KeySet:
         # A JWK Set: vault.oidc.clients imports it as one before storing it.
@@ -511,7 +569,8 @@ class Provider(AuthorizationServer):
 
     # -- authlib hooks
     def query_client(self, client_id: str) -> RegisteredClient | None:  # type: ignore[override]  # None: unknown
-        row = self.db.get(OAuthClient, client_id) if client_id and len(client_id) <= 64 else None
+        # A client assertion's ``sub`` is any JSON string (a lone surrogate, a NUL): no app has such an id.
+        row = self.db.get(OAuthClient, client_id) if _could_be_client_id(client_id) else None
         if row is None or row.disabled_at is not None:
             return None
         return RegisteredClient(row)

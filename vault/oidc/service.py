@@ -52,7 +52,14 @@ from vault.oidc.documents import (
 )
 from vault.oidc.exceptions import BearerError, InvalidDocumentChoice, LogoutError, PendingExpired, UntrustedHint
 from vault.oidc.keys import InvalidSignature, KeyStore
-from vault.oidc.models import AuthorizationCode, Consent, OAuthClient, OAuthToken, PendingAuthorization
+from vault.oidc.models import (
+    AuthorizationCode,
+    ClientAssertion,
+    Consent,
+    OAuthClient,
+    OAuthToken,
+    PendingAuthorization,
+)
 from vault.oidc.profiles import OIDC, Profile, profile_of
 from vault.oidc.provider import (
     ACR_REACHED,
@@ -403,16 +410,34 @@ class OpenIDService:
         if max_age is not None and auth_time < started and (utcnow() - auth_time).total_seconds() > int(max_age):
             return True  # too old a login; one made during this request counts, however slow (max_age=0 too)
         if hint := params.get("id_token_hint"):
-            try:
-                _, claims = self.keystore.verify(db, hint)
-            except InvalidSignature:
-                claims = {}
+            _, claims = self.id_token_hint(db, hint) or (None, {})
             if claims.get("sub") != self.keystore.pairwise_sub(db, sector=client.sector,
                                                                 citizen_id=str(current.citizen.id)):
                 if auth_time >= started:
                     raise _HintNotSatisfied
                 return True  # the app expects another person than the one logged in here
         return False
+
+    def id_token_hint(self, db: Session, hint: str) -> tuple[OAuthClient, dict[str, Any]] | None:
+        """The app and claims of an ``id_token_hint`` that is an ID token this provider issued (expired
+        or not: OIDC RP-Initiated Logout §2), or None. Other JWTs it signs with the same keys (signed
+        userinfo, erasure certificates…) are not ID tokens: only an ID token carries the ``typ`` JWT
+        with an ``aud`` naming one app, that app's issuer, ``auth_time`` and ``at_hash`` (OIDC Core
+        §2, §3.1.3.6: every ID token here comes with an access token)."""
+        try:
+            header, claims = self.keystore.verify(db, hint)
+        except InvalidSignature:
+            return None
+        audience = claims.get("aud")
+        if header.get("typ", "JWT") != "JWT" or not isinstance(audience, str) or not 0 < len(audience) <= 64:
+            return None
+        if not (isinstance(claims.get("sub"), str) and isinstance(claims.get("at_hash"), str)
+                and isinstance(claims.get("auth_time"), int) and not isinstance(claims.get("auth_time"), bool)):
+            return None
+        client = db.get(OAuthClient, audience)
+        if client is None or claims.get("iss") != profile_of(client.profile).issuer(self.settings.issuer):
+            return None
+        return client, claims
 
     def _forget(self, db: Session, pending_id: str) -> None:
         db.exec(delete(PendingAuthorization).where(col(PendingAuthorization.id) == token_hash(pending_id)))
@@ -462,12 +487,9 @@ class OpenIDService:
         client: OAuthClient | None = None
         claims: dict[str, Any] = {}
         if hint:
-            try:
-                _, claims = self.keystore.verify(db, hint)
-            except InvalidSignature:
-                raise UntrustedHint("The id_token_hint was not issued by this provider.") from None
-            audience = claims.get("aud")
-            client = db.get(OAuthClient, audience if isinstance(audience, str) else (audience or [None])[0])
+            if (found := self.id_token_hint(db, hint)) is None:
+                raise UntrustedHint("The id_token_hint is not an ID token issued by this provider.")
+            client, claims = found
         if params.get("client_id"):
             named = db.get(OAuthClient, params["client_id"])
             if named is None or (client is not None and named.client_id != client.client_id):
@@ -585,18 +607,39 @@ class OpenIDService:
         )))
         return sorted(({"client_id": c.client_id, "name": c.name} for c in rows), key=lambda r: r["client_id"])
 
-    def forget(self, *, db: Session, citizen_id: uuid.UUID) -> int:
-        """Erasure: the citizen's tokens, codes and consents deleted; returns the consents' count."""
-        consents = db.exec(delete(Consent).where(col(Consent.citizen_id) == citizen_id)).rowcount
+    def forget(self, *, db: Session, citizen: Citizen) -> int:
+        """Erasure: the citizen's tokens, codes and consents deleted, and the authorization requests
+        still waiting that name them (an app's ``login_hint`` with their address or login identifier,
+        an ``id_token_hint`` about them); returns the consents' count."""
+        consents = db.exec(delete(Consent).where(col(Consent.citizen_id) == citizen.id)).rowcount
         for table in (OAuthToken, AuthorizationCode):
-            db.exec(delete(table).where(col(table.citizen_id) == citizen_id))
+            db.exec(delete(table).where(col(table.citizen_id) == citizen.id))
+        names = [n.casefold() for n in (citizen.email, citizen.login_id, (citizen.login_id or "").replace("-", ""))
+                 if n]
+        mentioning = []
+        for pending in db.exec(select(PendingAuthorization)).all():
+            values = [str(v).casefold() for v in pending.params.values()]
+            if any(name in value for name in names for value in values) or self._hints_at(db, pending, citizen):
+                mentioning.append(pending.id)
+        if mentioning:
+            db.exec(delete(PendingAuthorization).where(col(PendingAuthorization.id).in_(mentioning)))
         return consents
+
+    def _hints_at(self, db: Session, pending: PendingAuthorization, citizen: Citizen) -> bool:
+        """Whether a waiting request's ``id_token_hint`` is an ID token about ``citizen``."""
+        hint = pending.params.get("id_token_hint")
+        found = self.id_token_hint(db, hint) if isinstance(hint, str) and hint else None
+        return found is not None and found[1].get("sub") == self.keystore.pairwise_sub(
+            db, sector=found[0].sector, citizen_id=str(citizen.id))
 
     def purge_expired(self, *, db: Session, now: datetime) -> dict[str, int]:
         """Retention housekeeping: authorization requests past their time, codes and tokens dead
-        for a day (a refresh token still valid keeps its row)."""
+        for a day (a refresh token still valid keeps its row), used client assertions expired (their
+        ``exp`` refuses them from then on)."""
         day_ago = now - timedelta(days=1)
         return {
+            "client_assertions": db.exec(delete(ClientAssertion)
+                                         .where(col(ClientAssertion.expires_at) < now)).rowcount,
             "pending_authorizations": db.exec(delete(PendingAuthorization)
                                               .where(col(PendingAuthorization.expires_at) < now)).rowcount,
             "codes": db.exec(delete(AuthorizationCode).where(col(AuthorizationCode.expires_at) < day_ago)).rowcount,

@@ -14,13 +14,14 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, Self
+from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple, Protocol, Self
 
 from vault.settings import Settings
 from vault.storage.exceptions import StorageUnavailable
 
 if TYPE_CHECKING:
     from botocore.response import StreamingBody
+    from types_boto3_s3 import S3Client
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +43,12 @@ class BucketMissing(BlobStoreUnavailable):
 
 class BlobNotFound(Exception):
     """No such blob (never uploaded, or deleted)."""
+
+
+class UnfinishedUpload(NamedTuple):
+    key: str
+    upload_id: str
+    started: datetime
 
 
 class BlobUpload(Protocol):
@@ -98,8 +105,11 @@ class BlobStore(Protocol):
     def list_blobs(self) -> Iterator[tuple[str, datetime]]:
         """Every blob key with its last modification time (for reconciliation)."""
 
-    def abort_stale_uploads(self, older_than: datetime) -> int:
-        """Drop uploads started before ``older_than`` and never completed; return how many."""
+    def unfinished_uploads(self) -> Iterator[UnfinishedUpload]:
+        """Uploads begun and never completed nor aborted (a process killed mid-upload)."""
+
+    def abort_upload(self, upload: UnfinishedUpload) -> None:
+        """Drop an unfinished upload and the parts it holds."""
 
 
 # ---- filesystem (development) --------------------------------------------------------------------------
@@ -171,14 +181,19 @@ class FilesystemBlobStore:
         except OSError as exc:
             raise BlobStoreUnavailable(type(exc).__name__) from None
 
-    def abort_stale_uploads(self, older_than: datetime) -> int:
-        """Remove temporary files of uploads that never completed."""
-        aborted = 0
+    def unfinished_uploads(self) -> Iterator[UnfinishedUpload]:
+        """Temporary files of uploads that never completed."""
         for path in self.root.glob("*/.upload-*") if self.root.exists() else ():
-            if datetime.fromtimestamp(path.stat().st_mtime, UTC) <= older_than:
-                path.unlink(missing_ok=True)
-                aborted += 1
-        return aborted
+            try:
+                started = datetime.fromtimestamp(path.stat().st_mtime, UTC)
+            except FileNotFoundError:
+                continue  # completed or aborted meanwhile
+            yield UnfinishedUpload(path.parent.name, path.name, started)
+
+    def abort_upload(self, upload: UnfinishedUpload) -> None:
+        if "/" in upload.key or "/" in upload.upload_id or not upload.upload_id.startswith(".upload-"):
+            raise BlobNotFound(upload.upload_id)
+        (self.root / upload.key / upload.upload_id).unlink(missing_ok=True)
 
     def list_blobs(self) -> Iterator[tuple[str, datetime]]:
         if not self.root.exists():
@@ -274,43 +289,27 @@ class S3BlobStore:
     versioning on if it is missing; deletion removes every version and delete marker."""
 
     def __init__(self, settings: Settings) -> None:
-        import boto3
-        from botocore.config import Config
-
         self.bucket = settings.s3_bucket or ""
-        secret = settings.s3_secret_access_key.get_secret_value() if settings.s3_secret_access_key else None
-        self._client = boto3.client(
-            "s3",
-            endpoint_url=settings.s3_endpoint_url,
-            region_name=settings.s3_region,
-            aws_access_key_id=settings.s3_access_key_id,
-            aws_secret_access_key=secret,
-            config=Config(
-                # botocore ≥ 1.36 sends CRC checksums that many S3-compatible servers reject.
-                request_checksum_calculation="when_required",
-                response_checksum_validation="when_required",
-                connect_timeout=5,
-                read_timeout=60,
-                retries={"max_attempts": 3, "mode": "standard"},
-                # Over TLS, no SHA-256 of every uploaded byte for the signature (botocore computes it
-                # unless TLS *and* a checksum header are there): TLS protects the body in transit and
-                # the object is AES-GCM ciphertext, authenticated at every read. Over plain HTTP the
-                # payload stays signed, so that a body altered on the way is refused by the store
-                # instead of being found unreadable later.
-                s3={"addressing_style": "path",
-                    "payload_signing_enabled": not (settings.s3_endpoint_url or "https:").startswith("https:")},
-                max_pool_connections=32,
-            ),
-        )
+        self.endpoint = settings.s3_endpoint_url or f"AWS S3 ({settings.s3_region})"
+        self._region = settings.s3_region
+        self._client = _s3_client(settings, connect=settings.s3_connect_timeout_seconds,
+                                  read=settings.s3_read_timeout_seconds, attempts=3)
+        # The readiness probe's: one attempt, short waits, so that a stalled store is reported
+        # "unavailable" well within a load balancer's probe timeout.
+        self._probe = _s3_client(settings, connect=min(2, settings.s3_connect_timeout_seconds),
+                                 read=min(2, settings.s3_read_timeout_seconds), attempts=1)
         self._bucket_ready = False
 
     def _call(self, method: str, **kwargs: Any) -> Any:
         """One S3 call with errors translated at the boundary. The answer is the client method's:
         a response dict for API calls (its shape per method), a URL for ``generate_presigned_url``."""
+        return self._call_with(self._client, method, **kwargs)
+
+    def _call_with(self, client: S3Client, method: str, **kwargs: Any) -> Any:
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            return getattr(self._client, method)(**kwargs)
+            return getattr(client, method)(**kwargs)
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
             if code in ("NoSuchKey", "404", "NotFound"):
@@ -319,23 +318,66 @@ class S3BlobStore:
         except BotoCoreError as exc:
             raise BlobStoreUnavailable(f"{method}: {type(exc).__name__}") from None
 
-    def ensure_bucket(self) -> None:
-        if self._bucket_ready:
-            return
+    def init_bucket(self) -> bool:
+        """Create the bucket with versioning on, or turn versioning on in an existing one; True when
+        the bucket was created. Safe to repeat. A store that does not answer, refused credentials
+        or a bucket they may not create raise ``BlobStoreUnavailable`` saying which, for an operator."""
+        from botocore.exceptions import (
+            BotoCoreError,
+            ClientError,
+            ConnectTimeoutError,
+            EndpointConnectionError,
+            NoCredentialsError,
+            ReadTimeoutError,
+        )
+
+        where = f"bucket {self.bucket!r} at {self.endpoint}"
+        created = False
         try:
-            self._call("head_bucket", Bucket=self.bucket)
-        except (BlobStoreUnavailable, BlobNotFound):
-            self._call("create_bucket", Bucket=self.bucket)
-            logger.info("bucket created", extra={"bucket": self.bucket})
-        self._call("put_bucket_versioning", Bucket=self.bucket, VersioningConfiguration={"Status": "Enabled"})
+            try:
+                self._client.head_bucket(Bucket=self.bucket)
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code", "") not in ("404", "NoSuchBucket", "NotFound"):
+                    raise
+                if self._region == "us-east-1":  # the one region without a location constraint
+                    self._client.create_bucket(Bucket=self.bucket)
+                else:
+                    self._client.create_bucket(Bucket=self.bucket, CreateBucketConfiguration={
+                        "LocationConstraint": self._region})  # type: ignore[typeddict-item]  # any region name
+                created = True
+                logger.info("bucket created", extra={"bucket": self.bucket})
+            self._client.put_bucket_versioning(Bucket=self.bucket, VersioningConfiguration={"Status": "Enabled"})
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "") or "error"
+            if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken"):
+                raise BlobStoreUnavailable(f"S3 refused the credentials ({code}): check VAULT_S3_ACCESS_KEY_ID "
+                                           f"and VAULT_S3_SECRET_ACCESS_KEY") from None
+            if code in ("403", "AccessDenied", "Forbidden"):
+                raise BlobStoreUnavailable(f"S3 refused access to {where} ({code}): wrong credentials "
+                                           f"(VAULT_S3_ACCESS_KEY_ID, VAULT_S3_SECRET_ACCESS_KEY), or they "
+                                           f"may not create or configure this bucket") from None
+            raise BlobStoreUnavailable(f"S3 refused to create or configure {where} ({code})") from None
+        except NoCredentialsError:
+            raise BlobStoreUnavailable("no S3 credentials: set VAULT_S3_ACCESS_KEY_ID and "
+                                       "VAULT_S3_SECRET_ACCESS_KEY") from None
+        except (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError) as exc:
+            raise BlobStoreUnavailable(f"S3 does not answer at {self.endpoint} ({type(exc).__name__}): "
+                                       f"check VAULT_S3_ENDPOINT_URL and that the store is running") from None
+        except BotoCoreError as exc:
+            raise BlobStoreUnavailable(f"S3 at {self.endpoint} failed ({type(exc).__name__})") from None
         self._bucket_ready = True
+        return created
+
+    def ensure_bucket(self) -> None:
+        if not self._bucket_ready:
+            self.init_bucket()
 
     def check(self) -> None:
-        """The bucket answers. A missing bucket is created (with versioning) when the credentials
-        allow it, so that a new deployment becomes ready before its first upload; else
-        ``BucketMissing`` says so."""
+        """The bucket answers (one short attempt). A missing bucket is created (with versioning)
+        when the credentials allow it, so that a deployment that skipped ``vault storage init``
+        still becomes ready before its first upload; else ``BucketMissing`` says so."""
         try:
-            self._call("head_bucket", Bucket=self.bucket)
+            self._call_with(self._probe, "head_bucket", Bucket=self.bucket)
             return
         except BlobNotFound:
             pass
@@ -428,14 +470,20 @@ class S3BlobStore:
             targets = [v for versions in pool.map(self._versions, keys) for v in versions]
         return self._delete_versions(targets)
 
-    def abort_stale_uploads(self, older_than: datetime) -> int:
-        """Abort multipart uploads left by a crash or a store outage (invisible, but they use space)."""
-        aborted = 0
-        for upload in self._call("list_multipart_uploads", Bucket=self.bucket).get("Uploads", []):
-            if upload["Initiated"] <= older_than:
-                self._call("abort_multipart_upload", Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"])
-                aborted += 1
-        return aborted
+    def unfinished_uploads(self) -> Iterator[UnfinishedUpload]:
+        """Multipart uploads left by a crash or a store outage: invisible, but their parts use space
+        (up to the largest document each)."""
+        marker: dict[str, str] = {}
+        while True:
+            page = self._call("list_multipart_uploads", Bucket=self.bucket, **marker)
+            for upload in page.get("Uploads", []):
+                yield UnfinishedUpload(upload["Key"], upload["UploadId"], upload["Initiated"])
+            if not page.get("IsTruncated"):
+                return
+            marker = {"KeyMarker": page.get("NextKeyMarker", ""), "UploadIdMarker": page.get("NextUploadIdMarker", "")}
+
+    def abort_upload(self, upload: UnfinishedUpload) -> None:
+        self._call("abort_multipart_upload", Bucket=self.bucket, Key=upload.key, UploadId=upload.upload_id)
 
     def list_blobs(self) -> Iterator[tuple[str, datetime]]:
         token: dict[str, str] = {}
@@ -523,6 +571,37 @@ class S3Upload:
             except (BlobStoreUnavailable, BlobNotFound):
                 logger.warning("multipart upload not aborted; reconcile will remove it")
             self._upload_id = None
+
+
+def _s3_client(settings: Settings, *, connect: int, read: int, attempts: int) -> S3Client:
+    import boto3
+    from botocore.config import Config
+
+    secret = settings.s3_secret_access_key.get_secret_value() if settings.s3_secret_access_key else None
+    return boto3.client(
+        "s3",
+        endpoint_url=settings.s3_endpoint_url,
+        region_name=settings.s3_region,
+        aws_access_key_id=settings.s3_access_key_id,
+        aws_secret_access_key=secret,
+        config=Config(
+            # botocore ≥ 1.36 sends CRC checksums that many S3-compatible servers reject.
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+            # Bounded waits: a store that stalls is an error after connect (or read) × attempts.
+            connect_timeout=connect,
+            read_timeout=read,
+            retries={"max_attempts": attempts, "mode": "standard"},
+            # Over TLS, no SHA-256 of every uploaded byte for the signature (botocore computes it
+            # unless TLS *and* a checksum header are there): TLS protects the body in transit and
+            # the object is AES-GCM ciphertext, authenticated at every read. Over plain HTTP the
+            # payload stays signed, so that a body altered on the way is refused by the store
+            # instead of being found unreadable later.
+            s3={"addressing_style": "path",
+                "payload_signing_enabled": not (settings.s3_endpoint_url or "https:").startswith("https:")},
+            max_pool_connections=32,
+        ),
+    )
 
 
 def make_blob_store(settings: Settings) -> BlobStore:

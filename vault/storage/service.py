@@ -104,7 +104,11 @@ class ReconcileReport(TypedDict):
     orphans_removed: list[str]  # blob keys
     orphans_kept_recent: list[str]
     documents_without_blob: list[str]  # document ids
+    # Uploads begun and never completed (a replica killed mid-upload), older than the abandon age:
+    # {"key", "upload_id", "started"}; aborted unless dry run.
+    unfinished_uploads: list[dict[str, str]]
     unfinished_uploads_aborted: int
+    unfinished_uploads_kept_recent: int
 
 
 @dataclass(frozen=True)
@@ -575,9 +579,11 @@ class DocumentService:
             db.commit()
             done += len(rows)
 
-    def reconcile(self, db: Session, *, dry_run: bool = False, min_age: timedelta = ORPHAN_AGE) -> ReconcileReport:
+    def reconcile(self, db: Session, *, dry_run: bool = False, min_age: timedelta = ORPHAN_AGE,
+                  upload_age: timedelta | None = None) -> ReconcileReport:
         """Remove blobs without a row older than ``min_age`` (an hour: younger ones may belong to an
-        upload in progress); report rows whose blob is missing."""
+        upload in progress) and unfinished uploads older than ``upload_age`` (by default the
+        settings' abandon age); report rows whose blob is missing."""
         known = set(db.exec(select(Document.blob_key)).all())
         horizon = utcnow() - min_age
         seen: set[str] = set()
@@ -595,9 +601,23 @@ class DocumentService:
             removed.append(key)
         missing = sorted(str(doc_id) for doc_id, key in db.exec(select(Document.id, Document.blob_key)).all()
                          if key not in seen)
-        aborted = 0 if dry_run else self.store.abort_stale_uploads(horizon)
-        if removed or missing or aborted:
+        if upload_age is None:
+            upload_age = timedelta(minutes=self.settings.multipart_abandon_minutes)
+        upload_horizon = utcnow() - upload_age
+        unfinished: list[dict[str, str]] = []
+        recent_uploads = aborted = 0
+        for upload in list(self.store.unfinished_uploads()):
+            if upload.started > upload_horizon:
+                recent_uploads += 1
+                continue
+            unfinished.append({"key": upload.key, "upload_id": upload.upload_id, "started": upload.started.isoformat()})
+            if not dry_run:
+                self.store.abort_upload(upload)
+                aborted += 1
+        if removed or missing or unfinished:
             logger.warning("reconcile", extra={"orphans_removed": len(removed), "rows_without_blob": len(missing),
-                                               "uploads_aborted": aborted})
+                                               "unfinished_uploads": len(unfinished), "uploads_aborted": aborted,
+                                               "dry_run": dry_run})
         return {"orphans_removed": removed, "orphans_kept_recent": young, "documents_without_blob": missing,
-                "unfinished_uploads_aborted": aborted}
+                "unfinished_uploads": unfinished, "unfinished_uploads_aborted": aborted,
+                "unfinished_uploads_kept_recent": recent_uploads}

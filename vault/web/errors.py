@@ -34,8 +34,10 @@ from vault.web.pages import message_page
 
 logger = logging.getLogger(__name__)
 
-# The endpoints whose callers are apps speaking OAuth 2.0 (/authorize and /logout are pages).
-OAUTH_ENDPOINTS = frozenset({"/token", "/revoke", "/introspect", "/userinfo"})
+# The endpoints whose callers are apps speaking OAuth 2.0 (/authorize and /logout are pages), with
+# those of the FranceConnect profiles (vault.oidc.profiles).
+OAUTH_ENDPOINTS = frozenset({"/token", "/revoke", "/introspect", "/userinfo", "/api/v1/token", "/api/v2/token",
+                             "/api/v1/userinfo", "/api/v2/userinfo"})
 JSON_PATHS = ("/api/", "/healthz", "/readyz")
 NOT_FOUND = (N_("Page introuvable"), N_("Cette page n'existe pas ou n'existe plus."))
 
@@ -77,7 +79,9 @@ def _unavailable(request: Request, exc: ServiceUnavailable) -> Response:
     detail, message = exc.describe(reading=request.method in ("GET", "HEAD"))
     if _wants_json(request):
         return api_error(exc.code, detail, exc.status, headers=exc.headers)
-    return message_page(request, title=exc.title, message=message, status=exc.status, link=exc.link)
+    page = message_page(request, title=exc.title, message=message, status=exc.status, link=exc.link)
+    page.headers.update(exc.headers)
+    return page
 
 
 def install_error_handlers(app: FastAPI) -> None:
