@@ -7,10 +7,13 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Literal
 
 from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+from pydantic.json_schema import SkipJsonSchema
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.responses import Response
@@ -27,7 +30,7 @@ from vault.gdpr import routes as gdpr_routes
 from vault.logs import configure_logging
 from vault.mail import Sender
 from vault.migrations import schema_is_current
-from vault.oidc import demo
+from vault.oidc import api_docs, demo
 from vault.oidc import routes as oidc_routes
 from vault.oidc.issuer import IssuerMismatch, check_issuer
 from vault.services import build_services
@@ -39,6 +42,7 @@ from vault.storage.blobs import BlobStoreUnavailable, BucketMissing
 from vault.web.dependencies import refuse_nul
 from vault.web.errors import install_error_handlers
 from vault.web.middleware import RequestContextMiddleware
+from vault.web.openapi import api_errors, install_openapi
 
 logger = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "web" / "static"
@@ -100,6 +104,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.include_router(stats_routes.pages)
     _add_operational_routes(app)
     install_error_handlers(app)
+    install_openapi(app, settings, scopes=api_docs.scope_descriptions())
     _check_issuer_at_startup(settings, services.engine)
     return app
 
@@ -129,12 +134,18 @@ _Probe = tuple[Callable[[], str], type[Exception]]
 def _add_operational_routes(app: FastAPI) -> None:
     settings: Settings = app.state.settings
 
-    @app.get("/healthz", tags=["operations"])
+    class Readiness(BaseModel):
+        status: Literal["ok", "degraded", "unavailable"]
+        checks: dict[str, str] = Field(description="database, issuer, keyring, object_store, antivirus: ok or why not")
+        reason: str | SkipJsonSchema[None] = Field(default=None, description="Why not ready (an issuer mismatch)")
+
+    @app.get("/healthz", tags=["operations"], responses=api_errors(400))
     def healthz() -> dict[str, str]:
         """The process answers (liveness)."""
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["operations"], responses={503: {"description": "The database or the keyring is not ready"}})
+    @app.get("/readyz", tags=["operations"], response_model=Readiness,
+             responses={**api_errors(400), 503: {"model": Readiness, "description": "The database or the keyring is not ready"}})
     def readyz() -> JSONResponse:
         """The service can answer logins and OpenID Connect: the database answers at the latest
         migration, this replica's VAULT_ISSUER is the deployment's (recorded in the database: a

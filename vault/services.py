@@ -102,6 +102,7 @@ def build_services(settings: Settings, *, engine: Engine | None = None) -> Servi
                        shares=shares, alerts=alerts, records=[MandateRecords()])
     counter = CounterService(gdpr=gdpr)
     assist = AssistService(settings=settings, counter=counter)
+    accounts.app_grants.append(oidc)  # a password reset or "log out everywhere" ends the apps' tokens too
     oidc.delegations = assist  # the provider asks the counter who acts for whom (vault.oidc.delegation)
     staff.logout_listeners.append(assist)  # an agent's logout ends their assisted sessions
     return Services(

@@ -293,8 +293,9 @@ def test_only_administrators_see_the_statistics(app) -> None:
         for path in ("/agent/stats", "/agent/stats.csv"):
             assert browser.get(path).status_code == 404
     with staff_browser(app, role="admin") as browser:
-        home = browser.get("/dpo/")
+        home = browser.get("/agent/stats")
         assert 'href="/agent/stats"' in home.text  # the administrator's header links it
+        assert browser.get("/dpo/").status_code == 404  # the register is the DPO's
 
 
 def test_the_statistics_in_english(app) -> None:

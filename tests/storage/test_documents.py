@@ -451,7 +451,7 @@ def test_tampered_object_fails_before_any_byte(citizen: Browser, s3_client, buck
 
     _tamper(s3_client, bucket, flip)
     answer = citizen.get(f"/api/v1/documents/{doc['id']}/content")
-    assert answer.status_code == 400 and "endommagé" in answer.json()["detail"]
+    assert answer.status_code == 500 and answer.json()["error"] == "damaged" and "endommagé" in answer.json()["detail"]
 
 
 def test_a_document_whose_object_vanished_says_so(citizen: Browser, s3_client, bucket) -> None:

@@ -235,3 +235,15 @@ def test_a_document_title_is_not_escaped(settings: Settings) -> None:
 def test_a_missing_value_fails_instead_of_leaving_a_blank(settings: Settings) -> None:
     with pytest.raises(UndefinedError, match="token"):
         render_mail("password_reset", {"settings": settings})
+
+
+def test_the_notice_of_a_reset_says_the_apps_were_signed_out_too(settings: Settings) -> None:
+    """After a reset (not a change from "Mon compte"), the apps' grants ended too: the mail says so."""
+    context = {**contexts(settings)["password_changed"], "apps_signed_out": True}
+    _subject, body = render_mail("password_changed", context)
+    assert body.startswith(
+        "Bonjour,\n\nLe mot de passe de votre compte a été changé le 30/11/2026 à 14:05. Tous vos appareils ont été "
+        "déconnectés, ainsi que les applications et services en ligne où vous vous étiez connecté(e) avec votre "
+        "compte : ils vous demanderont de vous reconnecter.\n\nSi ce n'est pas vous")
+    english = render_mail("password_changed", context, lang="en")[1]
+    assert "and so have the apps and online services" in english

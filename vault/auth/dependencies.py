@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from typing import Annotated, Protocol
+from typing import Annotated, Any, Protocol
 
 from fastapi import Depends, Request
 from sqlmodel import Session
@@ -14,7 +14,7 @@ from sqlmodel import Session
 from vault.auth.service import AccountService, CurrentLogin
 from vault.errors import VaultError
 from vault.web.dependencies import Db
-from vault.web.errors import LoginRequired
+from vault.web.errors import LoginRequired, StepUpRequired
 from vault.web.pages import get_cookie
 from vault.web.state import app_service
 
@@ -79,3 +79,25 @@ def require_login(request: Request, current: OptionalLogin) -> CurrentLogin:
 
 
 LoggedIn = Annotated[CurrentLogin, Depends(require_login)]
+
+
+def _step_up(back: str | None) -> Any:
+    def require_step_up(request: Request, current: LoggedIn) -> CurrentLogin:
+        if not current.stepped_up:
+            if back is not None:
+                raise StepUpRequired(back)
+            query = request.url.query
+            raise StepUpRequired(request.url.path + (f"?{query}" if query else ""))
+        return current
+
+    return Depends(require_step_up)
+
+
+def stepped_up(back: str | None = None) -> Any:
+    """A page that needs a proof of identity less than 5 minutes old in this session (the password,
+    a TOTP code or a passkey): otherwise the confirmation page, then back to this page (a GET), or
+    to ``back`` (the page of a form sent by POST: the citizen sends it again, knowingly)."""
+    return _step_up(back)
+
+
+SteppedUp = Annotated[CurrentLogin, _step_up(None)]

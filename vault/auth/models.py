@@ -90,6 +90,9 @@ class LoginSession(SQLModel, table=True):
     auth_time: datetime = Field(default_factory=utcnow)
     amr: str = Field(default="pwd", max_length=50)  # space separated: pwd, otp, mfa
     mfa_pending: bool = False  # password checked, waiting for the TOTP code
+    # The last time the citizen proved it is them in this session (password, TOTP code or passkey,
+    # at login or on the confirmation page): the account's sensitive pages ask again after 5 minutes.
+    stepped_up_at: datetime | None = None
     user_agent: str = Field(default="", max_length=200)
     # Public id of the session: the OIDC ``sid`` claim and the key of RP-initiated logout.
     sid: str = Field(default_factory=lambda: secrets.token_urlsafe(16), max_length=32, index=True)

@@ -17,7 +17,7 @@ from fastapi import Depends, Request
 from fastapi.routing import APIRouter
 from starlette.responses import JSONResponse, Response
 
-from vault.auth.dependencies import SESSION_COOKIE, Accounts, LoggedIn
+from vault.auth.dependencies import SESSION_COOKIE, Accounts, LoggedIn, accounts
 from vault.auth.exceptions import AuthError, InvalidInput, TooManyLoginAttempts
 from vault.auth.passkeys import PasskeyNotFound, PasskeyService
 from vault.auth.routes import safe_next
@@ -160,6 +160,7 @@ def registration_options(request: Request, body: JsonBody, db: Db, service: Pass
             password=_text(body, "password"), otp=_text(body, "otp", 50), address=client_address(request))
     except AuthError as exc:  # a field to correct (failed proofs are counted), or locked
         return _refusal(request, exc)
+    accounts(request).stepped_up(current)  # the password (and code), typed just now
     return _options(options)
 
 
@@ -209,4 +210,24 @@ def remove_passkey(request: Request, passkey_id: uuid.UUID, form: FormFields, db
         response = _remove_page(request, current, name, passkey_id, failure=exc.message, status=429)
         response.headers["Retry-After"] = str(exc.retry_after)
         return response
+    accounts(request).stepped_up(current)  # the password (and code), typed just now
     return redirect("/account?notice=passkey_removed")
+
+
+# ---- the confirmation page (step-up) with a passkey ---------------------------------------------------------
+
+
+@router.post("/account/confirm/passkey/options", include_in_schema=False)
+def confirm_options(request: Request, body: JsonBody, db: Db, service: Passkeys, current: LoggedIn) -> Response:
+    _usable(service)
+    return _options(service.login_options(db=db))
+
+
+@router.post("/account/confirm/passkey", include_in_schema=False)
+def confirm_with_passkey(request: Request, body: JsonBody, db: Db, service: Passkeys, current: LoggedIn) -> Response:
+    _usable(service)
+    try:
+        service.confirm(db=db, current=current, credential=body.get("credential"), address=client_address(request))
+    except AuthError as exc:  # refused (logged and counted), or locked
+        return _refusal(request, exc)
+    return JSONResponse({"redirect": safe_next(_text(body, "next", 2000))})

@@ -54,7 +54,7 @@ from webauthn.helpers.structs import (
 from vault.auth.exceptions import AuthError, EmailNotVerified, InvalidInput, InvalidOtp, TooManyLoginAttempts
 from vault.auth.identity import login_name, normalize_email
 from vault.auth.models import Citizen, LoginSession, Passkey, PasskeyChallenge
-from vault.auth.service import AccountService, LoginResult
+from vault.auth.service import AccountService, CurrentLogin, LoginResult
 from vault.db import utcnow
 from vault.settings import Settings
 from vault.translation import N_
@@ -81,6 +81,8 @@ CHALLENGE_EXPIRED = N_("Cette demande a expiré ou a déjà servi. Recommencez."
 UNKNOWN_PASSKEY = N_("Cette clé d'accès n'est pas (ou plus) enregistrée sur votre compte. "
                      "Connectez-vous avec votre adresse e-mail et votre mot de passe.")
 NOT_THIS_ACCOUNT = N_("Cette clé d'accès n'appartient pas au compte indiqué.")
+NOT_YOUR_PASSKEY = N_("Cette clé d'accès n'appartient pas au compte connecté. Utilisez une clé d'accès de ce compte, "
+                      "ou votre mot de passe.")
 COUNTER_WENT_BACK = N_("Cette clé d'accès semble avoir été copiée : par sécurité, elle est refusée. Connectez-vous "
                        "avec votre mot de passe, puis supprimez-la de votre compte.")
 NOT_REGISTERED = N_("La clé d'accès n'a pas pu être enregistrée. Recommencez.")
@@ -291,6 +293,23 @@ class PasskeyService:
         """Check a login answer and open a session. ``email``: the address typed on the login page,
         if any (the passkey must then be that account's). Every refusal is logged with its reason
         and counted in the login throttle, like a wrong password."""
+        citizen, passkey, amr = self._check_answer(db=db, credential=credential, email=email, address=address)
+        token = self.accounts.start_session(db=db, citizen=citizen, amr=amr, user_agent=user_agent)
+        logger.info("login", extra={"citizen_id": str(citizen.id), "amr": amr, "passkey_id": str(passkey.id)})
+        return LoginResult(token=token, mfa_pending=False, citizen_id=citizen.id)
+
+    def confirm(self, *, db: Session, current: CurrentLogin, credential: Any, address: str) -> None:
+        """The confirmation page (step-up) with a passkey: an answer to a login challenge by one of
+        the logged-in citizen's passkeys steps the session up. Refusals as for a login."""
+        citizen, passkey, _amr = self._check_answer(db=db, credential=credential, email="", address=address,
+                                                    citizen_id=current.citizen.id)
+        self.accounts.stepped_up(current)
+        logger.info("step-up", extra={"citizen_id": str(citizen.id), "proof": "passkey", "passkey_id": str(passkey.id)})
+
+    def _check_answer(self, *, db: Session, credential: Any, email: str, address: str,
+                      citizen_id: uuid.UUID | None = None) -> tuple[Citizen, Passkey, str]:
+        """A login challenge's answer checked: its citizen (who must be ``citizen_id`` when given),
+        the passkey (its counter and last use updated) and the amr it is worth."""
         address_key = self.accounts._address_key(address)
         if retry_after := self.accounts._locked_for(db=db, keys=[address_key]):
             raise TooManyLoginAttempts(retry_after)
@@ -311,6 +330,8 @@ class PasskeyService:
                 raise PasskeyRefused("user_handle_of_another_citizen", NOT_THIS_ACCOUNT)
             if email.strip() and _normalized(email) != citizen.email:
                 raise PasskeyRefused("not_the_typed_account", NOT_THIS_ACCOUNT)
+            if citizen_id is not None and citizen.id != citizen_id:
+                raise PasskeyRefused("not_the_logged_in_account", NOT_YOUR_PASSKEY)
             if retry_after := self.accounts._locked_for(db=db, keys=[self.accounts._account_key(db, login_name(citizen))]):
                 raise TooManyLoginAttempts(retry_after)
             try:
@@ -343,10 +364,7 @@ class PasskeyService:
         passkey.sign_count = verified.new_sign_count
         passkey.backed_up = verified.credential_backed_up
         passkey.last_used_at = utcnow()
-        amr = amr_of(passkey, user_verified=verified.user_verified)
-        token = self.accounts.start_session(db=db, citizen=citizen, amr=amr, user_agent=user_agent)
-        logger.info("login", extra={"citizen_id": str(citizen.id), "amr": amr, "passkey_id": str(passkey.id)})
-        return LoginResult(token=token, mfa_pending=False, citizen_id=citizen.id)
+        return citizen, passkey, amr_of(passkey, user_verified=verified.user_verified)
 
     @staticmethod
     def _parse(credential: Any, parse: Any) -> RegistrationCredential | AuthenticationCredential:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 from urllib.parse import quote
 
 import segno
@@ -18,8 +18,10 @@ from vault.auth.dependencies import (
     ApiUnauthenticated,
     LoggedIn,
     OptionalLogin,
+    SteppedUp,
     alert_switches,
     pending_apps,
+    stepped_up,
 )
 from vault.auth.exceptions import (
     AuthError,
@@ -31,9 +33,10 @@ from vault.auth.exceptions import (
 from vault.auth.identity import resolve_birthplace
 from vault.auth.models import CitizenPublic
 from vault.auth.passkeys import PasskeyService
-from vault.auth.service import AccountService, CurrentLogin
+from vault.auth.service import NO_SECOND_FACTOR, AccountService, CurrentLogin
 from vault.translation import N_
 from vault.web.dependencies import Db, FormFields, redirect
+from vault.web.openapi import SESSION, api_errors
 from vault.web.pages import (
     clear_cookie,
     client_address,
@@ -56,9 +59,12 @@ PENDING_PREFIX = "/authorize/continue/"
 NOTICES = {
     "email_verified": N_("Votre adresse e-mail est confirmée. Vous pouvez maintenant vous connecter."),
     "logged_out": N_("Vous êtes déconnecté(e)."),
-    "logged_out_everywhere": N_("Vous êtes déconnecté(e) de tous vos appareils."),
-    "password_reset": N_("Votre mot de passe a été changé. Par sécurité, tous vos appareils ont été déconnectés : "
-                         "connectez-vous avec le nouveau mot de passe."),
+    "logged_out_everywhere": N_("Vous êtes déconnecté(e) de tous vos appareils. Les applications et services en "
+                                "ligne où vous vous étiez connecté(e) avec votre compte n'y ont plus accès : ils vous "
+                                "demanderont de vous reconnecter."),
+    "password_reset": N_("Votre mot de passe a été changé. Par sécurité, tous vos appareils ont été déconnectés, "
+                         "ainsi que les applications et services en ligne où vous vous étiez connecté(e) avec votre "
+                         "compte : connectez-vous avec le nouveau mot de passe."),
     "totp_disabled": N_("La double authentification est désactivée."),
     "session_expired": N_("Votre session a expiré. Connectez-vous de nouveau."),
     "alerts_saved": N_("Vos choix d'alertes sont enregistrés."),
@@ -240,26 +246,38 @@ def _reset_expired(request: Request, message: str) -> Response:
                         link=("/password/forgot", N_("Demander un nouveau lien")))
 
 
+def _reset_page(request: Request, token: str, *, second_factor: bool, errors: dict[str, str] | None = None,
+                failure: str | None = None, status: int = 200) -> Response:
+    return render(request, "password_reset.html", {
+        "title": N_("Choisir un nouveau mot de passe"), "token": token, "errors": errors or {}, "failure": failure,
+        "second_factor": second_factor, "no_second_factor": NO_SECOND_FACTOR}, status=status)
+
+
 @router.get("/password/reset", include_in_schema=False)
 def reset_page(request: Request, db: Db, service: Accounts, token: str = "") -> Response:
     try:
-        service.check_link(db=db, token=token, purpose="reset_password")
+        citizen = service.check_link(db=db, token=token, purpose="reset_password")
     except InvalidLink as exc:
         return _reset_expired(request, exc.message)
-    return render(request, "password_reset.html", {"title": N_("Choisir un nouveau mot de passe"), "token": token})
+    return _reset_page(request, token, second_factor=citizen.totp_enabled_at is not None)
 
 
 @router.post("/password/reset", include_in_schema=False)
 def reset(request: Request, form: FormFields, db: Db, service: Accounts) -> Response:
     token = form.get("token", "")
     try:
-        service.reset_password(db=db, token=token, password=form.get("password", ""))
+        service.reset_password(db=db, token=token, password=form.get("password", ""), otp=form.get("otp", ""),
+                               address=client_address(request))
     except InvalidLink as exc:
         return _reset_expired(request, exc.message)
+    except TooManyLoginAttempts as exc:
+        response = _reset_page(request, token, second_factor=True, failure=exc.message, status=429)
+        response.headers["Retry-After"] = str(exc.retry_after)
+        return response
     except InvalidInput as exc:
-        db.rollback()
-        return render(request, "password_reset.html", {"title": N_("Choisir un nouveau mot de passe"), "token": token,
-                                                       "errors": exc.fields}, status=400)
+        db.commit()  # a wrong code counts towards the throttle; nothing else was written
+        second_factor = service.check_link(db=db, token=token, purpose="reset_password").totp_enabled_at is not None
+        return _reset_page(request, token, second_factor=second_factor, errors=exc.fields, status=400)
     response = redirect("/login?notice=password_reset")
     clear_cookie(response, app_settings(request), SESSION_COOKIE)
     return response
@@ -416,6 +434,7 @@ def password_change(request: Request, form: FormFields, db: Db, service: Account
     except InvalidInput as exc:
         db.commit()  # a wrong current password counts towards the throttle
         return _password_page(request, errors=exc.fields, status=400)
+    service.stepped_up(current)  # the current password, typed just now
     return redirect("/account?notice=password_changed")
 
 
@@ -444,6 +463,7 @@ def email_change(request: Request, form: FormFields, db: Db, service: Accounts, 
     except InvalidInput as exc:
         db.commit()  # a wrong current password counts towards the throttle
         return _email_page(request, errors=exc.fields, values=values, status=400)
+    service.stepped_up(current)  # the current password, typed just now
     return redirect("/account?notice=email_change_sent")
 
 
@@ -468,13 +488,18 @@ def email_change_confirm(request: Request, form: FormFields, db: Db, service: Ac
     return redirect("/account?notice=email_changed")
 
 
+# The TOTP pages show the seed and the recovery codes, and turn the second factor on or off: each
+# needs a recent proof (a stolen session alone must not be able to lock the owner out).
+TotpSteppedUp = Annotated[CurrentLogin, stepped_up("/account/totp")]
+
+
 @router.get("/account/totp", include_in_schema=False)
-def totp_page(request: Request, db: Db, service: Accounts, current: LoggedIn) -> Response:
+def totp_page(request: Request, db: Db, service: Accounts, current: SteppedUp) -> Response:
     return _totp_page(request, service, db, current)
 
 
 @router.post("/account/totp", include_in_schema=False)
-def totp_confirm(request: Request, form: FormFields, db: Db, service: Accounts, current: LoggedIn) -> Response:
+def totp_confirm(request: Request, form: FormFields, db: Db, service: Accounts, current: TotpSteppedUp) -> Response:
     try:
         codes = service.confirm_totp(db=db, citizen=current.citizen, code=form.get("otp", ""))
     except InvalidInput as exc:
@@ -483,7 +508,7 @@ def totp_confirm(request: Request, form: FormFields, db: Db, service: Accounts, 
 
 
 @router.post("/account/totp/recovery-codes", include_in_schema=False)
-def totp_new_codes(request: Request, form: FormFields, db: Db, service: Accounts, current: LoggedIn) -> Response:
+def totp_new_codes(request: Request, form: FormFields, db: Db, service: Accounts, current: TotpSteppedUp) -> Response:
     if current.citizen.totp_enabled_at is None:
         return redirect("/account/totp")
     codes = service.regenerate_recovery_codes(db=db, citizen=current.citizen)
@@ -491,18 +516,53 @@ def totp_new_codes(request: Request, form: FormFields, db: Db, service: Accounts
 
 
 @router.post("/account/totp/disable", include_in_schema=False)
-def totp_disable(request: Request, form: FormFields, db: Db, service: Accounts, current: LoggedIn) -> Response:
-    try:
-        service.disable_totp(db=db, citizen=current.citizen, password=form.get("password", ""))
-    except InvalidInput as exc:
-        return render(request, "totp.html", {"title": N_("Double authentification"), "errors": exc.fields}, status=400)
+def totp_disable(request: Request, form: FormFields, db: Db, service: Accounts, current: TotpSteppedUp) -> Response:
+    service.disable_totp(db=db, citizen=current.citizen)
     return redirect("/account?notice=totp_disabled")
+
+
+# ---- the confirmation page (step-up) ---------------------------------------------------------------------
+
+
+def _confirm_page(request: Request, db: Session, service: AccountService, current: CurrentLogin, next_path: str, *,
+                  errors: dict[str, str] | None = None, failure: str | None = None, status: int = 200) -> Response:
+    citizen = current.citizen
+    return render(request, "confirm_identity.html", {
+        "title": N_("Confirmez que c'est bien vous"), "next": next_path, "errors": errors or {}, "failure": failure,
+        "totp": citizen.totp_enabled_at is not None, "has_password": citizen.password_hash is not None,
+        "passkeys": passkeys_usable(request) and bool(service.list_passkeys(db=db, citizen_id=citizen.id)),
+    }, status=status)
+
+
+@router.get("/account/confirm", include_in_schema=False)
+def confirm_page(request: Request, db: Db, service: Accounts, current: LoggedIn) -> Response:
+    next_path = safe_next(request.query_params.get("next"))
+    if current.stepped_up:  # already confirmed (a second tab, the back button)
+        return redirect(next_path)
+    return _confirm_page(request, db, service, current, next_path)
+
+
+@router.post("/account/confirm", include_in_schema=False)
+def confirm(request: Request, form: FormFields, db: Db, service: Accounts, current: LoggedIn) -> Response:
+    next_path = safe_next(form.get("next"))
+    try:
+        service.step_up(db=db, current=current, password=form.get("password", ""), otp=form.get("otp", ""),
+                        address=client_address(request))
+    except TooManyLoginAttempts as exc:
+        response = _confirm_page(request, db, service, current, next_path, failure=exc.message, status=429)
+        response.headers["Retry-After"] = str(exc.retry_after)
+        return response
+    except InvalidInput as exc:
+        db.commit()  # the failure counts towards the throttle
+        return _confirm_page(request, db, service, current, next_path, errors=exc.fields, status=400)
+    return redirect(next_path)
 
 
 # ---- API -----------------------------------------------------------------------------------------------
 
 
-@api.get("/me", response_model=CitizenPublic, responses={401: {"description": "Not logged in"}})
+@api.get("/me", operation_id="me", response_model=CitizenPublic, responses=api_errors(400, 401, 503),
+         openapi_extra={"security": SESSION})
 def me(current: OptionalLogin) -> CitizenPublic:
     """The logged-in citizen's account (session cookie)."""
     if current is None:

@@ -66,6 +66,9 @@ Purpose = Literal["verify_email", "reset_password", "change_email", "activate"]
 ACTIVATION_LINK_DAYS = 7  # an account opened at the counter with an address: its first password
 EMAIL_CHANGE_HOURS = 24
 MFA_PENDING_MINUTES = 5
+# The account's sensitive pages (TOTP, recovery codes, email, password, passkeys, the export of the
+# citizen's data) need a proof of identity (password, TOTP code or passkey) this recent.
+STEP_UP_WINDOW = timedelta(minutes=5)
 RECOVERY_CODES = 10
 _RECOVERY_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"  # no 0/o, 1/l/i: read aloud at a counter
 TOTP_ISSUER_FALLBACK = "Citizen Vault"
@@ -97,6 +100,26 @@ class CurrentLogin:
     citizen: Citizen
     token: str
 
+    @property
+    def stepped_up(self) -> bool:
+        """Whether the citizen proved it is them in this session less than 5 minutes ago."""
+        at = self.login_session.stepped_up_at
+        return at is not None and utcnow() - at <= STEP_UP_WINDOW
+
+
+class AppGrants(Protocol):
+    """What ends with every session of an account (a password reset, "log out everywhere"): the
+    apps' tokens (``vault.oidc``, a floor above, supplied by the composition root)."""
+
+    def end_grants(self, *, db: Session, citizen_id: uuid.UUID) -> int: ...
+
+
+RESET_NEEDS_SECOND_FACTOR = N_(
+    "Votre compte est protégé par la double authentification : saisissez le code à 6 chiffres de votre "
+    "application, ou l'un de vos codes de secours.")
+NO_SECOND_FACTOR = N_(
+    "Vous n'avez plus ni votre application ni vos codes de secours ? Présentez-vous au guichet de la mairie avec "
+    "une pièce d'identité : un agent vérifiera votre identité et vous aidera à retrouver l'accès à votre compte.")
 
 CERTIFIED_IDENTITY = N_("Cette identité est certifiée par FranceConnect : elle vient de l'état civil et serait "
                         "remplacée à la prochaine connexion par FranceConnect. Une correction se demande à l'état civil.")
@@ -128,6 +151,7 @@ class AccountService:
         self.mailer = mailer
         self.keys = keys
         self.secrets = secrets  # the login throttle's key
+        self.app_grants: list[AppGrants] = []
 
     # ---- registration and email links ---------------------------------------------------------
 
@@ -201,7 +225,7 @@ class AccountService:
         one, no password. With an address: a link to choose the password (valid 7 days, it also
         confirms the address); without: a login identifier, printed on the activation letter.
         Raises InvalidInput with every field problem at once (an address another account uses is
-        one); nothing is written then. MailError when the link cannot leave."""
+        one); nothing is written then. The link is queued with the account (vault.mail)."""
         email, identity, errors = self._counter_form(db=db, form=form)
         if errors:
             raise InvalidInput(errors)
@@ -356,9 +380,12 @@ class AccountService:
         db.flush()
         db.info.pop("mail_queued", None)
 
-    def check_link(self, *, db: Session, token: str, purpose: Purpose) -> None:
-        """Raise InvalidLink unless the link can still be used (for showing its form)."""
-        self._find_link(db=db, token=token, purpose=purpose)
+    def check_link(self, *, db: Session, token: str, purpose: Purpose) -> Citizen:
+        """Raise InvalidLink unless the link can still be used (for showing its form); its account."""
+        link = self._find_link(db=db, token=token, purpose=purpose)
+        citizen = db.get(Citizen, link.citizen_id)
+        assert citizen is not None  # cascade: a link never outlives its citizen
+        return citizen
 
     def set_password(self, *, citizen: Citizen, password: str) -> None:
         """An operator's new password for an account (``vault demo seed``); the rules still apply."""
@@ -367,13 +394,28 @@ class AccountService:
         citizen.password_hash = self.hasher.hash(password)
         citizen.updated_at = utcnow()
 
-    def reset_password(self, *, db: Session, token: str, password: str) -> Citizen:
-        """Set a new password from a reset link, then close every session of the account."""
+    def reset_password(self, *, db: Session, token: str, password: str, otp: str = "", address: str = "") -> Citizen:
+        """Set a new password from a reset link, then close every session of the account and end
+        the apps' grants (``logout_everywhere``). An account with TOTP also needs a code of its
+        application or a recovery code (the mailbox alone is not enough to take it over): a wrong
+        code counts in the login throttle (the caller commits the InvalidInput), the link stays
+        usable; TooManyLoginAttempts while locked."""
         link = self._find_link(db=db, token=token, purpose="reset_password")
         citizen = db.get(Citizen, link.citizen_id)
         assert citizen is not None
         if problem := password_problem(password, email=citizen.email or ""):
             raise InvalidInput({"password": problem})
+        if citizen.totp_enabled_at is not None:
+            keys = [self._account_key(db, login_name(citizen)), self._address_key(address)]
+            if retry_after := self._locked_for(db=db, keys=keys):
+                raise TooManyLoginAttempts(retry_after)
+            if not (otp or "").strip():
+                raise InvalidInput({"otp": RESET_NEEDS_SECOND_FACTOR})
+            try:
+                self._check_second_factor(db=db, citizen=citizen, code=otp, address=address)
+            except InvalidOtp:
+                raise InvalidInput({"otp": N_("Code incorrect. Saisissez le code à 6 chiffres affiché par votre "
+                                              "application, ou l'un de vos codes de secours.")}) from None
         self._consume_link(db=db, token=token, purpose="reset_password")
         # Any other reset link of this account dies too.
         db.exec(
@@ -389,7 +431,8 @@ class AccountService:
         self.logout_everywhere(db=db, citizen_id=citizen.id)
         self._clear_throttle(db=db, key=self._account_key(db, login_name(citizen)))
         logger.info("password reset", extra={"citizen_id": str(citizen.id)})
-        self.notify(db=db, to=citizen.email, template="password_changed", citizen_id=citizen.id, at=self._local_now())
+        self.notify(db=db, to=citizen.email, template="password_changed", citizen_id=citizen.id, at=self._local_now(),
+                    apps_signed_out=True)
         return citizen
 
     def change_password(self, *, db: Session, current: CurrentLogin, password: str, new_password: str,
@@ -719,7 +762,8 @@ class AccountService:
         now = utcnow()
         db.add(LoginSession(id=digest, citizen_id=citizen.id, created_at=now, last_seen_at=now, auth_time=now,
                             amr=amr, mfa_pending=mfa_pending, user_agent=(user_agent or "")[:200],
-                            federation=federation, federation_id_token=federation_id_token))
+                            federation=federation, federation_id_token=federation_id_token,
+                            stepped_up_at=None if mfa_pending else now))
         return token
 
     def open_session(self, *, db: Session, citizen: Citizen, amr: str, user_agent: str, federation: str,
@@ -742,6 +786,40 @@ class AccountService:
         if citizen.totp_enabled_at is not None:
             self._check_second_factor(db=db, citizen=citizen, code=otp or "", address=address)
         self._clear_throttle(db=db, key=keys[0])
+
+    # ---- step-up: a recent proof before the account's sensitive pages ---------------------------
+
+    def step_up(self, *, db: Session, current: CurrentLogin, password: str, otp: str, address: str) -> None:
+        """The confirmation page: the password, or a code of the TOTP application when the account
+        has one, throttled like a login (TooManyLoginAttempts; InvalidInput for a wrong proof, whose
+        failure the caller's unit of work must commit). The session is stepped up for 5 minutes."""
+        citizen = current.citizen
+        keys = [self._account_key(db, login_name(citizen)), self._address_key(address)]
+        if retry_after := self._locked_for(db=db, keys=keys):
+            raise TooManyLoginAttempts(retry_after)
+        if not password and not otp:
+            field = "otp" if citizen.totp_enabled_at is not None and not citizen.password_hash else "password"
+            raise InvalidInput({field: N_("Saisissez votre mot de passe ou un code de votre application.")
+                                if citizen.totp_enabled_at is not None else N_("Saisissez votre mot de passe.")})
+        if password:
+            ok, field = self.hasher.verify(citizen.password_hash, password), "password"
+            message = N_("Mot de passe incorrect.")
+        else:
+            ok, field = self.accept_totp(citizen=citizen, code=otp), "otp"
+            message = InvalidOtp.message
+        if not ok:
+            self.record_login_failure(db=db, email=login_name(citizen), address=address)
+            logger.info("step-up refused", extra={"citizen_id": str(citizen.id), "proof": field})
+            raise InvalidInput({field: message})
+        self._clear_throttle(db=db, key=keys[0])
+        self.stepped_up(current)
+        logger.info("step-up", extra={"citizen_id": str(citizen.id), "proof": field})
+
+    @staticmethod
+    def stepped_up(current: CurrentLogin) -> None:
+        """The citizen just proved it is them another way (a form that asks for the password, a
+        passkey): the session counts as stepped up for 5 minutes."""
+        current.login_session.stepped_up_at = utcnow()
 
     def resolve_session(self, *, db: Session, token: str | None) -> CurrentLogin | None:
         """Return the live session for a cookie, or None (unknown, pending MFA, idle or too old)."""
@@ -768,8 +846,13 @@ class AccountService:
             db.exec(delete(LoginSession).where(col(LoginSession.id) == token_hash(token)))
 
     def logout_everywhere(self, *, db: Session, citizen_id: uuid.UUID) -> int:
+        """Every login session of the account ends, and so do the apps' grants (their access and
+        refresh tokens, their codes not yet exchanged); the consents given to apps stay. How many
+        login sessions ended."""
         result = db.exec(delete(LoginSession).where(col(LoginSession.citizen_id) == citizen_id))
-        logger.info("all sessions closed", extra={"citizen_id": str(citizen_id), "count": result.rowcount})
+        grants = sum(apps.end_grants(db=db, citizen_id=citizen_id) for apps in self.app_grants)
+        logger.info("all sessions closed", extra={"citizen_id": str(citizen_id), "count": result.rowcount,
+                                                  "app_tokens": grants})
         return result.rowcount
 
     def end_session(self, *, db: Session, login_session: LoginSession) -> None:
@@ -893,9 +976,8 @@ class AccountService:
         self.notify(db=db, to=citizen.email, template="totp_enabled", citizen_id=citizen.id)
         return codes
 
-    def disable_totp(self, *, db: Session, citizen: Citizen, password: str) -> None:
-        if not self.hasher.verify(citizen.password_hash, password or ""):
-            raise InvalidInput({"password": N_("Mot de passe incorrect.")})
+    def disable_totp(self, *, db: Session, citizen: Citizen) -> None:
+        """TOTP off and the recovery codes gone (the page asked for a recent proof); a notice by mail."""
         citizen.totp_secret = None
         citizen.totp_enabled_at = None
         citizen.totp_last_step = None

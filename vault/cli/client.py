@@ -1,4 +1,5 @@
-"""``vault client``: the city's apps (OpenID Connect clients)."""
+"""``vault client``: the city's apps (OpenID Connect clients): the administrators' (``--as`` names the
+administrator who acts; any other role is refused). Each change is in the audit log."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from typing import Annotated, Any
 import typer
 from sqlmodel import Session
 
-from vault.cli.common import JsonFlag, fail, open_services, refused
+from vault.cli.common import AsOption, JsonFlag, acting, fail, open_services, refused
+from vault.gdpr import audit
 from vault.oidc.clients import client_public, create_client, disable_client, list_clients, rotate_secret
 from vault.oidc.exceptions import ClientNotFound
 
@@ -64,6 +66,7 @@ def client_create(
         "--accept-delegation",
         help="Accept logins made by a counter agent for a citizen under a mandate (ID token with RFC 8693's "
              "'act' claim naming the agent and the counter). oidc profile only.")] = False,
+    as_for: AsOption = "",
     as_json: JsonFlag = False,
 ) -> None:
     """Register an app; prints its client_id and client_secret (the secret is shown once, stored hashed)."""
@@ -77,6 +80,7 @@ def client_create(
     default_method = "client_secret_basic" if profile == Profile.oidc else "client_secret_post"
     services = open_services(as_json)
     with Session(services.engine, expire_on_commit=False) as db:
+        actor = acting(services, db, as_for, "admin", as_json)
         with refused(as_json, "the app was not registered"):
             registration = create_client(
                 db=db, name=name, redirect_uris=redirect_uri, post_logout_redirect_uris=post_logout_redirect_uri or [],
@@ -84,6 +88,7 @@ def client_create(
                 id_token_alg=id_token_alg, require_nonce=not nonce_optional, allow_refresh=refresh_tokens,
                 jwks_json=jwks_json, production=services.settings.is_production, profile=profile.value,
                 accept_delegation=accept_delegation)
+        audit.record(db, actor=actor[0], action="client.created", target=f"client:{registration.client.client_id}")
         db.commit()
         _print_client(client_public(registration.client), as_json, registration.secret)
 
@@ -101,26 +106,30 @@ def client_list(as_json: JsonFlag = False) -> None:
         _print_client(body, False)
 
 
-def _client_change(client_id: str, as_json: bool, change: Callable[[Session], dict[str, Any]]) -> None:
+def _client_change(client_id: str, as_for: str, as_json: bool, action: str,
+                   change: Callable[[Session], dict[str, Any]]) -> None:
     services = open_services(as_json)
     with Session(services.engine, expire_on_commit=False) as db:
+        actor = acting(services, db, as_for, "admin", as_json)
         with refused(as_json):
             try:
                 output = change(db)
             except ClientNotFound:
                 fail(f"no app with client_id {client_id}", as_json=as_json, code="not_found")
+        audit.record(db, actor=actor[0], action=action, target=f"client:{client_id}")
         db.commit()
     typer.echo(json.dumps(output, ensure_ascii=False) if as_json else "\n".join(f"{k}: {v}" for k, v in output.items()))
 
 
 @app.command("rotate-secret")
-def client_rotate_secret(client_id: ClientId, as_json: JsonFlag = False) -> None:
+def client_rotate_secret(client_id: ClientId, as_for: AsOption = "", as_json: JsonFlag = False) -> None:
     """Give the app a new secret (shown once); the old one stops working at once."""
-    _client_change(client_id, as_json, lambda db: {"client_id": client_id,
+    _client_change(client_id, as_for, as_json, "client.secret_rotated", lambda db: {"client_id": client_id,
                                                     "client_secret": rotate_secret(db=db, client_id=client_id)})
 
 
 @app.command("disable")
-def client_disable(client_id: ClientId, as_json: JsonFlag = False) -> None:
+def client_disable(client_id: ClientId, as_for: AsOption = "", as_json: JsonFlag = False) -> None:
     """Stop the app: no more logins through it, its tokens are revoked."""
-    _client_change(client_id, as_json, lambda db: client_public(disable_client(db=db, client_id=client_id)))
+    _client_change(client_id, as_for, as_json, "client.disabled",
+                   lambda db: client_public(disable_client(db=db, client_id=client_id)))

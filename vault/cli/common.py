@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from typing import Annotated, NoReturn
 
 import typer
+from sqlmodel import Session
 
 from vault import crypto
 from vault.db import DatabaseUnavailable, ping
@@ -21,6 +22,9 @@ from vault.services import Services, build_services
 from vault.settings import ConfigError, Settings, load_settings
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON only.")]
+AsOption = Annotated[str, typer.Option(
+    "--as", help="The staff member the command acts for (their email): their role must allow the command, and the "
+                 "audit log names them. Without it, the operator acts.")]
 
 # Who acts, in the audit log, when an operator runs a command.
 CLI_ACTOR = ("system:cli", "opérateur (ligne de commande)")
@@ -90,6 +94,16 @@ def open_services(as_json: bool = False, *, settings: Settings | None = None, ch
             fail("the database schema is not up to date: run `vault db upgrade` first", as_json=as_json,
                  code="migrations_pending")
     return services
+
+
+def acting(services: Services, db: Session, email: str, role: str, as_json: bool) -> tuple[str, str]:
+    """Who acts, in the audit log: the operator, or the staff member ``--as`` names, who must hold
+    ``role`` (else exit 2, nothing done)."""
+    if not email:
+        return CLI_ACTOR
+    with refused(as_json, "refused: --as names no staff member who may run this command"):
+        staff = services.staff.acting(db, email=email, role=role)
+    return f"staff:{staff.id}", f"{staff.name} ({staff.role}, ligne de commande)"
 
 
 def new_password() -> str:

@@ -1,4 +1,5 @@
-"""``vault gdpr``: data-subject requests (export, erasure) and legal holds."""
+"""``vault gdpr``: data-subject requests (export, erasure) and legal holds: the DPO's (``--as`` names
+the DPO who acts; any other role is refused)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Annotated
 import typer
 from sqlmodel import Session
 
-from vault.cli.common import CLI_ACTOR, JsonFlag, emit, fail, open_services, refused, uuid_option
+from vault.cli.common import AsOption, JsonFlag, acting, emit, fail, open_services, refused, uuid_option
 from vault.gdpr.service import Staff
 from vault.storage.blobs import BlobStoreUnavailable
 
@@ -33,7 +34,7 @@ def _document_id(value: str, as_json: bool) -> uuid.UUID:
 @app.command("export")
 def gdpr_export(citizen: CitizenOption,
                 out: Annotated[str, typer.Option(help="The ZIP file to write (created 0600, never half-written).")],
-                as_json: JsonFlag = False) -> None:
+                as_for: AsOption = "", as_json: JsonFlag = False) -> None:
     """Everything held about a citizen, as one ZIP (GDPR Art. 15 and 20)."""
     citizen_id = _citizen_id(citizen, as_json)
     services = open_services(as_json)
@@ -41,10 +42,11 @@ def gdpr_export(citizen: CitizenOption,
     tmp = target.with_name(f".{target.name}.part")
     digest, size = hashlib.sha256(), 0
     with Session(services.engine) as db, refused(as_json, reading=True):
+        by = Staff(*acting(services, db, as_for, "dpo", as_json))
         try:  # a ZIP is whole or absent: the part file goes whatever stops the export
             total = services.gdpr.export_size(db, citizen_id)
             with typer.progressbar(length=max(total, 1), label="Export", file=sys.stderr, hidden=as_json) as bar:
-                chunks = services.gdpr.export(db, citizen_id=citizen_id, by=Staff(*CLI_ACTOR), progress=bar.update)
+                chunks = services.gdpr.export(db, citizen_id=citizen_id, by=by, progress=bar.update)
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
                 with os.fdopen(fd, "wb") as fh:
                     for chunk in chunks:
@@ -65,14 +67,15 @@ def gdpr_export(citizen: CitizenOption,
 @app.command("erase")
 def gdpr_erase(citizen: CitizenOption,
                reason: Annotated[str, typer.Option(help="Why (recorded in the audit log).")],
-               as_json: JsonFlag = False) -> None:
+               as_for: AsOption = "", as_json: JsonFlag = False) -> None:
     """Erase a citizen (GDPR Art. 17) and print the signed erasure certificate. Run it again after
     a failure: it finishes the job; once done it prints the first certificate."""
     citizen_id = _citizen_id(citizen, as_json)
     services = open_services(as_json)
     with Session(services.engine) as db, refused(as_json):
+        by = Staff(*acting(services, db, as_for, "dpo", as_json))
         try:
-            certificate = services.gdpr.erase(db, citizen_id=citizen_id, reason=reason, by=Staff(*CLI_ACTOR))
+            certificate = services.gdpr.erase(db, citizen_id=citizen_id, reason=reason, by=by)
         except BlobStoreUnavailable as exc:
             fail(f"the object store failed ({exc}); the erasure is half done: run the same command again",
                  as_json=as_json, code="unavailable", exit_code=3)
@@ -82,25 +85,27 @@ def gdpr_erase(citizen: CitizenOption,
 @app.command("hold")
 def gdpr_hold(document: DocumentOption,
               reason: Annotated[str, typer.Option(help="The legal obligation to keep it (recorded, shown).")],
-              as_json: JsonFlag = False) -> None:
+              as_for: AsOption = "", as_json: JsonFlag = False) -> None:
     """Legal hold (GDPR Art. 17(3)(b)): keep a document through its owner's deletion or erasure
     and through retention, until `vault gdpr release`."""
     document_id = _document_id(document, as_json)
     services = open_services(as_json)
     with Session(services.engine) as db, refused(as_json):
-        held = services.gdpr.hold(db, document_id=document_id, reason=reason, by=Staff(*CLI_ACTOR))
+        by = Staff(*acting(services, db, as_for, "dpo", as_json))
+        held = services.gdpr.hold(db, document_id=document_id, reason=reason, by=by)
         output = {"document_id": str(held.id), "legal_hold": held.legal_hold}
         db.commit()
     emit(output, as_json, f"held: {output['document_id']}")
 
 
 @app.command("release")
-def gdpr_release(document: DocumentOption, as_json: JsonFlag = False) -> None:
+def gdpr_release(document: DocumentOption, as_for: AsOption = "", as_json: JsonFlag = False) -> None:
     """End a legal hold. A document kept after its owner's erasure is then deleted."""
     document_id = _document_id(document, as_json)
     services = open_services(as_json)
     with Session(services.engine) as db, refused(as_json):
-        blob_key = services.gdpr.release(db, document_id=document_id, by=Staff(*CLI_ACTOR))
+        by = Staff(*acting(services, db, as_for, "dpo", as_json))
+        blob_key = services.gdpr.release(db, document_id=document_id, by=by)
         db.commit()
     if blob_key is not None:
         services.documents.delete_blob_later(blob_key)  # after the commit; if the store is down, reconcile removes it

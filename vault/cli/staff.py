@@ -1,4 +1,5 @@
-"""``vault staff``: staff accounts (DPO, administrators)."""
+"""``vault staff``: staff accounts (DPO, administrators, counter agents): the administrators' (``--as``
+names the administrator who acts; any other role is refused)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Annotated
 import typer
 from sqlmodel import Session
 
-from vault.cli.common import CLI_ACTOR, JsonFlag, open_services, read_password, refused
+from vault.cli.common import AsOption, JsonFlag, acting, open_services, read_password, refused
 from vault.gdpr import audit
 
 app = typer.Typer(help="Staff accounts (DPO, administrators, counter agents).", no_args_is_help=True)
@@ -22,16 +23,18 @@ def staff_create(
     service: Annotated[str, typer.Option(help="An agent's counter service (mandates are granted to it), "
                                               "e.g. \"Guichet unique de l'Hôtel de Ville\". Required for an agent.")] = "",
     password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from standard input.")] = False,
+    as_for: AsOption = "",
     as_json: JsonFlag = False,
 ) -> None:
     """Create a staff account. TOTP is required: its secret and otpauth URI are printed once (scan it now)."""
     services = open_services(as_json)
     password = read_password(password_stdin)
     with Session(services.engine, expire_on_commit=False) as db:
+        actor = acting(services, db, as_for, "admin", as_json)  # staff accounts are the administrators'
         with refused(as_json, "the staff account was not created"):
             staff, secret, uri = services.staff.create(db, email=email, name=name or email, role=role,
                                                        password=password, service=service)
-        audit.record(db, actor=CLI_ACTOR[0], action="staff.created", target=f"staff:{staff.id}",
+        audit.record(db, actor=actor[0], action="staff.created", target=f"staff:{staff.id}",
                      details={"role": role, **({"service": staff.service} if staff.service else {})})
         db.commit()
     output = {"id": str(staff.id), "email": staff.email, "role": staff.role, "service": staff.service or "",

@@ -10,7 +10,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response, StreamingResponse
 
-from vault.auth.dependencies import LoggedIn
+from vault.auth.dependencies import LoggedIn, stepped_up
 from vault.auth.exceptions import AuthError, TooManyLoginAttempts
 from vault.auth.federation import FederationError
 from vault.auth.models import Citizen
@@ -77,9 +77,10 @@ def any_staff(request: Request, db: Db, service: StaffSvc) -> StaffCurrent:
 
 
 def current_staff(request: Request, db: Db, service: StaffSvc) -> StaffCurrent:
-    """The DPO or an administrator: the register, exports, erasures. A counter agent never sees them."""
+    """The DPO: the register, exports, erasures, legal holds. Administrators (staff accounts, apps,
+    statistics) and counter agents never see them."""
     current = any_staff(request, db, service)
-    if current.staff.role not in ("dpo", "admin"):
+    if current.staff.role != "dpo":
         raise NotStaff()
     return current
 
@@ -89,8 +90,9 @@ StaffUser = Annotated[StaffCurrent, Depends(current_staff)]
 
 
 def staff_home(staff_role: str) -> str:
-    """Where a staff member lands after logging in: agents at the counter, the others at the register."""
-    return "/agent/" if staff_role == "agent" else "/dpo/"
+    """Where a staff member lands after logging in: agents at the counter, administrators at the
+    statistics, the DPO at the register."""
+    return {"agent": "/agent/", "admin": "/agent/stats"}.get(staff_role, "/dpo/")
 
 
 def _by(current: StaffCurrent) -> Staff:
@@ -559,7 +561,8 @@ def my_data(request: Request, db: Db, gdpr: Gdpr, current: LoggedIn) -> Response
 
 
 @pages.post("/account/data/export")
-def my_data_export(request: Request, form: FormFields, db: Db, gdpr: Gdpr, current: LoggedIn) -> Response:
+def my_data_export(request: Request, form: FormFields, db: Db, gdpr: Gdpr,
+                   current: Annotated[CurrentLogin, stepped_up("/account/data")]) -> Response:
     by = _subject_by(gdpr, db, current.citizen.id)
     item = gdpr.open_request(db, kind="access", citizen_id=current.citizen.id, channel="online", by=by,
                              identity_check="connexion à l'espace citoyen")

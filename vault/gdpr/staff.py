@@ -25,6 +25,9 @@ logger = logging.getLogger(__name__)
 
 REAUTH_WINDOW = timedelta(minutes=5)
 ROLES = ("dpo", "admin", "agent")  # the DPO, administrators, counter agents
+# What each role may do: the DPO runs the GDPR register, exports, erasures and legal holds;
+# administrators manage staff accounts, apps (clients) and see the statistics; agents work at the counter.
+ROLE_NAMES = {"dpo": "the DPO", "admin": "an administrator", "agent": "a counter agent"}
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,21 @@ class StaffService:
         uri = pyotp.TOTP(secret).provisioning_uri(name=email, issuer_name=f"{self.accounts.settings.city_name} ({space})")
         logger.info("staff account created", extra={"staff_id": str(staff.id), "role": role})
         return staff, secret, uri
+
+    def acting(self, db: Session, *, email: str, role: str) -> StaffAccount:
+        """The staff member an operator's command acts as (``--as``): an active account of ``role``;
+        InvalidInput otherwise (the DPO's commands are the DPO's, the administrators' theirs)."""
+        try:
+            normalized = normalize_email(email)
+        except ValueError as exc:
+            raise InvalidInput({"as": str(exc)}) from None
+        staff = db.exec(select(StaffAccount).where(StaffAccount.email == normalized)).first()
+        if staff is None or staff.disabled_at is not None:
+            raise InvalidInput({"as": "no active staff account with this email (see `vault staff create`)"})
+        if staff.role != role:
+            raise InvalidInput({"as": f"this staff member is {ROLE_NAMES[staff.role]}: the command is for "
+                                      f"{ROLE_NAMES[role]}"})
+        return staff
 
     def login(self, db: Session, *, email: str, password: str, otp: str, address: str) -> str:
         """Password and TOTP in one step (staff have no way around the second factor)."""

@@ -22,7 +22,7 @@ from authlib.oauth2.rfc6749.errors import (
     OAuth2Error,
 )
 from authlib.oidc.core.errors import ConsentRequiredError, LoginRequiredError
-from sqlalchemy import delete, or_
+from sqlalchemy import delete, or_, update
 from sqlmodel import Session, col, select
 
 from vault.alerts.service import AlertService
@@ -592,6 +592,19 @@ class OpenIDService:
         if revoked:
             logger.info("delegated tokens revoked", extra={"citizen_id": str(citizen_id), "count": len(revoked)})
         return len(revoked)
+
+    def end_grants(self, *, db: Session, citizen_id: uuid.UUID) -> int:
+        """A password reset or "log out everywhere" (``AccountService.logout_everywhere``): every
+        access and refresh token of the citizen revoked, every code not yet exchanged expired; the
+        consents stay (an app gets nothing without a new login). How many tokens."""
+        now = utcnow()
+        db.exec(update(AuthorizationCode).where(col(AuthorizationCode.citizen_id) == citizen_id,
+                                                col(AuthorizationCode.used_at).is_(None),
+                                                col(AuthorizationCode.expires_at) > now).values(expires_at=now))
+        revoked = revoke_tokens(db, col(OAuthToken.citizen_id) == citizen_id)
+        if revoked:
+            logger.info("app tokens revoked", extra={"citizen_id": str(citizen_id), "count": revoked})
+        return revoked
 
     # ---- erasure and retention (driven by vault.gdpr) -------------------------------------------------
 

@@ -45,6 +45,10 @@ class BlobNotFound(Exception):
     """No such blob (never uploaded, or deleted)."""
 
 
+class RangeNotSatisfiable(Exception):
+    """A ranged read starts beyond the object's end (an object shorter than the database says)."""
+
+
 class UnfinishedUpload(NamedTuple):
     key: str
     upload_id: str
@@ -314,6 +318,8 @@ class S3BlobStore:
             code = exc.response.get("Error", {}).get("Code", "")
             if code in ("NoSuchKey", "404", "NotFound"):
                 raise BlobNotFound(kwargs.get("Key", "")) from None
+            if code == "InvalidRange":
+                raise RangeNotSatisfiable(kwargs.get("Key", "")) from None
             raise BlobStoreUnavailable(f"{method}: {code or 'error'}") from None
         except BotoCoreError as exc:
             raise BlobStoreUnavailable(f"{method}: {type(exc).__name__}") from None
@@ -397,7 +403,10 @@ class S3BlobStore:
     def read_range(self, key: str, offset: int, length: int) -> bytes:
         if length <= 0:
             return b""
-        answer = self._call("get_object", Bucket=self.bucket, Key=key, Range=f"bytes={offset}-{offset + length - 1}")
+        try:
+            answer = self._call("get_object", Bucket=self.bucket, Key=key, Range=f"bytes={offset}-{offset + length - 1}")
+        except RangeNotSatisfiable:
+            return b""  # the object is shorter than its recorded size: the caller sees a short read
         return self._read_body(answer["Body"])
 
     def _read_body(self, body: StreamingBody) -> bytes:

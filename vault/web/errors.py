@@ -51,6 +51,16 @@ class LoginRequired(Exception):
         self.next_path = next_path
 
 
+class StepUpRequired(Exception):
+    """The page needs a recent proof of identity (the password, a TOTP code or a passkey, less than
+    5 minutes old); answered by a redirect to the confirmation page, which comes back to
+    ``next_path`` afterwards (a page to show: for a form sent, the page of that form)."""
+
+    def __init__(self, next_path: str) -> None:
+        super().__init__(next_path)
+        self.next_path = next_path
+
+
 def _wants_json(request: Request) -> bool:
     return request.url.path.startswith(JSON_PATHS)
 
@@ -94,6 +104,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(LoginRequired)
     async def login_required(request: Request, exc: LoginRequired) -> Response:
         return RedirectResponse(f"/login?next={quote(exc.next_path)}", status_code=303)
+
+    @app.exception_handler(StepUpRequired)
+    async def step_up_required(request: Request, exc: StepUpRequired) -> Response:
+        return RedirectResponse(f"/account/confirm?next={quote(exc.next_path)}", status_code=303)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:

@@ -102,7 +102,7 @@
 
   var supported = !!(window.PublicKeyCredential && navigator.credentials && window.fetch);
 
-  // ---- login page ----------------------------------------------------------------------------
+  // ---- login page (and the confirmation page, with its own addresses) ------------------------
   var login = document.getElementById("passkey-login");
   if (login) {
     var button = document.getElementById("passkey-login-button");
@@ -116,10 +116,10 @@
         var next = document.querySelector('input[name="next"]');
         button.disabled = true;
         status.textContent = login.dataset.working;
-        post("/login/passkey/options", {}).then(refused).then(function (options) {
+        post(login.dataset.options || "/login/passkey/options", {}).then(refused).then(function (options) {
           return navigator.credentials.get({ publicKey: requestOptions(options) });
         }).then(function (credential) {
-          return post("/login/passkey", {
+          return post(login.dataset.action || "/login/passkey", {
             credential: credentialJson(credential), email: email ? email.value : "", next: next ? next.value : ""
           });
         }).then(refused).then(function (answer) {

@@ -1,0 +1,128 @@
+"""Staff roles: the DPO runs the GDPR register (requests, exports, erasures, legal holds); an
+administrator manages staff accounts, apps and sees the statistics; a counter agent works at the
+counter. Each page family, and each command of the operator's CLI that acts for a staff member,
+answers only to its role (404 on pages, as for anyone outside the staff section)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from sqlmodel import Session, select
+
+from tests.factories import make_citizen, make_staff, staff_browser
+from tests.support import Browser
+from vault.gdpr.models import AuditEntry, DataRequest
+from vault.gdpr.service import Staff
+
+DPO_PAGES = ("/dpo/", "/dpo/requests.csv", "/dpo/requests/{id}", "/dpo/requests/{id}/erase",
+             "/dpo/requests/{id}/export", "/dpo/requests/{id}/certificate.jwt")
+ADMIN_PAGES = ("/agent/stats", "/agent/stats.csv")
+COUNTER_PAGES = ("/agent/", "/agent/accounts/new", "/agent/citizens/{citizen}")
+
+
+def a_request(app) -> tuple[uuid.UUID, uuid.UUID]:
+    citizen = make_citizen(app)
+    services = app.state.services
+    with Session(services.engine) as db:
+        item = services.gdpr.open_request(db, kind="access", citizen_id=citizen.id, channel="mail",
+                                          by=Staff("system:test", "test"), identity_check="pièce d'identité")
+        db.commit()
+        return item.id, citizen.id
+
+
+def statuses(browser, pages: tuple[str, ...], request_id: uuid.UUID, citizen_id: uuid.UUID) -> dict[str, int]:
+    return {page: browser.get(page.format(id=request_id, citizen=citizen_id)).status_code for page in pages}
+
+
+def test_an_administrator_lands_at_the_statistics_and_never_sees_the_register(app) -> None:
+    request_id, citizen_id = a_request(app)
+    admin = make_staff(app, role="admin", name="Alex Admin")
+    with staff_browser(app, admin) as browser:
+        assert browser.get("/agent/stats").status_code == 200
+        assert set(statuses(browser, DPO_PAGES, request_id, citizen_id).values()) == {404}
+        assert set(statuses(browser, COUNTER_PAGES, request_id, citizen_id).values()) == {404}
+        # Nor its forms: registering a request, holding a document, erasing.
+        token = browser.cookies["csrf"]
+        for action in ("/dpo/requests", f"/dpo/requests/{request_id}/hold", f"/dpo/requests/{request_id}/erase"):
+            assert browser.post(action, data={"csrf_token": token, "reason": "x"}).status_code == 404, action
+    with Browser(app) as browser:  # (the code of the next time step: the one above is used)
+        login = browser.submit("/dpo/login", {"email": admin.email, "password": admin.password,
+                                              "otp": admin.totp.at(time.time() + 30)})
+        assert login.status_code == 303 and login.headers["location"] == "/agent/stats"
+        page = browser.get("/agent/stats")
+        assert "Espace d'administration" in page.text and 'href="/dpo/"' not in page.text
+    with Session(app.state.services.engine) as db:  # nothing was registered by the refused forms
+        assert len(db.exec(select(DataRequest)).all()) == 1
+
+
+def test_the_dpo_never_sees_the_administrators_pages_nor_the_counter(app) -> None:
+    request_id, citizen_id = a_request(app)
+    with staff_browser(app, make_staff(app, role="dpo")) as browser:
+        assert statuses(browser, DPO_PAGES[:3], request_id, citizen_id) == dict.fromkeys(DPO_PAGES[:3], 200)
+        assert set(statuses(browser, ADMIN_PAGES, request_id, citizen_id).values()) == {404}
+        assert set(statuses(browser, COUNTER_PAGES, request_id, citizen_id).values()) == {404}
+
+
+def test_an_agent_sees_neither_the_register_nor_the_statistics(app) -> None:
+    request_id, citizen_id = a_request(app)
+    with staff_browser(app, make_staff(app, role="agent")) as browser:
+        assert browser.get("/agent/").status_code == 200
+        assert set(statuses(browser, DPO_PAGES + ADMIN_PAGES, request_id, citizen_id).values()) == {404}
+
+
+# ---- the operator's command line: --as names the staff member who acts -----------------------------------------
+
+VAULT = [sys.executable, "-m", "vault.cli"]
+
+
+@pytest.fixture
+def env(database_url: str, tmp_path: Path, engine) -> dict[str, str]:
+    return {**os.environ, "VAULT_DATABASE_URL": database_url, "VAULT_DATA_DIR": str(tmp_path / "var"),
+            "VAULT_ARGON2_MEMORY_KIB": "8192", "VAULT_ARGON2_TIME_COST": "1"}
+
+
+def run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*VAULT, *args, "--json"], capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_cli_commands_check_the_role_of_the_staff_member_they_act_for(app, env: dict[str, str], engine) -> None:
+    dpo, admin = make_staff(app, role="dpo"), make_staff(app, role="admin")
+    citizen = make_citizen(app)
+    out = str(Path(env["VAULT_DATA_DIR"]).parent / "export.zip")
+
+    # The DPO's commands refuse an administrator, and do nothing.
+    refused = run(["gdpr", "export", "--citizen", str(citizen.id), "--out", out, "--as", admin.email], env)
+    assert refused.returncode == 2 and "DPO" in json.loads(refused.stdout)["fields"]["as"]
+    assert not Path(out).exists()
+    unknown = run(["gdpr", "erase", "--citizen", str(citizen.id), "--reason", "x", "--as", "nobody@ville.example.fr"],
+                  env)
+    assert unknown.returncode == 2 and "no active staff account" in json.loads(unknown.stdout)["fields"]["as"]
+    done = run(["gdpr", "export", "--citizen", str(citizen.id), "--out", out, "--as", dpo.email], env)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    # The administrators' commands refuse the DPO.
+    refused = run(["staff", "create", "--email", "agent@ville.example.fr", "--role", "agent", "--service", "Accueil",
+                   "--as", dpo.email], env)
+    assert refused.returncode == 2 and "administrator" in json.loads(refused.stdout)["fields"]["as"]
+    refused = run(["client", "create", "--name", "Cantine", "--redirect-uri", "https://cantine.example.fr/cb",
+                   "--as", dpo.email], env)
+    assert refused.returncode == 2
+    assert json.loads(run(["client", "list"], env).stdout) == []
+    created = run(["staff", "create", "--email", "agent@ville.example.fr", "--role", "agent", "--service", "Accueil",
+                   "--as", admin.email], env)
+    assert created.returncode == 0, created.stdout + created.stderr
+    client = run(["client", "create", "--name", "Cantine", "--redirect-uri", "https://cantine.example.fr/cb",
+                  "--as", admin.email], env)
+    assert client.returncode == 0, client.stdout + client.stderr
+
+    with Session(engine) as db:  # the audit log names who acted
+        actors = {entry.action: entry.actor for entry in db.exec(select(AuditEntry))}
+    assert actors["staff.created"] == f"staff:{admin.id}" and actors["client.created"] == f"staff:{admin.id}"
+    assert actors["export"] == f"staff:{dpo.id}"
