@@ -24,6 +24,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESSIV
 from joserfc import jwk, jwt
 from joserfc.errors import JoseError
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, or_, select
 
 from vault import crypto
@@ -198,8 +199,13 @@ class KeyStore:
         if row is None:  # first use; ``vault db upgrade`` normally creates it before any replica serves
             row = ServerSecret(name=name, value=crypto.wrap(self.keys, os.urandom(32),
                                                             context=b"server-secret:" + name.encode()))
-            db.add(row)
-            db.flush()
+            try:
+                with db.begin_nested():  # another request may be creating it at this very moment
+                    db.add(row)
+            except IntegrityError:  # it did: use the one that was stored first
+                row = db.get(ServerSecret, name)
+                if row is None:
+                    raise
         value = crypto.unwrap(self.keys, row.value, context=b"server-secret:" + name.encode())
         if row in db.new:  # not committed yet: cache only what surely exists
             return value
