@@ -1,6 +1,7 @@
 """An account opened at the counter, in a real browser: the agent's form (refused, then filled),
 the citizen's file with its letter button, the letter, and the citizen's /activate page with an
-error; two-factor login turned off at the counter (its form refused, then done). axe-core's WCAG 2.0/2.1 A and AA rules at 1280 px, nothing scrolling sideways at 320 px."""
+error; two-factor login turned off at the counter (its form refused, then done). axe-core's WCAG
+2.0/2.1 A and AA rules at 1280 px, nothing scrolling sideways at 320 px."""
 
 from __future__ import annotations
 
