@@ -158,8 +158,9 @@ FRENCH = {
         "Bonjour,\n\nLe 30/11/2026 à 14:05, au guichet « Guichet unique de l'Hôtel de Ville », un agent a vérifié "
         "votre pièce d'identité et désactivé, à votre demande, la double authentification de votre compte. Vos codes "
         "de secours ne servent plus. Tous vos appareils ont été déconnectés, ainsi que les applications et services en "
-        "ligne où vous vous étiez connecté(e) avec votre compte.\n\nPour choisir un nouveau mot de passe, utilisez "
-        "« Mot de passe oublié » : https://moncompte.ville.example.fr/password/forgot\nUne fois connecté(e), vous "
+        "ligne où vous vous étiez connecté(e) avec votre compte.\n\nVous vous connectez maintenant avec votre seul "
+        "mot de passe. Pour en choisir un nouveau, utilisez « Mot de passe oublié » : "
+        "https://moncompte.ville.example.fr/password/forgot\nUne fois connecté(e), vous "
         "pourrez réactiver la double authentification dans « Mon compte ».\n\nSi vous n'êtes pas passé(e) au guichet "
         "de la mairie, prévenez-la tout de suite.\n\n-- \nVille-sur-Loire\n",
     ),

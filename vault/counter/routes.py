@@ -145,9 +145,9 @@ FILE_NOTICES = {
     "ended": N_("Le mandat a pris fin : votre guichet ne peut plus agir pour cette personne avec lui."),
     "opened_email": N_("Le compte est ouvert. Un e-mail vient de partir vers son adresse : la personne y trouvera "
                        "un lien, valable 7 jours, pour choisir son mot de passe."),
-    "totp_off": N_("La double authentification est désactivée et la personne est déconnectée partout. Elle peut "
-                   "maintenant choisir un nouveau mot de passe avec « Mot de passe oublié » : aucun code ne lui sera "
-                   "demandé."),
+    "totp_off": N_("La double authentification est désactivée et la personne est déconnectée partout. Elle se "
+                   "connecte maintenant avec son seul mot de passe ; si elle l'a oublié, elle en choisit un nouveau "
+                   "avec « Mot de passe oublié » : aucun code ne lui sera demandé."),
     "opened_letter": N_("Le compte est ouvert. Imprimez maintenant sa lettre d'activation et remettez-la à la "
                         "personne."),
 }
