@@ -32,7 +32,7 @@ def run_ok(args: list[str], env: dict[str, str], stdin: str = ""):
 @pytest.fixture
 def env(database_url: str, tmp_path: Path, engine) -> dict[str, str]:
     return {**os.environ, "VAULT_DATABASE_URL": database_url, "VAULT_DATA_DIR": str(tmp_path / "var"),
-            "VAULT_ARGON2_MEMORY_KIB": "8192", "VAULT_ARGON2_TIME_COST": "1"}
+            "VAULT_ARGON2_MEMORY_KIB": "8192", "VAULT_ARGON2_TIME_COST": "1", "VAULT_KEYRING_RELOAD_SECONDS": "0.2"}
 
 
 IDENTITY_ARGS = ["--given-name", "Paul Louis", "--family-name", "Durand", "--birthdate", "1975-11-02",
@@ -211,9 +211,18 @@ def test_client_create_refuses_bad_input(env: dict[str, str]) -> None:
 
 
 def test_keys_rotate(env: dict[str, str]) -> None:
-    first = run_ok(["keys", "rotate", "--json"], env)["active"]
-    second = run_ok(["keys", "rotate", "--json"], env)["active"]
-    assert len(first) == len(second) == 2 and not set(first) & set(second)
+    """The new keys sign once every cached /jwks holds them; a second rotation meanwhile is refused
+    unless forced with --now (an emergency)."""
+    from datetime import UTC, datetime
+
+    first = run_ok(["keys", "rotate", "--json"], env)
+    assert len(first["active"]) == 2
+    assert (datetime.fromisoformat(first["active_from"]) - datetime.now(UTC)).total_seconds() > 300
+    refused = run(["keys", "rotate", "--json"], env)
+    assert refused.returncode == 2 and json.loads(refused.stdout)["error"] == "rotation_pending"
+    second = run_ok(["keys", "rotate", "--now", "--json"], env)
+    assert not set(first["active"]) & set(second["active"])
+    assert (datetime.fromisoformat(second["active_from"]) - datetime.now(UTC)).total_seconds() <= 0
 
 
 def test_storage_reconcile_and_kek_rotation(env: dict[str, str], tmp_path: Path) -> None:
@@ -232,9 +241,9 @@ def test_storage_reconcile_and_kek_rotation(env: dict[str, str], tmp_path: Path)
     rotated = run(["keys", "rotate-kek", "--json"], env)
     assert rotated.returncode == 0, rotated.stderr
     body = json.loads(rotated.stdout)
-    assert body["kek_version"] == 2 and body["service_keys_rewrapped"] >= 3
+    assert body["kek_version"] == 2 and body["service_keys_rewrapped"] >= 3 and body["retired"] == [1]
     keyring = json.loads((Path(env["VAULT_DATA_DIR"]) / "keyring.json").read_text())
-    assert keyring["active"] == 2 and [k["version"] for k in keyring["keys"]] == [1, 2]
+    assert keyring["active"] == 2 and [k["version"] for k in keyring["keys"]] == [2]
 
 
 def test_kek_rotation_rewraps_citizen_keys(env: dict[str, str], database_url: str, engine) -> None:

@@ -4,12 +4,18 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any, Literal
 
 from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+from pydantic.json_schema import SkipJsonSchema
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.responses import Response
@@ -20,12 +26,12 @@ from vault.auth import franceconnect_routes, passkey_routes
 from vault.auth import routes as auth_routes
 from vault.counter import activation_routes, assist_routes, stats_routes
 from vault.counter import routes as counter_routes
-from vault.crypto import KeyProviderError
+from vault.crypto import AwsKmsProvider, KeyProviderError
 from vault.db import DatabaseUnavailable, ping
 from vault.gdpr import routes as gdpr_routes
 from vault.logs import configure_logging
 from vault.migrations import schema_is_current
-from vault.oidc import demo
+from vault.oidc import api_docs, demo
 from vault.oidc import routes as oidc_routes
 from vault.oidc.issuer import IssuerMismatch, check_issuer
 from vault.services import build_services
@@ -37,6 +43,7 @@ from vault.storage.blobs import BlobStoreUnavailable, BucketMissing
 from vault.web.dependencies import refuse_nul
 from vault.web.errors import install_error_handlers
 from vault.web.middleware import RequestContextMiddleware
+from vault.web.openapi import api_errors, install_openapi
 
 logger = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "web" / "static"
@@ -47,6 +54,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     for warning in settings.check():  # raises ConfigError when the configuration cannot run
         logger.warning(warning)
     app = FastAPI(
+        lifespan=_lifespan,
         title="Citizen Vault",
         version=__version__,
         summary="The city's identity provider (OpenID Connect) and encrypted document vault.",
@@ -80,8 +88,23 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.include_router(stats_routes.pages)
     _add_operational_routes(app)
     install_error_handlers(app)
+    install_openapi(app, settings, scopes=api_docs.scope_descriptions())
     _check_issuer_at_startup(settings, services.engine)
     return app
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """While the app serves: the audit log's periodic checkpoint (a daemon thread)."""
+    services = app.state.services
+    stop = threading.Event()
+    thread = threading.Thread(target=services.audit.run_checkpoints, args=(services.engine, stop),
+                              name="audit-checkpoints", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
 
 
 def _check_issuer_at_startup(settings: Settings, engine: Engine) -> None:
@@ -102,6 +125,9 @@ def create_app_from_env() -> FastAPI:
     return create_app()
 
 
+# The keyring check of /readyz with aws-kms is a KMS Encrypt and Decrypt: its answer is kept this long.
+KMS_READINESS_TTL = 15.0
+
 # A readiness probe: what it returns ("ok" or why not) and the exception that means "unavailable".
 _Probe = tuple[Callable[[], str], type[Exception]]
 
@@ -109,12 +135,20 @@ _Probe = tuple[Callable[[], str], type[Exception]]
 def _add_operational_routes(app: FastAPI) -> None:
     settings: Settings = app.state.settings
 
-    @app.get("/healthz", tags=["operations"])
+    class Readiness(BaseModel):
+        status: Literal["ok", "degraded", "unavailable"]
+        checks: dict[str, str] = Field(description="database, issuer, keyring, object_store, antivirus: ok or why not")
+        reason: str | SkipJsonSchema[None] = Field(default=None, description="Why not ready (an issuer mismatch)")
+
+    @app.get("/healthz", tags=["operations"], responses=api_errors(400))
     def healthz() -> dict[str, str]:
         """The process answers (liveness)."""
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["operations"], responses={503: {"description": "The database or the keyring is not ready"}})
+    kms_readiness: list[Any] = [float("-inf"), None]  # when the KMS was last tried, and its failure
+
+    @app.get("/readyz", tags=["operations"], response_model=Readiness,
+             responses={**api_errors(400), 503: {"model": Readiness, "description": "The database or the keyring is not ready"}})
     def readyz() -> JSONResponse:
         """The service can answer logins and OpenID Connect: the database answers at the latest
         migration, this replica's VAULT_ISSUER is the deployment's (recorded in the database: a
@@ -140,7 +174,21 @@ def _add_operational_routes(app: FastAPI) -> None:
 
         def keyring() -> str:
             keys = app.state.services.keys
-            keys.unwrap(keys.wrap(b"readiness", context=b"readyz"), context=b"readyz")
+            if not isinstance(keys, AwsKmsProvider):
+                keys.unwrap(keys.wrap(b"readiness", context=b"readyz"), context=b"readyz")
+                return "ok"
+            # A KMS round trip each: a balancer probing every few seconds from each replica would
+            # make the KMS bill (and its request quota) grow with the probes; the answer is kept a while.
+            checked_at, failure = kms_readiness
+            if time.monotonic() - checked_at >= KMS_READINESS_TTL:
+                try:
+                    keys.unwrap(keys.wrap(b"readiness", context=b"readyz"), context=b"readyz")
+                    failure = None
+                except KeyProviderError as exc:
+                    failure = str(exc)
+                kms_readiness[:] = [time.monotonic(), failure]
+            if failure is not None:
+                raise KeyProviderError(failure)
             return "ok"
 
         def object_store() -> str:

@@ -31,8 +31,10 @@ from vault.counter.assist import AssistService
 from vault.counter.enrolment import EnrolmentService
 from vault.counter.records import MandateRecords
 from vault.counter.service import CounterService
+from vault.crypto.rotation import KekRotation
 from vault.db import make_engine
-from vault.gdpr.audit import AppLogins
+from vault.gdpr import audit
+from vault.gdpr.audit import AppLogins, AuditTrail
 from vault.gdpr.proconnect import ProConnectLogin
 from vault.gdpr.service import GdprService
 from vault.gdpr.staff import StaffService
@@ -70,6 +72,8 @@ class Services:
     counter: CounterService  # the town hall's counter: mandates and their journal
     assist: AssistService  # assisted sessions: an agent logs into an app for a citizen (oidc's Delegations)
     enrolments: EnrolmentService  # accounts opened at the counter, their activation letters
+    kek: KekRotation  # KEK rotation: every value wrapped by the KEK, re-wrapped in batches
+    audit: AuditTrail  # the audit log's keys and signed checkpoints (vault.gdpr.audit)
 
 
 def build_services(settings: Settings, *, engine: Engine | None = None) -> Services:
@@ -104,9 +108,16 @@ def build_services(settings: Settings, *, engine: Engine | None = None) -> Servi
     accounts.app_grants.append(oidc)  # a password reset or "log out everywhere" ends the apps' tokens too
     oidc.delegations = assist  # the provider asks the counter who acts for whom (vault.oidc.delegation)
     staff.logout_listeners.append(assist)  # an agent's logout ends their assisted sessions
+    engine = engine or make_engine(settings.effective_database_url)
+    kek = KekRotation(keys=keys, engine=engine, columns=[
+        *documents.wrapped_columns(), *keystore.wrapped_columns(), *accounts.wrapped_columns(),
+        *staff.wrapped_columns()])
+    trail = AuditTrail(secrets=keystore, store=blob_store, every_entries=settings.audit_checkpoint_entries,
+                       every_seconds=settings.audit_checkpoint_seconds)
+    audit.attach(engine, trail)  # every audit.record(db, …) through this engine is keyed and checkpointed
     return Services(
         settings=settings,
-        engine=engine or make_engine(settings.effective_database_url),
+        engine=engine,
         keys=keys,
         blob_store=blob_store,
         scanner=scanner,
@@ -125,4 +136,6 @@ def build_services(settings: Settings, *, engine: Engine | None = None) -> Servi
         counter=counter,
         assist=assist,
         enrolments=EnrolmentService(accounts=accounts, gdpr=gdpr),
+        kek=kek,
+        audit=trail,
     )

@@ -57,6 +57,10 @@ class Settings(BaseSettings):
 
     key_provider: Literal["local", "aws-kms"] = "local"
     keyring_file: Path | None = None
+    # Every process looks at the keyring file again at most this often (and whenever it meets a KEK
+    # version it does not hold): a version added or activated by ``vault keys kek`` reaches every
+    # replica without a restart. Older versions may be retired 2 × this + 1 s after an activation.
+    keyring_reload_seconds: float = Field(default=2.0, gt=0, le=60)
     kms_key_id: str | None = None
     kms_endpoint_url: str | None = None
     kms_region: str = "eu-west-3"
@@ -103,6 +107,10 @@ class Settings(BaseSettings):
     # GDPR: accounts unused this long are erased (after a notice 30 days before); audit log retention.
     retention_inactive_years: int = Field(default=3, ge=1, le=20)
     audit_retention_days: int = Field(default=365, ge=30)
+    # Signed checkpoints of the audit log's head, written to the object store: after this many
+    # entries, and at least this often while entries are written.
+    audit_checkpoint_entries: int = Field(default=100, ge=1)
+    audit_checkpoint_seconds: int = Field(default=300, ge=10, le=86400)
 
     # OpenID Connect provider.
     access_token_seconds: int = Field(default=600, ge=60, le=3600)

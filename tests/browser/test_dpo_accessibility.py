@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import uuid
 
+from sqlalchemy import text
 from sqlmodel import Session
 
 from tests.browser.conftest import staff_log_in
@@ -87,4 +88,15 @@ def test_register_search_rectification_erasure_and_certificate(site, open_contex
     with page.expect_download() as download:
         page.get_by_role("link", name="Télécharger le certificat (.jwt)").click()
     assert download.value.suggested_filename.endswith(".jwt")
+
+    page.get_by_role("link", name="Journal d'audit").click()
+    page.get_by_text("Journal intact.").wait_for()
+    audit(page, "the audit log's verdict, intact")
+    with Session(site.engine) as db:  # the newest entry removed, after a checkpoint that names it
+        services.audit.checkpoint(db)
+        db.execute(text("DELETE FROM audit_log WHERE id = (SELECT MAX(id) FROM audit_log)"))
+        db.commit()
+    page.reload()
+    page.get_by_text("Journal ALTÉRÉ.").wait_for()
+    audit(page, "the audit log's verdict, broken")
     audit.assert_clean()

@@ -6,6 +6,7 @@ import base64
 import json
 import os
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -90,3 +91,64 @@ def test_keyring_is_generated_in_development_only(tmp_path: Path) -> None:
     with pytest.raises(KeyProviderError, match="does not exist"):
         load_key_provider(prod)
     assert not (tmp_path / "prod" / "k.json").exists()
+
+
+# ---- rotation steps and replicas sharing one keyring file -----------------------------------------
+
+
+def test_an_added_version_reaches_other_processes_before_it_wraps(tmp_path: Path) -> None:
+    """Two replicas on one keyring file: the operator's `kek add` is loaded by the other without a
+    restart, but nobody wraps under it until `kek activate`; the activation reaches it too."""
+    path = tmp_path / "keyring.json"
+    operator = LocalKeyring.create(path)
+    replica = LocalKeyring.load(path)
+    replica.reload_seconds = 0.05
+    version = operator.add_version()
+    assert version == 2 and operator.active_version == 1
+    time.sleep(0.1)
+    assert replica.versions == [1, 2] and replica.active_version == 1
+    assert replica.wrap(b"x", context=b"c")[2:6] == (1).to_bytes(4, "big")
+    assert operator.activate(2) and not operator.activate(2)  # run again: nothing to do
+    time.sleep(0.1)
+    assert replica.wrap(b"x", context=b"c")[2:6] == (2).to_bytes(4, "big")
+
+
+def test_an_unknown_version_reads_the_keyring_again_before_failing(tmp_path: Path) -> None:
+    path = tmp_path / "keyring.json"
+    operator = LocalKeyring.create(path)
+    replica = LocalKeyring.load(path)
+    replica.reload_seconds = 3600  # its periodic look would come much later
+    operator.activate(operator.add_version())
+    wrapped = operator.wrap(b"a citizen key", context=b"c")  # by a replica restarted since
+    assert replica.unwrap(wrapped, context=b"c") == b"a citizen key"
+    with pytest.raises(DecryptionError):
+        replica.unwrap(wrapped[:2] + (7).to_bytes(4, "big") + wrapped[6:], context=b"c")
+
+
+def test_keyring_changes_are_atomic_private_and_only_on_success(tmp_path: Path) -> None:
+    path = tmp_path / "keyring.json"
+    keys = LocalKeyring.create(path)
+    keys.add_version()
+    before = path.read_bytes()
+    with pytest.raises(KeyProviderError, match="not in the keyring"):
+        keys.activate(9)
+    with pytest.raises(KeyProviderError, match="active version"):
+        keys.retire(1)
+    assert path.read_bytes() == before and keys.active_version == 1  # a refused step writes nothing
+    keys.activate(2)
+    assert keys.retire(1) and not keys.retire(1)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keyring.json", "keyring.json.lock"]  # no temporary file left
+    reloaded = LocalKeyring.load(path)
+    assert reloaded.versions == [2] and reloaded.active_version == 2 and reloaded.activated_at is not None
+
+
+def test_a_step_works_from_the_file_not_from_a_stale_memory(tmp_path: Path) -> None:
+    """Two operators (or a command and a replica) holding the keyring: each change starts from the
+    file as it is now, so one never undoes the other's."""
+    path = tmp_path / "keyring.json"
+    first, second = LocalKeyring.create(path), LocalKeyring.load(path)
+    first.reload_seconds = second.reload_seconds = 3600
+    assert first.add_version() == 2
+    assert second.add_version() == 3  # not a second version 2 over the first one's
+    assert LocalKeyring.load(path).versions == [1, 2, 3]

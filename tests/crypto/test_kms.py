@@ -77,3 +77,26 @@ def test_documents_with_the_kms_provider(kms: MotoService, settings, engine) -> 
         created = upload(browser, content, filename="a.pdf")
         assert created.status_code == 201, created.text
         assert browser.get(f"/api/v1/documents/{created.json()['id']}/content").content == content
+
+
+def test_readiness_keeps_the_kms_answer_a_while(tmp_path, settings, engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """/readyz with aws-kms does not call the KMS at every probe: a KMS gone since the last check
+    is seen once the kept answer is older than KMS_READINESS_TTL."""
+    from tests.services import start_moto
+    from tests.support import Browser
+    from vault.app import create_app
+
+    own_kms = start_moto(tmp_path / "moto")  # this test stops it
+    try:
+        app = create_app(settings.model_copy(update={"key_provider": "aws-kms", "kms_key_id": new_kms_key(own_kms),
+                                                     "kms_endpoint_url": own_kms.endpoint_url}), engine=engine)
+        with Browser(app) as browser:
+            assert browser.get("/readyz").json()["checks"]["keyring"] == "ok"
+            own_kms.stop()
+            kept = browser.get("/readyz")
+            assert kept.status_code == 200 and kept.json()["checks"]["keyring"] == "ok"  # no KMS call: the kept answer
+            monkeypatch.setattr("vault.app.KMS_READINESS_TTL", 0.0)  # the kept answer has aged
+            stale = browser.get("/readyz")
+            assert stale.status_code == 503 and stale.json()["checks"]["keyring"] == "unavailable"
+    finally:
+        own_kms.stop()

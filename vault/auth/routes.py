@@ -36,6 +36,7 @@ from vault.auth.service import NO_SECOND_FACTOR, AccountService, CurrentLogin
 from vault.mail import MailError
 from vault.translation import N_
 from vault.web.dependencies import Db, FormFields, redirect
+from vault.web.openapi import SESSION, api_errors
 from vault.web.pages import (
     PageError,
     clear_cookie,
@@ -552,7 +553,8 @@ def confirm(request: Request, form: FormFields, db: Db, service: Accounts, curre
 # ---- API -----------------------------------------------------------------------------------------------
 
 
-@api.get("/me", response_model=CitizenPublic, responses={401: {"description": "Not logged in"}})
+@api.get("/me", operation_id="me", response_model=CitizenPublic, responses=api_errors(400, 401, 503),
+         openapi_extra={"security": SESSION})
 def me(current: OptionalLogin) -> CitizenPublic:
     """The logged-in citizen's account (session cookie)."""
     if current is None:

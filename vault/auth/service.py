@@ -51,6 +51,7 @@ from vault.auth.models import (
     RecoveryCode,
 )
 from vault.auth.passwords import Hasher, password_problem
+from vault.crypto.rotation import WrappedColumn
 from vault.crypto.tokens import new_token, token_hash
 from vault.db import utcnow
 from vault.mail import Mailer, MailError
@@ -959,16 +960,10 @@ class AccountService:
             return True
         return False
 
-    def rewrap_totp_seeds(self, *, db: Session) -> int:
-        """After a KEK rotation: every TOTP seed wrapped under the active KEK."""
-        count = 0
-        for citizen in db.exec(select(Citizen).where(col(Citizen.totp_secret).is_not(None))).all():
-            assert citizen.totp_secret is not None  # the query's condition
-            context = self.totp_context(citizen)
-            citizen.totp_secret = crypto.wrap(self.keys, crypto.unwrap(self.keys, citizen.totp_secret, context=context),
-                                              context=context)
-            count += 1
-        return count
+    def wrapped_columns(self) -> list[WrappedColumn]:
+        """What this service stores wrapped by the KEK (``vault keys kek rewrap``): TOTP seeds."""
+        return [WrappedColumn("citizen TOTP seeds", Citizen.id, Citizen.totp_secret,  # type: ignore[arg-type]
+                              context=lambda citizen_id: b"totp:" + citizen_id.bytes)]
 
     # ---- queries for the operator CLI ------------------------------------------------------------
 

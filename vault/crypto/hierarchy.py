@@ -24,24 +24,24 @@ KEY_BYTES = 32
 _DOC_MAGIC = b"D1"
 
 
-def _citizen_context(citizen_id: uuid.UUID) -> bytes:
+def citizen_key_context(citizen_id: uuid.UUID) -> bytes:
     return b"citizen-key:" + citizen_id.bytes
 
 
 def new_citizen_key(provider: KeyProvider, citizen_id: uuid.UUID) -> tuple[bytes, bytes]:
     """A fresh citizen key and its wrapped form (to store). The KEK version is inside the wrap."""
     key = os.urandom(KEY_BYTES)
-    return key, provider.wrap(key, context=_citizen_context(citizen_id))
+    return key, provider.wrap(key, context=citizen_key_context(citizen_id))
 
 
 def open_citizen_key(provider: KeyProvider, wrapped: bytes, citizen_id: uuid.UUID) -> bytes:
-    return provider.unwrap(wrapped, context=_citizen_context(citizen_id))
+    return provider.unwrap(wrapped, context=citizen_key_context(citizen_id))
 
 
 def rewrap_citizen_key(provider: KeyProvider, wrapped: bytes, citizen_id: uuid.UUID) -> bytes:
     """KEK rotation: the same citizen key, wrapped under the provider's active KEK. Objects and
     document keys are untouched."""
-    return provider.wrap(open_citizen_key(provider, wrapped, citizen_id), context=_citizen_context(citizen_id))
+    return provider.wrap(open_citizen_key(provider, wrapped, citizen_id), context=citizen_key_context(citizen_id))
 
 
 def new_document_key(citizen_key: bytes, document_id: uuid.UUID) -> tuple[bytes, bytes]:

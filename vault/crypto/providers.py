@@ -8,11 +8,17 @@ created on first run in development only; production must name an existing file.
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
 import json
 import logging
 import os
 import struct
+import tempfile
+import threading
+import time
 import zlib
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
@@ -49,54 +55,116 @@ def _associated_data(version: int, context: bytes) -> bytes:
 
 
 class LocalKeyring:
-    """A JSON keyring file: ``{"active": N, "keys": [{"version": N, "key": base64, "created": iso}]}``.
+    """A JSON keyring file: ``{"active": N, "activated_at": iso, "keys": [{"version": N, "key": base64,
+    "created": iso}]}``.
 
     The file holds key material in clear: keep it ``0600``, outside backups of the database, and
     back it up separately (losing it makes every wrapped secret unreadable).
+
+    Replicas share the file: each process looks at it again (its inode, size and modification
+    time) at most every ``reload_seconds`` and whenever it meets a version it does not hold, so a
+    KEK added or activated by ``vault keys kek`` reaches every replica without a restart. Every
+    change is written atomically (a temporary file in the same folder, fsync, rename) under a lock,
+    and only once the step it belongs to succeeded.
     """
 
-    def __init__(self, path: Path, keys: dict[int, bytes], active: int) -> None:
+    def __init__(self, path: Path, keys: dict[int, bytes], active: int, *,
+                 created: dict[int, str] | None = None, activated_at: str | None = None) -> None:
         if active not in keys:
             raise KeyProviderError(f"keyring {path}: active version {active} has no key")
         self.path = path
         self._keys = keys
         self._active = active
+        self._created = created or {}
+        self._activated_at = activated_at
+        self._lock = threading.Lock()
+        self.reload_seconds = 2.0  # VAULT_KEYRING_RELOAD_SECONDS
+        self._seen = self._signature()
+        self._checked = time.monotonic()
 
     # ---- loading -----------------------------------------------------------------------------
 
-    @classmethod
-    def load(cls, path: Path) -> LocalKeyring:
+    @staticmethod
+    def _read(path: Path) -> tuple[dict[int, bytes], int, dict[int, str], str | None]:
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))
             keys = {int(item["version"]): base64.b64decode(item["key"], validate=True) for item in raw["keys"]}
+            created = {int(item["version"]): str(item.get("created", "")) for item in raw["keys"]}
             active = int(raw["active"])
+            activated_at = raw.get("activated_at")
         except FileNotFoundError:
             raise KeyProviderError(f"keyring {path} does not exist") from None
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise KeyProviderError(f"keyring {path} is unreadable or malformed ({type(exc).__name__})") from None
         for version, key in keys.items():
             if len(key) != KEY_BYTES:
                 raise KeyProviderError(f"keyring {path}: key version {version} is not 256 bits")
-        return cls(path, keys, active)
+        if active not in keys:
+            raise KeyProviderError(f"keyring {path}: active version {active} has no key")
+        return keys, active, created, activated_at if isinstance(activated_at, str) else None
+
+    @classmethod
+    def load(cls, path: Path) -> LocalKeyring:
+        keys, active, created, activated_at = cls._read(path)
+        return cls(path, keys, active, created=created, activated_at=activated_at)
 
     @classmethod
     def create(cls, path: Path) -> LocalKeyring:
         """Write a new keyring with one random key (mode 0600, in a folder made 0700). Refuses to
         overwrite an existing file."""
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        keyring = cls(path, {1: os.urandom(KEY_BYTES)}, 1)
-        keyring._write(exclusive=True)
+        now = datetime.now(UTC).isoformat()
+        keyring = cls(path, {1: os.urandom(KEY_BYTES)}, 1, created={1: now}, activated_at=now)
+        keyring._write(keyring._document(), exclusive=True)
+        keyring._seen = keyring._signature()
         logger.warning("generated a new development keyring", extra={"path": str(path)})
         return keyring
 
-    def _write(self, *, exclusive: bool = False) -> None:
-        document = {
+    def _signature(self) -> tuple[int, int, int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns)
+
+    def reload(self, *, force: bool = False) -> bool:
+        """Read the file again if it changed since it was last read (or if ``force``); whether the
+        keys changed. A file that cannot be read keeps the keys in memory (and is logged)."""
+        with self._lock:
+            self._checked = time.monotonic()
+            signature = self._signature()
+            if signature is None or (signature == self._seen and not force):
+                return False
+            try:
+                keys, active, created, activated_at = self._read(self.path)
+            except KeyProviderError as exc:
+                logger.warning("keyring not reloaded", extra={"error": str(exc)})
+                return False
+            changed = keys != self._keys or active != self._active
+            self._keys, self._active, self._created, self._activated_at = keys, active, created, activated_at
+            self._seen = signature
+        if changed:
+            logger.info("keyring reloaded", extra={"active": active, "versions": sorted(keys)})
+        return changed
+
+    def _maybe_reload(self) -> None:
+        if time.monotonic() - self._checked >= self.reload_seconds:
+            self.reload()
+
+    # ---- writing -----------------------------------------------------------------------------
+
+    def _document(self) -> dict[str, object]:
+        return {
             "active": self._active,
+            "activated_at": self._activated_at,
             "keys": [
-                {"version": v, "key": base64.b64encode(k).decode(), "created": datetime.now(UTC).isoformat()}
+                {"version": v, "key": base64.b64encode(k).decode(),
+                 "created": self._created.get(v) or datetime.now(UTC).isoformat()}
                 for v, k in sorted(self._keys.items())
             ],
         }
+
+    def _write(self, document: dict[str, object], *, exclusive: bool = False) -> None:
         data = json.dumps(document, indent=2).encode()
         if exclusive:
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -105,47 +173,145 @@ class LocalKeyring:
                 fh.flush()
                 os.fsync(fh.fileno())
             return
-        # Replace atomically: a crash mid-write must never leave a truncated keyring.
-        tmp = self.path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.path)
+        # Replace atomically: a crash mid-write must never leave a truncated keyring. The temporary
+        # file lives in the same folder (one file system, so the rename is atomic), created 0600.
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                os.fchmod(fh.fileno(), 0o600)
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        with contextlib.suppress(OSError):  # the rename itself survives a power cut
+            dir_fd = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+
+    @contextlib.contextmanager
+    def _changing(self) -> Iterator[None]:
+        """Read-modify-write of the file under an exclusive lock (two operators at once cannot add
+        the same version), from the file's current content (not this process's memory); the new
+        content is written only when the body returns."""
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        fd = os.open(lock_path, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            self.reload(force=True)
+            with self._lock:
+                before = self._document()
+                saved = (dict(self._keys), self._active, dict(self._created), self._activated_at)
+                try:
+                    yield
+                except BaseException:
+                    self._keys, self._active, self._created, self._activated_at = saved
+                    raise
+                after = self._document()
+                if after != before:
+                    try:
+                        self._write(after)
+                    except BaseException:
+                        self._keys, self._active, self._created, self._activated_at = saved
+                        raise
+            self._seen = self._signature()
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
 
     # ---- KeyProvider ---------------------------------------------------------------------------
 
     @property
     def active_version(self) -> int:
+        self._maybe_reload()
         return self._active
 
     @property
     def versions(self) -> list[int]:
+        self._maybe_reload()
         return sorted(self._keys)
 
+    @property
+    def activated_at(self) -> datetime | None:
+        """When the active version became active (None for keyrings older than this field)."""
+        self._maybe_reload()
+        try:
+            return datetime.fromisoformat(self._activated_at) if self._activated_at else None
+        except ValueError:
+            return None
+
+    # ---- rotation steps (``vault keys kek``) -------------------------------------------------
+
     def add_version(self) -> int:
-        """KEK rotation: a new random key becomes active; older versions stay to unwrap old data
-        until everything is re-wrapped (``vault keys rotate-kek`` does both)."""
-        version = max(self._keys) + 1
-        self._keys[version] = os.urandom(KEY_BYTES)
-        self._active = version
-        self._write()
-        logger.info("new KEK version", extra={"version": version})
+        """A new random key, added to the keyring but not yet used for wrapping: replicas load it
+        (``reload_seconds``) before ``activate`` makes it the one that wraps."""
+        with self._changing():
+            version = max(self._keys) + 1
+            self._keys[version] = os.urandom(KEY_BYTES)
+            self._created[version] = datetime.now(UTC).isoformat()
+        logger.info("new KEK version added", extra={"version": version})
         return version
 
+    def pending_versions(self) -> list[int]:
+        """Versions newer than the active one (added, not yet activated)."""
+        return [v for v in self.versions if v > self._active]
+
+    def activate(self, version: int) -> bool:
+        """``version`` wraps from now on (every replica within ``reload_seconds``); whether it
+        changed anything (activating the active version again is a no-op)."""
+        with self._changing():
+            if version not in self._keys:
+                raise KeyProviderError(f"KEK version {version} is not in the keyring (versions: "
+                                       f"{', '.join(map(str, sorted(self._keys)))})")
+            if version == self._active:
+                return False
+            self._active = version
+            self._activated_at = datetime.now(UTC).isoformat()
+        logger.info("KEK version activated", extra={"version": version})
+        return True
+
+    def retire(self, version: int) -> bool:
+        """Remove a version's key from the keyring (the caller checked that nothing is wrapped
+        under it any more); whether it was there."""
+        with self._changing():
+            if version == self._active:
+                raise KeyProviderError(f"KEK version {version} is the active version: activate another first")
+            if version not in self._keys:
+                return False
+            del self._keys[version]
+            self._created.pop(version, None)
+        logger.info("KEK version retired", extra={"version": version})
+        return True
+
     def wrap(self, plaintext: bytes, *, context: bytes) -> bytes:
+        self._maybe_reload()
         version = self._active
+        key = self._keys.get(version)
+        if key is None:  # read between the two halves of a reload: read the file again
+            self.reload(force=True)
+            version = self._active
+            key = self._keys[version]
         nonce = os.urandom(_NONCE_BYTES)
-        sealed = AESGCM(self._keys[version]).encrypt(nonce, plaintext, _associated_data(version, context))
+        sealed = AESGCM(key).encrypt(nonce, plaintext, _associated_data(version, context))
         return _HEADER.pack(_MAGIC, version) + nonce + sealed
 
     def unwrap(self, wrapped: bytes, *, context: bytes) -> bytes:
         if len(wrapped) < _HEADER.size + _NONCE_BYTES + 16:
             raise DecryptionError()
         magic, version = _HEADER.unpack_from(wrapped)
+        if magic != _MAGIC:
+            raise DecryptionError()
+        self._maybe_reload()
         key = self._keys.get(version)
-        if magic != _MAGIC or key is None:
+        if key is None:  # added by another process since we last looked: read the file again first
+            self.reload()
+            key = self._keys.get(version)
+        if key is None:
             raise DecryptionError()
         nonce = wrapped[_HEADER.size : _HEADER.size + _NONCE_BYTES]
         try:
@@ -220,7 +386,11 @@ def load_key_provider(settings: Settings, *, create: bool | None = None) -> KeyP
         create = not settings.is_production
     if not path.exists() and create:
         try:
-            return LocalKeyring.create(path)
+            keyring = LocalKeyring.create(path)
+            keyring.reload_seconds = settings.keyring_reload_seconds
+            return keyring
         except FileExistsError:  # another worker created it between our check and our write
             pass
-    return LocalKeyring.load(path)
+    keyring = LocalKeyring.load(path)
+    keyring.reload_seconds = settings.keyring_reload_seconds
+    return keyring

@@ -1,10 +1,21 @@
-"""The audit log: append-only and tamper-evident.
+"""The audit log: append-only and tamper-evident, up to its last signed checkpoint.
 
-Each entry's ``hash`` is SHA-256 over the previous entry's hash and the entry's own fields
-(canonical JSON), so an edited, deleted, inserted or reordered entry breaks the chain from there
-on; the newest entry's id and hash are kept apart (``audit_anchor``), so removing the newest
-entries shows too; ``vault audit verify`` walks it. Writers are serialised (a PostgreSQL advisory lock; SQLite
-has a single writer) and ``prev_hash`` is unique, so the chain can never fork.
+Each entry's ``hash`` is an HMAC-SHA256, under the *audit key*, over the previous entry's hash and
+the entry's own fields (canonical JSON), so an edited, deleted, inserted or reordered entry breaks
+the chain from there on, and someone who can only edit the database cannot compute a new chain:
+the audit key is a service secret wrapped by the KEK (``server_secret`` ``audit-mac``, unwrapped
+once per process and kept in memory). Entries written before migration 0021 are a plain SHA-256
+chain; ``audit_anchor.mac_from`` says where the keyed part starts (with its own HMAC, ``mac_tag``).
+
+The chain's newest entry is recorded in the database (``audit_anchor``) and, so that removing the
+newest entries, the head record or both tables shows too, outside it: *checkpoints* ``{seq, head,
+mac_from, count, at}`` signed with an Ed25519 key (its seed a service secret wrapped by the KEK,
+``audit-checkpoint``) are written to the object store (``audit/checkpoints/<seq>.json``) and to the
+log, every ``VAULT_AUDIT_CHECKPOINT_ENTRIES`` entries, at least every
+``VAULT_AUDIT_CHECKPOINT_SECONDS`` while entries are written, and by ``vault audit checkpoint``.
+``vault audit verify`` walks the chain and compares it with the latest checkpoint. Writers are
+serialised (a PostgreSQL advisory lock; SQLite has a single writer) and ``prev_hash`` is unique, so
+the chain can never fork.
 
 It records who did what to which data — never document contents, passwords or tokens; people are
 named by a keyed hash of their internal id (see ``subject_of``), which survives their erasure
@@ -13,20 +24,28 @@ without naming them.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
 import logging
+import re
+import threading
+import time
 import uuid
-from dataclasses import dataclass
+import weakref
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import delete, text
+from sqlalchemy import Connection, Engine, delete, event, func, text
 from sqlmodel import Session, col, select
 
+from vault.crypto import DecryptionError, KeyProviderError
+from vault.crypto.signatures import ed25519_public_key, ed25519_sign, ed25519_verify
 from vault.db import utcnow
 from vault.gdpr.models import AuditAnchor, AuditEntry
+from vault.storage.blobs import BlobNotFound, BlobStore, BlobStoreUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +53,12 @@ GENESIS = "0" * 64
 _LOCK_ID = 0x7661756C74  # "vault": the advisory lock serialising audit writers on PostgreSQL
 LOGIN_ACTION = "oidc.login"  # a code issued to an app: one login to it
 FORBIDDEN_DETAILS = {"password", "token", "secret", "content", "otp", "code", "cookie"}
+MAC_KEY = "audit-mac"  # service secrets (oidc.keys.KeyStore), wrapped by the KEK
+CHECKPOINT_KEY = "audit-checkpoint"
+CHECKPOINTS = "audit/checkpoints/"  # in the object store: <seq, 12 digits>.json
+_CHECKPOINT_NAME = re.compile(r"(\d{1,18})\.json")
+_SIGNED_PREFIX = b"citizen-vault audit checkpoint v1\n"
+_PENDING = "audit.checkpoint"  # Session.info: the checkpoint to write once the transaction commits
 
 
 def subject_of(key: bytes, citizen_id: uuid.UUID) -> str:
@@ -61,40 +86,49 @@ class AppLogins:
         record(db, actor=f"app:{client_id}", action=LOGIN_ACTION, target=f"subject:{subject}")
 
 
+def _canonical(prev_hash: str, at: datetime, actor: str, action: str, target: str, details: dict[str, Any]) -> bytes:
+    return json.dumps([prev_hash, at.isoformat(timespec="microseconds"), actor, action, target, details],
+                      sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode()
+
+
 def _digest(prev_hash: str, at: datetime, actor: str, action: str, target: str, details: dict[str, Any]) -> str:
-    canonical = json.dumps([prev_hash, at.isoformat(timespec="microseconds"), actor, action, target, details],
-                           sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    """The plain hash of entries written before the chain was keyed (migration 0021)."""
+    return hashlib.sha256(_canonical(prev_hash, at, actor, action, target, details)).hexdigest()
 
 
-def record(db: Session, *, actor: str, action: str, target: str = "", details: dict[str, Any] | None = None) -> AuditEntry:
-    """Append an entry in the caller's transaction (it lands if and only if the action does)."""
-    details = dict(details or {})
-    if bad := FORBIDDEN_DETAILS & {k.lower() for k in details}:
-        raise ValueError(f"audit details must not hold {sorted(bad)}")
-    if db.get_bind().dialect.name == "postgresql":
-        # Plain SQL goes through the session's connection (sqlmodel's exec takes statements it types).
-        db.connection().execute(text("SELECT pg_advisory_xact_lock(:id)").bindparams(id=_LOCK_ID))
-    last = db.exec(select(AuditEntry).order_by(col(AuditEntry.id).desc()).limit(1)).first()
-    prev_hash = last.hash if last else _anchor(db)
-    at = utcnow()
-    entry = AuditEntry(at=at, actor=actor, action=action, target=target, details=details, prev_hash=prev_hash,
-                       hash=_digest(prev_hash, at, actor, action, target, details))
-    db.add(entry)
-    db.flush()
-    anchor = db.get(AuditAnchor, 1)
-    if anchor is None:
-        anchor = AuditAnchor(id=1, hash=GENESIS)
-        db.add(anchor)
-    anchor.head_id, anchor.head_hash = entry.id, entry.hash  # same transaction: lands with the entry
-    db.flush()
-    return entry
+def _mac(key: bytes, prev_hash: str, at: datetime, actor: str, action: str, target: str,
+         details: dict[str, Any]) -> str:
+    return hmac.new(key, _canonical(prev_hash, at, actor, action, target, details), hashlib.sha256).hexdigest()
 
 
-def _anchor(db: Session) -> str:
-    """Where the chain starts: GENESIS, or the hash of the last entry removed by retention."""
-    row = db.get(AuditAnchor, 1)
-    return row.hash if row is not None else GENESIS
+def _start_tag(key: bytes, entry_id: int) -> str:
+    return hmac.new(key, f"audit-mac-from:{entry_id}".encode(), hashlib.sha256).hexdigest()
+
+
+class AuditSecrets(Protocol):
+    """Where the audit key and the checkpoint key live (``oidc.keys.KeyStore``): created on first
+    use unless ``create`` is false (then a missing one raises ``LookupError``)."""
+
+    def secret(self, db: Session, name: str, *, create: bool = True) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """The head of the chain at one moment, as signed: ``seq`` is the newest entry's id, ``head``
+    its hash (MAC), ``count`` the entries then in the log, ``mac_from`` where the keyed part starts."""
+
+    seq: int
+    head: str
+    mac_from: int | None
+    count: int
+    at: str
+
+    def signed_bytes(self) -> bytes:
+        return _SIGNED_PREFIX + json.dumps(asdict(self), sort_keys=True, separators=(",", ":")).encode()
+
+    @property
+    def key(self) -> str:
+        return f"{CHECKPOINTS}{self.seq:012d}.json"
 
 
 @dataclass(frozen=True)
@@ -103,31 +137,299 @@ class Verification:
     entries: int
     first_bad_id: int | None = None
     problem: str | None = None
+    checkpoint: Checkpoint | None = None  # the latest checkpoint the trail was compared with
+    # What is wrong, for pages that say it in their own words: "edited", "gap", "truncated" (the
+    # trail ends at ``ends_at`` but should reach ``expected``), "rewritten", "keyed_start", "key",
+    # "checkpoint" (unreadable, unsigned or out of reach).
+    code: str | None = None
+    ends_at: int | None = None
+    expected: int | None = None
+
+
+class AuditTrail:
+    """The audit log's keys and checkpoints for one process (built by ``vault.services``).
+
+    ``record`` and ``verify`` below find it through the session's engine (``attach``), so that the
+    many places that write an entry need nothing but their session."""
+
+    def __init__(self, *, secrets: AuditSecrets, store: BlobStore, every_entries: int = 100,
+                 every_seconds: int = 300) -> None:
+        self.secrets = secrets
+        self.store = store
+        self.every_entries = every_entries
+        self.every_seconds = every_seconds
+        self._lock = threading.Lock()
+        self._last_seq = -1  # the newest checkpoint this process wrote (or tried to)
+        self._last_time = 0.0  # time.monotonic() of that attempt
+
+    def mac_key(self, db: Session, *, create: bool = True) -> bytes:
+        return self.secrets.secret(db, MAC_KEY, create=create)
+
+    def _checkpoint_seed(self, db: Session, *, create: bool = True) -> bytes:
+        return self.secrets.secret(db, CHECKPOINT_KEY, create=create)
+
+    def public_key(self, db: Session) -> str:
+        """The checkpoints' Ed25519 public key (base64url), for whoever checks them elsewhere."""
+        return _b64(ed25519_public_key(self._checkpoint_seed(db)))
+
+    # ---- checkpoints ---------------------------------------------------------------------------
+
+    def _due(self, seq: int) -> bool:
+        with self._lock:
+            return (seq - self._last_seq >= self.every_entries
+                    or time.monotonic() - self._last_time >= self.every_seconds)
+
+    def _head(self, db: Session) -> Checkpoint | None:
+        last = db.exec(select(AuditEntry).order_by(col(AuditEntry.id).desc()).limit(1)).first()
+        if last is None or last.id is None:
+            return None
+        anchor = db.get(AuditAnchor, 1)
+        count = db.exec(select(func.count()).select_from(AuditEntry)).one()
+        return Checkpoint(seq=last.id, head=last.hash, mac_from=anchor.mac_from if anchor else None, count=count,
+                          at=utcnow().isoformat(timespec="seconds"))
+
+    def _sign(self, db: Session, checkpoint: Checkpoint) -> bytes:
+        seed = self._checkpoint_seed(db)
+        document = {"checkpoint": asdict(checkpoint), "alg": "Ed25519", "public_key": _b64(ed25519_public_key(seed)),
+                    "signature": _b64(ed25519_sign(seed, checkpoint.signed_bytes()))}
+        return json.dumps(document, sort_keys=True, indent=1).encode()
+
+    def _write(self, checkpoint: Checkpoint, document: bytes) -> None:
+        """To the object store, then to the log. A failure is logged, never raised: the entries are
+        committed already, and the next checkpoint covers them."""
+        with self._lock:
+            self._last_seq, self._last_time = max(self._last_seq, checkpoint.seq), time.monotonic()
+        try:
+            self.store.put_record(checkpoint.key, document)
+        except BlobStoreUnavailable as exc:
+            logger.warning("audit checkpoint not written to the object store",
+                           extra={"seq": checkpoint.seq, "error": str(exc)})
+        logger.info("audit checkpoint", extra={"audit_checkpoint": json.loads(document)})
+
+    def checkpoint(self, db: Session) -> Checkpoint | None:
+        """Write a checkpoint of the current head now (``vault audit checkpoint``, the periodic
+        task); None when the log is empty. Raises ``BlobStoreUnavailable`` if the store refuses it."""
+        checkpoint = self._head(db)
+        if checkpoint is None:
+            return None
+        document = self._sign(db, checkpoint)
+        self.store.put_record(checkpoint.key, document)
+        with self._lock:
+            self._last_seq, self._last_time = max(self._last_seq, checkpoint.seq), time.monotonic()
+        logger.info("audit checkpoint", extra={"audit_checkpoint": json.loads(document)})
+        return checkpoint
+
+    def checkpoint_if_moved(self, engine: Engine) -> Checkpoint | None:
+        """The periodic task: a checkpoint if entries were written since this process's last one."""
+        with Session(engine) as db:
+            last = db.exec(select(func.max(AuditEntry.id))).one()
+            with self._lock:
+                if last is None or last <= self._last_seq:
+                    return None
+            return self.checkpoint(db)
+
+    def run_checkpoints(self, engine: Engine, stop: threading.Event) -> None:
+        """Loop of the web process (a daemon thread): a checkpoint every ``every_seconds`` if the
+        head moved, until ``stop`` is set."""
+        while not stop.wait(self.every_seconds):
+            try:
+                self.checkpoint_if_moved(engine)
+            except Exception as exc:  # noqa: BLE001  (a background loop must survive any failure)
+                logger.warning("audit checkpoint failed", extra={"error": type(exc).__name__})
+
+    def _schedule(self, db: Session, entry: AuditEntry, anchor: AuditAnchor) -> None:
+        """After ``record``: when a checkpoint is due, sign it now (inside the transaction, which
+        sees the entry) and write it once the transaction commits; nothing if it rolls back."""
+        assert entry.id is not None
+        if not self._due(entry.id):
+            return
+        count = db.exec(select(func.count()).select_from(AuditEntry)).one()
+        checkpoint = Checkpoint(seq=entry.id, head=entry.hash, mac_from=anchor.mac_from, count=count,
+                                at=utcnow().isoformat(timespec="seconds"))
+        db.info[_PENDING] = (self, checkpoint, self._sign(db, checkpoint))
+        if not event.contains(db, "after_commit", _write_pending):
+            event.listen(db, "after_commit", _write_pending)
+            event.listen(db, "after_soft_rollback", _drop_pending)
+
+    def latest_checkpoint(self, db: Session) -> tuple[Checkpoint | None, str | None]:
+        """The newest checkpoint in the object store, its signature checked against the key the KEK
+        unwraps (never the public key written beside it): (checkpoint, None), (None, None) when there
+        is none, or (None, why it cannot be trusted)."""
+        try:
+            keys = self.store.list_records(CHECKPOINTS)
+            deleted = self.store.deleted_records(CHECKPOINTS)
+        except BlobStoreUnavailable as exc:
+            return None, f"the checkpoints cannot be read from the object store ({exc})"
+        if deleted:  # the service never deletes one: the versioned bucket keeps what was removed
+            return None, f"checkpoint {deleted[-1]} was deleted from the object store (its old versions remain)"
+        numbered = sorted((int(m.group(1)), key) for key in keys
+                          if (m := _CHECKPOINT_NAME.fullmatch(key.removeprefix(CHECKPOINTS))))
+        if not numbered:
+            return None, None
+        seq, key = numbered[-1]
+        try:
+            seed = self._checkpoint_seed(db, create=False)
+        except LookupError:
+            return None, "the checkpoint key is missing from the database (server secret audit-checkpoint)"
+        except (DecryptionError, KeyProviderError):
+            return None, "the checkpoint key does not open with the key provider"
+        try:
+            raw = json.loads(self.store.get_record(key))
+            checkpoint = Checkpoint(**raw["checkpoint"])
+            signature = base64.urlsafe_b64decode(raw["signature"] + "==")
+        except BlobStoreUnavailable as exc:
+            return None, f"checkpoint {key} cannot be read from the object store ({exc})"
+        except (BlobNotFound, ValueError, KeyError, TypeError):
+            return None, f"checkpoint {key} is unreadable"
+        if checkpoint.seq != seq or not ed25519_verify(ed25519_public_key(seed), signature, checkpoint.signed_bytes()):
+            return None, f"checkpoint {key} is not signed by this service's checkpoint key"
+        return checkpoint, None
+
+    # ---- verification --------------------------------------------------------------------------
+
+    def verify(self, db: Session, batch: int = 1000) -> Verification:
+        """Walk the chain (every MAC recomputed, every link checked, in id order), then compare its
+        end with the latest signed checkpoint."""
+        walked = self._walk(db, batch)
+        if not walked.ok:
+            return walked
+        checkpoint, trouble = self.latest_checkpoint(db)
+        if trouble is not None:
+            return Verification(ok=False, entries=walked.entries, problem=trouble, code="checkpoint")
+        if checkpoint is None:
+            return walked
+        anchor = db.get(AuditAnchor, 1)
+        newest = db.exec(select(func.max(AuditEntry.id))).one() or 0
+        bad = code = None
+        if newest < checkpoint.seq:
+            bad, code = (f"the trail ends at entry {newest} but checkpoint says {checkpoint.seq} "
+                         f"(of {checkpoint.at}): the newest entries were removed"), "truncated"
+        elif (row := db.get(AuditEntry, checkpoint.seq)) is not None and row.hash != checkpoint.head:
+            bad, code = (f"entry {checkpoint.seq} is not the one its checkpoint (of {checkpoint.at}) signed: "
+                         "the trail was rewritten"), "rewritten"
+        elif row is None and (anchor is None or anchor.hash == GENESIS):
+            bad, code = f"entry {checkpoint.seq}, signed by its checkpoint (of {checkpoint.at}), is missing", "gap"
+        elif checkpoint.mac_from is not None and (anchor is None or anchor.mac_from != checkpoint.mac_from):
+            bad, code = (f"the keyed part of the trail should start at entry {checkpoint.mac_from} "
+                         f"(checkpoint of {checkpoint.at}); the database says {anchor.mac_from if anchor else None}",
+                         "keyed_start")
+        if bad is not None:
+            return Verification(ok=False, entries=walked.entries, first_bad_id=checkpoint.seq, problem=bad,
+                                checkpoint=checkpoint, code=code, ends_at=newest, expected=checkpoint.seq)
+        return Verification(ok=True, entries=walked.entries, checkpoint=checkpoint)
+
+    def _walk(self, db: Session, batch: int) -> Verification:
+        anchor = db.get(AuditAnchor, 1)
+        expected_prev = anchor.hash if anchor is not None else GENESIS
+        mac_from = anchor.mac_from if anchor is not None else None
+        key: bytes | None = None
+        if mac_from is not None:
+            try:
+                key = self.mac_key(db, create=False)
+            except LookupError:
+                return Verification(ok=False, entries=0, first_bad_id=mac_from, code="key",
+                                    problem="the audit key is missing from the database (server secret audit-mac)")
+            except (DecryptionError, KeyProviderError):
+                return Verification(ok=False, entries=0, first_bad_id=mac_from, code="key",
+                                    problem="the audit key does not open with the key provider")
+            if anchor is None or not hmac.compare_digest(anchor.mac_tag or "", _start_tag(key, mac_from)):
+                return Verification(ok=False, entries=0, first_bad_id=mac_from, code="keyed_start",
+                                    problem="where the keyed part of the trail starts was changed")
+        count = 0
+        last_id = 0
+        while True:
+            rows = db.exec(select(AuditEntry).where(col(AuditEntry.id) > last_id).order_by(col(AuditEntry.id))
+                           .limit(batch)).all()
+            if not rows:
+                if anchor is not None and anchor.head_hash is not None and expected_prev != anchor.head_hash:
+                    return Verification(ok=False, entries=count, first_bad_id=anchor.head_id, code="truncated",
+                                        ends_at=last_id, expected=anchor.head_id,
+                                        problem=f"the trail ends at entry {last_id} but its head record says "
+                                                f"{anchor.head_id}: the newest entries were removed")
+                return Verification(ok=True, entries=count)
+            for row in rows:
+                assert row.id is not None
+                if row.prev_hash != expected_prev:
+                    return Verification(ok=False, entries=count, first_bad_id=row.id, code="gap",
+                                        problem="an entry before this one was removed, inserted or reordered")
+                keyed = mac_from is not None and row.id >= mac_from
+                fields = (row.prev_hash, row.at, row.actor, row.action, row.target, row.details)
+                if not hmac.compare_digest(_mac(key, *fields) if keyed and key else _digest(*fields), row.hash):
+                    return Verification(ok=False, entries=count, first_bad_id=row.id, code="edited",
+                                        problem="this entry was edited")
+                expected_prev = row.hash
+                count += 1
+                last_id = row.id
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _write_pending(db: Session) -> None:
+    pending = db.info.pop(_PENDING, None)
+    if pending is not None:
+        trail, checkpoint, document = pending
+        try:
+            trail._write(checkpoint, document)
+        except Exception as exc:  # noqa: BLE001  (the action committed: its caller must not see a failure)
+            logger.warning("audit checkpoint not written", extra={"seq": checkpoint.seq, "error": type(exc).__name__})
+
+
+def _drop_pending(db: Session, _previous: object) -> None:
+    db.info.pop(_PENDING, None)
+
+
+_TRAILS: weakref.WeakKeyDictionary[Engine, AuditTrail] = weakref.WeakKeyDictionary()
+
+
+def attach(engine: Engine, trail: AuditTrail) -> None:
+    """Entries written through ``engine`` are keyed and checkpointed by ``trail``."""
+    _TRAILS[engine] = trail
+
+
+def trail_of(db: Session) -> AuditTrail:
+    bind = db.get_bind()
+    engine = bind.engine if isinstance(bind, Connection) else bind
+    trail = _TRAILS.get(engine)
+    if trail is None:
+        raise RuntimeError("no audit trail for this database engine (vault.services.build_services attaches it)")
+    return trail
+
+
+def record(db: Session, *, actor: str, action: str, target: str = "", details: dict[str, Any] | None = None) -> AuditEntry:
+    """Append an entry in the caller's transaction (it lands if and only if the action does)."""
+    details = dict(details or {})
+    if bad := FORBIDDEN_DETAILS & {k.lower() for k in details}:
+        raise ValueError(f"audit details must not hold {sorted(bad)}")
+    trail = trail_of(db)
+    key = trail.mac_key(db)  # from memory once opened: no key provider call per entry
+    if db.get_bind().dialect.name == "postgresql":
+        # Plain SQL goes through the session's connection (sqlmodel's exec takes statements it types).
+        db.connection().execute(text("SELECT pg_advisory_xact_lock(:id)").bindparams(id=_LOCK_ID))
+    last = db.exec(select(AuditEntry).order_by(col(AuditEntry.id).desc()).limit(1)).first()
+    anchor = db.get(AuditAnchor, 1)
+    prev_hash = last.hash if last else (anchor.hash if anchor is not None else GENESIS)
+    at = utcnow()
+    entry = AuditEntry(at=at, actor=actor, action=action, target=target, details=details, prev_hash=prev_hash,
+                       hash=_mac(key, prev_hash, at, actor, action, target, details))
+    db.add(entry)
+    db.flush()
+    assert entry.id is not None
+    if anchor is None:
+        anchor = AuditAnchor(id=1, hash=GENESIS)
+        db.add(anchor)
+    if anchor.mac_from is None:  # the first keyed entry: the chain before it stays a plain hash chain
+        anchor.mac_from, anchor.mac_tag = entry.id, _start_tag(key, entry.id)
+    anchor.head_id, anchor.head_hash = entry.id, entry.hash  # same transaction: lands with the entry
+    db.flush()
+    trail._schedule(db, entry, anchor)
+    return entry
 
 
 def verify(db: Session, batch: int = 1000) -> Verification:
-    """Walk the chain: every hash recomputed, every link checked, in id order."""
-    anchor = db.get(AuditAnchor, 1)
-    expected_prev = anchor.hash if anchor is not None else GENESIS
-    count = 0
-    last_id = 0
-    while True:
-        rows = db.exec(select(AuditEntry).where(col(AuditEntry.id) > last_id).order_by(col(AuditEntry.id))
-                       .limit(batch)).all()
-        if not rows:
-            if anchor is not None and anchor.head_hash is not None and expected_prev != anchor.head_hash:
-                return Verification(ok=False, entries=count, first_bad_id=anchor.head_id,
-                                    problem="the newest entries were removed (the chain ends before its recorded head)")
-            return Verification(ok=True, entries=count)
-        for row in rows:
-            if row.prev_hash != expected_prev:
-                return Verification(ok=False, entries=count, first_bad_id=row.id,
-                                    problem="an entry before this one was removed, inserted or reordered")
-            if _digest(row.prev_hash, row.at, row.actor, row.action, row.target, row.details) != row.hash:
-                return Verification(ok=False, entries=count, first_bad_id=row.id, problem="this entry was edited")
-            expected_prev = row.hash
-            count += 1
-            last_id = row.id or last_id
+    """The chain and its latest checkpoint (see ``AuditTrail.verify``)."""
+    return trail_of(db).verify(db, batch)
 
 
 def purge_older_than(db: Session, age: timedelta) -> int:

@@ -95,7 +95,8 @@ class Tombstone(SQLModel, table=True):
 
 
 class AuditEntry(SQLModel, table=True):
-    """Append-only, tamper-evident: each entry carries the hash of the previous one."""
+    """Append-only, tamper-evident: each entry carries the MAC (the hash, before migration 0021) of
+    the previous one."""
 
     __tablename__ = "audit_log"
 
@@ -120,3 +121,8 @@ class AuditAnchor(SQLModel, table=True):
     moved_at: datetime = Field(default_factory=utcnow)
     head_id: int | None = None  # None until the first entry written since migration 0006
     head_hash: str | None = Field(default=None, max_length=64)
+    # From this entry on, each ``hash`` is an HMAC under the audit key (wrapped by the KEK): the
+    # entries before it (written before migration 0021) are a plain SHA-256 chain. ``mac_tag`` is the
+    # HMAC of that id, so the boundary cannot be moved without the key.
+    mac_from: int | None = None
+    mac_tag: str | None = Field(default=None, max_length=64)

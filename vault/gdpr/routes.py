@@ -23,7 +23,7 @@ from vault.gdpr.proconnect import ProConnectLogin, StaffLoggedIn
 from vault.gdpr.service import GdprError, GdprService, Staff, SubjectErased, certificate_claims
 from vault.gdpr.staff import StaffCurrent, StaffService
 from vault.oidc.delegation import ASSISTED_COOKIE, STAFF_COOKIE
-from vault.translation import N_
+from vault.translation import N_, Message
 from vault.web.dependencies import Db, FormFields, redirect
 from vault.web.errors import NOT_FOUND
 from vault.web.pages import (
@@ -275,6 +275,34 @@ def _home(request: Request, db: Db, gdpr: GdprService, current: StaffCurrent, *,
 @pages.get("/dpo/")
 def dpo_home(request: Request, db: Db, gdpr: Gdpr, current: StaffUser) -> Response:
     return _home(request, db, gdpr, current)
+
+
+# What a broken audit log means, in the DPO's words (``audit.Verification.code``).
+AUDIT_PROBLEMS = {
+    "edited": N_("L'entrée %(first_bad)s a été modifiée."),
+    "gap": N_("Une entrée a été supprimée, insérée ou déplacée avant l'entrée %(first_bad)s."),
+    "truncated": N_("Le journal s'arrête à l'entrée %(ends_at)s alors que le point de contrôle dit %(expected)s : "
+                    "les dernières entrées ont été supprimées."),
+    "rewritten": N_("L'entrée %(expected)s n'est plus celle que le point de contrôle a signée : le journal a été "
+                    "réécrit."),
+    "keyed_start": N_("Le début de la partie scellée du journal a été déplacé."),
+    "key": N_("La clé du journal d'audit manque ou ne s'ouvre pas : le journal ne peut pas être vérifié."),
+    "checkpoint": N_("Le dernier point de contrôle est illisible, mal signé ou hors d'atteinte : le journal ne peut "
+                     "pas être vérifié."),
+}
+
+
+@pages.get("/dpo/audit")
+def dpo_audit(request: Request, db: Db, current: StaffUser) -> Response:
+    """The audit log's verdict, as ``vault audit verify`` gives it."""
+    result = audit.verify(db)
+    problem = None
+    if not result.ok:
+        problem = Message(AUDIT_PROBLEMS.get(result.code or "", AUDIT_PROBLEMS["edited"]),
+                          first_bad=result.first_bad_id or "?", ends_at=result.ends_at or 0,
+                          expected=result.expected or "?")
+    return render(request, "dpo/audit.html", {"title": N_("Journal d'audit"), "result": result, "problem": problem},
+                  status=200)
 
 
 @pages.get("/dpo/requests.csv")

@@ -16,6 +16,7 @@ from vault.auth.exceptions import InvalidCredentials, InvalidInput, TooManyLogin
 from vault.auth.identity import normalize_email
 from vault.auth.passwords import password_problem
 from vault.auth.service import AccountService
+from vault.crypto.rotation import WrappedColumn
 from vault.crypto.tokens import new_token, token_hash
 from vault.db import utcnow
 from vault.gdpr import audit
@@ -55,6 +56,11 @@ class StaffService:
     def __init__(self, accounts: AccountService) -> None:
         self.accounts = accounts
         self.logout_listeners: list[StaffLogoutListener] = []
+
+    def wrapped_columns(self) -> list[WrappedColumn]:
+        """What this service stores wrapped by the KEK (``vault keys kek rewrap``): staff TOTP seeds."""
+        return [WrappedColumn("staff TOTP seeds", StaffAccount.id, StaffAccount.totp_secret,  # type: ignore[arg-type]
+                              context=lambda staff_id: b"totp:" + staff_id.bytes)]
 
     def create(self, db: Session, *, email: str, name: str, role: str, password: str,
                service: str = "") -> tuple[StaffAccount, str, str]:

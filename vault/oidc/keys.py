@@ -1,8 +1,11 @@
 """Token signing keys and service secrets, kept in the database so that replicas share them.
 
 Private keys are stored wrapped by vault.crypto (context ``signing-key:<kid>``). Rotation creates a
-new key per algorithm and retires the old one; a retired public key stays in the JWKS for
-``RETIRED_KEY_PUBLISHED`` so that tokens it signed can still be verified until they expire.
+new key per algorithm, published in /jwks at once but signing only from ``active_from``, once
+every copy of /jwks cached before the rotation has expired (``PUBLISH_AHEAD``); the old key signs
+until then and retires at that moment. A retired public key stays in the JWKS for
+``RETIRED_KEY_PUBLISHED`` so that tokens it signed can still be verified until they expire. The
+state is in the database and the switch is a time: every replica signs with the same key.
 """
 
 from __future__ import annotations
@@ -13,16 +16,18 @@ import hmac
 import json
 import logging
 import os
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESSIV
 from joserfc import jwk, jwt
 from joserfc.errors import JoseError
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col, or_, select
 
 from vault import crypto
+from vault.crypto.rotation import WrappedColumn
 from vault.db import utcnow
 from vault.oidc.models import ServerSecret, SigningKey
 
@@ -32,10 +37,37 @@ ALGORITHMS = ("ES256", "RS256")
 RSA_BITS = 3072
 # Longer than anything a key signs lives (ID tokens: 10 minutes; logout hints may be older).
 RETIRED_KEY_PUBLISHED = timedelta(days=7)
+# /jwks's Cache-Control max-age. A new key signs only once every copy cached before it was
+# published has expired: twice the lifetime (a shared cache may hand a client a copy near its end,
+# which a client ignoring ``Age`` keeps for a whole lifetime more) and a minute of clock skew.
+JWKS_MAX_AGE = 300
+PUBLISH_AHEAD = timedelta(seconds=2 * JWKS_MAX_AGE + 60)
 
 
 class InvalidSignature(Exception):
     """A JWT that was not signed by one of our keys (or is malformed)."""
+
+
+@dataclass(frozen=True)
+class NewKey:
+    """A key made by ``rotate``: published at once, signing from ``active_from``."""
+
+    kid: str
+    alg: str
+    active_from: datetime
+
+
+class RotationPending(Exception):
+    """Keys from an earlier rotation are published but do not sign yet."""
+
+    def __init__(self, active_from: datetime) -> None:
+        super().__init__(f"the keys of the last rotation sign from {active_from.isoformat(timespec='seconds')}")
+        self.active_from = active_from
+
+
+def _aware(moment: datetime) -> datetime:
+    """SQLite gives naive datetimes back; they are UTC."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _generate(alg: str) -> jwk.Key:
@@ -56,20 +88,22 @@ class KeyStore:
 
     # ---- signing keys ---------------------------------------------------------------------------
 
-    def _create(self, db: Session, alg: str) -> SigningKey:
+    def _create(self, db: Session, alg: str, *, active_from: datetime | None = None) -> SigningKey:
         key = _generate(alg)
         kid = f"{alg.lower()}-{key.thumbprint()[:16]}"
         private = json.dumps(key.as_dict(private=True)).encode()
         public = key.as_dict(private=False) | {"kid": kid, "alg": alg, "use": "sig"}
-        row = SigningKey(kid=kid, alg=alg, public_jwk=public,
+        row = SigningKey(kid=kid, alg=alg, public_jwk=public, active_from=active_from or utcnow(),
                          private_key=crypto.wrap(self.keys, private, context=b"signing-key:" + kid.encode()))
         db.add(row)
         return row
 
     def _active_row(self, db: Session, alg: str) -> SigningKey:
+        now = utcnow()
         row = db.exec(
-            select(SigningKey).where(SigningKey.alg == alg, col(SigningKey.retired_at).is_(None))
-            .order_by(col(SigningKey.created_at).desc())
+            select(SigningKey).where(SigningKey.alg == alg, col(SigningKey.active_from) <= now,
+                                     or_(col(SigningKey.retired_at).is_(None), col(SigningKey.retired_at) > now))
+            .order_by(col(SigningKey.active_from).desc(), col(SigningKey.created_at).desc())
         ).first()
         if row is not None:
             return row
@@ -113,44 +147,54 @@ class KeyStore:
             raise InvalidSignature() from None
         return dict(decoded.header), dict(decoded.claims)
 
-    def rotate(self, db: Session) -> list[str]:
-        """New keys for every algorithm; the old ones retire (still published for a while)."""
-        now = utcnow()
-        for row in db.exec(select(SigningKey).where(col(SigningKey.retired_at).is_(None))).all():
-            row.retired_at = now
-        kids = [self._create(db, alg).kid for alg in ALGORITHMS]
-        logger.info("signing keys rotated", extra={"kids": kids})
-        return kids
+    def rotate(self, db: Session, *, now: bool = False) -> list[NewKey]:
+        """New keys for every algorithm, published at once and signing from ``PUBLISH_AHEAD`` on,
+        when the current ones retire (still published for a while). ``now``: they sign at once (an
+        emergency: apps holding a cached /jwks cannot verify new tokens until they fetch it again).
+        Refused (``RotationPending``) while the keys of an earlier rotation wait, unless ``now``."""
+        start = utcnow()
+        waiting = db.exec(select(SigningKey).where(col(SigningKey.active_from) > start,
+                                                   or_(col(SigningKey.retired_at).is_(None),
+                                                       col(SigningKey.retired_at) > start))).all()
+        if waiting and not now:
+            raise RotationPending(min(_aware(row.active_from) for row in waiting))
+        active_from = start if now else start + PUBLISH_AHEAD
+        for row in db.exec(select(SigningKey).where(or_(col(SigningKey.retired_at).is_(None),
+                                                        col(SigningKey.retired_at) > active_from))).all():
+            row.retired_at = active_from if _aware(row.active_from) <= start else start
+        new = [NewKey(row.kid, row.alg, active_from) for row in
+               (self._create(db, alg, active_from=active_from) for alg in ALGORITHMS)]
+        logger.info("signing keys rotated", extra={"kids": [key.kid for key in new],
+                                                   "active_from": active_from.isoformat()})
+        return new
 
     def ensure(self, db: Session) -> None:
         """Create what is missing (keys of each algorithm, service secrets); run at ``db upgrade``."""
         for alg in ALGORITHMS:
             self._active_row(db, alg)
-        for name in ("pairwise-sub", "pairwise-sid", "alerts-unsubscribe", "login-throttle"):
+        for name in ("pairwise-sub", "pairwise-sid", "alerts-unsubscribe", "login-throttle", "audit-mac",
+                     "audit-checkpoint"):
             self.secret(db, name)
 
-    def rewrap_all(self, db: Session) -> int:
-        """After a KEK rotation: signing keys and service secrets wrapped under the active KEK."""
-        count = 0
-        for row in db.exec(select(SigningKey)).all():
-            context = b"signing-key:" + row.kid.encode()
-            row.private_key = crypto.wrap(self.keys, crypto.unwrap(self.keys, row.private_key, context=context),
-                                          context=context)
-            count += 1
-        for secret in db.exec(select(ServerSecret)).all():
-            context = b"server-secret:" + secret.name.encode()
-            secret.value = crypto.wrap(self.keys, crypto.unwrap(self.keys, secret.value, context=context),
-                                       context=context)
-            count += 1
-        return count
+    def wrapped_columns(self) -> list[WrappedColumn]:
+        """What this store keeps wrapped by the KEK (``vault keys kek rewrap``)."""
+        return [
+            WrappedColumn("token signing keys", SigningKey.kid, SigningKey.private_key,  # type: ignore[arg-type]
+                          context=lambda kid: b"signing-key:" + kid.encode()),
+            WrappedColumn("service secrets", ServerSecret.name, ServerSecret.value,  # type: ignore[arg-type]
+                          context=lambda name: b"server-secret:" + name.encode()),
+        ]
 
     # ---- service secrets ------------------------------------------------------------------------
 
-    def secret(self, db: Session, name: str) -> bytes:
-        """A random 256-bit service secret, created on first use, stored wrapped."""
+    def secret(self, db: Session, name: str, *, create: bool = True) -> bytes:
+        """A random 256-bit service secret, created on first use (unless ``create`` is false: then a
+        missing one raises ``LookupError``), stored wrapped."""
         if (cached := self._secret_cache.get(name)) is not None:
             return cached
         row = db.get(ServerSecret, name)
+        if row is None and not create:
+            raise LookupError(name)
         if row is None:  # first use; ``vault db upgrade`` normally creates it before any replica serves
             row = ServerSecret(name=name, value=crypto.wrap(self.keys, os.urandom(32),
                                                             context=b"server-secret:" + name.encode()))

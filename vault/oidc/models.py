@@ -150,6 +150,11 @@ class SigningKey(SQLModel, table=True):
     private_key: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     public_jwk: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     created_at: datetime = Field(default_factory=utcnow)
+    # Signs from then on: a new key is published in /jwks first and signs only once every cached
+    # copy of /jwks holds it (KeyStore.rotate).
+    active_from: datetime = Field(default_factory=utcnow)
+    # Signs no more from then on (the successor's ``active_from``); published until the tokens it
+    # signed expire (RETIRED_KEY_PUBLISHED).
     retired_at: datetime | None = None
 
 

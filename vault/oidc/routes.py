@@ -12,15 +12,17 @@ from typing import Annotated
 from urllib.parse import unquote, urlencode
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from starlette.responses import Response
 
 from vault.auth.dependencies import SESSION_COOKIE, LoggedIn, OptionalLogin, require_login
 from vault.auth.franceconnect import FranceConnectLogin
 from vault.auth.service import CurrentLogin
+from vault.oidc import api_docs as docs
 from vault.oidc.adapter import oauth_request, read_form_items, to_response
 from vault.oidc.delegation import ASSISTED_COOKIE, STAFF_COOKIE, Delegation, DelegationEnded
 from vault.oidc.exceptions import BearerError, LogoutError, UntrustedHint
+from vault.oidc.keys import JWKS_MAX_AGE
 from vault.oidc.profiles import endpoint_profile
 from vault.oidc.service import (
     BadRequest,
@@ -82,17 +84,20 @@ def _issuer(request: Request) -> str:
 # ---- discovery and keys -------------------------------------------------------------------------------
 
 
-@router.get("/.well-known/openid-configuration", summary="OpenID Provider metadata")
+@router.get("/.well-known/openid-configuration", summary="OpenID Provider metadata",
+            responses={200: {"model": docs.ProviderMetadata, "description": "The provider's metadata"}})
 @router.get("/api/v2/.well-known/openid-configuration", include_in_schema=False)  # fc-v2 apps (FranceConnect v2)
 def discovery(request: Request, service: OIDC) -> JSONResponse:
     return JSONResponse(service.discovery(endpoint_profile(request.url.path)),
                         headers={"Cache-Control": "public, max-age=300"})
 
 
-@router.get("/jwks", summary="Public keys that verify ID tokens and signed userinfo")
+@router.get("/jwks", summary="Public keys that verify ID tokens and signed userinfo",
+            responses={200: {"model": docs.Jwks, "description": "The public keys"}})
 @router.get("/api/v2/jwks", include_in_schema=False)
 def jwks(db: Db, service: OIDC) -> JSONResponse:
-    return JSONResponse(service.keystore.jwks(db), headers={"Cache-Control": "public, max-age=300"})
+    # A new key is published PUBLISH_AHEAD before it signs, longer than this lifetime (oidc/keys.py).
+    return JSONResponse(service.keystore.jwks(db), headers={"Cache-Control": f"public, max-age={JWKS_MAX_AGE}"})
 
 
 # ---- authorization ------------------------------------------------------------------------------------
@@ -148,8 +153,10 @@ def _session_over(request: Request) -> Response:
     return response
 
 
-@router.get("/authorize", operation_id="authorize_get", summary="Authorization endpoint (code flow)")
-@router.post("/authorize", operation_id="authorize_post", summary="Authorization endpoint (code flow), by POST")
+@router.get("/authorize", operation_id="authorize_get", summary="Authorization endpoint (code flow)",
+            response_class=HTMLResponse, responses=docs.AUTHORIZE_RESPONSES, openapi_extra=docs.AUTHORIZE_GET)
+@router.post("/authorize", operation_id="authorize_post", summary="Authorization endpoint (code flow), by POST",
+             response_class=HTMLResponse, responses=docs.AUTHORIZE_RESPONSES, openapi_extra=docs.AUTHORIZE_POST)
 @router.get("/api/v1/authorize", include_in_schema=False)  # fc-v1 apps (FranceConnect v1)
 @router.get("/api/v2/authorize", include_in_schema=False)  # fc-v2 apps (FranceConnect v2)
 @router.post("/api/v2/authorize", include_in_schema=False)
@@ -208,7 +215,8 @@ def _client_id_of(request: Request, form: list[tuple[str, str]]) -> str | None:
         return None  # authlib answers invalid_client
 
 
-@router.post("/token", summary="Token endpoint (authorization_code, refresh_token)")
+@router.post("/token", summary="Token endpoint (authorization_code, refresh_token)",
+             responses=docs.TOKEN_RESPONSES, openapi_extra=docs.TOKEN)
 @router.post("/api/v1/token", include_in_schema=False)
 @router.post("/api/v2/token", include_in_schema=False)
 def token(request: Request, form: OAuthForm, db: Db, service: OIDC) -> Response:
@@ -221,14 +229,16 @@ def token(request: Request, form: OAuthForm, db: Db, service: OIDC) -> Response:
     return to_response(provider.create_token_response(oauth))
 
 
-@router.post("/revoke", summary="Token revocation (RFC 7009)")
+@router.post("/revoke", summary="Token revocation (RFC 7009)", responses=docs.REVOKE_RESPONSES,
+             openapi_extra=docs.REVOKE)
 def revoke(request: Request, form: OAuthForm, db: Db, service: OIDC) -> Response:
     provider = service.provider(db)
     return to_response(provider.create_endpoint_response("revocation",
                                                          oauth_request(request, _issuer(request), form, query=[])))
 
 
-@router.post("/introspect", summary="Token introspection (RFC 7662)")
+@router.post("/introspect", summary="Token introspection (RFC 7662)", responses=docs.INTROSPECT_RESPONSES,
+             openapi_extra=docs.INTROSPECT)
 def introspect(request: Request, form: OAuthForm, db: Db, service: OIDC) -> Response:
     provider = service.provider(db)
     return to_response(provider.create_endpoint_response("introspection",
@@ -246,8 +256,10 @@ async def userinfo_form(request: Request) -> list[tuple[str, str]]:
     return []
 
 
-@router.get("/userinfo", operation_id="userinfo_get", summary="UserInfo endpoint (JSON, or a signed JWT)")
-@router.post("/userinfo", operation_id="userinfo_post", summary="UserInfo endpoint, by POST")
+@router.get("/userinfo", operation_id="userinfo_get", summary="UserInfo endpoint (JSON, or a signed JWT)",
+            responses=docs.USERINFO_RESPONSES, openapi_extra=docs.USERINFO_GET)
+@router.post("/userinfo", operation_id="userinfo_post", summary="UserInfo endpoint, by POST",
+             responses=docs.USERINFO_POST_RESPONSES, openapi_extra=docs.USERINFO_POST)
 @router.get("/api/v1/userinfo", include_in_schema=False)
 @router.get("/api/v2/userinfo", include_in_schema=False)
 def userinfo(request: Request, form: Annotated[list[tuple[str, str]], Depends(userinfo_form)], db: Db,
@@ -271,8 +283,10 @@ def _csrf_ok(request: Request, sent: str | None) -> bool:
     return bool(cookie and sent and hmac.compare_digest(cookie.encode(), sent.encode()))
 
 
-@router.get("/logout", operation_id="logout_get", summary="Log out (RP-initiated logout)")
-@router.post("/logout", operation_id="logout_post", summary="Log out (RP-initiated logout and the site's button)")
+@router.get("/logout", operation_id="logout_get", summary="Log out (RP-initiated logout)",
+            response_class=HTMLResponse, responses=docs.LOGOUT_RESPONSES, openapi_extra=docs.LOGOUT_GET)
+@router.post("/logout", operation_id="logout_post", summary="Log out (RP-initiated logout and the site's button)",
+             response_class=HTMLResponse, responses=docs.LOGOUT_POST_RESPONSES, openapi_extra=docs.LOGOUT_POST)
 @router.get("/api/v1/logout", include_in_schema=False)  # FranceConnect v1's logout
 @router.get("/api/v2/session/end", include_in_schema=False)  # FranceConnect v2's
 def logout(request: Request, form: OAuthForm, db: Db, service: OIDC, current: OptionalLogin) -> Response:

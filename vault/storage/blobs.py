@@ -1,6 +1,8 @@
 """Blob stores behind one interface: ``s3`` (boto3) and ``fs`` (a folder; development only).
 
 Blobs are ciphertext only (vault.crypto's streaming format); keys are random ids, never names.
+Beside them, the store keeps a few small *records* under path-like keys (``audit/checkpoints/…``:
+the audit log's signed checkpoints), which reconciliation never lists nor removes.
 Backend errors are translated here: no botocore or OS error reaches a route (Warehouse's habit).
 """
 
@@ -8,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import tempfile
 import time
 from collections.abc import Iterator
@@ -29,6 +32,14 @@ PART_SIZE = 8 * 1024 * 1024  # S3 multipart parts (≥ 5 MiB required; 8 MiB as 
 PRESIGNED_SECONDS = 60  # a read's presigned URL is used at once, inside the process, never shown
 READ_ATTEMPTS = 3  # as botocore's standard retry mode
 RETRY_PAUSE = 0.2  # seconds, times the attempt number
+# A record's key: two or more path segments, none hidden ("audit/checkpoints/000000000042.json").
+RECORD_KEY = re.compile(r"[a-z0-9-]+(/[A-Za-z0-9_-][A-Za-z0-9._-]*)+")
+
+
+def _record_key(key: str) -> str:
+    if not RECORD_KEY.fullmatch(key) or ".." in key:
+        raise ValueError(f"not a record key: {key!r}")
+    return key
 
 
 class BlobStoreUnavailable(StorageUnavailable):
@@ -43,6 +54,10 @@ class BucketMissing(BlobStoreUnavailable):
 
 class BlobNotFound(Exception):
     """No such blob (never uploaded, or deleted)."""
+
+
+class RangeNotSatisfiable(Exception):
+    """A ranged read starts beyond the object's end (an object shorter than the database says)."""
 
 
 class UnfinishedUpload(NamedTuple):
@@ -103,7 +118,20 @@ class BlobStore(Protocol):
         """Delete every version of many blobs (batched where the store allows); return the count."""
 
     def list_blobs(self) -> Iterator[tuple[str, datetime]]:
-        """Every blob key with its last modification time (for reconciliation)."""
+        """Every blob key with its last modification time (for reconciliation); records excluded."""
+
+    def put_record(self, key: str, data: bytes) -> None:
+        """Write a small record (a new version of it, where the store keeps versions)."""
+
+    def get_record(self, key: str) -> bytes:
+        """A record's bytes; ``BlobNotFound`` if there is none."""
+
+    def list_records(self, prefix: str) -> list[str]:
+        """The keys of the records under ``prefix`` (a folder, ending with ``/``)."""
+
+    def deleted_records(self, prefix: str) -> list[str]:
+        """The keys under ``prefix`` whose current version is a deletion (a versioned store keeps
+        what was there); a store without versions knows of none."""
 
     def unfinished_uploads(self) -> Iterator[UnfinishedUpload]:
         """Uploads begun and never completed nor aborted (a process killed mid-upload)."""
@@ -199,8 +227,43 @@ class FilesystemBlobStore:
         if not self.root.exists():
             return
         for path in self.root.glob("*/*"):
-            if not path.name.startswith("."):
+            if not path.name.startswith(".") and path.is_file():
                 yield path.name, datetime.fromtimestamp(path.stat().st_mtime, UTC)
+
+    def put_record(self, key: str, data: bytes) -> None:
+        path = self.root / _record_key(key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".record-")
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise BlobStoreUnavailable(type(exc).__name__) from None
+
+    def get_record(self, key: str) -> bytes:
+        try:
+            return (self.root / _record_key(key)).read_bytes()
+        except FileNotFoundError:
+            raise BlobNotFound(key) from None
+        except OSError as exc:
+            raise BlobStoreUnavailable(type(exc).__name__) from None
+
+    def list_records(self, prefix: str) -> list[str]:
+        folder = self.root / _record_key(prefix.rstrip("/") + "/x").rsplit("/", 1)[0]
+        try:
+            return sorted(f"{prefix.rstrip('/')}/{path.name}" for path in folder.iterdir()
+                          if path.is_file() and not path.name.startswith("."))
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise BlobStoreUnavailable(type(exc).__name__) from None
+
+    def deleted_records(self, prefix: str) -> list[str]:
+        _record_key(prefix.rstrip("/") + "/x")
+        return []  # no versions: a removed file leaves no trace
 
 
 class _Reader:
@@ -314,6 +377,8 @@ class S3BlobStore:
             code = exc.response.get("Error", {}).get("Code", "")
             if code in ("NoSuchKey", "404", "NotFound"):
                 raise BlobNotFound(kwargs.get("Key", "")) from None
+            if code == "InvalidRange":
+                raise RangeNotSatisfiable(kwargs.get("Key", "")) from None
             raise BlobStoreUnavailable(f"{method}: {code or 'error'}") from None
         except BotoCoreError as exc:
             raise BlobStoreUnavailable(f"{method}: {type(exc).__name__}") from None
@@ -397,7 +462,10 @@ class S3BlobStore:
     def read_range(self, key: str, offset: int, length: int) -> bytes:
         if length <= 0:
             return b""
-        answer = self._call("get_object", Bucket=self.bucket, Key=key, Range=f"bytes={offset}-{offset + length - 1}")
+        try:
+            answer = self._call("get_object", Bucket=self.bucket, Key=key, Range=f"bytes={offset}-{offset + length - 1}")
+        except RangeNotSatisfiable:
+            return b""  # the object is shorter than its recorded size: the caller sees a short read
         return self._read_body(answer["Body"])
 
     def _read_body(self, body: StreamingBody) -> bytes:
@@ -490,10 +558,44 @@ class S3BlobStore:
         while True:
             page = self._call("list_objects_v2", Bucket=self.bucket, **token)
             for item in page.get("Contents", []):
-                yield item["Key"], item["LastModified"]
+                if "/" not in item["Key"]:  # records ("audit/…") are not blobs
+                    yield item["Key"], item["LastModified"]
             if not page.get("IsTruncated"):
                 return
             token = {"ContinuationToken": page["NextContinuationToken"]}
+
+    def put_record(self, key: str, data: bytes) -> None:
+        self.ensure_bucket()
+        self._call("put_object", Bucket=self.bucket, Key=_record_key(key), Body=data, ContentType="application/json")
+
+    def get_record(self, key: str) -> bytes:
+        answer = self._call("get_object", Bucket=self.bucket, Key=_record_key(key))
+        return self._read_body(answer["Body"])
+
+    def list_records(self, prefix: str) -> list[str]:
+        _record_key(prefix.rstrip("/") + "/x")
+        keys: list[str] = []
+        token: dict[str, str] = {}
+        while True:
+            try:
+                page = self._call("list_objects_v2", Bucket=self.bucket, Prefix=prefix, **token)
+            except BlobNotFound:  # no bucket yet: no record either
+                return []
+            keys += [item["Key"] for item in page.get("Contents", [])]
+            if not page.get("IsTruncated"):
+                return sorted(keys)
+            token = {"ContinuationToken": page["NextContinuationToken"]}
+
+    def deleted_records(self, prefix: str) -> list[str]:
+        _record_key(prefix.rstrip("/") + "/x")
+        deleted: list[str] = []
+        marker: dict[str, str] = {}
+        while True:
+            page = self._call("list_object_versions", Bucket=self.bucket, Prefix=prefix, **marker)
+            deleted += [m["Key"] for m in page.get("DeleteMarkers", []) if m.get("IsLatest")]
+            if not page.get("IsTruncated"):
+                return sorted(deleted)
+            marker = {"KeyMarker": page["NextKeyMarker"], "VersionIdMarker": page.get("NextVersionIdMarker", "")}
 
 
 class S3Upload:

@@ -44,6 +44,15 @@ class ContentMissing(StorageError):
                "mairie ; vous pouvez aussi le déposer à nouveau.")
 
 
+class DocumentDamaged(StorageError):
+    """The document's stored object fails authentication (altered or cut short at rest): no byte of
+    it is served as the document. The server's fault, said plainly; the log names the document."""
+
+    code, status = "damaged", 500
+    message = N_("Ce document est endommagé et ne peut pas être lu. Signalez-le à l'accueil de la mairie ; "
+                 "vous pouvez aussi le déposer à nouveau.")
+
+
 class TooLarge(StorageError):
     code, status = "too_large", 413
 

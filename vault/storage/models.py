@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime
+from typing import Literal, get_args
 
 from sqlalchemy import Column, ForeignKey, LargeBinary
 from sqlmodel import Field, SQLModel
@@ -20,6 +21,9 @@ DOCUMENT_TYPES = {
     "other": N_("Autre document"),
     "mandate": N_("Mandat"),  # a mandate given to the town hall's counter, signed on paper and scanned there
 }
+DocumentType = Literal["identity", "proof_of_address", "tax_notice", "family_record", "income", "other", "mandate"]
+"""The API's name for a document type (an enum in the OpenAPI document): ``DOCUMENT_TYPES``' keys."""
+assert set(get_args(DocumentType)) == set(DOCUMENT_TYPES), "DocumentType must list DOCUMENT_TYPES"
 MEDIA_TYPES = ("application/pdf", "image/jpeg", "image/png", "image/webp", "image/heic")
 
 
@@ -72,6 +76,7 @@ class Document(DocumentBase, table=True):
 
 
 class DocumentPublic(DocumentBase):
+    type: DocumentType  # the table's column is a string; its values are these
     id: uuid.UUID
     filename: str
     media_type: str

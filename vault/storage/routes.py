@@ -14,12 +14,13 @@ from urllib.parse import quote, unquote
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
-from sqlmodel import Session, SQLModel
+from pydantic import JsonValue
+from sqlmodel import Field, Session, SQLModel
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response, StreamingResponse
 
-from vault.auth.dependencies import LoggedIn, OptionalLogin
+from vault.auth.dependencies import ApiUnauthenticated, LoggedIn, OptionalLogin
 from vault.crypto import DecryptionError
 from vault.errors import VaultError
 from vault.oidc.claims import DEPOSIT_SCOPES
@@ -30,12 +31,14 @@ from vault.oidc.service import OpenIDService
 from vault.storage.blobs import BlobNotFound
 from vault.storage.exceptions import (
     ContentMissing,
+    DocumentDamaged,
     InvalidDocumentInput,
     StorageError,
     TooLarge,
 )
 from vault.storage.models import (
     DOCUMENT_TYPES,
+    MEDIA_TYPES,
     AccessLogPublic,
     Document,
     DocumentPublic,
@@ -44,11 +47,13 @@ from vault.storage.multipart import MultipartUpload
 from vault.storage.service import Actor, DocumentService, download_name, validate_meta
 from vault.translation import N_
 from vault.web.dependencies import Db, FormFields, redirect
+from vault.web.openapi import READ, SESSION, STATUS_TEXT, WRITE, api_errors
 from vault.web.pages import PageError, get_cookie, notice_key, render
 from vault.web.relay import consume_in_thread, relay
 from vault.web.state import app_service, app_settings
 
-api = APIRouter(prefix="/api/v1", tags=["documents"])
+# Every API route may answer these (the NUL check, the credentials, validation, a dependency down).
+api = APIRouter(prefix="/api/v1", tags=["documents"], responses=api_errors(400, 401, 403, 422, 503))
 pages = APIRouter(include_in_schema=False)
 
 RAW_HEADERS = {"type": "x-document-type", "title": "x-document-title", "valid_until": "x-document-valid-until"}
@@ -220,9 +225,65 @@ class DocumentList(SQLModel):
     offset: int
 
 
-@api.post("/documents", status_code=201, response_model=DocumentPublic,
-          responses={413: {"description": "Too large or quota exceeded"}, 415: {"description": "Type not accepted"},
-                     422: {"description": "Empty, infected or invalid fields"}, 503: {"description": "Antivirus or store down"}},
+def _type_schema(*, nullable: bool) -> Callable[[dict[str, JsonValue]], None]:
+    """The document types as an enum in the OpenAPI document. The value stays a string for FastAPI:
+    the service checks it, to answer 422 ``invalid_input`` with its per-field message."""
+    def edit(schema: dict[str, JsonValue]) -> None:
+        schema.pop("anyOf", None)
+        kind: dict[str, JsonValue] = {"type": "string", "enum": list(DOCUMENT_TYPES)}
+        if nullable:
+            schema["anyOf"] = [kind, {"type": "null"}]
+        else:
+            schema.update(kind)
+    return edit
+
+
+_TYPE_FIELD = {"type": "string", "enum": list(DOCUMENT_TYPES), "description": "The document's type"}
+_TITLE_FIELD = {"type": "string", "maxLength": 200, "description": "Default: the file's name (or the type's label)"}
+_VALID_UNTIL_FIELD = {"type": "string", "format": "date",
+                      "description": "The last day it is valid (YYYY-MM-DD; DD/MM/YYYY is read too); empty: none"}
+_UPLOAD_HEADERS = [  # a raw body's fields (percent-encoded UTF-8)
+    {"name": "X-Document-Type", "in": "header", "required": False, "schema": _TYPE_FIELD,
+     "description": "With a raw body: the document's type (default `other`)"},
+    {"name": "X-Document-Title", "in": "header", "required": False, "schema": {"type": "string"},
+     "description": "With a raw body: its title, percent-encoded UTF-8"},
+    {"name": "X-Document-Valid-Until", "in": "header", "required": False, "schema": {"type": "string"},
+     "description": "With a raw body: the last day it is valid"},
+    {"name": "Content-Disposition", "in": "header", "required": False, "schema": {"type": "string"},
+     "description": "With a raw body: the file's name (`attachment; filename*=UTF-8''…`)"},
+]
+_UPLOAD_BODY = {
+    "required": True,
+    "description": "Multipart: a `file` part (PDF, JPEG, PNG, WebP or HEIC: the type is read from the bytes, "
+                   "never from the name) and the optional fields, before or after it. Or the document's bytes "
+                   "as the body itself, its fields in `X-Document-*` headers.",
+    "content": {
+        "multipart/form-data": {
+            "schema": {"type": "object", "required": ["file"], "properties": {
+                "file": {"type": "string", "format": "binary"}, "type": _TYPE_FIELD, "title": _TITLE_FIELD,
+                "valid_until": _VALID_UNTIL_FIELD}},
+            "encoding": {"file": {"contentType": ", ".join((*MEDIA_TYPES, "application/octet-stream"))}},
+        },
+        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+    },
+}
+
+
+# What a client does next with the document it created (OpenAPI links: a fuzzer's stateful runs follow them).
+_DOCUMENT_LINKS = {name: {"operationId": operation, "parameters": {"document_id": "$response.body#/id"}}
+                   for name, operation in (("GetDocument", "get_document"), ("PatchDocument", "patch_document"),
+                                           ("DeleteDocument", "delete_document"),
+                                           ("GetDocumentContent", "get_document_content"),
+                                           ("HeadDocumentContent", "head_document_content"))}
+
+
+@api.post("/documents", status_code=201, operation_id="create_document", response_model=DocumentPublic,
+          responses={201: {"description": "Stored, scanned and encrypted",
+                           "headers": {"Location": {"schema": {"type": "string"},
+                                                    "description": "The new document's address"}},
+                           "links": _DOCUMENT_LINKS},
+                     **api_errors(413, 415)},
+          openapi_extra={"requestBody": _UPLOAD_BODY, "parameters": _UPLOAD_HEADERS, "security": WRITE},
           summary="Add a document (multipart `file` + `type`, `title`, `valid_until`; or a raw body)")
 async def create_document(request: Request, db: Db, service: Documents, actor: ApiActor) -> JSONResponse:
     document = await receive_document(request, db, service, actor)
@@ -230,18 +291,21 @@ async def create_document(request: Request, db: Db, service: Documents, actor: A
                         headers={"Location": f"/api/v1/documents/{document.id}"})
 
 
-@api.get("/documents", response_model=DocumentList, summary="The citizen's documents, newest first")
+@api.get("/documents", response_model=DocumentList, operation_id="list_documents",
+         summary="The citizen's documents, newest first", openapi_extra={"security": READ})
 def list_documents(db: Db, service: Documents, actor: ApiActor,
-                   type: Annotated[str | None, Query(description=f"One of {', '.join(DOCUMENT_TYPES)}")] = None,
+                   type: Annotated[str | None, Query(description="Only documents of this type",
+                                                     json_schema_extra=_type_schema(nullable=False))] = None,
                    limit: Annotated[int, Query(ge=1, le=200)] = 50,
                    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0) -> DocumentList:
-    if type is not None and type not in DOCUMENT_TYPES:
+    if type is not None and type not in DOCUMENT_TYPES:  # here, for the service's own answer (``fields``)
         raise InvalidDocumentInput({"type": f"Unknown type; one of {', '.join(DOCUMENT_TYPES)}."})
     items, total = service.list_documents(db, actor=actor, type=type, limit=limit, offset=offset)
     return DocumentList(items=[_public(d) for d in items], total=total, limit=limit, offset=offset)
 
 
-@api.get("/documents/{document_id}", response_model=DocumentPublic)
+@api.get("/documents/{document_id}", response_model=DocumentPublic, operation_id="get_document", responses=api_errors(404),
+         openapi_extra={"security": READ}, summary="One document's description")
 def get_document(document_id: uuid.UUID, db: Db, service: Documents, actor: ApiActor) -> DocumentPublic:
     document = service.get(db, actor=actor, document_id=document_id)
     service.log_access(db, actor, "read", document)
@@ -249,19 +313,23 @@ def get_document(document_id: uuid.UUID, db: Db, service: Documents, actor: ApiA
 
 
 class DocumentPatch(SQLModel):
-    type: str | None = None
-    title: str | None = None
-    valid_until: str | None = None
+    """The fields to change; a field left out (or null) is kept."""
+
+    type: str | None = Field(default=None, schema_extra={"json_schema_extra": _type_schema(nullable=True)})
+    title: str | None = Field(default=None, max_length=200)
+    valid_until: str | None = Field(default=None, description="YYYY-MM-DD (DD/MM/YYYY is read too); \"\": no date")
 
 
-@api.patch("/documents/{document_id}", response_model=DocumentPublic, summary="Rename, change type or validity")
+@api.patch("/documents/{document_id}", response_model=DocumentPublic, operation_id="patch_document",
+           summary="Rename, change type or validity", responses=api_errors(404, 409), openapi_extra={"security": WRITE})
 def patch_document(document_id: uuid.UUID, changes: DocumentPatch, db: Db, service: Documents,
                    actor: ApiActor) -> DocumentPublic:
     return _public(service.update(db, actor=actor, document_id=document_id,
                                   changes=changes.model_dump(exclude_unset=True)))
 
 
-@api.delete("/documents/{document_id}", status_code=204)
+@api.delete("/documents/{document_id}", status_code=204, operation_id="delete_document", responses=api_errors(404, 409),
+            openapi_extra={"security": WRITE}, summary="Delete a document (its object is deleted after the answer)")
 def delete_document(document_id: uuid.UUID, db: Db, service: Documents, actor: ApiActor) -> Response:
     blob_key = service.delete(db, actor=actor, document_id=document_id)
     return Response(status_code=204, background=BackgroundTask(service.delete_blob_later, blob_key))
@@ -320,7 +388,7 @@ def serve_content(request: Request, db: Session, service: DocumentService, actor
         first = next(body, b"")
     except DecryptionError:
         logger.error("document failed authentication", extra={"document": str(document.id)})
-        raise StorageError(N_("Ce document est endommagé et ne peut pas être lu.")) from None
+        raise DocumentDamaged() from None
     except BlobNotFound:
         logger.error("document without its object", extra={"document": str(document.id)})
         raise ContentMissing() from None
@@ -329,28 +397,56 @@ def serve_content(request: Request, db: Session, service: DocumentService, actor
         try:
             yield first
             yield from body
+        except DecryptionError:
+            # Headers are gone: the connection is cut before the end (never a complete-looking file).
+            logger.error("document failed authentication", extra={"document": str(document.id)})
+            raise
         finally:
             body.close()
 
     return StreamingResponse(relay(stream()), status_code=status, media_type=document.media_type, headers=headers)
 
 
+_CONTENT = {media_type: {"schema": {"type": "string", "format": "binary"}} for media_type in MEDIA_TYPES}
+_CONTENT_HEADERS = {name: {"schema": {"type": "string"}, "description": text} for name, text in (
+    ("Content-Disposition", "attachment, with the file's name"), ("ETag", "The plaintext's SHA-256, quoted"),
+    ("Accept-Ranges", "bytes"))}
+_RANGE = [{"name": "Range", "in": "header", "required": False, "schema": {"type": "string"},
+           "description": "One `bytes=` range (RFC 9110 §14.2); a range the service cannot read is ignored (200)"}]
+
+
+def _content_responses(*, body: bool) -> dict[int | str, dict[str, object]]:
+    content = {"content": _CONTENT} if body else {}
+    return {
+        200: {"description": "The whole document", "headers": _CONTENT_HEADERS, **content},
+        206: {"description": "The bytes of the Range", **content,
+              "headers": {**_CONTENT_HEADERS, "Content-Range": {"schema": {"type": "string"}}}},
+        416: {"description": STATUS_TEXT[416], "headers": {"Content-Range": {"schema": {"type": "string"}}}},
+        **api_errors(404, 500),
+    }
+
+
 @api.get("/documents/{document_id}/content", summary="The document's bytes (streamed; Range supported)",
-         responses={206: {"description": "Partial content"}, 416: {"description": "Range not satisfiable"}})
+         operation_id="get_document_content", response_class=Response, responses=_content_responses(body=True),
+         openapi_extra={"parameters": _RANGE, "security": READ})
 def document_content(request: Request, document_id: uuid.UUID, db: Db, service: Documents,
                      actor: ApiActor) -> Response:
     return serve_content(request, db, service, actor, document_id)
 
 
 @api.head("/documents/{document_id}/content", summary="The headers the GET would send, without the bytes",
-          responses={206: {"description": "Partial content"}, 416: {"description": "Range not satisfiable"}})
+          operation_id="head_document_content", response_class=Response, responses=_content_responses(body=False),
+          openapi_extra={"parameters": _RANGE, "security": READ})
 def document_content_headers(request: Request, document_id: uuid.UUID, db: Db, service: Documents,
                              actor: ApiActor) -> Response:
     return serve_content(request, db, service, actor, document_id)
 
 
-@api.get("/me/access-log", response_model=list[AccessLogPublic], summary="Who else accessed my documents")
-def my_access_log(db: Db, service: Documents, current: LoggedIn) -> list[AccessLogPublic]:
+@api.get("/me/access-log", response_model=list[AccessLogPublic], summary="Who else accessed my documents",
+         operation_id="my_access_log", openapi_extra={"security": SESSION})
+def my_access_log(db: Db, service: Documents, current: OptionalLogin) -> list[AccessLogPublic]:
+    if current is None:  # the citizen's own session only: an app's token does not open it
+        raise ApiUnauthenticated()
     return [AccessLogPublic.model_validate(e, from_attributes=True) for e in service.access_log(db, current.citizen.id)]
 
 

@@ -23,13 +23,14 @@ from sqlmodel import Session, col, select
 from vault import crypto
 from vault.alerts.service import AlertService
 from vault.crypto.hierarchy import (
+    citizen_key_context,
     kek_version,
     new_citizen_key,
     new_document_key,
     open_citizen_key,
     open_document_key,
-    rewrap_citizen_key,
 )
+from vault.crypto.rotation import WrappedColumn
 from vault.crypto.streaming import decrypt_object, decrypt_range
 from vault.dates import OLDEST_DATE, parse_date
 from vault.db import utcnow
@@ -563,21 +564,16 @@ class DocumentService:
 
     # ---- operations --------------------------------------------------------------------------------
 
-    def rewrap_all(self, db: Session, batch: int = 500) -> int:
-        """Re-wrap every citizen key under the active KEK (objects untouched). Resumable: keys
-        already under the active version are skipped."""
-        active = self.keys.active_version
-        done = 0
-        while True:
-            rows = db.exec(select(CitizenKey).where(CitizenKey.kek_version != active).limit(batch)).all()
-            if not rows:
-                return done
-            for row in rows:
-                row.wrapped = rewrap_citizen_key(self.keys, row.wrapped, row.citizen_id)
-                row.kek_version = active
-                row.rewrapped_at = utcnow()
-            db.commit()
-            done += len(rows)
+    def wrapped_columns(self) -> list[WrappedColumn]:
+        """What this service stores wrapped by the KEK (``vault keys kek rewrap``): citizen keys
+        and the keys of documents kept under legal hold after an erasure."""
+        return [
+            WrappedColumn("citizen keys", CitizenKey.citizen_id, CitizenKey.wrapped,  # type: ignore[arg-type]
+                          context=citizen_key_context,
+                          on_rewrap=lambda version: {"kek_version": version, "rewrapped_at": utcnow()}),
+            WrappedColumn("legal-hold document keys", Document.id, Document.held_key,  # type: ignore[arg-type]
+                          context=lambda document_id: b"legal-hold:" + document_id.bytes),
+        ]
 
     def reconcile(self, db: Session, *, dry_run: bool = False, min_age: timedelta = ORPHAN_AGE,
                   upload_age: timedelta | None = None) -> ReconcileReport:
