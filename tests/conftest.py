@@ -95,6 +95,10 @@ def make_settings(data_dir: Path, database_url: str, **overrides: object) -> Set
         # Cheap argon2 in tests only; production keeps RFC 9106's parameters.
         "argon2_time_cost": 1,
         "argon2_memory_kib": 8 * 1024,
+        # No sender thread: the `outbox` fixture delivers the queued mail when a test reads it.
+        "mail_sender": "worker",
+        # No floor under the answers of the pages that mail someone (tests/auth/test_mail_requests.py sets one).
+        "mail_request_min_ms": 0,
     }
     values.update(overrides)
     return Settings(**values)
@@ -132,8 +136,8 @@ def browser(app) -> Iterator[Browser]:
 
 
 @pytest.fixture
-def outbox(settings: Settings) -> Outbox:
-    return Outbox(settings.outbox_dir)
+def outbox(settings: Settings, engine) -> Outbox:
+    return Outbox(settings.outbox_dir, engine)
 
 
 @dataclass

@@ -13,6 +13,9 @@ from typing import Any
 
 import httpx
 from fastapi.testclient import TestClient
+from sqlalchemy import Engine
+
+from vault.mail import OutboxMailer, deliver_due
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 LINK = re.compile(r"(https?://\S+)")
@@ -84,12 +87,20 @@ class Mail:
 
 
 class Outbox:
-    """The development outbox folder: each file is one mail, named in sending order."""
+    """The development outbox folder: each file is one mail, named in sending order. With
+    ``engine``, the mail queued in that database is delivered to the folder first (what the sender
+    of ``vault worker`` or of the app does a moment later, done here at once)."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, engine: Engine | None = None) -> None:
         self.folder = folder
+        self.engine = engine
+
+    def deliver(self) -> None:
+        if self.engine is not None:
+            deliver_due(self.engine, OutboxMailer(self.folder))
 
     def all(self) -> list[Mail]:
+        self.deliver()
         if not self.folder.exists():
             return []
         mails = []

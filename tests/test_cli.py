@@ -349,3 +349,54 @@ def test_staff_create_makes_a_counter_agent_with_its_service(env: dict[str, str]
     missing = run(["staff", "create", "--email", "b@ville.example.fr", "--role", "agent", "--password-stdin"],
                   env, stdin="un mot de passe assez long\n")
     assert missing.returncode != 0 and "service" in missing.stderr + missing.stdout
+
+
+def test_worker_delivers_the_mail_the_app_queued(env: dict[str, str], database_url: str, engine, tmp_path: Path) -> None:
+    """`vault worker` (VAULT_MAIL_SENDER=worker): the page answered, the mail waited in the outbox
+    table; one pass of the worker delivers it (here to the development folder), and only once."""
+    from tests.conftest import make_settings
+    from tests.support import Browser, Outbox
+    from vault.app import create_app
+
+    app = create_app(make_settings(tmp_path / "var", database_url), engine=engine)
+    with Browser(app) as browser:
+        assert browser.register("worker@example.org").status_code == 200
+    folder = Outbox(tmp_path / "var" / "outbox")  # without the engine: reads the folder only
+    assert folder.all() == []
+    assert run_ok(["worker", "--once", "--json"], env) == {"sent": 1, "retried": 0, "failed": 0, "errors": []}
+    [mail] = folder.all()
+    assert mail.to == "worker@example.org" and "/verify-email?token=" in mail.body
+    assert run_ok(["worker", "--once", "--json"], env)["sent"] == 0
+
+
+def test_worker_runs_until_stopped_and_logs_no_address(env: dict[str, str], database_url: str, engine,
+                                                       tmp_path: Path) -> None:
+    """`vault worker` as an operator runs it: it delivers what the app queues while it runs, logs
+    JSON lines naming no address and no link, and stops cleanly on SIGTERM."""
+    import signal
+
+    from tests.conftest import make_settings
+    from tests.support import Browser, Outbox
+    from vault.app import create_app
+
+    worker = subprocess.Popen([*VAULT, "worker"], env={**env, "VAULT_MAIL_POLL_SECONDS": "1"},
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        app = create_app(make_settings(tmp_path / "var", database_url), engine=engine)
+        with Browser(app) as browser:
+            assert browser.register("looping@example.org").status_code == 200
+        folder = Outbox(tmp_path / "var" / "outbox")
+        deadline = time.monotonic() + 60
+        while not folder.all():
+            assert worker.poll() is None, worker.communicate(timeout=5)[0][-3000:]
+            assert time.monotonic() < deadline, "the worker delivered nothing within 60 s"
+            time.sleep(0.2)
+        [mail] = folder.all()
+        token = mail.body.split("token=")[1].split()[0]
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        output, _ = worker.communicate(timeout=30)
+    assert worker.returncode == 0
+    lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    assert any(entry.get("msg") == "mail written to the outbox" for entry in lines)
+    assert "looping@example.org" not in output and token not in output

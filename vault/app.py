@@ -30,6 +30,7 @@ from vault.crypto import AwsKmsProvider, KeyProviderError
 from vault.db import DatabaseUnavailable, ping
 from vault.gdpr import routes as gdpr_routes
 from vault.logs import configure_logging
+from vault.mail import Sender
 from vault.migrations import schema_is_current
 from vault.oidc import api_docs, demo
 from vault.oidc import routes as oidc_routes
@@ -53,8 +54,26 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     settings = settings or load_settings()
     for warning in settings.check():  # raises ConfigError when the configuration cannot run
         logger.warning(warning)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        """With ``VAULT_MAIL_SENDER=app`` (development, ``make run``), this process delivers the mail
+        outbox in a thread of its own; with ``worker``, ``vault worker`` does."""
+        services = app.state.services
+        sender = None
+        if services.settings.mail_sender == "app":
+            sender = Sender(services.engine, services.mail_transport, poll_seconds=services.settings.mail_poll_seconds,
+                            retention_days=services.settings.mail_retention_days)
+            sender.start()
+        try:
+            async with _lifespan(app):  # the audit log's periodic checkpoint
+                yield
+        finally:
+            if sender is not None:
+                sender.stop()
+
     app = FastAPI(
-        lifespan=_lifespan,
+        lifespan=lifespan,
         title="Citizen Vault",
         version=__version__,
         summary="The city's identity provider (OpenID Connect) and encrypted document vault.",

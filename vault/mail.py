@@ -1,36 +1,72 @@
-"""Outgoing mail: SMTP when ``VAULT_SMTP_URL`` is set, else ``.eml`` files in the outbox folder.
+"""Outgoing mail, through a transactional outbox.
 
-Mail carries single-use links (verification, password reset): the log says a mail left and where
-it went on disk, never its body.
+A mail is never sent inside the request that causes it: ``MailQueue.send`` writes the rendered
+message to the ``mail_outbox`` table in the caller's database transaction, so the mail exists if and
+only if the change that causes it was committed. ``deliver_due`` (run by ``vault worker``, or by a
+thread of the web app in development: ``VAULT_MAIL_SENDER``) hands the waiting messages to the
+transport — SMTP when ``VAULT_SMTP_URL`` is set, else ``.eml`` files in the outbox folder — with
+retries and a growing delay; a message is marked sent only after the SMTP server accepted it.
+
+Delivery is at least once: a sender that crashes after the server accepted a message and before
+marking it sent leaves it claimed; once its claim runs out (``CLAIM_SECONDS``) another pass sends it
+again, with the same ``Message-ID`` (mail clients and servers recognise the duplicate).
+
+Mail carries single-use links (verification, password reset): the log says a mail left, its kind
+and id, never its address or body.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import random
 import smtplib
 import ssl
+import threading
 import time
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from email import message_from_bytes
 from email.message import EmailMessage
+from email.policy import default as default_policy
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from sqlalchemy import Engine, delete, event, or_, update
+from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import Field, Session, SQLModel, col, select
+
 from vault.settings import Settings
 
 logger = logging.getLogger(__name__)
 
+# How long a sender holds a message it took (longer than any SMTP exchange with its timeouts); a
+# sender that died meanwhile leaves it to the next pass once this has run out.
+CLAIM_SECONDS = 600
+_FIRST_RETRY_SECONDS = 30
+_MAX_RETRY_SECONDS = 3600
+_BATCH = 20
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
 
 class MailError(Exception):
-    """The mail could not be handed over."""
+    """The mail could not be handed over; ``permanent``: the server refused it for good (5xx)."""
+
+    def __init__(self, reason: str, *, permanent: bool = False) -> None:
+        super().__init__(reason)
+        self.permanent = permanent
 
 
 class Mailer(Protocol):
+    """A transport: hands one message over (SMTP, or the development folder), or raises MailError."""
+
     def send(self, message: EmailMessage) -> None: ...
 
 
@@ -45,9 +81,21 @@ class OutboxMailer:
         # Named in sending order (nanoseconds first), so that `ls` lists them in order.
         path = self.folder / f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.eml"
         tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(bytes(message))
-        os.replace(tmp, path)  # a reader never sees half a mail
+        try:
+            tmp.write_bytes(bytes(message))
+            os.replace(tmp, path)  # a reader never sees half a mail
+        except OSError as exc:
+            raise MailError(type(exc).__name__) from None
         logger.info("mail written to the outbox", extra={"path": str(path), "subject": message["Subject"]})
+
+
+def _permanent(exc: Exception) -> bool:
+    """A refusal the server will repeat (5xx): retrying would only repeat it."""
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        return all(code >= 500 for code, _ in exc.recipients.values())
+    if isinstance(exc, smtplib.SMTPResponseException) and not isinstance(exc, smtplib.SMTPAuthenticationError):
+        return exc.smtp_code >= 500
+    return False
 
 
 class SmtpMailer:
@@ -76,15 +124,245 @@ class SmtpMailer:
                     client.login(self.username, self.password or "")
                 client.send_message(message)
         except (OSError, smtplib.SMTPException) as exc:
-            logger.error("mail not sent", extra={"error": type(exc).__name__, "smtp_host": self.host})
-            raise MailError(type(exc).__name__) from None
-        logger.info("mail sent", extra={"subject": message["Subject"], "smtp_host": self.host})
+            raise MailError(type(exc).__name__, permanent=_permanent(exc)) from None
 
 
-def make_mailer(settings: Settings) -> Mailer:
+def make_transport(settings: Settings) -> Mailer:
+    """What delivers the outbox: SMTP when configured, else the development folder."""
     if settings.smtp_url:
         return SmtpMailer(settings.smtp_url.get_secret_value())
     return OutboxMailer(settings.outbox_dir)
+
+
+# ---- the outbox -------------------------------------------------------------------------------------
+
+
+class OutgoingMail(SQLModel, table=True):
+    """A rendered message waiting for (or kept a while after) its delivery. Holds personal data
+    (the address, links with tokens): deleted ``VAULT_MAIL_RETENTION_DAYS`` after delivery, and with
+    the citizen's other data at erasure."""
+
+    __tablename__ = "mail_outbox"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    message_id: str = Field(max_length=255)
+    recipient: str = Field(max_length=320, index=True)
+    citizen_id: uuid.UUID | None = Field(default=None, index=True)  # whose mail, for erasure and export
+    kind: str = Field(max_length=80)  # the template: what the log and the export say of it
+    subject: str = Field(max_length=500)
+    content: bytes  # the whole message (RFC 5322)
+    created_at: datetime = Field(default_factory=_utcnow)
+    next_attempt_at: datetime = Field(default_factory=_utcnow, index=True)
+    claimed_until: datetime | None = None
+    attempts: int = 0
+    last_error: str | None = Field(default=None, max_length=200)
+    sent_at: datetime | None = Field(default=None, index=True)
+    failed_at: datetime | None = None
+    # Deleted as soon as it left (or was refused for good) instead of kept: the certificate mailed
+    # to a citizen just erased, whose address nothing else keeps.
+    forget_when_done: bool = False
+
+
+class MailQueue:
+    """Where the services post their mail: a row of the outbox, in the caller's transaction."""
+
+    def send(self, message: EmailMessage, *, db: Session, kind: str, citizen_id: uuid.UUID | None = None,
+             forget_when_done: bool = False) -> OutgoingMail:
+        row = OutgoingMail(message_id=str(message["Message-ID"]), recipient=str(message["To"])[:320],
+                           citizen_id=citizen_id, kind=kind[:80], subject=str(message["Subject"])[:500],
+                           content=bytes(message), forget_when_done=forget_when_done)
+        db.add(row)
+        db.info["mail_queued"] = True
+        return row
+
+
+def make_mailer(settings: Settings) -> MailQueue:  # noqa: ARG001  (one signature with make_transport)
+    """The mail queue the services use (delivery is ``deliver_due``'s business)."""
+    return MailQueue()
+
+
+@dataclass
+class Delivery:
+    """What one pass of the sender did."""
+
+    sent: int = 0
+    retried: int = 0
+    failed: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def _retry_delay(attempts: int) -> timedelta:
+    """30 s, 1 min, 2 min… capped at one hour, with a little jitter so that senders spread out."""
+    seconds = min(_MAX_RETRY_SECONDS, _FIRST_RETRY_SECONDS * 2 ** max(0, attempts - 1))
+    return timedelta(seconds=seconds * random.uniform(0.9, 1.1))  # noqa: S311  (not a secret)
+
+
+def _claim(engine: Engine, *, now: datetime, limit: int) -> list[OutgoingMail]:
+    """Take up to ``limit`` due messages for this sender: rows another sender holds are skipped
+    (``FOR UPDATE SKIP LOCKED`` on PostgreSQL; SQLite has one writer at a time) and each taken row
+    gets a claim, committed before anything is sent, so no transaction stays open during SMTP."""
+    free = or_(col(OutgoingMail.claimed_until).is_(None), col(OutgoingMail.claimed_until) < now)
+    with Session(engine, expire_on_commit=False) as db:
+        rows = db.exec(select(OutgoingMail).where(
+            col(OutgoingMail.sent_at).is_(None), col(OutgoingMail.failed_at).is_(None),
+            col(OutgoingMail.next_attempt_at) <= now, free,
+        ).order_by(col(OutgoingMail.next_attempt_at)).limit(limit).with_for_update(skip_locked=True)).all()
+        claimed = []
+        for row in rows:
+            # Conditional: of two senders that read the same row (SQLite) only one takes it.
+            taken = db.exec(update(OutgoingMail).where(col(OutgoingMail.id) == row.id, free)
+                            .values(claimed_until=now + timedelta(seconds=CLAIM_SECONDS)))
+            if taken.rowcount == 1:
+                claimed.append(row)
+        db.commit()
+    return claimed
+
+
+def deliver_due(engine: Engine, transport: Mailer, *, now: datetime | None = None, limit: int = _BATCH) -> Delivery:
+    """One pass of the sender: hand every due message to ``transport``, at most ``limit`` at a time
+    until none is left. A plain callable (a job queue can run it). A message the transport refuses
+    for a while is tried again later (30 s, then twice as long each time, at most an hour apart); one
+    the server refuses for good (5xx) is marked failed and logged."""
+    report = Delivery()
+    while True:
+        rows = _claim(engine, now=now or _utcnow(), limit=limit)
+        for row in rows:
+            _deliver_one(engine, transport, row, report)
+        if len(rows) < limit or report.errors:  # all done, or the transport is failing: the next pass
+            return report
+
+
+def _deliver_one(engine: Engine, transport: Mailer, row: OutgoingMail, report: Delivery) -> None:
+    message = message_from_bytes(row.content, _class=EmailMessage, policy=default_policy)
+    described = {"mail_id": str(row.id), "kind": row.kind, "message_id": row.message_id, "attempt": row.attempts + 1}
+    try:
+        try:
+            transport.send(message)
+        except MailError:
+            raise
+        except Exception as exc:  # noqa: BLE001  (whatever the transport met: the message waits and is retried)
+            raise MailError(type(exc).__name__) from None
+    except MailError as exc:
+        done = _utcnow()
+        values: dict[str, object] = {"attempts": row.attempts + 1, "last_error": str(exc)[:200], "claimed_until": None}
+        if exc.permanent:
+            values["failed_at"] = done
+            report.failed += 1
+            logger.error("mail refused for good", extra={**described, "error": str(exc)})
+        else:
+            values["next_attempt_at"] = done + _retry_delay(row.attempts + 1)
+            report.retried += 1
+            logger.warning("mail not sent, will retry", extra={**described, "error": str(exc)})
+        report.errors.append(str(exc))
+    else:
+        values = {"attempts": row.attempts + 1, "sent_at": _utcnow(), "claimed_until": None, "last_error": None}
+        report.sent += 1
+        logger.info("mail sent", extra=described)
+    # If this write is lost (a crash, the database away), the claim runs out and the message goes
+    # again: at least once, never lost.
+    with Session(engine) as db:
+        if row.forget_when_done and (values.get("sent_at") or values.get("failed_at")):
+            db.exec(delete(OutgoingMail).where(col(OutgoingMail.id) == row.id))
+        else:
+            db.exec(update(OutgoingMail).where(col(OutgoingMail.id) == row.id).values(**values))
+        db.commit()
+
+
+def purge_sent(db: Session, *, before: datetime) -> int:
+    """Delete the messages delivered (or refused for good) before ``before``; how many."""
+    result = db.exec(delete(OutgoingMail).where(
+        or_(col(OutgoingMail.sent_at) < before, col(OutgoingMail.failed_at) < before)))
+    return result.rowcount
+
+
+def forget_recipient(db: Session, *, citizen_id: uuid.UUID, addresses: Sequence[str]) -> int:
+    """Erasure: every message of the citizen, sent or waiting (by account, and by address for those
+    written before the account was known); how many."""
+    condition = col(OutgoingMail.citizen_id) == citizen_id
+    if addresses:
+        condition = or_(condition, col(OutgoingMail.recipient).in_(list(addresses)))
+    return db.exec(delete(OutgoingMail).where(condition)).rowcount
+
+
+def messages_of(db: Session, *, citizen_id: uuid.UUID) -> list[dict[str, object]]:
+    """For the export: the mails the service keeps for the citizen (subject, dates, state)."""
+    rows = db.exec(select(OutgoingMail).where(OutgoingMail.citizen_id == citizen_id)
+                   .order_by(col(OutgoingMail.created_at)))
+    return [{"objet": r.subject, "destinataire": r.recipient, "cree_le": r.created_at, "envoye_le": r.sent_at,
+             "etat": "envoyé" if r.sent_at else "refusé" if r.failed_at else "en attente"} for r in rows]
+
+
+class Sender:
+    """The sender loop: ``deliver_due`` every ``poll_seconds`` (sooner when woken), and the purge of
+    delivered messages once an hour. ``run`` for ``vault worker``; ``start``/``stop`` for the thread
+    the web app runs in development."""
+
+    def __init__(self, engine: Engine, transport: Mailer, *, poll_seconds: float, retention_days: int) -> None:
+        self.engine = engine
+        self.transport = transport
+        self.poll_seconds = poll_seconds
+        self.retention_days = retention_days
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._purged_at: datetime | None = None
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def run_once(self) -> Delivery:
+        report = deliver_due(self.engine, self.transport)
+        now = _utcnow()
+        if self._purged_at is None or now - self._purged_at > timedelta(hours=1):
+            with Session(self.engine) as db:
+                purged = purge_sent(db, before=now - timedelta(days=self.retention_days))
+                db.commit()
+            self._purged_at = now
+            if purged:
+                logger.info("delivered mail purged", extra={"count": purged})
+        return report
+
+    def run(self) -> None:
+        """Until ``stop``: a pass, then wait. A database that does not answer is retried."""
+        while not self._stop.is_set():
+            try:
+                self.run_once()
+            except SQLAlchemyError as exc:
+                logger.warning("mail sender cannot reach the database", extra={"error": type(exc).__name__})
+            except Exception as exc:  # noqa: BLE001  (the loop outlives one bad pass; its mail is claimed, then retried)
+                logger.error("mail sender pass failed", extra={"error": type(exc).__name__})  # no traceback: no content
+            self._wake.wait(self.poll_seconds)
+            self._wake.clear()
+
+    def start(self) -> None:
+        self._wake.clear()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self.run, name="mail-sender", daemon=True)
+        self._thread.start()
+        _live_senders.add(self)
+
+    def request_stop(self) -> None:
+        """``run`` returns after the message it is sending (a signal handler may call this)."""
+        self._stop.set()
+        self._wake.set()
+
+    def stop(self) -> None:
+        self.request_stop()
+        _live_senders.discard(self)
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+
+
+_live_senders: set[Sender] = set()
+
+
+@event.listens_for(Session, "after_commit")
+def _wake_senders(db: Session) -> None:
+    """After a commit that queued mail, the senders of this process look at once (not at their next poll)."""
+    if db.info.pop("mail_queued", False):
+        for sender in list(_live_senders):
+            sender.wake()
 
 
 @dataclass(frozen=True)

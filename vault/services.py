@@ -38,7 +38,7 @@ from vault.gdpr.audit import AppLogins, AuditTrail
 from vault.gdpr.proconnect import ProConnectLogin
 from vault.gdpr.service import GdprService
 from vault.gdpr.staff import StaffService
-from vault.mail import Mailer, make_mailer
+from vault.mail import Mailer, MailQueue, make_mailer, make_transport
 from vault.oidc.keys import KeyStore
 from vault.oidc.service import OpenIDService
 from vault.settings import Settings
@@ -57,7 +57,8 @@ class Services:
     keys: crypto.KeyProvider  # wraps citizen keys, signing keys and service secrets
     blob_store: BlobStore
     scanner: Scanner
-    mailer: Mailer
+    mailer: MailQueue  # outgoing mail, queued in the caller's transaction (vault.mail)
+    mail_transport: Mailer  # what delivers the queue: SMTP, or the development folder
     keystore: KeyStore  # token signing keys and service secrets
     accounts: AccountService
     franceconnect: FranceConnectLogin  # "S'identifier avec FranceConnect" (off unless configured)
@@ -97,7 +98,7 @@ def build_services(settings: Settings, *, engine: Engine | None = None) -> Servi
     )
     alerts = AlertService(settings=settings, mailer=mailer, secrets=keystore)
     documents = DocumentService(settings=settings, keys=keys, store=blob_store, scanner=scanner, alerts=alerts)
-    shares = ShareService(hasher=hasher, alerts=alerts)
+    shares = ShareService(hasher=hasher, alerts=alerts, accounts=accounts)
     staff = StaffService(accounts)
     oidc = OpenIDService(settings=settings, keystore=keystore, accounts=accounts, documents=documents, alerts=alerts,
                          logins=AppLogins(keystore))
@@ -122,6 +123,7 @@ def build_services(settings: Settings, *, engine: Engine | None = None) -> Servi
         blob_store=blob_store,
         scanner=scanner,
         mailer=mailer,
+        mail_transport=make_transport(settings),
         keystore=keystore,
         accounts=accounts,
         franceconnect=FranceConnectLogin(settings=settings, accounts=accounts),

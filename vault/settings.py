@@ -67,6 +67,11 @@ class Settings(BaseSettings):
 
     smtp_url: SecretStr | None = None
     mail_from: str = "Citizen Vault <no-reply@localhost>"
+    # Who delivers the mail outbox: a thread of each web process ("app", one command in development)
+    # or `vault worker` ("worker"). How often the sender looks, how long delivered mail is kept.
+    mail_sender: Literal["app", "worker"] = "app"
+    mail_poll_seconds: int = Field(default=5, ge=1, le=3600)
+    mail_retention_days: int = Field(default=7, ge=1, le=365)
 
     # "S'identifier avec FranceConnect" for citizens, ProConnect for staff: this service is then a
     # relying party of theirs (vault.auth.federation). All three of a kind, or none.
@@ -92,6 +97,14 @@ class Settings(BaseSettings):
     login_free_failures_per_account: int = Field(default=5, ge=1)
     # A city hall's counter PCs share one public address: the per-address budget is larger.
     login_free_failures_per_address: int = Field(default=50, ge=1)
+    # Requests that mail someone (registration, password reset, a new confirmation link): free ones
+    # per email address and per client address, then a growing wait (30 s, doubling, at most 1 h).
+    mail_requests_free_per_email: int = Field(default=3, ge=1)
+    mail_requests_free_per_address: int = Field(default=20, ge=1)
+    # The shortest answer of those pages (ms, the commit included): whatever the account, the same time.
+    mail_request_min_ms: int = Field(default=400, ge=0, le=10_000)
+    # Wrong share-link codes from one client address (over every link) before the same growing wait.
+    share_code_free_failures_per_address: int = Field(default=20, ge=1)
     # Argon2id cost (RFC 9106 second recommended option by default). Lower only in tests.
     argon2_time_cost: int = Field(default=3, ge=1)
     argon2_memory_kib: int = Field(default=64 * 1024, ge=8 * 1024)

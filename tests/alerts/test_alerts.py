@@ -210,8 +210,8 @@ def test_a_mail_that_cannot_be_sent_fails_neither_the_deposit_nor_the_grant(
         vault_app, citizen: Browser, engine, outbox: Outbox, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
     class Down:
-        def send(self, message: object) -> None:  # noqa: ARG002  (a Mailer's signature)
-            raise MailError("SMTPServerDisconnected")
+        def send(self, message: object, **where: object) -> None:  # noqa: ARG002  (a MailQueue's signature)
+            raise MailError("the outbox cannot take it")
 
     monkeypatch.setattr(vault_app.state.services.alerts, "mailer", Down())
     with caplog.at_level(logging.WARNING, logger="vault.alerts.service"):

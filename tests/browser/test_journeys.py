@@ -48,7 +48,7 @@ def staff_log_in(page: Any, staff: Any, lands: str) -> None:
 
 
 def test_a_citizen_an_agent_and_the_dpo_walk_the_service(site, open_context, audit) -> None:
-    outbox = Outbox(site.app.state.settings.outbox_dir)
+    outbox = Outbox(site.app.state.settings.outbox_dir, site.app.state.engine)
     address = "lucienne.morel@exemple.example.org"
 
     # ---- a citizen registers, confirms, logs in, turns on two-factor login -----------------------

@@ -21,6 +21,7 @@ from vault.crypto.streaming import StreamDecryptor
 from vault.gdpr import audit
 from vault.gdpr.models import AuditEntry
 from vault.gdpr.service import GdprError, Staff, SubjectErased, SubjectNotFound
+from vault.mail import deliver_due
 from vault.storage.models import Document
 
 DPO = Staff(actor="staff:test", label="DPO de test")
@@ -88,6 +89,8 @@ def test_erasure_leaves_nothing_readable(vault_app, filled: dict, citizen: Brows
 
     with Session(engine) as db:
         certificate = gdpr.erase(db, citizen_id=cid, reason="demande de la personne", by=DPO)
+    # The certificate's mail is the one row that keeps the address, until it leaves.
+    assert deliver_due(engine, vault_app.state.services.mail_transport).sent >= 1
 
     # No row in any table names the citizen (id, email, name).
     needles = [str(cid), cid.hex, EMAIL, "Jeanne Marie", "Martin"]

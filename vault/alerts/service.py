@@ -34,7 +34,7 @@ from vault.alerts.exceptions import InvalidUnsubscribeLink, UnknownSubscriber
 from vault.alerts.models import KINDS, AlertSwitch, ValidityAlert
 from vault.auth.models import Citizen
 from vault.db import utcnow
-from vault.mail import Mailer, compose
+from vault.mail import MailQueue, compose
 from vault.settings import Settings
 from vault.web.mails import render_mail
 
@@ -71,7 +71,7 @@ def _b64(raw: bytes) -> str:
 class AlertService:
     """Alert mails and the citizen's switches. Owns ``alert_switch`` and ``validity_alert``."""
 
-    def __init__(self, *, settings: Settings, mailer: Mailer, secrets: Secrets) -> None:
+    def __init__(self, *, settings: Settings, mailer: MailQueue, secrets: Secrets) -> None:
         self.settings = settings
         self.mailer = mailer
         self.secrets = secrets
@@ -151,7 +151,7 @@ class AlertService:
     # ---- the alerts ----------------------------------------------------------------------------------
 
     def _send(self, db: Session, *, citizen_id: uuid.UUID, kind: str, template: str, **context: object) -> bool:
-        """Mail one alert if its kind is on; whether it left. Never raises for the mail itself."""
+        """Queue one alert mail if its kind is on; whether it was. Never raises for the mail itself."""
         if not self.is_on(db, citizen_id=citizen_id, kind=kind):
             return False
         citizen = db.get(Citizen, citizen_id)
@@ -162,8 +162,9 @@ class AlertService:
             subject, body = render_mail(template, {"settings": self.settings, "kind_label": KINDS[kind],
                                                    "unsubscribe_url": url, **context})
             self.mailer.send(compose(self.settings, to=citizen.email, subject=subject, body=body, headers={
-                "List-Unsubscribe": f"<{url}>", "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}))
-        except Exception as exc:  # noqa: BLE001  (SMTP, outbox disk, template: the grant or deposit goes on)
+                "List-Unsubscribe": f"<{url}>", "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}),
+                db=db, kind=template, citizen_id=citizen_id)
+        except Exception as exc:  # noqa: BLE001  (a template that fails: the grant or deposit goes on)
             logger.warning("alert mail not sent", extra={"kind": kind, "citizen_id": str(citizen_id),
                                                          "error": type(exc).__name__})
             return False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any, Protocol
 from urllib.parse import quote
 
@@ -33,12 +34,10 @@ from vault.auth.identity import resolve_birthplace
 from vault.auth.models import CitizenPublic
 from vault.auth.passkeys import PasskeyService
 from vault.auth.service import NO_SECOND_FACTOR, AccountService, CurrentLogin
-from vault.mail import MailError
 from vault.translation import N_
 from vault.web.dependencies import Db, FormFields, redirect
 from vault.web.openapi import SESSION, api_errors
 from vault.web.pages import (
-    PageError,
     clear_cookie,
     client_address,
     get_cookie,
@@ -84,7 +83,6 @@ MAIL_SENT = (
     N_("Si un compte correspond à cette adresse, un e-mail vient de lui être envoyé. "
        "Pensez à regarder dans les courriers indésirables.")
 )
-MAIL_FAILED = "Nous n'avons pas pu envoyer l'e-mail pour le moment. Rien n'a été enregistré : réessayez dans quelques minutes."
 
 
 def passkeys_usable(request: Request) -> bool:
@@ -132,16 +130,25 @@ def register_page(request: Request, current: OptionalLogin) -> Response:
     return _register_page(request)
 
 
+def _not_before(request: Request, db: Session, started: float) -> None:
+    """Commit, then wait until ``VAULT_MAIL_REQUEST_MIN_MS`` have passed since ``started``: the pages
+    that mail someone answer in the same time whether an account exists (the work of both paths is
+    alike already; this hides what is left, the commit included)."""
+    db.commit()
+    remaining = app_settings(request).mail_request_min_ms / 1000 - (time.perf_counter() - started)
+    if remaining > 0:
+        time.sleep(remaining)
+
+
 @router.post("/register", include_in_schema=False)
 def register(request: Request, form: FormFields, db: Db, service: Accounts) -> Response:
+    started = time.perf_counter()
     try:
-        service.register(db=db, form=form)
+        service.register(db=db, form=form, address=client_address(request))
     except InvalidInput as exc:
         db.rollback()
         return _register_page(request, errors=exc.fields, form=form, status=400)
-    except MailError:
-        db.rollback()
-        raise PageError(503, MAIL_FAILED) from None
+    _not_before(request, db, started)
     return message_page(
         request,
         title=N_("Vérifiez votre boîte mail"),
@@ -196,17 +203,18 @@ def _email_form(request: Request, *, errors: dict[str, str] | None = None, value
 class _LinkSender(Protocol):
     """A service method that mails a link to an address if it has an account (and says nothing)."""
 
-    def __call__(self, *, db: Session, email: str) -> None: ...
+    def __call__(self, *, db: Session, email: str, address: str) -> None: ...
 
 
 def _email_form_post(request: Request, form: dict[str, str], db: Session, send: _LinkSender) -> Response:
+    """The same answer whether an account exists, and whether the limits let the mail go (the mail
+    is queued: it never leaves during the request)."""
+    started = time.perf_counter()
     try:
-        send(db=db, email=form.get("email", ""))
+        send(db=db, email=form.get("email", ""), address=client_address(request))
     except InvalidInput as exc:
         return _email_form(request, errors=exc.fields, values=_values(form), status=400)
-    except MailError:
-        db.rollback()
-        raise PageError(503, MAIL_FAILED) from None
+    _not_before(request, db, started)
     return message_page(request, title=N_("Vérifiez votre boîte mail"), message=MAIL_SENT)
 
 

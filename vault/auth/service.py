@@ -17,6 +17,8 @@ from zoneinfo import ZoneInfo
 
 import pyotp
 from sqlalchemy import delete, func, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col, select
 
 from vault import crypto
@@ -54,7 +56,7 @@ from vault.auth.passwords import Hasher, password_problem
 from vault.crypto.rotation import WrappedColumn
 from vault.crypto.tokens import new_token, token_hash
 from vault.db import utcnow
-from vault.mail import Mailer, MailError
+from vault.mail import MailQueue
 from vault.settings import Settings
 from vault.translation import N_
 from vault.web.mails import send_mail
@@ -145,7 +147,7 @@ THROTTLE_SECRET = "login-throttle"  # noqa: S105  (the secret's name, not a secr
 class AccountService:
     """Accounts and sessions. Holds configuration only; every method takes the DB session."""
 
-    def __init__(self, *, settings: Settings, hasher: Hasher, mailer: Mailer, keys: crypto.KeyProvider,
+    def __init__(self, *, settings: Settings, hasher: Hasher, mailer: MailQueue, keys: crypto.KeyProvider,
                  secrets: Secrets) -> None:
         self.settings = settings
         self.hasher = hasher
@@ -156,13 +158,15 @@ class AccountService:
 
     # ---- registration and email links ---------------------------------------------------------
 
-    def register(self, *, db: Session, form: dict[str, str]) -> None:
+    def register(self, *, db: Session, form: dict[str, str], address: str) -> None:
         """Create an unverified account and mail its verification link. The birthplace may be the
         commune's name or postal code (``birthplace_choice``: the one picked among several).
 
-        An email already registered gets the same answer on the page (no account enumeration);
-        its owner receives a mail saying so, with the way to log in or reset the password.
-        Raises InvalidInput with every field problem at once; nothing is written then.
+        An email already registered gets the same answer on the page (no account enumeration) after
+        the same work; its owner receives a mail saying so, with the way to log in or reset the
+        password. Limited per email and per client ``address`` (``allow_mail_request``): over the
+        limit, the same answer and nothing done. Raises InvalidInput with every field problem at
+        once; nothing is written then.
         """
         errors: dict[str, str] = {}
         try:
@@ -176,11 +180,13 @@ class AccountService:
             errors["password"] = problem
         if errors:
             raise InvalidInput(errors)
+        if not self.allow_mail_request(db=db, action="register", email=email, address=address):
+            return
 
         password_hash = self.hasher.hash(password)  # also for an existing email: same timing
         existing = db.exec(select(Citizen).where(Citizen.email == email)).first()
         if existing is not None:
-            self._mail(to=email, template="registration_attempted")
+            self._mail(db=db, to=email, template="registration_attempted", citizen_id=existing.id)
             logger.info("registration attempted for an existing account", extra={"citizen_id": str(existing.id)})
             return
         citizen = Citizen(email=email, password_hash=password_hash, **identity)
@@ -222,7 +228,7 @@ class AccountService:
         one, no password. With an address: a link to choose the password (valid 7 days, it also
         confirms the address); without: a login identifier, printed on the activation letter.
         Raises InvalidInput with every field problem at once (an address another account uses is
-        one); nothing is written then. MailError when the link cannot leave."""
+        one); nothing is written then. The link is queued with the account (vault.mail)."""
         email, identity, errors = self._counter_form(db=db, form=form)
         if errors:
             raise InvalidInput(errors)
@@ -267,8 +273,8 @@ class AccountService:
         db.exec(update(EmailToken).where(col(EmailToken.citizen_id) == citizen.id, col(EmailToken.purpose) == "activate",
                                          col(EmailToken.used_at).is_(None)).values(used_at=utcnow()))
         token = self._issue_link(db=db, citizen=citizen, purpose="activate", ttl=timedelta(days=ACTIVATION_LINK_DAYS))
-        self._mail(to=citizen.email, template="account_opened", first_name=citizen.given_name.split(" ")[0],
-                   token=token, days=ACTIVATION_LINK_DAYS)
+        self._mail(db=db, to=citizen.email, template="account_opened", citizen_id=citizen.id,
+                   first_name=citizen.given_name.split(" ")[0], token=token, days=ACTIVATION_LINK_DAYS)
 
     def activate_with_link(self, *, db: Session, token: str, password: str) -> Citizen:
         """The first password of a counter-opened account, from its mailed link: the address is
@@ -306,18 +312,20 @@ class AccountService:
             normalized = normalize_email(email)
         except ValueError as exc:
             raise InvalidInput({"email": str(exc)}) from None
-        if db.exec(select(Citizen.id).where(Citizen.email == normalized)).first() is not None:
-            self.notify(to=normalized, template="registration_attempted")
+        if (other := db.exec(select(Citizen.id).where(Citizen.email == normalized)).first()) is not None:
+            self.notify(db=db, to=normalized, template="registration_attempted", citizen_id=other)
             return
         token, digest = new_token()
         db.add(EmailToken(id=digest, citizen_id=citizen.id, purpose="change_email", new_email=normalized,
                           expires_at=utcnow() + timedelta(hours=EMAIL_CHANGE_HOURS)))
-        self._mail(to=normalized, template="email_change_confirm", token=token, hours=EMAIL_CHANGE_HOURS)
+        self._mail(db=db, to=normalized, template="email_change_confirm", citizen_id=citizen.id, token=token,
+                   hours=EMAIL_CHANGE_HOURS)
 
     def _send_verification(self, *, db: Session, citizen: Citizen) -> None:
         token = self._issue_link(db=db, citizen=citizen, purpose="verify_email",
                                  ttl=timedelta(hours=self.settings.email_verification_hours))
-        self._mail(to=citizen.email, template="verify_email", first_name=citizen.given_name.split(" ")[0], token=token)
+        self._mail(db=db, to=citizen.email, template="verify_email", citizen_id=citizen.id,
+                   first_name=citizen.given_name.split(" ")[0], token=token)
 
     @staticmethod
     def _find_by_email(*, db: Session, email: str) -> Citizen | None:
@@ -328,11 +336,16 @@ class AccountService:
             raise InvalidInput({"email": str(exc)}) from None
         return db.exec(select(Citizen).where(Citizen.email == normalized)).first()
 
-    def resend_verification(self, *, db: Session, email: str) -> None:
-        """Send a new link if the account exists and is unverified; say nothing either way."""
+    def resend_verification(self, *, db: Session, email: str, address: str) -> None:
+        """Send a new link if the account exists and is unverified; say nothing either way, after
+        the same work (``_same_work``). Limited like a registration."""
         citizen = self._find_by_email(db=db, email=email)
+        if not self.allow_mail_request(db=db, action="resend", email=normalize_email(email), address=address):
+            return
         if citizen is not None and citizen.email_verified_at is None:
             self._send_verification(db=db, citizen=citizen)
+        else:
+            self._same_work(db=db, template="verify_email", first_name="Jeanne")
 
     def verify_email(self, *, db: Session, token: str) -> Citizen:
         link = self._consume_link(db=db, token=token, purpose="verify_email")
@@ -344,14 +357,31 @@ class AccountService:
         logger.info("email verified", extra={"citizen_id": str(citizen.id)})
         return citizen
 
-    def request_password_reset(self, *, db: Session, email: str) -> None:
-        """Mail a reset link valid 30 minutes if the account exists; the same answer otherwise."""
+    def request_password_reset(self, *, db: Session, email: str, address: str) -> None:
+        """Mail a reset link valid 30 minutes if the account exists; the same answer otherwise, after
+        the same work (``_same_work``). Limited like a registration."""
         citizen = self._find_by_email(db=db, email=email)
+        if not self.allow_mail_request(db=db, action="reset", email=normalize_email(email), address=address):
+            return
         if citizen is None:
+            self._same_work(db=db, template="password_reset")
             return
         token = self._issue_link(db=db, citizen=citizen, purpose="reset_password",
                                  ttl=timedelta(minutes=self.settings.password_reset_minutes))
-        self._mail(to=citizen.email, template="password_reset", token=token)
+        self._mail(db=db, to=citizen.email, template="password_reset", citizen_id=citizen.id, token=token)
+
+    def _same_work(self, *, db: Session, template: str, **context: Any) -> None:
+        """What a mailed link costs, for an address without an account: a token made, the mail
+        rendered and written to the outbox — then taken back before the commit: the answer takes as
+        long as when the account exists, and nothing is kept or sent."""
+        token, digest = new_token()
+        EmailToken(id=digest, citizen_id=uuid.uuid4(), purpose="reset_password", expires_at=utcnow())
+        row = send_mail(self.mailer, self.settings, db=db, to="nobody@invalid", template=template, token=token,
+                        **context)
+        db.flush()
+        db.delete(row)
+        db.flush()
+        db.info.pop("mail_queued", None)
 
     def check_link(self, *, db: Session, token: str, purpose: Purpose) -> Citizen:
         """Raise InvalidLink unless the link can still be used (for showing its form); its account."""
@@ -404,7 +434,8 @@ class AccountService:
         self.logout_everywhere(db=db, citizen_id=citizen.id)
         self._clear_throttle(db=db, key=self._account_key(db, login_name(citizen)))
         logger.info("password reset", extra={"citizen_id": str(citizen.id)})
-        self.notify(to=citizen.email, template="password_changed", at=self._local_now(), apps_signed_out=True)
+        self.notify(db=db, to=citizen.email, template="password_changed", citizen_id=citizen.id, at=self._local_now(),
+                    apps_signed_out=True)
         return citizen
 
     def change_password(self, *, db: Session, current: CurrentLogin, password: str, new_password: str,
@@ -431,7 +462,7 @@ class AccountService:
                 .values(used_at=utcnow()))
         self._clear_throttle(db=db, key=keys[0])
         logger.info("password changed", extra={"citizen_id": str(citizen.id)})
-        self.notify(to=citizen.email, template="password_changed", at=self._local_now())
+        self.notify(db=db, to=citizen.email, template="password_changed", citizen_id=citizen.id, at=self._local_now())
 
     def request_email_change(self, *, db: Session, current: CurrentLogin, password: str, new_email: str,
                              address: str) -> None:
@@ -452,8 +483,8 @@ class AccountService:
             self.record_login_failure(db=db, email=login_name(citizen), address=address)
             raise InvalidInput({"password": N_("Mot de passe actuel incorrect.")})
         self._clear_throttle(db=db, key=keys[0])
-        if db.exec(select(Citizen.id).where(Citizen.email == normalized)).first() is not None:
-            self.notify(to=normalized, template="registration_attempted")
+        if (other := db.exec(select(Citizen.id).where(Citizen.email == normalized)).first()) is not None:
+            self.notify(db=db, to=normalized, template="registration_attempted", citizen_id=other)
             return
         db.exec(update(EmailToken).where(col(EmailToken.citizen_id) == citizen.id,
                                          col(EmailToken.purpose) == "change_email", col(EmailToken.used_at).is_(None))
@@ -461,8 +492,10 @@ class AccountService:
         token, digest = new_token()
         db.add(EmailToken(id=digest, citizen_id=citizen.id, purpose="change_email", new_email=normalized,
                           expires_at=utcnow() + timedelta(hours=EMAIL_CHANGE_HOURS)))
-        self._mail(to=normalized, template="email_change_confirm", token=token, hours=EMAIL_CHANGE_HOURS)
-        self.notify(to=citizen.email, template="email_change_requested", new_email=mask_email(normalized))
+        self._mail(db=db, to=normalized, template="email_change_confirm", citizen_id=citizen.id, token=token,
+                   hours=EMAIL_CHANGE_HOURS)
+        self.notify(db=db, to=citizen.email, template="email_change_requested", citizen_id=citizen.id,
+                    new_email=mask_email(normalized))
         logger.info("email change requested", extra={"citizen_id": str(citizen.id)})
 
     def confirm_email_change(self, *, db: Session, token: str) -> Citizen:
@@ -476,7 +509,7 @@ class AccountService:
         old = citizen.email
         citizen.email, citizen.email_verified_at, citizen.updated_at = link.new_email, utcnow(), utcnow()
         logger.info("email changed", extra={"citizen_id": str(citizen.id)})
-        self.notify(to=old, template="email_changed", new_email=mask_email(link.new_email))
+        self.notify(db=db, to=old, template="email_changed", citizen_id=citizen.id, new_email=mask_email(link.new_email))
         return citizen
 
     def _local_now(self) -> datetime:
@@ -507,18 +540,20 @@ class AccountService:
             raise InvalidLink()
         return link
 
-    def _mail(self, *, to: str | None, template: str, **context: Any) -> None:
+    def _mail(self, *, db: Session, to: str | None, template: str, citizen_id: uuid.UUID | None = None,
+              forget_when_done: bool = False, **context: Any) -> None:
+        """Queue a mail in ``db``'s transaction (``vault.mail``): it leaves once the change commits."""
         if to is None:  # an account opened at the counter without an address: nobody to tell
             return
-        send_mail(self.mailer, self.settings, to=to, template=template, **context)
+        send_mail(self.mailer, self.settings, db=db, to=to, template=template, citizen_id=citizen_id,
+                  forget_when_done=forget_when_done, **context)
 
-    def notify(self, *, to: str | None, template: str, **context: Any) -> None:
-        """A notice the citizen should get (a security change, an erasure): a mail that cannot leave
-        never undoes what was done; the log says which notice failed, never its content."""
-        try:
-            self._mail(to=to, template=template, **context)
-        except MailError as exc:
-            logger.warning("notice not sent", extra={"template": template, "error": type(exc).__name__})
+    def notify(self, *, db: Session, to: str | None, template: str, citizen_id: uuid.UUID | None = None,
+               forget_when_done: bool = False, **context: Any) -> None:
+        """A notice the citizen should get (a security change, an erasure), queued with the change
+        that causes it: it leaves when the change is committed, and is retried while mail is down."""
+        self._mail(db=db, to=to, template=template, citizen_id=citizen_id, forget_when_done=forget_when_done,
+                   **context)
 
     # ---- login and throttling ------------------------------------------------------------------
 
@@ -528,6 +563,12 @@ class AccountService:
         address cannot be checked against it by hashing guesses."""
         key = self.secrets.secret(db, THROTTLE_SECRET)
         return "account:" + hmac.new(key, name.encode(), hashlib.sha256).hexdigest()
+
+    def _limit_key(self, db: Session, action: str, kind: Literal["target", "address"], value: str) -> str:
+        """A limit's counter, ``mail:t:<HMAC>``: keyed like the accounts' (``_account_key``), neither
+        the target nor the client address in clear."""
+        key = self.secrets.secret(db, THROTTLE_SECRET)
+        return f"{action}:{kind[0]}:" + hmac.new(key, value.encode(), hashlib.sha256).hexdigest()
 
     @staticmethod
     def _address_key(address: str) -> str:
@@ -543,18 +584,74 @@ class AccountService:
         return seconds
 
     def _record_failure(self, *, db: Session, key: str, free: int) -> None:
-        now = utcnow()
-        row = db.get(LoginThrottle, key)
-        if row is None:
-            row = LoginThrottle(key=key, failures=0)
-            db.add(row)
-        elif now - row.last_failure_at > _THROTTLE_MEMORY:
+        self._count(self._counter(db=db, key=key), free=free, now=utcnow())
+
+    @staticmethod
+    def _counter(*, db: Session, key: str) -> LoginThrottle:
+        """The counter ``key``, created if missing, locked for this transaction (``FOR UPDATE`` on
+        PostgreSQL; SQLite has one writer at a time): concurrent requests count one after the other,
+        and two first requests never collide on creating it."""
+        dialect = db.get_bind().dialect.name
+        insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+        db.exec(insert(LoginThrottle).values(key=key, failures=0, last_failure_at=utcnow())
+                .on_conflict_do_nothing(index_elements=["key"]))
+        return db.exec(select(LoginThrottle).where(LoginThrottle.key == key).with_for_update()
+                       .execution_options(populate_existing=True)).one()
+
+    @staticmethod
+    def _count(row: LoginThrottle, *, free: int, now: datetime) -> None:
+        """One more on the counter; from the ``free``-th on, a growing lock (30 s, doubling, 1 h at most)."""
+        if now - row.last_failure_at > _THROTTLE_MEMORY:
             row.failures = 0
         row.failures += 1
         row.last_failure_at = now
         if row.failures >= free:
             delay = min(_MAX_LOCK_SECONDS, _FIRST_LOCK_SECONDS * 2 ** (row.failures - free))
             row.locked_until = now + timedelta(seconds=delay)
+
+    def allow(self, *, db: Session, action: str, target: str, address: str, free_per_target: int,
+              free_per_address: int) -> bool:
+        """A request that costs work or sends mail, limited per target (an email, a link…) and per
+        client address, on the login throttle's counters (in the database: every replica shares
+        them): each request counts, and from the ``free``-th on the growing lock applies. While either
+        counter is locked: False, nothing counted, and the log says which limit (never the address
+        or the target)."""
+        now = utcnow()
+        counters = [
+            (self._counter(db=db, key=self._limit_key(db, action, "target", target)), free_per_target, "target"),
+            (self._counter(db=db, key=self._limit_key(db, action, "address", address)), free_per_address, "address"),
+        ]
+        over = [which for row, _, which in counters if row.locked_until is not None and row.locked_until > now]
+        if over:
+            logger.warning("request over the limit", extra={"action": action, "limit": over[0]})
+            return False
+        for row, free, _ in counters:
+            self._count(row, free=free, now=now)
+        return True
+
+    def address_locked(self, *, db: Session, action: str, address: str) -> bool:
+        """Whether the client ``address`` is over its limit for ``action`` (failures counted by
+        ``count_address_failure``); logged when it is, without the address."""
+        if self._locked_for(db=db, keys=[self._limit_key(db, action, "address", address)]):
+            logger.warning("request over the limit", extra={"action": action, "limit": "address"})
+            return True
+        return False
+
+    def count_address_failure(self, *, db: Session, action: str, address: str, free: int) -> None:
+        """A failed try of ``action`` from the client ``address`` (a wrong share-link code…): from the
+        ``free``-th on, the growing lock."""
+        self._record_failure(db=db, key=self._limit_key(db, action, "address", address), free=free)
+
+    def allow_mail_request(self, *, db: Session, action: str, email: str, address: str) -> bool:
+        """A request that mails ``email`` (registration, reset, a new confirmation link): one budget
+        per address, whatever the request (``VAULT_MAIL_REQUESTS_FREE_PER_EMAIL``), and one per client
+        address (``VAULT_MAIL_REQUESTS_FREE_PER_ADDRESS``). ``action`` only names it in the log."""
+        allowed = self.allow(db=db, action="mail", target=email, address=address,
+                             free_per_target=self.settings.mail_requests_free_per_email,
+                             free_per_address=self.settings.mail_requests_free_per_address)
+        if not allowed:
+            logger.warning("mail request refused", extra={"request": action})
+        return allowed
 
     def _clear_throttle(self, *, db: Session, key: str) -> None:
         db.exec(delete(LoginThrottle).where(col(LoginThrottle.key) == key))
@@ -879,14 +976,14 @@ class AccountService:
         citizen.updated_at = utcnow()
         logger.info("totp enabled", extra={"citizen_id": str(citizen.id)})
         codes = self.regenerate_recovery_codes(db=db, citizen=citizen)
-        self.notify(to=citizen.email, template="totp_enabled")
+        self.notify(db=db, to=citizen.email, template="totp_enabled", citizen_id=citizen.id)
         return codes
 
     def disable_totp(self, *, db: Session, citizen: Citizen) -> None:
         """TOTP off and the recovery codes gone (the page asked for a recent proof); a notice by mail."""
         self._remove_totp(db=db, citizen=citizen)
         logger.info("totp disabled", extra={"citizen_id": str(citizen.id)})
-        self.notify(to=citizen.email, template="totp_disabled")
+        self.notify(db=db, to=citizen.email, template="totp_disabled", citizen_id=citizen.id)
 
     def disable_totp_at_counter(self, *, db: Session, citizen: Citizen, service: str) -> int:
         """At the town hall's counter (``service``), for a person who lost both their application and
@@ -897,7 +994,8 @@ class AccountService:
         self._remove_totp(db=db, citizen=citizen)
         ended = self.logout_everywhere(db=db, citizen_id=citizen.id)
         logger.info("totp disabled at the counter", extra={"citizen_id": str(citizen.id)})
-        self.notify(to=citizen.email, template="totp_disabled_at_counter", service=service, at=self._local_now())
+        self.notify(db=db, to=citizen.email, template="totp_disabled_at_counter", citizen_id=citizen.id,
+                    service=service, at=self._local_now())
         return ended
 
     @staticmethod

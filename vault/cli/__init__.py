@@ -8,10 +8,12 @@ import typer
 
 from vault.cli import audit, citizen, client, db, demo, gdpr, keys, retention, staff, storage
 from vault.cli.serve import serve
+from vault.cli.worker import worker
 
 app = typer.Typer(help="Citizen Vault: the city's identity provider and document vault.", no_args_is_help=True,
                   add_completion=False, pretty_exceptions_enable=False)
 app.command()(serve)
+app.command()(worker)
 app.add_typer(db.app, name="db")
 app.add_typer(client.app, name="client")
 app.add_typer(keys.app, name="keys")

@@ -11,10 +11,9 @@ from starlette.responses import Response
 from vault.auth.dependencies import Accounts
 from vault.auth.exceptions import InvalidInput, InvalidLink, TooManyLoginAttempts
 from vault.counter.enrolment import BadActivationCode, EnrolmentService
-from vault.mail import MailError
 from vault.translation import N_
 from vault.web.dependencies import Db, FormFields, redirect
-from vault.web.pages import PageError, client_address, message_page, render
+from vault.web.pages import client_address, message_page, render
 from vault.web.state import app_service
 
 router = APIRouter(include_in_schema=False)
@@ -65,10 +64,6 @@ def activate(request: Request, form: FormFields, db: Db) -> Response:
     except InvalidInput as exc:
         db.rollback()
         return _activate_page(request, form=form, errors=exc.fields, status=400)
-    except MailError:
-        db.rollback()
-        raise PageError(503, N_("Nous n'avons pas pu envoyer l'e-mail de confirmation de votre adresse. Rien n'a été "
-                                "enregistré : réessayez dans quelques minutes, ou laissez l'adresse vide.")) from None
     return _ready(login, confirm_email=citizen.email is not None and citizen.email_verified_at is None)
 
 

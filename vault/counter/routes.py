@@ -34,7 +34,6 @@ from vault.db import utcnow
 from vault.gdpr import audit
 from vault.gdpr.routes import INVALID_DATE, Gdpr, NotStaff, StaffSvc, any_staff
 from vault.gdpr.staff import StaffCurrent
-from vault.mail import MailError
 from vault.storage.exceptions import StorageError
 from vault.storage.models import DOCUMENT_TYPES
 from vault.storage.routes import receive_document, serve_content
@@ -448,10 +447,6 @@ def agent_account_open(request: Request, form: FormFields, db: Db, enrolments: E
     except SamePerson as exc:
         db.rollback()
         return _account_form(request, current, form=form, matches=exc.matches, status=409)
-    except MailError:
-        db.rollback()
-        raise PageError(503, N_("L'e-mail n'a pas pu partir : le compte n'est pas ouvert. Réessayez dans quelques "
-                                "minutes, ou ouvrez-le sans adresse e-mail (avec une lettre d'activation).")) from None
     return redirect(f"/agent/citizens/{citizen.id}?notice={'opened_email' if citizen.email else 'opened_letter'}")
 
 

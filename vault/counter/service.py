@@ -207,7 +207,8 @@ class CounterService:
                     details={"procedures": list(choice.procedures), "duration": choice.duration,
                              "ends_at": mandate.ends_at.isoformat(), "granted_with": granted_with,
                              **({"document_kind": document_kind} if document_kind else {})})
-        self.accounts.notify(to=citizen.email, template="mandate_granted", service=mandate.service,
+        self.accounts.notify(db=db, to=citizen.email, template="mandate_granted", citizen_id=citizen.id,
+                             service=mandate.service,
                              procedures=[PROCEDURES[p] for p in choice.procedures],
                              ends_at=self.local(mandate.ends_at))
         logger.info("mandate granted", extra={"mandate_id": str(mandate.id), "staff_id": str(agent.id),

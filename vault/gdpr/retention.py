@@ -26,7 +26,7 @@ from vault.alerts.service import VALIDITY_THRESHOLDS
 from vault.db import utcnow
 from vault.gdpr import audit
 from vault.gdpr.service import GdprService, Staff
-from vault.mail import Mailer
+from vault.mail import MailQueue, purge_sent
 from vault.web.mails import send_mail
 
 logger = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ class RetentionReport:
     housekeeping: dict[str, int] = field(default_factory=dict)
 
 
-def run(db: Session, *, gdpr: GdprService, mailer: Mailer, dry_run: bool = False,
+def run(db: Session, *, gdpr: GdprService, mailer: MailQueue, dry_run: bool = False,
         today: date | None = None) -> RetentionReport:
     """One retention run; ``dry_run`` lists what would be done and changes nothing."""
     report = RetentionReport()
@@ -60,7 +60,9 @@ def run(db: Session, *, gdpr: GdprService, mailer: Mailer, dry_run: bool = False
         report.housekeeping = (gdpr.oidc.purge_expired(db=db, now=now)
                                | gdpr.accounts.purge_expired(db=db, now=now)
                                | gdpr.alerts.purge_expired(db, today=today)
-                               | {"share_links": gdpr.shares.purge_ended(db, now)})
+                               | {"share_links": gdpr.shares.purge_ended(db, now),
+                                  "delivered_mail": purge_sent(
+                                      db, before=now - timedelta(days=gdpr.settings.mail_retention_days))})
         db.commit()
     logger.info("retention run", extra={"dry_run": dry_run, "documents_deleted": len(report.documents_deleted),
                                         "accounts_erased": len(report.accounts_erased)})
@@ -83,7 +85,7 @@ def _validity_alerts(db: Session, *, gdpr: GdprService, dry_run: bool, today: da
             report.validity_alerts.append(f"{document.id}:{days}")
 
 
-def _expired_documents(db: Session, *, gdpr: GdprService, mailer: Mailer, dry_run: bool, today: date,
+def _expired_documents(db: Session, *, gdpr: GdprService, mailer: MailQueue, dry_run: bool, today: date,
                        now: datetime, report: RetentionReport) -> None:
     """A notice mail when a document's validity has passed, its deletion 30 days later."""
     settings, documents = gdpr.settings, gdpr.documents
@@ -92,8 +94,8 @@ def _expired_documents(db: Session, *, gdpr: GdprService, mailer: Mailer, dry_ru
         if document.retention_notice_at is None:
             report.documents_noticed.append(str(document.id))
             if not dry_run and citizen is not None and citizen.email:
-                send_mail(mailer, settings, to=citizen.email, template="document_expired", document=document,
-                          deletion_date=today + NOTICE)
+                send_mail(mailer, settings, db=db, to=citizen.email, template="document_expired", citizen_id=citizen.id,
+                          document=document, deletion_date=today + NOTICE)
                 documents.notice_sent(document, at=now)
         elif now - document.retention_notice_at >= NOTICE:
             report.documents_deleted.append(str(document.id))
@@ -107,7 +109,7 @@ def _expired_documents(db: Session, *, gdpr: GdprService, mailer: Mailer, dry_ru
         documents.forget_renewed_notices(db, today)
 
 
-def _unused_accounts(db: Session, *, gdpr: GdprService, mailer: Mailer, dry_run: bool, today: date,
+def _unused_accounts(db: Session, *, gdpr: GdprService, mailer: MailQueue, dry_run: bool, today: date,
                      now: datetime, report: RetentionReport) -> None:
     """A notice mail 30 days before an unused account's erasure, then the erasure (with its
     certificate) if the citizen did not come back."""
@@ -121,8 +123,8 @@ def _unused_accounts(db: Session, *, gdpr: GdprService, mailer: Mailer, dry_run:
             if not dry_run:
                 deletion_date = max(today + NOTICE, (last + timedelta(days=365 * years)).date())
                 if citizen.email:  # an account opened at the counter without an address: no notice to send
-                    send_mail(mailer, settings, to=citizen.email, template="account_unused", last_activity=last,
-                              deletion_date=deletion_date)
+                    send_mail(mailer, settings, db=db, to=citizen.email, template="account_unused",
+                              citizen_id=citizen.id, last_activity=last, deletion_date=deletion_date)
                 accounts.notice_sent(citizen, at=now)
         elif last < horizon and now - citizen.retention_notice_at >= NOTICE:
             report.accounts_erased.append(str(citizen.id))

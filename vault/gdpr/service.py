@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from sqlalchemy import func, update
 from sqlmodel import Session, col, select
 
-from vault import geo
+from vault import geo, mail
 from vault.alerts.models import KINDS as ALERT_KINDS
 from vault.alerts.service import AlertService
 from vault.auth.exceptions import InvalidInput
@@ -137,6 +137,8 @@ Contenu de l'archive
 - cles-d-acces.json : vos clés d'accès (leur nom, leurs dates) ; la clé secrète reste sur votre appareil.
 - liens-de-partage.json : les liens de partage que vous avez créés, leurs documents et leurs ouvertures.
 - alertes.json : les e-mails d'alerte que vous recevez (activée : true) ou avez arrêtés (false).
+- e-mails.json : les e-mails que nous vous avons envoyés ces derniers jours, ou qui attendent de
+  partir (objet, adresse, dates) ; nous ne les gardons que quelques jours après leur envoi.
 - journal-des-acces.json : qui, en dehors de vous, a consulté ou déposé vos documents (applications,
   liens de partage, guichet de la mairie, délégué à la protection des données).
 - mandats.json : les mandats que vous avez donnés au guichet de la mairie (démarches, durée, comment
@@ -266,8 +268,8 @@ class GdprService:
         audit.record(db, actor=by.actor, action="request.opened", target=f"request:{request.id}",
                      details={"kind": kind, "channel": channel, "subject": request.subject})
         if kind == "erasure":  # the person is told it is registered, and by when it will be done
-            self.accounts.notify(to=citizen.email, template="erasure_requested", received_on=received,
-                                 due_on=request.due_on)
+            self.accounts.notify(db=db, to=citizen.email, template="erasure_requested", citizen_id=citizen.id,
+                                 received_on=received, due_on=request.due_on)
         return request
 
     def get_request(self, db: Session, request_id: uuid.UUID) -> DataRequest:
@@ -457,6 +459,7 @@ class GdprService:
                 "ouvertures": v.link.openings, "codes_errones": v.link.failed_codes,
                 "documents": [{"id": str(d.id), "titre": d.title} for d in v.documents]}
                 for v in self.shares.links_of(db, citizen.id)],
+            "e-mails.json": mail.messages_of(db, citizen_id=citizen.id),
             "journal-des-acces.json": [{"date": e.at, "service": e.actor_name, "type": e.actor_kind,
                                         "action": e.action, "document": e.document_title}
                                        for e in self.documents.access_log(db, citizen.id, limit=100_000)],
@@ -595,10 +598,13 @@ class GdprService:
         db.commit()
         logger.info("citizen erased", extra={"subject": subject})
         if email:
-            self.accounts.notify(to=email, template="erasure_done", erased_at=erased_at,
+            # Queued after the citizen's mail was forgotten: the one row left with their address, until
+            # the mail leaves (then deleted at once, not kept like other mail).
+            self.accounts.notify(db=db, to=email, template="erasure_done", forget_when_done=True, erased_at=erased_at,
                                  held=len(counts.get("kept_under_legal_hold", [])),
                                  attachments=[Attachment("certificat-effacement.jwt", "application/jwt",
                                                          certificate.encode())])
+            db.commit()
         return certificate
 
     def _forget_citizen(self, db: Session, citizen: Citizen, *, subject: str, counts: dict[str, Any]) -> None:
@@ -624,6 +630,9 @@ class GdprService:
         counts["access_log_entries"] = self.documents.forget(db, citizen.id)
         counts["consents"] = self.oidc.forget(db=db, citizen=citizen)
         self.alerts.forget(db, citizen_id=citizen.id)
+        # The mail outbox: what was sent to the citizen (kept a few days) and what still waits.
+        counts["mails"] = counts.get("mails", 0) + mail.forget_recipient(
+            db, citizen_id=citizen.id, addresses=[citizen.email] if citizen.email else [])
         # The records of the parts above this one (the counter's mandates and their journal) go with
         # the account row, by cascade: counted here, before it goes.
         for record in self.records:

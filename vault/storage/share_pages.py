@@ -21,7 +21,7 @@ from vault.storage.sharing import (
 )
 from vault.translation import N_
 from vault.web.dependencies import Db, FormFields, redirect
-from vault.web.pages import cookie_name, form_values, notice_key, render
+from vault.web.pages import client_address, cookie_name, form_values, notice_key, render
 from vault.web.state import app_service, app_settings
 
 pages = APIRouter(include_in_schema=False)
@@ -127,7 +127,7 @@ def share_link(request: Request, secret: str, db: Db, service: Shares) -> Respon
 @pages.post("/s/{secret}")
 def share_link_code(request: Request, secret: str, form: FormFields, db: Db, service: Shares) -> Response:
     try:
-        opening = service.open(db, secret=secret, entered=form.get("code", ""))
+        opening = service.open(db, secret=secret, entered=form.get("code", ""), address=client_address(request))
     except WrongShareCode as exc:
         return _open_page(request, errors={"code": exc.message}, status=exc.status)
     response = redirect(f"/s/{secret}")

@@ -29,6 +29,7 @@ from sqlmodel import Session, col, select
 
 from vault.alerts.service import AlertService
 from vault.auth.passwords import Hasher
+from vault.auth.service import AccountService
 from vault.crypto.tokens import token_hash
 from vault.db import utcnow
 from vault.storage.exceptions import InvalidShareInput, ShareLinkGone, ShareLinkNotFound, WrongShareCode
@@ -91,9 +92,10 @@ class Opening:
 
 
 class ShareService:
-    def __init__(self, *, hasher: Hasher, alerts: AlertService) -> None:
+    def __init__(self, *, hasher: Hasher, alerts: AlertService, accounts: AccountService) -> None:
         self.hasher = hasher
         self.alerts = alerts
+        self.accounts = accounts  # the limit on wrong codes per client address (the login throttle's counters)
 
     # ---- the citizen ---------------------------------------------------------------------------
 
@@ -189,15 +191,21 @@ class ShareService:
             raise ShareLinkGone(state)
         return link
 
-    def open(self, db: Session, *, secret: str, entered: str) -> Opening:
+    def open(self, db: Session, *, secret: str, entered: str, address: str) -> Opening:
         """Check the access code. A malformed code is refused without counting a try; a wrong code
-        counts (the fifth locks the link), and answers as if the link did not exist."""
+        counts (the fifth locks the link), and answers as if the link did not exist. Wrong codes and
+        unknown links count for the client ``address`` too, over every link: past
+        ``VAULT_SHARE_CODE_FREE_FAILURES_PER_ADDRESS`` the same answer, and no code is checked while
+        the growing lock lasts. The failures are committed even though this raises."""
         code = normalize_code(entered)
         if code is None:
             raise WrongShareCode(malformed=True)
+        if self.accounts.address_locked(db=db, action="share", address=address):
+            raise WrongShareCode()
         link = self.usable(db, secret)
         if link is None:
             self.hasher.verify(None, code)  # the same work as for a real link
+            self._count_failure(db, address)
             raise WrongShareCode()
         # One check at a time per link: concurrent guesses cannot pass the limit.
         link = db.exec(select(ShareLink).where(ShareLink.id == link.id).with_for_update()
@@ -205,6 +213,7 @@ class ShareService:
         if link.locked_at is not None:
             raise ShareLinkGone("locked")
         if not self.hasher.verify(link.code_hash, code):
+            self._count_failure(db, address)
             link.failed_codes += 1
             if link.failed_codes >= MAX_WRONG_CODES:
                 link.locked_at = utcnow()
@@ -226,6 +235,10 @@ class ShareService:
         until = min(now + PASS_LIFETIME, link.expires_at)
         return Opening(link=link, first=first, pass_value=self._pass(link, until),
                        pass_max_age=max(1, int((until - now).total_seconds())))
+
+    def _count_failure(self, db: Session, address: str) -> None:
+        self.accounts.count_address_failure(db=db, action="share", address=address,
+                                            free=self.accounts.settings.share_code_free_failures_per_address)
 
     def admitted(self, db: Session, *, secret: str, pass_value: str | None) -> tuple[ShareLink, list[Document]] | None:
         """The link and its documents when the browser's pass opens it (None: ask for the code).

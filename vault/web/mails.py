@@ -2,18 +2,21 @@
 
 A mail template sets its subject (``{% set subject = _("…") %}``) and writes its body. Its
 sentences go through the same catalogue as the pages; a mail is in French unless the reader's
-language is known. Sending is ``vault.mail``'s business (``compose`` and a ``Mailer``).
+language is known. Sending is ``vault.mail``'s business (``compose``, and the ``MailQueue`` that
+writes the message to the outbox in the caller's transaction).
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from sqlmodel import Session
 
-from vault.mail import Attachment, Mailer, compose
+from vault.mail import Attachment, MailQueue, OutgoingMail, compose
 from vault.settings import Settings
 from vault.web.i18n import SOURCE_LANGUAGE, translations
 
@@ -41,8 +44,12 @@ def render_mail(name: str, context: Mapping[str, Any], *, lang: str | None = Non
     return str(subject), str(module)
 
 
-def send_mail(mailer: Mailer, settings: Settings, *, to: str, template: str, attachments: Sequence[Attachment] = (),
-              **context: object) -> None:
-    """Render ``mail/<template>.txt`` (in French: an account has no language of its own) and send it."""
+def send_mail(mailer: MailQueue, settings: Settings, *, db: Session, to: str, template: str,
+              citizen_id: uuid.UUID | None = None, attachments: Sequence[Attachment] = (),
+              forget_when_done: bool = False, **context: object) -> OutgoingMail:
+    """Render ``mail/<template>.txt`` (in French: an account has no language of its own) and queue it
+    in ``db``'s transaction: it leaves once that commits (``citizen_id``: whose mail it is;
+    ``forget_when_done``: deleted from the outbox once delivered instead of kept a few days)."""
     subject, body = render_mail(template, {"settings": settings, **context})
-    mailer.send(compose(settings, to=to, subject=subject, body=body, attachments=attachments))
+    return mailer.send(compose(settings, to=to, subject=subject, body=body, attachments=attachments), db=db,
+                       kind=template, citizen_id=citizen_id, forget_when_done=forget_when_done)
