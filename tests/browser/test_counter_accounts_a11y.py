@@ -1,6 +1,7 @@
 """An account opened at the counter, in a real browser: the agent's form (refused, then filled),
 the citizen's file with its letter button, the letter, and the citizen's /activate page with an
-error. axe-core's WCAG 2.0/2.1 A and AA rules at 1280 px, nothing scrolling sideways at 320 px."""
+error; two-factor login turned off at the counter (its form refused, then done). axe-core's WCAG
+2.0/2.1 A and AA rules at 1280 px, nothing scrolling sideways at 320 px."""
 
 from __future__ import annotations
 
@@ -66,4 +67,28 @@ def test_open_an_account_print_its_letter_and_activate_it(site, open_context, au
     citizen_page.get_by_role("button", name="Activer mon compte").click()
     citizen_page.wait_for_url(re.compile(r"/login\?"))
     assert citizen_page.get_by_label("Adresse e-mail ou identifiant").input_value() == login_id
+    audit.assert_clean()
+
+
+def test_turn_off_two_factor_login_at_the_counter(site, open_context, audit) -> None:
+    agent = make_staff(site.app, role="agent", name="Dominique Accueil")
+    citizen = site.citizen(given_name="Odile", family_name="Marchand", totp=True)
+    page = open_context().new_page()
+    page.set_viewport_size({"width": 1280, "height": 900})
+    staff_log_in(page, agent)
+    page.goto(f"/agent/citizens/{citizen.id}")
+    page.get_by_role("link", name="Désactiver la double authentification").click()
+    page.get_by_role("heading", name="Désactiver la double authentification").wait_for()
+    audit(page, "turning two-factor login off: the form")
+
+    page.get_by_role("button", name="Désactiver la double authentification").click()
+    page.get_by_role("alert").first.wait_for()
+    audit(page, "turning two-factor login off: refused, nothing checked")
+
+    page.get_by_label("Pièce d'identité présentée").select_option("passeport")
+    page.get_by_label("La personne est présente : j'ai vérifié sa pièce d'identité à l'instant").check()
+    page.get_by_label("La personne me demande elle-même de désactiver la double authentification de son compte").check()
+    page.get_by_role("button", name="Désactiver la double authentification").click()
+    page.get_by_text("La double authentification est désactivée").wait_for()
+    audit(page, "the citizen's file after two-factor login was turned off")
     audit.assert_clean()

@@ -50,6 +50,8 @@ def contexts(settings: Settings) -> dict[str, dict[str, Any]]:
         "password_changed": {"settings": settings, "at": datetime(2026, 11, 30, 14, 5)},
         "totp_enabled": {"settings": settings},
         "totp_disabled": {"settings": settings},
+        "totp_disabled_at_counter": {"settings": settings, "service": "Guichet unique de l'Hôtel de Ville",
+                                     "at": datetime(2026, 11, 30, 14, 5)},
         "erasure_requested": {"settings": settings, "received_on": date(2026, 11, 30), "due_on": date(2026, 12, 30)},
         "erasure_done": {"settings": settings, "erased_at": datetime(2026, 12, 2, 9, 0), "held": 1},
         "email_change_confirm": {"settings": settings, "token": "TOKEN", "hours": 24},
@@ -150,6 +152,17 @@ FRENCH = {
         "demandé à la connexion.\n\nSi ce n'est pas vous, changez votre mot de passe avec « Mot de passe oublié », "
         "réactivez la double authentification et prévenez l'accueil de la mairie : "
         "https://moncompte.ville.example.fr/password/forgot\n\n-- \nVille-sur-Loire\n",
+    ),
+    "totp_disabled_at_counter": (
+        "La double authentification a été désactivée au guichet de la mairie",
+        "Bonjour,\n\nLe 30/11/2026 à 14:05, au guichet « Guichet unique de l'Hôtel de Ville », un agent a vérifié "
+        "votre pièce d'identité et désactivé, à votre demande, la double authentification de votre compte. Vos codes "
+        "de secours ne servent plus. Tous vos appareils ont été déconnectés, ainsi que les applications et services en "
+        "ligne où vous vous étiez connecté(e) avec votre compte.\n\nVous vous connectez maintenant avec votre seul "
+        "mot de passe. Pour en choisir un nouveau, utilisez « Mot de passe oublié » : "
+        "https://moncompte.ville.example.fr/password/forgot\nUne fois connecté(e), vous "
+        "pourrez réactiver la double authentification dans « Mon compte ».\n\nSi vous n'êtes pas passé(e) au guichet "
+        "de la mairie, prévenez-la tout de suite.\n\n-- \nVille-sur-Loire\n",
     ),
     "erasure_requested": (
         "Votre demande d'effacement est enregistrée",

@@ -120,7 +120,9 @@ RESET_NEEDS_SECOND_FACTOR = N_(
     "application, ou l'un de vos codes de secours.")
 NO_SECOND_FACTOR = N_(
     "Vous n'avez plus ni votre application ni vos codes de secours ? Présentez-vous au guichet de la mairie avec "
-    "une pièce d'identité : un agent vérifiera votre identité et vous aidera à retrouver l'accès à votre compte.")
+    "une pièce d'identité : après l'avoir vérifiée, un agent désactivera la double authentification de votre compte "
+    "et vous recevrez un e-mail. Vous choisirez alors votre nouveau mot de passe avec « Mot de passe oublié », "
+    "sans code.")
 
 CERTIFIED_IDENTITY = N_("Cette identité est certifiée par FranceConnect : elle vient de l'état civil et serait "
                         "remplacée à la prochaine connexion par FranceConnect. Une correction se demande à l'état civil.")
@@ -979,13 +981,30 @@ class AccountService:
 
     def disable_totp(self, *, db: Session, citizen: Citizen) -> None:
         """TOTP off and the recovery codes gone (the page asked for a recent proof); a notice by mail."""
+        self._remove_totp(db=db, citizen=citizen)
+        logger.info("totp disabled", extra={"citizen_id": str(citizen.id)})
+        self.notify(db=db, to=citizen.email, template="totp_disabled", citizen_id=citizen.id)
+
+    def disable_totp_at_counter(self, *, db: Session, citizen: Citizen, service: str) -> int:
+        """At the town hall's counter (``service``), for a person who lost both their application and
+        their recovery codes, their identity checked in person by the caller: TOTP off, the recovery
+        codes gone, every session and the apps' grants ended (``logout_everywhere``); a notice by
+        mail naming the counter. The person then sets a new password with "Mot de passe oublié".
+        How many login sessions ended."""
+        self._remove_totp(db=db, citizen=citizen)
+        ended = self.logout_everywhere(db=db, citizen_id=citizen.id)
+        logger.info("totp disabled at the counter", extra={"citizen_id": str(citizen.id)})
+        self.notify(db=db, to=citizen.email, template="totp_disabled_at_counter", citizen_id=citizen.id,
+                    service=service, at=self._local_now())
+        return ended
+
+    @staticmethod
+    def _remove_totp(*, db: Session, citizen: Citizen) -> None:
         citizen.totp_secret = None
         citizen.totp_enabled_at = None
         citizen.totp_last_step = None
         citizen.updated_at = utcnow()
         db.exec(delete(RecoveryCode).where(col(RecoveryCode.citizen_id) == citizen.id))
-        logger.info("totp disabled", extra={"citizen_id": str(citizen.id)})
-        self.notify(db=db, to=citizen.email, template="totp_disabled", citizen_id=citizen.id)
 
     def regenerate_recovery_codes(self, *, db: Session, citizen: Citizen) -> list[str]:
         db.exec(delete(RecoveryCode).where(col(RecoveryCode.citizen_id) == citizen.id))

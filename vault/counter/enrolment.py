@@ -1,4 +1,5 @@
-"""Accounts opened at the counter, their activation letters and the citizen's activation.
+"""Accounts opened at the counter, their activation letters and the citizen's activation; and, for a
+person who lost their second factor, two-factor login turned off at the counter (``turn_off_totp``).
 
 An agent checks an identity document in person and opens the account (``open_account``); the
 person then chooses a password with the mailed link (an account with an address) or with the
@@ -26,7 +27,7 @@ from vault.counter.models import IDENTITY_DOCUMENTS, ActivationCode, CounterEnro
 from vault.db import utcnow
 from vault.errors import VaultError
 from vault.gdpr import audit
-from vault.gdpr.models import StaffAccount
+from vault.gdpr.models import AuditEntry, StaffAccount
 from vault.gdpr.service import GdprService
 from vault.translation import N_
 
@@ -37,6 +38,8 @@ ACTIVATION_CODE_DAYS = 30
 # The first letter, printed by the agent who just opened the account, rests on the opening's check.
 FIRST_LETTER_WINDOW = timedelta(minutes=30)
 LETTERS_PER_DAY = 3
+TOTP_OFF_PER_DAY = 3  # two-factor login turned off at the counter, per account and 24 hours
+TOTP_OFF_ACTION = "counter.totp_disabled"
 BAD_CODE = N_("Identifiant ou code incorrect, ou code expiré.")
 
 
@@ -75,6 +78,22 @@ class TooManyLetters(VaultError):
     link = ("/agent/", N_("Retour au guichet"))
 
 
+class NoTotp(VaultError):
+    code, status = "no_totp", 409
+    title = N_("Pas de double authentification")
+    message = N_("Ce compte n'a pas de double authentification : il n'y a rien à désactiver. La personne peut "
+                 "choisir un nouveau mot de passe avec « Mot de passe oublié ».")
+    link = ("/agent/", N_("Retour au guichet"))
+
+
+class TooManyTotpOff(VaultError):
+    code, status = "too_many_totp_off", 429
+    title = N_("Trop de désactivations")
+    message = N_("La double authentification de ce compte a déjà été désactivée trois fois au guichet depuis "
+                 "24 heures. Vous pourrez le refaire demain ; en attendant, prévenez votre responsable.")
+    link = ("/agent/", N_("Retour au guichet"))
+
+
 def identity_check(form: dict[str, str], *, unchecked: str) -> str:
     """The identity document the agent checked just now, the person present (a key of
     IDENTITY_DOCUMENTS, and the ticked box whose refusal says ``unchecked``); InvalidInput otherwise."""
@@ -90,6 +109,8 @@ def identity_check(form: dict[str, str], *, unchecked: str) -> str:
 
 
 LETTER_UNCHECKED = N_("Cochez cette case seulement après avoir vérifié la pièce, la personne présente.")
+TOTP_NOT_ASKED = N_("Cochez cette case seulement si la personne vous demande elle-même de désactiver la double "
+                    "authentification de son compte.")
 SIGNED_UNCHECKED = N_("Cochez cette case seulement si la personne est présente, a montré sa pièce et a signé "
                       "devant vous.")
 
@@ -242,6 +263,42 @@ class EnrolmentService:
 
     def _local_date(self, at: datetime) -> date:
         return at.astimezone(ZoneInfo(self.accounts.settings.timezone)).date()
+
+    # ---- two-factor login turned off, the person present ----------------------------------------------
+
+    def totp_off_today(self, db: Session, citizen_id: uuid.UUID) -> int:
+        """How many times the counter turned off the account's two-factor login in the last 24 hours
+        (the audit chain is the record)."""
+        return len(db.exec(select(AuditEntry.id).where(
+            AuditEntry.action == TOTP_OFF_ACTION, AuditEntry.target == self._target(db, citizen_id),
+            col(AuditEntry.at) > utcnow() - timedelta(days=1))).all())
+
+    def turn_off_totp(self, db: Session, *, agent: StaffAccount, citizen: Citizen, form: dict[str, str]) -> None:
+        """For a person present who has neither their application nor their recovery codes: any
+        counter agent, after checking an identity document now (``document_kind``, ``checked``) and
+        with the person's own request (``asked``; InvalidInput otherwise, nothing changed), turns
+        their two-factor login off through the account service (recovery codes gone, every session
+        and the apps' grants ended, a notice by mail). ``NoTotp`` for an account without it; at most
+        ``TOTP_OFF_PER_DAY`` a day (``TooManyTotpOff``). Audited with the service and the document's
+        kind, never a name."""
+        if citizen.totp_enabled_at is None:
+            raise NoTotp()
+        if self.totp_off_today(db, citizen.id) >= TOTP_OFF_PER_DAY:
+            raise TooManyTotpOff()
+        errors: dict[str, str] = {}
+        kind = form.get("document_kind", "")
+        try:
+            identity_check(form, unchecked=LETTER_UNCHECKED)
+        except InvalidInput as exc:
+            errors.update(exc.fields)
+        if form.get("asked") != "yes":
+            errors["asked"] = TOTP_NOT_ASKED
+        if errors:
+            raise InvalidInput(errors)
+        ended = self.accounts.disable_totp_at_counter(db=db, citizen=citizen, service=agent.service or "")
+        audit.record(db, actor=f"staff:{agent.id}", action=TOTP_OFF_ACTION, target=self._target(db, citizen.id),
+                     details={"service": agent.service or "", "document_kind": kind, "identity_check": "now",
+                              "sessions_ended": ended})
 
     # ---- activation by the citizen -----------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from vault.auth.identity import resolve_birthplace
 from vault.auth.models import Citizen
 from vault.counter.enrolment import (
     SIGNED_UNCHECKED,
+    TOTP_OFF_PER_DAY,
     BadActivationCode,
     EnrolmentService,
     Letter,
@@ -126,6 +127,7 @@ def agent_citizen(request: Request, citizen_id: uuid.UUID, db: Db, counter: Coun
     return render(request, "counter/citizen.html", {
         "title": N_("Dossier au guichet"), "staff": current.staff, "citizen": citizen,
         "enrolment": enrolment, "letter_offered": citizen.password_hash is None,
+        "totp_on": citizen.totp_enabled_at is not None,
         # Letters and signed mandates (accounts without a password) are the opening service's only.
         "enrolling": enrolment is not None and enrolment.service == service,
         "first_letter": enrolments.first_letter_covered(db, agent=current.staff, citizen=citizen),
@@ -142,6 +144,9 @@ FILE_NOTICES = {
     "ended": N_("Le mandat a pris fin : votre guichet ne peut plus agir pour cette personne avec lui."),
     "opened_email": N_("Le compte est ouvert. Un e-mail vient de partir vers son adresse : la personne y trouvera "
                        "un lien, valable 7 jours, pour choisir son mot de passe."),
+    "totp_off": N_("La double authentification est désactivée et la personne est déconnectée partout. Elle se "
+                   "connecte maintenant avec son seul mot de passe ; si elle l'a oublié, elle en choisit un nouveau "
+                   "avec « Mot de passe oublié » : aucun code ne lui sera demandé."),
     "opened_letter": N_("Le compte est ouvert. Imprimez maintenant sa lettre d'activation et remettez-la à la "
                         "personne."),
 }
@@ -497,3 +502,36 @@ def _letter_text(request: Request, db: Db, letter: Letter) -> LetterText:
     opened = enrolment.checked_at if enrolment else letter.citizen.created_at
     return letter_text(letter, settings=settings, opened_on=opened.astimezone(ZoneInfo(settings.timezone)).date(),
                        gettext=translations("fr").gettext)
+
+
+# ---- two-factor login turned off, the person present with an identity document ----------------------------
+
+def _totp_page(request: Request, citizen: Citizen, current: StaffCurrent, *, errors: dict[str, str] | None = None,
+               values: dict[str, str] | None = None, status: int = 200) -> Response:
+    return render(request, "counter/totp_off.html", {
+        "title": N_("Désactiver la double authentification"), "staff": current.staff, "citizen": citizen,
+        "identity_documents": IDENTITY_DOCUMENTS, "errors": errors or {}, "values": values or {},
+        "per_day": TOTP_OFF_PER_DAY}, status=status)
+
+
+@pages.get("/agent/citizens/{citizen_id}/totp")
+def agent_totp_page(request: Request, citizen_id: uuid.UUID, db: Db, counter: Counter, current: AgentUser) -> Response:
+    """The identity check and the person's request, before turning their two-factor login off."""
+    citizen = counter.citizen(db, citizen_id)
+    if citizen.totp_enabled_at is None:
+        return redirect(f"/agent/citizens/{citizen.id}")
+    return _totp_page(request, citizen, current)
+
+
+@pages.post("/agent/citizens/{citizen_id}/totp")
+def agent_totp_off(request: Request, citizen_id: uuid.UUID, form: FormFields, db: Db, counter: Counter,
+                   enrolments: Enrolments, current: AgentUser) -> Response:
+    """Any agent, for a person present who lost both their application and their recovery codes."""
+    citizen = counter.citizen(db, citizen_id)
+    try:
+        enrolments.turn_off_totp(db, agent=current.staff, citizen=citizen, form=form)
+    except InvalidInput as exc:
+        db.rollback()
+        values = {k: form.get(k, "") for k in ("document_kind", "checked", "asked")}
+        return _totp_page(request, citizen, current, errors=exc.fields, values=values, status=400)
+    return redirect(f"/agent/citizens/{citizen.id}?notice=totp_off")
