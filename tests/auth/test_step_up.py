@@ -219,3 +219,16 @@ def test_a_passkey_of_the_account_is_a_proof(passkey_app, engine) -> None:
         ok = _confirm_with(browser, owner_key)
         assert ok.status_code == 200 and ok.json() == {"redirect": "/account/totp"}
         assert browser.get("/account/totp").status_code == 200
+
+
+@pytest.mark.parametrize("target", ["/\t/evil.example.org/", "/\n/evil.example.org", "/\r\n/evil.example.org",
+                                    "/\x7f/evil.example.org", "/account\\..\\x"])
+def test_a_control_character_never_makes_the_next_page_another_site(app, engine, target: str) -> None:
+    """Browsers drop tabs and newlines from an address ("/<tab>/host" opens "//host"), which the
+    passkey confirmation hands to window.location: such a ``next`` goes to the account page."""
+    citizen = make_citizen(app)
+    with Browser(app) as browser:
+        logged_in(browser, citizen)
+        age_proof(engine, citizen.id)
+        ok = browser.submit(confirm_url("/account/totp"), {"password": PASSWORD, "next": target})
+        assert ok.status_code == 303 and ok.headers["location"] == "/account"

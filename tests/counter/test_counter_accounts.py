@@ -377,3 +377,46 @@ def test_erasure_takes_the_counter_rows_along(app, agent) -> None:
     with Session(services.engine) as db:
         assert db.exec(select(CounterEnrolment)).first() is None and db.exec(select(ActivationCode)).first() is None
         assert db.get(Citizen, uuid.UUID(citizen_id)) is None
+
+
+def test_a_password_set_another_way_ends_the_activation_link(app, agent, browser: Browser, outbox: Outbox) -> None:
+    """The citizen chose a password with "Mot de passe oublié" instead of the activation mail: the
+    mailed link can no longer set another one (it would bypass the code a reset asks of an account
+    with TOTP)."""
+    with staff_browser(app, agent) as desk:
+        opened_id(open_account(desk, email="odette.riviere@example.org"))
+    activation = outbox.last("odette.riviere@example.org")
+    browser.submit("/password/forgot", {"email": "odette.riviere@example.org"})
+    reset = outbox.last("odette.riviere@example.org").path()
+    done = browser.submit(reset, {"token": reset.split("token=")[1], "password": NEW_PASSWORD}, action="/password/reset")
+    assert done.status_code == 303
+    token = activation.path().split("token=", 1)[1]
+    assert browser.get(activation.path()).status_code == 400
+    again = browser.submit("/login", {"token": token, "password": "un tout autre mot de passe choisi"},
+                           action="/account/activate")
+    assert again.status_code == 400
+    assert browser.login("odette.riviere@example.org", "un tout autre mot de passe choisi").status_code == 401
+    assert browser.login("odette.riviere@example.org", NEW_PASSWORD).status_code == 303
+
+
+def test_an_activation_link_never_replaces_a_password(app, engine, outbox: Outbox) -> None:
+    """Whatever left a link alive, an account that has a password is told it is activated already:
+    its password, sessions and apps stay as they are."""
+    citizen = make_citizen(app, email="deja.active@example.org")
+    services = app.state.services
+    with Session(engine) as db:
+        row = db.get(Citizen, citizen.id)
+        assert row is not None
+        services.accounts.send_activation_link(db=db, citizen=row)
+        db.commit()
+    with citizen_browser(app, citizen) as browser:
+        with Browser(app) as other:
+            mail_path = outbox.last("deja.active@example.org").path()
+            token = mail_path.split("token=", 1)[1]
+            page = other.get(mail_path)
+            assert page.status_code == 400 and "déjà activé" in page.text and 'href="/login"' in page.text
+            answer = other.submit("/login", {"token": token, "password": "un tout autre mot de passe choisi"},
+                                  action="/account/activate")
+            assert answer.status_code == 400 and "déjà activé" in answer.text
+            assert other.login("deja.active@example.org", "un tout autre mot de passe choisi").status_code == 401
+        assert browser.get("/account").status_code == 200  # the session lives on

@@ -72,6 +72,15 @@ class InvalidLink(AuthError):
     message = N_("Ce lien n'est plus valable : il a expiré ou a déjà été utilisé. Vous pouvez en demander un nouveau.")
 
 
+class AlreadyActivated(AuthError):
+    """An activation link for an account that already has a password: it cannot set another one
+    (the password is changed from "Mon compte", or reset with "Mot de passe oublié")."""
+
+    code, status = "already_activated", 400
+    message = N_("Ce compte est déjà activé : il a un mot de passe. Connectez-vous, ou utilisez « Mot de passe "
+                 "oublié » si vous ne vous en souvenez plus.")
+
+
 class CitizenNotFound(AuthError):
     code, status = "not_found", 404
     message = "Compte introuvable."

@@ -91,8 +91,11 @@ def passkeys_usable(request: Request) -> bool:
 
 
 def safe_next(value: str | None) -> str:
-    """Only a local path: never an absolute URL, ``//host`` or a backslash trick (no open redirect)."""
-    if value and value.startswith("/") and not value.startswith("//") and "\\" not in value and len(value) < 2000:
+    """Only a local path: never an absolute URL, ``//host``, a backslash or control character trick
+    (no open redirect)."""
+    # Browsers drop tabs and newlines from a URL ("/\t/host" becomes "//host"): no control character.
+    if (value and value.startswith("/") and not value.startswith("//") and len(value) < 2000
+            and not any(char == "\\" or ord(char) < 0x20 or ord(char) == 0x7F for char in value)):
         return value
     return "/account"
 

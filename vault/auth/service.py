@@ -23,6 +23,7 @@ from sqlmodel import Session, col, select
 
 from vault import crypto
 from vault.auth.exceptions import (
+    AlreadyActivated,
     EmailNotVerified,
     InvalidCredentials,
     InvalidInput,
@@ -278,12 +279,16 @@ class AccountService:
 
     def activate_with_link(self, *, db: Session, token: str, password: str) -> Citizen:
         """The first password of a counter-opened account, from its mailed link: the address is
-        confirmed by the same stroke. InvalidLink, or InvalidInput for a refused password."""
+        confirmed by the same stroke. InvalidLink, or InvalidInput for a refused password;
+        AlreadyActivated once the account has a password (set by a reset link, say): the link never
+        replaces one, which would bypass the second factor a reset asks of an account with TOTP."""
         link = self._find_link(db=db, token=token, purpose="activate")
         citizen = db.get(Citizen, link.citizen_id)
         assert citizen is not None  # cascade: a link never outlives its citizen
+        if citizen.password_hash is not None:
+            raise AlreadyActivated()
+        self._consume_link(db=db, token=token, purpose="activate")  # a refused password rolls back
         self.set_first_password(db=db, citizen=citizen, password=password)
-        self._consume_link(db=db, token=token, purpose="activate")
         citizen.email_verified_at = citizen.email_verified_at or utcnow()
         return citizen
 
@@ -302,6 +307,7 @@ class AccountService:
             raise InvalidInput({"password": problem})
         citizen.password_hash = self.hasher.hash(password)
         citizen.updated_at = utcnow()
+        self._end_links(db=db, citizen=citizen, purposes=("activate",))
         self._clear_throttle(db=db, key=self._account_key(db, login_name(citizen)))
 
     def add_email(self, *, db: Session, citizen: Citizen, email: str) -> None:
@@ -420,13 +426,9 @@ class AccountService:
                 raise InvalidInput({"otp": N_("Code incorrect. Saisissez le code à 6 chiffres affiché par votre "
                                               "application, ou l'un de vos codes de secours.")}) from None
         self._consume_link(db=db, token=token, purpose="reset_password")
-        # Any other reset link of this account dies too.
-        db.exec(
-            update(EmailToken)
-            .where(col(EmailToken.citizen_id) == citizen.id, col(EmailToken.purpose) == "reset_password",
-                   col(EmailToken.used_at).is_(None))
-            .values(used_at=utcnow())
-        )
+        # Any other reset link of this account dies too, and so does an activation link: once the
+        # account has a password, such a link could set another one.
+        self._end_links(db=db, citizen=citizen, purposes=("reset_password", "activate"))
         citizen.password_hash = self.hasher.hash(password)
         # Receiving the link proves control of the mailbox.
         citizen.email_verified_at = citizen.email_verified_at or utcnow()
@@ -457,9 +459,7 @@ class AccountService:
         citizen.updated_at = utcnow()
         db.exec(delete(LoginSession).where(col(LoginSession.citizen_id) == citizen.id,
                                            col(LoginSession.id) != current.login_session.id))
-        db.exec(update(EmailToken).where(col(EmailToken.citizen_id) == citizen.id,
-                                         col(EmailToken.purpose) == "reset_password", col(EmailToken.used_at).is_(None))
-                .values(used_at=utcnow()))
+        self._end_links(db=db, citizen=citizen, purposes=("reset_password", "activate"))
         self._clear_throttle(db=db, key=keys[0])
         logger.info("password changed", extra={"citizen_id": str(citizen.id)})
         self.notify(db=db, to=citizen.email, template="password_changed", citizen_id=citizen.id, at=self._local_now())
@@ -519,6 +519,13 @@ class AccountService:
         token, digest = new_token()
         db.add(EmailToken(id=digest, citizen_id=citizen.id, purpose=purpose, expires_at=utcnow() + ttl))
         return token
+
+    @staticmethod
+    def _end_links(*, db: Session, citizen: Citizen, purposes: tuple[Purpose, ...]) -> None:
+        """The account's links of these purposes still waiting die."""
+        db.exec(update(EmailToken).where(col(EmailToken.citizen_id) == citizen.id,
+                                         col(EmailToken.purpose).in_(purposes), col(EmailToken.used_at).is_(None))
+                .values(used_at=utcnow()))
 
     def _find_link(self, *, db: Session, token: str, purpose: Purpose) -> EmailToken:
         if not token or len(token) > 200:

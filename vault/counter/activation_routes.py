@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from vault.auth.dependencies import Accounts
-from vault.auth.exceptions import InvalidInput, InvalidLink, TooManyLoginAttempts
+from vault.auth.exceptions import AlreadyActivated, InvalidInput, InvalidLink, TooManyLoginAttempts
 from vault.counter.enrolment import BadActivationCode, EnrolmentService
 from vault.translation import N_
 from vault.web.dependencies import Db, FormFields, redirect
@@ -80,13 +80,22 @@ def _link_page(request: Request, token: str, errors: dict[str, str] | None = Non
         "errors": errors or {}}, status=status)
 
 
+def _already_activated(request: Request) -> Response:
+    """The account has a password already (chosen with "Mot de passe oublié", say): the link cannot
+    set another; the citizen logs in, or resets it (which asks for the second factor if any)."""
+    return message_page(request, title=N_("Compte déjà activé"), message=AlreadyActivated.message, status=400,
+                        link=("/login", N_("Me connecter")))
+
+
 @router.get("/account/activate")
 def activate_link_page(request: Request, db: Db, accounts: Accounts, token: str = "") -> Response:
     # GET only shows the form: mail scanners that open links must not consume them.
     try:
-        accounts.check_link(db=db, token=token, purpose="activate")
+        citizen = accounts.check_link(db=db, token=token, purpose="activate")
     except InvalidLink as exc:
         return _link_expired(request, exc.message)
+    if citizen.password_hash is not None:
+        return _already_activated(request)
     return _link_page(request, token)
 
 
@@ -97,6 +106,8 @@ def activate_link(request: Request, form: FormFields, db: Db, accounts: Accounts
         citizen = accounts.activate_with_link(db=db, token=token, password=form.get("password", ""))
     except InvalidLink as exc:
         return _link_expired(request, exc.message)
+    except AlreadyActivated:
+        return _already_activated(request)
     except InvalidInput as exc:
         db.rollback()
         return _link_page(request, token, errors=exc.fields, status=400)
