@@ -496,3 +496,55 @@ def test_the_lock_message_says_the_real_wait(app, browser: Browser, engine) -> N
     browser.cookies.set("lang", "fr")
     longer = browser.login("patient@example.org")
     assert 150 <= int(longer.headers["retry-after"]) <= 151 and "réessayez dans 3 minutes" in longer.text
+
+
+def _burst(send, count: int) -> list[int]:
+    """``count`` requests sent at the same instant from as many threads: their status codes."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    start = threading.Barrier(count)
+
+    def one(n: int) -> int:
+        start.wait()
+        return int(send(n).status_code)
+
+    with ThreadPoolExecutor(max_workers=count) as pool:
+        return list(pool.map(one, range(count)))
+
+
+def test_a_burst_of_wrong_passwords_gets_no_more_checks_than_the_free_failures(settings, engine) -> None:
+    """Twenty wrong passwords sent at once (say, from several replicas): each is counted before it
+    is checked, so no more than the free failures are checked; the others meet the lock."""
+    from vault.app import create_app
+
+    app = create_app(settings.model_copy(update={"login_free_failures_per_account": 3}), engine=engine)
+    make_citizen(app, email="burst@example.org")
+    with Browser(app) as browser:
+        token = browser.form_token("/login")
+        answers = _burst(lambda n: browser.post("/login", data={"email": "burst@example.org",
+                                                                "password": f"mauvais essai numero {n}",
+                                                                "csrf_token": token}), 20)
+        assert answers.count(401) == 3 and answers.count(429) == 17, answers
+        assert browser.login("burst@example.org").status_code == 429  # even the right password waits
+    with Session(engine) as db:
+        failures = sorted(row.failures for row in db.exec(select(LoginThrottle)).all())
+        assert failures == [3, 3], failures  # the account's counter and the address's
+
+
+def test_a_right_password_is_not_counted_as_a_failure(settings, engine) -> None:
+    """Counted before it is checked, a right password is taken back: it neither locks nor uses up a
+    free failure, of the account or of the address."""
+    from vault.app import create_app
+
+    app = create_app(settings.model_copy(update={"login_free_failures_per_account": 2,
+                                                 "login_free_failures_per_address": 2}), engine=engine)
+    citizen = make_citizen(app, email="juste@example.org")
+    with Browser(app) as browser:
+        assert browser.login("juste@example.org", "mauvais mot de passe ici").status_code == 401
+        assert browser.login(citizen.email, citizen.password).status_code == 303
+        with Session(engine) as db:
+            failures = {row.key.split(":")[0]: row.failures for row in db.exec(select(LoginThrottle)).all()}
+            assert failures == {"address": 1}, failures
+        assert browser.login("autre@example.org", "mauvais mot de passe ici").status_code == 401
+        assert browser.login("autre@example.org", "mauvais mot de passe ici").status_code == 429

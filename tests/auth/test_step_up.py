@@ -232,3 +232,31 @@ def test_a_control_character_never_makes_the_next_page_another_site(app, engine,
         age_proof(engine, citizen.id)
         ok = browser.submit(confirm_url("/account/totp"), {"password": PASSWORD, "next": target})
         assert ok.status_code == 303 and ok.headers["location"] == "/account"
+
+
+def test_a_burst_of_wrong_codes_on_the_confirmation_page_gets_no_more_checks_than_the_free_failures(
+        settings, engine) -> None:
+    """A stolen session testing TOTP codes in bursts: each try is counted before the code is
+    checked, so no more than the free failures are checked before the lock answers."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from vault.app import create_app
+
+    app = create_app(settings.model_copy(update={"login_free_failures_per_account": 3}), engine=engine)
+    citizen = make_citizen(app, totp=True)
+    with Browser(app) as browser:
+        logged_in(browser, citizen)
+        age_proof(engine, citizen.id)
+        token = browser.form_token(confirm_url("/account/totp"))
+        start = threading.Barrier(12)
+
+        def one(n: int) -> int:
+            start.wait()
+            return browser.post("/account/confirm", data={"otp": f"{n:06d}", "next": "/account/totp",
+                                                          "csrf_token": token}).status_code
+
+        with ThreadPoolExecutor(max_workers=12) as pool:
+            answers = list(pool.map(one, range(12)))
+        assert answers.count(400) == 3 and answers.count(429) == 9, answers
+        assert browser.get("/account/totp").status_code == 303  # still not confirmed

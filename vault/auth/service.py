@@ -10,13 +10,14 @@ import hmac
 import logging
 import secrets
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol
 from zoneinfo import ZoneInfo
 
 import pyotp
-from sqlalchemy import delete, func, update
+from sqlalchemy import Connection, delete, func, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col, select
@@ -78,6 +79,14 @@ TOTP_ISSUER_FALLBACK = "Citizen Vault"
 _FIRST_LOCK_SECONDS = 30
 _MAX_LOCK_SECONDS = 3600
 _THROTTLE_MEMORY = timedelta(hours=24)
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """A try counted on the login throttle before it is checked (``AccountService.begin_attempt``):
+    its counters, each with its free failures, in the order they are locked."""
+
+    counters: list[tuple[str, int]]
 
 
 @dataclass(frozen=True)
@@ -407,24 +416,26 @@ class AccountService:
         """Set a new password from a reset link, then close every session of the account and end
         the apps' grants (``logout_everywhere``). An account with TOTP also needs a code of its
         application or a recovery code (the mailbox alone is not enough to take it over): a wrong
-        code counts in the login throttle (the caller commits the InvalidInput), the link stays
-        usable; TooManyLoginAttempts while locked."""
+        code counts in the login throttle (counted before it is checked, ``begin_attempt``), the
+        link stays usable; TooManyLoginAttempts while locked."""
         link = self._find_link(db=db, token=token, purpose="reset_password")
         citizen = db.get(Citizen, link.citizen_id)
         assert citizen is not None
         if problem := password_problem(password, email=citizen.email or ""):
             raise InvalidInput({"password": problem})
         if citizen.totp_enabled_at is not None:
-            keys = [self._account_key(db, login_name(citizen)), self._address_key(address)]
-            if retry_after := self._locked_for(db=db, keys=keys):
-                raise TooManyLoginAttempts(retry_after)
             if not (otp or "").strip():
+                keys = [self._account_key(db, login_name(citizen)), self._address_key(address)]
+                if retry_after := self._locked_for(db=db, keys=keys):
+                    raise TooManyLoginAttempts(retry_after)
                 raise InvalidInput({"otp": RESET_NEEDS_SECOND_FACTOR})
+            attempt = self.begin_attempt(db=db, name=login_name(citizen), address=address)
             try:
-                self._check_second_factor(db=db, citizen=citizen, code=otp, address=address)
+                self._check_second_factor(db=db, citizen=citizen, code=otp)
             except InvalidOtp:
                 raise InvalidInput({"otp": N_("Code incorrect. Saisissez le code à 6 chiffres affiché par votre "
                                               "application, ou l'un de vos codes de secours.")}) from None
+            self.attempt_passed(db=db, attempt=attempt)
         self._consume_link(db=db, token=token, purpose="reset_password")
         # Any other reset link of this account dies too, and so does an activation link: once the
         # account has a password, such a link could set another one.
@@ -445,12 +456,10 @@ class AccountService:
         """"Mon compte": the current password (throttled like a login), then the new one, checked by
         the same rules; every other session of the account ends, this one stays; a notice by mail."""
         citizen = current.citizen
-        keys = [self._account_key(db, login_name(citizen)), self._address_key(address)]
-        if retry_after := self._locked_for(db=db, keys=keys):
-            raise TooManyLoginAttempts(retry_after)
+        attempt = self.begin_attempt(db=db, name=login_name(citizen), address=address)
         if not self.hasher.verify(citizen.password_hash, password or ""):
-            self.record_login_failure(db=db, email=login_name(citizen), address=address)
             raise InvalidInput({"password": N_("Mot de passe actuel incorrect.")})
+        self.attempt_passed(db=db, attempt=attempt)
         if problem := password_problem(new_password, email=citizen.email or ""):
             raise InvalidInput({"new_password": problem})
         if self.hasher.verify(citizen.password_hash, new_password):
@@ -460,7 +469,6 @@ class AccountService:
         db.exec(delete(LoginSession).where(col(LoginSession.citizen_id) == citizen.id,
                                            col(LoginSession.id) != current.login_session.id))
         self._end_links(db=db, citizen=citizen, purposes=("reset_password", "activate"))
-        self._clear_throttle(db=db, key=keys[0])
         logger.info("password changed", extra={"citizen_id": str(citizen.id)})
         self.notify(db=db, to=citizen.email, template="password_changed", citizen_id=citizen.id, at=self._local_now())
 
@@ -479,10 +487,10 @@ class AccountService:
             raise InvalidInput({"new_email": str(exc)}) from None
         if normalized == citizen.email:
             raise InvalidInput({"new_email": N_("C'est déjà l'adresse de votre compte.")})
+        attempt = self.begin_attempt(db=db, name=login_name(citizen), address=address)
         if not self.hasher.verify(citizen.password_hash, password or ""):
-            self.record_login_failure(db=db, email=login_name(citizen), address=address)
             raise InvalidInput({"password": N_("Mot de passe actuel incorrect.")})
-        self._clear_throttle(db=db, key=keys[0])
+        self.attempt_passed(db=db, attempt=attempt)
         if (other := db.exec(select(Citizen.id).where(Citizen.email == normalized)).first()) is not None:
             self.notify(db=db, to=normalized, template="registration_attempted", citizen_id=other)
             return
@@ -663,6 +671,60 @@ class AccountService:
     def _clear_throttle(self, *, db: Session, key: str) -> None:
         db.exec(delete(LoginThrottle).where(col(LoginThrottle.key) == key))
 
+    @staticmethod
+    def _own_transaction(db: Session, work: Callable[[Session], None]) -> None:
+        """``work`` in a short transaction of its own, committed at once (PostgreSQL): what it
+        counts survives whatever becomes of the request, and its row locks last milliseconds, not
+        the request. SQLite has one writer at a time: the request's own transaction serialises
+        the requests already (and a second connection would wait for it)."""
+        bind = db.get_bind()
+        engine = bind.engine if isinstance(bind, Connection) else bind
+        if engine.dialect.name != "postgresql":
+            work(db)
+            return
+        with Session(engine, expire_on_commit=False) as own:
+            work(own)
+            own.commit()
+
+    def begin_attempt(self, *, db: Session, name: str, address: str) -> Attempt:
+        """Before a password or a code is checked: the counters of the account ``name`` and of the
+        client address are taken (``FOR UPDATE``), their lock checked (TooManyLoginAttempts, nothing
+        counted), and this try counted as a failure, committed at once. Concurrent tries thus count
+        one after the other: no burst gets more checks than the free failures allow. A try that
+        succeeds calls ``attempt_passed``; one that fails has nothing more to record."""
+        attempt = Attempt(counters=sorted([
+            (self._account_key(db, name), self.settings.login_free_failures_per_account),
+            (self._address_key(address), self.settings.login_free_failures_per_address)]))
+
+        def count(session: Session) -> None:
+            now = utcnow()
+            rows = [(self._counter(db=session, key=key), free) for key, free in attempt.counters]  # one order: no deadlock
+            locked = [row.locked_until for row, _ in rows if row.locked_until is not None and row.locked_until > now]
+            if locked:
+                raise TooManyLoginAttempts(int((max(locked) - now).total_seconds()) + 1)
+            for row, free in rows:
+                self._count(row, free=free, now=now)
+
+        self._own_transaction(db, count)
+        return attempt
+
+    def attempt_passed(self, *, db: Session, attempt: Attempt, clear_account: bool = True) -> None:
+        """The try counted by ``begin_attempt`` was right: the account's counter starts afresh
+        (``clear_account``; otherwise, as for a login that still waits for its second factor, the
+        try is only taken back), the address's takes the try back (and its lock, if the try set it)."""
+
+        def undo(session: Session) -> None:
+            for key, free in attempt.counters:
+                if key.startswith("account:") and clear_account:
+                    self._clear_throttle(db=session, key=key)
+                    continue
+                row = self._counter(db=session, key=key)
+                row.failures = max(0, row.failures - 1)
+                if row.failures < free:
+                    row.locked_until = None
+
+        self._own_transaction(db, undo)
+
     def login(self, *, db: Session, email: str, password: str, otp: str | None, address: str,
               user_agent: str) -> LoginResult:
         """Check the credentials (RFC 9106 argon2id) and open a session. ``email``: what the citizen
@@ -670,31 +732,30 @@ class AccountService:
 
         Unknown email or identifier, wrong password, malformed email: the same InvalidCredentials after the
         same work. While an account or address is locked, the same TooManyLoginAttempts, even
-        with the right password. Failures are recorded by the caller's unit of work, which must
-        commit even though this raises: see ``record_login_failure``.
+        with the right password. Each try is counted before the password is checked
+        (``begin_attempt``), and taken back when it was right.
         """
         normalized, citizen = self.find_for_login(db=db, typed=email)
-        keys = [self._account_key(db, normalized), self._address_key(address)]
-        if retry_after := self._locked_for(db=db, keys=keys):
-            raise TooManyLoginAttempts(retry_after)
+        attempt = self.begin_attempt(db=db, name=normalized, address=address)
         password_ok = self.hasher.verify(citizen.password_hash if citizen else None, password or "")
         if not password_ok or citizen is None:
-            self.record_login_failure(db=db, email=normalized, address=address)
             logger.info("login failed", extra={"reason": "bad_credentials"})
             raise InvalidCredentials()
         if citizen.email is not None and citizen.email_verified_at is None:
+            self.attempt_passed(db=db, attempt=attempt, clear_account=False)
             raise EmailNotVerified()
         if citizen.password_hash and self.hasher.needs_rehash(citizen.password_hash):
             citizen.password_hash = self.hasher.hash(password)
         amr = "pwd"
         if citizen.totp_enabled_at is not None:
             if not otp:
+                self.attempt_passed(db=db, attempt=attempt, clear_account=False)
                 token = self._open_session(db=db, citizen=citizen, amr="pwd", user_agent=user_agent,
                                            mfa_pending=True)
                 return LoginResult(token=token, mfa_pending=True, citizen_id=citizen.id)
-            self._check_second_factor(db=db, citizen=citizen, code=otp, address=address)
+            self._check_second_factor(db=db, citizen=citizen, code=otp)
             amr = "pwd otp mfa"
-        self._clear_throttle(db=db, key=keys[0])
+        self.attempt_passed(db=db, attempt=attempt)
         citizen.last_login_at = utcnow()
         token = self._open_session(db=db, citizen=citizen, amr=amr, user_agent=user_agent)
         logger.info("login", extra={"citizen_id": str(citizen.id), "amr": amr})
@@ -743,22 +804,20 @@ class AccountService:
             raise InvalidLink("Votre connexion a expiré. Saisissez de nouveau votre adresse e-mail et votre mot de passe.")
         citizen = db.get(Citizen, pending.citizen_id)
         assert citizen is not None
-        keys = [self._account_key(db, login_name(citizen)), self._address_key(address)]
-        if retry_after := self._locked_for(db=db, keys=keys):
-            raise TooManyLoginAttempts(retry_after)
-        self._check_second_factor(db=db, citizen=citizen, code=otp, address=address)
+        attempt = self.begin_attempt(db=db, name=login_name(citizen), address=address)
+        self._check_second_factor(db=db, citizen=citizen, code=otp)
         db.delete(pending)
-        self._clear_throttle(db=db, key=keys[0])
+        self.attempt_passed(db=db, attempt=attempt)
         citizen.last_login_at = utcnow()
         token = self._open_session(db=db, citizen=citizen, amr="pwd otp mfa", user_agent=user_agent)
         logger.info("login", extra={"citizen_id": str(citizen.id), "amr": "pwd otp mfa"})
         return LoginResult(token=token, mfa_pending=False, citizen_id=citizen.id)
 
-    def _check_second_factor(self, *, db: Session, citizen: Citizen, code: str, address: str) -> None:
+    def _check_second_factor(self, *, db: Session, citizen: Citizen, code: str) -> None:
+        """A TOTP code or a recovery code; InvalidOtp otherwise (the try was counted by ``begin_attempt``)."""
         if self.accept_totp(citizen=citizen, code=code) or self._use_recovery_code(db=db,
                                                                                     citizen=citizen, code=code):
             return
-        self.record_login_failure(db=db, email=login_name(citizen), address=address)
         logger.info("login failed", extra={"reason": "bad_otp", "citizen_id": str(citizen.id)})
         raise InvalidOtp()
 
@@ -785,32 +844,30 @@ class AccountService:
 
     def check_credentials(self, *, db: Session, citizen: Citizen, password: str, otp: str, address: str) -> None:
         """The account's password, and its TOTP code when two-factor login is on, throttled like a
-        login (TooManyLoginAttempts, InvalidCredentials, InvalidOtp). Failures are recorded by the
-        caller's unit of work, which must commit even though this raises."""
-        keys = [self._account_key(db, login_name(citizen)), self._address_key(address)]
-        if retry_after := self._locked_for(db=db, keys=keys):
-            raise TooManyLoginAttempts(retry_after)
+        login (TooManyLoginAttempts, InvalidCredentials, InvalidOtp): the try is counted before
+        anything is checked (``begin_attempt``), and taken back when it was right."""
+        attempt = self.begin_attempt(db=db, name=login_name(citizen), address=address)
         if not self.hasher.verify(citizen.password_hash, password or ""):
-            self.record_login_failure(db=db, email=login_name(citizen), address=address)
             raise InvalidCredentials()
         if citizen.totp_enabled_at is not None:
-            self._check_second_factor(db=db, citizen=citizen, code=otp or "", address=address)
-        self._clear_throttle(db=db, key=keys[0])
+            self._check_second_factor(db=db, citizen=citizen, code=otp or "")
+        self.attempt_passed(db=db, attempt=attempt)
 
     # ---- step-up: a recent proof before the account's sensitive pages ---------------------------
 
     def step_up(self, *, db: Session, current: CurrentLogin, password: str, otp: str, address: str) -> None:
         """The confirmation page: the password, or a code of the TOTP application when the account
         has one, throttled like a login (TooManyLoginAttempts; InvalidInput for a wrong proof, whose
-        failure the caller's unit of work must commit). The session is stepped up for 5 minutes."""
+        try is counted before it is checked, ``begin_attempt``). The session is stepped up for 5 minutes."""
         citizen = current.citizen
-        keys = [self._account_key(db, login_name(citizen)), self._address_key(address)]
-        if retry_after := self._locked_for(db=db, keys=keys):
-            raise TooManyLoginAttempts(retry_after)
         if not password and not otp:
+            keys = [self._account_key(db, login_name(citizen)), self._address_key(address)]
+            if retry_after := self._locked_for(db=db, keys=keys):
+                raise TooManyLoginAttempts(retry_after)
             field = "otp" if citizen.totp_enabled_at is not None and not citizen.password_hash else "password"
             raise InvalidInput({field: N_("Saisissez votre mot de passe ou un code de votre application.")
                                 if citizen.totp_enabled_at is not None else N_("Saisissez votre mot de passe.")})
+        attempt = self.begin_attempt(db=db, name=login_name(citizen), address=address)
         if password:
             ok, field = self.hasher.verify(citizen.password_hash, password), "password"
             message = N_("Mot de passe incorrect.")
@@ -818,10 +875,9 @@ class AccountService:
             ok, field = self.accept_totp(citizen=citizen, code=otp), "otp"
             message = InvalidOtp.message
         if not ok:
-            self.record_login_failure(db=db, email=login_name(citizen), address=address)
             logger.info("step-up refused", extra={"citizen_id": str(citizen.id), "proof": field})
             raise InvalidInput({field: message})
-        self._clear_throttle(db=db, key=keys[0])
+        self.attempt_passed(db=db, attempt=attempt)
         self.stepped_up(current)
         logger.info("step-up", extra={"citizen_id": str(citizen.id), "proof": field})
 
