@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -81,6 +82,19 @@ def make_citizen(app: Any, *, email: str | None = None, password: str = PASSWORD
                         raise
         db.commit()
     return data
+
+
+def stale_proof(engine: Any, minutes: int = 6) -> None:
+    """Every citizen's session last proved who it was ``minutes`` ago (the login's proof included):
+    the pages that need a recent proof send them to confirm it first."""
+    from sqlalchemy import update
+
+    from vault.auth.models import LoginSession
+    from vault.db import utcnow
+
+    with Session(engine) as db:
+        db.exec(update(LoginSession).values(stepped_up_at=utcnow() - timedelta(minutes=minutes)))
+        db.commit()
 
 
 def logged_in(browser: Browser, citizen: CitizenData) -> Browser:

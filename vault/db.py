@@ -12,10 +12,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, event, func, text
+from sqlalchemy import Engine, event, func, make_url, text
+from sqlalchemy.engine import URL
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
-from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.pool import ConnectionPoolEntry, NullPool
 from sqlmodel import Session, create_engine
 from starlette.requests import Request
 
@@ -73,10 +74,14 @@ def fold_expression(column: Any) -> Any:
     return func.lower(func.translate(column, _FOLD_FROM, _FOLD_TO))
 
 
-def make_engine(url: str) -> Engine:
-    ensure_sqlite_folder(url)
-    if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+def make_engine(url: str | URL, *, pooled: bool = True) -> Engine:
+    """The service's engine; ``pooled=False``: one connection per use, closed after it (for a short
+    transaction that must never wait for the request's pool, ``AccountService.begin_attempt``)."""
+    url = url if isinstance(url, URL) else make_url(url)
+    ensure_sqlite_folder(url.render_as_string(hide_password=False))
+    pool: dict[str, Any] = {} if pooled else {"poolclass": NullPool}
+    if url.drivername.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **pool)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
@@ -89,6 +94,8 @@ def make_engine(url: str) -> Engine:
             dbapi_conn.create_function("translate", 3, _translate, deterministic=True)
 
         return engine
+    if not pooled:
+        return create_engine(url, **pool)
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
 
 

@@ -180,3 +180,25 @@ def test_an_erasure_cut_short_by_the_store_is_finished_from_the_register(app, dp
     with Session(engine) as db:
         assert db.get(Citizen, citizen_id) is None
         assert audit.verify(db).ok
+
+
+def test_an_erasure_request_needs_a_recent_proof_of_identity(app, engine) -> None:
+    """A session that has not proved it is the citizen's for 5 minutes asks for nothing: the
+    citizen confirms first, and the register says a recent proof was given."""
+    from urllib.parse import quote
+
+    from tests.factories import stale_proof
+
+    with citizen_browser(app) as citizen:
+        stale_proof(engine)
+        asked = citizen.submit("/account/data", {"confirm": "yes"}, action="/account/data/erasure")
+        assert asked.status_code == 303 and asked.headers["location"] == f"/account/confirm?next={quote('/account/data')}"
+        with Session(engine) as db:
+            assert db.exec(select(DataRequest)).all() == []
+        confirmed = citizen.submit(asked.headers["location"], {"password": PASSWORD, "next": "/account/data"})
+        assert confirmed.headers["location"] == "/account/data"
+        again = citizen.submit("/account/data", {"confirm": "yes"}, action="/account/data/erasure")
+        assert again.headers["location"] == "/account/data?notice=erasure"
+    with Session(engine) as db:
+        request = db.exec(select(DataRequest)).one()
+        assert request.kind == "erasure" and "preuve d'identité récente" in request.identity_check

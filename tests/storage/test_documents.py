@@ -590,3 +590,29 @@ def test_a_renamed_document_downloads_under_its_new_title(citizen: Browser) -> N
                   headers={"X-CSRF-Token": citizen.cookies["csrf"]})
     renamed = citizen.get(f"/api/v1/documents/{doc['id']}/download".replace("/api/v1", "")).headers["content-disposition"]
     assert "Avis%202025%20%28corrig%C3%A9%29.pdf" in renamed and "scan_0042" not in renamed
+
+
+def test_deleting_a_document_with_the_session_needs_a_recent_proof(app, engine) -> None:
+    """A session that has not proved it is the citizen's for 5 minutes (a stolen cookie, say)
+    deletes nothing, on the page or on the API: the citizen confirms first, then deletes."""
+    from urllib.parse import quote
+
+    from tests.factories import stale_proof
+    from tests.support import PASSWORD
+
+    with citizen_browser(app) as citizen:
+        doc_id = make_document(citizen)["id"]
+        stale_proof(engine)
+        ask = f"/documents/{doc_id}?delete=1"
+        confirm = f"/account/confirm?next={quote(ask)}"
+        api = citizen.delete(f"/api/v1/documents/{doc_id}", headers={"X-CSRF-Token": citizen.cookies["csrf"]})
+        assert api.status_code == 403, api.text
+        assert api.json()["error"] == "step_up_required" and api.json()["location"] == confirm
+        page = citizen.submit(ask, {}, action=f"/documents/{doc_id}/delete")
+        assert page.status_code == 303 and page.headers["location"] == confirm
+        assert citizen.get(f"/api/v1/documents/{doc_id}").status_code == 200  # still there
+        confirmed = citizen.submit(confirm, {"password": PASSWORD, "next": ask})
+        assert confirmed.status_code == 303 and confirmed.headers["location"] == ask
+        deleted = citizen.submit(ask, {}, action=f"/documents/{doc_id}/delete")
+        assert deleted.status_code == 303 and deleted.headers["location"] == "/documents?notice=deleted"
+        assert citizen.get(f"/api/v1/documents/{doc_id}").status_code == 404

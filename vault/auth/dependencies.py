@@ -5,7 +5,7 @@ otherwise)."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any, Protocol
 
 from fastapi import Depends, Request
@@ -81,11 +81,11 @@ def require_login(request: Request, current: OptionalLogin) -> CurrentLogin:
 LoggedIn = Annotated[CurrentLogin, Depends(require_login)]
 
 
-def _step_up(back: str | None) -> Any:
+def _step_up(back: str | Callable[[Request], str] | None) -> Any:
     def require_step_up(request: Request, current: LoggedIn) -> CurrentLogin:
         if not current.stepped_up:
             if back is not None:
-                raise StepUpRequired(back)
+                raise StepUpRequired(back if isinstance(back, str) else back(request))
             query = request.url.query
             raise StepUpRequired(request.url.path + (f"?{query}" if query else ""))
         return current
@@ -93,10 +93,12 @@ def _step_up(back: str | None) -> Any:
     return Depends(require_step_up)
 
 
-def stepped_up(back: str | None = None) -> Any:
+def stepped_up(back: str | Callable[[Request], str] | None = None) -> Any:
     """A page that needs a proof of identity less than 5 minutes old in this session (the password,
     a TOTP code or a passkey): otherwise the confirmation page, then back to this page (a GET), or
-    to ``back`` (the page of a form sent by POST: the citizen sends it again, knowingly)."""
+    to ``back`` (the page of a form sent by POST: the citizen sends it again, knowingly; a function
+    of the request when that page depends on it). Under ``/api/`` the answer is a 403
+    ``step_up_required`` whose ``location`` is the confirmation page."""
     return _step_up(back)
 
 

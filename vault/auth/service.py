@@ -9,7 +9,9 @@ import hashlib
 import hmac
 import logging
 import secrets
+import threading
 import uuid
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -17,7 +19,7 @@ from typing import Any, Literal, Protocol
 from zoneinfo import ZoneInfo
 
 import pyotp
-from sqlalchemy import Connection, delete, func, update
+from sqlalchemy import Connection, Engine, delete, func, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col, select
@@ -57,7 +59,7 @@ from vault.auth.models import (
 from vault.auth.passwords import Hasher, password_problem
 from vault.crypto.rotation import WrappedColumn
 from vault.crypto.tokens import new_token, token_hash
-from vault.db import utcnow
+from vault.db import make_engine, utcnow
 from vault.mail import MailQueue
 from vault.settings import Settings
 from vault.translation import N_
@@ -165,6 +167,8 @@ class AccountService:
         self.keys = keys
         self.secrets = secrets  # the login throttle's key
         self.app_grants: list[AppGrants] = []
+        self._counting_engines: weakref.WeakKeyDictionary[Engine, Engine] = weakref.WeakKeyDictionary()
+        self._counting_lock = threading.Lock()
 
     # ---- registration and email links ---------------------------------------------------------
 
@@ -671,20 +675,29 @@ class AccountService:
     def _clear_throttle(self, *, db: Session, key: str) -> None:
         db.exec(delete(LoginThrottle).where(col(LoginThrottle.key) == key))
 
-    @staticmethod
-    def _own_transaction(db: Session, work: Callable[[Session], None]) -> None:
-        """``work`` in a short transaction of its own, committed at once (PostgreSQL): what it
-        counts survives whatever becomes of the request, and its row locks last milliseconds, not
-        the request. SQLite has one writer at a time: the request's own transaction serialises
-        the requests already (and a second connection would wait for it)."""
+    def _own_transaction(self, db: Session, work: Callable[[Session], None]) -> None:
+        """``work`` in a short transaction of its own, committed at once: what it counts survives
+        whatever becomes of the request, and its row locks last milliseconds, not the request. Its
+        connection is not taken from the requests' pool (``_counting_engine``): a burst that holds
+        every pooled connection never waits for a second one. On SQLite, when the request's
+        transaction holds the one write lock already, the work joins that transaction instead (a
+        second connection would wait for it)."""
         bind = db.get_bind()
         engine = bind.engine if isinstance(bind, Connection) else bind
-        if engine.dialect.name != "postgresql":
+        if engine.dialect.name == "sqlite" and db.in_transaction() and _sqlite_writing(db):
             work(db)
             return
-        with Session(engine, expire_on_commit=False) as own:
+        with Session(self._counting_engine(engine), expire_on_commit=False) as own:
             work(own)
             own.commit()
+
+    def _counting_engine(self, engine: Engine) -> Engine:
+        """The same database without a pool: one connection per count, closed after it."""
+        with self._counting_lock:
+            counting = self._counting_engines.get(engine)
+            if counting is None:
+                counting = self._counting_engines[engine] = make_engine(engine.url, pooled=False)
+            return counting
 
     def begin_attempt(self, *, db: Session, name: str, address: str) -> Attempt:
         """Before a password or a code is checked: the counters of the account ``name`` and of the
@@ -1130,6 +1143,11 @@ class AccountService:
 
     def list_citizens(self, *, db: Session, limit: int = 100, offset: int = 0) -> list[Citizen]:
         return list(db.exec(select(Citizen).order_by(col(Citizen.created_at)).offset(offset).limit(limit)))
+
+
+def _sqlite_writing(db: Session) -> bool:
+    """Whether the request's SQLite connection has begun writing (holds the database's write lock)."""
+    return bool(getattr(db.connection().connection.dbapi_connection, "in_transaction", False))
 
 
 def _recovery_hash(raw: str) -> str:

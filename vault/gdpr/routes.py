@@ -561,6 +561,10 @@ def dpo_export(request: Request, request_id: uuid.UUID, db: Db, gdpr: Gdpr, curr
 # ---- the citizen: "Mes données" ------------------------------------------------------------------------------
 
 
+# The request was sent from a session that had just proved it was the citizen's.
+RECENT_PROOF = "connexion à l'espace citoyen et preuve d'identité récente (mot de passe, code ou clé d'accès)"
+
+
 def _subject_by(gdpr: GdprService, db: Db, citizen_id: uuid.UUID) -> Staff:
     return Staff(actor=f"subject:{gdpr.subject(db, citizen_id)}", label="la personne elle-même (en ligne)")
 
@@ -618,12 +622,13 @@ def my_data_rectification(request: Request, form: FormFields, db: Db, gdpr: Gdpr
 
 
 @pages.post("/account/data/erasure")
-def my_data_erasure(request: Request, form: FormFields, db: Db, gdpr: Gdpr, current: LoggedIn) -> Response:
+def my_data_erasure(request: Request, form: FormFields, db: Db, gdpr: Gdpr,
+                    current: Annotated[CurrentLogin, stepped_up("/account/data")]) -> Response:
     if form.get("confirm") != "yes":
         raise PageError(400, "Cochez la case pour confirmer votre demande d'effacement.")
     pending = [r for r in gdpr.list_requests(db, view="open")
                if r.citizen_id == current.citizen.id and r.kind == "erasure"]
     if not pending:
         gdpr.open_request(db, kind="erasure", citizen_id=current.citizen.id, channel="online",
-                          by=_subject_by(gdpr, db, current.citizen.id), identity_check="connexion à l'espace citoyen")
+                          by=_subject_by(gdpr, db, current.citizen.id), identity_check=RECENT_PROOF)
     return redirect("/account/data?notice=erasure")

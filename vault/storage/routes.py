@@ -20,7 +20,8 @@ from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response, StreamingResponse
 
-from vault.auth.dependencies import ApiUnauthenticated, LoggedIn, OptionalLogin
+from vault.auth.dependencies import ApiUnauthenticated, LoggedIn, OptionalLogin, stepped_up
+from vault.auth.service import CurrentLogin
 from vault.crypto import DecryptionError
 from vault.errors import VaultError
 from vault.oidc.claims import DEPOSIT_SCOPES
@@ -47,6 +48,7 @@ from vault.storage.multipart import MultipartUpload
 from vault.storage.service import Actor, DocumentService, download_name, validate_meta
 from vault.translation import N_
 from vault.web.dependencies import Db, FormFields, redirect
+from vault.web.errors import StepUpRequired
 from vault.web.openapi import READ, SESSION, STATUS_TEXT, WRITE, api_errors
 from vault.web.pages import PageError, get_cookie, notice_key, render
 from vault.web.relay import consume_in_thread, relay
@@ -328,9 +330,27 @@ def patch_document(document_id: uuid.UUID, changes: DocumentPatch, db: Db, servi
                                   changes=changes.model_dump(exclude_unset=True)))
 
 
-@api.delete("/documents/{document_id}", status_code=204, operation_id="delete_document", responses=api_errors(404, 409),
-            openapi_extra={"security": WRITE}, summary="Delete a document (its object is deleted after the answer)")
-def delete_document(document_id: uuid.UUID, db: Db, service: Documents, actor: ApiActor) -> Response:
+def _delete_page(request: Request) -> str:
+    """The page that asks to confirm the deletion of a document: where a step-up comes back to."""
+    return f"/documents/{request.path_params['document_id']}?delete=1"
+
+
+def api_deleter(request: Request, actor: ApiActor, current: OptionalLogin) -> Actor:
+    """Deleting with the citizen's session needs a recent proof of identity, as on the page (a
+    stolen session cookie alone deletes nothing): otherwise 403 ``step_up_required``. An app's
+    token is what its grant says."""
+    if actor.kind == "citizen" and (current is None or not current.stepped_up):
+        raise StepUpRequired(_delete_page(request))
+    return actor
+
+
+@api.delete("/documents/{document_id}", status_code=204, operation_id="delete_document",
+            responses=api_errors(403, 404, 409), openapi_extra={"security": WRITE},
+            summary="Delete a document (its object is deleted after the answer)",
+            description="With the citizen's session, a proof of identity less than 5 minutes old is needed "
+                        "(otherwise 403 `step_up_required`, whose `location` is the page to confirm it).")
+def delete_document(document_id: uuid.UUID, db: Db, service: Documents,
+                    actor: Annotated[Actor, Depends(api_deleter)]) -> Response:
     blob_key = service.delete(db, actor=actor, document_id=document_id)
     return Response(status_code=204, background=BackgroundTask(service.delete_blob_later, blob_key))
 
@@ -529,7 +549,7 @@ def document_edit(request: Request, document_id: uuid.UUID, form: FormFields, db
 
 @pages.post("/documents/{document_id}/delete")
 def document_delete(request: Request, document_id: uuid.UUID, form: FormFields, db: Db, service: Documents,
-                    actor: PageActor) -> Response:
+                    actor: PageActor, _proof: Annotated[CurrentLogin, stepped_up(_delete_page)]) -> Response:
     blob_key = service.delete(db, actor=actor, document_id=document_id)
     response = redirect("/documents?notice=deleted")
     response.background = BackgroundTask(service.delete_blob_later, blob_key)

@@ -39,6 +39,8 @@ logger = logging.getLogger(__name__)
 OAUTH_ENDPOINTS = frozenset({"/token", "/revoke", "/introspect", "/userinfo", "/api/v1/token", "/api/v2/token",
                              "/api/v1/userinfo", "/api/v2/userinfo"})
 JSON_PATHS = ("/api/", "/healthz", "/readyz")
+STEP_UP_DETAIL = ("This action needs a recent proof of identity: confirm it is you at `location` (the password, a "
+                  "code or a passkey), then send it again.")
 NOT_FOUND = (N_("Page introuvable"), N_("Cette page n'existe pas ou n'existe plus."))
 
 
@@ -66,10 +68,12 @@ def _wants_json(request: Request) -> bool:
 
 
 def api_error(code: str, detail: str, status: int, *, fields: dict[str, str] | None = None,
-              headers: dict[str, str] | None = None) -> JSONResponse:
+              headers: dict[str, str] | None = None, location: str | None = None) -> JSONResponse:
     body: dict[str, object] = {"error": code, "detail": detail}
     if fields:
         body["fields"] = fields
+    if location:
+        body["location"] = location
     return JSONResponse(body, status_code=status, headers=headers or None)
 
 
@@ -107,7 +111,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StepUpRequired)
     async def step_up_required(request: Request, exc: StepUpRequired) -> Response:
-        return RedirectResponse(f"/account/confirm?next={quote(exc.next_path)}", status_code=303)
+        confirm = f"/account/confirm?next={quote(exc.next_path)}"
+        if _wants_json(request):  # the citizen's session on the API: its page confirms, then comes back
+            return api_error("step_up_required", STEP_UP_DETAIL, 403, location=confirm)
+        return RedirectResponse(confirm, status_code=303)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:

@@ -32,12 +32,15 @@ class ApiError(BaseModel):
     """Every error of the JSON API (``vault.web.errors.api_error``)."""
 
     error: str = Field(description="A stable code: invalid_request, unauthenticated, invalid_token, insufficient_scope, "
-                                   "csrf, forbidden, not_found, legal_hold, too_large, quota_exceeded, "
+                                   "csrf, step_up_required, forbidden, not_found, legal_hold, too_large, quota_exceeded, "
                                    "unsupported_type, empty_file, infected, invalid_input, damaged, content_missing, "
                                    "unavailable…")
     detail: str = Field(description="What went wrong, for a person (French for the citizen's own errors)")
     fields: dict[str, str] = Field(default_factory=dict,
                                    description="Per-field messages, when the error is about the request's fields")
+    location: str | SkipJsonSchema[None] = Field(
+        default=None, description="step_up_required: the page where the citizen confirms it is them (the password, "
+                                  "a code or a passkey), which then comes back to the page of the action")
 
 
 class OAuthErrorBody(BaseModel):
@@ -55,7 +58,8 @@ class OAuthErrorBody(BaseModel):
 STATUS_TEXT = {
     400: "Malformed request (a NUL character, an unreadable field)",
     401: "No credentials, or credentials that are not (or no longer) valid",
-    403: "Authenticated, but not allowed (a missing scope, the CSRF header, not the depositing app)",
+    403: "Authenticated, but not allowed (a missing scope, the CSRF header, not the depositing app; with the "
+         "session cookie, an action that needs a recent proof of identity: step_up_required)",
     404: "No such document (or not visible to the caller)",
     409: "The document is kept under a legal hold",
     413: "The document is too large, or the citizen's quota is reached",
