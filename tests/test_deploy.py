@@ -297,6 +297,8 @@ def test_compose_replicas_worker_and_db_upgrade_share_settings_and_secrets(monke
     # Each compose secret comes from a file outside the repository's tracked content.
     for name, secret in compose()["secrets"].items():
         assert set(secret) == {"file"} and secret["file"].startswith("./secrets/"), name
+        ignored = subprocess.run(["git", "check-ignore", "-q", str(DEPLOY / secret["file"])], cwd=ROOT, check=False)
+        assert ignored.returncode == 0, f"{secret['file']} could be committed"
     # Replicas wait for a successful `vault db upgrade`.
     for name in ("vault-1", "vault-2", "worker"):
         assert services[name]["depends_on"]["db-upgrade"] == {"condition": "service_completed_successfully"}
