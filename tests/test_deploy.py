@@ -207,6 +207,25 @@ def test_the_probed_paths_answer(browser) -> None:
         assert browser.get(path).status_code == 200, path
 
 
+def test_the_ingress_reaches_the_web_port_and_only_the_ingress_controller_is_a_trusted_proxy() -> None:
+    web = by_kind("Deployment")["citizen-vault"]
+    (container,) = web["spec"]["template"]["spec"]["containers"]
+    service = by_kind("Service")["citizen-vault"]["spec"]
+    assert service["selector"] == web["spec"]["selector"]["matchLabels"]
+    assert service.get("sessionAffinity", "None") == "None"
+    (port,) = service["ports"]
+    assert port["targetPort"] in [p["name"] for p in container["ports"]]
+    backends = [path["backend"]["service"] for rule in by_kind("Ingress")["citizen-vault"]["spec"]["rules"]
+                for path in rule["http"]["paths"]]
+    assert backends == [{"name": "citizen-vault", "port": {"name": port["name"]}}]
+    # uvicorn believes X-Forwarded-Proto from the same proxies the app believes X-Forwarded-For from:
+    # Kubernetes expands $(VAULT_TRUSTED_PROXIES) from the ConfigMap (a variable it defines).
+    command = container["command"]
+    assert "--proxy-headers" in command
+    assert command[command.index("--forwarded-allow-ips") + 1] == "$(VAULT_TRUSTED_PROXIES)"
+    assert by_kind("ConfigMap")["citizen-vault"]["data"]["VAULT_TRUSTED_PROXIES"]
+
+
 def test_web_memory_fits_argon2id_for_every_worker_process() -> None:
     config = by_kind("ConfigMap")["citizen-vault"]["data"]
     defaults = Settings()
