@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import SecretStr
 
+from vault.crypto.providers import load_key_provider
 from vault.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -430,3 +431,50 @@ def check_command(command: list[str]) -> None:
     assert "Usage:" in result.stdout and " ".join(subcommand) in result.stdout
     for option in options:
         assert option in result.stdout, (command, option)
+
+
+# ---- what the Compose services run ---------------------------------------------------------------
+
+
+def test_compose_entrypoint_exports_each_secret_file_into_its_variable(tmp_path: Path) -> None:
+    """The vault services' entrypoint (run by /bin/sh as Docker would, with Compose's `$$` as `$`)
+    turns /run/secrets/VAULT_* files into variables, then runs the command."""
+    entrypoint = compose_vault_services()["vault-1"]["entrypoint"]
+    assert entrypoint[:2] == ["/bin/sh", "-c"]
+    script = entrypoint[2].replace("$$", "$")
+    assert "/run/secrets/" in script
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "VAULT_DATABASE_URL").write_text("postgresql+psycopg://vault:p a$s@postgres/vault\n")
+    (secrets / "VAULT_SMTP_URL").write_text("smtp://relay:25")
+    (secrets / "unrelated").write_text("not exported")
+    shown = subprocess.run(["/bin/sh", "-c", script.replace("/run/secrets/", f"{secrets}/"), *entrypoint[3:],
+                            sys.executable, "-c", "import json, os; print(json.dumps(dict(os.environ)))"],
+                           capture_output=True, text=True, check=True)
+    environment = json.loads(shown.stdout)
+    assert environment["VAULT_DATABASE_URL"] == "postgresql+psycopg://vault:p a$s@postgres/vault"
+    assert environment["VAULT_SMTP_URL"] == "smtp://relay:25"
+    assert "not exported" not in environment.values()
+
+
+def test_compose_keyring_init_creates_a_keyring_the_replicas_accept_and_never_overwrites_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    service = compose()["services"]["keyring-init"]
+    program = service["entrypoint"]
+    environment = compose_vault_services()["vault-1"]["environment"]
+    keyring_file = environment["VAULT_KEYRING_FILE"]
+    assert program[:2] == ["python", "-c"] and keyring_file in program[2]
+    assert service["volumes"] == [f"keyring:{Path(keyring_file).parent}"]
+    folder = tmp_path / "keyring"
+    command = [sys.executable, "-c", program[2].replace(keyring_file, str(folder / "keyring.json"))]
+    created = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert created.returncode == 0, created.stderr
+    assert (folder / "keyring.json").stat().st_mode & 0o777 == 0o600
+    before = (folder / "keyring.json").read_bytes()
+    again = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert again.returncode != 0 and (folder / "keyring.json").read_bytes() == before
+    values = {name: interpolated(str(value)) for name, value in environment.items()}
+    values |= {"VAULT_KEYRING_FILE": str(folder / "keyring.json"),
+               "VAULT_DATABASE_URL": "postgresql+psycopg://vault:pw@postgres:5432/vault"}
+    keys = load_key_provider(production_settings(monkeypatch, values))
+    assert keys.unwrap(keys.wrap(b"x", context=b"deploy"), context=b"deploy") == b"x"
