@@ -63,7 +63,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         sender = None
         if services.settings.mail_sender == "app":
             sender = Sender(services.engine, services.mail_transport, poll_seconds=services.settings.mail_poll_seconds,
-                            retention_days=services.settings.mail_retention_days)
+                            retention_days=services.settings.mail_retention_days,
+                            give_up_hours=services.settings.mail_give_up_hours)
             sender.start()
         try:
             async with _lifespan(app):  # the audit log's periodic checkpoint
@@ -194,7 +195,11 @@ def _add_operational_routes(app: FastAPI) -> None:
         def keyring() -> str:
             keys = app.state.services.keys
             if not isinstance(keys, AwsKmsProvider):
-                keys.unwrap(keys.wrap(b"readiness", context=b"readyz"), context=b"readyz")
+                try:
+                    keys.unwrap(keys.wrap(b"readiness", context=b"readyz"), context=b"readyz")
+                except KeyProviderError as exc:
+                    reasons.append(str(exc))  # names the keyring file and why it cannot be read
+                    raise
                 return "ok"
             # A KMS round trip each: a balancer probing every few seconds from each replica would
             # make the KMS bill (and its request quota) grow with the probes; the answer is kept a while.
