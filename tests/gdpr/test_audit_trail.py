@@ -360,7 +360,7 @@ def test_an_older_checkpoint_whose_entry_is_gone_is_found(app, engine) -> None:
     trail = app.state.services.audit
     ids = write(app, 4)
     _cut_back_to(engine, ids[1])
-    trail._last_seq = -1  # due at once: the next entry is checkpointed within its transaction
+    trail.every_entries = 1  # every new entry due for a checkpoint within its transaction
     write(app, 3, checkpoint=False)
     result = verdict(app)
     assert not result.ok and result.first_bad_id == ids[-1]
