@@ -15,6 +15,8 @@ command -v chromium >/dev/null 2>&1 || need_debs+=(chromium)
 # The mod_auth_openidc interoperability test runs a private Apache (apache2 -X) with Debian's module.
 [ -x /usr/sbin/apache2 ] || need_debs+=(apache2)
 [ -e /usr/lib/apache2/modules/mod_auth_openidc.so ] || need_debs+=(libapache2-mod-auth-openidc)
+# tests/test_deploy.py checks deploy/haproxy.cfg with `haproxy -c`.
+command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need_debs+=(haproxy)
 # The activation letter's PDF embeds DejaVu Sans (a Unicode TrueType font).
 [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need_debs+=(fonts-dejavu-core)
 if [ ${#need_debs[@]} -gt 0 ]; then

@@ -241,3 +241,101 @@ def test_a_transport_error_names_no_address(settings) -> None:
     with pytest.raises(MailError) as raised:
         mailer.send(message_from_bytes(b"To: x@example.org\r\nSubject: s\r\n\r\nbody", policy=default))  # type: ignore[arg-type]
     assert not raised.value.permanent and "example.org" not in str(raised.value)
+
+
+def stored_bytes(engine) -> bytes:
+    """Everything the outbox table holds, as a backup or a database reader would see it."""
+    return b"".join(r.content + r.subject.encode() + r.recipient.encode() for r in queued(engine))
+
+
+def test_a_link_does_not_stay_in_the_outbox_once_its_mail_left_or_was_refused(settings, engine, smtp) -> None:
+    from vault.auth.models import EmailToken
+
+    app = smtp_app(settings, engine, smtp)
+    with Browser(app) as browser:
+        assert browser.register("link@example.org").status_code == 200
+    [waiting] = queued(engine)
+    assert b"/verify-email?token=" in waiting.content  # the sender needs it while it waits
+    assert deliver(app).sent == 1
+    [message] = smtp.capture.messages
+    token = message.get_body(("plain",)).get_content().split("token=")[1].split()[0]
+    [row] = queued(engine)
+    # Kept a while (address, subject, dates for the export), but no usable link any more.
+    assert row.sent_at is not None and row.recipient == "link@example.org" and row.content == b""
+    assert token.encode() not in stored_bytes(engine)
+    with Session(engine) as db:  # the link itself still works: only its copy in the outbox is gone
+        assert db.exec(select(EmailToken)).one().used_at is None
+
+    smtp.capture.answer = "550 5.1.1 no such mailbox"
+    with Browser(app) as browser:
+        assert browser.register("refused@example.org").status_code == 200
+    assert deliver(app).failed == 1
+    refused = next(r for r in queued(engine) if r.recipient == "refused@example.org")
+    assert refused.failed_at is not None and refused.content == b""
+
+
+def test_the_purge_clears_the_body_of_mail_marked_sent_before_bodies_were_cleared(settings, engine, smtp) -> None:
+    app = smtp_app(settings, engine, smtp)
+    with Browser(app) as browser:
+        assert browser.register("before@example.org").status_code == 200
+    with Session(engine) as db:  # a row a sender of an earlier version marked sent, body kept
+        row = db.exec(select(OutgoingMail)).one()
+        row.sent_at = datetime.now(UTC) - timedelta(hours=1)
+        db.commit()
+    with Session(engine) as db:
+        assert purge_sent(db, before=datetime.now(UTC) - timedelta(days=settings.mail_retention_days)) == 0
+        db.commit()
+    [row] = queued(engine)
+    assert row.content == b"" and row.recipient == "before@example.org"
+
+
+def backdate(engine, hours: float) -> None:
+    """Every waiting mail was written ``hours`` ago and is due now."""
+    with Session(engine) as db:
+        for row in db.exec(select(OutgoingMail)):
+            row.created_at = datetime.now(UTC) - timedelta(hours=hours)
+            row.next_attempt_at = datetime.now(UTC) - timedelta(seconds=1)
+        db.commit()
+
+
+def test_a_mail_failing_for_too_long_is_given_up_then_purged(settings, engine, smtp_down, caplog) -> None:
+    from vault.mail import Sender
+
+    app = smtp_app(settings, engine, smtp_down, mail_give_up_hours=72, mail_sender="worker")
+    sender = Sender(engine, app.state.services.mail_transport, poll_seconds=1,
+                    retention_days=settings.mail_retention_days, give_up_hours=settings.mail_give_up_hours)
+    with Browser(app) as browser:
+        assert browser.register("stuck@example.org").status_code == 200
+    backdate(engine, 71)
+    assert sender.run_once().retried == 1  # within the 72 hours: tried again later
+    [row] = queued(engine)
+    assert row.failed_at is None and row.content != b""
+    backdate(engine, 73)
+    with caplog.at_level(logging.INFO, logger="vault.mail"):
+        report = sender.run_once()
+    assert (report.failed, report.retried) == (1, 0)
+    [row] = queued(engine)
+    assert row.failed_at is not None and row.sent_at is None and row.content == b""
+    given_up = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(given_up) == 1 and "given up" in given_up[0].getMessage()
+    assert all("stuck@example.org" not in f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
+    assert deliver(app, now=datetime.now(UTC) + timedelta(days=1)).retried == 0  # never tried again
+    with Session(engine) as db:  # purged like any mail done with, after the retention
+        assert purge_sent(db, before=datetime.now(UTC) + timedelta(seconds=1)) == 1
+        db.commit()
+    assert queued(engine) == []
+
+
+def test_the_erasure_certificate_mail_given_up_is_deleted_at_once(settings, engine, smtp_down) -> None:
+    from vault.gdpr.service import Staff
+
+    app = smtp_app(settings, engine, smtp_down, mail_sender="worker")
+    citizen = make_citizen(app, email="erased@example.org")
+    with Session(engine) as db:
+        app.state.services.gdpr.erase(db, citizen_id=citizen.id, reason="demande",
+                                      by=Staff(actor="staff:t", label="DPO"))
+    assert [r.kind for r in queued(engine)] == ["erasure_done"]
+    assert deliver(app).retried == 1
+    backdate(engine, 73)
+    assert deliver(app).failed == 1
+    assert queued(engine) == []  # nothing keeps the erased citizen's address

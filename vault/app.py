@@ -63,7 +63,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         sender = None
         if services.settings.mail_sender == "app":
             sender = Sender(services.engine, services.mail_transport, poll_seconds=services.settings.mail_poll_seconds,
-                            retention_days=services.settings.mail_retention_days)
+                            retention_days=services.settings.mail_retention_days,
+                            give_up_hours=services.settings.mail_give_up_hours)
             sender.start()
         try:
             async with _lifespan(app):  # the audit log's periodic checkpoint

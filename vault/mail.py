@@ -12,7 +12,17 @@ marking it sent leaves it claimed; once its claim runs out (``CLAIM_SECONDS``) a
 again, with the same ``Message-ID`` (mail clients and servers recognise the duplicate).
 
 Mail carries single-use links (verification, password reset): the log says a mail left, its kind
-and id, never its address or body.
+and id, never its address or body. The body is kept only while the sender needs it: it is cleared
+(``content`` emptied) as soon as the message is marked sent or failed, so that the rows kept for the
+retention period (and the export) hold subject, address and dates, never a link still usable. A
+mail that keeps failing for a while (``VAULT_MAIL_GIVE_UP_HOURS`` after it was written) is given up:
+marked failed, logged at ERROR (without its address), then purged like the others.
+
+A waiting message is stored in clear: its links are single-use and short-lived, and encrypting it
+would take a key from the key hierarchy (``vault/crypto``, ``KeyStore`` secrets in ``vault/oidc``),
+which live on floors above this module (docs/architecture.md): the queue would then need a cipher
+injected by ``vault/services.py`` on both sides. Not done; the clearing above bounds the exposure to
+the time a mail waits.
 """
 
 from __future__ import annotations
@@ -50,6 +60,8 @@ CLAIM_SECONDS = 600
 _FIRST_RETRY_SECONDS = 30
 _MAX_RETRY_SECONDS = 3600
 _BATCH = 20
+# A mail still failing (for a while, 4xx or the server away) this long after it was written is given up.
+GIVE_UP_AFTER = timedelta(hours=72)
 
 
 def _utcnow() -> datetime:
@@ -150,7 +162,7 @@ class OutgoingMail(SQLModel, table=True):
     citizen_id: uuid.UUID | None = Field(default=None, index=True)  # whose mail, for erasure and export
     kind: str = Field(max_length=80)  # the template: what the log and the export say of it
     subject: str = Field(max_length=500)
-    content: bytes  # the whole message (RFC 5322)
+    content: bytes  # the whole message (RFC 5322) while it waits; emptied once sent or failed
     created_at: datetime = Field(default_factory=_utcnow)
     next_attempt_at: datetime = Field(default_factory=_utcnow, index=True)
     claimed_until: datetime | None = None
@@ -218,21 +230,30 @@ def _claim(engine: Engine, *, now: datetime, limit: int) -> list[OutgoingMail]:
     return claimed
 
 
-def deliver_due(engine: Engine, transport: Mailer, *, now: datetime | None = None, limit: int = _BATCH) -> Delivery:
+def deliver_due(engine: Engine, transport: Mailer, *, now: datetime | None = None, limit: int = _BATCH,
+                give_up_after: timedelta = GIVE_UP_AFTER) -> Delivery:
     """One pass of the sender: hand every due message to ``transport``, at most ``limit`` at a time
     until none is left. A plain callable (a job queue can run it). A message the transport refuses
-    for a while is tried again later (30 s, then twice as long each time, at most an hour apart); one
-    the server refuses for good (5xx) is marked failed and logged."""
+    for a while is tried again later (30 s, then twice as long each time, at most an hour apart)
+    until ``give_up_after`` from when it was written; then, or when the server refuses it for good
+    (5xx), it is marked failed and logged."""
     report = Delivery()
     while True:
-        rows = _claim(engine, now=now or _utcnow(), limit=limit)
+        moment = now or _utcnow()
+        rows = _claim(engine, now=moment, limit=limit)
         for row in rows:
-            _deliver_one(engine, transport, row, report)
+            _deliver_one(engine, transport, row, report, now=moment, give_up_after=give_up_after)
         if len(rows) < limit or report.errors:  # all done, or the transport is failing: the next pass
             return report
 
 
-def _deliver_one(engine: Engine, transport: Mailer, row: OutgoingMail, report: Delivery) -> None:
+def _aware(moment: datetime) -> datetime:
+    """SQLite gives back naive datetimes (stored in UTC)."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _deliver_one(engine: Engine, transport: Mailer, row: OutgoingMail, report: Delivery, *, now: datetime,
+                 give_up_after: timedelta) -> None:
     message = message_from_bytes(row.content, _class=EmailMessage, policy=default_policy)
     described = {"mail_id": str(row.id), "kind": row.kind, "message_id": row.message_id, "attempt": row.attempts + 1}
     try:
@@ -249,6 +270,11 @@ def _deliver_one(engine: Engine, transport: Mailer, row: OutgoingMail, report: D
             values["failed_at"] = done
             report.failed += 1
             logger.error("mail refused for good", extra={**described, "error": str(exc)})
+        elif now - _aware(row.created_at) >= give_up_after:
+            values["failed_at"] = done
+            report.failed += 1
+            logger.error("mail given up: still failing too long after it was written",
+                         extra={**described, "error": str(exc), "give_up_hours": give_up_after.total_seconds() / 3600})
         else:
             values["next_attempt_at"] = done + _retry_delay(row.attempts + 1)
             report.retried += 1
@@ -261,17 +287,24 @@ def _deliver_one(engine: Engine, transport: Mailer, row: OutgoingMail, report: D
     # If this write is lost (a crash, the database away), the claim runs out and the message goes
     # again: at least once, never lost.
     with Session(engine) as db:
-        if row.forget_when_done and (values.get("sent_at") or values.get("failed_at")):
+        done_with = bool(values.get("sent_at") or values.get("failed_at"))
+        if row.forget_when_done and done_with:
             db.exec(delete(OutgoingMail).where(col(OutgoingMail.id) == row.id))
         else:
+            if done_with:
+                values["content"] = b""  # its links must not outlive the sending in the table or its backups
             db.exec(update(OutgoingMail).where(col(OutgoingMail.id) == row.id).values(**values))
         db.commit()
 
 
 def purge_sent(db: Session, *, before: datetime) -> int:
-    """Delete the messages delivered (or refused for good) before ``before``; how many."""
+    """Delete the messages delivered (or refused for good) before ``before``; how many. The body of
+    any other message done with is cleared too (rows a sender marked before it cleared bodies)."""
     result = db.exec(delete(OutgoingMail).where(
         or_(col(OutgoingMail.sent_at) < before, col(OutgoingMail.failed_at) < before)))
+    db.exec(update(OutgoingMail).where(
+        or_(col(OutgoingMail.sent_at).is_not(None), col(OutgoingMail.failed_at).is_not(None)),
+        col(OutgoingMail.content) != b"").values(content=b""))
     return result.rowcount
 
 
@@ -297,8 +330,10 @@ class Sender:
     delivered messages once an hour. ``run`` for ``vault worker``; ``start``/``stop`` for the thread
     the web app runs in development."""
 
-    def __init__(self, engine: Engine, transport: Mailer, *, poll_seconds: float, retention_days: int) -> None:
+    def __init__(self, engine: Engine, transport: Mailer, *, poll_seconds: float, retention_days: int,
+                 give_up_hours: int = 72) -> None:
         self.engine = engine
+        self.give_up_after = timedelta(hours=give_up_hours)
         self.transport = transport
         self.poll_seconds = poll_seconds
         self.retention_days = retention_days
@@ -311,7 +346,7 @@ class Sender:
         self._wake.set()
 
     def run_once(self) -> Delivery:
-        report = deliver_due(self.engine, self.transport)
+        report = deliver_due(self.engine, self.transport, give_up_after=self.give_up_after)
         now = _utcnow()
         if self._purged_at is None or now - self._purged_at > timedelta(hours=1):
             with Session(self.engine) as db:

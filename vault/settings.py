@@ -72,6 +72,8 @@ class Settings(BaseSettings):
     mail_sender: Literal["app", "worker"] = "app"
     mail_poll_seconds: int = Field(default=5, ge=1, le=3600)
     mail_retention_days: int = Field(default=7, ge=1, le=365)
+    # A mail still failing this long after it was written is given up (marked failed, then purged).
+    mail_give_up_hours: int = Field(default=72, ge=1, le=24 * 30)
 
     # "S'identifier avec FranceConnect" for citizens, ProConnect for staff: this service is then a
     # relying party of theirs (vault.auth.federation). All three of a kind, or none.

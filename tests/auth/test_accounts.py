@@ -463,6 +463,23 @@ def test_one_address_trying_many_accounts_is_locked(settings, engine) -> None:
         assert locked.status_code == 429 and "Trop de tentatives" in locked.text
 
 
+def test_one_ipv6_network_trying_many_accounts_is_locked_whatever_its_addresses(settings, engine) -> None:
+    from vault.app import create_app
+
+    app = create_app(settings.model_copy(update={"login_free_failures_per_address": 3,
+                                                 "trusted_proxies": "testclient"}), engine=engine)
+    with Browser(app) as browser:
+        make_citizen(app, email="victim6@example.org")
+        for n in range(3):  # a fresh address of one /64 for each try
+            browser.headers["X-Forwarded-For"] = f"2001:db8:9:9::{n + 1:x}"
+            assert browser.login(f"spray6-{n}@example.org", "guess guess guess").status_code == 401
+        browser.headers["X-Forwarded-For"] = "2001:db8:9:9:ffff::1"
+        locked = browser.login("victim6@example.org")
+        assert locked.status_code == 429 and "Trop de tentatives" in locked.text
+        browser.headers["X-Forwarded-For"] = "2001:db8:9:a::1"  # another /64 is another client
+        assert browser.login("victim6@example.org").status_code == 303
+
+
 def test_a_birthdate_is_checked_against_the_citys_date(settings, engine) -> None:
     from vault.app import create_app
 

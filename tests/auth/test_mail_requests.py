@@ -152,3 +152,28 @@ def test_a_malformed_address_is_refused_without_counting(app, outbox: Outbox) ->
     with Browser(app) as browser:
         assert browser.submit("/password/forgot", {"email": "later@example.org"}).status_code == 200
     assert len(outbox.to("later@example.org")) == 1
+
+
+def test_plus_aliases_of_one_mailbox_share_its_budget(app, engine, outbox: Outbox) -> None:
+    with Browser(app) as browser:
+        for n in range(6):
+            assert browser.register(f"victim+{n}@example.org").status_code == 200
+    # Three mails in all to the one mailbox, not three per alias; each account keeps its exact address.
+    assert len([m for m in outbox.all() if m.to.endswith("@example.org") and m.to.startswith("victim")]) == 3
+    with Session(engine) as db:
+        assert sorted(c.email or "" for c in db.exec(select(Citizen))) == [
+            "victim+0@example.org", "victim+1@example.org", "victim+2@example.org"]
+
+
+def test_one_ipv6_network_cannot_mail_many_addresses_by_changing_its_address(settings, engine) -> None:
+    app = create_app(settings.model_copy(update={"mail_requests_free_per_address": 3,
+                                                 "trusted_proxies": "testclient"}), engine=engine)
+    with Browser(app) as browser:
+        for n in range(5):  # a fresh address of the same /64 for every request
+            browser.headers["X-Forwarded-For"] = f"2001:db8:5:6::{n + 1:x}"
+            assert browser.register(f"v6-{n}@example.org").status_code == 200
+        browser.headers["X-Forwarded-For"] = "2001:db8:5:7::1"  # another /64: another client
+        assert browser.register("v6-other@example.org").status_code == 200
+    with Session(engine) as db:
+        assert sorted(c.email or "" for c in db.exec(select(Citizen))) == [
+            "v6-0@example.org", "v6-1@example.org", "v6-2@example.org", "v6-other@example.org"]

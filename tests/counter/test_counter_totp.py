@@ -5,17 +5,22 @@ mail tells the citizen, the audit chain keeps it, three times a day at most."""
 
 from __future__ import annotations
 
+import threading
 import time
+from contextlib import ExitStack
+from datetime import timedelta
 
 import pyotp
 import pytest
+from sqlalchemy import update
 from sqlmodel import Session, select
 
 from tests.auth.test_reset_and_apps import NEW_PASSWORD, app_tokens, assert_grants_ended, introspect, reset_link
 from tests.factories import COUNTER, CitizenData, logged_in, make_citizen, make_oidc_app, make_staff, staff_browser
 from tests.support import Browser, Outbox
 from vault.auth.models import Citizen, LoginSession, RecoveryCode
-from vault.gdpr.models import AuditEntry
+from vault.db import utcnow
+from vault.gdpr.models import AuditEntry, StaffSession
 
 CHECKED = {"document_kind": "titre_sejour", "checked": "yes", "asked": "yes"}
 ACTION = "Désactiver la double authentification"
@@ -149,3 +154,70 @@ def test_an_agent_of_any_service_may_do_it(app) -> None:
     with staff_browser(app, make_staff(app, role="agent", service=COUNTER)) as desk:
         assert turn_off(desk, citizen).status_code == 303
     assert not totp_on(app, citizen)
+
+
+def test_an_agent_whose_confirmation_is_old_confirms_again_first(app, engine, agent) -> None:
+    """A session left open or taken is not enough: the agent's password and code, confirmed less
+    than 5 minutes ago (the login counts), else the page asks for them and nothing changes."""
+    citizen = make_citizen(app, totp=True)
+    path = f"/agent/citizens/{citizen.id}/totp"
+    with staff_browser(app, agent) as desk:
+        token = desk.form_token(f"/agent/citizens/{citizen.id}")
+        with Session(engine) as db:  # the login's confirmation is now older than 5 minutes
+            db.exec(update(StaffSession).values(reauth_at=utcnow() - timedelta(minutes=6)))
+            db.commit()
+        page = desk.get(path).text
+        assert 'action="/dpo/reauth"' in page and f'action="{path}"' not in page
+        assert "Pour désactiver la double authentification d'une personne, confirmez votre identité" in page
+        refused = desk.post(path, data={**CHECKED, "csrf_token": token})
+        assert refused.status_code == 403 and 'action="/dpo/reauth"' in refused.text
+        assert totp_on(app, citizen)
+        with Session(engine) as db:
+            assert db.exec(select(AuditEntry).where(AuditEntry.action == "counter.totp_disabled")).first() is None
+
+        confirmed = desk.submit(path, {"password": agent.password, "otp": agent.totp.at(time.time() + 30),
+                                       "next": path}, action="/dpo/reauth")
+        assert confirmed.status_code == 303 and confirmed.headers["location"] == path
+        assert f'action="{path}"' in desk.get(path).text
+        assert turn_off(desk, citizen).status_code == 303
+    assert not totp_on(app, citizen)
+
+
+def test_concurrent_requests_never_exceed_three_a_day(app, engine) -> None:
+    """Several agents posting at once for the same person, who re-enrolled after two turn-offs today:
+    one more turn-off at most, never a fourth entry."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("concurrent writers: PostgreSQL (SQLite has a single writer)")
+    citizen = make_citizen(app, totp=True)
+    services = app.state.services
+    agents = [make_staff(app, role="agent", service=COUNTER) for _ in range(6)]
+    with ExitStack() as stack:
+        desks = [stack.enter_context(staff_browser(app, a)) for a in agents]
+        for _ in range(2):
+            assert turn_off(desks[0], citizen).status_code == 303
+            _enrol_again(services, engine, citizen)
+        tokens = [desk.form_token(f"/agent/citizens/{citizen.id}") for desk in desks]
+        start = threading.Barrier(len(desks))
+        statuses: list[int] = []
+
+        def post(desk: Browser, token: str) -> None:
+            start.wait()
+            statuses.append(desk.post(f"/agent/citizens/{citizen.id}/totp",
+                                      data={**CHECKED, "csrf_token": token}).status_code)
+
+        threads = [threading.Thread(target=post, args=pair) for pair in zip(desks, tokens, strict=True)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+    assert sorted(statuses) == [303] + [409] * (len(desks) - 1)  # the others find nothing left to turn off
+    with Session(engine) as db:
+        assert len(db.exec(select(AuditEntry).where(AuditEntry.action == "counter.totp_disabled")).all()) == 3
+
+
+def _enrol_again(services, engine, citizen: CitizenData) -> None:
+    with Session(engine) as db:
+        row = db.get(Citizen, citizen.id)
+        services.accounts.begin_totp(citizen=row)
+        services.accounts.confirm_totp(db=db, citizen=row, code=_code(services, row))
+        db.commit()

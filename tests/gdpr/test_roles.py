@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import subprocess
 import sys
 import time
@@ -122,7 +123,25 @@ def test_cli_commands_check_the_role_of_the_staff_member_they_act_for(app, env: 
                   "--as", admin.email], env)
     assert client.returncode == 0, client.stdout + client.stderr
 
-    with Session(engine) as db:  # the audit log names who acted
+    with Session(engine) as db:  # the audit log names who acted, and from which system account
         actors = {entry.action: entry.actor for entry in db.exec(select(AuditEntry))}
-    assert actors["staff.created"] == f"staff:{admin.id}" and actors["client.created"] == f"staff:{admin.id}"
-    assert actors["export"] == f"staff:{dpo.id}"
+    user = pwd.getpwuid(os.getuid()).pw_name
+    assert actors["staff.created"] == actors["client.created"] == f"cli:{user} as staff:{admin.id}"
+    assert actors["export"] == f"cli:{user} as staff:{dpo.id}"
+
+
+def test_as_names_the_operating_system_account_in_the_audit_log(app, env: dict[str, str], engine) -> None:
+    """``--as`` asserts a role, it proves nothing: whoever typed it is named by the system account
+    that ran the command, in the audit log."""
+    env = {k: v for k, v in env.items() if k != "SUDO_USER"}
+    user = pwd.getpwuid(os.getuid()).pw_name
+    dpo = make_staff(app, role="dpo", name="Camille Délégué")
+    citizen = make_citizen(app)
+    erased = run(["gdpr", "erase", "--citizen", str(citizen.id), "--reason", "demande", "--as", dpo.email], env)
+    assert erased.returncode == 0, erased.stdout + erased.stderr
+    created = run(["staff", "create", "--email", "a2@ville.example.fr", "--role", "admin"], env)
+    assert created.returncode == 0, created.stdout + created.stderr
+    with Session(engine) as db:
+        actors = {entry.action: entry.actor for entry in db.exec(select(AuditEntry))}
+    assert actors["erasure.completed"] == f"cli:{user} as staff:{dpo.id}"
+    assert actors["staff.created"] == f"cli:{user}"  # the operator, without --as

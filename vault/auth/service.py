@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import logging
 import secrets
 import uuid
@@ -126,6 +127,29 @@ NO_SECOND_FACTOR = N_(
 
 CERTIFIED_IDENTITY = N_("Cette identité est certifiée par FranceConnect : elle vient de l'état civil et serait "
                         "remplacée à la prochaine connexion par FranceConnect. Une correction se demande à l'état civil.")
+
+
+def client_network(address: str) -> str:
+    """What the per-client limits count under: an IPv6 client by its /64 (one subscriber gets a
+    whole /64 and could take a fresh address per request), an IPv4 one (or IPv4 mapped in IPv6) as
+    is; anything else (a test client's name) unchanged."""
+    try:
+        ip = ipaddress.ip_address(address.strip())
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((int(ip), 64), strict=False))
+    return str(ip)
+
+
+def mail_budget_target(email: str) -> str:
+    """The per-target mail limit's name for ``email``: without a ``+tag`` in the local part, so that
+    ``victim+1@``, ``victim+2@``… share ``victim@``'s budget (the account keeps the exact address)."""
+    local, at, domain = email.rpartition("@")
+    base = local.split("+", 1)[0]
+    return f"{base}{at}{domain}" if at and base else email
 
 
 def mask_email(address: str) -> str:
@@ -568,11 +592,14 @@ class AccountService:
         """A limit's counter, ``mail:t:<HMAC>``: keyed like the accounts' (``_account_key``), neither
         the target nor the client address in clear."""
         key = self.secrets.secret(db, THROTTLE_SECRET)
+        if kind == "address":
+            value = client_network(value)
         return f"{action}:{kind[0]}:" + hmac.new(key, value.encode(), hashlib.sha256).hexdigest()
 
     @staticmethod
     def _address_key(address: str) -> str:
-        return "address:" + address[:64]
+        """The login throttle's row of a client address (an IPv6 one by its /64: ``client_network``)."""
+        return "address:" + client_network(address)[:64]
 
     def _locked_for(self, *, db: Session, keys: list[str]) -> int:
         now = utcnow()
@@ -645,8 +672,10 @@ class AccountService:
     def allow_mail_request(self, *, db: Session, action: str, email: str, address: str) -> bool:
         """A request that mails ``email`` (registration, reset, a new confirmation link): one budget
         per address, whatever the request (``VAULT_MAIL_REQUESTS_FREE_PER_EMAIL``), and one per client
-        address (``VAULT_MAIL_REQUESTS_FREE_PER_ADDRESS``). ``action`` only names it in the log."""
-        allowed = self.allow(db=db, action="mail", target=email, address=address,
+        address (``VAULT_MAIL_REQUESTS_FREE_PER_ADDRESS``). ``action`` only names it in the log. The
+        email counts without its ``+tag`` (``mail_budget_target``); a client address by its network
+        (``client_network``)."""
+        allowed = self.allow(db=db, action="mail", target=mail_budget_target(email), address=address,
                              free_per_target=self.settings.mail_requests_free_per_email,
                              free_per_address=self.settings.mail_requests_free_per_address)
         if not allowed:

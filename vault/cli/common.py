@@ -4,6 +4,8 @@ settings, opens the services from the composition root and checks the database s
 from __future__ import annotations
 
 import json
+import os
+import pwd
 import secrets
 import sys
 import uuid
@@ -24,10 +26,31 @@ from vault.settings import ConfigError, Settings, load_settings
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON only.")]
 AsOption = Annotated[str, typer.Option(
     "--as", help="The staff member the command acts for (their email): their role must allow the command, and the "
-                 "audit log names them. Without it, the operator acts.")]
+                 "audit log names them with the system account running the command. It asserts a role for the "
+                 "record, it is not a login. Without it, the operator (the system account) acts.")]
 
-# Who acts, in the audit log, when an operator runs a command.
-CLI_ACTOR = ("system:cli", "opérateur (ligne de commande)")
+# The audit log's actor and the register's label are at most this long.
+_ACTOR_MAX, _LABEL_MAX, _OS_USER_MAX = 120, 200, 40
+
+
+def os_user() -> str:
+    """The operating-system account running the command, from the process's real uid (not from
+    ``$USER``, which the shell sets); under sudo, also the account that called sudo."""
+    uid = os.getuid()
+    try:
+        name = pwd.getpwuid(uid).pw_name
+    except KeyError:  # a uid without a passwd entry (a container)
+        name = f"uid {uid}"
+    if uid == 0 and (caller := os.environ.get("SUDO_USER", "").strip()):
+        name = f"{name} (sudo {caller})"
+    return name[:_OS_USER_MAX]
+
+
+def cli_actor() -> tuple[str, str]:
+    """Who acts, in the audit log, when an operator runs a command without ``--as``: the
+    operating-system account."""
+    user = os_user()
+    return f"cli:{user}", f"opérateur {user} (ligne de commande)"[:_LABEL_MAX]
 
 
 def fail(message: str, *, as_json: bool, code: str = "error", fields: dict[str, str] | None = None,
@@ -98,12 +121,16 @@ def open_services(as_json: bool = False, *, settings: Settings | None = None, ch
 
 def acting(services: Services, db: Session, email: str, role: str, as_json: bool) -> tuple[str, str]:
     """Who acts, in the audit log: the operator, or the staff member ``--as`` names, who must hold
-    ``role`` (else exit 2, nothing done)."""
+    ``role`` (else exit 2, nothing done). ``--as`` asserts a role for the record, it proves nothing:
+    the actor also names the operating-system account that ran the command
+    (``cli:<os user> as staff:<id>``), the one the server's shell access vouches for."""
     if not email:
-        return CLI_ACTOR
+        return cli_actor()
     with refused(as_json, "refused: --as names no staff member who may run this command"):
         staff = services.staff.acting(db, email=email, role=role)
-    return f"staff:{staff.id}", f"{staff.name} ({staff.role}, ligne de commande)"
+    user = os_user()
+    return (f"cli:{user} as staff:{staff.id}"[:_ACTOR_MAX],
+            f"{staff.name} ({staff.role}, ligne de commande, compte système {user})"[:_LABEL_MAX])
 
 
 def new_password() -> str:

@@ -24,7 +24,8 @@ def worker(once: Annotated[bool, typer.Option("--once", help="One pass over the 
     services = open_services(as_json)
     settings = services.settings
     sender = Sender(services.engine, services.mail_transport, poll_seconds=settings.mail_poll_seconds,
-                    retention_days=settings.mail_retention_days)
+                    retention_days=settings.mail_retention_days,
+                    give_up_hours=settings.mail_give_up_hours)
     if once:
         report = sender.run_once()
         if as_json:

@@ -279,8 +279,14 @@ class EnrolmentService:
         with the person's own request (``asked``; InvalidInput otherwise, nothing changed), turns
         their two-factor login off through the account service (recovery codes gone, every session
         and the apps' grants ended, a notice by mail). ``NoTotp`` for an account without it; at most
-        ``TOTP_OFF_PER_DAY`` a day (``TooManyTotpOff``). Audited with the service and the document's
-        kind, never a name."""
+        ``TOTP_OFF_PER_DAY`` a day (``TooManyTotpOff``), counted under a lock on the citizen's row.
+        Audited with the service and the document's kind, never a name. The agent's recent
+        re-authentication is the caller's to check (the route)."""
+        # The citizen's row locked first, then read again: of concurrent requests one goes on at a
+        # time, and each counts the turn-offs the ones before it committed (PostgreSQL; SQLite has a
+        # single writer).
+        citizen = db.exec(select(Citizen).where(Citizen.id == citizen.id).with_for_update()
+                          .execution_options(populate_existing=True)).one()
         if citizen.totp_enabled_at is None:
             raise NoTotp()
         if self.totp_off_today(db, citizen.id) >= TOTP_OFF_PER_DAY:

@@ -511,7 +511,7 @@ def _totp_page(request: Request, citizen: Citizen, current: StaffCurrent, *, err
     return render(request, "counter/totp_off.html", {
         "title": N_("Désactiver la double authentification"), "staff": current.staff, "citizen": citizen,
         "identity_documents": IDENTITY_DOCUMENTS, "errors": errors or {}, "values": values or {},
-        "per_day": TOTP_OFF_PER_DAY}, status=status)
+        "per_day": TOTP_OFF_PER_DAY, "reauth_ok": current.recently_reauthenticated}, status=status)
 
 
 @pages.get("/agent/citizens/{citizen_id}/totp")
@@ -526,8 +526,12 @@ def agent_totp_page(request: Request, citizen_id: uuid.UUID, db: Db, counter: Co
 @pages.post("/agent/citizens/{citizen_id}/totp")
 def agent_totp_off(request: Request, citizen_id: uuid.UUID, form: FormFields, db: Db, counter: Counter,
                    enrolments: Enrolments, current: AgentUser) -> Response:
-    """Any agent, for a person present who lost both their application and their recovery codes."""
+    """Any agent, for a person present who lost both their application and their recovery codes;
+    the agent's password and code confirmed less than 5 minutes ago (a session left open or stolen
+    is not enough), else the page asks for them, nothing changed."""
     citizen = counter.citizen(db, citizen_id)
+    if not current.recently_reauthenticated:
+        return _totp_page(request, citizen, current, status=403)
     try:
         enrolments.turn_off_totp(db, agent=current.staff, citizen=citizen, form=form)
     except InvalidInput as exc:
