@@ -429,3 +429,19 @@ def test_an_overwritten_checkpoint_is_found_in_the_versioned_bucket(vault_app, s
     s3_client.put_object(Bucket=bucket, Key=key, Body=body)  # a second version, outside the service
     result = verdict(vault_app)
     assert not result.ok and result.code == "checkpoint" and f"{key} was overwritten" in (result.problem or "")
+
+
+def test_checkpoints_of_entries_retention_removed_do_not_break_the_trail(app, engine) -> None:
+    import time
+    from datetime import timedelta
+
+    write(app, 2)
+    time.sleep(1)
+    write(app, 2)
+    with Session(engine) as db:
+        assert audit.purge_older_than(db, timedelta(seconds=0.5)) == 2  # the two oldest, then its own entry
+        db.commit()
+        app.state.services.audit.checkpoint(db)  # fewer entries than before: retention says why
+    write(app, 2)
+    result = verdict(app)
+    assert result.ok and result.entries == 5
