@@ -195,7 +195,11 @@ def _add_operational_routes(app: FastAPI) -> None:
         def keyring() -> str:
             keys = app.state.services.keys
             if not isinstance(keys, AwsKmsProvider):
-                keys.unwrap(keys.wrap(b"readiness", context=b"readyz"), context=b"readyz")
+                try:
+                    keys.unwrap(keys.wrap(b"readiness", context=b"readyz"), context=b"readyz")
+                except KeyProviderError as exc:
+                    reasons.append(str(exc))  # names the keyring file and why it cannot be read
+                    raise
                 return "ok"
             # A KMS round trip each: a balancer probing every few seconds from each replica would
             # make the KMS bill (and its request quota) grow with the probes; the answer is kept a while.

@@ -21,6 +21,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 logger = logging.getLogger(__name__)
 
 DEV_ISSUER = "http://127.0.0.1:8000"
+# The longest VAULT_KEYRING_RELOAD_SECONDS a replica may run with: `vault keys kek` waits twice this
+# and a second after an activation before it retires an older version, whatever its own value.
+KEYRING_RELOAD_MAX_SECONDS = 5.0
 
 
 class ConfigError(Exception):
@@ -60,7 +63,7 @@ class Settings(BaseSettings):
     # Every process looks at the keyring file again at most this often (and whenever it meets a KEK
     # version it does not hold): a version added or activated by ``vault keys kek`` reaches every
     # replica without a restart. Older versions may be retired 2 × this + 1 s after an activation.
-    keyring_reload_seconds: float = Field(default=2.0, gt=0, le=60)
+    keyring_reload_seconds: float = Field(default=2.0, gt=0, le=KEYRING_RELOAD_MAX_SECONDS)
     kms_key_id: str | None = None
     kms_endpoint_url: str | None = None
     kms_region: str = "eu-west-3"

@@ -5,20 +5,29 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import stat
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from tests.factories import logged_in, make_citizen, pdf, upload
+from tests.support import Browser
 from vault import crypto
+from vault.app import create_app
 from vault.crypto import (
     DecryptionError,
     KeyProviderError,
     LocalKeyring,
     load_key_provider,
 )
-from vault.settings import Settings
+from vault.crypto.rotation import settle_delay
+from vault.settings import KEYRING_RELOAD_MAX_SECONDS, Settings
+
+NOBODY = 65534
 
 
 def test_wrap_unwrap_round_trip_and_context_binding(tmp_path: Path) -> None:
@@ -152,3 +161,124 @@ def test_a_step_works_from_the_file_not_from_a_stale_memory(tmp_path: Path) -> N
     assert first.add_version() == 2
     assert second.add_version() == 3  # not a second version 2 over the first one's
     assert LocalKeyring.load(path).versions == [1, 2, 3]
+
+
+# ---- a keyring file that cannot be read ----------------------------------------------------------------
+
+
+def _as_user(uid: int, step: Callable[[], object]) -> None:
+    """Run ``step`` with the rights of user ``uid`` (then root's again)."""
+    os.setegid(uid)
+    os.seteuid(uid)
+    try:
+        step()
+    finally:
+        os.seteuid(0)
+        os.setegid(0)
+
+
+@pytest.mark.parametrize("damage", ["another owner", "malformed", "a directory"])
+def test_a_change_never_overwrites_a_keyring_it_cannot_read(tmp_path: Path, damage: str) -> None:
+    """The keyring as a command meets it after someone else changed it (`sudo vault keys kek add`
+    left it private to root, or it was damaged): the step fails, says so, and writes nothing — a
+    version only the file holds would be lost for good otherwise."""
+    folder = Path(tempfile.mkdtemp(prefix="keyring-"))  # outside pytest's private tmp (another user must reach it)
+    try:
+        if os.geteuid() == 0:
+            os.chown(folder, NOBODY, NOBODY)  # the service user's folder
+        path = folder / "keyring.json"
+        ring = LocalKeyring.create(path)
+        assert LocalKeyring.load(path).add_version() == 2  # the file now holds a version 2 ...
+        if damage == "another owner":
+            if os.geteuid() != 0:
+                pytest.skip("needs root to play two users")
+            os.chown(folder / "keyring.json.lock", NOBODY, NOBODY)
+            before = path.read_bytes()  # root's, 0600: the service user may rename over it, not read it
+            with pytest.raises(KeyProviderError, match=r"unreadable.*nothing was changed"):
+                _as_user(NOBODY, ring.add_version)  # its memory holds version 1 only
+        else:
+            if damage == "malformed":
+                path.write_text('{"active": 2, "keys": [')
+            else:
+                path.unlink()
+                path.mkdir()
+            before = path.read_bytes() if path.is_file() else b""
+            with pytest.raises(KeyProviderError, match="nothing was changed"):
+                ring.add_version()  # its memory holds version 1 only
+            with pytest.raises(KeyProviderError, match="nothing was changed"):
+                ring.activate(1)
+        assert (path.read_bytes() if path.is_file() else b"") == before
+        assert sorted(p.name for p in folder.iterdir()) == ["keyring.json", "keyring.json.lock"]
+    finally:
+        shutil.rmtree(folder)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a file to another user")
+def test_a_change_run_as_root_keeps_the_keyring_owner(tmp_path: Path) -> None:
+    """`sudo vault keys kek add` on the service user's keyring: the service can still read it."""
+    path = tmp_path / "keyring.json"
+    LocalKeyring.create(path)
+    os.chown(path, NOBODY, NOBODY)
+    keys = LocalKeyring.load(path)
+    keys.activate(keys.add_version())
+    assert (path.stat().st_uid, path.stat().st_gid) == (NOBODY, NOBODY)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert LocalKeyring.load(path).versions == [1, 2]
+
+
+def test_a_replica_that_cannot_read_the_changed_keyring_stops_wrapping(tmp_path: Path) -> None:
+    """A replica that cannot read the keyring after a change must not go on wrapping under the
+    version it holds (it may be retired meanwhile): it refuses until the file reads again, and
+    still unwraps what it holds the keys of."""
+    path = tmp_path / "keyring.json"
+    operator = LocalKeyring.create(path)
+    replica = LocalKeyring.load(path)
+    replica.reload_seconds = 0.05
+    old = replica.wrap(b"x", context=b"c")
+    good = path.read_bytes()
+    path.write_text('{"active": 2, "keys": [')  # an activation the replica cannot read
+    time.sleep(0.1)
+    with pytest.raises(KeyProviderError, match=r"keyring .*keyring\.json"):
+        replica.wrap(b"x", context=b"c")
+    time.sleep(0.1)
+    with pytest.raises(KeyProviderError):
+        replica.wrap(b"x", context=b"c")  # sticky: every wrap, not only the first after the change
+    assert replica.failure is not None and replica.unwrap(old, context=b"c") == b"x"
+    path.write_bytes(good)
+    operator.activate(operator.add_version())
+    time.sleep(0.1)
+    assert replica.failure is None
+    assert replica.wrap(b"x", context=b"c")[2:6] == (2).to_bytes(4, "big")
+
+
+def test_readyz_and_requests_that_wrap_answer_503_while_the_keyring_cannot_be_read(vault_settings: Settings, engine) -> None:
+    settings = vault_settings.model_copy(update={"keyring_reload_seconds": 0.05})
+    app = create_app(settings, engine=engine)
+    citizen = make_citizen(app)
+    path = settings.effective_keyring_file
+    good = path.read_bytes()
+    with Browser(app) as browser:
+        assert browser.get("/readyz").status_code == 200
+        logged_in(browser, citizen)
+        path.write_text("{")
+        time.sleep(0.1)
+        ready = browser.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["checks"]["keyring"] == "unavailable" and str(path) in ready.json()["reason"]
+        answer = upload(browser, pdf())  # a first document: the citizen's key is wrapped
+        assert answer.status_code == 503, answer.text
+        assert answer.json()["error"] == "unavailable"
+        path.write_bytes(good)
+        time.sleep(0.1)
+        assert browser.get("/readyz").status_code == 200
+        assert upload(browser, pdf()).status_code == 201
+
+
+def test_retirement_waits_for_the_slowest_reload_any_replica_may_use(tmp_path: Path) -> None:
+    """The command's own VAULT_KEYRING_RELOAD_SECONDS says nothing of the replicas': the wait
+    before retiring covers the longest one a replica is allowed to run with."""
+    keys = LocalKeyring.create(tmp_path / "keyring.json")
+    keys.reload_seconds = 0.1  # the operator's shell
+    assert settle_delay(keys).total_seconds() == 2 * KEYRING_RELOAD_MAX_SECONDS + 1
+    with pytest.raises(ValueError):
+        Settings(keyring_reload_seconds=KEYRING_RELOAD_MAX_SECONDS + 1)

@@ -122,7 +122,10 @@ def kek_add(as_json: JsonFlag = False) -> None:
     services = open_services(as_json)
     keyring = _keyring(services, as_json, "add")
     pending = keyring.pending_versions()
-    version = pending[-1] if pending else keyring.add_version()
+    try:
+        version = pending[-1] if pending else keyring.add_version()
+    except KeyProviderError as exc:  # the file cannot be read: nothing was written
+        fail(str(exc), as_json=as_json, code="key_provider_error")
     emit({"added": version, "active": keyring.active_version, "already_added": bool(pending)}, as_json,
          f"KEK version {version} {'was already' if pending else 'is'} in the keyring, not yet active; "
          f"next: vault keys kek activate {version}")
@@ -188,13 +191,16 @@ def keys_rotate_kek(batch_size: BatchSize = 500, as_json: JsonFlag = False) -> N
     resumed = False
     if isinstance(keys, LocalKeyring):
         pending, older = keys.pending_versions(), [v for v in keys.versions if v < keys.active_version]
-        if pending:
-            resumed = True
-            keys.activate(pending[-1])
-        elif older:
-            resumed = True
-        else:
-            keys.activate(keys.add_version())
+        try:
+            if pending:
+                resumed = True
+                keys.activate(pending[-1])
+            elif older:
+                resumed = True
+            else:
+                keys.activate(keys.add_version())
+        except KeyProviderError as exc:  # the file cannot be read: nothing was written
+            fail(str(exc), as_json=as_json, code="key_provider_error")
     progress = _rewrap(services, batch_size, as_json)
     if isinstance(keys, LocalKeyring) and not progress.failed:
         settled = services.kek.settled_at()
@@ -207,9 +213,9 @@ def keys_rotate_kek(batch_size: BatchSize = 500, as_json: JsonFlag = False) -> N
         for version in [v for v in keys.versions if v != keys.active_version]:
             try:
                 services.kek.check_retirable(version)
+                keys.retire(version)
             except KeyProviderError:
-                continue
-            keys.retire(version)
+                continue  # left for `vault keys kek retire`, which says why
             retired.append(version)
     citizen_keys = progress.rewrapped.get("citizen keys", 0)
     output = {"kek_version": keys.active_version, "citizen_keys_rewrapped": citizen_keys,

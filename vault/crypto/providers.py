@@ -64,8 +64,14 @@ class LocalKeyring:
     Replicas share the file: each process looks at it again (its inode, size and modification
     time) at most every ``reload_seconds`` and whenever it meets a version it does not hold, so a
     KEK added or activated by ``vault keys kek`` reaches every replica without a restart. Every
-    change is written atomically (a temporary file in the same folder, fsync, rename) under a lock,
-    and only once the step it belongs to succeeded.
+    change is written atomically (a temporary file in the same folder, fsync, rename, the old
+    file's owner kept) under a lock, from the file as read under that lock (a file that cannot be
+    read is never overwritten), and only once the step it belongs to succeeded.
+
+    A file that changed but cannot be read (or stat) any more is a failure that sticks until a
+    reload succeeds: ``wrap`` refuses (``KeyProviderError``: /readyz and every request that wraps
+    answer 503) rather than go on wrapping under a version that may be retired meanwhile;
+    ``unwrap`` goes on with the keys held.
     """
 
     def __init__(self, path: Path, keys: dict[int, bytes], active: int, *,
@@ -81,6 +87,7 @@ class LocalKeyring:
         self.reload_seconds = 2.0  # VAULT_KEYRING_RELOAD_SECONDS
         self._seen = self._signature()
         self._checked = time.monotonic()
+        self._failure: str | None = None  # why the changed file could not be read (sticky)
 
     # ---- loading -----------------------------------------------------------------------------
 
@@ -128,21 +135,29 @@ class LocalKeyring:
         return (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns)
 
     def reload(self, *, force: bool = False) -> bool:
-        """Read the file again if it changed since it was last read (or if ``force``); whether the
-        keys changed. A file that cannot be read keeps the keys in memory (and is logged)."""
+        """Read the file again if it changed since it was last read (or if ``force``, or while the
+        last attempt failed); whether the keys changed. A file that cannot be read keeps the keys
+        in memory for ``unwrap`` but makes ``wrap`` refuse until a reload succeeds (logged)."""
         with self._lock:
             self._checked = time.monotonic()
             signature = self._signature()
-            if signature is None or (signature == self._seen and not force):
+            if signature is not None and signature == self._seen and not force and self._failure is None:
                 return False
             try:
+                if signature is None:
+                    raise KeyProviderError(f"keyring {self.path} cannot be found or examined (stat failed)")
                 keys, active, created, activated_at = self._read(self.path)
             except KeyProviderError as exc:
-                logger.warning("keyring not reloaded", extra={"error": str(exc)})
+                if self._failure is None:
+                    logger.error("keyring not reloaded: wrapping refused until it is", extra={"error": str(exc)})
+                self._failure = str(exc)
                 return False
             changed = keys != self._keys or active != self._active
             self._keys, self._active, self._created, self._activated_at = keys, active, created, activated_at
             self._seen = signature
+            if self._failure is not None:
+                logger.warning("keyring readable again", extra={"path": str(self.path)})
+            self._failure = None
         if changed:
             logger.info("keyring reloaded", extra={"active": active, "versions": sorted(keys)})
         return changed
@@ -150,6 +165,12 @@ class LocalKeyring:
     def _maybe_reload(self) -> None:
         if time.monotonic() - self._checked >= self.reload_seconds:
             self.reload()
+
+    @property
+    def failure(self) -> str | None:
+        """Why the keyring file, changed since it was last read, cannot be read (None: it can)."""
+        self._maybe_reload()
+        return self._failure
 
     # ---- writing -----------------------------------------------------------------------------
 
@@ -175,10 +196,18 @@ class LocalKeyring:
             return
         # Replace atomically: a crash mid-write must never leave a truncated keyring. The temporary
         # file lives in the same folder (one file system, so the rename is atomic), created 0600.
+        # The new file keeps the old one's owner and group: a change made with sudo must not leave
+        # a keyring the service's user can no longer read.
+        try:
+            old = os.stat(self.path)
+        except FileNotFoundError:
+            old = None
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
         try:
             with os.fdopen(fd, "wb") as fh:
                 os.fchmod(fh.fileno(), 0o600)
+                if old is not None and os.geteuid() == 0:
+                    os.fchown(fh.fileno(), old.st_uid, old.st_gid)
                 fh.write(data)
                 fh.flush()
                 os.fsync(fh.fileno())
@@ -203,8 +232,17 @@ class LocalKeyring:
         fd = os.open(lock_path, os.O_WRONLY | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            self.reload(force=True)
+            # From the file itself, never from this process's memory: a file that cannot be read
+            # (another owner, damaged...) stops the change before anything is written.
+            signature = self._signature()
+            try:
+                keys, active, created, activated_at = self._read(self.path)
+            except KeyProviderError as exc:
+                raise KeyProviderError(f"{exc}: nothing was changed (run the command as the keyring's "
+                                       f"owner, or repair the file from its backup)") from None
             with self._lock:
+                self._keys, self._active, self._created, self._activated_at = keys, active, created, activated_at
+                self._seen, self._failure = signature, None
                 before = self._document()
                 saved = (dict(self._keys), self._active, dict(self._created), self._activated_at)
                 try:
@@ -290,10 +328,14 @@ class LocalKeyring:
 
     def wrap(self, plaintext: bytes, *, context: bytes) -> bytes:
         self._maybe_reload()
+        if self._failure is not None:
+            raise KeyProviderError(f"{self._failure}: wrapping refused until the keyring can be read again")
         version = self._active
         key = self._keys.get(version)
         if key is None:  # read between the two halves of a reload: read the file again
             self.reload(force=True)
+            if self._failure is not None:
+                raise KeyProviderError(f"{self._failure}: wrapping refused until the keyring can be read again")
             version = self._active
             key = self._keys[version]
         nonce = os.urandom(_NONCE_BYTES)

@@ -23,16 +23,20 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from vault.crypto.exceptions import DecryptionError, KeyProviderError
 from vault.crypto.providers import KeyProvider, LocalKeyring
+from vault.settings import KEYRING_RELOAD_MAX_SECONDS
 
 logger = logging.getLogger(__name__)
 
 
 def settle_delay(keys: KeyProvider) -> timedelta:
-    """A replica looks at the keyring file at least every ``reload_seconds`` before it wraps: past
-    twice that (and a second) after an activation, no replica wraps under an older version any
-    more (a write begun before is caught by the last sweep of ``rewrap``): it may be retired."""
-    reload_seconds = keys.reload_seconds if isinstance(keys, LocalKeyring) else 0.0
-    return timedelta(seconds=2 * reload_seconds + 1)
+    """A replica looks at the keyring file at least every ``VAULT_KEYRING_RELOAD_SECONDS`` before it
+    wraps, and refuses to wrap while the changed file cannot be read: past twice the longest
+    interval any replica may run with (the setting's upper bound, whatever this process's own
+    value) and a second after an activation, no replica wraps under an older version any more (a
+    write begun before is caught by the last sweep of ``rewrap``): it may be retired."""
+    if not isinstance(keys, LocalKeyring):
+        return timedelta(seconds=1)
+    return timedelta(seconds=2 * KEYRING_RELOAD_MAX_SECONDS + 1)
 
 
 @dataclass(frozen=True)

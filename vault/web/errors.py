@@ -27,6 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import RedirectResponse, Response
 
+from vault.crypto.exceptions import KeyProviderError
 from vault.errors import OAuthError, ServiceUnavailable, VaultError
 from vault.translation import N_
 from vault.web.middleware import loggable_path
@@ -100,6 +101,11 @@ def install_error_handlers(app: FastAPI) -> None:
         if isinstance(exc, ServiceUnavailable):
             return _unavailable(request, exc)
         return _vault_error(request, exc)
+
+    @app.exception_handler(KeyProviderError)
+    async def key_provider_error(request: Request, exc: KeyProviderError) -> Response:
+        # The keyring cannot be read (or the KMS does not answer): nothing was wrapped nor kept.
+        return _unavailable(request, ServiceUnavailable(f"key provider: {exc}"))
 
     @app.exception_handler(LoginRequired)
     async def login_required(request: Request, exc: LoginRequired) -> Response:
