@@ -118,8 +118,8 @@ def test_recomputing_the_hash_chain_after_an_edit_is_detected(app, engine, from_
     assert not result.ok
     if not from_start:
         assert result.code == "edited" and result.first_bad_id == ids[0]
-    else:  # a plain chain that holds together, but not the one the checkpoint signed
-        assert result.code == "rewritten" and f"entry {ids[-1]} is not the one its checkpoint" in (result.problem or "")
+    else:  # a plain chain that holds together, but the audit key exists: entries were keyed
+        assert result.code == "keyed_start" and "where the keyed part starts was removed" in (result.problem or "")
 
 
 def test_entries_from_before_the_keyed_chain_still_verify(app, engine) -> None:
@@ -305,3 +305,143 @@ def test_a_checkpoint_deleted_from_the_versioned_bucket_is_found(vault_app, engi
     result = verdict(vault_app)
     assert not result.ok and result.code == "checkpoint"
     assert f"checkpoint audit/checkpoints/{newest[-1]:012d}.json was deleted" in (result.problem or "")
+
+
+# ---- someone with the database who waits for the service to sign what they wrote ---------------------------
+
+
+def _cut_back_to(engine: Any, keep: int) -> None:
+    """Delete the entries after ``keep`` and move the head record back to it."""
+    with Session(engine) as db:
+        kept = db.get(AuditEntry, keep)
+        assert kept is not None
+        sql(engine, "DELETE FROM audit_log WHERE id > :id", id=keep)
+        sql(engine, "UPDATE audit_anchor SET head_id = :id, head_hash = :hash", id=kept.id, hash=kept.hash)
+
+
+def test_a_cut_tail_stays_found_after_the_service_writes_and_checkpoints_again(app, engine, settings,
+                                                                                 caplog) -> None:
+    trail = app.state.services.audit
+    ids = write(app, 5)
+    folder = settings.data_dir / "blobs" / "audit" / "checkpoints"
+    signed = {p.name: p.read_bytes() for p in folder.iterdir()}
+    _cut_back_to(engine, ids[2])  # the two newest entries gone, the head record moved back
+    # The service goes on: new entries (on SQLite they take the freed ids), then a checkpoint.
+    with caplog.at_level(logging.ERROR, logger="vault.gdpr.audit"):
+        write(app, 2, checkpoint=False)
+        with Session(engine) as db, pytest.raises(audit.CheckpointRefused):
+            trail.checkpoint(db)
+    assert "audit trail does not match its last checkpoint" in [r.getMessage() for r in caplog.records]
+    # No checkpoint was signed over the cut trail, none overwritten.
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == signed
+    result = verdict(app)
+    assert not result.ok and result.first_bad_id == ids[-1] and result.code in {"rewritten", "gap"}
+
+
+def test_every_checkpoint_is_checked_not_only_the_newest(app, engine) -> None:
+    trail = app.state.services.audit
+    first = write(app, 3)
+    write(app, 2)
+    with Session(engine) as db:  # an older checkpoint's entry rewritten: the newest one still matches
+        kept = db.get(AuditEntry, first[-1])
+        assert kept is not None
+        db.exec(update(AuditEntry).where(col(AuditEntry.id) == first[-1]).values(hash="f" * 64))
+        db.commit()
+    with Session(engine) as db:
+        checked, trouble = trail.checkpoints(db)
+    assert trouble is None and first[-1] in [c.seq for c in checked]
+    result = verdict(app)
+    assert not result.ok
+
+
+def test_an_older_checkpoint_whose_entry_is_gone_is_found(app, engine) -> None:
+    # On PostgreSQL ids are never reused: the service signs a new head past the cut. The older
+    # checkpoint still names the entry that was removed.
+    trail = app.state.services.audit
+    ids = write(app, 4)
+    _cut_back_to(engine, ids[1])
+    trail.every_entries = 1  # every new entry due for a checkpoint within its transaction
+    write(app, 3, checkpoint=False)
+    result = verdict(app)
+    assert not result.ok and result.first_bad_id == ids[-1]
+
+
+def test_the_same_head_checkpointed_twice_writes_it_once(app, engine, settings) -> None:
+    ids = write(app, 2)
+    path = settings.data_dir / "blobs" / "audit" / "checkpoints" / f"{ids[-1]:012d}.json"
+    before = path.read_bytes()
+    with Session(engine) as db:
+        again = app.state.services.audit.checkpoint(db)
+    assert again is not None and again.seq == ids[-1] and path.read_bytes() == before
+    assert verdict(app).ok
+
+
+def test_a_trail_rechained_without_its_keyed_part_stays_found_after_the_next_entry(app, engine) -> None:
+    ids = write(app, 3)
+    with Session(engine) as db:
+        db.exec(update(AuditEntry).where(col(AuditEntry.id) == ids[0]).values(actor="staff:someone-else"))
+        db.commit()
+    _rechain_with_plain_hashes(engine, from_start=True)
+    write(app, 1, checkpoint=False)  # the service goes on: it must not start a new keyed part
+    with Session(engine) as db:
+        anchor = db.get(AuditAnchor, 1)
+        assert anchor is not None and anchor.mac_from is None
+        with pytest.raises(audit.CheckpointRefused):
+            app.state.services.audit.checkpoint(db)
+    result = verdict(app)
+    assert not result.ok and result.code == "keyed_start"
+
+
+def _forget(app: Any, engine: Any, name: str) -> None:
+    """Delete a server secret, and restart (the process kept it in memory)."""
+    sql(engine, "DELETE FROM server_secret WHERE name = :name", name=name)
+    app.state.services.keystore._secret_cache.pop(name, None)
+
+
+def test_a_deleted_checkpoint_key_is_reported_not_recreated(app, engine) -> None:
+    write(app, 3)
+    _forget(app, engine, audit.CHECKPOINT_KEY)
+    with Session(engine) as db, pytest.raises(audit.CheckpointRefused):
+        app.state.services.audit.checkpoint(db)
+    with Session(engine) as db:
+        assert db.exec(text("SELECT count(*) FROM server_secret WHERE name = :n"),  # type: ignore[call-overload]
+                       params={"n": audit.CHECKPOINT_KEY}).one()[0] == 0
+    result = verdict(app)
+    assert not result.ok and result.code == "checkpoint" and "checkpoint key is missing" in (result.problem or "")
+
+
+def test_a_deleted_audit_key_is_never_replaced(app, engine) -> None:
+    # With the key gone, someone rechains the trail as plain hashes and removes its keyed part:
+    # the service would key the next entries under a new key and sign them. It refuses to.
+    write(app, 3)
+    _rechain_with_plain_hashes(engine, from_start=True)
+    _forget(app, engine, audit.MAC_KEY)
+    with Session(engine) as db, pytest.raises(LookupError):
+        audit.record(db, actor="system", action="test.after")
+    result = verdict(app)
+    assert not result.ok and result.code in {"keyed_start", "rewritten"}
+
+
+def test_an_overwritten_checkpoint_is_found_in_the_versioned_bucket(vault_app, s3_client, bucket) -> None:
+    ids = write(vault_app, 2)
+    key = f"audit/checkpoints/{ids[-1]:012d}.json"
+    body = s3_client.get_object(Bucket=bucket, Key=key)["Body"].read()
+    s3_client.put_object(Bucket=bucket, Key=key, Body=body)  # a second version, outside the service
+    result = verdict(vault_app)
+    assert not result.ok and result.code == "checkpoint" and f"{key} was overwritten" in (result.problem or "")
+
+
+def test_checkpoints_of_entries_retention_removed_do_not_break_the_trail(app, engine) -> None:
+    import time
+    from datetime import timedelta
+
+    write(app, 2)
+    time.sleep(1)
+    write(app, 2)
+    with Session(engine) as db:
+        assert audit.purge_older_than(db, timedelta(seconds=0.5)) == 2  # the two oldest, then its own entry
+        db.commit()
+        app.state.services.audit.checkpoint(db)  # fewer entries than before: retention says why
+    write(app, 2)
+    result = verdict(app)
+    assert result.ok and result.entries == 5

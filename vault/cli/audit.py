@@ -9,6 +9,7 @@ import typer
 from sqlmodel import Session
 
 from vault.cli.common import JsonFlag, fail, open_services
+from vault.gdpr.audit import CheckpointRefused
 from vault.storage.blobs import BlobStoreUnavailable
 
 app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
@@ -45,6 +46,8 @@ def audit_checkpoint(as_json: JsonFlag = False) -> None:
             checkpoint = services.audit.checkpoint(db)
         except BlobStoreUnavailable as exc:
             fail(f"the object store refused the checkpoint ({exc})", as_json=as_json, code="store_unavailable")
+        except CheckpointRefused as exc:
+            fail(str(exc), as_json=as_json, code="checkpoint_refused")
         public_key = services.audit.public_key(db)
         db.commit()  # the checkpoint key, if this was its first use
     if as_json:

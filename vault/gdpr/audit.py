@@ -165,12 +165,38 @@ class AuditTrail:
     def mac_key(self, db: Session, *, create: bool = True) -> bytes:
         return self.secrets.secret(db, MAC_KEY, create=create)
 
+    def record_key(self, db: Session, anchor: AuditAnchor | None) -> tuple[bytes, bool]:
+        """The audit key for a new entry, and whether this entry starts the keyed part: only when the
+        key is created by it. The key is created only while nothing says the keyed part has started
+        (no ``mac_from``, no checkpoint): a missing key is then an error, never silently replaced."""
+        try:
+            return self.mac_key(db, create=False), False
+        except LookupError:
+            if (anchor is not None and anchor.mac_from is not None) or self._keyed_checkpoint(db):
+                logger.error("the audit key is missing from the database (server secret audit-mac)")
+                raise
+        return self.mac_key(db, create=True), True
+
+    def _keyed_checkpoint(self, db: Session) -> bool:
+        """Whether a checkpoint says the keyed part has started (or one exists that cannot be read)."""
+        try:
+            if not self.store.list_records(CHECKPOINTS):
+                return False
+        except BlobStoreUnavailable:
+            return True
+        latest, trouble = self.latest_checkpoint(db)
+        return trouble is not None or (latest is not None and latest.mac_from is not None)
+
     def _checkpoint_seed(self, db: Session, *, create: bool = True) -> bytes:
         return self.secrets.secret(db, CHECKPOINT_KEY, create=create)
 
     def public_key(self, db: Session) -> str:
         """The checkpoints' Ed25519 public key (base64url), for whoever checks them elsewhere."""
-        return _b64(ed25519_public_key(self._checkpoint_seed(db)))
+        try:
+            exists = bool(self.store.list_records(CHECKPOINTS))
+        except BlobStoreUnavailable:
+            exists = True
+        return _b64(ed25519_public_key(self._checkpoint_seed(db, create=not exists)))
 
     # ---- checkpoints ---------------------------------------------------------------------------
 
@@ -188,8 +214,8 @@ class AuditTrail:
         return Checkpoint(seq=last.id, head=last.hash, mac_from=anchor.mac_from if anchor else None, count=count,
                           at=utcnow().isoformat(timespec="seconds"))
 
-    def _sign(self, db: Session, checkpoint: Checkpoint) -> bytes:
-        seed = self._checkpoint_seed(db)
+    def _sign(self, db: Session, checkpoint: Checkpoint, *, first: bool) -> bytes:
+        seed = self._checkpoint_seed(db, create=first)  # once a checkpoint exists, its key is never recreated
         document = {"checkpoint": asdict(checkpoint), "alg": "Ed25519", "public_key": _b64(ed25519_public_key(seed)),
                     "signature": _b64(ed25519_sign(seed, checkpoint.signed_bytes()))}
         return json.dumps(document, sort_keys=True, indent=1).encode()
@@ -200,20 +226,68 @@ class AuditTrail:
         with self._lock:
             self._last_seq, self._last_time = max(self._last_seq, checkpoint.seq), time.monotonic()
         try:
-            self.store.put_record(checkpoint.key, document)
+            self._put(checkpoint, document)
+        except CheckpointRefused as exc:
+            logger.error("audit checkpoint refused", extra={"seq": checkpoint.seq, "error": str(exc)})
+            return
         except BlobStoreUnavailable as exc:
             logger.warning("audit checkpoint not written to the object store",
                            extra={"seq": checkpoint.seq, "error": str(exc)})
         logger.info("audit checkpoint", extra={"audit_checkpoint": json.loads(document)})
 
+    def _put(self, checkpoint: Checkpoint, document: bytes) -> bool:
+        """Store a checkpoint, never over another one: False if the very same head is stored there
+        already (nothing written); ``CheckpointRefused`` if another is."""
+        try:
+            existing = self.store.get_record(checkpoint.key)
+        except BlobNotFound:
+            existing = None
+        if existing is not None:
+            try:
+                stored = Checkpoint(**json.loads(existing)["checkpoint"])
+            except (ValueError, KeyError, TypeError):
+                stored = None
+            if stored is not None and (stored.seq, stored.head, stored.mac_from, stored.count) == (
+                    checkpoint.seq, checkpoint.head, checkpoint.mac_from, checkpoint.count):
+                return False
+            raise CheckpointRefused(f"{checkpoint.key} already holds another checkpoint: a checkpoint is never "
+                                    "overwritten")
+        self.store.put_record(checkpoint.key, document)
+        return True
+
+    def _guard(self, db: Session) -> tuple[str | None, bool]:
+        """Before signing a new head: (why the trail no longer matches its last checkpoint, or None;
+        whether any checkpoint exists). A store out of reach does not stop the signing (the log gets
+        the checkpoint); a trail that does not match its last checkpoint does, logged at ERROR."""
+        try:
+            exists = bool(self.store.list_records(CHECKPOINTS))
+        except BlobStoreUnavailable:
+            return None, True
+        if not exists:
+            return None, False
+        previous, trouble = self.latest_checkpoint(db)
+        if trouble is None and previous is not None:
+            mismatch = _mismatch(db, previous)
+            trouble = mismatch[1] if mismatch else None
+        if trouble is not None and "cannot be read from the object store" not in trouble:
+            logger.error("audit trail does not match its last checkpoint", extra={"problem": trouble})
+            return trouble, True
+        return None, True
+
     def checkpoint(self, db: Session) -> Checkpoint | None:
         """Write a checkpoint of the current head now (``vault audit checkpoint``, the periodic
-        task); None when the log is empty. Raises ``BlobStoreUnavailable`` if the store refuses it."""
+        task); None when the log is empty. Raises ``BlobStoreUnavailable`` if the store refuses it,
+        ``CheckpointRefused`` if the trail no longer matches its last checkpoint (then nothing is
+        signed) or another checkpoint is stored under the same name."""
         checkpoint = self._head(db)
         if checkpoint is None:
             return None
-        document = self._sign(db, checkpoint)
-        self.store.put_record(checkpoint.key, document)
+        trouble, exists = self._guard(db)
+        if trouble is not None:
+            raise CheckpointRefused(f"audit trail does not match its last checkpoint: {trouble}")
+        document = self._sign(db, checkpoint, first=not exists)
+        if not self._put(checkpoint, document):
+            return checkpoint
         with self._lock:
             self._last_seq, self._last_time = max(self._last_seq, checkpoint.seq), time.monotonic()
         logger.info("audit checkpoint", extra={"audit_checkpoint": json.loads(document)})
@@ -243,10 +317,15 @@ class AuditTrail:
         assert entry.id is not None
         if not self._due(entry.id):
             return
+        trouble, exists = self._guard(db)
+        if trouble is not None:  # the entry lands (the action must), unsigned: verify says why
+            with self._lock:
+                self._last_seq, self._last_time = max(self._last_seq, entry.id), time.monotonic()
+            return
         count = db.exec(select(func.count()).select_from(AuditEntry)).one()
         checkpoint = Checkpoint(seq=entry.id, head=entry.hash, mac_from=anchor.mac_from, count=count,
                                 at=utcnow().isoformat(timespec="seconds"))
-        db.info[_PENDING] = (self, checkpoint, self._sign(db, checkpoint))
+        db.info[_PENDING] = (self, checkpoint, self._sign(db, checkpoint, first=not exists))
         if not event.contains(db, "after_commit", _write_pending):
             event.listen(db, "after_commit", _write_pending)
             event.listen(db, "after_soft_rollback", _drop_pending)
@@ -255,74 +334,110 @@ class AuditTrail:
         """The newest checkpoint in the object store, its signature checked against the key the KEK
         unwraps (never the public key written beside it): (checkpoint, None), (None, None) when there
         is none, or (None, why it cannot be trusted)."""
+        found, trouble = self.checkpoints(db, newest_only=True)
+        return (found[-1] if found else None), trouble
+
+    def checkpoints(self, db: Session, *, above: int = 0,
+                    newest_only: bool = False) -> tuple[list[Checkpoint], str | None]:
+        """The checkpoints in the object store from ``seq`` ``above`` on (and the newest), oldest
+        first, each signature checked: (checkpoints, None) or ([], why they cannot be trusted)."""
         try:
             keys = self.store.list_records(CHECKPOINTS)
             deleted = self.store.deleted_records(CHECKPOINTS)
+            rewritten = self.store.rewritten_records(CHECKPOINTS)
         except BlobStoreUnavailable as exc:
-            return None, f"the checkpoints cannot be read from the object store ({exc})"
+            return [], f"the checkpoints cannot be read from the object store ({exc})"
         if deleted:  # the service never deletes one: the versioned bucket keeps what was removed
-            return None, f"checkpoint {deleted[-1]} was deleted from the object store (its old versions remain)"
+            return [], f"checkpoint {deleted[-1]} was deleted from the object store (its old versions remain)"
+        if rewritten:  # nor overwrites one
+            return [], f"checkpoint {rewritten[-1]} was overwritten in the object store (its old versions remain)"
         numbered = sorted((int(m.group(1)), key) for key in keys
                           if (m := _CHECKPOINT_NAME.fullmatch(key.removeprefix(CHECKPOINTS))))
         if not numbered:
-            return None, None
-        seq, key = numbered[-1]
+            return [], None
+        wanted = numbered[-1:] if newest_only else [n for n in numbered[:-1] if n[0] >= above] + numbered[-1:]
         try:
             seed = self._checkpoint_seed(db, create=False)
         except LookupError:
-            return None, "the checkpoint key is missing from the database (server secret audit-checkpoint)"
+            return [], "the checkpoint key is missing from the database (server secret audit-checkpoint)"
         except (DecryptionError, KeyProviderError):
-            return None, "the checkpoint key does not open with the key provider"
-        try:
-            raw = json.loads(self.store.get_record(key))
-            checkpoint = Checkpoint(**raw["checkpoint"])
-            signature = base64.urlsafe_b64decode(raw["signature"] + "==")
-        except BlobStoreUnavailable as exc:
-            return None, f"checkpoint {key} cannot be read from the object store ({exc})"
-        except (BlobNotFound, ValueError, KeyError, TypeError):
-            return None, f"checkpoint {key} is unreadable"
-        if checkpoint.seq != seq or not ed25519_verify(ed25519_public_key(seed), signature, checkpoint.signed_bytes()):
-            return None, f"checkpoint {key} is not signed by this service's checkpoint key"
-        return checkpoint, None
+            return [], "the checkpoint key does not open with the key provider"
+        public = ed25519_public_key(seed)
+        found: list[Checkpoint] = []
+        for seq, key in wanted:
+            try:
+                raw = json.loads(self.store.get_record(key))
+                checkpoint = Checkpoint(**raw["checkpoint"])
+                signature = base64.urlsafe_b64decode(raw["signature"] + "==")
+            except BlobStoreUnavailable as exc:
+                return [], f"checkpoint {key} cannot be read from the object store ({exc})"
+            except (BlobNotFound, ValueError, KeyError, TypeError):
+                return [], f"checkpoint {key} is unreadable"
+            if checkpoint.seq != seq or not ed25519_verify(public, signature, checkpoint.signed_bytes()):
+                return [], f"checkpoint {key} is not signed by this service's checkpoint key"
+            found.append(checkpoint)
+        return found, None
 
     # ---- verification --------------------------------------------------------------------------
 
     def verify(self, db: Session, batch: int = 1000) -> Verification:
-        """Walk the chain (every MAC recomputed, every link checked, in id order), then compare its
-        end with the latest signed checkpoint."""
+        """Walk the chain (every MAC recomputed, every link checked, in id order), then compare it
+        with every signed checkpoint whose entry retention has not removed: each one's entry must
+        still be there with the hash it signed, where the keyed part starts never moves once set,
+        and the number of entries never goes down but by retention."""
         walked = self._walk(db, batch)
         if not walked.ok:
             return walked
-        checkpoint, trouble = self.latest_checkpoint(db)
+        anchor = db.get(AuditAnchor, 1)
+        first = db.exec(select(func.min(AuditEntry.id))).one()
+        above = first if first is not None and anchor is not None and anchor.hash != GENESIS else 0
+        found, trouble = self.checkpoints(db, above=above)
         if trouble is not None:
             return Verification(ok=False, entries=walked.entries, problem=trouble, code="checkpoint")
-        if checkpoint is None:
+        if not found:
             return walked
-        anchor = db.get(AuditAnchor, 1)
+        latest = found[-1]
         newest = db.exec(select(func.max(AuditEntry.id))).one() or 0
-        bad = code = None
-        if newest < checkpoint.seq:
-            bad, code = (f"the trail ends at entry {newest} but checkpoint says {checkpoint.seq} "
-                         f"(of {checkpoint.at}): the newest entries were removed"), "truncated"
-        elif (row := db.get(AuditEntry, checkpoint.seq)) is not None and row.hash != checkpoint.head:
-            bad, code = (f"entry {checkpoint.seq} is not the one its checkpoint (of {checkpoint.at}) signed: "
-                         "the trail was rewritten"), "rewritten"
-        elif row is None and (anchor is None or anchor.hash == GENESIS):
-            bad, code = f"entry {checkpoint.seq}, signed by its checkpoint (of {checkpoint.at}), is missing", "gap"
-        elif checkpoint.mac_from is not None and (anchor is None or anchor.mac_from != checkpoint.mac_from):
-            bad, code = (f"the keyed part of the trail should start at entry {checkpoint.mac_from} "
-                         f"(checkpoint of {checkpoint.at}); the database says {anchor.mac_from if anchor else None}",
-                         "keyed_start")
-        if bad is not None:
-            return Verification(ok=False, entries=walked.entries, first_bad_id=checkpoint.seq, problem=bad,
-                                checkpoint=checkpoint, code=code, ends_at=newest, expected=checkpoint.seq)
-        return Verification(ok=True, entries=walked.entries, checkpoint=checkpoint)
+        keyed_from: int | None = None
+        previous: Checkpoint | None = None
+        for i, checkpoint in enumerate([latest, *found]):  # the newest first: a cut tail is named as such
+            bad = _mismatch(db, checkpoint, anchor=anchor, first=first, newest=newest)
+            if i == 0 and bad is None:
+                continue
+            if bad is None and keyed_from is not None and checkpoint.mac_from != keyed_from:
+                bad = "keyed_start", (f"checkpoint {checkpoint.seq} (of {checkpoint.at}) says the keyed part starts "
+                                      f"at entry {checkpoint.mac_from}, an older one at {keyed_from}")
+            if bad is None and previous is not None and checkpoint.count < previous.count \
+                    and not _retention_between(db, previous.seq, checkpoint.seq):
+                bad = "rewritten", (f"checkpoint {checkpoint.seq} (of {checkpoint.at}) counts {checkpoint.count} "
+                                    f"entries, the one before it {previous.count}: entries were removed")
+            if bad is not None:
+                code, problem = bad
+                return Verification(ok=False, entries=walked.entries, first_bad_id=checkpoint.seq, problem=problem,
+                                    checkpoint=latest, code=code, ends_at=newest, expected=checkpoint.seq)
+            keyed_from = checkpoint.mac_from if keyed_from is None else keyed_from
+            previous = checkpoint
+        return Verification(ok=True, entries=walked.entries, checkpoint=latest)
 
     def _walk(self, db: Session, batch: int) -> Verification:
         anchor = db.get(AuditAnchor, 1)
         expected_prev = anchor.hash if anchor is not None else GENESIS
         mac_from = anchor.mac_from if anchor is not None else None
         key: bytes | None = None
+        if mac_from is None and db.exec(select(AuditEntry.id).limit(1)).first() is not None:
+            # The audit key is created in the transaction that starts the keyed part: if it exists,
+            # entries were keyed, and a trail that says none is has been rechained.
+            try:
+                self.mac_key(db, create=False)
+            except LookupError:
+                pass  # a trail written before the keyed chain, not yet appended to
+            except (DecryptionError, KeyProviderError):
+                return Verification(ok=False, entries=0, code="key",
+                                    problem="the audit key does not open with the key provider")
+            else:
+                return Verification(ok=False, entries=0, code="keyed_start",
+                                    problem="the trail says none of its entries is keyed, yet the audit key "
+                                            "exists: where the keyed part starts was removed")
         if mac_from is not None:
             try:
                 key = self.mac_key(db, create=False)
@@ -360,6 +475,42 @@ class AuditTrail:
                 expected_prev = row.hash
                 count += 1
                 last_id = row.id
+
+
+class CheckpointRefused(Exception):
+    """A checkpoint the service will not sign or store (see ``AuditTrail.checkpoint``)."""
+
+
+def _mismatch(db: Session, checkpoint: Checkpoint, *, anchor: AuditAnchor | None = None, first: int | None = None,
+              newest: int | None = None) -> tuple[str, str] | None:
+    """How the database no longer matches ``checkpoint``: (code, problem) or None."""
+    if anchor is None:
+        anchor = db.get(AuditAnchor, 1)
+    if first is None:
+        first = db.exec(select(func.min(AuditEntry.id))).one()
+    if newest is None:
+        newest = db.exec(select(func.max(AuditEntry.id))).one() or 0
+    if newest < checkpoint.seq:
+        return "truncated", (f"the trail ends at entry {newest} but checkpoint says {checkpoint.seq} "
+                             f"(of {checkpoint.at}): the newest entries were removed")
+    row = db.get(AuditEntry, checkpoint.seq)
+    if row is not None and row.hash != checkpoint.head:
+        return "rewritten", (f"entry {checkpoint.seq} is not the one its checkpoint (of {checkpoint.at}) signed: "
+                             "the trail was rewritten")
+    purged = anchor is not None and anchor.hash != GENESIS and first is not None and checkpoint.seq < first
+    if row is None and not purged:
+        return "gap", f"entry {checkpoint.seq}, signed by its checkpoint (of {checkpoint.at}), is missing"
+    if checkpoint.mac_from is not None and (anchor is None or anchor.mac_from != checkpoint.mac_from):
+        return "keyed_start", (f"the keyed part of the trail should start at entry {checkpoint.mac_from} "
+                               f"(checkpoint of {checkpoint.at}); the database says "
+                               f"{anchor.mac_from if anchor else None}")
+    return None
+
+
+def _retention_between(db: Session, after: int, upto: int) -> bool:
+    return db.exec(select(func.count()).select_from(AuditEntry).where(
+        col(AuditEntry.id) > after, col(AuditEntry.id) <= upto,
+        col(AuditEntry.action) == "audit.retention")).one() > 0
 
 
 def _b64(data: bytes) -> str:
@@ -403,12 +554,12 @@ def record(db: Session, *, actor: str, action: str, target: str = "", details: d
     if bad := FORBIDDEN_DETAILS & {k.lower() for k in details}:
         raise ValueError(f"audit details must not hold {sorted(bad)}")
     trail = trail_of(db)
-    key = trail.mac_key(db)  # from memory once opened: no key provider call per entry
     if db.get_bind().dialect.name == "postgresql":
         # Plain SQL goes through the session's connection (sqlmodel's exec takes statements it types).
         db.connection().execute(text("SELECT pg_advisory_xact_lock(:id)").bindparams(id=_LOCK_ID))
     last = db.exec(select(AuditEntry).order_by(col(AuditEntry.id).desc()).limit(1)).first()
     anchor = db.get(AuditAnchor, 1)
+    key, starts_keyed = trail.record_key(db, anchor)  # from memory once opened: no key provider call per entry
     prev_hash = last.hash if last else (anchor.hash if anchor is not None else GENESIS)
     at = utcnow()
     entry = AuditEntry(at=at, actor=actor, action=action, target=target, details=details, prev_hash=prev_hash,
@@ -419,7 +570,7 @@ def record(db: Session, *, actor: str, action: str, target: str = "", details: d
     if anchor is None:
         anchor = AuditAnchor(id=1, hash=GENESIS)
         db.add(anchor)
-    if anchor.mac_from is None:  # the first keyed entry: the chain before it stays a plain hash chain
+    if anchor.mac_from is None and starts_keyed:  # the first keyed entry: the chain before it stays plain
         anchor.mac_from, anchor.mac_tag = entry.id, _start_tag(key, entry.id)
     anchor.head_id, anchor.head_hash = entry.id, entry.hash  # same transaction: lands with the entry
     db.flush()

@@ -133,6 +133,10 @@ class BlobStore(Protocol):
         """The keys under ``prefix`` whose current version is a deletion (a versioned store keeps
         what was there); a store without versions knows of none."""
 
+    def rewritten_records(self, prefix: str) -> list[str]:
+        """The keys under ``prefix`` that were written more than once (a versioned store keeps each
+        version); a store without versions knows of none."""
+
     def unfinished_uploads(self) -> Iterator[UnfinishedUpload]:
         """Uploads begun and never completed nor aborted (a process killed mid-upload)."""
 
@@ -264,6 +268,10 @@ class FilesystemBlobStore:
     def deleted_records(self, prefix: str) -> list[str]:
         _record_key(prefix.rstrip("/") + "/x")
         return []  # no versions: a removed file leaves no trace
+
+    def rewritten_records(self, prefix: str) -> list[str]:
+        _record_key(prefix.rstrip("/") + "/x")
+        return []  # no versions: an overwritten file leaves no trace
 
 
 class _Reader:
@@ -574,6 +582,7 @@ class S3BlobStore:
 
     def list_records(self, prefix: str) -> list[str]:
         _record_key(prefix.rstrip("/") + "/x")
+        self.ensure_bucket()  # a bucket not created yet holds no record
         keys: list[str] = []
         token: dict[str, str] = {}
         while True:
@@ -588,6 +597,7 @@ class S3BlobStore:
 
     def deleted_records(self, prefix: str) -> list[str]:
         _record_key(prefix.rstrip("/") + "/x")
+        self.ensure_bucket()  # a bucket not created yet holds no record
         deleted: list[str] = []
         marker: dict[str, str] = {}
         while True:
@@ -595,6 +605,19 @@ class S3BlobStore:
             deleted += [m["Key"] for m in page.get("DeleteMarkers", []) if m.get("IsLatest")]
             if not page.get("IsTruncated"):
                 return sorted(deleted)
+            marker = {"KeyMarker": page["NextKeyMarker"], "VersionIdMarker": page.get("NextVersionIdMarker", "")}
+
+    def rewritten_records(self, prefix: str) -> list[str]:
+        _record_key(prefix.rstrip("/") + "/x")
+        self.ensure_bucket()  # a bucket not created yet holds no record
+        versions: dict[str, int] = {}
+        marker: dict[str, str] = {}
+        while True:
+            page = self._call("list_object_versions", Bucket=self.bucket, Prefix=prefix, **marker)
+            for version in page.get("Versions", []):
+                versions[version["Key"]] = versions.get(version["Key"], 0) + 1
+            if not page.get("IsTruncated"):
+                return sorted(key for key, n in versions.items() if n > 1)
             marker = {"KeyMarker": page["NextKeyMarker"], "VersionIdMarker": page.get("NextVersionIdMarker", "")}
 
 
