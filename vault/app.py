@@ -107,7 +107,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.include_router(assist_routes.pages)
     app.include_router(stats_routes.pages)
     _add_operational_routes(app)
-    install_error_handlers(app)
+    install_error_handlers(app, unavailable=(KeyProviderError,))
     install_openapi(app, settings, scopes=api_docs.scope_descriptions())
     _check_issuer_at_startup(settings, services.engine)
     return app

@@ -27,7 +27,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import RedirectResponse, Response
 
-from vault.crypto.exceptions import KeyProviderError
 from vault.errors import OAuthError, ServiceUnavailable, VaultError
 from vault.translation import N_
 from vault.web.middleware import loggable_path
@@ -99,17 +98,22 @@ def _unavailable(request: Request, exc: ServiceUnavailable) -> Response:
     return page
 
 
-def install_error_handlers(app: FastAPI) -> None:
+def install_error_handlers(app: FastAPI, *, unavailable: tuple[type[Exception], ...] = ()) -> None:
+    """``unavailable``: errors of a dependency that does not answer, raised below the error model
+    (the key provider's: the keyring cannot be read, the KMS does not answer), answered 503 like
+    ``ServiceUnavailable``; the entry point names them, as this floor does not import their part."""
     @app.exception_handler(VaultError)
     async def vault_error(request: Request, exc: VaultError) -> Response:
         if isinstance(exc, ServiceUnavailable):
             return _unavailable(request, exc)
         return _vault_error(request, exc)
 
-    @app.exception_handler(KeyProviderError)
-    async def key_provider_error(request: Request, exc: KeyProviderError) -> Response:
-        # The keyring cannot be read (or the KMS does not answer): nothing was wrapped nor kept.
-        return _unavailable(request, ServiceUnavailable(f"key provider: {exc}"))
+    async def dependency_error(request: Request, exc: Exception) -> Response:
+        # E.g. the keyring cannot be read (or the KMS does not answer): nothing was wrapped nor kept.
+        return _unavailable(request, ServiceUnavailable(f"{type(exc).__name__}: {exc}"))
+
+    for error in unavailable:
+        app.add_exception_handler(error, dependency_error)
 
     @app.exception_handler(LoginRequired)
     async def login_required(request: Request, exc: LoginRequired) -> Response:
