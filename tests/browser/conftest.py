@@ -170,13 +170,15 @@ def log_in(page: Any, citizen: CitizenData, *, start: str = "/login") -> None:
 
 def staff_log_in(page: Any, staff: Any) -> None:
     """Log a member of staff in on the staff login page (password and TOTP code), as they do; they
-    land on their section (the counter's home for an agent, the register for the others)."""
+    land on their section (the counter's home for an agent, the statistics for an administrator, the
+    register for the DPO)."""
     page.goto("/dpo/login")
     page.get_by_label("Adresse e-mail").fill(staff.email)
     page.get_by_label("Mot de passe").fill(staff.password)
     page.get_by_label("Code à 6 chiffres").fill(staff.totp.now())
     page.get_by_role("button", name="Se connecter").click()
-    page.wait_for_url(re.compile(r"/agent/$" if staff.role == "agent" else r"/dpo/$"))
+    home = {"agent": r"/agent/$", "admin": r"/agent/stats$"}.get(staff.role, r"/dpo/$")
+    page.wait_for_url(re.compile(home))
 
 
 def axe_violations(page: Any) -> list[str]:

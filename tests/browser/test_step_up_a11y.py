@@ -62,7 +62,7 @@ def test_the_confirmation_page_and_a_reset_with_totp(site, open_context, audit) 
     page.goto("/account?lang=fr")
 
     # The reset of an account with TOTP asks for a code, and says where to go without one.
-    outbox = Outbox(site.app.state.settings.outbox_dir)
+    outbox = Outbox(site.app.state.settings.outbox_dir, site.app.state.engine)
     page.goto("/password/forgot")
     page.get_by_label("Adresse e-mail").fill(citizen.email)
     page.get_by_role("button", name="Envoyer le lien").click()
