@@ -10,7 +10,6 @@ import re
 import socket
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,96 +21,15 @@ import pytest
 from botocore.config import Config
 
 from tests.services import ClamdService, PostgresService, S3Service, free_port
+from tests.store_proxy import StoreProxy
 
 PASSWORD = "une phrase pour les pannes"  # the citizens the server holds
-
-
-class CuttableProxy:
-    """A TCP forwarder to the S3 server that can be cut (every connection reset, new ones refused)."""
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        self.target = target
-        self._listener = socket.create_server(("127.0.0.1", 0))  # a port nobody can take in between
-        self.port = self._listener.getsockname()[1]
-        self._conns: list[socket.socket] = []
-        self._lock = threading.Lock()
-        self.cut_off = False
-        self._budget: int | None = None  # bytes from the store still let through before a cut
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            if self.cut_off:
-                client.close()
-                continue
-            upstream = socket.create_connection(self.target)
-            with self._lock:
-                if self.cut_off:  # cut while this one was being set up
-                    client.close()
-                    upstream.close()
-                    continue
-                self._conns += [client, upstream]
-            for a, b, from_store in ((client, upstream, False), (upstream, client, True)):
-                threading.Thread(target=self._pipe, args=(a, b, from_store), daemon=True).start()
-
-    def _pipe(self, source: socket.socket, sink: socket.socket, from_store: bool) -> None:
-        try:
-            while data := source.recv(65536):
-                if from_store and self._spend(len(data)):
-                    self.cut()
-                    return
-                sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (source, sink):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def _spend(self, size: int) -> bool:
-        with self._lock:
-            if self._budget is None:
-                return False
-            self._budget -= size
-            return self._budget < 0
-
-    def cut_after(self, size: int) -> None:
-        """Let ``size`` more bytes come from the store, then die (in the middle of a transfer)."""
-        with self._lock:
-            self._budget = size
-
-    def cut(self) -> None:
-        with self._lock:
-            self.cut_off = True
-            for conn in self._conns:
-                # shutdown() before close(): closing alone does not wake a thread blocked in recv(),
-                # and the connection would stay open (a silent store, not a dead one).
-                for step in (lambda c: c.shutdown(socket.SHUT_RDWR), lambda c: c.close()):
-                    try:
-                        step(conn)
-                    except OSError:
-                        pass
-            self._conns.clear()
-
-    def restore(self) -> None:
-        with self._lock:
-            self.cut_off, self._budget = False, None
-
-    def close(self) -> None:
-        self._listener.close()
-        self.cut()
 
 
 @pytest.fixture(scope="module")
 def server(services_dir: Path, postgres: PostgresService, s3: S3Service, clamd: ClamdService):
     host, port = s3.endpoint_url.removeprefix("http://").split(":")
-    proxy = CuttableProxy((host, int(port)))
+    proxy = StoreProxy((host, int(port)))
     url = f"http://127.0.0.1:{free_port()}"
     bucket = f"faults-{uuid.uuid4().hex[:10]}"
     env = {**os.environ, "VAULT_ISSUER": url, "VAULT_DATA_DIR": str(services_dir / "faults"),

@@ -4,7 +4,6 @@ attempts), /readyz reports it "unavailable" within a balancer's probe timeout, a
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -15,55 +14,15 @@ from sqlmodel import Session, select
 
 from tests.factories import citizen_browser, make_document, pdf, upload
 from tests.services import S3Service
+from tests.store_proxy import StoreProxy
 from vault.app import create_app
 from vault.storage.models import Document
 
 
-class StallingProxy:
-    """A TCP forwarder to the S3 server; while ``stalled``, the store's answers are held back."""
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        self.target = target
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self._listener.getsockname()[1]
-        self.stalled = threading.Event()
-        self._closed = False
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(self.target)
-            for a, b, from_store in ((client, upstream, False), (upstream, client, True)):
-                threading.Thread(target=self._pipe, args=(a, b, from_store), daemon=True).start()
-
-    def _pipe(self, source: socket.socket, sink: socket.socket, from_store: bool) -> None:
-        try:
-            while data := source.recv(65536):
-                while from_store and self.stalled.is_set() and not self._closed:
-                    time.sleep(0.05)
-                sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (source, sink):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def close(self) -> None:
-        self._closed = True
-        self._listener.close()
-
-
 @pytest.fixture
-def proxy(s3: S3Service) -> Iterator[StallingProxy]:
+def proxy(s3: S3Service) -> Iterator[StoreProxy]:
     host, port = s3.endpoint_url.removeprefix("http://").split(":")
-    proxy = StallingProxy((host, int(port)))
+    proxy = StoreProxy((host, int(port)))
     yield proxy
     proxy.stalled.clear()
     proxy.close()
