@@ -12,8 +12,8 @@ import pytest
 
 from tests.conftest import make_settings
 from tests.factories import make_citizen
+from tests.fault_proxy import FaultProxy
 from tests.services import PostgresService
-from tests.storage.test_faults import CuttableProxy
 from tests.support import Browser
 from vault.app import create_app
 from vault.db import make_engine
@@ -21,10 +21,10 @@ from vault.migrations import upgrade
 
 
 @pytest.fixture
-def proxied_app(postgres: PostgresService, tmp_path: Path) -> Iterator[tuple[object, CuttableProxy]]:
+def proxied_app(postgres: PostgresService, tmp_path: Path) -> Iterator[tuple[object, FaultProxy]]:
     url = postgres.create_database(f"vault_outage_{uuid.uuid4().hex[:8]}")
     upgrade(url)
-    proxy = CuttableProxy(("127.0.0.1", postgres.port))
+    proxy = FaultProxy(("127.0.0.1", postgres.port))
     engine = make_engine(url.replace(f":{postgres.port}/", f":{proxy.port}/"))
     app = create_app(make_settings(tmp_path / "var", engine.url.render_as_string(hide_password=False)), engine=engine)
     try:

@@ -20,8 +20,8 @@ import httpx
 import pytest
 from botocore.config import Config
 
+from tests.fault_proxy import FaultProxy
 from tests.services import ClamdService, PostgresService, S3Service, free_port
-from tests.store_proxy import StoreProxy
 
 PASSWORD = "une phrase pour les pannes"  # the citizens the server holds
 
@@ -29,7 +29,7 @@ PASSWORD = "une phrase pour les pannes"  # the citizens the server holds
 @pytest.fixture(scope="module")
 def server(services_dir: Path, postgres: PostgresService, s3: S3Service, clamd: ClamdService):
     host, port = s3.endpoint_url.removeprefix("http://").split(":")
-    proxy = StoreProxy((host, int(port)))
+    proxy = FaultProxy((host, int(port)))
     url = f"http://127.0.0.1:{free_port()}"
     bucket = f"faults-{uuid.uuid4().hex[:10]}"
     env = {**os.environ, "VAULT_ISSUER": url, "VAULT_DATA_DIR": str(services_dir / "faults"),

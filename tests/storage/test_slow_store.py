@@ -13,16 +13,16 @@ import pytest
 from sqlmodel import Session, select
 
 from tests.factories import citizen_browser, make_document, pdf, upload
+from tests.fault_proxy import FaultProxy
 from tests.services import S3Service
-from tests.store_proxy import StoreProxy
 from vault.app import create_app
 from vault.storage.models import Document
 
 
 @pytest.fixture
-def proxy(s3: S3Service) -> Iterator[StoreProxy]:
+def proxy(s3: S3Service) -> Iterator[FaultProxy]:
     host, port = s3.endpoint_url.removeprefix("http://").split(":")
-    proxy = StoreProxy((host, int(port)))
+    proxy = FaultProxy((host, int(port)))
     yield proxy
     proxy.stalled.clear()
     proxy.close()

@@ -1,4 +1,5 @@
-"""A TCP forwarder in front of the S3 server, for the fault tests: cut, cut mid-transfer, stalled."""
+"""A TCP forwarder in front of a service (the S3 server, PostgreSQL), for the fault tests: cut, cut
+mid-transfer, stalled."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ import threading
 import time
 
 
-class StoreProxy:
-    """A TCP forwarder to the S3 server that can be cut (every connection reset, new ones refused),
+class FaultProxy:
+    """A TCP forwarder to a service that can be cut (every connection reset, new ones refused),
     cut after some bytes (mid-transfer), or stalled (while ``stalled`` is set, the store's answers
     are held back: a store that accepts requests and answers nothing)."""
 
