@@ -5,13 +5,16 @@ The schema belongs to alembic: the app never creates tables by itself (``vault d
 
 from __future__ import annotations
 
+import functools
 import os
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import anyio
+import anyio.to_thread
 from sqlalchemy import Engine, event, func, make_url, text
 from sqlalchemy.engine import URL
 from sqlalchemy.engine.interfaces import DBAPIConnection
@@ -117,15 +120,42 @@ class DatabaseUnavailable(ServiceUnavailable):
         return "The database does not answer.", super().describe(reading=reading)[1]
 
 
-def request_db(request: Request) -> Iterator[Session]:
+async def request_db(request: Request) -> AsyncIterator[Session]:
     """Unit of work for one request: commit once when the route returns, roll back on error.
 
     Services never commit; used with ``Depends(request_db, scope="function")`` so the commit
     happens before the response is sent (a failed commit is an error, not a silent loss).
+
+    The session is made on the event loop (that does no I/O: it connects at its first statement);
+    the commit or rollback and the return of its connection to the pool run in one worker thread,
+    with a limiter of their own as FastAPI gives a sync dependency's exit (routes holding every
+    thread of the pool must not keep a connection from coming back), and shielded from
+    cancellation. A sync generator would cost a thread hop more per request (its entry).
     """
-    with Session(request.app.state.engine, expire_on_commit=False) as db:
+    db = Session(request.app.state.engine, expire_on_commit=False)
+    try:
+        yield db
+    except (OperationalError, InterfaceError) as exc:
+        await _in_thread(_end, db, commit=False)
+        raise DatabaseUnavailable(type(exc).__name__) from None
+    except BaseException:
+        await _in_thread(_end, db, commit=False)
+        raise
+    await _in_thread(_end, db, commit=True)
+
+
+async def _in_thread(function: Callable[..., None], *args: Any, **kwargs: Any) -> None:
+    with anyio.CancelScope(shield=True):
+        await anyio.to_thread.run_sync(functools.partial(function, *args, **kwargs), limiter=anyio.CapacityLimiter(1))
+
+
+def _end(db: Session, *, commit: bool) -> None:
+    """Commit (or roll back) the request's transaction and give its connection back."""
+    with db:  # closes it
+        if not commit:
+            db.rollback()
+            return
         try:
-            yield db
             db.commit()
         except (OperationalError, InterfaceError) as exc:
             db.rollback()

@@ -25,7 +25,11 @@ def accounts(request: Request) -> AccountService:
     return app_service(request, "accounts", AccountService)
 
 
-Accounts = Annotated[AccountService, Depends(accounts)]
+async def _accounts(request: Request) -> AccountService:  # async: no I/O, no thread hop
+    return accounts(request)
+
+
+Accounts = Annotated[AccountService, Depends(_accounts)]
 
 
 class PendingApps(Protocol):

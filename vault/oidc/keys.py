@@ -16,6 +16,8 @@ import hmac
 import json
 import logging
 import os
+import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -43,6 +45,11 @@ RETIRED_KEY_PUBLISHED = timedelta(days=7)
 # which a client ignoring ``Age`` keeps for a whole lifetime more) and a minute of clock skew.
 JWKS_MAX_AGE = 300
 PUBLISH_AHEAD = timedelta(seconds=2 * JWKS_MAX_AGE + 60)
+# How long a process signs from the signing keys it last read before reading them again: a rotation
+# made elsewhere (``vault keys rotate``, another replica) is seen within this time. A scheduled switch
+# is a time read with the keys, so every replica makes it on the second; an emergency rotation
+# (``--now``) is followed within these seconds (the old key, still published, verifies what it signed).
+SIGNING_KEYS_REFRESH_SECONDS = 5.0
 
 
 class InvalidSignature(Exception):
@@ -56,6 +63,21 @@ class NewKey:
     kid: str
     alg: str
     active_from: datetime
+
+
+@dataclass(frozen=True)
+class _Signer:
+    """A signing key as last read from the database (its private part still wrapped)."""
+
+    kid: str
+    alg: str
+    wrapped: bytes
+    created_at: datetime
+    active_from: datetime
+    retired_at: datetime | None
+
+    def signs_at(self, moment: datetime) -> bool:
+        return self.active_from <= moment and (self.retired_at is None or self.retired_at > moment)
 
 
 class RotationPending(Exception):
@@ -86,6 +108,11 @@ class KeyStore:
         # AES unwrap per token would dominate the token endpoint); a rotation adds new kids.
         self._private_cache: dict[str, jwk.Key] = {}
         self._secret_cache: dict[str, bytes] = {}
+        # The signing keys not retired when last read, and until when (monotonic) they are trusted:
+        # a query per signature (an ordered select, per token) cost more than the signature itself.
+        self._signers: list[_Signer] = []
+        self._signers_until = 0.0
+        self._signers_lock = threading.Lock()
 
     # ---- signing keys ---------------------------------------------------------------------------
 
@@ -114,15 +141,42 @@ class KeyStore:
         db.flush()
         return row
 
-    def _private(self, row: SigningKey) -> jwk.Key:
-        if (key := self._private_cache.get(row.kid)) is None:
-            raw = crypto.unwrap(self.keys, row.private_key, context=b"signing-key:" + row.kid.encode())
-            key = self._private_cache[row.kid] = jwk.import_key(json.loads(raw))
+    def _private(self, kid: str, wrapped: bytes) -> jwk.Key:
+        if (key := self._private_cache.get(kid)) is None:
+            raw = crypto.unwrap(self.keys, wrapped, context=b"signing-key:" + kid.encode())
+            key = self._private_cache[kid] = jwk.import_key(json.loads(raw))
         return key
 
+    def _signer(self, db: Session, alg: str) -> tuple[str, bytes]:
+        """The kid and wrapped private key that sign with ``alg`` now: the same choice as
+        ``_active_row`` (the latest key whose time has come and that is not retired), made on the
+        keys read at most ``SIGNING_KEYS_REFRESH_SECONDS`` ago."""
+        now = utcnow()
+        with self._signers_lock:
+            signers = self._signers if time.monotonic() < self._signers_until else None
+        if signers is None:  # read too long ago: read them again
+            rows = db.exec(select(SigningKey).where(or_(col(SigningKey.retired_at).is_(None),
+                                                        col(SigningKey.retired_at) > now))).all()
+            signers = [_Signer(r.kid, r.alg, r.private_key, _aware(r.created_at), _aware(r.active_from),
+                               _aware(r.retired_at) if r.retired_at is not None else None) for r in rows]
+            with self._signers_lock:
+                self._signers, self._signers_until = signers, time.monotonic() + SIGNING_KEYS_REFRESH_SECONDS
+        candidates = [s for s in signers if s.alg == alg and s.signs_at(now)]
+        if candidates:
+            best = max(candidates, key=lambda s: (s.active_from, s.created_at))
+            return best.kid, best.wrapped
+        row = self._active_row(db, alg)  # none yet (``vault db upgrade`` normally makes them): made now
+        self.forget_signers()
+        return row.kid, row.private_key
+
+    def forget_signers(self) -> None:
+        """Read the signing keys again at the next signature (after a rotation made here)."""
+        with self._signers_lock:
+            self._signers_until = 0.0
+
     def sign(self, db: Session, claims: dict[str, Any], *, alg: str = "ES256", typ: str = "JWT") -> str:
-        row = self._active_row(db, alg)
-        return jwt.encode({"alg": alg, "kid": row.kid, "typ": typ}, claims, self._private(row), algorithms=[alg])
+        kid, wrapped = self._signer(db, alg)
+        return jwt.encode({"alg": alg, "kid": kid, "typ": typ}, claims, self._private(kid, wrapped), algorithms=[alg])
 
     def published(self, db: Session) -> list[SigningKey]:
         """Keys in the JWKS: active ones and those retired recently enough."""
@@ -165,6 +219,7 @@ class KeyStore:
             row.retired_at = active_from if _aware(row.active_from) <= start else start
         new = [NewKey(row.kid, row.alg, active_from) for row in
                (self._create(db, alg, active_from=active_from) for alg in ALGORITHMS)]
+        self.forget_signers()
         logger.info("signing keys rotated", extra={"kids": [key.kid for key in new],
                                                    "active_from": active_from.isoformat()})
         return new

@@ -87,6 +87,16 @@ def revoke_tokens(db: Session, *conditions: ColumnElement[bool]) -> int:
                    .values(revoked_at=utcnow())).rowcount
 
 
+def load_client(db: Session, client_id: str) -> OAuthClient | None:
+    """The app ``client_id`` (``db.get``), kept for the rest of the request's unit of work. The
+    session's identity map holds clean rows only weakly: without this, the app looked up by one
+    step of a request (its profile, its authentication, the token's app) is read again by the next."""
+    row = db.get(OAuthClient, client_id)
+    if row is not None:
+        db.info.setdefault("oidc_clients", {})[client_id] = row
+    return row
+
+
 def scope_list(scope: str | None) -> list[str]:
     return [s for s in (scope or "").split() if s]
 
@@ -317,18 +327,24 @@ class CodeGrant(grants.AuthorizationCodeGrant):
 
     def query_authorization_code(self, code: str, client: ClientMixin) -> StoredCode | None:
         """GAP: consume the code atomically here (not after the token is saved); a replay fails
-        with invalid_grant and revokes every token issued from it (RFC 6749 §4.1.2)."""
+        with invalid_grant and revokes every token issued from it (RFC 6749 §4.1.2). One statement
+        when the code is good: it is marked used and read back at once (``UPDATE … RETURNING``)."""
         db: Session = self.server.db
-        row = db.get(AuthorizationCode, token_hash(code)) if code else None
-        if row is None or row.client_id != client.get_client_id():
+        if not code:
             return None
-        now = utcnow()
-        consumed = db.exec(
+        digest, now = token_hash(code), utcnow()
+        row = db.scalars(
             update(AuthorizationCode)
-            .where(col(AuthorizationCode.id) == row.id, col(AuthorizationCode.used_at).is_(None))
+            .where(col(AuthorizationCode.id) == digest, col(AuthorizationCode.client_id) == client.get_client_id(),
+                   col(AuthorizationCode.used_at).is_(None))
             .values(used_at=now)
-        ).rowcount
-        if consumed != 1:
+            .returning(AuthorizationCode)
+        ).first()
+        if row is None:
+            # Unknown, another app's (left untouched), or used already: a replay.
+            row = db.get(AuthorizationCode, digest)
+            if row is None or row.client_id != client.get_client_id():
+                return None
             # Every token of the grant, refreshed ones included (they carry the grant, not the code).
             revoked = self.server.revoke_where(col(OAuthToken.grant_id).in_(
                 select(OAuthToken.grant_id).where(OAuthToken.code_id == row.id)))
@@ -523,7 +539,7 @@ class Introspection(IntrospectionEndpoint):
 
     def introspect_token(self, token: IssuedToken) -> dict[str, Any]:
         row = token.row
-        client = self.server.db.get(OAuthClient, row.client_id)
+        client = load_client(self.server.db, row.client_id)
         assert client is not None  # the token's app (the foreign key cascades)
         refresh = isinstance(token, RefreshTokenView)
         expires = row.refresh_expires_at if refresh and row.refresh_expires_at else row.access_expires_at
@@ -570,7 +586,7 @@ class Provider(AuthorizationServer):
     # -- authlib hooks
     def query_client(self, client_id: str) -> RegisteredClient | None:  # type: ignore[override]  # None: unknown
         # A client assertion's ``sub`` is any JSON string (a lone surrogate, a NUL): no app has such an id.
-        row = self.db.get(OAuthClient, client_id) if _could_be_client_id(client_id) else None
+        row = load_client(self.db, client_id) if _could_be_client_id(client_id) else None
         if row is None or row.disabled_at is not None:
             return None
         return RegisteredClient(row)

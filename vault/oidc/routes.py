@@ -70,7 +70,7 @@ INVALID_LOGOUT_REQUEST = N_(
 )
 
 
-def oidc(request: Request) -> OpenIDService:
+async def oidc(request: Request) -> OpenIDService:  # async: no I/O, no thread hop
     return app_service(request, "oidc", OpenIDService)
 
 

@@ -67,6 +67,7 @@ from vault.oidc.provider import (
     LoginLog,
     Provider,
     RegisteredClient,
+    load_client,
     revoke_tokens,
     scope_list,
 )
@@ -171,7 +172,7 @@ class OpenIDService:
     def endpoint_mismatch(self, *, db: Session, client_id: str | None, endpoint: Profile) -> str | None:
         """Why an app may not use this family of endpoints (an fc-v2 app calls /api/v2/…, a standard
         app the root ones), or None. An unknown app is left to the endpoint's own answer."""
-        row = db.get(OAuthClient, client_id) if client_id and len(client_id) <= 64 else None
+        row = load_client(db, client_id) if client_id and len(client_id) <= 64 else None
         if row is None:
             return None
         profile = profile_of(row.profile)
@@ -452,7 +453,7 @@ class OpenIDService:
         if (token is None or token.row.access_token_hash != token_hash(access_token) or token.is_revoked()
                 or token.is_expired()):
             raise BearerError("invalid_token", "The access token is invalid, expired or revoked.", 401)
-        client = db.get(OAuthClient, token.row.client_id)
+        client = load_client(db, token.row.client_id)
         citizen = db.get(Citizen, token.row.citizen_id)
         if client is None or client.disabled_at is not None or citizen is None:
             raise BearerError("invalid_token", "The access token is invalid, expired or revoked.", 401)

@@ -27,11 +27,14 @@ def redirect(url: str) -> RedirectResponse:
     return response
 
 
-def refuse_nul(request: Request) -> None:
+async def refuse_nul(request: Request) -> None:
     """No field of the service holds a NUL character (PostgreSQL cannot store one; SQLite would):
     a path or query parameter carrying one is refused here, before any route reads it, with the
     same 400 on every database (an OAuth error on the OAuth endpoints, a page elsewhere). Forms
-    are checked where they are read (``read_form``, the OAuth endpoints' own reader)."""
+    are checked where they are read (``read_form``, the OAuth endpoints' own reader).
+
+    ``async`` (it does no I/O) so that FastAPI runs it on the event loop, not in a worker thread:
+    the same holds for every dependency that only reads the request or the application."""
     if "\x00" in request.url.path or any("\x00" in key or "\x00" in value
                                          for key, value in request.query_params.multi_items()):
         raise OAuthError("The request contains a NUL character.", code="invalid_request")
