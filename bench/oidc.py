@@ -7,10 +7,12 @@ tokens, scopes openid/profile/email, client_secret_post, argon2id password check
    authorize -> login page -> login (argon2id) -> consent page -> allow -> code -> token exchange,
    and the ID token is checked (alg, iss, aud, nonce);
 2. code-for-token exchanges per second: codes are obtained first (untimed, by logged-in browsers
-   whose consent is remembered), then only the POST /token requests are timed.
+   whose consent is remembered), then only the POST /token requests are timed;
+3. userinfo requests (GET, Bearer access token) and token introspections (RFC 7662, POST with the
+   app's client_secret_post credentials) per second, with access tokens of the exchanges.
 
-Usage: .venv/bin/python bench/oidc.py [--flows N] [--exchanges N] [--concurrency C] [--workers W]
-       [--oidc-provider-storage postgres|memory]
+Usage: .venv/bin/python bench/oidc.py [--flows N] [--exchanges N] [--userinfo N] [--introspections N]
+       [--concurrency C] [--workers W] [--oidc-provider-storage postgres|memory]
 See bench/README.md for what is compared and why.
 """
 
@@ -125,6 +127,8 @@ class Target:
     authorization_endpoint: str = ""
     token_endpoint: str = ""
     jwks_uri: str = ""
+    userinfo_endpoint: str = ""
+    introspection_endpoint: str = ""
     notes: dict[str, Any] = field(default_factory=dict)
 
     def discover(self) -> None:
@@ -133,6 +137,8 @@ class Target:
         self.authorization_endpoint = meta["authorization_endpoint"]
         self.token_endpoint = meta["token_endpoint"]
         self.jwks_uri = meta["jwks_uri"]
+        self.userinfo_endpoint = meta["userinfo_endpoint"]
+        self.introspection_endpoint = meta["introspection_endpoint"]
 
     def cpu(self) -> tuple[float, float]:
         """CPU seconds so far: (the server's processes, PostgreSQL's when this server uses it)."""
@@ -308,6 +314,28 @@ def exchange(target: Target, app: httpx.Client, auth: Authorization) -> dict[str
     return body
 
 
+def userinfo(target: Target, app: httpx.Client, access_token: str) -> dict[str, Any]:
+    response = app.get(target.userinfo_endpoint, headers={"Authorization": f"Bearer {access_token}"})
+    if response.status_code != 200:
+        raise FlowError(f"userinfo: HTTP {response.status_code}: {response.text[:300]!r}")
+    body = response.json()
+    if not body.get("sub") or not body.get("email"):
+        raise FlowError(f"userinfo without sub/email: {sorted(body)}")
+    return body
+
+
+def introspect(target: Target, app: httpx.Client, access_token: str) -> dict[str, Any]:
+    response = app.post(target.introspection_endpoint, data={
+        "token": access_token, "token_type_hint": "access_token",
+        "client_id": target.client_id, "client_secret": target.client_secret})
+    if response.status_code != 200:
+        raise FlowError(f"introspection: HTTP {response.status_code}: {response.text[:300]!r}")
+    body = response.json()
+    if body.get("active") is not True or body.get("client_id") != target.client_id:
+        raise FlowError(f"introspection: not active for this client: {body}")
+    return body
+
+
 def new_browser() -> httpx.Client:
     return httpx.Client(follow_redirects=False, timeout=REQUEST_TIMEOUT)
 
@@ -372,6 +400,19 @@ def run_parallel(count: int, concurrency: int, job: Callable[[int, int], None], 
         raise KeyboardInterrupt
 
 
+@dataclass
+class Results:
+    flows: Phase
+    exchanges: Phase
+    userinfo: Phase
+    introspection: Phase
+    info: dict[str, Any]
+
+    def phases(self) -> list[tuple[str, Phase]]:
+        return [("flow", self.flows), ("exchange", self.exchanges), ("userinfo", self.userinfo),
+                ("introspect", self.introspection)]
+
+
 class Run:
     """The measurements of one provider: warm-up, then chunks of flows and of exchanges (the providers
     take turns, chunk by chunk, so that a change of load on the machine hits them all alike)."""
@@ -382,7 +423,10 @@ class Run:
         self.info: dict[str, Any] = {}
         self.flows = Phase()
         self.exchanges = Phase()
+        self.userinfo = Phase()
+        self.introspection = Phase()
         self.collect = Phase()
+        self.access_tokens: list[str] = []  # from the exchanges: for userinfo and introspection
         self.collected = 0
         # Browsers that stay logged in, with consent remembered, to obtain the exchange phase's codes;
         # and the app's connections to the token endpoint (keep-alive, as an app's backend would).
@@ -440,15 +484,39 @@ class Run:
                 raise RuntimeError(f"{self.target.name}: no code obtained: {dict(self.collect.errors)}")
             remaining -= len(codes)
             self.collected += len(codes)
-            run_parallel(len(codes), self.concurrency,
-                         lambda worker, index: exchange(self.target, self.apps[worker], codes[index]) and None,
-                         self.exchanges, self.target)
+            tokens = self.access_tokens
 
-    def results(self) -> tuple[Phase, Phase, dict[str, Any]]:
+            def job(worker: int, index: int) -> None:
+                tokens.append(exchange(self.target, self.apps[worker], codes[index])["access_token"])
+
+            run_parallel(len(codes), self.concurrency, job, self.exchanges, self.target)
+        del self.access_tokens[:-CODE_BATCH]  # the latest ones: access tokens live 10 minutes on both sides
+
+    def run_userinfo(self, count: int) -> None:
+        """GET userinfo with the access tokens of the exchanges, in turn (they live 10 minutes)."""
+        tokens = self.access_tokens
+
+        def job(worker: int, index: int) -> None:
+            body = userinfo(self.target, self.apps[worker], tokens[index % len(tokens)])
+            self.info.setdefault("userinfo", sorted(body))
+
+        run_parallel(count, self.concurrency, job, self.userinfo, self.target)
+
+    def run_introspection(self, count: int) -> None:
+        """POST introspection (the app's own credentials) of the access tokens of the exchanges."""
+        tokens = self.access_tokens
+
+        def job(worker: int, index: int) -> None:
+            body = introspect(self.target, self.apps[worker], tokens[index % len(tokens)])
+            self.info.setdefault("introspection", sorted(body))
+
+        run_parallel(count, self.concurrency, job, self.introspection, self.target)
+
+    def results(self) -> Results:
         if self.collect.errors:
             self.exchanges.errors.update({f"(obtaining codes) {k}": v for k, v in self.collect.errors.items()})
         self.info["codes_per_second_untimed"] = self.collected / self.collect.seconds if self.collect.seconds else 0.0
-        return self.flows, self.exchanges, self.info
+        return Results(self.flows, self.exchanges, self.userinfo, self.introspection, self.info)
 
     def close(self) -> None:
         for client in self.sessions + self.apps:
@@ -461,8 +529,8 @@ def chunks(total: int, rounds: int) -> list[int]:
     return [total // rounds + (1 if r < total % rounds else 0) for r in range(rounds)]
 
 
-def measure_all(targets: list[Target], flows: int, exchanges: int, concurrency: int,
-                rounds: int) -> dict[str, tuple[Phase, Phase, dict[str, Any]]]:
+def measure_all(targets: list[Target], flows: int, exchanges: int, userinfo_count: int, introspections: int,
+                concurrency: int, rounds: int) -> dict[str, Results]:
     runs = [Run(target, concurrency) for target in targets]
     try:
         for run in runs:
@@ -478,6 +546,13 @@ def measure_all(targets: list[Target], flows: int, exchanges: int, concurrency: 
             print(f"token exchanges, round {r + 1}: {count} per provider ...", flush=True)
             for run in runs:
                 run.run_exchanges(count)
+        for r, (count_u, count_i) in enumerate(zip(chunks(userinfo_count, rounds), chunks(introspections, rounds),
+                                                   strict=True)):
+            print(f"userinfo and introspection, round {r + 1}: {count_u} and {count_i} per provider ...", flush=True)
+            for run in runs:
+                run.run_userinfo(count_u)
+            for run in runs:
+                run.run_introspection(count_i)
         return {run.target.name: run.results() for run in runs}
     finally:
         for run in runs:
@@ -552,7 +627,7 @@ def rate_text(value: float) -> str:
     return f"{value:.1f}/s" if value < 100 else f"{value:.0f}/s"
 
 
-def report(args: argparse.Namespace, targets: list[Target], results: dict[str, tuple[Phase, Phase, dict]],
+def report(args: argparse.Namespace, targets: list[Target], results: dict[str, Results],
            argon2_params: dict[str, int], py_argon2_ms: float) -> None:
     ours, theirs = targets[0], targets[1]
     node = theirs.notes
@@ -560,8 +635,9 @@ def report(args: argparse.Namespace, targets: list[Target], results: dict[str, t
     print("Citizen Vault vs oidc-provider, OpenID Connect code flow (PKCE S256, pairwise sub, ES256 ID token,"
           f" scope '{SCOPE}', client_secret_post), on this machine")
     print(f"settings: {os.cpu_count()} cores shared by servers, PostgreSQL and this client; {args.concurrency}"
-          f" concurrent clients (threads, httpx) for every provider; N = {args.flows} complete flows and"
-          f" {args.exchanges} token exchanges per provider, after {args.concurrency} untimed warm-up flows; the"
+          f" concurrent clients (threads, httpx) for every provider; N = {args.flows} complete flows,"
+          f" {args.exchanges} token exchanges, {args.userinfo} userinfo requests and {args.introspections}"
+          f" introspections per provider, after {args.concurrency} untimed warm-up flows; the"
           f" providers take turns in {args.rounds} rounds of each phase")
     print(f"  load average (1 min) before the run: {args.load_average:.2f} (anything else running on this machine"
           " takes CPU from the servers and skews these numbers)")
@@ -581,25 +657,29 @@ def report(args: argparse.Namespace, targets: list[Target], results: dict[str, t
           " would need one `vault citizen create` process (and argon2 hash) each")
     print("  exchanges: codes obtained first (untimed) by logged-in browsers whose consent is remembered, in batches"
           f" of at most {CODE_BATCH} (codes live 60 s), then only the POST /token requests are timed")
+    print("  userinfo (GET, Bearer) and introspection (POST, client_secret_post, token_type_hint=access_token): with"
+          f" the access tokens of the last {CODE_BATCH} exchanges, in turn, on the app's keep-alive connections")
     print()
-    for label, index in (("complete flows:  ", 0), ("token exchanges: ", 1)):
-        a, b = results[ours.name][index].rate, results[theirs.name][index].rate
-        print(f"{label} citizen-vault {rate_text(a):<9} oidc-provider {rate_text(b):<9} ratio"
+    labels = {"flow": "complete flows:  ", "exchange": "token exchanges: ", "userinfo": "userinfo:        ",
+              "introspect": "introspections:  "}
+    for (name, mine), (_, other) in zip(results[ours.name].phases(), results[theirs.name].phases(), strict=True):
+        a, b = mine.rate, other.rate
+        print(f"{labels[name]} citizen-vault {rate_text(a):<9} oidc-provider {rate_text(b):<9} ratio"
               f" {a / b if b else float('nan'):.2f}")
     for extra in targets[2:]:
-        flows = results[extra.name][0].rate
-        exchanges = results[extra.name][1].rate
-        print(f"reference, {extra.name}: flows {rate_text(flows)} (ratio {results[ours.name][0].rate / flows:.2f}),"
-              f" exchanges {rate_text(exchanges)} (ratio {results[ours.name][1].rate / exchanges:.2f})")
+        parts = []
+        for (name, mine), (_, other) in zip(results[ours.name].phases(), results[extra.name].phases(), strict=True):
+            parts.append(f"{name} {rate_text(other.rate)} (ratio {mine.rate / other.rate if other.rate else float('nan'):.2f})")
+        print(f"reference, {extra.name}: {', '.join(parts)}")
     print()
     print("details per operation (latency p50/p95; server CPU = the server's processes plus PostgreSQL's when it"
           " uses it, PostgreSQL's share in brackets; client CPU = this script):")
     width = max(len(t.name) for t in targets)
     for target in targets:
-        flows_phase, exchange_phase, info = results[target.name]
-        for name, phase in (("flow", flows_phase), ("exchange", exchange_phase)):
+        info = results[target.name].info
+        for name, phase in results[target.name].phases():
             per = max(phase.done, 1)
-            print(f"  {target.name:<{width}} {name:<8} {phase.done:>5} ok {sum(phase.errors.values()):>3} failed"
+            print(f"  {target.name:<{width}} {name:<10} {phase.done:>5} ok {sum(phase.errors.values()):>3} failed"
                   f" in {phase.seconds:5.1f} s  latency {pct(phase.latencies, 0.5):4.0f}/{pct(phase.latencies, 0.95):4.0f} ms"
                   f"  server CPU {phase.server_cpu / per * 1000:5.1f} ms (PostgreSQL {phase.database_cpu / per * 1000:4.1f})"
                   f"  client CPU {phase.client_cpu / per * 1000:4.1f} ms")
@@ -618,20 +698,29 @@ def report(args: argparse.Namespace, targets: list[Target], results: dict[str, t
     print("  - Citizen Vault's pages are full templates (CSRF double submit, CSP, French/English) and it logs JSON"
           " lines; oidc-provider's pages here are a few lines of HTML without CSRF token (its interaction cookie"
           " binds the form) and it logs nothing")
-    ours_claims = set(results[ours.name][2]["id_token"]["claims"])
-    their_claims = set(results[theirs.name][2]["id_token"]["claims"])
+    ours_claims = set(results[ours.name].info["id_token"]["claims"])
+    their_claims = set(results[theirs.name].info["id_token"]["claims"])
     if ours_claims != their_claims:
         print(f"  - ID token claims only Citizen Vault sends: {', '.join(sorted(ours_claims - their_claims)) or 'none'};"
               f" only oidc-provider: {', '.join(sorted(their_claims - ours_claims)) or 'none'} (oidc-provider sends"
               " acr/amr/auth_time only when asked, sid only with its logout features, at_hash only outside the"
               " token endpoint)")
+    for what, explain in (("userinfo", "the profile scope's claims Citizen Vault has no value for are left out"),
+                          ("introspection", "RFC 7662's optional members each side chooses to send")):
+        mine_keys = set(results[ours.name].info.get(what, []))
+        other_keys = set(results[theirs.name].info.get(what, []))
+        if mine_keys != other_keys:
+            print(f"  - {what} members only Citizen Vault sends: {', '.join(sorted(mine_keys - other_keys)) or 'none'};"
+                  f" only oidc-provider: {', '.join(sorted(other_keys - mine_keys)) or 'none'} ({explain})")
+    print("  - introspection: oidc-provider's `introspection` feature turned on (off by default), the app"
+          " authenticating with client_secret_post on both")
     print("  - oidc-provider 9 asks for Node 22 LTS or later and warns on Node 20, the Node installed here")
     for target in targets:
         errors = server_errors(target)
-        total = sum(sum(p.errors.values()) for p in results[target.name][:2])
+        total = sum(sum(p.errors.values()) for _, p in results[target.name].phases())
         if errors or total:
             print(f"  ! {target.name}: {total} failed operations, {len(errors)} error lines in {target.server.log}")
-            for phase in results[target.name][:2]:
+            for _, phase in results[target.name].phases():
                 for message, count in phase.errors.most_common(5):
                     print(f"      {count} x {message}")
             for line in errors[:5]:
@@ -646,6 +735,9 @@ def main() -> None:
     parser.add_argument("--flows", type=int, default=120, help="complete flows per provider (default 120)")
     parser.add_argument("--exchanges", type=int, default=1200,
                         help="code-for-token exchanges per provider (default 1200)")
+    parser.add_argument("--userinfo", type=int, default=1200, help="userinfo requests per provider (default 1200)")
+    parser.add_argument("--introspections", type=int, default=1200,
+                        help="token introspections per provider (default 1200)")
     parser.add_argument("--concurrency", type=int, default=4, help="concurrent clients (default 4)")
     parser.add_argument("--workers", type=int, default=2, help="server worker processes, both sides (default 2)")
     parser.add_argument("--oidc-provider-storage", choices=("postgres", "memory", "both"), default="both",
@@ -656,7 +748,7 @@ def main() -> None:
                         help="the providers take turns in this many rounds of each phase (default 3)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs) afterwards")
     args = parser.parse_args()
-    for name in ("flows", "exchanges", "concurrency", "workers", "rounds"):
+    for name in ("flows", "exchanges", "userinfo", "introspections", "concurrency", "workers", "rounds"):
         if not 1 <= getattr(args, name) <= 100_000:
             parser.error(f"--{name} must be between 1 and 100000")
 
@@ -691,7 +783,8 @@ def main() -> None:
                 target = start_oidc_provider(base, "", 1, storage, emails, argon2_params, name)
             targets.append(target)
         py_argon2_ms = python_argon2_verify_ms(argon2_params)
-        results = measure_all(targets, args.flows, args.exchanges, args.concurrency, args.rounds)
+        results = measure_all(targets, args.flows, args.exchanges, args.userinfo, args.introspections,
+                              args.concurrency, args.rounds)
         args.load_average = load_start
         report(args, targets, results, argon2_params, py_argon2_ms)
         print(f"\n(total run time {time.monotonic() - started:.0f} s)")

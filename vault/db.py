@@ -11,7 +11,7 @@ import unicodedata
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -21,9 +21,12 @@ from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.pool import ConnectionPoolEntry, NullPool
 from sqlmodel import Session, create_engine
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from vault.errors import ServiceUnavailable
+
+T = TypeVar("T")
 
 
 def utcnow() -> datetime:
@@ -142,6 +145,29 @@ async def request_db(request: Request) -> AsyncIterator[Session]:
         await _in_thread(_end, db, commit=False)
         raise
     await _in_thread(_end, db, commit=True)
+
+
+def unit_of_work(engine: Engine, work: Callable[[Session], T]) -> T:
+    """``work`` with a unit of work of its own, committed when it returns (rolled back when it raises),
+    with the same answers to a database outage as ``request_db``."""
+    with Session(engine, expire_on_commit=False) as db:
+        try:
+            result = work(db)
+            db.commit()
+        except (OperationalError, InterfaceError) as exc:
+            db.rollback()
+            raise DatabaseUnavailable(type(exc).__name__) from None
+        except BaseException:
+            db.rollback()
+            raise
+    return result
+
+
+async def in_unit_of_work(request: Request, work: Callable[[Session], T]) -> T:
+    """A route's whole database work, its commit included, in one worker thread: the endpoints that
+    apps call most (token, userinfo, introspection) save the thread hops of a ``Db`` dependency
+    (its exit) and of a sync route. The commit still happens before the response is sent."""
+    return await run_in_threadpool(unit_of_work, request.app.state.engine, work)
 
 
 async def _in_thread(function: Callable[..., None], *args: Any, **kwargs: Any) -> None:

@@ -202,6 +202,8 @@ async function worker(config, secrets) {
     features: {
       devInteractions: { enabled: false },
       rpInitiatedLogout: { enabled: true },
+      // As Citizen Vault's /introspect (RFC 7662): an app introspects its own tokens, authenticated as at /token.
+      introspection: { enabled: true },
     },
     clientBasedCORS: () => false,
     pairwiseIdentifier: async (ctx, accountId, client) => (

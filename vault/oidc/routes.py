@@ -13,11 +13,13 @@ from urllib.parse import unquote, urlencode
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+from sqlmodel import Session
 from starlette.responses import Response
 
 from vault.auth.dependencies import SESSION_COOKIE, LoggedIn, OptionalLogin, require_login
 from vault.auth.franceconnect import FranceConnectLogin
 from vault.auth.service import CurrentLogin
+from vault.db import in_unit_of_work
 from vault.oidc import api_docs as docs
 from vault.oidc.adapter import oauth_request, read_form_items, to_response
 from vault.oidc.delegation import ASSISTED_COOKIE, STAFF_COOKIE, Delegation, DelegationEnded
@@ -200,6 +202,8 @@ def authorize_decide(request: Request, pending_id: str, form: FormFields, db: Db
 
 
 # ---- token, revocation, introspection -----------------------------------------------------------------------
+# The endpoints apps call (token, revocation, introspection, userinfo) run their whole database work in
+# one worker thread (``in_unit_of_work``): no thread hop for a ``Db`` dependency's exit.
 
 
 def _client_id_of(request: Request, form: list[tuple[str, str]]) -> str | None:
@@ -219,30 +223,33 @@ def _client_id_of(request: Request, form: list[tuple[str, str]]) -> str | None:
              responses=docs.TOKEN_RESPONSES, openapi_extra=docs.TOKEN)
 @router.post("/api/v1/token", include_in_schema=False)
 @router.post("/api/v2/token", include_in_schema=False)
-def token(request: Request, form: OAuthForm, db: Db, service: OIDC) -> Response:
+async def token(request: Request, form: OAuthForm, service: OIDC) -> Response:
     oauth = oauth_request(request, _issuer(request), form, query=[])  # first: unreadable Basic credentials are refused
-    if mismatch := service.endpoint_mismatch(db=db, client_id=_client_id_of(request, form),
-                                             endpoint=endpoint_profile(request.url.path)):
-        return JSONResponse({"error": "unauthorized_client", "error_description": mismatch}, status_code=400,
-                            headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
-    provider = service.provider(db)
-    return to_response(provider.create_token_response(oauth))
+    client_id, endpoint = _client_id_of(request, form), endpoint_profile(request.url.path)
+
+    def work(db: Session) -> Response:
+        if mismatch := service.endpoint_mismatch(db=db, client_id=client_id, endpoint=endpoint):
+            return JSONResponse({"error": "unauthorized_client", "error_description": mismatch}, status_code=400,
+                                headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
+        return to_response(service.provider(db).create_token_response(oauth))
+
+    return await in_unit_of_work(request, work)
 
 
 @router.post("/revoke", summary="Token revocation (RFC 7009)", responses=docs.REVOKE_RESPONSES,
              openapi_extra=docs.REVOKE)
-def revoke(request: Request, form: OAuthForm, db: Db, service: OIDC) -> Response:
-    provider = service.provider(db)
-    return to_response(provider.create_endpoint_response("revocation",
-                                                         oauth_request(request, _issuer(request), form, query=[])))
+async def revoke(request: Request, form: OAuthForm, service: OIDC) -> Response:
+    oauth = oauth_request(request, _issuer(request), form, query=[])
+    return await in_unit_of_work(request, lambda db: to_response(
+        service.provider(db).create_endpoint_response("revocation", oauth)))
 
 
 @router.post("/introspect", summary="Token introspection (RFC 7662)", responses=docs.INTROSPECT_RESPONSES,
              openapi_extra=docs.INTROSPECT)
-def introspect(request: Request, form: OAuthForm, db: Db, service: OIDC) -> Response:
-    provider = service.provider(db)
-    return to_response(provider.create_endpoint_response("introspection",
-                                                         oauth_request(request, _issuer(request), form, query=[])))
+async def introspect(request: Request, form: OAuthForm, service: OIDC) -> Response:
+    oauth = oauth_request(request, _issuer(request), form, query=[])
+    return await in_unit_of_work(request, lambda db: to_response(
+        service.provider(db).create_endpoint_response("introspection", oauth)))
 
 
 # ---- userinfo ---------------------------------------------------------------------------------------------
@@ -262,14 +269,15 @@ async def userinfo_form(request: Request) -> list[tuple[str, str]]:
              responses=docs.USERINFO_POST_RESPONSES, openapi_extra=docs.USERINFO_POST)
 @router.get("/api/v1/userinfo", include_in_schema=False)
 @router.get("/api/v2/userinfo", include_in_schema=False)
-def userinfo(request: Request, form: Annotated[list[tuple[str, str]], Depends(userinfo_form)], db: Db,
-             service: OIDC) -> Response:
+async def userinfo(request: Request, form: Annotated[list[tuple[str, str]], Depends(userinfo_form)],
+                   service: OIDC) -> Response:
     header = request.headers.get("authorization", "")
     from_header = header[7:].strip() if header[:7].lower() == "bearer " else None
     from_body = dict(form).get("access_token")
     if from_header and from_body:
         raise BearerError("invalid_request", "Send the access token in one place only.", 400)
-    body, _client = service.userinfo(db=db, access_token=from_header or from_body)  # BearerError: RFC 6750
+    body, _client = await in_unit_of_work(  # BearerError: RFC 6750
+        request, lambda db: service.userinfo(db=db, access_token=from_header or from_body))
     if isinstance(body, str):
         return Response(body, media_type="application/jwt")
     return JSONResponse(body)
