@@ -45,7 +45,7 @@ from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 from authlib.oidc.core.grants import OpenIDCode
 from authlib.oidc.core.util import create_half_hash
 from joserfc import jwk
-from sqlalchemy import ColumnElement, update
+from sqlalchemy import ColumnElement, bindparam, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col, select
@@ -87,14 +87,37 @@ def revoke_tokens(db: Session, *conditions: ColumnElement[bool]) -> int:
                    .values(revoked_at=utcnow())).rowcount
 
 
+# The statements of the endpoints apps call most, built once: building a statement (and its cache
+# key) per request cost as much CPU as running it (``Session.get`` builds one at each call).
+_CLIENT = select(OAuthClient).where(col(OAuthClient.client_id) == bindparam("p_client"))
+_CITIZEN = select(Citizen).where(col(Citizen.id) == bindparam("p_citizen"))
+_TOKEN = select(OAuthToken).where((col(OAuthToken.access_token_hash) == bindparam("p_digest"))
+                                  | (col(OAuthToken.refresh_token_hash) == bindparam("p_digest")))
+_CONSUME_CODE = (
+    update(AuthorizationCode)
+    .where(col(AuthorizationCode.id) == bindparam("p_code"), col(AuthorizationCode.client_id) == bindparam("p_client"),
+           col(AuthorizationCode.used_at).is_(None))
+    .values(used_at=bindparam("p_now"))
+    .returning(AuthorizationCode)
+    .execution_options(synchronize_session=False)  # the row comes back whole (RETURNING)
+)
+
+
 def load_client(db: Session, client_id: str) -> OAuthClient | None:
-    """The app ``client_id`` (``db.get``), kept for the rest of the request's unit of work. The
-    session's identity map holds clean rows only weakly: without this, the app looked up by one
-    step of a request (its profile, its authentication, the token's app) is read again by the next."""
-    row = db.get(OAuthClient, client_id)
-    if row is not None:
-        db.info.setdefault("oidc_clients", {})[client_id] = row
+    """The app ``client_id``, kept for the rest of the request's unit of work. The session's identity
+    map holds clean rows only weakly: without this, the app looked up by one step of a request (its
+    profile, its authentication, the token's app) is read again by the next."""
+    kept: dict[str, OAuthClient] = db.info.setdefault("oidc_clients", {})
+    if (row := kept.get(client_id)) is None:
+        row = db.scalars(_CLIENT, {"p_client": client_id}).first()
+        if row is not None:
+            kept[client_id] = row
     return row
+
+
+def load_citizen(db: Session, citizen_id: uuid.UUID) -> Citizen | None:
+    """``db.get(Citizen, citizen_id)`` with a statement built once."""
+    return db.scalars(_CITIZEN, {"p_citizen": citizen_id}).first()
 
 
 def scope_list(scope: str | None) -> list[str]:
@@ -333,13 +356,7 @@ class CodeGrant(grants.AuthorizationCodeGrant):
         if not code:
             return None
         digest, now = token_hash(code), utcnow()
-        row = db.scalars(
-            update(AuthorizationCode)
-            .where(col(AuthorizationCode.id) == digest, col(AuthorizationCode.client_id) == client.get_client_id(),
-                   col(AuthorizationCode.used_at).is_(None))
-            .values(used_at=now)
-            .returning(AuthorizationCode)
-        ).first()
+        row = db.scalars(_CONSUME_CODE, {"p_code": digest, "p_client": client.get_client_id(), "p_now": now}).first()
         if row is None:
             # Unknown, another app's (left untouched), or used already: a replay.
             row = db.get(AuthorizationCode, digest)
@@ -358,7 +375,7 @@ class CodeGrant(grants.AuthorizationCodeGrant):
         pass  # already consumed in query_authorization_code
 
     def authenticate_user(self, authorization_code: StoredCode) -> Citizen | None:
-        return self.server.db.get(Citizen, authorization_code.row.citizen_id)
+        return load_citizen(self.server.db, authorization_code.row.citizen_id)
 
 
 class S256CodeChallenge(CodeChallenge):
@@ -665,9 +682,7 @@ class Provider(AuthorizationServer):
 
     # -- our helpers
     def find_token(self, value: str) -> IssuedToken | None:
-        digest = token_hash(value or "")
-        row = self.db.exec(select(OAuthToken).where(
-            (col(OAuthToken.access_token_hash) == digest) | (col(OAuthToken.refresh_token_hash) == digest))).first()
+        row = self.db.scalars(_TOKEN, {"p_digest": token_hash(value or "")}).first()
         return IssuedToken(row) if row else None
 
     def revoke_where(self, condition: ColumnElement[bool]) -> int:

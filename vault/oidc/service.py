@@ -67,6 +67,7 @@ from vault.oidc.provider import (
     LoginLog,
     Provider,
     RegisteredClient,
+    load_citizen,
     load_client,
     revoke_tokens,
     scope_list,
@@ -454,7 +455,7 @@ class OpenIDService:
                 or token.is_expired()):
             raise BearerError("invalid_token", "The access token is invalid, expired or revoked.", 401)
         client = load_client(db, token.row.client_id)
-        citizen = db.get(Citizen, token.row.citizen_id)
+        citizen = load_citizen(db, token.row.citizen_id)
         if client is None or client.disabled_at is not None or citizen is None:
             raise BearerError("invalid_token", "The access token is invalid, expired or revoked.", 401)
         return token.row, client, citizen
