@@ -48,7 +48,7 @@ from urllib.parse import urljoin
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 import httpx
-from common import SERVERS, Server, run_cli
+from common import SERVERS, Server, group_cpu_seconds, run_cli, service_pgid
 from oidc import PASSWORD, REDIRECT_URI, SCOPE, FlowError, authorize, exchange, pick_form
 
 from tests.services import free_port, start_clamd, start_postgres, start_seaweedfs
@@ -192,6 +192,25 @@ class Deployment:
     authorization_endpoint: str = ""
     userinfo_endpoint: str = ""
     restarts: Counter[str] = field(default_factory=Counter)
+    services: dict[str, int | None] = field(default_factory=dict)  # PostgreSQL, SeaweedFS, clamd: process groups
+    lost_cpu: Counter[str] = field(default_factory=Counter)  # CPU seconds of killed processes, read just before
+
+    def cpu(self) -> dict[str, float]:
+        """CPU seconds so far by party (replicas together, the worker, each service, HAProxy), killed
+        processes included."""
+        out = Counter(self.lost_cpu)
+        for server in self.replicas.values():
+            out["replicas"] += group_cpu_seconds(server.pid)
+        out["worker"] += group_cpu_seconds(self.worker.pid)
+        for name, pgid in self.services.items():
+            out[name] += group_cpu_seconds(pgid)
+        out["haproxy"] += group_cpu_seconds(self.haproxy.server.pid)
+        return dict(out)
+
+    def kill(self, server: Server, party: str) -> None:
+        self.lost_cpu[party] += group_cpu_seconds(server.pid)
+        os.killpg(server.pid, signal.SIGKILL)
+        server.popen.wait()
 
     def start_replica(self, name: str) -> Server:
         suffix = f"-{self.restarts[name]}" if self.restarts[name] else ""
@@ -260,7 +279,9 @@ def start_deployment(base: Path, citizens: list[str]) -> Deployment:
     app = json.loads(run_cli(["client", "create", "--name", "Scale app", "--redirect-uri", REDIRECT_URI,
                               "--scope", SCOPE, "--auth-method", "client_secret_post", "--json"], env))
     deployment = Deployment(base, env, ports, {}, None, haproxy, mail,  # type: ignore[arg-type]
-                            app["client_id"], app["client_secret"], issuer)
+                            app["client_id"], app["client_secret"], issuer,
+                            services={"postgresql": service_pgid(postgres), "seaweedfs": service_pgid(s3),
+                                      "clamd": service_pgid(clamd)})
     for name in ports:
         deployment.start_replica(name)
     deployment.start_worker()
@@ -444,9 +465,10 @@ class Deadline:
 
 
 def run_phase(deployment: Deployment, record: Record, citizens: list[Citizen], seconds: float,
-              during: Callable[[Deadline], None] | None = None) -> tuple[float, float]:
+              during: Callable[[Deadline], None] | None = None) -> tuple[float, float, dict[str, float]]:
     """The load for ``seconds`` (or longer, if ``during`` pushes the deadline back); returns when the load
-    started and ended."""
+    started and ended, and the CPU seconds each party spent meanwhile."""
+    cpu_before = deployment.cpu()
     started = time.monotonic()
     until = Deadline(started + seconds)
     threads = [threading.Thread(target=c.run, args=(until, 3), name=f"citizen-{c.index}", daemon=True) for c in citizens]
@@ -456,7 +478,9 @@ def run_phase(deployment: Deployment, record: Record, citizens: list[Citizen], s
         during(until)
     for thread in threads:
         thread.join(timeout=max(0.0, until.at - time.monotonic()) + TIMEOUT * 3)
-    return started, time.monotonic()
+    ended = time.monotonic()
+    cpu_after = deployment.cpu()
+    return started, ended, {party: cpu_after[party] - cpu_before.get(party, 0.0) for party in cpu_after}
 
 
 # ---- the kill -----------------------------------------------------------------------------------------
@@ -481,8 +505,7 @@ def kill_and_restart(deployment: Deployment, window: KillWindow, seconds: float,
     def worker_kill(started: float) -> None:
         time.sleep(max(0.0, started + seconds / 2 - time.monotonic()))
         window.worker_killed_at = time.monotonic()
-        os.killpg(deployment.worker.pid, signal.SIGKILL)
-        deployment.worker.popen.wait()
+        deployment.kill(deployment.worker, "worker")
         time.sleep(1.0)
         window.worker_restarted_at = time.monotonic()
         deployment.start_worker()
@@ -495,8 +518,7 @@ def kill_and_restart(deployment: Deployment, window: KillWindow, seconds: float,
         replica = deployment.replicas["vault-1"]
         until.at = float("inf")  # the load goes on until the restarted replica has served a while
         window.killed_at = time.monotonic()
-        os.killpg(replica.pid, signal.SIGKILL)
-        replica.popen.wait()
+        deployment.kill(replica, "replicas")
         window.out_after = deployment.haproxy.wait_state("vault-1", "DOWN")
         time.sleep(max(0.0, down_seconds - window.out_after))
         window.restarted_at = time.monotonic()
@@ -634,7 +656,7 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def phase_table(title: str, events: list[Event], seconds: float) -> list[str]:
+def phase_table(title: str, events: list[Event], seconds: float, cpu: dict[str, float]) -> list[str]:
     lines = [f"\n{title} ({seconds:.0f} s)",
              f"  {'operation':<10} {'done':>6} {'per s':>7} {'p50 ms':>8} {'p95 ms':>8} {'errors':>7}"]
     for operation in OPERATIONS:
@@ -645,6 +667,13 @@ def phase_table(title: str, events: list[Event], seconds: float) -> list[str]:
         p50 = statistics.median(done) if done else 0.0
         lines.append(f"  {operation:<10} {len(done):>6} {len(done) / seconds:>7.2f} {p50:>8.0f}"
                      f" {pct(done, 0.95):>8.0f} {errors:>7}")
+    operations = sum(1 for e in events if e.error is None)
+    lines.append("  CPU seconds by party (share of the machine's cores over the phase): " + ", ".join(
+        f"{party} {value:.1f} ({value / seconds / (os.cpu_count() or 1):.0%})" for party, value in cpu.items()))
+    if operations:
+        lines.append(f"  CPU per operation, all parties: {sum(cpu.values()) / operations * 1000:.0f} ms "
+                     f"(replicas {cpu.get('replicas', 0.0) / operations * 1000:.0f} ms, PostgreSQL "
+                     f"{cpu.get('postgresql', 0.0) / operations * 1000:.0f} ms)")
     return lines
 
 
@@ -685,11 +714,11 @@ def main() -> None:
         log_start = len(deployment.haproxy.server.log.read_text(errors="replace").splitlines())
         deployment.haproxy.command("set server vault/vault-2 state maint")
         deployment.haproxy.wait_state("vault-2", "MAINT")
-        one_start, one_end = run_phase(deployment, record, citizens, args.seconds)
+        one_start, one_end, one_cpu = run_phase(deployment, record, citizens, args.seconds)
         deployment.haproxy.command("set server vault/vault-2 state ready")
         deployment.haproxy.wait_state("vault-2", "UP")
         window = KillWindow()
-        two_start, two_end = run_phase(deployment, record, citizens, args.seconds,
+        two_start, two_end, two_cpu = run_phase(deployment, record, citizens, args.seconds,
                                        kill_and_restart(deployment, window, args.seconds, args.down_seconds))
         load_after = os.getloadavg()
 
@@ -697,9 +726,8 @@ def main() -> None:
         two = [e for e in record.events if two_start <= e.started < two_end]
         print(f"\nmachine: {os.cpu_count()} cores, load average {load_before[0]:.2f} before, {load_after[0]:.2f} after;"
               f" {args.concurrency} citizens, documents of {args.document_kb} KiB, argon2id at the production cost")
-        for line in phase_table("one replica (vault-2 in maintenance)", one, one_end - one_start):
-            print(line)
-        for line in phase_table("two replicas, vault-1 killed and restarted", two, two_end - two_start):
+        for line in [*phase_table("one replica (vault-2 in maintenance)", one, one_end - one_start, one_cpu),
+                     *phase_table("two replicas, vault-1 killed and restarted", two, two_end - two_start, two_cpu)]:
             print(line)
         # The kill window: from the SIGKILL until HAProxy sends the restarted replica requests again.
         inside = [e for e in two if e.error and window.killed_at - 0.5 <= e.started + e.seconds
