@@ -30,7 +30,9 @@ SCOPE = "openid profile email"
 
 # Measured with the service's unit of work: statements, then commits and checkouts (one each).
 EXPECTED_STATEMENTS = {
-    "authorize": 12,  # session, citizen, client, pending insert, consent, pending delete, code, audit log (5)
+    # session, citizen, client, pending insert, consent, pending delete, code, audit log (4, and on
+    # PostgreSQL its advisory lock: see _check)
+    "authorize": 11,
     "token": 4,  # client, code (consumed and read in one UPDATE … RETURNING), citizen, token insert
     "userinfo": 3,  # token, client, citizen
     "introspect": 2,  # client, token
@@ -94,8 +96,8 @@ def _code(browser: Browser, rp: App) -> tuple[Any, str]:
     return flow, verifier
 
 
-def _check(name: str, seen: RoundTrips) -> None:
-    expected = EXPECTED_STATEMENTS[name]
+def _check(name: str, seen: RoundTrips, dialect: str) -> None:
+    expected = EXPECTED_STATEMENTS[name] + (1 if name == "authorize" and dialect == "postgresql" else 0)
     assert len(seen.statements) <= expected, (
         f"{name}: {len(seen.statements)} statements, at most {expected} expected:\n  " + "\n  ".join(seen.statements))
     assert (seen.commits, seen.checkouts) == (1, 1), (name, seen.commits, seen.checkouts)
@@ -105,7 +107,7 @@ def test_authorize_with_remembered_consent(setup: tuple[Browser, App, Engine]) -
     browser, rp, engine = setup
     with counting(engine) as seen:
         _code(browser, rp)
-    _check("authorize", seen)
+    _check("authorize", seen, engine.dialect.name)
 
 
 def test_token_exchange(setup: tuple[Browser, App, Engine]) -> None:
@@ -114,7 +116,7 @@ def test_token_exchange(setup: tuple[Browser, App, Engine]) -> None:
     with Browser(browser.app) as app_backend, counting(engine) as seen:
         answer = exchange(app_backend, flow, code_verifier=verifier)
     assert answer.status_code == 200 and answer.json()["id_token"], answer.text
-    _check("token", seen)
+    _check("token", seen, engine.dialect.name)
 
 
 def test_userinfo_and_introspection(setup: tuple[Browser, App, Engine]) -> None:
@@ -125,9 +127,9 @@ def test_userinfo_and_introspection(setup: tuple[Browser, App, Engine]) -> None:
         with counting(engine) as seen:
             answer = app_backend.get("/userinfo", headers={"Authorization": f"Bearer {access_token}"})
         assert answer.status_code == 200 and answer.json()["email"], answer.text
-        _check("userinfo", seen)
+        _check("userinfo", seen, engine.dialect.name)
         with counting(engine) as seen:
             answer = app_backend.post("/introspect", data={"token": access_token, "client_id": rp.client_id,
                                                            "client_secret": rp.secret})
         assert answer.status_code == 200 and answer.json()["active"] is True, answer.text
-        _check("introspect", seen)
+        _check("introspect", seen, engine.dialect.name)
