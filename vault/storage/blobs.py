@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import secrets
 import tempfile
 import time
 from collections.abc import Iterator
@@ -32,8 +33,24 @@ PART_SIZE = 8 * 1024 * 1024  # S3 multipart parts (≥ 5 MiB required; 8 MiB as 
 PRESIGNED_SECONDS = 60  # a read's presigned URL is used at once, inside the process, never shown
 READ_ATTEMPTS = 3  # as botocore's standard retry mode
 RETRY_PAUSE = 0.2  # seconds, times the attempt number
+PREFIX_END = "-"  # ends the per-citizen prefix of a blob key (new_blob_key)
+LIST_THREADS = 16  # listings of version ids at once (prefixes, and keys made before prefixes)
 # A record's key: two or more path segments, none hidden ("audit/checkpoints/000000000042.json").
 RECORD_KEY = re.compile(r"[a-z0-9-]+(/[A-Za-z0-9_-][A-Za-z0-9._-]*)+")
+
+
+def new_blob_key(prefix: str) -> str:
+    """A blob's key: ``<prefix>-<32 random hex>``. All of a citizen's blobs share the prefix (opaque,
+    see ``blob_prefix``), so that deleting them all takes one listing of the prefix, not one per key."""
+    if not re.fullmatch(r"[0-9a-f]{8,32}", prefix):
+        raise ValueError("a blob prefix is 8 to 32 lowercase hex characters")
+    return f"{prefix}{PREFIX_END}{secrets.token_hex(16)}"
+
+
+def _blob_prefix(key: str) -> str | None:
+    """The shared prefix of a blob's key (with its ``-``), or None for a key made before prefixes."""
+    head, separator, _ = key.partition(PREFIX_END)
+    return head + separator if separator and head else None
 
 
 def _record_key(key: str) -> str:
@@ -370,6 +387,7 @@ class S3BlobStore:
         self._probe = _s3_client(settings, connect=min(2, settings.s3_connect_timeout_seconds),
                                  read=min(2, settings.s3_read_timeout_seconds), attempts=1)
         self._bucket_ready = False
+        self.list_page = 1000  # versions per ListObjectVersions page (S3's maximum)
 
     def _call(self, method: str, **kwargs: Any) -> Any:
         """One S3 call with errors translated at the boundary. The answer is the client method's:
@@ -518,16 +536,22 @@ class S3BlobStore:
                 break
         raise BlobStoreUnavailable(f"get_object: {failure}")
 
-    def _versions(self, key: str) -> list[dict[str, str]]:
+    def _listed_versions(self, prefix: str, wanted: set[str]) -> list[dict[str, str]]:
+        """Every version and delete marker under ``prefix`` (one paginated ListObjectVersions) whose
+        key is in ``wanted``: other keys under the prefix are left alone."""
         found: list[dict[str, str]] = []
         marker: dict[str, str] = {}
         while True:
-            page = self._call("list_object_versions", Bucket=self.bucket, Prefix=key, **marker)
+            page = self._call("list_object_versions", Bucket=self.bucket, Prefix=prefix, MaxKeys=self.list_page,
+                              **marker)
             found += [{"Key": v["Key"], "VersionId": v["VersionId"]}
-                      for v in page.get("Versions", []) + page.get("DeleteMarkers", []) if v["Key"] == key]
+                      for v in page.get("Versions", []) + page.get("DeleteMarkers", []) if v["Key"] in wanted]
             if not page.get("IsTruncated"):
                 return found
             marker = {"KeyMarker": page["NextKeyMarker"], "VersionIdMarker": page.get("NextVersionIdMarker", "")}
+
+    def _versions(self, key: str) -> list[dict[str, str]]:
+        return self._listed_versions(key, {key})
 
     def _delete_versions(self, targets: list[dict[str, str]]) -> int:
         for start in range(0, len(targets), 1000):  # S3's limit per DeleteObjects call
@@ -541,9 +565,21 @@ class S3BlobStore:
         return self._delete_versions(self._versions(key))
 
     def delete_many(self, keys: list[str]) -> int:
-        """Versions listed concurrently, deleted in batches of 1,000 (an erasure of a large vault)."""
-        with ThreadPoolExecutor(max_workers=16) as pool:
-            targets = [v for versions in pool.map(self._versions, keys) for v in versions]
+        """Every version of every key: one paginated listing per shared prefix (a citizen's blobs,
+        new_blob_key), one per key made before prefixes, listed concurrently; then DeleteObjects in
+        batches of 1,000. Only the given keys are deleted, whatever else the prefix holds."""
+        groups: dict[str, set[str]] = {}
+        for key in dict.fromkeys(keys):
+            prefix = _blob_prefix(key)
+            # A prefix shared by one key only is listed as that key (the same single call).
+            groups.setdefault(prefix or key, set()).add(key)
+        listings = [(prefix, wanted) if len(wanted) > 1 else (next(iter(wanted)), wanted)
+                    for prefix, wanted in groups.items()]
+        if len(listings) == 1:
+            targets = self._listed_versions(*listings[0])
+        else:
+            with ThreadPoolExecutor(max_workers=LIST_THREADS) as pool:
+                targets = [v for found in pool.map(lambda job: self._listed_versions(*job), listings) for v in found]
         return self._delete_versions(targets)
 
     def unfinished_uploads(self) -> Iterator[UnfinishedUpload]:

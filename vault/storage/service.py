@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import queue
 import re
-import secrets
 import threading
 import unicodedata
 import uuid
@@ -23,6 +22,7 @@ from sqlmodel import Session, col, select
 from vault import crypto
 from vault.alerts.service import AlertService
 from vault.crypto.hierarchy import (
+    blob_prefix,
     citizen_key_context,
     kek_version,
     new_citizen_key,
@@ -37,7 +37,7 @@ from vault.db import utcnow
 from vault.oidc.documents import DocumentChoice
 from vault.settings import Settings
 from vault.storage.antivirus import Scanner
-from vault.storage.blobs import BlobStore, BlobStoreUnavailable
+from vault.storage.blobs import BlobStore, BlobStoreUnavailable, new_blob_key
 from vault.storage.exceptions import (
     DocumentHeld,
     DocumentNotFound,
@@ -253,8 +253,9 @@ class DocumentService:
         """Check the quota, make a document key, start the pipeline (clamd and the store answer)."""
         self._check_quota(db, owner_id, adding=1)
         document_id = uuid.uuid4()
-        key, wrapped = new_document_key(self.citizen_key(db, owner_id), document_id)
-        blob_key = secrets.token_hex(16)
+        citizen_key = self.citizen_key(db, owner_id)
+        key, wrapped = new_document_key(citizen_key, document_id)
+        blob_key = new_blob_key(blob_prefix(citizen_key))  # the citizen's objects share a prefix: erased together
         pipeline = UploadPipeline(store=self.store, scanner=self.scanner, key=key, document_id=document_id,
                                   blob_key=blob_key, max_size=self.max_size)
         return PendingUpload(pipeline=pipeline, document_id=document_id, wrapped_key=wrapped, blob_key=blob_key)
