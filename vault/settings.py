@@ -119,6 +119,8 @@ class Settings(BaseSettings):
     argon2_wait_seconds: float = Field(default=10, gt=0, le=120)
     # Document vault. The file limit must stay below clamd's StreamMaxLength (else nothing is scanned).
     max_file_mb: int = Field(default=50, ge=1, le=4096)
+    # How far behind the body an upload's parts go to the store (they catch up while clamd scans).
+    upload_store_lag_mb: int = Field(default=256, ge=0, le=4096)
     quota_mb: int = Field(default=500, ge=1)
     quota_documents: int = Field(default=200, ge=1)
 

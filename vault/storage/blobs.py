@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import re
 import secrets
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -320,6 +322,72 @@ class _Reader:
 
 class FileReader(_Reader):
     pass
+
+
+class ReadAhead:
+    """A blob read by a thread of its own, up to ``depth`` chunks of ``chunk`` bytes ahead of the
+    caller: the store's bytes keep arriving while the caller works on the previous ones (decrypts
+    a segment, hands it to the response). Errors reach the caller at its next read; ``close``
+    stops the thread (closing the blob, which unblocks a read waiting for a stalled store)."""
+
+    def __init__(self, blob: BlobReader, chunk: int, *, depth: int = 2) -> None:
+        self._blob, self._chunk = blob, chunk
+        self._queue: queue.Queue[bytes | BaseException] = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._rest = b""
+        self._ended = False
+        self._thread = threading.Thread(target=self._run, name="blob-read-ahead", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while True:
+                data = self._blob.read(self._chunk)
+                if not self._put(data) or not data:
+                    return
+        except BaseException as exc:  # noqa: BLE001  (handed to the caller, raised there)
+            self._put(exc)
+
+    def _put(self, item: bytes | BaseException) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read(self, size: int) -> bytes:
+        if not self._rest:
+            if self._ended:
+                return b""
+            while True:
+                try:
+                    item = self._queue.get(timeout=0.5)
+                    break
+                except queue.Empty:
+                    if not self._thread.is_alive() and self._queue.empty():
+                        raise BlobStoreUnavailable("the read-ahead stopped") from None
+            if isinstance(item, BaseException):
+                self._ended = True
+                raise item
+            if not item:
+                self._ended = True
+                return b""
+            self._rest = item
+        data, self._rest = self._rest[:size], self._rest[size:]  # whole chunks pass without a copy
+        return data
+
+    def close(self) -> None:
+        self._stop.set()
+        self._blob.close()
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class FilesystemUpload:
