@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, start_http_server, values
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.registry import Collector
@@ -35,6 +35,12 @@ from prometheus_client.registry import Collector
 logger = logging.getLogger(__name__)
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# `vault serve --workers N` names the directory it made for its workers here too: prometheus-client
+# turns multiprocess mode on for any PROMETHEUS_MULTIPROC_DIR found at its import, and one inherited
+# from elsewhere (set for another program) must not receive this process's files.
+WORKERS_DIR_ENV = "CITIZEN_VAULT_METRICS_WORKERS_DIR"
+if os.environ.get(MULTIPROC_ENV) and os.environ.get(MULTIPROC_ENV) != os.environ.get(WORKERS_DIR_ENV):
+    values.ValueClass = values.MutexValue  # before any instrument is made: this process keeps its values in memory
 
 # ---- HTTP ------------------------------------------------------------------------------------------------
 
@@ -190,9 +196,18 @@ class _WorkersCollector(Collector):
         return collected
 
 
+def use_multiprocess_dir(path: str | None) -> None:
+    """The environment the workers spawned from now on inherit: multiprocess mode in ``path``, or none."""
+    for name in (MULTIPROC_ENV, WORKERS_DIR_ENV):
+        if path is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = path
+
+
 def worker_exit() -> None:
     """A worker that stops hands back its live gauges (``mark_process_dead``)."""
-    if path := os.environ.get(MULTIPROC_ENV):
+    if (path := os.environ.get(MULTIPROC_ENV)) and path == os.environ.get(WORKERS_DIR_ENV):
         mark_process_dead(os.getpid(), path)  # type: ignore[no-untyped-call]  # untyped upstream
 
 

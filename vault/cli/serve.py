@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Annotated, Any
 
 import typer
@@ -27,7 +26,7 @@ def serve(
     settings = read_settings()  # a configuration that cannot run stops here, before uvicorn starts
     # The workers' metrics directory is this command's own: one an operator left in the environment
     # would mix another run's numbers in.
-    os.environ.pop(metrics.MULTIPROC_ENV, None)
+    metrics.use_multiprocess_dir(None)
     metrics_dir = metrics.make_multiprocess_dir() if settings.metrics_port and workers > 1 else None
     try:
         server = _serve_metrics(settings, port=port, metrics_dir=metrics_dir)
@@ -40,7 +39,7 @@ def serve(
                 server.shutdown()
     finally:
         if metrics_dir is not None:
-            os.environ.pop(metrics.MULTIPROC_ENV, None)
+            metrics.use_multiprocess_dir(None)
             metrics.remove_multiprocess_dir(metrics_dir)
 
 
@@ -56,7 +55,7 @@ def _serve_metrics(settings: Settings, *, port: int, metrics_dir: str | None) ->
     try:
         if metrics_dir is None:
             return metrics.serve_registry(settings.metrics_host, settings.metrics_port)
-        os.environ[metrics.MULTIPROC_ENV] = metrics_dir
+        metrics.use_multiprocess_dir(metrics_dir)
         return metrics.serve_multiprocess(settings.metrics_host, settings.metrics_port, metrics_dir)
     except metrics.MetricsPortError as exc:
         fail(str(exc), as_json=False, code="config_error")
