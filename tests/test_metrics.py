@@ -16,6 +16,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -200,7 +201,7 @@ def test_a_locked_account_counts_throttled_logins(served: Served) -> None:
 def test_an_upload_and_a_download_are_counted_with_their_bytes(served: Served) -> None:
     content = pdf(300_000)
     before = served.samples()
-    with logged_in(served) as client:
+    with closing(logged_in(served)) as client:
         created = upload(client, content)
         assert created.status_code == 201, created.text
         middle = served.samples()
@@ -222,7 +223,7 @@ def test_an_upload_and_a_download_are_counted_with_their_bytes(served: Served) -
 
 def test_an_infected_upload_counts_an_infected_verdict_and_no_document(served: Served) -> None:
     before = served.samples()
-    with logged_in(served) as client:
+    with closing(logged_in(served)) as client:
         refused = upload(client, b"%PDF-1.4\n" + EICAR + b"\n%%EOF")
         assert refused.status_code == 422, refused.text
     after = served.samples()
@@ -266,7 +267,7 @@ def test_a_code_exchange_and_a_refresh_count_one_token_each(served: Served) -> N
 def test_requests_are_labelled_by_route_template_never_by_path(served: Served) -> None:
     missing, unknown = uuid.uuid4(), uuid.uuid4().hex
     before = served.samples()
-    with logged_in(served) as client:
+    with closing(logged_in(served)) as client:
         assert client.get(f"/api/v1/documents/{missing}").status_code == 404
         assert client.get(f"/nulle-part/{unknown}").status_code == 404
     text, after = scrape(served.metrics_port)
