@@ -24,7 +24,6 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, start_http_server, values
@@ -113,40 +112,39 @@ def timed(histogram: Histogram) -> Iterator[None]:
 # ---- the job queue ---------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class JobQueueSnapshot:
-    """The job queue at one instant, per queue name: jobs waiting to run, and jobs that failed for
-    good (kept in the queue's table until purged)."""
-
-    waiting: Mapping[str, int] = field(default_factory=dict)
-    failed: Mapping[str, int] = field(default_factory=dict)
+# Jobs in the queue's table by (queue, state): "todo", "doing", "failed"…; and jobs failed for good by job name.
+JobCounts = Callable[[], Mapping[tuple[str, str], int]]
+FailedJobs = Callable[[], Mapping[str, int]]
 
 
 class JobQueueCollector(Collector):
-    """``vault_job_queue_depth`` and ``vault_job_queue_failed_jobs`` read at each scrape from
-    ``snapshot``, a function of the job queue (the database is asked, not a count kept in memory:
-    every replica sees the same queue). A queue that cannot be read is reported by
+    """The job queue read at each scrape from two functions of the queue (the database is asked, not
+    a count kept in memory: every worker sees the same queue, and a dashboard takes the highest):
+    ``vault_job_queue_jobs`` by queue and state (the depth: ``state="todo"``) and
+    ``vault_job_queue_failed_jobs`` by job name. A queue that cannot be read is reported by
     ``vault_job_queue_up`` 0, never by an error page."""
 
-    def __init__(self, snapshot: Callable[[], JobQueueSnapshot]) -> None:
-        self.snapshot = snapshot
+    def __init__(self, jobs: JobCounts, failed: FailedJobs) -> None:
+        self.jobs, self.failed = jobs, failed
 
     def collect(self) -> Iterable[Metric]:
-        depth = GaugeMetricFamily("vault_job_queue_depth", "Jobs waiting to run, by queue", labels=["queue"])
-        failed = GaugeMetricFamily("vault_job_queue_failed_jobs", "Jobs that failed for good, by queue", labels=["queue"])
+        jobs = GaugeMetricFamily("vault_job_queue_jobs", "Jobs in the queue by queue and state (todo: waiting to run)",
+                                 labels=["queue", "state"])
+        failed = GaugeMetricFamily("vault_job_queue_failed_jobs", "Jobs that failed for good (every attempt), by job",
+                                   labels=["job"])
         up = GaugeMetricFamily("vault_job_queue_up", "1 when the job queue could be read at this scrape")
         try:
-            snapshot = self.snapshot()
+            counts, failures = self.jobs(), self.failed()
         except Exception as exc:  # noqa: BLE001  (a scrape reports the outage, whatever it is)
             logger.warning("job queue not readable for metrics", extra={"error": type(exc).__name__})
             up.add_metric([], 0)
             return [up]
-        for queue, count in sorted(snapshot.waiting.items()):
-            depth.add_metric([queue], count)
-        for queue, count in sorted(snapshot.failed.items()):
-            failed.add_metric([queue], count)
+        for (queue, state), count in sorted(counts.items()):
+            jobs.add_metric([queue, state], count)
+        for job, count in sorted(failures.items()):
+            failed.add_metric([job], count)
         up.add_metric([], 1)
-        return [depth, failed, up]
+        return [jobs, failed, up]
 
     def describe(self) -> Iterable[Metric]:
         return []  # collected at each scrape (a registry must not read the queue when it is registered)

@@ -58,7 +58,7 @@ def worker(once: Annotated[bool, typer.Option("--once", help="One pass over the 
 
 
 def job_queue_collectors(services: Services) -> list[metrics.JobQueueCollector]:  # noqa: ARG001  (the queue's home)
-    """The job queue's depth and failed jobs, read at each scrape of the worker's metrics: a
-    ``metrics.JobQueueCollector`` over the queue's snapshot function, once the service has a job queue
+    """The job queue read at each scrape of the worker's metrics: a ``metrics.JobQueueCollector`` over
+    the queue's jobs by (queue, state) and its failed jobs by name, once the service has a job queue
     (none yet: nothing to export)."""
     return []
