@@ -195,6 +195,13 @@ class Deployment:
     services: dict[str, int | None] = field(default_factory=dict)  # PostgreSQL, SeaweedFS, clamd: process groups
     lost_cpu: Counter[str] = field(default_factory=Counter)  # CPU seconds of killed processes, read just before
 
+    def cpu_exact(self) -> dict[str, float]:
+        """As ``cpu``, from the scheduler's nanosecond counters of every thread (the clock-tick counts
+        are 10 ms steps, coarser than one token exchange); for one operation at a time."""
+        groups = {"replicas": [s.pid for s in self.replicas.values()], **{k: [v] for k, v in self.services.items() if v},
+                  "haproxy": [self.haproxy.server.pid]}
+        return {party: sum(thread_cpu_seconds(g) for g in pgids) for party, pgids in groups.items()}
+
     def cpu(self) -> dict[str, float]:
         """CPU seconds so far by party (replicas together, the worker, each service, HAProxy), killed
         processes included."""
@@ -230,6 +237,23 @@ class Deployment:
 
     def replica_url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.replica_ports[name]}"
+
+
+def thread_cpu_seconds(pgid: int) -> float:
+    """CPU seconds of the live threads of a process group, from /proc/<pid>/task/<tid>/schedstat (ns)."""
+    total = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+            if int(stat[stat.rindex(")") + 2:].split()[2]) != pgid:
+                continue
+            for task in os.scandir(Path(entry.path, "task")):
+                total += int(Path(task.path, "schedstat").read_text().split()[0])
+        except (OSError, ValueError):
+            continue
+    return total / 1e9
 
 
 def wait_ready(server: Server, url: str, timeout: float = 90.0) -> float:
@@ -326,6 +350,9 @@ class Record:
     sessions: list[tuple[str, httpx.Cookies]] = field(default_factory=list)  # (citizen, cookies of a login)
     tokens: list[str] = field(default_factory=list)
     registered: list[str] = field(default_factory=list)
+    # While set (one citizen acting alone): each operation's CPU by party, read before and after it.
+    probe: Callable[[], dict[str, float]] | None = None
+    cpu_by_operation: dict[str, list[dict[str, float]]] = field(default_factory=lambda: defaultdict(list))
 
     def add(self, event: Event) -> None:
         with self.lock:
@@ -338,6 +365,7 @@ class OperationFailed(Exception):
 
 @contextmanager
 def timed(record: Record, operation: str) -> Iterator[None]:
+    cpu_before = record.probe() if record.probe else {}
     started = time.monotonic()
     try:
         yield
@@ -345,6 +373,9 @@ def timed(record: Record, operation: str) -> Iterator[None]:
         record.add(Event(operation, started, time.monotonic() - started, f"{type(exc).__name__}: {str(exc)[:120]}"))
         raise OperationFailed(operation) from exc
     record.add(Event(operation, started, time.monotonic() - started))
+    if record.probe:
+        cpu_after = record.probe()
+        record.cpu_by_operation[operation].append({k: cpu_after[k] - cpu_before.get(k, 0.0) for k in cpu_after})
 
 
 def expect(response: httpx.Response, *statuses: int) -> httpx.Response:
@@ -677,17 +708,32 @@ def phase_table(title: str, events: list[Event], seconds: float, cpu: dict[str, 
     return lines
 
 
+def alone_table(cpu_by_operation: dict[str, list[dict[str, float]]]) -> list[str]:
+    parties = ("replicas", "postgresql", "seaweedfs", "clamd", "haproxy")
+    lines = ["\nCPU per operation, one citizen acting alone (mean ms; the replica's includes argon2id for login"
+             " and register)", f"  {'operation':<10} {'n':>4} " + " ".join(f"{p:>10}" for p in parties)]
+    for operation in OPERATIONS:
+        samples = cpu_by_operation.get(operation, [])
+        if samples:
+            lines.append(f"  {operation:<10} {len(samples):>4} " + " ".join(
+                f"{statistics.fmean(s.get(p, 0.0) for s in samples) * 1000:>10.1f}" for p in parties))
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=30.0, help="length of each phase (one, then two replicas)")
     parser.add_argument("--concurrency", type=int, default=4, help="citizens acting at once (one thread each)")
     parser.add_argument("--document-kb", type=int, default=256, help="size of each uploaded document")
+    parser.add_argument("--solo-seconds", type=float, default=30.0,
+                        help="length of the first measure: one citizen alone, each operation's CPU")
     parser.add_argument("--down-seconds", type=float, default=5.0, help="how long the killed replica stays down")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (servers' logs)")
     args = parser.parse_args()
     for name, value, low, high in (("--seconds", args.seconds, 10, 600), ("--concurrency", args.concurrency, 1, 32),
                                    ("--document-kb", args.document_kb, 1, 64 * 1024),
-                                   ("--down-seconds", args.down_seconds, 0, 120)):
+                                   ("--down-seconds", args.down_seconds, 0, 120),
+                                   ("--solo-seconds", args.solo_seconds, 5, 600)):
         if not low <= value <= high:
             parser.error(f"{name} must be between {low} and {high}")
 
@@ -711,6 +757,17 @@ def main() -> None:
             authorize(deployment, citizen.browser, citizen.email, prompt="consent")  # type: ignore[arg-type]
         record.events.clear()
 
+        # Alone: one citizen, one operation at a time, each operation's CPU read before and after it.
+        deployment.haproxy.command("set server vault/vault-2 state maint")
+        deployment.haproxy.wait_state("vault-2", "MAINT")
+        record.probe = deployment.cpu_exact
+        run_phase(deployment, record, citizens[:1], args.solo_seconds)
+        record.probe = None
+        solo = alone_table(record.cpu_by_operation)
+        record.events.clear()
+        deployment.haproxy.command("set server vault/vault-2 state ready")
+        deployment.haproxy.wait_state("vault-2", "UP")
+
         log_start = len(deployment.haproxy.server.log.read_text(errors="replace").splitlines())
         deployment.haproxy.command("set server vault/vault-2 state maint")
         deployment.haproxy.wait_state("vault-2", "MAINT")
@@ -726,7 +783,7 @@ def main() -> None:
         two = [e for e in record.events if two_start <= e.started < two_end]
         print(f"\nmachine: {os.cpu_count()} cores, load average {load_before[0]:.2f} before, {load_after[0]:.2f} after;"
               f" {args.concurrency} citizens, documents of {args.document_kb} KiB, argon2id at the production cost")
-        for line in [*phase_table("one replica (vault-2 in maintenance)", one, one_end - one_start, one_cpu),
+        for line in [*solo, *phase_table("one replica (vault-2 in maintenance)", one, one_end - one_start, one_cpu),
                      *phase_table("two replicas, vault-1 killed and restarted", two, two_end - two_start, two_cpu)]:
             print(line)
         # The kill window: from the SIGKILL until HAProxy sends the restarted replica requests again.
