@@ -21,9 +21,7 @@ import os
 import re
 import shutil
 import tempfile
-import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, start_http_server, values
@@ -98,15 +96,6 @@ _OPERATION = re.compile(r"[a-z][a-z_]{0,39}")
 
 def count_store_error(operation: str) -> None:
     object_store_errors.labels(operation=operation if _OPERATION.fullmatch(operation) else "other").inc()
-
-
-@contextmanager
-def timed(histogram: Histogram) -> Iterator[None]:
-    started = time.perf_counter()
-    try:
-        yield
-    finally:
-        histogram.observe(time.perf_counter() - started)
 
 
 # ---- the job queue ---------------------------------------------------------------------------------------
