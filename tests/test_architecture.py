@@ -15,7 +15,7 @@ VAULT = Path(__file__).parents[1] / "vault"
 # parts on one floor never import each other.
 FLOORS = {
     "vault": 0, "settings": 0, "translation": 0, "dates": 0,  # the package's face and pure helpers
-    "errors": 1, "logs": 1, "geo": 1,                          # the error model, logs; communes and countries
+    "errors": 1, "logs": 1, "geo": 1, "metrics": 1,            # the error model, logs, metrics; communes and countries
     "db": 2, "mail": 2,                                        # the database; sending mail
     "crypto": 3, "migrations": 3, "web": 3,                    # key hierarchy, schema check, the web layer
     "auth": 4,                                                 # citizen accounts

@@ -20,7 +20,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.responses import Response
 
-from vault import __version__
+from vault import __version__, metrics
 from vault.alerts import routes as alerts_routes
 from vault.auth import franceconnect_routes, passkey_routes
 from vault.auth import routes as auth_routes
@@ -72,6 +72,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         finally:
             if sender is not None:
                 sender.stop()
+            metrics.worker_exit()  # a worker of `vault serve --workers N` hands back its live gauges
 
     app = FastAPI(
         lifespan=lifespan,

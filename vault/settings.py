@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import re
 from datetime import date, datetime
 from functools import cached_property, lru_cache
 from pathlib import Path
@@ -162,6 +163,26 @@ class Settings(BaseSettings):
     @property
     def trusted_proxy_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
         return proxy_networks(self.trusted_proxies)
+
+    # Prometheus metrics (vault.metrics): served by `vault serve` and `vault worker` on this port of
+    # their own, never on the service's; 0 (the default, in every profile) serves none.
+    metrics_port: int = 0
+    metrics_host: str = "127.0.0.1"
+
+    @field_validator("metrics_port", mode="before")
+    @classmethod
+    def _metrics_port_is_a_port(cls, value: Any) -> int:
+        text = str(value).strip()
+        if not text.isdigit() or int(text) > 65535:
+            raise ValueError(f"VAULT_METRICS_PORT must be a port number (1-65535), or 0 for no metrics, not {text!r}")
+        return int(text)
+
+    @field_validator("metrics_host")
+    @classmethod
+    def _metrics_host_is_an_address(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9.:-]+", value.strip("[]")):
+            raise ValueError(f"VAULT_METRICS_HOST must be an address to listen on (0.0.0.0, 127.0.0.1…), not {value!r}")
+        return value.strip("[]")
 
     @field_validator("timezone")
     @classmethod

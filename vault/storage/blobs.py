@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple, Protocol, Self
 
+from vault import metrics
 from vault.settings import Settings
 from vault.storage.exceptions import StorageUnavailable
 
@@ -65,6 +66,12 @@ class BlobStoreUnavailable(StorageUnavailable):
     """The object store does not answer or refused the operation (fail closed: 503)."""
 
     what = "object store"
+
+
+def _unavailable(operation: str, detail: str) -> BlobStoreUnavailable:
+    """The error of a failed operation on the store, counted in the metrics by its operation."""
+    metrics.count_store_error(operation)
+    return BlobStoreUnavailable(detail)
 
 
 class BucketMissing(BlobStoreUnavailable):
@@ -183,7 +190,7 @@ class FilesystemBlobStore:
             with tempfile.NamedTemporaryFile(dir=self.root, prefix=".probe-"):
                 pass
         except OSError as exc:
-            raise BlobStoreUnavailable(f"{type(exc).__name__} on the blob folder") from None
+            raise _unavailable("check", f"{type(exc).__name__} on the blob folder") from None
 
     def start_upload(self, key: str) -> FilesystemUpload:
         path = self._path(key)
@@ -191,7 +198,7 @@ class FilesystemBlobStore:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".upload-")
         except OSError as exc:
-            raise BlobStoreUnavailable(type(exc).__name__) from None
+            raise _unavailable("start_upload", type(exc).__name__) from None
         return FilesystemUpload(os.fdopen(fd, "wb"), Path(tmp), path)
 
     def size(self, key: str) -> int:
@@ -200,7 +207,7 @@ class FilesystemBlobStore:
         except FileNotFoundError:
             raise BlobNotFound(key) from None
         except OSError as exc:
-            raise BlobStoreUnavailable(type(exc).__name__) from None
+            raise _unavailable("size", type(exc).__name__) from None
 
     def read_range(self, key: str, offset: int, length: int) -> bytes:
         try:
@@ -210,7 +217,7 @@ class FilesystemBlobStore:
         except FileNotFoundError:
             raise BlobNotFound(key) from None
         except OSError as exc:
-            raise BlobStoreUnavailable(type(exc).__name__) from None
+            raise _unavailable("read_range", type(exc).__name__) from None
 
     def open_blob(self, key: str) -> FileReader:
         try:
@@ -218,7 +225,7 @@ class FilesystemBlobStore:
         except FileNotFoundError:
             raise BlobNotFound(key) from None
         except OSError as exc:
-            raise BlobStoreUnavailable(type(exc).__name__) from None
+            raise _unavailable("open_blob", type(exc).__name__) from None
 
     def delete_many(self, keys: list[str]) -> int:
         return sum(self.delete(key) for key in keys)
@@ -230,7 +237,7 @@ class FilesystemBlobStore:
         except FileNotFoundError:
             return 0
         except OSError as exc:
-            raise BlobStoreUnavailable(type(exc).__name__) from None
+            raise _unavailable("delete", type(exc).__name__) from None
 
     def unfinished_uploads(self) -> Iterator[UnfinishedUpload]:
         """Temporary files of uploads that never completed."""
@@ -264,7 +271,7 @@ class FilesystemBlobStore:
                 os.fsync(fh.fileno())
             os.replace(tmp, path)
         except OSError as exc:
-            raise BlobStoreUnavailable(type(exc).__name__) from None
+            raise _unavailable("put_record", type(exc).__name__) from None
 
     def get_record(self, key: str) -> bytes:
         try:
@@ -272,7 +279,7 @@ class FilesystemBlobStore:
         except FileNotFoundError:
             raise BlobNotFound(key) from None
         except OSError as exc:
-            raise BlobStoreUnavailable(type(exc).__name__) from None
+            raise _unavailable("get_record", type(exc).__name__) from None
 
     def list_records(self, prefix: str) -> list[str]:
         folder = self.root / _record_key(prefix.rstrip("/") + "/x").rsplit("/", 1)[0]
@@ -282,7 +289,7 @@ class FilesystemBlobStore:
         except FileNotFoundError:
             return []
         except OSError as exc:
-            raise BlobStoreUnavailable(type(exc).__name__) from None
+            raise _unavailable("list_records", type(exc).__name__) from None
 
     def deleted_records(self, prefix: str) -> list[str]:
         _record_key(prefix.rstrip("/") + "/x")
@@ -305,7 +312,7 @@ class _Reader:
         try:
             return self._body.read(size)
         except self._errors as exc:
-            raise BlobStoreUnavailable(f"read: {type(exc).__name__}") from None
+            raise _unavailable("read", f"read: {type(exc).__name__}") from None
 
     def close(self) -> None:
         try:
@@ -400,7 +407,7 @@ class FilesystemUpload:
             self._fh.write(data)
         except OSError as exc:
             self.abort()
-            raise BlobStoreUnavailable(type(exc).__name__) from None
+            raise _unavailable("write", type(exc).__name__) from None
         self._size += len(data)
 
     def flush(self) -> None:
@@ -414,7 +421,7 @@ class FilesystemUpload:
             os.replace(self._tmp, self._final)
         except OSError as exc:
             self.abort()
-            raise BlobStoreUnavailable(type(exc).__name__) from None
+            raise _unavailable("complete", type(exc).__name__) from None
         return self._size
 
     def abort(self) -> None:
@@ -473,9 +480,9 @@ class S3BlobStore:
                 raise BlobNotFound(kwargs.get("Key", "")) from None
             if code == "InvalidRange":
                 raise RangeNotSatisfiable(kwargs.get("Key", "")) from None
-            raise BlobStoreUnavailable(f"{method}: {code or 'error'}") from None
+            raise _unavailable(method, f"{method}: {code or 'error'}") from None
         except BotoCoreError as exc:
-            raise BlobStoreUnavailable(f"{method}: {type(exc).__name__}") from None
+            raise _unavailable(method, f"{method}: {type(exc).__name__}") from None
 
     def init_bucket(self) -> bool:
         """Create the bucket with versioning on, or turn versioning on in an existing one; True when
@@ -509,21 +516,21 @@ class S3BlobStore:
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "") or "error"
             if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken"):
-                raise BlobStoreUnavailable(f"S3 refused the credentials ({code}): check VAULT_S3_ACCESS_KEY_ID "
+                raise _unavailable("init_bucket", f"S3 refused the credentials ({code}): check VAULT_S3_ACCESS_KEY_ID "
                                            f"and VAULT_S3_SECRET_ACCESS_KEY") from None
             if code in ("403", "AccessDenied", "Forbidden"):
-                raise BlobStoreUnavailable(f"S3 refused access to {where} ({code}): wrong credentials "
+                raise _unavailable("init_bucket", f"S3 refused access to {where} ({code}): wrong credentials "
                                            f"(VAULT_S3_ACCESS_KEY_ID, VAULT_S3_SECRET_ACCESS_KEY), or they "
                                            f"may not create or configure this bucket") from None
-            raise BlobStoreUnavailable(f"S3 refused to create or configure {where} ({code})") from None
+            raise _unavailable("init_bucket", f"S3 refused to create or configure {where} ({code})") from None
         except NoCredentialsError:
-            raise BlobStoreUnavailable("no S3 credentials: set VAULT_S3_ACCESS_KEY_ID and "
+            raise _unavailable("init_bucket", "no S3 credentials: set VAULT_S3_ACCESS_KEY_ID and "
                                        "VAULT_S3_SECRET_ACCESS_KEY") from None
         except (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError) as exc:
-            raise BlobStoreUnavailable(f"S3 does not answer at {self.endpoint} ({type(exc).__name__}): "
+            raise _unavailable("init_bucket", f"S3 does not answer at {self.endpoint} ({type(exc).__name__}): "
                                        f"check VAULT_S3_ENDPOINT_URL and that the store is running") from None
         except BotoCoreError as exc:
-            raise BlobStoreUnavailable(f"S3 at {self.endpoint} failed ({type(exc).__name__})") from None
+            raise _unavailable("init_bucket", f"S3 at {self.endpoint} failed ({type(exc).__name__})") from None
         self._bucket_ready = True
         return created
 
@@ -568,7 +575,7 @@ class S3BlobStore:
         try:
             return body.read()
         except (BotoCoreError, OSError) as exc:
-            raise BlobStoreUnavailable(f"read: {type(exc).__name__}") from None
+            raise _unavailable("read", f"read: {type(exc).__name__}") from None
 
     def open_blob(self, key: str) -> S3Reader:
         """A GetObject sent through botocore's own HTTP session (its TLS, proxy and pool settings)
@@ -602,7 +609,7 @@ class S3BlobStore:
             failure = f"HTTP {answer.status_code}"
             if answer.status_code < 500:
                 break
-        raise BlobStoreUnavailable(f"get_object: {failure}")
+        raise _unavailable("get_object", f"get_object: {failure}")
 
     def _listed_versions(self, prefix: str, wanted: set[str]) -> list[dict[str, str]]:
         """Every version and delete marker under ``prefix`` (one paginated ListObjectVersions) whose
@@ -626,7 +633,7 @@ class S3BlobStore:
             batch = targets[start:start + 1000]
             answer = self._call("delete_objects", Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
             if answer.get("Errors"):
-                raise BlobStoreUnavailable(f"delete_objects: {answer['Errors'][0].get('Code')}")
+                raise _unavailable("delete_objects", f"delete_objects: {answer['Errors'][0].get('Code')}")
         return len(targets)
 
     def delete(self, key: str) -> int:
