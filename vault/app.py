@@ -29,8 +29,10 @@ from vault.counter import routes as counter_routes
 from vault.crypto import AwsKmsProvider, KeyProviderError
 from vault.db import DatabaseUnavailable, ping
 from vault.gdpr import routes as gdpr_routes
+from vault.jobs.local import LocalJobs
+from vault.jobs.queue import JobQueue
+from vault.jobs.work import on_work_committed
 from vault.logs import configure_logging
-from vault.mail import Sender
 from vault.migrations import schema_is_current
 from vault.oidc import api_docs, demo
 from vault.oidc import routes as oidc_routes
@@ -57,21 +59,27 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        """With ``VAULT_MAIL_SENDER=app`` (development, ``make run``), this process delivers the mail
-        outbox in a thread of its own; with ``worker``, ``vault worker`` does."""
+        """The background jobs (vault.jobs). ``VAULT_JOBS=app`` (development, ``make run``): this
+        process runs them in a thread of its own. ``worker`` on PostgreSQL: ``vault worker`` runs them
+        and this process defers a job after a commit that needs it (mail queued, an erasure staged)."""
         services = app.state.services
-        sender = None
-        if services.settings.mail_sender == "app":
-            sender = Sender(services.engine, services.mail_transport, poll_seconds=services.settings.mail_poll_seconds,
-                            retention_days=services.settings.mail_retention_days,
-                            give_up_hours=services.settings.mail_give_up_hours)
-            sender.start()
+        local, queue, forget = None, None, None
+        if services.settings.jobs == "app":
+            local = LocalJobs(services)
+            local.start()
+        elif services.settings.on_postgresql:
+            queue = JobQueue(services, for_worker=False)
+            forget = on_work_committed(queue.defer)
         try:
             async with _lifespan(app):  # the audit log's periodic checkpoint
                 yield
         finally:
-            if sender is not None:
-                sender.stop()
+            if local is not None:
+                local.stop()
+            if forget is not None:
+                forget()
+            if queue is not None:
+                queue.close()
 
     app = FastAPI(
         lifespan=lifespan,

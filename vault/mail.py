@@ -3,7 +3,7 @@
 A mail is never sent inside the request that causes it: ``MailQueue.send`` writes the rendered
 message to the ``mail_outbox`` table in the caller's database transaction, so the mail exists if and
 only if the change that causes it was committed. ``deliver_due`` (run by ``vault worker``, or by a
-thread of the web app in development: ``VAULT_MAIL_SENDER``) hands the waiting messages to the
+thread of the web app in development: ``VAULT_JOBS``; a job of the queue in ``vault.jobs``) hands the waiting messages to the
 transport — SMTP when ``VAULT_SMTP_URL`` is set, else ``.eml`` files in the outbox folder — with
 retries and a growing delay; a message is marked sent only after the SMTP server accepted it.
 
@@ -35,7 +35,7 @@ import ssl
 import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes
@@ -390,14 +390,26 @@ class Sender:
 
 
 _live_senders: set[Sender] = set()
+# Told after a commit that queued mail, like the senders: the job queue defers its mail job (vault.jobs).
+_mail_listeners: list[Callable[[], None]] = []
+
+
+def on_mail_committed(listener: Callable[[], None]) -> Callable[[], None]:
+    """Call ``listener`` after each commit that queued mail (it must not raise, nor take long); returns
+    what removes it."""
+    _mail_listeners.append(listener)
+    return lambda: _mail_listeners.remove(listener) if listener in _mail_listeners else None
 
 
 @event.listens_for(Session, "after_commit")
 def _wake_senders(db: Session) -> None:
-    """After a commit that queued mail, the senders of this process look at once (not at their next poll)."""
+    """After a commit that queued mail, the senders of this process look at once (not at their next
+    poll), and the job queue is told."""
     if db.info.pop("mail_queued", False):
         for sender in list(_live_senders):
             sender.wake()
+        for listener in list(_mail_listeners):
+            listener()
 
 
 @dataclass(frozen=True)
