@@ -127,9 +127,17 @@ class JobQueue:
         (killed mid-job): back to the queue; how many."""
         stalled = list(await self.app.job_manager.get_stalled_jobs(seconds_since_heartbeat=self.stalled_seconds))
         for job in stalled:
-            await self.app.job_manager.retry_job(job)
-            logger.warning("job of a stopped worker put back in the queue", extra={"job": job.task_name,
-                                                                                 "job_id": job.id})
+            try:
+                await self.app.job_manager.retry_job(job)
+            except procrastinate_errors.UniqueViolation:
+                # A job of the same kind already waits (its queueing lock): it will do this one's work,
+                # which is staged in the database. This one ends, deleted.
+                await self.app.job_manager.finish_job(job, status=procrastinate.jobs.Status.ABORTED, delete_job=True)
+                logger.warning("job of a stopped worker ended: the same job waits in the queue",
+                               extra={"job": job.task_name, "job_id": job.id})
+            else:
+                logger.warning("job of a stopped worker put back in the queue", extra={"job": job.task_name,
+                                                                                     "job_id": job.id})
         return len(stalled)
 
 
