@@ -92,7 +92,7 @@ class Workers:
             if process.poll() is None:
                 process.kill()
                 process.wait()
-            print(f"---- worker {number}:\n{self.log(number)[-4000:]}")  # shown when the test failed
+            print(f"---- worker {number}:\n{self.log(number)[-4000:]}")  # noqa: T201  (shown when the test failed)
 
 
 def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
@@ -226,7 +226,7 @@ def test_a_worker_killed_mid_erasure_is_replaced_and_the_erasure_happens_once(la
     first.send_signal(signal.SIGKILL)
     first.wait()
     assert erasure_state(pg)[0] == 0  # not finished: the tombstone waits (its lock went with the connection)
-    assert jobs_in(pg, "doing") == [("finish_erasures", 0)]  # still marked running, by a dead worker
+    assert ("finish_erasures", 0) in jobs_in(pg, "doing")  # still marked running, by a dead worker
 
     proxy.stalled.clear()
     workers.start(**store_env)
@@ -235,7 +235,7 @@ def test_a_worker_killed_mid_erasure_is_replaced_and_the_erasure_happens_once(la
     wait_for(lambda: not jobs_in(pg, "doing"), what="no job left running", timeout=30)
     completed, entries, statuses = erasure_state(pg)
     assert (completed, entries, statuses) == (1, 1, ["done"])
-    assert "job of a stopped worker" in workers.log(1)
+    assert "job of a stopped worker put back in the queue" in workers.log(1)
     wait_for(lambda: [m for m in outbox.all() if "effac" in m.subject.lower()], what="the certificate mailed")
     time.sleep(2)  # a second delivery, if there were one, would be in by now
     certificates = [m for m in outbox.all() if "effac" in m.subject.lower()]
@@ -256,7 +256,7 @@ def test_a_failing_job_is_retried_shown_and_done_once_the_store_is_back(large_er
         return status if status["retrying"].get("finish_erasures", {}).get("attempts", 0) >= 1 else None
 
     status = wait_for(retrying, what="the erasure job failed and waiting for a retry")
-    assert {"queue": "finish_erasures", "state": "todo", "jobs": 1} in status["queues"]
+    assert any(row["queue"] == "finish_erasures" and row["state"] == "todo" for row in status["queues"])
     assert erasure_state(pg)[0] == 0
 
     proxy.restore()

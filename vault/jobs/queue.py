@@ -1,9 +1,8 @@
 """The job queue on PostgreSQL: procrastinate (its tables come from migration 0023).
 
 Each job of ``vault.jobs.work`` is a procrastinate task on a queue of its own name (``send_mail``,
-``finish_erasures``, ``validity_alerts``, ``retention``), periodic on its schedule, with a
-``queueing_lock`` (at most one waiting: a burst of commits defers one mail job, not a thousand) and
-a ``lock`` (one running at a time, over every worker). A task that raises is retried (7 s, 9 s,
+``finish_erasures``, ``validity_alerts``, ``retention``), periodic on its schedule, with a ``lock``
+(one running at a time, over every worker; the others wait their turn). A task that raises is retried (7 s, 9 s,
 13 s… six attempts), then left ``failed`` in ``procrastinate_jobs`` (``vault worker --status``);
 its periodic pass takes the work up again on its next tick.
 
@@ -25,7 +24,6 @@ from collections.abc import Callable
 from typing import Any
 
 import procrastinate
-from procrastinate import exceptions as procrastinate_errors
 from sqlalchemy import Engine, make_url, text
 
 from vault.jobs.work import WORK, schedules
@@ -62,7 +60,7 @@ class JobQueue:
         self.app = procrastinate.App(connector=connector, periodic_defaults={"max_delay": MAX_DELAY_SECONDS})
         self.stalled_seconds = settings.jobs_stalled_seconds
         for name, cron in schedules(settings).items():
-            task = self.app.task(name=name, queue=name, lock=name, queueing_lock=name, retry=RETRY)(self._runner(name))
+            task = self.app.task(name=name, queue=name, lock=name, retry=RETRY)(self._runner(name))
             self.app.periodic(cron=cron, periodic_id=name)(task)
         self._opened = False
         self._opening = threading.Lock()
@@ -79,16 +77,24 @@ class JobQueue:
     # ---- deferring (web processes): after the commit that needs the job ---------------------------------
 
     def defer(self, name: str) -> None:
-        """Queue job ``name`` now, unless one already waits. Never raises: a deferral lost here (the
-        database away) is made up by the job's periodic pass, since the work is staged in the database."""
+        """Queue job ``name`` now, unless one already waits to start: called after the commit, so a
+        job that has not started yet will see this commit's work (a burst of commits defers one job,
+        not one each). Never raises: a deferral lost here (the database away) is made up by the job's
+        periodic pass, since the work is staged in the database.
+
+        Not procrastinate's ``queueing_lock``: a job holding one cannot be put back in the queue (to
+        retry it after a failure, or after its worker died) while another with the same lock waits."""
         try:
+            with self.services.engine.connect() as connection:
+                if connection.execute(text(
+                        "SELECT 1 FROM procrastinate_jobs WHERE task_name = :name AND status = 'todo' "
+                        "AND (scheduled_at IS NULL OR scheduled_at <= now()) LIMIT 1"), {"name": name}).first():
+                    return
             with self._opening:
                 if not self._opened:
                     self.app.open()
                     self._opened = True
             self.app.configure_task(name).defer()
-        except procrastinate_errors.AlreadyEnqueued:
-            pass  # one is waiting: it will see this commit's work
         except Exception as exc:  # noqa: BLE001  (the request has committed: its work waits for the periodic pass)
             logger.warning("job not deferred; its periodic pass will run it", extra={"job": name,
                                                                                    "error": type(exc).__name__})
@@ -127,17 +133,9 @@ class JobQueue:
         (killed mid-job): back to the queue; how many."""
         stalled = list(await self.app.job_manager.get_stalled_jobs(seconds_since_heartbeat=self.stalled_seconds))
         for job in stalled:
-            try:
-                await self.app.job_manager.retry_job(job)
-            except procrastinate_errors.UniqueViolation:
-                # A job of the same kind already waits (its queueing lock): it will do this one's work,
-                # which is staged in the database. This one ends, deleted.
-                await self.app.job_manager.finish_job(job, status=procrastinate.jobs.Status.ABORTED, delete_job=True)
-                logger.warning("job of a stopped worker ended: the same job waits in the queue",
-                               extra={"job": job.task_name, "job_id": job.id})
-            else:
-                logger.warning("job of a stopped worker put back in the queue", extra={"job": job.task_name,
-                                                                                     "job_id": job.id})
+            await self.app.job_manager.retry_job(job)
+            logger.warning("job of a stopped worker put back in the queue", extra={"job": job.task_name,
+                                                                                 "job_id": job.id})
         return len(stalled)
 
 
