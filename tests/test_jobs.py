@@ -359,3 +359,33 @@ def test_the_queue_tables_come_and_go_with_migration_0023(postgres) -> None:
         assert tables() == set(QUEUE_TABLES)
     finally:
         engine.dispose()
+
+
+# ---- each job does its work once, however many run it at once ----------------------------------------------
+
+
+def test_validity_alerts_run_by_two_workers_at_once_mail_once(app, engine, settings) -> None:
+    """Two runs of the validity alerts at the same moment (two workers, or a job run again while the
+    first still runs): each alert is mailed once."""
+    import threading
+
+    from vault.jobs.work import validity_alerts
+
+    citizen = make_citizen(app, email="deux@example.org")
+    with citizen_browser(app, citizen) as own:
+        for n in range(5):
+            make_document(own, title=f"Passeport {n}", valid_until=(settings.today() + timedelta(days=5)).isoformat())
+    results: list[dict[str, Any]] = []
+    start = threading.Barrier(2)
+
+    def run() -> None:
+        start.wait()
+        results.append(validity_alerts(app.state.services))
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sum(r["validity_alerts"] for r in results) == 5
+    assert len(Outbox(settings.outbox_dir, engine).to("deux@example.org")) == 5
+    assert validity_alerts(app.state.services) == {"validity_alerts": 0}

@@ -9,7 +9,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse
@@ -30,7 +30,6 @@ from vault.crypto import AwsKmsProvider, KeyProviderError
 from vault.db import DatabaseUnavailable, ping
 from vault.gdpr import routes as gdpr_routes
 from vault.jobs.local import LocalJobs
-from vault.jobs.queue import JobQueue
 from vault.jobs.work import on_work_committed
 from vault.logs import configure_logging
 from vault.migrations import schema_is_current
@@ -48,6 +47,9 @@ from vault.web.errors import install_error_handlers
 from vault.web.middleware import RequestContextMiddleware
 from vault.web.openapi import api_errors, install_openapi
 
+if TYPE_CHECKING:
+    from vault.jobs.queue import JobQueue
+
 logger = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "web" / "static"
 
@@ -63,11 +65,15 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         process runs them in a thread of its own. ``worker`` on PostgreSQL: ``vault worker`` runs them
         and this process defers a job after a commit that needs it (mail queued, an erasure staged)."""
         services = app.state.services
-        local, queue, forget = None, None, None
+        local: LocalJobs | None = None
+        queue: JobQueue | None = None
+        forget: Callable[[], None] | None = None
         if services.settings.jobs == "app":
             local = LocalJobs(services)
             local.start()
         elif services.settings.on_postgresql:
+            from vault.jobs.queue import JobQueue  # noqa: PLC0415  (procrastinate: only where jobs are deferred)
+
             queue = JobQueue(services, for_worker=False)
             forget = on_work_committed(queue.defer)
         try:

@@ -13,7 +13,6 @@ import typer
 
 from vault.cli.common import JsonFlag, fail, open_services
 from vault.jobs.local import LocalJobs
-from vault.jobs.queue import JobQueue, failed_jobs, queue_depth, retried_jobs
 from vault.logs import configure_logging
 
 
@@ -48,6 +47,8 @@ def worker(once: Annotated[bool, typer.Option("--once", help="Run each job once 
         return
 
     if services.settings.on_postgresql:
+        from vault.jobs.queue import JobQueue  # noqa: PLC0415  (procrastinate: only for the commands that use it)
+
         asyncio.run(JobQueue(services, for_worker=True).run_worker())  # procrastinate handles SIGTERM/SIGINT
         return
     jobs = LocalJobs(services)
@@ -61,6 +62,8 @@ def worker(once: Annotated[bool, typer.Option("--once", help="Run each job once 
 
 
 def _print_status(engine: Any, on_postgresql: bool, as_json: bool) -> None:
+    from vault.jobs.queue import failed_jobs, queue_depth, retried_jobs  # noqa: PLC0415  (as above)
+
     if not on_postgresql:
         result: dict[str, Any] = {"queue": None}
         if as_json:
