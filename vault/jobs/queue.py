@@ -1,9 +1,9 @@
 """The job queue on PostgreSQL: procrastinate (its tables come from migration 0023).
 
 Each job of ``vault.jobs.work`` is a procrastinate task on a queue of its own name (``send_mail``,
-``finish_erasures``, ``validity_alerts``, ``retention``), periodic on its schedule, with a ``lock``
-(one running at a time, over every worker; the others wait their turn). A task that raises is retried (7 s, 9 s,
-13 s… six attempts), then left ``failed`` in ``procrastinate_jobs`` (``vault worker --status``);
+``finish_erasures``, ``validity_alerts``, ``retention``), periodic on its schedule. Retention has a
+``lock`` (one run at a time over every worker); the others are safe in several workers at once.
+A task that raises is retried (7 s, 9 s, 13 s… six attempts), then left ``failed`` in ``procrastinate_jobs`` (``vault worker --status``);
 its periodic pass takes the work up again on its next tick.
 
 A worker sends a heartbeat every quarter of ``VAULT_JOBS_STALLED_SECONDS``; every worker looks, as
@@ -60,7 +60,10 @@ class JobQueue:
         self.app = procrastinate.App(connector=connector, periodic_defaults={"max_delay": MAX_DELAY_SECONDS})
         self.stalled_seconds = settings.jobs_stalled_seconds
         for name, cron in schedules(settings).items():
-            task = self.app.task(name=name, queue=name, lock=name, retry=RETRY)(self._runner(name))
+            # Retention alone is serialised (two runs at once would both mail a notice); the others are
+            # safe in several workers at once, and a worker that died holds none of them back.
+            lock = name if name == "retention" else None
+            task = self.app.task(name=name, queue=name, lock=lock, retry=RETRY)(self._runner(name))
             self.app.periodic(cron=cron, periodic_id=name)(task)
         self._opened = False
         self._opening = threading.Lock()
