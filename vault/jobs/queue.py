@@ -3,8 +3,8 @@
 Each job of ``vault.jobs.work`` is a procrastinate task on a queue of its own name (``send_mail``,
 ``finish_erasures``, ``validity_alerts``, ``retention``), periodic on its schedule. Retention has a
 ``lock`` (one run at a time over every worker); the others are safe in several workers at once.
-A task that raises is retried (7 s, 9 s, 13 s… six attempts), then left ``failed`` in ``procrastinate_jobs`` (``vault worker --status``);
-its periodic pass takes the work up again on its next tick.
+A task that raises is retried (7 s, 9 s, 13 s… six attempts), then left ``failed`` in
+``procrastinate_jobs`` (``vault worker --status``); its periodic pass takes the work up again.
 
 A worker sends a heartbeat every quarter of ``VAULT_JOBS_STALLED_SECONDS``; every worker looks, as
 often, for jobs still ``doing`` in a worker silent for longer (killed, its machine gone) and puts
