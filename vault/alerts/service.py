@@ -215,7 +215,7 @@ class AlertService:
         savepoint = db.begin_nested()
         taken = db.exec(insert(ValidityAlert).values(document_id=document_id, days=days, valid_until=valid_until,
                                                      citizen_id=citizen_id, sent_at=utcnow())
-                        .on_conflict_do_nothing().returning(ValidityAlert.document_id)).first()
+                        .on_conflict_do_nothing().returning(col(ValidityAlert.document_id))).first()
         if taken is None or not self._send(
                 db, citizen_id=citizen_id, kind="validity", template="alert_validity_ending", document_id=document_id,
                 title=title, valid_until=valid_until, days_left=(valid_until - today).days):
