@@ -42,8 +42,10 @@ class Page(httpx.Response):
 class Browser(TestClient):
     """A citizen's browser: keeps cookies, reads the CSRF token of the last form page."""
 
-    def __init__(self, app: Any, base_url: str = "http://testserver") -> None:
-        super().__init__(app, base_url=base_url, follow_redirects=False)
+    def __init__(self, app: Any, base_url: str = "http://testserver",
+                 client: tuple[str, int] = ("testclient", 50000)) -> None:
+        """``client``: the peer's address the app sees (a proxy's, for the X-Forwarded-For tests)."""
+        super().__init__(app, base_url=base_url, follow_redirects=False, client=client)
 
     def request(self, *args: Any, **kwargs: Any) -> httpx.Response:
         response = super().request(*args, **kwargs)

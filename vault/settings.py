@@ -7,9 +7,10 @@ operator names it explicitly, so a forgotten variable never ships a development 
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from datetime import date, datetime
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -28,6 +29,12 @@ KEYRING_RELOAD_MAX_SECONDS = 5.0
 
 class ConfigError(Exception):
     """The configuration cannot run; the message says which variable and what to do."""
+
+
+@lru_cache(maxsize=8)
+def proxy_networks(value: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """VAULT_TRUSTED_PROXIES parsed once (the client address is looked up on many requests)."""
+    return tuple(ipaddress.ip_network(e.strip(), strict=False) for e in value.split(",") if e.strip())
 
 
 class Settings(BaseSettings):
@@ -144,7 +151,8 @@ class Settings(BaseSettings):
     # OpenID Connect provider.
     access_token_seconds: int = Field(default=600, ge=60, le=3600)
     refresh_token_days: int = Field(default=30, ge=1, le=365)
-    # Proxies whose X-Forwarded-For is trusted for the client address (comma-separated IPs).
+    # Proxies whose X-Forwarded-For is trusted for the client address: comma-separated addresses or
+    # networks (10.42.0.0/16: a Kubernetes ingress controller's pods change address).
     trusted_proxies: str = ""
 
     @field_validator("retention_schedule")
@@ -161,6 +169,23 @@ class Settings(BaseSettings):
         if self.mail_sender is not None and "jobs" not in self.model_fields_set:
             object.__setattr__(self, "jobs", self.mail_sender)  # frozen: set once, while validating
         return self
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies_are_addresses(cls, value: str) -> str:
+        for entry in (e.strip() for e in value.split(",")):
+            if not entry:
+                continue
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"VAULT_TRUSTED_PROXIES: {entry!r} is not an IP address nor a network "
+                                 "(e.g. 10.0.0.5 or 10.42.0.0/16)") from None
+        return value
+
+    @property
+    def trusted_proxy_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        return proxy_networks(self.trusted_proxies)
 
     @field_validator("timezone")
     @classmethod

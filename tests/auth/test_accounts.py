@@ -467,8 +467,8 @@ def test_one_ipv6_network_trying_many_accounts_is_locked_whatever_its_addresses(
     from vault.app import create_app
 
     app = create_app(settings.model_copy(update={"login_free_failures_per_address": 3,
-                                                 "trusted_proxies": "testclient"}), engine=engine)
-    with Browser(app) as browser:
+                                                 "trusted_proxies": "10.0.0.0/24"}), engine=engine)
+    with Browser(app, client=("10.0.0.7", 50000)) as browser:  # behind the proxy
         make_citizen(app, email="victim6@example.org")
         for n in range(3):  # a fresh address of one /64 for each try
             browser.headers["X-Forwarded-For"] = f"2001:db8:9:9::{n + 1:x}"

@@ -129,8 +129,8 @@ def test_the_reset_and_the_new_link_share_the_budget_of_an_address(app, engine, 
 
 def test_one_client_address_cannot_mail_many_addresses(settings, engine) -> None:
     app = create_app(settings.model_copy(update={"mail_requests_free_per_address": 3,
-                                                 "trusted_proxies": "testclient"}), engine=engine)
-    with Browser(app) as browser:
+                                                 "trusted_proxies": "10.0.0.0/24"}), engine=engine)
+    with Browser(app, client=("10.0.0.7", 50000)) as browser:  # behind the proxy
         for n in range(5):
             form = {"email": f"spray{n}@example.org", "password": PASSWORD, **IDENTITY}
             assert browser.submit("/register", form).status_code == 200
@@ -167,8 +167,8 @@ def test_plus_aliases_of_one_mailbox_share_its_budget(app, engine, outbox: Outbo
 
 def test_one_ipv6_network_cannot_mail_many_addresses_by_changing_its_address(settings, engine) -> None:
     app = create_app(settings.model_copy(update={"mail_requests_free_per_address": 3,
-                                                 "trusted_proxies": "testclient"}), engine=engine)
-    with Browser(app) as browser:
+                                                 "trusted_proxies": "10.0.0.0/24"}), engine=engine)
+    with Browser(app, client=("10.0.0.7", 50000)) as browser:  # behind the proxy
         for n in range(5):  # a fresh address of the same /64 for every request
             browser.headers["X-Forwarded-For"] = f"2001:db8:5:6::{n + 1:x}"
             assert browser.register(f"v6-{n}@example.org").status_code == 200

@@ -19,7 +19,7 @@ from vault.storage.models import ShareLink
 @pytest.fixture
 def limited_app(vault_settings, engine):
     return create_app(vault_settings.model_copy(update={"share_code_free_failures_per_address": 3,
-                                                        "trusted_proxies": "testclient"}), engine=engine)
+                                                        "trusted_proxies": "10.0.0.0/24"}), engine=engine)
 
 
 def test_one_client_guessing_codes_over_many_links_is_stopped(limited_app, engine, caplog) -> None:
@@ -38,7 +38,7 @@ def test_one_client_guessing_codes_over_many_links_is_stopped(limited_app, engin
     assert [(getattr(r, "action", None), getattr(r, "limit", None)) for r in over] == [("share", "address")]
     assert all("testclient" not in str(r.__dict__.get("limit")) for r in over)
 
-    with Browser(limited_app) as other:  # another client behind the trusted proxy
+    with Browser(limited_app, client=("10.0.0.7", 50000)) as other:  # another client, behind the trusted proxy
         other.headers["X-Forwarded-For"] = "198.51.100.4"
         opened = enter_code(other, path, code)
         assert opened.status_code == 303 and opened.headers["location"] == path

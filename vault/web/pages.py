@@ -231,18 +231,27 @@ async def read_form(request: Request) -> dict[str, str]:
 
 
 def client_address(request: Request) -> str:
-    """The peer's address; X-Forwarded-For is believed only from a configured trusted proxy."""
+    """The peer's address; X-Forwarded-For is believed only from a trusted proxy (an address or a
+    network of VAULT_TRUSTED_PROXIES), read from the right: the first hop not a trusted proxy."""
     peer = request.client.host if request.client else "unknown"
-    trusted = {p.strip() for p in app_settings(request).trusted_proxies.split(",") if p.strip()}
-    if peer in trusted:
+    networks = app_settings(request).trusted_proxy_networks
+    if networks and _within(peer, networks):
         forwarded = [p.strip() for p in request.headers.get("x-forwarded-for", "").split(",") if p.strip()]
         for hop in reversed(forwarded):
-            if hop not in trusted:
+            if not _within(hop, networks):
                 try:
                     return str(ipaddress.ip_address(hop))
                 except ValueError:
                     break
     return peer
+
+
+def _within(address: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in networks)
 
 
 # ---- rendering -----------------------------------------------------------------------------------
