@@ -25,7 +25,8 @@ FLOORS = {
     "gdpr": 8,                                                 # data-subject rights
     "counter": 9,                                              # the town hall's counter: mandates, statistics
     "services": 10,                                            # the composition root
-    "app": 11, "cli": 11,                                      # entry points
+    "jobs": 11,                                                # background jobs: the queue, in-process runs
+    "app": 12, "cli": 12,                                      # entry points
 }
 
 

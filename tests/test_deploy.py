@@ -165,7 +165,7 @@ def test_kubernetes_secrets_are_references_and_every_setting_exists(monkeypatch:
                 "VAULT_SMTP_URL": "smtp+starttls://vault:pw@smtp.example.fr:587"}
     settings = production_settings(monkeypatch, {**config, **{name: examples.get(name, "x") for name in secret_refs}})
     assert settings.is_production and settings.key_provider == "aws-kms" and settings.kms_key_id
-    assert settings.mail_sender == "worker" and settings.storage_backend == "s3" and settings.antivirus == "clamd"
+    assert settings.jobs == "worker" and settings.storage_backend == "s3" and settings.antivirus == "clamd"
 
 
 def test_web_replicas_worker_and_jobs_read_the_same_settings() -> None:
@@ -338,7 +338,7 @@ def test_compose_replicas_worker_and_db_upgrade_share_settings_and_secrets(monke
     examples = {"VAULT_DATABASE_URL": "postgresql+psycopg://vault:pw@postgres:5432/vault",
                 "VAULT_SMTP_URL": "smtp+starttls://vault:pw@smtp.example.fr:587"}
     settings = production_settings(monkeypatch, {**values, **{name: examples.get(name, "x") for name in targets}})
-    assert settings.is_production and settings.mail_sender == "worker" and settings.key_provider == "local"
+    assert settings.is_production and settings.jobs == "worker" and settings.key_provider == "local"
     # The keyring's folder (not the file) is the volume every replica and the worker mount.
     for name, service in services.items():
         mounts = [volume.split(":") for volume in service["volumes"]]
