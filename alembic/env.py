@@ -5,6 +5,7 @@ from sqlalchemy import engine_from_config, pool
 from sqlmodel import SQLModel
 
 import vault.services  # noqa: F401  (registers every domain's tables for autogenerate, in one place)
+from vault.migrations import include_object
 
 config = context.config
 target_metadata = SQLModel.metadata
@@ -28,7 +29,7 @@ def run_migrations_online() -> None:
     with connectable.connect() as connection:
         # render_as_batch: SQLite can only ALTER through table copies.
         context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True,
-                          compare_type=True)
+                          compare_type=True, include_object=include_object)
         with context.begin_transaction():
             context.run_migrations()
 

@@ -778,7 +778,7 @@ def erase_in_process(setup: Setup, citizen_id: str) -> tuple[float, float, Count
 
 def batched_reference(setup: Setup, pool: Pool) -> dict[str, float]:
     """The erasure's S3 work done by boto3 alone, on objects put for it (untimed; 20 kB, random keys
-    without a common prefix, like the service's), two ways:
+    without a common prefix, like the service's before they had a per-citizen prefix), two ways:
 
     - per key (what S3BlobStore.delete does for one key): ListObjectVersions, then DeleteObjects of
       that key's versions, key after key, on 1,000 objects;
@@ -1019,7 +1019,7 @@ def report(setup: Setup, load_before: float, export: ExportResults | None, erase
                   f" left in the bucket: {r.inproc_left}   {verdict(r.inproc_left == 0)}")
         b = r.batched
         print(f"  for scale, boto3 alone (this client) on objects of {ERASE_DOC_SIZE:,} bytes put for it, random keys"
-              " without a common prefix like the service's:")
+              " without a common prefix (the service's keys have a per-citizen prefix since 2026-11-30):")
         print(f"    per key, {ERASE_DOCS} keys: ListObjectVersions then DeleteObjects, key after key (2 calls per"
               f" document): {b['per_key']:.2f} s ({b['per_key'] / ERASE_DOCS * 1000:.1f} ms per document)")
         print(f"    batched, {ERASE_DOCS} other keys: ListObjectVersions per key one after the other"

@@ -292,7 +292,7 @@ def start_deployment(base: Path, citizens: list[str]) -> Deployment:
         VAULT_S3_BUCKET=BUCKET, VAULT_S3_REGION=s3.region, VAULT_S3_ACCESS_KEY_ID=s3.access_key,
         VAULT_S3_SECRET_ACCESS_KEY=s3.secret_key, VAULT_ANTIVIRUS="clamd", VAULT_CLAMD_ADDRESS=clamd.address,
         VAULT_QUOTA_MB="4096", VAULT_QUOTA_DOCUMENTS="1000",
-        VAULT_SMTP_URL=f"smtp://127.0.0.1:{mail.port}", VAULT_MAIL_SENDER="worker", VAULT_MAIL_POLL_SECONDS="1",
+        VAULT_SMTP_URL=f"smtp://127.0.0.1:{mail.port}", VAULT_JOBS="worker", VAULT_MAIL_POLL_SECONDS="1",
         VAULT_TRUSTED_PROXIES="127.0.0.1",  # HAProxy: the X-Forwarded-For it passes on is believed
     )
     run_cli(["db", "upgrade"], env)

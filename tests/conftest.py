@@ -95,8 +95,8 @@ def make_settings(data_dir: Path, database_url: str, **overrides: object) -> Set
         # Cheap argon2 in tests only; production keeps RFC 9106's parameters.
         "argon2_time_cost": 1,
         "argon2_memory_kib": 8 * 1024,
-        # No sender thread: the `outbox` fixture delivers the queued mail when a test reads it.
-        "mail_sender": "worker",
+        # No jobs thread: the `outbox` fixture delivers the queued mail when a test reads it.
+        "jobs": "worker",
         # No floor under the answers of the pages that mail someone (tests/auth/test_mail_requests.py sets one).
         "mail_request_min_ms": 0,
     }

@@ -15,7 +15,7 @@ VAULT = Path(__file__).parents[1] / "vault"
 # parts on one floor never import each other.
 FLOORS = {
     "vault": 0, "settings": 0, "translation": 0, "dates": 0,  # the package's face and pure helpers
-    "errors": 1, "logs": 1, "geo": 1,                          # the error model, logs; communes and countries
+    "errors": 1, "logs": 1, "geo": 1, "metrics": 1,            # the error model, logs, metrics; communes and countries
     "db": 2, "mail": 2,                                        # the database; sending mail
     "crypto": 3, "migrations": 3, "web": 3,                    # key hierarchy, schema check, the web layer
     "auth": 4,                                                 # citizen accounts
@@ -25,7 +25,8 @@ FLOORS = {
     "gdpr": 8,                                                 # data-subject rights
     "counter": 9,                                              # the town hall's counter: mandates, statistics
     "services": 10,                                            # the composition root
-    "app": 11, "cli": 11,                                      # entry points
+    "jobs": 11,                                                # background jobs: the queue, in-process runs
+    "app": 12, "cli": 12,                                      # entry points
 }
 
 

@@ -352,8 +352,8 @@ def test_staff_create_makes_a_counter_agent_with_its_service(env: dict[str, str]
 
 
 def test_worker_delivers_the_mail_the_app_queued(env: dict[str, str], database_url: str, engine, tmp_path: Path) -> None:
-    """`vault worker` (VAULT_MAIL_SENDER=worker): the page answered, the mail waited in the outbox
-    table; one pass of the worker delivers it (here to the development folder), and only once."""
+    """`vault worker --once` (VAULT_JOBS=worker): the page answered, the mail waited in the outbox
+    table; one pass of the jobs delivers it (here to the development folder), and only once."""
     from tests.conftest import make_settings
     from tests.support import Browser, Outbox
     from vault.app import create_app
@@ -363,10 +363,12 @@ def test_worker_delivers_the_mail_the_app_queued(env: dict[str, str], database_u
         assert browser.register("worker@example.org").status_code == 200
     folder = Outbox(tmp_path / "var" / "outbox")  # without the engine: reads the folder only
     assert folder.all() == []
-    assert run_ok(["worker", "--once", "--json"], env) == {"sent": 1, "retried": 0, "failed": 0, "errors": []}
+    assert run_ok(["worker", "--once", "--json"], env) == {
+        "send_mail": {"sent": 1, "retried": 0, "failed": 0, "errors": [], "purged": 0},
+        "finish_erasures": {"erasures_finished": 0}, "validity_alerts": {"validity_alerts": 0}}
     [mail] = folder.all()
     assert mail.to == "worker@example.org" and "/verify-email?token=" in mail.body
-    assert run_ok(["worker", "--once", "--json"], env)["sent"] == 0
+    assert run_ok(["worker", "--once", "--json"], env)["send_mail"]["sent"] == 0
 
 
 def test_worker_runs_until_stopped_and_logs_no_address(env: dict[str, str], database_url: str, engine,

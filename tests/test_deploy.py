@@ -165,7 +165,7 @@ def test_kubernetes_secrets_are_references_and_every_setting_exists(monkeypatch:
                 "VAULT_SMTP_URL": "smtp+starttls://vault:pw@smtp.example.fr:587"}
     settings = production_settings(monkeypatch, {**config, **{name: examples.get(name, "x") for name in secret_refs}})
     assert settings.is_production and settings.key_provider == "aws-kms" and settings.kms_key_id
-    assert settings.mail_sender == "worker" and settings.storage_backend == "s3" and settings.antivirus == "clamd"
+    assert settings.jobs == "worker" and settings.storage_backend == "s3" and settings.antivirus == "clamd"
 
 
 def test_web_replicas_worker_and_jobs_read_the_same_settings() -> None:
@@ -262,11 +262,17 @@ def test_pods_run_non_root_with_a_read_only_root_filesystem() -> None:
 def test_network_policy_lets_in_only_the_ingress_controller_on_the_web_port() -> None:
     policies = by_kind("NetworkPolicy")
     ingress = policies["citizen-vault-ingress"]["spec"]
-    (rule,) = ingress["ingress"]
-    (peer,) = rule["from"]
+    web, scrape = ingress["ingress"]
+    (peer,) = web["from"]
     assert "ingress" in json.dumps(peer["namespaceSelector"]) and "ipBlock" not in peer
     (container,) = by_kind("Deployment")["citizen-vault"]["spec"]["template"]["spec"]["containers"]
-    assert [port["port"] for port in rule["ports"]] == [port["containerPort"] for port in container["ports"]]
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    assert [port["port"] for port in web["ports"]] == [ports["http"]]
+    # The metrics port: Prometheus in the monitoring namespace only, and nothing else on that rule.
+    (peer,) = scrape["from"]
+    assert peer["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "monitoring"}
+    assert "ipBlock" not in peer and "podSelector" in peer
+    assert [port["port"] for port in scrape["ports"]] == [ports["metrics"]]
     egress = policies["citizen-vault-egress"]["spec"]
     ports = {port["port"] for rule in egress["egress"] for port in rule["ports"]}
     assert ports == {53, 5432, 8333, 3310, 587, 443}
@@ -332,7 +338,7 @@ def test_compose_replicas_worker_and_db_upgrade_share_settings_and_secrets(monke
     examples = {"VAULT_DATABASE_URL": "postgresql+psycopg://vault:pw@postgres:5432/vault",
                 "VAULT_SMTP_URL": "smtp+starttls://vault:pw@smtp.example.fr:587"}
     settings = production_settings(monkeypatch, {**values, **{name: examples.get(name, "x") for name in targets}})
-    assert settings.is_production and settings.mail_sender == "worker" and settings.key_provider == "local"
+    assert settings.is_production and settings.jobs == "worker" and settings.key_provider == "local"
     # The keyring's folder (not the file) is the volume every replica and the worker mount.
     for name, service in services.items():
         mounts = [volume.split(":") for volume in service["volumes"]]
@@ -478,3 +484,97 @@ def test_compose_keyring_init_creates_a_keyring_the_replicas_accept_and_never_ov
                "VAULT_DATABASE_URL": "postgresql+psycopg://vault:pw@postgres:5432/vault"}
     keys = load_key_provider(production_settings(monkeypatch, values))
     assert keys.unwrap(keys.wrap(b"x", context=b"deploy"), context=b"deploy") == b"x"
+
+
+# ---- metrics ---------------------------------------------------------------------------------------
+
+DASHBOARD = DEPLOY / "grafana" / "citizen-vault.json"
+_SAMPLE_SUFFIXES = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_sum", "_count", "_created"),
+                    "gauge": ("",), "summary": ("_sum", "_count", "_created"), "info": ("_info",),
+                    "unknown": ("",)}
+
+
+def exported_metric_names() -> set[str]:
+    """Every sample name the service's metrics endpoint can show: read from the registry the
+    processes fill (every domain imported, as in a running process) and the job queue's collector."""
+    from prometheus_client import REGISTRY, CollectorRegistry
+
+    import vault.services  # noqa: F401  (every domain, hence every instrument, registered)
+    from vault import metrics
+
+    registry = CollectorRegistry()
+    registry.register(metrics.JobQueueCollector(lambda: {("default", "todo"): 1}, lambda: {"send_mail": 0}))
+    names = set()
+    for family in [*REGISTRY.collect(), *registry.collect()]:
+        names |= {family.name + suffix for suffix in _SAMPLE_SUFFIXES[family.type]}
+        names |= {sample.name for sample in family.samples}
+    return names
+
+
+def dashboard_metric_names(dashboard: dict[str, Any]) -> dict[str, set[str]]:
+    """The metric names each panel's queries (and the template variables) read."""
+    found: dict[str, set[str]] = {}
+    queries = [(panel["title"], target["expr"]) for panel in dashboard["panels"] for target in panel["targets"]]
+    queries += [(f"${variable['name']}", variable["definition"]) for variable in dashboard["templating"]["list"]
+                if variable["type"] == "query"]
+    for where, expr in queries:
+        found.setdefault(where, set()).update(re.findall(r"\bvault_[a-z0-9_]+", expr))
+    return found
+
+
+def test_the_dashboard_reads_only_metrics_the_service_exports() -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    exported = exported_metric_names()
+    read = dashboard_metric_names(dashboard)
+    for where, names in read.items():
+        assert names, f"{where}: no metric of the service"
+        assert names <= exported, f"{where} reads {sorted(names - exported)}, which the service does not export"
+    # Each part of the service has its panel.
+    everything = set().union(*read.values())
+    for name in ("vault_http_requests_total", "vault_http_request_duration_seconds_bucket", "vault_logins_total",
+                 "vault_oidc_tokens_issued_total", "vault_documents_uploaded_total",
+                 "vault_documents_uploaded_bytes_total", "vault_documents_downloaded_total",
+                 "vault_documents_downloaded_bytes_total", "vault_antivirus_verdicts_total",
+                 "vault_antivirus_scan_duration_seconds_bucket", "vault_object_store_errors_total",
+                 "vault_job_queue_jobs", "vault_job_queue_failed_jobs"):
+        assert name in everything, f"no panel reads {name}"
+    # A misspelt name would be caught.
+    broken = json.loads(json.dumps(dashboard))
+    broken["panels"][0]["targets"][0]["expr"] = "sum(rate(vault_http_request_total[5m]))"
+    assert not dashboard_metric_names(broken)[broken["panels"][0]["title"]] <= exported
+
+
+def test_the_dashboard_is_a_grafana_dashboard_on_a_prometheus_variable() -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    assert dashboard["uid"] and dashboard["title"] and isinstance(dashboard["schemaVersion"], int)
+    variables = {variable["name"]: variable for variable in dashboard["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
+    ids = [panel["id"] for panel in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+    for panel in dashboard["panels"]:
+        assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, panel["title"]
+        assert panel["targets"] and all(target["datasource"]["uid"] == "${datasource}" for target in panel["targets"])
+        assert {"h", "w", "x", "y"} <= set(panel["gridPos"]) and panel["gridPos"]["x"] + panel["gridPos"]["w"] <= 24
+        assert [target["refId"] for target in panel["targets"]] == [chr(65 + i) for i in range(len(panel["targets"]))]
+
+
+def test_the_metrics_port_is_reachable_only_inside_the_deployment() -> None:
+    """Compose: every vault process serves metrics on the network only (exposed, never published);
+    Kubernetes: a named containerPort in each long-running pod, announced to Prometheus."""
+    config = by_kind("ConfigMap")["citizen-vault"]["data"]
+    port = int(config["VAULT_METRICS_PORT"])
+    for name in ("citizen-vault", "citizen-vault-worker"):
+        template = by_kind("Deployment")[name]["spec"]["template"]
+        (container,) = template["spec"]["containers"]
+        assert {"name": "metrics", "containerPort": port} in container["ports"], name
+        annotations = template["metadata"]["annotations"]
+        assert annotations["prometheus.io/scrape"] == "true" and int(annotations["prometheus.io/port"]) == port
+    service_ports = [p["port"] for p in by_kind("Service")["citizen-vault"]["spec"]["ports"]]
+    assert port not in service_ports, "the metrics port is not on the public Service"
+    environment = compose_vault_services()["vault-1"]["environment"]
+    port = int(environment["VAULT_METRICS_PORT"])
+    for name, service in compose()["services"].items():
+        assert not any(str(port) in str(published) for published in service.get("ports", [])), name
+        if name in ("vault-1", "vault-2", "worker"):
+            assert service["expose"] == [str(port)], name
+

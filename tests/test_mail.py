@@ -178,9 +178,9 @@ def test_two_senders_never_send_one_mail_twice(settings, engine, smtp) -> None:
 
 
 def test_the_app_delivers_the_outbox_itself_in_development(settings, engine, smtp) -> None:
-    """VAULT_MAIL_SENDER=app (`make run`): the web process's own sender; `worker`: only `vault worker`."""
-    app = smtp_app(settings, engine, smtp, mail_sender="app", mail_poll_seconds=30)
-    with Browser(app) as browser:  # the app's lifespan runs its sender
+    """VAULT_JOBS=app (`make run`): the web process's own jobs thread; `worker`: only `vault worker`."""
+    app = smtp_app(settings, engine, smtp, jobs="app", mail_poll_seconds=30)
+    with Browser(app) as browser:  # the app's lifespan runs its jobs thread
         assert browser.register("thread@example.org").status_code == 200
         deadline = time.monotonic() + 10
         while not smtp.capture.messages and time.monotonic() < deadline:
@@ -299,21 +299,19 @@ def backdate(engine, hours: float) -> None:
 
 
 def test_a_mail_failing_for_too_long_is_given_up_then_purged(settings, engine, smtp_down, caplog) -> None:
-    from vault.mail import Sender
+    from vault.jobs.work import send_mail
 
-    app = smtp_app(settings, engine, smtp_down, mail_give_up_hours=72, mail_sender="worker")
-    sender = Sender(engine, app.state.services.mail_transport, poll_seconds=1,
-                    retention_days=settings.mail_retention_days, give_up_hours=settings.mail_give_up_hours)
+    app = smtp_app(settings, engine, smtp_down, mail_give_up_hours=72)
     with Browser(app) as browser:
         assert browser.register("stuck@example.org").status_code == 200
     backdate(engine, 71)
-    assert sender.run_once().retried == 1  # within the 72 hours: tried again later
+    assert send_mail(app.state.services)["retried"] == 1  # within the 72 hours: tried again later
     [row] = queued(engine)
     assert row.failed_at is None and row.content != b""
     backdate(engine, 73)
     with caplog.at_level(logging.INFO, logger="vault.mail"):
-        report = sender.run_once()
-    assert (report.failed, report.retried) == (1, 0)
+        report = send_mail(app.state.services)
+    assert (report["failed"], report["retried"]) == (1, 0)
     [row] = queued(engine)
     assert row.failed_at is not None and row.sent_at is None and row.content == b""
     given_up = [r for r in caplog.records if r.levelno == logging.ERROR]
@@ -329,7 +327,7 @@ def test_a_mail_failing_for_too_long_is_given_up_then_purged(settings, engine, s
 def test_the_erasure_certificate_mail_given_up_is_deleted_at_once(settings, engine, smtp_down) -> None:
     from vault.gdpr.service import Staff
 
-    app = smtp_app(settings, engine, smtp_down, mail_sender="worker")
+    app = smtp_app(settings, engine, smtp_down)
     citizen = make_citizen(app, email="erased@example.org")
     with Session(engine) as db:
         app.state.services.gdpr.erase(db, citizen_id=citizen.id, reason="demande",

@@ -33,6 +33,7 @@ def production(keyring: Path, tmp_path: Path, **changes: object) -> Settings:
         "clamd_address": "tcp://clamd:3310",
         "keyring_file": keyring,
         "smtp_url": "smtp+starttls://mail.example.fr:587",
+        "jobs": "worker",
     }
     for key, value in changes.items():
         if value is None:

@@ -9,7 +9,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse
@@ -20,7 +20,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.responses import Response
 
-from vault import __version__
+from vault import __version__, metrics
 from vault.alerts import routes as alerts_routes
 from vault.auth import franceconnect_routes, passkey_routes
 from vault.auth import routes as auth_routes
@@ -29,8 +29,9 @@ from vault.counter import routes as counter_routes
 from vault.crypto import AwsKmsProvider, KeyProviderError
 from vault.db import DatabaseUnavailable, ping
 from vault.gdpr import routes as gdpr_routes
+from vault.jobs.local import LocalJobs
+from vault.jobs.work import on_work_committed
 from vault.logs import configure_logging
-from vault.mail import Sender
 from vault.migrations import schema_is_current
 from vault.oidc import api_docs, demo
 from vault.oidc import routes as oidc_routes
@@ -46,6 +47,9 @@ from vault.web.errors import install_error_handlers
 from vault.web.middleware import RequestContextMiddleware
 from vault.web.openapi import api_errors, install_openapi
 
+if TYPE_CHECKING:
+    from vault.jobs.queue import JobQueue
+
 logger = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "web" / "static"
 
@@ -57,21 +61,32 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        """With ``VAULT_MAIL_SENDER=app`` (development, ``make run``), this process delivers the mail
-        outbox in a thread of its own; with ``worker``, ``vault worker`` does."""
+        """The background jobs (vault.jobs). ``VAULT_JOBS=app`` (development, ``make run``): this
+        process runs them in a thread of its own. ``worker`` on PostgreSQL: ``vault worker`` runs them
+        and this process defers a job after a commit that needs it (mail queued, an erasure staged)."""
         services = app.state.services
-        sender = None
-        if services.settings.mail_sender == "app":
-            sender = Sender(services.engine, services.mail_transport, poll_seconds=services.settings.mail_poll_seconds,
-                            retention_days=services.settings.mail_retention_days,
-                            give_up_hours=services.settings.mail_give_up_hours)
-            sender.start()
+        local: LocalJobs | None = None
+        queue: JobQueue | None = None
+        forget: Callable[[], None] | None = None
+        if services.settings.jobs == "app":
+            local = LocalJobs(services)
+            local.start()
+        elif services.settings.on_postgresql:
+            from vault.jobs.queue import JobQueue  # noqa: PLC0415  (procrastinate: only where jobs are deferred)
+
+            queue = JobQueue(services, for_worker=False)
+            forget = on_work_committed(queue.defer)
         try:
             async with _lifespan(app):  # the audit log's periodic checkpoint
                 yield
         finally:
-            if sender is not None:
-                sender.stop()
+            if local is not None:
+                local.stop()
+            if forget is not None:
+                forget()
+            if queue is not None:
+                queue.close()
+            metrics.worker_exit()  # a worker of `vault serve --workers N` hands back its live gauges
 
     app = FastAPI(
         lifespan=lifespan,

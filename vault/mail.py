@@ -3,7 +3,7 @@
 A mail is never sent inside the request that causes it: ``MailQueue.send`` writes the rendered
 message to the ``mail_outbox`` table in the caller's database transaction, so the mail exists if and
 only if the change that causes it was committed. ``deliver_due`` (run by ``vault worker``, or by a
-thread of the web app in development: ``VAULT_MAIL_SENDER``) hands the waiting messages to the
+thread of the web app in development: ``VAULT_JOBS``; a job of the queue in ``vault.jobs``) hands the waiting messages to the
 transport — SMTP when ``VAULT_SMTP_URL`` is set, else ``.eml`` files in the outbox folder — with
 retries and a growing delay; a message is marked sent only after the SMTP server accepted it.
 
@@ -32,10 +32,9 @@ import os
 import random
 import smtplib
 import ssl
-import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes
@@ -47,7 +46,6 @@ from typing import Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from sqlalchemy import Engine, delete, event, or_, update
-from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from vault.settings import Settings
@@ -325,79 +323,23 @@ def messages_of(db: Session, *, citizen_id: uuid.UUID) -> list[dict[str, object]
              "etat": "envoyé" if r.sent_at else "refusé" if r.failed_at else "en attente"} for r in rows]
 
 
-class Sender:
-    """The sender loop: ``deliver_due`` every ``poll_seconds`` (sooner when woken), and the purge of
-    delivered messages once an hour. ``run`` for ``vault worker``; ``start``/``stop`` for the thread
-    the web app runs in development."""
-
-    def __init__(self, engine: Engine, transport: Mailer, *, poll_seconds: float, retention_days: int,
-                 give_up_hours: int = 72) -> None:
-        self.engine = engine
-        self.give_up_after = timedelta(hours=give_up_hours)
-        self.transport = transport
-        self.poll_seconds = poll_seconds
-        self.retention_days = retention_days
-        self._stop = threading.Event()
-        self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._purged_at: datetime | None = None
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    def run_once(self) -> Delivery:
-        report = deliver_due(self.engine, self.transport, give_up_after=self.give_up_after)
-        now = _utcnow()
-        if self._purged_at is None or now - self._purged_at > timedelta(hours=1):
-            with Session(self.engine) as db:
-                purged = purge_sent(db, before=now - timedelta(days=self.retention_days))
-                db.commit()
-            self._purged_at = now
-            if purged:
-                logger.info("delivered mail purged", extra={"count": purged})
-        return report
-
-    def run(self) -> None:
-        """Until ``stop``: a pass, then wait. A database that does not answer is retried."""
-        while not self._stop.is_set():
-            try:
-                self.run_once()
-            except SQLAlchemyError as exc:
-                logger.warning("mail sender cannot reach the database", extra={"error": type(exc).__name__})
-            except Exception as exc:  # noqa: BLE001  (the loop outlives one bad pass; its mail is claimed, then retried)
-                logger.error("mail sender pass failed", extra={"error": type(exc).__name__})  # no traceback: no content
-            self._wake.wait(self.poll_seconds)
-            self._wake.clear()
-
-    def start(self) -> None:
-        self._wake.clear()
-        self._stop.clear()
-        self._thread = threading.Thread(target=self.run, name="mail-sender", daemon=True)
-        self._thread.start()
-        _live_senders.add(self)
-
-    def request_stop(self) -> None:
-        """``run`` returns after the message it is sending (a signal handler may call this)."""
-        self._stop.set()
-        self._wake.set()
-
-    def stop(self) -> None:
-        self.request_stop()
-        _live_senders.discard(self)
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-            self._thread = None
+# Told after a commit that queued mail: the jobs (vault.jobs) run or defer the mail job at once.
+_mail_listeners: list[Callable[[], None]] = []
 
 
-_live_senders: set[Sender] = set()
+def on_mail_committed(listener: Callable[[], None]) -> Callable[[], None]:
+    """Call ``listener`` after each commit that queued mail (it must not raise, nor take long); returns
+    what removes it."""
+    _mail_listeners.append(listener)
+    return lambda: _mail_listeners.remove(listener) if listener in _mail_listeners else None
 
 
 @event.listens_for(Session, "after_commit")
-def _wake_senders(db: Session) -> None:
-    """After a commit that queued mail, the senders of this process look at once (not at their next poll)."""
+def _mail_committed(db: Session) -> None:
+    """After a commit that queued mail, the mail job runs (or is deferred) at once, not at its next poll."""
     if db.info.pop("mail_queued", False):
-        for sender in list(_live_senders):
-            sender.wake()
+        for listener in list(_mail_listeners):
+            listener()
 
 
 @dataclass(frozen=True)

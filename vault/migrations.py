@@ -15,6 +15,12 @@ import vault
 from vault.db import ensure_sqlite_folder
 
 
+def include_object(obj: object, name: str | None, type_: str, reflected: bool, compare_to: object | None) -> bool:  # noqa: ARG001
+    """What autogenerate compares: not the job queue's tables (procrastinate's, from migration 0023,
+    with no model here)."""
+    return not (type_ == "table" and reflected and compare_to is None and (name or "").startswith("procrastinate_"))
+
+
 def alembic_dir() -> Path:
     """The ``alembic/`` folder: beside the package in a checkout, or in the working directory."""
     for candidate in (Path(vault.__file__).resolve().parent.parent / "alembic", Path.cwd() / "alembic"):

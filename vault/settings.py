@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import re
 from datetime import date, datetime
 from functools import cached_property, lru_cache
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 logger = logging.getLogger(__name__)
@@ -77,9 +78,20 @@ class Settings(BaseSettings):
 
     smtp_url: SecretStr | None = None
     mail_from: str = "Citizen Vault <no-reply@localhost>"
-    # Who delivers the mail outbox: a thread of each web process ("app", one command in development)
-    # or `vault worker` ("worker"). How often the sender looks, how long delivered mail is kept.
-    mail_sender: Literal["app", "worker"] = "app"
+    # Who runs the background jobs (mail, retention, erasures left to a job, validity alerts):
+    # threads of each web process ("app", one command in development) or `vault worker` ("worker":
+    # procrastinate's queue on PostgreSQL, required in production there). ``mail_sender`` is its old
+    # name (VAULT_MAIL_SENDER), still read when VAULT_JOBS is unset.
+    jobs: Literal["app", "worker"] = "app"
+    mail_sender: Literal["app", "worker"] | None = None
+    # When the daily retention runs (cron, in UTC), and a worker that sent no heartbeat this long is
+    # taken for dead: its running jobs go back to the queue for another worker.
+    retention_schedule: str = "0 3 * * *"
+    jobs_stalled_seconds: int = Field(default=60, ge=3, le=3600)
+    # An erasure from the register with more objects than this leaves their deletion (and the
+    # certificate) to a job; fewer are deleted while the DPO waits.
+    erasure_inline_objects: int = Field(default=200, ge=0)
+    # How often the sender looks, how long delivered mail is kept.
     mail_poll_seconds: int = Field(default=5, ge=1, le=3600)
     mail_retention_days: int = Field(default=7, ge=1, le=365)
     # A mail still failing this long after it was written is given up (marked failed, then purged).
@@ -126,6 +138,8 @@ class Settings(BaseSettings):
     argon2_wait_seconds: float = Field(default=10, gt=0, le=120)
     # Document vault. The file limit must stay below clamd's StreamMaxLength (else nothing is scanned).
     max_file_mb: int = Field(default=50, ge=1, le=4096)
+    # How far behind the body an upload's parts go to the store (they catch up while clamd scans).
+    upload_store_lag_mb: int = Field(default=256, ge=0, le=4096)
     quota_mb: int = Field(default=500, ge=1)
     quota_documents: int = Field(default=200, ge=1)
 
@@ -144,6 +158,21 @@ class Settings(BaseSettings):
     # networks (10.42.0.0/16: a Kubernetes ingress controller's pods change address).
     trusted_proxies: str = ""
 
+    @field_validator("retention_schedule")
+    @classmethod
+    def _schedule_is_cron(cls, value: str) -> str:
+        from croniter import croniter  # noqa: PLC0415  (only to validate)
+
+        if not croniter.is_valid(value):
+            raise ValueError(f"VAULT_RETENTION_SCHEDULE={value!r} is not a cron expression (e.g. '0 3 * * *')")
+        return value
+
+    @model_validator(mode="after")
+    def _old_name_of_jobs(self) -> Settings:
+        if self.mail_sender is not None and "jobs" not in self.model_fields_set:
+            object.__setattr__(self, "jobs", self.mail_sender)  # frozen: set once, while validating
+        return self
+
     @field_validator("trusted_proxies")
     @classmethod
     def _proxies_are_addresses(cls, value: str) -> str:
@@ -160,6 +189,26 @@ class Settings(BaseSettings):
     @property
     def trusted_proxy_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
         return proxy_networks(self.trusted_proxies)
+
+    # Prometheus metrics (vault.metrics): served by `vault serve` and `vault worker` on this port of
+    # their own, never on the service's; 0 (the default, in every profile) serves none.
+    metrics_port: int = 0
+    metrics_host: str = "127.0.0.1"
+
+    @field_validator("metrics_port", mode="before")
+    @classmethod
+    def _metrics_port_is_a_port(cls, value: Any) -> int:
+        text = str(value).strip()
+        if not text.isdigit() or int(text) > 65535:
+            raise ValueError(f"VAULT_METRICS_PORT must be a port number (1-65535), or 0 for no metrics, not {text!r}")
+        return int(text)
+
+    @field_validator("metrics_host")
+    @classmethod
+    def _metrics_host_is_an_address(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9.:-]+", value.strip("[]")):
+            raise ValueError(f"VAULT_METRICS_HOST must be an address to listen on (0.0.0.0, 127.0.0.1…), not {value!r}")
+        return value.strip("[]")
 
     @field_validator("timezone")
     @classmethod
@@ -203,6 +252,10 @@ class Settings(BaseSettings):
     @cached_property
     def effective_keyring_file(self) -> Path:
         return self.keyring_file or self.data_dir / "keyring.json"
+
+    @property
+    def on_postgresql(self) -> bool:
+        return self.effective_database_url.startswith("postgresql")
 
     @property
     def outbox_dir(self) -> Path:
@@ -252,7 +305,12 @@ class Settings(BaseSettings):
                 warnings.append("production runs WITHOUT antivirus, named explicitly")
             if not self.smtp_url:
                 warnings.append("VAULT_SMTP_URL is not set: mail is written to the outbox folder, not sent")
+            if self.on_postgresql and self.jobs != "worker":
+                errors.append("VAULT_JOBS must be worker in production on PostgreSQL (and one or more `vault worker` "
+                              "run the jobs): each web process would otherwise run every periodic job itself")
 
+        if self.mail_sender is not None:
+            warnings.append("VAULT_MAIL_SENDER is the old name of VAULT_JOBS: rename it")
         if self.storage_backend == "s3" and not self.s3_bucket:
             errors.append("VAULT_S3_BUCKET must be set with VAULT_STORAGE_BACKEND=s3")
         if self.antivirus == "clamd" and not self.clamd_address:

@@ -297,3 +297,78 @@ def test_register_deadlines(vault_app, filled: dict, engine) -> None:
         # What staff typed is text in a spreadsheet, never a formula (CSV injection).
         assert "'=HYPERLINK" in csv_text and "'@SUM(1+1)" in csv_text and ",=" not in csv_text
         db.commit()
+
+
+def test_erasure_removes_every_version_of_many_documents_and_leaves_other_citizens(
+        vault_settings, engine, s3_client, bucket) -> None:
+    """A citizen with many documents, some rewritten (several versions) or deleted (a delete marker
+    on top), next to another citizen: the erasure removes every version and delete marker of every
+    document of the one, listing them by the citizen's key prefix (a few pages, not a listing per
+    document), and nothing of the other's."""
+    from tests.factories import citizen_browser
+
+    app = vault_app_with(vault_settings, engine, quota_documents=40, quota_mb=50)
+    documents = 16
+    with citizen_browser(app, email="many@example.org") as many:
+        for i in range(documents):
+            make_document(many, pdf(2000, marker=f"MANY-{i}".encode()), filename=f"piece-{i}.pdf")
+    with citizen_browser(app, email="other@example.org") as other:
+        for i in range(3):
+            make_document(other, pdf(2000, marker=f"OTHER-{i}".encode()), filename=f"autre-{i}.pdf")
+    from vault.auth.models import Citizen
+
+    with Session(engine) as db:
+        many_id = db.exec(select(Citizen.id).where(Citizen.email == "many@example.org")).one()
+        keys = {d.blob_key: d.owner_id for d in db.exec(select(Document)).all()}
+    mine = sorted(k for k, owner in keys.items() if owner == many_id)
+    assert len(mine) == documents and len({k.split("-")[0] for k in mine}) == 1  # one prefix per citizen
+    # Two documents stored before keys had a prefix (a plain random key): moved to such a key.
+    for old in mine[-2:]:
+        legacy = uuid.uuid4().hex
+        s3_client.copy_object(Bucket=bucket, Key=legacy, CopySource={"Bucket": bucket, "Key": old})
+        for version in [v for v in objects(s3_client, bucket) if v["Key"] == old]:
+            s3_client.delete_object(Bucket=bucket, Key=old, VersionId=version["VersionId"])
+        with Session(engine) as db:
+            db.exec(update(Document).where(Document.blob_key == old).values(blob_key=legacy))
+            db.commit()
+        mine[mine.index(old)] = legacy
+    # Old versions and delete markers: what a versioned bucket keeps beside the current objects.
+    for key in mine[:5]:
+        s3_client.put_object(Bucket=bucket, Key=key, Body=b"an older copy")
+    for key in mine[5:8]:
+        s3_client.delete_object(Bucket=bucket, Key=key)
+    others_before = sorted((v["Key"], v["VersionId"]) for v in objects(s3_client, bucket) if v["Key"] not in mine)
+    assert len(others_before) == 3
+    mine_before = [v for v in objects(s3_client, bucket) if v["Key"] in mine]
+    assert len(mine_before) == documents + 5 + 3
+
+    store = app.state.services.documents.store
+    store.list_page = 7  # several pages: the listing follows S3's markers to the end
+    listings: list[str] = []
+    real_call = store._call
+
+    def counted(method: str, **kwargs):
+        if method == "list_object_versions":
+            listings.append(kwargs["Prefix"])
+        return real_call(method, **kwargs)
+
+    store._call = counted
+    with Session(engine) as db:
+        certificate = app.state.services.gdpr.erase(db, citizen_id=many_id, reason="demande", by=DPO)
+    claims = verify_id_token_claims(app, certificate)
+    assert claims["destroyed"]["documents"] == documents
+    assert claims["destroyed"]["object_versions"] == len(mine_before)
+    left = objects(s3_client, bucket)
+    assert [v for v in left if v["Key"] in mine] == []
+    assert sorted((v["Key"], v["VersionId"]) for v in left) == others_before
+    # The prefix read page by page, and each older key on its own: far fewer listings than documents.
+    prefixed = [p for p in listings if p.endswith("-")]
+    assert len(set(prefixed)) == 1 and len(prefixed) <= -(-len(mine_before) // 7) + 1
+    assert sorted(p for p in listings if not p.endswith("-")) == sorted(mine[-2:])
+    assert len(listings) < documents
+
+
+def vault_app_with(vault_settings, engine, **overrides):
+    from vault.app import create_app
+
+    return create_app(vault_settings.model_copy(update=overrides), engine=engine)

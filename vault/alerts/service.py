@@ -209,13 +209,19 @@ class AlertService:
         days = self.validity_due(db, document_id=document_id, valid_until=valid_until, today=today)
         if days is None:
             return None
-        if not self._send(db, citizen_id=citizen_id, kind="validity", template="alert_validity_ending",
-                          document_id=document_id, title=title, valid_until=valid_until,
-                          days_left=(valid_until - today).days):
-            return None
+        # The record first, in a savepoint: of two runs at once (two workers, a job run again), the
+        # second waits on the first's row and inserts nothing, so it mails nothing.
         insert = postgresql_insert if db.get_bind().dialect.name == "postgresql" else sqlite_insert
-        db.exec(insert(ValidityAlert).values(document_id=document_id, days=days, valid_until=valid_until,
-                                             citizen_id=citizen_id, sent_at=utcnow()).on_conflict_do_nothing())
+        savepoint = db.begin_nested()
+        taken = db.exec(insert(ValidityAlert).values(document_id=document_id, days=days, valid_until=valid_until,
+                                                     citizen_id=citizen_id, sent_at=utcnow())
+                        .on_conflict_do_nothing().returning(col(ValidityAlert.document_id))).first()
+        if taken is None or not self._send(
+                db, citizen_id=citizen_id, kind="validity", template="alert_validity_ending", document_id=document_id,
+                title=title, valid_until=valid_until, days_left=(valid_until - today).days):
+            savepoint.rollback()
+            return None
+        savepoint.commit()
         return days
 
     # ---- export, erasure and housekeeping (driven by vault.gdpr) ---------------------------------------

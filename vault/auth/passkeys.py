@@ -51,6 +51,7 @@ from webauthn.helpers.structs import (
     UserVerificationRequirement,
 )
 
+from vault import metrics
 from vault.auth.exceptions import AuthError, EmailNotVerified, InvalidInput, InvalidOtp, TooManyLoginAttempts
 from vault.auth.identity import login_name, normalize_email
 from vault.auth.models import Citizen, LoginSession, Passkey, PasskeyChallenge
@@ -293,7 +294,16 @@ class PasskeyService:
         """Check a login answer and open a session. ``email``: the address typed on the login page,
         if any (the passkey must then be that account's). Every refusal is logged with its reason
         and counted in the login throttle, like a wrong password."""
-        citizen, passkey, amr = self._check_answer(db=db, credential=credential, email=email, address=address)
+        try:
+            citizen, passkey, amr = self._check_answer(db=db, credential=credential, email=email, address=address)
+        except TooManyLoginAttempts:
+            metrics.logins.labels(method="passkey", outcome="throttled").inc()
+            raise
+        except (AuthError, EmailNotVerified) as exc:
+            outcome = "email_not_verified" if isinstance(exc, EmailNotVerified) else "bad_credentials"
+            metrics.logins.labels(method="passkey", outcome=outcome).inc()
+            raise
+        metrics.logins.labels(method="passkey", outcome="success").inc()
         token = self.accounts.start_session(db=db, citizen=citizen, amr=amr, user_agent=user_agent)
         logger.info("login", extra={"citizen_id": str(citizen.id), "amr": amr, "passkey_id": str(passkey.id)})
         return LoginResult(token=token, mfa_pending=False, citizen_id=citizen.id)

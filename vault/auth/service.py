@@ -25,7 +25,7 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col, select
 
-from vault import crypto
+from vault import crypto, metrics
 from vault.auth.exceptions import (
     AlreadyActivated,
     EmailNotVerified,
@@ -67,6 +67,10 @@ from vault.translation import N_
 from vault.web.mails import send_mail
 
 logger = logging.getLogger(__name__)
+# A refused login's outcome in the metrics (vault_logins_total).
+_LOGIN_OUTCOMES: dict[type[Exception], str] = {
+    InvalidCredentials: "bad_credentials", InvalidOtp: "bad_otp", TooManyLoginAttempts: "throttled",
+    EmailNotVerified: "email_not_verified"}
 
 Purpose = Literal["verify_email", "reset_password", "change_email", "activate"]
 ACTIVATION_LINK_DAYS = 7  # an account opened at the counter with an address: its first password
@@ -777,6 +781,17 @@ class AccountService:
         with the right password. Each try is counted before the password is checked
         (``begin_attempt``), and taken back when it was right.
         """
+        try:
+            result = self._login(db=db, email=email, password=password, otp=otp, address=address,
+                                 user_agent=user_agent)
+        except (InvalidCredentials, InvalidOtp, TooManyLoginAttempts, EmailNotVerified) as exc:
+            metrics.logins.labels(method="password", outcome=_LOGIN_OUTCOMES[type(exc)]).inc()
+            raise
+        metrics.logins.labels(method="password", outcome="totp_required" if result.mfa_pending else "success").inc()
+        return result
+
+    def _login(self, *, db: Session, email: str, password: str, otp: str | None, address: str,
+               user_agent: str) -> LoginResult:
         normalized, citizen = self.find_for_login(db=db, typed=email)
         attempt = self.begin_attempt(db=db, name=normalized, address=address)
         password_ok = self.hasher.verify(citizen.password_hash if citizen else None, password or "")
@@ -840,6 +855,17 @@ class AccountService:
     def complete_mfa(self, *, db: Session, pending_token: str, otp: str, address: str,
                      user_agent: str) -> LoginResult:
         """Second step: the TOTP (or a recovery code) upgrades a pending session into a new one."""
+        try:
+            result = self._complete_mfa(db=db, pending_token=pending_token, otp=otp, address=address,
+                                        user_agent=user_agent)
+        except (InvalidOtp, TooManyLoginAttempts) as exc:
+            metrics.logins.labels(method="otp", outcome=_LOGIN_OUTCOMES[type(exc)]).inc()
+            raise
+        metrics.logins.labels(method="otp", outcome="success").inc()
+        return result
+
+    def _complete_mfa(self, *, db: Session, pending_token: str, otp: str, address: str,
+                      user_agent: str) -> LoginResult:
         pending = db.get(LoginSession, token_hash(pending_token)) if pending_token else None
         if (pending is None or not pending.mfa_pending
                 or utcnow() - pending.created_at > timedelta(minutes=MFA_PENDING_MINUTES)):
@@ -881,6 +907,7 @@ class AccountService:
                      federation_id_token: str) -> str:
         """A session opened by an identity federation (vault.auth.franceconnect), which checked the person."""
         logger.info("login", extra={"citizen_id": str(citizen.id), "amr": amr})
+        metrics.logins.labels(method="federation", outcome="success").inc()
         return self._open_session(db=db, citizen=citizen, amr=amr, user_agent=user_agent, federation=federation,
                                   federation_id_token=federation_id_token)
 

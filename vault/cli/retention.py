@@ -7,11 +7,9 @@ from dataclasses import asdict
 from typing import Annotated
 
 import typer
-from sqlmodel import Session
 
 from vault.cli.common import JsonFlag, open_services
-from vault.db import utcnow
-from vault.gdpr import retention
+from vault.jobs import work
 
 app = typer.Typer(help="Retention: expired documents, unused accounts, old audit entries.", no_args_is_help=True)
 
@@ -19,13 +17,9 @@ app = typer.Typer(help="Retention: expired documents, unused accounts, old audit
 @app.command("run")
 def retention_run(dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would go; change nothing.")] = False,
                   as_json: JsonFlag = False) -> None:
-    """Notify, then delete expired documents and erase unused accounts; roll the audit log. Daily."""
-    services = open_services(as_json)
-    with Session(services.engine) as db:
-        report = retention.run(db, gdpr=services.gdpr, mailer=services.mailer, dry_run=dry_run)
-        if not dry_run:  # the counter's assisted sessions (a floor above the GDPR tooling)
-            report.housekeeping["assisted_sessions"] = services.assist.purge_ended(db, utcnow())
-        db.commit()
+    """Notify, then delete expired documents and erase unused accounts; roll the audit log. `vault worker`
+    runs it daily (VAULT_RETENTION_SCHEDULE); by hand, at any time (running it twice does nothing more)."""
+    report = work.retention(open_services(as_json), dry_run=dry_run)
     if as_json:
         typer.echo(json.dumps(asdict(report)))
         return

@@ -15,7 +15,9 @@ import os
 import uuid
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from vault.crypto.exceptions import DecryptionError
 from vault.crypto.providers import KeyProvider
@@ -42,6 +44,15 @@ def rewrap_citizen_key(provider: KeyProvider, wrapped: bytes, citizen_id: uuid.U
     """KEK rotation: the same citizen key, wrapped under the provider's active KEK. Objects and
     document keys are untouched."""
     return provider.wrap(open_citizen_key(provider, wrapped, citizen_id), context=citizen_key_context(citizen_id))
+
+
+def blob_prefix(citizen_key: bytes) -> str:
+    """The citizen's prefix for object keys: 16 hex characters, the same for all of a citizen's
+    objects, derived by HKDF from the citizen key (its own label: no other key is derived with it),
+    so that an erasure lists every version of a citizen's objects with one paginated listing.
+    Opaque: it names nobody, and once the citizen key is destroyed nothing links it to a person."""
+    return HKDF(algorithm=hashes.SHA256(), length=8, salt=None,
+                info=b"citizen-vault object key prefix").derive(citizen_key).hex()
 
 
 def new_document_key(citizen_key: bytes, document_id: uuid.UUID) -> tuple[bytes, bytes]:

@@ -1,4 +1,5 @@
-"""Retention (GDPR Art. 5(1)(e)): ``vault retention run`` from a daily scheduler.
+"""Retention (GDPR Art. 5(1)(e)): daily, a periodic job of the queue (``vault.jobs``;
+``VAULT_RETENTION_SCHEDULE``), or ``vault retention run`` by hand.
 
 - A document whose validity date is 30, then 7 days away: an alert mail each time (once per
   threshold and date; a date pushed back brings its own), unless the citizen turned that alert off.
@@ -67,6 +68,16 @@ def run(db: Session, *, gdpr: GdprService, mailer: MailQueue, dry_run: bool = Fa
     logger.info("retention run", extra={"dry_run": dry_run, "documents_deleted": len(report.documents_deleted),
                                         "accounts_erased": len(report.accounts_erased)})
     return report
+
+
+def validity_alerts(db: Session, *, gdpr: GdprService, today: date | None = None) -> list[str]:
+    """The validity alerts alone (the job queue runs them more often than the daily retention):
+    "<document id>:<days>" of each mail queued; committed. Safe to run twice, or in two workers at
+    once: each alert is mailed once per document, threshold and date."""
+    report = RetentionReport()
+    _validity_alerts(db, gdpr=gdpr, dry_run=False, today=today or gdpr.settings.today(), report=report)
+    db.commit()
+    return report.validity_alerts
 
 
 def _validity_alerts(db: Session, *, gdpr: GdprService, dry_run: bool, today: date,

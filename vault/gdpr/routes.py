@@ -361,7 +361,10 @@ def _request_page(request: Request, db: Db, gdpr: GdprService, current: StaffCur
     certificate = tombstone.certificate if tombstone is not None and tombstone.completed_at else None
     documents = gdpr.documents.documents_of(db, citizen.id) if citizen is not None else []
     notice = {"rectified": N_("L'identité a été rectifiée."),
-              "held": N_("Le document est maintenant sous conservation légale.")}.get(
+              "held": N_("Le document est maintenant sous conservation légale."),
+              "erasing": N_("La personne est effacée : plus rien ne peut agir en son nom et sa clé est détruite. "
+                            "Ses fichiers sont supprimés du stockage en arrière-plan ; le certificat apparaîtra "
+                            "ici ensuite, et la demande sera close.")}.get(
         notice_key(request))
     return render(request, "dpo/request.html", {
         "title": N_("Demande"), "item": item, "kinds": REQUEST_KINDS, "channels": CHANNELS, "statuses": STATUSES,
@@ -537,8 +540,12 @@ def _erase(request: Request, request_id: uuid.UUID, form: dict[str, str], db: Db
         errors["erase-reason"] = N_("Indiquez le motif de l'effacement.")
     if errors:
         return _erase_page(request, db, gdpr, current, item, errors=errors, values=values, status=400)
-    # Also finishes an erasure interrupted after the person's rows were gone (store down).
-    certificate = gdpr.erase_for_request(db, request=item, reason=values["erase-reason"] or "demande", by=by)
+    # Also finishes an erasure interrupted after the person's rows were gone (store down). A large vault:
+    # the person is gone when this returns; their objects and the certificate are left to a job.
+    certificate = gdpr.erase_for_request(db, request=item, reason=values["erase-reason"] or "demande", by=by,
+                                         later=True)
+    if certificate is None:
+        return redirect(f"/dpo/requests/{request_id}?notice=erasing")
     gdpr.close(db, request_id=request_id, status="done", by=by,
                outcome=f"Effacement effectué ; certificat signé de {len(certificate)} caractères, sur la page de "
                        "la demande.")

@@ -190,6 +190,10 @@ class CitizenRecords(Protocol):
     def count(self, db: Session, citizen_id: uuid.UUID) -> dict[str, int]: ...
 
 
+# Who finishes an erasure left unfinished by a failure, in the audit log (the job queue).
+SYSTEM_JOBS = Staff(actor="system:jobs", label="file des tâches")
+
+
 class GdprService:
     """The register, export, erasure and legal hold. It owns the register and the tombstones; the
     rows of accounts, alerts, apps and documents it reaches through their domains' services."""
@@ -523,14 +527,23 @@ class GdprService:
         backups included) → every version of every object deleted → rows deleted or anonymised →
         tombstone and certificate.
         """
-        return self._erase(db, subject=self.subject(db, citizen_id), citizen_id=citizen_id, reason=reason, by=by,
-                           request_id=request_id)
+        certificate = self._erase(db, subject=self.subject(db, citizen_id), citizen_id=citizen_id, reason=reason,
+                                  by=by, request_id=request_id)
+        assert certificate is not None  # never left to a job here
+        return certificate
 
-    def erase_for_request(self, db: Session, *, request: DataRequest, reason: str, by: Staff) -> str:
+    def erase_for_request(self, db: Session, *, request: DataRequest, reason: str, by: Staff,
+                          later: bool = False) -> str | None:
         """The register's erasure: starts it, or finishes one that was interrupted after the
-        citizen's rows were gone (the request then only knows the person by their subject)."""
+        citizen's rows were gone (the request then only knows the person by their subject).
+
+        ``later``: when the citizen has more than ``VAULT_ERASURE_INLINE_OBJECTS`` objects, only the
+        stages that remove the citizen run here (one transaction, committed); deleting the objects
+        and signing the certificate are left to the job queue (``finish_pending``), and None is
+        returned: the request shows the erasure as in progress until the job closes it."""
         if request.citizen_id is not None:
-            return self.erase(db, citizen_id=request.citizen_id, reason=reason, by=by, request_id=request.id)
+            return self._erase(db, subject=self.subject(db, request.citizen_id), citizen_id=request.citizen_id,
+                               reason=reason, by=by, request_id=request.id, later=later)
         tombstone = db.get(Tombstone, request.subject)
         if tombstone is None:
             raise SubjectNotFound("Aucun citoyen pour cette demande.")
@@ -540,7 +553,7 @@ class GdprService:
                            request_id=tombstone.request_id)
 
     def _erase(self, db: Session, *, subject: str, citizen_id: uuid.UUID | None, reason: str, by: Staff,
-               request_id: uuid.UUID | None) -> str:
+               request_id: uuid.UUID | None, later: bool = False) -> str | None:
         tombstone = db.get(Tombstone, subject)
         if tombstone is not None and tombstone.completed_at is not None:
             return tombstone.certificate or ""
@@ -561,8 +574,58 @@ class GdprService:
         email = citizen.email if citizen is not None else None
         if citizen is not None:
             self._forget_citizen(db, citizen, subject=subject, counts=counts)
+            if later and len(counts.get("blob_keys", [])) > self.settings.erasure_inline_objects:
+                # Staged for the job: who erased (the audit's actor) and where the certificate goes,
+                # kept in the tombstone only until the job completes it (then removed).
+                counts["later"] = {"actor": by.actor, "label": by.label, "notify": email}
+                tombstone.counts = counts
+                request = db.get(DataRequest, tombstone.request_id) if tombstone.request_id else None
+                if request is not None and request.status == "received":
+                    request.status = "in_progress"
+                db.info["erasure_pending"] = True  # the job queue is told after the commit (vault.jobs)
+                db.commit()
+                logger.info("citizen removed; their objects are deleted by a job", extra={"subject": subject})
+                return None
             tombstone.counts = counts
             db.commit()  # from here the citizen is gone; what remains is deleting objects
+        return self._finish(db, subject=subject, by=by, email=email, wait=True)
+
+    def finish_pending(self, db: Session) -> str | None:
+        """The job queue's part of erasure: take one erasure whose citizen is gone but whose objects
+        and certificate are not done (staged by ``erase_for_request(later=True)``, or cut short by
+        the object store), finish it and close its request; the subject finished, or None when none
+        is left. Taken with ``FOR UPDATE SKIP LOCKED``: two workers never finish the same erasure,
+        and the row stays locked until its certificate is committed (a worker that dies releases it
+        with its connection, and the next run starts over: deleting objects twice removes nothing
+        more)."""
+        tombstone = db.exec(select(Tombstone).where(col(Tombstone.completed_at).is_(None))
+                            .order_by(col(Tombstone.erased_at)).limit(1).with_for_update(skip_locked=True)).first()
+        if tombstone is None:
+            db.rollback()
+            return None
+        self._finish(db, subject=tombstone.subject, by=None, email=None, wait=False)
+        return tombstone.subject
+
+    def _finish(self, db: Session, *, subject: str, by: Staff | None, email: str | None, wait: bool) -> str:
+        """Stages 5 and 6: the objects, then the certificate; the tombstone is locked meanwhile
+        (``wait``: behind a job finishing the same erasure, whose certificate is then returned)."""
+        if db.get_bind().dialect.name == "sqlite":
+            # No row locks in SQLite: a write takes the database's write lock, held until the commit
+            # below, so that another process or thread finishing the same erasure waits, then finds it done.
+            db.exec(update(Tombstone).where(col(Tombstone.subject) == subject).values(subject=subject))
+        tombstone = db.exec(select(Tombstone).where(Tombstone.subject == subject)
+                            .with_for_update(skip_locked=not wait)
+                            .execution_options(populate_existing=True)).first()
+        if tombstone is None:  # locked by a job (``wait`` False only in finish_pending, which holds it)
+            raise GdprError("Cet effacement est en cours.")
+        if tombstone.completed_at is not None:
+            return tombstone.certificate or ""
+        counts: dict[str, Any] = dict(tombstone.counts)
+        staged = counts.pop("later", None)
+        if staged is not None:  # left to a job by the register: its actor, and the certificate's address
+            by = by or Staff(actor=staged["actor"], label=staged["label"])
+            email = email or staged.get("notify")
+        by = by or SYSTEM_JOBS
 
         # 5. Every version of every object, in batches (resumable: deleting twice removes nothing more).
         removed = self.documents.store.delete_many(counts.get("blob_keys", []))  # BlobStoreUnavailable: run again
@@ -595,6 +658,11 @@ class GdprService:
         audit.record(db, actor=by.actor, action="erasure.completed", target=f"subject:{subject}",
                      details={"documents": len(counts.get("documents", [])),
                               "object_versions": counts["object_versions_deleted"]})
+        request = db.get(DataRequest, tombstone.request_id) if staged is not None and tombstone.request_id else None
+        if request is not None and request.status in ("received", "in_progress"):
+            self.close(db, request_id=request.id, status="done", by=by,
+                       outcome=f"Effacement effectué ; certificat signé de {len(certificate)} caractères, sur la "
+                               "page de la demande.")
         db.commit()
         logger.info("citizen erased", extra={"subject": subject})
         if email:

@@ -50,6 +50,7 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col, select
 
+from vault import metrics
 from vault.auth.models import Citizen
 from vault.crypto.tokens import token_hash
 from vault.db import utcnow
@@ -679,6 +680,8 @@ class Provider(AuthorizationServer):
         ))
         if source.authorization_details is not None:
             token["authorization_details"] = source.authorization_details  # RFC 9396 §7
+        metrics.tokens_issued.labels(
+            grant_type="refresh_token" if isinstance(origin, IssuedToken) else "authorization_code").inc()
 
     # -- our helpers
     def find_token(self, value: str) -> IssuedToken | None:

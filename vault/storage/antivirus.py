@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import socket
 import struct
+import time
 from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import urlsplit
 
+from vault import metrics
 from vault.storage.exceptions import StorageUnavailable
 
 _CHUNK = struct.Struct(">I")
@@ -94,11 +96,16 @@ class ClamdScanner:
             raise ScannerUnavailable("unexpected answer to PING")
 
     def start(self) -> ClamdStream:
-        conn = self._connect()
+        try:
+            conn = self._connect()
+        except ScannerUnavailable:
+            metrics.antivirus_verdicts.labels(verdict="error").inc()
+            raise
         try:
             conn.sendall(b"zINSTREAM\0")
         except OSError as exc:
             conn.close()
+            metrics.antivirus_verdicts.labels(verdict="error").inc()
             raise ScannerUnavailable(type(exc).__name__) from None
         return ClamdStream(conn, base_timeout=self.timeout)
 
@@ -111,6 +118,7 @@ class ClamdStream:
         self._closed_early = False
         self._base_timeout = base_timeout
         self.sent = 0  # bytes fed so far
+        self._started = time.perf_counter()
 
     def feed(self, data: bytes) -> None:
         if self._closed_early:
@@ -126,9 +134,21 @@ class ClamdStream:
             self._closed_early = True  # clamd closes the socket past StreamMaxLength: read why
         except OSError as exc:
             self.abort()
+            metrics.antivirus_verdicts.labels(verdict="error").inc()
             raise ScannerUnavailable(type(exc).__name__) from None
 
     def finish(self) -> Verdict:
+        """clamd's verdict, counted in the metrics (clean, infected, or error when it raises)."""
+        try:
+            verdict = self._finish()
+        except ScannerUnavailable:
+            metrics.antivirus_verdicts.labels(verdict="error").inc()
+            raise
+        metrics.antivirus_scan_duration.observe(time.perf_counter() - self._started)
+        metrics.antivirus_verdicts.labels(verdict="clean" if verdict.clean else "infected").inc()
+        return verdict
+
+    def _finish(self) -> Verdict:
         try:
             if not self._closed_early:
                 self._conn.sendall(_CHUNK.pack(0))

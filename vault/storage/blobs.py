@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import re
+import secrets
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple, Protocol, Self
 
+from vault import metrics
 from vault.settings import Settings
 from vault.storage.exceptions import StorageUnavailable
 
@@ -32,8 +36,24 @@ PART_SIZE = 8 * 1024 * 1024  # S3 multipart parts (≥ 5 MiB required; 8 MiB as 
 PRESIGNED_SECONDS = 60  # a read's presigned URL is used at once, inside the process, never shown
 READ_ATTEMPTS = 3  # as botocore's standard retry mode
 RETRY_PAUSE = 0.2  # seconds, times the attempt number
+PREFIX_END = "-"  # ends the per-citizen prefix of a blob key (new_blob_key)
+LIST_THREADS = 16  # listings of version ids at once (prefixes, and keys made before prefixes)
 # A record's key: two or more path segments, none hidden ("audit/checkpoints/000000000042.json").
 RECORD_KEY = re.compile(r"[a-z0-9-]+(/[A-Za-z0-9_-][A-Za-z0-9._-]*)+")
+
+
+def new_blob_key(prefix: str) -> str:
+    """A blob's key: ``<prefix>-<32 random hex>``. All of a citizen's blobs share the prefix (opaque,
+    see ``blob_prefix``), so that deleting them all takes one listing of the prefix, not one per key."""
+    if not re.fullmatch(r"[0-9a-f]{8,32}", prefix):
+        raise ValueError("a blob prefix is 8 to 32 lowercase hex characters")
+    return f"{prefix}{PREFIX_END}{secrets.token_hex(16)}"
+
+
+def _blob_prefix(key: str) -> str | None:
+    """The shared prefix of a blob's key (with its ``-``), or None for a key made before prefixes."""
+    head, separator, _ = key.partition(PREFIX_END)
+    return head + separator if separator and head else None
 
 
 def _record_key(key: str) -> str:
@@ -46,6 +66,12 @@ class BlobStoreUnavailable(StorageUnavailable):
     """The object store does not answer or refused the operation (fail closed: 503)."""
 
     what = "object store"
+
+
+def _unavailable(operation: str, detail: str) -> BlobStoreUnavailable:
+    """The error of a failed operation on the store, counted in the metrics by its operation."""
+    metrics.count_store_error(operation)
+    return BlobStoreUnavailable(detail)
 
 
 class BucketMissing(BlobStoreUnavailable):
@@ -164,7 +190,7 @@ class FilesystemBlobStore:
             with tempfile.NamedTemporaryFile(dir=self.root, prefix=".probe-"):
                 pass
         except OSError as exc:
-            raise BlobStoreUnavailable(f"{type(exc).__name__} on the blob folder") from None
+            raise _unavailable("check", f"{type(exc).__name__} on the blob folder") from None
 
     def start_upload(self, key: str) -> FilesystemUpload:
         path = self._path(key)
@@ -172,7 +198,7 @@ class FilesystemBlobStore:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".upload-")
         except OSError as exc:
-            raise BlobStoreUnavailable(type(exc).__name__) from None
+            raise _unavailable("start_upload", type(exc).__name__) from None
         return FilesystemUpload(os.fdopen(fd, "wb"), Path(tmp), path)
 
     def size(self, key: str) -> int:
@@ -181,7 +207,7 @@ class FilesystemBlobStore:
         except FileNotFoundError:
             raise BlobNotFound(key) from None
         except OSError as exc:
-            raise BlobStoreUnavailable(type(exc).__name__) from None
+            raise _unavailable("size", type(exc).__name__) from None
 
     def read_range(self, key: str, offset: int, length: int) -> bytes:
         try:
@@ -191,7 +217,7 @@ class FilesystemBlobStore:
         except FileNotFoundError:
             raise BlobNotFound(key) from None
         except OSError as exc:
-            raise BlobStoreUnavailable(type(exc).__name__) from None
+            raise _unavailable("read_range", type(exc).__name__) from None
 
     def open_blob(self, key: str) -> FileReader:
         try:
@@ -199,7 +225,7 @@ class FilesystemBlobStore:
         except FileNotFoundError:
             raise BlobNotFound(key) from None
         except OSError as exc:
-            raise BlobStoreUnavailable(type(exc).__name__) from None
+            raise _unavailable("open_blob", type(exc).__name__) from None
 
     def delete_many(self, keys: list[str]) -> int:
         return sum(self.delete(key) for key in keys)
@@ -211,7 +237,7 @@ class FilesystemBlobStore:
         except FileNotFoundError:
             return 0
         except OSError as exc:
-            raise BlobStoreUnavailable(type(exc).__name__) from None
+            raise _unavailable("delete", type(exc).__name__) from None
 
     def unfinished_uploads(self) -> Iterator[UnfinishedUpload]:
         """Temporary files of uploads that never completed."""
@@ -245,7 +271,7 @@ class FilesystemBlobStore:
                 os.fsync(fh.fileno())
             os.replace(tmp, path)
         except OSError as exc:
-            raise BlobStoreUnavailable(type(exc).__name__) from None
+            raise _unavailable("put_record", type(exc).__name__) from None
 
     def get_record(self, key: str) -> bytes:
         try:
@@ -253,7 +279,7 @@ class FilesystemBlobStore:
         except FileNotFoundError:
             raise BlobNotFound(key) from None
         except OSError as exc:
-            raise BlobStoreUnavailable(type(exc).__name__) from None
+            raise _unavailable("get_record", type(exc).__name__) from None
 
     def list_records(self, prefix: str) -> list[str]:
         folder = self.root / _record_key(prefix.rstrip("/") + "/x").rsplit("/", 1)[0]
@@ -263,7 +289,7 @@ class FilesystemBlobStore:
         except FileNotFoundError:
             return []
         except OSError as exc:
-            raise BlobStoreUnavailable(type(exc).__name__) from None
+            raise _unavailable("list_records", type(exc).__name__) from None
 
     def deleted_records(self, prefix: str) -> list[str]:
         _record_key(prefix.rstrip("/") + "/x")
@@ -286,7 +312,7 @@ class _Reader:
         try:
             return self._body.read(size)
         except self._errors as exc:
-            raise BlobStoreUnavailable(f"read: {type(exc).__name__}") from None
+            raise _unavailable("read", f"read: {type(exc).__name__}") from None
 
     def close(self) -> None:
         try:
@@ -305,6 +331,72 @@ class FileReader(_Reader):
     pass
 
 
+class ReadAhead:
+    """A blob read by a thread of its own, up to ``depth`` chunks of ``chunk`` bytes ahead of the
+    caller: the store's bytes keep arriving while the caller works on the previous ones (decrypts
+    a segment, hands it to the response). Errors reach the caller at its next read; ``close``
+    stops the thread (closing the blob, which unblocks a read waiting for a stalled store)."""
+
+    def __init__(self, blob: BlobReader, chunk: int, *, depth: int = 2) -> None:
+        self._blob, self._chunk = blob, chunk
+        self._queue: queue.Queue[bytes | BaseException] = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._rest = b""
+        self._ended = False
+        self._thread = threading.Thread(target=self._run, name="blob-read-ahead", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while True:
+                data = self._blob.read(self._chunk)
+                if not self._put(data) or not data:
+                    return
+        except BaseException as exc:  # noqa: BLE001  (handed to the caller, raised there)
+            self._put(exc)
+
+    def _put(self, item: bytes | BaseException) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read(self, size: int) -> bytes:
+        if not self._rest:
+            if self._ended:
+                return b""
+            while True:
+                try:
+                    item = self._queue.get(timeout=0.5)
+                    break
+                except queue.Empty:
+                    if not self._thread.is_alive() and self._queue.empty():
+                        raise BlobStoreUnavailable("the read-ahead stopped") from None
+            if isinstance(item, BaseException):
+                self._ended = True
+                raise item
+            if not item:
+                self._ended = True
+                return b""
+            self._rest = item
+        data, self._rest = self._rest[:size], self._rest[size:]  # whole chunks pass without a copy
+        return data
+
+    def close(self) -> None:
+        self._stop.set()
+        self._blob.close()
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 class FilesystemUpload:
     def __init__(self, fh: BinaryIO, tmp: Path, final: Path) -> None:
         self._fh, self._tmp, self._final = fh, tmp, final
@@ -315,7 +407,7 @@ class FilesystemUpload:
             self._fh.write(data)
         except OSError as exc:
             self.abort()
-            raise BlobStoreUnavailable(type(exc).__name__) from None
+            raise _unavailable("write", type(exc).__name__) from None
         self._size += len(data)
 
     def flush(self) -> None:
@@ -329,7 +421,7 @@ class FilesystemUpload:
             os.replace(self._tmp, self._final)
         except OSError as exc:
             self.abort()
-            raise BlobStoreUnavailable(type(exc).__name__) from None
+            raise _unavailable("complete", type(exc).__name__) from None
         return self._size
 
     def abort(self) -> None:
@@ -370,6 +462,7 @@ class S3BlobStore:
         self._probe = _s3_client(settings, connect=min(2, settings.s3_connect_timeout_seconds),
                                  read=min(2, settings.s3_read_timeout_seconds), attempts=1)
         self._bucket_ready = False
+        self.list_page = 1000  # versions per ListObjectVersions page (S3's maximum)
 
     def _call(self, method: str, **kwargs: Any) -> Any:
         """One S3 call with errors translated at the boundary. The answer is the client method's:
@@ -387,9 +480,9 @@ class S3BlobStore:
                 raise BlobNotFound(kwargs.get("Key", "")) from None
             if code == "InvalidRange":
                 raise RangeNotSatisfiable(kwargs.get("Key", "")) from None
-            raise BlobStoreUnavailable(f"{method}: {code or 'error'}") from None
+            raise _unavailable(method, f"{method}: {code or 'error'}") from None
         except BotoCoreError as exc:
-            raise BlobStoreUnavailable(f"{method}: {type(exc).__name__}") from None
+            raise _unavailable(method, f"{method}: {type(exc).__name__}") from None
 
     def init_bucket(self) -> bool:
         """Create the bucket with versioning on, or turn versioning on in an existing one; True when
@@ -423,21 +516,21 @@ class S3BlobStore:
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "") or "error"
             if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken"):
-                raise BlobStoreUnavailable(f"S3 refused the credentials ({code}): check VAULT_S3_ACCESS_KEY_ID "
+                raise _unavailable("init_bucket", f"S3 refused the credentials ({code}): check VAULT_S3_ACCESS_KEY_ID "
                                            f"and VAULT_S3_SECRET_ACCESS_KEY") from None
             if code in ("403", "AccessDenied", "Forbidden"):
-                raise BlobStoreUnavailable(f"S3 refused access to {where} ({code}): wrong credentials "
+                raise _unavailable("init_bucket", f"S3 refused access to {where} ({code}): wrong credentials "
                                            f"(VAULT_S3_ACCESS_KEY_ID, VAULT_S3_SECRET_ACCESS_KEY), or they "
                                            f"may not create or configure this bucket") from None
-            raise BlobStoreUnavailable(f"S3 refused to create or configure {where} ({code})") from None
+            raise _unavailable("init_bucket", f"S3 refused to create or configure {where} ({code})") from None
         except NoCredentialsError:
-            raise BlobStoreUnavailable("no S3 credentials: set VAULT_S3_ACCESS_KEY_ID and "
+            raise _unavailable("init_bucket", "no S3 credentials: set VAULT_S3_ACCESS_KEY_ID and "
                                        "VAULT_S3_SECRET_ACCESS_KEY") from None
         except (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError) as exc:
-            raise BlobStoreUnavailable(f"S3 does not answer at {self.endpoint} ({type(exc).__name__}): "
+            raise _unavailable("init_bucket", f"S3 does not answer at {self.endpoint} ({type(exc).__name__}): "
                                        f"check VAULT_S3_ENDPOINT_URL and that the store is running") from None
         except BotoCoreError as exc:
-            raise BlobStoreUnavailable(f"S3 at {self.endpoint} failed ({type(exc).__name__})") from None
+            raise _unavailable("init_bucket", f"S3 at {self.endpoint} failed ({type(exc).__name__})") from None
         self._bucket_ready = True
         return created
 
@@ -482,7 +575,7 @@ class S3BlobStore:
         try:
             return body.read()
         except (BotoCoreError, OSError) as exc:
-            raise BlobStoreUnavailable(f"read: {type(exc).__name__}") from None
+            raise _unavailable("read", f"read: {type(exc).__name__}") from None
 
     def open_blob(self, key: str) -> S3Reader:
         """A GetObject sent through botocore's own HTTP session (its TLS, proxy and pool settings)
@@ -516,34 +609,52 @@ class S3BlobStore:
             failure = f"HTTP {answer.status_code}"
             if answer.status_code < 500:
                 break
-        raise BlobStoreUnavailable(f"get_object: {failure}")
+        raise _unavailable("get_object", f"get_object: {failure}")
 
-    def _versions(self, key: str) -> list[dict[str, str]]:
+    def _listed_versions(self, prefix: str, wanted: set[str]) -> list[dict[str, str]]:
+        """Every version and delete marker under ``prefix`` (one paginated ListObjectVersions) whose
+        key is in ``wanted``: other keys under the prefix are left alone."""
         found: list[dict[str, str]] = []
         marker: dict[str, str] = {}
         while True:
-            page = self._call("list_object_versions", Bucket=self.bucket, Prefix=key, **marker)
+            page = self._call("list_object_versions", Bucket=self.bucket, Prefix=prefix, MaxKeys=self.list_page,
+                              **marker)
             found += [{"Key": v["Key"], "VersionId": v["VersionId"]}
-                      for v in page.get("Versions", []) + page.get("DeleteMarkers", []) if v["Key"] == key]
+                      for v in page.get("Versions", []) + page.get("DeleteMarkers", []) if v["Key"] in wanted]
             if not page.get("IsTruncated"):
                 return found
             marker = {"KeyMarker": page["NextKeyMarker"], "VersionIdMarker": page.get("NextVersionIdMarker", "")}
+
+    def _versions(self, key: str) -> list[dict[str, str]]:
+        return self._listed_versions(key, {key})
 
     def _delete_versions(self, targets: list[dict[str, str]]) -> int:
         for start in range(0, len(targets), 1000):  # S3's limit per DeleteObjects call
             batch = targets[start:start + 1000]
             answer = self._call("delete_objects", Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
             if answer.get("Errors"):
-                raise BlobStoreUnavailable(f"delete_objects: {answer['Errors'][0].get('Code')}")
+                raise _unavailable("delete_objects", f"delete_objects: {answer['Errors'][0].get('Code')}")
         return len(targets)
 
     def delete(self, key: str) -> int:
         return self._delete_versions(self._versions(key))
 
     def delete_many(self, keys: list[str]) -> int:
-        """Versions listed concurrently, deleted in batches of 1,000 (an erasure of a large vault)."""
-        with ThreadPoolExecutor(max_workers=16) as pool:
-            targets = [v for versions in pool.map(self._versions, keys) for v in versions]
+        """Every version of every key: one paginated listing per shared prefix (a citizen's blobs,
+        new_blob_key), one per key made before prefixes, listed concurrently; then DeleteObjects in
+        batches of 1,000. Only the given keys are deleted, whatever else the prefix holds."""
+        groups: dict[str, set[str]] = {}
+        for key in dict.fromkeys(keys):
+            prefix = _blob_prefix(key)
+            # A prefix shared by one key only is listed as that key (the same single call).
+            groups.setdefault(prefix or key, set()).add(key)
+        listings = [(prefix, wanted) if len(wanted) > 1 else (next(iter(wanted)), wanted)
+                    for prefix, wanted in groups.items()]
+        if len(listings) == 1:
+            targets = self._listed_versions(*listings[0])
+        else:
+            with ThreadPoolExecutor(max_workers=LIST_THREADS) as pool:
+                targets = [v for found in pool.map(lambda job: self._listed_versions(*job), listings) for v in found]
         return self._delete_versions(targets)
 
     def unfinished_uploads(self) -> Iterator[UnfinishedUpload]:

@@ -8,7 +8,8 @@ Scanning and storing overlap instead of adding up. The blob becomes visible only
 verdict is clean (the multipart upload is completed then, or aborted); clamd unreachable or
 erroring fails closed. Memory stays flat: clamd's queue is bounded (a slow clamd slows the reader),
 and ciphertext waiting for the store goes to an anonymous temporary file (ciphertext only), so
-clamd is never held back by the store — it scans only after the end of its stream.
+clamd is never held back by the store — it scans only after the end of its stream. The store is
+sent to ``STORE_LAG`` behind the body, and catches up while clamd scans.
 """
 
 from __future__ import annotations
@@ -114,10 +115,11 @@ class _CiphertextSpool:
             self._cancelled = self._cancelled or cancelled
             self._cond.notify()
 
-    def get(self, limit: int) -> bytes | None:
-        """Up to ``limit`` bytes, waiting for them; None once everything was read (or cancelled)."""
+    def get(self, limit: int, *, behind: int = 1) -> bytes | None:
+        """Up to ``limit`` bytes, waiting until ``behind`` bytes wait to be read (or the end); None
+        once everything was read (or cancelled)."""
         with self._cond:
-            while self._read == self._written and not self._ended:
+            while self._written - self._read < behind and not self._ended:
                 self._cond.wait()
             if self._cancelled or self._read == self._written:
                 return None
@@ -130,17 +132,26 @@ class _CiphertextSpool:
         self._file.close()
 
 
-class _Uploader(threading.Thread):
-    """Sends the spool to the store as it fills; flushes the last part at the end (still invisible)."""
+STORE_LAG = 256 * 1024 * 1024
+"""How far the store stays behind the body while it arrives (``VAULT_UPLOAD_STORE_LAG_MB``). Parts leave only once this much
+ciphertext waits, or at the end of the stream: the upload waits for clamd's verdict, which comes a
+whole scan after clamd's last byte, so the body goes to clamd first, without the store's requests
+taking CPU from receiving it; the store catches up while clamd scans. A slow store is at most this
+much behind at the end (a large document sent slowly is still stored as it arrives)."""
 
-    def __init__(self, spool: _CiphertextSpool, upload: BlobUpload) -> None:
+
+class _Uploader(threading.Thread):
+    """Sends the spool to the store, ``STORE_LAG`` behind the body; flushes the last part at the end
+    (still invisible)."""
+
+    def __init__(self, spool: _CiphertextSpool, upload: BlobUpload, lag: int) -> None:
         super().__init__(name="blob-upload", daemon=True)
-        self.spool, self.upload = spool, upload
+        self.spool, self.upload, self.lag = spool, upload, lag
         self.error: BaseException | None = None
 
     def run(self) -> None:
         try:
-            while (data := self.spool.get(PART_SIZE)) is not None:
+            while (data := self.spool.get(PART_SIZE, behind=self.lag + PART_SIZE)) is not None:
                 self.upload.write(data)
             if not self.spool._cancelled:
                 self.upload.flush()
@@ -162,7 +173,7 @@ class UploadPipeline:
     """Feed it plaintext with ``feed`` (from one thread, in order), then ``finish`` or ``abort``."""
 
     def __init__(self, *, store: BlobStore, scanner: Scanner, key: bytes, document_id: uuid.UUID, blob_key: str,
-                 max_size: int) -> None:
+                 max_size: int, store_lag: int = STORE_LAG) -> None:
         self.store, self.blob_key, self.max_size = store, blob_key, max_size
         self._hash = hashlib.sha256()
         self._size = 0
@@ -177,7 +188,7 @@ class UploadPipeline:
             raise
         self._scanner = _Worker("clamd-instream", self._scan.feed, last=self._scan.finish)
         self._spool = _CiphertextSpool()
-        self._uploader = _Uploader(self._spool, self._upload)
+        self._uploader = _Uploader(self._spool, self._upload, store_lag)
         self._scanner.start()
         self._uploader.start()
         self._finished = False

@@ -20,6 +20,7 @@ from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response, StreamingResponse
 
+from vault import metrics
 from vault.auth.dependencies import ApiUnauthenticated, LoggedIn, OptionalLogin, stepped_up
 from vault.auth.service import CurrentLogin
 from vault.crypto import DecryptionError
@@ -189,6 +190,8 @@ async def receive_document(request: Request, db: Session, service: DocumentServi
             db.rollback()
             service.delete_blob_later(pending.blob_key)
             raise
+        metrics.documents_uploaded.inc()
+        metrics.documents_uploaded_bytes.inc(stored.size)
         return document
 
     return await run_in_threadpool(record)
@@ -413,10 +416,15 @@ def serve_content(request: Request, db: Session, service: DocumentService, actor
         logger.error("document without its object", extra={"document": str(document.id)})
         raise ContentMissing() from None
 
+    metrics.documents_downloaded.inc()
+
     def stream() -> Iterator[bytes]:
         try:
+            metrics.documents_downloaded_bytes.inc(len(first))
             yield first
-            yield from body
+            for segment in body:
+                metrics.documents_downloaded_bytes.inc(len(segment))
+                yield segment
         except DecryptionError:
             # Headers are gone: the connection is cut before the end (never a complete-looking file).
             logger.error("document failed authentication", extra={"document": str(document.id)})

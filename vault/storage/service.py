@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import queue
 import re
-import secrets
 import threading
 import unicodedata
 import uuid
@@ -23,6 +22,7 @@ from sqlmodel import Session, col, select
 from vault import crypto
 from vault.alerts.service import AlertService
 from vault.crypto.hierarchy import (
+    blob_prefix,
     citizen_key_context,
     kek_version,
     new_citizen_key,
@@ -31,13 +31,13 @@ from vault.crypto.hierarchy import (
     open_document_key,
 )
 from vault.crypto.rotation import WrappedColumn
-from vault.crypto.streaming import decrypt_object, decrypt_range
+from vault.crypto.streaming import SEGMENT_SIZE, decrypt_object, decrypt_range
 from vault.dates import OLDEST_DATE, parse_date
 from vault.db import utcnow
 from vault.oidc.documents import DocumentChoice
 from vault.settings import Settings
 from vault.storage.antivirus import Scanner
-from vault.storage.blobs import BlobStore, BlobStoreUnavailable
+from vault.storage.blobs import BlobStore, BlobStoreUnavailable, ReadAhead, new_blob_key
 from vault.storage.exceptions import (
     DocumentHeld,
     DocumentNotFound,
@@ -253,10 +253,12 @@ class DocumentService:
         """Check the quota, make a document key, start the pipeline (clamd and the store answer)."""
         self._check_quota(db, owner_id, adding=1)
         document_id = uuid.uuid4()
-        key, wrapped = new_document_key(self.citizen_key(db, owner_id), document_id)
-        blob_key = secrets.token_hex(16)
+        citizen_key = self.citizen_key(db, owner_id)
+        key, wrapped = new_document_key(citizen_key, document_id)
+        blob_key = new_blob_key(blob_prefix(citizen_key))  # the citizen's objects share a prefix: erased together
         pipeline = UploadPipeline(store=self.store, scanner=self.scanner, key=key, document_id=document_id,
-                                  blob_key=blob_key, max_size=self.max_size)
+                                  blob_key=blob_key, max_size=self.max_size,
+                                  store_lag=self.settings.upload_store_lag_mb * 1024 * 1024)
         return PendingUpload(pipeline=pipeline, document_id=document_id, wrapped_key=wrapped, blob_key=blob_key)
 
     def complete_upload(self, db: Session, *, actor: Actor, pending: PendingUpload, stored: Stored,
@@ -359,9 +361,10 @@ class DocumentService:
         return open_document_key(self.citizen_key(db, document.owner_id), document.wrapped_key, document.id)
 
     def plaintext(self, document: Document, key: bytes) -> Generator[bytes, None, None]:
-        """The whole document, one authenticated segment at a time (one GetObject, each segment
-        read with its exact length and decrypted where it landed)."""
-        with self.store.open_blob(document.blob_key) as blob:
+        """The whole document, one authenticated segment at a time (one GetObject, read a few
+        segments ahead by a thread of its own while the caller decrypts and sends; each segment
+        decrypted where it landed)."""
+        with ReadAhead(self.store.open_blob(document.blob_key), SEGMENT_SIZE) as blob:
             yield from decrypt_object(key, document.id.bytes, read=blob.read,
                                       ciphertext_size=document.ciphertext_size)
 

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from vault import metrics
 from vault.logs import request_id_var
 from vault.settings import Settings
 from vault.web.pages import NOTICE_HEADER, notice_set_cookie
@@ -27,6 +28,17 @@ _SECRET_IN_PATH = re.compile(r"^/s/[^/]+")
 def loggable_path(path: str) -> str:
     """The request path as the access log writes it: a share link's secret replaced by ``…``."""
     return _SECRET_IN_PATH.sub("/s/…", path)
+
+
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def route_template(scope: Scope) -> str:
+    """The template of the route that answered (``/api/v1/documents/{document_id}``, ``/static``
+    for a mount), never the path that was asked: the metrics' label."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) and path else metrics.UNMATCHED_ROUTE
 
 
 def content_security_policy(settings: Settings) -> str:
@@ -83,16 +95,23 @@ class RequestContextMiddleware:
                     headers.setdefault("Strict-Transport-Security", "max-age=63072000; includeSubDomains")
             await send(message)
 
+        metrics.http_requests_in_progress.inc()
         try:
             await self.app(scope, receive, send_with_headers)
         finally:
+            metrics.http_requests_in_progress.dec()
+            elapsed = time.perf_counter() - started
+            route = route_template(scope)
+            method = scope["method"] if scope["method"] in _METHODS else "other"
+            metrics.http_requests.labels(route=route, method=method, status=str(status)).inc()
+            metrics.http_request_duration.labels(route=route, method=method).observe(elapsed)
             logger.info(
                 "request",
                 extra={
                     "method": scope["method"],
                     "path": loggable_path(scope["path"]),  # never the query string: it may carry a token
                     "status": status,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+                    "duration_ms": round(elapsed * 1000, 1),
                 },
             )
             request_id_var.reset(token)
