@@ -115,6 +115,39 @@ def test_consent_is_remembered_and_asked_again_for_more(browser: Browser, citize
     assert authorize(browser, app_, scope="openid email profile").steps == []
 
 
+def test_allowing_an_app_at_the_same_moment_as_another_tab_still_gives_the_code(
+        browser: Browser, citizen: str, app_: App, engine) -> None:
+    """Two tabs of one citizen allow the same app at once: the second to store the remembered
+    consent finds the first's row; it adds its scopes to it and the app gets its code (not a 500)."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("concurrent writers: PostgreSQL (SQLite has a single writer)")
+    from sqlalchemy import event
+
+    from vault.auth.models import Citizen
+    from vault.oidc.models import Consent
+
+    with Session(engine) as db:
+        citizen_id = db.exec(select(Citizen.id).where(Citizen.email == citizen)).one()
+    raced: list[bool] = []
+
+    def other_tab_first(conn, cursor, statement, *args) -> None:
+        if statement.startswith("INSERT INTO oauth_consent") and not raced:
+            raced.append(True)  # the other tab's transaction commits just before this one's insert
+            with Session(engine) as other:
+                other.add(Consent(citizen_id=citizen_id, client_id=app_.client_id, scope="email openid"))
+                other.commit()
+
+    event.listen(engine, "before_cursor_execute", other_tab_first)
+    try:
+        flow = logged_in_flow(browser, app_)
+    finally:
+        event.remove(engine, "before_cursor_execute", other_tab_first)
+    assert raced and flow.steps == ["login", "consent"]
+    assert "code" in flow.result
+    with Session(engine) as db:
+        assert db.get(Consent, (citizen_id, app_.client_id)).scope == "email openid profile"
+
+
 def test_consent_refused(browser: Browser, citizen: str, app_: App) -> None:
     flow = logged_in_flow(browser, app_, consent="deny")
     assert flow.result["error"] == "access_denied" and flow.result["state"] == flow.params["state"]

@@ -23,6 +23,7 @@ from authlib.oauth2.rfc6749.errors import (
 )
 from authlib.oidc.core.errors import ConsentRequiredError, LoginRequiredError
 from sqlalchemy import delete, or_, update
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from vault.alerts.service import AlertService
@@ -337,10 +338,15 @@ class OpenIDService:
         if requests:
             request.authorization_details = self._granted_details(questions, requests, chosen)
         if decision == "allow":
-            granted = set(scope_list(scope)) | (set(scope_list(consent.scope)) if consent else set())
             if consent is None:
-                db.add(Consent(citizen_id=citizen.id, client_id=client.client_id, scope=" ".join(sorted(granted))))
-            else:
+                try:
+                    with db.begin_nested():  # a savepoint: the insert alone is undone if it loses a race
+                        db.add(Consent(citizen_id=citizen.id, client_id=client.client_id,
+                                       scope=" ".join(sorted(scope_list(scope)))))
+                except IntegrityError:  # allowed at the same moment in another tab: add to what it wrote
+                    consent = db.get(Consent, (citizen.id, client.client_id), populate_existing=True)
+            if consent is not None:
+                granted = set(scope_list(scope)) | set(scope_list(consent.scope))
                 consent.scope, consent.granted_at = " ".join(sorted(granted)), utcnow()
             logger.info("consent given", extra={"client_id": client.client_id, "citizen_id": str(citizen.id)})
 
