@@ -19,6 +19,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_INTERVAL = 0.05  # seconds between two RSS samples
 SERVERS: list[Server] = []  # processes started by a benchmark, stopped in its main()'s finally
+STOPPABLE: list[Any] = []  # tests/services.py handles (PostgreSQL, clamd, SeaweedFS…), stopped after them
 
 
 class Server:
@@ -167,6 +168,32 @@ class RssSampler(threading.Thread):
         self.window()
         with self.lock:
             return int(statistics.median(self.samples))
+
+
+def stop_everything() -> None:
+    """Every server a benchmark started, then every service, newest first; one that does not stop
+    does not keep the others running."""
+    for server in reversed(SERVERS):
+        server.stop()
+    for service in reversed(STOPPABLE):
+        try:
+            service.stop()
+        except Exception as exc:
+            print(f"could not stop {type(service).__name__}: {exc}", file=sys.stderr)
+
+
+def vault_env(*, database_url: str, issuer: str, data_dir: Path, s3: Any, bucket: str, antivirus: str,
+              **settings: str) -> dict[str, str]:
+    """The environment of a `vault` process on PostgreSQL and SeaweedFS: this process's environment
+    without its VAULT_ variables, then these (``settings``: more VAULT_ variables)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VAULT_")}
+    env.update(
+        VAULT_DATABASE_URL=database_url, VAULT_ISSUER=issuer, VAULT_DATA_DIR=str(data_dir),
+        VAULT_STORAGE_BACKEND="s3", VAULT_S3_ENDPOINT_URL=s3.endpoint_url, VAULT_S3_BUCKET=bucket,
+        VAULT_S3_REGION=s3.region, VAULT_S3_ACCESS_KEY_ID=s3.access_key, VAULT_S3_SECRET_ACCESS_KEY=s3.secret_key,
+        VAULT_ANTIVIRUS=antivirus, **settings,
+    )
+    return env
 
 
 def run_cli(args: list[str], env: dict[str, str], stdin: str | None = None) -> str:

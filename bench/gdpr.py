@@ -63,13 +63,15 @@ import psycopg
 import urllib3
 from botocore.config import Config
 from common import (
-    SERVERS,
+    STOPPABLE,
     Cpu,
     RssSampler,
     Server,
     run_cli,
     service_pgid,
+    stop_everything,
     tool_version,
+    vault_env,
 )
 
 from tests.services import free_port, start_postgres, start_seaweedfs
@@ -99,7 +101,6 @@ CITIZENS = {  # role -> email
 }
 REQUEST_TIMEOUT = httpx.Timeout(600.0, connect=10.0)
 
-STOPPABLE: list[Any] = []  # tests/services.py handles, stopped in reverse order
 
 
 # ---- processes -----------------------------------------------------------------------------------------
@@ -531,14 +532,8 @@ def start_everything(base: Path, roles: list[str]) -> Setup:
     data_dir = base / "vault-data"
     data_dir.mkdir()
     db_name = "vault_gdpr_bench"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VAULT_")}
-    env.update(
-        VAULT_DATABASE_URL=postgres.create_database(db_name), VAULT_ISSUER=base_url,
-        VAULT_DATA_DIR=str(data_dir), VAULT_STORAGE_BACKEND="s3", VAULT_S3_ENDPOINT_URL=s3.endpoint_url,
-        VAULT_S3_BUCKET=BUCKET, VAULT_S3_REGION=s3.region, VAULT_S3_ACCESS_KEY_ID=s3.access_key,
-        VAULT_S3_SECRET_ACCESS_KEY=s3.secret_key, VAULT_ANTIVIRUS="off",
-        VAULT_QUOTA_MB="4096", VAULT_QUOTA_DOCUMENTS="2000",
-    )
+    env = vault_env(database_url=postgres.create_database(db_name), issuer=base_url, data_dir=data_dir, s3=s3,
+                    bucket=BUCKET, antivirus="off", VAULT_QUOTA_MB="4096", VAULT_QUOTA_DOCUMENTS="2000")
     run_cli(["db", "upgrade"], env)
     citizens = {}
     for role in roles:
@@ -1083,13 +1078,7 @@ def main() -> None:
     finally:
         if sampler is not None:
             sampler.stopping.set()
-        for server in reversed(SERVERS):
-            server.stop()
-        for service in reversed(STOPPABLE):
-            try:
-                service.stop()
-            except Exception as exc:
-                print(f"could not stop {type(service).__name__}: {exc}", file=sys.stderr)
+        stop_everything()
         if args.keep:
             print(f"logs kept in {base}", file=sys.stderr)
         else:

@@ -48,7 +48,7 @@ from urllib.parse import urljoin
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 import httpx
-from common import SERVERS, Server, group_cpu_seconds, run_cli, service_pgid
+from common import STOPPABLE, Server, group_cpu_seconds, run_cli, service_pgid, stop_everything, vault_env
 from oidc import PASSWORD, REDIRECT_URI, SCOPE, FlowError, authorize, exchange, pick_form
 
 from tests.services import free_port, start_clamd, start_postgres, start_seaweedfs
@@ -59,7 +59,6 @@ TIMEOUT = 60.0
 OPERATIONS = ("login", "upload", "list", "download", "register", "code", "token", "userinfo")
 IDENTITY = {"given_name": "Anne", "family_name": "Charge", "birthdate": "1980-01-01", "gender": "female",
             "birthplace": "75056", "birthcountry": "99100"}
-STOPPABLE: list[Any] = []  # tests/services.py servers, stopped at the end
 stopping = threading.Event()
 
 
@@ -285,12 +284,9 @@ def start_deployment(base: Path, citizens: list[str]) -> Deployment:
     issuer = haproxy.url  # both replicas answer as the one address the citizens and apps know
     data_dir = base / "vault-data"  # shared by the replicas, as the keyring's volume in deploy/compose.yaml
     data_dir.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VAULT_")}
-    env.update(
-        VAULT_DATABASE_URL=postgres.create_database("vault_scale"), VAULT_ISSUER=issuer,
-        VAULT_DATA_DIR=str(data_dir), VAULT_STORAGE_BACKEND="s3", VAULT_S3_ENDPOINT_URL=s3.endpoint_url,
-        VAULT_S3_BUCKET=BUCKET, VAULT_S3_REGION=s3.region, VAULT_S3_ACCESS_KEY_ID=s3.access_key,
-        VAULT_S3_SECRET_ACCESS_KEY=s3.secret_key, VAULT_ANTIVIRUS="clamd", VAULT_CLAMD_ADDRESS=clamd.address,
+    env = vault_env(
+        database_url=postgres.create_database("vault_scale"), issuer=issuer, data_dir=data_dir, s3=s3,
+        bucket=BUCKET, antivirus="clamd", VAULT_CLAMD_ADDRESS=clamd.address,
         VAULT_QUOTA_MB="4096", VAULT_QUOTA_DOCUMENTS="1000",
         VAULT_SMTP_URL=f"smtp://127.0.0.1:{mail.port}", VAULT_JOBS="worker", VAULT_MAIL_POLL_SECONDS="1",
         VAULT_TRUSTED_PROXIES="127.0.0.1",  # HAProxy: the X-Forwarded-For it passes on is believed
@@ -823,13 +819,7 @@ def main() -> None:
         print("interrupted", file=sys.stderr)
     finally:
         stopping.set()
-        for server in reversed(SERVERS):
-            server.stop()
-        for service in reversed(STOPPABLE):
-            try:
-                service.stop()
-            except Exception as exc:
-                print(f"stopping {type(service).__name__}: {exc}", file=sys.stderr)
+        stop_everything()
         if args.keep or not ok:
             print(f"logs kept in {base}")
         else:

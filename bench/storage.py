@@ -52,13 +52,15 @@ import urllib3
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from common import (
-    SERVERS,
+    STOPPABLE,
     Cpu,
     RssSampler,
     Server,
     run_cli,
     service_pgid,
+    stop_everything,
     tool_version,
+    vault_env,
 )
 
 from tests.services import free_port, start_clamd, start_postgres, start_seaweedfs
@@ -87,7 +89,6 @@ EMAIL = "bench-storage@example.org"
 PASSWORD = "un chat vert mange des prunes au banc"
 REQUEST_TIMEOUT = httpx.Timeout(600.0, connect=10.0)
 
-STOPPABLE: list[Any] = []  # tests/services.py handles (PostgreSQL, clamd, SeaweedFS), stopped in reverse order
 
 
 # ---- processes ---------------------------------------------------------------------------------------
@@ -414,12 +415,9 @@ def start_everything(base: Path, max_stream: int) -> Setup:
     base_url = f"http://127.0.0.1:{port}"
     data_dir = base / "vault-data"
     data_dir.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VAULT_")}
-    env.update(
-        VAULT_DATABASE_URL=postgres.create_database("vault_storage_bench"), VAULT_ISSUER=base_url,
-        VAULT_DATA_DIR=str(data_dir), VAULT_STORAGE_BACKEND="s3", VAULT_S3_ENDPOINT_URL=s3.endpoint_url,
-        VAULT_S3_BUCKET=BUCKET, VAULT_S3_REGION=s3.region, VAULT_S3_ACCESS_KEY_ID=s3.access_key,
-        VAULT_S3_SECRET_ACCESS_KEY=s3.secret_key, VAULT_ANTIVIRUS="clamd", VAULT_CLAMD_ADDRESS=clamd.address,
+    env = vault_env(
+        database_url=postgres.create_database("vault_storage_bench"), issuer=base_url, data_dir=data_dir, s3=s3,
+        bucket=BUCKET, antivirus="clamd", VAULT_CLAMD_ADDRESS=clamd.address,
         VAULT_MAX_FILE_MB=str(max_stream // MiB - 64), VAULT_QUOTA_MB="8192", VAULT_QUOTA_DOCUMENTS="1000",
     )
     run_cli(["db", "upgrade"], env)
@@ -835,13 +833,7 @@ def main() -> None:
     finally:
         if sampler is not None:
             sampler.stopping.set()
-        for server in reversed(SERVERS):
-            server.stop()
-        for service in reversed(STOPPABLE):
-            try:
-                service.stop()
-            except Exception as exc:
-                print(f"could not stop {type(service).__name__}: {exc}", file=sys.stderr)
+        stop_everything()
         if args.keep:
             print(f"logs kept in {base}", file=sys.stderr)
         else:
