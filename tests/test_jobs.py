@@ -134,9 +134,9 @@ def test_the_worker_sends_the_mail_the_app_queued_and_stops_on_sigterm(settings,
     app = create_app(settings.model_copy(update={"smtp_url": SecretStr(smtp.url)}), engine=pg)
     with Browser(app) as browser:
         assert browser.register("queued@example.org").status_code == 200
-    # The commit deferred a mail job; nothing left during the request.
+    # The commit deferred a mail job (by the queue's thread, just after); nothing left during the request.
     assert smtp.capture.messages == []
-    assert ("send_mail", "todo") in queue_depth(pg)
+    wait_for(lambda: ("send_mail", "todo") in queue_depth(pg), what="the mail job in the queue")
 
     worker = workers.start(VAULT_SMTP_URL=smtp.url)
     wait_for(lambda: smtp.capture.messages, what="the mail at the SMTP server")
@@ -149,6 +149,35 @@ def test_the_worker_sends_the_mail_the_app_queued_and_stops_on_sigterm(settings,
         assert connection.execute(text("SELECT count(*) FROM procrastinate_workers")).scalar() == 0
     assert len(smtp.capture.messages) == 1
     assert failed_jobs(pg) == {}
+
+
+def test_a_request_that_queues_mail_does_not_wait_for_the_queue(settings, pg) -> None:
+    """The answer of a request that queued mail never waits for the job queue (else a password reset
+    for an existing account would answer later than for an unknown one, and a burst of them would
+    hold the pool's connections): here the queue's table is locked by another transaction, the
+    registration answers anyway, and its mail job is queued once the lock is gone."""
+    import threading
+
+    app = create_app(settings, engine=pg)
+    blocker = pg.connect()
+    locked = blocker.begin()
+    blocker.execute(text("LOCK TABLE procrastinate_jobs IN ACCESS EXCLUSIVE MODE"))
+    release = threading.Timer(30, locked.rollback)  # were the request to wait, it would wait this long
+    release.start()
+    try:
+        with Browser(app) as browser:
+            started = time.monotonic()
+            assert browser.register("pressee@example.org").status_code == 200
+            waited = time.monotonic() - started
+            assert waited < 20, f"the registration waited {waited:.0f} s for the queue's lock"
+            release.cancel()
+            locked.rollback()
+            wait_for(lambda: ("send_mail", "todo") in queue_depth(pg), what="the mail job, once the lock is gone")
+    finally:
+        release.cancel()
+        if locked.is_active:
+            locked.rollback()
+        blocker.close()
 
 
 # ---- erasure left to a job: SIGKILL mid-job, then another worker ---------------------------------------------

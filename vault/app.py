@@ -75,7 +75,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
             from vault.jobs.queue import JobQueue  # noqa: PLC0415  (procrastinate: only where jobs are deferred)
 
             queue = JobQueue(services, for_worker=False)
-            forget = on_work_committed(queue.defer)
+            forget = on_work_committed(queue.defer_soon)
         try:
             async with _lifespan(app):  # the audit log's periodic checkpoint
                 yield

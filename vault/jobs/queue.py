@@ -67,6 +67,11 @@ class JobQueue:
             self.app.periodic(cron=cron, periodic_id=name)(task)
         self._opened = False
         self._opening = threading.Lock()
+        self._wanted: set[str] = set()  # jobs to defer, noted by commits (defer_soon)
+        self._wanted_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._closing = False
+        self._deferrer: threading.Thread | None = None
 
     def _runner(self, name: str) -> Callable[..., None]:
         work = WORK[name]
@@ -78,6 +83,32 @@ class JobQueue:
         return run
 
     # ---- deferring (web processes): after the commit that needs the job ---------------------------------
+
+    def defer_soon(self, name: str) -> None:
+        """What a commit calls: note job ``name`` and return at once; a thread of this queue defers it
+        (``defer``). A commit must not wait for the queue: a request that queued mail would take longer
+        than one that did not (a password reset would tell whether an account exists), and a burst of
+        them would each hold a pooled connection while asking the pool for another."""
+        with self._wanted_lock:
+            if self._closing:
+                return
+            self._wanted.add(name)
+            if self._deferrer is None:
+                self._deferrer = threading.Thread(target=self._defer_loop, name="job-deferrer", daemon=True)
+                self._deferrer.start()
+        self._wake.set()
+
+    def _defer_loop(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            with self._wanted_lock:
+                names, self._wanted = self._wanted, set()
+                closing = self._closing
+            for name in sorted(names):
+                self.defer(name)
+            if closing:
+                return
 
     def defer(self, name: str) -> None:
         """Queue job ``name`` now, unless one already waits to start: called after the commit, so a
@@ -103,6 +134,13 @@ class JobQueue:
                                                                                    "error": type(exc).__name__})
 
     def close(self) -> None:
+        """The jobs noted and not yet deferred are deferred first (at most a few seconds)."""
+        with self._wanted_lock:
+            self._closing = True
+            deferrer = self._deferrer
+        self._wake.set()
+        if deferrer is not None:
+            deferrer.join(timeout=10)
         if self._opened:
             self.app.close()
             self._opened = False
