@@ -213,7 +213,10 @@ def staged_erasure(vault_app, engine, *, documents: int = 2) -> str:
                                             "confirmation": token.group(1)})
         assert done.status_code == 303
         page = dpo.get(path).text
-    assert "en cours" in page and "arrière-plan" in page  # the DPO sees it pending
+        assert "en cours" in page and "arrière-plan" in page  # the DPO sees it pending
+        assert "Terminer l'effacement" not in page  # the job finishes it: nothing to do by hand
+        by_hand = dpo.get(f"{path}/erase")  # nor can the objects be deleted inside a request meanwhile
+        assert by_hand.status_code == 400 and "Cet effacement est en cours." in by_hand.text
     with Session(engine) as db:
         assert db.get(Citizen, citizen_id) is None  # the person is gone already
         assert db.exec(select(DataRequest).where(DataRequest.id == item.id)).one().status == "in_progress"

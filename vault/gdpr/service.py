@@ -720,6 +720,8 @@ class GdprService:
                 raise SubjectNotFound("Aucun citoyen pour cette demande.")
             if tombstone.completed_at is not None:
                 raise GdprError(f"Cette personne a déjà été effacée (le {tombstone.erased_at:%d/%m/%Y}).")
+            if "later" in tombstone.counts:  # left to the job queue, which finishes it (and retries it)
+                raise GdprError("Cet effacement est en cours.")
         if request.status not in ("received", "in_progress"):
             raise GdprError(N_("Cette demande est close."))
         if request.citizen_id is None:
