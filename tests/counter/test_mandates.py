@@ -55,7 +55,8 @@ def grant(browser: Browser, citizen: CitizenData, *, procedures: tuple[str, ...]
 
 def refusals(app: Any) -> list[AuditEntry]:
     with Session(app.state.services.engine) as db:
-        return list(db.exec(select(AuditEntry).where(AuditEntry.action == "counter.refused")))
+        return list(db.exec(select(AuditEntry).where(AuditEntry.action == "counter.refused")
+                            .order_by(AuditEntry.id)))  # type: ignore[arg-type]
 
 
 def journal(app: Any, citizen: CitizenData) -> list[MandateAction]:
