@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import functools
 import os
+import select
+import time
 import unicodedata
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
@@ -18,7 +20,7 @@ import anyio.to_thread
 from sqlalchemy import Engine, event, func, make_url, text
 from sqlalchemy.engine import URL
 from sqlalchemy.engine.interfaces import DBAPIConnection
-from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import InterfaceError, InvalidatePoolError, OperationalError, SQLAlchemyError
 from sqlalchemy.pool import ConnectionPoolEntry, NullPool
 from sqlmodel import Session, create_engine
 from starlette.concurrency import run_in_threadpool
@@ -102,7 +104,60 @@ def make_engine(url: str | URL, *, pooled: bool = True) -> Engine:
         return engine
     if not pooled:
         return create_engine(url, **pool)
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    engine = create_engine(url, pool_size=10, max_overflow=10)
+    _check_liveness_on_checkout(engine)
+    return engine
+
+
+# A pooled connection idle longer than this is pinged (a round trip) before use: a firewall or a
+# load balancer may have dropped it without a word. One used more recently is checked without a
+# round trip (``_check_liveness_on_checkout``).
+IDLE_PING_SECONDS = 30.0
+
+
+def _check_liveness_on_checkout(engine: Engine) -> None:
+    """Make sure a pooled PostgreSQL connection is alive when the pool hands it out, without
+    SQLAlchemy's ``pool_pre_ping``, which costs a round trip per checkout (a ``SELECT 1``, and
+    on psycopg its ``BEGIN``): a third of the statements of the token endpoint.
+
+    A connection idle in the pool has nothing to read: PostgreSQL sends nothing to a backend
+    waiting for a command. If its socket is readable, the server has closed it (a restart, a
+    failover, ``pg_terminate_backend``, ``idle_session_timeout``: PostgreSQL sends an error then
+    closes) and every connection opened before is presumed dead too: the pool replaces them all,
+    as a failed pre-ping would. A connection idle more than ``IDLE_PING_SECONDS`` is pinged as
+    ``pool_pre_ping`` would (a silent network drop leaves nothing to read). A fresh connection is
+    used as it is. Decision record 0013.
+    """
+    dialect = engine.dialect
+
+    @event.listens_for(engine, "checkin")
+    def _checked_in(_dbapi_conn: DBAPIConnection | None, record: ConnectionPoolEntry) -> None:
+        record.info["vault_idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checked_out(dbapi_conn: DBAPIConnection, record: ConnectionPoolEntry, _proxy: Any) -> None:
+        idle_since = record.info.pop("vault_idle_since", None)
+        if idle_since is None:
+            return  # a fresh connection (the info is cleared when a connection is replaced)
+        if _closed_by_server(dbapi_conn):
+            raise InvalidatePoolError("the database closed this pooled connection")
+        if time.monotonic() - idle_since > IDLE_PING_SECONDS:
+            try:
+                dialect.do_ping(dbapi_conn)
+            except dialect.loaded_dbapi.Error as exc:
+                raise InvalidatePoolError(f"ping failed: {type(exc).__name__}") from None
+
+
+def _closed_by_server(dbapi_conn: Any) -> bool:
+    """Whether psycopg's connection is closed, broken, or has something to read while idle (the
+    server's goodbye, or the end of the stream): a zero-timeout ``select``, no round trip."""
+    if dbapi_conn.closed or getattr(dbapi_conn, "broken", False):
+        return True
+    try:
+        readable, _, _ = select.select([dbapi_conn.pgconn.socket], [], [], 0)
+    except (OSError, ValueError, AttributeError):
+        return True  # no socket to look at: not a connection to hand out
+    return bool(readable)
 
 
 def ping(engine: Engine) -> None:
