@@ -19,6 +19,7 @@ import secrets
 import time
 import uuid
 from collections.abc import Collection
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
@@ -45,7 +46,7 @@ from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 from authlib.oidc.core.grants import OpenIDCode
 from authlib.oidc.core.util import create_half_hash
 from joserfc import jwk
-from sqlalchemy import ColumnElement, bindparam, update
+from sqlalchemy import ColumnElement, Table, bindparam, insert, inspect, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col, select
@@ -94,14 +95,20 @@ _CLIENT = select(OAuthClient).where(col(OAuthClient.client_id) == bindparam("p_c
 _CITIZEN = select(Citizen).where(col(Citizen.id) == bindparam("p_citizen"))
 _TOKEN = select(OAuthToken).where((col(OAuthToken.access_token_hash) == bindparam("p_digest"))
                                   | (col(OAuthToken.refresh_token_hash) == bindparam("p_digest")))
+# The token endpoint's statements are SQLAlchemy Core on the tables, run on the unit of work's
+# connection: the ORM's execution and loading cost more CPU than PostgreSQL's work on these
+# statements (decision record 0014). The code is consumed and read back, with what the ID token
+# needs of its citizen, in one statement; the token is written by one INSERT.
+_CODES, _TOKENS, _CITIZENS = (cast(Table, inspect(model).local_table) for model in (AuthorizationCode, OAuthToken, Citizen))
 _CONSUME_CODE = (
-    update(AuthorizationCode)
-    .where(col(AuthorizationCode.id) == bindparam("p_code"), col(AuthorizationCode.client_id) == bindparam("p_client"),
-           col(AuthorizationCode.used_at).is_(None))
+    update(_CODES)
+    .where(_CODES.c.id == bindparam("p_code"), _CODES.c.client_id == bindparam("p_client"),
+           _CODES.c.used_at.is_(None))
     .values(used_at=bindparam("p_now"))
-    .returning(AuthorizationCode)
-    .execution_options(synchronize_session=False)  # the row comes back whole (RETURNING)
+    .returning(*_CODES.c, select(_CITIZENS.c.identity_certified_at.is_not(None))
+               .where(_CITIZENS.c.id == _CODES.c.citizen_id).scalar_subquery().label("identity_certified"))
 )
+_INSERT_TOKEN = insert(_TOKENS)
 
 
 def load_client(db: Session, client_id: str) -> OAuthClient | None:
@@ -233,11 +240,44 @@ class RefreshTokenView(IssuedToken):
                 or self.row.refresh_rotated_at is not None)
 
 
+@dataclass(frozen=True, slots=True)
+class CodeRecord:
+    """An ``oauth_code`` row as the token endpoint reads it back (``_CONSUME_CODE``)."""
+
+    id: str
+    client_id: str
+    citizen_id: uuid.UUID
+    redirect_uri: str
+    scope: str
+    nonce: str | None
+    code_challenge: str | None
+    code_challenge_method: str | None
+    auth_time: datetime
+    acr: str
+    amr: str
+    sid: str
+    authorization_details: list[dict[str, Any]] | None
+    act: dict[str, str] | None
+    created_at: datetime
+    expires_at: datetime
+    used_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class CodeCitizen:
+    """The citizen of a code, as far as the token endpoint needs one (``request.user``): its id
+    (the token's owner, the pairwise ``sub``) and whether its identity came from FranceConnect."""
+
+    id: uuid.UUID
+    identity_certified: bool
+
+
 class StoredCode:
     """authlib's AuthorizationCodeMixin (and the OIDC one) over an ``oauth_code`` row."""
 
-    def __init__(self, row: AuthorizationCode) -> None:
+    def __init__(self, row: CodeRecord, citizen: CodeCitizen | None) -> None:
         self.row = row
+        self.citizen = citizen
         self.code_challenge = row.code_challenge
         self.code_challenge_method = row.code_challenge_method
 
@@ -357,26 +397,32 @@ class CodeGrant(grants.AuthorizationCodeGrant):
         if not code:
             return None
         digest, now = token_hash(code), utcnow()
-        row = db.scalars(_CONSUME_CODE, {"p_code": digest, "p_client": client.get_client_id(), "p_now": now}).first()
-        if row is None:
+        found = db.connection().execute(
+            _CONSUME_CODE, {"p_code": digest, "p_client": client.get_client_id(), "p_now": now}).first()
+        if found is None:
             # Unknown, another app's (left untouched), or used already: a replay.
-            row = db.get(AuthorizationCode, digest)
-            if row is None or row.client_id != client.get_client_id():
+            used = db.get(AuthorizationCode, digest)
+            if used is None or used.client_id != client.get_client_id():
                 return None
             # Every token of the grant, refreshed ones included (they carry the grant, not the code).
             revoked = self.server.revoke_where(col(OAuthToken.grant_id).in_(
-                select(OAuthToken.grant_id).where(OAuthToken.code_id == row.id)))
-            logger.warning("authorization code replayed", extra={"client_id": row.client_id, "revoked": revoked})
+                select(OAuthToken.grant_id).where(OAuthToken.code_id == used.id)))
+            logger.warning("authorization code replayed", extra={"client_id": used.client_id, "revoked": revoked})
             return None
+        fields = found._asdict()
+        certified = fields.pop("identity_certified")
+        row = CodeRecord(**fields)
         if row.expires_at <= now:
             return None
-        return StoredCode(row)
+        # No citizen (certified is NULL) cannot happen while the code exists (its foreign key
+        # cascades an erasure), but then no token either.
+        return StoredCode(row, None if certified is None else CodeCitizen(row.citizen_id, bool(certified)))
 
     def delete_authorization_code(self, authorization_code: StoredCode) -> None:
         pass  # already consumed in query_authorization_code
 
-    def authenticate_user(self, authorization_code: StoredCode) -> Citizen | None:
-        return load_citizen(self.server.db, authorization_code.row.citizen_id)
+    def authenticate_user(self, authorization_code: StoredCode) -> CodeCitizen | None:
+        return authorization_code.citizen  # read with the code (``_CONSUME_CODE``)
 
 
 class S256CodeChallenge(CodeChallenge):
@@ -663,21 +709,24 @@ class Provider(AuthorizationServer):
                 refresh_expires = origin.row.refresh_expires_at
             else:
                 refresh_expires = now + timedelta(days=self.settings.refresh_token_days)
-        self.db.add(OAuthToken(
-            grant_id=origin.row.grant_id if isinstance(origin, IssuedToken) else uuid.uuid4(),
-            client_id=_client(request).get_client_id(),
-            citizen_id=request.user.id,
-            access_token_hash=token_hash(token["access_token"]),
-            refresh_token_hash=token_hash(token["refresh_token"]) if token.get("refresh_token") else None,
-            scope=token["scope"],
-            code_id=origin.row.id if isinstance(origin, StoredCode) else None,
-            sid=source.sid, auth_time=source.auth_time, acr=source.acr, amr=source.amr,
-            issued_at=now,
-            access_expires_at=now + timedelta(seconds=token["expires_in"]),
-            refresh_expires_at=refresh_expires,
-            authorization_details=source.authorization_details,
-            act=source.act,  # RFC 8693: the actor, for introspection and signed userinfo
-        ))
+        self.db.connection().execute(_INSERT_TOKEN, {
+            "id": uuid.uuid4(),
+            "grant_id": origin.row.grant_id if isinstance(origin, IssuedToken) else uuid.uuid4(),
+            "client_id": _client(request).get_client_id(),
+            "citizen_id": request.user.id,
+            "access_token_hash": token_hash(token["access_token"]),
+            "refresh_token_hash": token_hash(token["refresh_token"]) if token.get("refresh_token") else None,
+            "scope": token["scope"],
+            "code_id": origin.row.id if isinstance(origin, StoredCode) else None,
+            "sid": source.sid, "auth_time": source.auth_time, "acr": source.acr, "amr": source.amr,
+            "issued_at": now,
+            "access_expires_at": now + timedelta(seconds=token["expires_in"]),
+            "refresh_expires_at": refresh_expires,
+            "refresh_rotated_at": None,
+            "revoked_at": None,
+            "authorization_details": source.authorization_details,
+            "act": source.act,  # RFC 8693: the actor, for introspection and signed userinfo
+        })
         if source.authorization_details is not None:
             token["authorization_details"] = source.authorization_details  # RFC 9396 §7
         metrics.tokens_issued.labels(
@@ -711,9 +760,8 @@ class Provider(AuthorizationServer):
             "acr": code.get_acr(),
             "amr": code.get_amr(),
         }
-        citizen = self.db.get(Citizen, code.row.citizen_id)
         # Documented extension: the identity came from FranceConnect (certified), not self-declared.
-        claims["identity_certified"] = bool(citizen and citizen.identity_certified_at)
+        claims["identity_certified"] = bool(code.citizen and code.citizen.identity_certified)
         if not profile.franceconnect:  # FranceConnect's ID tokens carry no sid
             claims["sid"] = self.keystore.pairwise_sid(self.db, sector=client.sector, sid=code.row.sid)
         if code.row.act is not None:
