@@ -7,6 +7,7 @@ not declare, another content type, or a body that does not match the declared sc
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +23,7 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+from starlette.routing import Match
 
 from tests.factories import citizen_browser, make_oidc_app
 from tests.oidc.oidc_support import authorize, exchange
@@ -208,3 +210,27 @@ def test_stateful_upload_read_download_change_delete(app: Any, engine: Any) -> N
 
             Machine.run(settings=settings(max_examples=8, stateful_step_count=6, deadline=None, database=None,
                                           derandomize=True, suppress_health_check=list(HealthCheck)))
+
+
+# ---- routing ---------------------------------------------------------------------------------------------------
+
+
+def _all_routes(routes: list[Any]) -> list[Any]:
+    flat: list[Any] = []
+    for route in routes:
+        inner = getattr(route, "original_router", None)
+        flat.extend(_all_routes(inner.routes) if inner is not None else [route])
+    return flat
+
+
+def test_no_request_is_claimed_by_two_routes(app: Any) -> None:
+    """The routers are tried in the order vault/app.py includes them (the OpenID endpoints apps call
+    most first: fewer routes tried per request): that order must never decide which route answers."""
+    routes = [r for r in _all_routes(app.router.routes) if getattr(r, "methods", None)]
+    assert len(routes) > 100
+    for route in routes:
+        concrete = re.sub(r"\{[^}]+\}", "x1", route.path)
+        for method in route.methods:
+            scope = {"type": "http", "path": concrete, "method": method, "root_path": "", "headers": []}
+            claimed = [other.path for other in routes if other.matches(scope)[0] == Match.FULL]
+            assert claimed == [route.path], (method, concrete, claimed)

@@ -106,12 +106,14 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
 
     app.add_middleware(RequestContextMiddleware, settings=settings)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    # Routes are matched in this order: the OpenID endpoints apps call most (token, userinfo,
+    # introspection) first. No path of one router matches another's (tests/test_openapi.py).
+    app.include_router(oidc_routes.router)
     app.include_router(auth_routes.router)
     app.include_router(franceconnect_routes.router)
     app.include_router(auth_routes.api)
     app.include_router(passkey_routes.router)
     app.include_router(alerts_routes.router)
-    app.include_router(oidc_routes.router)
     app.include_router(demo.router)
     app.include_router(storage_routes.api)
     app.include_router(storage_routes.pages)

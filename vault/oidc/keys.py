@@ -11,6 +11,7 @@ state is in the database and the switch is a time: every replica signs with the 
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import json
@@ -35,6 +36,12 @@ from vault.db import utcnow
 from vault.oidc.models import ServerSecret, SigningKey
 
 logger = logging.getLogger(__name__)
+
+
+@functools.lru_cache(maxsize=4)
+def _siv(key: bytes) -> AESSIV:
+    """The AES-SIV of a key, made once (its key schedule cost as much as sealing a ``sid``)."""
+    return AESSIV(key)
 
 ALGORITHMS = ("ES256", "RS256")
 RSA_BITS = 3072
@@ -287,7 +294,7 @@ class KeyStore:
         apps of different sectors cannot join their subjects on it. Deterministic authenticated
         encryption (AES-SIV, the sector as associated data): the same for every app of a sector,
         unlinkable across sectors, and turned back into the session's own sid at logout."""
-        sealed = AESSIV(self.secret(db, "pairwise-sid")).encrypt(sid.encode(), [sector.encode()])
+        sealed = _siv(self.secret(db, "pairwise-sid")).encrypt(sid.encode(), [sector.encode()])
         return base64.urlsafe_b64encode(sealed).rstrip(b"=").decode()
 
     def login_sid(self, db: Session, *, sector: str, pairwise: str) -> str | None:
@@ -295,6 +302,6 @@ class KeyStore:
         not made for that sector, or not by this service)."""
         try:
             sealed = base64.urlsafe_b64decode(pairwise + "=" * (-len(pairwise) % 4))
-            return AESSIV(self.secret(db, "pairwise-sid")).decrypt(sealed, [sector.encode()]).decode()
+            return _siv(self.secret(db, "pairwise-sid")).decrypt(sealed, [sector.encode()]).decode()
         except (ValueError, InvalidTag, UnicodeDecodeError):
             return None

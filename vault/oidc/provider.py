@@ -47,6 +47,7 @@ from authlib.oidc.core.grants import OpenIDCode
 from authlib.oidc.core.util import create_half_hash
 from joserfc import jwk
 from sqlalchemy import ColumnElement, Table, bindparam, insert, inspect, update
+from sqlalchemy import select as core_select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col, select
@@ -91,7 +92,6 @@ def revoke_tokens(db: Session, *conditions: ColumnElement[bool]) -> int:
 
 # The statements of the endpoints apps call most, built once: building a statement (and its cache
 # key) per request cost as much CPU as running it (``Session.get`` builds one at each call).
-_CLIENT = select(OAuthClient).where(col(OAuthClient.client_id) == bindparam("p_client"))
 _CITIZEN = select(Citizen).where(col(Citizen.id) == bindparam("p_citizen"))
 _TOKEN = select(OAuthToken).where((col(OAuthToken.access_token_hash) == bindparam("p_digest"))
                                   | (col(OAuthToken.refresh_token_hash) == bindparam("p_digest")))
@@ -105,21 +105,49 @@ _CONSUME_CODE = (
     .where(_CODES.c.id == bindparam("p_code"), _CODES.c.client_id == bindparam("p_client"),
            _CODES.c.used_at.is_(None))
     .values(used_at=bindparam("p_now"))
-    .returning(*_CODES.c, select(_CITIZENS.c.identity_certified_at.is_not(None))
+    .returning(*_CODES.c, core_select(_CITIZENS.c.identity_certified_at.is_not(None))
                .where(_CITIZENS.c.id == _CODES.c.citizen_id).scalar_subquery().label("identity_certified"))
 )
 _INSERT_TOKEN = insert(_TOKENS)
+_CLIENTS = cast(Table, inspect(OAuthClient).local_table)
+_CLIENT = core_select(_CLIENTS).where(_CLIENTS.c.client_id == bindparam("p_client"))
 
 
-def load_client(db: Session, client_id: str) -> OAuthClient | None:
-    """The app ``client_id``, kept for the rest of the request's unit of work. The session's identity
-    map holds clean rows only weakly: without this, the app looked up by one step of a request (its
-    profile, its authentication, the token's app) is read again by the next."""
-    kept: dict[str, OAuthClient] = db.info.setdefault("oidc_clients", {})
+@dataclass(frozen=True, slots=True)
+class ClientRecord:
+    """An ``oauth_client`` row as the endpoints apps call read it (``load_client``): read-only, so
+    SQLAlchemy Core reads it without the ORM's loading (decision record 0014)."""
+
+    client_id: str
+    name: str
+    secret_hash: str | None
+    redirect_uris: list[str]
+    post_logout_redirect_uris: list[str]
+    scope: str
+    auth_method: str
+    sector: str
+    id_token_alg: str
+    userinfo_signed: bool
+    require_nonce: bool
+    allow_refresh: bool
+    jwks: dict[str, Any] | None
+    profile: str
+    accept_delegation: bool
+    created_at: datetime
+    disabled_at: datetime | None
+
+
+App = OAuthClient | ClientRecord  # an app, as the ORM or ``load_client`` gives it
+
+
+def load_client(db: Session, client_id: str) -> ClientRecord | None:
+    """The app ``client_id``, kept for the rest of the request's unit of work (one step of a request
+    looks it up, the next needs it again: its profile, its authentication, the token's app)."""
+    kept: dict[str, ClientRecord] = db.info.setdefault("oidc_clients", {})
     if (row := kept.get(client_id)) is None:
-        row = db.scalars(_CLIENT, {"p_client": client_id}).first()
-        if row is not None:
-            kept[client_id] = row
+        found = db.connection().execute(_CLIENT, {"p_client": client_id}).first()
+        if found is not None:
+            row = kept[client_id] = ClientRecord(**found._asdict())
     return row
 
 
@@ -164,7 +192,7 @@ class _Unsupported(OAuth2Error):
 class RegisteredClient(ClientMixin):
     """An app, as authlib sees it."""
 
-    def __init__(self, row: OAuthClient) -> None:
+    def __init__(self, row: App) -> None:
         self.row = row
         self.client_id = row.client_id
 
@@ -740,7 +768,7 @@ class Provider(AuthorizationServer):
     def revoke_where(self, condition: ColumnElement[bool]) -> int:
         return revoke_tokens(self.db, condition)
 
-    def subject(self, client: OAuthClient, citizen_id: uuid.UUID) -> str:
+    def subject(self, client: App, citizen_id: uuid.UUID) -> str:
         return self.keystore.pairwise_sub(self.db, sector=client.sector, citizen_id=str(citizen_id))
 
     def id_token(self, request: OAuth2Request, token: dict[str, Any]) -> str:

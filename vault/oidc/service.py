@@ -65,6 +65,7 @@ from vault.oidc.profiles import OIDC, Profile, profile_of
 from vault.oidc.provider import (
     ACR_REACHED,
     AUTH_METHODS,
+    App,
     LoginLog,
     Provider,
     RegisteredClient,
@@ -409,7 +410,7 @@ class OpenIDService:
         profile = client.profile if isinstance(client, RegisteredClient) else OIDC
         return ToClient(result, profile.issuer(self.settings.issuer) if profile.iss_in_authorization_response else None)
 
-    def _must_reauthenticate(self, db: Session, params: dict[str, str], client: OAuthClient,
+    def _must_reauthenticate(self, db: Session, params: dict[str, str], client: App,
                              current: CurrentLogin, started: datetime, prompts: set[str]) -> bool:
         auth_time = current.login_session.auth_time
         if "login" in prompts and auth_time < started:
@@ -452,7 +453,7 @@ class OpenIDService:
 
     # ---- userinfo (OIDC Core §5.3) ----------------------------------------------------------------------
 
-    def bearer(self, *, db: Session, access_token: str | None) -> tuple[OAuthToken, OAuthClient, Citizen]:
+    def bearer(self, *, db: Session, access_token: str | None) -> tuple[OAuthToken, App, Citizen]:
         """The live access token behind a bearer value (RFC 6750), its app and its citizen."""
         if not access_token:  # RFC 6750 §3.1: no credentials → 401 and a bare challenge, no error code
             raise BearerError("", "Missing access token.", 401)
@@ -466,7 +467,7 @@ class OpenIDService:
             raise BearerError("invalid_token", "The access token is invalid, expired or revoked.", 401)
         return token.row, client, citizen
 
-    def userinfo(self, *, db: Session, access_token: str | None) -> tuple[dict[str, Any] | str, OAuthClient]:
+    def userinfo(self, *, db: Session, access_token: str | None) -> tuple[dict[str, Any] | str, App]:
         """Claims for the token's scope; a signed JWT (str) for apps registered for it."""
         token, client, citizen = self.bearer(db=db, access_token=access_token)
         if "openid" not in scope_list(token.scope):
