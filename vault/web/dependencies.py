@@ -35,6 +35,7 @@ async def refuse_nul(request: Request) -> None:
 
     ``async`` (it does no I/O) so that FastAPI runs it on the event loop, not in a worker thread:
     the same holds for every dependency that only reads the request or the application."""
-    if "\x00" in request.url.path or any("\x00" in key or "\x00" in value
-                                         for key, value in request.query_params.multi_items()):
+    scope = request.scope  # the decoded path (``%00`` is a NUL there), without building a URL
+    if "\x00" in scope["path"] or (scope.get("query_string") and any(
+            "\x00" in key or "\x00" in value for key, value in request.query_params.multi_items())):
         raise OAuthError("The request contains a NUL character.", code="invalid_request")
