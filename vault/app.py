@@ -27,7 +27,7 @@ from vault.auth import routes as auth_routes
 from vault.counter import activation_routes, assist_routes, stats_routes
 from vault.counter import routes as counter_routes
 from vault.crypto import AwsKmsProvider, KeyProviderError
-from vault.db import DatabaseUnavailable, ping
+from vault.db import DatabaseUnavailable, ping, statements_engine
 from vault.gdpr import routes as gdpr_routes
 from vault.jobs.local import LocalJobs
 from vault.jobs.work import on_work_committed
@@ -103,6 +103,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     # (the request's unit of work).
     app.state.settings = services.settings
     app.state.engine = services.engine
+    app.state.statements_engine = statements_engine(services.engine)  # the endpoints apps call
 
     app.add_middleware(RequestContextMiddleware, settings=settings)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
