@@ -689,7 +689,7 @@ def report(args: argparse.Namespace, targets: list[Target], results: dict[str, R
     print("what differs between the setups:")
     print("  - no TLS on either side; Citizen Vault in its development profile (no Secure/__Host- cookies, no HSTS)")
     if node["storage"] == "postgres":
-        print("  - storage: Citizen Vault's schema through SQLAlchemy (pool_pre_ping) vs one JSONB table through"
+        print("  - storage: Citizen Vault's schema through SQLAlchemy vs one JSONB table through"
               " node-postgres; citizens are rows in PostgreSQL for Citizen Vault, a static in-memory list for"
               " oidc-provider (findAccount)")
     else:

@@ -155,7 +155,7 @@ def _closed_by_server(dbapi_conn: Any) -> bool:
         return True
     try:
         readable, _, _ = select.select([dbapi_conn.pgconn.socket], [], [], 0)
-    except (OSError, ValueError, AttributeError):
+    except Exception:  # noqa: BLE001  (psycopg's "connection lost", OSError, a closed fd: all mean the same)
         return True  # no socket to look at: not a connection to hand out
     return bool(readable)
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Engine, event
+from sqlmodel import Session
 
 from tests.factories import logged_in, make_citizen, make_document, pdf, upload
 from tests.oidc.test_round_trips import RoundTrips, counting
@@ -60,10 +61,13 @@ def citizen_browser(app):
         yield browser, citizen
 
 
-def test_login(app) -> None:
+def test_login(app, engine) -> None:
+    with Session(engine) as db:  # the service's secrets, as `vault db upgrade` makes them
+        app.state.services.keystore.ensure(db)
+        db.commit()
     citizen = make_citizen(app)
     with Browser(app) as first:
-        logged_in(first, citizen)  # the service's secrets made once, as in a running service
+        logged_in(first, citizen)  # and read once, as in a running service
     with Browser(app) as browser:
         token = browser.form_token("/login")
         with every_engine() as seen:
