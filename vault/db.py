@@ -117,8 +117,8 @@ IDLE_PING_SECONDS = 30.0
 
 def _check_liveness_on_checkout(engine: Engine) -> None:
     """Make sure a pooled PostgreSQL connection is alive when the pool hands it out, without
-    SQLAlchemy's ``pool_pre_ping``, which costs a round trip per checkout (a ``SELECT 1``, and
-    on psycopg its ``BEGIN``): a third of the statements of the token endpoint.
+    SQLAlchemy's ``pool_pre_ping``, which costs a round trip per checkout (a ``SELECT 1``): one
+    round trip in seven of the token endpoint, before decision record 0014 took it to three.
 
     A connection idle in the pool has nothing to read: PostgreSQL sends nothing to a backend
     waiting for a command. If its socket is readable, the server has closed it (a restart, a
