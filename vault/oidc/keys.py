@@ -29,6 +29,7 @@ from joserfc import jwk, jwt
 from joserfc.errors import JoseError
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, or_, select
 
 from vault import crypto
@@ -260,17 +261,23 @@ class KeyStore:
         if row is None and not create:
             raise LookupError(name)
         if row is None:  # first use; ``vault db upgrade`` normally creates it before any replica serves
-            # Another request may be creating it at this very moment: the first one stored wins,
-            # and both use it. (No savepoint: this also runs outside a transaction, see
-            # vault.db.statements_engine.)
-            wrapped = crypto.wrap(self.keys, os.urandom(32), context=b"server-secret:" + name.encode())
-            upsert = postgresql_insert if db.get_bind().dialect.name == "postgresql" else sqlite_insert
-            created = db.exec(upsert(ServerSecret).values(name=name, value=wrapped, created_at=utcnow())
-                              .on_conflict_do_nothing(index_elements=["name"])
-                              .returning(col(ServerSecret.name))).first() is not None
-            row = db.exec(select(ServerSecret).where(ServerSecret.name == name)).one()
-            if created:  # maybe not committed yet (the request may still fail): cache only what surely exists
-                return crypto.unwrap(self.keys, row.value, context=b"server-secret:" + name.encode())
+            row = ServerSecret(name=name, value=crypto.wrap(self.keys, os.urandom(32),
+                                                            context=b"server-secret:" + name.encode()))
+            if db.connection().get_execution_options().get("isolation_level") == "AUTOCOMMIT":
+                # No transaction, so no savepoint (vault.db.statements_engine): the first one stored
+                # wins, committed at once, and every request uses it.
+                upsert = postgresql_insert if db.get_bind().dialect.name == "postgresql" else sqlite_insert
+                db.exec(upsert(ServerSecret).values(name=name, value=row.value, created_at=utcnow())
+                        .on_conflict_do_nothing(index_elements=["name"]))
+                row = db.exec(select(ServerSecret).where(ServerSecret.name == name)).one()
+            else:
+                try:
+                    with db.begin_nested():  # another request may be creating it at this very moment
+                        db.add(row)
+                except IntegrityError:  # it did: use the one that was stored first
+                    row = db.get(ServerSecret, name)
+                    if row is None:
+                        raise
         value = crypto.unwrap(self.keys, row.value, context=b"server-secret:" + name.encode())
         self._secret_cache[name] = value
         return value
