@@ -34,7 +34,9 @@ EXPECTED_STATEMENTS = {
     # session, citizen, client, pending insert, consent, pending delete, code, audit log (4, and on
     # PostgreSQL its advisory lock: see _check)
     "authorize": 11,
-    "token": 3,  # client, code (consumed and read back with its citizen's one field: UPDATE … RETURNING), token insert
+    # code (consumed and read back with its citizen's one field, if its app's row still has the version of
+    # the app's record kept since the first exchange: UPDATE … RETURNING), token insert
+    "token": 2,
     "userinfo": 3,  # token, client, citizen
     "introspect": 2,  # client, token
 }

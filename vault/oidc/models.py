@@ -7,11 +7,16 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Column, ForeignKey, LargeBinary, String, false
+from sqlalchemy import JSON, Boolean, Column, ForeignKey, Integer, LargeBinary, String, false
 from sqlmodel import Field, SQLModel
 
 from vault.auth.models import citizen_fk
 from vault.db import utcnow
+
+# An app's row version, raised by every change the ORM makes to it (``version_id_col``): the token
+# endpoint keeps apps' rows between requests and spends a code only while the app's row still has
+# the version it authenticated the request with (vault.oidc.provider.AppCache).
+_CLIENT_VERSION: Column[int] = Column("version", Integer, nullable=False, server_default="1")
 
 
 def _client_fk() -> Column[str]:
@@ -44,6 +49,9 @@ class OAuthClient(SQLModel, table=True):
     accept_delegation: bool = Field(default=False, sa_column=Column(Boolean, nullable=False, server_default=false()))
     created_at: datetime = Field(default_factory=utcnow)
     disabled_at: datetime | None = None
+    version: int = Field(default=1, sa_column=_CLIENT_VERSION)
+
+    __mapper_args__ = {"version_id_col": _CLIENT_VERSION}
 
 
 class AuthorizationCode(SQLModel, table=True):

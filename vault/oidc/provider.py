@@ -100,17 +100,21 @@ _TOKEN = select(OAuthToken).where((col(OAuthToken.access_token_hash) == bindpara
 # statements (decision record 0014). The code is consumed and read back, with what the ID token
 # needs of its citizen, in one statement; the token is written by one INSERT.
 _CODES, _TOKENS, _CITIZENS = (cast(Table, inspect(model).local_table) for model in (AuthorizationCode, OAuthToken, Citizen))
+_CLIENTS = cast(Table, inspect(OAuthClient).local_table)
+_CLIENT = core_select(_CLIENTS).where(_CLIENTS.c.client_id == bindparam("p_client"))
+# The code is spent only if its app's row still has the version the request was authenticated
+# with (an app kept between requests, ``AppCache``, may have changed since on any replica).
 _CONSUME_CODE = (
     update(_CODES)
     .where(_CODES.c.id == bindparam("p_code"), _CODES.c.client_id == bindparam("p_client"),
-           _CODES.c.used_at.is_(None))
+           _CODES.c.used_at.is_(None),
+           core_select(_CLIENTS.c.version).where(_CLIENTS.c.client_id == _CODES.c.client_id)
+           .scalar_subquery() == bindparam("p_version"))
     .values(used_at=bindparam("p_now"))
     .returning(*_CODES.c, core_select(_CITIZENS.c.identity_certified_at.is_not(None))
                .where(_CITIZENS.c.id == _CODES.c.citizen_id).scalar_subquery().label("identity_certified"))
 )
 _INSERT_TOKEN = insert(_TOKENS)
-_CLIENTS = cast(Table, inspect(OAuthClient).local_table)
-_CLIENT = core_select(_CLIENTS).where(_CLIENTS.c.client_id == bindparam("p_client"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,20 +139,93 @@ class ClientRecord:
     accept_delegation: bool
     created_at: datetime
     disabled_at: datetime | None
+    version: int
 
 
 App = OAuthClient | ClientRecord  # an app, as the ORM or ``load_client`` gives it
 
 
+class AppCache:
+    """Apps' records kept between requests for the code-for-token exchange (the request an app makes
+    most), so that an exchange reads no app: it is authenticated with the kept record, and its code
+    is spent only if the app's row still has the record's version (``_CONSUME_CODE``). A change made
+    to an app on any replica (a new secret, a new redirect URI, the app disabled) raises its version:
+    the next exchange with the old record spends nothing and fails, the record is read again and the
+    exchange is answered from it (``refresh``). An exchange refused for what the kept record says (a
+    wrong secret, another profile's endpoint) is checked the same way before it is answered.
+
+    Not kept: apps authenticating with ``private_key_jwt`` (their assertion is spent before the code,
+    so an exchange could not be answered again from a fresh record)."""
+
+    MAX_APPS = 1024  # registered apps are few: past this, the records are dropped and read again
+
+    def __init__(self) -> None:
+        self._records: dict[str, ClientRecord] = {}
+
+    def use(self, db: Session) -> None:
+        """Let this unit of work's ``load_client`` take apps from here."""
+        db.info[_APP_CACHE] = self
+
+    def kept(self, client_id: str) -> ClientRecord | None:
+        return self._records.get(client_id)
+
+    def keep(self, record: ClientRecord) -> None:
+        if record.auth_method == "private_key_jwt":
+            self._records.pop(record.client_id, None)
+            return
+        if len(self._records) >= self.MAX_APPS:
+            self._records.clear()
+        self._records[record.client_id] = record
+
+    def refresh(self, db: Session) -> bool:
+        """After a refused exchange: read again the apps this unit of work took from here without
+        their version being checked; whether any changed (then the caller answers again, with
+        ``load_client`` reading apps from the database: this cache is no longer used by ``db``)."""
+        unchecked: set[str] = db.info.pop(_UNCHECKED, set())
+        db.info.pop(_APP_CACHE, None)
+        changed = False
+        for client_id in unchecked:
+            found = db.connection().execute(_CLIENT, {"p_client": client_id}).first()
+            fresh = None if found is None else ClientRecord(**found._asdict())
+            if fresh != self._records.get(client_id):
+                changed = True
+                self._records.pop(client_id, None)
+                if fresh is not None:
+                    self.keep(fresh)
+        if changed:
+            db.info.pop(_REQUEST_APPS, None)
+        return changed
+
+
+_APP_CACHE, _UNCHECKED, _REQUEST_APPS = "oidc_app_cache", "oidc_apps_unchecked", "oidc_clients"
+
+
 def load_client(db: Session, client_id: str) -> ClientRecord | None:
     """The app ``client_id``, kept for the rest of the request's unit of work (one step of a request
-    looks it up, the next needs it again: its profile, its authentication, the token's app)."""
-    kept: dict[str, ClientRecord] = db.info.setdefault("oidc_clients", {})
+    looks it up, the next needs it again: its profile, its authentication, the token's app). Where
+    the unit of work uses an ``AppCache``, a record kept there is taken without reading the app (its
+    version is checked when the code is spent)."""
+    kept: dict[str, ClientRecord] = db.info.setdefault(_REQUEST_APPS, {})
     if (row := kept.get(client_id)) is None:
-        found = db.connection().execute(_CLIENT, {"p_client": client_id}).first()
-        if found is not None:
-            row = kept[client_id] = ClientRecord(**found._asdict())
+        shared: AppCache | None = db.info.get(_APP_CACHE)
+        if shared is not None and (row := shared.kept(client_id)) is not None:
+            db.info.setdefault(_UNCHECKED, set()).add(client_id)
+        else:
+            found = db.connection().execute(_CLIENT, {"p_client": client_id}).first()
+            if found is not None:
+                row = ClientRecord(**found._asdict())
+                if shared is not None:
+                    shared.keep(row)
+        if row is not None:
+            kept[client_id] = row
     return row
+
+
+def _app_checked(db: Session, client_id: str) -> None:
+    """The app's version was checked by a statement that needed it: its record is current."""
+    unchecked: set[str] | None = db.info.get(_UNCHECKED)
+    if unchecked:
+        unchecked.discard(client_id)
 
 
 def load_citizen(db: Session, citizen_id: uuid.UUID) -> Citizen | None:
@@ -424,19 +501,22 @@ class CodeGrant(grants.AuthorizationCodeGrant):
         db: Session = self.server.db
         if not code:
             return None
+        assert isinstance(client, RegisteredClient)
         digest, now = token_hash(code), utcnow()
-        found = db.connection().execute(
-            _CONSUME_CODE, {"p_code": digest, "p_client": client.get_client_id(), "p_now": now}).first()
+        found = db.connection().execute(_CONSUME_CODE, {"p_code": digest, "p_client": client.client_id,
+                                                        "p_now": now, "p_version": client.row.version}).first()
         if found is None:
-            # Unknown, another app's (left untouched), or used already: a replay.
+            # Unknown, another app's (left untouched), not spent because the app changed since its
+            # record was read (left untouched: see AppCache), or used already: a replay.
             used = db.get(AuthorizationCode, digest)
-            if used is None or used.client_id != client.get_client_id():
+            if used is None or used.client_id != client.client_id or used.used_at is None:
                 return None
             # Every token of the grant, refreshed ones included (they carry the grant, not the code).
             revoked = self.server.revoke_where(col(OAuthToken.grant_id).in_(
                 select(OAuthToken.grant_id).where(OAuthToken.code_id == used.id)))
             logger.warning("authorization code replayed", extra={"client_id": used.client_id, "revoked": revoked})
             return None
+        _app_checked(db, client.client_id)
         fields = found._asdict()
         certified = fields.pop("identity_certified")
         row = CodeRecord(**fields)

@@ -224,14 +224,24 @@ def _client_id_of(request: Request, form: list[tuple[str, str]]) -> str | None:
 @router.post("/api/v1/token", include_in_schema=False)
 @router.post("/api/v2/token", include_in_schema=False)
 async def token(request: Request, form: OAuthForm, service: OIDC) -> Response:
-    oauth = oauth_request(request, _issuer(request), form, query=[])  # first: unreadable Basic credentials are refused
+    oauth_request(request, _issuer(request), form, query=[])  # first: unreadable Basic credentials are refused
     client_id, endpoint = _client_id_of(request, form), endpoint_profile(request.url.path)
 
-    def work(db: Session) -> Response:
+    def answer(db: Session) -> Response:
         if mismatch := service.endpoint_mismatch(db=db, client_id=client_id, endpoint=endpoint):
             return JSONResponse({"error": "unauthorized_client", "error_description": mismatch}, status_code=400,
                                 headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
-        return to_response(service.provider(db).create_token_response(oauth))
+        return to_response(service.provider(db).create_token_response(
+            oauth_request(request, _issuer(request), form, query=[])))
+
+    def work(db: Session) -> Response:
+        if dict(form).get("grant_type") != "authorization_code":
+            return answer(db)
+        service.apps.use(db)  # the app as kept from an earlier exchange, its version checked with the code
+        response = answer(db)
+        if response.status_code >= 400 and service.apps.refresh(db):
+            response = answer(db)  # refused by a record that was out of date: answered from the app's row
+        return response
 
     return await in_unit_of_work(request, work)
 

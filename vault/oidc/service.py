@@ -66,6 +66,7 @@ from vault.oidc.provider import (
     ACR_REACHED,
     AUTH_METHODS,
     App,
+    AppCache,
     LoginLog,
     Provider,
     RegisteredClient,
@@ -159,6 +160,7 @@ class OpenIDService:
         self.alerts = alerts  # "this app may now read…" mails
         # The counter's assisted sessions (a floor above, set by the composition root); None: no counter.
         self.delegations: Delegations | None = None
+        self.apps = AppCache()  # apps kept between code-for-token exchanges (checked at each: see there)
 
     def delegation(self, db: Session, token: str | None, staff_token: str | None = None) -> Delegation | None:
         """The live delegation behind an ``assisted`` cookie, or None; ``DelegationEnded`` when it is
