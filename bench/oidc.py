@@ -724,7 +724,19 @@ def report(args: argparse.Namespace, targets: list[Target], results: dict[str, R
                 for message, count in phase.errors.most_common(5):
                     print(f"      {count} x {message}")
             for line in errors[:5]:
-                print(f"      log: {line[:300]}")
+                print(f"      log: {_error_summary(line)}")
+
+
+def _error_summary(line: str) -> str:
+    """A server log line, short: its message and, for a traceback, where it ended and what it raised."""
+    try:
+        entry = json.loads(line)
+    except ValueError:
+        return line[:300]
+    if not isinstance(entry, dict):
+        return line[:300]
+    trace = [row for row in str(entry.get("exc") or "").splitlines() if row.strip()]
+    return " | ".join([f"{entry.get('logger')}: {entry.get('msg')}", *trace[-3:]])[:1000]
 
 
 # ---- main -------------------------------------------------------------------------------------------
