@@ -10,8 +10,10 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import uuid
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeAlias
 from urllib.parse import parse_qsl, unquote, urlencode
 
@@ -49,6 +51,15 @@ class VaultPayload(OAuth2Payload):
         return self._datalist
 
 
+@dataclass
+class WrittenToken:
+    """A token written by the statement that spent its code (vault.oidc.provider, on PostgreSQL):
+    its row, and the values the answer will carry."""
+
+    id: uuid.UUID
+    token: dict[str, Any]
+
+
 class VaultOAuth2Request(OAuth2Request):
     """Every request the provider handles (authlib hands it back to our hooks as an OAuth2Request)."""
 
@@ -58,6 +69,7 @@ class VaultOAuth2Request(OAuth2Request):
     authorization_details: list[dict[str, Any]] | None  # RFC 9396, as the citizen granted them
     act: dict[str, str] | None  # RFC 8693's actor: a counter agent logging in for the citizen
     delegation: Delegation | None  # the assisted session behind ``act``
+    written_token: WrittenToken | None  # the token endpoint's token, written with its code spent
 
     def __init__(self, *, method: str, uri: str, headers: Mapping[str, str], query: list[tuple[str, str]],
                  form: list[tuple[str, str]]) -> None:
@@ -70,6 +82,7 @@ class VaultOAuth2Request(OAuth2Request):
         self.authorization_details = None
         self.act = None
         self.delegation = None
+        self.written_token = None
 
     @property
     def args(self) -> dict[str, str | None]:

@@ -46,7 +46,7 @@ from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 from authlib.oidc.core.grants import OpenIDCode
 from authlib.oidc.core.util import create_half_hash
 from joserfc import jwk
-from sqlalchemy import ColumnElement, Table, bindparam, insert, inspect, update
+from sqlalchemy import BindParameter, ColumnElement, Table, bindparam, delete, insert, inspect, update
 from sqlalchemy import select as core_select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -56,7 +56,7 @@ from vault import metrics
 from vault.auth.models import Citizen
 from vault.crypto.tokens import token_hash
 from vault.db import utcnow
-from vault.oidc.adapter import OAuthHeaders, OAuthResponse, VaultOAuth2Request
+from vault.oidc.adapter import OAuthHeaders, OAuthResponse, VaultOAuth2Request, WrittenToken
 from vault.oidc.claims import SCOPES_SUPPORTED, WRITE_SCOPES, scopes_supported
 from vault.oidc.delegation import DELEGATION_AMR
 from vault.oidc.keys import KeyStore
@@ -115,6 +115,35 @@ _CONSUME_CODE = (
                .where(_CITIZENS.c.id == _CODES.c.citizen_id).scalar_subquery().label("identity_certified"))
 )
 _INSERT_TOKEN = insert(_TOKENS)
+# On PostgreSQL, the code is spent and its token written by one statement: the token's own values
+# (its secrets, its row's id, its expiry) are made before the code is read, the rest of its row is
+# the code's. The token is written only if the code is spent by it and has not expired; a check that
+# fails afterwards (the redirect URI, PKCE) deletes it again (``CodeGrant.validate_token_request``):
+# its values were never sent. SQLite, which has no statement of that kind, spends the code, then
+# writes the token (``Provider.save_token``).
+_SPENT = _CONSUME_CODE.cte("spent")
+
+
+def _token_value(name: str, column: str) -> BindParameter[Any]:
+    return bindparam(name, type_=_TOKENS.c[column].type)
+
+
+_SPEND_CODE_AND_WRITE_TOKEN = core_select(*_SPENT.c).add_cte(insert(_TOKENS).from_select(
+    ["id", "grant_id", "client_id", "citizen_id", "access_token_hash", "refresh_token_hash", "scope", "code_id",
+     "sid", "auth_time", "acr", "amr", "issued_at", "access_expires_at", "refresh_expires_at",
+     "authorization_details", "act"],
+    core_select(_token_value("t_id", "id"), _token_value("t_grant", "grant_id"), _SPENT.c.client_id,
+                _SPENT.c.citizen_id, _token_value("t_access", "access_token_hash"),
+                _token_value("t_refresh", "refresh_token_hash"), _SPENT.c.scope, _SPENT.c.id, _SPENT.c.sid,
+                _SPENT.c.auth_time, _SPENT.c.acr, _SPENT.c.amr, _token_value("p_now", "issued_at"),
+                _token_value("t_access_expires", "access_expires_at"),
+                _token_value("t_refresh_expires", "refresh_expires_at"), _SPENT.c.authorization_details,
+                _SPENT.c.act)
+    .where(_SPENT.c.expires_at > bindparam("p_now")),
+).cte("written"))
+_DELETE_TOKEN = delete(_TOKENS).where(_TOKENS.c.id == bindparam("t_id"))
+_NO_REFRESH = (update(_TOKENS).where(_TOKENS.c.id == bindparam("t_id"))
+               .values(refresh_token_hash=None, refresh_expires_at=None))
 
 
 @dataclass(frozen=True, slots=True)
@@ -502,9 +531,21 @@ class CodeGrant(grants.AuthorizationCodeGrant):
         if not code:
             return None
         assert isinstance(client, RegisteredClient)
-        digest, now = token_hash(code), utcnow()
-        found = db.connection().execute(_CONSUME_CODE, {"p_code": digest, "p_client": client.client_id,
-                                                        "p_now": now, "p_version": client.row.version}).first()
+        digest, now, connection = token_hash(code), utcnow(), db.connection()
+        spend: dict[str, Any] = {"p_code": digest, "p_client": client.client_id, "p_now": now,
+                                 "p_version": client.row.version}
+        written = None
+        if connection.dialect.name == "postgresql":  # the token is written by the same statement
+            token: dict[str, Any] = self.server.generate_token(grant_type=self.GRANT_TYPE, client=client,
+                                               include_refresh_token=client.check_grant_type("refresh_token"))
+            written = WrittenToken(uuid.uuid4(), token)
+            refresh = token.get("refresh_token")
+            spend |= {"t_id": written.id, "t_grant": uuid.uuid4(), "t_access": token_hash(token["access_token"]),
+                      "t_refresh": token_hash(refresh) if refresh else None,
+                      "t_access_expires": now + timedelta(seconds=token["expires_in"]),
+                      "t_refresh_expires": now + timedelta(days=self.server.settings.refresh_token_days)
+                      if refresh else None}
+        found = connection.execute(_SPEND_CODE_AND_WRITE_TOKEN if written else _CONSUME_CODE, spend).first()
         if found is None:
             # Unknown, another app's (left untouched), not spent because the app changed since its
             # record was read (left untouched: see AppCache), or used already: a replay.
@@ -521,13 +562,36 @@ class CodeGrant(grants.AuthorizationCodeGrant):
         certified = fields.pop("identity_certified")
         row = CodeRecord(**fields)
         if row.expires_at <= now:
-            return None
+            return None  # no token was written either (the statement's own condition)
+        _ours(self.request).written_token = written
         # No citizen (certified is NULL) cannot happen while the code exists (its foreign key
         # cascades an erasure), but then no token either.
         return StoredCode(row, None if certified is None else CodeCitizen(row.citizen_id, bool(certified)))
 
     def delete_authorization_code(self, authorization_code: StoredCode) -> None:
         pass  # already consumed in query_authorization_code
+
+    def validate_token_request(self) -> None:
+        """authlib's checks; a token written with its code (PostgreSQL) is deleted if one fails after
+        the code was spent (the redirect URI, PKCE): nobody ever had its values."""
+        try:
+            super().validate_token_request()
+        except OAuth2Error:
+            request = _ours(self.request)
+            if request.written_token is not None:
+                self.server.db.connection().execute(_DELETE_TOKEN, {"t_id": request.written_token.id})
+                request.written_token = None
+            raise
+
+    def generate_token(self, user: Any = None, scope: str | None = None, grant_type: str | None = None,
+                       expires_in: int | None = None, include_refresh_token: bool = True) -> dict[str, Any]:
+        """The token written with its code (PostgreSQL), or a new one (written by ``save_token``)."""
+        written = _ours(self.request).written_token
+        if written is None:
+            return super().generate_token(user=user, scope=scope, grant_type=grant_type, expires_in=expires_in,
+                                          include_refresh_token=include_refresh_token)
+        written.token["scope"] = scope or ""
+        return written.token
 
     def authenticate_user(self, authorization_code: StoredCode) -> CodeCitizen | None:
         return authorization_code.citizen  # read with the code (``_CONSUME_CODE``)
@@ -806,11 +870,25 @@ class Provider(AuthorizationServer):
         assert isinstance(origin, StoredCode | IssuedToken)  # what the grant was given, found by our hooks
         assert request.user is not None  # the grant's citizen, found by our authenticate_user
         source = origin.row
-        if source.act is not None:
+        written = request.written_token if request.written_token and request.written_token.token is token else None
+        if source.act is not None and token.pop("refresh_token", None) and written is not None:
             # A login made at the counter for a citizen gets no refresh token: the grant ends with its
             # access token, never outliving the assisted session or the mandate (and the citizen, who
             # gave no consent of their own, has nothing to withdraw in "Mes applications").
-            token.pop("refresh_token", None)
+            self.db.connection().execute(_NO_REFRESH, {"t_id": written.id})
+        if written is None:
+            self._write_token(token, request, origin, now)
+        if source.authorization_details is not None:
+            token["authorization_details"] = source.authorization_details  # RFC 9396 §7
+        metrics.tokens_issued.labels(
+            grant_type="refresh_token" if isinstance(origin, IssuedToken) else "authorization_code").inc()
+
+    def _write_token(self, token: dict[str, Any], request: VaultOAuth2Request, origin: StoredCode | IssuedToken,
+                     now: datetime) -> None:
+        """The token's row, for a refreshed token and on SQLite (on PostgreSQL a code's token is
+        written with the code spent: ``_SPEND_CODE_AND_WRITE_TOKEN``)."""
+        assert request.user is not None
+        source = origin.row
         refresh_expires = None
         if token.get("refresh_token"):
             if isinstance(origin, IssuedToken):  # rotation: same grant, same absolute end
@@ -835,10 +913,6 @@ class Provider(AuthorizationServer):
             "authorization_details": source.authorization_details,
             "act": source.act,  # RFC 8693: the actor, for introspection and signed userinfo
         })
-        if source.authorization_details is not None:
-            token["authorization_details"] = source.authorization_details  # RFC 9396 §7
-        metrics.tokens_issued.labels(
-            grant_type="refresh_token" if isinstance(origin, IssuedToken) else "authorization_code").inc()
 
     # -- our helpers
     def find_token(self, value: str) -> IssuedToken | None:
