@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import pyotp
 import pytest
-from sqlalchemy import func, update
+from sqlalchemy import event, func, text, update
 from sqlmodel import Session, select
 
 from tests.factories import logged_in, make_citizen
@@ -214,6 +214,35 @@ def test_successful_login_resets_the_account_counter(app, browser: Browser) -> N
     for _ in range(4):
         assert browser.login("forgetful@example.org", "guess guess guess").status_code == 401
     assert browser.login("forgetful@example.org").status_code == 303
+
+
+def test_a_counter_cleared_by_a_concurrent_login_never_fails_a_login(app, browser: Browser, engine) -> None:
+    # A successful login clears its account's counter; another login of the same account may be
+    # counting it at that very moment, between two of its statements (seen under load: a 500). Here
+    # the clearing is made by another connection right after the count's first statement, taking
+    # every counter row that no transaction holds.
+    if engine.dialect.name != "postgresql":
+        pytest.skip("concurrent writers: PostgreSQL (SQLite has a single writer)")
+    make_citizen(app, email="twice@example.org")
+    assert browser.login("twice@example.org", "guess guess guess").status_code == 401  # the counters exist
+    counting = app.state.services.accounts._counting_engine(engine)
+    cleared: list[int] = []
+
+    def clear_meanwhile(_conn, _cursor, statement: str, *_args) -> None:
+        if "login_throttle" in statement and not cleared:
+            with engine.connect() as other:
+                cleared.append(other.execute(text(
+                    "DELETE FROM login_throttle WHERE key IN "
+                    "(SELECT key FROM login_throttle FOR UPDATE SKIP LOCKED)")).rowcount)
+                other.commit()
+
+    event.listen(counting, "after_cursor_execute", clear_meanwhile)
+    try:
+        answer = browser.login("twice@example.org")
+    finally:
+        event.remove(counting, "after_cursor_execute", clear_meanwhile)
+    assert answer.status_code == 303, answer.text
+    assert cleared and cleared[0] >= 1  # the clearing did happen, in the middle of the count
 
 
 # ---- sessions -----------------------------------------------------------------------------------------

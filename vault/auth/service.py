@@ -638,15 +638,16 @@ class AccountService:
 
     @staticmethod
     def _counter(*, db: Session, key: str) -> LoginThrottle:
-        """The counter ``key``, created if missing, locked for this transaction (``FOR UPDATE`` on
-        PostgreSQL; SQLite has one writer at a time): concurrent requests count one after the other,
-        and two first requests never collide on creating it."""
+        """The counter ``key``, created if missing, locked for this transaction (the row lock of an
+        update on PostgreSQL; SQLite has one writer at a time): concurrent requests count one after
+        the other, and two first requests never collide on creating it. One statement (an upsert
+        that returns the row): a counter cleared by a concurrent successful login between two
+        statements (an insert that found it, a read that no longer does) cannot make it vanish."""
         dialect = db.get_bind().dialect.name
         insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
-        db.exec(insert(LoginThrottle).values(key=key, failures=0, last_failure_at=utcnow())
-                .on_conflict_do_nothing(index_elements=["key"]))
-        return db.exec(select(LoginThrottle).where(LoginThrottle.key == key).with_for_update()
-                       .execution_options(populate_existing=True)).one()
+        upsert = insert(LoginThrottle).values(key=key, failures=0, last_failure_at=utcnow())
+        upsert = upsert.on_conflict_do_update(index_elements=["key"], set_={"failures": col(LoginThrottle.failures)})
+        return db.scalars(upsert.returning(LoginThrottle), execution_options={"populate_existing": True}).one()
 
     @staticmethod
     def _count(row: LoginThrottle, *, free: int, now: datetime) -> None:
