@@ -156,6 +156,28 @@ def test_a_sender_that_died_after_sending_resends_once_with_the_same_message_id(
     assert first["Message-ID"] == second["Message-ID"]  # a recognisable duplicate, at worst
 
 
+def test_on_postgresql_a_killed_sender_leaves_its_mail_to_the_next_pass_at_once(settings, engine, smtp) -> None:
+    # A worker killed (SIGKILL) while it sends: its claim ends with its connection, so the mail goes
+    # with the next pass, not CLAIM_SECONDS later; while the sender lives, nobody else takes it.
+    if engine.dialect.name != "postgresql":
+        pytest.skip("claims held by a connection: PostgreSQL (SQLite's run out, test above)")
+    app = smtp_app(settings, engine, smtp)
+    with Browser(app) as browser:
+        assert browser.register("killed@example.org").status_code == 200
+    sender = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+    [claimed] = _claim(engine, now=datetime.now(UTC), limit=10, holder=sender)
+    assert claimed.recipient == "killed@example.org"
+    assert deliver(app).sent == 0  # a live sender's claim is honoured
+    sender.invalidate()  # the sender's process dies: PostgreSQL sees its connection end
+    deadline = time.monotonic() + 10
+    sent = 0
+    while not sent and time.monotonic() < deadline:  # the server ends the session as soon as it sees the close
+        sent = deliver(app).sent
+        time.sleep(0.05)
+    assert sent == 1 and [m["To"] for m in smtp.capture.messages] == ["killed@example.org"]
+    assert deliver(app).sent == 0
+
+
 def test_two_senders_never_send_one_mail_twice(settings, engine, smtp) -> None:
     app = smtp_app(settings, engine, smtp, mail_requests_free_per_address=100)
     with Browser(app) as browser:

@@ -8,8 +8,9 @@ transport — SMTP when ``VAULT_SMTP_URL`` is set, else ``.eml`` files in the ou
 retries and a growing delay; a message is marked sent only after the SMTP server accepted it.
 
 Delivery is at least once: a sender that crashes after the server accepted a message and before
-marking it sent leaves it claimed; once its claim runs out (``CLAIM_SECONDS``) another pass sends it
-again, with the same ``Message-ID`` (mail clients and servers recognise the duplicate).
+marking it sent leaves it to the next pass — at once on PostgreSQL (its claim, an advisory lock of
+its connection, ended with it), once its claim runs out (``CLAIM_SECONDS``) on SQLite — which sends
+it again, with the same ``Message-ID`` (mail clients and servers recognise the duplicate).
 
 Mail carries single-use links (verification, password reset): the log says a mail left, its kind
 and id, never its address or body. The body is kept only while the sender needs it: it is cleared
@@ -34,7 +35,8 @@ import smtplib
 import ssl
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes
@@ -45,7 +47,8 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from sqlalchemy import Engine, delete, event, or_, update
+from sqlalchemy import ColumnElement, Connection, Engine, delete, event, or_, text, update
+from sqlalchemy import select as core_select
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from vault.settings import Settings
@@ -207,25 +210,94 @@ def _retry_delay(attempts: int) -> timedelta:
     return timedelta(seconds=seconds * random.uniform(0.9, 1.1))  # noqa: S311  (not a secret)
 
 
-def _claim(engine: Engine, *, now: datetime, limit: int) -> list[OutgoingMail]:
-    """Take up to ``limit`` due messages for this sender: rows another sender holds are skipped
-    (``FOR UPDATE SKIP LOCKED`` on PostgreSQL; SQLite has one writer at a time) and each taken row
-    gets a claim, committed before anything is sent, so no transaction stays open during SMTP."""
-    free = or_(col(OutgoingMail.claimed_until).is_(None), col(OutgoingMail.claimed_until) < now)
+def _unclaimed(now: datetime) -> ColumnElement[bool]:
+    """No sender holds the message by ``claimed_until`` at ``now``."""
+    return or_(col(OutgoingMail.claimed_until).is_(None), col(OutgoingMail.claimed_until) < now)
+
+
+def _due(now: datetime) -> list[ColumnElement[bool]]:
+    """A message waiting for its time, not sent nor given up, not claimed by ``claimed_until``."""
+    return [col(OutgoingMail.sent_at).is_(None), col(OutgoingMail.failed_at).is_(None),
+            col(OutgoingMail.next_attempt_at) <= now, _unclaimed(now)]
+
+
+def _claim(engine: Engine, *, now: datetime, limit: int, holder: Connection | None = None) -> list[OutgoingMail]:
+    """Take up to ``limit`` due messages for this sender, so that no other sender takes them while
+    it sends, without a transaction open during SMTP.
+
+    With a ``holder`` (PostgreSQL: ``_claims``), a claim is an advisory lock of the holder's session:
+    it ends with the session, whatever ends it — the sender marking the message, or the sender
+    killed, its connection gone, and the message is free at once for the next pass. Without one
+    (SQLite, one writer at a time), a claim is ``claimed_until``, committed before anything is sent,
+    which a sender that died leaves to run out (``CLAIM_SECONDS``). Claims of either kind are
+    honoured by both."""
+    if holder is not None:
+        return _lock_due(holder, now=now, limit=limit)
     with Session(engine, expire_on_commit=False) as db:
-        rows = db.exec(select(OutgoingMail).where(
-            col(OutgoingMail.sent_at).is_(None), col(OutgoingMail.failed_at).is_(None),
-            col(OutgoingMail.next_attempt_at) <= now, free,
-        ).order_by(col(OutgoingMail.next_attempt_at)).limit(limit).with_for_update(skip_locked=True)).all()
+        rows = db.exec(select(OutgoingMail).where(*_due(now)).order_by(col(OutgoingMail.next_attempt_at))
+                       .limit(limit).with_for_update(skip_locked=True)).all()
         claimed = []
         for row in rows:
             # Conditional: of two senders that read the same row (SQLite) only one takes it.
-            taken = db.exec(update(OutgoingMail).where(col(OutgoingMail.id) == row.id, free)
+            taken = db.exec(update(OutgoingMail).where(col(OutgoingMail.id) == row.id, _unclaimed(now))
                             .values(claimed_until=now + timedelta(seconds=CLAIM_SECONDS)))
             if taken.rowcount == 1:
                 claimed.append(row)
         db.commit()
     return claimed
+
+
+# PostgreSQL's advisory locks of the mail claims: (this namespace, 32 bits of the message's id). Two
+# messages sharing the 32 bits (one chance in four billion a pair) are sent one pass apart.
+_CLAIM_LOCKS = 0x6D61696C  # "mail"
+
+
+def _claim_key(mail_id: uuid.UUID) -> int:
+    return int.from_bytes(mail_id.bytes[:4], "big", signed=True)
+
+
+def _lock_due(holder: Connection, *, now: datetime, limit: int) -> list[OutgoingMail]:
+    """The claims of a PostgreSQL sender (see ``_claim``): each due message whose advisory lock the
+    holder gets, read again once locked (another sender may have sent it in between)."""
+    candidates = holder.execute(core_select(col(OutgoingMail.id)).where(*_due(now))
+                                .order_by(col(OutgoingMail.next_attempt_at)).limit(limit * 4)).scalars().all()
+    claimed: list[OutgoingMail] = []
+    with Session(bind=holder, expire_on_commit=False) as db:
+        for mail_id in candidates:
+            if len(claimed) == limit:
+                break
+            if not holder.execute(text("SELECT pg_try_advisory_lock(:space, :key)"),
+                                  {"space": _CLAIM_LOCKS, "key": _claim_key(mail_id)}).scalar():
+                continue  # another sender's
+            row = db.exec(select(OutgoingMail).where(col(OutgoingMail.id) == mail_id, *_due(now))).first()
+            if row is None:
+                _release(holder, mail_id)
+                continue
+            claimed.append(row)
+        db.expunge_all()
+    return claimed
+
+
+def _release(holder: Connection | None, mail_id: uuid.UUID) -> None:
+    if holder is not None:
+        holder.execute(text("SELECT pg_advisory_unlock(:space, :key)"),
+                       {"space": _CLAIM_LOCKS, "key": _claim_key(mail_id)})
+
+
+@contextmanager
+def _claims(engine: Engine) -> Iterator[Connection | None]:
+    """The connection that holds a PostgreSQL sender's claims for one pass (not in a transaction);
+    None on SQLite. Its advisory locks are all released before it goes back to the pool."""
+    if engine.dialect.name != "postgresql":
+        yield None
+        return
+    with engine.connect() as connection:
+        holder = connection.execution_options(isolation_level="AUTOCOMMIT")
+        try:
+            yield holder
+        finally:
+            if not holder.invalidated:
+                holder.execute(text("SELECT pg_advisory_unlock_all()"))
 
 
 def deliver_due(engine: Engine, transport: Mailer, *, now: datetime | None = None, limit: int = _BATCH,
@@ -236,13 +308,17 @@ def deliver_due(engine: Engine, transport: Mailer, *, now: datetime | None = Non
     until ``give_up_after`` from when it was written; then, or when the server refuses it for good
     (5xx), it is marked failed and logged."""
     report = Delivery()
-    while True:
-        moment = now or _utcnow()
-        rows = _claim(engine, now=moment, limit=limit)
-        for row in rows:
-            _deliver_one(engine, transport, row, report, now=moment, give_up_after=give_up_after)
-        if len(rows) < limit or report.errors:  # all done, or the transport is failing: the next pass
-            return report
+    with _claims(engine) as holder:
+        while True:
+            moment = now or _utcnow()
+            rows = _claim(engine, now=moment, limit=limit, holder=holder)
+            for row in rows:
+                try:
+                    _deliver_one(engine, transport, row, report, now=moment, give_up_after=give_up_after)
+                finally:
+                    _release(holder, row.id)  # once marked: another sender reads it sent
+            if len(rows) < limit or report.errors:  # all done, or the transport is failing: the next pass
+                return report
 
 
 def _aware(moment: datetime) -> datetime:
