@@ -49,6 +49,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from sqlalchemy import ColumnElement, Connection, Engine, delete, event, or_, text, update
 from sqlalchemy import select as core_select
+from sqlalchemy.exc import DBAPIError
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from vault.settings import Settings
@@ -297,7 +298,10 @@ def _claims(engine: Engine) -> Iterator[Connection | None]:
             yield holder
         finally:
             if not holder.invalidated:
-                holder.execute(text("SELECT pg_advisory_unlock_all()"))
+                try:
+                    holder.execute(text("SELECT pg_advisory_unlock_all()"))
+                except DBAPIError:
+                    holder.invalidate()  # closed instead: its locks end with it
 
 
 def deliver_due(engine: Engine, transport: Mailer, *, now: datetime | None = None, limit: int = _BATCH,
