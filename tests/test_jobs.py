@@ -34,6 +34,7 @@ from vault.db import utcnow
 from vault.gdpr.models import AuditEntry, DataRequest, Tombstone
 from vault.gdpr.service import Staff
 from vault.jobs.queue import failed_jobs, queue_depth
+from vault.jobs.work import retention
 from vault.migrations import alembic_config, upgrade
 from vault.settings import ConfigError, Settings
 
@@ -317,6 +318,26 @@ def test_the_worker_runs_the_retention_on_its_schedule(settings, pg, workers, ap
     wait_for(lambda: outbox.to("dormant@example.org"), what="the notice mailed")
     time.sleep(4)  # two more runs: nothing more
     assert len(outbox.to("dormant@example.org")) == 1
+
+
+def test_the_retention_deletes_jobs_failed_long_ago_and_keeps_the_recent_ones(settings, pg, app) -> None:
+    with pg.begin() as connection:  # two jobs failed for good (their events date the failure), one waiting
+        for name, days_ago in (("send_mail", settings.jobs_failed_retention_days + 1), ("finish_erasures", 2)):
+            job_id = connection.execute(text(
+                "INSERT INTO procrastinate_jobs (queue_name, task_name, args, status) "
+                "VALUES (:name, :name, '{}', 'todo') RETURNING id"), {"name": name}).scalar_one()
+            for status in ("doing", "failed"):  # as a worker takes it, then gives up (its events record both)
+                connection.execute(text("UPDATE procrastinate_jobs SET status = :status WHERE id = :id"),
+                                   {"status": status, "id": job_id})
+            connection.execute(text("UPDATE procrastinate_events SET at = now() - make_interval(days => :days) "
+                                    "WHERE job_id = :id"), {"days": days_ago, "id": job_id})
+        connection.execute(text("INSERT INTO procrastinate_jobs (queue_name, task_name, args, status) "
+                                "VALUES ('validity_alerts', 'validity_alerts', '{}', 'todo')"))
+    assert failed_jobs(pg) == {"send_mail": 1, "finish_erasures": 1}
+    report = retention(app.state.services)
+    assert report.housekeeping["failed_jobs"] == 1
+    assert failed_jobs(pg) == {"finish_erasures": 1}  # failed 2 days ago: still shown to the operators
+    assert jobs_in(pg, "todo") == [("validity_alerts", 0)]  # a waiting job is never touched
 
 
 # ---- development: the same jobs in a thread of the app --------------------------------------------------------

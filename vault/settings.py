@@ -88,6 +88,9 @@ class Settings(BaseSettings):
     # taken for dead: its running jobs go back to the queue for another worker.
     retention_schedule: str = "0 3 * * *"
     jobs_stalled_seconds: int = Field(default=60, ge=3, le=3600)
+    # A job of the queue that failed for good (every attempt) stays this long for the operators
+    # (`vault worker --status`, the metrics), then the daily retention deletes it.
+    jobs_failed_retention_days: int = Field(default=30, ge=1, le=3650)
     # An erasure from the register with more objects than this leaves their deletion (and the
     # certificate) to a job; fewer are deleted while the DPO waits.
     erasure_inline_objects: int = Field(default=200, ge=0)

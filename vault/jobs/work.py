@@ -3,8 +3,9 @@
 Each may run twice (a worker killed mid-job: the queue runs the job again) and in two workers at
 once; what makes it safe is in the database, never in the job:
 
-- ``send_mail``: ``deliver_due`` claims each message with ``FOR UPDATE SKIP LOCKED`` and a claim
-  time, marks it sent after the server took it (at least once; a duplicate keeps its Message-ID);
+- ``send_mail``: ``deliver_due`` claims each message (an advisory lock of the sender's connection
+  on PostgreSQL, ended with it; a claim time on SQLite), marks it sent after the server took it (at
+  least once; a duplicate keeps its Message-ID);
 - ``finish_erasures``: each unfinished tombstone is taken ``FOR UPDATE SKIP LOCKED`` and held until
   its certificate is committed; deleting objects twice deletes nothing more;
 - ``validity_alerts``: the record of an alert is inserted before its mail, in the same transaction;
@@ -19,6 +20,7 @@ from dataclasses import asdict
 from datetime import date, timedelta
 from typing import Any
 
+from procrastinate import sql as procrastinate_sql
 from sqlalchemy import event
 from sqlmodel import Session
 
@@ -45,13 +47,28 @@ def send_mail(services: Services) -> dict[str, Any]:
 
 
 def retention(services: Services, *, dry_run: bool = False, today: date | None = None) -> RetentionReport:
-    """The daily retention (``vault.gdpr.retention``) and the counter's ended assisted sessions."""
+    """The daily retention (``vault.gdpr.retention``), the counter's ended assisted sessions, and the
+    queue's jobs failed for good more than ``VAULT_JOBS_FAILED_RETENTION_DAYS`` ago."""
     with Session(services.engine) as db:
         report = gdpr_retention.run(db, gdpr=services.gdpr, mailer=services.mailer, dry_run=dry_run, today=today)
         if not dry_run:  # the counter's assisted sessions (a floor above the GDPR tooling)
             report.housekeeping["assisted_sessions"] = services.assist.purge_ended(db, utcnow())
+            report.housekeeping["failed_jobs"] = purge_failed_jobs(
+                db, older_than=timedelta(days=services.settings.jobs_failed_retention_days))
         db.commit()
     return report
+
+
+def purge_failed_jobs(db: Session, *, older_than: timedelta) -> int:
+    """Delete the queue's jobs that ended failed (or cancelled, or aborted) more than ``older_than``
+    ago, with procrastinate's own statement (its events date the end); how many. Successful jobs are
+    deleted as they end. Nothing on SQLite (no queue)."""
+    connection = db.connection()
+    if connection.dialect.name != "postgresql":
+        return 0
+    return connection.exec_driver_sql(procrastinate_sql.queries["delete_old_jobs"], {
+        "nb_hours": max(1, int(older_than.total_seconds() // 3600)), "queue": None,
+        "statuses": ["failed", "cancelled", "aborted"]}).rowcount
 
 
 def validity_alerts(services: Services) -> dict[str, Any]:
