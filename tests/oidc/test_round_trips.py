@@ -38,7 +38,7 @@ EXPECTED_STATEMENTS = {
     # the app's record kept since the first exchange: UPDATE … RETURNING), token insert; on PostgreSQL
     # both in one statement (see _check)
     "token": 2,
-    "userinfo": 3,  # token, client, citizen
+    "userinfo": 1,  # the token with its app and its citizen (one SELECT with two joins)
     "introspect": 2,  # client, token
 }
 

@@ -6,8 +6,10 @@ One scope per claim, plus FranceConnect's groups. The consent page names each cl
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import date
+from typing import Protocol
 
-from vault.auth.models import Citizen
+from vault.auth.models import IDENTITY_FIELDS
 from vault.oidc.profiles import OIDC, Profile
 from vault.translation import N_
 
@@ -82,7 +84,32 @@ def describe_scope(scope: str, profile: Profile = OIDC) -> list[str]:
     return lines
 
 
-def user_claims(citizen: Citizen, scope: str, profile: Profile = OIDC, *,
+class ClaimSource(Protocol):
+    """What the claims are made of: a citizen's row (``Citizen``) or the fields the endpoints apps
+    call read of it (``vault.oidc.provider.CitizenClaims``)."""
+
+    @property
+    def given_name(self) -> str: ...
+    @property
+    def family_name(self) -> str: ...
+    @property
+    def birthdate(self) -> date: ...
+    @property
+    def gender(self) -> str: ...
+    @property
+    def birthplace(self) -> str: ...
+    @property
+    def birthcountry(self) -> str: ...
+    @property
+    def preferred_username(self) -> str | None: ...
+    @property
+    def email(self) -> str | None: ...
+
+
+CLAIM_SOURCE_FIELDS = (*IDENTITY_FIELDS, "email")  # a ClaimSource's fields, the citizen's columns of the same names
+
+
+def user_claims(citizen: ClaimSource, scope: str, profile: Profile = OIDC, *,
                 amr: Sequence[str] = ()) -> dict[str, str | list[str]]:
     """The claim values for ``scope``, formatted as FranceConnect sends them (its ``given_name_array``:
     the first names in order; ``idp_birthdate``: the date as the citizen gave it; ``idp_id``: this

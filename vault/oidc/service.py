@@ -67,10 +67,11 @@ from vault.oidc.provider import (
     AUTH_METHODS,
     App,
     AppCache,
+    Bearer,
     LoginLog,
     Provider,
     RegisteredClient,
-    load_citizen,
+    load_bearer,
     load_client,
     revoke_tokens,
     scope_list,
@@ -455,23 +456,20 @@ class OpenIDService:
 
     # ---- userinfo (OIDC Core §5.3) ----------------------------------------------------------------------
 
-    def bearer(self, *, db: Session, access_token: str | None) -> tuple[OAuthToken, App, Citizen]:
-        """The live access token behind a bearer value (RFC 6750), its app and its citizen."""
+    def bearer(self, *, db: Session, access_token: str | None) -> Bearer:
+        """The live access token behind a bearer value (RFC 6750), with its app and its citizen."""
         if not access_token:  # RFC 6750 §3.1: no credentials → 401 and a bare challenge, no error code
             raise BearerError("", "Missing access token.", 401)
-        token = self.provider(db).find_token(access_token)
-        if (token is None or token.row.access_token_hash != token_hash(access_token) or token.is_revoked()
-                or token.is_expired()):
+        token = load_bearer(db, access_token)
+        if (token is None or token.revoked_at is not None or token.access_expires_at <= utcnow()
+                or token.app.disabled_at is not None):
             raise BearerError("invalid_token", "The access token is invalid, expired or revoked.", 401)
-        client = load_client(db, token.row.client_id)
-        citizen = load_citizen(db, token.row.citizen_id)
-        if client is None or client.disabled_at is not None or citizen is None:
-            raise BearerError("invalid_token", "The access token is invalid, expired or revoked.", 401)
-        return token.row, client, citizen
+        return token
 
     def userinfo(self, *, db: Session, access_token: str | None) -> tuple[dict[str, Any] | str, App]:
         """Claims for the token's scope; a signed JWT (str) for apps registered for it."""
-        token, client, citizen = self.bearer(db=db, access_token=access_token)
+        token = self.bearer(db=db, access_token=access_token)
+        client, citizen = token.app, token.citizen
         if "openid" not in scope_list(token.scope):
             raise BearerError("insufficient_scope", "The access token lacks the 'openid' scope.", 403)
         provider = self.provider(db)

@@ -95,7 +95,7 @@ def api_actor(request: Request, db: Db, current: OptionalLogin) -> Actor:
     header = request.headers.get("authorization", "")
     if header[:7].lower() == "bearer ":
         try:
-            token, client, citizen = app_service(request, "oidc", OpenIDService).bearer(db=db, access_token=header[7:].strip())
+            token = app_service(request, "oidc", OpenIDService).bearer(db=db, access_token=header[7:].strip())
         except BearerError as exc:
             raise ApiAuthError(exc.status, exc.error or "invalid_token", exc.description) from None
         scopes = set(scope_list(token.scope))
@@ -108,7 +108,7 @@ def api_actor(request: Request, db: Db, current: OptionalLogin) -> Actor:
         elif not depositor:  # depositing, and changing what it deposited
             raise ApiAuthError(403, "insufficient_scope", "The access token lacks the 'documents:deposit' scope.",
                                "documents:deposit")
-        return Actor(kind="app", citizen_id=citizen.id, actor_id=client.client_id, name=client.name,
+        return Actor(kind="app", citizen_id=token.citizen.id, actor_id=token.app.client_id, name=token.app.name,
                      scopes=frozenset(scopes), granted=granted_documents(token.authorization_details))
     if current is None:
         raise ApiAuthError(401, "unauthenticated", "Log in (session cookie) or send an access token.")
