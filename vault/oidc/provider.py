@@ -270,8 +270,7 @@ class AppCache:
         db.info.pop(_APP_CACHE, None)
         changed = False
         for client_id in unchecked:
-            found = db.connection().execute(_CLIENT, {"p_client": client_id}).first()
-            fresh = None if found is None else ClientRecord(**found._asdict())
+            fresh = _read_client(db, client_id)
             if fresh != self._records.get(client_id):
                 changed = True
                 self._records.pop(client_id, None)
@@ -285,6 +284,12 @@ class AppCache:
 _APP_CACHE, _UNCHECKED, _REQUEST_APPS = "oidc_app_cache", "oidc_apps_unchecked", "oidc_clients"
 
 
+def _read_client(db: Session, client_id: str) -> ClientRecord | None:
+    """The app's row, read now."""
+    found = db.connection().execute(_CLIENT, {"p_client": client_id}).first()
+    return None if found is None else ClientRecord(**found._asdict())
+
+
 def load_client(db: Session, client_id: str) -> ClientRecord | None:
     """The app ``client_id``, kept for the rest of the request's unit of work (one step of a request
     looks it up, the next needs it again: its profile, its authentication, the token's app). Where
@@ -296,11 +301,9 @@ def load_client(db: Session, client_id: str) -> ClientRecord | None:
         if shared is not None and (row := shared.kept(client_id)) is not None:
             db.info.setdefault(_UNCHECKED, set()).add(client_id)
         else:
-            found = db.connection().execute(_CLIENT, {"p_client": client_id}).first()
-            if found is not None:
-                row = ClientRecord(**found._asdict())
-                if shared is not None:
-                    shared.keep(row)
+            row = _read_client(db, client_id)
+            if row is not None and shared is not None:
+                shared.keep(row)
         if row is not None:
             kept[client_id] = row
     return row
