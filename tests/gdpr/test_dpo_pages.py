@@ -20,7 +20,7 @@ from tests.support import PASSWORD, Browser
 from vault.auth.models import Citizen
 from vault.db import utcnow
 from vault.gdpr import audit
-from vault.gdpr.models import DataRequest, StaffSession
+from vault.gdpr.models import DataRequest, StaffAccount, StaffSession
 
 
 def confirm_erasure(browser: Browser, path: str, reason: str) -> Any:
@@ -67,6 +67,63 @@ def test_reauthentication_guesses_are_throttled(app, dpo) -> None:
     locked = browser.submit("/dpo/", {"password": STAFF_PASSWORD, "otp": totp.now(), "next": "/dpo/"},
                             action="/dpo/reauth")
     assert locked.status_code == 429 and "réessayez dans" in locked.text  # even the right answer waits
+
+
+def test_staff_login_locks_with_retry_after_even_for_the_right_answer(settings, engine) -> None:
+    from vault.app import create_app
+
+    app = create_app(settings.model_copy(update={"login_free_failures_per_account": 3}), engine=engine)
+    staff = make_staff(app, email="dpo@ville.example.fr", name="Camille DPO", role="dpo")
+    with Browser(app) as browser:
+        answers = [browser.submit("/dpo/login", {"email": staff.email, "password": "pas le bon mot de passe",
+                                                 "otp": "000000"}).status_code for _ in range(4)]
+        assert answers == [401, 401, 401, 429], answers
+        locked = browser.submit("/dpo/login", {"email": staff.email, "password": STAFF_PASSWORD, "otp": staff.totp.now()})
+        assert locked.status_code == 429 and "réessayez dans" in locked.text
+        assert 1 <= int(locked.headers["retry-after"]) <= 31
+        assert browser.get("/dpo/").status_code == 404  # not logged in
+
+
+def test_a_burst_of_wrong_staff_logins_gets_no_more_checks_than_the_free_failures(settings, engine) -> None:
+    """Twenty wrong staff logins sent at once: each is counted before it is checked, so only the
+    free failures are checked; the others meet the lock (and the right answer waits too)."""
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import Barrier
+
+    from vault.app import create_app
+
+    app = create_app(settings.model_copy(update={"login_free_failures_per_account": 3}), engine=engine)
+    staff = make_staff(app, email="dpo@ville.example.fr", name="Camille DPO", role="dpo")
+    with Browser(app) as browser:
+        token = browser.form_token("/dpo/login")
+        start = Barrier(20)
+
+        def one(n: int) -> int:
+            start.wait()
+            return browser.post("/dpo/login", data={"email": staff.email, "password": f"mauvais essai {n}",
+                                                    "otp": "000000", "csrf_token": token}).status_code
+
+        with ThreadPoolExecutor(max_workers=20) as pool:
+            answers = list(pool.map(one, range(20)))
+        assert answers.count(401) == 3 and answers.count(429) == 17, answers
+        right = browser.submit("/dpo/login", {"email": staff.email, "password": STAFF_PASSWORD, "otp": staff.totp.now()})
+        assert right.status_code == 429
+
+
+def test_a_right_staff_login_is_not_counted_as_a_failure(settings, engine) -> None:
+    from vault.app import create_app
+
+    app = create_app(settings.model_copy(update={"login_free_failures_per_account": 2}), engine=engine)
+    staff = make_staff(app, email="dpo@ville.example.fr", name="Camille DPO", role="dpo")
+    for _ in range(3):  # three right logins in a row: none is left on the counter to lock the next
+        with Browser(app) as browser:
+            assert browser.submit("/dpo/login", {"email": staff.email, "password": "pas le bon mot de passe",
+                                                 "otp": "000000"}).status_code == 401
+            with Session(engine) as db:  # a TOTP code is accepted once: the next login waits for a new one
+                db.exec(update(StaffAccount).values(totp_last_step=None))
+                db.commit()
+            assert browser.submit("/dpo/login", {"email": staff.email, "password": STAFF_PASSWORD,
+                                                 "otp": staff.totp.now()}).status_code == 303
 
 
 def test_the_staff_section_does_not_exist_for_citizens(someone) -> None:

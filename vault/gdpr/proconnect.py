@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from sqlmodel import Session, select
 
-from vault.auth.exceptions import InvalidCredentials, TooManyLoginAttempts
+from vault.auth.exceptions import InvalidCredentials
 from vault.auth.federation import FederationClient, FederationError, FederationRequests, IdentityProvider
 from vault.auth.identity import normalize_email
 from vault.gdpr.models import StaffAccount
@@ -110,11 +110,9 @@ class ProConnectLogin:
         if staff is None or staff.disabled_at is not None:
             raise FederationError("no ProConnect login waiting for its code")
         accounts = self.staff.accounts
-        keys = [accounts._account_key(db, "staff:" + staff.email), accounts._address_key(address)]
-        if retry := accounts._locked_for(db=db, keys=keys):
-            raise TooManyLoginAttempts(retry)
+        attempt = accounts.begin_attempt(db=db, name="staff:" + staff.email, address=address)
         if not accounts.accept_totp(citizen=staff, code=otp):
-            accounts.record_login_failure(db=db, email="staff:" + staff.email, address=address)
-            raise InvalidCredentials(N_("Code incorrect."))
+            raise InvalidCredentials(N_("Code incorrect."))  # the try stays counted
+        accounts.attempt_passed(db=db, attempt=attempt)
         self.requests.consume(db, cookie, "staff_otp")
         return StaffLoggedIn(token=self.staff.open_session(db, staff, how="proconnect otp"))

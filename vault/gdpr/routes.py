@@ -192,9 +192,11 @@ def dpo_login(request: Request, form: FormFields, db: Db, service: StaffSvc) -> 
     try:
         token = service.login(db, email=form.get("email", ""), password=form.get("password", ""),
                               otp=form.get("otp", ""), address=client_address(request))
-    except AuthError as exc:
-        return render(request, "dpo/login.html", {"title": "Espace du délégué à la protection des données",
-                                                  "failure": exc.message}, status=401)
+    except AuthError as exc:  # counted already (in a transaction of its own), whatever this one becomes
+        response = render(request, "dpo/login.html", {"title": "Espace du délégué à la protection des données",
+                                                      "failure": exc.message}, status=exc.status)
+        response.headers.update(exc.headers)  # a lock's Retry-After
+        return response
     return _staff_logged_in(request, db, token)
 
 
@@ -212,10 +214,10 @@ def dpo_reauth(request: Request, form: FormFields, db: Db, service: StaffSvc, cu
     try:
         service.reauthenticate(db, current, password=form.get("password", ""), otp=form.get("otp", ""),
                                address=client_address(request))
-    except AuthError as exc:
-        db.commit()  # the failure counts towards the throttle (the error would roll it back)
-        raise PageError(429 if isinstance(exc, TooManyLoginAttempts) else 401, exc.message,
-                        title="Confirmation refusée") from None
+    except TooManyLoginAttempts:
+        raise  # 429 with Retry-After; the lock was met before anything was checked
+    except AuthError as exc:  # the try was counted in a transaction of its own
+        raise PageError(401, exc.message, title="Confirmation refusée") from None
     home = staff_home(current.staff.role)
     target = form.get("next", home)
     return redirect(target if target.startswith(home) else home)

@@ -12,7 +12,7 @@ import pyotp
 from sqlmodel import Session, select
 
 from vault import crypto
-from vault.auth.exceptions import InvalidCredentials, InvalidInput, TooManyLoginAttempts
+from vault.auth.exceptions import InvalidCredentials, InvalidInput
 from vault.auth.identity import normalize_email
 from vault.auth.passwords import password_problem
 from vault.auth.service import AccountService
@@ -115,19 +115,20 @@ class StaffService:
         return staff
 
     def login(self, db: Session, *, email: str, password: str, otp: str, address: str) -> str:
-        """Password and TOTP in one step (staff have no way around the second factor)."""
+        """Password and TOTP in one step (staff have no way around the second factor). Each try is
+        counted before it is checked (``begin_attempt``: concurrent tries get no more checks than
+        the free failures), and taken back when it was right; while the account or the client
+        address is locked, TooManyLoginAttempts whatever was typed."""
         try:
             normalized = normalize_email(email)
         except ValueError:
             normalized = (email or "").strip().lower()[:254]
-        keys = [self.accounts._account_key(db, "staff:" + normalized), self.accounts._address_key(address)]
-        if retry := self.accounts._locked_for(db=db, keys=keys):
-            raise TooManyLoginAttempts(retry)
+        attempt = self.accounts.begin_attempt(db=db, name="staff:" + normalized, address=address)
         staff = db.exec(select(StaffAccount).where(StaffAccount.email == normalized)).first() if normalized else None
         ok = self.accounts.hasher.verify(staff.password_hash if staff else None, password or "")
         if not ok or staff is None or staff.disabled_at is not None or not self.accounts.accept_totp(citizen=staff, code=otp):
-            self.accounts.record_login_failure(db=db, email="staff:" + normalized, address=address)
-            raise InvalidCredentials("Adresse e-mail, mot de passe ou code incorrect.")
+            raise InvalidCredentials("Adresse e-mail, mot de passe ou code incorrect.")  # the try stays counted
+        self.accounts.attempt_passed(db=db, attempt=attempt)
         return self.open_session(db, staff, how="password otp")
 
     def open_session(self, db: Session, staff: StaffAccount, *, how: str) -> str:
@@ -161,13 +162,11 @@ class StaffService:
         staff = current.staff
         # The same throttle as the login: a stolen staff session must not become a way to guess
         # the password and the TOTP code without limit.
-        keys = [self.accounts._account_key(db, "staff:" + staff.email), self.accounts._address_key(address)]
-        if retry := self.accounts._locked_for(db=db, keys=keys):
-            raise TooManyLoginAttempts(retry)
+        attempt = self.accounts.begin_attempt(db=db, name="staff:" + staff.email, address=address)
         if not (self.accounts.hasher.verify(staff.password_hash, password or "")
                 and self.accounts.accept_totp(citizen=staff, code=otp)):
-            self.accounts.record_login_failure(db=db, email="staff:" + staff.email, address=address)
-            raise InvalidCredentials("Mot de passe ou code incorrect.")
+            raise InvalidCredentials("Mot de passe ou code incorrect.")  # the try stays counted
+        self.accounts.attempt_passed(db=db, attempt=attempt)
         current.staff_session.reauth_at = utcnow()
         audit.record(db, actor=f"staff:{staff.id}", action="staff.reauthenticated")
 

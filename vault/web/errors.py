@@ -84,7 +84,9 @@ def _vault_error(request: Request, exc: VaultError) -> Response:
                             headers={"Cache-Control": "no-store", **exc.headers})
     if _wants_json(request):
         return api_error(exc.code, exc.message, exc.status, fields=exc.fields, headers=exc.headers)
-    return message_page(request, title=exc.title, message=exc.message, status=exc.status, link=exc.link)
+    page = message_page(request, title=exc.title, message=exc.message, status=exc.status, link=exc.link)
+    page.headers.update(exc.headers)  # a lock's Retry-After, on a page as on the API
+    return page
 
 
 def _unavailable(request: Request, exc: ServiceUnavailable) -> Response:
