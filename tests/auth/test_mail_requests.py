@@ -14,7 +14,7 @@ from aiosmtpd.controller import Controller
 from pydantic import SecretStr
 from sqlmodel import Session, select
 
-from tests.factories import make_citizen
+from tests.factories import citizen_browser, make_citizen
 from tests.services import free_port
 from tests.support import IDENTITY, PASSWORD, Browser, Outbox
 from tests.test_mail import Capture
@@ -177,3 +177,26 @@ def test_one_ipv6_network_cannot_mail_many_addresses_by_changing_its_address(set
     with Session(engine) as db:
         assert sorted(c.email or "" for c in db.exec(select(Citizen))) == [
             "v6-0@example.org", "v6-1@example.org", "v6-2@example.org", "v6-other@example.org"]
+
+
+def test_an_email_change_cannot_flood_an_address(app, outbox: Outbox) -> None:
+    """A logged-in account typing someone else's address again and again: the address's budget of mail
+    requests applies, as for a registration; over it, the same answer and nothing sent to anyone."""
+    citizen = make_citizen(app, email="changer@example.org")
+    with citizen_browser(app, citizen) as browser:
+        answers = {browser.submit("/account/email", {"new_email": "victim@example.org", "password": PASSWORD}).headers.get(
+            "location") for _ in range(8)}
+    assert answers == {"/account?notice=email_change_sent"}  # the same answer, over the limit too
+    assert len(outbox.to("victim@example.org")) == app.state.settings.mail_requests_free_per_email == 3
+    assert len(outbox.to("changer@example.org")) == 3  # the owner is told of each change actually asked
+
+
+def test_an_email_change_shares_the_budget_of_the_address_with_registration(app, outbox: Outbox) -> None:
+    with Browser(app) as stranger:
+        for _ in range(2):
+            stranger.register("shared@example.org")
+    citizen = make_citizen(app, email="changer@example.org")
+    with citizen_browser(app, citizen) as browser:
+        for _ in range(3):
+            browser.submit("/account/email", {"new_email": "shared@example.org", "password": PASSWORD})
+    assert len(outbox.to("shared@example.org")) == 3

@@ -293,6 +293,54 @@ def test_wrong_codes_are_throttled_like_passwords(app, agent, browser: Browser) 
         assert db.exec(select(LoginThrottle).where(col(LoginThrottle.key).startswith("account:"))).one().failures == 5
 
 
+def test_a_burst_of_wrong_codes_gets_no_more_checks_than_the_free_failures(settings, engine) -> None:
+    """Twenty guesses of one letter's code sent at once: each is counted before it is checked, so
+    only the free failures are checked; the others, and then the right code, meet the lock."""
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import Barrier
+
+    from vault.app import create_app
+
+    app = create_app(settings.model_copy(update={"login_free_failures_per_account": 3}), engine=engine)
+    login_id, code = _letter(app, make_staff(app, role="agent", name="Dominique Accueil"))
+    with Browser(app) as browser:
+        token = browser.form_token("/activate")
+        start = Barrier(20)
+
+        def one(n: int) -> int:
+            start.wait()
+            return browser.post("/activate", data={"login": login_id, "code": f"AAAA-BBBB-{n:04d}",
+                                                   "password": NEW_PASSWORD, "password_confirm": NEW_PASSWORD,
+                                                   "csrf_token": token}).status_code
+
+        with ThreadPoolExecutor(max_workers=20) as pool:
+            answers = list(pool.map(one, range(20)))
+        assert answers.count(400) == 3 and answers.count(429) == 17, answers
+        right = browser.submit("/activate", {"login": login_id, "code": code, "password": NEW_PASSWORD,
+                                             "password_confirm": NEW_PASSWORD})
+        assert right.status_code == 429
+
+
+def test_one_client_guessing_across_identifiers_is_locked(settings, engine) -> None:
+    """Wrong codes spread over many identifiers (made-up ones, and a real one) from one client address
+    count on that address: past its free failures, even the right code for a real letter waits."""
+    from vault.app import create_app
+
+    app = create_app(settings.model_copy(update={"login_free_failures_per_address": 4}), engine=engine)
+    login_id, code = _letter(app, make_staff(app, role="agent", name="Dominique Accueil"))
+    with Browser(app) as browser:
+        answers = [browser.submit("/activate", {"login": f"ZZZZ-ZZZ{n}-ZZ", "code": "AAAA-BBBB-CCCC",
+                                                "password": NEW_PASSWORD, "password_confirm": NEW_PASSWORD}).status_code
+                   for n in range(4)]
+        assert answers == [400, 400, 400, 400], answers
+        locked = browser.submit("/activate", {"login": login_id, "code": code, "password": NEW_PASSWORD,
+                                              "password_confirm": NEW_PASSWORD})
+        assert locked.status_code == 429 and 0 < int(locked.headers["retry-after"]) <= 31
+    with Browser(app, client=("198.51.100.7", 50000)) as elsewhere:  # another address: the real letter works
+        assert elsewhere.submit("/activate", {"login": login_id, "code": code, "password": NEW_PASSWORD,
+                                              "password_confirm": NEW_PASSWORD}).status_code == 303
+
+
 def test_login_by_identifier_fails_like_login_by_email(app, agent, browser: Browser) -> None:
     login_id, code = _letter(app, agent)
     # Before activation: no password, the usual answer.

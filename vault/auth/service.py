@@ -508,7 +508,9 @@ class AccountService:
                              address: str) -> None:
         """"Mon compte": the current password (throttled like a login), then a link to the new
         address; nothing changes until it is opened. The old address is told. An address another
-        account uses gets the same answer here, and its owner a mail saying someone tried it."""
+        account uses gets the same answer here, and its owner a mail saying someone tried it. The
+        mail spends the typed address's budget of mail requests (``allow_mail_request``): over it,
+        the same answer and nothing sent."""
         citizen = current.citizen
         keys = [self._account_key(db, login_name(citizen)), self._address_key(address)]
         if retry_after := self._locked_for(db=db, keys=keys):
@@ -523,6 +525,10 @@ class AccountService:
         if not self.hasher.verify(citizen.password_hash, password or ""):
             raise InvalidInput({"password": N_("Mot de passe actuel incorrect.")})
         self.attempt_passed(db=db, attempt=attempt)
+        # A link mailed to an address typed here spends that address's mail budget (and the client's),
+        # as a registration would: over it, the same answer and nothing sent.
+        if not self.allow_mail_request(db=db, action="email_change", email=normalized, address=address):
+            return
         if (other := db.exec(select(Citizen.id).where(Citizen.email == normalized)).first()) is not None:
             self.notify(db=db, to=normalized, template="registration_attempted", citizen_id=other)
             return

@@ -312,21 +312,22 @@ class EnrolmentService:
                  address: str) -> Citizen:
         """``/activate``: the letter's code sets the first password. Unknown identifier, wrong,
         expired, voided or used code: the same ``BadActivationCode`` after the same work, throttled
-        like a login (``TooManyLoginAttempts`` while locked, even with the right code); failures are
-        recorded by the caller's unit of work, which must commit even though this raises. A refused
+        like a login (``TooManyLoginAttempts`` while locked, even with the right code; each try
+        counted before the code is checked, in a transaction of its own). A refused
         password (or confirmation, or address): InvalidInput, the code stays usable. For an account
         without an address, ``email`` (optional) is sent a confirmation link."""
         name, citizen = self.accounts.find_for_login(db=db, typed=login)
-        if retry_after := self.accounts.locked_for(db=db, name=name, address=address):
-            raise TooManyLoginAttempts(retry_after)
+        # Counted before the code is checked (a transaction of its own): a burst of guesses gets no
+        # more checks than the free failures, of the identifier and of the client address.
+        attempt = self.accounts.begin_attempt(db=db, name=name, address=address)
         live = self._live_code(db, citizen.id) if citizen is not None else None
         typed = compact_code(code)
         code_ok = self.accounts.hasher.verify(live.code_hash if live else None, typed)  # same work when unknown
         # An account whose password was set meanwhile (a reset link) needs no letter any more.
         if citizen is None or live is None or not code_ok or citizen.password_hash is not None:
-            self.accounts.record_login_failure(db=db, email=name, address=address)
             logger.info("activation failed", extra={"reason": "bad_code"})
-            raise BadActivationCode()
+            raise BadActivationCode()  # the try stays counted
+        self.accounts.attempt_passed(db=db, attempt=attempt)
         # Used at once, atomically: of two concurrent requests only one goes on. A refused password
         # below makes the caller roll back, and the code is usable again.
         result = db.exec(update(ActivationCode).where(col(ActivationCode.id) == live.id,
