@@ -88,6 +88,59 @@ def test_development_keyring_and_database_are_private_whatever_the_umask(tmp_pat
     assert stat.S_IMODE((tmp_path / "var").stat().st_mode) == 0o700
 
 
+def test_development_mail_and_blob_files_are_private_and_an_open_data_folder_is_tightened(tmp_path: Path) -> None:
+    """An older data folder made 0755, a umask of 0: once the service is built, the folder is 0700;
+    the outbox's mails (live links) are 0600 and the blob folders 0700."""
+    from email.message import EmailMessage
+
+    from vault.mail import OutboxMailer
+    from vault.services import build_services
+
+    data = tmp_path / "var"
+    data.mkdir(mode=0o755)
+    data.chmod(0o755)
+    settings = Settings(data_dir=data)
+    previous = os.umask(0)
+    try:
+        build_services(settings).engine.dispose()
+        message = EmailMessage()
+        message["Subject"], message["To"] = "Réinitialisation", "someone@example.org"
+        message.set_content("https://vault.example/password/reset?token=secret")
+        OutboxMailer(settings.outbox_dir).send(message)
+        upload = build_services(settings).documents.store.start_upload("ab" + "c" * 30)
+        upload.write(b"ciphertext")
+        upload.complete()
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
+    assert stat.S_IMODE(settings.outbox_dir.stat().st_mode) == 0o700
+    assert [stat.S_IMODE(p.stat().st_mode) for p in settings.outbox_dir.iterdir()] == [0o600]
+    blob_folders = [p for p in (data / "blobs").rglob("*") if p.is_dir()]
+    assert blob_folders and all(stat.S_IMODE(p.stat().st_mode) == 0o700 for p in [data / "blobs", *blob_folders])
+
+
+@pytest.mark.parametrize("mode", [0o755, 0o750, 0o705])
+def test_a_data_folder_open_to_group_or_others_is_refused_in_production(keyring: Path, tmp_path: Path,
+                                                                        mode: int) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    data.chmod(mode)
+    with pytest.raises(ConfigError, match=f"VAULT_DATA_DIR={data} is open to group or others") as refused:
+        production(keyring, tmp_path, data_dir=data, storage_backend="fs").check()
+    assert f"chmod 700 {data}" in str(refused.value)
+    assert production(keyring, tmp_path, data_dir=data).check() == []  # S3, SMTP, PostgreSQL: nothing kept there
+    data.chmod(0o700)
+    assert not [e for e in _errors(production(keyring, tmp_path, data_dir=data, storage_backend="fs")) if "DATA_DIR" in e]
+
+
+def _errors(settings: Settings) -> list[str]:
+    try:
+        settings.check()
+    except ConfigError as exc:
+        return [str(exc)]
+    return []
+
+
 def test_plain_http_issuer_is_refused_in_production(keyring: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="HTTPS"):
         production(keyring, tmp_path, issuer="http://vault.ville.example.fr").check()

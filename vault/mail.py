@@ -91,12 +91,15 @@ class OutboxMailer:
         self.folder = folder
 
     def send(self, message: EmailMessage) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
         # Named in sending order (nanoseconds first), so that `ls` lists them in order.
         path = self.folder / f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.eml"
         tmp = path.with_suffix(".tmp")
         try:
-            tmp.write_bytes(bytes(message))
+            self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            # 0600 whatever the umask: a mail holds live links (a reset, an activation).
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(bytes(message))
             os.replace(tmp, path)  # a reader never sees half a mail
         except OSError as exc:
             raise MailError(type(exc).__name__) from None

@@ -80,6 +80,7 @@ class Services:
 def build_services(settings: Settings, *, engine: Engine | None = None) -> Services:
     """Build every service. ``engine``: an existing database engine (tests share one); else one is
     made from the settings. Raises ``crypto.KeyProviderError`` when the keyring cannot be opened."""
+    settings.make_data_dir_private()
     keys = crypto.load_key_provider(settings)
     blob_store = make_blob_store(settings)
     # Settings.check() requires the address with clamd on; unchecked, ClamdScanner refuses the empty one.

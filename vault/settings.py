@@ -261,6 +261,25 @@ class Settings(BaseSettings):
         return self.effective_database_url.startswith("postgresql")
 
     @property
+    def keeps_files(self) -> bool:
+        """Whether the service writes anything of its own under ``data_dir``: the filesystem store,
+        the mail outbox (no SMTP), SQLite or a keyring generated there."""
+        return (self.storage_backend == "fs" or not self.smtp_url or not self.on_postgresql
+                or (self.key_provider == "local" and self.keyring_file is None))
+
+    def make_data_dir_private(self) -> None:
+        """Development: the data folder exists and only its owner can enter it (0700), whatever the
+        umask it was made under (an older one may be 0755: it is tightened, and the log says so).
+        Production refuses such a folder instead (``check``): an operator's folder is not changed."""
+        if self.is_production or not self.keeps_files:
+            return
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        mode = self.data_dir.stat().st_mode & 0o777
+        if mode & 0o077:
+            self.data_dir.chmod(mode & 0o700)
+            logger.warning("data folder made private", extra={"path": str(self.data_dir), "was": f"{mode:04o}"})
+
+    @property
     def outbox_dir(self) -> Path:
         return self.data_dir / "outbox"
 
@@ -300,6 +319,9 @@ class Settings(BaseSettings):
                                   f"run chmod 600 {path} (readable by the service's user only)")
             if "data_dir" not in explicit and (self.storage_backend == "fs" or not self.smtp_url):
                 errors.append("VAULT_DATA_DIR must be set when files are kept on disk (fs store or mail outbox)")
+            elif self.keeps_files and self.data_dir.is_dir() and (mode := self.data_dir.stat().st_mode & 0o777) & 0o077:
+                errors.append(f"VAULT_DATA_DIR={self.data_dir} is open to group or others (mode {mode:04o}): run "
+                              f"chmod 700 {self.data_dir} (it holds mails with live links, or encrypted documents)")
             if self.database_url and self.database_url.startswith("sqlite"):
                 warnings.append("production runs on SQLite, named explicitly: one replica only")
             if self.storage_backend == "fs":

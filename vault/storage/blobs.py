@@ -184,9 +184,17 @@ class FilesystemBlobStore:
             raise BlobNotFound(key)
         return self.root / key[:2] / key
 
+    def _folder(self, folder: Path) -> None:
+        """``folder`` and every missing folder between it and the root made 0700 (``mkdir``'s
+        ``parents`` would make them with the umask's mode)."""
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for each in reversed([folder, *folder.parents]):
+            if self.root in each.parents:
+                each.mkdir(mode=0o700, exist_ok=True)
+
     def check(self) -> None:
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
+            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
             with tempfile.NamedTemporaryFile(dir=self.root, prefix=".probe-"):
                 pass
         except OSError as exc:
@@ -195,7 +203,7 @@ class FilesystemBlobStore:
     def start_upload(self, key: str) -> FilesystemUpload:
         path = self._path(key)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            self._folder(path.parent)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".upload-")
         except OSError as exc:
             raise _unavailable("start_upload", type(exc).__name__) from None
@@ -263,7 +271,7 @@ class FilesystemBlobStore:
     def put_record(self, key: str, data: bytes) -> None:
         path = self.root / _record_key(key)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            self._folder(path.parent)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".record-")
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
