@@ -41,7 +41,7 @@ from vault.settings import Settings, load_settings
 from vault.storage import routes as storage_routes
 from vault.storage import share_pages
 from vault.storage.antivirus import ScannerUnavailable
-from vault.storage.blobs import BlobStoreUnavailable, BucketMissing
+from vault.storage.blobs import READINESS_PROBE_SECONDS, BlobStoreUnavailable, BucketMissing
 from vault.web.dependencies import refuse_nul
 from vault.web.errors import install_error_handlers
 from vault.web.middleware import RequestContextMiddleware
@@ -248,18 +248,33 @@ def _add_operational_routes(app: FastAPI) -> None:
         reasons: list[str] = []
         optional: dict[str, _Probe] = {"object_store": (object_store, BlobStoreUnavailable)}
         if settings.antivirus == "clamd":
-            optional["antivirus"] = (lambda: app.state.services.scanner.ping() or "ok", ScannerUnavailable)
+            optional["antivirus"] = (lambda: app.state.services.scanner.ping(READINESS_PROBE_SECONDS) or "ok",
+                                     ScannerUnavailable)
         checks: dict[str, str] = {}
-        for name, (probe, failure) in (required | optional).items():
-            if name == "issuer" and checks["database"] != "ok":
-                checks[name] = "unknown"  # read from the database
-                continue
+
+        def run(name: str, probe: _Probe) -> None:
             try:
-                checks[name] = probe()
-            except failure as exc:
+                checks[name] = probe[0]()
+            except probe[1] as exc:
                 checks[name] = "unavailable"
                 logger.warning("dependency not ready" if name in required else "dependency degraded",
                                extra={"dependency": name, "error": str(exc)})
+
+        # The object store and clamd are asked at the same time as the database, each for at most
+        # about 2 s (READINESS_PROBE_SECONDS per step): stalled together, they still leave the answer
+        # inside a balancer's probe timeout.
+        asked = [threading.Thread(target=run, args=(name, probe), name=f"readyz-{name}", daemon=True)
+                 for name, probe in optional.items()]
+        for thread in asked:
+            thread.start()
+        for name, probe in required.items():
+            if name == "issuer" and checks["database"] != "ok":
+                checks[name] = "unknown"  # read from the database
+                continue
+            run(name, probe)
+        for thread in asked:
+            thread.join()
+        checks = {name: checks[name] for name in (*required, *optional)}  # the order they are listed in
         ready = all(checks[name] == "ok" for name in required)
         status = ("ok" if all(v == "ok" for v in checks.values()) else "degraded") if ready else "unavailable"
         body: dict[str, object] = {"status": status, "checks": checks}

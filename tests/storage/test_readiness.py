@@ -4,7 +4,11 @@ downloads are out (503 for those). Its status code depends on the database and t
 
 from __future__ import annotations
 
+import socket
+import threading
+import time
 import uuid
+from collections.abc import Callable, Iterator
 
 import boto3
 import pytest
@@ -87,3 +91,55 @@ def test_clamd_down_degrades_without_failing(settings, engine) -> None:
     assert ready.status_code == 200
     assert ready.json() == {"status": "degraded", "checks": {
         "database": "ok", "issuer": "ok", "keyring": "ok", "object_store": "ok", "antivirus": "unavailable"}}
+
+
+@pytest.fixture
+def silent_listeners() -> Iterator[Callable[[], int]]:
+    """Ports that accept connections and never answer (a stalled clamd, a stalled object store)."""
+    sockets: list[socket.socket] = []
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def listen() -> int:
+        server = socket.socket()
+        server.bind(("127.0.0.1", 0))
+        server.listen(16)
+        server.settimeout(0.2)
+        sockets.append(server)
+
+        def accept() -> None:
+            while not stop.is_set():
+                try:
+                    accepted.append(server.accept()[0])  # kept open, never read nor answered
+                except TimeoutError:
+                    continue
+                except OSError:
+                    return
+
+        threading.Thread(target=accept, daemon=True).start()
+        return int(server.getsockname()[1])
+
+    yield listen
+    stop.set()
+    for each in sockets + accepted:
+        each.close()
+
+
+def test_a_stalled_clamd_and_object_store_answer_within_a_probe_timeout(settings, engine,
+                                                                        silent_listeners) -> None:
+    """Both accept and never answer: /readyz still answers within 3 s (Kubernetes' timeoutSeconds),
+    200 and "degraded"; a balancer keeps the replica for logins."""
+    app = create_app(settings.model_copy(update={
+        "antivirus": "clamd", "clamd_address": f"tcp://127.0.0.1:{silent_listeners()}",
+        "storage_backend": "s3", "s3_endpoint_url": f"http://127.0.0.1:{silent_listeners()}", "s3_bucket": "vault",
+        "s3_access_key_id": "x", "s3_secret_access_key": SecretStr("y")}), engine=engine)
+    with Browser(app) as browser:
+        started = time.monotonic()
+        ready = browser.get("/readyz")
+        took = time.monotonic() - started
+        assert ready.status_code == 200, ready.text
+        assert ready.json() == {"status": "degraded", "checks": {
+            "database": "ok", "issuer": "ok", "keyring": "ok", "object_store": "unavailable",
+            "antivirus": "unavailable"}}
+        assert took < 3, f"/readyz took {took:.1f} s"
+        assert browser.get("/login").status_code == 200  # logins go on

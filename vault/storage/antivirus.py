@@ -58,7 +58,7 @@ class ScanSession(Protocol):
 
 
 class Scanner(Protocol):
-    def ping(self) -> None: ...
+    def ping(self, timeout: float | None = None) -> None: ...
 
     def start(self) -> ScanSession: ...
 
@@ -75,9 +75,9 @@ class ClamdScanner:
             raise ValueError(f"clamd address must be tcp://host:port or unix:///path, not {address!r}")
         self.timeout = timeout
 
-    def _connect(self) -> socket.socket:
+    def _connect(self, timeout: float | None = None) -> socket.socket:
         conn = socket.socket(self._family, socket.SOCK_STREAM)
-        conn.settimeout(self.timeout)
+        conn.settimeout(self.timeout if timeout is None else timeout)
         try:
             conn.connect(self._target)
         except OSError as exc:
@@ -85,8 +85,10 @@ class ClamdScanner:
             raise ScannerUnavailable(f"clamd unreachable ({type(exc).__name__})") from None
         return conn
 
-    def ping(self) -> None:
-        with self._connect() as conn:
+    def ping(self, timeout: float | None = None) -> None:
+        """clamd answers PONG; ``timeout`` (seconds per step: connecting, reading) for a probe that
+        must answer sooner than a scan would wait."""
+        with self._connect(timeout) as conn:
             try:
                 conn.sendall(b"zPING\0")
                 reply = _read_reply(conn)
@@ -176,7 +178,7 @@ class ClamdStream:
 class NoScanner:
     """``VAULT_ANTIVIRUS=off`` (development, with a visible warning): everything is "clean"."""
 
-    def ping(self) -> None:
+    def ping(self, timeout: float | None = None) -> None:
         pass
 
     def start(self) -> NoScanSession:

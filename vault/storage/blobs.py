@@ -82,6 +82,11 @@ class BlobNotFound(Exception):
     """No such blob (never uploaded, or deleted)."""
 
 
+READINESS_PROBE_SECONDS = 1.0
+"""What a readiness probe waits for a dependency, per step (connecting, then reading): the object
+store and clamd are asked at once, so a stalled pair answers ``/readyz`` within about 2 s."""
+
+
 class RangeNotSatisfiable(Exception):
     """A ranged read starts beyond the object's end (an object shorter than the database says)."""
 
@@ -467,8 +472,8 @@ class S3BlobStore:
                                   read=settings.s3_read_timeout_seconds, attempts=3)
         # The readiness probe's: one attempt, short waits, so that a stalled store is reported
         # "unavailable" well within a load balancer's probe timeout.
-        self._probe = _s3_client(settings, connect=min(2, settings.s3_connect_timeout_seconds),
-                                 read=min(2, settings.s3_read_timeout_seconds), attempts=1)
+        self._probe = _s3_client(settings, connect=min(READINESS_PROBE_SECONDS, settings.s3_connect_timeout_seconds),
+                                 read=min(READINESS_PROBE_SECONDS, settings.s3_read_timeout_seconds), attempts=1)
         self._bucket_ready = False
         self.list_page = 1000  # versions per ListObjectVersions page (S3's maximum)
 
@@ -817,7 +822,7 @@ class S3Upload:
             self._upload_id = None
 
 
-def _s3_client(settings: Settings, *, connect: int, read: int, attempts: int) -> S3Client:
+def _s3_client(settings: Settings, *, connect: float, read: float, attempts: int) -> S3Client:
     import boto3
     from botocore.config import Config
 
