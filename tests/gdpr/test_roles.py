@@ -19,6 +19,7 @@ from sqlmodel import Session, select
 
 from tests.factories import make_citizen, make_staff, staff_browser
 from tests.support import Browser
+from vault.auth.models import Citizen
 from vault.gdpr.models import AuditEntry, DataRequest
 from vault.gdpr.service import Staff
 
@@ -145,3 +146,51 @@ def test_as_names_the_operating_system_account_in_the_audit_log(app, env: dict[s
         actors = {entry.action: entry.actor for entry in db.exec(select(AuditEntry))}
     assert actors["erasure.completed"] == f"cli:{user} as staff:{dpo.id}"
     assert actors["staff.created"] == f"cli:{user}"  # the operator, without --as
+
+
+def test_in_production_every_command_of_a_role_needs_as(app, env: dict[str, str], engine, data_dir: Path) -> None:
+    """In production each command bound to a role names who acts (``--as``): without it, exit 2 and
+    nothing done; the first administrator alone is created by the operator, as nobody could name one."""
+    keyring = data_dir / "keyring.json"
+    assert keyring.exists()
+    production = {**env, "VAULT_ENV": "production", "VAULT_ISSUER": app.state.settings.issuer.replace("http:", "https:"),
+                  "VAULT_STORAGE_BACKEND": "fs", "VAULT_ANTIVIRUS": "off", "VAULT_KEYRING_FILE": str(keyring),
+                  "VAULT_JOBS": "worker"}
+    citizen = make_citizen(app)
+    first = run(["staff", "create", "--email", "premier@ville.example.fr", "--role", "admin"], production)
+    assert first.returncode == 0, first.stdout + first.stderr  # no administrator yet: the operator makes the first
+    admin = make_staff(app, role="admin")
+    dpo = make_staff(app, role="dpo")
+    out = str(data_dir.parent / "export.zip")
+    role_bound = {
+        "dpo": [["gdpr", "export", "--citizen", str(citizen.id), "--out", out],
+                ["gdpr", "hold", "--document", str(uuid.uuid4()), "--reason", "x"],
+                ["gdpr", "release", "--document", str(uuid.uuid4())],
+                ["gdpr", "erase", "--citizen", str(citizen.id), "--reason", "x"],
+                ["citizen", "list"]],
+        "admin": [["staff", "create", "--email", "second@ville.example.fr", "--role", "admin"],
+                  ["client", "list"],
+                  ["client", "create", "--name", "Cantine", "--redirect-uri", "https://cantine.example.fr/cb"],
+                  ["client", "rotate-secret", "nope"], ["client", "disable", "nope"],
+                  ["citizen", "create", "--email", "new@example.org", "--given-name", "Marie", "--family-name", "Curie",
+                   "--birthdate", "1990-01-01", "--gender", "female", "--birthplace", "75056"]],
+    }
+    with Session(engine) as db:
+        before = len(db.exec(select(AuditEntry)).all())
+    for role, commands in role_bound.items():
+        other = dpo if role == "admin" else admin
+        for command in commands:
+            bare = run(command, production)
+            assert bare.returncode == 2 and "--as" in json.loads(bare.stdout)["detail"], (command, bare.stdout)
+            wrong = run([*command, "--as", other.email], production)
+            assert wrong.returncode == 2 and "as" in json.loads(wrong.stdout)["fields"], (command, wrong.stdout)
+    assert not Path(out).exists()
+    with Session(engine) as db:
+        assert len(db.exec(select(AuditEntry)).all()) == before  # nothing was done
+        assert db.get(Citizen, citizen.id) is not None  # not erased
+        assert db.exec(select(Citizen).where(Citizen.email == "new@example.org")).first() is None
+    listed = run(["citizen", "list", "--as", dpo.email], production)
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    assert citizen.email in listed.stdout
+    with Session(engine) as db:
+        assert [e.action for e in db.exec(select(AuditEntry))][-1] == "citizens.listed"

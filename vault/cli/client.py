@@ -94,10 +94,11 @@ def client_create(
 
 
 @app.command("list")
-def client_list(as_json: JsonFlag = False) -> None:
-    """List registered apps."""
+def client_list(as_for: AsOption = "", as_json: JsonFlag = False) -> None:
+    """List registered apps (an administrator's)."""
     services = open_services(as_json)
     with Session(services.engine) as db:
+        acting(services, db, as_for, "admin", as_json)
         clients = [client_public(c) for c in list_clients(db=db)]
     if as_json:
         typer.echo(json.dumps(clients, ensure_ascii=False))

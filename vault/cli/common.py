@@ -19,6 +19,7 @@ from sqlmodel import Session
 from vault import crypto
 from vault.db import DatabaseUnavailable, ping
 from vault.errors import ServiceUnavailable, VaultError
+from vault.gdpr.staff import ROLE_NAMES
 from vault.migrations import schema_is_current
 from vault.services import Services, build_services
 from vault.settings import ConfigError, Settings, load_settings
@@ -27,7 +28,8 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON only.")]
 AsOption = Annotated[str, typer.Option(
     "--as", help="The staff member the command acts for (their email): their role must allow the command, and the "
                  "audit log names them with the system account running the command. It asserts a role for the "
-                 "record, it is not a login. Without it, the operator (the system account) acts.")]
+                 "record, it is not a login. Without it, in development, the operator (the system account) acts; production "
+                 "requires it (but to create the first administrator).")]
 
 # The audit log's actor and the register's label are at most this long.
 _ACTOR_MAX, _LABEL_MAX, _OS_USER_MAX = 120, 200, 40
@@ -121,10 +123,16 @@ def open_services(as_json: bool = False, *, settings: Settings | None = None, ch
 
 def acting(services: Services, db: Session, email: str, role: str, as_json: bool) -> tuple[str, str]:
     """Who acts, in the audit log: the operator, or the staff member ``--as`` names, who must hold
-    ``role`` (else exit 2, nothing done). ``--as`` asserts a role for the record, it proves nothing:
+    ``role`` (else exit 2, nothing done). In production ``--as`` is required (every act of a role
+    is someone's), but for the administrators' commands while no administrator exists yet (the
+    first one is created by the operator). ``--as`` asserts a role for the record, it proves nothing:
     the actor also names the operating-system account that ran the command
     (``cli:<os user> as staff:<id>``), the one the server's shell access vouches for."""
     if not email:
+        if services.settings.is_production and not (role == "admin" and not services.staff.has_active(db, role="admin")):
+            fail(f"in production this command acts for a staff member: name them with --as EMAIL "
+                 f"({ROLE_NAMES[role]}); the audit log names them and this system account",
+                 as_json=as_json, code="invalid_input")
         return cli_actor()
     with refused(as_json, "refused: --as names no staff member who may run this command"):
         staff = services.staff.acting(db, email=email, role=role)

@@ -9,7 +9,7 @@ from datetime import timedelta
 from typing import Protocol
 
 import pyotp
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from vault import crypto
 from vault.auth.exceptions import InvalidCredentials, InvalidInput
@@ -98,6 +98,11 @@ class StaffService:
         uri = pyotp.TOTP(secret).provisioning_uri(name=email, issuer_name=f"{self.accounts.settings.city_name} ({space})")
         logger.info("staff account created", extra={"staff_id": str(staff.id), "role": role})
         return staff, secret, uri
+
+    def has_active(self, db: Session, *, role: str) -> bool:
+        """Whether any active staff member holds ``role``."""
+        return db.exec(select(StaffAccount.id).where(StaffAccount.role == role,
+                                                     col(StaffAccount.disabled_at).is_(None))).first() is not None
 
     def acting(self, db: Session, *, email: str, role: str) -> StaffAccount:
         """The staff member an operator's command acts as (``--as``): an active account of ``role``;
