@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -19,7 +20,7 @@ from sqlmodel import Session
 from tests.factories import CitizenData, logged_in, make_citizen, make_staff, pdf, upload
 from tests.support import Browser
 from vault.app import create_app
-from vault.crypto.rotation import Progress
+from vault.crypto.rotation import Progress, settle_delay
 from vault.settings import KEYRING_RELOAD_MAX_SECONDS, Settings
 
 VAULT = [sys.executable, "-m", "vault.cli"]
@@ -124,6 +125,12 @@ def test_two_replicas_serve_every_citizen_during_a_kek_rotation(kek_settings: Se
         assert set(by_version(a)) == {2}
         assert keyring(kek_settings)["active"] == 2
         assert replicas.read_all() == []
+        # Version 2 started to wrap only once every replica could have loaded it (the settle delay
+        # after it was added), as the rotation's order has it: added, loaded, then active.
+        document = keyring(kek_settings)
+        added = datetime.fromisoformat(next(k["created"] for k in document["keys"] if k["version"] == 2))
+        activated = datetime.fromisoformat(document["activated_at"])
+        assert activated - added >= settle_delay(a.state.services.keys), (added, activated)
     finally:
         replicas.close()
 

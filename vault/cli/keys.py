@@ -18,7 +18,7 @@ from sqlmodel import Session
 
 from vault.cli.common import JsonFlag, emit, fail, open_services
 from vault.crypto import KeyProviderError, LocalKeyring
-from vault.crypto.rotation import KekRotation, Progress
+from vault.crypto.rotation import KekRotation, Progress, settle_delay
 from vault.oidc.keys import RotationPending
 from vault.services import Services
 
@@ -131,6 +131,19 @@ def kek_add(as_json: JsonFlag = False) -> None:
          f"next: vault keys kek activate {version}")
 
 
+def _wait_until_loaded(keyring: LocalKeyring, version: int, as_json: bool) -> None:
+    """Until every replica has read a version added to the keyring (the settle delay after it was
+    added): only then does it start to wrap, as the rotation's order has it. A replica meeting a
+    value wrapped under a version it does not know reads the keyring again at once anyway; the wait
+    makes that the exception."""
+    added = keyring.created_at(version)
+    if added is None or (wait := (added + settle_delay(keyring) - datetime.now(UTC)).total_seconds()) <= 0:
+        return
+    if not as_json:
+        typer.echo(f"waiting {wait:.0f} s for every replica to load KEK version {version} before it wraps …", err=True)
+    time.sleep(wait)
+
+
 @kek_app.command("activate")
 def kek_activate(version: Annotated[int, typer.Argument(help="The version to wrap under from now on.")],
                  as_json: JsonFlag = False) -> None:
@@ -139,6 +152,8 @@ def kek_activate(version: Annotated[int, typer.Argument(help="The version to wra
     services = open_services(as_json)
     keyring = _keyring(services, as_json, "activate")
     try:
+        if version in keyring.versions:
+            _wait_until_loaded(keyring, version, as_json)
         changed = keyring.activate(version)
     except KeyProviderError as exc:
         fail(str(exc), as_json=as_json, code="invalid_input")
@@ -192,13 +207,12 @@ def keys_rotate_kek(batch_size: BatchSize = 500, as_json: JsonFlag = False) -> N
     if isinstance(keys, LocalKeyring):
         pending, older = keys.pending_versions(), [v for v in keys.versions if v < keys.active_version]
         try:
+            resumed = bool(pending or older)  # an interrupted rotation: finished, not started again
+            if not resumed:
+                pending = [keys.add_version()]
             if pending:
-                resumed = True
+                _wait_until_loaded(keys, pending[-1], as_json)
                 keys.activate(pending[-1])
-            elif older:
-                resumed = True
-            else:
-                keys.activate(keys.add_version())
         except KeyProviderError as exc:  # the file cannot be read: nothing was written
             fail(str(exc), as_json=as_json, code="key_provider_error")
     progress = _rewrap(services, batch_size, as_json)

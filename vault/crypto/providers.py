@@ -283,6 +283,14 @@ class LocalKeyring:
         except ValueError:
             return None
 
+    def created_at(self, version: int) -> datetime | None:
+        """When ``version`` was added to the keyring (None when the keyring does not say)."""
+        self._maybe_reload()
+        try:
+            return datetime.fromisoformat(self._created[version]) if self._created.get(version) else None
+        except ValueError:
+            return None
+
     # ---- rotation steps (``vault keys kek``) -------------------------------------------------
 
     def add_version(self) -> int:
