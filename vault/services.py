@@ -89,7 +89,8 @@ def build_services(settings: Settings, *, engine: Engine | None = None) -> Servi
     mailer = make_mailer(settings)
     keystore = KeyStore(keys)
     hasher = Hasher(time_cost=settings.argon2_time_cost, memory_kib=settings.argon2_memory_kib,
-                    concurrency=settings.argon2_concurrency, wait=settings.argon2_wait_seconds)
+                    concurrency=settings.argon2_concurrency, wait=settings.argon2_wait_seconds,
+                    max_waiting=settings.argon2_max_waiting)
     accounts = AccountService(
         settings=settings,
         hasher=hasher,

@@ -139,6 +139,9 @@ class Settings(BaseSettings):
     # cost); a login that waits longer than argon2_wait_seconds for its turn answers 503.
     argon2_concurrency: int = Field(default=2, ge=1, le=64)
     argon2_wait_seconds: float = Field(default=10, gt=0, le=120)
+    # At most this many more wait for their turn (each holds a worker thread and a database
+    # connection while it waits); beyond, 503 at once.
+    argon2_max_waiting: int = Field(default=8, ge=0, le=1000)
     # Document vault. The file limit must stay below clamd's StreamMaxLength (else nothing is scanned).
     max_file_mb: int = Field(default=50, ge=1, le=4096)
     # How far behind the body an upload's parts go to the store (they catch up while clamd scans).

@@ -8,10 +8,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+from sqlmodel import Session, select
 
 from tests.factories import make_citizen
 from tests.support import Browser
 from vault.app import create_app
+from vault.auth.models import LoginThrottle
 
 # Costly enough (tens of milliseconds each) that logins started together overlap.
 SLOW_ARGON2 = {"argon2_time_cost": 3, "argon2_memory_kib": 32 * 1024}
@@ -61,3 +63,26 @@ def test_logins_beyond_the_wait_answer_503_with_retry_after(settings, engine) ->
             assert "Trop de connexions au même moment" in answer.text
             assert "Réessayez dans quelques secondes" in answer.text
     assert app.state.services.accounts.hasher.slots.peak == 1
+
+
+def test_a_burst_beyond_the_waiting_room_is_refused_at_once(settings, engine) -> None:
+    """One computation at a time, two waiting at most: of ten logins sent together the others answer
+    503 with Retry-After at once, instead of holding a worker thread and a database connection each
+    while they wait (which would starve the token endpoint and /readyz)."""
+    app = create_app(settings.model_copy(update={**SLOW_ARGON2, "argon2_concurrency": 1, "argon2_max_waiting": 2,
+                                                 "argon2_wait_seconds": 60}), engine=engine)
+    emails = [make_citizen(app, password="une phrase de passe solide").email for _ in range(10)]
+    slots = app.state.services.accounts.hasher.slots
+    slots.peak = slots.peak_waiting = 0
+    answers = concurrent_logins(app, emails)
+    statuses = [a.status_code for a in answers]
+    assert set(statuses) == {303, 503} and statuses.count(303) >= 3, statuses  # the running one and the two waiting
+    for answer in answers:
+        if answer.status_code == 503:
+            assert int(answer.headers["Retry-After"]) >= 1 and "Réessayez dans quelques secondes" in answer.text
+    assert slots.peak == 1 and slots.peak_waiting == 2
+    assert slots.running == slots.waiting == 0
+    with Session(engine) as db:  # a refused login was not tried: nothing left on any counter
+        assert [row.failures for row in db.exec(select(LoginThrottle)) if row.failures] == []
+    with Browser(app) as browser:  # refused, not locked: the same logins go through afterwards
+        assert browser.login(emails[-1], "une phrase de passe solide").status_code == 303

@@ -89,20 +89,41 @@ class HasherBusy(ServiceUnavailable):
 
 class _Slots:
     """At most ``size`` argon2id computations at once in this process (each takes its memory cost:
-    the peak is ``size`` × memory cost); the others wait their turn up to ``wait`` seconds."""
+    the peak is ``size`` × memory cost); at most ``max_waiting`` others wait their turn, each up to
+    ``wait`` seconds. One more is refused at once (``HasherBusy``): a waiting login holds a worker
+    thread and a database connection, and a burst must not take them all from the other requests
+    (the token endpoint, ``/readyz``)."""
 
-    def __init__(self, size: int, wait: float) -> None:
-        self.size, self.wait = size, wait
+    def __init__(self, size: int, wait: float, max_waiting: int = 8) -> None:
+        self.size, self.wait, self.max_waiting = size, wait, max_waiting
         self._free = threading.BoundedSemaphore(size)
         self._lock = threading.Lock()
         self.running = 0
+        self.waiting = 0
         self.peak = 0  # the most computations seen at once (for operators' checks and the tests)
+        self.peak_waiting = 0
+
+    def _take(self) -> None:
+        if self._free.acquire(blocking=False):
+            return
+        with self._lock:
+            if self.waiting >= self.max_waiting:
+                raise HasherBusy(f"{self.waiting} waiting for an argon2id slot already ({self.size} at once)",
+                                 retry_after=max(1, math.ceil(self.wait / 4)))
+            self.waiting += 1
+            self.peak_waiting = max(self.peak_waiting, self.waiting)
+        try:
+            taken = self._free.acquire(timeout=self.wait)
+        finally:
+            with self._lock:
+                self.waiting -= 1
+        if not taken:
+            raise HasherBusy(f"no argon2id slot free after {self.wait:g} s ({self.size} at once)",
+                             retry_after=max(1, math.ceil(self.wait)))
 
     @contextmanager
     def slot(self) -> Iterator[None]:
-        if not self._free.acquire(timeout=self.wait):
-            raise HasherBusy(f"no argon2id slot free after {self.wait:g} s ({self.size} at once)",
-                             retry_after=max(1, math.ceil(self.wait)))
+        self._take()
         with self._lock:
             self.running += 1
             self.peak = max(self.peak, self.running)
@@ -116,11 +137,13 @@ class _Slots:
 
 class Hasher:
     """argon2id with a dummy hash for unknown accounts (same work, same timing), at most
-    ``concurrency`` computations at once (``HasherBusy`` after ``wait`` seconds without a turn)."""
+    ``concurrency`` computations at once and ``max_waiting`` waiting (``HasherBusy`` beyond, or
+    after ``wait`` seconds without a turn)."""
 
-    def __init__(self, *, time_cost: int, memory_kib: int, concurrency: int = 2, wait: float = 10) -> None:
+    def __init__(self, *, time_cost: int, memory_kib: int, concurrency: int = 2, wait: float = 10,
+                 max_waiting: int = 8) -> None:
         self._hasher = PasswordHasher(time_cost=time_cost, memory_cost=memory_kib, parallelism=2)
-        self.slots = _Slots(concurrency, wait)
+        self.slots = _Slots(concurrency, wait, max_waiting)
         self._dummy = self._hasher.hash(secrets.token_urlsafe(24))
 
     def hash(self, password: str) -> str:

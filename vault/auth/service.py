@@ -57,7 +57,7 @@ from vault.auth.models import (
     PasskeyChallenge,
     RecoveryCode,
 )
-from vault.auth.passwords import Hasher, password_problem
+from vault.auth.passwords import Hasher, HasherBusy, password_problem
 from vault.crypto.rotation import WrappedColumn
 from vault.crypto.tokens import new_token, token_hash
 from vault.db import make_engine, utcnow
@@ -761,6 +761,15 @@ class AccountService:
         self._own_transaction(db, count)
         return attempt
 
+    def verify_counted(self, *, db: Session, attempt: Attempt, stored_hash: str | None, password: str) -> bool:
+        """The password of a try counted by ``begin_attempt``; when no argon2id turn comes
+        (``HasherBusy``: 503, nothing checked) the try is taken back, as nothing was tried."""
+        try:
+            return self.hasher.verify(stored_hash, password or "")
+        except HasherBusy:
+            self.attempt_passed(db=db, attempt=attempt, clear_account=False)
+            raise
+
     def attempt_passed(self, *, db: Session, attempt: Attempt, clear_account: bool = True) -> None:
         """The try counted by ``begin_attempt`` was right: the account's counter starts afresh
         (``clear_account``; otherwise, as for a login that still waits for its second factor, the
@@ -801,7 +810,8 @@ class AccountService:
                user_agent: str) -> LoginResult:
         normalized, citizen = self.find_for_login(db=db, typed=email)
         attempt = self.begin_attempt(db=db, name=normalized, address=address)
-        password_ok = self.hasher.verify(citizen.password_hash if citizen else None, password or "")
+        password_ok = self.verify_counted(db=db, attempt=attempt, stored_hash=citizen.password_hash if citizen else None,
+                                          password=password)
         if not password_ok or citizen is None:
             logger.info("login failed", extra={"reason": "bad_credentials"})
             raise InvalidCredentials()

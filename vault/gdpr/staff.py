@@ -130,7 +130,8 @@ class StaffService:
             normalized = (email or "").strip().lower()[:254]
         attempt = self.accounts.begin_attempt(db=db, name="staff:" + normalized, address=address)
         staff = db.exec(select(StaffAccount).where(StaffAccount.email == normalized)).first() if normalized else None
-        ok = self.accounts.hasher.verify(staff.password_hash if staff else None, password or "")
+        ok = self.accounts.verify_counted(db=db, attempt=attempt, stored_hash=staff.password_hash if staff else None,
+                                          password=password)
         if not ok or staff is None or staff.disabled_at is not None or not self.accounts.accept_totp(citizen=staff, code=otp):
             raise InvalidCredentials("Adresse e-mail, mot de passe ou code incorrect.")  # the try stays counted
         self.accounts.attempt_passed(db=db, attempt=attempt)
