@@ -66,7 +66,8 @@ def server(services_dir: Path, postgres: PostgresService, s3: S3Service, clamd: 
                              config=Config(request_checksum_calculation="when_required",
                                            response_checksum_validation="when_required"))
     try:
-        yield type("Server", (), {"url": url, "proxy": proxy, "bucket": bucket, "s3": s3_client, "vault": vault})
+        yield type("Server", (), {"url": url, "proxy": proxy, "bucket": bucket, "s3": s3_client, "vault": vault,
+                                  "log": services_dir / "faults-server.log"})
     finally:
         process.terminate()
         try:
@@ -113,6 +114,7 @@ def wait_until_nothing_left(server, client: httpx.Client) -> None:
 
 def test_client_disconnecting_mid_upload_leaves_nothing(server) -> None:
     client = login(server.url)
+    logged = server.log.stat().st_size
     host, port = server.url.removeprefix("http://").split(":")
     cookies = "; ".join(f"{name}={value}" for name, value in client.cookies.items())
     with socket.create_connection((host, int(port))) as raw:
@@ -123,6 +125,10 @@ def test_client_disconnecting_mid_upload_leaves_nothing(server) -> None:
             raw.sendall(chunk)
     wait_until_nothing_left(server, client)
     assert client.get("/readyz").status_code == 200  # the server is fine
+    with server.log.open("rb") as log:  # the real server logged the client going away, not an error
+        log.seek(logged)
+        lines = log.read().decode(errors="replace")
+    assert "client went away" in lines and "unhandled error" not in lines and "Traceback" not in lines, lines[-3000:]
 
 
 def test_object_store_dying_mid_upload_is_503_and_leaves_nothing(server) -> None:
