@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 from sqlmodel import Session
 
-from tests.factories import CitizenData, logged_in, make_citizen, make_staff, pdf, upload
+from tests.factories import CitizenData, logged_in, make_citizen, make_oidc_app, make_staff, pdf, upload
+from tests.oidc.oidc_support import authorize, exchange, verify_id_token
 from tests.support import Browser
 from vault.app import create_app
 from vault.crypto.rotation import Progress, settle_delay
@@ -100,6 +101,7 @@ def test_two_replicas_serve_every_citizen_during_a_kek_rotation(kek_settings: Se
     download through the other without a single failure, during the rotation and after it."""
     a, b = create_app(kek_settings, engine=engine), create_app(kek_settings, engine=engine)
     replicas = Vault(a, b)
+    oidc_app = make_oidc_app(engine, scope="openid profile")
     try:
         for i in range(4):
             replicas.add(uploader=i % 2)
@@ -116,6 +118,7 @@ def test_two_replicas_serve_every_citizen_during_a_kek_rotation(kek_settings: Se
                 if answer.status_code != 200 or answer.content != content:
                     failures.append(answer.status_code)
             failures += replicas.read_all()
+            failures += _login_with_totp_and_exchange_a_code(replicas.apps, oidc_app)
         out, err = rotation.communicate()
         assert rotation.returncode == 0, err
         assert failures == []
@@ -133,6 +136,28 @@ def test_two_replicas_serve_every_citizen_during_a_kek_rotation(kek_settings: Se
         assert activated - added >= settle_delay(a.state.services.keys), (added, activated)
     finally:
         replicas.close()
+
+
+def _login_with_totp_and_exchange_a_code(apps: tuple[Any, ...], oidc_app: Any) -> list[int]:
+    """A citizen enrolled in TOTP on one replica (their seed wrapped by the KEK it holds) logs in
+    on each replica, lets the app in and the app exchanges the code (an ID token signed with a key
+    the KEK wraps, checked against the other replica's /jwks): the statuses that were not the
+    expected ones."""
+    failures = []
+    for index, app in enumerate(apps):
+        citizen = make_citizen(apps[index - 1], totp=True)
+        with Browser(app) as browser:
+            flow = authorize(browser, oidc_app, email=citizen.email, otp=citizen.totp.now())
+            if flow.response.status_code != 303 or "code" not in flow.result:
+                failures.append(flow.response.status_code)
+                continue
+            token = exchange(browser, flow)
+            if token.status_code != 200:
+                failures.append(token.status_code)
+                continue
+        with Browser(apps[index - 1]) as other:
+            verify_id_token(other, token.json()["id_token"])
+    return failures
 
 
 def test_kek_steps_can_each_be_run_again(kek_settings: Settings, engine, env) -> None:
