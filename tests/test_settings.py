@@ -133,6 +133,28 @@ def test_a_data_folder_open_to_group_or_others_is_refused_in_production(keyring:
     assert not [e for e in _errors(production(keyring, tmp_path, data_dir=data, storage_backend="fs")) if "DATA_DIR" in e]
 
 
+def test_a_production_data_folder_the_service_makes_is_private_so_the_next_start_accepts_it(
+        keyring: Path, tmp_path: Path) -> None:
+    data = tmp_path / "new" / "data"
+    settings = production(keyring, tmp_path, data_dir=data, storage_backend="fs")
+    previous = os.umask(0o022)
+    try:
+        settings.make_data_dir_private()
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
+    assert not [e for e in _errors(production(keyring, tmp_path, data_dir=data, storage_backend="fs")) if "DATA_DIR" in e]
+
+
+def test_a_production_database_named_elsewhere_keeps_nothing_in_the_data_folder(keyring: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    data.chmod(0o755)
+    settings = production(keyring, tmp_path, data_dir=data, database_url=f"sqlite:///{tmp_path / 'elsewhere.db'}")
+    assert not settings.keeps_files
+    assert not [e for e in _errors(settings) if "DATA_DIR" in e]
+
+
 def _errors(settings: Settings) -> list[str]:
     try:
         settings.check()

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 import time
@@ -259,12 +260,17 @@ def _add_operational_routes(app: FastAPI) -> None:
                 checks[name] = "unavailable"
                 logger.warning("dependency not ready" if name in required else "dependency degraded",
                                extra={"dependency": name, "error": str(exc)})
+            except Exception:
+                if name in required:
+                    raise  # answered as any other error of the request
+                checks[name] = "unavailable"  # an optional part fails in a way of its own: still reported
+                logger.exception("dependency degraded", extra={"dependency": name})
 
         # The object store and clamd are asked at the same time as the database, each for at most
         # about 2 s (READINESS_PROBE_SECONDS per step): stalled together, they still leave the answer
         # inside a balancer's probe timeout.
-        asked = [threading.Thread(target=run, args=(name, probe), name=f"readyz-{name}", daemon=True)
-                 for name, probe in optional.items()]
+        asked = [threading.Thread(target=contextvars.copy_context().run, args=(run, name, probe),  # the request id
+                                  name=f"readyz-{name}", daemon=True) for name, probe in optional.items()]
         for thread in asked:
             thread.start()
         for name, probe in required.items():

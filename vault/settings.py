@@ -267,19 +267,29 @@ class Settings(BaseSettings):
     def keeps_files(self) -> bool:
         """Whether the service writes anything of its own under ``data_dir``: the filesystem store,
         the mail outbox (no SMTP), SQLite or a keyring generated there."""
-        return (self.storage_backend == "fs" or not self.smtp_url or not self.on_postgresql
+        return (self.storage_backend == "fs" or not self.smtp_url or self.database_url is None
                 or (self.key_provider == "local" and self.keyring_file is None))
 
     def make_data_dir_private(self) -> None:
-        """Development: the data folder exists and only its owner can enter it (0700), whatever the
-        umask it was made under (an older one may be 0755: it is tightened, and the log says so).
-        Production refuses such a folder instead (``check``): an operator's folder is not changed."""
-        if self.is_production or not self.keeps_files:
+        """The data folder, when anything is kept there, exists and only its owner can enter it
+        (0700): made so whatever the umask. In development an older, looser one (0755) is tightened,
+        and the log says so; production refuses it instead (``check``): an operator's folder is
+        never changed."""
+        if not self.keeps_files:
             return
-        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        mode = self.data_dir.stat().st_mode & 0o777
-        if mode & 0o077:
-            self.data_dir.chmod(mode & 0o700)
+        try:
+            self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            mode = self.data_dir.stat().st_mode & 0o777
+        except OSError as exc:  # what is written there fails later, each with its own error
+            logger.error("data folder cannot be made", extra={"path": str(self.data_dir), "error": type(exc).__name__})
+            return
+        if mode & 0o077 and not self.is_production:
+            try:
+                self.data_dir.chmod(mode & 0o700)
+            except OSError as exc:  # another user's folder: said, not fatal in development
+                logger.warning("data folder open to others, and not ours to change",
+                               extra={"path": str(self.data_dir), "mode": f"{mode:04o}", "error": type(exc).__name__})
+                return
             logger.warning("data folder made private", extra={"path": str(self.data_dir), "was": f"{mode:04o}"})
 
     @property

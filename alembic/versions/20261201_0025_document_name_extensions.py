@@ -46,7 +46,7 @@ def renamed(name: str, media_type: str) -> str:
 def upgrade() -> None:
     connection = op.get_bind()
     last = None
-    while True:  # in batches, by id: a large table is neither read at once nor locked for long
+    while True:  # in batches, by id: a large table is never read into memory at once
         query = sa.select(document.c.id, document.c.filename, document.c.media_type).order_by(document.c.id)
         if last is not None:
             query = query.where(document.c.id > last)

@@ -578,6 +578,25 @@ def test_a_burst_of_wrong_passwords_gets_no_more_checks_than_the_free_failures(s
         assert failures == [3, 3], failures  # the account's counter and the address's
 
 
+def test_a_right_password_leaves_no_lock_on_a_counter_past_its_free_failures(settings, engine) -> None:
+    """A town hall's shared address whose counter is past its free failures (a lock that expired,
+    remembered for a day): counted before it is checked, a right password would set a new lock; taken
+    back, it takes that lock back too, so the next person at the counter is not locked out."""
+    from vault.app import create_app
+
+    app = create_app(settings.model_copy(update={"login_free_failures_per_address": 3}), engine=engine)
+    first, second = make_citizen(app), make_citizen(app)
+    with Browser(app) as browser:
+        for n in range(3):
+            assert browser.login(f"inconnu{n}@example.org", "mauvais mot de passe ici").status_code in (401, 429)
+        with Session(engine) as db:  # the lock has expired; the counter remembers the failures
+            db.exec(update(LoginThrottle).values(locked_until=utcnow() - timedelta(seconds=1)))
+            db.commit()
+        assert browser.login(first.email, first.password).status_code == 303
+    with Browser(app) as browser:
+        assert browser.login(second.email, second.password).status_code == 303, "locked by a right password"
+
+
 def test_a_right_password_is_not_counted_as_a_failure(settings, engine) -> None:
     """Counted before it is checked, a right password is taken back: it neither locks nor uses up a
     free failure, of the account or of the address."""

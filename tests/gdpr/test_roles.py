@@ -157,6 +157,9 @@ def test_in_production_every_command_of_a_role_needs_as(app, env: dict[str, str]
                   "VAULT_STORAGE_BACKEND": "fs", "VAULT_ANTIVIRUS": "off", "VAULT_KEYRING_FILE": str(keyring),
                   "VAULT_JOBS": "worker"}
     citizen = make_citizen(app)
+    for command in (["client", "list"], ["staff", "create", "--email", "dpo@ville.example.fr", "--role", "dpo"]):
+        alone = run(command, production)  # no administrator yet: only the first one may be made without --as
+        assert alone.returncode == 2 and "--as" in json.loads(alone.stdout)["detail"], (command, alone.stdout)
     first = run(["staff", "create", "--email", "premier@ville.example.fr", "--role", "admin"], production)
     assert first.returncode == 0, first.stdout + first.stderr  # no administrator yet: the operator makes the first
     admin = make_staff(app, role="admin")
@@ -192,5 +195,12 @@ def test_in_production_every_command_of_a_role_needs_as(app, env: dict[str, str]
     listed = run(["citizen", "list", "--as", dpo.email], production)
     assert listed.returncode == 0, listed.stdout + listed.stderr
     assert citizen.email in listed.stdout
+    created = run(["citizen", "create", "--email", "new@example.org", "--given-name", "Marie", "--family-name", "Curie",
+                   "--birthdate", "1990-01-01", "--gender", "female", "--birthplace", "75056", "--as", admin.email],
+                  production)
+    assert created.returncode == 0, created.stdout + created.stderr
     with Session(engine) as db:
-        assert [e.action for e in db.exec(select(AuditEntry))][-1] == "citizens.listed"
+        entries = list(db.exec(select(AuditEntry)))
+        assert [e.action for e in entries][-2:] == ["citizens.listed", "citizen.created"]
+        assert entries[-1].target.startswith("subject:")  # the trail names nobody in clear
+        assert json.loads(created.stdout)["id"] not in entries[-1].target

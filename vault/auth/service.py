@@ -15,6 +15,7 @@ import uuid
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol
 from zoneinfo import ZoneInfo
@@ -91,9 +92,11 @@ _THROTTLE_MEMORY = timedelta(hours=24)
 @dataclass(frozen=True)
 class Attempt:
     """A try counted on the login throttle before it is checked (``AccountService.begin_attempt``):
-    its counters, each with its free failures, in the order they are locked."""
+    its counters, each with its free failures, in the order they are locked; and the lock this try
+    set on each (before, after), so that taking the try back takes back that lock too."""
 
     counters: list[tuple[str, int]]
+    locks: dict[str, tuple[datetime | None, datetime | None]] = dataclass_field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -489,7 +492,7 @@ class AccountService:
         the same rules; every other session of the account ends, this one stays; a notice by mail."""
         citizen = current.citizen
         attempt = self.begin_attempt(db=db, name=login_name(citizen), address=address)
-        if not self.hasher.verify(citizen.password_hash, password or ""):
+        if not self.verify_counted(db=db, attempt=attempt, stored_hash=citizen.password_hash, password=password):
             raise InvalidInput({"password": N_("Mot de passe actuel incorrect.")})
         self.attempt_passed(db=db, attempt=attempt)
         if problem := password_problem(new_password, email=citizen.email or ""):
@@ -522,7 +525,7 @@ class AccountService:
         if normalized == citizen.email:
             raise InvalidInput({"new_email": N_("C'est déjà l'adresse de votre compte.")})
         attempt = self.begin_attempt(db=db, name=login_name(citizen), address=address)
-        if not self.hasher.verify(citizen.password_hash, password or ""):
+        if not self.verify_counted(db=db, attempt=attempt, stored_hash=citizen.password_hash, password=password):
             raise InvalidInput({"password": N_("Mot de passe actuel incorrect.")})
         self.attempt_passed(db=db, attempt=attempt)
         # A link mailed to an address typed here spends that address's mail budget (and the client's),
@@ -755,8 +758,10 @@ class AccountService:
             locked = [row.locked_until for row, _ in rows if row.locked_until is not None and row.locked_until > now]
             if locked:
                 raise TooManyLoginAttempts(int((max(locked) - now).total_seconds()) + 1)
-            for row, free in rows:
+            for (key, _), (row, free) in zip(attempt.counters, rows, strict=True):
+                before = row.locked_until
                 self._count(row, free=free, now=now)
+                attempt.locks[key] = (before, row.locked_until)
 
         self._own_transaction(db, count)
         return attempt
@@ -782,8 +787,14 @@ class AccountService:
                     continue
                 row = self._counter(db=session, key=key)
                 row.failures = max(0, row.failures - 1)
+                before, after = attempt.locks.get(key, (None, None))
                 if row.failures < free:
                     row.locked_until = None
+                elif (after is not None and after != before and row.locked_until is not None
+                      and abs(row.locked_until - after) < timedelta(milliseconds=1)):
+                    # Past its free failures (an older lock, expired but remembered for a day), the
+                    # counter was locked by this very try: the lock goes with the try.
+                    row.locked_until = before
 
         self._own_transaction(db, undo)
 
@@ -955,7 +966,8 @@ class AccountService:
                                 if citizen.totp_enabled_at is not None else N_("Saisissez votre mot de passe.")})
         attempt = self.begin_attempt(db=db, name=login_name(citizen), address=address)
         if password:
-            ok, field = self.hasher.verify(citizen.password_hash, password), "password"
+            ok = self.verify_counted(db=db, attempt=attempt, stored_hash=citizen.password_hash, password=password)
+            field = "password"
             message = N_("Mot de passe incorrect.")
         else:
             ok, field = self.accept_totp(citizen=citizen, code=otp), "otp"

@@ -41,7 +41,8 @@ def citizen_create(
         actor = acting(services, db, as_for, "admin", as_json)
         with refused(as_json, "the citizen was not created"):
             citizen = services.accounts.create_citizen(db=db, form=form, verified=verified)
-        audit.record(db, actor=actor[0], action="citizen.created", target=f"citizen:{citizen.id}")
+        audit.record(db, actor=actor[0], action="citizen.created",  # the trail names nobody in clear
+                     target=f"subject:{services.gdpr.subject(db, citizen.id)}")
         db.commit()
         public = CitizenPublic.of(citizen)
     output = json.loads(public.model_dump_json())

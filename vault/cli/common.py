@@ -121,15 +121,16 @@ def open_services(as_json: bool = False, *, settings: Settings | None = None, ch
     return services
 
 
-def acting(services: Services, db: Session, email: str, role: str, as_json: bool) -> tuple[str, str]:
+def acting(services: Services, db: Session, email: str, role: str, as_json: bool, *,
+           first_admin: bool = False) -> tuple[str, str]:
     """Who acts, in the audit log: the operator, or the staff member ``--as`` names, who must hold
     ``role`` (else exit 2, nothing done). In production ``--as`` is required (every act of a role
-    is someone's), but for the administrators' commands while no administrator exists yet (the
-    first one is created by the operator). ``--as`` asserts a role for the record, it proves nothing:
+    is someone's), but to create the first administrator (``first_admin``, while none exists:
+    nobody could be named). ``--as`` asserts a role for the record, it proves nothing:
     the actor also names the operating-system account that ran the command
     (``cli:<os user> as staff:<id>``), the one the server's shell access vouches for."""
     if not email:
-        if services.settings.is_production and not (role == "admin" and not services.staff.has_active(db, role="admin")):
+        if services.settings.is_production and not (first_admin and not services.staff.has_active(db, role="admin")):
             fail(f"in production this command acts for a staff member: name them with --as EMAIL "
                  f"({ROLE_NAMES[role]}); the audit log names them and this system account",
                  as_json=as_json, code="invalid_input")

@@ -30,7 +30,8 @@ def staff_create(
     services = open_services(as_json)
     password = read_password(password_stdin)
     with Session(services.engine, expire_on_commit=False) as db:
-        actor = acting(services, db, as_for, "admin", as_json)  # staff accounts are the administrators'
+        # Staff accounts are the administrators'; the first administrator is the operator's to make.
+        actor = acting(services, db, as_for, "admin", as_json, first_admin=role == "admin")
         with refused(as_json, "the staff account was not created"):
             staff, secret, uri = services.staff.create(db, email=email, name=name or email, role=role,
                                                        password=password, service=service)

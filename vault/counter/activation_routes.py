@@ -59,7 +59,7 @@ def activate(request: Request, form: FormFields, db: Db) -> Response:
         response = _activate_page(request, form=form, failure=exc.message, status=429)
         response.headers["Retry-After"] = str(exc.retry_after)
         return response
-    except BadActivationCode as exc:  # the failure is recorded, then committed
+    except BadActivationCode as exc:  # the try was counted (in a transaction of its own)
         return _activate_page(request, form=form, failure=exc.message, status=400)
     except InvalidInput as exc:
         db.rollback()

@@ -322,7 +322,8 @@ class EnrolmentService:
         attempt = self.accounts.begin_attempt(db=db, name=name, address=address)
         live = self._live_code(db, citizen.id) if citizen is not None else None
         typed = compact_code(code)
-        code_ok = self.accounts.hasher.verify(live.code_hash if live else None, typed)  # same work when unknown
+        code_ok = self.accounts.verify_counted(db=db, attempt=attempt, stored_hash=live.code_hash if live else None,
+                                               password=typed)  # the same work when unknown
         # An account whose password was set meanwhile (a reset link) needs no letter any more.
         if citizen is None or live is None or not code_ok or citizen.password_hash is not None:
             logger.info("activation failed", extra={"reason": "bad_code"})

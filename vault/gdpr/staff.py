@@ -169,7 +169,7 @@ class StaffService:
         # The same throttle as the login: a stolen staff session must not become a way to guess
         # the password and the TOTP code without limit.
         attempt = self.accounts.begin_attempt(db=db, name="staff:" + staff.email, address=address)
-        if not (self.accounts.hasher.verify(staff.password_hash, password or "")
+        if not (self.accounts.verify_counted(db=db, attempt=attempt, stored_hash=staff.password_hash, password=password)
                 and self.accounts.accept_totp(citizen=staff, code=otp)):
             raise InvalidCredentials("Mot de passe ou code incorrect.")  # the try stays counted
         self.accounts.attempt_passed(db=db, attempt=attempt)
