@@ -256,3 +256,41 @@ def test_a_certified_identity_cannot_be_rectified_here(citizen_browser_fc, fc_us
         fc_app.state.services.gdpr.rectify(db, citizen_id=citizen.id, changes={"family_name": "MARTIN"},
                                            reason="acte de mariage", by=Staff(actor="staff:t", label="DPO"))
     assert citizens(engine)[0].family_name == "DUBOIS"
+
+
+def test_a_franceconnect_session_confirms_with_franceconnect_and_changes_its_email_without_a_password(
+        citizen_browser_fc, fc_user, engine, settings) -> None:
+    """An account opened through FranceConnect has no password its owner knows: the confirmation
+    page offers FranceConnect again, which comes back confirmed; its email changes then without a
+    password."""
+    from tests.factories import stale_proof
+    from tests.support import Outbox
+
+    browser = citizen_browser_fc
+    assert fc_login(browser, fc_user).status_code == 303
+    stale_proof(engine)  # its password was made at random: nobody knows it
+    asked = browser.get("/account/email")
+    assert asked.status_code == 303 and asked.headers["location"] == "/account/confirm?next=/account/email"
+    page = browser.get(asked.headers["location"])
+    assert 'href="/login/franceconnect?next=/account/email"' in page.text
+    back = fc_login(browser, fc_user, next_path="/account/email")
+    assert back.status_code == 303 and back.headers["location"] == "/account/email"
+    form = browser.get("/account/email")
+    assert form.status_code == 200 and 'name="password"' not in form.text
+    sent = browser.submit("/account/email", {"new_email": "angela.nouvelle@example.org"})
+    assert sent.status_code == 303 and sent.headers["location"] == "/account?notice=email_change_sent"
+    assert Outbox(settings.outbox_dir, engine).last("angela.nouvelle@example.org").path()
+
+
+def test_the_confirmation_page_of_an_account_with_a_password_still_asks_for_it(citizen_browser_fc, fc_app,
+                                                                               engine) -> None:
+    from tests.factories import stale_proof
+
+    citizen = make_citizen(fc_app)
+    browser = citizen_browser_fc
+    assert browser.login(citizen.email, citizen.password).status_code == 303
+    stale_proof(engine)
+    page = browser.get("/account/confirm?next=/account/totp")
+    assert 'name="password"' in page.text and "/login/franceconnect" not in page.text  # logged in without it
+    form = browser.get("/account/email")
+    assert 'name="password"' in form.text

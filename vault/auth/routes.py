@@ -36,6 +36,7 @@ from vault.auth.passkeys import PasskeyService
 from vault.auth.service import NO_SECOND_FACTOR, AccountService, CurrentLogin
 from vault.translation import N_
 from vault.web.dependencies import Db, FormFields, redirect
+from vault.web.errors import StepUpRequired
 from vault.web.openapi import SESSION, api_errors
 from vault.web.pages import (
     clear_cookie,
@@ -442,31 +443,46 @@ def password_change(request: Request, form: FormFields, db: Db, service: Account
 
 
 def _email_page(request: Request, *, errors: dict[str, str] | None = None, values: dict[str, str] | None = None,
-                status: int = 200) -> Response:
+                status: int = 200, ask_password: bool = True) -> Response:
     return render(request, "email_change.html", {"title": N_("Changer mon adresse e-mail"), "errors": errors or {},
-                                                 "values": values or {}}, status=status)
+                                                 "values": values or {}, "ask_password": ask_password}, status=status)
+
+
+def _proof_without_password(current: CurrentLogin) -> bool:
+    """A session opened through FranceConnect (whose account's password, made at random, nobody
+    knows) changes the address after a recent proof of identity instead of the password: the
+    confirmation page, which offers FranceConnect again."""
+    if current.citizen.password_hash is not None and current.login_session.federation != "franceconnect":
+        return False
+    if not current.stepped_up:
+        raise StepUpRequired("/account/email")
+    return True
 
 
 @router.get("/account/email", include_in_schema=False)
 def email_change_page(request: Request, current: LoggedIn) -> Response:
-    return _email_page(request)
+    return _email_page(request, ask_password=not _proof_without_password(current))
 
 
 @router.post("/account/email", include_in_schema=False)
 def email_change(request: Request, form: FormFields, db: Db, service: Accounts, current: LoggedIn) -> Response:
     values = {"new_email": form.get("new_email", "")}
+    proven = _proof_without_password(current)
     try:
         service.request_email_change(db=db, current=current, password=form.get("password", ""),
-                                     new_email=form.get("new_email", ""), address=client_address(request))
+                                     new_email=form.get("new_email", ""), address=client_address(request),
+                                     proven=proven)
     except TooManyLoginAttempts as exc:
         db.commit()
-        response = _email_page(request, errors={"password": exc.message}, values=values, status=429)
+        response = _email_page(request, errors={"password": exc.message}, values=values, status=429,
+                               ask_password=not proven)
         response.headers["Retry-After"] = str(exc.retry_after)
         return response
     except InvalidInput as exc:
         db.commit()  # a wrong current password counts towards the throttle
-        return _email_page(request, errors=exc.fields, values=values, status=400)
-    service.stepped_up(current)  # the current password, typed just now
+        return _email_page(request, errors=exc.fields, values=values, status=400, ask_password=not proven)
+    if not proven:
+        service.stepped_up(current)  # the current password, typed just now
     return redirect("/account?notice=email_change_sent")
 
 
@@ -530,9 +546,14 @@ def totp_disable(request: Request, form: FormFields, db: Db, service: Accounts, 
 def _confirm_page(request: Request, db: Session, service: AccountService, current: CurrentLogin, next_path: str, *,
                   errors: dict[str, str] | None = None, failure: str | None = None, status: int = 200) -> Response:
     citizen = current.citizen
+    # A login through FranceConnect is a fresh proof too: offered to a session opened so (its account's
+    # password was made at random) or an account without one; it comes back to ``next_path`` confirmed.
+    franceconnect = _franceconnect_enabled(request) and (citizen.password_hash is None
+                                                         or current.login_session.federation == "franceconnect")
     return render(request, "confirm_identity.html", {
         "title": N_("Confirmez que c'est bien vous"), "next": next_path, "errors": errors or {}, "failure": failure,
         "totp": citizen.totp_enabled_at is not None, "has_password": citizen.password_hash is not None,
+        "franceconnect": franceconnect,
         "passkeys": passkeys_usable(request) and bool(service.list_passkeys(db=db, citizen_id=citizen.id)),
     }, status=status)
 

@@ -508,12 +508,13 @@ class AccountService:
         self.notify(db=db, to=citizen.email, template="password_changed", citizen_id=citizen.id, at=self._local_now())
 
     def request_email_change(self, *, db: Session, current: CurrentLogin, password: str, new_email: str,
-                             address: str) -> None:
+                             address: str, proven: bool = False) -> None:
         """"Mon compte": the current password (throttled like a login), then a link to the new
         address; nothing changes until it is opened. The old address is told. An address another
         account uses gets the same answer here, and its owner a mail saying someone tried it. The
         mail spends the typed address's budget of mail requests (``allow_mail_request``): over it,
-        the same answer and nothing sent."""
+        the same answer and nothing sent. ``proven``: a session opened through FranceConnect, stepped
+        up less than 5 minutes ago (the caller checked it): no password is asked."""
         citizen = current.citizen
         keys = [self._account_key(db, login_name(citizen)), self._address_key(address)]
         if retry_after := self._locked_for(db=db, keys=keys):
@@ -524,10 +525,11 @@ class AccountService:
             raise InvalidInput({"new_email": str(exc)}) from None
         if normalized == citizen.email:
             raise InvalidInput({"new_email": N_("C'est déjà l'adresse de votre compte.")})
-        attempt = self.begin_attempt(db=db, name=login_name(citizen), address=address)
-        if not self.verify_counted(db=db, attempt=attempt, stored_hash=citizen.password_hash, password=password):
-            raise InvalidInput({"password": N_("Mot de passe actuel incorrect.")})
-        self.attempt_passed(db=db, attempt=attempt)
+        if not (proven and current.stepped_up):
+            attempt = self.begin_attempt(db=db, name=login_name(citizen), address=address)
+            if not self.verify_counted(db=db, attempt=attempt, stored_hash=citizen.password_hash, password=password):
+                raise InvalidInput({"password": N_("Mot de passe actuel incorrect.")})
+            self.attempt_passed(db=db, attempt=attempt)
         # A link mailed to an address typed here spends that address's mail budget (and the client's),
         # as a registration would: over it, the same answer and nothing sent.
         if not self.allow_mail_request(db=db, action="email_change", email=normalized, address=address):
