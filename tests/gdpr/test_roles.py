@@ -15,7 +15,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from tests.factories import make_citizen, make_staff, staff_browser
 from tests.support import Browser
@@ -200,7 +200,7 @@ def test_in_production_every_command_of_a_role_needs_as(app, env: dict[str, str]
                   production)
     assert created.returncode == 0, created.stdout + created.stderr
     with Session(engine) as db:
-        entries = list(db.exec(select(AuditEntry)))
+        entries = list(db.exec(select(AuditEntry).order_by(col(AuditEntry.id))))  # the trail's order
         assert [e.action for e in entries][-2:] == ["citizens.listed", "citizen.created"]
         assert entries[-1].target.startswith("subject:")  # the trail names nobody in clear
         assert json.loads(created.stdout)["id"] not in entries[-1].target
