@@ -860,11 +860,6 @@ class AccountService:
             citizen = db.exec(select(Citizen).where(Citizen.email == name)).first() if name else None
         return (login_name(citizen) if citizen is not None else name), citizen
 
-    def locked_for(self, *, db: Session, name: str, address: str) -> int:
-        """Seconds before the account ``name`` (see ``find_for_login``) or the address may try
-        again; 0 when neither is locked. The same lock as the login's."""
-        return self._locked_for(db=db, keys=[self._account_key(db, name), self._address_key(address)])
-
     def record_login_failure(self, *, db: Session, email: str, address: str) -> None:
         self._record_failure(db=db, key=self._account_key(db, email),
                              free=self.settings.login_free_failures_per_account)
